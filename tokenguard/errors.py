@@ -1,0 +1,105 @@
+"""The exception tree of tokenguard.
+
+Every error that tokenguard raises on its own account derives from
+:class:`TokenGuardError`, so ``except tg.TokenGuardError`` catches them all::
+
+    TokenGuardError
+    ├── InvalidMessages        the request itself is malformed (names the message and problem)
+    ├── ConfigurationError     an option or model-table entry is malformed
+    ├── TokenizerUnavailable   tokenizer data is missing or fails its sha256 check
+    ├── ContextOverflow        the request cannot be made to fit the context window
+    ├── RequestTooLarge        one request costs more than a limit itself (it could never go)
+    ├── BudgetExceeded         the request does not fit an open ``budget()``
+    ├── RateLimitTimeout       the limiter would have to wait longer than ``max_wait``
+    └── LimiterUnavailable     the shared (Redis) limiter cannot be reached
+
+Errors say what was expected and what was found, with the numbers, and carry
+those numbers as attributes so that callers need not parse messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceeded",
+    "ConfigurationError",
+    "ContextOverflow",
+    "InvalidMessages",
+    "LimiterUnavailable",
+    "RateLimitTimeout",
+    "RequestTooLarge",
+    "TokenGuardError",
+    "TokenizerUnavailable",
+]
+
+
+class TokenGuardError(Exception):
+    """Root of every error raised by tokenguard."""
+
+
+class InvalidMessages(TokenGuardError, ValueError):
+    """The messages (or another part of the request) are malformed.
+
+    ``index`` is the position of the offending message, or ``None`` when the
+    problem is with the list as a whole.
+    """
+
+    def __init__(self, problem: str, *, index: int | None = None) -> None:
+        self.problem = problem
+        self.index = index
+        where = f"messages[{index}]: " if index is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class ConfigurationError(TokenGuardError, ValueError):
+    """An option, limit or model-table entry has a value that cannot work."""
+
+
+class TokenizerUnavailable(TokenGuardError):
+    """Tokenizer data could not be found offline, or did not match its sha256."""
+
+
+class ContextOverflow(TokenGuardError):
+    """The request does not fit the model's context window and could not be fitted."""
+
+    def __init__(self, message: str, *, needed: int, available: int) -> None:
+        self.needed = needed
+        self.available = available
+        super().__init__(message)
+
+
+class RequestTooLarge(TokenGuardError):
+    """One request costs more than a limit allows in a whole window; it can never be sent.
+
+    ``limit_name`` is e.g. ``"tpm"``; ``cost`` and ``limit`` are in that limit's units.
+    """
+
+    def __init__(self, message: str, *, limit_name: str, cost: int, limit: int) -> None:
+        self.limit_name = limit_name
+        self.cost = cost
+        self.limit = limit
+        super().__init__(message)
+
+
+class BudgetExceeded(TokenGuardError):
+    """The request's estimate does not fit the remaining tokens or requests of a budget."""
+
+    def __init__(self, message: str, *, needed: int, remaining: int) -> None:
+        self.needed = needed
+        self.remaining = remaining
+        super().__init__(message)
+
+
+class RateLimitTimeout(TokenGuardError):
+    """Waiting for the rate window would take longer than ``max_wait``.
+
+    ``needed_wait`` is the wait (seconds) the request would have needed, when known.
+    """
+
+    def __init__(self, message: str, *, needed_wait: float | None, max_wait: float) -> None:
+        self.needed_wait = needed_wait
+        self.max_wait = max_wait
+        super().__init__(message)
+
+
+class LimiterUnavailable(TokenGuardError):
+    """The shared limiter's backend (Redis) could not be reached or answered wrongly."""
