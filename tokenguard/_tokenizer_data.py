@@ -181,7 +181,8 @@ def _build(spec: TokenizerSpec) -> tiktoken.Encoding:
     if spec is LLAMA3:
         base = len(ranks)
         names = _LLAMA3_SPECIAL_NAMES + [
-            f"<|reserved_special_token_{i}|>" for i in range(3, 256 - len(_LLAMA3_SPECIAL_NAMES) + 3)
+            f"<|reserved_special_token_{i}|>"
+            for i in range(3, 256 - len(_LLAMA3_SPECIAL_NAMES) + 3)
         ]
         special = {name: base + i for i, name in enumerate(names)}
     elif spec is CL100K_BASE:
