@@ -1,0 +1,45 @@
+"""A local Groq server: the real ``openai`` and ``groq`` SDKs cannot tell it from Groq.
+
+It serves ``POST /openai/v1/chat/completions`` (JSON and SSE streaming) and
+``GET /openai/v1/models`` on loopback, counts prompts as Groq does (Llama 3 chat template +
+Llama 3 tokenizer), enforces RPM/RPD/TPM/TPD with continuously refilling token buckets,
+answers Groq's exact 400/413/429 bodies and ``x-ratelimit-*`` headers, and logs every
+request. Tests, benchmarks and ``tokenguard demo`` run against it.
+
+Example::
+
+    import openai
+    from tokenguard.emulator import running
+
+    with running(model="llama3-8b-8192", tpm=6000, rpm=30) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="anything")
+        reply = client.chat.completions.create(
+            model="llama3-8b-8192", messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert reply.usage.prompt_tokens == 11
+
+Command line: ``python -m tokenguard.emulator --port 8000 --model llama3-8b-8192 --tpm 6000``.
+"""
+
+from __future__ import annotations
+
+from ._config import DEFAULT_MAX_TOKENS, EmulatorConfig
+from ._log import RequestRecord, max_requests_in_any_window, max_tokens_in_any_window
+from ._models import BUILTIN_MODELS, ModelSpec, builtin_model
+from ._prompt import count_prompt_tokens, render_prompt
+from ._server import Emulator, running
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_MAX_TOKENS",
+    "Emulator",
+    "EmulatorConfig",
+    "ModelSpec",
+    "RequestRecord",
+    "builtin_model",
+    "count_prompt_tokens",
+    "max_requests_in_any_window",
+    "max_tokens_in_any_window",
+    "render_prompt",
+    "running",
+]

@@ -1,0 +1,165 @@
+"""Checking a chat-completions request body the way Groq's schema validation does (400s)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import invalid
+
+__all__ = ["ChatRequest", "parse_chat_request"]
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """The parts of a chat request the emulator acts on."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[Any] | None
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_parts(content: list[Any], where: str) -> None:
+    for j, part in enumerate(content):
+        pwhere = f"{where}.content.{j}"
+        if not isinstance(part, Mapping):
+            raise invalid(f"'{pwhere}' : value must be an object")
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise invalid(f"'{pwhere}.text' : value must be a string")
+        elif kind == "image_url":
+            raise invalid(f"'{pwhere}' : image input is not supported by this model")
+        else:
+            raise invalid(f"'{pwhere}' : discriminator property 'type' has invalid value")
+
+
+def _check_content(message: Mapping[str, Any], where: str, *, optional: bool) -> None:
+    if "content" not in message or message["content"] is None:
+        if optional:
+            return
+        raise invalid(f"'{where}' : property 'content' is missing")
+    content = message["content"]
+    if isinstance(content, str):
+        return
+    if isinstance(content, list):
+        _check_parts(content, where)
+        return
+    raise invalid(f"'{where}.content' : value must be a string or an array of content parts")
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise invalid(f"'{where}.tool_calls' : value must be an array")
+    for j, call in enumerate(calls):
+        cwhere = f"{where}.tool_calls.{j}"
+        if not isinstance(call, Mapping):
+            raise invalid(f"'{cwhere}' : value must be an object")
+        function = call.get("function")
+        if not isinstance(function, Mapping):
+            raise invalid(f"'{cwhere}' : property 'function' is missing")
+        if not isinstance(function.get("name"), str):
+            raise invalid(f"'{cwhere}.function.name' : value must be a string")
+        if not isinstance(function.get("arguments", ""), str):
+            raise invalid(f"'{cwhere}.function.arguments' : value must be a string")
+
+
+def _check_message(message: Any, i: int) -> dict[str, Any]:
+    where = f"messages.{i}"
+    if not isinstance(message, Mapping):
+        raise invalid(f"'{where}' : value must be an object")
+    role = message.get("role")
+    if role is None:
+        raise invalid(f"'{where}' : property 'role' is missing")
+    if role not in _ROLES:
+        raise invalid(f"'{where}' : discriminator property 'role' has invalid value")
+    has_calls = role == "assistant" and message.get("tool_calls") is not None
+    if has_calls:
+        _check_tool_calls(message["tool_calls"], where)
+    _check_content(message, where, optional=role == "assistant")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise invalid(f"'{where}' : property 'tool_call_id' is missing")
+    if "name" in message and message["name"] is not None and not isinstance(message["name"], str):
+        raise invalid(f"'{where}.name' : value must be a string")
+    return dict(message)
+
+
+def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise invalid(f"'{key}' : value must be an integer", param=key)
+    if value < 1:
+        raise invalid(f"'{key}' : number must be at least 1", param=key)
+    return int(value)
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Validate ``body`` (decoded JSON); raise ``ApiError`` (400) naming the first problem."""
+    if not isinstance(body, Mapping):
+        raise invalid("request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise invalid("'model' : property 'model' is missing", param="model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' : value must be a non-empty string", param="model")
+    if "messages" not in body:
+        raise invalid("'messages' : property 'messages' is missing", param="messages")
+    raw_messages = body["messages"]
+    if not isinstance(raw_messages, list):
+        raise invalid("'messages' : value must be an array", param="messages")
+    if not raw_messages:
+        raise invalid("'messages' : minimum number of items is 1", param="messages")
+    messages = [_check_message(m, i) for i, m in enumerate(raw_messages)]
+
+    tools = body.get("tools")
+    if tools is not None and (
+        not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)
+    ):
+        raise invalid("'tools' : value must be an array of objects", param="tools")
+    max_tokens = _optional_int(body, "max_tokens")
+    max_completion = _optional_int(body, "max_completion_tokens")
+    n = body.get("n")
+    if n is not None:
+        if not _is_int(n):
+            raise invalid("'n' : value must be an integer", param="n")
+        if n > 1:
+            raise invalid("'n' : number must be at most 1", param="n")
+        if n < 1:
+            raise invalid("'n' : number must be at least 1", param="n")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("'stream' : value must be a boolean", param="stream")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise invalid("'stream_options' : value must be an object", param="stream_options")
+        flag = options.get("include_usage", False)
+        if not isinstance(flag, bool):
+            raise invalid(
+                "'stream_options.include_usage' : value must be a boolean",
+                param="stream_options",
+            )
+        include_usage = flag
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        tools=list(tools) if tools else None,
+        max_tokens=max_completion if max_completion is not None else max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+    )
