@@ -226,6 +226,7 @@ class Emulator:
         self.app = App(self.config)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -239,6 +240,7 @@ class Emulator:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self.app.open_log_file()
         self._server = _Server((self.config.host, self.config.port), self.app, family)
+        self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -273,9 +275,10 @@ class Emulator:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        return int(self._server.server_address[1])
+        """The bound port (still known after ``stop()``)."""
+        if self._port is None:
+            raise RuntimeError("emulator not started: call start() or use running()")
+        return self._port
 
     @property
     def host(self) -> str:

@@ -1,0 +1,198 @@
+"""The emulator's prompt counting against hand-worked examples (Meta's chat templates)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tokenguard._tokenizer_data import get_encoding
+from tokenguard.emulator import count_prompt_tokens, render_prompt
+from tokenguard.emulator._completion import WORDS, completion_text
+from tokenguard.emulator._prompt import count_text_tokens
+
+BOT, START, END, EOT, NN = 128000, 128006, 128007, 128009, 271
+SYSTEM, USER, ASSISTANT = 9125, 882, 78191
+HELLO = 9906
+# "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", token by token:
+# Cut|ting| Knowledge| Date|:| December| |202|3|\n|Today| Date|:| |26| Jul| |202|4|\n\n
+CUTTING_KNOWLEDGE = [38766, 1303, 33025, 2696, 25, 6790, 220, 2366, 18, 198]
+CUTTING_KNOWLEDGE += [15724, 2696, 25, 220, 1627, 10263, 220, 2366, 19, 271]
+
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "How are you?"},
+]
+
+
+def encode(text: str) -> list[int]:
+    return list(get_encoding("llama3").encode(text, allowed_special="all"))
+
+
+def test_hello_on_llama3_is_eleven_hand_worked_tokens() -> None:
+    messages = [{"role": "user", "content": "Hello"}]
+    text = render_prompt(messages, None, "llama3")
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    expected = [BOT, START, USER, END, NN, HELLO, EOT, START, ASSISTANT, END, NN]
+    assert encode(text) == expected
+    assert count_prompt_tokens(messages, None, "llama3") == 11
+
+
+def test_hello_on_llama31_pays_the_cutting_knowledge_block() -> None:
+    messages = [{"role": "user", "content": "Hello"}]
+    expected = [BOT, START, SYSTEM, END, NN, *CUTTING_KNOWLEDGE, EOT]
+    expected += [START, USER, END, NN, HELLO, EOT, START, ASSISTANT, END, NN]
+    assert encode(render_prompt(messages, None, "llama3.1")) == expected
+    assert count_prompt_tokens(messages, None, "llama3.1") == 36
+
+
+def test_conversation_on_llama3() -> None:
+    # 1 BOS + system 4+4+1 + user "Hi" 4+1+1 + assistant "Hello!" 4+2+1
+    # + user "How are you?" 4+4+1 + generation prompt 4 = 36
+    expected = [BOT]
+    expected += [START, SYSTEM, END, NN, 2675, 527, 51637, 13, EOT]
+    expected += [START, USER, END, NN, 13347, EOT]
+    expected += [START, ASSISTANT, END, NN, HELLO, 0, EOT]
+    expected += [START, USER, END, NN, 4438, 527, 499, 30, EOT]
+    expected += [START, ASSISTANT, END, NN]
+    assert encode(render_prompt(CONVERSATION, None, "llama3")) == expected
+    assert count_prompt_tokens(CONVERSATION, None, "llama3") == 36
+
+
+def test_conversation_on_llama31_merges_the_system_message_into_the_first_block() -> None:
+    text = render_prompt(CONVERSATION, None, "llama3.1")
+    assert text.startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+        "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+    )
+    assert text.count("<|start_header_id|>system") == 1
+    expected = [BOT, START, SYSTEM, END, NN, *CUTTING_KNOWLEDGE, 2675, 527, 51637, 13, EOT]
+    expected += [START, USER, END, NN, 13347, EOT]
+    expected += [START, ASSISTANT, END, NN, HELLO, 0, EOT]
+    expected += [START, USER, END, NN, 4438, 527, 499, 30, EOT]
+    expected += [START, ASSISTANT, END, NN]
+    assert encode(text) == expected
+    assert count_prompt_tokens(CONVERSATION, None, "llama3.1") == 56
+
+
+def test_a_later_system_message_is_an_ordinary_block() -> None:
+    messages = [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be kind."}]
+    text = render_prompt(messages, None, "llama3.1")
+    assert text.count("<|start_header_id|>system") == 2
+    assert "<|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>" in text
+
+
+@pytest.mark.parametrize("template", ["llama3", "llama3.1"])
+def test_content_is_stripped_parts_joined_and_names_ignored(template: str) -> None:
+    plain = count_prompt_tokens([{"role": "user", "content": "Hello"}], None, template)
+    variants: list[list[dict[str, Any]]] = [
+        [{"role": "user", "content": "  Hello \n"}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}],
+            }
+        ],
+        [{"role": "user", "content": "Hello", "name": "alice"}],
+    ]
+    for messages in variants:
+        assert count_prompt_tokens(messages, None, template) == plain
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+TOOL_MESSAGES: list[dict[str, Any]] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+]
+TOOLS_PREAMBLE = (
+    "You have access to the following functions. To call a function, please respond with JSON "
+    'for a function call.Respond in the format {"name": function name, "parameters": '
+    "dictionary of argument name and its value}.Do not use variables.\n\n"
+)
+
+
+def test_tools_on_llama31_follow_metas_template() -> None:
+    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3.1")
+    expected = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Environment: ipython\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+        + TOOLS_PREAMBLE
+        + json.dumps(TOOLS[0], indent=4)
+        + "\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWeather in Paris?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'
+        "<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert text == expected
+    assert count_prompt_tokens(TOOL_MESSAGES, TOOLS, "llama3.1") == len(encode(expected))
+    # The tool-call body, token by token, and the ipython block (ipython is two tokens).
+    call = [5018, 609, 794, 330, 456, 70464, 498, 330, 14105, 794, 5324, 9103, 794, 330]
+    call += [60704, 32075]
+    assert encode('{"name": "get_weather", "parameters": {"city": "Paris"}}') == call
+    ipython_block = [START, 23799, 4690, END, NN, 82, 28397, EOT]
+    assert encode("<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>") == ipython_block
+
+
+def test_tools_on_llama3_open_with_a_system_block() -> None:
+    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3")
+    assert text.startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Environment: ipython\n" + TOOLS_PREAMBLE
+    )
+    assert "Cutting Knowledge" not in text
+    assert text.count("<|start_header_id|>system") == 1
+    assert "Be brief.<|eot_id|>" in text
+
+
+def test_a_user_only_request_with_tools_still_gets_the_system_block() -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    with_tools = count_prompt_tokens(messages, TOOLS, "llama3")
+    without = count_prompt_tokens(messages, None, "llama3")
+    assert with_tools > without + 50
+
+
+def test_unknown_template_is_refused() -> None:
+    with pytest.raises(ValueError, match="llama3"):
+        render_prompt([{"role": "user", "content": "x"}], None, "chatml")
+
+
+def test_completion_words_are_single_tokens_and_texts_have_exact_counts() -> None:
+    for word in WORDS:
+        assert len(encode(word)) == 1, word
+    for n in range(60):
+        assert len(encode(completion_text(n))) == n
+
+
+def test_pathological_whitespace_is_counted_not_crashed() -> None:
+    # tiktoken's regex engine refuses a million spaces; the emulator counts in slices.
+    assert count_text_tokens(" " * 1_000_000) > 0
