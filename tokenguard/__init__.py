@@ -9,6 +9,15 @@ Drop it onto code that already calls Groq's OpenAI-compatible API::
 
 from __future__ import annotations
 
+from .counting import (
+    Calibration,
+    Counter,
+    RequestCount,
+    count_request,
+    count_tokens,
+    default_counter,
+    observe_prompt_tokens,
+)
 from .errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -20,18 +29,30 @@ from .errors import (
     TokenGuardError,
     TokenizerUnavailable,
 )
+from .models import Limits, ModelInfo, get_model, register_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BudgetExceeded",
+    "Calibration",
     "ConfigurationError",
     "ContextOverflow",
+    "Counter",
     "InvalidMessages",
     "LimiterUnavailable",
+    "Limits",
+    "ModelInfo",
     "RateLimitTimeout",
+    "RequestCount",
     "RequestTooLarge",
     "TokenGuardError",
     "TokenizerUnavailable",
     "__version__",
+    "count_request",
+    "count_tokens",
+    "default_counter",
+    "get_model",
+    "observe_prompt_tokens",
+    "register_model",
 ]

@@ -1,0 +1,111 @@
+"""Pre-flight token counting: exact for Groq's Llama 3 family, conservative elsewhere.
+
+``count_tokens`` answers what Groq will report as ``usage.prompt_tokens`` before the
+request is sent, offline::
+
+    import tokenguard as tg
+
+    tg.count_tokens([{"role": "user", "content": "Hello"}], model="llama-3.1-8b-instant")
+
+* Models whose table entry says Llama 3 tokenizer + ``llama3``/``llama3.1`` template
+  are counted exactly: Meta's chat template (content ``strip``-ped) encoded with the
+  Llama 3 tokenizer from installed, sha256-verified data. Text that looks like a
+  special token (``<|eot_id|>``) inside a message is counted as that special token,
+  as the server encodes the rendered prompt with special tokens recognised.
+* Other models get a conservative estimate (``_estimate``) scaled by a per-model
+  calibration learned from the server's counts (``_calibration``; feed it with
+  :meth:`Counter.observe`).
+* ``name`` fields are ignored by the Llama 3 templates and therefore by exact counts;
+  estimates charge them. Images cost ``IMAGE_TOKENS`` each (a documented upper bound).
+  ``tools``/``functions`` and tool calls follow Meta's 3.1 tool template (exact against
+  that rule, ``exact=False`` in :class:`RequestCount` because Groq's rendering of tool
+  forms is not confirmed); estimates charge the tool JSON pretty-printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..models import ModelInfo
+from ._calibration import Calibration
+from ._counter import Counter, RequestCount
+from ._estimate import IMAGE_TOKENS
+
+__all__ = [
+    "IMAGE_TOKENS",
+    "Calibration",
+    "Counter",
+    "RequestCount",
+    "count_request",
+    "count_tokens",
+    "default_counter",
+    "observe_prompt_tokens",
+]
+
+_default = Counter()
+
+
+def default_counter() -> Counter:
+    """The process-wide :class:`Counter` behind :func:`count_tokens`."""
+    return _default
+
+
+def count_tokens(
+    messages: Sequence[Any],
+    model: str | ModelInfo = "llama-3.1-8b-instant",
+    *,
+    tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
+) -> int:
+    """Prompt tokens of a chat request as Groq bills them (chat template included).
+
+    Exact for the Llama 3 family, a conservative estimate otherwise; no network.
+    Raises :class:`~tokenguard.InvalidMessages` for malformed input.
+
+    Example::
+
+        >>> count_tokens([{"role": "user", "content": "Hello"}], model="llama3-8b-8192")
+        11
+    """
+    return _default.count(messages, model, tools=tools, functions=functions)
+
+
+def count_request(
+    messages: Sequence[Any],
+    model: str | ModelInfo = "llama-3.1-8b-instant",
+    *,
+    tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
+    max_tokens: int | None = None,
+    default_reserve: int | None = None,
+) -> RequestCount:
+    """Prompt tokens plus completion reservation of a request (see :meth:`Counter.count_request`).
+
+    Example::
+
+        >>> rc = count_request([{"role": "user", "content": "Hi"}], model="llama3-8b-8192",
+        ...                    max_tokens=100)
+        >>> (rc.prompt_tokens, rc.completion_reserve, rc.total, rc.exact)
+        (11, 100, 111, True)
+    """
+    return _default.count_request(
+        messages,
+        model,
+        tools=tools,
+        functions=functions,
+        max_tokens=max_tokens,
+        default_reserve=default_reserve,
+    )
+
+
+def observe_prompt_tokens(count: RequestCount, actual_prompt_tokens: int) -> None:
+    """Feed the server's ``usage.prompt_tokens`` back to the default counter's calibration.
+
+    Example::
+
+        rc = count_request(msgs, model="openai/gpt-oss-20b")
+        resp = client.chat.completions.create(model="openai/gpt-oss-20b", messages=msgs)
+        observe_prompt_tokens(rc, resp.usage.prompt_tokens)
+    """
+    _default.observe(count, actual_prompt_tokens)

@@ -1,0 +1,72 @@
+"""How models without an exact tokenizer at hand are estimated (the documented margins).
+
+A raw estimate is::
+
+    ceil(margin * sum(tokens(body))) + images * IMAGE_TOKENS
+        + per_request + per_message * len(messages) + tokens(tool definitions JSON)
+
+where ``tokens`` is the best tokenizer available offline for the family, plus one token
+per digit for families that split numbers into single digits (Qwen). cl100k_base is the
+fallback everywhere: it is the least efficient of the current BPE vocabularies on
+non-English text (30-80% more tokens than Llama 3 on Cyrillic, CJK and Devanagari) and
+within a few percent of them on English and code, so with the margin it stays above
+the server's count. ``per_request`` covers the template's fixed text (gpt-oss's harmony
+system preamble is about 50 tokens) and ``per_message`` a message's framing tokens.
+Calibration (``_calibration``) then brings the estimate down toward the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._tokenizer_data import available
+
+__all__ = ["IMAGE_TOKENS", "EstimateRule", "estimate_rule"]
+
+#: Tokens charged per image: Llama 3.2 Vision's largest image (4 tiles of 1,601 tokens);
+#: Llama 4 tiles an image into at most 16 tiles of 144 tokens plus one, which is less.
+IMAGE_TOKENS = 6_404
+
+
+@dataclass(frozen=True)
+class EstimateRule:
+    """One way to estimate a tokenizer family: an encoding and its margins."""
+
+    encoding: str
+    margin: float
+    per_request: int
+    per_message: int
+    digits_single: bool = False
+
+
+_RULES: dict[str, tuple[EstimateRule, ...]] = {
+    # gpt-oss uses o200k_harmony = o200k_base + harmony's special tokens.
+    "o200k_harmony": (
+        EstimateRule("o200k_base", 1.02, 96, 8),
+        EstimateRule("cl100k_base", 1.10, 96, 8),
+    ),
+    "o200k_base": (
+        EstimateRule("o200k_base", 1.0, 16, 6),
+        EstimateRule("cl100k_base", 1.10, 16, 6),
+    ),
+    "cl100k_base": (EstimateRule("cl100k_base", 1.0, 16, 6),),
+    # Qwen2/3: a cl100k-derived vocabulary whose pre-tokenizer splits digits one by one.
+    "qwen2": (EstimateRule("cl100k_base", 1.10, 32, 8, digits_single=True),),
+    "llama4": (EstimateRule("cl100k_base", 1.10, 32, 8),),
+    # Llama 3 tokenizer but an unknown template, or its data missing: the first
+    # 100,256 Llama 3 ranks are cl100k's, so cl100k never counts fewer in practice.
+    "llama3": (
+        EstimateRule("llama3", 1.02, 64, 8),
+        EstimateRule("cl100k_base", 1.02, 64, 8),
+    ),
+}
+_UNKNOWN = (EstimateRule("cl100k_base", 1.15, 128, 12, digits_single=True),)
+
+
+def estimate_rule(family: str) -> EstimateRule:
+    """The rule for ``family``: its first rule whose encoding is available offline."""
+    rules = _RULES.get(family, _UNKNOWN)
+    for rule in rules:
+        if available(rule.encoding):
+            return rule
+    return _UNKNOWN[0]
