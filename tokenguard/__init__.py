@@ -29,6 +29,7 @@ from .errors import (
     TokenGuardError,
     TokenizerUnavailable,
 )
+from .limiter import Limiter, Reservation
 from .models import Limits, ModelInfo, get_model, register_model
 
 __version__ = "0.1.0"
@@ -40,12 +41,14 @@ __all__ = [
     "ContextOverflow",
     "Counter",
     "InvalidMessages",
+    "Limiter",
     "LimiterUnavailable",
     "Limits",
     "ModelInfo",
     "RateLimitTimeout",
     "RequestCount",
     "RequestTooLarge",
+    "Reservation",
     "TokenGuardError",
     "TokenizerUnavailable",
     "__version__",

@@ -1,0 +1,18 @@
+"""Sliding-window rate limiting with strict FIFO, in memory or shared through Redis.
+
+Example::
+
+    import tokenguard as tg
+
+    lim = tg.Limiter(tpm=6000, rpm=30)
+    r = lim.acquire(1200)            # blocks until every window has room
+    r.commit(950)                    # actual usage; or r.cancel() if nothing was sent
+"""
+
+from __future__ import annotations
+
+from ._headers import ServerView, parse_headers
+from ._limiter import Limiter, Reservation
+from ._window import Limits
+
+__all__ = ["Limiter", "Limits", "Reservation", "ServerView", "parse_headers"]

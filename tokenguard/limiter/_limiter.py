@@ -1,0 +1,321 @@
+"""The public face: :class:`Limiter`, :class:`Reservation`, and the two thin drivers.
+
+The sync and the async driver are the same loop (start, wait, poll, leave on
+failure) with ``await`` in one of them; decisions live in the backend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
+from ._backend import Backend, Signal, Step, Ticket
+from ._headers import ServerView, parse_headers
+from ._memory import MemoryBackend
+from ._window import Limits
+
+if TYPE_CHECKING:
+    import redis as redis_lib
+
+__all__ = ["Limiter", "Reservation"]
+
+
+def _log() -> Any:
+    return structlog.get_logger("tokenguard")
+
+
+class Reservation:
+    """Tokens and one request admitted by a :class:`Limiter`, to be settled once.
+
+    ``commit(actual)`` corrects the charge to what the server reported (freeing
+    the difference at once, or recording the extra); ``cancel()`` refunds a request
+    that never reached the server. The first of them settles the reservation and
+    later calls do nothing, so ``finally: r.cancel()`` after a commit is safe. A
+    reservation never settled stays charged at its estimate and ages out with the
+    window.
+
+    Example::
+
+        r = lim.acquire(1200)
+        try:
+            resp = client.chat.completions.with_raw_response.create(...)
+        except BaseException:
+            r.cancel()
+            raise
+        r.commit(resp.parse().usage.total_tokens, headers=resp.headers)
+    """
+
+    __slots__ = ("_backend", "_charge", "settled", "tokens", "waited")
+
+    def __init__(self, backend: Backend, charge: Any, tokens: int, waited: float) -> None:
+        self._backend = backend
+        self._charge = charge
+        self.tokens = tokens
+        self.waited = waited
+        self.settled = False
+
+    def __repr__(self) -> str:
+        state = "settled" if self.settled else "open"
+        return f"<Reservation tokens={self.tokens} waited={self.waited:.3f}s {state}>"
+
+    def _take(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
+    def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
+        """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
+        request's response) adopt the server's view in the same step."""
+        _check_tokens(actual_tokens, "actual_tokens")
+        view = _view(headers)
+        if self._take():
+            self._backend.settle(self._charge, actual_tokens, view)
+
+    def cancel(self) -> None:
+        """Refund the whole reservation: the request never reached the server."""
+        if self._take():
+            self._backend.settle(self._charge, None, None)
+
+    async def commit_async(
+        self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None
+    ) -> None:
+        """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
+        _check_tokens(actual_tokens, "actual_tokens")
+        view = _view(headers)
+        if self._take():
+            await self._backend.settle_async(self._charge, actual_tokens, view)
+
+    async def cancel_async(self) -> None:
+        """:meth:`cancel` for asyncio code."""
+        if self._take():
+            await self._backend.settle_async(self._charge, None, None)
+
+
+def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
+    if headers is None:
+        return None
+    view = parse_headers(headers)
+    return None if view.empty else view
+
+
+def _check_tokens(tokens: object, what: str) -> None:
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        raise ConfigurationError(f"{what} must be an int >= 0, got {tokens!r}")
+
+
+def _check_limit(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive int or None, got {value!r}")
+
+
+class Limiter:
+    """Admits requests so that no sliding window exceeds its limit, in strict FIFO order.
+
+    ``tpm``/``rpm`` are per ``window`` seconds (the "minute": 60 for Groq, smaller in
+    tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
+    and one request. With ``redis`` (a ``redis.Redis``) the window and queue are shared
+    by every process using the same ``key``; if Redis cannot be reached,
+    :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
+    limiter falls back to a local in-memory window with the same limits (each process
+    then only limits itself).
+
+    ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
+    clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
+    how long a crashed Redis waiter can hold its queue place.
+
+    Example::
+
+        lim = tg.Limiter(tpm=6000, rpm=30)
+        r = lim.acquire(1200, max_wait=30)        # blocks until the window has room
+        r.commit(950, headers=response.headers)   # or r.cancel() if nothing was sent
+    """
+
+    def __init__(
+        self,
+        *,
+        tpm: int | None = None,
+        rpm: int | None = None,
+        tpd: int | None = None,
+        rpd: int | None = None,
+        window: float = 60.0,
+        redis: redis_lib.Redis | None = None,
+        key: str = "tokenguard",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] | None = None,
+        fail_open: bool = False,
+        lease: float = 10.0,
+    ) -> None:
+        for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
+            _check_limit(name, value)
+        if tpm is None and rpm is None and tpd is None and rpd is None:
+            raise ConfigurationError("a Limiter needs at least one of tpm, rpm, tpd, rpd")
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise ConfigurationError(f"window must be seconds > 0, got {window!r}")
+        if not (math.isfinite(window) and window > 0):
+            raise ConfigurationError(f"window must be seconds > 0, got {window!r}")
+        if not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
+            raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}")
+        self.limits = Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
+        self.key = key
+        self._fallback: Backend | None = None
+        self._backend: Backend
+        if redis is None:
+            self._backend = MemoryBackend(self.limits, clock=clock, sleep=sleep)
+        else:
+            from ._redis import RedisBackend
+
+            self._backend = RedisBackend(self.limits, redis, key=key, lease=float(lease))
+            if fail_open:
+                self._fallback = MemoryBackend(self.limits, clock=clock, sleep=sleep)
+
+    def __repr__(self) -> str:
+        lim = self.limits
+        kind = (
+            "memory"
+            if self._fallback is None and isinstance(self._backend, MemoryBackend)
+            else "redis"
+        )
+        return (
+            f"<Limiter tpm={lim.tpm} rpm={lim.rpm} tpd={lim.tpd} rpd={lim.rpd} "
+            f"window={lim.window} backend={kind}>"
+        )
+
+    # -- acquire -----------------------------------------------------------------------
+
+    def _check(self, tokens: int, max_wait: float | None) -> None:
+        _check_tokens(tokens, "tokens")
+        if max_wait is not None and not (
+            isinstance(max_wait, (int, float)) and not isinstance(max_wait, bool) and max_wait >= 0
+        ):
+            raise ConfigurationError(f"max_wait must be seconds >= 0 or None, got {max_wait!r}")
+        over = self.limits.too_large(tokens)
+        if over is not None:
+            name, limit = over
+            raise RequestTooLarge(
+                f"one request of {tokens} tokens exceeds the {name.upper()} limit of {limit} "
+                "tokens itself; it could never be admitted (reduce the prompt or max_tokens)",
+                limit_name=name,
+                cost=tokens,
+                limit=limit,
+            )
+
+    def acquire(self, tokens: int, max_wait: float | None = None) -> Reservation:
+        """Block until ``tokens`` (and one request) fit every limit, in FIFO order.
+
+        Raises :class:`~tokenguard.RequestTooLarge` at once when one limit is smaller
+        than the request, and :class:`~tokenguard.RateLimitTimeout` (with
+        ``needed_wait``) at once when the wait is known to exceed ``max_wait``, or
+        when ``max_wait`` runs out.
+        """
+        self._check(tokens, max_wait)
+        try:
+            return self._acquire(self._backend, tokens, max_wait)
+        except LimiterUnavailable as exc:
+            if self._fallback is None:
+                raise
+            _log().warning("tokenguard.limiter.fail_open", error=str(exc))
+            return self._acquire(self._fallback, tokens, max_wait)
+
+    async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
+        """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
+        self._check(tokens, max_wait)
+        try:
+            return await self._acquire_async(self._backend, tokens, max_wait)
+        except LimiterUnavailable as exc:
+            if self._fallback is None:
+                raise
+            _log().warning("tokenguard.limiter.fail_open", error=str(exc))
+            return await self._acquire_async(self._fallback, tokens, max_wait)
+
+    def _acquire(self, backend: Backend, tokens: int, max_wait: float | None) -> Reservation:
+        ticket = Ticket(tokens, Signal(for_async=False), estimate=max_wait is not None)
+        step = backend.start(ticket)
+        start = step.now
+        deadline = None if max_wait is None else start + max_wait
+        try:
+            while step.charge is None:
+                if step.lost:
+                    step = backend.start(ticket)
+                    continue
+                timeout = _next_wait(step, start, deadline, max_wait, tokens)
+                backend.wait(ticket, timeout)
+                step = backend.poll(ticket)
+        except BaseException:
+            backend.leave(ticket)
+            raise
+        return Reservation(backend, step.charge, tokens, step.now - start)
+
+    async def _acquire_async(
+        self, backend: Backend, tokens: int, max_wait: float | None
+    ) -> Reservation:
+        ticket = Ticket(tokens, Signal(for_async=True), estimate=max_wait is not None)
+        step = await backend.start_async(ticket)
+        start = step.now
+        deadline = None if max_wait is None else start + max_wait
+        try:
+            while step.charge is None:
+                if step.lost:
+                    step = await backend.start_async(ticket)
+                    continue
+                timeout = _next_wait(step, start, deadline, max_wait, tokens)
+                await backend.wait_async(ticket, timeout)
+                step = await backend.poll_async(ticket)
+        except BaseException:
+            await backend.leave_async(ticket)
+            raise
+        return Reservation(backend, step.charge, tokens, step.now - start)
+
+    # -- server feedback ----------------------------------------------------------------
+
+    def observe(self, headers: Mapping[str, Any]) -> None:
+        """Adopt the server's view from response headers when it is tighter than ours.
+
+        Prefer ``reservation.commit(actual, headers=...)`` for a response to a request
+        of this limiter: it knows which admissions the headers cannot reflect yet.
+        """
+        view = _view(headers)
+        if view is not None:
+            self._backend.observe(view)
+
+    async def observe_async(self, headers: Mapping[str, Any]) -> None:
+        """:meth:`observe` for asyncio code."""
+        view = _view(headers)
+        if view is not None:
+            await self._backend.observe_async(view)
+
+
+def _next_wait(
+    step: Step, start: float, deadline: float | None, max_wait: float | None, tokens: int
+) -> float | None:
+    """How long to wait before polling again; raise when the deadline cannot be met."""
+    now = step.now
+    if deadline is None:
+        return None if step.until is None else max(step.until - now, 0.0)
+    assert max_wait is not None
+    known = step.until if step.until is not None else step.needed_until
+    if known is not None and known > deadline:
+        needed = known - start
+        raise RateLimitTimeout(
+            f"a request of {tokens} tokens would have to wait {needed:.3f}s for the rate "
+            f"window, longer than max_wait={max_wait}s",
+            needed_wait=needed,
+            max_wait=max_wait,
+        )
+    if now >= deadline:
+        raise RateLimitTimeout(
+            f"a request of {tokens} tokens waited max_wait={max_wait}s for its turn in the "
+            "rate-limit queue without being admitted",
+            needed_wait=None,
+            max_wait=max_wait,
+        )
+    if step.until is None:
+        return deadline - now
+    return max(min(step.until, deadline) - now, 0.0)

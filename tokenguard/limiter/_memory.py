@@ -1,0 +1,147 @@
+"""The in-process backend: one :class:`~._window.Window` and one FIFO queue under a lock.
+
+Threads and asyncio tasks (of any loop) share it. Only the head of the queue is
+ever admitted; whoever changes what the head is waiting for (an admission, a
+departure, a commit, a cancel, a header) wakes the head, so nobody polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._backend import Step, Ticket
+from ._headers import ServerView
+from ._window import Charge, Limits, Window
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend:
+    """Decisions in process memory; ``clock`` gives seconds (monotonic by default).
+
+    ``sleep``, when given, replaces timed waits (a fake clock's ``sleep`` advances
+    it); waits for one's turn in the queue still end when the previous head leaves.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self._window = Window(limits)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._queue: deque[Ticket] = deque()
+
+    # -- decisions (under the lock) -------------------------------------------------
+
+    def _admit_head(self, ticket: Ticket, now: float) -> Step:
+        w = self._window
+        until = w.earliest(ticket.tokens, now)
+        if until > now:
+            return Step(now, until=until)
+        charge = w.admit(ticket.tokens, now)
+        if self._queue and self._queue[0] is ticket:
+            self._queue.popleft()
+            if self._queue:
+                self._queue[0].signal.set()
+        return Step(now, charge=charge)
+
+    def start(self, ticket: Ticket) -> Step:
+        with self._lock:
+            now = self._clock()
+            self._window.expire(now)
+            if not self._queue:
+                step = self._admit_head(ticket, now)
+                if step.charge is None:
+                    ticket.signal.clear()
+                    self._queue.append(ticket)
+                return step
+            needed = None
+            if ticket.estimate:
+                costs = [t.tokens for t in self._queue]
+                costs.append(ticket.tokens)
+                needed = self._window.simulate(costs, now)
+            ticket.signal.clear()
+            self._queue.append(ticket)
+            return Step(now, needed_until=needed)
+
+    def poll(self, ticket: Ticket) -> Step:
+        with self._lock:
+            now = self._clock()
+            self._window.expire(now)
+            ticket.signal.clear()
+            if not self._queue or self._queue[0] is not ticket:
+                return Step(now)
+            return self._admit_head(ticket, now)
+
+    def leave(self, ticket: Ticket) -> None:
+        with self._lock:
+            q = self._queue
+            if ticket in q:
+                was_head = q[0] is ticket
+                q.remove(ticket)
+                if was_head and q:
+                    q[0].signal.set()
+
+    def settle(self, charge: Charge, actual: int | None, view: ServerView | None) -> None:
+        with self._lock:
+            now = self._clock()
+            w = self._window
+            w.expire(now)
+            w.settle(charge, actual, now)
+            if view is not None:
+                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests))
+            if self._queue:
+                self._queue[0].signal.set()
+
+    def observe(self, view: ServerView) -> None:
+        with self._lock:
+            now = self._clock()
+            self._window.expire(now)
+            if self._window.adopt(now, view) and self._queue:
+                # A tighter view only delays the head; wake it to recompute its time.
+                self._queue[0].signal.set()
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(self, ticket: Ticket, timeout: float | None) -> None:
+        if self._sleep is not None and timeout is not None:
+            self._sleep(timeout)
+        else:
+            ticket.signal.wait(timeout)
+
+    async def wait_async(self, ticket: Ticket, timeout: float | None) -> None:
+        if self._sleep is not None and timeout is not None:
+            result = self._sleep(timeout)
+            if inspect.isawaitable(result):
+                await result
+            else:
+                await asyncio.sleep(0)
+        else:
+            await ticket.signal.wait_async(timeout)
+
+    # -- async faces: memory decisions are quick and never block on I/O ---------------
+
+    async def start_async(self, ticket: Ticket) -> Step:
+        return self.start(ticket)
+
+    async def poll_async(self, ticket: Ticket) -> Step:
+        return self.poll(ticket)
+
+    async def leave_async(self, ticket: Ticket) -> None:
+        self.leave(ticket)
+
+    async def settle_async(self, charge: Any, actual: int | None, view: ServerView | None) -> None:
+        self.settle(charge, actual, view)
+
+    async def observe_async(self, view: ServerView) -> None:
+        self.observe(view)

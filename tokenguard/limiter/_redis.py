@@ -1,0 +1,244 @@
+"""The shared backend: the window and the FIFO queue live in Redis.
+
+Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
+so clients on different machines agree without synchronised clocks. Waiters hold
+a ticket in a queue with a lease they renew while waiting; a crashed waiter's
+place expires after ``lease`` seconds. A waiter blocks in ``BLPOP`` on its own
+wake-up list until the computed time (or its lease renewal); whoever changes
+what the head waits for pushes to the head's list, so nobody polls. All keys
+share the hash tag ``{key}`` and expire when unused.
+
+The asyncio face uses a ``redis.asyncio`` client built from the sync client's
+connection settings (one per event loop), so waiting never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis as redis_lib
+import redis.asyncio as aredis
+from redis.commands.core import AsyncScript, Script
+
+from ..errors import LimiterUnavailable
+from ._backend import Step, Ticket
+from ._headers import ServerView
+from ._window import Limits
+
+__all__ = ["RedisBackend"]
+
+_ERRORS = (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError, OSError)
+
+
+def _source(name: str) -> str:
+    lua = resources.files("tokenguard.limiter") / "lua"
+    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass
+class RedisCharge:
+    rid: str
+    tokens: int
+    bucket: int
+    mark_tokens: int
+    mark_requests: int
+
+
+def _view_args(view: ServerView | None, charge: RedisCharge | None) -> list[Any]:
+    def v(x: float | None) -> Any:
+        return -1 if x is None else x
+
+    if view is None:
+        return [-1] * 9
+    return [
+        v(view.remaining_tokens),
+        v(view.reset_tokens),
+        v(view.limit_tokens),
+        v(view.remaining_requests),
+        v(view.reset_requests),
+        v(view.limit_requests),
+        v(view.retry_after),
+        charge.mark_tokens if charge else -1,
+        charge.mark_requests if charge else -1,
+    ]
+
+
+_COPIED = (
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "client_name",
+    "credential_provider",
+    "protocol",
+)
+
+
+def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
+    """Connection settings of a sync client, for a ``redis.asyncio`` client."""
+    pool = client.connection_pool
+    given = pool.connection_kwargs
+    kwargs = {k: given[k] for k in _COPIED if k in given}
+    if "path" in given:
+        kwargs["unix_socket_path"] = given["path"]
+    if "SSL" in getattr(pool, "connection_class", type(None)).__name__:
+        kwargs["ssl"] = True
+        kwargs.update({k: v for k, v in given.items() if k.startswith("ssl_")})
+    return kwargs
+
+
+class RedisBackend:
+    """Decisions in Redis under ``{key}``; see the module docstring."""
+
+    def __init__(self, limits: Limits, client: redis_lib.Redis, *, key: str, lease: float) -> None:
+        self._client = client
+        self._prefix = "{" + key + "}"
+        self._lease = lease
+        # Renew the lease well before it runs out, whatever we are waiting for.
+        self._max_block = max(lease / 3, 0.01)
+        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
+            # A BLPOP longer than the socket timeout would fail as a timeout.
+            self._max_block = min(self._max_block, socket_timeout * 0.8)
+        self._common: list[Any] = [
+            limits.window,
+            *(-1 if x is None else x for x in (limits.tpm, limits.rpm, limits.tpd, limits.rpd)),
+            lease,
+            0,
+        ]
+        self._names = ("acquire", "settle", "leave", "observe")
+        self._sources = {name: _source(name) for name in self._names}
+        self._scripts: dict[str, Script] = {
+            n: client.register_script(src) for n, src in self._sources.items()
+        }
+        self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, aredis.Redis]] = {}
+        self._ascripts: dict[int, dict[str, AsyncScript]] = {}
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _run(self, name: str, args: list[Any]) -> Any:
+        try:
+            return self._scripts[name](keys=[self._prefix], args=self._common + args)
+        except _ERRORS as exc:
+            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+
+    def _aclient(self) -> tuple[aredis.Redis, dict[str, AsyncScript]]:
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            client = aredis.Redis(**_async_kwargs(self._client))
+            self._aclients[id(loop)] = (loop, client)
+            self._ascripts[id(loop)] = {
+                n: client.register_script(src) for n, src in self._sources.items()
+            }
+            entry = self._aclients[id(loop)]
+        return entry[1], self._ascripts[id(loop)]
+
+    async def _arun(self, name: str, args: list[Any]) -> Any:
+        try:
+            _, scripts = self._aclient()
+            return await scripts[name](keys=[self._prefix], args=self._common + args)
+        except _ERRORS as exc:
+            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+
+    def _step(self, ticket: Ticket, reply: list[Any]) -> Step:
+        status, now = int(reply[0]), float(reply[1])
+        if status == 1:
+            bucket, adm, admr = int(reply[2]), int(reply[3]), int(reply[4])
+            return Step(now, charge=RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr))
+        if status == 2:
+            return Step(now, until=float(reply[2]))
+        return Step(now, lost=status == 3)
+
+    def _wake_key(self, ticket: Ticket) -> str:
+        return f"{self._prefix}:w:{ticket.id}"
+
+    def _block_for(self, timeout: float | None) -> float:
+        t = self._max_block if timeout is None else min(timeout, self._max_block)
+        return max(t, 0.0)
+
+    # -- sync ------------------------------------------------------------------------
+
+    def start(self, ticket: Ticket) -> Step:
+        ticket.id = uuid.uuid4().hex
+        return self._step(ticket, self._run("acquire", ["start", ticket.id, ticket.tokens]))
+
+    def poll(self, ticket: Ticket) -> Step:
+        return self._step(ticket, self._run("acquire", ["poll", ticket.id, ticket.tokens]))
+
+    def leave(self, ticket: Ticket) -> None:
+        # Best effort: if Redis is gone, the lease frees the place anyway.
+        if ticket.id:
+            with contextlib.suppress(LimiterUnavailable):
+                self._run("leave", [ticket.id])
+
+    def wait(self, ticket: Ticket, timeout: float | None) -> None:
+        block = self._block_for(timeout)
+        if block < 0.001:
+            return
+        try:
+            self._client.blpop([self._wake_key(ticket)], timeout=block)
+        except _ERRORS as exc:
+            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+
+    def settle(self, charge: RedisCharge, actual: int | None, view: ServerView | None) -> None:
+        reply = self._run("settle", self._settle_args(charge, actual, view))
+        self._after_settle(charge, actual, reply)
+
+    def observe(self, view: ServerView) -> None:
+        self._run("observe", _view_args(view, None))
+
+    def _settle_args(
+        self, charge: RedisCharge, actual: int | None, view: ServerView | None
+    ) -> list[Any]:
+        a = -1 if actual is None else actual
+        return [charge.rid, charge.tokens, a, charge.bucket, *_view_args(view, charge)]
+
+    @staticmethod
+    def _after_settle(charge: RedisCharge, actual: int | None, reply: list[Any]) -> None:
+        if actual is not None:
+            charge.tokens = actual
+            charge.bucket = int(reply[1])
+
+    # -- async -----------------------------------------------------------------------
+
+    async def start_async(self, ticket: Ticket) -> Step:
+        ticket.id = uuid.uuid4().hex
+        reply = await self._arun("acquire", ["start", ticket.id, ticket.tokens])
+        return self._step(ticket, reply)
+
+    async def poll_async(self, ticket: Ticket) -> Step:
+        return self._step(ticket, await self._arun("acquire", ["poll", ticket.id, ticket.tokens]))
+
+    async def leave_async(self, ticket: Ticket) -> None:
+        if ticket.id:
+            with contextlib.suppress(LimiterUnavailable):
+                await self._arun("leave", [ticket.id])
+
+    async def wait_async(self, ticket: Ticket, timeout: float | None) -> None:
+        block = self._block_for(timeout)
+        if block < 0.001:
+            return
+        client, _ = self._aclient()
+        try:
+            await client.blpop([self._wake_key(ticket)], timeout=block)
+        except _ERRORS as exc:
+            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+
+    async def settle_async(
+        self, charge: RedisCharge, actual: int | None, view: ServerView | None
+    ) -> None:
+        reply = await self._arun("settle", self._settle_args(charge, actual, view))
+        self._after_settle(charge, actual, reply)
+
+    async def observe_async(self, view: ServerView) -> None:
+        await self._arun("observe", _view_args(view, None))

@@ -1,0 +1,384 @@
+"""Sliding-window arithmetic: can a cost be admitted now, and if not, from when?
+
+Pure: every function takes ``now`` as an argument; nothing here reads a clock,
+sleeps, locks or does I/O. The in-memory backend drives it under a lock; the
+Redis backend runs the same arithmetic in Lua (``lua/lib.lua``) with Redis time.
+
+Model. A *ledger* holds the charges of one period (the "minute", ``window``
+seconds, for TPM/RPM; the "day", ``1440 * window``, for TPD/RPD) with running
+sums. A charge stamped ``s`` counts until ``s + period``. Charges are restamped
+when their reservation is committed: the server charged the request no later
+than the response arrived, so counting it from then on keeps the ledger at least
+as strict as the server's token bucket, whatever the latency. Day ledgers merge
+charges into buckets one window wide (stamped at the bucket's end, which is
+stricter) so their size stays bounded at any rate.
+
+*Holds* are synthetic charges with a fixed expiry, added when the server's
+headers show it is tighter than the ledger (another client spends the same quota,
+or the server does not refund unused completion tokens).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._headers import ServerView
+
+__all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Limits", "Window"]
+
+DAY_WINDOWS = 1440
+# Pieces of one hold adopted from a header (see Ledger.adopt).
+HOLD_STEPS = 8
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits of one quota; ``None`` means "no such limit".
+
+    Example::
+
+        Limits(tpm=6000, rpm=30, window=60.0).too_large(7000)  # ("tpm", 6000)
+    """
+
+    tpm: int | None = None
+    rpm: int | None = None
+    tpd: int | None = None
+    rpd: int | None = None
+    window: float = 60.0
+
+    @property
+    def day(self) -> float:
+        return self.window * DAY_WINDOWS
+
+    @property
+    def has_minute(self) -> bool:
+        return self.tpm is not None or self.rpm is not None
+
+    @property
+    def has_day(self) -> bool:
+        return self.tpd is not None or self.rpd is not None
+
+    def too_large(self, tokens: int) -> tuple[str, int] | None:
+        """The first limit that ``tokens`` (one request) exceeds on its own, or ``None``."""
+        for name, limit in (("tpm", self.tpm), ("tpd", self.tpd)):
+            if limit is not None and tokens > limit:
+                return name, limit
+        return None
+
+
+class _Entry:
+    __slots__ = ("alive", "requests", "stamp", "tokens")
+
+    def __init__(self, stamp: float, tokens: int, requests: int) -> None:
+        self.stamp = stamp
+        self.tokens = tokens
+        self.requests = requests
+        self.alive = True
+
+
+class Ledger:
+    """Charges of one period, oldest first, plus holds; running sums of both."""
+
+    def __init__(self, period: float, *, bucket: float = 0.0) -> None:
+        self.period = period
+        self.bucket = bucket
+        self.entries: deque[_Entry] = deque()
+        self.tokens = 0
+        self.requests = 0
+        # Holds: (expiry, tokens, requests), sorted by expiry.
+        self.holds: list[tuple[float, int, int]] = []
+        self.hold_tokens = 0
+        self.hold_requests = 0
+
+    def clone(self) -> Ledger:
+        other = Ledger(self.period, bucket=self.bucket)
+        for e in self.entries:
+            other.entries.append(_Entry(e.stamp, e.tokens, e.requests))
+        other.tokens, other.requests = self.tokens, self.requests
+        other.holds = list(self.holds)
+        other.hold_tokens, other.hold_requests = self.hold_tokens, self.hold_requests
+        return other
+
+    def add(self, now: float, tokens: int, requests: int) -> _Entry:
+        stamp = now
+        if self.bucket > 0:
+            stamp = (math.floor(now / self.bucket) + 1) * self.bucket
+            last = self.entries[-1] if self.entries else None
+            if last is not None and last.stamp == stamp:
+                last.tokens += tokens
+                last.requests += requests
+                self.tokens += tokens
+                self.requests += requests
+                return last
+        entry = _Entry(stamp, tokens, requests)
+        self.entries.append(entry)
+        self.tokens += tokens
+        self.requests += requests
+        return entry
+
+    def remove(self, entry: _Entry, tokens: int, requests: int) -> None:
+        """Take ``tokens``/``requests`` back out of ``entry`` if it is still counted."""
+        if entry.alive:
+            entry.tokens -= tokens
+            entry.requests -= requests
+            self.tokens -= tokens
+            self.requests -= requests
+
+    def hold(self, expiry: float, tokens: int, requests: int) -> None:
+        bisect.insort(self.holds, (expiry, tokens, requests))
+        self.hold_tokens += tokens
+        self.hold_requests += requests
+
+    def expire(self, now: float) -> None:
+        entries = self.entries
+        while entries and entries[0].stamp + self.period <= now:
+            e = entries.popleft()
+            e.alive = False
+            self.tokens -= e.tokens
+            self.requests -= e.requests
+        holds = self.holds
+        n = 0
+        while n < len(holds) and holds[n][0] <= now:
+            self.hold_tokens -= holds[n][1]
+            self.hold_requests -= holds[n][2]
+            n += 1
+        if n:
+            del holds[:n]
+
+    def releases(self) -> Iterator[tuple[float, int, int]]:
+        """(time, tokens, requests) freed in the future, in time order (entries and holds)."""
+        holds = self.holds
+        h = 0
+        for e in self.entries:
+            at = e.stamp + self.period
+            while h < len(holds) and holds[h][0] <= at:
+                yield holds[h]
+                h += 1
+            yield at, e.tokens, e.requests
+        yield from holds[h:]
+
+    def earliest(self, now: float, tokens: int, t_limit: int | None, r_limit: int | None) -> float:
+        """Earliest time >= ``now`` at which one request of ``tokens`` fits both limits.
+
+        Usage only falls as time passes (until something new is charged), so the
+        answer is the first release after which the excess is gone.
+        """
+        need_t = self.tokens + self.hold_tokens + tokens - t_limit if t_limit is not None else 0
+        need_r = self.requests + self.hold_requests + 1 - r_limit if r_limit is not None else 0
+        if need_t <= 0 and need_r <= 0:
+            return now
+        for at, t, r in self.releases():
+            need_t -= t
+            need_r -= r
+            if need_t <= 0 and need_r <= 0:
+                return max(at, now)
+        return math.inf  # only when the cost exceeds the limit itself
+
+    def adopt(
+        self,
+        now: float,
+        *,
+        limit: int,
+        unit: str,
+        remaining: int,
+        server_limit: int | None,
+        reset: float | None,
+        unseen: int,
+    ) -> int:
+        """Add a hold so that this ledger is never looser than the server's bucket.
+
+        The server's bucket held ``remaining`` at response time and refills at
+        ``server_limit / period`` (or slower, if its ``reset`` says so). Charges we
+        admitted since (``unseen``) will still reach it. For every future instant
+        until the bucket would be full, our room (``limit - used``) must not exceed
+        the bucket's projected level. Returns the initial size of the hold (0 when
+        the server is not tighter).
+        """
+        ls = server_limit if server_limit is not None and server_limit > 0 else limit
+        rate = ls / self.period
+        if reset is not None and reset > 0 and ls > remaining:
+            rate = min(rate, (ls - remaining) / reset)
+        base = remaining - unseen
+        if rate <= 0:
+            return 0
+        if ls >= limit:
+            if base >= limit:
+                return 0
+            until = now + (limit - base) / rate
+        else:
+            # The server's own limit is lower than ours: hold for a window at a time,
+            # renewed by every later response.
+            until = now + self.period
+        tokens = unit == "tokens"
+        used = self.tokens + self.hold_tokens if tokens else self.requests + self.hold_requests
+        # Our usage after each future release before `until`.
+        times, useds = [now], [used]
+        for at, t, r in self.releases():
+            if at >= until:
+                break
+            if at > now:
+                used -= t if tokens else r
+                times.append(at)
+                useds.append(used)
+
+        def gap(at: float, used_then: int) -> float:
+            return (limit - used_then) - min(ls, base + rate * (at - now))
+
+        # The hold is a staircase of HOLD_STEPS pieces expiring one after another as
+        # the server's bucket refills; each step covers the largest gap from then on.
+        edges = [now + (until - now) * i / HOLD_STEPS for i in range(HOLD_STEPS)]
+        points = [(at, gap(at, u)) for at, u in zip(times, useds, strict=True)]
+        points += [(e, gap(e, useds[bisect.bisect_right(times, e) - 1])) for e in edges]
+        points.sort()
+        envelope: list[int] = []
+        best = 0.0
+        p = len(points) - 1
+        for e in reversed(edges):
+            while p >= 0 and points[p][0] >= e:
+                best = max(best, points[p][1])
+                p -= 1
+            envelope.append(math.ceil(best - 1e-9) if best > 0 else 0)
+        envelope.reverse()
+        envelope.append(0)
+        for i in range(HOLD_STEPS):
+            piece = envelope[i] - envelope[i + 1]
+            if piece > 0:
+                expiry = edges[i + 1] if i + 1 < HOLD_STEPS else until
+                self.hold(expiry, piece if tokens else 0, 0 if tokens else piece)
+        return envelope[0]
+
+
+@dataclass
+class Charge:
+    """What one admitted request put into the ledgers (the handle of a reservation)."""
+
+    tokens: int
+    minute: _Entry | None
+    day: _Entry | None
+    # Cumulative admitted tokens/requests right after this admission: whatever is
+    # admitted later cannot be in a header sent in answer to this request.
+    mark_tokens: int
+    mark_requests: int
+
+
+class Window:
+    """All ledgers of one quota plus the server's ``retry-after`` block.
+
+    Example (a fake "now" is passed in; nothing reads a clock)::
+
+        w = Window(Limits(tpm=100, window=10.0))
+        w.admit(80, now=0.0)
+        w.earliest(30, now=1.0)   # 10.0: the first charge ages out at 0 + 10
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.minute = Ledger(limits.window) if limits.has_minute else None
+        self.day = Ledger(limits.day, bucket=limits.window) if limits.has_day else None
+        self.blocked_until = -math.inf
+        self.admitted_tokens = 0
+        self.admitted_requests = 0
+
+    def clone(self) -> Window:
+        other = Window.__new__(Window)
+        other.limits = self.limits
+        other.minute = self.minute.clone() if self.minute else None
+        other.day = self.day.clone() if self.day else None
+        other.blocked_until = self.blocked_until
+        other.admitted_tokens = self.admitted_tokens
+        other.admitted_requests = self.admitted_requests
+        return other
+
+    def expire(self, now: float) -> None:
+        if self.minute:
+            self.minute.expire(now)
+        if self.day:
+            self.day.expire(now)
+
+    def earliest(self, tokens: int, now: float) -> float:
+        """Earliest time >= ``now`` at which ``tokens`` may go (call ``expire(now)`` first)."""
+        lim = self.limits
+        at = max(now, self.blocked_until)
+        if self.minute:
+            at = max(at, self.minute.earliest(now, tokens, lim.tpm, lim.rpm))
+        if self.day:
+            at = max(at, self.day.earliest(now, tokens, lim.tpd, lim.rpd))
+        return at
+
+    def admit(self, tokens: int, now: float) -> Charge:
+        minute = self.minute.add(now, tokens, 1) if self.minute else None
+        day = self.day.add(now, tokens, 1) if self.day else None
+        self.admitted_tokens += tokens
+        self.admitted_requests += 1
+        return Charge(tokens, minute, day, self.admitted_tokens, self.admitted_requests)
+
+    def settle(self, charge: Charge, actual: int | None, now: float) -> None:
+        """Commit (``actual`` tokens) or cancel (``None``) an admitted charge."""
+        if self.minute and charge.minute:
+            self.minute.remove(charge.minute, charge.tokens, 1)
+        if self.day and charge.day:
+            self.day.remove(charge.day, charge.tokens, 1)
+        if actual is not None:
+            # Restamped at `now`: see the module docstring.
+            charge.minute = self.minute.add(now, actual, 1) if self.minute else None
+            charge.day = self.day.add(now, actual, 1) if self.day else None
+            charge.tokens = actual
+
+    def simulate(self, costs: list[int], now: float) -> float:
+        """When the last of ``costs`` would be admitted if all went in order, nothing
+        was committed for less and no header arrived (an upper bound for a queue)."""
+        w = self.clone()
+        at = now
+        for tokens in costs:
+            w.expire(at)
+            at = w.earliest(tokens, at)
+            if math.isinf(at):
+                return at
+            w.expire(at)
+            w.admit(tokens, at)
+        return at
+
+    def adopt(self, now: float, view: ServerView, mark: tuple[int, int] | None = None) -> bool:
+        """Adopt the server's view when it is tighter; never loosen. True if anything changed.
+
+        ``mark`` is the reservation's (tokens, requests) admission mark when the
+        headers came with its response; without one the headers are taken as current.
+        """
+        lim = self.limits
+        changed = False
+        unseen_t = self.admitted_tokens - mark[0] if mark else 0
+        unseen_r = self.admitted_requests - mark[1] if mark else 0
+        if view.retry_after is not None and now + view.retry_after > self.blocked_until:
+            self.blocked_until = now + view.retry_after
+            changed = True
+        if self.minute and lim.tpm is not None and view.remaining_tokens is not None:
+            self.minute.expire(now)
+            changed |= bool(
+                self.minute.adopt(
+                    now,
+                    limit=lim.tpm,
+                    unit="tokens",
+                    remaining=view.remaining_tokens,
+                    server_limit=view.limit_tokens,
+                    reset=view.reset_tokens,
+                    unseen=unseen_t,
+                )
+            )
+        if self.day and lim.rpd is not None and view.remaining_requests is not None:
+            self.day.expire(now)
+            changed |= bool(
+                self.day.adopt(
+                    now,
+                    limit=lim.rpd,
+                    unit="requests",
+                    remaining=view.remaining_requests,
+                    server_limit=view.limit_requests,
+                    reset=view.reset_requests,
+                    unseen=unseen_r,
+                )
+            )
+        return changed

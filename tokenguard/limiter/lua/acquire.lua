@@ -1,0 +1,45 @@
+-- One admission decision. ARGV[8]: "start" | "poll", ARGV[9]: ticket, ARGV[10]: tokens.
+-- Returns {status, now, a, b, c}: 1 admitted (a = day bucket, b/c = admission marks),
+-- 2 head waiting (a = earliest time), 0 queued behind others, 3 lost its place.
+local mode, ticket, tokens = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local now = now_s()
+expire(now)
+purge(now)
+local function admit()
+  local b = add_charge(ticket, tokens, now)
+  local adm = redis.call('HINCRBY', S, 'adm', tokens)
+  local admr = redis.call('HINCRBY', S, 'admr', 1)
+  return {1, fmt(now), b, adm, admr}
+end
+local result
+if mode == 'start' then
+  if redis.call('ZCARD', P .. ':q') == 0 and earliest(tokens, now) <= now then
+    result = admit()
+  else
+    local seq = redis.call('HINCRBY', S, 'seq', 1)
+    redis.call('ZADD', P .. ':q', seq, ticket)
+    redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
+    redis.call('HSET', P .. ':qt', ticket, tokens)
+  end
+elseif not redis.call('ZSCORE', P .. ':q', ticket) then
+  result = {3, fmt(now)}
+else
+  redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
+end
+if not result then
+  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  if head ~= ticket then
+    result = {0, fmt(now)}
+  else
+    local at = earliest(tokens, now)
+    if at <= now then
+      drop_ticket(ticket)
+      result = admit()
+      wake_head()
+    else
+      result = {2, fmt(now), fmt(at)}
+    end
+  end
+end
+touch()
+return result

@@ -1,0 +1,299 @@
+-- tokenguard limiter: shared helpers, prepended to every script (see _window.py for the model).
+-- KEYS[1] is the key prefix (a hash tag such as "{tokenguard}", so every key lives in one slot).
+-- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, day-bucket flag.
+-- Keys: :m zset minute ledger (rid -> stamp), :mt hash rid -> tokens
+--       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
+--       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
+--       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
+--       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
+local P = KEYS[1]
+local W = tonumber(ARGV[1])
+local TPM = tonumber(ARGV[2])
+local RPM = tonumber(ARGV[3])
+local TPD = tonumber(ARGV[4])
+local RPD = tonumber(ARGV[5])
+local LEASE = tonumber(ARGV[6])
+local D = W * 1440
+local HAS_MIN = TPM >= 0 or RPM >= 0
+local HAS_DAY = TPD >= 0 or RPD >= 0
+local S = P .. ':s'
+local HOLD_STEPS = 8
+
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function num(x)
+  return tonumber(x) or 0
+end
+
+local function sum(field)
+  return num(redis.call('HGET', S, field))
+end
+
+local function fmt(x)
+  return string.format('%.6f', x)
+end
+
+-- HMGET/ZREM/HDEL in chunks: Lua's unpack has a stack limit.
+local function chunked(cmd, key, items)
+  local out = {}
+  for i = 1, #items, 1000 do
+    local part = {}
+    for j = i, math.min(i + 999, #items) do part[#part + 1] = items[j] end
+    local r = redis.call(cmd, key, unpack(part))
+    if type(r) == 'table' then
+      for _, v in ipairs(r) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+
+local function drop_old(zkey, hkeys, fields, upto)
+  local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', upto)
+  if #old == 0 then return end
+  for i, hkey in ipairs(hkeys) do
+    local total = 0
+    for _, v in ipairs(chunked('HMGET', hkey, old)) do total = total + num(v) end
+    if fields[i] then redis.call('HINCRBY', S, fields[i], -total) end
+    chunked('HDEL', hkey, old)
+  end
+  chunked('ZREM', zkey, old)
+  return #old
+end
+
+local function expire(now)
+  if HAS_MIN then
+    local n = drop_old(P .. ':m', {P .. ':mt'}, {'mt'}, now - W)
+    if n then redis.call('HINCRBY', S, 'mr', -n) end
+    drop_old(P .. ':hm', {P .. ':hmt'}, {'hmt'}, now)
+  end
+  if HAS_DAY then
+    drop_old(P .. ':d', {P .. ':dt', P .. ':dr'}, {'dt', 'dr'}, now - D)
+    drop_old(P .. ':hd', {P .. ':hdr'}, {'hdr'}, now)
+  end
+end
+
+-- Future releases of one ledger, merged with its holds, in time order:
+-- a list of {time, tokens, requests}.
+local function releases(kind)
+  local out = {}
+  if kind == 'm' then
+    local e = redis.call('ZRANGE', P .. ':m', 0, -1, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #e, 2 do ids[#ids + 1] = e[i] end
+    local costs = #ids > 0 and chunked('HMGET', P .. ':mt', ids) or {}
+    for i = 1, #ids do out[#out + 1] = {tonumber(e[2 * i]) + W, num(costs[i]), 1} end
+    local h = redis.call('ZRANGE', P .. ':hm', 0, -1, 'WITHSCORES')
+    local hids = {}
+    for i = 1, #h, 2 do hids[#hids + 1] = h[i] end
+    local hc = #hids > 0 and chunked('HMGET', P .. ':hmt', hids) or {}
+    for i = 1, #hids do out[#out + 1] = {tonumber(h[2 * i]), num(hc[i]), 0} end
+  else
+    local e = redis.call('ZRANGE', P .. ':d', 0, -1, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #e, 2 do ids[#ids + 1] = e[i] end
+    local ct = #ids > 0 and chunked('HMGET', P .. ':dt', ids) or {}
+    local cr = #ids > 0 and chunked('HMGET', P .. ':dr', ids) or {}
+    for i = 1, #ids do out[#out + 1] = {tonumber(e[2 * i]) + D, num(ct[i]), num(cr[i])} end
+    local h = redis.call('ZRANGE', P .. ':hd', 0, -1, 'WITHSCORES')
+    local hids = {}
+    for i = 1, #h, 2 do hids[#hids + 1] = h[i] end
+    local hc = #hids > 0 and chunked('HMGET', P .. ':hdr', hids) or {}
+    for i = 1, #hids do out[#out + 1] = {tonumber(h[2 * i]), 0, num(hc[i])} end
+  end
+  table.sort(out, function(a, b) return a[1] < b[1] end)
+  return out
+end
+
+local function ledger_earliest(kind, now, tokens, tl, rl)
+  local used_t, used_r
+  if kind == 'm' then
+    used_t, used_r = sum('mt') + sum('hmt'), sum('mr')
+  else
+    used_t, used_r = sum('dt'), sum('dr') + sum('hdr')
+  end
+  local need_t = tl >= 0 and (used_t + tokens - tl) or 0
+  local need_r = rl >= 0 and (used_r + 1 - rl) or 0
+  if need_t <= 0 and need_r <= 0 then return now end
+  for _, rel in ipairs(releases(kind)) do
+    need_t = need_t - rel[2]
+    need_r = need_r - rel[3]
+    if need_t <= 0 and need_r <= 0 then return math.max(rel[1], now) end
+  end
+  return math.huge
+end
+
+local function earliest(tokens, now)
+  local at = math.max(now, sum('blk'))
+  if HAS_MIN then at = math.max(at, ledger_earliest('m', now, tokens, TPM, RPM)) end
+  if HAS_DAY then at = math.max(at, ledger_earliest('d', now, tokens, TPD, RPD)) end
+  return at
+end
+
+local function add_charge(rid, tokens, now)
+  local b = -1
+  if HAS_MIN then
+    redis.call('ZADD', P .. ':m', now, rid)
+    redis.call('HSET', P .. ':mt', rid, tokens)
+    redis.call('HINCRBY', S, 'mt', tokens)
+    redis.call('HINCRBY', S, 'mr', 1)
+  end
+  if HAS_DAY then
+    b = math.floor(now / W)
+    redis.call('ZADD', P .. ':d', (b + 1) * W, b)
+    redis.call('HINCRBY', P .. ':dt', b, tokens)
+    redis.call('HINCRBY', P .. ':dr', b, 1)
+    redis.call('HINCRBY', S, 'dt', tokens)
+    redis.call('HINCRBY', S, 'dr', 1)
+  end
+  return b
+end
+
+-- Take an admitted charge back out (commit or cancel); `b` is its day bucket.
+local function remove_charge(rid, tokens, b)
+  if HAS_MIN then
+    local old = redis.call('HGET', P .. ':mt', rid)
+    if old then
+      redis.call('HINCRBY', S, 'mt', -tonumber(old))
+      redis.call('HINCRBY', S, 'mr', -1)
+      redis.call('HDEL', P .. ':mt', rid)
+      redis.call('ZREM', P .. ':m', rid)
+    end
+  end
+  if HAS_DAY and b >= 0 and redis.call('ZSCORE', P .. ':d', b) then
+    redis.call('HINCRBY', P .. ':dt', b, -tokens)
+    redis.call('HINCRBY', P .. ':dr', b, -1)
+    redis.call('HINCRBY', S, 'dt', -tokens)
+    redis.call('HINCRBY', S, 'dr', -1)
+  end
+end
+
+local function wake(ticket)
+  local k = P .. ':w:' .. ticket
+  redis.call('LPUSH', k, 1)
+  redis.call('LTRIM', k, 0, 0)
+  redis.call('PEXPIRE', k, math.ceil(LEASE * 1000))
+end
+
+local function wake_head()
+  local h = redis.call('ZRANGE', P .. ':q', 0, 0)
+  if h[1] then wake(h[1]) end
+end
+
+local function drop_ticket(ticket)
+  redis.call('ZREM', P .. ':q', ticket)
+  redis.call('ZREM', P .. ':ql', ticket)
+  redis.call('HDEL', P .. ':qt', ticket)
+  redis.call('DEL', P .. ':w:' .. ticket)
+end
+
+-- Waiters whose lease ran out (crashed, or stuck) lose their place.
+local function purge(now)
+  local dead = redis.call('ZRANGEBYSCORE', P .. ':ql', '-inf', now)
+  if #dead == 0 then return end
+  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  for _, t in ipairs(dead) do drop_ticket(t) end
+  local new = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  if new and new ~= head then wake(new) end
+end
+
+local function touch()
+  local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
+  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt'}) do
+    redis.call('PEXPIRE', P .. k, ttl)
+  end
+end
+
+-- Make this ledger never looser than the server's bucket (see Ledger.adopt in _window.py).
+local function adopt(kind, now, limit, remaining, server_limit, reset, unseen)
+  local period = kind == 'm' and W or D
+  local ls = server_limit > 0 and server_limit or limit
+  local rate = ls / period
+  if reset > 0 and ls > remaining then rate = math.min(rate, (ls - remaining) / reset) end
+  local base = remaining - unseen
+  if rate <= 0 then return 0 end
+  local untl
+  if ls >= limit then
+    if base >= limit then return 0 end
+    untl = now + (limit - base) / rate
+  else
+    untl = now + period
+  end
+  local used, idx
+  if kind == 'm' then used, idx = sum('mt') + sum('hmt'), 2 else used, idx = sum('dr') + sum('hdr'), 3 end
+  local function gap(at, u)
+    return (limit - u) - math.min(ls, base + rate * (at - now))
+  end
+  -- Our usage after each future release before `untl`.
+  local times, useds = {now}, {used}
+  for _, rel in ipairs(releases(kind)) do
+    if rel[1] >= untl then break end
+    if rel[1] > now then
+      used = used - rel[idx]
+      times[#times + 1] = rel[1]
+      useds[#useds + 1] = used
+    end
+  end
+  -- A staircase of HOLD_STEPS pieces expiring as the server's bucket refills.
+  local points, edges = {}, {}
+  for i = 1, #times do points[#points + 1] = {times[i], gap(times[i], useds[i])} end
+  local j = 1
+  for i = 0, HOLD_STEPS - 1 do
+    local e = now + (untl - now) * i / HOLD_STEPS
+    edges[#edges + 1] = e
+    while j < #times and times[j + 1] <= e do j = j + 1 end
+    points[#points + 1] = {e, gap(e, useds[j])}
+  end
+  table.sort(points, function(x, y) return x[1] < y[1] end)
+  local env, best, p = {}, 0, #points
+  for i = HOLD_STEPS, 1, -1 do
+    while p >= 1 and points[p][1] >= edges[i] do
+      best = math.max(best, points[p][2])
+      p = p - 1
+    end
+    env[i] = best > 0 and math.ceil(best - 1e-9) or 0
+  end
+  env[HOLD_STEPS + 1] = 0
+  for i = 1, HOLD_STEPS do
+    local piece = env[i] - env[i + 1]
+    if piece > 0 then
+      local expiry = i < HOLD_STEPS and edges[i + 1] or untl
+      local hid = redis.call('HINCRBY', S, 'seq', 1)
+      if kind == 'm' then
+        redis.call('ZADD', P .. ':hm', expiry, hid)
+        redis.call('HSET', P .. ':hmt', hid, piece)
+        redis.call('HINCRBY', S, 'hmt', piece)
+      else
+        redis.call('ZADD', P .. ':hd', expiry, hid)
+        redis.call('HSET', P .. ':hdr', hid, piece)
+        redis.call('HINCRBY', S, 'hdr', piece)
+      end
+    end
+  end
+  return env[1]
+end
+
+-- Server view in ARGV[base..base+8]: remaining/reset/limit tokens, remaining/reset/limit
+-- requests, retry-after, then the admission marks (tokens, requests); -1: absent.
+local function observe(now, base)
+  local changed = false
+  local rt, st, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local rr, sr, lr = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+  local ra = tonumber(ARGV[base + 6])
+  local mt, mr = tonumber(ARGV[base + 7]), tonumber(ARGV[base + 8])
+  if ra >= 0 and now + ra > sum('blk') then
+    redis.call('HSET', S, 'blk', fmt(now + ra))
+    changed = true
+  end
+  if HAS_MIN and TPM >= 0 and rt >= 0 then
+    local unseen = mt >= 0 and (sum('adm') - mt) or 0
+    if adopt('m', now, TPM, rt, lt, st, unseen) > 0 then changed = true end
+  end
+  if HAS_DAY and RPD >= 0 and rr >= 0 then
+    local unseen = mr >= 0 and (sum('admr') - mr) or 0
+    if adopt('d', now, RPD, rr, lr, sr, unseen) > 0 then changed = true end
+  end
+  return changed
+end
