@@ -86,6 +86,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             {"error": {"message": message or phrase, "type": "invalid_request_error"}}
         ).encode()
         self.close_connection = True
+        # An unparsable request line leaves the version at HTTP/0.9, which would suppress
+        # the status line; answer every broken request as HTTP/1.1.
+        self.request_version = self.protocol_version
         with contextlib.suppress(OSError):
             self.send_response(code, phrase)
             self.send_header("content-type", "application/json")
