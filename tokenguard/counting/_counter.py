@@ -88,9 +88,11 @@ class _EstimatePlan:
 
 # tiktoken's regex engine gives up on pathological text (about a million blank
 # characters in a row): a ValueError, or a Rust panic surfacing as pyo3's
-# PanicException, which derives from BaseException. Such text is counted in slices,
-# as the emulator does; the count may then differ by a token per slice.
+# PanicException (a BaseException) after printing a backtrace. Such text is counted in
+# slices, as the emulator does; the count may then differ by a token per slice. Long
+# blank runs are sliced up front, so the panic is not even attempted.
 _SLICE = 50_000
+_LONG_BLANK_RUN = re.compile(r"\s{200000}")
 
 
 def _tokenizer_gave_up(exc: BaseException) -> bool:
@@ -98,11 +100,12 @@ def _tokenizer_gave_up(exc: BaseException) -> bool:
 
 
 def _sliced(encode: Callable[[str], list[int]], text: str) -> int:
-    try:
-        return len(encode(text))
-    except BaseException as exc:
-        if not _tokenizer_gave_up(exc):
-            raise
+    if len(text) < 200_000 or _LONG_BLANK_RUN.search(text) is None:
+        try:
+            return len(encode(text))
+        except BaseException as exc:
+            if not _tokenizer_gave_up(exc):
+                raise
     return sum(len(encode(text[i : i + _SLICE])) for i in range(0, len(text), _SLICE))
 
 
@@ -319,7 +322,7 @@ class Counter:
                     self._exact_caches["llama3"] = cache
                 costs = self._costs.get(info.template)
                 if costs is None:
-                    costs = Llama3Costs(info.template, _ordinary_counter(get_encoding("llama3")))
+                    costs = Llama3Costs(info.template, _server_counter(get_encoding("llama3")))
                     self._costs[info.template] = costs
             return _ExactPlan(info, cache, costs)
         rule = estimate_rule(info.tokenizer)

@@ -50,7 +50,7 @@ def system_prefix(template: str, tools: Sequence[Any] | None) -> str:
 
 
 class Llama3Costs:
-    """Fixed token costs of one template, given a function counting ordinary text."""
+    """Fixed token costs of one template, given the function counting text as the server does."""
 
     def __init__(self, template: str, count: Callable[[str], int]) -> None:
         self.template = template
