@@ -345,7 +345,7 @@ class Counter:
 
         Returns ``None`` as soon as anything needs the general path.
         """
-        if type(messages) is not list:
+        if type(messages) is not list or len(messages) > self.max_messages:
             return None
         costs = plan.costs
         role_cost: Mapping[Any, int] = costs.role_cost
