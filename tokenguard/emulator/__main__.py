@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             refund_unused=args.refund_unused,
             default_max_tokens=args.default_max_tokens,
             log_path=args.log,
+            # A long-running server keeps a bounded log in memory; the file has everything.
+            log_limit=100_000,
             host=args.host,
             port=args.port,
         )

@@ -6,11 +6,13 @@ layer only moves bytes. All shared state (buckets, log) is guarded by one lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -70,7 +72,7 @@ class App:
         now = config.clock()
         self._limits = {spec.name: ModelLimits(spec, config.window, now) for spec in config.models}
         self._default = self._limits[config.models[0].name]
-        self._log: list[RequestRecord] = []
+        self._log: deque[RequestRecord] = deque(maxlen=config.log_limit)
         self._log_file: IO[str] | None = None
 
     # -- state ---------------------------------------------------------------------------
@@ -105,8 +107,10 @@ class App:
         with self._lock:
             self._log.append(record)
             if self._log_file is not None:
-                self._log_file.write(record.to_json() + "\n")
-                self._log_file.flush()
+                # A full disk must not take the server down; the in-memory log still has it.
+                with contextlib.suppress(OSError, ValueError):
+                    self._log_file.write(record.to_json() + "\n")
+                    self._log_file.flush()
 
     def _headers(self, limits: ModelLimits, request_id: str) -> dict[str, str]:
         with self._lock:

@@ -28,6 +28,7 @@ class EmulatorConfig:
     - ``refund_unused``: give ``requested - (prompt + completion)`` back to TPM/TPD.
     - ``default_max_tokens``: completion reservation when a request has no max_tokens.
     - ``log_path``: also write the request log there, one JSON line per request.
+    - ``log_limit``: keep only the newest records in memory (``None``: keep all).
     - ``clock``/``sleep``: injected time (seconds, monotonic), for fake-clock tests.
 
     Example::
@@ -43,6 +44,7 @@ class EmulatorConfig:
     refund_unused: bool = False
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     log_path: str | None = None
+    log_limit: int | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     host: str = "127.0.0.1"

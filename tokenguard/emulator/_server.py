@@ -130,6 +130,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._write(response)
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
+        except Exception:  # never a traceback or a dead connection without an answer
+            self.close_connection = True
+            with contextlib.suppress(Exception):
+                self._reject(500, "Internal server error", "internal_error")
 
     def _read_body(self) -> bytes | None:
         """The request body, or ``None`` after answering a body that cannot be read."""
@@ -346,8 +350,15 @@ def running(
     """Run an emulator for the duration of a ``with`` block.
 
     ``model`` (default ``"llama3-8b-8192"``) picks a built-in model, or the model of
-    ``models`` that the given limits apply to. Limits left ``None`` keep the model's
-    table values; ``0`` disables a limit. ``window`` is the rate "minute" in seconds.
+    ``models`` that the given limits apply to (all of ``models`` when ``model`` is None).
+    Only the chosen/listed models are served; others get 404 ``model_not_found``.
+    Limits left ``None`` keep the model's table values; ``0`` disables a limit.
+    ``window`` is the rate "minute" in seconds (a "day" is 1440 windows).
+
+    A request costs prompt + ``max_completion_tokens``/``max_tokens``; without either it
+    reserves ``default_max_tokens`` (1024), capped by the room left in the context window.
+    Rejected requests (400/404/413/429) charge nothing. ``clock``/``sleep`` inject time:
+    when ``sleep`` is omitted and ``clock`` has a ``sleep`` method, that one is used.
 
     Example::
 
@@ -368,7 +379,7 @@ def running(
         default_max_tokens=DEFAULT_MAX_TOKENS if default_max_tokens is None else default_max_tokens,
         log_path=log_path,
         clock=clock or time.monotonic,
-        sleep=sleep or time.sleep,
+        sleep=sleep or getattr(clock, "sleep", None) or time.sleep,
         host=host,
         port=port,
     )
