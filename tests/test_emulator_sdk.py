@@ -97,7 +97,8 @@ def test_max_tokens_cuts_the_completion(client: openai.OpenAI) -> None:
 
 
 def test_latency_is_slept_with_the_injected_sleep(clock: FakeClock) -> None:
-    with running(model=MODEL, latency=2.5, clock=clock, sleep=clock.sleep) as em:
+    # No sleep given: the clock's own sleep is used, so no real time passes.
+    with running(model=MODEL, latency=2.5, clock=clock) as em:
         client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
         before = clock.now
         reply = client.chat.completions.create(model=MODEL, messages=HELLO)
@@ -267,3 +268,49 @@ def test_emulator_start_stop_without_context_manager() -> None:
     client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0, timeout=2)
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model=MODEL, messages=HELLO)
+
+
+def test_tool_requests_are_counted_with_the_tool_template() -> None:
+    from test_emulator_prompt import TOOL_MESSAGES, TOOLS
+
+    from tokenguard.emulator import count_prompt_tokens
+
+    with running(model="llama-3.1-8b-instant") as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        messages: Any = TOOL_MESSAGES
+        tools: Any = TOOLS
+        reply = client.chat.completions.create(
+            model="llama-3.1-8b-instant", messages=messages, tools=tools, max_tokens=10
+        )
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == count_prompt_tokens(TOOL_MESSAGES, TOOLS, "llama3.1")
+    assert reply.usage.prompt_tokens == em.log[-1].prompt_tokens
+
+
+def test_completion_is_cut_by_the_room_left_in_the_context(clock: FakeClock) -> None:
+    with running(model=MODEL, context_window=20, tpm=0, clock=clock, sleep=clock.sleep) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 9  # 20 - 11 prompt tokens
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_log_records_stream_flag_and_clock_time(em: Emulator, clock: FakeClock) -> None:
+    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
+    clock.advance(5)
+    list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1, stream=True))
+    first, second = em.log
+    assert (first.t, first.stream, second.t, second.stream) == (1000.0, False, 1005.0, True)
+    assert first.request_id is not None
+    assert first.request_id.startswith("req_")
+    assert first.admitted
+
+
+def test_model_ids_with_slashes() -> None:
+    with running(model=["openai/gpt-oss-20b", "qwen/qwen3-32b"]) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        assert client.models.retrieve("openai/gpt-oss-20b").id == "openai/gpt-oss-20b"
+        reply = client.chat.completions.create(model="qwen/qwen3-32b", messages=HELLO)
+        assert reply.model == "qwen/qwen3-32b"

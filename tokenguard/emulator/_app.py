@@ -11,6 +11,7 @@ import json
 import math
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -59,7 +60,7 @@ def _route(path: str) -> tuple[str, str | None]:
         return "models", None
     for prefix in _MODELS_PATHS:
         if path.startswith(prefix + "/"):
-            return "model", path[len(prefix) + 1 :]
+            return "model", urllib.parse.unquote(path[len(prefix) + 1 :])
     return "unknown", None
 
 
