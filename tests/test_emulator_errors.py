@@ -10,8 +10,11 @@ from typing import Any
 import openai
 import pytest
 from emulator_support import HELLO, FakeClock, post_json, raw_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tokenguard.emulator import Emulator, ModelSpec, running
+from tokenguard.emulator import Emulator, EmulatorConfig, ModelSpec, running
+from tokenguard.emulator._app import App
 
 MODEL = "llama3-8b-8192"
 INSTANT = "llama-3.1-8b-instant"
@@ -312,7 +315,9 @@ def test_validation_400s(shared: Emulator, payload: Any, fragment: str) -> None:
     assert shared.log[-1].status == 400
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b"nan"])
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b"not json", b"\xff\xfe", b"nan", b"[" * 100_000, b"\x00" * 10]
+)
 def test_malformed_json_is_400(shared: Emulator, body: bytes) -> None:
     status, _, data = raw_request(shared.root_url, "POST", "/openai/v1/chat/completions", body)
     assert status == 400
@@ -450,3 +455,61 @@ def _read_all(sock: socket.socket) -> bytes:
         if not data:
             return b"".join(chunks)
         chunks.append(data)
+
+
+# -- fuzzing the request handler (no HTTP needed: the App is the whole decision) ------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+_part = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", 3]), "text": _json})
+_message = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.sampled_from(["system", "user", "assistant", "tool", "bot", None, 1]),
+        "content": st.none() | st.text(max_size=20) | st.lists(_part, max_size=2) | _json,
+        "name": _json,
+        "tool_call_id": _json,
+        "tool_calls": _json
+        | st.lists(
+            st.fixed_dictionaries(
+                {"function": st.fixed_dictionaries({"name": _json, "arguments": _json})}
+            ),
+            max_size=2,
+        ),
+    },
+)
+_request = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from([MODEL, "nope", "", 7, None]),
+        "messages": st.lists(_message, max_size=4) | _json,
+        "max_tokens": _json,
+        "max_completion_tokens": _json,
+        "n": _json,
+        "stream": _json,
+        "stream_options": _json,
+        "tools": _json,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=_request | _json)
+def test_fuzzed_requests_never_get_a_500(payload: Any) -> None:
+    response = _APP.handle(
+        "POST",
+        "/openai/v1/chat/completions",
+        {"Authorization": "Bearer k"},
+        json.dumps(payload).encode(),
+    )
+    assert response.status in (200, 400, 404), response.body
+    if response.events is None:
+        assert "error" in json.loads(response.body) or response.status == 200
+
+
+_APP = App(EmulatorConfig(models=(ModelSpec(MODEL, tpm=0, rpm=0, tpd=0, rpd=0),)))

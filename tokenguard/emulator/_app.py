@@ -187,6 +187,8 @@ class App:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _errors.invalid(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _errors.invalid("request body is nested too deeply") from None
         if isinstance(body, Mapping) and isinstance(body.get("model"), str):
             info["model"] = body["model"]
         req = parse_chat_request(body)
