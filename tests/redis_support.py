@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["RedisServer", "redis_server"]
+import pytest
+
+__all__ = ["RedisServer", "redis_server", "redis_srv"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,10 @@ def redis_server(*, startup_timeout: float = 10.0) -> Iterator[RedisServer]:
                     proc.wait()
             return
         raise RuntimeError(f"redis-server ({binary}) did not start on a free loopback port")
+
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    """A session's ``redis-server`` (import this fixture into a test module to use it)."""
+    with redis_server() as server:
+        yield server

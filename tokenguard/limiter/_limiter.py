@@ -50,12 +50,17 @@ class Reservation:
         r.commit(resp.parse().usage.total_tokens, headers=resp.headers)
     """
 
-    __slots__ = ("_backend", "_charge", "settled", "tokens", "waited")
+    __slots__ = ("_backend", "_charge", "at", "settled", "tokens", "waited")
 
-    def __init__(self, backend: Backend, charge: Any, tokens: int, waited: float) -> None:
+    def __init__(
+        self, backend: Backend, charge: Any, tokens: int, at: float, waited: float
+    ) -> None:
         self._backend = backend
         self._charge = charge
+        #: The estimate admitted, when (in the backend's clock: the injected clock, or
+        #: Redis time) and after how long a wait.
         self.tokens = tokens
+        self.at = at
         self.waited = waited
         self.settled = False
 
@@ -125,7 +130,8 @@ class Limiter:
     by every process using the same ``key``; if Redis cannot be reached,
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
     limiter falls back to a local in-memory window with the same limits (each process
-    then only limits itself).
+    then only limits itself; Redis is tried again after ``lease`` seconds, and a
+    ``tokenguard.limiter.fail_open`` warning event is logged).
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
@@ -166,6 +172,9 @@ class Limiter:
         self.limits = Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
         self._fallback: Backend | None = None
+        self._clock = clock
+        self._lease = float(lease)
+        self._down_until = -math.inf
         self._backend: Backend
         if redis is None:
             self._backend = MemoryBackend(self.limits, clock=clock, sleep=sleep)
@@ -216,24 +225,34 @@ class Limiter:
         when ``max_wait`` runs out.
         """
         self._check(tokens, max_wait)
+        if self._fallback is not None and self._clock() < self._down_until:
+            return self._acquire(self._fallback, tokens, max_wait)
         try:
             return self._acquire(self._backend, tokens, max_wait)
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
-            _log().warning("tokenguard.limiter.fail_open", error=str(exc))
+            self._failed_open(exc)
             return self._acquire(self._fallback, tokens, max_wait)
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         self._check(tokens, max_wait)
+        if self._fallback is not None and self._clock() < self._down_until:
+            return await self._acquire_async(self._fallback, tokens, max_wait)
         try:
             return await self._acquire_async(self._backend, tokens, max_wait)
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
-            _log().warning("tokenguard.limiter.fail_open", error=str(exc))
+            self._failed_open(exc)
             return await self._acquire_async(self._fallback, tokens, max_wait)
+
+    def _failed_open(self, exc: LimiterUnavailable) -> None:
+        # Stay local for a lease before trying Redis again: every attempt against a
+        # dead server costs its connect timeout and retries.
+        self._down_until = self._clock() + self._lease
+        _log().warning("tokenguard.limiter.fail_open", error=str(exc), retry_in=self._lease)
 
     def _acquire(self, backend: Backend, tokens: int, max_wait: float | None) -> Reservation:
         ticket = Ticket(tokens, Signal(for_async=False), estimate=max_wait is not None)
@@ -251,7 +270,7 @@ class Limiter:
         except BaseException:
             backend.leave(ticket)
             raise
-        return Reservation(backend, step.charge, tokens, step.now - start)
+        return Reservation(backend, step.charge, tokens, step.now, step.now - start)
 
     async def _acquire_async(
         self, backend: Backend, tokens: int, max_wait: float | None
@@ -271,7 +290,13 @@ class Limiter:
         except BaseException:
             await backend.leave_async(ticket)
             raise
-        return Reservation(backend, step.charge, tokens, step.now - start)
+        return Reservation(backend, step.charge, tokens, step.now, step.now - start)
+
+    async def aclose(self) -> None:
+        """Close the asyncio Redis connections this limiter opened for the running loop."""
+        close = getattr(self._backend, "aclose", None)
+        if close is not None:
+            await close()
 
     # -- server feedback ----------------------------------------------------------------
 

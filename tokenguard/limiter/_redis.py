@@ -143,6 +143,12 @@ class RedisBackend:
             entry = self._aclients[id(loop)]
         return entry[1], self._ascripts[id(loop)]
 
+    async def aclose(self) -> None:
+        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
+        self._ascripts.pop(id(asyncio.get_running_loop()), None)
+        if entry is not None:
+            await entry[1].aclose()
+
     async def _arun(self, name: str, args: list[Any]) -> Any:
         try:
             _, scripts = self._aclient()

@@ -7,8 +7,8 @@ expire(now)
 purge(now)
 local function admit()
   local b = add_charge(ticket, tokens, now)
-  local adm = redis.call('HINCRBY', S, 'adm', tokens)
-  local admr = redis.call('HINCRBY', S, 'admr', 1)
+  local adm = incr(S, 'adm', tokens)
+  local admr = incr(S, 'admr', 1)
   return {1, fmt(now), b, adm, admr}
 end
 local result
@@ -16,7 +16,7 @@ if mode == 'start' then
   if redis.call('ZCARD', P .. ':q') == 0 and earliest(tokens, now) <= now then
     result = admit()
   else
-    local seq = redis.call('HINCRBY', S, 'seq', 1)
+    local seq = incr(S, 'seq', 1)
     redis.call('ZADD', P .. ':q', seq, ticket)
     redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
     redis.call('HSET', P .. ':qt', ticket, tokens)

@@ -32,6 +32,12 @@ local function sum(field)
   return num(redis.call('HGET', S, field))
 end
 
+-- HINCRBY that skips zero (Lua writes -0 as "-0", which Redis rejects as an integer).
+local function incr(key, field, n)
+  if n ~= 0 then return redis.call('HINCRBY', key, field, n) end
+  return num(redis.call('HGET', key, field))
+end
+
 local function fmt(x)
   return string.format('%.6f', x)
 end
@@ -56,7 +62,7 @@ local function drop_old(zkey, hkeys, fields, upto)
   for i, hkey in ipairs(hkeys) do
     local total = 0
     for _, v in ipairs(chunked('HMGET', hkey, old)) do total = total + num(v) end
-    if fields[i] then redis.call('HINCRBY', S, fields[i], -total) end
+    if fields[i] then incr(S, fields[i], -total) end
     chunked('HDEL', hkey, old)
   end
   chunked('ZREM', zkey, old)
@@ -66,7 +72,7 @@ end
 local function expire(now)
   if HAS_MIN then
     local n = drop_old(P .. ':m', {P .. ':mt'}, {'mt'}, now - W)
-    if n then redis.call('HINCRBY', S, 'mr', -n) end
+    if n then incr(S, 'mr', -n) end
     drop_old(P .. ':hm', {P .. ':hmt'}, {'hmt'}, now)
   end
   if HAS_DAY then
@@ -137,16 +143,16 @@ local function add_charge(rid, tokens, now)
   if HAS_MIN then
     redis.call('ZADD', P .. ':m', now, rid)
     redis.call('HSET', P .. ':mt', rid, tokens)
-    redis.call('HINCRBY', S, 'mt', tokens)
-    redis.call('HINCRBY', S, 'mr', 1)
+    incr(S, 'mt', tokens)
+    incr(S, 'mr', 1)
   end
   if HAS_DAY then
     b = math.floor(now / W)
     redis.call('ZADD', P .. ':d', (b + 1) * W, b)
-    redis.call('HINCRBY', P .. ':dt', b, tokens)
-    redis.call('HINCRBY', P .. ':dr', b, 1)
-    redis.call('HINCRBY', S, 'dt', tokens)
-    redis.call('HINCRBY', S, 'dr', 1)
+    incr(P .. ':dt', b, tokens)
+    incr(P .. ':dr', b, 1)
+    incr(S, 'dt', tokens)
+    incr(S, 'dr', 1)
   end
   return b
 end
@@ -156,17 +162,17 @@ local function remove_charge(rid, tokens, b)
   if HAS_MIN then
     local old = redis.call('HGET', P .. ':mt', rid)
     if old then
-      redis.call('HINCRBY', S, 'mt', -tonumber(old))
-      redis.call('HINCRBY', S, 'mr', -1)
+      incr(S, 'mt', -tonumber(old))
+      incr(S, 'mr', -1)
       redis.call('HDEL', P .. ':mt', rid)
       redis.call('ZREM', P .. ':m', rid)
     end
   end
   if HAS_DAY and b >= 0 and redis.call('ZSCORE', P .. ':d', b) then
-    redis.call('HINCRBY', P .. ':dt', b, -tokens)
-    redis.call('HINCRBY', P .. ':dr', b, -1)
-    redis.call('HINCRBY', S, 'dt', -tokens)
-    redis.call('HINCRBY', S, 'dr', -1)
+    incr(P .. ':dt', b, -tokens)
+    incr(P .. ':dr', b, -1)
+    incr(S, 'dt', -tokens)
+    incr(S, 'dr', -1)
   end
 end
 
@@ -260,15 +266,15 @@ local function adopt(kind, now, limit, remaining, server_limit, reset, unseen)
     local piece = env[i] - env[i + 1]
     if piece > 0 then
       local expiry = i < HOLD_STEPS and edges[i + 1] or untl
-      local hid = redis.call('HINCRBY', S, 'seq', 1)
+      local hid = incr(S, 'seq', 1)
       if kind == 'm' then
         redis.call('ZADD', P .. ':hm', expiry, hid)
         redis.call('HSET', P .. ':hmt', hid, piece)
-        redis.call('HINCRBY', S, 'hmt', piece)
+        incr(S, 'hmt', piece)
       else
         redis.call('ZADD', P .. ':hd', expiry, hid)
         redis.call('HSET', P .. ':hdr', hid, piece)
-        redis.call('HINCRBY', S, 'hdr', piece)
+        incr(S, 'hdr', piece)
       end
     end
   end

@@ -1,0 +1,409 @@
+"""The limiter's behaviour, one suite for every backend (memory with a fake clock, real Redis)
+and for both faces (sync, asyncio). Waits are asserted in the backend's own clock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from redis_support import RedisServer, redis_srv
+
+import tokenguard as tg
+
+
+class FakeClock:
+    """A clock whose ``sleep`` advances it: waits take no real time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
+@dataclass
+class Harness:
+    """Builds limiters on one backend; ``advance`` lets time pass (fake or real)."""
+
+    name: str
+    window: float
+    # Tolerance on waits measured in the backend's clock (0 with the fake clock).
+    slack: float
+    _make: Callable[..., tg.Limiter]
+    advance: Callable[[float], None]
+    made: list[tg.Limiter] = field(default_factory=list)
+
+    def limiter(self, **kw: Any) -> tg.Limiter:
+        kw.setdefault("window", self.window)
+        lim = self._make(**kw)
+        self.made.append(lim)
+        return lim
+
+
+def memory_harness() -> Harness:
+    clock = FakeClock()
+
+    def make(**kw: Any) -> tg.Limiter:
+        return tg.Limiter(clock=clock, sleep=clock.sleep, **kw)
+
+    return Harness("memory", 10.0, 1e-9, make, clock.sleep)
+
+
+@contextmanager
+def redis_harness(server: RedisServer, window: float = 0.6) -> Iterator[Harness]:
+    client = redis.Redis(host=server.host, port=server.port)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+
+    def make(**kw: Any) -> tg.Limiter:
+        kw.setdefault("key", prefix)
+        return tg.Limiter(redis=client, **kw)
+
+    try:
+        yield Harness("redis", window, 0.5 * window, make, time.sleep)
+    finally:
+        client.close()
+
+
+class Api:
+    """Calls the limiter through its sync or its async face."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.loop = asyncio.new_event_loop() if kind == "async" else None
+
+    def acquire(self, lim: tg.Limiter, tokens: int, max_wait: float | None = None) -> Any:
+        if self.loop is None:
+            return lim.acquire(tokens, max_wait=max_wait)
+        return self.loop.run_until_complete(lim.acquire_async(tokens, max_wait=max_wait))
+
+    def commit(self, r: tg.Reservation, actual: int, headers: Any = None) -> None:
+        if self.loop is None:
+            r.commit(actual, headers=headers)
+        else:
+            self.loop.run_until_complete(r.commit_async(actual, headers=headers))
+
+    def cancel(self, r: tg.Reservation) -> None:
+        if self.loop is None:
+            r.cancel()
+        else:
+            self.loop.run_until_complete(r.cancel_async())
+
+    def observe(self, lim: tg.Limiter, headers: Any) -> None:
+        if self.loop is None:
+            lim.observe(headers)
+        else:
+            self.loop.run_until_complete(lim.observe_async(headers))
+
+    def close(self, limiters: list[tg.Limiter]) -> None:
+        if self.loop is not None:
+            for lim in limiters:
+                self.loop.run_until_complete(lim.aclose())
+            self.loop.close()
+
+
+__all__ = ["redis_srv"]  # the session fixture, imported so that pytest finds it here
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "memory":
+        yield memory_harness()
+        return
+    server = request.getfixturevalue("redis_srv")
+    with redis_harness(server) as harness:
+        yield harness
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, h: Harness) -> Iterator[Api]:
+    a = Api(request.param)
+    yield a
+    a.close(h.made)
+
+
+def test_fills_the_whole_limit_without_waiting(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, rpm=10)
+    r1 = api.acquire(lim, 60)
+    r2 = api.acquire(lim, 40)
+    assert r1.waited == 0
+    assert r2.waited == 0
+    assert r1.tokens == 60
+    assert not r1.settled
+
+
+def test_waits_until_the_oldest_charge_ages_out(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    api.acquire(lim, 40)
+    r3 = api.acquire(lim, 30)
+    assert r3.at >= r1.at + h.window
+    assert r3.at <= r1.at + h.window + h.slack
+
+
+def test_requests_per_window(h: Harness, api: Api) -> None:
+    lim = h.limiter(rpm=2)
+    r1 = api.acquire(lim, 0)
+    api.acquire(lim, 0)
+    r3 = api.acquire(lim, 0)
+    assert r3.at >= r1.at + h.window
+
+
+def test_commit_for_less_frees_the_difference_at_once(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    api.acquire(lim, 40)
+    api.commit(r1, 10)
+    r3 = api.acquire(lim, 50)
+    assert r3.waited <= h.slack
+
+
+def test_commit_for_more_records_the_extra(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 50)
+    api.commit(r1, 90)
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        api.acquire(lim, 20, max_wait=0)
+    assert info.value.needed_wait is not None
+    assert 0 < info.value.needed_wait <= h.window + h.slack
+
+
+def test_cancel_refunds_everything(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, rpm=1)
+    r1 = api.acquire(lim, 100)
+    api.cancel(r1)
+    r2 = api.acquire(lim, 100)
+    assert r2.waited <= h.slack
+
+
+def test_second_settle_is_a_no_op(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 100)
+    api.commit(r1, 30)
+    api.cancel(r1)  # ignored: the commit stands
+    api.commit(r1, 0)  # ignored too
+    assert r1.settled
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 80, max_wait=0)
+    assert api.acquire(lim, 70).waited <= h.slack
+
+
+@pytest.mark.parametrize(("kw", "name"), [({"tpm": 100}, "tpm"), ({"tpd": 100}, "tpd")])
+def test_a_request_larger_than_a_limit_fails_at_once(
+    h: Harness, api: Api, kw: dict[str, int], name: str
+) -> None:
+    lim = h.limiter(**kw)
+    with pytest.raises(tg.RequestTooLarge) as info:
+        api.acquire(lim, 101)
+    assert (info.value.limit_name, info.value.cost, info.value.limit) == (name, 101, 100)
+    assert "101" in str(info.value)
+    assert "100" in str(info.value)
+
+
+def test_max_wait_shorter_than_the_wait_fails_at_once_without_trace(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    api.acquire(lim, 90)
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        api.acquire(lim, 50, max_wait=h.window / 4)
+    assert info.value.max_wait == h.window / 4
+    assert info.value.needed_wait is not None
+    assert h.window - h.slack <= info.value.needed_wait <= h.window + h.slack
+    # Nothing charged, no queue place kept: a request that fits goes at once.
+    assert api.acquire(lim, 10).waited <= h.slack
+
+
+def test_max_wait_long_enough_waits(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 90)
+    r2 = api.acquire(lim, 50, max_wait=h.window * 2)
+    assert r2.at >= r1.at + h.window
+
+
+def test_day_limits_use_1440_windows(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpd=100, rpd=1000)
+    api.acquire(lim, 100)
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        api.acquire(lim, 1, max_wait=0)
+    assert info.value.needed_wait is not None
+    # Day charges are kept in one-window buckets, stamped at the bucket's end.
+    assert 1439 * h.window <= info.value.needed_wait <= 1441 * h.window
+
+
+def test_header_tighter_than_the_ledger_is_adopted(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 10)
+    # Somebody else spent the rest; the server refills in one window.
+    reset = f"{h.window}s"
+    api.observe(lim, {"X-RateLimit-Remaining-Tokens": "0", "x-ratelimit-reset-tokens": reset})
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        api.acquire(lim, 50, max_wait=0)
+    assert info.value.needed_wait is not None
+    # The server's bucket holds 50 again after half a window (linear refill).
+    assert h.window / 2 - h.slack <= info.value.needed_wait <= h.window + h.slack
+    r2 = api.acquire(lim, 50)
+    assert r2.at >= r1.at + h.window / 2 - 1e-6
+
+
+def test_header_looser_than_the_ledger_never_loosens(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    api.acquire(lim, 90)
+    api.observe(lim, {"x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "0s"})
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 50, max_wait=0)
+
+
+def test_commit_with_headers_of_a_server_that_did_not_refund(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 80)
+    # The server charged all 80 (prompt + max_tokens) though only 30 were used.
+    api.commit(r1, 30, {"x-ratelimit-remaining-tokens": "20", "x-ratelimit-limit-tokens": "100"})
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 60, max_wait=0)
+    assert api.acquire(lim, 20).waited <= h.slack
+
+
+def test_stale_header_does_not_double_count_later_admissions(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 30)
+    api.acquire(lim, 30)  # admitted after r1's response was written
+    # r1's response: the server had seen only r1.
+    api.commit(r1, 30, {"x-ratelimit-remaining-tokens": "70", "x-ratelimit-reset-tokens": "1ms"})
+    assert api.acquire(lim, 40).waited <= h.slack
+
+
+def test_retry_after_blocks_every_admission(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 1)
+    api.observe(lim, {"retry-after": str(h.window / 2)})
+    r2 = api.acquire(lim, 1)
+    assert r2.at >= r1.at + h.window / 2
+
+
+def test_bad_headers_are_ignored(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    api.observe(
+        lim,
+        {
+            "x-ratelimit-remaining-tokens": "lots",
+            "x-ratelimit-reset-tokens": "soon",
+            "retry-after": "x",
+        },
+    )
+    assert api.acquire(lim, 100).waited <= h.slack
+
+
+def test_fifo_a_large_request_is_not_overtaken(h: Harness) -> None:
+    lim = h.limiter(tpm=100)
+    first = lim.acquire(90)
+
+    async def main() -> list[tuple[str, float]]:
+        done: list[tuple[str, float]] = []
+
+        async def go(name: str, tokens: int) -> None:
+            r = await lim.acquire_async(tokens)
+            done.append((name, r.at))
+
+        big = asyncio.create_task(go("big", 100))
+        await asyncio.sleep(0.05 if h.name == "redis" else 0)
+        small = asyncio.create_task(go("small", 10))  # would fit now, but queues behind
+        await asyncio.gather(big, small)
+        await lim.aclose()
+        return done
+
+    done = asyncio.run(main())
+    assert [name for name, _ in done] == ["big", "small"]
+    assert done[0][1] >= first.at + h.window
+    assert done[1][1] >= done[0][1] + h.window  # the big one fills the window
+
+
+def test_a_cancelled_waiting_task_leaves_no_trace(h: Harness) -> None:
+    lim = h.limiter(tpm=100)
+    lim.acquire(90)
+
+    async def main() -> tg.Reservation:
+        task = asyncio.create_task(lim.acquire_async(50))
+        await asyncio.sleep(0.05 if h.name == "redis" else 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        r = await lim.acquire_async(10)  # fits now; nobody ahead, nothing charged
+        await lim.aclose()
+        return r
+
+    assert asyncio.run(main()).waited <= h.slack
+
+
+def test_a_thread_waiting_is_woken_by_a_cancel(h: Harness) -> None:
+    # A long window and the real clock: the waiter only goes early if the cancel wakes it.
+    lim = (
+        tg.Limiter(tpm=100, window=1000.0)
+        if h.name == "memory"
+        else h.limiter(tpm=100, window=1000.0)
+    )
+    r1 = lim.acquire(90)
+    got: list[tg.Reservation] = []
+    t = threading.Thread(target=lambda: got.append(lim.acquire(50)), daemon=True)
+    t.start()
+    time.sleep(0.05)
+    r1.cancel()
+    t.join(10)
+    assert got
+    assert got[0].waited < 10
+
+
+def test_threads_never_exceed_the_limit_in_any_window(h: Harness) -> None:
+    lim = (
+        h.limiter(tpm=100, rpm=5)
+        if h.name == "redis"
+        else tg.Limiter(tpm=100, rpm=5, window=0.3)  # real clock: threads wait for real
+    )
+    window = lim.limits.window
+    admitted: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(3):
+            r = lim.acquire(20 + 10 * ((n + i) % 3))
+            with lock:
+                admitted.append((r.at, r.tokens))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(admitted) == 12
+    for at, _ in admitted:
+        in_window = [tok for t2, tok in admitted if at - window < t2 <= at]
+        assert sum(in_window) <= 100
+        assert len(in_window) <= 5
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(tg.ConfigurationError, match="at least one"):
+        tg.Limiter()
+    with pytest.raises(tg.ConfigurationError, match="tpm"):
+        tg.Limiter(tpm=0)
+    with pytest.raises(tg.ConfigurationError, match="window"):
+        tg.Limiter(tpm=10, window=0)
+    lim = tg.Limiter(tpm=10)
+    with pytest.raises(tg.ConfigurationError, match="tokens"):
+        lim.acquire(-1)
+    with pytest.raises(tg.ConfigurationError, match="max_wait"):
+        lim.acquire(1, max_wait=-1)
+    r = lim.acquire(1)
+    with pytest.raises(tg.ConfigurationError, match="actual_tokens"):
+        r.commit(-5)
+    assert not r.settled

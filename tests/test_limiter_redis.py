@@ -1,0 +1,154 @@
+"""What only the Redis backend does: sharing across clients, leases, expiry, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis_support import RedisServer, redis_srv
+from structlog.testing import capture_logs
+
+import tokenguard as tg
+from tokenguard.limiter._backend import Signal, Ticket
+
+__all__ = ["redis_srv"]
+
+pytestmark = pytest.mark.redis
+
+WINDOW = 0.6
+
+
+@pytest.fixture
+def client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
+    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def key() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+def test_two_clients_share_one_window(redis_srv: RedisServer, key: str) -> None:
+    a = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    b = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    la = tg.Limiter(tpm=100, window=WINDOW, redis=a, key=key)
+    lb = tg.Limiter(tpm=100, window=WINDOW, redis=b, key=key)
+    r1 = la.acquire(70)
+    with pytest.raises(tg.RateLimitTimeout):
+        lb.acquire(40, max_wait=0)
+    r2 = lb.acquire(40)
+    assert r2.at >= r1.at + WINDOW
+    a.close()
+    b.close()
+
+
+def test_keys_are_namespaced_and_expire(client: redis.Redis, key: str) -> None:
+    lim = tg.Limiter(tpm=100, tpd=1000, window=WINDOW, redis=client, key=key)
+    lim.acquire(10).commit(5, headers={"x-ratelimit-remaining-tokens": "0"})
+    keys = [k.decode() for k in client.keys("*") if isinstance(k, bytes)]
+    ours = [k for k in keys if k.startswith("{" + key + "}:")]
+    assert ours
+    for k in ours:
+        ttl = client.pttl(k)
+        assert 0 < ttl <= (1441 * WINDOW + 10.0 + WINDOW) * 1000 + 1
+
+
+def test_a_crashed_waiter_loses_its_place_when_its_lease_runs_out(
+    client: redis.Redis, key: str
+) -> None:
+    lease = 0.5
+    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key, lease=lease)
+    first = lim.acquire(100)
+    # A waiter that enqueues and then dies: it never polls, never leaves.
+    backend = lim._backend
+    ghost = Ticket(10, Signal(for_async=False))
+    assert backend.start(ghost).charge is None
+    first.cancel()  # the ghost is now the head, and the window has room
+    r = lim.acquire(10)
+    assert lease * 0.8 <= r.waited <= lease + 2.0
+
+
+def test_a_reservation_never_settled_ages_out(client: redis.Redis, key: str) -> None:
+    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key)
+    forgotten = lim.acquire(100)
+    del forgotten
+    r = lim.acquire(100)
+    assert WINDOW * 0.9 <= r.waited <= WINDOW * 2
+
+
+def test_threads_of_several_clients_keep_the_window_and_fifo(
+    redis_srv: RedisServer, key: str
+) -> None:
+    admitted: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+        lim = tg.Limiter(tpm=100, rpm=4, window=WINDOW, redis=c, key=key)
+        for i in range(3):
+            r = lim.acquire(25 + 5 * ((n + i) % 3))
+            with lock:
+                admitted.append((r.at, r.tokens))
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(admitted) == 12
+    for at, _ in admitted:
+        in_window = [tok for t2, tok in admitted if at - WINDOW < t2 <= at]
+        assert sum(in_window) <= 100
+        assert len(in_window) <= 4
+
+
+def _dead_client() -> redis.Redis:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    return redis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def test_unreachable_redis_raises_limiter_unavailable() -> None:
+    dead = _dead_client()
+    lim = tg.Limiter(tpm=100, redis=dead)
+    with pytest.raises(tg.LimiterUnavailable, match="Redis"):
+        lim.acquire(10)
+
+
+def test_fail_open_falls_back_to_a_local_window() -> None:
+    dead = _dead_client()
+    lim = tg.Limiter(tpm=100, window=1000.0, redis=dead, fail_open=True)
+    with capture_logs() as logs:
+        r = lim.acquire(60)
+        r.commit(60)
+        with pytest.raises(tg.RateLimitTimeout):
+            lim.acquire(50, max_wait=0)
+    assert [e["event"] for e in logs] == ["tokenguard.limiter.fail_open"]
+
+
+async def test_async_waiters_share_the_queue_with_threads(client: redis.Redis, key: str) -> None:
+    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key)
+    first = await lim.acquire_async(100)
+    got: list[tg.Reservation] = []
+    t = threading.Thread(target=lambda: got.append(lim.acquire(50)))
+    t.start()
+    await asyncio.sleep(0.05)
+    r = await lim.acquire_async(50)
+    t.join(10)
+    assert got
+    assert got[0].at >= first.at + WINDOW
+    assert r.at >= got[0].at  # queued behind the thread
+    await lim.aclose()
