@@ -59,6 +59,8 @@ class TextCache(Generic[V]):
         self._front_limit = front_chars
         self.max_bytes = max_bytes
         self.front_chars = front_chars
+        #: How many texts were tokenized (cache misses), for tests and benchmarks.
+        self.computed = 0
 
     def get_or_compute(self, text: str) -> V:
         """The value for ``text``, computed (outside the lock) and cached on a miss."""
@@ -71,6 +73,7 @@ class TextCache(Generic[V]):
             value = hit[0]
         else:
             value = self._compute(text)
+            self.computed += 1
             size = sys.getsizeof(text) + ENTRY_OVERHEAD
             if size <= self.max_bytes:
                 with self._lock:
@@ -97,6 +100,11 @@ class TextCache(Generic[V]):
             self._lru.clear()
             self.front = {}
             self._front_chars = 0
+
+    @property
+    def front_size(self) -> int:
+        """Characters of keys currently in the front level (at most ``front_chars``)."""
+        return self._front_chars
 
     @property
     def lru_bytes(self) -> int:

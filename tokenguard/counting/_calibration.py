@@ -1,24 +1,39 @@
 """Learning, per model, how far the conservative estimate sits above the server's count.
 
-For a model whose tokenizer is not at hand, the raw estimate is built to be high
-(cl100k_base plus a margin, see ``_estimate``). Each response's ``usage.prompt_tokens``
-is an exact measurement of the truth for one request, so the estimate is scaled by a
-factor learned from those measurements:
+For a model whose tokenizer is not at hand the raw estimate (``_estimate``) has two
+parts: ``content`` (the messages' text counted with cl100k_base, plus a margin) and
+``overhead`` (a generous allowance for the chat template's framing). Each response's
+``usage.prompt_tokens`` measures the truth of one request exactly. Calibration assumes
+only that the server's count is, for text of one kind, a non-negative combination
+``a * content + b * overhead``. One observation ``(content_i, overhead_i, actual_i)``
+then bounds the truth of any other request of that kind from above::
 
-* requests are put in a *script bucket* by the share of non-ASCII characters in their
-  text (English and code, a little accented text, ..., mostly non-Latin), because the
-  ratio between two tokenizers depends mostly on the script, and a factor learned on
-  Hindi must not be applied to English;
-* a bucket's factor is the *largest* ratio ``actual / raw`` among its last ``window``
-  observations times ``1 + headroom``: every recent request would have been estimated
-  at or above its true count, not just the average one;
-* the factor goes up at once (one observation that the estimate was low is enough),
-  and down only when ``min_samples`` observations agree; it never goes below ``floor``.
+    truth <= actual_i * max(content / content_i, overhead / overhead_i)
 
-So the estimate converges to a few percent above the truth for the kind of text a model
-sees, and drops below the truth only when a request's ratio exceeds every ratio seen
-in its bucket recently by more than ``headroom`` (a new kind of text in an old bucket);
-the next response then raises the factor.
+because each part grows at most by its own ratio. The calibrated estimate is the
+smallest of these bounds over the recent observations, times ``1 + headroom`` (texts of
+one kind are not all equally dense). It is never a guess *below* an observation's
+scaling, so, unlike an average correction factor, it does not undercount a longer
+conversation after seeing short ones. A request shaped like an observed one (the same
+conversation one message longer, say) is estimated within about ``headroom`` of the
+truth; one shaped unlike anything seen falls back to the raw estimate.
+
+Observations are kept per *script bucket* (the share of non-ASCII characters): the
+ratio between two tokenizers depends mostly on the script, so an observation on Hindi
+text must not bound an English request. When the server ever counts more than the raw
+estimate of a bucket, that bucket's raw estimates are scaled up by the worst ratio seen.
+
+Texts of one kind are not all equally dense for the server's tokenizer (Cyrillic samples
+vary by +-15% against cl100k_base), so each bucket *learns its headroom*: it starts at 3%
+for mostly-ASCII text and 25% otherwise, grows at once whenever an observation exceeds
+what the bucket would have estimated, and, from four observations on, follows their
+measured spread (how far each exceeds what the others would have estimated for it)
+times 1.5, plus 3%. And a conversation is mostly its own past: when the server's count of the same
+messages (a prefix of the request) is known, the estimate is that count plus the raw,
+conservative estimate of the new messages only, which is both safe and tight.
+
+Remaining risk: a request of a kind denser than anything its bucket has seen, in the
+first calls after the bucket was calibrated down; the next response fixes it.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Iterable
 
 __all__ = ["BUCKET_EDGES", "Calibration", "bucket_of"]
 
@@ -45,11 +61,23 @@ def bucket_of(non_ascii_chars: int, chars: int) -> int:
 
 
 class _Bucket:
-    __slots__ = ("factor", "ratios")
+    __slots__ = ("headroom", "observations", "raw_scale")
 
-    def __init__(self, window: int) -> None:
-        self.ratios: deque[float] = deque(maxlen=window)
-        self.factor = 1.0
+    def __init__(self, window: int, headroom: float) -> None:
+        self.observations: deque[tuple[int, int, int]] = deque(maxlen=window)
+        self.raw_scale = 1.0
+        self.headroom = headroom
+
+
+#: Starting headroom of the buckets with a noticeable share of non-ASCII text.
+NON_LATIN_HEADROOM = 0.25
+#: Observations a bucket needs before its headroom follows their measured spread.
+LEARN_AFTER = 4
+#: The learned headroom is this multiple of the measured spread (plus ``headroom``): the
+#: next text may be a little denser than any in the window.
+SPREAD_FACTOR = 1.5
+#: Largest headroom a bucket may learn (its texts' density varies by that much at most).
+MAX_HEADROOM = 1.0
 
 
 class Calibration:
@@ -59,52 +87,116 @@ class Calibration:
 
     Example::
 
-        cal = Calibration()
-        cal.observe(raw=1_100, actual=1_000)
-        cal.observe(raw=2_200, actual=2_000)
-        cal.apply(raw=1_100)          # 1_000 * 1.03, rounded up: 1_030
+        cal = Calibration(headroom=0.02)
+        cal.estimate(content=1_000, overhead=100)                   # 1100: nothing seen yet
+        cal.observe(content=1_000, overhead=100, actual=900)
+        cal.estimate(content=1_100, overhead=110)                   # 900 * 1.1 * 1.02 -> 1010
     """
 
-    def __init__(
-        self,
-        *,
-        window: int = 32,
-        headroom: float = 0.03,
-        min_samples: int = 2,
-        floor: float = 0.25,
-    ) -> None:
-        if window < 1 or min_samples < 1 or headroom < 0 or not 0 < floor <= 1:
+    def __init__(self, *, window: int = 16, headroom: float = 0.03, prefixes: int = 64) -> None:
+        if window < 1 or headroom < 0 or prefixes < 0:
             raise ValueError(
-                "Calibration needs window >= 1, min_samples >= 1, headroom >= 0, 0 < floor <= 1"
+                "Calibration needs window >= 1, headroom >= 0 and prefixes >= 0, got "
+                f"{window}, {headroom}, {prefixes}"
             )
         self.window = window
         self.headroom = headroom
-        self.min_samples = min_samples
-        self.floor = floor
-        self._buckets = [_Bucket(window) for _ in range(len(BUCKET_EDGES) + 1)]
+        # Text that is not mostly ASCII varies far more in density between tokenizers
+        # (Cyrillic samples: +-15% against cl100k_base), so it starts with more headroom.
+        self._buckets = [
+            _Bucket(window, headroom if i == 0 else max(headroom, NON_LATIN_HEADROOM))
+            for i in range(len(BUCKET_EDGES) + 1)
+        ]
+        self._prefixes: dict[int, int] = {}
+        self._max_prefixes = prefixes
         self._lock = threading.Lock()
 
-    def factor(self, bucket: int = 0) -> float:
-        """The factor currently applied to raw estimates in ``bucket``."""
-        return self._buckets[bucket].factor
+    def headroom_of(self, bucket: int = 0) -> float:
+        """The headroom ``bucket`` currently applies (grows when its texts vary in density)."""
+        return self._buckets[bucket].headroom
 
-    def apply(self, raw: int, bucket: int = 0) -> int:
-        """The calibrated estimate for a raw estimate ``raw``."""
-        # A tiny epsilon keeps float noise from rounding an exact product up by one.
-        return math.ceil(raw * self._buckets[bucket].factor - 1e-9)
+    @staticmethod
+    def _bound(b: _Bucket, content: int, overhead: int, skip: int | None = None) -> float:
+        best = math.inf
+        for i, (c_i, v_i, actual) in enumerate(tuple(b.observations)):
+            if i == skip:
+                continue
+            growth = max(
+                content / c_i if c_i else (math.inf if content else 0.0),
+                overhead / v_i if v_i else (math.inf if overhead else 0.0),
+            )
+            best = min(best, actual * growth)
+        return best
 
-    def observe(self, *, raw: int, actual: int, bucket: int = 0) -> None:
-        """Learn from one request: its raw estimate and the server's ``prompt_tokens``."""
-        if raw <= 0 or actual <= 0:
+    def _part(self, b: _Bucket, content: int, overhead: int) -> float:
+        raw = (content + overhead) * b.raw_scale
+        return min(raw, self._bound(b, content, overhead) * (1.0 + b.headroom))
+
+    def estimate(
+        self,
+        *,
+        content: int,
+        overhead: int,
+        bucket: int = 0,
+        prefixes: Iterable[tuple[int, int, int]] = (),
+    ) -> int:
+        """The calibrated estimate for a request with raw parts ``content`` and ``overhead``.
+
+        ``prefixes`` optionally gives, longest first, ``(key, rest content, rest overhead)``
+        for the request's leading messages: when the server's count of such a prefix is
+        known, the estimate is that count plus the raw estimate of the rest.
+        """
+        b = self._buckets[bucket]
+        best = self._part(b, content, overhead)
+        for key, rest_content, rest_overhead in prefixes:
+            known = self._prefixes.get(key)
+            if known is not None:
+                # The rest alone gets the raw estimate: a single new message may be
+                # denser than anything observed, and the raw estimate never undercounts.
+                best = min(best, known + (rest_content + rest_overhead) * b.raw_scale)
+                break
+        # The epsilon keeps float noise from rounding an exact product up by one.
+        return math.ceil(best - 1e-9)
+
+    def observe(
+        self,
+        *,
+        content: int,
+        overhead: int,
+        actual: int,
+        bucket: int = 0,
+        key: int | None = None,
+    ) -> None:
+        """Learn from one request: its raw parts, the server's ``prompt_tokens`` and,
+        optionally, a ``key`` naming the exact request (see ``prefixes`` of :meth:`estimate`)."""
+        if actual <= 0 or content < 0 or overhead < 0 or content + overhead <= 0:
             return
-        ratio = actual / raw
         with self._lock:
             b = self._buckets[bucket]
-            b.ratios.append(ratio)
-            wanted = max(self.floor, max(b.ratios) * (1.0 + self.headroom))
-            if wanted > b.factor or len(b.ratios) >= self.min_samples:
-                b.factor = wanted
+            predicted = self._bound(b, content, overhead)
+            if actual > predicted * (1.0 + b.headroom):
+                # The bucket's texts vary more in density than its headroom allowed.
+                b.headroom = min(MAX_HEADROOM, actual / predicted - 1.0 + self.headroom)
+            b.observations.append((content, overhead, actual))
+            if len(b.observations) >= LEARN_AFTER:
+                b.headroom = min(MAX_HEADROOM, SPREAD_FACTOR * self._spread(b) + self.headroom)
+            ratio = actual / (content + overhead)
+            if ratio * (1.0 + self.headroom) > b.raw_scale:
+                b.raw_scale = ratio * (1.0 + self.headroom)
+            if key is not None and self._max_prefixes:
+                if len(self._prefixes) >= self._max_prefixes:
+                    del self._prefixes[next(iter(self._prefixes))]
+                self._prefixes[key] = actual
+
+    def _spread(self, b: _Bucket) -> float:
+        """How far each observation exceeds what the others would have estimated for it."""
+        worst = 0.0
+        for j, (c_j, v_j, actual) in enumerate(tuple(b.observations)):
+            predicted = self._bound(b, c_j, v_j, skip=j)
+            if predicted < math.inf:
+                worst = max(worst, actual / predicted - 1.0)
+        return worst
 
     def samples(self, bucket: int = 0) -> int:
         """How many observations ``bucket`` holds."""
-        return len(self._buckets[bucket].ratios)
+        return len(self._buckets[bucket].observations)

@@ -52,9 +52,10 @@ class RequestCount:
     total: int
     exact: bool
     model: str = ""
+    #: The estimate before calibration (equal to ``prompt_tokens`` when exact).
     raw_prompt_tokens: int = field(default=0, repr=False)
-    bucket: int = field(default=0, repr=False)
-    calibratable: bool = field(default=False, repr=False)
+    #: (content, overhead, script bucket, request key) of the raw estimate, for calibration.
+    basis: tuple[int, int, int, int] | None = field(default=None, repr=False)
 
 
 class _ExactPlan:
@@ -218,7 +219,7 @@ class Counter:
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
         plan = self._plan(model)
-        prompt, raw, bucket, exact, calibratable = self._count(plan, messages, tools, functions)
+        prompt, raw, exact, basis = self._count(plan, messages, tools, functions)
         info = plan.info
         reserve = max_tokens if max_tokens is not None else default_reserve
         if reserve is None:
@@ -232,8 +233,7 @@ class Counter:
             exact=exact,
             model=info.name,
             raw_prompt_tokens=raw,
-            bucket=bucket,
-            calibratable=calibratable,
+            basis=basis,
         )
 
     def observe(self, count: RequestCount, actual_prompt_tokens: int) -> None:
@@ -262,9 +262,14 @@ class Counter:
                     reported=actual_prompt_tokens,
                 )
             return
-        if count.calibratable:
+        if count.basis is not None:
+            content, overhead, bucket, key = count.basis
             self.calibration(count.model).observe(
-                raw=count.raw_prompt_tokens, actual=actual_prompt_tokens, bucket=count.bucket
+                content=content,
+                overhead=overhead,
+                actual=actual_prompt_tokens,
+                bucket=bucket,
+                key=key,
             )
 
     def calibration(self, model: str) -> Calibration:
@@ -282,6 +287,17 @@ class Counter:
                 cache.clear()
             for est in self._estimate_caches.values():
                 est.clear()
+
+    def cache_stats(self) -> dict[str, int]:
+        """Sizes of the caches: ``lru_bytes``, ``front_chars``, ``entries``, ``computed``."""
+        caches: list[TextCache[Any]] = [*self._exact_caches.values()]
+        caches.extend(self._estimate_caches.values())
+        return {
+            "lru_bytes": sum(c.lru_bytes for c in caches),
+            "front_chars": sum(c.front_size for c in caches),
+            "entries": sum(len(c) for c in caches),
+            "computed": sum(c.computed for c in caches),
+        }
 
     def cache_bytes_used(self) -> int:
         """Bytes charged to the LRU level of every cache (each bounded by ``cache_bytes``)."""
@@ -392,8 +408,8 @@ class Counter:
         messages: Sequence[Any],
         tools: Sequence[Any] | None,
         functions: Sequence[Any] | None,
-    ) -> tuple[int, int, int, bool, bool]:
-        """(prompt_tokens, raw, bucket, exact, calibratable) on the general path."""
+    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
+        """(prompt_tokens, raw, exact, calibration basis) on the general path."""
         normalized = self._normalize(messages)
         defs = render_tools(tools, functions)
         if isinstance(plan, _ExactPlan):
@@ -410,7 +426,7 @@ class Counter:
 
     def _count_exact(
         self, plan: _ExactPlan, normalized: list[Message], defs: list[Any]
-    ) -> tuple[int, int, int, bool, bool]:
+    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
         costs = plan.costs
         cache = plan.cache
         front_get = cache.front.get
@@ -432,40 +448,64 @@ class Counter:
                 exact = False
         if consumes_system and normalized[0].header == "system":
             total -= costs.header_cost["system"]
-        return total, total, 0, exact, False
+        return total, total, exact, None
 
     def _count_estimate(
         self, plan: _EstimatePlan, normalized: list[Message], defs: list[Any]
-    ) -> tuple[int, int, int, bool, bool]:
+    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
         rule = plan.rule
         cache = plan.cache
-        front_get = cache.front.get
-        content = non_ascii = chars = images = 0
         new_chars = 0
-        texts = [m.body for m in normalized]
-        texts.extend(m.name for m in normalized if m.name)
-        if defs:
-            texts.append(json.dumps(defs, indent=4))
-        for i, text in enumerate(texts):
-            entry = front_get(text)
+
+        def tokens(text: str, index: int) -> tuple[int, int, int]:
+            nonlocal new_chars
+            entry = cache.front.get(text)
             if entry is None:
                 new_chars += len(text)
-                self._budget_check(new_chars, min(i, len(normalized) - 1))
+                self._budget_check(new_chars, index)
                 entry = cache.get_or_compute(text)
-            content += entry[0]
-            non_ascii += entry[1]
-            chars += entry[2]
+            return entry
+
+        tools_text = json.dumps(defs, indent=4) if defs else ""
+        first = tokens(tools_text, 0) if defs else (0, 0, 0)
+        content, non_ascii, chars = first
+        per_message: list[int] = []
+        units: list[int] = []
+        # A chain of keys naming each prefix of the request (tools included), so that the
+        # server's count of an earlier, shorter request can anchor this one.
+        keys: list[int] = []
+        key = hash(("tokenguard", plan.info.name, tools_text))
+        for i, msg in enumerate(normalized):
+            n, na, ch = tokens(msg.body, i)
+            unit = 1
+            if msg.name:
+                nn, nna, nch = tokens(msg.name, i)
+                n, na, ch, unit = n + nn, na + nna, ch + nch, 2
+            content += n
+            non_ascii += na
+            chars += ch
+            per_message.append(n)
+            units.append(unit)
+            key = hash((key, msg.header, msg.body, msg.name))
+            keys.append(key)
         images = sum(m.images for m in normalized)
-        names = sum(1 for m in normalized if m.name)
-        raw = (
-            math.ceil(content * rule.margin)
-            + rule.per_request
-            + rule.per_message * (len(normalized) + names)
-        )
+        content_raw = math.ceil(content * rule.margin)
+        overhead_raw = rule.per_request + rule.per_message * sum(units)
         bucket = bucket_of(non_ascii, chars)
-        prompt = plan.calibration.apply(raw, bucket) + images * self.image_tokens
-        # Requests with images teach nothing about text ratios: keep them out.
-        return prompt, raw, bucket, False, images == 0
+        prefixes: list[tuple[int, int, int]] = []
+        rest_tokens = rest_units = 0
+        for k in range(len(normalized) - 1, -1, -1):
+            rest_content = math.ceil(rest_tokens * rule.margin)
+            prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
+            rest_tokens += per_message[k]
+            rest_units += units[k]
+        prompt = plan.calibration.estimate(
+            content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
+        )
+        extra = images * self.image_tokens
+        # Requests with images teach nothing about text: they are kept out of calibration.
+        basis = (content_raw, overhead_raw, bucket, keys[-1]) if not images else None
+        return prompt + extra, content_raw + overhead_raw + extra, False, basis
 
 
 def _estimator(
