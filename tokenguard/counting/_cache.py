@@ -73,26 +73,52 @@ class TextCache(Generic[V]):
             value = hit[0]
         else:
             value = self._compute(text)
-            self.computed += 1
             size = sys.getsizeof(text) + ENTRY_OVERHEAD
-            if size <= self.max_bytes:
-                with self._lock:
+            with self._lock:
+                self.computed += 1
+                if size <= self.max_bytes:
                     self._lru[text] = (value, size)
         self._remember(text, value)
         return value
 
-    def _remember(self, text: str, value: V) -> None:
-        n = len(text)
-        if n > self._front_limit:
-            return
+    def get_many(self, texts: list[str]) -> list[V]:
+        """The values for ``texts``: one lock round for lookups, one for insertions."""
         with self._lock:
-            if self._front_chars + n > self._front_limit:
-                # Emptying is O(1) amortized and keeps the bound; hot texts come back from
-                # the LRU level on their next use.
-                self.front = {}
-                self._front_chars = 0
-            self.front[text] = value
-            self._front_chars += n
+            lru_get = self._lru.get
+            found = {text: lru_get(text) for text in texts}
+        values: dict[str, V] = {}
+        fresh: list[tuple[str, V, int]] = []
+        for text, hit in found.items():
+            if hit is not None:
+                values[text] = hit[0]
+            else:
+                value = self._compute(text)
+                values[text] = value
+                fresh.append((text, value, sys.getsizeof(text) + ENTRY_OVERHEAD))
+        with self._lock:
+            self.computed += len(fresh)
+            for text, value, size in fresh:
+                if size <= self.max_bytes:
+                    self._lru[text] = (value, size)
+            for text, value in values.items():
+                self._remember_locked(text, value)
+        return [values[text] for text in texts]
+
+    def _remember(self, text: str, value: V) -> None:
+        with self._lock:
+            self._remember_locked(text, value)
+
+    def _remember_locked(self, text: str, value: V) -> None:
+        n = len(text)
+        if n > self._front_limit or text in self.front:
+            return
+        if self._front_chars + n > self._front_limit:
+            # Emptying is O(1) amortized and keeps the bound; hot texts come back from
+            # the LRU level on their next use.
+            self.front = {}
+            self._front_chars = 0
+        self.front[text] = value
+        self._front_chars += n
 
     def clear(self) -> None:
         """Forget everything."""

@@ -120,17 +120,31 @@ def _ordinary_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
     return count
 
 
-def _server_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
-    """Counts ``text`` as the server encodes a rendered prompt: special tokens recognised."""
+def _server_counter(enc: tiktoken.Encoding, *, strip: bool = False) -> Callable[[str], int]:
+    """Counts ``text`` as the server encodes a rendered prompt: special tokens recognised.
+
+    With ``strip``, counts ``text.strip()`` (a message body as the template renders it).
+    """
     encode = enc.encode_ordinary
+    # The cold path is dominated by this call: skip tiktoken's Python wrapper when the
+    # core is reachable (its only extra is a surrogate fallback; surrogates are rejected
+    # before counting).
+    core = getattr(getattr(enc, "_core_bpe", None), "encode_ordinary", None)
+    fast: Callable[[str], list[int]] = core if callable(core) else encode
     specials = enc.special_tokens_set
 
     def encode_special(text: str) -> list[int]:
         return enc.encode(text, allowed_special=specials)
 
     def count(text: str) -> int:
+        if strip:
+            text = text.strip()
         # Every special token starts with "<|"; without one the cheaper call is identical.
-        return _sliced(encode_special if "<|" in text else encode, text)
+        if "<|" in text:
+            return _sliced(encode_special, text)
+        if len(text) < _SLICE:
+            return len(fast(text))
+        return _sliced(encode, text)
 
     return count
 
@@ -329,9 +343,8 @@ class Counter:
             with self._lock:
                 cache = self._exact_caches.get("llama3")
                 if cache is None:
-                    count = _server_counter(get_encoding("llama3"))
                     cache = TextCache(
-                        lambda text: count(text.strip()),
+                        _server_counter(get_encoding("llama3"), strip=True),
                         max_bytes=self.cache_bytes,
                         front_chars=self.front_chars,
                     )
@@ -357,8 +370,9 @@ class Counter:
     # -- counting -----------------------------------------------------------------
 
     def _fast_exact(self, plan: _ExactPlan, messages: Sequence[Any]) -> int | None:
-        """The warm path: plain ``{"role", "content": str}`` dicts whose counts are cached.
+        """The common path: a list of plain ``{"role", "content": str}`` dicts.
 
+        Cached counts cost a dict lookup each; new texts are counted in one batch.
         Returns ``None`` as soon as anything needs the general path.
         """
         if type(messages) is not list or len(messages) > self.max_messages:
@@ -367,6 +381,7 @@ class Counter:
         role_cost: Mapping[Any, int] = costs.role_cost
         front_get = plan.cache.front.get
         total = costs.base
+        missing: list[str] | None = None
         try:
             for m in messages:
                 if type(m) is not dict or len(m) != 2:
@@ -377,12 +392,27 @@ class Counter:
                     return None
                 n = front_get(content)
                 if n is None:
-                    return None
-                total += rc + n
+                    if missing is None:
+                        missing = []
+                    missing.append(content)
+                    total += rc
+                else:
+                    total += rc + n
         except TypeError:  # an unhashable role; the general path explains it
             return None
         if not messages:
             return None
+        if missing is not None:
+            # New text: checked here, and on any problem the general path names the message.
+            if sum(map(len, missing)) > self.max_new_chars:
+                return None
+            for text in missing:
+                if not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return None
+            total += sum(plan.cache.get_many(missing))
         if costs.consumes_system:
             total += costs.plain_system_block
             if messages[0]["role"] == "system":

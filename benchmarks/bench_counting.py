@@ -1,0 +1,188 @@
+"""Counting benchmarks: warm and cold speed, cache bounds, over-estimates of estimated models.
+
+Run: ``.venv/bin/python benchmarks/bench_counting.py`` (under a minute). Prints figures;
+asserts nothing (timings on a shared machine are noisy; goals are compared, not tested).
+
+Goals (tokenguard issue 3): a 50-message conversation counted warm (every message seen
+before) in p50 <= 20 microseconds; cold in <= 1.3x the time tiktoken takes to encode the
+same text alone; cache memory bounded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import tokenguard as tg
+from tokenguard._tokenizer_data import get_encoding
+from tokenguard.emulator import count_prompt_tokens
+
+
+def _load_samples() -> Any:
+    # The sample texts live with the tests (tests/counting_samples.py), shared by both.
+    path = Path(__file__).resolve().parent.parent / "tests" / "counting_samples.py"
+    spec = importlib.util.spec_from_file_location("counting_samples", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_samples = _load_samples()
+SAMPLES: dict[str, list[str]] = _samples.SAMPLES
+conversation_of = _samples.conversation_of
+
+EXACT_MODEL = "llama-3.1-8b-instant"
+ESTIMATED_MODELS = ("openai/gpt-oss-20b", "qwen/qwen3-32b")
+
+
+def fifty_messages(salt: str) -> list[dict[str, Any]]:
+    texts = [t for kind in ("english", "code") for t in SAMPLES[kind]]
+    roles = ("user", "assistant")
+    return [
+        {"role": roles[i % 2], "content": f"{salt} {i}. {texts[i % len(texts)]}"} for i in range(50)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_warm() -> None:
+    counter = tg.Counter()
+    messages = fifty_messages("warm")
+    counter.count(messages, model=EXACT_MODEL)
+    samples = []
+    for _ in range(5_000):
+        t0 = time.perf_counter_ns()
+        counter.count(messages, model=EXACT_MODEL)
+        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    print(
+        f"warm, 50 messages ({EXACT_MODEL}): p50 {percentile(samples, 0.5):.1f} us, "
+        f"p90 {percentile(samples, 0.9):.1f} us  (goal p50 <= 20 us)"
+    )
+    # A typed-object history (the SDK's pydantic replies) takes the general path.
+    from openai.types.chat import ChatCompletionMessage
+
+    mixed: list[Any] = [
+        ChatCompletionMessage(role="assistant", content=m["content"])
+        if m["role"] == "assistant"
+        else m
+        for m in messages
+    ]
+    counter.count(mixed, model=EXACT_MODEL)
+    samples = []
+    for _ in range(500):
+        t0 = time.perf_counter_ns()
+        counter.count(mixed, model=EXACT_MODEL)
+        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    print(
+        f"warm, 50 messages, half of them openai SDK objects: p50 "
+        f"{percentile(samples, 0.5):.1f} us (general path)"
+    )
+
+
+def bench_cold() -> None:
+    enc = get_encoding("llama3")
+    ours, tiktoken_plain, ratios = [], [], []
+    for run in range(40):
+        counter = tg.Counter()
+        counter.count([{"role": "user", "content": "warm the plan"}], model=EXACT_MODEL)
+        messages = fifty_messages(f"cold run {run}")
+        joined = "".join(m["content"] for m in messages)
+        t0 = time.perf_counter_ns()
+        enc.encode_ordinary(joined)
+        t1 = time.perf_counter_ns()
+        counter.count(messages, model=EXACT_MODEL)
+        t2 = time.perf_counter_ns()
+        tiktoken_plain.append((t1 - t0) / 1_000)
+        ours.append((t2 - t1) / 1_000)
+        ratios.append((t2 - t1) / (t1 - t0))
+    print(
+        f"cold, 50 new messages ({sum(len(m['content']) for m in messages)} chars): "
+        f"count_tokens median {statistics.median(ours):.0f} us, tiktoken encode_ordinary of "
+        f"the same text {statistics.median(tiktoken_plain):.0f} us, ratio median "
+        f"{statistics.median(ratios):.2f}x (goal <= 1.3x)"
+    )
+
+
+def bench_memory() -> None:
+    counter = tg.Counter(cache_bytes=4 << 20, front_chars=1 << 20)
+    for batch in range(400):
+        counter.count(fifty_messages(f"memory {batch}"), model=EXACT_MODEL)
+    stats = counter.cache_stats()
+    print(
+        f"cache after 20,000 distinct messages with cache_bytes=4 MiB, front_chars=1 Mi: "
+        f"LRU {stats['lru_bytes'] / 2**20:.2f} MiB charged for {stats['entries']} entries "
+        f"(bound 4 MiB: sys.getsizeof(text) + {160} bytes per entry), front "
+        f"{stats['front_chars']:,} chars (bound 1,048,576); defaults 32 MiB + 4 Mi chars"
+    )
+
+
+def truth(messages: list[dict[str, str]]) -> int:
+    # The emulator counts every model with Llama 3's tokenizer over the 3.1 template:
+    # for gpt-oss and Qwen that is a tokenizer the estimator (cl100k_base) does not use.
+    return count_prompt_tokens(messages, None, "llama3.1")
+
+
+def bench_overestimate() -> None:
+    print(
+        "over-estimate vs the hidden truth (Llama 3 tokenizer + 3.1 template, as the "
+        "emulator counts); before = fresh counter, conversation = turns 9-12 of a growing "
+        "conversation, unrelated = median of requests 9-20 of random shapes"
+    )
+    for model in ESTIMATED_MODELS:
+        for kind, texts in SAMPLES.items():
+            fresh = tg.Counter()
+            before = [
+                fresh.count(conversation_of(texts, s, n), model=model)
+                / truth(conversation_of(texts, s, n))
+                for s in range(len(texts))
+                for n in (1, 4, 8)
+            ]
+            counter = tg.Counter()
+            turns = []
+            for size in range(1, 13):
+                messages = conversation_of(texts, 0, size)
+                rc = counter.count_request(messages, model=model)
+                actual = truth(messages)
+                turns.append(rc.prompt_tokens / actual)
+                counter.observe(rc, actual)
+            counter = tg.Counter()
+            rng = random.Random(kind)
+            unrelated = []
+            for _ in range(20):
+                messages = conversation_of(texts, rng.randrange(len(texts)), rng.randrange(1, 12))
+                rc = counter.count_request(messages, model=model)
+                actual = truth(messages)
+                unrelated.append(rc.prompt_tokens / actual)
+                counter.observe(rc, actual)
+            print(
+                f"  {model:20s} {kind:10s} before {pct(min(before))}..{pct(max(before))}  "
+                f"conversation {pct(min(turns[8:]))}..{pct(max(turns[8:]))}  "
+                f"unrelated median {pct(statistics.median(unrelated[8:]))} "
+                f"min {pct(min(unrelated))}"
+            )
+
+
+def pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f}%"
+
+
+def main() -> None:
+    started = time.perf_counter()
+    bench_warm()
+    bench_cold()
+    bench_memory()
+    bench_overestimate()
+    print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
