@@ -272,3 +272,22 @@ def test_pathological_whitespace_is_counted_without_crashing() -> None:
     messages = [{"role": "user", "content": "a" + " " * 1_200_000 + "b"}]
     n = tg.Counter().count(messages, model="llama3-8b-8192")
     assert abs(n - count_prompt_tokens(messages, None, "llama3")) <= 1_200_000 // 50_000 + 1
+
+
+@SETTINGS
+@given(
+    head=conversations,
+    tools=tool_messages(),
+    defs=st.none() | tool_defs,
+    model=st.sampled_from([*sorted(MODELS), "openai/gpt-oss-20b", "qwen/qwen3-32b", "new-model"]),
+)
+def test_valid_input_never_raises_on_any_model(
+    head: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    defs: list[dict[str, Any]] | None,
+    model: str,
+) -> None:
+    messages = [*head, *tools]
+    rc = tg.count_request(messages, model=model, tools=defs, max_tokens=16)
+    assert rc.prompt_tokens > 0
+    assert rc.total == rc.prompt_tokens + 16
