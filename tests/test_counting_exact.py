@@ -34,6 +34,11 @@ _TRICKY = [
     "\t",
     "\u00a0",
     "\u3000",
+    "\x1c",  # str.isspace() but not a regex \s: stripped by the template, kept by regex
+    "\x85",
+    "\u2028",
+    "\u180e",  # neither
+    "\ufeff",
     "<|eot_id|>",
     "<|start_header_id|>",
     "<|begin_of_text|>",
