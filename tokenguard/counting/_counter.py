@@ -233,7 +233,14 @@ class Counter:
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
         plan = self._plan(model)
-        prompt, raw, exact, basis = self._count(plan, messages, tools, functions)
+        fast = None
+        if type(plan) is _ExactPlan and tools is None and functions is None:
+            fast = self._fast_exact(plan, messages)
+        if fast is not None:
+            # Plain text messages only: exact, nothing to calibrate.
+            prompt, raw, exact, basis = fast, fast, True, None
+        else:
+            prompt, raw, exact, basis = self._count(plan, messages, tools, functions)
         info = plan.info
         reserve = max_tokens if max_tokens is not None else default_reserve
         if reserve is None:
