@@ -283,6 +283,22 @@ def test_stale_header_does_not_double_count_later_admissions(h: Harness, api: Ap
     assert api.acquire(lim, 40).waited <= h.slack
 
 
+@pytest.mark.parametrize("lagged", [False, True])
+def test_header_lag_counts_recent_admissions_as_unseen(h: Harness, api: Api, lagged: bool) -> None:
+    lim = h.limiter(tpm=100, header_lag=10 * h.window if lagged else 0.0)
+    r1 = api.acquire(lim, 50)
+    api.acquire(lim, 50)
+    # r1's response says 50 are left. With a lag it may predate the second admission,
+    # which the server will still charge; without one it is current (the server saw
+    # both and refunded r1).
+    api.commit(r1, 0, {"x-ratelimit-remaining-tokens": "50", "x-ratelimit-limit-tokens": "100"})
+    if lagged:
+        with pytest.raises(tg.RateLimitTimeout):
+            api.acquire(lim, 50, max_wait=0)
+    else:
+        assert api.acquire(lim, 50).waited <= h.slack
+
+
 def test_retry_after_blocks_every_admission(h: Harness, api: Api) -> None:
     lim = h.limiter(tpm=100)
     r1 = api.acquire(lim, 1)

@@ -133,6 +133,13 @@ class Limiter:
     then only limits itself; Redis is tried again after ``lease`` seconds, and a
     ``tokenguard.limiter.fail_open`` warning event is logged).
 
+    Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
+    tighter. A header describes the server when the response was written: what this
+    limiter admitted within ``header_lag`` seconds before the header is read (and after
+    the reservation it answers) is taken as not yet seen by the server. The default 0
+    trusts headers as current, which is exact for a server at hand; set it to about
+    one network round trip when the server is far and others spend the same quota.
+
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
     how long a crashed Redis waiter can hold its queue place.
@@ -158,6 +165,7 @@ class Limiter:
         sleep: Callable[[float], Any] | None = None,
         fail_open: bool = False,
         lease: float = 10.0,
+        header_lag: float = 0.0,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -169,6 +177,10 @@ class Limiter:
             raise ConfigurationError(f"window must be seconds > 0, got {window!r}")
         if not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
             raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}")
+        if not (
+            isinstance(header_lag, (int, float)) and math.isfinite(header_lag) and header_lag >= 0
+        ):
+            raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
         self.limits = Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
         self._fallback: Backend | None = None
@@ -177,13 +189,19 @@ class Limiter:
         self._down_until = -math.inf
         self._backend: Backend
         if redis is None:
-            self._backend = MemoryBackend(self.limits, clock=clock, sleep=sleep)
+            self._backend = MemoryBackend(
+                self.limits, clock=clock, sleep=sleep, header_lag=float(header_lag)
+            )
         else:
             from ._redis import RedisBackend
 
-            self._backend = RedisBackend(self.limits, redis, key=key, lease=float(lease))
+            self._backend = RedisBackend(
+                self.limits, redis, key=key, lease=float(lease), header_lag=float(header_lag)
+            )
             if fail_open:
-                self._fallback = MemoryBackend(self.limits, clock=clock, sleep=sleep)
+                self._fallback = MemoryBackend(
+                    self.limits, clock=clock, sleep=sleep, header_lag=float(header_lag)
+                )
 
     def __repr__(self) -> str:
         lim = self.limits

@@ -99,7 +99,15 @@ def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
 class RedisBackend:
     """Decisions in Redis under ``{key}``; see the module docstring."""
 
-    def __init__(self, limits: Limits, client: redis_lib.Redis, *, key: str, lease: float) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        client: redis_lib.Redis,
+        *,
+        key: str,
+        lease: float,
+        header_lag: float = 0.0,
+    ) -> None:
         self._client = client
         self._prefix = "{" + key + "}"
         self._lease = lease
@@ -113,7 +121,7 @@ class RedisBackend:
             limits.window,
             *(-1 if x is None else x for x in (limits.tpm, limits.rpm, limits.tpd, limits.rpd)),
             lease,
-            0,
+            header_lag,
         ]
         self._names = ("acquire", "settle", "leave", "observe")
         self._sources = {name: _source(name) for name in self._names}

@@ -15,7 +15,11 @@ stricter) so their size stays bounded at any rate.
 
 *Holds* are synthetic charges with a fixed expiry, added when the server's
 headers show it is tighter than the ledger (another client spends the same quota,
-or the server does not refund unused completion tokens).
+or the server does not refund unused completion tokens). A header is compared with
+the ledger minus what the server cannot have seen yet: admissions after the
+request it answers that are younger than ``header_lag`` seconds. A hold is a
+staircase that follows the server bucket's refill, so it never holds back more
+than the bucket would.
 """
 
 from __future__ import annotations
@@ -275,13 +279,18 @@ class Window:
         w.earliest(30, now=1.0)   # 10.0: the first charge ages out at 0 + 10
     """
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, header_lag: float = 0.0) -> None:
         self.limits = limits
         self.minute = Ledger(limits.window) if limits.has_minute else None
         self.day = Ledger(limits.day, bucket=limits.window) if limits.has_day else None
         self.blocked_until = -math.inf
         self.admitted_tokens = 0
         self.admitted_requests = 0
+        # Admissions of the last `header_lag` seconds: (time, cumulative tokens, requests),
+        # plus the cumulative counts just before the oldest one kept.
+        self.header_lag = header_lag
+        self._recent: deque[tuple[float, int, int]] = deque()
+        self._before: tuple[int, int] = (0, 0)
 
     def clone(self) -> Window:
         other = Window.__new__(Window)
@@ -291,6 +300,9 @@ class Window:
         other.blocked_until = self.blocked_until
         other.admitted_tokens = self.admitted_tokens
         other.admitted_requests = self.admitted_requests
+        other.header_lag = 0.0
+        other._recent = deque()
+        other._before = (0, 0)
         return other
 
     def expire(self, now: float) -> None:
@@ -314,7 +326,25 @@ class Window:
         day = self.day.add(now, tokens, 1) if self.day else None
         self.admitted_tokens += tokens
         self.admitted_requests += 1
+        if self.header_lag > 0:
+            recent = self._recent
+            while recent and recent[0][0] <= now - self.header_lag:
+                _, t, r = recent.popleft()
+                self._before = (t, r)
+            recent.append((now, self.admitted_tokens, self.admitted_requests))
         return Charge(tokens, minute, day, self.admitted_tokens, self.admitted_requests)
+
+    def seen_mark(self, now: float) -> tuple[int, int]:
+        """Cumulative admissions a header received ``now`` is taken to include: all but
+        those of the last ``header_lag`` seconds (which may not have reached the server)."""
+        if self.header_lag <= 0:
+            return self.admitted_tokens, self.admitted_requests
+        mark = self._before
+        for at, t, r in self._recent:
+            if at > now - self.header_lag:
+                break
+            mark = (t, r)
+        return mark
 
     def settle(self, charge: Charge, actual: int | None, now: float) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge."""
@@ -346,12 +376,17 @@ class Window:
         """Adopt the server's view when it is tighter; never loosen. True if anything changed.
 
         ``mark`` is the reservation's (tokens, requests) admission mark when the
-        headers came with its response; without one the headers are taken as current.
+        headers came with its response: the header cannot include what was admitted
+        after it, nor (see ``seen_mark``) what was admitted in the last ``header_lag``
+        seconds; without a mark only the latter applies.
         """
         lim = self.limits
         changed = False
-        unseen_t = self.admitted_tokens - mark[0] if mark else 0
-        unseen_r = self.admitted_requests - mark[1] if mark else 0
+        seen_t, seen_r = self.seen_mark(now)
+        if mark is not None:
+            seen_t, seen_r = max(seen_t, mark[0]), max(seen_r, mark[1])
+        unseen_t = self.admitted_tokens - seen_t
+        unseen_r = self.admitted_requests - seen_r
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
             self.blocked_until = now + view.retry_after
             changed = True

@@ -9,6 +9,7 @@ local function admit()
   local b = add_charge(ticket, tokens, now)
   local adm = incr(S, 'adm', tokens)
   local admr = incr(S, 'admr', 1)
+  note_admission(now, adm, admr)
   return {1, fmt(now), b, adm, admr}
 end
 local result

@@ -1,11 +1,12 @@
 -- tokenguard limiter: shared helpers, prepended to every script (see _window.py for the model).
 -- KEYS[1] is the key prefix (a hash tag such as "{tokenguard}", so every key lives in one slot).
--- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, day-bucket flag.
+-- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, header lag.
 -- Keys: :m zset minute ledger (rid -> stamp), :mt hash rid -> tokens
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
+--       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
 local W = tonumber(ARGV[1])
 local TPM = tonumber(ARGV[2])
@@ -13,6 +14,7 @@ local RPM = tonumber(ARGV[3])
 local TPD = tonumber(ARGV[4])
 local RPD = tonumber(ARGV[5])
 local LEASE = tonumber(ARGV[6])
+local LAG = tonumber(ARGV[7])
 local D = W * 1440
 local HAS_MIN = TPM >= 0 or RPM >= 0
 local HAS_DAY = TPD >= 0 or RPD >= 0
@@ -207,7 +209,7 @@ end
 
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
-  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt'}) do
+  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -281,6 +283,28 @@ local function adopt(kind, now, limit, remaining, server_limit, reset, unseen)
   return env[1]
 end
 
+-- Remember cumulative admissions by time, for as long as the header lag needs them.
+local function note_admission(now, adm, admr)
+  if LAG <= 0 then return end
+  local k = P .. ':am'
+  local cut = '(' .. fmt(now - LAG - W)
+  local old = redis.call('ZREVRANGEBYSCORE', k, cut, '-inf', 'LIMIT', 0, 1)[1]
+  if old then
+    redis.call('HSET', S, 'seen', old)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', cut)
+  end
+  redis.call('ZADD', k, fmt(now), adm .. ':' .. admr)
+end
+
+-- Cumulative admissions a header received now is taken to include (see Window.seen_mark).
+local function seen_mark(now)
+  if LAG <= 0 then return sum('adm'), sum('admr') end
+  local m = redis.call('ZREVRANGEBYSCORE', P .. ':am', fmt(now - LAG), '-inf', 'LIMIT', 0, 1)[1]
+  m = m or redis.call('HGET', S, 'seen') or '0:0'
+  local a, b = string.match(m, '(%d+):(%d+)')
+  return tonumber(a), tonumber(b)
+end
+
 -- Server view in ARGV[base..base+8]: remaining/reset/limit tokens, remaining/reset/limit
 -- requests, retry-after, then the admission marks (tokens, requests); -1: absent.
 local function observe(now, base)
@@ -293,12 +317,14 @@ local function observe(now, base)
     redis.call('HSET', S, 'blk', fmt(now + ra))
     changed = true
   end
+  local seen_t, seen_r = seen_mark(now)
+  if mt >= 0 then seen_t, seen_r = math.max(seen_t, mt), math.max(seen_r, mr) end
   if HAS_MIN and TPM >= 0 and rt >= 0 then
-    local unseen = mt >= 0 and (sum('adm') - mt) or 0
+    local unseen = sum('adm') - seen_t
     if adopt('m', now, TPM, rt, lt, st, unseen) > 0 then changed = true end
   end
   if HAS_DAY and RPD >= 0 and rr >= 0 then
-    local unseen = mr >= 0 and (sum('admr') - mr) or 0
+    local unseen = sum('admr') - seen_r
     if adopt('d', now, RPD, rr, lr, sr, unseen) > 0 then changed = true end
   end
   return changed
