@@ -136,9 +136,10 @@ class Limiter:
     Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
     tighter. A header describes the server when the response was written: what this
     limiter admitted within ``header_lag`` seconds before the header is read (and after
-    the reservation it answers) is taken as not yet seen by the server. The default 0
-    trusts headers as current, which is exact for a server at hand; set it to about
-    one network round trip when the server is far and others spend the same quota.
+    the reservation it answers) is taken as not yet seen by the server. The default
+    (0.1 s, about one round trip to a remote API) errs on the safe side; counting a
+    request as unseen that the server has already charged holds back up to its cost
+    until the server's bucket refills it. For a server on loopback, 0 is exact.
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
@@ -165,7 +166,7 @@ class Limiter:
         sleep: Callable[[float], Any] | None = None,
         fail_open: bool = False,
         lease: float = 10.0,
-        header_lag: float = 0.0,
+        header_lag: float = 0.1,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
