@@ -423,3 +423,22 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(tg.ConfigurationError, match="actual_tokens"):
         r.commit(-5)
     assert not r.settled
+
+
+def test_a_queued_request_whose_wait_exceeds_max_wait_fails_at_once(h: Harness) -> None:
+    lim = h.limiter(tpm=100)
+    lim.acquire(100)
+
+    async def main() -> None:
+        head = asyncio.create_task(lim.acquire_async(100))  # goes after one window
+        await asyncio.sleep(0.05 if h.name == "redis" else 0)
+        with pytest.raises(tg.RateLimitTimeout) as info:
+            await lim.acquire_async(50, max_wait=h.window / 2)
+        # Known at once (running out of max_wait would carry no needed_wait): behind
+        # the head, it goes one window after the head does.
+        assert info.value.needed_wait is not None
+        assert h.window - h.slack <= info.value.needed_wait <= 2 * h.window + h.slack
+        (await head).cancel()
+        await lim.aclose()
+
+    asyncio.run(main())

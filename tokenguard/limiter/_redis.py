@@ -171,6 +171,8 @@ class RedisBackend:
             return Step(now, charge=RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr))
         if status == 2:
             return Step(now, until=float(reply[2]))
+        if status == 0 and len(reply) > 2:
+            return Step(now, needed_until=float(reply[2]))
         return Step(now, lost=status == 3)
 
     def _wake_key(self, ticket: Ticket) -> str:
@@ -184,10 +186,12 @@ class RedisBackend:
 
     def start(self, ticket: Ticket) -> Step:
         ticket.id = uuid.uuid4().hex
-        return self._step(ticket, self._run("acquire", ["start", ticket.id, ticket.tokens]))
+        return self._step(
+            ticket, self._run("acquire", ["start", ticket.id, ticket.tokens, int(ticket.estimate)])
+        )
 
     def poll(self, ticket: Ticket) -> Step:
-        return self._step(ticket, self._run("acquire", ["poll", ticket.id, ticket.tokens]))
+        return self._step(ticket, self._run("acquire", ["poll", ticket.id, ticket.tokens, 0]))
 
     def leave(self, ticket: Ticket) -> None:
         # Best effort: if Redis is gone, the lease frees the place anyway.
@@ -227,11 +231,15 @@ class RedisBackend:
 
     async def start_async(self, ticket: Ticket) -> Step:
         ticket.id = uuid.uuid4().hex
-        reply = await self._arun("acquire", ["start", ticket.id, ticket.tokens])
+        reply = await self._arun(
+            "acquire", ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
+        )
         return self._step(ticket, reply)
 
     async def poll_async(self, ticket: Ticket) -> Step:
-        return self._step(ticket, await self._arun("acquire", ["poll", ticket.id, ticket.tokens]))
+        return self._step(
+            ticket, await self._arun("acquire", ["poll", ticket.id, ticket.tokens, 0])
+        )
 
     async def leave_async(self, ticket: Ticket) -> None:
         if ticket.id:

@@ -329,3 +329,54 @@ local function observe(now, base)
   end
   return changed
 end
+
+-- When the last of `costs` would go if the queue were served in order and nothing else
+-- changed (see Window.simulate): the wait of a queue position, for max_wait.
+local function sim_ledger(kind, tl, rl)
+  local l = {rel = releases(kind), i = 1, tl = tl, rl = rl}
+  if kind == 'm' then
+    l.t, l.r, l.period = sum('mt') + sum('hmt'), sum('mr'), W
+  else
+    l.t, l.r, l.period = sum('dt'), sum('dr') + sum('hdr'), D
+  end
+  return l
+end
+
+local function sim_fit(l, c, at)
+  local need_t = l.tl >= 0 and (l.t + c - l.tl) or 0
+  local need_r = l.rl >= 0 and (l.r + 1 - l.rl) or 0
+  if need_t <= 0 and need_r <= 0 then return at end
+  for j = l.i, #l.rel do
+    need_t = need_t - l.rel[j][2]
+    need_r = need_r - l.rel[j][3]
+    if need_t <= 0 and need_r <= 0 then return math.max(at, l.rel[j][1]) end
+  end
+  return math.huge
+end
+
+local function sim_charge(l, c, at, bucketed)
+  while l.rel[l.i] and l.rel[l.i][1] <= at do
+    l.t, l.r = l.t - l.rel[l.i][2], l.r - l.rel[l.i][3]
+    l.i = l.i + 1
+  end
+  local stamp = bucketed and (math.floor(at / W) + 1) * W or at
+  local release = stamp + l.period
+  local k = #l.rel + 1
+  while k > l.i and l.rel[k - 1][1] > release do k = k - 1 end
+  table.insert(l.rel, k, {release, c, 1})
+  l.t, l.r = l.t + c, l.r + 1
+end
+
+local function simulate(costs, now)
+  local at = math.max(now, sum('blk'))
+  local m = HAS_MIN and sim_ledger('m', TPM, RPM) or nil
+  local d = HAS_DAY and sim_ledger('d', TPD, RPD) or nil
+  for _, c in ipairs(costs) do
+    if m then at = math.max(at, sim_fit(m, c, at)) end
+    if d then at = math.max(at, sim_fit(d, c, at)) end
+    if at == math.huge then return at end
+    if m then sim_charge(m, c, at, false) end
+    if d then sim_charge(d, c, at, true) end
+  end
+  return at
+end
