@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_support import RedisServer, redis_srv
+from redis_support import RedisServer, redis_server, redis_srv
 from structlog.testing import capture_logs
 
 import tokenguard as tg
@@ -152,3 +152,23 @@ async def test_async_waiters_share_the_queue_with_threads(client: redis.Redis, k
     assert got[0].at >= first.at + WINDOW
     assert r.at >= got[0].at  # queued behind the thread
     await lim.aclose()
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_redis_lost_between_acquire_and_commit(fail_open: bool) -> None:
+    with redis_server() as srv:
+        c = redis.Redis(
+            host=srv.host, port=srv.port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        lim = tg.Limiter(tpm=100, window=WINDOW, redis=c, fail_open=fail_open)
+        r = lim.acquire(10)
+    # The server is gone now.
+    if fail_open:
+        with capture_logs() as logs:
+            r.commit(5)
+        assert logs[0]["event"] == "tokenguard.limiter.fail_open"
+    else:
+        with pytest.raises(tg.LimiterUnavailable):
+            r.commit(5)
+    assert r.settled
+    c.close()

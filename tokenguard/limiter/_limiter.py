@@ -7,6 +7,7 @@ failure) with ``await`` in one of them; decisions live in the backend.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     import redis as redis_lib
 
 __all__ = ["Limiter", "Reservation"]
+
+
+_SETTLE_LOCK = threading.Lock()
 
 
 def _log() -> Any:
@@ -50,13 +54,21 @@ class Reservation:
         r.commit(resp.parse().usage.total_tokens, headers=resp.headers)
     """
 
-    __slots__ = ("_backend", "_charge", "at", "settled", "tokens", "waited")
+    __slots__ = ("_backend", "_charge", "_fail_open", "at", "settled", "tokens", "waited")
 
     def __init__(
-        self, backend: Backend, charge: Any, tokens: int, at: float, waited: float
+        self,
+        backend: Backend,
+        charge: Any,
+        tokens: int,
+        at: float,
+        waited: float,
+        *,
+        fail_open: bool = False,
     ) -> None:
         self._backend = backend
         self._charge = charge
+        self._fail_open = fail_open
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
         #: Redis time) and after how long a wait.
         self.tokens = tokens
@@ -69,10 +81,17 @@ class Reservation:
         return f"<Reservation tokens={self.tokens} waited={self.waited:.3f}s {state}>"
 
     def _take(self) -> bool:
-        if self.settled:
-            return False
-        self.settled = True
-        return True
+        with _SETTLE_LOCK:  # a commit and a cancel racing in two threads: one wins
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+    def _unavailable(self, exc: LimiterUnavailable) -> None:
+        if not self._fail_open:
+            raise exc
+        # Failing open: the charge stays as it was and ages out with the window.
+        _log().warning("tokenguard.limiter.fail_open", error=str(exc), during="settle")
 
     def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
         """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
@@ -80,12 +99,18 @@ class Reservation:
         _check_tokens(actual_tokens, "actual_tokens")
         view = _view(headers)
         if self._take():
-            self._backend.settle(self._charge, actual_tokens, view)
+            try:
+                self._backend.settle(self._charge, actual_tokens, view)
+            except LimiterUnavailable as exc:
+                self._unavailable(exc)
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
         if self._take():
-            self._backend.settle(self._charge, None, None)
+            try:
+                self._backend.settle(self._charge, None, None)
+            except LimiterUnavailable as exc:
+                self._unavailable(exc)
 
     async def commit_async(
         self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None
@@ -94,12 +119,18 @@ class Reservation:
         _check_tokens(actual_tokens, "actual_tokens")
         view = _view(headers)
         if self._take():
-            await self._backend.settle_async(self._charge, actual_tokens, view)
+            try:
+                await self._backend.settle_async(self._charge, actual_tokens, view)
+            except LimiterUnavailable as exc:
+                self._unavailable(exc)
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
         if self._take():
-            await self._backend.settle_async(self._charge, None, None)
+            try:
+                await self._backend.settle_async(self._charge, None, None)
+            except LimiterUnavailable as exc:
+                self._unavailable(exc)
 
 
 def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
@@ -289,7 +320,14 @@ class Limiter:
         except BaseException:
             backend.leave(ticket)
             raise
-        return Reservation(backend, step.charge, tokens, step.now, step.now - start)
+        return Reservation(
+            backend,
+            step.charge,
+            tokens,
+            step.now,
+            step.now - start,
+            fail_open=self._fallback is not None,
+        )
 
     async def _acquire_async(
         self, backend: Backend, tokens: int, max_wait: float | None
@@ -309,7 +347,14 @@ class Limiter:
         except BaseException:
             await backend.leave_async(ticket)
             raise
-        return Reservation(backend, step.charge, tokens, step.now, step.now - start)
+        return Reservation(
+            backend,
+            step.charge,
+            tokens,
+            step.now,
+            step.now - start,
+            fail_open=self._fallback is not None,
+        )
 
     async def aclose(self) -> None:
         """Close the asyncio Redis connections this limiter opened for the running loop."""
