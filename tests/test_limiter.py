@@ -442,3 +442,20 @@ def test_a_queued_request_whose_wait_exceeds_max_wait_fails_at_once(h: Harness) 
         await lim.aclose()
 
     asyncio.run(main())
+
+
+def test_from_model_takes_the_table_limits_and_overrides() -> None:
+    lim = tg.Limiter.from_model("llama-3.1-8b-instant", window=5.0)
+    assert (lim.limits.tpm, lim.limits.rpm, lim.limits.tpd, lim.limits.rpd) == (
+        6000,
+        30,
+        500_000,
+        14_400,
+    )
+    assert lim.limits.window == 5.0
+    assert tg.Limiter.from_model(tg.get_model("llama-3.1-8b-instant"), rpm=None).limits.rpm is None
+    with pytest.raises(tg.ConfigurationError, match="tier"):
+        tg.Limiter.from_model("llama-3.1-8b-instant", tier="platinum")
+    unknown = tg.ModelInfo("my-model", context_window=8192, max_completion_tokens=1024)
+    with pytest.raises(tg.ConfigurationError, match="no 'free' limits"):
+        tg.Limiter.from_model(unknown)

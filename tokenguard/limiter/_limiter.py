@@ -23,6 +23,8 @@ from ._window import Limits
 if TYPE_CHECKING:
     import redis as redis_lib
 
+    from ..models import ModelInfo
+
 __all__ = ["Limiter", "Reservation"]
 
 
@@ -234,6 +236,31 @@ class Limiter:
                 self._fallback = MemoryBackend(
                     self.limits, clock=clock, sleep=sleep, header_lag=float(header_lag)
                 )
+
+    @classmethod
+    def from_model(cls, model: ModelInfo | str, tier: str = "free", **options: Any) -> Limiter:
+        """A limiter with the limits of ``model`` (a name or a :class:`~tokenguard.ModelInfo`)
+        for ``tier`` from the model table; ``tpm=`` etc. in ``options`` override them,
+        and the other options are those of :class:`Limiter`.
+
+        Example::
+
+            lim = tg.Limiter.from_model("llama-3.1-8b-instant", redis=r, key="team-a")
+        """
+        from ..models import get_model
+
+        info = get_model(model) if isinstance(model, str) else model
+        known = info.tier_limits(tier)
+        limits: dict[str, Any] = {
+            name: options.pop(name) if name in options else getattr(known, name, None)
+            for name in ("tpm", "rpm", "tpd", "rpd")
+        }
+        if all(v is None for v in limits.values()):
+            raise ConfigurationError(
+                f"no {tier!r} limits are known for model {info.name!r}; pass tpm=, rpm=, "
+                "tpd= or rpd= (or register the model's limits with tg.register_model)"
+            )
+        return cls(**limits, **options)
 
     def __repr__(self) -> str:
         lim = self.limits
