@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -62,19 +63,44 @@ def test_keys_are_namespaced_and_expire(client: redis.Redis, key: str) -> None:
         assert 0 < ttl <= (1441 * WINDOW + 10.0 + WINDOW) * 1000 + 1
 
 
+def test_a_crashed_head_does_not_stall_the_queue(client: redis.Redis, key: str) -> None:
+    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key, lease=30.0)
+    first = lim.acquire(100)
+    # A waiter that enqueues and then dies: it never polls, never leaves.
+    ghost = Ticket(60, Signal(for_async=False))
+    assert lim._backend.start(ghost).charge is None
+    # The next in line polls when the ghost's time comes and serves it on its behalf
+    # (its charge then ages out), long before the ghost's lease would run out.
+    r = lim.acquire(40)
+    assert r.at >= first.at + WINDOW
+    assert r.waited <= WINDOW + 2.0
+
+
 def test_a_crashed_waiter_loses_its_place_when_its_lease_runs_out(
     client: redis.Redis, key: str
 ) -> None:
     lease = 0.5
-    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key, lease=lease)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key=key, lease=lease)
     first = lim.acquire(100)
-    # A waiter that enqueues and then dies: it never polls, never leaves.
-    backend = lim._backend
-    ghost = Ticket(10, Signal(for_async=False))
-    assert backend.start(ghost).charge is None
-    first.cancel()  # the ghost is now the head, and the window has room
-    r = lim.acquire(10)
-    assert lease * 0.8 <= r.waited <= lease + 2.0
+    ghost = Ticket(100, Signal(for_async=False))  # behind `first`: waits ~100 s, then dies
+    assert lim._backend.start(ghost).charge is None
+    first.cancel()  # room for the ghost: it is served on its behalf, and its charge stays
+    with pytest.raises(tg.RateLimitTimeout):
+        lim.acquire(10, max_wait=0)
+    # A ghost that cannot go holds the head until its lease runs out.
+    lim2 = tg.Limiter(tpm=100, window=100.0, redis=client, key=key + "b", lease=lease)
+    lim2.acquire(100)
+    ghost2 = Ticket(100, Signal(for_async=False))
+    assert lim2._backend.start(ghost2).charge is None
+    started = time.monotonic()
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        lim2.acquire(10, max_wait=lease * 4)
+    # Behind a head that can only go in 100 s, the wait is known at once...
+    assert info.value.needed_wait is not None
+    assert time.monotonic() - started < lease * 4
+    # ...and once the lease is over, the ghost is gone and the queue moves on.
+    time.sleep(lease * 1.2)
+    assert client.zcard("{" + key + "b}:q") == 0 or lim2._backend.poll(ghost2).lost
 
 
 def test_a_reservation_never_settled_ages_out(client: redis.Redis, key: str) -> None:

@@ -67,7 +67,9 @@ class Ticket:
 
 @dataclass
 class Step:
-    """The backend's answer: admitted (``charge``), head waiting ``until``, or queued."""
+    """The backend's answer: admitted (``charge``), or waiting: ``until`` is when to
+    look again at the latest (the head's earliest admission time, for the head or for
+    the waiter right behind it), ``None`` to wait until woken."""
 
     now: float
     charge: Any = None

@@ -416,7 +416,7 @@ def _next_wait(
     if deadline is None:
         return None if step.until is None else max(step.until - now, 0.0)
     assert max_wait is not None
-    known = step.until if step.until is not None else step.needed_until
+    known = max((x for x in (step.until, step.needed_until) if x is not None), default=None)
     if known is not None and known > deadline:
         needed = known - start
         raise RateLimitTimeout(

@@ -171,8 +171,14 @@ class RedisBackend:
             return Step(now, charge=RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr))
         if status == 2:
             return Step(now, until=float(reply[2]))
-        if status == 0 and len(reply) > 2:
-            return Step(now, needed_until=float(reply[2]))
+        if status == 0:
+            needed, head_at = float(reply[2]), float(reply[3])
+            return Step(
+                now,
+                # Right behind the head: poll when the head may go (it may have crashed).
+                until=head_at if head_at >= 0 else None,
+                needed_until=needed if needed >= 0 else None,
+            )
         return Step(now, lost=status == 3)
 
     def _wake_key(self, ticket: Ticket) -> str:

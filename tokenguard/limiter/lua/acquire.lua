@@ -1,17 +1,18 @@
 -- One admission decision. ARGV[8]: "start" | "poll", ARGV[9]: ticket, ARGV[10]: tokens,
 -- ARGV[11]: "1" to estimate the wait of a new ticket's queue position.
--- Returns {status, now, a, b, c}: 1 admitted (a = day bucket, b/c = admission marks),
--- 2 head waiting (a = earliest time), 0 queued behind others (a = when it would go,
--- if estimated), 3 lost its place.
+-- Returns {status, now, a, b, c}: 1 admitted (now = when, a = day bucket, b/c =
+-- admission marks; it may have been made while the ticket slept, see admit_waiting),
+-- 2 head waiting (a = its earliest time), 0 queued behind others (a = when it would go
+-- if estimated, else -1; b = when the head may go, for the one right behind it, else
+-- -1), 3 lost its place (lease expired).
 local mode, ticket, tokens, estimate = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local now = now_s()
 expire(now)
 purge(now)
+-- Serve whoever's time has come, even if that waiter is not here to ask.
+local head_at = admit_waiting(now, false)
 local function admit()
-  local b = add_charge(ticket, tokens, now)
-  local adm = incr(S, 'adm', tokens)
-  local admr = incr(S, 'admr', 1)
-  note_admission(now, adm, admr)
+  local b, adm, admr = charge(ticket, tokens, now)
   return {1, fmt(now), b, adm, admr}
 end
 local result
@@ -25,29 +26,35 @@ if mode == 'start' then
     redis.call('HSET', P .. ':qt', ticket, tokens)
   end
 elseif not redis.call('ZSCORE', P .. ':q', ticket) then
-  result = {3, fmt(now)}
+  local r = take_result(ticket)
+  if r then
+    result = {1, r[1], tonumber(r[2]), tonumber(r[3]), tonumber(r[4])}
+  else
+    result = {3, fmt(now)}
+  end
 else
   redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
 end
 if not result then
-  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
-  if head ~= ticket then
-    result = {0, fmt(now)}
+  local rank = redis.call('ZRANK', P .. ':q', ticket)
+  if rank == 0 then
+    local at = earliest(tokens, now)
+    if at <= now then
+      drop_ticket(ticket)
+      result = admit()
+      admit_waiting(now, true)
+    else
+      result = {2, fmt(now), fmt(at)}
+    end
+  else
+    result = {0, fmt(now), '-1', '-1'}
     if mode == 'start' and estimate then
       local ids = redis.call('ZRANGE', P .. ':q', 0, -1)
       local costs = {}
       for _, v in ipairs(chunked('HMGET', P .. ':qt', ids)) do costs[#costs + 1] = num(v) end
       result[3] = fmt(simulate(costs, now))
     end
-  else
-    local at = earliest(tokens, now)
-    if at <= now then
-      drop_ticket(ticket)
-      result = admit()
-      wake_head()
-    else
-      result = {2, fmt(now), fmt(at)}
-    end
+    if rank == 1 and head_at then result[4] = fmt(head_at) end
   end
 end
 touch()

@@ -6,6 +6,7 @@
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
+--       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
 local W = tonumber(ARGV[1])
@@ -197,19 +198,30 @@ local function drop_ticket(ticket)
   redis.call('DEL', P .. ':w:' .. ticket)
 end
 
+-- Admits queued waiters in order while they fit (defined below).
+local admit_waiting
+
 -- Waiters whose lease ran out (crashed, or stuck) lose their place.
 local function purge(now)
+  -- Admissions made for a waiter that never came to fetch them (it crashed): the charge
+  -- stays and ages out with the window; only the note goes.
+  local stale = redis.call('ZRANGEBYSCORE', P .. ':rest', '-inf', now - LEASE)
+  if #stale > 0 then
+    chunked('HDEL', P .. ':res', stale)
+    chunked('ZREM', P .. ':rest', stale)
+  end
   local dead = redis.call('ZRANGEBYSCORE', P .. ':ql', '-inf', now)
   if #dead == 0 then return end
   local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
   for _, t in ipairs(dead) do drop_ticket(t) end
   local new = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
-  if new and new ~= head then wake(new) end
+  if new and new ~= head then admit_waiting(now, true) end
 end
 
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
-  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am'}) do
+  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
+                        ':res', ':rest'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -379,4 +391,49 @@ local function simulate(costs, now)
     if d then sim_charge(d, c, at, true) end
   end
   return at
+end
+
+-- Charge one admission (caller or waiter) and return its reply fields.
+local function charge(ticket, tokens, now)
+  local b = add_charge(ticket, tokens, now)
+  local adm = incr(S, 'adm', tokens)
+  local admr = incr(S, 'admr', 1)
+  note_admission(now, adm, admr)
+  return b, adm, admr
+end
+
+-- The queue is served here, in order, in one round trip: each waiter admitted finds
+-- its admission noted under :res when it wakes, so a waiter that crashed cannot stall
+-- the queue (its charge ages out). Returns the earliest time of the first waiter that
+-- does not fit (nil: queue empty); with `notify` (room or head changed) it is woken to
+-- recompute its wait.
+admit_waiting = function(now, notify)
+  local served = false
+  while true do
+    local h = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+    if not h then return nil end
+    local c = num(redis.call('HGET', P .. ':qt', h))
+    local at = earliest(c, now)
+    if at > now then
+      if notify or served then wake(h) end
+      return at
+    end
+    drop_ticket(h)
+    local b, adm, admr = charge(h, c, now)
+    redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c}, '|'))
+    redis.call('ZADD', P .. ':rest', now, h)
+    wake(h)
+    served = true
+  end
+end
+
+-- An admission made on this ticket's behalf, taken out of :res: {at, bucket, adm, admr, tokens}.
+local function take_result(ticket)
+  local r = redis.call('HGET', P .. ':res', ticket)
+  if not r then return nil end
+  redis.call('HDEL', P .. ':res', ticket)
+  redis.call('ZREM', P .. ':rest', ticket)
+  local out = {}
+  for part in string.gmatch(r, '[^|]+') do out[#out + 1] = part end
+  return out
 end

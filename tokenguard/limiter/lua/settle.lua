@@ -10,6 +10,6 @@ if actual >= 0 then
   nb = add_charge(rid, actual, now)
 end
 observe(now, 12)
-wake_head()
+admit_waiting(now, true)
 touch()
 return {fmt(now), nb}
