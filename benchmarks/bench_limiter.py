@@ -17,7 +17,7 @@ Run: ``.venv/bin/python benchmarks/bench_limiter.py`` (about 4 minutes), or
 ``--quick`` (1 s windows), ``--scenario threads|async|processes|overhead``,
 ``--max-tokens N --completion-tokens N`` (a completion shorter than max_tokens makes
 the server charge more than the commit: the headers must keep the limiter in line),
-``--header-lag S`` (default 0: the emulator's headers are current on loopback).
+``--header-lag S`` (the Limiter's default is 0: headers taken as current).
 """
 
 from __future__ import annotations
@@ -262,7 +262,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--completion-tokens", type=int, default=None, help="default: max-tokens")
     p.add_argument("--latency", type=float, default=0.02, help="emulator seconds per answer")
-    # The emulator answers on loopback: its headers are current, so no lag (see Limiter).
     p.add_argument("--header-lag", type=float, default=0.0, help="Limiter(header_lag=...)")
     args = p.parse_args(argv)
     s = Setup(

@@ -169,10 +169,14 @@ class Limiter:
     Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
     tighter. A header describes the server when the response was written: what this
     limiter admitted within ``header_lag`` seconds before the header is read (and after
-    the reservation it answers) is taken as not yet seen by the server. The default
-    (0.1 s, about one round trip to a remote API) errs on the safe side; counting a
-    request as unseen that the server has already charged holds back up to its cost
-    until the server's bucket refills it. For a server on loopback, 0 is exact.
+    the reservation it answers) is taken as not yet seen by the server. The default 0
+    takes headers as current: exact when responses are read at once, and then a client
+    that is the only spender never waits for a header (commits are counted from the
+    response on, which keeps the window as strict as the server's bucket). When others
+    spend the same quota, or the server may not refund unused tokens, and requests race
+    (many in flight at once), a lag of about one network round trip keeps a header
+    from being read as looser than it is, at a cost: a request counted as unseen that
+    the server had already charged holds back its cost until the bucket refills it.
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
@@ -199,7 +203,7 @@ class Limiter:
         sleep: Callable[[float], Any] | None = None,
         fail_open: bool = False,
         lease: float = 10.0,
-        header_lag: float = 0.1,
+        header_lag: float = 0.0,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
