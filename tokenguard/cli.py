@@ -45,7 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run a scripted conversation through tokenguard (emulator, or Groq with GROQ_API_KEY)",
     )
-    demo.add_argument("--model", default="llama-3.1-8b-instant", help="model name (default: %(default)s)")
+    demo.add_argument(
+        "--model", default="llama-3.1-8b-instant", help="model name (default: %(default)s)"
+    )
     demo.add_argument("--turns", type=int, default=len(_DEMO_TURNS), help="user turns to send")
     demo.add_argument("--max-tokens", type=int, default=1200, help="completion tokens per call")
     demo.add_argument(
