@@ -16,7 +16,7 @@ from openai import OpenAI
 
 import tokenguard as tg
 
-MODEL = "llama3-8b-8192"
+MODEL = "llama-3.1-8b-instant"
 QUESTIONS = [f"In one sentence, what is prime number {n} known for?" for n in (2, 3, 5, 7, 11)]
 
 
