@@ -162,7 +162,7 @@ def test_requests_per_window(h: Harness, api: Api) -> None:
 
 
 def test_commit_for_less_frees_the_difference_at_once(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100)
+    lim = h.limiter(tpm=100, refunds=True)
     r1 = api.acquire(lim, 60)
     api.acquire(lim, 40)
     api.commit(r1, 10)
@@ -189,7 +189,7 @@ def test_cancel_refunds_everything(h: Harness, api: Api) -> None:
 
 
 def test_second_settle_is_a_no_op(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100)
+    lim = h.limiter(tpm=100, refunds=True)
     r1 = api.acquire(lim, 100)
     api.commit(r1, 30)
     api.cancel(r1)  # ignored: the commit stands
@@ -285,7 +285,7 @@ def test_stale_header_does_not_double_count_later_admissions(h: Harness, api: Ap
 
 @pytest.mark.parametrize("lagged", [False, True])
 def test_header_lag_counts_recent_admissions_as_unseen(h: Harness, api: Api, lagged: bool) -> None:
-    lim = h.limiter(tpm=100, header_lag=10 * h.window if lagged else 0.0)
+    lim = h.limiter(tpm=100, header_lag=10 * h.window if lagged else 0.0, refunds=True)
     r1 = api.acquire(lim, 50)
     api.acquire(lim, 50)
     # r1's response says 50 are left. With a lag it may predate the second admission,
@@ -297,6 +297,46 @@ def test_header_lag_counts_recent_admissions_as_unseen(h: Harness, api: Api, lag
             api.acquire(lim, 50, max_wait=0)
     else:
         assert api.acquire(lim, 50).waited <= h.slack
+
+
+def test_by_default_a_commit_for_less_keeps_the_estimate_without_headers(
+    h: Harness, api: Api
+) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    api.acquire(lim, 40)
+    api.commit(r1, 10)  # the server may have charged all 60
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 50, max_wait=0)
+
+
+def test_by_default_headers_free_what_the_server_refunded(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    # The server refunded 50 of the 60: it has 90 left (and refills in a window).
+    api.commit(r1, 10, {"x-ratelimit-remaining-tokens": "90", "x-ratelimit-limit-tokens": "100"})
+    assert api.acquire(lim, 90).waited <= h.slack
+
+
+def test_by_default_headers_free_only_what_the_server_confirms(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    r2 = api.acquire(lim, 40)
+    # r1's response: the server kept all 60, and r2 may not have reached it yet.
+    api.commit(r1, 10, {"x-ratelimit-remaining-tokens": "40", "x-ratelimit-limit-tokens": "100"})
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 1, max_wait=0)
+    # r2's response: the server refunded r1 after all (and r2's 30 unused).
+    api.commit(r2, 10, {"x-ratelimit-remaining-tokens": "80", "x-ratelimit-limit-tokens": "100"})
+    assert api.acquire(lim, 80).waited <= h.slack
+
+
+def test_refunds_false_never_frees_the_estimate(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, refunds=False)
+    r1 = api.acquire(lim, 60)
+    api.commit(r1, 10, {"x-ratelimit-remaining-tokens": "90", "x-ratelimit-limit-tokens": "100"})
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 50, max_wait=0)
 
 
 def test_retry_after_blocks_every_admission(h: Harness, api: Api) -> None:

@@ -63,7 +63,7 @@ def test_day_ledger_buckets_stay_bounded() -> None:
 
 
 def test_commit_restamps_and_cancel_removes() -> None:
-    w = Window(Limits(tpm=100, window=10.0))
+    w = Window(Limits(tpm=100, window=10.0), refunds=True)
     c = w.admit(80, 0.0)
     w.settle(c, 50, 3.0)  # counted from the response on
     w.expire(10.0)

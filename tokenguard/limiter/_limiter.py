@@ -38,8 +38,13 @@ def _log() -> Any:
 class Reservation:
     """Tokens and one request admitted by a :class:`Limiter`, to be settled once.
 
-    ``commit(actual)`` corrects the charge to what the server reported (freeing
-    the difference at once, or recording the extra); ``cancel()`` refunds a request
+    ``commit(actual)`` corrects the charge to what the server reported: it records
+    any extra at once; the difference of a commit for less is freed at once only when
+    the limiter knows the server refunds unused tokens (``Limiter(refunds=True)``).
+    By default (refunds unknown) it stays charged until the ``headers`` of this
+    request's response prove the server's bucket has the room, and is freed as far
+    as they do (a commit without headers frees nothing); with ``refunds=False`` it
+    ages out with the window. ``cancel()`` refunds a request
     that never reached the server. The first of them settles the reservation and
     later calls do nothing, so ``finally: r.cancel()`` after a commit is safe. A
     reservation never settled stays charged at its estimate and ages out with the
@@ -97,7 +102,9 @@ class Reservation:
 
     def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
         """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
-        request's response) adopt the server's view in the same step."""
+        request's response) adopt the server's view in the same step. Unless the
+        limiter has ``refunds=True``, the part of the estimate not used is freed only
+        as far as these headers show the server has the room (see the class)."""
         _check_tokens(actual_tokens, "actual_tokens")
         view = _view(headers)
         if self._take():
@@ -178,6 +185,14 @@ class Limiter:
     from being read as looser than it is, at a cost: a request counted as unseen that
     the server had already charged holds back its cost until the bucket refills it.
 
+    ``refunds`` says whether the server gives back the unused part of an estimate
+    (prompt + ``max_tokens``) when the response is shorter; Groq does not say. The
+    default ``None`` assumes it may not: a commit keeps the estimate charged until the
+    server's headers confirm the room (see :class:`Reservation`), so neither kind of
+    server refuses a request, and against a refunding server the room comes back with
+    each response's headers. ``True`` frees the difference at commit (only safe if the
+    server does refund); ``False`` never frees it (the estimate ages out).
+
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
     how long a crashed Redis waiter can hold its queue place.
@@ -204,6 +219,7 @@ class Limiter:
         fail_open: bool = False,
         lease: float = 10.0,
         header_lag: float = 0.0,
+        refunds: bool | None = None,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -219,6 +235,8 @@ class Limiter:
             isinstance(header_lag, (int, float)) and math.isfinite(header_lag) and header_lag >= 0
         ):
             raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
+        if refunds not in (None, True, False):
+            raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
         self.limits = Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
         self._fallback: Backend | None = None
@@ -228,17 +246,30 @@ class Limiter:
         self._backend: Backend
         if redis is None:
             self._backend = MemoryBackend(
-                self.limits, clock=clock, sleep=sleep, header_lag=float(header_lag)
+                self.limits,
+                clock=clock,
+                sleep=sleep,
+                header_lag=float(header_lag),
+                refunds=refunds,
             )
         else:
             from ._redis import RedisBackend
 
             self._backend = RedisBackend(
-                self.limits, redis, key=key, lease=float(lease), header_lag=float(header_lag)
+                self.limits,
+                redis,
+                key=key,
+                lease=float(lease),
+                header_lag=float(header_lag),
+                refunds=refunds,
             )
             if fail_open:
                 self._fallback = MemoryBackend(
-                    self.limits, clock=clock, sleep=sleep, header_lag=float(header_lag)
+                    self.limits,
+                    clock=clock,
+                    sleep=sleep,
+                    header_lag=float(header_lag),
+                    refunds=refunds,
                 )
 
     @classmethod

@@ -35,8 +35,9 @@ class MemoryBackend:
         clock: Callable[[], float],
         sleep: Callable[[float], Any] | None = None,
         header_lag: float = 0.0,
+        refunds: bool | None = None,
     ) -> None:
-        self._window = Window(limits, header_lag=header_lag)
+        self._window = Window(limits, header_lag=header_lag, refunds=refunds)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()

@@ -107,8 +107,10 @@ class RedisBackend:
         key: str,
         lease: float,
         header_lag: float = 0.0,
+        refunds: bool | None = None,
     ) -> None:
         self._client = client
+        self._refunds = -1 if refunds is None else int(refunds)
         self._prefix = "{" + key + "}"
         self._lease = lease
         # Renew the lease well before it runs out, whatever we are waiting for.
@@ -225,7 +227,14 @@ class RedisBackend:
         self, charge: RedisCharge, actual: int | None, view: ServerView | None
     ) -> list[Any]:
         a = -1 if actual is None else actual
-        return [charge.rid, charge.tokens, a, charge.bucket, *_view_args(view, charge)]
+        return [
+            charge.rid,
+            charge.tokens,
+            a,
+            charge.bucket,
+            *_view_args(view, charge),
+            self._refunds,
+        ]
 
     @staticmethod
     def _after_settle(charge: RedisCharge, actual: int | None, reply: list[Any]) -> None:

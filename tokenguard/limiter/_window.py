@@ -20,6 +20,18 @@ the ledger minus what the server cannot have seen yet: admissions after the
 request it answers that are younger than ``header_lag`` seconds. A hold is a
 staircase that follows the server bucket's refill, so it never holds back more
 than the bucket would.
+
+*Deferred* tokens. Whether the server refunds the unused part of an estimate
+(prompt + ``max_tokens``) is unknown, so by default (``refunds=None``) a commit
+for less than the estimate keeps the estimate charged and records the difference
+as deferred; only a header of the committed request's own response can free it,
+and only as far as that header proves the server's bucket has the room for every
+future instant (``Ledger.confirm``), with everything admitted after that request
+counted as unseen. Headers never free more than was deferred, so the ledger is
+never looser than its own bookkeeping (actual tokens, restamped at the commit).
+With ``refunds=True`` the difference is freed at commit; with ``refunds=False``
+never. Day ledgers are not confirmed by any header and keep the larger charge
+unless ``refunds=True``.
 """
 
 from __future__ import annotations
@@ -153,6 +165,45 @@ class Ledger:
         if n:
             del holds[:n]
 
+    def confirm(
+        self,
+        now: float,
+        *,
+        limit: int,
+        remaining: int,
+        server_limit: int | None,
+        reset: float | None,
+        unseen: int,
+    ) -> int:
+        """Tokens the server's bucket proves we may free now (0 when it proves nothing).
+
+        The inverse of :meth:`adopt`: with ``remaining`` at response time, refilling
+        at ``server_limit / period`` (or slower, per ``reset``), minus ``unseen``
+        admissions still to reach it, the bucket's level at every future instant must
+        stay at least our room (``limit - used``) after freeing. Room only grows at our
+        releases and the bucket grows in between, so checking at ``now`` and at each
+        release before the bucket is full is enough.
+        """
+        ls = server_limit if server_limit is not None and server_limit > 0 else limit
+        if ls < limit:
+            return 0
+        rate = ls / self.period
+        if reset is not None and reset > 0 and ls > remaining:
+            rate = min(rate, (ls - remaining) / reset)
+        base = remaining - unseen
+        if rate <= 0 or base <= 0:
+            return 0
+        until = now + (limit - base) / rate
+        used = self.tokens + self.hold_tokens
+        slack: float = min(ls, base) - (limit - used)
+        for at, t, _ in self.releases():
+            if at >= until or slack <= 0:
+                break
+            used -= t
+            if at > now:
+                slack = min(slack, min(ls, base + rate * (at - now)) - (limit - used))
+        return max(0, math.floor(slack + 1e-9))
+
     def releases(self) -> Iterator[tuple[float, int, int]]:
         """(time, tokens, requests) freed in the future, in time order (entries and holds)."""
         holds = self.holds
@@ -256,6 +307,14 @@ class Ledger:
         return envelope[0]
 
 
+class _Deferred:
+    __slots__ = ("entry", "tokens")
+
+    def __init__(self, entry: _Entry, tokens: int) -> None:
+        self.entry = entry
+        self.tokens = tokens
+
+
 @dataclass
 class Charge:
     """What one admitted request put into the ledgers (the handle of a reservation)."""
@@ -279,8 +338,14 @@ class Window:
         w.earliest(30, now=1.0)   # 10.0: the first charge ages out at 0 + 10
     """
 
-    def __init__(self, limits: Limits, *, header_lag: float = 0.0) -> None:
+    def __init__(
+        self, limits: Limits, *, header_lag: float = 0.0, refunds: bool | None = None
+    ) -> None:
         self.limits = limits
+        self.refunds = refunds
+        # Committed charges still holding more than their actual tokens, oldest first
+        # (see the module docstring).
+        self.deferred: deque[_Deferred] = deque()
         self.minute = Ledger(limits.window) if limits.has_minute else None
         self.day = Ledger(limits.day, bucket=limits.window) if limits.has_day else None
         self.blocked_until = -math.inf
@@ -295,6 +360,8 @@ class Window:
     def clone(self) -> Window:
         other = Window.__new__(Window)
         other.limits = self.limits
+        other.refunds = self.refunds
+        other.deferred = deque()
         other.minute = self.minute.clone() if self.minute else None
         other.day = self.day.clone() if self.day else None
         other.blocked_until = self.blocked_until
@@ -310,6 +377,9 @@ class Window:
             self.minute.expire(now)
         if self.day:
             self.day.expire(now)
+        deferred = self.deferred
+        while deferred and not deferred[0].entry.alive:
+            deferred.popleft()
 
     def earliest(self, tokens: int, now: float) -> float:
         """Earliest time >= ``now`` at which ``tokens`` may go (call ``expire(now)`` first)."""
@@ -353,10 +423,33 @@ class Window:
         if self.day and charge.day:
             self.day.remove(charge.day, charge.tokens, 1)
         if actual is not None:
+            # Until the server is known to refund, it may have charged the whole
+            # estimate: keep it, and defer the difference (see the module docstring).
+            charged = actual if self.refunds else max(actual, charge.tokens)
             # Restamped at `now`: see the module docstring.
-            charge.minute = self.minute.add(now, actual, 1) if self.minute else None
-            charge.day = self.day.add(now, actual, 1) if self.day else None
-            charge.tokens = actual
+            charge.minute = self.minute.add(now, charged, 1) if self.minute else None
+            charge.day = self.day.add(now, charged, 1) if self.day else None
+            charge.tokens = charged
+            if self.refunds is None and charged > actual and charge.minute is not None:
+                self.deferred.append(_Deferred(charge.minute, charged - actual))
+
+    def free_deferred(self, tokens: int) -> int:
+        """Free up to ``tokens`` of deferred minute charges, newest first; returns the
+        amount freed. Day ledgers keep theirs (no header speaks of them)."""
+        freed = 0
+        if self.minute is None or tokens <= 0:
+            return 0
+        for item in reversed(self.deferred):
+            if freed >= tokens:
+                break
+            x = min(item.tokens, tokens - freed)
+            if x > 0 and item.entry.alive:
+                self.minute.remove(item.entry, x, 0)
+                item.tokens -= x
+                freed += x
+        if freed:
+            self.deferred = deque(d for d in self.deferred if d.tokens > 0)
+        return freed
 
     def simulate(self, costs: list[int], now: float) -> float:
         """When the last of ``costs`` would be admitted if all went in order, nothing
@@ -403,6 +496,18 @@ class Window:
                     unseen=unseen_t,
                 )
             )
+            if mark is not None and self.deferred:
+                # Freeing must not trust the lag: whatever was admitted after this
+                # request may not have reached the server when it wrote the header.
+                confirmed = self.minute.confirm(
+                    now,
+                    limit=lim.tpm,
+                    remaining=view.remaining_tokens,
+                    server_limit=view.limit_tokens,
+                    reset=view.reset_tokens,
+                    unseen=self.admitted_tokens - mark[0],
+                )
+                changed |= self.free_deferred(confirmed) > 0
         if self.day and lim.rpd is not None and view.remaining_requests is not None:
             self.day.expire(now)
             changed |= bool(

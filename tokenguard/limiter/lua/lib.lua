@@ -7,6 +7,7 @@
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
+--       :mdf hash rid -> deferred tokens of a commit (see "Deferred" in _window.py)
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
 local W = tonumber(ARGV[1])
@@ -74,7 +75,7 @@ end
 
 local function expire(now)
   if HAS_MIN then
-    local n = drop_old(P .. ':m', {P .. ':mt'}, {'mt'}, now - W)
+    local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf'}, {'mt', false}, now - W)
     if n then incr(S, 'mr', -n) end
     drop_old(P .. ':hm', {P .. ':hmt'}, {'hmt'}, now)
   end
@@ -168,6 +169,7 @@ local function remove_charge(rid, tokens, b)
       incr(S, 'mt', -tonumber(old))
       incr(S, 'mr', -1)
       redis.call('HDEL', P .. ':mt', rid)
+      redis.call('HDEL', P .. ':mdf', rid)
       redis.call('ZREM', P .. ':m', rid)
     end
   end
@@ -221,7 +223,7 @@ end
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
   for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
-                        ':res', ':rest'}) do
+                        ':res', ':rest', ':mdf'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -293,6 +295,55 @@ local function adopt(kind, now, limit, remaining, server_limit, reset, unseen)
     end
   end
   return env[1]
+end
+
+-- Tokens the server's bucket proves we may free now (see Ledger.confirm in _window.py).
+local function confirm(now, limit, remaining, server_limit, reset, unseen)
+  local ls = server_limit > 0 and server_limit or limit
+  if ls < limit then return 0 end
+  local rate = ls / W
+  if reset > 0 and ls > remaining then rate = math.min(rate, (ls - remaining) / reset) end
+  local base = remaining - unseen
+  if rate <= 0 or base <= 0 then return 0 end
+  local untl = now + (limit - base) / rate
+  local used = sum('mt') + sum('hmt')
+  local slack = math.min(ls, base) - (limit - used)
+  for _, rel in ipairs(releases('m')) do
+    if rel[1] >= untl or slack <= 0 then break end
+    used = used - rel[2]
+    if rel[1] > now then
+      slack = math.min(slack, math.min(ls, base + rate * (rel[1] - now)) - (limit - used))
+    end
+  end
+  return math.max(0, math.floor(slack + 1e-9))
+end
+
+-- Free up to `tokens` of deferred minute charges, newest first (see Window.free_deferred).
+local function free_deferred(tokens)
+  if tokens <= 0 then return 0 end
+  local kv = redis.call('HGETALL', P .. ':mdf')
+  local items = {}
+  for i = 1, #kv, 2 do
+    local stamp = redis.call('ZSCORE', P .. ':m', kv[i])
+    if stamp then items[#items + 1] = {tonumber(stamp), kv[i], tonumber(kv[i + 1])} end
+  end
+  table.sort(items, function(x, y) return x[1] > y[1] end)
+  local freed = 0
+  for _, it in ipairs(items) do
+    if freed >= tokens then break end
+    local x = math.min(it[3], tokens - freed)
+    if x > 0 then
+      redis.call('HINCRBY', P .. ':mt', it[2], -x)
+      incr(S, 'mt', -x)
+      if x == it[3] then
+        redis.call('HDEL', P .. ':mdf', it[2])
+      else
+        redis.call('HINCRBY', P .. ':mdf', it[2], -x)
+      end
+      freed = freed + x
+    end
+  end
+  return freed
 end
 
 -- Remember cumulative admissions by time, for as long as the header lag needs them.
