@@ -10,14 +10,21 @@ Scenarios (each saturates one model, tpm=6000, rpm=1000, window=5 s, for 14 wind
 
 Every worker loops: acquire(prompt + max_tokens), call, commit(actual, headers=...).
 From the emulator's log, per window of server time (first and last excluded): tokens
-admitted (``requested_tokens``, what the server charged), 429s (must be 0), ratio to
+the server charged (``charged_tokens``: prompt + max_tokens when it does not refund
+unused completion tokens, prompt + completion when it does), 429s (must be 0), ratio to
 the limit (goal >= 0.97 in memory, >= 0.95 on Redis).
 
-Run: ``.venv/bin/python benchmarks/bench_limiter.py`` (about 4 minutes), or
-``--quick`` (1 s windows), ``--scenario threads|async|processes|overhead``,
-``--max-tokens N --completion-tokens N`` (a completion shorter than max_tokens makes
-the server charge more than the commit: the headers must keep the limiter in line),
-``--header-lag S`` (the Limiter's default is 0: headers taken as current).
+Every scenario runs against a server that refunds unused completion tokens and one
+that does not (``--refund yes|no|both``), for each ``--cases`` pair
+``max_tokens:completion`` (default ``128:128,256:64,1024:16``), with the Limiter's
+defaults. When the server refunds, the estimate of a request in flight (prompt +
+max_tokens) holds room the server gives back when it answers, so the charged tokens
+of a window fall short of the limit by about max_tokens - completion.
+
+Run: ``.venv/bin/python benchmarks/bench_limiter.py`` (about 20 minutes: 3 cases x 2
+servers x 3 scenarios of 70 s), or ``--quick`` (1 s windows),
+``--scenario threads|async|processes|overhead``, ``--cases 256:64``, ``--refund no``,
+``--header-lag S`` and ``--refunds none|yes|no`` (Limiter options; defaults 0 and none).
 """
 
 from __future__ import annotations
@@ -57,6 +64,12 @@ class Setup:
     completion_tokens: int
     latency: float
     header_lag: float = 0.0
+    refund: bool = False  # the emulator refunds unused completion tokens
+    refunds: bool | None = None  # Limiter(refunds=...)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"header_lag": self.header_lag, "refunds": self.refunds}
 
 
 def _messages(worker: int) -> list[dict[str, str]]:
@@ -133,9 +146,7 @@ async def _async_workers(lim: tg.Limiter, base_url: str, n: int, stop: float, s:
 
 def _process_main(url: str, key: str, base_url: str, stop: float, s: Setup, index: int) -> None:
     client = redis.Redis.from_url(url)
-    lim = tg.Limiter(
-        tpm=TPM, rpm=RPM, window=s.window, redis=client, key=key, header_lag=s.header_lag
-    )
+    lim = tg.Limiter(tpm=TPM, rpm=RPM, window=s.window, redis=client, key=key, **s.options)
     _thread_workers(lim, base_url, 4, stop, s, off=4 * index)
     client.close()
 
@@ -144,22 +155,25 @@ def _report(name: str, em: Any, start: float, s: Setup, goal: float) -> dict[str
     log = [r for r in em.log if r.endpoint == "chat"]
     ok = [r for r in log if r.status == 200]
     n429 = sum(1 for r in log if r.status == 429)
+    at429 = [round(r.t - start, 2) for r in log if r.status == 429]
     other = sum(1 for r in log if r.status not in (200, 429))
     per: list[int] = [0] * s.windows
     for r in ok:
         k = int((r.t - start) // s.window)
         if 0 <= k < s.windows:
-            per[k] += r.requested_tokens
+            per[k] += r.charged_tokens
     steady = per[1:-1]
     ratios = [x / TPM for x in steady]
     worst = max_tokens_in_any_window(em.log, s.window)
     mean = statistics.fmean(ratios)
+    label = f"{name} {s.max_tokens}:{s.completion_tokens} refund={'yes' if s.refund else 'no'}"
     print(
-        f"{name:10s} requests={len(ok):5d} 429s={n429} other_errors={other} "
+        f"{label:30s} requests={len(ok):5d} 429s={n429} other_errors={other} "
         f"steady windows={len(steady)} tokens/window mean={statistics.fmean(steady):.0f} "
         f"min={min(steady)} ratio mean={mean:.3f} min={min(ratios):.3f} "
-        f"max in any sliding window={worst} (limit {TPM}) per={per} "
+        f"max reserved in any sliding window={worst} per={per} "
         f"[{'PASS' if n429 == 0 and mean >= goal else 'FAIL'} goal>={goal}]"
+        + (f" 429s at {at429[:10]}" if at429 else "")
     )
     return {"429": n429, "mean": mean, "min": min(ratios)}
 
@@ -172,13 +186,13 @@ def _emulator(s: Setup) -> Any:
         window=s.window,
         completion_tokens=s.completion_tokens,
         latency=s.latency,
-        refund_unused=False,
+        refund_unused=s.refund,
     )
 
 
 def scenario_threads(s: Setup) -> None:
     with _emulator(s) as em:
-        lim = tg.Limiter(tpm=TPM, rpm=RPM, window=s.window, header_lag=s.header_lag)
+        lim = tg.Limiter(tpm=TPM, rpm=RPM, window=s.window, **s.options)
         start = time.monotonic()
         _thread_workers(lim, em.base_url, 16, start + s.windows * s.window, s, off=0)
         _report("threads", em, start, s, 0.97)
@@ -186,7 +200,7 @@ def scenario_threads(s: Setup) -> None:
 
 def scenario_async(s: Setup) -> None:
     with _emulator(s) as em:
-        lim = tg.Limiter(tpm=TPM, rpm=RPM, window=s.window, header_lag=s.header_lag)
+        lim = tg.Limiter(tpm=TPM, rpm=RPM, window=s.window, **s.options)
         start = time.monotonic()
         asyncio.run(_async_workers(lim, em.base_url, 64, start + s.windows * s.window, s))
         _report("async", em, start, s, 0.97)
@@ -259,37 +273,49 @@ def main(argv: list[str] | None = None) -> None:
         choices=["threads", "async", "processes", "overhead", "all"],
         default="all",
     )
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--completion-tokens", type=int, default=None, help="default: max-tokens")
+    p.add_argument(
+        "--cases",
+        default="128:128,256:64,1024:16",
+        help="max_tokens:completion pairs, comma-separated",
+    )
+    p.add_argument("--refund", choices=["yes", "no", "both"], default="both")
+    p.add_argument("--refunds", choices=["none", "yes", "no"], default="none")
     p.add_argument("--latency", type=float, default=0.02, help="emulator seconds per answer")
     p.add_argument("--header-lag", type=float, default=0.0, help="Limiter(header_lag=...)")
     args = p.parse_args(argv)
-    s = Setup(
-        window=1.0 if args.quick else 5.0,
-        windows=8 if args.quick else 14,
-        max_tokens=args.max_tokens,
-        completion_tokens=args.max_tokens
-        if args.completion_tokens is None
-        else args.completion_tokens,
-        latency=args.latency,
-        header_lag=args.header_lag,
-    )
+    cases = [tuple(int(x) for x in c.split(":")) for c in args.cases.split(",")]
+    refunds = {"none": None, "yes": True, "no": False}[args.refunds]
+    servers = {"yes": [True], "no": [False], "both": [False, True]}[args.refund]
+    window = 1.0 if args.quick else 5.0
+    windows = 8 if args.quick else 14
     print(
-        f"tpm={TPM} rpm={RPM} window={s.window}s windows={s.windows} max_tokens={s.max_tokens} "
-        f"completion={s.completion_tokens} latency={s.latency}s header_lag={s.header_lag}s"
+        f"tpm={TPM} rpm={RPM} window={window}s windows={windows} latency={args.latency}s "
+        f"header_lag={args.header_lag}s refunds={refunds}"
     )
     todo = (
         ["threads", "async", "processes", "overhead"] if args.scenario == "all" else [args.scenario]
     )
-    for name in todo:
-        if name == "threads":
-            scenario_threads(s)
-        elif name == "async":
-            scenario_async(s)
-        elif name == "processes":
-            scenario_processes(s)
-        else:
-            scenario_overhead(2000 if args.quick else 20000)
+    for max_tokens, completion in cases:
+        for refund in servers:
+            s = Setup(
+                window=window,
+                windows=windows,
+                max_tokens=max_tokens,
+                completion_tokens=completion,
+                latency=args.latency,
+                header_lag=args.header_lag,
+                refund=refund,
+                refunds=refunds,
+            )
+            for name in todo:
+                if name == "threads":
+                    scenario_threads(s)
+                elif name == "async":
+                    scenario_async(s)
+                elif name == "processes":
+                    scenario_processes(s)
+    if "overhead" in todo:
+        scenario_overhead(2000 if args.quick else 20000)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ class MemoryBackend:
             w.expire(now)
             w.settle(charge, actual, now)
             if view is not None:
-                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests))
+                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), charge.sure_tokens)
             if self._queue:
                 self._queue[0].signal.set()
 

@@ -47,6 +47,7 @@ class RedisCharge:
     bucket: int
     mark_tokens: int
     mark_requests: int
+    sure_tokens: int
 
 
 def _view_args(view: ServerView | None, charge: RedisCharge | None) -> list[Any]:
@@ -169,8 +170,9 @@ class RedisBackend:
     def _step(self, ticket: Ticket, reply: list[Any]) -> Step:
         status, now = int(reply[0]), float(reply[1])
         if status == 1:
-            bucket, adm, admr = int(reply[2]), int(reply[3]), int(reply[4])
-            return Step(now, charge=RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr))
+            bucket, adm, admr, sure = (int(x) for x in reply[2:6])
+            charge = RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr, sure)
+            return Step(now, charge=charge)
         if status == 2:
             return Step(now, until=float(reply[2]))
         if status == 0:
@@ -234,6 +236,7 @@ class RedisBackend:
             charge.bucket,
             *_view_args(view, charge),
             self._refunds,
+            charge.sure_tokens,
         ]
 
     @staticmethod

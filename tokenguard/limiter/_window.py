@@ -87,13 +87,14 @@ class Limits:
 
 
 class _Entry:
-    __slots__ = ("alive", "requests", "stamp", "tokens")
+    __slots__ = ("alive", "open", "requests", "stamp", "tokens")
 
     def __init__(self, stamp: float, tokens: int, requests: int) -> None:
         self.stamp = stamp
         self.tokens = tokens
         self.requests = requests
         self.alive = True
+        self.open = False  # an admission not settled yet (its request is in flight)
 
 
 class Ledger:
@@ -105,6 +106,8 @@ class Ledger:
         self.entries: deque[_Entry] = deque()
         self.tokens = 0
         self.requests = 0
+        # Tokens of open entries: admissions whose request may still be on its way.
+        self.open_tokens = 0
         # Holds: (expiry, tokens, requests), sorted by expiry.
         self.holds: list[tuple[float, int, int]] = []
         self.hold_tokens = 0
@@ -115,11 +118,12 @@ class Ledger:
         for e in self.entries:
             other.entries.append(_Entry(e.stamp, e.tokens, e.requests))
         other.tokens, other.requests = self.tokens, self.requests
+        other.open_tokens = 0
         other.holds = list(self.holds)
         other.hold_tokens, other.hold_requests = self.hold_tokens, self.hold_requests
         return other
 
-    def add(self, now: float, tokens: int, requests: int) -> _Entry:
+    def add(self, now: float, tokens: int, requests: int, *, open: bool = False) -> _Entry:
         stamp = now
         if self.bucket > 0:
             stamp = (math.floor(now / self.bucket) + 1) * self.bucket
@@ -131,6 +135,9 @@ class Ledger:
                 self.requests += requests
                 return last
         entry = _Entry(stamp, tokens, requests)
+        if open:
+            entry.open = True
+            self.open_tokens += tokens
         self.entries.append(entry)
         self.tokens += tokens
         self.requests += requests
@@ -139,6 +146,9 @@ class Ledger:
     def remove(self, entry: _Entry, tokens: int, requests: int) -> None:
         """Take ``tokens``/``requests`` back out of ``entry`` if it is still counted."""
         if entry.alive:
+            if entry.open:
+                entry.open = False
+                self.open_tokens -= entry.tokens
             entry.tokens -= tokens
             entry.requests -= requests
             self.tokens -= tokens
@@ -154,6 +164,8 @@ class Ledger:
         while entries and entries[0].stamp + self.period <= now:
             e = entries.popleft()
             e.alive = False
+            if e.open:
+                self.open_tokens -= e.tokens
             self.tokens -= e.tokens
             self.requests -= e.requests
         holds = self.holds
@@ -326,6 +338,11 @@ class Charge:
     # admitted later cannot be in a header sent in answer to this request.
     mark_tokens: int
     mark_requests: int
+    # Cumulative admitted tokens the server has certainly charged by the time it
+    # answers this request: this one, and those admitted before it and settled
+    # before it was admitted (a response read before this request left); any other
+    # may reach the server after its answer was written. Freeing trusts only these.
+    sure_tokens: int = 0
 
 
 class Window:
@@ -392,7 +409,9 @@ class Window:
         return at
 
     def admit(self, tokens: int, now: float) -> Charge:
-        minute = self.minute.add(now, tokens, 1) if self.minute else None
+        # This request itself, and whatever was settled before it left.
+        sure = self.admitted_tokens - (self.minute.open_tokens if self.minute else 0) + tokens
+        minute = self.minute.add(now, tokens, 1, open=True) if self.minute else None
         day = self.day.add(now, tokens, 1) if self.day else None
         self.admitted_tokens += tokens
         self.admitted_requests += 1
@@ -402,7 +421,7 @@ class Window:
                 _, t, r = recent.popleft()
                 self._before = (t, r)
             recent.append((now, self.admitted_tokens, self.admitted_requests))
-        return Charge(tokens, minute, day, self.admitted_tokens, self.admitted_requests)
+        return Charge(tokens, minute, day, self.admitted_tokens, self.admitted_requests, sure)
 
     def seen_mark(self, now: float) -> tuple[int, int]:
         """Cumulative admissions a header received ``now`` is taken to include: all but
@@ -465,13 +484,21 @@ class Window:
             w.admit(tokens, at)
         return at
 
-    def adopt(self, now: float, view: ServerView, mark: tuple[int, int] | None = None) -> bool:
+    def adopt(
+        self,
+        now: float,
+        view: ServerView,
+        mark: tuple[int, int] | None = None,
+        sure: int | None = None,
+    ) -> bool:
         """Adopt the server's view when it is tighter; never loosen. True if anything changed.
 
         ``mark`` is the reservation's (tokens, requests) admission mark when the
         headers came with its response: the header cannot include what was admitted
         after it, nor (see ``seen_mark``) what was admitted in the last ``header_lag``
-        seconds; without a mark only the latter applies.
+        seconds; without a mark only the latter applies. ``sure`` (the reservation's
+        ``sure_tokens``) lets the header free deferred tokens as far as it proves
+        the server has the room, counting everything not surely seen as unseen.
         """
         lim = self.limits
         changed = False
@@ -496,16 +523,15 @@ class Window:
                     unseen=unseen_t,
                 )
             )
-            if mark is not None and self.deferred:
-                # Freeing must not trust the lag: whatever was admitted after this
-                # request may not have reached the server when it wrote the header.
+            if sure is not None and self.deferred:
+                # Freeing trusts neither the lag nor the admission order: see Charge.
                 confirmed = self.minute.confirm(
                     now,
                     limit=lim.tpm,
                     remaining=view.remaining_tokens,
                     server_limit=view.limit_tokens,
                     reset=view.reset_tokens,
-                    unseen=self.admitted_tokens - mark[0],
+                    unseen=self.admitted_tokens - sure,
                 )
                 changed |= self.free_deferred(confirmed) > 0
         if self.day and lim.rpd is not None and view.remaining_requests is not None:

@@ -1,7 +1,8 @@
 -- One admission decision. ARGV[8]: "start" | "poll", ARGV[9]: ticket, ARGV[10]: tokens,
 -- ARGV[11]: "1" to estimate the wait of a new ticket's queue position.
--- Returns {status, now, a, b, c}: 1 admitted (now = when, a = day bucket, b/c =
--- admission marks; it may have been made while the ticket slept, see admit_waiting),
+-- Returns {status, now, a, b, c, d}: 1 admitted (now = when, a = day bucket, b/c =
+-- admission marks, d = sure mark; it may have been made while the ticket slept, see
+-- admit_waiting),
 -- 2 head waiting (a = its earliest time), 0 queued behind others (a = when it would go
 -- if estimated, else -1; b = when the head may go, for the one right behind it, else
 -- -1), 3 lost its place (lease expired).
@@ -12,8 +13,8 @@ purge(now)
 -- Serve whoever's time has come, even if that waiter is not here to ask.
 local head_at = admit_waiting(now, false)
 local function admit()
-  local b, adm, admr = charge(ticket, tokens, now)
-  return {1, fmt(now), b, adm, admr}
+  local b, adm, admr, sure = charge(ticket, tokens, now)
+  return {1, fmt(now), b, adm, admr, sure}
 end
 local result
 if mode == 'start' then
@@ -28,7 +29,7 @@ if mode == 'start' then
 elseif not redis.call('ZSCORE', P .. ':q', ticket) then
   local r = take_result(ticket)
   if r then
-    result = {1, r[1], tonumber(r[2]), tonumber(r[3]), tonumber(r[4])}
+    result = {1, r[1], tonumber(r[2]), tonumber(r[3]), tonumber(r[4]), tonumber(r[6])}
   else
     result = {3, fmt(now)}
   end

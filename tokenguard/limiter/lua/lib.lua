@@ -7,6 +7,7 @@
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
+--       :mo hash rid -> tokens of an admission not settled yet (in flight)
 --       :mdf hash rid -> deferred tokens of a commit (see "Deferred" in _window.py)
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
@@ -75,7 +76,7 @@ end
 
 local function expire(now)
   if HAS_MIN then
-    local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf'}, {'mt', false}, now - W)
+    local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf', P .. ':mo'}, {'mt', false, 'mo'}, now - W)
     if n then incr(S, 'mr', -n) end
     drop_old(P .. ':hm', {P .. ':hmt'}, {'hmt'}, now)
   end
@@ -170,6 +171,11 @@ local function remove_charge(rid, tokens, b)
       incr(S, 'mr', -1)
       redis.call('HDEL', P .. ':mt', rid)
       redis.call('HDEL', P .. ':mdf', rid)
+      local open = redis.call('HGET', P .. ':mo', rid)
+      if open then
+        incr(S, 'mo', -tonumber(open))
+        redis.call('HDEL', P .. ':mo', rid)
+      end
       redis.call('ZREM', P .. ':m', rid)
     end
   end
@@ -223,7 +229,7 @@ end
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
   for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
-                        ':res', ':rest', ':mdf'}) do
+                        ':res', ':rest', ':mdf', ':mo'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -444,13 +450,19 @@ local function simulate(costs, now)
   return at
 end
 
--- Charge one admission (caller or waiter) and return its reply fields.
+-- Charge one admission (caller or waiter) and return its reply fields: day bucket,
+-- admission marks, and the sure mark (see Charge.sure_tokens in _window.py).
 local function charge(ticket, tokens, now)
+  local sure = sum('adm') - sum('mo') + tokens
   local b = add_charge(ticket, tokens, now)
+  if HAS_MIN then
+    redis.call('HSET', P .. ':mo', ticket, tokens)
+    incr(S, 'mo', tokens)
+  end
   local adm = incr(S, 'adm', tokens)
   local admr = incr(S, 'admr', 1)
   note_admission(now, adm, admr)
-  return b, adm, admr
+  return b, adm, admr, sure
 end
 
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
@@ -470,15 +482,16 @@ admit_waiting = function(now, notify)
       return at
     end
     drop_ticket(h)
-    local b, adm, admr = charge(h, c, now)
-    redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c}, '|'))
+    local b, adm, admr, sure = charge(h, c, now)
+    redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c, sure}, '|'))
     redis.call('ZADD', P .. ':rest', now, h)
     wake(h)
     served = true
   end
 end
 
--- An admission made on this ticket's behalf, taken out of :res: {at, bucket, adm, admr, tokens}.
+-- An admission made on this ticket's behalf, taken out of :res:
+-- {at, bucket, adm, admr, tokens, sure}.
 local function take_result(ticket)
   local r = redis.call('HGET', P .. ':res', ticket)
   if not r then return nil end

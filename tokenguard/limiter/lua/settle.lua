@@ -1,8 +1,9 @@
 -- Commit or cancel a charge. ARGV[8]: rid, ARGV[9]: estimate, ARGV[10]: actual (-1: cancel),
 -- ARGV[11]: day bucket, ARGV[12..20]: server view (see observe in lib.lua), ARGV[21]:
--- refunds (1 yes, 0 no, -1 unknown; see "Deferred" in _window.py).
+-- refunds (1 yes, 0 no, -1 unknown; see "Deferred" in _window.py), ARGV[22]: the
+-- charge's sure mark (see Charge.sure_tokens).
 local rid, est, actual, b = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local refunds = tonumber(ARGV[21])
+local refunds, sure = tonumber(ARGV[21]), tonumber(ARGV[22])
 local now = now_s()
 expire(now)
 remove_charge(rid, est, b)
@@ -20,9 +21,8 @@ end
 observe(now, 12)
 local rt, mt = tonumber(ARGV[12]), tonumber(ARGV[19])
 if refunds == -1 and HAS_MIN and TPM >= 0 and rt >= 0 and mt >= 0 then
-  -- Freeing must not trust the lag: what was admitted after this request may not
-  -- have reached the server when it wrote the header.
-  local ok = confirm(now, TPM, rt, tonumber(ARGV[14]), tonumber(ARGV[13]), sum('adm') - mt)
+  -- Freeing trusts neither the lag nor the admission order: see Charge.sure_tokens.
+  local ok = confirm(now, TPM, rt, tonumber(ARGV[14]), tonumber(ARGV[13]), sum('adm') - sure)
   free_deferred(ok)
 end
 admit_waiting(now, true)
