@@ -142,7 +142,8 @@ class Bucket:
     events: list[tuple[float, int]] = field(default_factory=list)  # (time, -charge | +refund)
 
     def give(self, at: float, tokens: int) -> None:
-        bisect.insort(self.events, (at, tokens))
+        # After the events already known at the same instant: they happened first.
+        bisect.insort(self.events, (at, tokens), key=lambda e: e[0])
 
     def lowest(self) -> float:
         """The lowest level right after any charge: below 0, the server refused it."""
@@ -184,6 +185,8 @@ class Model:
     open: list[int] = field(default_factory=list)
     order: list[Ticket] = field(default_factory=list)
     blocked_until: float = -math.inf
+    # When the last request committed so far reached the server.
+    last_arrival: float = 0.0
 
     def record(self, ticket: Ticket, charge: Charge) -> None:
         now = self.clock()
@@ -271,10 +274,11 @@ SERVERS = st.sampled_from([("keeps", None), ("refunds", None), ("refunds", True)
 def test_any_interleaving_keeps_every_window_and_the_server_bucket(
     steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
 ) -> None:
-    """Headers are written at a time ``h`` no earlier than the request's admission: with
-    ``refunds=True`` no more than ``lag`` before they are read, by default at any time
-    since. The server charges every estimate, and ``refunds`` gives back what the
-    response did not use before writing it."""
+    """A request reaches the server at any time between its admission and its commit;
+    its answer is written after that: with ``refunds=True`` no more than ``lag``
+    before it is read, by default at any time since (but after the requests
+    committed before it arrived). The server charges every estimate, and a refunding
+    one gives back what the response did not use before writing it."""
     clock = FakeClock()
     refunding, refunds = server[0] == "refunds", server[1]
     backend = MemoryBackend(
@@ -304,9 +308,13 @@ def test_any_interleaving_keeps_every_window_and_the_server_bucket(
                 arrived = at + sent * (now - at)
                 m.bucket.give(arrived, -ticket.tokens)
                 if refunds is None:
-                    written = now - float(op[3]) * (now - arrived)  # type: ignore[arg-type]
+                    # Any time after it arrived, and after every request whose answer
+                    # was read before this one arrived (see Window.adopt).
+                    lo = max(arrived, m.last_arrival)
+                    written = now - float(op[3]) * (now - lo)  # type: ignore[arg-type]
                 else:
                     written = max(arrived, now - float(op[3]) * lag)  # type: ignore[arg-type]
+                m.last_arrival = max(m.last_arrival, arrived)
                 if refunding and actual < ticket.tokens:
                     m.bucket.give(written, ticket.tokens - actual)
                 m.backend.settle(charge, actual, m.bucket.header(written))

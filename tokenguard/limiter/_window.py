@@ -340,8 +340,9 @@ class Charge:
     mark_requests: int
     # Cumulative admitted tokens the server has certainly charged by the time it
     # answers this request: this one, and those admitted before it and settled
-    # before it was admitted (a response read before this request left); any other
-    # may reach the server after its answer was written. Freeing trusts only these.
+    # before it was admitted (a response read before this request left). Those in
+    # flight then (``mark_tokens - sure_tokens``) are taken as seen too once settled
+    # before this request is: their response was read first (see Window.adopt).
     sure_tokens: int = 0
 
 
@@ -496,13 +497,20 @@ class Window:
         ``mark`` is the reservation's (tokens, requests) admission mark when the
         headers came with its response: the header cannot include what was admitted
         after it, nor (see ``seen_mark``) what was admitted in the last ``header_lag``
-        seconds; without a mark only the latter applies. ``sure`` (the reservation's
-        ``sure_tokens``) lets the header free deferred tokens as far as it proves
-        the server has the room, counting everything not surely seen as unseen.
+        seconds; without a mark only the latter applies.
+
+        ``sure`` (the reservation's ``sure_tokens``) lets the header free deferred
+        tokens as far as it proves the server has the room. Unseen then are: all
+        admitted after this request, and those in flight when it was admitted that
+        are still in flight now. One in flight then but settled since is taken as
+        seen: its response was read before this one, so it reached the server
+        before this answer was written unless this answer waited unread for longer
+        than that request's whole round trip.
         """
         lim = self.limits
         changed = False
         seen_t, seen_r = self.seen_mark(now)
+        mark_t = self.admitted_tokens if mark is None else mark[0]
         if mark is not None:
             seen_t, seen_r = max(seen_t, mark[0]), max(seen_r, mark[1])
         unseen_t = self.admitted_tokens - seen_t
@@ -531,7 +539,9 @@ class Window:
                     remaining=view.remaining_tokens,
                     server_limit=view.limit_tokens,
                     reset=view.reset_tokens,
-                    unseen=self.admitted_tokens - sure,
+                    unseen=self.admitted_tokens
+                    - mark_t
+                    + min(self.minute.open_tokens, mark_t - sure),
                 )
                 changed |= self.free_deferred(confirmed) > 0
         if self.day and lim.rpd is not None and view.remaining_requests is not None:

@@ -21,8 +21,9 @@ end
 observe(now, 12)
 local rt, mt = tonumber(ARGV[12]), tonumber(ARGV[19])
 if refunds == -1 and HAS_MIN and TPM >= 0 and rt >= 0 and mt >= 0 then
-  -- Freeing trusts neither the lag nor the admission order: see Charge.sure_tokens.
-  local ok = confirm(now, TPM, rt, tonumber(ARGV[14]), tonumber(ARGV[13]), sum('adm') - sure)
+  -- Freeing trusts neither the lag nor the admission order: see Window.adopt.
+  local unseen = sum('adm') - mt + math.min(sum('mo'), mt - sure)
+  local ok = confirm(now, TPM, rt, tonumber(ARGV[14]), tonumber(ARGV[13]), unseen)
   free_deferred(ok)
 end
 admit_waiting(now, true)
