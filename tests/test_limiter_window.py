@@ -231,7 +231,9 @@ ops = st.lists(
 )
 
 
-SERVERS = st.sampled_from([("keeps", None), ("refunds", None), ("refunds", True)])
+SERVERS = st.sampled_from(
+    [("keeps", None), ("refunds", None), ("keeps", False), ("refunds", False), ("refunds", True)]
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,9 +26,11 @@ than the bucket would.
 for less than the estimate keeps the estimate charged and records the difference
 as deferred; only a header of the committed request's own response can free it,
 and only as far as that header proves the server's bucket has the room for every
-future instant (``Ledger.confirm``), with everything admitted after that request
-counted as unseen. Headers never free more than was deferred, so the ledger is
-never looser than its own bookkeeping (actual tokens, restamped at the commit).
+future instant (``Ledger.confirm``), counting as unseen everything admitted after
+that request and whatever was in flight when it was admitted and still is (see
+``Window.adopt``; the lag plays no part). Headers never free more than was
+deferred, so the ledger is never looser than its own bookkeeping (actual tokens,
+restamped at the commit).
 With ``refunds=True`` the difference is freed at commit; with ``refunds=False``
 never. Day ledgers are not confirmed by any header and keep the larger charge
 unless ``refunds=True``.
