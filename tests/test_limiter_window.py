@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tokenguard.limiter._backend import Signal, Ticket
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
-from tokenguard.limiter._window import HOLD_STEPS, Charge, Ledger, Limits, Window
+from tokenguard.limiter._window import HOLD_STEPS, Charge, Ledger, Window, WindowLimits
 
 
 class FakeClock:
@@ -34,7 +34,7 @@ class FakeClock:
 
 
 def test_earliest_is_the_release_that_makes_room() -> None:
-    w = Window(Limits(tpm=100, window=10.0))
+    w = Window(WindowLimits(tpm=100, window=10.0))
     w.admit(60, 0.0)
     w.admit(30, 4.0)
     assert w.earliest(10, 5.0) == 5.0
@@ -56,7 +56,7 @@ def test_entry_counts_until_exactly_one_period_later() -> None:
 
 
 def test_day_ledger_buckets_stay_bounded() -> None:
-    w = Window(Limits(tpd=10**9, rpd=10**9, window=1.0))
+    w = Window(WindowLimits(tpd=10**9, rpd=10**9, window=1.0))
     for i in range(10_000):
         w.admit(1, i * 0.01)  # 100 admissions per window
     assert w.day is not None
@@ -66,7 +66,7 @@ def test_day_ledger_buckets_stay_bounded() -> None:
 
 
 def test_commit_restamps_and_cancel_removes() -> None:
-    w = Window(Limits(tpm=100, window=10.0), refunds=True)
+    w = Window(WindowLimits(tpm=100, window=10.0), refunds=True)
     c = w.admit(80, 0.0)
     w.settle(c, 50, 3.0)  # counted from the response on
     w.expire(10.0)
@@ -78,7 +78,7 @@ def test_commit_restamps_and_cancel_removes() -> None:
 
 
 def test_simulate_gives_the_wait_of_a_queue_position() -> None:
-    w = Window(Limits(tpm=100, window=10.0))
+    w = Window(WindowLimits(tpm=100, window=10.0))
     w.admit(100, 0.0)
     assert w.simulate([60, 60], 1.0) == 20.0
     assert w.simulate([60, 40], 1.0) == 10.0
@@ -284,7 +284,7 @@ def test_any_interleaving_keeps_every_window_and_the_server_bucket(
     clock = FakeClock()
     refunding, refunds = server[0] == "refunds", server[1]
     backend = MemoryBackend(
-        Limits(tpm=LIMIT, window=PERIOD), clock=clock, header_lag=lag, refunds=refunds
+        WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock, header_lag=lag, refunds=refunds
     )
     m = Model(clock, backend, lag)
     for op in steps:
@@ -356,7 +356,7 @@ def test_any_interleaving_keeps_every_window_and_the_server_bucket(
 @pytest.mark.parametrize("costs", [[100, 1], [50, 50, 50], [1, 100, 1]])
 def test_queue_is_served_in_order(costs: list[int]) -> None:
     clock = FakeClock()
-    b = MemoryBackend(Limits(tpm=LIMIT, window=PERIOD), clock=clock)
+    b = MemoryBackend(WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock)
     b.start(Ticket(100, Signal(for_async=False)))
     tickets = [Ticket(c, Signal(for_async=False)) for c in costs]
     for t in tickets:

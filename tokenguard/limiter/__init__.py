@@ -13,6 +13,6 @@ from __future__ import annotations
 
 from ._headers import ServerView, parse_headers
 from ._limiter import Limiter, Reservation
-from ._window import Limits
+from ._window import WindowLimits
 
-__all__ = ["Limiter", "Limits", "Reservation", "ServerView", "parse_headers"]
+__all__ = ["Limiter", "Reservation", "ServerView", "WindowLimits", "parse_headers"]

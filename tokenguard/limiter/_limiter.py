@@ -18,7 +18,7 @@ from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, R
 from ._backend import Backend, Signal, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
-from ._window import Limits
+from ._window import WindowLimits
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -237,7 +237,7 @@ class Limiter:
             raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
         if refunds not in (None, True, False):
             raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
-        self.limits = Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
+        self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
         self._fallback: Backend | None = None
         self._clock = clock

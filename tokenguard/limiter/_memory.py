@@ -16,7 +16,7 @@ from typing import Any
 
 from ._backend import Step, Ticket
 from ._headers import ServerView
-from ._window import Charge, Limits, Window
+from ._window import Charge, Window, WindowLimits
 
 __all__ = ["MemoryBackend"]
 
@@ -30,7 +30,7 @@ class MemoryBackend:
 
     def __init__(
         self,
-        limits: Limits,
+        limits: WindowLimits,
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], Any] | None = None,

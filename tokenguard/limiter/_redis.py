@@ -28,7 +28,7 @@ from redis.commands.core import AsyncScript, Script
 from ..errors import LimiterUnavailable
 from ._backend import Step, Ticket
 from ._headers import ServerView
-from ._window import Limits
+from ._window import WindowLimits
 
 __all__ = ["RedisBackend"]
 
@@ -102,7 +102,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        limits: Limits,
+        limits: WindowLimits,
         client: redis_lib.Redis,
         *,
         key: str,

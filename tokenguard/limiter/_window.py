@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from ._headers import ServerView
 
-__all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Limits", "Window"]
+__all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
 
 DAY_WINDOWS = 1440
 # Pieces of one hold adopted from a header (see Ledger.adopt).
@@ -54,12 +54,12 @@ HOLD_STEPS = 8
 
 
 @dataclass(frozen=True)
-class Limits:
+class WindowLimits:
     """The limits of one quota; ``None`` means "no such limit".
 
     Example::
 
-        Limits(tpm=6000, rpm=30, window=60.0).too_large(7000)  # ("tpm", 6000)
+        WindowLimits(tpm=6000, rpm=30, window=60.0).too_large(7000)  # ("tpm", 6000)
     """
 
     tpm: int | None = None
@@ -353,13 +353,13 @@ class Window:
 
     Example (a fake "now" is passed in; nothing reads a clock)::
 
-        w = Window(Limits(tpm=100, window=10.0))
+        w = Window(WindowLimits(tpm=100, window=10.0))
         w.admit(80, now=0.0)
         w.earliest(30, now=1.0)   # 10.0: the first charge ages out at 0 + 10
     """
 
     def __init__(
-        self, limits: Limits, *, header_lag: float = 0.0, refunds: bool | None = None
+        self, limits: WindowLimits, *, header_lag: float = 0.0, refunds: bool | None = None
     ) -> None:
         self.limits = limits
         self.refunds = refunds
