@@ -14,6 +14,7 @@ import importlib.util
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +55,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def timings_us(call: Callable[[], object], runs: int) -> list[float]:
+    """Microseconds taken by each of ``runs`` calls of ``call``."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    return samples
+
+
 def bench_warm() -> None:
     counter = tg.Counter()
     messages = fifty_messages("warm")
     counter.count(messages, model=EXACT_MODEL)
-    samples = []
-    for _ in range(5_000):
-        t0 = time.perf_counter_ns()
-        counter.count(messages, model=EXACT_MODEL)
-        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    samples = timings_us(lambda: counter.count(messages, model=EXACT_MODEL), 5_000)
     print(
         f"warm, 50 messages ({EXACT_MODEL}): p50 {percentile(samples, 0.5):.1f} us, "
         f"p90 {percentile(samples, 0.9):.1f} us  (goal p50 <= 20 us)"
     )
-    samples = []
-    for _ in range(2_000):
-        t0 = time.perf_counter_ns()
-        counter.count_request(messages, model=EXACT_MODEL, max_tokens=256)
-        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    samples = timings_us(
+        lambda: counter.count_request(messages, model=EXACT_MODEL, max_tokens=256), 2_000
+    )
     print(f"warm, 50 messages, count_request: p50 {percentile(samples, 0.5):.1f} us")
     # A typed-object history (the SDK's pydantic replies) takes the general path.
     from openai.types.chat import ChatCompletionMessage
@@ -83,11 +88,7 @@ def bench_warm() -> None:
         for m in messages
     ]
     counter.count(mixed, model=EXACT_MODEL)
-    samples = []
-    for _ in range(500):
-        t0 = time.perf_counter_ns()
-        counter.count(mixed, model=EXACT_MODEL)
-        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    samples = timings_us(lambda: counter.count(mixed, model=EXACT_MODEL), 500)
     print(
         f"warm, 50 messages, half of them openai SDK objects: p50 "
         f"{percentile(samples, 0.5):.1f} us (general path)"
