@@ -214,7 +214,7 @@ def test_unknown_model_warns_once_and_uses_conservative_defaults() -> None:
         for _ in range(3):
             tg.count_tokens([{"role": "user", "content": "Hello"}], model=name)
         info = tg.get_model(name)
-    events = [e for e in logs if e["event"] == "unknown_model" and e["model"] == name]
+    events = [e for e in logs if e["event"] == "tokenguard.models.unknown" and e["model"] == name]
     assert len(events) == 1
     assert events[0]["log_level"] == "warning"
     assert info.context_window == 8_192
@@ -228,7 +228,7 @@ def test_exact_model_reports_a_server_disagreement_once() -> None:
         counter.observe(rc, 11)
         counter.observe(rc, 12)
         counter.observe(rc, 13)
-    assert [e["event"] for e in logs] == ["prompt_count_mismatch"]
+    assert [e["event"] for e in logs] == ["tokenguard.counting.mismatch"]
     assert logs[0]["counted"] == 11
     assert logs[0]["reported"] == 12
 

@@ -100,7 +100,7 @@ def test_unknown_models_get_defaults_and_one_warning() -> None:
         second = tg.get_model("mystery-model")
     assert first is second
     assert first.context_window == models.UNKNOWN_MODEL_DEFAULTS["context_window"]
-    assert [e["event"] for e in logs] == ["unknown_model"]
+    assert [e["event"] for e in logs] == ["tokenguard.models.unknown"]
     assert logs[0]["model"] == "mystery-model"
     assert not models.is_known_model("mystery-model")
 

@@ -9,6 +9,7 @@ Drop it onto code that already calls Groq's OpenAI-compatible API::
 
 from __future__ import annotations
 
+from . import events
 from .counting import (
     Calibration,
     Counter,
@@ -55,6 +56,7 @@ __all__ = [
     "count_request",
     "count_tokens",
     "default_counter",
+    "events",
     "get_model",
     "observe_prompt_tokens",
     "register_model",

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-import structlog
-
 from .errors import ConfigurationError
+from .events import UnknownModel, emit
 
 __all__ = [
     "EXACT_TEMPLATES",
@@ -318,11 +317,12 @@ def get_model(name: str) -> ModelInfo:
             first = name not in _warned
             _warned.add(name)
         if first:
-            structlog.get_logger("tokenguard").warning(
-                "unknown_model",
-                model=name,
-                context_window=UNKNOWN_MODEL_DEFAULTS["context_window"],
-                hint="tokenguard.register_model() sets its context window and tokenizer",
+            emit(
+                UnknownModel(
+                    model=name,
+                    context_window=int(UNKNOWN_MODEL_DEFAULTS["context_window"]),
+                    hint="tokenguard.register_model() sets its context window and tokenizer",
+                )
             )
     info = _unknown.get(name)
     if info is None:

@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 import tiktoken
 
 from .._tokenizer_data import available, get_encoding
 from ..errors import InvalidMessages
+from ..events import CountMismatch, emit
 from ..models import ModelInfo, get_model
 from ._cache import TextCache
 from ._calibration import Calibration, bucket_of
@@ -276,11 +276,12 @@ class Counter:
                 self._mismatch_logged
             ):
                 self._mismatch_logged.add(count.model)
-                structlog.get_logger("tokenguard").warning(
-                    "prompt_count_mismatch",
-                    model=count.model,
-                    counted=count.prompt_tokens,
-                    reported=actual_prompt_tokens,
+                emit(
+                    CountMismatch(
+                        model=count.model,
+                        counted=count.prompt_tokens,
+                        reported=actual_prompt_tokens,
+                    )
                 )
             return
         if count.basis is not None:

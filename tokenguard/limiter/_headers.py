@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from .._durations import parse_go_duration
+from ..events import LimiterBadHeader, emit
 
 __all__ = ["ServerView", "parse_headers"]
 
@@ -63,7 +62,7 @@ def _duration(name: str, text: str) -> float | None:
 
 
 def _bad(name: str) -> None:
-    structlog.get_logger("tokenguard").debug("tokenguard.limiter.bad_header", header=name)
+    emit(LimiterBadHeader(header=name))
 
 
 def _items(headers: Mapping[str, Any] | Any) -> Iterable[tuple[str, Any]]:

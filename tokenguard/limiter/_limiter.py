@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
+from ..events import LimiterFailOpen, emit
 from ._backend import Backend, Signal, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
@@ -29,10 +28,6 @@ __all__ = ["Limiter", "Reservation"]
 
 
 _SETTLE_LOCK = threading.Lock()
-
-
-def _log() -> Any:
-    return structlog.get_logger("tokenguard")
 
 
 class Reservation:
@@ -98,7 +93,7 @@ class Reservation:
         if not self._fail_open:
             raise exc
         # Failing open: the charge stays as it was and ages out with the window.
-        _log().warning("tokenguard.limiter.fail_open", error=str(exc), during="settle")
+        emit(LimiterFailOpen(error=str(exc), during="settle"))
 
     def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
         """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
@@ -364,7 +359,7 @@ class Limiter:
         # Stay local for a lease before trying Redis again: every attempt against a
         # dead server costs its connect timeout and retries.
         self._down_until = self._clock() + self._lease
-        _log().warning("tokenguard.limiter.fail_open", error=str(exc), retry_in=self._lease)
+        emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
 
     def _acquire(self, backend: Backend, tokens: int, max_wait: float | None) -> Reservation:
         ticket = Ticket(tokens, Signal(for_async=False), estimate=max_wait is not None)

@@ -1,0 +1,213 @@
+"""Structured events: one small typed record per kind, one place that emits them.
+
+Every event tokenguard reports is a frozen dataclass below, named
+``tokenguard.<area>.<event>``, carrying counts, names and timings only (never
+message content or secrets). :func:`emit` is the one way out. By default each
+record goes to ``structlog.get_logger("tokenguard")`` at the record's level; the
+library never configures structlog or logging, so where that ends up is the
+application's choice (structlog's own defaults print to stdout).
+
+Add your own sinks (any callable taking the record), route to stdlib
+:mod:`logging`, or turn the structlog default off::
+
+    import logging
+    import tokenguard as tg
+
+    seen = []
+    tg.events.add_sink(seen.append)                                 # a callable
+    tg.events.add_sink(tg.events.to_logging(logging.getLogger("app")))  # stdlib logging
+    tg.events.use_structlog(False)                                  # only your sinks
+
+A sink that raises is dropped from that one emission, never from the caller's
+request: observability must not break the call it observes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+import structlog
+
+__all__ = [
+    "CountMismatch",
+    "Event",
+    "LimiterBadHeader",
+    "LimiterFailOpen",
+    "RefundsLearned",
+    "Sink",
+    "TokenizerMissing",
+    "UnknownModel",
+    "add_sink",
+    "emit",
+    "remove_sink",
+    "to_logging",
+    "use_structlog",
+]
+
+Level = Literal["debug", "info", "warning", "error"]
+_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every record: ``name`` (``tokenguard.<area>.<event>``) and ``level``
+    are class attributes; the fields are the record's data."""
+
+    name: ClassVar[str] = "tokenguard.event"
+    level: ClassVar[Level] = "info"
+
+    def fields(self) -> dict[str, Any]:
+        """The record's data as a plain dict (what the sinks log)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LimiterFailOpen(Event):
+    """The shared limiter could not be reached and a local one stands in
+    (``during`` is ``"acquire"`` or ``"settle"``; Redis is tried again after ``retry_in``)."""
+
+    name: ClassVar[str] = "tokenguard.limiter.fail_open"
+    level: ClassVar[Level] = "warning"
+    error: str
+    during: str
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class LimiterBadHeader(Event):
+    """A rate-limit header could not be read and was ignored."""
+
+    name: ClassVar[str] = "tokenguard.limiter.bad_header"
+    level: ClassVar[Level] = "debug"
+    header: str
+
+
+@dataclass(frozen=True)
+class RefundsLearned(Event):
+    """The limiter learned whether the server gives back unused completion tokens
+    (``refunds``), from ``evidence`` (e.g. ``"headers"`` or ``"429"``), with the
+    server's and the limiter's view of the tokens in use at that moment."""
+
+    name: ClassVar[str] = "tokenguard.limiter.refunds_learned"
+    level: ClassVar[Level] = "warning"
+    refunds: bool
+    evidence: str
+    server_used: int | None = None
+    ledger_used: int | None = None
+
+
+@dataclass(frozen=True)
+class CountMismatch(Event):
+    """An exact pre-flight count disagreed with the server's ``usage.prompt_tokens``
+    (reported once per model)."""
+
+    name: ClassVar[str] = "tokenguard.counting.mismatch"
+    level: ClassVar[Level] = "warning"
+    model: str
+    counted: int
+    reported: int
+
+
+@dataclass(frozen=True)
+class TokenizerMissing(Event):
+    """A model's exact tokenizer data is not installed: counts are conservative
+    estimates; ``hint`` says how to get exact ones (reported once per tokenizer)."""
+
+    name: ClassVar[str] = "tokenguard.counting.tokenizer_missing"
+    level: ClassVar[Level] = "warning"
+    tokenizer: str
+    model: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class UnknownModel(Event):
+    """A model not in the table: conservative defaults are used (once per name)."""
+
+    name: ClassVar[str] = "tokenguard.models.unknown"
+    level: ClassVar[Level] = "warning"
+    model: str
+    context_window: int
+    hint: str
+
+
+Sink = Callable[[Event], object]
+
+_lock = threading.Lock()
+_sinks: tuple[Sink, ...] = ()
+_structlog_on = True
+
+
+def emit(event: Event) -> None:
+    """Send ``event`` to structlog (unless turned off) and to every added sink."""
+    if _structlog_on:
+        logger = structlog.get_logger("tokenguard")
+        # A broken logging setup must not break the request being logged.
+        with contextlib.suppress(Exception):
+            getattr(logger, event.level)(event.name, **event.fields())
+    for sink in _sinks:
+        with contextlib.suppress(Exception):
+            sink(event)
+
+
+def add_sink(sink: Sink) -> Callable[[], None]:
+    """Call ``sink(event)`` for every event from now on; returns a function that
+    removes it again (as :func:`remove_sink` does).
+
+    Example::
+
+        undo = tg.events.add_sink(lambda e: print(e.name, e.fields()))
+        ...
+        undo()
+    """
+    if not callable(sink):
+        raise TypeError(f"a sink must be callable with one event, got {sink!r}")
+    global _sinks
+    with _lock:
+        _sinks = (*_sinks, sink)
+    return lambda: remove_sink(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    """Stop sending events to ``sink`` (no error if it was not added)."""
+    global _sinks
+    with _lock:
+        rest = list(_sinks)
+        if sink in rest:
+            rest.remove(sink)
+        _sinks = tuple(rest)
+
+
+def use_structlog(on: bool) -> None:
+    """Turn the default structlog output on or off (it is on at import)."""
+    global _structlog_on
+    _structlog_on = bool(on)
+
+
+def to_logging(logger: logging.Logger | str = "tokenguard") -> Sink:
+    """A sink that logs each event to a stdlib ``logging`` logger at the record's
+    level, with the message ``event.name`` and the fields in ``extra={"tokenguard": ...}``.
+
+    Example::
+
+        tg.events.add_sink(tg.events.to_logging("myapp.tokens"))
+    """
+    log = logging.getLogger(logger) if isinstance(logger, str) else logger
+
+    def sink(event: Event) -> None:
+        level = _LEVELS[event.level]
+        if log.isEnabledFor(level):
+            fields = event.fields()
+            log.log(level, "%s %s", event.name, fields, extra={"tokenguard": fields})
+
+    return sink
