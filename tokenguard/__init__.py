@@ -10,6 +10,7 @@ Drop it onto code that already calls Groq's OpenAI-compatible API::
 from __future__ import annotations
 
 from . import events
+from ._budget import Budget, BudgetHold, budget, carry
 from .counting import (
     Calibration,
     Counter,
@@ -36,7 +37,9 @@ from .models import Limits, ModelInfo, get_model, register_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
     "BudgetExceeded",
+    "BudgetHold",
     "Calibration",
     "ConfigurationError",
     "ContextOverflow",
@@ -53,6 +56,8 @@ __all__ = [
     "TokenGuardError",
     "TokenizerUnavailable",
     "__version__",
+    "budget",
+    "carry",
     "count_request",
     "count_tokens",
     "default_counter",

@@ -81,11 +81,15 @@ class RequestTooLarge(TokenGuardError):
 
 
 class BudgetExceeded(TokenGuardError):
-    """The request's estimate does not fit the remaining tokens or requests of a budget."""
+    """The request's estimate does not fit the remaining tokens or requests of a budget.
 
-    def __init__(self, message: str, *, needed: int, remaining: int) -> None:
+    ``needed`` and ``remaining`` are in ``unit`` (``"tokens"`` or ``"requests"``).
+    """
+
+    def __init__(self, message: str, *, needed: int, remaining: int, unit: str = "tokens") -> None:
         self.needed = needed
         self.remaining = remaining
+        self.unit = unit
         super().__init__(message)
 
 
