@@ -1,0 +1,267 @@
+"""Reading what the openai and groq SDKs hand back: usage, headers, errors.
+
+Both SDKs (and plain dicts, for code that posts JSON itself) are read by shape,
+never by import, so neither SDK is needed to import tokenguard and a new SDK
+version with the same fields keeps working. Everything here is a pure function of
+the object it is given.
+
+* :func:`usage_of` finds the usage of a completion, a raw response, a stream chunk
+  (``x_groq.usage`` or ``usage``), or a dict;
+* :func:`headers_of` finds the HTTP headers of a raw response or an error;
+* :func:`classify` tells what an exception means for the guard (rate limited, too
+  large, context exceeded, server or connection failure, ...) with the numbers the
+  server gave.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._durations import parse_go_duration
+
+__all__ = ["Failure", "FailureKind", "Usage", "classify", "headers_of", "usage_of"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as the server reported it.
+
+    ``cached_tokens`` (prompt tokens served from Groq's cache) do not count toward
+    Groq's rate limits; :attr:`limit_tokens` is what does.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def limit_tokens(self) -> int:
+        """Tokens that count toward the rate limits: the total less cached prompt tokens."""
+        return max(0, self.total_tokens - self.cached_tokens)
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _usage_from(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    prompt = _int(_get(raw, "prompt_tokens"))
+    completion = _int(_get(raw, "completion_tokens"))
+    if prompt is None or completion is None:
+        return None
+    total = _int(_get(raw, "total_tokens"))
+    cached = _int(_get(_get(raw, "prompt_tokens_details"), "cached_tokens")) or 0
+    reasoning = _int(_get(_get(raw, "completion_tokens_details"), "reasoning_tokens")) or 0
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total if total is not None else prompt + completion,
+        cached_tokens=min(cached, prompt),
+        reasoning_tokens=reasoning,
+    )
+
+
+def usage_of(obj: Any) -> Usage | None:
+    """The usage carried by ``obj``, or ``None`` when it carries none.
+
+    ``obj`` may be a ``ChatCompletion``, a stream chunk (Groq puts the usage of a
+    stream in the last chunk's ``x_groq.usage``; with ``stream_options.include_usage``
+    a final chunk has ``usage``), an already parsed dict of either, or a raw response
+    (``with_raw_response``), which is parsed (the SDK caches the parse).
+
+    Example::
+
+        usage_of({"usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}})
+    """
+    if obj is None:
+        return None
+    usage = _usage_from(_get(obj, "usage"))
+    if usage is not None:
+        return usage
+    x_groq = _get(obj, "x_groq")
+    if x_groq is None:
+        # pydantic models keep unknown fields in ``model_extra``.
+        extra = getattr(obj, "model_extra", None)
+        if isinstance(extra, Mapping):
+            x_groq = extra.get("x_groq")
+    usage = _usage_from(_get(x_groq, "usage"))
+    if usage is not None:
+        return usage
+    parse = getattr(obj, "parse", None)
+    if callable(parse) and hasattr(obj, "headers") and hasattr(obj, "http_response"):
+        return usage_of(parse())
+    return None
+
+
+def headers_of(obj: Any) -> Mapping[str, str] | None:
+    """The HTTP headers of a raw response, an SDK error, or an ``httpx.Response``."""
+    if obj is None:
+        return None
+    headers = getattr(obj, "headers", None)
+    if headers is None:
+        response = getattr(obj, "response", None)
+        headers = getattr(response, "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
+class FailureKind(enum.Enum):
+    """What an exception from a chat call means for the guard."""
+
+    RATE_LIMITED = "rate_limited"  # 429: wait as the server says, then retry
+    TOO_LARGE = "too_large"  # 413: the request costs more than the limit itself
+    CONTEXT_EXCEEDED = "context_exceeded"  # 400 context_length_exceeded: refit
+    REJECTED = "rejected"  # another 4xx: the request itself is wrong; do not retry
+    SERVER = "server"  # 5xx: the server may have charged it
+    CONNECTION = "connection"  # never reached the server (or nothing came back)
+    TIMEOUT = "timeout"  # sent, no answer in time: the server may have charged it
+    OTHER = "other"  # not an SDK error: raised by the wrapped code itself
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception read: its kind and what the server said.
+
+    ``limit_name`` is ``"tpm"``, ``"rpm"``, ``"tpd"`` or ``"rpd"`` when the body names
+    it; ``limit``/``used``/``requested`` are the numbers of a 413/429 body;
+    ``retry_after`` (seconds) comes from ``retry-after`` or the body's "try again in".
+    ``reached_server`` says whether the request may have been charged.
+    """
+
+    kind: FailureKind
+    status: int | None = None
+    code: str | None = None
+    limit_name: str | None = None
+    limit: int | None = None
+    used: int | None = None
+    requested: int | None = None
+    retry_after: float | None = None
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def reached_server(self) -> bool:
+        return self.kind not in (FailureKind.CONNECTION, FailureKind.OTHER)
+
+    @property
+    def error_type(self) -> str:
+        """A short name for ``error.type`` in usage events."""
+        if self.status is not None:
+            return str(self.status)
+        return self.kind.value
+
+
+_LIMIT_NAMES = {
+    "tokens per minute": "tpm",
+    "requests per minute": "rpm",
+    "tokens per day": "tpd",
+    "requests per day": "rpd",
+}
+_NAMED = re.compile(r"(tokens|requests) per (minute|day)", re.IGNORECASE)
+_NUMBER = {
+    "limit": re.compile(r"\bLimit (\d+)"),
+    "used": re.compile(r"\bUsed (\d+)"),
+    "requested": re.compile(r"\bRequested (\d+)"),
+}
+_TRY_AGAIN = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)")
+
+
+def _error_body(exc: Any) -> tuple[str, str | None, str | None]:
+    """(message, code, type) of an SDK error's JSON body, tolerant of its shapes."""
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, Mapping) else None
+    if isinstance(err, Mapping):
+        message = err.get("message")
+        code = err.get("code")
+        kind = err.get("type")
+        return (
+            message if isinstance(message, str) else str(getattr(exc, "message", "")),
+            code if isinstance(code, str) else None,
+            kind if isinstance(kind, str) else None,
+        )
+    return str(getattr(exc, "message", "") or exc), getattr(exc, "code", None), None
+
+
+def _retry_after(headers: Mapping[str, str] | None, message: str) -> float | None:
+    if headers is not None:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            try:
+                return max(0.0, float(ms) / 1000.0)
+            except ValueError:
+                pass
+        seconds = headers.get("retry-after")
+        if seconds is not None:
+            try:
+                return max(0.0, float(seconds))
+            except ValueError:
+                pass
+    found = _TRY_AGAIN.search(message)
+    if found is not None:
+        try:
+            return parse_go_duration(found.group(1))
+        except ValueError:
+            return None
+    return None
+
+
+def classify(exc: BaseException) -> Failure:
+    """Read an exception raised by a chat call (openai or groq SDK, or anything else).
+
+    Example::
+
+        try:
+            client.chat.completions.create(...)
+        except Exception as e:
+            f = classify(e)          # Failure(kind=FailureKind.RATE_LIMITED, retry_after=4.77, ...)
+    """
+    names = {c.__name__ for c in type(exc).__mro__}
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int) or "APIStatusError" not in names:
+        if "APITimeoutError" in names:
+            return Failure(FailureKind.TIMEOUT)
+        if "APIConnectionError" in names:
+            return Failure(FailureKind.CONNECTION)
+        return Failure(FailureKind.OTHER)
+    headers = headers_of(exc)
+    message, code, _ = _error_body(exc)
+    numbers = {
+        k: (int(m.group(1)) if (m := rx.search(message)) else None) for k, rx in _NUMBER.items()
+    }
+    named = _NAMED.search(message)
+    limit_name = _LIMIT_NAMES.get(named.group(0).lower()) if named else None
+    if status == 429:
+        kind = FailureKind.RATE_LIMITED
+    elif status == 413:
+        kind = FailureKind.TOO_LARGE
+    elif status == 400 and code == "context_length_exceeded":
+        kind = FailureKind.CONTEXT_EXCEEDED
+    elif status >= 500:
+        kind = FailureKind.SERVER
+    else:
+        kind = FailureKind.REJECTED
+    return Failure(
+        kind,
+        status=status,
+        code=code,
+        limit_name=limit_name,
+        limit=numbers["limit"],
+        used=numbers["used"],
+        requested=numbers["requested"],
+        retry_after=_retry_after(headers, message) if kind is FailureKind.RATE_LIMITED else None,
+        headers=headers,
+    )
