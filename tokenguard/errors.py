@@ -59,11 +59,18 @@ class TokenizerUnavailable(TokenGuardError):
 
 
 class ContextOverflow(TokenGuardError):
-    """The request does not fit the model's context window and could not be fitted."""
+    """The request does not fit the model's context window and could not be fitted.
 
-    def __init__(self, message: str, *, needed: int, available: int) -> None:
+    ``needed`` and ``available`` are in tokens; ``limit_name`` names the limit that
+    bound the room (``"context_window"``, ``"tpm"`` or ``"budget"``) when known.
+    """
+
+    def __init__(
+        self, message: str, *, needed: int, available: int, limit_name: str | None = None
+    ) -> None:
         self.needed = needed
         self.available = available
+        self.limit_name = limit_name
         super().__init__(message)
 
 
