@@ -36,6 +36,13 @@ import structlog
 __all__ = [
     "CountMismatch",
     "Event",
+    "FitCustom",
+    "FitEvent",
+    "FitFallback",
+    "FitMaxTokensLowered",
+    "FitOverflow",
+    "FitSummarized",
+    "FitTruncated",
     "LimiterBadHeader",
     "LimiterFailOpen",
     "RefundsLearned",
@@ -139,6 +146,83 @@ class UnknownModel(Event):
     model: str
     context_window: int
     hint: str
+
+
+@dataclass(frozen=True)
+class FitEvent(Event):
+    """Base of the ``tokenguard.fit.*`` records: one per fit that changed a request.
+
+    ``requested`` is the ``on_overflow`` asked for, ``strategy`` what was done;
+    ``dropped``/``summarized``/``shortened`` count messages; ``max_tokens_from``/
+    ``max_tokens_to`` differ when ``max_tokens`` was lowered; ``fallback`` says why a
+    summary was not used. Counts only, never content."""
+
+    name: ClassVar[str] = "tokenguard.fit"
+    model: str
+    strategy: str
+    requested: str
+    tokens_before: int
+    tokens_after: int
+    allowed: int
+    bound_by: str
+    dropped: int = 0
+    summarized: int = 0
+    shortened: int = 0
+    summary_calls: int = 0
+    max_tokens_from: int | None = None
+    max_tokens_to: int | None = None
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class FitTruncated(FitEvent):
+    """Older messages were dropped (and/or one shortened inside) to fit the room."""
+
+    name: ClassVar[str] = "tokenguard.fit.truncated"
+
+
+@dataclass(frozen=True)
+class FitSummarized(FitEvent):
+    """The dropped prefix was replaced by a summary (``summary_calls`` 0: from the cache)."""
+
+    name: ClassVar[str] = "tokenguard.fit.summarized"
+
+
+@dataclass(frozen=True)
+class FitFallback(FitEvent):
+    """Summarizing failed or did not fit (``fallback`` says why): truncated instead."""
+
+    name: ClassVar[str] = "tokenguard.fit.fallback"
+    level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class FitCustom(FitEvent):
+    """A user-supplied ``on_overflow`` callable fitted the request."""
+
+    name: ClassVar[str] = "tokenguard.fit.custom"
+
+
+@dataclass(frozen=True)
+class FitMaxTokensLowered(FitEvent):
+    """Only ``max_tokens`` was lowered (the messages fit as they were)."""
+
+    name: ClassVar[str] = "tokenguard.fit.max_tokens_lowered"
+
+
+@dataclass(frozen=True)
+class FitOverflow(Event):
+    """The request could not be fitted (``ContextOverflow`` raised; nothing is sent):
+    it ``needed`` more than the ``allowed`` tokens, as ``bound_by`` set them."""
+
+    name: ClassVar[str] = "tokenguard.fit.overflow"
+    level: ClassVar[Level] = "warning"
+    model: str
+    requested: str
+    needed: int
+    allowed: int
+    bound_by: str
+    reason: str
 
 
 Sink = Callable[[Event], object]
