@@ -1,9 +1,12 @@
-"""What a limiter backend offers the blocking drivers (sync and async).
+"""What a limiter backend offers the limiter's one decision loop.
 
-A backend makes decisions; the drivers in ``_limiter`` only loop: start (enqueue
-or admit at once), wait until told or until the computed time, poll again,
-leave on any failure. Every call returns a :class:`Step` in the backend's clock
-(the injected clock in memory, Redis ``TIME`` on Redis).
+A backend makes decisions; ``_limiter`` only loops: start (enqueue or admit at
+once), wait until told or until the computed time, poll again, leave on any
+failure. Each of those is a *plan* (see :mod:`tokenguard._drive`): a generator that
+yields the effects a thread and an asyncio task perform differently (a Redis call,
+a wait for a wake-up) and returns a :class:`Step` in the backend's clock (the
+injected clock in memory, Redis ``TIME`` on Redis). The limiter runs the same plans
+with ``run_sync`` or ``run_async``; no decision is written twice.
 """
 
 from __future__ import annotations
@@ -14,55 +17,88 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._drive import Plan
 from ._headers import ServerView
 
 __all__ = ["Backend", "Signal", "Step", "Ticket"]
 
 
 class Signal:
-    """Wakes one waiter, from any thread; for a thread or for an asyncio task."""
+    """Wakes one waiter, set from any thread; the waiter is a thread or an asyncio task.
 
-    def __init__(self, *, for_async: bool) -> None:
+    A thread waits with :meth:`wait`; a task with :meth:`wait_async`, whose first call
+    binds the signal to the task's event loop (``for_async=True`` binds it at once, to
+    the running loop). A ``set`` before the waiter waits is not lost.
+    """
+
+    __slots__ = ("_aevent", "_event", "_loop")
+
+    def __init__(self, *, for_async: bool = False) -> None:
         self._event = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aevent: asyncio.Event | None = None
         if for_async:
-            self._loop = asyncio.get_running_loop()
-            self._aevent = asyncio.Event()
+            self._bind()
+
+    def _bind(self) -> asyncio.Event:
+        # The loop first: set() reads _aevent, then _loop.
+        self._loop = asyncio.get_running_loop()
+        self._aevent = asyncio.Event()
+        return self._aevent
 
     def set(self) -> None:
-        if self._aevent is None:
-            self._event.set()
-            return
-        assert self._loop is not None
-        # RuntimeError: the waiter's loop is closed, nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._aevent.set)
+        self._event.set()
+        aevent = self._aevent
+        if aevent is not None:
+            assert self._loop is not None
+            # RuntimeError: the waiter's loop is closed, nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(aevent.set)
 
     def clear(self) -> None:
         # Called by the waiter itself (its own thread or loop) before it waits.
-        if self._aevent is None:
-            self._event.clear()
-        else:
+        self._event.clear()
+        if self._aevent is not None:
             self._aevent.clear()
 
     def wait(self, timeout: float | None) -> None:
         self._event.wait(timeout)
 
     async def wait_async(self, timeout: float | None) -> None:
-        assert self._aevent is not None
+        aevent = self._aevent if self._aevent is not None else self._bind()
+        if self._event.is_set():  # set before this task bound the signal
+            return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._aevent.wait(), timeout)
+            await asyncio.wait_for(aevent.wait(), timeout)
 
 
-@dataclass(eq=False)
 class Ticket:
-    """One waiting request: its cost, identity and wake-up signal."""
+    """One waiting request: its cost, identity and wake-up signal.
 
-    tokens: int
-    signal: Signal
-    estimate: bool = False  # compute the wait for its queue position (max_wait given)
-    id: str = ""
+    ``estimate``: compute the wait for its queue position (``max_wait`` given). The
+    signal is made when first used (by a backend that queues the ticket, under its
+    lock): most tickets are admitted at once, and a thread-safe event costs
+    microseconds to make.
+    """
+
+    __slots__ = ("_signal", "estimate", "id", "tokens")
+
+    def __init__(
+        self, tokens: int, signal: Signal | None = None, estimate: bool = False, id: str = ""
+    ) -> None:
+        self.tokens = tokens
+        self.estimate = estimate
+        self.id = id
+        self._signal = signal
+
+    @property
+    def signal(self) -> Signal:
+        if self._signal is None:
+            self._signal = Signal()
+        return self._signal
+
+    def __repr__(self) -> str:
+        return f"<Ticket tokens={self.tokens} id={self.id!r}>"
 
 
 @dataclass
@@ -80,18 +116,24 @@ class Step:
 
 
 class Backend(Protocol):
+    """Every decision as a plan, for the limiter to run sync or async.
+
+    Backends also offer the decisions as plain calls (``start``, ``poll``, ``leave``,
+    ``settle``, ``observe``), run in the calling thread, for tests and tools.
+    """
+
+    def start_plan(self, ticket: Ticket) -> Plan[Step]: ...
+    def poll_plan(self, ticket: Ticket) -> Plan[Step]: ...
+    def leave_plan(self, ticket: Ticket) -> Plan[None]: ...
+    def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]: ...
+    def settle_plan(
+        self, charge: Any, actual: int | None, view: ServerView | None
+    ) -> Plan[None]: ...
+    def observe_plan(self, view: ServerView) -> Plan[None]: ...
+
+    # The same decisions as plain calls in the calling thread.
     def start(self, ticket: Ticket) -> Step: ...
     def poll(self, ticket: Ticket) -> Step: ...
     def leave(self, ticket: Ticket) -> None: ...
-    def wait(self, ticket: Ticket, timeout: float | None) -> None: ...
     def settle(self, charge: Any, actual: int | None, view: ServerView | None) -> None: ...
     def observe(self, view: ServerView) -> None: ...
-
-    async def start_async(self, ticket: Ticket) -> Step: ...
-    async def poll_async(self, ticket: Ticket) -> Step: ...
-    async def leave_async(self, ticket: Ticket) -> None: ...
-    async def wait_async(self, ticket: Ticket, timeout: float | None) -> None: ...
-    async def settle_async(
-        self, charge: Any, actual: int | None, view: ServerView | None
-    ) -> None: ...
-    async def observe_async(self, view: ServerView) -> None: ...

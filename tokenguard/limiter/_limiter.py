@@ -1,20 +1,24 @@
-"""The public face: :class:`Limiter`, :class:`Reservation`, and the two thin drivers.
+"""The public face: :class:`Limiter` and :class:`Reservation`.
 
-The sync and the async driver are the same loop (start, wait, poll, leave on
-failure) with ``await`` in one of them; decisions live in the backend.
+Each decision loop (acquire: start, wait, poll, leave on failure; settle) is
+written once, as a plan (see :mod:`tokenguard._drive`) built from the backend's
+plans; the sync methods run it with ``run_sync``, the ``*_async`` ones with
+``run_async``. Decisions live in the backend.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._drive import Plan, run_async, run_sync
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
 from ..events import LimiterFailOpen, emit
-from ._backend import Backend, Signal, Step, Ticket
+from ._backend import Backend, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
 from ._window import WindowLimits
@@ -95,46 +99,36 @@ class Reservation:
         # Failing open: the charge stays as it was and ages out with the window.
         emit(LimiterFailOpen(error=str(exc), during="settle"))
 
+    def _settling(self, actual: int | None, view: ServerView | None) -> Plan[None]:
+        if not self._take():
+            return
+        try:
+            yield from self._backend.settle_plan(self._charge, actual, view)
+        except LimiterUnavailable as exc:
+            self._unavailable(exc)
+
     def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
         """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
         request's response) adopt the server's view in the same step. Unless the
         limiter has ``refunds=True``, the part of the estimate not used is freed only
         as far as these headers show the server has the room (see the class)."""
         _check_tokens(actual_tokens, "actual_tokens")
-        view = _view(headers)
-        if self._take():
-            try:
-                self._backend.settle(self._charge, actual_tokens, view)
-            except LimiterUnavailable as exc:
-                self._unavailable(exc)
+        run_sync(self._settling(actual_tokens, _view(headers)))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
-        if self._take():
-            try:
-                self._backend.settle(self._charge, None, None)
-            except LimiterUnavailable as exc:
-                self._unavailable(exc)
+        run_sync(self._settling(None, None))
 
     async def commit_async(
         self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None
     ) -> None:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
         _check_tokens(actual_tokens, "actual_tokens")
-        view = _view(headers)
-        if self._take():
-            try:
-                await self._backend.settle_async(self._charge, actual_tokens, view)
-            except LimiterUnavailable as exc:
-                self._unavailable(exc)
+        await run_async(self._settling(actual_tokens, _view(headers)))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
-        if self._take():
-            try:
-                await self._backend.settle_async(self._charge, None, None)
-            except LimiterUnavailable as exc:
-                self._unavailable(exc)
+        await run_async(self._settling(None, None))
 
 
 def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
@@ -238,15 +232,17 @@ class Limiter:
         self._clock = clock
         self._lease = float(lease)
         self._down_until = -math.inf
+        local = functools.partial(
+            MemoryBackend,
+            self.limits,
+            clock=clock,
+            sleep=sleep,
+            header_lag=float(header_lag),
+            refunds=refunds,
+        )
         self._backend: Backend
         if redis is None:
-            self._backend = MemoryBackend(
-                self.limits,
-                clock=clock,
-                sleep=sleep,
-                header_lag=float(header_lag),
-                refunds=refunds,
-            )
+            self._backend = local()
         else:
             from ._redis import RedisBackend
 
@@ -259,13 +255,7 @@ class Limiter:
                 refunds=refunds,
             )
             if fail_open:
-                self._fallback = MemoryBackend(
-                    self.limits,
-                    clock=clock,
-                    sleep=sleep,
-                    header_lag=float(header_lag),
-                    refunds=refunds,
-                )
+                self._fallback = local()
 
     @classmethod
     def from_model(cls, model: ModelInfo | str, tier: str = "free", **options: Any) -> Limiter:
@@ -331,78 +321,44 @@ class Limiter:
         ``needed_wait``) at once when the wait is known to exceed ``max_wait``, or
         when ``max_wait`` runs out.
         """
-        self._check(tokens, max_wait)
-        if self._fallback is not None and self._clock() < self._down_until:
-            return self._acquire(self._fallback, tokens, max_wait)
-        try:
-            return self._acquire(self._backend, tokens, max_wait)
-        except LimiterUnavailable as exc:
-            if self._fallback is None:
-                raise
-            self._failed_open(exc)
-            return self._acquire(self._fallback, tokens, max_wait)
+        return run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
+        return await run_async(self._acquiring(tokens, max_wait))
+
+    def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         self._check(tokens, max_wait)
         if self._fallback is not None and self._clock() < self._down_until:
-            return await self._acquire_async(self._fallback, tokens, max_wait)
+            return (yield from self._waiting(self._fallback, tokens, max_wait))
         try:
-            return await self._acquire_async(self._backend, tokens, max_wait)
+            return (yield from self._waiting(self._backend, tokens, max_wait))
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
-            self._failed_open(exc)
-            return await self._acquire_async(self._fallback, tokens, max_wait)
+            # Stay local for a lease before trying Redis again: every attempt against a
+            # dead server costs its connect timeout and retries.
+            self._down_until = self._clock() + self._lease
+            emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
+            return (yield from self._waiting(self._fallback, tokens, max_wait))
 
-    def _failed_open(self, exc: LimiterUnavailable) -> None:
-        # Stay local for a lease before trying Redis again: every attempt against a
-        # dead server costs its connect timeout and retries.
-        self._down_until = self._clock() + self._lease
-        emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
-
-    def _acquire(self, backend: Backend, tokens: int, max_wait: float | None) -> Reservation:
-        ticket = Ticket(tokens, Signal(for_async=False), estimate=max_wait is not None)
-        step = backend.start(ticket)
+    def _waiting(self, backend: Backend, tokens: int, max_wait: float | None) -> Plan[Reservation]:
+        """The one loop: enter the queue, wait until woken or until the computed time,
+        look again; leave the queue on any failure (timeout, error, cancellation)."""
+        ticket = Ticket(tokens, estimate=max_wait is not None)
+        step = yield from backend.start_plan(ticket)
         start = step.now
         deadline = None if max_wait is None else start + max_wait
         try:
             while step.charge is None:
                 if step.lost:
-                    step = backend.start(ticket)
+                    step = yield from backend.start_plan(ticket)
                     continue
                 timeout = _next_wait(step, start, deadline, max_wait, tokens)
-                backend.wait(ticket, timeout)
-                step = backend.poll(ticket)
+                yield from backend.wait_plan(ticket, timeout)
+                step = yield from backend.poll_plan(ticket)
         except BaseException:
-            backend.leave(ticket)
-            raise
-        return Reservation(
-            backend,
-            step.charge,
-            tokens,
-            step.now,
-            step.now - start,
-            fail_open=self._fallback is not None,
-        )
-
-    async def _acquire_async(
-        self, backend: Backend, tokens: int, max_wait: float | None
-    ) -> Reservation:
-        ticket = Ticket(tokens, Signal(for_async=True), estimate=max_wait is not None)
-        step = await backend.start_async(ticket)
-        start = step.now
-        deadline = None if max_wait is None else start + max_wait
-        try:
-            while step.charge is None:
-                if step.lost:
-                    step = await backend.start_async(ticket)
-                    continue
-                timeout = _next_wait(step, start, deadline, max_wait, tokens)
-                await backend.wait_async(ticket, timeout)
-                step = await backend.poll_async(ticket)
-        except BaseException:
-            await backend.leave_async(ticket)
+            yield from backend.leave_plan(ticket)
             raise
         return Reservation(
             backend,
@@ -429,13 +385,13 @@ class Limiter:
         """
         view = _view(headers)
         if view is not None:
-            self._backend.observe(view)
+            run_sync(self._backend.observe_plan(view))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
         view = _view(headers)
         if view is not None:
-            await self._backend.observe_async(view)
+            await run_async(self._backend.observe_plan(view))
 
 
 def _next_wait(

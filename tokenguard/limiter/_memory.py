@@ -7,13 +7,12 @@ departure, a commit, a cancel, a header) wakes the head, so nobody polls.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._drive import Call, Plan, Sleep
 from ._backend import Step, Ticket
 from ._headers import ServerView
 from ._window import Charge, Window, WindowLimits
@@ -113,37 +112,33 @@ class MemoryBackend:
                 # A tighter view only delays the head; wake it to recompute its time.
                 self._queue[0].signal.set()
 
-    # -- waiting ---------------------------------------------------------------------
+    # -- plans: decisions never block nor await; only waiting differs --------------
 
-    def wait(self, ticket: Ticket, timeout: float | None) -> None:
-        if self._sleep is not None and timeout is not None:
-            self._sleep(timeout)
-        else:
-            ticket.signal.wait(timeout)
-
-    async def wait_async(self, ticket: Ticket, timeout: float | None) -> None:
-        if self._sleep is not None and timeout is not None:
-            result = self._sleep(timeout)
-            if inspect.isawaitable(result):
-                await result
-            else:
-                await asyncio.sleep(0)
-        else:
-            await ticket.signal.wait_async(timeout)
-
-    # -- async faces: memory decisions are quick and never block on I/O ---------------
-
-    async def start_async(self, ticket: Ticket) -> Step:
+    def start_plan(self, ticket: Ticket) -> Plan[Step]:
+        yield from ()  # a plan with no effect: memory decisions neither block nor await
         return self.start(ticket)
 
-    async def poll_async(self, ticket: Ticket) -> Step:
+    def poll_plan(self, ticket: Ticket) -> Plan[Step]:
+        yield from ()
         return self.poll(ticket)
 
-    async def leave_async(self, ticket: Ticket) -> None:
+    def leave_plan(self, ticket: Ticket) -> Plan[None]:
+        yield from ()
         self.leave(ticket)
 
-    async def settle_async(self, charge: Any, actual: int | None, view: ServerView | None) -> None:
+    def settle_plan(
+        self, charge: Charge, actual: int | None, view: ServerView | None
+    ) -> Plan[None]:
+        yield from ()
         self.settle(charge, actual, view)
 
-    async def observe_async(self, view: ServerView) -> None:
+    def observe_plan(self, view: ServerView) -> Plan[None]:
+        yield from ()
         self.observe(view)
+
+    def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
+        if self._sleep is not None and timeout is not None:
+            yield Sleep(timeout, self._sleep)
+        else:
+            signal = ticket.signal
+            yield Call(signal.wait, signal.wait_async, timeout)

@@ -9,7 +9,9 @@ what the head waits for pushes to the head's list, so nobody polls. All keys
 share the hash tag ``{key}`` and expire when unused.
 
 The asyncio face uses a ``redis.asyncio`` client built from the sync client's
-connection settings (one per event loop), so waiting never blocks the loop.
+connection settings (one per event loop), so waiting never blocks the loop. Each
+decision is written once, as a plan (see :mod:`tokenguard._drive`) that yields a
+script call or a ``BLPOP``; only those two differ between a thread and a task.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -25,6 +28,7 @@ import redis as redis_lib
 import redis.asyncio as aredis
 from redis.commands.core import AsyncScript, Script
 
+from .._drive import Call, Plan, run_sync
 from ..errors import LimiterUnavailable
 from ._backend import Step, Ticket
 from ._headers import ServerView
@@ -134,13 +138,35 @@ class RedisBackend:
         self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, aredis.Redis]] = {}
         self._ascripts: dict[int, dict[str, AsyncScript]] = {}
 
-    # -- plumbing ------------------------------------------------------------------
+    # -- I/O: the only part a thread and an asyncio task do differently -------------
 
-    def _run(self, name: str, args: list[Any]) -> Any:
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
         try:
-            return self._scripts[name](keys=[self._prefix], args=self._common + args)
+            yield
         except _ERRORS as exc:
             raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+
+    def _call(self, name: str, args: list[Any]) -> Any:
+        with self._reaching():
+            return self._scripts[name](keys=[self._prefix], args=self._common + args)
+
+    async def _acall(self, name: str, args: list[Any]) -> Any:
+        with self._reaching():
+            scripts = self._aclient()[1]
+            return await scripts[name](keys=[self._prefix], args=self._common + args)
+
+    def _blpop(self, key: str, block: float) -> None:
+        with self._reaching():
+            self._client.blpop([key], timeout=block)
+
+    async def _ablpop(self, key: str, block: float) -> None:
+        with self._reaching():
+            await self._aclient()[0].blpop([key], timeout=block)
+
+    def _script(self, name: str, args: list[Any]) -> Call:
+        """The effect of running one Lua script (one round trip); its reply is the result."""
+        return Call(self._call, self._acall, name, args)
 
     def _aclient(self) -> tuple[aredis.Redis, dict[str, AsyncScript]]:
         loop = asyncio.get_running_loop()
@@ -160,12 +186,7 @@ class RedisBackend:
         if entry is not None:
             await entry[1].aclose()
 
-    async def _arun(self, name: str, args: list[Any]) -> Any:
-        try:
-            _, scripts = self._aclient()
-            return await scripts[name](keys=[self._prefix], args=self._common + args)
-        except _ERRORS as exc:
-            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+    # -- decisions, each one plan ------------------------------------------------------
 
     def _step(self, ticket: Ticket, reply: list[Any]) -> Step:
         status, now = int(reply[0]), float(reply[1])
@@ -185,100 +206,60 @@ class RedisBackend:
             )
         return Step(now, lost=status == 3)
 
-    def _wake_key(self, ticket: Ticket) -> str:
-        return f"{self._prefix}:w:{ticket.id}"
-
-    def _block_for(self, timeout: float | None) -> float:
-        t = self._max_block if timeout is None else min(timeout, self._max_block)
-        return max(t, 0.0)
-
-    # -- sync ------------------------------------------------------------------------
-
-    def start(self, ticket: Ticket) -> Step:
+    def start_plan(self, ticket: Ticket) -> Plan[Step]:
         ticket.id = uuid.uuid4().hex
-        return self._step(
-            ticket, self._run("acquire", ["start", ticket.id, ticket.tokens, int(ticket.estimate)])
-        )
+        args = ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
+        return self._step(ticket, (yield self._script("acquire", args)))
 
-    def poll(self, ticket: Ticket) -> Step:
-        return self._step(ticket, self._run("acquire", ["poll", ticket.id, ticket.tokens, 0]))
+    def poll_plan(self, ticket: Ticket) -> Plan[Step]:
+        args = ["poll", ticket.id, ticket.tokens, 0]
+        return self._step(ticket, (yield self._script("acquire", args)))
 
-    def leave(self, ticket: Ticket) -> None:
+    def leave_plan(self, ticket: Ticket) -> Plan[None]:
         # Best effort: if Redis is gone, the lease frees the place anyway.
         if ticket.id:
             with contextlib.suppress(LimiterUnavailable):
-                self._run("leave", [ticket.id])
+                yield self._script("leave", [ticket.id])
 
-    def wait(self, ticket: Ticket, timeout: float | None) -> None:
-        block = self._block_for(timeout)
-        if block < 0.001:
-            return
-        try:
-            self._client.blpop([self._wake_key(ticket)], timeout=block)
-        except _ERRORS as exc:
-            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+    def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
+        # Block on our own wake-up list, never longer than the lease renewal needs.
+        block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
+        if block >= 0.001:
+            yield Call(self._blpop, self._ablpop, f"{self._prefix}:w:{ticket.id}", block)
 
-    def settle(self, charge: RedisCharge, actual: int | None, view: ServerView | None) -> None:
-        reply = self._run("settle", self._settle_args(charge, actual, view))
-        self._after_settle(charge, actual, reply)
-
-    def observe(self, view: ServerView) -> None:
-        self._run("observe", _view_args(view, None))
-
-    def _settle_args(
+    def settle_plan(
         self, charge: RedisCharge, actual: int | None, view: ServerView | None
-    ) -> list[Any]:
-        a = -1 if actual is None else actual
-        return [
+    ) -> Plan[None]:
+        args = [
             charge.rid,
             charge.tokens,
-            a,
+            -1 if actual is None else actual,
             charge.bucket,
             *_view_args(view, charge),
             self._refunds,
             charge.sure_tokens,
         ]
-
-    @staticmethod
-    def _after_settle(charge: RedisCharge, actual: int | None, reply: list[Any]) -> None:
+        reply = yield self._script("settle", args)
         if actual is not None:
             charge.tokens = actual
             charge.bucket = int(reply[1])
 
-    # -- async -----------------------------------------------------------------------
+    def observe_plan(self, view: ServerView) -> Plan[None]:
+        yield self._script("observe", _view_args(view, None))
 
-    async def start_async(self, ticket: Ticket) -> Step:
-        ticket.id = uuid.uuid4().hex
-        reply = await self._arun(
-            "acquire", ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
-        )
-        return self._step(ticket, reply)
+    # -- the same decisions as plain calls in this thread (tests, tools) -----------------
 
-    async def poll_async(self, ticket: Ticket) -> Step:
-        return self._step(
-            ticket, await self._arun("acquire", ["poll", ticket.id, ticket.tokens, 0])
-        )
+    def start(self, ticket: Ticket) -> Step:
+        return run_sync(self.start_plan(ticket))
 
-    async def leave_async(self, ticket: Ticket) -> None:
-        if ticket.id:
-            with contextlib.suppress(LimiterUnavailable):
-                await self._arun("leave", [ticket.id])
+    def poll(self, ticket: Ticket) -> Step:
+        return run_sync(self.poll_plan(ticket))
 
-    async def wait_async(self, ticket: Ticket, timeout: float | None) -> None:
-        block = self._block_for(timeout)
-        if block < 0.001:
-            return
-        client, _ = self._aclient()
-        try:
-            await client.blpop([self._wake_key(ticket)], timeout=block)
-        except _ERRORS as exc:
-            raise LimiterUnavailable(f"Redis limiter at key {self._prefix!r}: {exc}") from exc
+    def leave(self, ticket: Ticket) -> None:
+        run_sync(self.leave_plan(ticket))
 
-    async def settle_async(
-        self, charge: RedisCharge, actual: int | None, view: ServerView | None
-    ) -> None:
-        reply = await self._arun("settle", self._settle_args(charge, actual, view))
-        self._after_settle(charge, actual, reply)
+    def settle(self, charge: RedisCharge, actual: int | None, view: ServerView | None) -> None:
+        run_sync(self.settle_plan(charge, actual, view))
 
-    async def observe_async(self, view: ServerView) -> None:
-        await self._arun("observe", _view_args(view, None))
+    def observe(self, view: ServerView) -> None:
+        run_sync(self.observe_plan(view))

@@ -1,0 +1,162 @@
+"""Decisions written once, performed by a thread or by an asyncio task.
+
+A *plan* is a generator that decides what to do and ``yield``\\ s an *effect* each
+time it needs something that a thread and an asyncio task do differently (block on
+I/O, wait for a wake-up, sleep). It receives the effect's result back at that
+``yield`` and finally ``return``\\ s its outcome. Plans compose with ``yield from``.
+Two thin runners perform the effects: :func:`run_sync` calls them, :func:`run_async`
+awaits them. That is the only place where sync and async code differ.
+
+An exception raised while an effect is performed (an I/O error, a timeout, an
+asyncio cancellation, ``KeyboardInterrupt``) is thrown into the plan at its ``yield``,
+so the plan's ``try``/``except``/``finally`` run as in straight-line code, and may
+themselves yield effects (to leave a queue, to release a lock) before the error goes on.
+
+Example::
+
+    def fetch(key: str) -> Plan[str]:
+        lock = yield Call(sync_client.lock, async_client.lock, key)
+        try:
+            raw = yield Call(sync_client.get, async_client.get, key)
+        finally:
+            yield Call(sync_client.unlock, async_client.unlock, lock)
+        return raw.decode()  # the decision itself: plain code, no await
+
+    value = run_sync(fetch("k"))            # in a thread
+    value = await run_async(fetch("k"))     # in a coroutine
+
+An effect is any object with ``perform()`` and ``perform_async()``; :class:`Call`
+and :class:`Sleep` cover most needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Call", "Effect", "Plan", "Sleep", "run_async", "run_sync"]
+
+T = TypeVar("T")
+
+
+class Effect(Protocol):
+    """What a plan asks its runner to do: performed by a call or by an await."""
+
+    def perform(self) -> Any:
+        """Do it in the calling thread (may block); return the result for the plan."""
+
+    def perform_async(self) -> Awaitable[Any]:
+        """Do it without blocking the event loop; the awaited result goes to the plan."""
+
+
+#: A generator of effects that returns ``T``: one decision loop for both runners.
+Plan = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call ``fn(*args)`` when run in a thread, ``await afn(*args)`` in a coroutine.
+
+    With ``afn=None`` both runners call ``fn``, and the async runner awaits its
+    result if it is awaitable (a function that is sync or async depending on
+    what the user gave).
+
+    Example::
+
+        reply = yield Call(redis.blpop, aredis.blpop, [key], 0.5)
+    """
+
+    fn: Callable[..., Any]
+    afn: Callable[..., Awaitable[Any]] | None = None
+    args: tuple[Any, ...] = ()
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        afn: Callable[..., Awaitable[Any]] | None = None,
+        *args: Any,
+    ) -> None:
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "afn", afn)
+        object.__setattr__(self, "args", args)
+
+    def perform(self) -> Any:
+        return self.fn(*self.args)
+
+    async def perform_async(self) -> Any:
+        if self.afn is not None:
+            return await self.afn(*self.args)
+        result = self.fn(*self.args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Pause for ``seconds``: ``time.sleep`` in a thread, ``asyncio.sleep`` in a coroutine.
+
+    ``sleep`` replaces both (a fake clock's ``sleep`` that advances it, in tests); the
+    async runner awaits its result when it is awaitable, and otherwise still yields
+    to the event loop once, so other tasks run as they would during a real sleep.
+    """
+
+    seconds: float
+    sleep: Callable[[float], Any] | None = None
+
+    def perform(self) -> None:
+        (time.sleep if self.sleep is None else self.sleep)(self.seconds)
+
+    async def perform_async(self) -> None:
+        if self.sleep is None:
+            await asyncio.sleep(self.seconds)
+            return
+        result = self.sleep(self.seconds)
+        await (result if inspect.isawaitable(result) else asyncio.sleep(0))
+
+
+def run_sync(plan: Plan[T]) -> T:
+    """Run ``plan`` in this thread, performing each effect by calling it; return its outcome.
+
+    Example::
+
+        step = run_sync(backend.start_plan(ticket))
+    """
+    try:
+        effect = next(plan)
+        while True:
+            try:
+                result = effect.perform()
+            except BaseException as exc:  # the plan's own except/finally decide
+                effect = plan.throw(exc)
+            else:
+                effect = plan.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_async(plan: Plan[T]) -> T:
+    """Run ``plan`` in this task, performing each effect by awaiting it; return its outcome.
+
+    A cancellation of the task while an effect is awaited is thrown into the plan
+    like any other exception, so its cleanup effects are still performed.
+
+    Example::
+
+        step = await run_async(backend.start_plan(ticket))
+    """
+    try:
+        effect = next(plan)
+        while True:
+            try:
+                result = await effect.perform_async()
+            except BaseException as exc:  # cancellation included: the plan cleans up
+                effect = plan.throw(exc)
+            else:
+                effect = plan.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
