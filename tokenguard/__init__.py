@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from . import events
 from ._budget import Budget, BudgetHold, budget, carry
+from .conversation import Conversation
 from .counting import (
     Calibration,
     Counter,
+    PromptCount,
     RequestCount,
+    count_prompt,
     count_request,
     count_tokens,
     default_counter,
@@ -31,6 +34,16 @@ from .errors import (
     TokenGuardError,
     TokenizerUnavailable,
 )
+from .fitting import (
+    ClientSummarizer,
+    FitResult,
+    Room,
+    Summarizer,
+    SummaryCache,
+    SummaryRequest,
+    fit,
+    fit_async,
+)
 from .limiter import Limiter, Reservation
 from .models import Limits, ModelInfo, get_model, register_model
 
@@ -41,27 +54,38 @@ __all__ = [
     "BudgetExceeded",
     "BudgetHold",
     "Calibration",
+    "ClientSummarizer",
     "ConfigurationError",
     "ContextOverflow",
+    "Conversation",
     "Counter",
+    "FitResult",
     "InvalidMessages",
     "Limiter",
     "LimiterUnavailable",
     "Limits",
     "ModelInfo",
+    "PromptCount",
     "RateLimitTimeout",
     "RequestCount",
     "RequestTooLarge",
     "Reservation",
+    "Room",
+    "Summarizer",
+    "SummaryCache",
+    "SummaryRequest",
     "TokenGuardError",
     "TokenizerUnavailable",
     "__version__",
     "budget",
     "carry",
+    "count_prompt",
     "count_request",
     "count_tokens",
     "default_counter",
     "events",
+    "fit",
+    "fit_async",
     "get_model",
     "observe_prompt_tokens",
     "register_model",

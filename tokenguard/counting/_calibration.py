@@ -129,6 +129,14 @@ class Calibration:
         """The headroom ``bucket`` currently applies (grows when its texts vary in density)."""
         return self._buckets[bucket].headroom
 
+    def max_raw_scale(self, bucket: int = len(BUCKET_EDGES)) -> float:
+        """The most any bucket up to ``bucket`` scales a raw estimate by (at least 1).
+
+        No estimate of those buckets exceeds the raw estimate times this, so raw
+        costs times this bound every calibrated estimate made from them.
+        """
+        return max(b.raw_scale for b in self._buckets[: bucket + 1])
+
     @staticmethod
     def _bound(b: _Bucket, content: int, overhead: int, skip: int | None = None) -> float:
         best = math.inf

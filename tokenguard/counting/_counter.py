@@ -7,8 +7,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import tiktoken
 
@@ -21,8 +20,9 @@ from ._calibration import Calibration, bucket_of
 from ._estimate import IMAGE_TOKENS, EstimateRule, estimate_rule
 from ._llama3 import Llama3Costs
 from ._messages import Message, normalize_message, render_tools
+from ._result import CalibrationBasis, PromptCount, RequestCount
 
-__all__ = ["Counter", "RequestCount"]
+__all__ = ["Counter"]
 
 _DIGIT = re.compile(r"\d")
 
@@ -33,29 +33,16 @@ DEFAULT_MAX_NEW_CHARS = 16_000_000
 DEFAULT_MAX_MESSAGES = 100_000
 
 
-@dataclass(frozen=True)
-class RequestCount:
-    """What one request costs before it is sent.
+class _Tally(NamedTuple):
+    """One request counted on the general path, broken down for :class:`PromptCount`."""
 
-    ``prompt_tokens`` is what the server will report as ``usage.prompt_tokens`` (exact
-    when ``exact``, otherwise a conservative estimate); ``total`` adds the completion
-    reservation. Pass it back with the server's count to :meth:`Counter.observe`.
-
-    Example::
-
-        rc = tg.count_request(messages, model="llama-3.1-8b-instant", max_tokens=256)
-        rc.total == rc.prompt_tokens + 256
-    """
-
-    prompt_tokens: int
-    completion_reserve: int
+    costs: list[int]
+    overhead: int
+    tools: int
     total: int
+    raw: int
     exact: bool
-    model: str = ""
-    #: The estimate before calibration (equal to ``prompt_tokens`` when exact).
-    raw_prompt_tokens: int = field(default=0, repr=False)
-    #: (content, overhead, script bucket, request key) of the raw estimate, for calibration.
-    basis: tuple[int, int, int, int] | None = field(default=None, repr=False)
+    basis: CalibrationBasis | None
 
 
 class _ExactPlan:
@@ -210,7 +197,7 @@ class Counter:
             fast = self._fast_exact(plan, messages)
             if fast is not None:
                 return fast
-        return self._count(plan, messages, tools, functions)[0]
+        return self._count(plan, messages, tools, functions).total
 
     def count_request(
         self,
@@ -240,7 +227,8 @@ class Counter:
             # Plain text messages only: exact, nothing to calibrate.
             prompt, raw, exact, basis = fast, fast, True, None
         else:
-            prompt, raw, exact, basis = self._count(plan, messages, tools, functions)
+            tally = self._count(plan, messages, tools, functions)
+            prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis
         info = plan.info
         reserve = max_tokens if max_tokens is not None else default_reserve
         if reserve is None:
@@ -255,6 +243,35 @@ class Counter:
             model=info.name,
             raw_prompt_tokens=raw,
             basis=basis,
+        )
+
+    def count_prompt(
+        self,
+        messages: Sequence[Any],
+        model: str | ModelInfo = "llama-3.1-8b-instant",
+        *,
+        tools: Sequence[Any] | None = None,
+        functions: Sequence[Any] | None = None,
+    ) -> PromptCount:
+        """The prompt tokens of a request broken down per message (see :class:`PromptCount`).
+
+        ``total`` is what :meth:`count` gives for the same request; removing messages
+        changes an exact count by the sum of their costs.
+
+        Example::
+
+            pc = Counter().count_prompt(msgs, model="llama-3.1-8b-instant")
+            pc.total == pc.overhead + pc.tools + sum(pc.messages)
+        """
+        plan = self._plan(model)
+        tally = self._count(plan, messages, tools, functions)
+        return PromptCount(
+            messages=tuple(tally.costs),
+            overhead=tally.overhead,
+            tools=tally.tools,
+            total=tally.total,
+            exact=tally.exact,
+            model=plan.info.name,
         )
 
     def observe(self, count: RequestCount, actual_prompt_tokens: int) -> None:
@@ -284,14 +301,14 @@ class Counter:
                     )
                 )
             return
-        if count.basis is not None:
-            content, overhead, bucket, key = count.basis
+        basis = count.basis
+        if basis is not None:
             self.calibration(count.model).observe(
-                content=content,
-                overhead=overhead,
+                content=basis.content,
+                overhead=basis.overhead,
                 actual=actual_prompt_tokens,
-                bucket=bucket,
-                key=key,
+                bucket=basis.bucket,
+                key=basis.key,
             )
 
     def calibration(self, model: str) -> Calibration:
@@ -446,8 +463,8 @@ class Counter:
         messages: Sequence[Any],
         tools: Sequence[Any] | None,
         functions: Sequence[Any] | None,
-    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
-        """(prompt_tokens, raw, exact, calibration basis) on the general path."""
+    ) -> _Tally:
+        """The general path: any message form, tools, images."""
         normalized = self._normalize(messages)
         defs = render_tools(tools, functions)
         if isinstance(plan, _ExactPlan):
@@ -462,35 +479,40 @@ class Counter:
                 index=index,
             )
 
-    def _count_exact(
-        self, plan: _ExactPlan, normalized: list[Message], defs: list[Any]
-    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
+    def _count_exact(self, plan: _ExactPlan, normalized: list[Message], defs: list[Any]) -> _Tally:
         costs = plan.costs
         cache = plan.cache
         front_get = cache.front.get
+        header_cost = costs.header_cost
+        image_tokens = self.image_tokens
         block, consumes_system = costs.system_block(defs)
-        total = costs.base + block
         exact = not defs
         new_chars = 0
+        per_message: list[int] = []
         for i, msg in enumerate(normalized):
             n = front_get(msg.body)
             if n is None:
                 new_chars += len(msg.body)
                 self._budget_check(new_chars, i)
                 n = cache.get_or_compute(msg.body)
-            total += costs.header_cost[msg.header] + n
+            cost = header_cost[msg.header] + n
             if msg.images:
-                total += msg.images * self.image_tokens
+                cost += msg.images * image_tokens
                 exact = False
             if msg.tool_form:
                 exact = False
+            per_message.append(cost)
         if consumes_system and normalized[0].header == "system":
-            total -= costs.header_cost["system"]
-        return total, total, exact, None
+            # Merged into the template's own system block, whose header is paid already.
+            per_message[0] -= header_cost["system"]
+        overhead = costs.base + costs.plain_system_block
+        tools_cost = block - costs.plain_system_block
+        total = overhead + tools_cost + sum(per_message)
+        return _Tally(per_message, overhead, tools_cost, total, total, exact, None)
 
     def _count_estimate(
         self, plan: _EstimatePlan, normalized: list[Message], defs: list[Any]
-    ) -> tuple[int, int, bool, tuple[int, int, int, int] | None]:
+    ) -> _Tally:
         rule = plan.rule
         cache = plan.cache
         new_chars = 0
@@ -507,8 +529,10 @@ class Counter:
         tools_text = json.dumps(defs, indent=4) if defs else ""
         first = tokens(tools_text, 0) if defs else (0, 0, 0)
         content, non_ascii, chars = first
+        top_bucket = bucket_of(non_ascii, chars)
         per_message: list[int] = []
         units: list[int] = []
+        images: list[int] = []
         # A chain of keys naming each prefix of the request (tools included), so that the
         # server's count of an earlier, shorter request can anchor this one.
         keys: list[int] = []
@@ -522,28 +546,59 @@ class Counter:
             content += n
             non_ascii += na
             chars += ch
+            top_bucket = max(top_bucket, bucket_of(na, ch))
             per_message.append(n)
             units.append(unit)
+            images.append(msg.images)
             key = hash((key, msg.header, msg.body, msg.name))
             keys.append(key)
-        images = sum(m.images for m in normalized)
-        content_raw = math.ceil(content * rule.margin)
+        margin = rule.margin
+        content_raw = math.ceil(content * margin)
         overhead_raw = rule.per_request + rule.per_message * sum(units)
         bucket = bucket_of(non_ascii, chars)
         prefixes: list[tuple[int, int, int]] = []
         rest_tokens = rest_units = 0
         for k in range(len(normalized) - 1, -1, -1):
-            rest_content = math.ceil(rest_tokens * rule.margin)
+            rest_content = math.ceil(rest_tokens * margin)
             prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
             rest_tokens += per_message[k]
             rest_units += units[k]
-        prompt = plan.calibration.estimate(
+        calibration = plan.calibration
+        prompt = calibration.estimate(
             content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
         )
-        extra = images * self.image_tokens
+        image_total = sum(images) * self.image_tokens
         # Requests with images teach nothing about text: they are kept out of calibration.
-        basis = (content_raw, overhead_raw, bucket, keys[-1]) if not images else None
-        return prompt + extra, content_raw + overhead_raw + extra, False, basis
+        basis = (
+            CalibrationBasis(content_raw, overhead_raw, bucket, keys[-1])
+            if not image_total
+            else None
+        )
+        # The breakdown is the raw estimate split per part (the ceilings of the parts
+        # add up to at least the ceiling of the whole), scaled as calibration scales a
+        # raw estimate at most in any bucket a subset of these messages can fall into
+        # (a subset's share of non-ASCII text lies between its parts' shares). One token
+        # more covers the float rounding of the whole's ceiling.
+        scale = calibration.max_raw_scale(top_bucket)
+        costs = [
+            _scaled(math.ceil(n * margin) + rule.per_message * unit, scale) + k * self.image_tokens
+            for n, unit, k in zip(per_message, units, images, strict=True)
+        ]
+        tools_cost = _scaled(math.ceil(first[0] * margin), scale) if defs else 0
+        overhead = _scaled(rule.per_request, scale) + 1
+        return _Tally(
+            costs,
+            overhead,
+            tools_cost,
+            prompt + image_total,
+            content_raw + overhead_raw + image_total,
+            False,
+            basis,
+        )
+
+
+def _scaled(tokens: int, scale: float) -> int:
+    return tokens if scale == 1.0 else math.ceil(tokens * scale)
 
 
 def _estimator(

@@ -1,0 +1,105 @@
+"""The values counting returns: a request's prompt broken down, and a request's total cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["CalibrationBasis", "PromptCount", "RequestCount"]
+
+
+@dataclass(frozen=True)
+class PromptCount:
+    """A request's prompt tokens broken down into what each part costs.
+
+    ``messages[i]`` is what ``messages[i]`` of the request costs (its framing, text and
+    images), ``overhead`` what the request costs beyond its messages and tools (the chat
+    template's fixed text), ``tools`` what the ``tools``/``functions`` definitions cost,
+    and ``total`` the prompt tokens: always ``count_tokens`` of the same request.
+
+    The costs are made for dropping messages (fitting). For a kept subset ``kept`` of the
+    messages, in their order::
+
+        count_tokens(kept) <= overhead + tools + sum(messages[i] for i in kept)
+
+    and for the exact models (``exact`` models of the Llama 3 family, tools and tool
+    messages included) the two are *equal* for every kept subset but one kind: one whose
+    first message is a system message other than ``messages[0]``. Llama 3.1 (and Llama 3
+    with tools) merges a leading system message into the template's own system block,
+    so such a message loses its header (5 tokens) only when it becomes the first; the
+    sum then exceeds the count by those 5 tokens. No choice of per-message costs can make
+    a sum exact for every subset (``[user, system]``: dropping the user message changes
+    the count by its cost plus the system header), so tokenguard charges the header to
+    every system message but the first one, and the error, where there is one, is on
+    the safe side. A fit that keeps every system message is exact whenever
+    ``messages[0]`` is a system message or the conversation has none.
+
+    For estimated models the costs are those of the raw estimate (before calibration
+    brings it down, scaled up where calibration learned that the server counts more),
+    so the sum bounds the estimate ``count_tokens(kept)`` gives from above, calibration
+    included, and ``total`` may be below ``overhead + tools + sum(messages)``. The bound
+    holds for the calibration as it was when counted (a later :meth:`Counter.observe`
+    may raise it).
+
+    Example::
+
+        >>> pc = count_prompt([{"role": "system", "content": "Be brief."},
+        ...                    {"role": "user", "content": "Hello"}], model="llama3-8b-8192")
+        >>> pc.messages, pc.overhead, pc.tools, pc.total
+        ((8, 6), 5, 0, 19)
+        >>> pc.total == pc.overhead + pc.tools + sum(pc.messages)
+        True
+    """
+
+    #: What each message costs, in the order of the request.
+    messages: tuple[int, ...]
+    #: The fixed template cost: what the request costs beyond its messages and tools.
+    overhead: int
+    #: What the tools/functions definitions cost.
+    tools: int
+    #: The prompt tokens (``== count_tokens`` of the same request).
+    total: int
+    #: Whether ``total`` is exact (see :class:`RequestCount`).
+    exact: bool
+    #: The model's name in the model table.
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationBasis:
+    """The raw estimate of one request in the terms calibration learns from.
+
+    ``content`` and ``overhead`` are the two parts of the raw estimate (see
+    :class:`~tokenguard.Calibration`), ``bucket`` the script bucket of the request's
+    text, and ``key`` names the request's messages so that the server's count of it can
+    anchor a later request that extends it.
+    """
+
+    content: int
+    overhead: int
+    bucket: int
+    key: int
+
+
+@dataclass(frozen=True)
+class RequestCount:
+    """What one request costs before it is sent.
+
+    ``prompt_tokens`` is what the server will report as ``usage.prompt_tokens`` (exact
+    when ``exact``, otherwise a conservative estimate); ``total`` adds the completion
+    reservation. Pass it back with the server's count to :meth:`Counter.observe`.
+
+    Example::
+
+        rc = tg.count_request(messages, model="llama-3.1-8b-instant", max_tokens=256)
+        rc.total == rc.prompt_tokens + 256
+    """
+
+    prompt_tokens: int
+    completion_reserve: int
+    total: int
+    exact: bool
+    model: str = ""
+    #: The estimate before calibration (equal to ``prompt_tokens`` when exact).
+    raw_prompt_tokens: int = field(default=0, repr=False)
+    #: What calibration learns from when the server's count comes back (estimates only).
+    basis: CalibrationBasis | None = field(default=None, repr=False)
