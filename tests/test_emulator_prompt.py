@@ -196,3 +196,78 @@ def test_completion_words_are_single_tokens_and_texts_have_exact_counts() -> Non
 def test_pathological_whitespace_is_counted_not_crashed() -> None:
     # tiktoken's regex engine refuses a million spaces; the emulator counts in slices.
     assert count_text_tokens(" " * 1_000_000) > 0
+
+
+# -- gpt-oss: harmony + o200k ----------------------------------------------------------
+
+HARMONY_HELLO = (
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+    "Knowledge cutoff: 2024-06\nCurrent date: 2025-08-05\n\nReasoning: medium\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every "
+    "message.<|end|><|start|>developer<|message|><|end|>"
+    "<|start|>user<|message|>hello<|end|><|start|>assistant"
+)
+
+
+def test_gpt_oss_hello_renders_harmony_with_an_empty_developer_message() -> None:
+    from tokenguard.emulator import count_harmony_tokens, render_harmony
+
+    messages = [{"role": "user", "content": "hello"}]
+    assert render_harmony(messages) == HARMONY_HELLO
+    # Groq billed 72 for exactly this request (shared groq-cases).
+    assert count_harmony_tokens(messages) == 72
+
+
+def test_gpt_oss_tool_forms_render_as_groq_bills_them() -> None:
+    from tokenguard.emulator import render_harmony
+
+    tools = [{"type": "function", "function": {"name": "f", "description": "Do it."}}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": "dropped",
+            "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "assistant", "content": "ok"},
+    ]
+    text = render_harmony(messages, tools, reasoning_effort="high")
+    assert "Reasoning: high\n\n" in text
+    assert text.count("Calls to these tools must go to the commentary channel") == 1
+    assert (
+        "<|start|>developer<|message|># Instructions\n\nBe brief.\n\n# Tools\n\n## functions\n\n"
+        "namespace functions {\n\n// Do it.\ntype f = () => any;\n\n} // namespace functions"
+        "<|end|>"
+    ) in text
+    assert "dropped" not in text
+    assert (
+        "<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}<|call|>"
+        "<|start|>functions.f<|message|>done<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>ok<|end|><|start|>assistant"
+    ) in text
+
+
+def test_gpt_oss_is_billed_by_harmony_over_http() -> None:
+    import openai
+
+    from tokenguard.emulator import running
+
+    with running(model="openai/gpt-oss-20b") as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0)
+        reply = client.chat.completions.create(
+            model="openai/gpt-oss-20b",
+            messages=[{"role": "user", "content": "hello"}],
+            reasoning_effort="medium",
+            max_tokens=8,
+        )
+        assert reply.usage is not None
+        assert reply.usage.prompt_tokens == 72
+        bad_format: Any = {"type": "xml"}
+        with pytest.raises(openai.BadRequestError, match="response_format"):
+            client.chat.completions.create(
+                model="openai/gpt-oss-20b",
+                messages=[{"role": "user", "content": "hello"}],
+                response_format=bad_format,
+            )

@@ -2,9 +2,10 @@
 
 It serves ``POST /openai/v1/chat/completions`` (JSON and SSE streaming) and
 ``GET /openai/v1/models`` on loopback, counts prompts as Groq does (Llama 3 chat template +
-Llama 3 tokenizer), enforces RPM/RPD/TPM/TPD with continuously refilling token buckets,
-answers Groq's exact 400/413/429 bodies and ``x-ratelimit-*`` headers, and logs every
-request. Tests, benchmarks and ``tokenguard demo`` run against it.
+Llama 3 tokenizer; harmony + o200k for gpt-oss), enforces RPM/RPD/TPM/TPD with
+continuously refilling token buckets, answers Groq's exact 400/413/429 bodies and
+``x-ratelimit-*`` headers, and logs every request. Tests, benchmarks and
+``tokenguard demo`` run against it.
 
 Example::
 
@@ -24,6 +25,7 @@ Command line: ``python -m tokenguard.emulator --port 8000 --model llama3-8b-8192
 from __future__ import annotations
 
 from ._config import DEFAULT_MAX_TOKENS, EmulatorConfig
+from ._harmony import count_harmony_tokens, render_harmony
 from ._log import RequestRecord, max_requests_in_any_window, max_tokens_in_any_window
 from ._models import BUILTIN_MODELS, ModelSpec, builtin_model
 from ._prompt import count_prompt_tokens, render_prompt
@@ -37,9 +39,11 @@ __all__ = [
     "ModelSpec",
     "RequestRecord",
     "builtin_model",
+    "count_harmony_tokens",
     "count_prompt_tokens",
     "max_requests_in_any_window",
     "max_tokens_in_any_window",
+    "render_harmony",
     "render_prompt",
     "running",
 ]

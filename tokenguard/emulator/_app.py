@@ -22,6 +22,7 @@ from . import _errors
 from ._completion import completion_pieces
 from ._config import EmulatorConfig
 from ._errors import ApiError
+from ._harmony import count_harmony_tokens
 from ._limits import ModelLimits, format_wait
 from ._log import RequestRecord
 from ._prompt import count_prompt_tokens
@@ -199,7 +200,15 @@ class App:
         spec = limits.spec
         if spec.decommissioned:
             raise _errors.model_decommissioned(req.model)
-        prompt = count_prompt_tokens(req.messages, req.tools, spec.template)
+        if spec.template == "harmony":
+            prompt = count_harmony_tokens(
+                req.messages,
+                req.tools,
+                reasoning_effort=req.reasoning_effort,
+                response_format=req.response_format,
+            )
+        else:
+            prompt = count_prompt_tokens(req.messages, req.tools, spec.template)
         info["prompt_tokens"] = prompt
         reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)
         requested = prompt + reserve

@@ -13,7 +13,8 @@ from typing import Literal
 
 __all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL", "ModelSpec", "Template", "builtin_model"]
 
-Template = Literal["llama3", "llama3.1"]
+#: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``).
+Template = Literal["llama3", "llama3.1", "harmony"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
-        if self.template not in ("llama3", "llama3.1"):
+        if self.template not in ("llama3", "llama3.1", "harmony"):
             raise ValueError(
-                f"ModelSpec.template must be 'llama3' or 'llama3.1', got {self.template!r}"
+                "ModelSpec.template must be 'llama3', 'llama3.1' or 'harmony', "
+                f"got {self.template!r}"
             )
         if self.context_window < 1:
             raise ValueError(f"context_window must be >= 1, got {self.context_window}")
@@ -63,8 +65,9 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (GROQ.md). Non-Llama models are counted with the Llama 3 tokenizer here:
-# the real server uses another one, which is exactly what a conservative client must survive.
+# Groq free tier (GROQ.md). gpt-oss is counted as Groq does (harmony + o200k). Qwen and
+# Llama 4 are counted with the Llama 3 tokenizer here: the real server uses another one,
+# which is exactly what a conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -84,7 +87,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "openai/gpt-oss-20b",
             _CTX_128K,
-            "llama3.1",
+            "harmony",
             8000,
             30,
             200_000,
@@ -95,7 +98,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "openai/gpt-oss-120b",
             _CTX_128K,
-            "llama3.1",
+            "harmony",
             8000,
             30,
             200_000,

@@ -23,6 +23,9 @@ class ChatRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    #: Fields that change a gpt-oss prompt (harmony): the effort line, the response format.
+    reasoning_effort: str | None = None
+    response_format: Mapping[str, Any] | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -155,6 +158,21 @@ def parse_chat_request(body: Any) -> ChatRequest:
                 param="stream_options",
             )
         include_usage = flag
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in ("none", "default", "low", "medium", "high"):
+        raise invalid(
+            "'reasoning_effort' : value must be one of none, default, low, medium, high",
+            param="reasoning_effort",
+        )
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, Mapping)
+        or response_format.get("type") not in ("text", "json_object", "json_schema")
+    ):
+        raise invalid(
+            "'response_format.type' : value must be one of text, json_object, json_schema",
+            param="response_format",
+        )
     return ChatRequest(
         model=model,
         messages=messages,
@@ -162,4 +180,6 @@ def parse_chat_request(body: Any) -> ChatRequest:
         max_tokens=max_completion if max_completion is not None else max_tokens,
         stream=stream,
         include_usage=include_usage,
+        reasoning_effort=effort,
+        response_format=response_format,
     )
