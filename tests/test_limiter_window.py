@@ -11,26 +11,24 @@ default ``refunds=None``, whose headers may be stale by any amount, and with
 
 from __future__ import annotations
 
-import bisect
 import math
-from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from limiter_property import (
+    LIMIT,
+    OPS,
+    PERIOD,
+    SERVERS,
+    FakeClock,
+    known_examples,
+    run_interleaving,
+)
 
 from tokenguard.limiter._backend import Signal, Ticket
-from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
-from tokenguard.limiter._window import HOLD_STEPS, Charge, Ledger, Window, WindowLimits
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tokenguard.limiter._window import HOLD_STEPS, Ledger, Window, WindowLimits
 
 
 def test_earliest_is_the_release_that_makes_room() -> None:
@@ -125,232 +123,24 @@ def test_adopt_counts_later_admissions_as_unseen() -> None:
     )
 
 
-# -- the property test -------------------------------------------------------------------
-
-LIMIT = 100
-PERIOD = 10.0
+# -- the property test (tests/limiter_property.py; the Redis run is in
+# test_limiter_property_redis.py) ------------------------------------------------------
 
 
-@dataclass
-class Bucket:
-    """The server: a token bucket, capacity LIMIT, refilled LIMIT per PERIOD, which
-    charges every estimate in full when the request arrives (any time between its
-    admission and its commit); a refunding server gives the unused part back before
-    it writes its answer. Events may be added in the past (a request that arrived
-    late is only known when it is committed)."""
-
-    events: list[tuple[float, int]] = field(default_factory=list)  # (time, -charge | +refund)
-
-    def give(self, at: float, tokens: int) -> None:
-        # After the events already known at the same instant: they happened first.
-        bisect.insort(self.events, (at, tokens), key=lambda e: e[0])
-
-    def lowest(self) -> float:
-        """The lowest level right after any charge: below 0, the server refused it."""
-        level, last, low = float(LIMIT), 0.0, float(LIMIT)
-        for t, delta in self.events:
-            level = min(LIMIT, level + (t - last) * LIMIT / PERIOD) + delta
-            level = min(level, LIMIT)
-            last = t
-            low = min(low, level)
-        return low
-
-    def level(self, at: float) -> float:
-        """The bucket at time ``at`` (after the events at that instant)."""
-        level, last = float(LIMIT), 0.0
-        for t, delta in self.events:
-            if t > at:
-                break
-            level = min(LIMIT, level + (t - last) * LIMIT / PERIOD) + delta
-            level = min(level, LIMIT)
-            last = t
-        return min(LIMIT, level + (at - last) * LIMIT / PERIOD)
-
-    def header(self, at: float) -> ServerView:
-        return ServerView(remaining_tokens=max(0, math.floor(self.level(at))), limit_tokens=LIMIT)
-
-
-@dataclass
-class Model:
-    clock: FakeClock
-    backend: MemoryBackend
-    lag: float
-    bucket: Bucket = field(default_factory=Bucket)
-    queue: list[Ticket] = field(default_factory=list)
-    started: list[Ticket] = field(default_factory=list)
-    # admitted: (ticket, time, charge, cost history [(time, cost)])
-    admitted: list[tuple[Ticket, float, Charge, list[tuple[float, int]]]] = field(
-        default_factory=list
+def _memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+    return MemoryBackend(
+        WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock, header_lag=lag, refunds=refunds
     )
-    open: list[int] = field(default_factory=list)
-    order: list[Ticket] = field(default_factory=list)
-    blocked_until: float = -math.inf
-    # When the last request committed so far reached the server.
-    last_arrival: float = 0.0
-
-    def record(self, ticket: Ticket, charge: Charge) -> None:
-        now = self.clock()
-        assert now >= self.blocked_until - 1e-9, "admitted during retry-after"
-        # The sliding window, with costs as known now.
-        total = ticket.tokens
-        for _, at, _, hist in self.admitted:
-            if now - PERIOD + 1e-9 < at <= now:  # float noise at the boundary
-                total += hist[-1][1]
-        assert total <= LIMIT
-        self.admitted.append((ticket, now, charge, [(now, ticket.tokens)]))
-        self.open.append(len(self.admitted) - 1)
-        self.order.append(ticket)
-
-    def serve(self) -> None:
-        while self.queue:
-            head = self.queue[0]
-            step = self.backend.poll(head)
-            if step.charge is None:
-                return
-            self.queue.pop(0)
-            self.record(head, step.charge)
-
-
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("acquire"), st.integers(0, LIMIT)),
-        st.tuples(st.just("advance"), st.floats(0.0, PERIOD / 2) | st.just(PERIOD)),
-        st.tuples(
-            st.just("commit"),
-            st.integers(0, 50),
-            st.sampled_from([0.0, 0.5, 1.0]) | st.floats(0.0, 1.5),
-            st.floats(0.0, 1.0),
-            st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0),
-        ),
-        st.tuples(st.just("cancel"), st.integers(0, 50)),
-        st.tuples(st.just("leave"), st.integers(0, 10)),
-        st.tuples(st.just("observe"), st.floats(0.0, 1.0)),
-        st.tuples(st.just("retry_after"), st.floats(0.0, PERIOD)),
-    ),
-    max_size=60,
-)
-
-
-SERVERS = st.sampled_from(
-    [("keeps", None), ("refunds", None), ("keeps", False), ("refunds", False), ("refunds", True)]
-)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=ops, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
-# A stale header (written before the second admission) read within the lag.
-@example(
-    steps=[
-        ("acquire", 50),
-        ("advance", 1.0),
-        ("acquire", 50),
-        ("commit", 0, 0.0, 1.0),
-        ("acquire", 50),
-    ],
-    lag=3.0,
-    server=("refunds", True),
-)
-# Two requests in flight: the first one's answer cannot show the second one's charge.
-@example(
-    steps=[
-        ("acquire", 60),
-        ("acquire", 40),
-        ("commit", 0, 0.0, 1.0),
-        ("acquire", 60),
-    ],
-    lag=0.0,
-    server=("keeps", None),
-)
-# The second admission's answer is written before the first request arrives.
-@example(
-    steps=[
-        ("acquire", 60),
-        ("acquire", 30),
-        ("commit", 1, 0.0, 1.0, 0.0),
-        ("acquire", 40),
-        ("commit", 0, 1.0, 0.0, 1.0),
-    ],
-    lag=0.0,
-    server=("keeps", None),
-)
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@known_examples
 def test_any_interleaving_keeps_every_window_and_the_server_bucket(
     steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
 ) -> None:
-    """A request reaches the server at any time between its admission and its commit;
-    its answer is written after that: with ``refunds=True`` no more than ``lag``
-    before it is read, by default at any time since (but after the requests
-    committed before it arrived). The server charges every estimate, and a refunding
-    one gives back what the response did not use before writing it."""
     clock = FakeClock()
-    refunding, refunds = server[0] == "refunds", server[1]
-    backend = MemoryBackend(
-        WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock, header_lag=lag, refunds=refunds
-    )
-    m = Model(clock, backend, lag)
-    for op in steps:
-        kind = op[0]
-        now = clock()
-        if kind == "acquire":
-            t = Ticket(int(op[1]), Signal(for_async=False))  # type: ignore[call-overload]
-            m.started.append(t)
-            step = m.backend.start(t)
-            if step.charge is not None:
-                assert not m.queue, "admitted past a waiting head"
-                m.record(t, step.charge)
-            else:
-                m.queue.append(t)
-        elif kind == "advance":
-            clock.now += float(op[1])  # type: ignore[arg-type]
-        elif kind in ("commit", "cancel") and m.open:
-            idx = m.open.pop(int(op[1]) % len(m.open))  # type: ignore[call-overload]
-            ticket, at, charge, hist = m.admitted[idx]
-            if kind == "commit":
-                actual = int(ticket.tokens * float(op[2]))  # type: ignore[arg-type]
-                sent = float(op[4]) if len(op) > 4 else 0.0  # type: ignore[arg-type]
-                arrived = at + sent * (now - at)
-                m.bucket.give(arrived, -ticket.tokens)
-                if refunds is None:
-                    # Any time after it arrived, and after every request whose answer
-                    # was read before this one arrived (see Window.adopt).
-                    lo = max(arrived, m.last_arrival)
-                    written = now - float(op[3]) * (now - lo)  # type: ignore[arg-type]
-                else:
-                    written = max(arrived, now - float(op[3]) * lag)  # type: ignore[arg-type]
-                m.last_arrival = max(m.last_arrival, arrived)
-                if refunding and actual < ticket.tokens:
-                    m.bucket.give(written, ticket.tokens - actual)
-                m.backend.settle(charge, actual, m.bucket.header(written))
-                hist.append((now, actual))
-            else:
-                m.backend.settle(charge, None, None)  # never reached the server
-                hist.append((now, 0))
-        elif kind == "leave" and m.queue:
-            t = m.queue.pop(int(op[1]) % len(m.queue))  # type: ignore[call-overload]
-            m.backend.leave(t)
-            m.started.remove(t)
-        elif kind == "observe":
-            written = now - float(op[1]) * lag  # type: ignore[arg-type]
-            m.backend.observe(m.bucket.header(max(written, 0.0)))
-        elif kind == "retry_after":
-            ra = float(op[1])  # type: ignore[arg-type]
-            m.blocked_until = max(m.blocked_until, now + ra)
-            m.backend.observe(ServerView(retry_after=ra))
-        m.serve()
-        low = m.bucket.lowest()
-        assert low >= -1e-6, f"the server would refuse: bucket {low}"
-    # Everyone still queued is served, in order, once time passes.
-    for _ in range(200):
-        if not m.queue:
-            break
-        clock.now += PERIOD / 4
-        m.serve()
-    assert not m.queue
-    assert m.order == m.started
-    for i in m.open:  # requests still in flight reach the server
-        ticket, at, _, _ = m.admitted[i]
-        m.bucket.give(at, -ticket.tokens)
-    low = m.bucket.lowest()
-    assert low >= -1e-6, f"the server would refuse: bucket {low}"
+    run_interleaving(steps, lag, server, _memory, clock)
 
 
 @pytest.mark.parametrize("costs", [[100, 1], [50, 50, 50], [1, 100, 1]])
