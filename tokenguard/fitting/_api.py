@@ -1,0 +1,208 @@
+"""The public entry points: :func:`fit` in a thread, :func:`fit_async` in a coroutine.
+
+Both build the same :class:`~tokenguard.fitting._plan.Options` and run the same plan;
+they differ only in how the summarizer (or a strategy callable) is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from .._drive import run_async, run_sync
+from ..errors import ConfigurationError
+from ..models import ModelInfo, get_model
+from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
+from ._room import DEFAULT_MIN_COMPLETION, DEFAULT_RESERVE
+from ._summary import DEFAULT_SUMMARY_TOKENS, Summarizer, SummaryCache, default_summary_cache
+
+__all__ = ["fit", "fit_async"]
+
+FromModel = Literal["model"]
+
+
+def _int_or_none(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an int or None, got {value!r}")
+    return value
+
+
+def _options(
+    model: str | ModelInfo,
+    *,
+    max_tokens: int | None,
+    tpm: int | FromModel | None,
+    budget: int | None,
+    context_window: int | None,
+    tier: str,
+    on_overflow: Strategy | StrategyCallable,
+    summarizer: Summarizer | None,
+    summary_cache: SummaryCache | None,
+    summary_tokens: int,
+    headroom: float,
+    default_reserve: int,
+    min_completion: int,
+    shrink_max_tokens: bool,
+    tools: Sequence[Any] | None,
+    functions: Sequence[Any] | None,
+) -> Options:
+    if isinstance(model, ModelInfo):
+        info = model
+    elif isinstance(model, str) and model:
+        info = get_model(model)
+    else:
+        raise ConfigurationError(f"model must be a non-empty str or a ModelInfo, got {model!r}")
+    if tpm == "model":
+        limits = info.tier_limits(tier)
+        tpm_value = limits.tpm if limits is not None else None
+    else:
+        tpm_value = _int_or_none(tpm, "tpm")
+    window = _int_or_none(context_window, "context_window")
+    opts = Options(
+        info=info,
+        context_window=info.context_window if window is None else window,
+        tpm=tpm_value,
+        budget=_int_or_none(budget, "budget"),
+        max_tokens=_int_or_none(max_tokens, "max_tokens"),
+        default_reserve=default_reserve,
+        min_completion=min_completion,
+        shrink_max_tokens=bool(shrink_max_tokens),
+        on_overflow=on_overflow,
+        summarizer=summarizer,
+        summary_cache=default_summary_cache() if summary_cache is None else summary_cache,
+        summary_tokens=summary_tokens,
+        headroom=headroom,
+        tools=tools,
+        functions=functions,
+    )
+    opts.check()
+    return opts
+
+
+def fit(
+    messages: Sequence[Any],
+    model: str | ModelInfo = "llama-3.1-8b-instant",
+    *,
+    max_tokens: int | None = None,
+    tpm: int | FromModel | None = "model",
+    budget: int | None = None,
+    context_window: int | None = None,
+    tier: str = "free",
+    on_overflow: Strategy | StrategyCallable = "truncate",
+    summarizer: Summarizer | None = None,
+    summary_cache: SummaryCache | None = None,
+    summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
+    headroom: float = 0.5,
+    default_reserve: int = DEFAULT_RESERVE,
+    min_completion: int = DEFAULT_MIN_COMPLETION,
+    shrink_max_tokens: bool = True,
+    tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
+) -> FitResult:
+    """Make a chat request fit the room it has; returns a :class:`FitResult`.
+
+    The room is ``min(context window, TPM limit, budget left) - completion reservation``:
+    ``context_window`` defaults to the model table's, ``tpm`` to the table's limit for
+    ``tier`` (``None``: no TPM limit), ``budget`` to none; the reservation is
+    ``max_tokens``, or ``default_reserve`` when the call sends none. A ``max_tokens`` that
+    alone makes the request impossible is lowered (to no less than ``min_completion``)
+    before any message is dropped; ``shrink_max_tokens=False`` keeps it as asked.
+
+    When the prompt does not fit, ``on_overflow`` decides:
+
+    - ``"truncate"`` keeps every system message, the newest user turn (shortened inside,
+      beginning and end kept, when it alone is too large), the order, and tool calls
+      with their results whole, and fills the room with the newest history that fits;
+    - ``"summarize"`` replaces the dropped part by one summary written by ``summarizer``
+      (see :class:`SummaryRequest`), incrementally and cached in ``summary_cache``,
+      leaving ``headroom`` of the room free so the next turns fit without a new summary;
+      it falls back to truncation (``result.fallback`` says why) if that fails;
+    - ``"error"`` raises :class:`~tokenguard.ContextOverflow`;
+    - a callable ``f(messages, room) -> messages`` does it your way (checked to fit).
+
+    Counts come from :func:`~tokenguard.count_prompt` (exact for the Llama 3 family);
+    nothing is sent anywhere but to the summarizer. One ``tokenguard.fit.*`` event is
+    emitted per fit that changed the request. Raises
+    :class:`~tokenguard.ContextOverflow` (with ``needed``, ``available``, ``limit_name``)
+    when the request cannot fit, :class:`~tokenguard.InvalidMessages` for malformed
+    messages and :class:`~tokenguard.ConfigurationError` for bad options.
+
+    Example::
+
+        >>> history = [{"role": "system", "content": "Be brief."}] + [
+        ...     {"role": r, "content": "word " * 400} for r in ["user", "assistant"] * 10
+        ... ] + [{"role": "user", "content": "And now?"}]
+        >>> r = fit(history, model="llama3-8b-8192", max_tokens=32_768)
+        >>> r.strategy, r.max_tokens, r.tokens_after <= r.allowed
+        ('truncate', 512, True)
+    """
+    opts = _options(
+        model,
+        max_tokens=max_tokens,
+        tpm=tpm,
+        budget=budget,
+        context_window=context_window,
+        tier=tier,
+        on_overflow=on_overflow,
+        summarizer=summarizer,
+        summary_cache=summary_cache,
+        summary_tokens=summary_tokens,
+        headroom=headroom,
+        default_reserve=default_reserve,
+        min_completion=min_completion,
+        shrink_max_tokens=shrink_max_tokens,
+        tools=tools,
+        functions=functions,
+    )
+    return run_sync(fit_plan(messages, opts))
+
+
+async def fit_async(
+    messages: Sequence[Any],
+    model: str | ModelInfo = "llama-3.1-8b-instant",
+    *,
+    max_tokens: int | None = None,
+    tpm: int | FromModel | None = "model",
+    budget: int | None = None,
+    context_window: int | None = None,
+    tier: str = "free",
+    on_overflow: Strategy | StrategyCallable = "truncate",
+    summarizer: Summarizer | None = None,
+    summary_cache: SummaryCache | None = None,
+    summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
+    headroom: float = 0.5,
+    default_reserve: int = DEFAULT_RESERVE,
+    min_completion: int = DEFAULT_MIN_COMPLETION,
+    shrink_max_tokens: bool = True,
+    tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
+) -> FitResult:
+    """:func:`fit` for coroutines: an async summarizer (or strategy) is awaited.
+
+    Example::
+
+        summarizer = tg.ClientSummarizer(AsyncOpenAI(base_url=GROQ, api_key=KEY))
+        r = await tg.fit_async(history, model="llama-3.1-8b-instant",
+                               on_overflow="summarize", summarizer=summarizer)
+    """
+    opts = _options(
+        model,
+        max_tokens=max_tokens,
+        tpm=tpm,
+        budget=budget,
+        context_window=context_window,
+        tier=tier,
+        on_overflow=on_overflow,
+        summarizer=summarizer,
+        summary_cache=summary_cache,
+        summary_tokens=summary_tokens,
+        headroom=headroom,
+        default_reserve=default_reserve,
+        min_completion=min_completion,
+        shrink_max_tokens=shrink_max_tokens,
+        tools=tools,
+        functions=functions,
+    )
+    return await run_async(fit_plan(messages, opts))

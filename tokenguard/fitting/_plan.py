@@ -1,0 +1,530 @@
+"""The fitting decision, written once as a plan (see ``tokenguard._drive``).
+
+The plan counts the request, works out its room, and if the prompt does not fit,
+truncates, summarizes (yielding one :class:`~tokenguard._drive.Call` per summary the
+summarizer must write), or hands the messages to the user's callable. Everything but
+those calls is plain, pure code; :func:`~tokenguard.fit` and :func:`~tokenguard.fit_async`
+only run the plan.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+
+from .._drive import Call, Plan
+from ..counting import PromptCount, count_prompt
+from ..errors import ConfigurationError, ContextOverflow, InvalidMessages
+from ..events import (
+    FitCustom,
+    FitEvent,
+    FitFallback,
+    FitMaxTokensLowered,
+    FitOverflow,
+    FitSummarized,
+    FitTruncated,
+    emit,
+)
+from ..models import ModelInfo
+from ._layout import Layout, layout
+from ._room import Bound, Room, room_for
+from ._shorten import shorten
+from ._summary import SUMMARY_PREFIX, Summarizer, SummaryCache, SummaryRequest, prefix_keys
+
+__all__ = ["FitResult", "Options", "Strategy", "fit_plan"]
+
+Strategy = Literal["truncate", "summarize", "error"]
+#: A user strategy: gets the messages and the :class:`Room`, returns the messages to
+#: send (or an awaitable of them, for :func:`~tokenguard.fit_async`).
+StrategyCallable = Callable[[list[Any], Room], Sequence[Any] | Awaitable[Sequence[Any]]]
+_STRATEGIES = ("truncate", "summarize", "error")
+
+# A summary message costs its text plus a few tokens of framing (role header, prefix).
+_SUMMARY_FRAMING = 24
+# What the summary request adds around the transcript (instructions, headers).
+_SUMMARY_REQUEST_FRAMING = 160
+# Passes of the final check before giving up (estimated models may need a second).
+_MAX_PASSES = 8
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """What a fit did: the messages to send and every number behind them.
+
+    ``strategy`` is what was done: ``"none"`` (the request fit as it was, possibly with
+    ``max_tokens`` lowered), ``"truncate"``, ``"summarize"`` or ``"custom"`` (a callable);
+    ``requested`` is the ``on_overflow`` asked for (it differs when summarizing fell back
+    to truncation, and ``fallback`` says why). ``tokens_before``/``tokens_after`` are prompt
+    tokens (``tokens_after == count_tokens(messages)``); ``allowed`` is the room the prompt
+    had, set by ``bound_by`` (``"context_window"``, ``"tpm"`` or ``"budget"``) minus the
+    completion reservation. ``max_tokens`` is what to send (lowered from
+    ``max_tokens_requested`` when that alone made the request impossible).
+
+    Example::
+
+        r = tg.fit(history, model="llama3-8b-8192", max_tokens=256)
+        client.chat.completions.create(model="llama3-8b-8192", messages=r.messages,
+                                       max_tokens=r.max_tokens)
+        print(r.strategy, r.tokens_before, "->", r.tokens_after, "of", r.allowed)
+    """
+
+    messages: list[Any] = field(repr=False)
+    strategy: Literal["none", "truncate", "summarize", "custom"]
+    requested: str
+    model: str
+    exact: bool
+    tokens_before: int
+    tokens_after: int
+    allowed: int
+    bound_by: Bound
+    max_tokens: int | None
+    max_tokens_requested: int | None
+    #: Messages left out and not summarized.
+    dropped: int = 0
+    #: Messages replaced by the summary.
+    summarized: int = 0
+    #: Messages shortened inside (beginning and end kept, a marker between).
+    shortened: int = 0
+    #: The summary text that replaced the dropped prefix, if one did.
+    summary: str | None = field(default=None, repr=False)
+    #: Summarizer calls this fit made (0 with a summary from the cache).
+    summary_calls: int = 0
+    #: Why a summary was not used (the fit truncated instead), else ``None``.
+    fallback: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the messages or ``max_tokens`` differ from what was asked."""
+        return self.strategy != "none" or self.max_tokens != self.max_tokens_requested
+
+    @property
+    def fill(self) -> float:
+        """Share of ``allowed`` the fitted prompt uses."""
+        return self.tokens_after / self.allowed
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settled options of one fit (validated by :func:`~tokenguard.fit`)."""
+
+    info: ModelInfo
+    context_window: int
+    tpm: int | None
+    budget: int | None
+    max_tokens: int | None
+    default_reserve: int
+    min_completion: int
+    shrink_max_tokens: bool
+    on_overflow: Strategy | StrategyCallable
+    summarizer: Summarizer | None
+    summary_cache: SummaryCache
+    summary_tokens: int
+    headroom: float
+    tools: Sequence[Any] | None
+    functions: Sequence[Any] | None
+
+    @property
+    def requested(self) -> str:
+        return self.on_overflow if isinstance(self.on_overflow, str) else "custom"
+
+    def check(self) -> None:
+        if isinstance(self.on_overflow, str):
+            if self.on_overflow not in _STRATEGIES:
+                raise ConfigurationError(
+                    f"on_overflow={self.on_overflow!r}; expected one of {list(_STRATEGIES)} "
+                    "or a callable(messages, room)"
+                )
+        elif not callable(self.on_overflow):
+            raise ConfigurationError(
+                f"on_overflow must be a strategy name or a callable, got "
+                f"{type(self.on_overflow).__name__}"
+            )
+        if self.on_overflow == "summarize" and self.summarizer is None:
+            raise ConfigurationError(
+                'on_overflow="summarize" needs summarizer= (e.g. tg.ClientSummarizer(client))'
+            )
+        if self.summarizer is not None and not callable(self.summarizer):
+            raise ConfigurationError(
+                f"summarizer must be callable(SummaryRequest) -> str, got "
+                f"{type(self.summarizer).__name__}"
+            )
+        if not 0.0 <= self.headroom < 1.0:
+            raise ConfigurationError(f"headroom must be in [0, 1), got {self.headroom!r}")
+        if self.summary_tokens < 16:
+            raise ConfigurationError(f"summary_tokens must be >= 16, got {self.summary_tokens}")
+
+
+class _Counting:
+    """The one place fitting asks for counts (always through ``count_prompt``)."""
+
+    __slots__ = ("functions", "model", "tools")
+
+    def __init__(self, opts: Options) -> None:
+        self.model = opts.info
+        self.tools = opts.tools
+        self.functions = opts.functions
+
+    def prompt(self, messages: Sequence[Any]) -> PromptCount:
+        return count_prompt(messages, self.model, tools=self.tools, functions=self.functions)
+
+    def total(self, messages: Sequence[Any]) -> int:
+        return self.prompt(messages).total
+
+    def one(self, message: Any) -> int:
+        """What ``message`` costs in a request (its framing and content)."""
+        return count_prompt([message], self.model).messages[0]
+
+
+def fit_plan(messages: Sequence[Any], opts: Options) -> Plan[FitResult]:
+    """Fit ``messages`` to their room under ``opts``; yields only summarizer/strategy calls."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidMessages(
+            f"messages must be a list of message dicts, got {type(messages).__name__}"
+        )
+    counting = _Counting(opts)
+    pc = counting.prompt(messages)
+    room = room_for(
+        pc.total,
+        context_window=opts.context_window,
+        tpm=opts.tpm,
+        budget=opts.budget,
+        max_tokens=opts.max_tokens,
+        max_completion_tokens=opts.info.max_completion_tokens,
+        default_reserve=opts.default_reserve,
+        min_completion=opts.min_completion,
+        shrink_max_tokens=opts.shrink_max_tokens,
+    )
+    msgs = messages if type(messages) is list else list(messages)
+    if pc.total <= room.allowed:
+        result = _result(msgs, "none", opts, pc, room, pc.total)
+        if result.changed:
+            _report(FitMaxTokensLowered, result)
+        return result
+    if opts.on_overflow == "error":
+        _overflow(opts, room, pc.total, "on_overflow='error' and the prompt needs")
+    if callable(opts.on_overflow):
+        out = yield Call(opts.on_overflow, None, list(msgs), room)
+        return _custom(out, opts, pc, room, counting)
+    lay = layout(msgs)
+    fallback = None
+    if opts.on_overflow == "summarize":
+        outcome = yield from _summarize(msgs, pc, lay, room, opts, counting)
+        if isinstance(outcome, FitResult):
+            return outcome
+        fallback = outcome
+    return _truncate(msgs, pc, lay, room, opts, counting, fallback)
+
+
+def _result(
+    messages: list[Any],
+    strategy: Literal["none", "truncate", "summarize", "custom"],
+    opts: Options,
+    pc: PromptCount,
+    room: Room,
+    after: int,
+    **counts: Any,
+) -> FitResult:
+    return FitResult(
+        messages=messages,
+        strategy=strategy,
+        requested=opts.requested,
+        model=pc.model,
+        exact=pc.exact,
+        tokens_before=pc.total,
+        tokens_after=after,
+        allowed=room.allowed,
+        bound_by=room.bound_by,
+        max_tokens=room.max_tokens,
+        max_tokens_requested=room.max_tokens_requested,
+        **counts,
+    )
+
+
+def _report(kind: type[FitEvent], r: FitResult) -> None:
+    emit(
+        kind(
+            model=r.model,
+            strategy=r.strategy,
+            requested=r.requested,
+            tokens_before=r.tokens_before,
+            tokens_after=r.tokens_after,
+            allowed=r.allowed,
+            bound_by=r.bound_by,
+            dropped=r.dropped,
+            summarized=r.summarized,
+            shortened=r.shortened,
+            summary_calls=r.summary_calls,
+            max_tokens_from=r.max_tokens_requested,
+            max_tokens_to=r.max_tokens,
+            fallback=r.fallback,
+        )
+    )
+
+
+def _overflow(opts: Options, room: Room, needed: int, why: str) -> NoReturn:
+    emit(
+        FitOverflow(
+            model=opts.info.name,
+            requested=opts.requested,
+            needed=needed,
+            allowed=room.allowed,
+            bound_by=room.bound_by,
+            reason=why,
+        )
+    )
+    raise ContextOverflow(
+        f"{why} {needed} tokens; {room.allowed} are allowed ({room.ceiling} bound by "
+        f"{room.bound_by}, "
+        f"minus {room.reserve} reserved for the completion)",
+        needed=needed,
+        available=room.allowed,
+        limit_name=room.bound_by,
+    )
+
+
+def _not_awaitable(value: Any, what: str) -> None:
+    if inspect.isawaitable(value):
+        close = getattr(value, "close", None)
+        if callable(close):
+            close()  # never awaited: silence "coroutine was never awaited"
+        raise ConfigurationError(
+            f"{what} returned an awaitable in a synchronous fit; use tg.fit_async "
+            "(or an async Conversation method) with an async callable"
+        )
+
+
+def _custom(out: Any, opts: Options, pc: PromptCount, room: Room, counting: _Counting) -> FitResult:
+    _not_awaitable(out, "the on_overflow callable")
+    if isinstance(out, (str, bytes)) or not isinstance(out, Sequence):
+        raise ConfigurationError(
+            f"the on_overflow callable returned {type(out).__name__}; expected a list of messages"
+        )
+    fitted = list(out)
+    after = counting.total(fitted)
+    if after > room.allowed:
+        _overflow(opts, room, after, "the on_overflow callable returned messages needing")
+    result = _result(fitted, "custom", opts, pc, room, after)
+    _report(FitCustom, result)
+    return result
+
+
+# -- truncation ----------------------------------------------------------------------------
+
+
+def _truncate(
+    msgs: list[Any],
+    pc: PromptCount,
+    lay: Layout,
+    room: Room,
+    opts: Options,
+    counting: _Counting,
+    fallback: str | None,
+) -> FitResult:
+    costs = pc.messages
+    allowed = room.allowed
+    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
+    if fixed > allowed:
+        _overflow(opts, room, fixed, "the system messages alone need")
+    turn_cost = sum([costs[i] for i in lay.turn])
+    replaced: dict[int, Any] = {}
+    if fixed + turn_cost > allowed:
+        short = _shorten_turn(msgs, lay.turn, costs, allowed - fixed, counting, replaced)
+        if short is None:
+            _overflow(opts, room, fixed + turn_cost, "the newest turn needs")
+        turn_cost = short
+    units = lay.units
+    slack = 0
+    for _ in range(_MAX_PASSES):
+        left = allowed - fixed - turn_cost - slack
+        first = len(units)
+        # The newest units that fit, as one run: the kept history reads without gaps.
+        while first > 0:
+            cost = 0
+            for i in units[first - 1]:
+                cost += costs[i]
+            if cost > left:
+                break
+            left -= cost
+            first -= 1
+        kept = sorted([*lay.system, *lay.turn, *(i for u in units[first:] for i in u)])
+        out = [replaced.get(i, msgs[i]) if replaced else msgs[i] for i in kept]
+        after = counting.total(out)
+        if after <= allowed:
+            break
+        # Only estimates (or a merged system header) can land here: ask for the overshoot.
+        slack += after - allowed
+    else:  # pragma: no cover - the sum bounds the count, so one pass is enough
+        _overflow(opts, room, after, "the truncated request still needs")
+    result = _result(
+        out,
+        "truncate",
+        opts,
+        pc,
+        room,
+        after,
+        dropped=len(msgs) - len(out),
+        shortened=len(replaced),
+        fallback=fallback,
+    )
+    _report(FitTruncated if fallback is None else FitFallback, result)
+    return result
+
+
+def _shorten_turn(
+    msgs: list[Any],
+    turn: tuple[int, ...],
+    costs: tuple[int, ...],
+    target: int,
+    counting: _Counting,
+    replaced: dict[int, Any],
+) -> int | None:
+    """Shorten the largest messages of the current turn until it costs at most ``target``."""
+    cost = {i: costs[i] for i in turn}
+    need = sum(cost.values()) - target
+    for i in sorted(turn, key=lambda j: -cost[j]):
+        if need <= 0:
+            break
+        goal = max(0, cost[i] - need)
+        cut = shorten(msgs[i], goal, counting.one)
+        if cut is None:
+            continue
+        new, new_cost = cut
+        if new_cost >= cost[i]:
+            continue
+        replaced[i] = new
+        need -= cost[i] - new_cost
+        cost[i] = new_cost
+    if need > 0:
+        return None
+    return sum(cost.values())
+
+
+# -- summarization -------------------------------------------------------------------------
+
+
+def _assemble(msgs: list[Any], lay: Layout, upto: int, summary: str | None) -> list[Any]:
+    """``msgs`` with ``units[:upto]`` replaced by one summary message where they began."""
+    dropped = {i for u in lay.units[:upto] for i in u}
+    start = lay.units[0][0] if upto and lay.units else -1
+    out: list[Any] = []
+    for i, m in enumerate(msgs):
+        if i == start and summary is not None:
+            out.append({"role": "system", "content": SUMMARY_PREFIX + summary})
+        if i not in dropped:
+            out.append(m)
+    return out
+
+
+def _summarize(
+    msgs: list[Any],
+    pc: PromptCount,
+    lay: Layout,
+    room: Room,
+    opts: Options,
+    counting: _Counting,
+) -> Plan[FitResult | str]:
+    """A summarized fit, or the reason (a str) why truncation must do instead."""
+    costs = pc.messages
+    allowed = room.allowed
+    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
+    free = allowed - fixed - sum([costs[i] for i in lay.turn])
+    units = lay.units
+    if not units:
+        return "nothing before the newest turn to summarize"
+    summary_tokens = min(opts.summary_tokens, free // 3)
+    if summary_tokens < 16:
+        return "no room left for a summary"
+    cache = opts.summary_cache
+    keys = prefix_keys(msgs, units, pc.model)
+    done, summary = 0, None
+    for k in range(len(units), 0, -1):
+        cached = cache.get(keys[k])
+        if cached is not None:
+            done, summary = k, cached
+            break
+    if summary is not None:
+        out = _assemble(msgs, lay, done, summary)
+        after = counting.total(out)
+        if after <= allowed:
+            return _summarized(out, msgs, lay, done, summary, 0, opts, pc, room, after)
+    unit_costs = [sum([costs[i] for i in u]) for u in units]
+    # Keep a tail that leaves ``headroom`` of the space free, so the next turns fit
+    # without another summary.
+    tail_room = int((free - summary_tokens - _SUMMARY_FRAMING) * (1.0 - opts.headroom))
+    upto, tail = len(units), 0
+    while upto > done and tail + unit_costs[upto - 1] <= tail_room:
+        upto -= 1
+        tail += unit_costs[upto]
+    if upto <= done:
+        if done >= len(units):
+            return "the summary alone leaves too little room"
+        upto = done + 1
+    # Each summary request must itself fit the model's room: fold long stretches in
+    # several steps, each carrying the summary so far.
+    chunk_room = max(1, room.ceiling - 3 * summary_tokens - _SUMMARY_REQUEST_FRAMING)
+    calls = 0
+    written: list[tuple[bytes, str]] = []
+    k = done
+    while k < upto:
+        j, size = k, 0
+        while j < upto and (j == k or size + unit_costs[j] <= chunk_room):
+            size += unit_costs[j]
+            j += 1
+        request = SummaryRequest(
+            messages=tuple(msgs[i] for u in units[k:j] for i in u),
+            previous=summary,
+            max_tokens=summary_tokens,
+            model=pc.model,
+        )
+        assert opts.summarizer is not None
+        try:
+            text = yield Call(opts.summarizer, None, request)
+        except Exception as exc:  # the summary is optional: truncation still answers
+            return f"the summarizer failed ({type(exc).__name__})"
+        _not_awaitable(text, "the summarizer")
+        if not isinstance(text, str):
+            raise ConfigurationError(
+                f"the summarizer returned {type(text).__name__}; expected the summary as a str"
+            )
+        calls += 1
+        text = text.strip()
+        if not text:
+            return "the summarizer returned an empty summary"
+        summary, k = text, j
+        written.append((keys[k], text))
+    out = _assemble(msgs, lay, upto, summary)
+    after = counting.total(out)
+    if after > allowed:
+        return f"the summary did not fit ({after} tokens with it, {allowed} allowed)"
+    for key, text in written:
+        cache.put(key, text)
+    return _summarized(out, msgs, lay, upto, summary, calls, opts, pc, room, after)
+
+
+def _summarized(
+    out: list[Any],
+    msgs: list[Any],
+    lay: Layout,
+    upto: int,
+    summary: str | None,
+    calls: int,
+    opts: Options,
+    pc: PromptCount,
+    room: Room,
+    after: int,
+) -> FitResult:
+    result = _result(
+        out,
+        "summarize",
+        opts,
+        pc,
+        room,
+        after,
+        summarized=sum(len(u) for u in lay.units[:upto]),
+        summary=summary,
+        summary_calls=calls,
+    )
+    _report(FitSummarized, result)
+    return result
