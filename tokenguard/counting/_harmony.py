@@ -112,6 +112,9 @@ class HarmonyCount(NamedTuple):
     tools: int
     total: int
     exact: bool
+    #: The part of ``total`` that is an upper-bound allowance rather than rendered text
+    #: (0 when ``exact``): what calibration may learn to shrink.
+    allowance: int = 0
 
 
 # -- rendering the tools (a port of openai-harmony's JSON schema to TypeScript) ----------
@@ -493,6 +496,8 @@ class HarmonyRules:
         self.call_cost = 3 + c("assistant") + 1 + c("commentary") + c(" json")
         self.developer_cost = 3 + c("developer")
         self.generation_prompt = 1 + c("assistant")
+        #: The overhead of a request with the default effort and no response_format.
+        self.base_overhead = self.overhead()[0]
 
     def fixed(self, text: str) -> int:
         """Tokens of a text that recurs (headers, schema renderings), memoised."""
@@ -506,13 +511,15 @@ class HarmonyRules:
 
     def overhead(
         self, *, reasoning_effort: str | None = None, response_format: object = None
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, bool, int]:
         """The fixed part: the system message without tools, the empty developer message,
-        the generation prompt and a bound for ``response_format``."""
+        the generation prompt and a bound for ``response_format``; whether it is exact,
+        and the allowance in it."""
         effort = "medium" if reasoning_effort is None else reasoning_effort
         system = 3 + self.fixed("system") + self.fixed(system_text(effort, False))
         extra, exact = self.response_format_cost(response_format)
-        return system + EMPTY_DEVELOPER + self.generation_prompt + extra, exact
+        total = system + EMPTY_DEVELOPER + self.generation_prompt + extra
+        return total, exact, 0 if exact else extra
 
     def response_format_cost(self, response_format: object) -> tuple[int, bool]:
         """An upper bound of what ``response_format`` adds (Groq's text is not known)."""
@@ -547,11 +554,12 @@ class HarmonyRules:
         *,
         reasoning_effort: str | None = None,
         tool_choice: object = None,
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, bool, int]:
         """What the tools add: the system line, the developer message's tools section
-        (replacing the empty developer message), the +6s and the bounds."""
+        (replacing the empty developer message), the +6s and the bounds; whether that is
+        exact, and the allowance in it."""
         if not tools:
-            return 0, True
+            return 0, True, 0
         effort = "medium" if reasoning_effort is None else reasoning_effort
         system_delta = self.fixed(system_text(effort, True)) - self.fixed(
             system_text(effort, False)
@@ -559,17 +567,18 @@ class HarmonyRules:
         text = render_tools_section(tools)
         cost = system_delta + self.developer_cost + self.fixed(text) - EMPTY_DEVELOPER
         exact = "<|" not in text  # a special-token lookalike is counted as plain text
+        allowance = 0
         for tool in tools:
             cost += tool.extra
             for key, value in tool.unexplained:
-                cost += 6 + 2 * self._count(f"{key}: {_json_compact(value)}")
+                allowance += 6 + 2 * self._count(f"{key}: {_json_compact(value)}")
                 exact = False
         if tool_choice not in (None, "auto"):
             # "none" may drop the tools, "required" or a named function may add text:
             # neither is known, so the tools stay counted and a margin is added.
-            cost += TOOL_CHOICE_BOUND
+            allowance += TOOL_CHOICE_BOUND
             exact = False
-        return cost, exact
+        return cost + allowance, exact, allowance
 
     def count(
         self,
@@ -580,8 +589,10 @@ class HarmonyRules:
         reasoning_effort: object = None,
         tool_choice: object = None,
         response_format: object = None,
+        text_count: Callable[[str, int], int] | None = None,
     ) -> HarmonyCount:
-        """Validate and count one request (the general path)."""
+        """Validate and count one request (the general path); ``text_count`` as in
+        :meth:`message_costs`."""
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessages(
                 f"messages must be a list of message dicts, got {type(messages).__name__}"
@@ -591,23 +602,44 @@ class HarmonyRules:
         effort = check_reasoning_effort(reasoning_effort)
         specs = read_tools(tools, functions)
         read = [_read_message(m, i) for i, m in enumerate(messages)]
-        overhead, exact_o = self.overhead(reasoning_effort=effort, response_format=response_format)
-        tools_n, exact_t = self.tools_cost(specs, reasoning_effort=effort, tool_choice=tool_choice)
-        costs, exact_m = self.message_costs(read, has_tools=bool(specs), tool_names=specs)
+        overhead, exact_o, allow_o = self.overhead(
+            reasoning_effort=effort, response_format=response_format
+        )
+        tools_n, exact_t, allow_t = self.tools_cost(
+            specs, reasoning_effort=effort, tool_choice=tool_choice
+        )
+        costs, exact_m, allow_m = self.message_costs(
+            read, has_tools=bool(specs), tool_names=specs, text_count=text_count
+        )
         return HarmonyCount(
             tuple(costs),
             overhead,
             tools_n,
             overhead + tools_n + sum(costs),
             exact_o and exact_t and exact_m,
+            allow_o + allow_t + allow_m,
         )
 
     def message_costs(
-        self, messages: Sequence[_Msg], *, has_tools: bool, tool_names: Sequence[ToolSpec] = ()
-    ) -> tuple[list[int], bool]:
-        """Each message's cost, and whether all of them are exact."""
-        c = self._count
+        self,
+        messages: Sequence[_Msg],
+        *,
+        has_tools: bool,
+        tool_names: Sequence[ToolSpec] = (),
+        text_count: Callable[[str, int], int] | None = None,
+    ) -> tuple[list[int], bool, int]:
+        """Each message's cost, whether all of them are exact, and the allowance in them.
+
+        ``text_count(text, index)`` counts the texts of message ``index`` (a cache, say);
+        by default the rules' own ``count``.
+        """
+        count = self._count
         fixed = self.fixed
+        index = 0
+
+        def c(text: str) -> int:
+            return text_count(text, index) if text_count is not None else count(text)
+
         names_by_id: dict[str, str] = {}
         known = [t.name for t in tool_names]
         for m in messages:
@@ -615,7 +647,9 @@ class HarmonyRules:
         longest = max(known, key=lambda n: fixed("functions." + n), default=None)
         costs: list[int] = []
         exact = True
+        allowance = 0
         for i, m in enumerate(messages):
+            index = i
             exact = exact and m.exact
             role = m.role
             if role in ("system", "developer"):
@@ -629,6 +663,7 @@ class HarmonyRules:
                 else:
                     # Where Groq puts a later system message is not known: a bound.
                     n = self.developer_cost + c("# Instructions\n\n" + m.text) + LATE_SYSTEM_MARGIN
+                    allowance += LATE_SYSTEM_MARGIN
                     exact = False
             elif role == "user":
                 n = self.user_cost + c(m.text)
@@ -651,14 +686,18 @@ class HarmonyRules:
                     # No call to take the name from: the longest known name, plus a margin.
                     guess = fixed("functions." + longest) if longest else fixed("functions.")
                     n = 3 + guess + UNMATCHED_RESULT_MARGIN + c(m.text)
+                    allowance += guess + UNMATCHED_RESULT_MARGIN
                     exact = False
             if m.name and role not in ("tool",):
-                n += fixed(":" + m.name)  # harmony writes "role:name"; Groq's form is unknown
+                name_cost = fixed(":" + m.name)  # harmony writes "role:name"; Groq's is unknown
+                n += name_cost
+                allowance += name_cost
                 exact = False
             if m.images:
                 n += m.images * self.image_tokens
+                allowance += m.images * self.image_tokens
             costs.append(n)
-        return costs, exact
+        return costs, exact, allowance
 
 
 def check_reasoning_effort(value: object) -> str | None:
