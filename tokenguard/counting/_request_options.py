@@ -1,0 +1,144 @@
+"""The keywords of ``chat.completions.create``, as the counting functions accept them.
+
+``tg.count_tokens(**body)`` takes a whole request body: every keyword the ``openai`` and
+``groq`` SDKs accept is accepted under the SDK's own name. Those that can change the
+prompt the server bills are kept as *prompt options* (:data:`PROMPT_KEYWORDS`), the
+completion budget (``max_tokens``/``max_completion_tokens``) is read, and the rest
+(``temperature``, ``stream``, ``n``, ``seed``, ...) is ignored. A keyword no SDK knows is a
+clear :class:`~tokenguard.InvalidMessages`, with the closest known name when there is one.
+``extra_body`` (the SDKs' way to send fields they have no parameter for) is merged in.
+
+Example::
+
+    >>> options, max_tokens = read_request_options(
+    ...     {"temperature": 0.2, "reasoning_effort": "low", "max_completion_tokens": 64}
+    ... )
+    >>> options, max_tokens
+    ({'reasoning_effort': 'low'}, 64)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidMessages
+
+__all__ = [
+    "IGNORED_KEYWORDS",
+    "PROMPT_KEYWORDS",
+    "SDK_KEYWORDS",
+    "read_request_options",
+]
+
+#: Keywords that may change the prompt tokens the server bills (``tools`` and
+#: ``functions`` are passed on by name; the others become prompt options).
+PROMPT_KEYWORDS = frozenset(
+    {
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "response_format",
+        "reasoning_effort",
+        # groq: documents are given to the model as context.
+        "documents",
+    }
+)
+
+#: Keywords accepted and ignored: they shape the completion or the transport, not the prompt.
+IGNORED_KEYWORDS = frozenset(
+    {
+        # openai
+        "audio",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "metadata",
+        "modalities",
+        "moderation",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+        "extra_headers",
+        "extra_query",
+        "timeout",
+        # groq
+        "citation_options",
+        "compound_custom",
+        "disable_tool_validation",
+        "exclude_domains",
+        "include_domains",
+        "include_reasoning",
+        "reasoning_format",
+        "search_settings",
+    }
+)
+
+_BUDGET_KEYWORDS = frozenset({"max_tokens", "max_completion_tokens"})
+
+#: Every keyword accepted besides ``messages`` and ``model``.
+SDK_KEYWORDS = PROMPT_KEYWORDS | IGNORED_KEYWORDS | _BUDGET_KEYWORDS | {"extra_body"}
+
+
+def _unknown(name: str) -> InvalidMessages:
+    close = difflib.get_close_matches(name, sorted(SDK_KEYWORDS | {"messages", "model"}), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return InvalidMessages(
+        f"unknown keyword {name!r}: not a parameter of chat.completions.create in the openai "
+        f"or groq SDK{hint}"
+    )
+
+
+def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """Split a request's keywords (besides ``messages`` and ``model``) into prompt options
+    and the completion budget; ignore the rest; refuse unknown names.
+
+    ``max_completion_tokens`` wins over ``max_tokens`` when both are given (the SDKs send
+    both and Groq uses the newer one). ``None`` values count as not given, as the SDKs
+    treat them.
+    """
+    options: dict[str, Any] = {}
+    max_tokens: int | None = None
+    max_completion: int | None = None
+    merged: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name not in SDK_KEYWORDS:
+            raise _unknown(name)
+        if name != "extra_body":
+            merged[name] = value
+    extra = kwargs.get("extra_body")
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise InvalidMessages(f"extra_body must be a dict, got {type(extra).__name__}")
+        # The SDKs merge extra_body over the body; fields no SDK names are the caller's
+        # business with the server and do not change the prompt as far as is known.
+        merged.update({k: v for k, v in extra.items() if k in SDK_KEYWORDS})
+    for name, value in merged.items():
+        if value is None:
+            continue
+        if name in PROMPT_KEYWORDS:
+            options[name] = value
+        elif name == "max_tokens":
+            max_tokens = value
+        elif name == "max_completion_tokens":
+            max_completion = value
+    return options, max_completion if max_completion is not None else max_tokens
