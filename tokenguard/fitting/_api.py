@@ -16,7 +16,7 @@ from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
 from ._room import DEFAULT_MIN_COMPLETION, DEFAULT_RESERVE
 from ._summary import DEFAULT_SUMMARY_TOKENS, Summarizer, SummaryCache, default_summary_cache
 
-__all__ = ["fit", "fit_async"]
+__all__ = ["check_options", "fit", "fit_async"]
 
 FromModel = Literal["model"]
 
@@ -29,7 +29,7 @@ def _int_or_none(value: object, name: str) -> int | None:
     return value
 
 
-def _options(
+def check_options(
     model: str | ModelInfo,
     *,
     max_tokens: int | None,
@@ -48,6 +48,7 @@ def _options(
     tools: Sequence[Any] | None,
     functions: Sequence[Any] | None,
 ) -> Options:
+    """The settled :class:`Options` of a fit; raises ``ConfigurationError`` for bad ones."""
     if isinstance(model, ModelInfo):
         info = model
     elif isinstance(model, str) and model:
@@ -138,7 +139,7 @@ def fit(
         >>> r.strategy, r.max_tokens, r.tokens_after <= r.allowed
         ('truncate', 512, True)
     """
-    opts = _options(
+    opts = check_options(
         model,
         max_tokens=max_tokens,
         tpm=tpm,
@@ -187,7 +188,7 @@ async def fit_async(
         r = await tg.fit_async(history, model="llama-3.1-8b-instant",
                                on_overflow="summarize", summarizer=summarizer)
     """
-    opts = _options(
+    opts = check_options(
         model,
         max_tokens=max_tokens,
         tpm=tpm,

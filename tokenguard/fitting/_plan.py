@@ -463,11 +463,12 @@ def _summarize(
         upto = done + 1
     # Each summary request must itself fit the model's room: fold long stretches in
     # several steps, each carrying the summary so far.
-    chunk_room = max(1, room.ceiling - 3 * summary_tokens - _SUMMARY_REQUEST_FRAMING)
     calls = 0
     written: list[tuple[bytes, str]] = []
     k = done
     while k < upto:
+        previous = counting.one({"role": "user", "content": summary}) if summary else 0
+        chunk_room = room.ceiling - summary_tokens - previous - _SUMMARY_REQUEST_FRAMING
         j, size = k, 0
         while j < upto and (j == k or size + unit_costs[j] <= chunk_room):
             size += unit_costs[j]

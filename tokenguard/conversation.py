@@ -1,0 +1,290 @@
+"""A chat history with a token ceiling that truncates or summarizes itself.
+
+:class:`Conversation` keeps the whole history for the caller and, after every
+message added, the messages to send now: always within the ceiling, fitted by
+:func:`~tokenguard.fit` (so the same rules hold: system message kept, newest turn
+kept, tool calls with their results, order).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .counting import count_prompt
+from .errors import ConfigurationError
+from .fitting import (
+    DEFAULT_SUMMARY_TOKENS,
+    FitResult,
+    Strategy,
+    StrategyCallable,
+    Summarizer,
+    SummaryCache,
+    fit,
+    fit_async,
+)
+from .fitting._api import check_options
+from .models import ModelInfo, get_model
+
+__all__ = ["Conversation"]
+
+
+class Conversation:
+    """A conversation whose :attr:`messages` always fit ``max_tokens`` prompt tokens.
+
+    ``max_tokens`` is the ceiling on the prompt tokens of :attr:`messages` (default and
+    upper bound: the model's context window); keep the completion's room out of it.
+    ``on_overflow`` is ``"truncate"``, ``"summarize"`` (needs ``summarizer``, e.g.
+    :class:`~tokenguard.ClientSummarizer`; its summaries are cached per conversation so
+    a growing conversation is summarized once in a while, not every turn) or a callable
+    (see :func:`~tokenguard.fit`). :attr:`history` keeps every message ever added.
+
+    Thread-safe: threads may add messages and read :attr:`messages` concurrently; each
+    ``add_*`` returns once the messages include what it added (or a later state). The
+    summarizer is called outside the lock, so a slow summary blocks no reader.
+    With an async summarizer, add messages with ``await conv.add_async(message)``.
+
+    Example::
+
+        conv = tg.Conversation(system="You are terse.", model="llama3-8b-8192",
+                               max_tokens=4_000)
+        conv.add_user("What is Groq?")
+        reply = client.chat.completions.create(model="llama3-8b-8192",
+                                               messages=conv.messages, max_tokens=256)
+        conv.add_assistant(reply.choices[0].message.content)
+        assert conv.tokens == tg.count_tokens(conv.messages, model="llama3-8b-8192")
+        assert conv.tokens <= 4_000
+    """
+
+    def __init__(
+        self,
+        system: str | None = None,
+        *,
+        model: str | ModelInfo = "llama-3.1-8b-instant",
+        max_tokens: int | None = None,
+        on_overflow: Strategy | StrategyCallable = "truncate",
+        summarizer: Summarizer | None = None,
+        summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
+        headroom: float = 0.5,
+        tools: Sequence[Any] | None = None,
+    ) -> None:
+        info = model if isinstance(model, ModelInfo) else get_model(model)
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise ConfigurationError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        if system is not None and not isinstance(system, str):
+            raise ConfigurationError(f"system must be a str or None, got {type(system).__name__}")
+        self.model = info.name
+        self.max_tokens = min(max_tokens or info.context_window, info.context_window)
+        self._fit_options: dict[str, Any] = {
+            "model": info,
+            "max_tokens": None,
+            "default_reserve": 0,
+            "tpm": None,
+            "context_window": self.max_tokens,
+            "on_overflow": on_overflow,
+            "summarizer": summarizer,
+            "summary_cache": SummaryCache(),
+            "summary_tokens": summary_tokens,
+            "headroom": headroom,
+            "tools": tools,
+            "functions": None,
+            "budget": None,
+            "tier": "free",
+            "min_completion": 1,
+            "shrink_max_tokens": False,
+        }
+        check_options(**self._fit_options)
+        self._lock = threading.Lock()
+        self._system: dict[str, Any] | None = (
+            {"role": "system", "content": system} if system is not None else None
+        )
+        self._history: list[Any] = []
+        self._version = 0
+        self._view: list[Any] = []
+        self._view_version = -1
+        self._last: FitResult | None = None
+        self._summary_calls = 0
+        self._fallbacks = 0
+        if self._system is not None:
+            # Checks the options and that the system message fits at all.
+            self._apply(0, fit([self._system], **self._fit_options))
+        else:
+            self._view_version = 0
+
+    # -- adding messages --------------------------------------------------------------
+
+    def add_user(self, content: Any, *, name: str | None = None) -> None:
+        """Add a user message (text, or a list of content parts) and refit.
+
+        Example::
+
+            conv.add_user("Summarize the plan in two lines.")
+        """
+        message: dict[str, Any] = {"role": "user", "content": content}
+        if name is not None:
+            message["name"] = name
+        self.add(message)
+
+    def add_assistant(
+        self, content: str | None = None, *, tool_calls: Sequence[Any] | None = None
+    ) -> None:
+        """Add an assistant reply: text, tool calls (openai format), or both.
+
+        Example::
+
+            conv.add_assistant(tool_calls=[{"id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}])
+            conv.add_tool_result("call_1", '{"temp_c": 4}')
+        """
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_calls:
+            message["tool_calls"] = [
+                c if isinstance(c, dict) else c.model_dump(exclude_none=True) for c in tool_calls
+            ]
+        elif content is None:
+            raise ConfigurationError("add_assistant needs content, tool_calls, or both")
+        self.add(message)
+
+    def add_tool_result(self, tool_call_id: str, content: Any) -> None:
+        """Add the result of the tool call ``tool_call_id``.
+
+        Example::
+
+            conv.add_tool_result("call_1", json.dumps(result))
+        """
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise ConfigurationError(f"tool_call_id must be a non-empty str, got {tool_call_id!r}")
+        self.add({"role": "tool", "tool_call_id": tool_call_id, "content": content})
+
+    def add(self, message: Any) -> None:
+        """Add any chat message (a dict or an SDK message object) and refit.
+
+        Raises :class:`~tokenguard.InvalidMessages` for a malformed message (nothing is
+        added) and :class:`~tokenguard.ContextOverflow` when it cannot fit at all.
+
+        Example::
+
+            conv.add(reply.choices[0].message)   # the SDK's ChatCompletionMessage
+        """
+        version, snapshot = self._append(message)
+        try:
+            result = fit(snapshot, **self._fit_options)
+        except BaseException:
+            self._withdraw(message)
+            raise
+        self._apply(version, result)
+
+    async def add_async(self, message: Any) -> None:
+        """:meth:`add` for coroutines: an async summarizer is awaited.
+
+        Example::
+
+            await conv.add_async({"role": "user", "content": "And in Oslo?"})
+        """
+        version, snapshot = self._append(message)
+        try:
+            result = await fit_async(snapshot, **self._fit_options)
+        except BaseException:
+            self._withdraw(message)
+            raise
+        self._apply(version, result)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Any]:
+        """What to send now: a new list, within ``max_tokens`` prompt tokens."""
+        with self._lock:
+            return list(self._view)
+
+    @property
+    def tokens(self) -> int:
+        """Prompt tokens of :attr:`messages` (``== tg.count_tokens(conv.messages)``; 0 if empty)."""
+        with self._lock:
+            return self._last.tokens_after if self._last is not None and self._view else 0
+
+    @property
+    def history(self) -> tuple[Any, ...]:
+        """Every message added, in order, the system message first (never fitted)."""
+        with self._lock:
+            head = (self._system,) if self._system is not None else ()
+            return (*head, *self._history)
+
+    @property
+    def last_fit(self) -> FitResult | None:
+        """The :class:`~tokenguard.FitResult` behind :attr:`messages`."""
+        with self._lock:
+            return self._last
+
+    @property
+    def summary(self) -> str | None:
+        """The summary standing for the earliest messages now, if any."""
+        with self._lock:
+            return self._last.summary if self._last is not None else None
+
+    @property
+    def summarized(self) -> int:
+        """Messages of the history the current summary stands for."""
+        with self._lock:
+            return self._last.summarized if self._last is not None else 0
+
+    @property
+    def dropped(self) -> int:
+        """Messages of the history left out of :attr:`messages` and not summarized."""
+        with self._lock:
+            return self._last.dropped if self._last is not None else 0
+
+    @property
+    def summary_calls(self) -> int:
+        """Summarizer calls made over the whole conversation."""
+        with self._lock:
+            return self._summary_calls
+
+    @property
+    def fallbacks(self) -> int:
+        """Fits where summarizing failed and truncation stood in."""
+        with self._lock:
+            return self._fallbacks
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._history) + (self._system is not None)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return (
+                f"Conversation(model={self.model!r}, max_tokens={self.max_tokens}, "
+                f"history={len(self._history)}, sent={len(self._view)}, "
+                f"tokens={self._last.tokens_after if self._last else 0})"
+            )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _append(self, message: Any) -> tuple[int, list[Any]]:
+        # Rejects a malformed message before it enters the history.
+        count_prompt([message], self._fit_options["model"])
+        with self._lock:
+            self._history.append(message)
+            self._version += 1
+            head = [self._system] if self._system is not None else []
+            return self._version, [*head, *self._history]
+
+    def _withdraw(self, message: Any) -> None:
+        with self._lock:
+            for i in range(len(self._history) - 1, -1, -1):
+                if self._history[i] is message:
+                    del self._history[i]
+                    break
+
+    def _apply(self, version: int, result: FitResult) -> None:
+        with self._lock:
+            self._summary_calls += result.summary_calls
+            self._fallbacks += result.fallback is not None
+            # A slower fit of an older state never replaces a newer one.
+            if version > self._view_version:
+                self._view = list(result.messages)
+                self._view_version = version
+                self._last = result
