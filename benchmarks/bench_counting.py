@@ -5,7 +5,8 @@ asserts nothing (timings on a shared machine are noisy; goals are compared, not 
 
 Goals (tokenguard issue 3): a 50-message conversation counted warm (every message seen
 before) in p50 <= 20 microseconds; cold in <= 1.3x the time tiktoken takes to encode the
-same text alone; cache memory bounded.
+same text alone; cache memory bounded. ``count_prompt`` (the per-message breakdown that
+fitting uses) is timed warm on the same conversation.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def bench_warm() -> None:
         lambda: counter.count_request(messages, model=EXACT_MODEL, max_tokens=256), 2_000
     )
     print(f"warm, 50 messages, count_request: p50 {percentile(samples, 0.5):.1f} us")
+    # What fitting asks for: the same count broken down per message.
+    samples = timings_us(lambda: counter.count_prompt(messages, model=EXACT_MODEL), 5_000)
+    print(
+        f"warm, 50 messages, count_prompt (per-message costs): p50 "
+        f"{percentile(samples, 0.5):.1f} us, p90 {percentile(samples, 0.9):.1f} us"
+    )
     # A typed-object history (the SDK's pydantic replies) takes the general path.
     from openai.types.chat import ChatCompletionMessage
 

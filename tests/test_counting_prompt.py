@@ -298,3 +298,47 @@ def test_bad_input_is_refused_as_count_tokens_refuses_it() -> None:
         tg.count_prompt([{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}])
     with pytest.raises(tg.InvalidMessages):
         tg.count_prompt("Hello")
+
+
+plain_conversations = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant"]), "content": texts}
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@SETTINGS
+@given(messages=plain_conversations, model=st.sampled_from(sorted(LLAMA)))
+def test_the_fast_path_breaks_down_as_the_general_path_does(
+    messages: list[dict[str, Any]], model: str
+) -> None:
+    counter = tg.Counter()
+    cold = counter.count_prompt(messages, model=model)  # plain dicts: the fast path
+    warm = counter.count_prompt(messages, model=model)
+    general = counter.count_prompt(tuple(messages), model=model)  # not a list: general path
+    assert cold == warm == general
+    assert (
+        warm.total == counter.count(messages, model=model) == tg.count_tokens(messages, model=model)
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "name": "no content"},
+        {"role": ["user"], "content": "unhashable role"},
+        {"role": "robot", "content": "unknown role"},
+        {"role": "user", "content": None},
+        {"role": "user", "content": 42},
+        {"role": "user", "content": "lone surrogate \ud800"},
+    ],
+)
+def test_odd_messages_leave_the_fast_path_for_a_clear_error(message: dict[str, Any]) -> None:
+    counter = tg.Counter()
+    messages = [{"role": "user", "content": "Hello"}, message]
+    counter.count(messages[:1], model="llama-3.1-8b-instant")  # "Hello" is warm
+    for call in (counter.count, counter.count_prompt, counter.count_request):
+        with pytest.raises(tg.InvalidMessages, match=r"messages\[1\]"):
+            call(messages, model="llama-3.1-8b-instant")

@@ -20,6 +20,15 @@ request is sent, offline::
   ``tools``/``functions`` and tool calls follow Meta's 3.1 tool template (exact against
   that rule, ``exact=False`` in :class:`RequestCount` because Groq's rendering of tool
   forms is not confirmed); estimates charge the tool JSON pretty-printed.
+* :func:`count_prompt` breaks a count down per message (:class:`PromptCount`), for
+  fitting: dropping messages lowers an exact count by exactly their costs.
+
+Layout: ``_counter`` is the facade (:class:`Counter`); ``_registry`` maps a model to
+its plan and holds the caches and calibrations plans share; a plan (``_plan.Plan``)
+counts one model's prompts: ``_llama3_plan`` exactly (with ``_llama3``'s template
+arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s rules, calibrated);
+``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts text with tiktoken,
+``_cache`` keeps per-text counts, ``_result`` holds the values returned.
 """
 
 from __future__ import annotations

@@ -1,0 +1,148 @@
+"""The estimate plan: models whose tokenizer or template is not at hand.
+
+The raw estimate follows the model family's :class:`~._estimate.EstimateRule`; the
+model's :class:`~tokenguard.Calibration` then brings it toward the server's counts. Its
+breakdown (:class:`~tokenguard.PromptCount`) is the raw estimate split per part, so that
+the costs of any subset of the messages bound the calibrated estimate of that subset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .._tokenizer_data import get_encoding
+from ..models import ModelInfo
+from ._cache import TextCache
+from ._calibration import Calibration, bucket_of
+from ._estimate import EstimateRule, estimate_rule
+from ._messages import normalize_message, render_tools
+from ._plan import NewText, Request, Resources, Settings, Tally
+from ._result import CalibrationBasis
+from ._tokenizers import estimator
+
+__all__ = ["EstimatePlan"]
+
+
+class EstimatePlan:
+    """Estimation for one model, calibrated by the server's counts.
+
+    Example::
+
+        plan = EstimatePlan.build(get_model("qwen/qwen3-32b"), registry)
+        plan.count(Request.of(messages, max_messages=100)).total
+    """
+
+    __slots__ = ("_info", "cache", "calibration", "rule", "settings")
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        rule: EstimateRule,
+        cache: TextCache[tuple[int, int, int]],
+        calibration: Calibration,
+        settings: Settings,
+    ) -> None:
+        self._info = info
+        self.rule = rule
+        self.cache = cache
+        self.calibration = calibration
+        self.settings = settings
+
+    @classmethod
+    def build(cls, info: ModelInfo, resources: Resources) -> EstimatePlan:
+        """The plan for any model (the registry's last resort)."""
+        rule = estimate_rule(info.tokenizer)
+        cache = resources.text_cache(
+            ("estimate", rule.encoding, rule.digits_single),
+            lambda: estimator(get_encoding(rule.encoding), rule.digits_single),
+        )
+        return cls(info, rule, cache, resources.calibration(info.name), resources.settings)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model table entry of this plan."""
+        return self._info
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """Always ``None``: estimates take the general path."""
+        return None
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """Always ``None``: estimates take the general path."""
+        return None
+
+    def count(self, request: Request) -> Tally:
+        """The calibrated estimate, and the raw estimate split per part."""
+        rule = self.rule
+        cache = self.cache
+        normalized = [normalize_message(m, i) for i, m in enumerate(request.messages)]
+        defs = render_tools(request.tools, request.functions)
+        budget = NewText(self.settings.max_new_chars)
+        tools_text = json.dumps(defs, indent=4) if defs else ""
+        tools_tokens, non_ascii, chars = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
+        content = tools_tokens
+        top_bucket = bucket_of(non_ascii, chars)
+        tokens: list[int] = []
+        units: list[int] = []
+        images: list[int] = []
+        # A chain of keys naming each prefix of the request (tools included), so that the
+        # server's count of an earlier, shorter request can anchor this one.
+        keys: list[int] = []
+        key = hash(("tokenguard", self._info.name, tools_text))
+        for i, msg in enumerate(normalized):
+            n, na, ch = budget.counted(cache, msg.body, i)
+            unit = 1
+            if msg.name:
+                nn, nna, nch = budget.counted(cache, msg.name, i)
+                n, na, ch, unit = n + nn, na + nna, ch + nch, 2
+            content += n
+            non_ascii += na
+            chars += ch
+            top_bucket = max(top_bucket, bucket_of(na, ch))
+            tokens.append(n)
+            units.append(unit)
+            images.append(msg.images)
+            key = hash((key, msg.header, msg.body, msg.name))
+            keys.append(key)
+        margin = rule.margin
+        content_raw = math.ceil(content * margin)
+        overhead_raw = rule.per_request + rule.per_message * sum(units)
+        bucket = bucket_of(non_ascii, chars)
+        prefixes: list[tuple[int, int, int]] = []
+        rest_tokens = rest_units = 0
+        for k in range(len(normalized) - 1, -1, -1):
+            rest_content = math.ceil(rest_tokens * margin)
+            prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
+            rest_tokens += tokens[k]
+            rest_units += units[k]
+        prompt = self.calibration.estimate(
+            content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
+        )
+        image_total = sum(images) * self.settings.image_tokens
+        # Requests with images teach nothing about text: they are kept out of calibration.
+        basis = (
+            None if image_total else CalibrationBasis(content_raw, overhead_raw, bucket, keys[-1])
+        )
+        # The breakdown: the raw estimate split per part (the ceilings of the parts add
+        # up to at least the ceiling of the whole), scaled as far as calibration scales a
+        # raw estimate in any bucket a subset of these texts can fall into (a subset's
+        # share of non-ASCII text lies between its parts' shares, so its bucket is at
+        # most the highest of theirs). One token more covers the float rounding of the
+        # whole's ceiling.
+        scale = self.calibration.max_raw_scale(top_bucket)
+        costs = [
+            _scaled(math.ceil(n * margin) + rule.per_message * unit, scale)
+            + k * self.settings.image_tokens
+            for n, unit, k in zip(tokens, units, images, strict=True)
+        ]
+        tools = _scaled(math.ceil(tools_tokens * margin), scale) if defs else 0
+        overhead = _scaled(rule.per_request, scale) + 1
+        raw = content_raw + overhead_raw + image_total
+        return Tally(costs, overhead, tools, prompt + image_total, raw, False, basis)
+
+
+def _scaled(tokens: int, scale: float) -> int:
+    return tokens if scale == 1.0 else math.ceil(tokens * scale)

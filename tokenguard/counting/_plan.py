@@ -1,0 +1,172 @@
+"""What a counting plan is: how one model's prompts are counted, behind one small protocol.
+
+A plan is built once per model (by a :data:`PlanFactory`, from the model's table entry
+and the registry's shared caches) and then answers every request for that model:
+
+* :meth:`Plan.count` counts one :class:`Request` on the general path (any message form,
+  tools, images) and returns a :class:`Tally`: per-message costs, template overhead,
+  tools, total, and what calibration needs;
+* :meth:`Plan.count_fast` may answer the common case (a list of plain
+  ``{"role", "content": str}`` dicts whose texts were seen before) in a few
+  microseconds, or return ``None`` to send the request to :meth:`Plan.count`.
+
+A new tokenizer family plugs in as one more plan class and one more factory in the
+registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from ..errors import InvalidMessages
+from ..models import ModelInfo
+from ._cache import TextCache
+from ._calibration import Calibration
+from ._result import CalibrationBasis
+
+__all__ = [
+    "NewText",
+    "Plan",
+    "PlanFactory",
+    "Request",
+    "Resources",
+    "Settings",
+    "Tally",
+]
+
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bounds every plan counts within (the options of :class:`~tokenguard.Counter`)."""
+
+    cache_bytes: int
+    front_chars: int
+    max_new_chars: int
+    max_messages: int
+    image_tokens: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request to count: its messages (a non-empty sequence, checked by :meth:`of`),
+    its tool definitions as given, and any other keyword that may change the prompt."""
+
+    messages: Sequence[Any]
+    tools: Sequence[Any] | None = None
+    functions: Sequence[Any] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[Any] | None = None,
+        functions: Sequence[Any] | None = None,
+        max_messages: int,
+        options: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """Check the shape of ``messages`` (each message is read by the plan)."""
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+            raise InvalidMessages(
+                f"messages must be a list of message dicts, got {type(messages).__name__}"
+            )
+        if not messages:
+            raise InvalidMessages("messages is empty; expected at least one message")
+        if len(messages) > max_messages:
+            raise InvalidMessages(f"{len(messages)} messages; at most {max_messages} are accepted")
+        return cls(messages, tools, functions, options or {})
+
+
+class Tally(NamedTuple):
+    """One request counted, broken down: ``total`` is the prompt tokens.
+
+    For an exact plan ``total == overhead + tools + sum(costs)``; for an estimate
+    ``total`` may be lower (see :class:`~tokenguard.PromptCount`).
+    """
+
+    costs: list[int]
+    overhead: int
+    tools: int
+    total: int
+    #: The estimate before calibration (``total`` when exact).
+    raw: int
+    exact: bool
+    basis: CalibrationBasis | None
+
+
+class NewText:
+    """Bounds the characters of not-yet-counted text that one request may bring."""
+
+    __slots__ = ("chars", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chars = 0
+
+    def counted(self, cache: TextCache[V], text: str, index: int) -> V:
+        """``cache``'s value for ``text``, charging ``text`` to the bound on a miss."""
+        value = cache.front.get(text)
+        if value is None:
+            self.chars += len(text)
+            if self.chars > self.limit:
+                raise InvalidMessages(
+                    f"the request brings {self.chars:,} characters not counted before by "
+                    f"this message; at most {self.limit:,} are accepted per request",
+                    index=index,
+                )
+            value = cache.get_or_compute(text)
+        return value
+
+
+class Plan(Protocol):
+    """How one model's prompts are counted."""
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model table entry the plan was built from."""
+        ...
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """The prompt tokens of plain, already-seen messages, or ``None`` (general path)."""
+        ...
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """:meth:`count_fast` broken down, or ``None`` (general path)."""
+        ...
+
+    def count(self, request: Request) -> Tally:
+        """Validate and count one request (any form the SDKs accept)."""
+        ...
+
+
+class Resources(Protocol):
+    """What the registry shares between plans: settings, caches and calibrations."""
+
+    @property
+    def settings(self) -> Settings:
+        """The counter's bounds."""
+        ...
+
+    def text_cache(self, key: Hashable, compute: Callable[[], Callable[[str], V]]) -> TextCache[V]:
+        """The cache of per-text values named ``key`` (one per tokenizer and rule),
+        created with ``compute()`` on first use."""
+        ...
+
+    def shared(self, key: Hashable, make: Callable[[], T]) -> T:
+        """A value shared by the plans (fixed template costs, say), made on first use."""
+        ...
+
+    def calibration(self, model: str) -> Calibration:
+        """The calibration of ``model``."""
+        ...
+
+
+#: Builds the plan for a model, or ``None`` when the model is not of its kind (the
+#: registry then asks the next factory).
+PlanFactory = Callable[[ModelInfo, Resources], Plan | None]

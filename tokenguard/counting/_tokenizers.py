@@ -1,0 +1,100 @@
+"""Counting text with tiktoken encodings, the way each plan needs it.
+
+* :func:`server_counter` counts text as the server encodes a rendered prompt (special
+  tokens recognised), optionally ``strip``-ped as a template renders a message body;
+* :func:`ordinary_counter` counts text as plain text;
+* :func:`estimator` gives what an estimate needs of a text: its tokens, and its
+  non-ASCII and total characters (for calibration's script buckets).
+
+All of them count pathological text (a million blanks in a row) in slices rather than
+crash.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import tiktoken
+
+__all__ = ["estimator", "ordinary_counter", "server_counter"]
+
+_DIGIT = re.compile(r"\d")
+
+# tiktoken's regex engine gives up on pathological text (about a million blank
+# characters in a row): a ValueError, or a Rust panic surfacing as pyo3's
+# PanicException (a BaseException) after printing a backtrace. Such text is counted in
+# slices, as the emulator does; the count may then differ by a token per slice. Long
+# blank runs are sliced up front, so the panic is not even attempted.
+_SLICE = 50_000
+_LONG_BLANK_RUN = re.compile(r"\s{200000}")
+
+
+def _tokenizer_gave_up(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) or type(exc).__name__ == "PanicException"
+
+
+def _sliced(encode: Callable[[str], list[int]], text: str) -> int:
+    if len(text) < 200_000 or _LONG_BLANK_RUN.search(text) is None:
+        try:
+            return len(encode(text))
+        except BaseException as exc:
+            if not _tokenizer_gave_up(exc):
+                raise
+    return sum(len(encode(text[i : i + _SLICE])) for i in range(0, len(text), _SLICE))
+
+
+def ordinary_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
+    """Counts ``text`` as plain text (special-token lookalikes are ordinary characters)."""
+    encode = enc.encode_ordinary
+
+    def count(text: str) -> int:
+        return _sliced(encode, text)
+
+    return count
+
+
+def server_counter(enc: tiktoken.Encoding, *, strip: bool = False) -> Callable[[str], int]:
+    """Counts ``text`` as the server encodes a rendered prompt: special tokens recognised.
+
+    With ``strip``, counts ``text.strip()`` (a message body as the template renders it).
+    """
+    encode = enc.encode_ordinary
+    # The cold path is dominated by this call: skip tiktoken's Python wrapper when the
+    # core is reachable (its only extra is a surrogate fallback; surrogates are rejected
+    # before counting).
+    core = getattr(getattr(enc, "_core_bpe", None), "encode_ordinary", None)
+    fast: Callable[[str], list[int]] = core if callable(core) else encode
+    specials = enc.special_tokens_set
+
+    def encode_special(text: str) -> list[int]:
+        return enc.encode(text, allowed_special=specials)
+
+    def count(text: str) -> int:
+        if strip:
+            text = text.strip()
+        # Every special token starts with "<|"; without one the cheaper call is identical.
+        if "<|" in text:
+            return _sliced(encode_special, text)
+        if len(text) < _SLICE:
+            return len(fast(text))
+        return _sliced(encode, text)
+
+    return count
+
+
+def estimator(enc: tiktoken.Encoding, digits_single: bool) -> Callable[[str], tuple[int, int, int]]:
+    """Counts ``(tokens, non-ASCII characters, characters)`` of ``text.strip()``; with
+    ``digits_single``, one more token per digit (vocabularies that split numbers)."""
+    count = ordinary_counter(enc)
+
+    def estimate(text: str) -> tuple[int, int, int]:
+        body = text.strip()
+        n = count(body)
+        if digits_single:
+            n += len(_DIGIT.findall(body))
+        chars = len(body)
+        non_ascii = 0 if body.isascii() else chars - len(body.encode("ascii", "ignore"))
+        return n, non_ascii, chars
+
+    return estimate
