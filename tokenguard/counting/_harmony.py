@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidMessages
 from ._messages import as_mapping, check_text, normalize_message
+from ._request_options import response_format_allowance
 
 __all__ = [
     "HarmonyCount",
@@ -77,8 +78,6 @@ ADDITIONAL_PROPERTIES_FALSE = 6
 #: which Groq bills when a request has neither a system message nor tools.
 EMPTY_DEVELOPER = 4
 #: Upper bounds where the rendering is unknown (see the module docstring).
-JSON_OBJECT_BOUND = 36
-JSON_SCHEMA_BASE = 40
 TOOL_CHOICE_BOUND = 8
 UNMATCHED_RESULT_MARGIN = 8
 LATE_SYSTEM_MARGIN = 2
@@ -525,28 +524,8 @@ class HarmonyRules:
         """An upper bound of what ``response_format`` adds (Groq's text is not known)."""
         if response_format is None:
             return 0, True
-        fmt = as_mapping(response_format, None, "response_format")
-        kind = fmt.get("type")
-        if kind == "text":
-            return 0, True
-        if kind == "json_object":
-            return JSON_OBJECT_BOUND, False
-        if kind == "json_schema":
-            spec = as_mapping(fmt.get("json_schema"), None, "response_format.json_schema")
-            name = spec.get("name", "")
-            desc = spec.get("description", "")
-            schema = spec.get("schema", {})
-            try:
-                schema_text = json.dumps(schema)
-            except (TypeError, ValueError) as exc:
-                raise InvalidMessages(
-                    f"response_format schema is not JSON-serializable ({exc})"
-                ) from None
-            text = f"# Response Formats\n\n## {name}\n\n// {desc}\n{schema_text}"
-            return JSON_SCHEMA_BASE + 2 * self._count(text), False
-        raise InvalidMessages(
-            f"response_format has type {kind!r}; expected 'text', 'json_object' or 'json_schema'"
-        )
+        n = response_format_allowance(response_format, self._count)
+        return n, n == 0
 
     def tools_cost(
         self,

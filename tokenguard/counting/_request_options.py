@@ -20,7 +20,8 @@ Example::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidMessages
@@ -29,7 +30,9 @@ __all__ = [
     "IGNORED_KEYWORDS",
     "PROMPT_KEYWORDS",
     "SDK_KEYWORDS",
+    "option_allowance",
     "read_request_options",
+    "response_format_allowance",
 ]
 
 #: Keywords that may change the prompt tokens the server bills (``tools`` and
@@ -142,3 +145,72 @@ def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int
         elif name == "max_completion_tokens":
             max_completion = value
     return options, max_completion if max_completion is not None else max_tokens
+
+
+#: Allowances for prompt options whose rendering is not known for a model family.
+JSON_OBJECT_ALLOWANCE = 36
+JSON_SCHEMA_ALLOWANCE = 40
+DOCUMENTS_ALLOWANCE = 32
+REASONING_EFFORT_ALLOWANCE = 8
+
+
+def option_allowance(
+    options: Mapping[str, Any], count: Callable[[str], int], *, handled: frozenset[str]
+) -> int:
+    """An upper bound of the tokens ``options`` add to a prompt, for the options a plan
+    does not count itself (``handled``); ``count`` counts text conservatively.
+
+    Groq's rendering of these is not known for every family (shared GROQ.md: a
+    ``json_object`` format added 28 tokens to a gpt-oss prompt, a small ``json_schema``
+    99, ``reasoning_effort="none"`` 4 to a Qwen prompt), so each is charged generously:
+    the count that includes them is a bound, never exact.
+    """
+    n = 0
+    fmt = options.get("response_format")
+    if fmt is not None and "response_format" not in handled:
+        n += response_format_allowance(fmt, count)
+    docs = options.get("documents")
+    if docs is not None and "documents" not in handled:
+        try:
+            text = json.dumps(docs, ensure_ascii=False, default=str)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessages(f"documents are not JSON-serializable ({exc})") from None
+        n += DOCUMENTS_ALLOWANCE + 2 * count(text)
+    if options.get("reasoning_effort") is not None and "reasoning_effort" not in handled:
+        n += REASONING_EFFORT_ALLOWANCE
+    return n
+
+
+def response_format_allowance(response_format: object, count: Callable[[str], int]) -> int:
+    """An upper bound of what ``response_format`` adds; refuses an unknown format type."""
+    fmt = response_format
+    if not isinstance(fmt, Mapping):
+        dump = getattr(fmt, "model_dump", None)
+        fmt = dump(exclude_none=True) if callable(dump) else None
+    if not isinstance(fmt, Mapping):
+        raise InvalidMessages(
+            f"response_format must be a dict, got {type(response_format).__name__}"
+        )
+    kind = fmt.get("type")
+    if kind == "text":
+        return 0
+    if kind == "json_object":
+        return JSON_OBJECT_ALLOWANCE
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, Mapping):
+            raise InvalidMessages(
+                "response_format of type 'json_schema' needs a 'json_schema' dict"
+            )
+        try:
+            schema = json.dumps(spec.get("schema", {}), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessages(
+                f"response_format schema is not JSON-serializable ({exc})"
+            ) from None
+        name, desc = spec.get("name", ""), spec.get("description", "")
+        text = f"# Response Formats\n\n## {name}\n\n// {desc}\n{schema}"
+        return JSON_SCHEMA_ALLOWANCE + 2 * count(text)
+    raise InvalidMessages(
+        f"response_format has type {kind!r}; expected 'text', 'json_object' or 'json_schema'"
+    )
