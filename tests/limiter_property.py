@@ -28,11 +28,13 @@ from tokenguard.limiter._backend import Backend, Signal, Ticket
 from tokenguard.limiter._headers import ServerView
 
 __all__ = [
+    "LEARNING_429",
     "LIMIT",
     "OPS",
     "PERIOD",
     "SERVERS",
     "FakeClock",
+    "Model",
     "known_examples",
     "run_interleaving",
 ]
@@ -107,6 +109,7 @@ class Admitted:
     at: float
     charge: Any
     cost: int  # as known now: the estimate, then what was committed (0 if cancelled)
+    learned: bool | None  # the backend's refunds policy when it was admitted
 
 
 @dataclass
@@ -122,6 +125,30 @@ class Model:
     blocked_until: float = -math.inf
     # When the last request committed so far reached the server.
     last_arrival: float = 0.0
+    refused: int = 0
+
+    def refuse(self, a: Admitted, arrived: float) -> bool:
+        """With refusals modelled: does the server refuse ``a`` arriving at ``arrived``?
+        If so it charges nothing, answers 429 at once, and the client cancels the
+        reservation and gives the 429's headers to the limiter."""
+        if self.bucket.level(arrived) >= a.ticket.tokens - 1e-9:
+            return False
+        assert a.learned is None, (
+            "refused a request admitted after the limiter learned that the server keeps "
+            "unused tokens (or with refunds given)"
+        )
+        self.refused += 1
+        self.backend.settle(a.charge, None, None)
+        view = self.bucket.header(arrived)
+        self.backend.observe(
+            ServerView(
+                remaining_tokens=view.remaining_tokens,
+                limit_tokens=LIMIT,
+                retry_after=max(a.ticket.tokens - self.bucket.level(arrived), 0.0) * PERIOD / LIMIT,
+            )
+        )
+        assert self.backend.refunds is False, "a 429 after frees did not teach the limiter"
+        return True
 
     def record(self, ticket: Ticket, charge: Any) -> None:
         now = self.clock()
@@ -132,7 +159,7 @@ class Model:
             if now - PERIOD + 1e-9 < a.at <= now:  # float noise at the boundary
                 total += a.cost
         assert total <= LIMIT, f"{total} tokens admitted within one window"
-        self.admitted.append(Admitted(ticket, now, charge, ticket.tokens))
+        self.admitted.append(Admitted(ticket, now, charge, ticket.tokens, self.backend.refunds))
         self.open.append(len(self.admitted) - 1)
         self.order.append(ticket)
 
@@ -179,7 +206,20 @@ def known_examples(test: F) -> F:
     return test
 
 
+# Learning against a server that keeps unused tokens: A's answer is written before B
+# arrives, so it shows no excess; A's free lets C in, and the server refuses C. Its 429
+# teaches the limiter (see LEARNING_429).
+LEARNING_429: list[tuple[object, ...]] = [
+    ("acquire", 50),
+    ("acquire", 50),
+    ("commit", 0, 0.0, 0.0, 0.0),
+    ("acquire", 50),
+    ("commit", 0, 0.0, 0.0, 0.0),
+    ("commit", 0, 0.0, 0.0, 0.0),
+]
+
 _EXAMPLES: list[dict[str, Any]] = [
+    {"steps": LEARNING_429, "lag": 0.0, "server": ("keeps", None)},
     # A stale header (written before the second admission) read within the lag.
     {
         "steps": [
@@ -232,7 +272,7 @@ def run_interleaving(
     server: tuple[str, bool | None],
     make_backend: Callable[[FakeClock, float, bool | None], Backend],
     clock: FakeClock,
-) -> None:
+) -> Model:
     """Run ``steps`` against a fresh backend and check the property (see the module).
 
     A request reaches the server at any time between its admission and its commit;
@@ -241,6 +281,10 @@ def run_interleaving(
     before it arrived).
     """
     refunding, refunds = server[0] == "refunds", server[1]
+    # Learning against a server that keeps unused tokens: requests admitted before the
+    # limiter learns may be refused (see `Model.refuse`); then arrivals are in order,
+    # since a refusal is decided when the request arrives.
+    learning = refunds is None and not refunding
     m = Model(clock, make_backend(clock, lag, refunds))
     for op in steps:
         kind = op[0]
@@ -268,8 +312,21 @@ def run_interleaving(
                     # unanswered a whole window after its admission is only covered if
                     # the server charged it at once. Later arrivals are out of scope.
                     arrived = a.at
+                if learning:
+                    if arrived < m.last_arrival and now - a.at >= PERIOD:
+                        # Cannot arrive in order and be covered: it was lost on its way.
+                        m.backend.settle(a.charge, None, None)
+                        a.cost = 0
+                        m.serve()
+                        continue
+                    arrived = max(arrived, m.last_arrival)
+                    m.last_arrival = arrived
+                    if m.refuse(a, arrived):
+                        a.cost = 0
+                        m.serve()
+                        continue
                 m.bucket.give(arrived, -a.ticket.tokens)
-                if refunds is None:
+                if refunds is not True:
                     # Any time after it arrived, and after every request whose answer
                     # was read before this one arrived (see Window.adopt).
                     lo = max(arrived, m.last_arrival)
@@ -289,8 +346,12 @@ def run_interleaving(
             m.backend.leave(t)
             m.started.remove(t)
         elif kind == "observe":
-            written = now - float(op[1]) * lag  # type: ignore[arg-type]
-            m.backend.observe(m.bucket.header(max(written, 0.0)))
+            written = max(now - float(op[1]) * lag, 0.0)  # type: ignore[arg-type]
+            if refunds is not True:
+                # A response just read: written after the requests settled before it
+                # arrived (the headers free deferred tokens; see Window.adopt).
+                written = max(written, m.last_arrival)
+            m.backend.observe(m.bucket.header(written))
         elif kind == "retry_after":
             ra = float(op[1])  # type: ignore[arg-type]
             m.blocked_until = max(m.blocked_until, now + ra)
@@ -308,6 +369,14 @@ def run_interleaving(
     assert m.order == m.started
     for i in m.open:  # requests still in flight reach the server
         a = m.admitted[i]
-        m.bucket.give(a.at, -a.ticket.tokens)
+        if learning:
+            arrived = max(a.at, m.last_arrival)
+            m.last_arrival = arrived
+            if arrived - a.at >= PERIOD or m.refuse(a, arrived):
+                continue
+            m.bucket.give(arrived, -a.ticket.tokens)
+        else:
+            m.bucket.give(a.at, -a.ticket.tokens)
     low = m.bucket.lowest()
     assert low >= -1e-6, f"the server would refuse: bucket {low}"
+    return m

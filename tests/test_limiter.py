@@ -299,10 +299,8 @@ def test_header_lag_counts_recent_admissions_as_unseen(h: Harness, api: Api, lag
         assert api.acquire(lim, 50).waited <= h.slack
 
 
-def test_by_default_a_commit_for_less_keeps_the_estimate_without_headers(
-    h: Harness, api: Api
-) -> None:
-    lim = h.limiter(tpm=100)
+def test_refunds_false_keeps_the_estimate_of_a_commit_without_headers(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, refunds=False)
     r1 = api.acquire(lim, 60)
     api.acquire(lim, 40)
     api.commit(r1, 10)  # the server may have charged all 60
@@ -310,16 +308,16 @@ def test_by_default_a_commit_for_less_keeps_the_estimate_without_headers(
         api.acquire(lim, 50, max_wait=0)
 
 
-def test_by_default_headers_free_what_the_server_refunded(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100)
+def test_refunds_false_headers_free_what_the_server_refunded(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, refunds=False)
     r1 = api.acquire(lim, 60)
     # The server refunded 50 of the 60: it has 90 left (and refills in a window).
     api.commit(r1, 10, {"x-ratelimit-remaining-tokens": "90", "x-ratelimit-limit-tokens": "100"})
     assert api.acquire(lim, 90).waited <= h.slack
 
 
-def test_by_default_headers_free_only_what_the_server_confirms(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100)
+def test_refunds_false_headers_free_only_what_the_server_confirms(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, refunds=False)
     r1 = api.acquire(lim, 60)
     r2 = api.acquire(lim, 40)
     # r1's response: the server kept all 60, and r2 may not have reached it yet.
@@ -331,8 +329,8 @@ def test_by_default_headers_free_only_what_the_server_confirms(h: Harness, api: 
     assert api.acquire(lim, 80).waited <= h.slack
 
 
-def test_by_default_a_request_still_in_flight_counts_as_unseen(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100)
+def test_refunds_false_counts_a_request_still_in_flight_as_unseen(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, refunds=False)
     r1 = api.acquire(lim, 60)
     r2 = api.acquire(lim, 40)
     # r2's response shows 90 left (it refunded r2's 30), but r1 is still in flight:
@@ -342,14 +340,6 @@ def test_by_default_a_request_still_in_flight_counts_as_unseen(h: Harness, api: 
     with pytest.raises(tg.RateLimitTimeout):
         api.acquire(lim, 1, max_wait=0)
     assert not r1.settled
-
-
-def test_refunds_false_never_frees_the_estimate(h: Harness, api: Api) -> None:
-    lim = h.limiter(tpm=100, refunds=False)
-    r1 = api.acquire(lim, 60)
-    api.commit(r1, 10, {"x-ratelimit-remaining-tokens": "90", "x-ratelimit-limit-tokens": "100"})
-    with pytest.raises(tg.RateLimitTimeout):
-        api.acquire(lim, 50, max_wait=0)
 
 
 def test_retry_after_blocks_every_admission(h: Harness, api: Api) -> None:

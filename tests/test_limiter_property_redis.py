@@ -19,11 +19,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    LEARNING_429,
     LIMIT,
     OPS,
     PERIOD,
     SERVERS,
     FakeClock,
+    Model,
     known_examples,
     run_interleaving,
 )
@@ -54,7 +56,7 @@ def _redis_run(
     steps: list[tuple[object, ...]],
     lag: float,
     server: tuple[str, bool | None],
-) -> None:
+) -> Model:
     key = f"prop-{uuid.uuid4().hex[:12]}"
     clock_key = "{" + key + "}:clock"
 
@@ -73,12 +75,12 @@ def _redis_run(
 
     clock = FakeClock(on_set=set_clock)
     try:
-        run_interleaving(steps, lag, server, make, clock)
+        return run_interleaving(steps, lag, server, make, clock)
     finally:
         client.delete(*client.keys("{" + key + "}:*"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
 @known_examples
 def test_lua_keeps_every_window_and_the_server_bucket(
@@ -88,6 +90,12 @@ def test_lua_keeps_every_window_and_the_server_bucket(
     server: tuple[str, bool | None],
 ) -> None:
     _redis_run(client, steps, lag, server)
+
+
+def test_the_lua_port_learns_from_the_same_429(client: redis.Redis) -> None:
+    m = _redis_run(client, LEARNING_429, 0.0, ("keeps", None))
+    assert m.refused == 1
+    assert m.backend.refunds is False
 
 
 def test_the_library_never_writes_the_test_clock(client: redis.Redis) -> None:

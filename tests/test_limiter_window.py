@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    LEARNING_429,
     LIMIT,
     OPS,
     PERIOD,
@@ -141,6 +142,14 @@ def test_any_interleaving_keeps_every_window_and_the_server_bucket(
 ) -> None:
     clock = FakeClock()
     run_interleaving(steps, lag, server, _memory, clock)
+
+
+def test_the_property_sees_a_learning_429() -> None:
+    # The property's refusals are reachable: a free the server kept lets one request
+    # in too many, and its 429 teaches the limiter.
+    m = run_interleaving(LEARNING_429, 0.0, ("keeps", None), _memory, FakeClock())
+    assert m.refused == 1
+    assert m.backend.refunds is False
 
 
 @pytest.mark.parametrize("costs", [[100, 1], [50, 50, 50], [1, 100, 1]])

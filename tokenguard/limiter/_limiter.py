@@ -38,12 +38,12 @@ class Reservation:
     """Tokens and one request admitted by a :class:`Limiter`, to be settled once.
 
     ``commit(actual)`` corrects the charge to what the server reported: it records
-    any extra at once; the difference of a commit for less is freed at once only when
-    the limiter knows the server refunds unused tokens (``Limiter(refunds=True)``).
-    By default (refunds unknown) it stays charged until the ``headers`` of this
-    request's response prove the server's bucket has the room, and is freed as far
-    as they do (a commit without headers frees nothing); with ``refunds=False`` it
-    ages out with the window. ``cancel()`` refunds a request
+    any extra at once; the difference of a commit for less is freed at once when the
+    server refunds unused tokens (``Limiter(refunds=True)``, or by default until the
+    limiter learns that it does not). Otherwise it stays charged until the ``headers``
+    of this request's response (given here or to ``Limiter.observe`` right after)
+    prove the server's bucket has the room, and is freed as far as they do; without
+    headers it ages out with the window. ``cancel()`` refunds a request
     that never reached the server. The first of them settles the reservation and
     later calls do nothing, so ``finally: r.cancel()`` after a commit is safe. A
     reservation never settled stays charged at its estimate and ages out with the
@@ -109,9 +109,10 @@ class Reservation:
 
     def commit(self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None) -> None:
         """Charge ``actual_tokens`` instead of the estimate; with ``headers`` (of this
-        request's response) adopt the server's view in the same step. Unless the
-        limiter has ``refunds=True``, the part of the estimate not used is freed only
-        as far as these headers show the server has the room (see the class)."""
+        request's response) adopt the server's view in the same step. When the
+        server is known or learned not to refund, the part of the estimate not used is
+        freed only as far as these headers show the server has the room (see the
+        class)."""
         _check_tokens(actual_tokens, "actual_tokens")
         run_sync(self._settling(actual_tokens, _view(headers)))
 
@@ -175,12 +176,18 @@ class Limiter:
     the server had already charged holds back its cost until the bucket refills it.
 
     ``refunds`` says whether the server gives back the unused part of an estimate
-    (prompt + ``max_tokens``) when the response is shorter; Groq does not say. The
-    default ``None`` assumes it may not: a commit keeps the estimate charged until the
-    server's headers confirm the room (see :class:`Reservation`), so neither kind of
-    server refuses a request, and against a refunding server the room comes back with
-    each response's headers. ``True`` frees the difference at commit (only safe if the
-    server does refund); ``False`` never frees it (the estimate ages out).
+    (prompt + ``max_tokens``) when the response is shorter; Groq does not say. ``True``
+    frees the difference at commit (only safe if the server does refund). ``False``
+    keeps it charged until server headers (``commit(headers=)``, or ``observe`` of the
+    response just read) prove the room, and frees only that much. The default ``None``
+    learns: commits free the difference at once, until a header shows the server
+    holding what was freed, or a 429 arrives after a free; from then on the limiter
+    behaves as ``False`` (the frees still in the window are charged again). Against a
+    refunding server nothing is lost, with or without headers; against one that keeps
+    the estimate, only requests admitted before the lesson can be refused. Give the
+    headers of a 429 to :meth:`observe` (or to ``commit``) so the lesson comes from the
+    first one. What was learned is :attr:`refunds` (shared by every process on a Redis
+    key) and a ``tokenguard.limiter.refunds_learned`` event; pass ``refunds=`` to fix it.
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
@@ -377,11 +384,38 @@ class Limiter:
 
     # -- server feedback ----------------------------------------------------------------
 
+    @property
+    def refunds(self) -> bool | None:
+        """Whether a commit for less frees the unused tokens: ``True``/``False`` as given
+        or as learned from the server, ``None`` while learning (see the class).
+
+        Example::
+
+            lim = tg.Limiter(tpm=6000)
+            lim.refunds  # None: learning; False once a header or 429 showed no refund
+        """
+        return self._backend.refunds
+
     def observe(self, headers: Mapping[str, Any]) -> None:
         """Adopt the server's view from response headers when it is tighter than ours.
 
-        Prefer ``reservation.commit(actual, headers=...)`` for a response to a request
-        of this limiter: it knows which admissions the headers cannot reflect yet.
+        Give it the headers of a response just read (a 429's too: ``exc.response.headers``).
+        Unless refunds are known (``refunds=True``), they also free unused tokens that
+        commits kept, as far as they prove the server has the room, counting whatever
+        is in flight as not yet seen by the server: ``r.commit(actual)`` then
+        ``lim.observe(headers)`` frees what ``r.commit(actual, headers=headers)`` would
+        (the latter knows exactly which admissions the headers may not reflect yet).
+
+        Example::
+
+            try:
+                raw = client.chat.completions.with_raw_response.create(...)
+            except openai.RateLimitError as exc:
+                r.cancel()
+                lim.observe(exc.response.headers)   # then acquire again
+                raise
+            r.commit(raw.parse().usage.total_tokens)
+            lim.observe(raw.headers)
         """
         view = _view(headers)
         if view is not None:

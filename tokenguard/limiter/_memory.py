@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._drive import Call, Plan, Sleep
+from ..events import RefundsLearned, emit
 from ._backend import Step, Ticket
 from ._headers import ServerView
 from ._window import Charge, Window, WindowLimits
@@ -93,6 +94,11 @@ class MemoryBackend:
                 if was_head and q:
                     q[0].signal.set()
 
+    @property
+    def refunds(self) -> bool | None:
+        """Whether commits free unused tokens: as set, or as learned (None: learning)."""
+        return self._window.policy
+
     def settle(self, charge: Charge, actual: int | None, view: ServerView | None) -> None:
         with self._lock:
             now = self._clock()
@@ -103,14 +109,19 @@ class MemoryBackend:
                 w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), charge.sure_tokens)
             if self._queue:
                 self._queue[0].signal.set()
+            lesson = w.pop_lesson()
+        _report(lesson)
 
     def observe(self, view: ServerView) -> None:
         with self._lock:
             now = self._clock()
             self._window.expire(now)
             if self._window.adopt(now, view) and self._queue:
-                # A tighter view only delays the head; wake it to recompute its time.
+                # A tighter view delays the head, a freed one lets it go: wake it to
+                # recompute its time.
                 self._queue[0].signal.set()
+            lesson = self._window.pop_lesson()
+        _report(lesson)
 
     # -- plans: decisions never block nor await; only waiting differs --------------
 
@@ -142,3 +153,16 @@ class MemoryBackend:
         else:
             signal = ticket.signal
             yield Call(signal.wait, signal.wait_async, timeout)
+
+
+def _report(lesson: tuple[str, int, int] | None) -> None:
+    if lesson is not None:
+        evidence, server_used, ledger_used = lesson
+        emit(
+            RefundsLearned(
+                refunds=False,
+                evidence=evidence,
+                server_used=server_used,
+                ledger_used=ledger_used,
+            )
+        )

@@ -30,6 +30,7 @@ from redis.commands.core import AsyncScript, Script
 
 from .._drive import Call, Plan, run_sync
 from ..errors import LimiterUnavailable
+from ..events import RefundsLearned, emit
 from ._backend import Step, Ticket
 from ._headers import ServerView
 from ._window import WindowLimits
@@ -116,6 +117,7 @@ class RedisBackend:
     ) -> None:
         self._client = client
         self._refunds = -1 if refunds is None else int(refunds)
+        self._policy = refunds
         self._prefix = "{" + key + "}"
         self._lease = lease
         # Renew the lease well before it runs out, whatever we are waiting for.
@@ -243,9 +245,33 @@ class RedisBackend:
         if actual is not None:
             charge.tokens = actual
             charge.bucket = int(reply[1])
+        self._learned(reply[2:])
 
     def observe_plan(self, view: ServerView) -> Plan[None]:
-        yield self._script("observe", _view_args(view, None))
+        reply = yield self._script("observe", [*_view_args(view, None), self._refunds])
+        self._learned(reply[1:])
+
+    @property
+    def refunds(self) -> bool | None:
+        """Whether commits free unused tokens: as set, or as learned by any process on
+        this key (None: learning), as of this process's last commit or observe."""
+        return self._policy
+
+    def _learned(self, fields: list[Any]) -> None:
+        # The scripts end their reply with the refunds state and a lesson (see
+        # refunds_reply in lua/lib.lua); the process that learned it reports it.
+        state = int(fields[0])
+        self._policy = None if state < 0 else bool(state)
+        evidence = fields[1].decode() if isinstance(fields[1], bytes) else str(fields[1])
+        if evidence:
+            emit(
+                RefundsLearned(
+                    refunds=False,
+                    evidence=evidence,
+                    server_used=int(fields[2]),
+                    ledger_used=int(fields[3]),
+                )
+            )
 
     # -- the same decisions as plain calls in this thread (tests, tools) -----------------
 

@@ -21,19 +21,30 @@ request it answers that are younger than ``header_lag`` seconds. A hold is a
 staircase that follows the server bucket's refill, so it never holds back more
 than the bucket would.
 
-*Deferred* tokens. Whether the server refunds the unused part of an estimate
-(prompt + ``max_tokens``) is unknown, so by default (``refunds=None``) a commit
-for less than the estimate keeps the estimate charged and records the difference
-as deferred; only a header of the committed request's own response can free it,
-and only as far as that header proves the server's bucket has the room for every
-future instant (``Ledger.confirm``), counting as unseen everything admitted after
-that request and whatever was in flight when it was admitted and still is (see
-``Window.adopt``; the lag plays no part). Headers never free more than was
-deferred, so the ledger is never looser than its own bookkeeping (actual tokens,
-restamped at the commit).
-With ``refunds=True`` the difference is freed at commit; with ``refunds=False``
-never. Day ledgers are not confirmed by any header and keep the larger charge
-unless ``refunds=True``.
+*Refunds.* Whether the server gives back the unused part of an estimate (prompt +
+``max_tokens``) when the answer is shorter is not documented by Groq.
+
+- ``refunds=True``: a commit for less frees the difference at once.
+- ``refunds=False``: a commit for less keeps the estimate charged and records the
+  difference as *deferred*; only a header can free it, and only as far as it proves
+  the server's bucket has the room for every future instant (``Ledger.confirm``),
+  counting as unseen what the server may not have charged yet: with the committed
+  request's own response (``commit(headers=)``), everything admitted after that
+  request and whatever was in flight when it was admitted and still is; with a
+  header given on its own (``observe``), everything in flight now and everything
+  admitted within ``header_lag``. Headers never free more than was deferred.
+- ``refunds=None`` (the default) *learns*: the minute ledger frees the difference at
+  once (as ``True``), remembering per charge what it freed, until a header shows the
+  server holding more than the ledger by an amount those frees explain, or a 429
+  arrives after any free. Then the limiter has learned that this server does not
+  refund (``Window.learned`` is ``False``): every free still in the window is charged
+  again as deferred, and from then on it behaves exactly as ``refunds=False``. So
+  against a refunding server nothing is lost, and against one that does not refund
+  only the requests admitted before the first such header or 429 can be refused.
+
+The ledger restamps every commit, so after learning it is exactly the ledger
+``refunds=False`` would have kept. Day ledgers are not confirmed by any header and
+keep the larger charge unless ``refunds=True``.
 """
 
 from __future__ import annotations
@@ -89,7 +100,7 @@ class WindowLimits:
 
 
 class _Entry:
-    __slots__ = ("alive", "open", "requests", "stamp", "tokens")
+    __slots__ = ("alive", "freed", "open", "requests", "stamp", "tokens")
 
     def __init__(self, stamp: float, tokens: int, requests: int) -> None:
         self.stamp = stamp
@@ -97,6 +108,7 @@ class _Entry:
         self.requests = requests
         self.alive = True
         self.open = False  # an admission not settled yet (its request is in flight)
+        self.freed = 0  # tokens of its estimate freed while refunds were being learned
 
 
 class Ledger:
@@ -110,6 +122,8 @@ class Ledger:
         self.requests = 0
         # Tokens of open entries: admissions whose request may still be on its way.
         self.open_tokens = 0
+        # Tokens freed from live entries while learning refunds (see Window.learn).
+        self.freed_tokens = 0
         # Holds: (expiry, tokens, requests), sorted by expiry.
         self.holds: list[tuple[float, int, int]] = []
         self.hold_tokens = 0
@@ -121,6 +135,7 @@ class Ledger:
             other.entries.append(_Entry(e.stamp, e.tokens, e.requests))
         other.tokens, other.requests = self.tokens, self.requests
         other.open_tokens = 0
+        other.freed_tokens = 0
         other.holds = list(self.holds)
         other.hold_tokens, other.hold_requests = self.hold_tokens, self.hold_requests
         return other
@@ -168,6 +183,7 @@ class Ledger:
             e.alive = False
             if e.open:
                 self.open_tokens -= e.tokens
+            self.freed_tokens -= e.freed
             self.tokens -= e.tokens
             self.requests -= e.requests
         holds = self.holds
@@ -363,6 +379,12 @@ class Window:
     ) -> None:
         self.limits = limits
         self.refunds = refunds
+        # With refunds=None: what the window has learned (None: nothing yet, False:
+        # the server does not refund), the tokens freed before that, and the evidence
+        # of the last lesson for the caller to report (see pop_lesson).
+        self.learned: bool | None = None
+        self.freed_total = 0
+        self.lesson: tuple[str, int, int] | None = None
         # Committed charges still holding more than their actual tokens, oldest first
         # (see the module docstring).
         self.deferred: deque[_Deferred] = deque()
@@ -381,6 +403,9 @@ class Window:
         other = Window.__new__(Window)
         other.limits = self.limits
         other.refunds = self.refunds
+        other.learned = self.learned
+        other.freed_total = 0
+        other.lesson = None
         other.deferred = deque()
         other.minute = self.minute.clone() if self.minute else None
         other.day = self.day.clone() if self.day else None
@@ -391,6 +416,12 @@ class Window:
         other._recent = deque()
         other._before = (0, 0)
         return other
+
+    @property
+    def policy(self) -> bool | None:
+        """Whether a commit for less frees the difference at once (True), keeps it
+        deferred (False), or frees it while learning (None): see the module docstring."""
+        return self.refunds if self.refunds is not None else self.learned
 
     def expire(self, now: float) -> None:
         if self.minute:
@@ -445,15 +476,80 @@ class Window:
         if self.day and charge.day:
             self.day.remove(charge.day, charge.tokens, 1)
         if actual is not None:
-            # Until the server is known to refund, it may have charged the whole
-            # estimate: keep it, and defer the difference (see the module docstring).
-            charged = actual if self.refunds else max(actual, charge.tokens)
+            policy = self.policy
+            full = max(actual, charge.tokens)
+            # Unless the server is known to refund, it may have charged the whole
+            # estimate: keep it, and defer the difference (see the module docstring);
+            # while learning, the minute ledger frees it and remembers how much.
+            minute = actual if policy is not False else full
+            day = actual if policy else full
             # Restamped at `now`: see the module docstring.
-            charge.minute = self.minute.add(now, charged, 1) if self.minute else None
-            charge.day = self.day.add(now, charged, 1) if self.day else None
-            charge.tokens = charged
-            if self.refunds is None and charged > actual and charge.minute is not None:
-                self.deferred.append(_Deferred(charge.minute, charged - actual))
+            charge.minute = self.minute.add(now, minute, 1) if self.minute else None
+            charge.day = self.day.add(now, day, 1) if self.day else None
+            charge.tokens = minute
+            if charge.minute is not None and full > actual:
+                if policy is False:
+                    self.deferred.append(_Deferred(charge.minute, full - actual))
+                elif policy is None:
+                    assert self.minute is not None
+                    charge.minute.freed = full - actual
+                    self.minute.freed_tokens += full - actual
+                    self.freed_total += full - actual
+
+    def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
+        """The server does not refund: charge again every free still in the window (as
+        deferred, so headers may free it as for ``refunds=False``), and behave as
+        ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
+        self.learned = False
+        self.lesson = (evidence, server_used, ledger_used)
+        minute = self.minute
+        if minute is None or minute.freed_tokens <= 0:
+            return
+        again: list[_Deferred] = []
+        for e in minute.entries:
+            if e.freed > 0:
+                e.tokens += e.freed
+                minute.tokens += e.freed
+                again.append(_Deferred(e, e.freed))
+                e.freed = 0
+        minute.freed_tokens = 0
+        merged = sorted([*self.deferred, *again], key=lambda d: d.entry.stamp)
+        self.deferred = deque(merged)
+
+    def pop_lesson(self) -> tuple[str, int, int] | None:
+        """(evidence, server's tokens in use, ledger's) of a lesson learned since the last
+        call, or None."""
+        lesson, self.lesson = self.lesson, None
+        return lesson
+
+    def _check_refunds(self, view: ServerView) -> None:
+        """While learning, is this header evidence that the server does not refund?
+
+        A refunding server never holds more than the ledger, which counts every
+        admission at least as long as the server's bucket does. So a header showing
+        the server holding more, by no more than what was freed and is still in the
+        window, is taken as the frees being kept by the server; a 429 after any free
+        too (the ledger admitted what the server refused). An excess larger than
+        the frees points to another spender of the same quota instead: holds cover it.
+        """
+        minute, tpm = self.minute, self.limits.tpm
+        if (
+            self.refunds is not None
+            or self.learned is not None
+            or minute is None
+            or tpm is None
+            or view.remaining_tokens is None
+        ):
+            return
+        ls = view.limit_tokens if view.limit_tokens is not None and view.limit_tokens > 0 else tpm
+        server_used = ls - view.remaining_tokens
+        ledger_used = minute.tokens + minute.hold_tokens
+        excess = server_used - ledger_used
+        if view.retry_after is not None and self.freed_total > 0:
+            self.learn("429", server_used, ledger_used)
+        elif 2 <= excess <= minute.freed_tokens:
+            # 2: the remaining count is floored, which may show one token more in use.
+            self.learn("headers", server_used, ledger_used)
 
     def free_deferred(self, tokens: int) -> int:
         """Free up to ``tokens`` of deferred minute charges, newest first; returns the
@@ -511,6 +607,9 @@ class Window:
         """
         lim = self.limits
         changed = False
+        if self.policy is None:
+            self._check_refunds(view)
+            changed |= self.learned is not None
         seen_t, seen_r = self.seen_mark(now)
         mark_t = self.admitted_tokens if mark is None else mark[0]
         if mark is not None:
@@ -533,17 +632,23 @@ class Window:
                     unseen=unseen_t,
                 )
             )
-            if sure is not None and self.deferred:
+            if self.deferred:
                 # Freeing trusts neither the lag nor the admission order: see Charge.
+                if sure is not None:
+                    unseen = (
+                        self.admitted_tokens - mark_t + min(self.minute.open_tokens, mark_t - sure)
+                    )
+                else:
+                    # A header given on its own, of a response just read: what is in
+                    # flight may not have reached the server, nor what the lag covers.
+                    unseen = self.minute.open_tokens + unseen_t
                 confirmed = self.minute.confirm(
                     now,
                     limit=lim.tpm,
                     remaining=view.remaining_tokens,
                     server_limit=view.limit_tokens,
                     reset=view.reset_tokens,
-                    unseen=self.admitted_tokens
-                    - mark_t
-                    + min(self.minute.open_tokens, mark_t - sure),
+                    unseen=unseen,
                 )
                 changed |= self.free_deferred(confirmed) > 0
         if self.day and lim.rpd is not None and view.remaining_requests is not None:

@@ -8,7 +8,10 @@
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
 --       :mo hash rid -> tokens of an admission not settled yet (in flight)
---       :mdf hash rid -> deferred tokens of a commit (see "Deferred" in _window.py)
+--       :mdf hash rid -> deferred tokens of a commit (see "Refunds" in _window.py)
+--       :mof hash rid -> tokens of a commit freed while learning refunds (see "Refunds")
+--       :s fields about refunds: lrn ("0": learned that the server does not refund),
+--          fr (tokens freed while learning, ever), mof (sum of :mof)
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 --       :clock string, tests only: the time instead of TIME (see now_s)
 local P = KEYS[1]
@@ -84,7 +87,8 @@ end
 
 local function expire(now)
   if HAS_MIN then
-    local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf', P .. ':mo'}, {'mt', false, 'mo'}, now - W)
+    local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf', P .. ':mo', P .. ':mof'},
+      {'mt', false, 'mo', 'mof'}, now - W)
     if n then incr(S, 'mr', -n) end
     drop_old(P .. ':hm', {P .. ':hmt'}, {'hmt'}, now)
   end
@@ -151,7 +155,9 @@ local function earliest(tokens, now)
   return at
 end
 
-local function add_charge(rid, tokens, now)
+-- `day_tokens` (default `tokens`): what the day ledger keeps (see "Refunds" in _window.py).
+local function add_charge(rid, tokens, now, day_tokens)
+  day_tokens = day_tokens or tokens
   local b = -1
   if HAS_MIN then
     redis.call('ZADD', P .. ':m', now, rid)
@@ -162,9 +168,9 @@ local function add_charge(rid, tokens, now)
   if HAS_DAY then
     b = math.floor(now / W)
     redis.call('ZADD', P .. ':d', (b + 1) * W, b)
-    incr(P .. ':dt', b, tokens)
+    incr(P .. ':dt', b, day_tokens)
     incr(P .. ':dr', b, 1)
-    incr(S, 'dt', tokens)
+    incr(S, 'dt', day_tokens)
     incr(S, 'dr', 1)
   end
   return b
@@ -179,6 +185,11 @@ local function remove_charge(rid, tokens, b)
       incr(S, 'mr', -1)
       redis.call('HDEL', P .. ':mt', rid)
       redis.call('HDEL', P .. ':mdf', rid)
+      local freed = redis.call('HGET', P .. ':mof', rid)
+      if freed then
+        incr(S, 'mof', -tonumber(freed))
+        redis.call('HDEL', P .. ':mof', rid)
+      end
       local open = redis.call('HGET', P .. ':mo', rid)
       if open then
         incr(S, 'mo', -tonumber(open))
@@ -237,7 +248,7 @@ end
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
   for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
-                        ':res', ':rest', ':mdf', ':mo'}) do
+                        ':res', ':rest', ':mdf', ':mo', ':mof'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -382,14 +393,65 @@ local function seen_mark(now)
   return tonumber(a), tonumber(b)
 end
 
+-- What a commit for less does (see "Refunds" in _window.py): 1 frees the difference,
+-- 0 defers it, -1 frees it while learning. `refunds` is the caller's setting (1, 0, -1).
+local function policy(refunds)
+  if refunds ~= -1 then return refunds end
+  if redis.call('HGET', S, 'lrn') == '0' then return 0 end
+  return -1
+end
+
+-- The server does not refund: charge again every free still in the window, as
+-- deferred (see Window.learn). Returns the lesson for the caller to report.
+local function learn(evidence, server_used, ledger_used)
+  redis.call('HSET', S, 'lrn', '0')
+  local kv = redis.call('HGETALL', P .. ':mof')
+  for i = 1, #kv, 2 do
+    local rid, f = kv[i], tonumber(kv[i + 1])
+    if f > 0 and redis.call('HEXISTS', P .. ':mt', rid) == 1 then
+      redis.call('HINCRBY', P .. ':mt', rid, f)
+      incr(S, 'mt', f)
+      redis.call('HINCRBY', P .. ':mdf', rid, f)
+    end
+  end
+  redis.call('DEL', P .. ':mof')
+  redis.call('HDEL', S, 'mof')
+  return {evidence, server_used, ledger_used}
+end
+
+-- While learning, is this header evidence that the server does not refund? (See
+-- Window._check_refunds.) Returns the lesson, or nil.
+local function check_refunds(rt, lt, ra)
+  if not HAS_MIN or TPM < 0 or rt < 0 then return nil end
+  local ls = lt > 0 and lt or TPM
+  local server_used = ls - rt
+  local ledger_used = sum('mt') + sum('hmt')
+  local excess = server_used - ledger_used
+  if ra >= 0 and sum('fr') > 0 then return learn('429', server_used, ledger_used) end
+  if excess >= 2 and excess <= sum('mof') then
+    return learn('headers', server_used, ledger_used)
+  end
+  return nil
+end
+
 -- Server view in ARGV[base..base+8]: remaining/reset/limit tokens, remaining/reset/limit
 -- requests, retry-after, then the admission marks (tokens, requests); -1: absent.
-local function observe(now, base)
+-- `refunds`: the caller's setting (see policy). Returns whether anything changed, the
+-- lesson learned about refunds (or nil), and the admissions taken as unseen by the
+-- lag alone (tokens).
+local function observe(now, base, refunds)
   local changed = false
   local rt, st, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
   local rr, sr, lr = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
   local ra = tonumber(ARGV[base + 6])
   local mt, mr = tonumber(ARGV[base + 7]), tonumber(ARGV[base + 8])
+  local lesson
+  if policy(refunds) == -1 then
+    lesson = check_refunds(rt, lt, ra)
+    if lesson then changed = true end
+  end
+  local lag_seen_t = seen_mark(now)
+  local lag_unseen = sum('adm') - lag_seen_t
   if ra >= 0 and now + ra > sum('blk') then
     redis.call('HSET', S, 'blk', fmt(now + ra))
     changed = true
@@ -404,7 +466,21 @@ local function observe(now, base)
     local unseen = sum('admr') - seen_r
     if adopt('d', now, RPD, rr, lr, sr, unseen) > 0 then changed = true end
   end
-  return changed
+  return changed, lesson, lag_unseen
+end
+
+-- The refunds state and a lesson, as the last fields of a reply: state (1 refunds,
+-- 0 does not, -1 learning), then evidence ('' when none), server's and ledger's use.
+local function refunds_reply(reply, refunds, lesson)
+  reply[#reply + 1] = policy(refunds)
+  if lesson then
+    reply[#reply + 1] = lesson[1]
+    reply[#reply + 1] = lesson[2]
+    reply[#reply + 1] = lesson[3]
+  else
+    reply[#reply + 1] = ''
+  end
+  return reply
 end
 
 -- When the last of `costs` would go if the queue were served in order and nothing else

@@ -1,0 +1,187 @@
+"""Refunds of unused tokens: given (``refunds=True|False``) or learned (the default).
+
+Tried as a new user would, on every backend (memory with a fake clock, real Redis)
+and both faces (sync, asyncio): commits without headers, headers given to
+``observe`` right after a commit, and 429s handed to ``observe``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import pytest
+from redis_support import RedisServer, redis_srv
+from structlog.testing import capture_logs
+from test_limiter import Api, Harness, memory_harness, redis_harness
+
+import tokenguard as tg
+
+__all__ = ["redis_srv"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+KEPT = "tokenguard.limiter.refunds_learned"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "memory":
+        yield memory_harness()
+        return
+    server = request.getfixturevalue("redis_srv")
+    with redis_harness(server) as harness:
+        yield harness
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, h: Harness) -> Iterator[Api]:
+    a = Api(request.param)
+    yield a
+    a.close(h.made)
+
+
+def headers(remaining: int, **extra: str) -> dict[str, str]:
+    return {
+        "x-ratelimit-remaining-tokens": str(remaining),
+        "x-ratelimit-limit-tokens": "100",
+        **extra,
+    }
+
+
+def learned(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [e for e in logs if e["event"] == KEPT]
+
+
+def test_by_default_a_commit_without_headers_frees_the_unused_tokens_at_once(
+    h: Harness, api: Api
+) -> None:
+    lim = h.limiter(tpm=100)
+    assert lim.refunds is None  # learning
+    r1 = api.acquire(lim, 60)
+    api.acquire(lim, 40)
+    api.commit(r1, 10)
+    assert api.acquire(lim, 50, max_wait=0).waited <= h.slack
+    assert lim.refunds is None
+
+
+def test_by_default_a_header_showing_the_estimate_kept_teaches_no_refunds(
+    h: Harness, api: Api
+) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 80)
+    with capture_logs() as logs:
+        # The server charged all 80 though only 30 were used: it does not refund.
+        api.commit(r1, 30, headers(20))
+    assert lim.refunds is False
+    [event] = learned(logs)
+    assert event["refunds"] is False
+    assert event["evidence"] == "headers"
+    assert event["server_used"] == 80
+    assert event["ledger_used"] == 30
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 21, max_wait=0)
+    r2 = api.acquire(lim, 20, max_wait=0)
+    # From now on a commit without headers keeps its estimate, as refunds=False does.
+    api.commit(r2, 0)
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 1, max_wait=0)
+
+
+def test_by_default_a_429_after_a_free_teaches_no_refunds(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    api.commit(r1, 10)  # freed 50 at once: the server may not have
+    r2 = api.acquire(lim, 90, max_wait=0)
+    # The server kept r1's 60 and refuses r2: the caller hands the 429's headers over.
+    api.cancel(r2)
+    with capture_logs() as logs:
+        api.observe(lim, headers(40, **{"retry-after": "1"}))
+    assert lim.refunds is False
+    [event] = learned(logs)
+    assert event["evidence"] == "429"
+    # r1's free is charged again: only 40 fit, as on the server.
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 41, max_wait=0)
+
+
+def test_by_default_headers_of_a_refunding_server_teach_nothing(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    with capture_logs() as logs:
+        api.commit(r1, 10, headers(90))  # the server gave back the 50 unused
+        r2 = api.acquire(lim, 90, max_wait=0)
+        api.commit(r2, 90)
+        api.observe(lim, headers(0))
+    assert lim.refunds is None
+    assert not learned(logs)
+
+
+def test_a_429_without_a_free_teaches_nothing(h: Harness, api: Api) -> None:
+    # Another spender of the same quota, not a kept estimate: headers only hold back.
+    lim = h.limiter(tpm=100)
+    r1 = api.acquire(lim, 60)
+    api.commit(r1, 60)
+    api.observe(lim, headers(0, **{"retry-after": "1"}))
+    assert lim.refunds is None
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 1, max_wait=0)
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_refunds_given_are_never_relearned(h: Harness, api: Api, given: bool) -> None:
+    lim = h.limiter(tpm=100, refunds=given)
+    r1 = api.acquire(lim, 60)
+    with capture_logs() as logs:
+        api.commit(r1, 10, headers(40))
+        api.observe(lim, headers(0, **{"retry-after": "1"}))
+    assert lim.refunds is given
+    assert not learned(logs)
+
+
+@pytest.mark.parametrize("refunds", [False, None])
+def test_commit_then_observe_frees_what_commit_with_headers_frees(
+    h: Harness, api: Api, refunds: bool | None
+) -> None:
+    def run(together: bool) -> tuple[bool, bool]:
+        lim = h.limiter(tpm=100, refunds=refunds, key=f"k-{uuid.uuid4().hex[:8]}")
+        if refunds is None:
+            # Learn first, from a header showing a kept estimate.
+            r0 = api.acquire(lim, 10)
+            api.commit(r0, 0, headers(90))
+            assert lim.refunds is False
+        r1 = api.acquire(lim, 50)
+        api.acquire(lim, 30)  # still in flight: the server may not have seen it
+        # r1's answer: the server refunded r1's 40 unused (and r0's 10).
+        if together:
+            api.commit(r1, 10, headers(90))
+        else:
+            api.commit(r1, 10)
+            api.observe(lim, headers(90))
+        try:
+            api.acquire(lim, 61, max_wait=0)
+            over = True
+        except tg.RateLimitTimeout:
+            over = False
+        return over, api.acquire(lim, 60, max_wait=0).waited <= h.slack
+
+    # 90 left, 30 of them promised to the request in flight: 60 are proven.
+    assert run(together=True) == run(together=False) == (False, True)
+
+
+@pytest.mark.redis
+def test_a_learned_lesson_is_shared_on_one_redis_key(redis_srv: RedisServer) -> None:
+    with redis_harness(redis_srv) as h:
+        a = h.limiter(tpm=100)
+        b = h.limiter(tpm=100)
+        r = a.acquire(80)
+        r.commit(30, headers=headers(20))
+        assert a.refunds is False
+        assert b.refunds is None  # not told yet: b has not spoken to Redis since
+        b.observe(headers(20))
+        assert b.refunds is False
+        rb = b.acquire(10)
+        rb.commit(0)  # b keeps its estimate too: the lesson is the key's
+        with pytest.raises(tg.RateLimitTimeout):
+            b.acquire(11, max_wait=0)
