@@ -43,6 +43,10 @@ __all__ = [
     "FitOverflow",
     "FitSummarized",
     "FitTruncated",
+    "GuardContextLearned",
+    "GuardRequest",
+    "GuardRetry",
+    "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
     "RefundsLearned",
@@ -223,6 +227,123 @@ class FitOverflow(Event):
     allowed: int
     bound_by: str
     reason: str
+
+
+@dataclass(frozen=True)
+class GuardRequest(Event):
+    """One guarded chat call, as it ended (``tokenguard.guard.request``): one per call.
+
+    :meth:`fields` gives the OpenTelemetry GenAI attribute names (``gen_ai.*``,
+    ``error.type``) and tokenguard's own (``tokenguard.*``). ``input_tokens`` and
+    ``output_tokens`` are the usage as the server reported it (``None`` when none came
+    back: a failure, or a stream closed early); ``cached_tokens`` are the prompt tokens
+    served from Groq's cache (they do not count toward its limits);
+    ``limit_tokens`` what the rate limiter was charged. ``site`` names the call site
+    (the guarded function's qualified name, or ``"<client>.chat.completions.create"``);
+    ``site_completion_max`` is the largest completion seen at that site so far.
+    ``content`` is only filled when the guard was given ``log_content=True``.
+    """
+
+    name: ClassVar[str] = "tokenguard.guard.request"
+    request_model: str
+    site: str
+    estimated_tokens: int
+    completion_reserve: int
+    max_tokens: int | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    limit_tokens: int | None = None
+    error_type: str | None = None
+    wait_s: float = 0.0
+    retries: int = 0
+    fit: str = "none"
+    stream: bool = False
+    stream_closed_early: bool = False
+    budget_remaining: int | None = None
+    server_remaining_tokens: int | None = None
+    server_remaining_requests: int | None = None
+    site_completion_max: int | None = None
+    duration_s: float = 0.0
+    content: tuple[Any, ...] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The OpenTelemetry GenAI names, then tokenguard's; ``None`` values left out."""
+        out: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "groq",
+            "gen_ai.request.model": self.request_model,
+            "gen_ai.request.max_tokens": self.max_tokens,
+            "gen_ai.response.model": self.response_model,
+            "gen_ai.response.id": self.response_id,
+            "gen_ai.usage.input_tokens": self.input_tokens,
+            "gen_ai.usage.output_tokens": self.output_tokens,
+            "error.type": self.error_type,
+            "tokenguard.site": self.site,
+            "tokenguard.estimated_tokens": self.estimated_tokens,
+            "tokenguard.completion_reserve": self.completion_reserve,
+            "tokenguard.cached_tokens": self.cached_tokens,
+            "tokenguard.limit_tokens": self.limit_tokens,
+            "tokenguard.wait_s": round(self.wait_s, 6),
+            "tokenguard.retries": self.retries,
+            "tokenguard.fit": self.fit,
+            "tokenguard.stream": self.stream,
+            "tokenguard.stream_closed_early": self.stream_closed_early or None,
+            "tokenguard.budget_remaining": self.budget_remaining,
+            "tokenguard.server_remaining_tokens": self.server_remaining_tokens,
+            "tokenguard.server_remaining_requests": self.server_remaining_requests,
+            "tokenguard.site_completion_max": self.site_completion_max,
+            "tokenguard.duration_s": round(self.duration_s, 6),
+            "gen_ai.input.messages": self.content,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class GuardWait(Event):
+    """A guarded call waited ``wait_s`` seconds (at least the guard's ``wait_event_s``)
+    before it was sent, for the rate window (``reason="limiter"``) or for the server's
+    ``retry-after`` (``reason="retry_after"``)."""
+
+    name: ClassVar[str] = "tokenguard.guard.wait"
+    model: str
+    site: str
+    wait_s: float
+    reason: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class GuardRetry(Event):
+    """A guarded call is sent again (``attempt`` counts from 1) after the server said
+    ``status`` (``kind`` as :class:`tokenguard._adapters.FailureKind` names it), after
+    waiting ``wait_s``."""
+
+    name: ClassVar[str] = "tokenguard.guard.retry"
+    level: ClassVar[Level] = "warning"
+    model: str
+    site: str
+    kind: str
+    status: int | None
+    attempt: int
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class GuardContextLearned(Event):
+    """The server refused a request as too large for the model: the guard now fits that
+    model's requests within ``learned`` tokens (``limit`` is ``"context_window"`` or
+    ``"tpm"``; ``source`` is ``"error"`` or ``"models_endpoint"`` or ``"estimate"``)."""
+
+    name: ClassVar[str] = "tokenguard.guard.limit_learned"
+    level: ClassVar[Level] = "warning"
+    model: str
+    limit: str
+    table: int | None
+    learned: int
+    source: str
 
 
 Sink = Callable[[Event], object]
