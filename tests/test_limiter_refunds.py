@@ -11,12 +11,16 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import openai
 import pytest
+from emulator_support import HELLO
+from emulator_support import FakeClock as EmulatorClock
 from redis_support import RedisServer, redis_srv
 from structlog.testing import capture_logs
 from test_limiter import Api, Harness, memory_harness, redis_harness
 
 import tokenguard as tg
+from tokenguard.emulator import running
 
 __all__ = ["redis_srv"]
 
@@ -185,3 +189,53 @@ def test_a_learned_lesson_is_shared_on_one_redis_key(redis_srv: RedisServer) -> 
         rb.commit(0)  # b keeps its estimate too: the lesson is the key's
         with pytest.raises(tg.RateLimitTimeout):
             b.acquire(11, max_wait=0)
+
+
+@pytest.mark.parametrize("feedback", ["headers", "observe", "none"])
+@pytest.mark.parametrize("refunding", [True, False])
+def test_against_the_emulator_the_lesson_costs_at_most_one_429(
+    feedback: str, refunding: bool
+) -> None:
+    """A new user's loop through the openai SDK, against a server that refunds unused
+    tokens and one that keeps them, for each way of giving the answer back."""
+    clock = EmulatorClock()
+    lim = tg.Limiter(tpm=600, window=10.0, clock=clock, sleep=clock.sleep)
+    with running(
+        model="llama3-8b-8192",
+        tpm=600,
+        rpm=0,
+        rpd=0,
+        window=10.0,
+        completion_tokens=20,
+        refund_unused=refunding,
+        clock=clock,
+    ) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        estimate = tg.count_tokens(HELLO, model="llama3-8b-8192") + 60
+        done = refused = 0
+        while done < 40:
+            r = lim.acquire(estimate)
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="llama3-8b-8192", messages=HELLO, max_tokens=60
+                )
+            except openai.RateLimitError as exc:
+                r.cancel()
+                lim.observe(exc.response.headers)
+                refused += 1
+                continue
+            usage = raw.parse().usage
+            assert usage is not None
+            if feedback == "headers":
+                r.commit(usage.total_tokens, headers=raw.headers)
+            else:
+                r.commit(usage.total_tokens)
+                if feedback == "observe":
+                    lim.observe(raw.headers)
+            done += 1
+        client.close()
+    if refunding:
+        assert (refused, lim.refunds) == (0, None)
+    else:
+        # Headers teach it at the first commit; without them, the first 429 does.
+        assert (refused, lim.refunds) == ((1 if feedback == "none" else 0), False)
