@@ -11,6 +11,17 @@ the ledger ages an unsettled estimate out after one window); a refunding one giv
 unused part back before it writes its answer. The memory backend reads the fake
 clock directly; the Redis scripts read it from the test-only ``:clock`` key (see
 ``now_s`` in ``lua/lib.lua``).
+
+What is allowed, exactly. With ``refunds=True`` (against the refunding server),
+``refunds=False`` (against either) and ``refunds=None`` against the refunding server:
+the bucket never goes below zero. With ``refunds=None`` (learning) against the server
+that keeps unused tokens, requests arrive in order and the server refuses (429, no
+charge) one that finds its bucket short; the client then cancels it and hands the
+429's headers to ``observe``. Allowed: a refusal of a request admitted while the
+limiter had not learned (``backend.refunds`` was None at its admission). Required:
+after that 429's headers the limiter has learned (``refunds`` is False), and no
+request admitted after learning is ever refused. So the refusals are at most the
+requests admitted before the first 429 was read.
 """
 
 from __future__ import annotations

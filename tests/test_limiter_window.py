@@ -1,12 +1,12 @@
 """The window arithmetic and the in-memory queue, exhaustively, with a fake clock.
 
-The Hypothesis test drives the memory backend with any interleaving of acquire,
-commit (with the headers a token-bucket server would send), cancel, leave,
-observe and time passing, and checks: the ledger never admits more than a limit
-in any window, the server's bucket never goes below zero, whether it charges
-every estimate in full or refunds the unused part before it answers (with the
-default ``refunds=None``, whose headers may be stale by any amount, and with
-``refunds=True`` against the refunding server), and the queue is served in order.
+The Hypothesis test (``limiter_property.py``; the same one runs the Lua port in
+``test_limiter_property_redis.py``) drives the memory backend with any interleaving
+of acquire, commit (with the headers a token-bucket server would send), cancel,
+leave, observe and time passing, and checks: the ledger never admits more than a
+limit in any window, the server's bucket never goes below zero, whether it charges
+every estimate in full or refunds the unused part before it answers, except for the
+bounded 429s of learning refunds (stated there), and the queue is served in order.
 """
 
 from __future__ import annotations
