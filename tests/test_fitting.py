@@ -76,7 +76,7 @@ def test_room_keeps_max_tokens_when_told_and_overflows_when_nothing_fits() -> No
     assert (r.max_tokens, r.allowed) == (1000, 5000)
     with pytest.raises(tg.ContextOverflow) as info:
         room_for(10, context_window=8192, tpm=6000, max_tokens=7000, shrink_max_tokens=False)
-    assert (info.value.needed, info.value.available, info.value.limit_name) == (7000, 6000, "tpm")
+    assert (info.value.needed, info.value.available, info.value.limit_name) == (7010, 6000, "tpm")
 
 
 def test_no_max_tokens_reserves_the_default() -> None:

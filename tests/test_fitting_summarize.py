@@ -55,17 +55,18 @@ def chat(n: int, start: int = 0) -> list[dict[str, Any]]:
 SYSTEM = {"role": "system", "content": "You are terse."}
 
 
+def summarized(history: list[Any], summarizer: Any, **options: Any) -> tg.FitResult:
+    """A summarizing fit with a fresh cache unless one is given (sync)."""
+    options.setdefault("summary_cache", tg.SummaryCache())
+    return tg.fit(
+        history, MODEL, max_tokens=200, on_overflow="summarize", summarizer=summarizer, **options
+    )
+
+
 def test_the_dropped_prefix_becomes_one_summary_after_the_system_message() -> None:
     history = [SYSTEM, *chat(200), {"role": "user", "content": "So?"}]
     rec = Recorder()
-    r = tg.fit(
-        history,
-        MODEL,
-        max_tokens=200,
-        on_overflow="summarize",
-        summarizer=rec,
-        summary_cache=tg.SummaryCache(),
-    )
+    r = summarized(history, rec)
     assert (r.strategy, r.requested, r.fallback) == ("summarize", "summarize", None)
     assert r.messages[0] is SYSTEM
     assert r.messages[1]["role"] == "system"
@@ -96,10 +97,7 @@ def test_summaries_are_reused_and_a_growing_conversation_is_rarely_resummarized(
     overflowing = calls = 0
     for turn in range(400):
         history.extend(chat(1, start=turn))
-        r = tg.fit(
-            history, MODEL, max_tokens=200, on_overflow="summarize", summarizer=rec,
-            summary_cache=cache,
-        )  # fmt: skip
+        r = summarized(history, rec, summary_cache=cache)
         check_invariants(history, r)
         calls += r.summary_calls
         if r.strategy != "none":
@@ -111,23 +109,13 @@ def test_summaries_are_reused_and_a_growing_conversation_is_rarely_resummarized(
     assert calls <= overflowing / 10, (calls, overflowing)
     print(f"{calls} summary calls over {overflowing} overflowing turns")
     # The same history again: from the cache, no call.
-    again = tg.fit(
-        history, MODEL, max_tokens=200, on_overflow="summarize", summarizer=rec,
-        summary_cache=cache,
-    )  # fmt: skip
+    again = summarized(history, rec, summary_cache=cache)
     assert (again.summary_calls, again.strategy) == (0, "summarize")
 
 
 def _fit_with(summarizer: Any, events: list[tg.events.Event]) -> tg.FitResult:
     history = [SYSTEM, *chat(200), {"role": "user", "content": "So?"}]
-    r = tg.fit(
-        history,
-        MODEL,
-        max_tokens=200,
-        on_overflow="summarize",
-        summarizer=summarizer,
-        summary_cache=tg.SummaryCache(),
-    )
+    r = summarized(history, summarizer)
     check_invariants(history, r)
     return r
 
@@ -200,14 +188,7 @@ def test_client_summarizer_through_the_openai_sdk(emulator: Emulator) -> None:
     emulator.reset()
     summarizer = tg.ClientSummarizer(client, model=MODEL)
     history = [SYSTEM, *chat(100), {"role": "user", "content": "So?"}]
-    r = tg.fit(
-        history,
-        MODEL,
-        max_tokens=200,
-        on_overflow="summarize",
-        summarizer=summarizer,
-        summary_cache=tg.SummaryCache(),
-    )
+    r = summarized(history, summarizer)
     assert r.strategy == "summarize"
     # The emulator's completions are deterministic: 40 known tokens.
     assert r.summary == completion_text(40).strip()

@@ -17,7 +17,7 @@ imports no client library (the default :class:`ClientSummarizer` only calls the
 
 from __future__ import annotations
 
-from ._api import fit, fit_async
+from ._api import FitOptions, fit, fit_async
 from ._layout import Layout, layout
 from ._plan import FitResult, Strategy, StrategyCallable
 from ._room import DEFAULT_MIN_COMPLETION, DEFAULT_RESERVE, Bound, Room, room_for
@@ -41,6 +41,7 @@ __all__ = [
     "SUMMARY_PREFIX",
     "Bound",
     "ClientSummarizer",
+    "FitOptions",
     "FitResult",
     "Layout",
     "Room",

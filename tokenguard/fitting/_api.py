@@ -7,7 +7,7 @@ they differ only in how the summarizer (or a strategy callable) is called.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .._drive import run_async, run_sync
 from ..errors import ConfigurationError
@@ -16,9 +16,32 @@ from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
 from ._room import DEFAULT_MIN_COMPLETION, DEFAULT_RESERVE
 from ._summary import DEFAULT_SUMMARY_TOKENS, Summarizer, SummaryCache, default_summary_cache
 
-__all__ = ["check_options", "fit", "fit_async"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["FitOptions", "check_options", "fit", "fit_async"]
 
 FromModel = Literal["model"]
+
+
+class FitOptions(TypedDict, total=False):
+    """The keyword options of :func:`fit` and :func:`fit_async` (see :func:`fit`)."""
+
+    max_tokens: int | None
+    tpm: int | FromModel | None
+    budget: int | None
+    context_window: int | None
+    tier: str
+    on_overflow: Strategy | StrategyCallable
+    summarizer: Summarizer | None
+    summary_cache: SummaryCache | None
+    summary_tokens: int
+    headroom: float
+    default_reserve: int
+    min_completion: int
+    shrink_max_tokens: bool
+    tools: Sequence[Any] | None
+    functions: Sequence[Any] | None
 
 
 def _int_or_none(value: object, name: str) -> int | None:
@@ -30,25 +53,26 @@ def _int_or_none(value: object, name: str) -> int | None:
 
 
 def check_options(
-    model: str | ModelInfo,
+    model: str | ModelInfo = "llama-3.1-8b-instant",
     *,
-    max_tokens: int | None,
-    tpm: int | FromModel | None,
-    budget: int | None,
-    context_window: int | None,
-    tier: str,
-    on_overflow: Strategy | StrategyCallable,
-    summarizer: Summarizer | None,
-    summary_cache: SummaryCache | None,
-    summary_tokens: int,
-    headroom: float,
-    default_reserve: int,
-    min_completion: int,
-    shrink_max_tokens: bool,
-    tools: Sequence[Any] | None,
-    functions: Sequence[Any] | None,
+    max_tokens: int | None = None,
+    tpm: int | FromModel | None = "model",
+    budget: int | None = None,
+    context_window: int | None = None,
+    tier: str = "free",
+    on_overflow: Strategy | StrategyCallable = "truncate",
+    summarizer: Summarizer | None = None,
+    summary_cache: SummaryCache | None = None,
+    summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
+    headroom: float = 0.5,
+    default_reserve: int = DEFAULT_RESERVE,
+    min_completion: int = DEFAULT_MIN_COMPLETION,
+    shrink_max_tokens: bool = True,
+    tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
 ) -> Options:
-    """The settled :class:`Options` of a fit; raises ``ConfigurationError`` for bad ones."""
+    """The settled :class:`Options` of a fit (the defaults of :class:`FitOptions` are
+    here); raises ``ConfigurationError`` for bad ones."""
     if isinstance(model, ModelInfo):
         info = model
     elif isinstance(model, str) and model:
@@ -85,22 +109,7 @@ def check_options(
 def fit(
     messages: Sequence[Any],
     model: str | ModelInfo = "llama-3.1-8b-instant",
-    *,
-    max_tokens: int | None = None,
-    tpm: int | FromModel | None = "model",
-    budget: int | None = None,
-    context_window: int | None = None,
-    tier: str = "free",
-    on_overflow: Strategy | StrategyCallable = "truncate",
-    summarizer: Summarizer | None = None,
-    summary_cache: SummaryCache | None = None,
-    summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
-    headroom: float = 0.5,
-    default_reserve: int = DEFAULT_RESERVE,
-    min_completion: int = DEFAULT_MIN_COMPLETION,
-    shrink_max_tokens: bool = True,
-    tools: Sequence[Any] | None = None,
-    functions: Sequence[Any] | None = None,
+    **options: Unpack[FitOptions],
 ) -> FitResult:
     """Make a chat request fit the room it has; returns a :class:`FitResult`.
 
@@ -139,46 +148,13 @@ def fit(
         >>> r.strategy, r.max_tokens, r.tokens_after <= r.allowed
         ('truncate', 512, True)
     """
-    opts = check_options(
-        model,
-        max_tokens=max_tokens,
-        tpm=tpm,
-        budget=budget,
-        context_window=context_window,
-        tier=tier,
-        on_overflow=on_overflow,
-        summarizer=summarizer,
-        summary_cache=summary_cache,
-        summary_tokens=summary_tokens,
-        headroom=headroom,
-        default_reserve=default_reserve,
-        min_completion=min_completion,
-        shrink_max_tokens=shrink_max_tokens,
-        tools=tools,
-        functions=functions,
-    )
-    return run_sync(fit_plan(messages, opts))
+    return run_sync(fit_plan(messages, check_options(model, **options)))
 
 
 async def fit_async(
     messages: Sequence[Any],
     model: str | ModelInfo = "llama-3.1-8b-instant",
-    *,
-    max_tokens: int | None = None,
-    tpm: int | FromModel | None = "model",
-    budget: int | None = None,
-    context_window: int | None = None,
-    tier: str = "free",
-    on_overflow: Strategy | StrategyCallable = "truncate",
-    summarizer: Summarizer | None = None,
-    summary_cache: SummaryCache | None = None,
-    summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
-    headroom: float = 0.5,
-    default_reserve: int = DEFAULT_RESERVE,
-    min_completion: int = DEFAULT_MIN_COMPLETION,
-    shrink_max_tokens: bool = True,
-    tools: Sequence[Any] | None = None,
-    functions: Sequence[Any] | None = None,
+    **options: Unpack[FitOptions],
 ) -> FitResult:
     """:func:`fit` for coroutines: an async summarizer (or strategy) is awaited.
 
@@ -188,22 +164,4 @@ async def fit_async(
         r = await tg.fit_async(history, model="llama-3.1-8b-instant",
                                on_overflow="summarize", summarizer=summarizer)
     """
-    opts = check_options(
-        model,
-        max_tokens=max_tokens,
-        tpm=tpm,
-        budget=budget,
-        context_window=context_window,
-        tier=tier,
-        on_overflow=on_overflow,
-        summarizer=summarizer,
-        summary_cache=summary_cache,
-        summary_tokens=summary_tokens,
-        headroom=headroom,
-        default_reserve=default_reserve,
-        min_completion=min_completion,
-        shrink_max_tokens=shrink_max_tokens,
-        tools=tools,
-        functions=functions,
-    )
-    return await run_async(fit_plan(messages, opts))
+    return await run_async(fit_plan(messages, check_options(model, **options)))

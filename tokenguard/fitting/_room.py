@@ -142,7 +142,7 @@ def room_for(
         raise ContextOverflow(
             f"the completion reservation of {reserve} tokens leaves no room for a prompt "
             f"within {ceiling} tokens (bound by {bound_by}); lower max_tokens",
-            needed=reserve,
+            needed=prompt_tokens + reserve,
             available=ceiling,
             limit_name=bound_by,
         )
