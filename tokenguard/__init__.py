@@ -44,6 +44,7 @@ from .fitting import (
     fit,
     fit_async,
 )
+from .guard import guard, instrument, uninstrument
 from .limiter import Limiter, Reservation
 from .models import Limits, ModelInfo, get_model, register_model
 
@@ -87,6 +88,9 @@ __all__ = [
     "fit",
     "fit_async",
     "get_model",
+    "guard",
+    "instrument",
     "observe_prompt_tokens",
     "register_model",
+    "uninstrument",
 ]

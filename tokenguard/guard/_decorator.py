@@ -1,0 +1,271 @@
+"""``@tg.guard``: the pipeline around a function that sends one chat request.
+
+The function's arguments are bound to its signature to find the messages, the model
+and ``max_tokens``/``max_completion_tokens``; the fitted messages (and an opted-in
+``max_tokens``) replace them in the call. Whether the function is a coroutine function
+is decided once, when it is decorated (wrapt serves functions, methods, classmethods
+and staticmethods with one wrapper); the pipeline itself is one plan for both.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, cast, overload
+
+import wrapt
+
+from .._drive import run_async, run_sync
+from ..errors import ConfigurationError, InvalidMessages
+from ._options import GuardOptions, make_options
+from ._pipeline import Guard, call_plan
+from ._registry import normalize_base_url
+from ._request import ChatRequest, check_max_tokens, given
+
+__all__ = ["guard"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_BUDGET_NAMES = ("max_completion_tokens", "max_tokens")
+_COUNTED = (
+    "tools",
+    "functions",
+    "tool_choice",
+    "function_call",
+    "response_format",
+    "reasoning_effort",
+    "documents",
+)
+
+
+class _Binding:
+    """Where a function keeps its messages, model and completion budget."""
+
+    def __init__(self, fn: Callable[..., Any], opts: GuardOptions, where: str) -> None:
+        self.signature = inspect.signature(fn)
+        params = self.signature.parameters
+        self.var_kw = next(
+            (p.name for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD), None
+        )
+        self.opts = opts
+        self.where = where
+        if opts.messages_arg not in params and self.var_kw is None:
+            raise ConfigurationError(
+                f"{where} has no parameter {opts.messages_arg!r} (nor **kwargs) to take the "
+                f"messages; name it with @tg.guard(messages_arg=...). Parameters: "
+                f"{list(params)}"
+            )
+        if (
+            opts.cap_max_tokens is not None
+            and self.var_kw is None
+            and not any(n in params for n in _BUDGET_NAMES)
+        ):
+            raise ConfigurationError(
+                f"{where} takes no max_tokens (nor **kwargs): cap_max_tokens cannot pass one"
+            )
+
+    def _get(self, arguments: dict[str, Any], name: str) -> Any:
+        if name in arguments and name != self.var_kw:
+            return arguments[name]
+        if self.var_kw is not None:
+            return arguments.get(self.var_kw, {}).get(name)
+        return None
+
+    def _set(self, arguments: dict[str, Any], name: str, value: Any) -> None:
+        if name in self.signature.parameters and name != self.var_kw:
+            arguments[name] = value
+        else:
+            assert self.var_kw is not None
+            arguments[self.var_kw] = {**arguments.get(self.var_kw, {}), name: value}
+
+    def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ChatRequest]:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(f"{self.where}: {exc}") from None
+        bound.apply_defaults()
+        a = bound.arguments
+        messages = given(self._get(a, self.opts.messages_arg))
+        if messages is None:
+            raise InvalidMessages(
+                f"{self.where} was called without {self.opts.messages_arg!r}: the guard needs "
+                "the chat messages to count and fit them"
+            )
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
+            raise InvalidMessages(
+                f"{self.where}: {self.opts.messages_arg!r} must be a list of chat messages, got "
+                f"{type(messages).__name__}"
+            )
+        if not messages:
+            raise InvalidMessages(f"{self.where}: {self.opts.messages_arg!r} is empty")
+        model = given(self._get(a, self.opts.model_arg)) or self.opts.model
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(
+                f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and the "
+                f"guard none (@tg.guard(model=...)); got {model!r}"
+            )
+        budgets = {n: check_max_tokens(n, self._get(a, n)) for n in _BUDGET_NAMES}
+        asked = budgets["max_completion_tokens"] or budgets["max_tokens"]
+        options = {n: v for n in _COUNTED if (v := given(self._get(a, n))) is not None}
+        req = ChatRequest(
+            messages=messages,
+            model=model,
+            max_tokens=asked,
+            stream=given(self._get(a, "stream")) is True,
+            tools=options.pop("tools", None),
+            functions=options.pop("functions", None),
+            options=options,
+        )
+        return bound, req
+
+    def call_args(
+        self, bound: Any, messages: list[Any], max_tokens: int | None, asked: int | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        a = bound.arguments
+        self._set(a, self.opts.messages_arg, messages)
+        if max_tokens is not None and max_tokens != asked:
+            name = next(
+                (n for n in _BUDGET_NAMES if self._get(a, n) is not None),
+                "max_tokens"
+                if "max_tokens" in self.signature.parameters or self.var_kw
+                else "max_completion_tokens",
+            )
+            self._set(a, name, max_tokens)
+        return bound.args, bound.kwargs
+
+
+class _CallSender:
+    """Sends by calling the decorated function with the fitted arguments."""
+
+    raw_internal = False
+
+    def __init__(
+        self, wrapped: Callable[..., Any], binding: _Binding, bound: Any, req: ChatRequest
+    ) -> None:
+        self.site = binding.where
+        self._wrapped = wrapped
+        self._binding = binding
+        self._bound = bound
+        self._asked = req.max_tokens
+
+    def send(self, messages: list[Any], max_tokens: int | None) -> Any:
+        args, kwargs = self._binding.call_args(self._bound, messages, max_tokens, self._asked)
+        return self._wrapped(*args, **kwargs)
+
+    async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any:
+        args, kwargs = self._binding.call_args(self._bound, messages, max_tokens, self._asked)
+        return await self._wrapped(*args, **kwargs)
+
+    def context_window(self, model: str) -> int | None:
+        return None  # a decorated function has no client to ask
+
+    async def context_window_async(self, model: str) -> int | None:
+        return None
+
+
+def _target(fn: Any) -> Any:
+    return fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+
+
+def _decorate(fn: F, opts: GuardOptions) -> F:
+    target = _target(fn)
+    where = f"{getattr(target, '__qualname__', repr(target))}()"
+    if opts.on_overflow == "summarize" and opts.summarizer is None:
+        raise ConfigurationError(
+            f"{where}: on_overflow='summarize' needs summarizer= (e.g. "
+            "tg.ClientSummarizer(tg.instrument(client))) so that summaries are guarded too"
+        )
+    bindings: dict[bool, _Binding] = {}
+    g = Guard(
+        opts=opts,
+        base_url=normalize_base_url(opts.base_url),
+        site=where,
+        summarizer=opts.summarizer,
+    )
+
+    def binding_for(wrapped: Any) -> _Binding:
+        # A method is bound by the time it is called: its signature lacks ``self``.
+        bound_method = hasattr(wrapped, "__self__")
+        found = bindings.get(bound_method)
+        if found is None:
+            found = bindings[bound_method] = _Binding(wrapped, opts, where)
+        return found
+
+    binding_for(target)  # a function that cannot take messages fails here, not later
+
+    if inspect.iscoroutinefunction(target):
+
+        @wrapt.decorator
+        async def guarded_async(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            binding = binding_for(wrapped)
+            bound, req = binding.read(args, kwargs)
+            sender = _CallSender(wrapped, binding, bound, req)
+            return await run_async(call_plan(g, req, sender))
+
+        return cast(F, guarded_async(fn))
+
+    @wrapt.decorator
+    def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = binding_for(wrapped)
+        bound, req = binding.read(args, kwargs)
+        sender = _CallSender(wrapped, binding, bound, req)
+        return run_sync(call_plan(g, req, sender))
+
+    return cast(F, guarded(fn))
+
+
+@overload
+def guard(fn: F, /) -> F: ...
+
+
+@overload
+def guard(
+    fn: None = None,
+    /,
+    **options: Any,
+) -> Callable[[F], F]: ...
+
+
+def guard(fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+    """Guard a function that sends one chat request: count, fit, budget, rate-limit,
+    retry and log every call. Bare (``@tg.guard``) or with options.
+
+    The function's ``messages`` (``messages_arg=``), ``model`` (``model_arg=``, or fixed
+    with ``model=``) and ``max_tokens``/``max_completion_tokens`` are found by binding
+    each call's arguments; the fitted messages replace the originals. Sync and async
+    functions, methods, classmethods and staticmethods keep their signature, docstring
+    and coroutine-ness; a function returning a stream gets a stream that settles when
+    it ends.
+
+    Options (keyword-only): ``limiter`` (a shared :class:`~tokenguard.Limiter`, e.g. on
+    Redis) or ``tpm``/``rpm``/``tpd``/``rpd``/``window`` (else the model table's limits,
+    shared process-wide per base URL and model; ``base_url`` says which endpoint the
+    function talks to, Groq's by default), ``tier``, ``context_window``,
+    ``on_overflow`` (``"truncate"``, ``"summarize"`` with ``summarizer=``, ``"error"`` or
+    a callable), ``max_wait`` (seconds a call may wait for the rate window and for the
+    server's 429s; ``None``: as long as it takes), ``retries`` (429 retries; ``None``:
+    until ``max_wait``), ``default_reserve`` (completion tokens held for a call without
+    ``max_tokens``: 1,024, what the server is assumed to hold), ``cap_max_tokens``
+    (opt-in: send an explicit ``max_tokens`` of at most that many), ``log_content``,
+    ``wait_event_s``, ``clock``/``sleep`` (tests), ``rate_limit=False`` (count, fit and
+    budget only).
+
+    Example::
+
+        @tg.guard
+        def ask(messages, model="llama-3.1-8b-instant", max_tokens=256):
+            return client.chat.completions.create(messages=messages, model=model,
+                                                  max_tokens=max_tokens)
+
+        @tg.guard(max_wait=30, on_overflow="error")
+        async def ask_async(messages, model="llama-3.1-8b-instant"):
+            return await aclient.chat.completions.create(messages=messages, model=model)
+    """
+    opts = make_options(**options)
+    if fn is None:
+        return lambda f: _decorate(f, opts)
+    if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
+        raise ConfigurationError(f"@tg.guard decorates a function, got {fn!r}")
+    return _decorate(fn, opts)

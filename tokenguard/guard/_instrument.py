@@ -1,0 +1,207 @@
+"""``tg.instrument(client)``: every ``chat.completions.create`` of a client goes through
+the guard, with the server's headers read from every response and every error.
+
+The client's ``chat.completions`` resource gets a guarded ``create`` of its own (the
+class is not touched, so other clients are not); ``with_raw_response`` and
+``with_streaming_response`` are rebuilt on it, so they are guarded too. The guard sends
+through a copy of the client with ``max_retries=0`` and asks for the raw response, so
+it reads the ``x-ratelimit-*`` headers of each answer and owns every retry: 429s wait
+as the server says (the SDK would retry after at most 60 s and hammer a TPD limit),
+and 5xx, connection errors and timeouts are retried as often as the client's own
+``max_retries`` says, with the SDK's backoff.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from .._drive import run_async, run_sync
+from ..errors import ConfigurationError
+from ..fitting import ClientSummarizer
+from ._options import GuardOptions, make_options
+from ._pipeline import Guard, call_plan
+from ._registry import normalize_base_url
+from ._request import read_body
+
+__all__ = ["instrument", "is_instrumented", "uninstrument"]
+
+C = TypeVar("C")
+
+_RAW_HEADER = "X-Stainless-Raw-Response"
+_MARK = "_tokenguard_guard"
+_CACHED = ("with_raw_response", "with_streaming_response")
+
+
+def _completions(client: Any) -> Any:
+    comp = getattr(getattr(client, "chat", None), "completions", None)
+    if comp is None or not callable(getattr(type(comp), "create", None)):
+        raise ConfigurationError(
+            "tg.instrument needs an openai or groq client (OpenAI, AsyncOpenAI, Groq, "
+            f"AsyncGroq) with chat.completions.create, got {type(client).__name__}"
+        )
+    return comp
+
+
+def _base_url(client: Any) -> str:
+    base = str(getattr(client, "base_url", "") or "")
+    # The groq SDK's base URL is the host; its paths start with /openai/v1.
+    if type(client).__module__.split(".")[0] == "groq":
+        base = base.rstrip("/") + "/openai/v1"
+    return normalize_base_url(base or None)
+
+
+def _raw_mode(kwargs: Mapping[str, Any]) -> str | None:
+    headers = kwargs.get("extra_headers")
+    if not isinstance(headers, Mapping):
+        return None
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == _RAW_HEADER.lower():
+            return str(value)
+    return None
+
+
+def _window_of(model: Any) -> int | None:
+    value = getattr(model, "context_window", None)
+    if value is None:
+        extra = getattr(model, "model_extra", None)
+        if isinstance(extra, Mapping):
+            value = extra.get("context_window")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _ClientSender:
+    """Sends one body through the quiet (no-retry) client, asking for the raw response."""
+
+    def __init__(
+        self, quiet: Any, body: dict[str, Any], req_max: int | None, site: str, mode: str | None
+    ) -> None:
+        self._quiet = quiet
+        self._body = body
+        self._asked = req_max
+        self.site = site
+        # The caller asked for the raw response itself only with with_raw_response.
+        self.raw_internal = mode is None
+        self._mode = mode
+
+    def _prepared(self, messages: list[Any], max_tokens: int | None) -> dict[str, Any]:
+        body = dict(self._body)
+        body["messages"] = messages
+        if max_tokens is not None and max_tokens != self._asked:
+            name = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+            body[name] = max_tokens
+        if self._mode is None:
+            body["extra_headers"] = {**(body.get("extra_headers") or {}), _RAW_HEADER: "raw"}
+        return body
+
+    def send(self, messages: list[Any], max_tokens: int | None) -> Any:
+        return self._quiet.chat.completions.create(**self._prepared(messages, max_tokens))
+
+    async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any:
+        return await self._quiet.chat.completions.create(**self._prepared(messages, max_tokens))
+
+    def context_window(self, model: str) -> int | None:
+        try:
+            return _window_of(self._quiet.models.retrieve(model))
+        except Exception:
+            return None  # the error said too little and the endpoint did not answer
+
+    async def context_window_async(self, model: str) -> int | None:
+        try:
+            return _window_of(await self._quiet.models.retrieve(model))
+        except Exception:
+            return None
+
+
+def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
+    quiet = client.with_options(max_retries=0)
+    retries = getattr(client, "max_retries", 0)
+    site = f"{type(client).__name__}.chat.completions.create"
+    g = Guard(
+        opts=opts,
+        base_url=_base_url(client),
+        site=site,
+        summarizer=opts.summarizer,
+        transient_retries=retries if isinstance(retries, int) and retries > 0 else 0,
+    )
+
+    def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
+        req = read_body(kwargs, default_model=opts.model, where=site)
+        if opts.model is not None and "model" not in kwargs:
+            kwargs = {**kwargs, "model": opts.model}
+        return req, _ClientSender(quiet, kwargs, req.max_tokens, site, _raw_mode(kwargs))
+
+    if inspect.iscoroutinefunction(type(comp).create):
+
+        async def create_async(**kwargs: Any) -> Any:
+            req, sender = read(kwargs)
+            return await run_async(call_plan(g, req, sender))
+
+        guarded: Any = create_async
+    else:
+
+        def create(**kwargs: Any) -> Any:
+            req, sender = read(kwargs)
+            return run_sync(call_plan(g, req, sender))
+
+        guarded = create
+    guarded.__doc__ = type(comp).create.__doc__
+    guarded.__wrapped__ = type(comp).create.__get__(comp)
+    for name in _CACHED:
+        comp.__dict__.pop(name, None)  # rebuilt on the guarded create when next used
+    comp.create = guarded
+    setattr(comp, _MARK, g)
+    if opts.on_overflow == "summarize" and opts.summarizer is None:
+        # The summary request goes through this same guarded create: counted, limited, logged.
+        g.summarizer = ClientSummarizer(client)
+
+
+def instrument(client: C, /, **options: Any) -> C:
+    """Guard every ``chat.completions.create`` of ``client`` (``openai.OpenAI``,
+    ``openai.AsyncOpenAI``, ``groq.Groq``, ``groq.AsyncGroq``); returns the same client.
+
+    Plain calls, ``with_raw_response`` and ``stream=True`` all go through the pipeline,
+    and the ``x-ratelimit-*`` headers of every response and every error are given to the
+    limiter. The options are those of :func:`~tokenguard.guard` (``messages_arg`` and
+    ``model_arg`` aside); without ``on_overflow="summarize"``'s ``summarizer=`` the
+    summaries are written by this client, through this guard. Instrumenting again
+    replaces the options; :func:`uninstrument` undoes it.
+
+    The guard takes over the SDK's retries (see the module): set ``max_retries`` on the
+    client as before; it now counts the guard's retries of 5xx, connection errors and
+    timeouts, while 429s are always waited out as the server says (``max_wait``,
+    ``retries`` bound them).
+
+    Example::
+
+        client = tg.instrument(OpenAI(base_url="https://api.groq.com/openai/v1",
+                                      api_key=os.environ["GROQ_API_KEY"]), max_wait=60)
+        client.chat.completions.create(model="llama-3.1-8b-instant", messages=history)
+    """
+    comp = _completions(client)
+    opts = make_options(**options)
+    if getattr(comp, _MARK, None) is not None:
+        uninstrument(client)
+    _install(client, comp, opts)
+    return client
+
+
+def uninstrument(client: C, /) -> C:
+    """Undo :func:`instrument` (nothing happens to a client that is not instrumented).
+
+    Example::
+
+        tg.uninstrument(client)
+    """
+    comp = _completions(client)
+    if getattr(comp, _MARK, None) is None:
+        return client
+    for name in ("create", _MARK, *_CACHED):
+        comp.__dict__.pop(name, None)
+    return client
+
+
+def is_instrumented(client: Any) -> bool:
+    """Whether ``client``'s chat completions go through the guard."""
+    return getattr(_completions(client), _MARK, None) is not None

@@ -1,0 +1,149 @@
+"""The guard's options: one frozen value, checked once when the guard is made."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError
+from ..fitting import DEFAULT_RESERVE, Strategy, StrategyCallable, Summarizer
+
+if TYPE_CHECKING:
+    from ..limiter import Limiter
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_WAIT_EVENT_S", "GuardOptions", "make_options"]
+
+#: Groq's OpenAI-compatible endpoint: the base URL a decorated function is assumed to
+#: talk to (its default limiters are shared with clients instrumented for that URL).
+DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
+
+#: Waits at least this long (seconds) are reported as ``tokenguard.guard.wait`` events.
+DEFAULT_WAIT_EVENT_S = 1.0
+
+_STRATEGIES = ("truncate", "summarize", "error")
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """Everything a guard was asked to do (see :func:`tokenguard.guard`).
+
+    ``default_reserve`` is the completion reservation of a call that sends no
+    ``max_tokens``: what the server is assumed to hold for it (Groq does not document
+    it; the emulator holds the same by default), capped by the room left in the
+    context window. ``cap_max_tokens`` (opt-in) sends an explicit ``max_tokens`` of at
+    most that many tokens. ``retries`` bounds the 429 retries (``None``: retry until
+    ``max_wait`` runs out, forever without one).
+    """
+
+    model: str | None = None
+    limiter: Limiter | None = None
+    tpm: int | None = None
+    rpm: int | None = None
+    tpd: int | None = None
+    rpd: int | None = None
+    window: float | None = None
+    tier: str = "free"
+    base_url: str | None = None
+    context_window: int | None = None
+    on_overflow: Strategy | StrategyCallable = "truncate"
+    summarizer: Summarizer | None = None
+    max_wait: float | None = None
+    retries: int | None = None
+    messages_arg: str = "messages"
+    model_arg: str = "model"
+    default_reserve: int = DEFAULT_RESERVE
+    cap_max_tokens: int | None = None
+    rate_limit: bool = True
+    log_content: bool = False
+    wait_event_s: float = DEFAULT_WAIT_EVENT_S
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Any] | None = None
+
+    @property
+    def explicit_limits(self) -> bool:
+        """Whether the options give limits of their own (not the model table's)."""
+        return any(v is not None for v in (self.tpm, self.rpm, self.tpd, self.rpd, self.window))
+
+
+def _positive_int(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive int or None, got {value!r}")
+
+
+def _seconds(name: str, value: object, *, positive: bool = False) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (positive and value == 0)
+    ):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigurationError(f"{name} must be seconds {bound} or None, got {value!r}")
+
+
+def make_options(**given: Any) -> GuardOptions:
+    """Check the keyword options of ``guard``/``instrument`` and freeze them.
+
+    Raises :class:`~tokenguard.ConfigurationError` naming the option, what was given
+    and what is expected.
+    """
+    known = GuardOptions.__dataclass_fields__
+    for name in given:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"unknown guard option {name!r}{hint}")
+    opts = GuardOptions(**given)
+    if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
+        raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
+    for name in ("tpm", "rpm", "tpd", "rpd", "context_window", "cap_max_tokens"):
+        _positive_int(name, getattr(opts, name))
+    if isinstance(opts.default_reserve, bool) or not isinstance(opts.default_reserve, int):
+        raise ConfigurationError(
+            f"default_reserve must be an int >= 1, got {opts.default_reserve!r}"
+        )
+    if opts.default_reserve < 1:
+        raise ConfigurationError(f"default_reserve must be an int >= 1, got {opts.default_reserve}")
+    if opts.retries is not None and (
+        isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0
+    ):
+        raise ConfigurationError(f"retries must be an int >= 0 or None, got {opts.retries!r}")
+    _seconds("max_wait", opts.max_wait)
+    _seconds("window", opts.window, positive=True)
+    _seconds("wait_event_s", opts.wait_event_s)
+    if not callable(opts.on_overflow) and opts.on_overflow not in _STRATEGIES:
+        raise ConfigurationError(
+            f"on_overflow must be one of {list(_STRATEGIES)} or a callable, "
+            f"got {opts.on_overflow!r}"
+        )
+    if opts.summarizer is not None and not callable(opts.summarizer):
+        raise ConfigurationError(f"summarizer must be callable, got {opts.summarizer!r}")
+    for name in ("messages_arg", "model_arg"):
+        value = getattr(opts, name)
+        if not isinstance(value, str) or not value.isidentifier():
+            raise ConfigurationError(f"{name} must be a parameter name, got {value!r}")
+    if opts.limiter is not None:
+        from ..limiter import Limiter
+
+        if not isinstance(opts.limiter, Limiter):
+            raise ConfigurationError(f"limiter must be a tg.Limiter, got {opts.limiter!r}")
+        if opts.explicit_limits:
+            raise ConfigurationError(
+                "give either limiter= or tpm=/rpm=/tpd=/rpd=/window=, not both: a shared "
+                "limiter has its own limits"
+            )
+    if opts.base_url is not None and not isinstance(opts.base_url, str):
+        raise ConfigurationError(f"base_url must be a str or None, got {opts.base_url!r}")
+    if not callable(opts.clock):
+        raise ConfigurationError(f"clock must be callable, got {opts.clock!r}")
+    return opts

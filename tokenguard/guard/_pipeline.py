@@ -1,0 +1,456 @@
+"""The path of one guarded call, written once as a plan (see :mod:`tokenguard._drive`).
+
+count and fit -> hold the budgets -> acquire the limiter -> send -> read the response
+(usage, headers) or the error -> commit or cancel the reservation and the holds ->
+learn -> one ``tokenguard.guard.request`` event. On a 429 the call waits as the server
+says and is sent again; on a 413 or ``context_length_exceeded`` the limit is learned
+and the request refitted once; on 5xx, connection errors and timeouts it is sent again
+as the SDK would (``transient_retries``), then the exception goes on unchanged. A
+stream is settled when it ends (or is closed) by :mod:`._streams`.
+
+The decorator runs this plan with ``run_sync``/``run_async``; instrumented clients do
+the same. Nothing here is sync- or async-specific.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage_of
+from .._budget import BudgetHold, reserve, room
+from .._drive import Call, Plan, Sleep
+from ..counting import RequestCount, default_counter
+from ..errors import RateLimitTimeout
+from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit
+from ..fitting import FitResult, Summarizer, fit, fit_async
+from ..limiter import Limiter, Reservation, parse_headers
+from ..models import ModelInfo, get_model
+from . import _registry
+from ._options import GuardOptions
+from ._request import ChatRequest, Sender
+
+__all__ = ["Guard", "Settlement", "call_plan", "settle_plan"]
+
+#: The SDKs' backoff between retries of a failed request: min(0.5 * 2**n, 8) seconds.
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 8.0
+#: Without ``retry-after`` or reset headers, a 429 is retried after this long.
+_DEFAULT_429_WAIT = 1.0
+
+
+@dataclass
+class Guard:
+    """One guarded call site: its options, endpoint, summarizer and what it learned."""
+
+    opts: GuardOptions
+    base_url: str
+    site: str
+    summarizer: Summarizer | None = None
+    #: 5xx / connection / timeout retries (an instrumented client's own ``max_retries``,
+    #: taken over from the SDK; 0 for a decorated function, whose SDK retries itself).
+    transient_retries: int = 0
+    #: The largest completion seen at this site (reported in events).
+    completion_max: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def saw_completion(self, tokens: int) -> int:
+        with self._lock:
+            if self.completion_max is None or tokens > self.completion_max:
+                self.completion_max = tokens
+            return self.completion_max
+
+
+@dataclass
+class Settlement:
+    """What settling one sent request needs: its holds, its estimate and its event."""
+
+    guard: Guard
+    request: ChatRequest
+    count: RequestCount
+    estimate: int
+    reserve: int
+    max_tokens: int | None
+    fitted: FitResult
+    hold: BudgetHold
+    reservation: Reservation | None
+    headers: Mapping[str, Any] | None
+    started: float
+    waited: float
+    retries: int
+    settled: bool = False
+
+
+@dataclass
+class _Attempts:
+    rate_limited: int = 0
+    transient: int = 0
+    refit_context: bool = False
+    refit_tpm: bool = False
+    waited: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.rate_limited + self.transient + self.refit_context + self.refit_tpm
+
+
+def _fit_kwargs(g: Guard, req: ChatRequest, info: ModelInfo, limiter: Limiter | None) -> Any:
+    learned = _registry.learned(g.base_url, req.model)
+    window = g.opts.context_window or info.context_window
+    if learned.context_window is not None:
+        window = min(window, learned.context_window)
+    tpm = limiter.limits.tpm if limiter is not None else None
+    if learned.tpm is not None:
+        tpm = learned.tpm if tpm is None else min(tpm, learned.tpm)
+    asked = req.max_tokens
+    cap = g.opts.cap_max_tokens
+    if cap is not None:
+        asked = cap if asked is None else min(asked, cap)
+    return {
+        "model": info,
+        "max_tokens": asked,
+        "tpm": tpm,
+        "budget": room(),
+        "context_window": window,
+        "tier": g.opts.tier,
+        "on_overflow": g.opts.on_overflow,
+        "summarizer": g.summarizer,
+        "default_reserve": g.opts.default_reserve,
+        "tools": req.tools,
+        "functions": req.functions,
+    }
+
+
+def _event(
+    s: Settlement,
+    *,
+    usage: Usage | None,
+    failure: Failure | None = None,
+    response: Any = None,
+    closed_early: bool = False,
+) -> GuardRequest:
+    headers = s.headers
+    view = parse_headers(headers) if headers is not None else None
+    site_max = None
+    if usage is not None:
+        site_max = s.guard.saw_completion(usage.completion_tokens)
+    else:
+        site_max = s.guard.completion_max
+    rooms = room()
+    return GuardRequest(
+        request_model=s.request.model,
+        site=s.guard.site,
+        estimated_tokens=s.estimate,
+        completion_reserve=s.reserve,
+        max_tokens=s.max_tokens,
+        response_model=_attr(response, "model"),
+        response_id=_attr(response, "id"),
+        input_tokens=usage.prompt_tokens if usage is not None else None,
+        output_tokens=usage.completion_tokens if usage is not None else None,
+        cached_tokens=usage.cached_tokens if usage is not None else None,
+        limit_tokens=usage.limit_tokens if usage is not None else None,
+        error_type=failure.error_type if failure is not None else None,
+        wait_s=s.waited,
+        retries=s.retries,
+        fit=s.fitted.strategy,
+        stream=s.request.stream,
+        stream_closed_early=closed_early,
+        budget_remaining=rooms,
+        server_remaining_tokens=view.remaining_tokens if view is not None else None,
+        server_remaining_requests=view.remaining_requests if view is not None else None,
+        site_completion_max=site_max,
+        duration_s=max(0.0, s.guard.opts.clock() - s.started),
+        content=tuple(s.fitted.messages) if s.guard.opts.log_content else None,
+    )
+
+
+def _attr(obj: Any, name: str) -> str | None:
+    if obj is None:
+        return None
+    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return value if isinstance(value, str) else None
+
+
+def settle_plan(
+    s: Settlement, usage: Usage | None, response: Any = None, *, closed_early: bool = False
+) -> Plan[None]:
+    """Settle a request that reached the server: the limiter is charged what counts
+    toward the limits (cached prompt tokens left out), the budgets the usage as
+    reported; without usage (a stream closed early) both at the estimate."""
+    if s.settled:
+        return
+    s.settled = True
+    limit_tokens = usage.limit_tokens if usage is not None else s.estimate
+    r = s.reservation
+    if r is not None:
+        yield Call(
+            functools.partial(r.commit, limit_tokens, headers=s.headers),
+            functools.partial(r.commit_async, limit_tokens, headers=s.headers),
+        )
+    s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+    if usage is not None:
+        default_counter().observe(s.count, usage.prompt_tokens)
+    emit(_event(s, usage=usage, response=response, closed_early=closed_early))
+
+
+def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
+    """Settle a request that failed: nothing is charged to budgets; the limiter keeps the
+    estimate when the request may have been charged by the server, else refunds it, and
+    adopts the server's view from the error's headers."""
+    s.settled = True
+    s.hold.cancel()
+    r = s.reservation
+    if r is None:
+        return
+    may_have_charged = failure.kind in (FailureKind.SERVER, FailureKind.TIMEOUT)
+    if may_have_charged:
+        yield Call(
+            functools.partial(r.commit, s.estimate, headers=failure.headers),
+            functools.partial(r.commit_async, s.estimate, headers=failure.headers),
+        )
+        return
+    yield Call(r.cancel, r.cancel_async)
+    if failure.headers is not None:
+        limiter = _registry_limiter(s)
+        if limiter is not None:
+            yield Call(limiter.observe, limiter.observe_async, failure.headers)
+
+
+def _registry_limiter(s: Settlement) -> Limiter | None:
+    return _registry.limiter_for(s.guard.opts, s.guard.base_url, s.request.model)
+
+
+def _reset_wait(failure: Failure) -> float:
+    if failure.retry_after is not None:
+        return failure.retry_after
+    if failure.headers is not None:
+        view = parse_headers(failure.headers)
+        if view.reset_tokens is not None and view.reset_tokens > 0:
+            return view.reset_tokens
+    return _DEFAULT_429_WAIT
+
+
+def _backoff(n: int) -> float:
+    return float(min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX))
+
+
+async def _awaited(pending: Any) -> Any:
+    return await pending
+
+
+def _never(pending: Any) -> Any:
+    raise TypeError(f"an awaitable ({type(pending).__name__}) reached a synchronous call")
+
+
+def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
+    """(body, headers, raw): a raw response (``with_raw_response``) is parsed for its
+    body (the SDK caches the parse; the async SDKs' parse is awaited) and read for its
+    headers."""
+    if callable(getattr(result, "parse", None)) and hasattr(result, "http_response"):
+        body = result.parse()
+        if inspect.isawaitable(body):
+            body = yield Call(_never, _awaited, body)
+        return body, headers_of(result), True
+    return result, None, False
+
+
+def _is_stream(body: Any, req: ChatRequest) -> bool:
+    if isinstance(body, (Mapping, str, bytes)) or body is None:
+        return False
+    if usage_of(body) is not None and not hasattr(body, "__next__"):
+        return False
+    return hasattr(body, "__next__") or hasattr(body, "__anext__")
+
+
+def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
+    """Count, fit, hold, acquire, send, read, settle and report one call; retry as the
+    server's answer says. Returns what the caller gets (a stream is wrapped)."""
+    from ._streams import present_stream  # the stream wrappers settle through this module
+
+    opts = g.opts
+    started = opts.clock()
+    info = get_model(req.model)
+    limiter = _registry.limiter_for(opts, g.base_url, req.model)
+    attempts = _Attempts()
+    while True:
+        kwargs = _fit_kwargs(g, req, info, limiter)
+        fitted: FitResult = yield Call(
+            functools.partial(fit, req.messages, **kwargs),
+            functools.partial(fit_async, req.messages, **kwargs),
+        )
+        count = default_counter().count_request(
+            fitted.messages,
+            info,
+            tools=req.tools,
+            functions=req.functions,
+            max_tokens=fitted.max_tokens,
+            default_reserve=opts.default_reserve,
+            **req.options,
+        )
+        completion = count.completion_reserve
+        if fitted.max_tokens is None:
+            # What the server holds for a call without max_tokens: the default reserve,
+            # capped by the room left in the context window (as the emulator does).
+            completion = max(
+                0,
+                min(
+                    opts.default_reserve,
+                    kwargs["context_window"] - count.prompt_tokens,
+                    info.max_completion_tokens,
+                ),
+            )
+        estimate = count.prompt_tokens + completion
+        hold = reserve(estimate)
+        reservation: Reservation | None = None
+        if limiter is not None:
+            left = None
+            if opts.max_wait is not None:
+                left = max(0.0, opts.max_wait - (opts.clock() - started))
+            try:
+                reservation = yield Call(limiter.acquire, limiter.acquire_async, estimate, left)
+            except BaseException:
+                hold.cancel()
+                raise
+            attempts.waited += reservation.waited
+            if reservation.waited >= opts.wait_event_s:
+                emit(
+                    GuardWait(
+                        model=req.model,
+                        site=g.site,
+                        wait_s=reservation.waited,
+                        reason="limiter",
+                        tokens=estimate,
+                    )
+                )
+        s = Settlement(
+            guard=g,
+            request=req,
+            count=count,
+            estimate=estimate,
+            reserve=completion,
+            max_tokens=fitted.max_tokens,
+            fitted=fitted,
+            hold=hold,
+            reservation=reservation,
+            headers=None,
+            started=started,
+            waited=attempts.waited,
+            retries=attempts.total,
+        )
+        try:
+            result = yield Call(sender.send, sender.send_async, fitted.messages, fitted.max_tokens)
+        except BaseException as exc:
+            # Cancelled or interrupted while in flight: it may have been charged.
+            failure = classify(exc) if isinstance(exc, Exception) else Failure(FailureKind.TIMEOUT)
+            s.headers = failure.headers
+            yield from _release_plan(s, failure)
+            wait = yield from _recover(g, req, sender, s, failure, attempts, exc)
+            if wait is None:
+                emit(_event(s, usage=None, failure=failure))
+                raise
+            continue
+        body, headers, raw = yield from _unpack(result)
+        s.headers = headers
+        if _is_stream(body, req):
+            return present_stream(s, result, body, raw and not sender.raw_internal)
+        yield from settle_plan(s, usage_of(body), body)
+        return body if sender.raw_internal else result
+
+
+def _recover(
+    g: Guard,
+    req: ChatRequest,
+    sender: Sender,
+    s: Settlement,
+    failure: Failure,
+    attempts: _Attempts,
+    exc: BaseException,
+) -> Plan[float | None]:
+    """Decide whether a failed request is sent again; wait as needed. ``None``: give up
+    (the caller gets ``exc`` unchanged, or ``RateLimitTimeout`` when the server's wait
+    would pass ``max_wait``)."""
+    opts = g.opts
+    kind = failure.kind
+    wait = 0.0
+    if kind is FailureKind.RATE_LIMITED:
+        if opts.retries is not None and attempts.rate_limited >= opts.retries:
+            return None
+        wait = _reset_wait(failure)
+        if opts.max_wait is not None:
+            spent = opts.clock() - s.started
+            if spent + wait > opts.max_wait:
+                emit(_event(s, usage=None, failure=failure))
+                raise RateLimitTimeout(
+                    f"the server refused the request (429) and asks to wait {wait:.3f}s, "
+                    f"which would pass max_wait={opts.max_wait}s ({spent:.3f}s spent)",
+                    needed_wait=spent + wait,
+                    max_wait=opts.max_wait,
+                ) from exc
+        attempts.rate_limited += 1
+        attempt = attempts.rate_limited
+    elif kind is FailureKind.TOO_LARGE:
+        if attempts.refit_tpm or failure.limit is None:
+            return None
+        attempts.refit_tpm = True
+        _learn(g, req, "tpm", failure.limit, "error")
+        attempt = 1
+    elif kind is FailureKind.CONTEXT_EXCEEDED:
+        if attempts.refit_context:
+            return None
+        attempts.refit_context = True
+        window = yield Call(sender.context_window, sender.context_window_async, req.model)
+        source = "models_endpoint"
+        current = s.fitted.tokens_after + s.reserve
+        if not isinstance(window, int) or window <= 0 or window >= current:
+            # The server did not say: fit within three quarters of what it refused.
+            window, source = max(1, current * 3 // 4), "estimate"
+        _learn(g, req, "context_window", window, source)
+        attempt = 1
+    elif kind in (FailureKind.SERVER, FailureKind.CONNECTION, FailureKind.TIMEOUT):
+        if attempts.transient >= g.transient_retries or not isinstance(exc, Exception):
+            return None
+        wait = _backoff(attempts.transient)
+        attempts.transient += 1
+        attempt = attempts.transient
+    else:
+        return None
+    emit(
+        GuardRetry(
+            model=req.model,
+            site=g.site,
+            kind=kind.value,
+            status=failure.status,
+            attempt=attempt,
+            wait_s=wait,
+        )
+    )
+    if wait > 0:
+        if wait >= opts.wait_event_s and kind is FailureKind.RATE_LIMITED:
+            emit(
+                GuardWait(
+                    model=req.model,
+                    site=g.site,
+                    wait_s=wait,
+                    reason="retry_after",
+                    tokens=s.estimate,
+                )
+            )
+        yield Sleep(wait, opts.sleep)
+        attempts.waited += wait
+    return wait
+
+
+def _learn(g: Guard, req: ChatRequest, limit: str, value: int, source: str) -> None:
+    info = get_model(req.model)
+    table = info.context_window if limit == "context_window" else None
+    if limit == "context_window":
+        _registry.remember(g.base_url, req.model, context_window=value)
+    else:
+        _registry.remember(g.base_url, req.model, tpm=value)
+    emit(
+        GuardContextLearned(model=req.model, limit=limit, table=table, learned=value, source=source)
+    )

@@ -1,0 +1,109 @@
+"""Process-wide state the guards share: default limiters and limits learned from servers.
+
+Without ``limiter=``, every guarded function and instrumented client of a process that
+talks to the same model at the same base URL shares one :class:`~tokenguard.Limiter`
+built from the model table (or from explicit ``tpm=``/``rpm=``/... options, shared by
+every guard giving the same ones), so they spend one quota together.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError
+from ..limiter import Limiter
+from ..models import get_model
+from ._options import DEFAULT_BASE_URL, GuardOptions
+
+__all__ = ["Learned", "learned", "limiter_for", "normalize_base_url", "remember", "reset"]
+
+_lock = threading.Lock()
+_limiters: dict[tuple[object, ...], Limiter | None] = {}
+
+
+@dataclass(frozen=True)
+class Learned:
+    """Limits a server showed to be tighter than the table: ``context_window`` (from a
+    ``context_length_exceeded``) and ``tpm`` (from a 413)."""
+
+    context_window: int | None = None
+    tpm: int | None = None
+
+
+_learned: dict[tuple[str, str], Learned] = {}
+
+
+def normalize_base_url(url: object) -> str:
+    """One spelling per endpoint: no trailing slash, lower-case scheme and host."""
+    text = str(url or DEFAULT_BASE_URL).rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
+
+
+def limiter_for(opts: GuardOptions, base_url: str, model: str) -> Limiter | None:
+    """The limiter a call to ``model`` at ``base_url`` goes through (``None``: no limits
+    are known for the model and none were given, so only counting and fitting apply)."""
+    if not opts.rate_limit:
+        return None
+    if opts.limiter is not None:
+        return opts.limiter
+    key = (base_url, model, opts.tier, opts.tpm, opts.rpm, opts.tpd, opts.rpd, opts.window)
+    found = _limiters.get(key, _lock)
+    if found is not _lock:
+        return found  # type: ignore[return-value]
+    with _lock:
+        if key in _limiters:
+            return _limiters[key]
+        extra: dict[str, object] = {}
+        for name in ("tpm", "rpm", "tpd", "rpd"):
+            value = getattr(opts, name)
+            if value is not None:
+                extra[name] = value
+        if opts.window is not None:
+            extra["window"] = opts.window
+        limiter: Limiter | None
+        try:
+            limiter = Limiter.from_model(get_model(model), opts.tier, **extra)
+        except ConfigurationError:
+            # A model without known limits (and none given): nothing to limit against.
+            limiter = None
+        _limiters[key] = limiter
+        return limiter
+
+
+def learned(base_url: str, model: str) -> Learned:
+    """What the server at ``base_url`` showed of ``model``'s real limits so far."""
+    return _learned.get((base_url, model), Learned())
+
+
+def remember(
+    base_url: str, model: str, *, context_window: int | None = None, tpm: int | None = None
+) -> Learned:
+    """Record a tighter limit of ``model``; a looser one never replaces a tighter one."""
+    with _lock:
+        old = _learned.get((base_url, model), Learned())
+        new = Learned(
+            context_window=_tighter(old.context_window, context_window),
+            tpm=_tighter(old.tpm, tpm),
+        )
+        _learned[(base_url, model)] = new
+        return new
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def reset() -> None:
+    """Forget every default limiter and learned limit (for tests and long-lived shells)."""
+    with _lock:
+        _limiters.clear()
+        _learned.clear()

@@ -1,0 +1,144 @@
+"""What one guarded call asks, read once, and how the pipeline sends it.
+
+A :class:`ChatRequest` holds what the pipeline needs of the call (messages, model,
+``max_tokens``, stream, the keywords that change the prompt); a :class:`Sender` sends
+it with the fitted messages and ``max_tokens`` in place of the originals. The decorator
+and ``instrument`` each provide a sender; the pipeline does not know which it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ConfigurationError, InvalidMessages
+
+__all__ = [
+    "PROMPT_KEYWORDS",
+    "ChatRequest",
+    "Sender",
+    "check_max_tokens",
+    "given",
+    "read_body",
+]
+
+#: Keywords of ``chat.completions.create`` that change the prompt the server bills
+#: (given to counting); ``tools``/``functions`` are also given to fitting.
+PROMPT_KEYWORDS = frozenset(
+    {
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "response_format",
+        "reasoning_effort",
+        "documents",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One call as asked: ``max_tokens`` is ``max_completion_tokens`` when given (the
+    SDKs send it over ``max_tokens``), ``None`` when the call gives neither."""
+
+    messages: Sequence[Any]
+    model: str
+    max_tokens: int | None = None
+    stream: bool = False
+    tools: Sequence[Any] | None = None
+    functions: Sequence[Any] | None = None
+    #: Other prompt keywords (``response_format``, ``reasoning_effort``, ...) for counting.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Sender(Protocol):
+    """Sends a request with fitted ``messages`` and ``max_tokens`` (``None``: as asked).
+
+    ``raw_internal`` says the sender asked the SDK for the raw response itself (to read
+    headers) and the caller wants the parsed value; ``site`` names the call site in events.
+    """
+
+    raw_internal: bool
+    site: str
+
+    def send(self, messages: list[Any], max_tokens: int | None) -> Any: ...
+
+    async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any: ...
+
+    def context_window(self, model: str) -> int | None: ...
+
+    async def context_window_async(self, model: str) -> int | None: ...
+
+
+def given(value: Any) -> Any:
+    """``None`` for the SDKs' "not given" sentinels (``NOT_GIVEN``, ``omit``), else ``value``."""
+    if value is None or type(value).__name__ in ("NotGiven", "Omit"):
+        return None
+    return value
+
+
+def check_max_tokens(name: str, value: object) -> int | None:
+    """``value`` as a completion budget, or a clear error (nothing is sent)."""
+    value = given(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidMessages(f"{name} must be an int >= 1 or None, got {value!r}")
+    return value
+
+
+def _messages(value: object, where: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidMessages(
+            f"{where}: messages must be a list of chat messages, got {type(value).__name__}"
+        )
+    if not value:
+        raise InvalidMessages(f"{where}: messages is empty; a chat request needs at least one")
+    return value
+
+
+def _model(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"{where}: no model: pass model=... to the call or to the guard, got {value!r}"
+        )
+    return value
+
+
+def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str) -> ChatRequest:
+    """Read a ``chat.completions.create`` body (keywords as the SDKs take them).
+
+    Example::
+
+        >>> read_body({"messages": [{"role": "user", "content": "Hi"}],
+        ...            "model": "llama-3.1-8b-instant", "max_tokens": 64},
+        ...           default_model=None, where="create").max_tokens
+        64
+    """
+    if "messages" not in body:
+        raise InvalidMessages(f"{where}: no messages were given")
+    messages = _messages(body["messages"], where)
+    model = _model(given(body.get("model")) or default_model, where)
+    asked = check_max_tokens("max_tokens", body.get("max_tokens"))
+    newer = check_max_tokens("max_completion_tokens", body.get("max_completion_tokens"))
+    options: dict[str, Any] = {}
+    extra = given(body.get("extra_body"))
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise InvalidMessages(f"{where}: extra_body must be a dict, got {type(extra).__name__}")
+        options["extra_body"] = extra
+    for name in PROMPT_KEYWORDS:
+        value = given(body.get(name))
+        if value is not None and name not in ("tools", "functions"):
+            options[name] = value
+    return ChatRequest(
+        messages=messages,
+        model=model,
+        max_tokens=newer if newer is not None else asked,
+        stream=given(body.get("stream")) is True,
+        tools=given(body.get("tools")),
+        functions=given(body.get("functions")),
+        options=options,
+    )
