@@ -76,6 +76,8 @@ class App:
         self._default = self._limits[config.models[0].name]
         self._log: deque[RequestRecord] = deque(maxlen=config.log_limit)
         self._log_file: IO[str] | None = None
+        # Injected failures: the next chat requests answer these statuses (see fail_next).
+        self._failures: deque[int] = deque()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -104,6 +106,14 @@ class App:
             for limits in self._limits.values():
                 limits.refill(now)
             self._log.clear()
+
+    def fail_next(self, status: int = 503, count: int = 1) -> None:
+        """Answer the next ``count`` chat requests with ``status`` (a 5xx), before they
+        reach the buckets (nothing is charged): a server failing as servers do."""
+        if not 500 <= status <= 599 or count < 1:
+            raise ValueError(f"fail_next needs a 5xx status and count >= 1, got {status}, {count}")
+        with self._lock:
+            self._failures.extend([status] * count)
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -184,6 +194,15 @@ class App:
 
     def _chat(self, raw: bytes, info: dict[str, Any], request_id: str) -> Response:
         cfg = self.config
+        with self._lock:
+            failure = self._failures.popleft() if self._failures else None
+        if failure is not None:
+            raise ApiError(
+                failure,
+                "Service Unavailable" if failure == 503 else "Internal Server Error",
+                type="internal_server_error",
+                code="service_unavailable" if failure == 503 else "internal_server_error",
+            )
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -325,6 +325,15 @@ class Emulator:
         """Refill every bucket and clear the log (between tests)."""
         self.app.reset()
 
+    def fail_next(self, status: int = 503, count: int = 1) -> None:
+        """Answer the next ``count`` chat requests with ``status`` (5xx; nothing charged).
+
+        Example::
+
+            em.fail_next(503)   # the next chat request gets a 503
+        """
+        self.app.fail_next(status, count)
+
 
 @contextlib.contextmanager
 def running(
