@@ -49,7 +49,7 @@ class Layout(NamedTuple):
     first) are what truncation and summarization may take away, each whole."""
 
     system: tuple[int, ...]
-    units: tuple[tuple[int, ...], ...]
+    units: tuple[list[int], ...]
     turn: tuple[int, ...]
 
 
@@ -67,32 +67,39 @@ def layout(messages: Sequence[Any]) -> Layout:
         ...         {"role": "tool", "tool_call_id": "1", "content": "r"},
         ...         {"role": "user", "content": "b"}]
         >>> layout(msgs)
-        Layout(system=(0,), units=((1,), (2, 3)), turn=(4,))
+        Layout(system=(0,), units=([1], [2, 3]), turn=(4,))
     """
-    roles = [role_of(m) for m in messages]
-    system = tuple(i for i, r in enumerate(roles) if r in _PINNED_ROLES)
-    anchor = None
-    for i in range(len(roles) - 1, -1, -1):
-        if roles[i] == "user":
-            anchor = i
-            break
-    if anchor is None:
-        for i in range(len(roles) - 1, -1, -1):
-            if roles[i] not in _PINNED_ROLES:
-                anchor = i
-                break
-    if anchor is None:
-        return Layout(system, (), ())
+    # One pass, plain dicts (the common case) read inline: this runs on every fit.
+    system: list[int] = []
     units: list[list[int]] = []
-    for i in range(anchor):
-        role = roles[i]
+    new_unit = units.append
+    last_user = last_other = -1
+    for i, m in enumerate(messages):
+        role = m.get("role") if type(m) is dict else role_of(m)
         if role in _PINNED_ROLES:
+            system.append(i)
             continue
+        last_other = i
+        if role == "user":
+            last_user = i
         if role in _RESULT_ROLES and units:
             # Results join the unit before them: their call's group, or (for a result
             # that follows no call) whatever precedes it, so dropping creates no orphan.
             units[-1].append(i)
         else:
-            units.append([i])
-    turn = tuple(i for i in range(anchor, len(roles)) if roles[i] not in _PINNED_ROLES)
-    return Layout(system, tuple(tuple(u) for u in units), turn)
+            new_unit([i])
+    anchor = last_user if last_user >= 0 else last_other
+    if anchor < 0:
+        return Layout(tuple(system), (), ())
+    # Units from the anchor on are the current turn. A user message always starts a
+    # unit; without one the anchor may sit inside a unit, which is then split there.
+    k = len(units)
+    while k > 0 and units[k - 1][0] >= anchor:
+        k -= 1
+    turn = [i for u in units[k:] for i in u]
+    if k > 0 and units[k - 1][-1] >= anchor:
+        head = units[k - 1]
+        turn = [i for i in head if i >= anchor] + turn
+        units[k - 1] = [i for i in head if i < anchor]
+    del units[k:]
+    return Layout(tuple(system), tuple(units), tuple(turn))
