@@ -228,6 +228,25 @@ async def test_client_summarizer_with_an_async_client(emulator: Emulator) -> Non
 def test_client_summarizer_needs_a_chat_client() -> None:
     with pytest.raises(tg.ConfigurationError, match=r"chat\.completions\.create"):
         tg.ClientSummarizer(object())
+    with pytest.raises(tg.ConfigurationError, match="exactly one"):
+        tg.ClientSummarizer()
+
+
+def test_client_summarizer_takes_a_create_function(emulator: Emulator) -> None:
+    client = openai.OpenAI(base_url=emulator.base_url, api_key="test", max_retries=0)
+    sent: list[dict[str, Any]] = []
+
+    def create(**kwargs: Any) -> Any:  # stands where a guarded create would
+        sent.append(kwargs)
+        return client.chat.completions.create(**kwargs)
+
+    summarizer = tg.ClientSummarizer(create=create, model=MODEL, temperature=0)
+    text = summarizer(tg.SummaryRequest(({"role": "user", "content": "hi"},), None, 32, MODEL))
+    assert isinstance(text, str)
+    assert text.strip() == completion_text(32).strip()
+    assert sent[0]["max_tokens"] == 32
+    assert sent[0]["temperature"] == 0
+    assert sent[0]["messages"][-1] == {"role": "user", "content": "user: hi"}
 
 
 def test_transcript_names_roles_and_tool_calls() -> None:

@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import json
 import threading
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -132,7 +132,9 @@ class ClientSummarizer:
     ``openai.AsyncOpenAI``, ``groq.Groq``, ``groq.AsyncGroq``, or an instrumented one, so
     that the summary call is itself counted and limited). The summary's length is bound by
     the request's ``max_tokens``. With an async client, calls return an awaitable, so use
-    it with :func:`~tokenguard.fit_async`.
+    it with :func:`~tokenguard.fit_async`. ``create=`` takes the create function itself
+    instead of a client (e.g. a guarded one, so that the summary call goes through the
+    same limiter and budget); ``create_options`` are passed on to every call.
 
     Example::
 
@@ -142,10 +144,22 @@ class ClientSummarizer:
                summarizer=summarizer)
     """
 
-    def __init__(self, client: Any, *, model: str | None = None, **create_options: Any) -> None:
-        create = getattr(
-            getattr(getattr(client, "chat", None), "completions", None), "create", None
-        )
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        create: Callable[..., Any] | None = None,
+        model: str | None = None,
+        **create_options: Any,
+    ) -> None:
+        if (client is None) == (create is None):
+            raise ConfigurationError(
+                "ClientSummarizer needs a client or create= (a chat.completions.create), "
+                "exactly one of them"
+            )
+        if create is None:
+            completions = getattr(getattr(client, "chat", None), "completions", None)
+            create = getattr(completions, "create", None)
         if not callable(create):
             raise ConfigurationError(
                 "ClientSummarizer needs a client with chat.completions.create (an openai or "
