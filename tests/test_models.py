@@ -33,7 +33,12 @@ def test_groq_free_tier_values() -> None:
     assert tg.get_model("qwen/qwen3-32b").tier_limits("free") == tg.Limits(
         tpm=6_000, rpm=60, tpd=500_000, rpd=1_000
     )
-    assert not tg.get_model("openai/gpt-oss-20b").exact
+    assert tg.get_model("openai/gpt-oss-20b").exact  # harmony over o200k
+    assert tg.get_model("openai/gpt-oss-20b").limits["free"] == tg.Limits(
+        tpm=8_000, rpm=30, tpd=200_000, rpd=1_000
+    )
+    assert tg.get_model("openai/gpt-oss-120b").context_window == 131_072
+    assert not tg.get_model("qwen/qwen3-32b").exact
     assert tg.get_model("mixtral-8x7b-32768").decommissioned
 
 
@@ -52,15 +57,21 @@ def test_table_agrees_with_the_emulator_where_both_know_a_model() -> None:
             ), name
 
 
-def test_exact_means_llama3_tokenizer_and_template() -> None:
+def test_exact_means_a_known_template_with_its_tokenizer() -> None:
+    pairs = {("llama3", "llama3"), ("llama3", "llama3.1"), ("o200k_harmony", "harmony")}
     for name, info in models.known_models().items():
-        assert info.exact == (info.tokenizer == "llama3" and info.template is not None), name
+        assert info.exact == ((info.tokenizer, info.template) in pairs), name
     assert {n for n, i in models.known_models().items() if i.exact} >= {
         "llama3-8b-8192",
         "llama3-70b-8192",
         "llama-3.1-8b-instant",
         "llama-3.3-70b-versatile",
+        "openai/gpt-oss-20b",
+        "openai/gpt-oss-120b",
     }
+    # A template with another family's tokenizer is not exact (and not counted as such).
+    assert not tg.ModelInfo("m", 8_192, 8_192, "llama3", "harmony").exact
+    assert not tg.ModelInfo("m", 8_192, 8_192, "o200k_harmony", "llama3.1").exact
 
 
 @pytest.mark.usefixtures("restore_table")

@@ -44,8 +44,11 @@ __all__ = [
 ]
 
 TIERS = ("free", "developer")
-#: Templates whose rendering tokenguard reproduces token for token (with the Llama 3 tokenizer).
-EXACT_TEMPLATES = frozenset({"llama3", "llama3.1"})
+#: Templates whose rendering tokenguard reproduces token for token: Meta's Llama 3 and 3.1
+#: templates (Llama 3 tokenizer) and OpenAI's harmony format (o200k_harmony, gpt-oss).
+EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "harmony"})
+# The tokenizer each exact template is counted with.
+_TEMPLATE_TOKENIZER = {"llama3": "llama3", "llama3.1": "llama3", "harmony": "o200k_harmony"}
 
 Tier = Literal["free", "developer"]
 
@@ -89,9 +92,10 @@ class ModelInfo:
     """What tokenguard knows about one model.
 
     ``tokenizer`` names the tokenizer family: ``"llama3"`` (exact counting when
-    ``template`` is ``"llama3"`` or ``"llama3.1"``), ``"cl100k_base"``, ``"o200k_base"``,
-    ``"o200k_harmony"`` (gpt-oss), ``"qwen2"``, ``"llama4"`` or ``"unknown"``; every
-    family but exact Llama 3 is estimated conservatively (see ``tokenguard.counting``).
+    ``template`` is ``"llama3"`` or ``"llama3.1"``), ``"o200k_harmony"`` (gpt-oss; exact
+    when ``template`` is ``"harmony"``), ``"cl100k_base"``, ``"o200k_base"``, ``"qwen2"``,
+    ``"llama4"`` or ``"unknown"``; the others are estimated conservatively (see
+    ``tokenguard.counting``).
     ``limits`` maps a tier (``"free"``, ``"developer"``) to its :class:`Limits`.
 
     Example::
@@ -127,8 +131,12 @@ class ModelInfo:
 
     @property
     def exact(self) -> bool:
-        """Whether tokenguard counts this model's prompts exactly (Llama 3 tokenizer + template)."""
-        return self.tokenizer == "llama3" and self.template in EXACT_TEMPLATES
+        """Whether tokenguard counts this model's prompts exactly: a template it reproduces
+        with that template's tokenizer (Llama 3 + ``llama3``/``llama3.1``, o200k_harmony +
+        ``harmony``), given the tokenizer data is installed."""
+        return self.template is not None and _TEMPLATE_TOKENIZER.get(self.template) == (
+            self.tokenizer
+        )
 
     def tier_limits(self, tier: str = "free") -> Limits | None:
         """The :class:`Limits` for ``tier``, or ``None`` when not known."""
@@ -200,7 +208,7 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         131_072,
         65_536,
         "o200k_harmony",
-        None,
+        "harmony",
         _free(8_000, 30, 200_000, 1_000),
     ),
     ModelInfo(
@@ -208,7 +216,7 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         131_072,
         65_536,
         "o200k_harmony",
-        None,
+        "harmony",
         _free(8_000, 30, 200_000, 1_000),
     ),
     ModelInfo("qwen/qwen3-32b", 131_072, 40_960, "qwen2", None, _free(6_000, 60, 500_000, 1_000)),

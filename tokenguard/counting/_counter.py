@@ -7,9 +7,11 @@ into the public values (:class:`~tokenguard.PromptCount`,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._tokenizer_data import get_encoding
 from ..errors import InvalidMessages
 from ..events import CountMismatch, emit
 from ..models import ModelInfo
@@ -17,7 +19,9 @@ from ._calibration import Calibration
 from ._estimate import IMAGE_TOKENS
 from ._plan import Plan, Request, Settings, Tally
 from ._registry import PlanRegistry
+from ._request_options import option_allowance, read_request_options
 from ._result import PromptCount, RequestCount
+from ._tokenizers import ordinary_counter
 
 __all__ = ["DEFAULT_MAX_MESSAGES", "DEFAULT_MAX_NEW_CHARS", "Counter"]
 
@@ -76,19 +80,24 @@ class Counter:
         *,
         tools: Sequence[Any] | None = None,
         functions: Sequence[Any] | None = None,
+        **request: Any,
     ) -> int:
         """Prompt tokens of a request, as Groq will report them (or a conservative estimate).
+
+        ``request`` takes every other keyword of ``chat.completions.create`` (see
+        ``_request_options``): those that change the prompt are counted, the rest ignored.
 
         Example::
 
             Counter().count([{"role": "user", "content": "Hi"}], model="llama-3.1-8b-instant")
         """
         plan = self._registry.plan(model)
-        if tools is None and functions is None:
+        options = read_request_options(request)[0] if request else None
+        if tools is None and functions is None and not options:
             fast = plan.count_fast(messages)
             if fast is not None:
                 return fast
-        return self._general(plan, messages, tools, functions).total
+        return self._general(plan, messages, tools, functions, options).total
 
     def count_prompt(
         self,
@@ -97,6 +106,7 @@ class Counter:
         *,
         tools: Sequence[Any] | None = None,
         functions: Sequence[Any] | None = None,
+        **request: Any,
     ) -> PromptCount:
         """The prompt tokens of a request broken down per message (see :class:`PromptCount`).
 
@@ -109,11 +119,12 @@ class Counter:
             pc.total == pc.overhead + pc.tools + sum(pc.messages)
         """
         plan = self._registry.plan(model)
+        options = read_request_options(request)[0] if request else None
         tally = None
-        if tools is None and functions is None:
+        if tools is None and functions is None and not options:
             tally = plan.prompt_fast(messages)
         if tally is None:
-            tally = self._general(plan, messages, tools, functions)
+            tally = self._general(plan, messages, tools, functions, options)
         return PromptCount(
             messages=tuple(tally.costs),
             overhead=tally.overhead,
@@ -132,6 +143,7 @@ class Counter:
         functions: Sequence[Any] | None = None,
         max_tokens: int | None = None,
         default_reserve: int | None = None,
+        **request: Any,
     ) -> RequestCount:
         """Prompt tokens plus the completion reservation of one request.
 
@@ -144,14 +156,20 @@ class Counter:
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
         plan = self._registry.plan(model)
+        options = None
+        if request:
+            options, budget = read_request_options(request)
+            # The SDKs send max_completion_tokens over max_tokens when both are given.
+            if budget is not None and (max_tokens is None or "max_completion_tokens" in request):
+                max_tokens = budget
         fast = None
-        if tools is None and functions is None:
+        if tools is None and functions is None and not options:
             fast = plan.count_fast(messages)
         if fast is not None:
             # Plain text messages only: exact, nothing to calibrate.
             prompt, raw, exact, basis = fast, fast, True, None
         else:
-            tally = self._general(plan, messages, tools, functions)
+            tally = self._general(plan, messages, tools, functions, options)
             prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis
         info = plan.info
         reserve = max_tokens if max_tokens is not None else default_reserve
@@ -175,11 +193,39 @@ class Counter:
         messages: Sequence[Any],
         tools: Sequence[Any] | None,
         functions: Sequence[Any] | None,
+        options: dict[str, Any] | None = None,
     ) -> Tally:
+        if options:
+            # Tools given through extra_body count as tools given by name.
+            tools = options.pop("tools", None) if tools is None else tools
+            functions = options.pop("functions", None) if functions is None else functions
+            options.pop("tools", None)
+            options.pop("functions", None)
         request = Request.of(
-            messages, tools=tools, functions=functions, max_messages=self.max_messages
+            messages,
+            tools=tools,
+            functions=functions,
+            max_messages=self.max_messages,
+            options=options,
         )
-        return plan.count(request)
+        tally = plan.count(request)
+        if not options:
+            return tally
+        # Options the plan does not render itself are charged as allowances (a bound).
+        handled: frozenset[str] = getattr(plan, "handles_options", frozenset())
+        extra = option_allowance(options, _allowance_counter(), handled=handled)
+        if not extra:
+            return tally
+        basis = tally.basis
+        if basis is not None:
+            basis = dataclasses.replace(basis, overhead=basis.overhead + extra)
+        return tally._replace(
+            overhead=tally.overhead + extra,
+            total=tally.total + extra,
+            raw=tally.raw + extra,
+            exact=False,
+            basis=basis,
+        )
 
     def observe(self, count: RequestCount, actual_prompt_tokens: int) -> None:
         """Learn from the server's ``usage.prompt_tokens`` for a request counted as ``count``.
@@ -239,3 +285,13 @@ class Counter:
     def cache_bytes_used(self) -> int:
         """Bytes charged to the LRU level of every cache (each bounded by ``cache_bytes``)."""
         return sum(c.lru_bytes for c in self._registry.caches())
+
+
+_allowance_count: list[Callable[[str], int]] = []
+
+
+def _allowance_counter() -> Callable[[str], int]:
+    """cl100k_base, the most verbose vocabulary at hand, for allowances of any family."""
+    if not _allowance_count:
+        _allowance_count.append(ordinary_counter(get_encoding("cl100k_base")))
+    return _allowance_count[0]

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidMessages
-from ._messages import as_mapping, check_text, normalize_message
+from ._messages import as_mapping, check_text, normalize_message, render_tools
 from ._request_options import response_format_allowance
 
 __all__ = [
@@ -343,14 +343,14 @@ def read_tools(tools: object, functions: object) -> list[ToolSpec]:
     Raises :class:`InvalidMessages` naming the tool for a missing or non-str name, a
     non-dict function, or a description or parameters of the wrong type.
     """
+    # The shape checks every family shares first (a list of JSON-serializable dicts),
+    # then what harmony needs of each definition.
+    render_tools(tools, functions)
     specs: list[ToolSpec] = []
     for what, value in (("tools", tools), ("functions", functions)):
         if value is None:
             continue
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise InvalidMessages(
-                f"{what} must be a list of definitions, got {type(value).__name__}"
-            )
+        assert isinstance(value, Sequence)
         for j, raw in enumerate(value):
             where = f"{what}[{j}]"
             try:

