@@ -329,3 +329,17 @@ def test_client_counts_equal_the_emulators_usage_through_the_openai_sdk() -> Non
                     },
                     {"role": "tool", "tool_call_id": call_id, "content": f"sunny, {turn + 20} C"},
                 ]
+
+
+def test_the_count_command_reads_a_whole_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokenguard.cli import main
+
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps({**CASES[7]["request"], "temperature": 0.1}), "utf-8")
+    assert main(["count", str(path)]) == 0
+    assert "336 prompt tokens (exact) for openai/gpt-oss-120b" in capsys.readouterr().out
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "n_ctx": 1}))
+    assert main(["count", str(path)]) == 1
+    assert "unknown keyword 'n_ctx'" in capsys.readouterr().err

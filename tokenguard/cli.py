@@ -64,10 +64,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     count = sub.add_parser("count", help="count the prompt tokens of a JSON request file")
     count.add_argument(
-        "file", help='JSON: a list of messages, or {"messages": [...], "tools": [...]}; - for stdin'
+        "file",
+        help="JSON: a list of messages, or a whole chat.completions.create body "
+        '({"model": ..., "messages": [...], "tools": [...], ...}); - for stdin',
     )
     count.add_argument(
-        "--model", default="llama-3.1-8b-instant", help="model (default %(default)s)"
+        "--model",
+        default=None,
+        help="model (default: the body's model, else llama-3.1-8b-instant)",
     )
     return parser
 
@@ -94,18 +98,23 @@ def _count(args: argparse.Namespace, out: TextIO) -> int:
         print(f"tokenguard count: {args.file} is not JSON: {exc}", file=sys.stderr)
         return 2
     messages: Any
+    body: dict[str, Any] = {}
     if isinstance(data, dict):
-        messages, tools = data.get("messages"), data.get("tools")
-        max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+        # A whole request body: read through the same path as tg.count_request(**body).
+        body = dict(data)
+        messages = body.pop("messages", None)
+        body_model = body.pop("model", None)
     else:
-        messages, tools, max_tokens = data, None, None
+        messages, body_model = data, None
+    model = args.model or body_model or "llama-3.1-8b-instant"
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     try:
-        counted = count_request(messages, model=args.model, tools=tools, max_tokens=max_tokens)
+        counted = count_request(messages, model=model, **body)
     except TokenGuardError as exc:
         print(f"tokenguard count: {exc}", file=sys.stderr)
         return 1
     kind = "exact" if counted.exact else "conservative estimate"
-    print(f"{counted.prompt_tokens} prompt tokens ({kind}) for {args.model}", file=out)
+    print(f"{counted.prompt_tokens} prompt tokens ({kind}) for {model}", file=out)
     if max_tokens is not None:
         print(f"{counted.total} tokens requested with max_tokens={max_tokens}", file=out)
     return 0
