@@ -343,3 +343,30 @@ def test_the_count_command_reads_a_whole_body(
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "n_ctx": 1}))
     assert main(["count", str(path)]) == 1
     assert "unknown keyword 'n_ctx'" in capsys.readouterr().err
+
+
+def test_bounds_learn_from_the_servers_usage_and_exact_counts_report_disagreement() -> None:
+    counter = tg.Counter()
+    body = next(c for c in CASES if "response_format" in c["request"])
+    billed = body["prompt_tokens"]
+    first = counter.count_request(**body["request"])
+    assert not first.exact
+    assert first.prompt_tokens > billed
+    counter.observe(first, billed)
+    again = counter.count_request(**body["request"])
+    # Calibration shrinks the allowance toward what the server billed, never below it.
+    assert billed <= again.prompt_tokens < first.prompt_tokens
+
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    try:
+        exact = counter.count_request([{"role": "user", "content": "hello"}], "openai/gpt-oss-20b")
+        assert exact.exact
+        counter.observe(exact, exact.prompt_tokens)
+        counter.observe(exact, exact.prompt_tokens + 3)
+    finally:
+        undo()
+    mismatches = [e for e in seen if isinstance(e, tg.events.CountMismatch)]
+    assert [(m.model, m.counted, m.reported) for m in mismatches] == [
+        ("openai/gpt-oss-20b", 72, 75)
+    ]
