@@ -404,6 +404,37 @@ def test_a_cancelled_waiting_task_leaves_no_trace(h: Harness) -> None:
     assert asyncio.run(main()).waited <= h.slack
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_error_while_waiting_leaves_the_queue(kind: str) -> None:
+    class Interrupted(Exception):
+        pass
+
+    clock = FakeClock()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            raise Interrupted("the first wait is interrupted")
+        clock.sleep(seconds)
+
+    lim = tg.Limiter(tpm=100, window=10.0, clock=clock, sleep=sleep)
+    api = Api(kind)
+    try:
+        first = lim.acquire(90)
+        with pytest.raises(Interrupted):
+            api.acquire(lim, 50)  # the head of the queue: it waits for `first` to age out
+        assert waits == [10.0]
+        # Nobody is left in the queue: 10 tokens still fit, and go at once.
+        r = api.acquire(lim, 10)
+        assert r.waited == 0
+        api.cancel(r)
+        first.cancel()
+        assert api.acquire(lim, 100).waited == 0  # and nothing of the 50 was charged
+    finally:
+        api.close([lim])
+
+
 def test_a_thread_waiting_is_woken_by_a_cancel(h: Harness) -> None:
     # A long window and the real clock: the waiter only goes early if the cancel wakes it.
     lim = (
