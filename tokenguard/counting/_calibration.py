@@ -43,6 +43,7 @@ seen by more than the headroom; the next response raises the headroom.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import deque
@@ -52,6 +53,11 @@ __all__ = ["BUCKET_EDGES", "Calibration", "bucket_of"]
 
 #: Upper edges of the non-ASCII character share for buckets 0..3; bucket 4 is the rest.
 BUCKET_EDGES = (0.02, 0.15, 0.4, 0.7)
+
+
+def _turns_up(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether ``a`` lies on or below the segment from ``o`` to ``b`` (not on an upper hull)."""
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]) >= 0
 
 
 def bucket_of(non_ascii_chars: int, chars: int) -> int:
@@ -129,13 +135,94 @@ class Calibration:
         """The headroom ``bucket`` currently applies (grows when its texts vary in density)."""
         return self._buckets[bucket].headroom
 
-    def max_raw_scale(self, bucket: int = len(BUCKET_EDGES)) -> float:
-        """The most any bucket up to ``bucket`` scales a raw estimate by (at least 1).
+    def rates(
+        self,
+        *,
+        content: int,
+        overhead: int,
+        buckets: tuple[int, int] = (0, len(BUCKET_EDGES)),
+        shapes: tuple[float, float],
+    ) -> tuple[float, float]:
+        """Per-token rates ``(r_content, r_overhead)`` that bound estimates linearly.
 
-        No estimate of those buckets exceeds the raw estimate times this, so raw
-        costs times this bound every calibrated estimate made from them.
+        For every request, in the current state, whose bucket lies in ``buckets`` and
+        whose shape ``content / overhead`` lies in ``shapes`` (both ranges inclusive,
+        ``overhead > 0``)::
+
+            estimate(content=C, overhead=V, ...) <= r_content * C + r_overhead * V
+
+        A linear bound is what lets a request's estimate be split into per-message costs
+        whose sums bound the estimate of every subset of its messages. Of such bounds,
+        this is the tightest for a request of ``content`` and ``overhead`` (given one
+        observation per bucket: the one that bounds that request best).
         """
-        return max(b.raw_scale for b in self._buckets[: bucket + 1])
+        if overhead <= 0:
+            scale = max(b.raw_scale for b in self._buckets[buckets[0] : buckets[1] + 1])
+            return scale, scale
+        x_lo, x_hi = shapes
+        x_f = min(max(content / overhead, x_lo), x_hi)
+        # Per unit of overhead, at shape x = C / V, a bucket estimates at most
+        # min(s * (1 + x), a * max(x, k)) for its raw scale s and any observation
+        # (a = (1 + headroom) * actual / c_i, k = c_i / v_i). Each is a set of lines.
+        lines: list[tuple[float, float]] = []  # (slope, intercept)
+        per_bucket: list[tuple[float, float, float]] = []  # (s, a, k); a = inf: none
+        for b in self._buckets[buckets[0] : buckets[1] + 1]:
+            s = b.raw_scale
+            a, k = self._observation_at(b, x_f)
+            per_bucket.append((s, a, k))
+            lines.append((s, s))
+            if a < math.inf:
+                lines += [(0.0, a * k), (a, 0.0)]
+
+        def bound(x: float) -> float:
+            return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
+
+        # The bound is piecewise linear with kinks where two lines cross: a line that
+        # lies on or above it at the range's ends and at every kink lies above it
+        # throughout. The best such line at x_f is the upper hull's edge over x_f.
+        xs = {x_lo, x_hi, x_f}
+        for i, (m1, c1) in enumerate(lines):
+            for m2, c2 in lines[i + 1 :]:
+                if m1 != m2:
+                    x = (c2 - c1) / (m1 - m2)
+                    if x_lo < x < x_hi:
+                        xs.add(x)
+        points = [(x, bound(x)) for x in sorted(xs)]
+        hull: list[tuple[float, float]] = []
+        for p in points:
+            while len(hull) >= 2 and _turns_up(hull[-2], hull[-1], p):
+                hull.pop()
+            hull.append(p)
+        if len(hull) == 1:
+            # One shape only: the raw parts scaled alike.
+            (x, y) = hull[0]
+            return y / (1.0 + x), y / (1.0 + x)
+        slope = 0.0
+        for (x1, y1), (x2, y2) in itertools.pairwise(hull):
+            if x1 <= x_f <= x2:
+                slope = (y2 - y1) / (x2 - x1)
+                break
+        # A flat or rising bound has a rising hull; the intercept is kept at zero or
+        # more (a message never has a negative cost) by raising the line, which only
+        # loosens it.
+        slope = max(slope, 0.0)
+        intercept = max(max(y - slope * x for x, y in points), 0.0)
+        return slope, intercept
+
+    @staticmethod
+    def _observation_at(b: _Bucket, x_f: float) -> tuple[float, float]:
+        """``(a, k)`` of the observation that bounds a request of shape ``x_f`` best."""
+        best = (math.inf, 0.0)
+        best_y = math.inf
+        for c_i, v_i, actual in tuple(b.observations):
+            if c_i <= 0 or v_i <= 0:
+                continue
+            a = (1.0 + b.headroom) * actual / c_i
+            k = c_i / v_i
+            y = a * max(x_f, k)
+            if y < best_y:
+                best, best_y = (a, k), y
+        return best
 
     @staticmethod
     def _bound(b: _Bucket, content: int, overhead: int, skip: int | None = None) -> float:

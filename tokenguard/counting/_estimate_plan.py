@@ -84,7 +84,8 @@ class EstimatePlan:
         tools_text = json.dumps(defs, indent=4) if defs else ""
         tools_tokens, non_ascii, chars = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
         content = tools_tokens
-        top_bucket = bucket_of(non_ascii, chars)
+        base = (non_ascii, chars)
+        texts: list[tuple[int, int]] = []
         tokens: list[int] = []
         units: list[int] = []
         images: list[int] = []
@@ -101,7 +102,7 @@ class EstimatePlan:
             content += n
             non_ascii += na
             chars += ch
-            top_bucket = max(top_bucket, bucket_of(na, ch))
+            texts.append((na, ch))
             tokens.append(n)
             units.append(unit)
             images.append(msg.images)
@@ -126,23 +127,76 @@ class EstimatePlan:
         basis = (
             None if image_total else CalibrationBasis(content_raw, overhead_raw, bucket, keys[-1])
         )
-        # The breakdown: the raw estimate split per part (the ceilings of the parts add
-        # up to at least the ceiling of the whole), scaled as far as calibration scales a
-        # raw estimate in any bucket a subset of these texts can fall into (a subset's
-        # share of non-ASCII text lies between its parts' shares, so its bucket is at
-        # most the highest of theirs). One token more covers the float rounding of the
-        # whole's ceiling.
-        scale = self.calibration.max_raw_scale(top_bucket)
-        costs = [
-            _scaled(math.ceil(n * margin) + rule.per_message * unit, scale)
-            + k * self.settings.image_tokens
-            for n, unit, k in zip(tokens, units, images, strict=True)
+        # The breakdown: the raw parts priced at rates that bound the calibrated estimate
+        # linearly for every subset of these messages (its bucket and its shape, content
+        # per overhead, lie in ranges found from the parts). The parts' content ceilings
+        # add up to at least the whole's, but for float rounding, which may put the
+        # whole one content token higher; the overhead carries that token and one more
+        # for the rounding of the rates.
+        parts = [
+            (math.ceil(n * margin), rule.per_message * unit)
+            for n, unit in zip(tokens, units, strict=True)
         ]
-        tools = _scaled(math.ceil(tools_tokens * margin), scale) if defs else 0
-        overhead = _scaled(rule.per_request, scale) + 1
+        tools_raw = math.ceil(tools_tokens * margin) if defs else 0
+        rc, rv = self.calibration.rates(
+            content=content_raw,
+            overhead=overhead_raw,
+            buckets=_bucket_range(base, texts),
+            shapes=_shape_range((tools_tokens * margin, rule.per_request), tokens, units, rule),
+        )
+        costs = [
+            math.ceil(rc * c + rv * v) + k * self.settings.image_tokens
+            for (c, v), k in zip(parts, images, strict=True)
+        ]
+        tools = math.ceil(rc * tools_raw)
+        overhead = math.ceil(rv * rule.per_request + rc) + 1
         raw = content_raw + overhead_raw + image_total
         return Tally(costs, overhead, tools, prompt + image_total, raw, False, basis)
 
 
-def _scaled(tokens: int, scale: float) -> int:
-    return tokens if scale == 1.0 else math.ceil(tokens * scale)
+def _shape_range(
+    base: tuple[float, int], tokens: list[int], units: list[int], rule: EstimateRule
+) -> tuple[float, float]:
+    """The least and greatest ``content / overhead`` of the raw estimate of the tools
+    (``base``, always counted) with any non-empty subset of the messages.
+
+    A ratio of sums is extreme on a prefix of the parts sorted by their own ratio. The
+    content's ceiling adds less than one token, hence the widening of the upper end.
+    """
+    parts = [
+        (n * rule.margin, rule.per_message * unit) for n, unit in zip(tokens, units, strict=True)
+    ]
+    parts.sort(key=lambda p: p[0] / p[1])
+    lo, hi = math.inf, 0.0
+    for order in (parts, parts[::-1]):
+        content, overhead = base
+        for c, v in order:
+            content += c
+            overhead += v
+            lo = min(lo, content / overhead)
+            hi = max(hi, content / overhead)
+    least_overhead = base[1] + min(rule.per_message * unit for unit in units)
+    return lo * (1 - 1e-9), (hi + 1.0 / least_overhead) * (1 + 1e-9)
+
+
+def _bucket_range(base: tuple[int, int], texts: list[tuple[int, int]]) -> tuple[int, int]:
+    """The lowest and highest script bucket of the request's tools (``base``, always
+    counted) with any non-empty subset of its messages' ``(non-ASCII, chars)``.
+
+    The extreme shares of non-ASCII text are reached by adding messages in order of
+    their own share (a ratio of sums is extreme on such a prefix), and the bucket grows
+    with the share.
+    """
+    lo = hi = None
+    if any(chars == 0 for _, chars in texts):
+        lo = hi = bucket_of(*base)  # a message without text leaves the share as it is
+    with_text = sorted((t for t in texts if t[1] > 0), key=lambda t: t[0] / t[1])
+    for order in (with_text, with_text[::-1]):
+        non_ascii, chars = base
+        for na, ch in order:
+            non_ascii += na
+            chars += ch
+            bucket = bucket_of(non_ascii, chars)
+            lo = bucket if lo is None else min(lo, bucket)
+            hi = bucket if hi is None else max(hi, bucket)
+    return (lo or 0, hi or 0)

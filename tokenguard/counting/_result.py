@@ -33,12 +33,13 @@ class PromptCount:
     the safe side. A fit that keeps every system message is exact whenever
     ``messages[0]`` is a system message or the conversation has none.
 
-    For estimated models the costs are those of the raw estimate (before calibration
-    brings it down, scaled up where calibration learned that the server counts more),
-    so the sum bounds the estimate ``count_tokens(kept)`` gives from above, calibration
-    included, and ``total`` may be below ``overhead + tools + sum(messages)``. The bound
-    holds for the calibration as it was when counted (a later :meth:`Counter.observe`
-    may raise it).
+    For estimated models the sum bounds the estimate ``count_tokens(kept)`` gives from
+    above, calibration included, for every kept subset; ``total`` may then be below
+    ``overhead + tools + sum(messages)``. The costs are the raw estimate's parts priced
+    at rates that bound the calibrated estimate linearly, tight for the whole request
+    (within a few percent once calibration has seen the conversation's earlier turns).
+    The bound holds for the calibration as it was when counted: a later
+    :meth:`Counter.observe` may move it.
 
     Example::
 
