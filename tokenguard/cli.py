@@ -136,6 +136,24 @@ def _endpoint(args: argparse.Namespace, window: float) -> Iterator[tuple[str, st
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from . import events
+
+    # The demo is an application: it owns its output. Events are shown as its own lines
+    # instead of structlog's default printing, and the default is restored afterwards.
+    def show(event: events.Event) -> None:
+        fields = " ".join(f"{k}={v}" for k, v in event.fields().items())
+        print(f"  event {event.name} {fields}", file=out)
+
+    events.use_structlog(False)
+    undo = events.add_sink(show)
+    try:
+        return _demo_run(args, out)
+    finally:
+        undo()
+        events.use_structlog(True)
+
+
+def _demo_run(args: argparse.Namespace, out: TextIO) -> int:
     from openai import APIError, OpenAI
 
     from . import Limiter, count_request
