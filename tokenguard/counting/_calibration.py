@@ -156,9 +156,9 @@ class Calibration:
         this is the tightest for a request of ``content`` and ``overhead`` (given one
         observation per bucket: the one that bounds that request best).
         """
+        raw_scale = max(b.raw_scale for b in self._buckets[buckets[0] : buckets[1] + 1])
         if overhead <= 0:
-            scale = max(b.raw_scale for b in self._buckets[buckets[0] : buckets[1] + 1])
-            return scale, scale
+            return raw_scale, raw_scale
         x_lo, x_hi = shapes
         x_f = min(max(content / overhead, x_lo), x_hi)
         # Per unit of overhead, at shape x = C / V, a bucket estimates at most
@@ -207,6 +207,8 @@ class Calibration:
         # loosens it.
         slope = max(slope, 0.0)
         intercept = max(max(y - slope * x for x, y in points), 0.0)
+        if slope * content + intercept * overhead > raw_scale * (content + overhead):
+            return raw_scale, raw_scale  # the raw estimate, scaled, bounds every request
         return slope, intercept
 
     @staticmethod
