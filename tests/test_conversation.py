@@ -9,7 +9,9 @@ from typing import Any
 import openai
 import pytest
 from emulator_support import FakeClock
-from fitting_support import check_tool_groups
+from fitting_support import check_tool_groups, conversations
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard.emulator import running
@@ -188,3 +190,24 @@ def test_a_conversation_growing_to_5x_the_window_against_the_emulator() -> None:
             turn += 1
         assert all(rec.status == 200 for rec in em.log)
         assert len(em.log) == turn
+
+
+@settings(max_examples=40, deadline=None)
+@given(msgs=conversations(max_turns=30), ceiling=st.integers(300, 8192))
+def test_any_conversation_added_message_by_message_stays_within_the_ceiling(
+    msgs: list[Any], ceiling: int
+) -> None:
+    conv = tg.Conversation(model=MODEL, max_tokens=ceiling)
+    added: list[Any] = []
+    for m in msgs:
+        try:
+            conv.add(m)
+        except tg.ContextOverflow:
+            assert list(conv.history) == added  # refused: nothing was added
+            continue
+        added.append(m)
+        assert conv.tokens == tg.count_tokens(conv.messages, model=MODEL)
+        assert conv.tokens <= ceiling
+        assert conv.messages[-1] is m or "cut here" in str(conv.messages[-1]["content"])
+        check_tool_groups(conv.messages)
+    assert list(conv.history) == added

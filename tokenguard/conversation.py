@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ._drive import Plan, run_async, run_sync
 from .counting import count_prompt
 from .errors import ConfigurationError
 from .fitting import (
@@ -21,10 +22,9 @@ from .fitting import (
     StrategyCallable,
     Summarizer,
     SummaryCache,
-    fit,
-    fit_async,
 )
 from .fitting._api import check_options
+from .fitting._plan import fit_plan
 from .models import ModelInfo, get_model
 
 __all__ = ["Conversation"]
@@ -78,25 +78,19 @@ class Conversation:
             raise ConfigurationError(f"system must be a str or None, got {type(system).__name__}")
         self.model = info.name
         self.max_tokens = min(max_tokens or info.context_window, info.context_window)
-        self._fit_options: dict[str, Any] = {
-            "model": info,
-            "max_tokens": None,
-            "default_reserve": 0,
-            "tpm": None,
-            "context_window": self.max_tokens,
-            "on_overflow": on_overflow,
-            "summarizer": summarizer,
-            "summary_cache": SummaryCache(),
-            "summary_tokens": summary_tokens,
-            "headroom": headroom,
-            "tools": tools,
-            "functions": None,
-            "budget": None,
-            "tier": "free",
-            "min_completion": 1,
-            "shrink_max_tokens": False,
-        }
-        check_options(**self._fit_options)
+        # The ceiling is the whole room: no completion reservation, no rate limit.
+        self._options = check_options(
+            info,
+            default_reserve=0,
+            tpm=None,
+            context_window=self.max_tokens,
+            on_overflow=on_overflow,
+            summarizer=summarizer,
+            summary_cache=SummaryCache(),
+            summary_tokens=summary_tokens,
+            headroom=headroom,
+            tools=tools,
+        )
         self._lock = threading.Lock()
         self._system: dict[str, Any] | None = (
             {"role": "system", "content": system} if system is not None else None
@@ -109,8 +103,8 @@ class Conversation:
         self._summary_calls = 0
         self._fallbacks = 0
         if self._system is not None:
-            # Checks the options and that the system message fits at all.
-            self._apply(0, fit([self._system], **self._fit_options))
+            # Checks that the system message fits at all.
+            self._apply(0, run_sync(fit_plan([self._system], self._options)))
         else:
             self._view_version = 0
 
@@ -169,13 +163,7 @@ class Conversation:
 
             conv.add(reply.choices[0].message)   # the SDK's ChatCompletionMessage
         """
-        version, snapshot = self._append(message)
-        try:
-            result = fit(snapshot, **self._fit_options)
-        except BaseException:
-            self._withdraw(message)
-            raise
-        self._apply(version, result)
+        run_sync(self._add_plan(message))
 
     async def add_async(self, message: Any) -> None:
         """:meth:`add` for coroutines: an async summarizer is awaited.
@@ -184,13 +172,7 @@ class Conversation:
 
             await conv.add_async({"role": "user", "content": "And in Oslo?"})
         """
-        version, snapshot = self._append(message)
-        try:
-            result = await fit_async(snapshot, **self._fit_options)
-        except BaseException:
-            self._withdraw(message)
-            raise
-        self._apply(version, result)
+        await run_async(self._add_plan(message))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -265,12 +247,21 @@ class Conversation:
 
     def _append(self, message: Any) -> tuple[int, list[Any]]:
         # Rejects a malformed message before it enters the history.
-        count_prompt([message], self._fit_options["model"])
+        count_prompt([message], self._options.info)
         with self._lock:
             self._history.append(message)
             self._version += 1
             head = [self._system] if self._system is not None else []
             return self._version, [*head, *self._history]
+
+    def _add_plan(self, message: Any) -> Plan[None]:
+        version, snapshot = self._append(message)
+        try:
+            result = yield from fit_plan(snapshot, self._options)
+        except BaseException:
+            self._withdraw(message)
+            raise
+        self._apply(version, result)
 
     def _withdraw(self, message: Any) -> None:
         with self._lock:

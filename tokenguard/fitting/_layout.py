@@ -45,8 +45,9 @@ def with_content(message: Any, content: Any) -> dict[str, Any]:
 
 
 class Layout(NamedTuple):
-    """Indices into the message list: ``system`` and ``turn`` are kept; ``units`` (oldest
-    first) are what truncation and summarization may take away, each whole."""
+    """Indices into the message list: ``system`` and ``turn`` (the newest user message and
+    the newest exchange) are kept; ``units`` (oldest first) are what truncation and
+    summarization may take away, each whole."""
 
     system: tuple[int, ...]
     units: tuple[list[int], ...]
@@ -56,9 +57,10 @@ class Layout(NamedTuple):
 def layout(messages: Sequence[Any]) -> Layout:
     """Lay ``messages`` out into pinned system messages, droppable units and the current turn.
 
-    The current turn starts at the newest ``user`` message (at the newest non-system
-    message when there is no user message at all). Tool results that follow no call
-    stay attached to whatever precedes them, so dropping never creates an orphan.
+    The kept ``turn`` is the newest ``user`` message and the newest unit (a tool call
+    with its results, or one message); without a user message, the newest unit alone.
+    Tool results that follow no call stay attached to whatever precedes them, so
+    dropping never creates an orphan.
 
     Example::
 
@@ -73,7 +75,7 @@ def layout(messages: Sequence[Any]) -> Layout:
     system: list[int] = []
     units: list[list[int]] = []
     new_unit = units.append
-    last_user = last_other = -1
+    last_user = last_other = -1  # positions of the newest user / non-system message
     for i, m in enumerate(messages):
         role = m.get("role") if type(m) is dict else role_of(m)
         if role in _PINNED_ROLES:
@@ -88,18 +90,19 @@ def layout(messages: Sequence[Any]) -> Layout:
             units[-1].append(i)
         else:
             new_unit([i])
-    anchor = last_user if last_user >= 0 else last_other
-    if anchor < 0:
+    if last_other < 0:
         return Layout(tuple(system), (), ())
-    # Units from the anchor on are the current turn. A user message always starts a
-    # unit; without one the anchor may sit inside a unit, which is then split there.
-    k = len(units)
-    while k > 0 and units[k - 1][0] >= anchor:
-        k -= 1
-    turn = [i for u in units[k:] for i in u]
-    if k > 0 and units[k - 1][-1] >= anchor:
-        head = units[k - 1]
-        turn = [i for i in head if i >= anchor] + turn
-        units[k - 1] = [i for i in head if i < anchor]
-    del units[k:]
-    return Layout(tuple(system), tuple(units), tuple(turn))
+    # Kept whatever it costs: the unit of the newest user message and the newest unit
+    # (the exchange in progress, e.g. a tool call and its results). Any units between
+    # them can go like older history, newest kept first.
+    last = units[-1]
+    if last_user >= 0:
+        k = len(units) - 1
+        while units[k][0] > last_user:
+            k -= 1
+        asked = units[k]
+        pinned = asked if asked is last else asked + last
+        rest = [u for u in units if u is not asked and u is not last]
+    else:
+        pinned, rest = last, units[:-1]
+    return Layout(tuple(system), tuple(rest), tuple(pinned))

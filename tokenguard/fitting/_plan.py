@@ -429,8 +429,12 @@ def _summarize(
     costs = pc.messages
     allowed = room.allowed
     fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
-    free = allowed - fixed - sum([costs[i] for i in lay.turn])
-    units = lay.units
+    # Only history before the newest user message is summarized; units between it and
+    # the newest exchange stay verbatim (truncation may still drop them).
+    boundary = lay.turn[0] if lay.turn else len(msgs)
+    units = tuple(u for u in lay.units if u[0] < boundary)
+    later = sum([costs[i] for u in lay.units[len(units) :] for i in u])
+    free = allowed - fixed - later - sum([costs[i] for i in lay.turn])
     if not units:
         return "nothing before the newest turn to summarize"
     summary_tokens = min(opts.summary_tokens, free // 3)

@@ -47,8 +47,9 @@ def shorten(
 ) -> tuple[dict[str, Any], int] | None:
     """``message`` cut inside so that ``cost_of`` it is at most ``target`` tokens.
 
-    Returns the new message (a dict copy) and its cost, or ``None`` when even the
-    message with nothing but the marker costs more than ``target``. The cut is sized
+    Returns the new message (a dict copy) and its cost; when even the marker alone costs
+    more than ``target``, the message cut to the marker; ``None`` when it has no text to
+    cut (tool calls only). The cut is sized
     from the text's own characters-per-token ratio and corrected by counting, so the
     result lands within a few tokens of ``target`` whatever the script.
 
@@ -76,8 +77,9 @@ def shorten(
 
     bare = build(0)
     floor = cost_of(bare)
-    if floor > target:
-        return None
+    if floor >= target:
+        # As short as it gets; the caller looks for the rest elsewhere.
+        return bare, floor
     per_token = len(text) / max(1, full - floor)
     keep = int((target - floor) * per_token)
     best: tuple[dict[str, Any], int] = (bare, floor)
