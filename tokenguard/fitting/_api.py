@@ -122,9 +122,12 @@ def fit(
 
     When the prompt does not fit, ``on_overflow`` decides:
 
-    - ``"truncate"`` keeps every system message, the newest user turn (shortened inside,
-      beginning and end kept, when it alone is too large), the order, and tool calls
-      with their results whole, and fills the room with the newest history that fits;
+    - ``"truncate"`` keeps every system message, the newest user message and the newest
+      exchange after it (shortened inside, beginning and end kept, when too large), the
+      order, and tool calls with their results whole, and fills the room with the
+      newest history that fits, as one run without gaps (so it uses >= 95% of
+      ``allowed`` whenever each droppable piece, a message or a tool call with its
+      results, is under 5% of it);
     - ``"summarize"`` replaces the dropped part by one summary written by ``summarizer``
       (see :class:`SummaryRequest`), incrementally and cached in ``summary_cache``,
       leaving ``headroom`` of the room free so the next turns fit without a new summary;
@@ -141,12 +144,13 @@ def fit(
 
     Example::
 
-        >>> history = [{"role": "system", "content": "Be brief."}] + [
-        ...     {"role": r, "content": "word " * 400} for r in ["user", "assistant"] * 10
-        ... ] + [{"role": "user", "content": "And now?"}]
-        >>> r = fit(history, model="llama3-8b-8192", max_tokens=32_768)
-        >>> r.strategy, r.max_tokens, r.tokens_after <= r.allowed
-        ('truncate', 512, True)
+        history = [{"role": "system", "content": "Be brief."}] + [
+            {"role": r, "content": "word " * 400} for r in ["user", "assistant"] * 10
+        ] + [{"role": "user", "content": "And now?"}]
+        r = tg.fit(history, model="llama3-8b-8192", max_tokens=32_768)
+        r.strategy, r.max_tokens, r.tokens_after, r.allowed
+        # ('truncate', 512, 5286, 5488): max_tokens lowered to fit 6,000 TPM, then 7
+        # old messages dropped
     """
     return run_sync(fit_plan(messages, check_options(model, **options)))
 
