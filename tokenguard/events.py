@@ -37,7 +37,6 @@ __all__ = [
     "CountMismatch",
     "Event",
     "FitCustom",
-    "FitEvent",
     "FitFallback",
     "FitMaxTokensLowered",
     "FitOverflow",
@@ -159,9 +158,10 @@ class FitEvent(Event):
     ``requested`` is the ``on_overflow`` asked for, ``strategy`` what was done;
     ``dropped``/``summarized``/``shortened`` count messages; ``max_tokens_from``/
     ``max_tokens_to`` differ when ``max_tokens`` was lowered; ``fallback`` says why a
-    summary was not used. Counts only, never content."""
+    summary was not used. Counts only, never content. Never emitted itself (one of
+    its kinds below is), so it is kept out of ``__all__``."""
 
-    name: ClassVar[str] = "tokenguard.fit"
+    name: ClassVar[str] = "tokenguard.fit.base"
     model: str
     strategy: str
     requested: str
