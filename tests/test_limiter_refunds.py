@@ -75,9 +75,10 @@ def test_by_default_a_header_showing_the_estimate_kept_teaches_no_refunds(
 ) -> None:
     lim = h.limiter(tpm=100)
     r1 = api.acquire(lim, 80)
+    api.commit(r1, 30)  # freed 50 at once
     with capture_logs() as logs:
         # The server charged all 80 though only 30 were used: it does not refund.
-        api.commit(r1, 30, headers(20))
+        api.observe(lim, headers(20))
     assert lim.refunds is False
     [event] = learned(logs)
     assert event["refunds"] is False
@@ -114,7 +115,8 @@ def test_by_default_headers_of_a_refunding_server_teach_nothing(h: Harness, api:
     lim = h.limiter(tpm=100)
     r1 = api.acquire(lim, 60)
     with capture_logs() as logs:
-        api.commit(r1, 10, headers(90))  # the server gave back the 50 unused
+        api.commit(r1, 10)
+        api.observe(lim, headers(90))  # the server gave back the 50 unused
         r2 = api.acquire(lim, 90, max_wait=0)
         api.commit(r2, 90)
         api.observe(lim, headers(0))
@@ -150,19 +152,15 @@ def test_commit_then_observe_frees_what_commit_with_headers_frees(
 ) -> None:
     def run(together: bool) -> tuple[bool, bool]:
         lim = h.limiter(tpm=100, refunds=refunds, key=f"k-{uuid.uuid4().hex[:8]}")
-        if refunds is None:
-            # Learn first, from a header showing a kept estimate.
-            r0 = api.acquire(lim, 10)
-            api.commit(r0, 0, headers(90))
-            assert lim.refunds is False
-        r1 = api.acquire(lim, 50)
+        r1 = api.acquire(lim, 60)
         api.acquire(lim, 30)  # still in flight: the server may not have seen it
-        # r1's answer: the server refunded r1's 40 unused (and r0's 10).
+        # r1's answer: the server refunded r1's 50 unused.
         if together:
             api.commit(r1, 10, headers(90))
         else:
             api.commit(r1, 10)
             api.observe(lim, headers(90))
+        assert lim.refunds is refunds  # nothing learned: the server did refund
         try:
             api.acquire(lim, 61, max_wait=0)
             over = True
@@ -170,7 +168,8 @@ def test_commit_then_observe_frees_what_commit_with_headers_frees(
             over = False
         return over, api.acquire(lim, 60, max_wait=0).waited <= h.slack
 
-    # 90 left, 30 of them promised to the request in flight: 60 are proven.
+    # 90 left, 30 of them promised to the request in flight: 60 are proven (the
+    # ledger holds r1's 10 and the 30 in flight).
     assert run(together=True) == run(together=False) == (False, True)
 
 
@@ -180,7 +179,8 @@ def test_a_learned_lesson_is_shared_on_one_redis_key(redis_srv: RedisServer) -> 
         a = h.limiter(tpm=100)
         b = h.limiter(tpm=100)
         r = a.acquire(80)
-        r.commit(30, headers=headers(20))
+        r.commit(30)
+        a.observe(headers(20))
         assert a.refunds is False
         assert b.refunds is None  # not told yet: b has not spoken to Redis since
         b.observe(headers(20))
@@ -237,5 +237,8 @@ def test_against_the_emulator_the_lesson_costs_at_most_one_429(
     if refunding:
         assert (refused, lim.refunds) == (0, None)
     else:
-        # Headers teach it at the first commit; without them, the first 429 does.
-        assert (refused, lim.refunds) == ((1 if feedback == "none" else 0), False)
+        # With headers on every commit nothing is freed before they prove it, so there
+        # is nothing to learn; headers given after the commit teach it at the first
+        # one; without headers, the first 429 does.
+        expected = {"headers": (0, None), "observe": (0, False), "none": (1, False)}
+        assert (refused, lim.refunds) == expected[feedback]

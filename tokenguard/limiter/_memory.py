@@ -104,7 +104,12 @@ class MemoryBackend:
             now = self._clock()
             w = self._window
             w.expire(now)
-            w.settle(charge, actual, now)
+            w.settle(
+                charge,
+                actual,
+                now,
+                headers=view is not None and view.remaining_tokens is not None,
+            )
             if view is not None:
                 w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), charge.sure_tokens)
             if self._queue:

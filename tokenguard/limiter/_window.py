@@ -33,14 +33,18 @@ than the bucket would.
   request and whatever was in flight when it was admitted and still is; with a
   header given on its own (``observe``), everything in flight now and everything
   admitted within ``header_lag``. Headers never free more than was deferred.
-- ``refunds=None`` (the default) *learns*: the minute ledger frees the difference at
-  once (as ``True``), remembering per charge what it freed, until a header shows the
-  server holding more than the ledger by an amount those frees explain, or a 429
-  arrives after any free. Then the limiter has learned that this server does not
-  refund (``Window.learned`` is ``False``): every free still in the window is charged
-  again as deferred, and from then on it behaves exactly as ``refunds=False``. So
-  against a refunding server nothing is lost, and against one that does not refund
-  only the requests admitted before the first such header or 429 can be refused.
+- ``refunds=None`` (the default) *learns*. A commit without headers frees the
+  difference of the minute ledger at once (as ``True``), remembering per charge what
+  it freed. Headers decide whenever they are at hand: a commit with token headers
+  defers as ``False`` does, and a header given on its own first charges every free
+  still in the window again as deferred, then frees what it proves. So headers right
+  after a commit (``observe``) free what they would have freed with the commit. A
+  header showing the server holding more than the ledger by an amount the frees
+  explain, or a 429 after any free, teaches that this server does not refund
+  (``Window.learned`` is ``False``): the frees are charged again and from then on it
+  behaves exactly as ``refunds=False``. So against a refunding server nothing is
+  lost, and against one that does not refund only the requests admitted before the
+  first such header or 429 can be refused.
 
 The ledger restamps every commit, so after learning it is exactly the ledger
 ``refunds=False`` would have kept. Day ledgers are not confirmed by any header and
@@ -469,14 +473,19 @@ class Window:
             mark = (t, r)
         return mark
 
-    def settle(self, charge: Charge, actual: int | None, now: float) -> None:
-        """Commit (``actual`` tokens) or cancel (``None``) an admitted charge."""
+    def settle(
+        self, charge: Charge, actual: int | None, now: float, *, headers: bool = False
+    ) -> None:
+        """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
+        the commit comes with its response's token headers (see the module docstring)."""
         if self.minute and charge.minute:
             self.minute.remove(charge.minute, charge.tokens, 1)
         if self.day and charge.day:
             self.day.remove(charge.day, charge.tokens, 1)
         if actual is not None:
             policy = self.policy
+            if policy is None and headers:
+                policy = False  # the headers at hand say what to free (see adopt)
             full = max(actual, charge.tokens)
             # Unless the server is known to refund, it may have charged the whole
             # estimate: keep it, and defer the difference (see the module docstring);
@@ -502,6 +511,10 @@ class Window:
         ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
         self.learned = False
         self.lesson = (evidence, server_used, ledger_used)
+        self._defer_frees()
+
+    def _defer_frees(self) -> None:
+        """Charge again every free still in the window, as deferred tokens."""
         minute = self.minute
         if minute is None or minute.freed_tokens <= 0:
             return
@@ -610,6 +623,9 @@ class Window:
         if self.policy is None:
             self._check_refunds(view)
             changed |= self.learned is not None
+            if self.policy is None and view.remaining_tokens is not None:
+                # Headers at hand: they decide what to free, as for refunds=False.
+                self._defer_frees()
         seen_t, seen_r = self.seen_mark(now)
         mark_t = self.admitted_tokens if mark is None else mark[0]
         if mark is not None:

@@ -401,10 +401,9 @@ local function policy(refunds)
   return -1
 end
 
--- The server does not refund: charge again every free still in the window, as
--- deferred (see Window.learn). Returns the lesson for the caller to report.
-local function learn(evidence, server_used, ledger_used)
-  redis.call('HSET', S, 'lrn', '0')
+-- Charge again every free still in the window, as deferred (see Window._defer_frees).
+local function defer_frees()
+  if sum('mof') <= 0 then return end
   local kv = redis.call('HGETALL', P .. ':mof')
   for i = 1, #kv, 2 do
     local rid, f = kv[i], tonumber(kv[i + 1])
@@ -416,6 +415,13 @@ local function learn(evidence, server_used, ledger_used)
   end
   redis.call('DEL', P .. ':mof')
   redis.call('HDEL', S, 'mof')
+end
+
+-- The server does not refund: charge the frees again and behave as refunds=False (see
+-- Window.learn). Returns the lesson for the caller to report.
+local function learn(evidence, server_used, ledger_used)
+  redis.call('HSET', S, 'lrn', '0')
+  defer_frees()
   return {evidence, server_used, ledger_used}
 end
 
@@ -449,6 +455,8 @@ local function observe(now, base, refunds)
   if policy(refunds) == -1 then
     lesson = check_refunds(rt, lt, ra)
     if lesson then changed = true end
+    -- Headers at hand: they decide what to free, as for refunds=False.
+    if rt >= 0 and policy(refunds) == -1 then defer_frees() end
   end
   local lag_seen_t = seen_mark(now)
   local lag_unseen = sum('adm') - lag_seen_t

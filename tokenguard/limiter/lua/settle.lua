@@ -12,6 +12,8 @@ remove_charge(rid, est, b)
 local nb = -1
 if actual >= 0 then
   local pol = policy(refunds)
+  -- With token headers at hand, they say what to free (see Window.settle).
+  if pol == -1 and tonumber(ARGV[12]) >= 0 then pol = 0 end
   local full = math.max(actual, est)
   -- Unless the server is known to refund, it may have charged the whole estimate;
   -- while learning, the minute ledger frees the difference and remembers it.
@@ -31,7 +33,7 @@ if actual >= 0 then
 end
 local _, lesson = observe(now, 12, refunds)
 local rt, mt = tonumber(ARGV[12]), tonumber(ARGV[19])
-if policy(refunds) == 0 and HAS_MIN and TPM >= 0 and rt >= 0 and mt >= 0 then
+if policy(refunds) ~= 1 and HAS_MIN and TPM >= 0 and rt >= 0 and mt >= 0 then
   -- Freeing trusts neither the lag nor the admission order: see Window.adopt.
   local unseen = sum('adm') - mt + math.min(sum('mo'), mt - sure)
   local ok = confirm(now, TPM, rt, tonumber(ARGV[14]), tonumber(ARGV[13]), unseen)
