@@ -39,8 +39,9 @@ class Reservation:
 
     ``commit(actual)`` corrects the charge to what the server reported: it records
     any extra at once; the difference of a commit for less is freed at once when the
-    server refunds unused tokens (``Limiter(refunds=True)``, or by default until the
-    limiter learns that it does not). Otherwise it stays charged until the ``headers``
+    server refunds unused tokens (``Limiter(refunds=True)``, or by default, for a
+    commit without headers, until the limiter learns that the server does not).
+    Otherwise it stays charged until the ``headers``
     of this request's response (given here or to ``Limiter.observe`` right after)
     prove the server's bucket has the room, and is freed as far as they do; without
     headers it ages out with the window. ``cancel()`` refunds a request
@@ -180,7 +181,8 @@ class Limiter:
     frees the difference at commit (only safe if the server does refund). ``False``
     keeps it charged until server headers (``commit(headers=)``, or ``observe`` of the
     response just read) prove the room, and frees only that much. The default ``None``
-    learns: commits free the difference at once, until a header shows the server
+    learns: headers, whenever they come, free what they prove (as ``False``); a commit
+    without headers frees the difference at once, until a header shows the server
     holding what was freed, or a 429 arrives after a free; from then on the limiter
     behaves as ``False`` (the frees still in the window are charged again). Against a
     refunding server nothing is lost, with or without headers; against one that keeps
