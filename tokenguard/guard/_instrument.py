@@ -114,6 +114,14 @@ class _ClientSender:
             return None
 
 
+def _is_async(comp: Any) -> bool:
+    # The SDKs wrap ``create`` in decorators that hide that it is a coroutine function.
+    create = type(comp).create
+    return inspect.iscoroutinefunction(inspect.unwrap(create)) or type(comp).__name__.startswith(
+        "Async"
+    )
+
+
 def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     quiet = client.with_options(max_retries=0)
     retries = getattr(client, "max_retries", 0)
@@ -132,7 +140,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
             kwargs = {**kwargs, "model": opts.model}
         return req, _ClientSender(quiet, kwargs, req.max_tokens, site, _raw_mode(kwargs))
 
-    if inspect.iscoroutinefunction(type(comp).create):
+    if _is_async(comp):
 
         async def create_async(**kwargs: Any) -> Any:
             req, sender = read(kwargs)

@@ -406,8 +406,8 @@ def _recover(
         source = "models_endpoint"
         current = s.fitted.tokens_after + s.reserve
         if not isinstance(window, int) or window <= 0 or window >= current:
-            # The server did not say: fit within three quarters of what it refused.
-            window, source = max(1, current * 3 // 4), "estimate"
+            # The server did not say: fit within half of what it refused (one retry).
+            window, source = max(1, current // 2), "estimate"
         _learn(g, req, "context_window", window, source)
         attempt = 1
     elif kind in (FailureKind.SERVER, FailureKind.CONNECTION, FailureKind.TIMEOUT):

@@ -1,0 +1,200 @@
+"""What the guard does when the server still says no: 429, 413, a smaller context
+window than the table says, 5xx, connection errors. The emulator and the guard share a
+fake clock, so every wait is exact and instant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from emulator_support import FakeClock
+
+import tokenguard as tg
+from tokenguard.emulator import Emulator, running
+from tokenguard.guard import reset_defaults
+
+MODEL = "llama-3.1-8b-instant"
+HELLO: Any = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    reset_defaults()
+    yield
+    reset_defaults()
+
+
+@pytest.fixture
+def events() -> Iterator[list[tg.events.Event]]:
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    yield seen
+    undo()
+
+
+def named(events: list[tg.events.Event], name: str) -> list[dict[str, Any]]:
+    return [e.fields() for e in events if e.name == name]
+
+
+def chat(em: Emulator) -> list[Any]:
+    return [r for r in em.log if r.endpoint == "chat"]
+
+
+def test_an_unguarded_client_spends_the_quota_and_guarded_calls_wait_without_error(
+    events: list[tg.events.Event],
+) -> None:
+    clock = FakeClock()
+    with running(model=MODEL, tpm=1_000, rpm=1_000, window=10.0, clock=clock) as em:
+        lim = tg.Limiter(tpm=1_000, rpm=1_000, window=10.0, clock=clock, sleep=clock.sleep)
+        guarded = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="x"),
+            limiter=lim,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        for _ in range(10):
+            clock.advance(10.0)  # a full bucket again
+            # Someone else empties the bucket the guard cannot see...
+            other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=700)
+            # ...and the guarded call still succeeds: the 429 is waited out.
+            reply: Any = guarded.chat.completions.create(
+                model=MODEL, messages=HELLO, max_tokens=400
+            )
+            assert reply.usage.completion_tokens > 0
+        refused = [r for r in chat(em) if r.status == 429]
+    assert refused  # the server did refuse the guarded calls at first
+    retries = named(events, "tokenguard.guard.retry")
+    assert {r["kind"] for r in retries} == {"rate_limited"}
+    done = named(events, "tokenguard.guard.request")
+    assert len(done) == 10
+    assert all("error.type" not in e for e in done)
+    assert max(e["tokenguard.retries"] for e in done) >= 1
+
+
+def test_a_429_that_would_pass_max_wait_raises_rate_limit_timeout() -> None:
+    clock = FakeClock()
+    with running(model=MODEL, tpm=1_000, rpm=1_000, window=60.0, clock=clock) as em:
+        guarded = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="x"),
+            limiter=tg.Limiter(tpm=1_000, window=60.0, clock=clock, sleep=clock.sleep),
+            clock=clock,
+            sleep=clock.sleep,
+            max_wait=5.0,
+        )
+        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
+        with tg.budget(tokens=10_000) as b, pytest.raises(tg.RateLimitTimeout) as caught:
+            guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
+        assert caught.value.max_wait == 5.0
+        assert (b.used, b.reserved) == (0, 0)
+
+
+def test_a_smaller_context_window_than_the_table_is_learned_and_the_call_succeeds(
+    events: list[tg.events.Event],
+) -> None:
+    # The table says 131,072 tokens; this server's model only takes 4,096.
+    with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0, context_window=4_096) as em:
+        client = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="x"), tpm=100_000, window=1.0
+        )
+        history: Any = [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 300}
+            for i in range(30)
+        ]
+        reply: Any = client.chat.completions.create(model=MODEL, messages=history, max_tokens=256)
+        assert reply.usage.prompt_tokens + 256 <= 4_096
+        statuses = [r.status for r in chat(em)]
+        assert statuses == [400, 200]
+        # Learned once: the next call is fitted at once.
+        client.chat.completions.create(model=MODEL, messages=history, max_tokens=256)
+        assert [r.status for r in chat(em)] == [400, 200, 200]
+    [learned] = named(events, "tokenguard.guard.limit_learned")
+    assert (learned["limit"], learned["learned"], learned["source"]) == (
+        "context_window",
+        4_096,
+        "models_endpoint",
+    )
+
+
+def test_a_413_teaches_the_real_tpm_and_the_request_is_refitted_once(
+    events: list[tg.events.Event],
+) -> None:
+    with running(model=MODEL, tpm=3_000, rpm=1_000, window=1.0) as em:
+        # The guard is told the table's 6,000 TPM; the server's limit is 3,000.
+        client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), window=1.0)
+        history: Any = [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 300}
+            for i in range(20)
+        ]
+        reply: Any = client.chat.completions.create(model=MODEL, messages=history, max_tokens=256)
+        assert reply.usage.prompt_tokens + 256 <= 3_000
+        assert [r.status for r in chat(em)] == [413, 200]
+    [learned] = named(events, "tokenguard.guard.limit_learned")
+    assert (learned["limit"], learned["learned"]) == ("tpm", 3_000)
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_5xx_is_retried_as_the_client_says_then_reaches_the_caller_unchanged(
+    max_retries: int, events: list[tg.events.Event]
+) -> None:
+    clock = FakeClock()
+    with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0, clock=clock) as em:
+        client = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=max_retries),
+            tpm=100_000,
+            window=1.0,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        em.fail_next(503, count=1)
+        with tg.budget(tokens=10_000) as b:
+            if max_retries:
+                reply: Any = client.chat.completions.create(
+                    model=MODEL, messages=HELLO, max_tokens=8
+                )
+                assert b.used == reply.usage.total_tokens
+                assert [r.status for r in chat(em)] == [503, 200]
+            else:
+                with pytest.raises(openai.InternalServerError) as caught:
+                    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+                assert caught.value.status_code == 503
+                assert (b.used, b.reserved) == (0, 0)  # nothing charged to budgets
+                assert [r.status for r in chat(em)] == [503]
+    done = named(events, "tokenguard.guard.request")
+    assert len(done) == 1
+    assert done[0].get("error.type") == (None if max_retries else "503")
+
+
+def test_a_connection_error_refunds_the_reservation_and_reaches_the_caller() -> None:
+    lim = tg.Limiter(tpm=1_000, window=60.0)
+    with running(model=MODEL) as em:
+        url = em.base_url
+    client = tg.instrument(
+        openai.OpenAI(base_url=url, api_key="x", max_retries=0), limiter=lim
+    )  # the server is gone
+    with tg.budget(tokens=5_000) as b, pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
+    assert (b.used, b.reserved) == (0, 0)
+    lim.acquire(1_000, max_wait=0).cancel()  # nothing reached a server: all refunded
+
+
+def test_a_decorated_function_learns_a_smaller_window_from_the_error_alone(
+    events: list[tg.events.Event],
+) -> None:
+    with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0, context_window=4_096) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+
+        @tg.guard(tpm=100_000, window=1.0)
+        def ask(messages: Any, model: str = MODEL, max_tokens: int = 256) -> Any:
+            return client.chat.completions.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            )
+
+        history: Any = [{"role": "user", "content": f"{i}: " + "word " * 300} for i in range(20)]
+        reply = ask(history)
+        assert reply.usage.prompt_tokens + 256 <= 4_096
+    [learned] = named(events, "tokenguard.guard.limit_learned")
+    assert learned["source"] == "estimate"

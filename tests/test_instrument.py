@@ -1,0 +1,191 @@
+"""tg.instrument, tried as a new user would: the real openai and groq clients (sync and
+async) against the emulator, with raw responses, streams and the server's headers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import groq
+import openai
+import pytest
+
+import tokenguard as tg
+from tokenguard.emulator import Emulator, running
+from tokenguard.guard import is_instrumented, reset_defaults
+
+MODEL = "llama-3.1-8b-instant"
+LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 1_000, "window": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    reset_defaults()
+    yield
+    reset_defaults()
+
+
+@pytest.fixture
+def events() -> Iterator[list[tg.events.Event]]:
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    yield seen
+    undo()
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    with running(model=MODEL, **LIMITS) as server:
+        yield server
+
+
+def requests(events: list[tg.events.Event]) -> list[dict[str, Any]]:
+    return [e.fields() for e in events if e.name == "tokenguard.guard.request"]
+
+
+HELLO: Any = [{"role": "user", "content": "Hello"}]
+
+CLIENTS = ["openai", "groq"]
+
+
+def make(kind: str, em: Emulator, *, is_async: bool = False, **kw: Any) -> Any:
+    if kind == "openai":
+        cls: Any = openai.AsyncOpenAI if is_async else openai.OpenAI
+        return cls(base_url=em.base_url, api_key="x", **kw)
+    cls = groq.AsyncGroq if is_async else groq.Groq
+    return cls(base_url=em.root_url, api_key="x", **kw)
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_create_goes_through_the_guard_with_the_server_headers(
+    kind: str, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = make(kind, em)
+    assert tg.instrument(client, **LIMITS) is client
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
+    assert reply.usage.prompt_tokens > 0  # the parsed completion, as without the guard
+    [event] = requests(events)
+    assert event["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    assert event["tokenguard.site"] == f"{type(client).__name__}.chat.completions.create"
+    remaining = em.available("TPM")
+    # The header of the response reached the event (and the limiter).
+    assert abs(event["tokenguard.server_remaining_tokens"] - remaining) <= 100_000 * 0.2
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_with_raw_response_is_guarded_and_keeps_its_shape(
+    kind: str, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(make(kind, em), **LIMITS)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=16
+    )
+    assert "x-ratelimit-remaining-tokens" in raw.headers
+    assert raw.parse().usage.completion_tokens > 0
+    assert len(requests(events)) == 1
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_async_clients_are_guarded(
+    kind: str, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(make(kind, em, is_async=True), **LIMITS)
+    replies = await asyncio.gather(
+        *(
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+            for _ in range(5)
+        )
+    )
+    assert all(r.usage.prompt_tokens > 0 for r in replies)
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=8
+    )
+    parsed = raw.parse()  # the openai SDK's raw parse is sync, the groq SDK's async
+    if inspect.isawaitable(parsed):
+        parsed = await parsed
+    assert parsed.usage.total_tokens > 0
+    assert len(requests(events)) == 6
+
+
+def test_instrumenting_twice_is_harmless_and_uninstrument_undoes_it(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = make("openai", em)
+    tg.instrument(client, **LIMITS)
+    tg.instrument(client, **LIMITS)
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert len(requests(events)) == 1
+    assert is_instrumented(client)
+    tg.uninstrument(client)
+    tg.uninstrument(client)
+    assert not is_instrumented(client)
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    client.chat.completions.with_raw_response.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert len(requests(events)) == 1
+    # Everything else of the client passes through unchanged.
+    assert client.models.list().data[0].id == MODEL
+
+
+def test_one_client_instrumented_leaves_others_alone(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    tg.instrument(make("openai", em), **LIMITS)
+    make("openai", em).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert requests(events) == []
+
+
+def test_a_client_that_is_not_one_is_refused() -> None:
+    with pytest.raises(tg.ConfigurationError, match="openai or groq client"):
+        tg.instrument(object())
+
+
+def test_bad_bodies_get_a_clear_error_with_nothing_sent(em: Emulator) -> None:
+    client = tg.instrument(make("openai", em), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with pytest.raises(tg.InvalidMessages, match="messages must be a list"):
+            client.chat.completions.create(model=MODEL, messages="Hello", max_tokens=8)
+        with pytest.raises(tg.InvalidMessages, match="max_tokens"):
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=-1)
+        with pytest.raises(tg.ConfigurationError, match="no model"):
+            client.chat.completions.create(messages=HELLO, max_tokens=8)
+    assert [r for r in em.log if r.endpoint == "chat"] == []
+    assert (b.used, b.reserved) == (0, 0)
+
+
+def test_calls_share_one_default_limiter_per_base_url_and_model(em: Emulator) -> None:
+    from tokenguard.guard._options import make_options
+    from tokenguard.guard._registry import limiter_for, normalize_base_url
+
+    a = tg.instrument(make("openai", em))
+    b = tg.instrument(make("groq", em))
+    a.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    b.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    opts = make_options()
+    shared = limiter_for(opts, normalize_base_url(em.base_url), MODEL)
+    assert shared is not None
+    assert shared.limits.tpm == tg.get_model(MODEL).tier_limits("free").tpm  # type: ignore[union-attr]
+    assert limiter_for(opts, normalize_base_url(em.base_url + "/"), MODEL) is shared
+
+
+def test_the_summarizer_of_an_instrumented_client_is_itself_guarded(
+    events: list[tg.events.Event],
+) -> None:
+    small = "llama3-8b-8192"
+    with running(model=small, tpm=100_000, rpm=1_000, window=1.0) as em:
+        client = tg.instrument(
+            make("openai", em), on_overflow="summarize", tpm=100_000, rpm=1_000, window=1.0
+        )
+        history: Any = [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} " + "fact " * 400}
+            for i in range(40)
+        ]
+        history.append({"role": "user", "content": "So?"})
+        reply = client.chat.completions.create(model=small, messages=history, max_tokens=64)
+    assert reply.usage.prompt_tokens < 8192
+    done = requests(events)
+    # The summary call(s) first, each through the guard, then the call itself.
+    assert len(done) >= 2
+    assert done[-1]["tokenguard.fit"] == "summarize"
+    assert all(e["tokenguard.fit"] == "none" for e in done[:-1])
