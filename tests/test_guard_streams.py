@@ -1,0 +1,212 @@
+"""Guarded streams (sync and async, plain, raw and context-manager forms) and many
+callers sharing one limit, through the real SDKs against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import groq
+import openai
+import pytest
+
+import tokenguard as tg
+from tokenguard.emulator import Emulator, running
+from tokenguard.guard import reset_defaults
+
+MODEL = "llama-3.1-8b-instant"
+LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 1_000, "window": 1.0}
+HELLO: Any = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    reset_defaults()
+    yield
+    reset_defaults()
+
+
+@pytest.fixture
+def events() -> Iterator[list[tg.events.Event]]:
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    yield seen
+    undo()
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    with running(model=MODEL, completion_tokens=12, **LIMITS) as server:
+        yield server
+
+
+def requests(events: list[tg.events.Event]) -> list[dict[str, Any]]:
+    return [e.fields() for e in events if e.name == "tokenguard.guard.request"]
+
+
+def test_a_stream_yields_what_it_did_and_settles_at_the_final_usage(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    bare = openai.OpenAI(base_url=em.base_url, api_key="x")
+    expected = [
+        c.model_dump()
+        for c in bare.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+    ]
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        chunks = list(
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=64, stream=True)
+        )
+    assert len(chunks) == len(expected)
+    assert [c.choices[0].delta.content if c.choices else None for c in chunks] == [
+        c["choices"][0]["delta"]["content"] if c["choices"] else None for c in expected
+    ]
+    usage = tg._adapters.usage_of(chunks[-1])
+    assert usage is not None
+    assert b.used == usage.total_tokens
+    [event] = requests(events)
+    assert event["tokenguard.stream"] is True
+    assert event["gen_ai.usage.output_tokens"] == usage.completion_tokens
+    assert "tokenguard.stream_closed_early" not in event
+
+
+def test_a_stream_closed_early_is_charged_at_its_reservation(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        ) as stream:
+            next(iter(stream))
+        [event] = requests(events)
+        assert b.used == event["tokenguard.estimated_tokens"]
+        assert b.reserved == 0
+    assert event["tokenguard.stream_closed_early"] is True
+    assert "gen_ai.usage.input_tokens" not in event
+
+
+def test_an_abandoned_stream_gives_the_budget_its_estimate(em: Emulator) -> None:
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        stream = client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+        next(iter(stream))
+        del stream
+        gc.collect()
+        assert b.reserved == 0
+        assert b.used > 64
+
+
+def test_a_raw_stream_parses_to_the_guarded_stream(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(groq.Groq(base_url=em.root_url, api_key="x"), **LIMITS)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=64, stream=True
+    )
+    assert "x-ratelimit-remaining-tokens" in raw.headers
+    list(raw.parse())
+    [event] = requests(events)
+    assert event["gen_ai.usage.input_tokens"] > 0
+
+
+@pytest.mark.parametrize("kind", ["openai", "groq"])
+async def test_async_streams_settle_at_the_end_and_when_closed(
+    kind: str, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client: Any = (
+        openai.AsyncOpenAI(base_url=em.base_url, api_key="x")
+        if kind == "openai"
+        else groq.AsyncGroq(base_url=em.root_url, api_key="x")
+    )
+    tg.instrument(client, **LIMITS)
+    async with tg.budget(tokens=10_000) as b:
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+        n = 0
+        async for _ in stream:
+            n += 1
+        full = b.used
+        async with await client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        ) as early:
+            async for _ in early:
+                break
+    assert n > 2
+    first, second = requests(events)
+    assert full == first["gen_ai.usage.input_tokens"] + first["gen_ai.usage.output_tokens"]
+    assert b.used == full + second["tokenguard.estimated_tokens"]
+    assert second["tokenguard.stream_closed_early"] is True
+
+
+def test_a_decorated_function_returning_a_stream(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+
+    @tg.guard(**LIMITS)
+    def ask(messages: Any, model: str = MODEL, max_tokens: int = 32, stream: bool = True) -> Any:
+        return client.chat.completions.create(
+            messages=messages, model=model, max_tokens=max_tokens, stream=stream
+        )
+
+    text = "".join(c.choices[0].delta.content or "" for c in ask(HELLO) if c.choices)
+    assert text
+    [event] = requests(events)
+    assert event["gen_ai.usage.output_tokens"] == 12
+
+
+# -- many callers, one limit ---------------------------------------------------------------
+
+
+def test_eight_threads_on_one_limit_cause_no_429_at_the_server(
+    events: list[tg.events.Event],
+) -> None:
+    with running(model=MODEL, tpm=2_000, rpm=1_000, window=1.0, completion_tokens=16) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+
+        @tg.guard(tpm=2_000, rpm=1_000, window=1.0)
+        def ask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:
+            return client.chat.completions.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            )
+
+        questions = [
+            [{"role": "user", "content": f"Question {i}: " + "why " * 40}] for i in range(48)
+        ]
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(ask, questions))
+        statuses = [r.status for r in em.log if r.endpoint == "chat"]
+    assert len(replies) == 48
+    assert statuses == [200] * 48
+    assert len(requests(events)) == 48
+
+
+async def test_many_tasks_through_one_async_client_cause_no_429(
+    events: list[tg.events.Event],
+) -> None:
+    with running(model=MODEL, tpm=2_000, rpm=1_000, window=1.0, completion_tokens=16) as em:
+        client = tg.instrument(
+            openai.AsyncOpenAI(base_url=em.base_url, api_key="x"), tpm=2_000, window=1.0
+        )
+        replies = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"Q{i}: " + "why " * 40}],
+                    max_tokens=16,
+                )
+                for i in range(32)
+            )
+        )
+        statuses = [r.status for r in em.log if r.endpoint == "chat"]
+    assert len(replies) == 32
+    assert statuses == [200] * 32
