@@ -225,6 +225,16 @@ async def test_client_summarizer_with_an_async_client(emulator: Emulator) -> Non
     await client.close()
 
 
+def test_client_summarizer_through_the_groq_sdk(emulator: Emulator) -> None:
+    import groq
+
+    with groq.Groq(base_url=emulator.root_url, api_key="test", max_retries=0) as client:
+        history = [SYSTEM, *chat(100), {"role": "user", "content": "So?"}]
+        r = summarized(history, tg.ClientSummarizer(client, model=MODEL))
+    assert r.strategy == "summarize"
+    assert r.summary == completion_text(40).strip()
+
+
 def test_client_summarizer_needs_a_chat_client() -> None:
     with pytest.raises(tg.ConfigurationError, match=r"chat\.completions\.create"):
         tg.ClientSummarizer(object())
