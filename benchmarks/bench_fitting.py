@@ -126,7 +126,7 @@ def speed(runs: int) -> None:
             return tg.fit(msgs, MODEL, tpm=None, context_window=2000, default_reserve=0)
 
         kept = len(one().messages)
-        t = p50_us(one, max(5, runs * 100 // n))
+        t = p50_us(one, max(15, runs * 100 // n))
         print(f"{n:>9,} {kept:>6} {t:>9.0f} {t / n:>11.2f}")
     print()
 

@@ -383,3 +383,23 @@ def test_truncation_fills_at_least_95_percent_when_messages_are_small(
     if r.strategy == "truncate" and costs and max(costs) < 0.05 * r.allowed:
         assert r.tokens_after >= 0.95 * r.allowed, (r.tokens_after, r.allowed)
         event("fill checked")
+
+
+def test_tool_definitions_count_and_can_overflow_alone() -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "does a thing " * 40,
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+        for i in range(4)
+    ]
+    msgs = chat(100)
+    r = tg.fit(msgs, "llama-3.1-8b-instant", max_tokens=100, budget=4000, tools=tools)
+    assert r.tokens_after == tg.count_tokens(r.messages, "llama-3.1-8b-instant", tools=tools)
+    assert r.tokens_after <= r.allowed
+    with pytest.raises(tg.ContextOverflow, match="tool definitions"):
+        tg.fit(msgs, "llama-3.1-8b-instant", max_tokens=100, budget=300, tools=tools)

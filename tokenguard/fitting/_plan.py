@@ -326,7 +326,8 @@ def _truncate(
     allowed = room.allowed
     fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
     if fixed > allowed:
-        _overflow(opts, room, fixed, "the system messages alone need")
+        what = "the system messages and tool definitions" if pc.tools else "the system messages"
+        _overflow(opts, room, fixed, f"{what} alone need")
     turn_cost = sum([costs[i] for i in lay.turn])
     replaced: dict[int, Any] = {}
     if fixed + turn_cost > allowed:
