@@ -55,12 +55,19 @@ def chat(n: int, start: int = 0) -> list[dict[str, Any]]:
 SYSTEM = {"role": "system", "content": "You are terse."}
 
 
-def summarized(history: list[Any], summarizer: Any, **options: Any) -> tg.FitResult:
-    """A summarizing fit with a fresh cache unless one is given (sync)."""
+def _options(summarizer: Any, options: dict[str, Any]) -> dict[str, Any]:
     options.setdefault("summary_cache", tg.SummaryCache())
-    return tg.fit(
-        history, MODEL, max_tokens=200, on_overflow="summarize", summarizer=summarizer, **options
-    )
+    return {"max_tokens": 200, "on_overflow": "summarize", "summarizer": summarizer, **options}
+
+
+def summarized(history: list[Any], summarizer: Any, **options: Any) -> tg.FitResult:
+    """A summarizing fit with a fresh cache unless one is given."""
+    return tg.fit(history, MODEL, **_options(summarizer, options))
+
+
+async def summarized_async(history: list[Any], summarizer: Any, **options: Any) -> tg.FitResult:
+    """:func:`summarized` through ``fit_async``."""
+    return await tg.fit_async(history, MODEL, **_options(summarizer, options))
 
 
 def test_the_dropped_prefix_becomes_one_summary_after_the_system_message() -> None:
@@ -169,14 +176,7 @@ async def test_fit_async_awaits_an_async_summarizer() -> None:
         return "the user and the assistant counted words"
 
     history = [SYSTEM, *chat(100), {"role": "user", "content": "So?"}]
-    r = await tg.fit_async(
-        history,
-        MODEL,
-        max_tokens=200,
-        on_overflow="summarize",
-        summarizer=summarize,
-        summary_cache=tg.SummaryCache(),
-    )
+    r = await summarized_async(history, summarize)
     assert r.strategy == "summarize"
     assert r.summary == "the user and the assistant counted words"
     assert r.summary_calls == len(seen)
@@ -212,14 +212,7 @@ async def test_client_summarizer_with_an_async_client(emulator: Emulator) -> Non
     pending = summarizer(tg.SummaryRequest(tuple(history[1:3]), None, 64, MODEL))
     assert isinstance(pending, Awaitable)
     assert (await pending).strip() == completion_text(40).strip()
-    r = await tg.fit_async(
-        history,
-        MODEL,
-        max_tokens=200,
-        on_overflow="summarize",
-        summarizer=summarizer,
-        summary_cache=tg.SummaryCache(),
-    )
+    r = await summarized_async(history, summarizer)
     assert r.strategy == "summarize"
     assert r.summary == completion_text(40).strip()
     await client.close()
