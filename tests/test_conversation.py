@@ -211,3 +211,33 @@ def test_any_conversation_added_message_by_message_stays_within_the_ceiling(
         assert conv.messages[-1] is m or "cut here" in str(conv.messages[-1]["content"])
         check_tool_groups(conv.messages)
     assert list(conv.history) == added
+
+
+def test_a_summarizing_conversation_through_an_instrumented_client() -> None:
+    # Generous limits: this is about the summary call going through the same guard.
+    with running(model=MODEL, tpm=1_000_000, rpm=10_000, tpd=0, rpd=0) as em:
+        client = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0),
+            tpm=1_000_000,
+            rpm=10_000,
+        )
+        conv = tg.Conversation(
+            system="You are helpful.",
+            model=MODEL,
+            max_tokens=3000,
+            on_overflow="summarize",
+            summarizer=tg.ClientSummarizer(client, model=MODEL),
+        )
+        for turn in range(40):
+            conv.add_user(f"Question {turn}: " + "tell me more about the weather " * 20)
+            reply = client.chat.completions.create(
+                model=MODEL, messages=conv.messages, max_tokens=128
+            )
+            usage: Any = reply.usage
+            assert usage.prompt_tokens == conv.tokens <= 3000
+            conv.add_assistant(reply.choices[0].message.content)
+        chat_calls = [rec for rec in em.log if rec.endpoint == "chat"]
+        assert all(rec.status == 200 for rec in chat_calls)
+        assert len(chat_calls) == 40 + conv.summary_calls
+        assert 0 < conv.summary_calls < 10
+        assert conv.summary is not None
