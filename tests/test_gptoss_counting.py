@@ -370,3 +370,29 @@ def test_bounds_learn_from_the_servers_usage_and_exact_counts_report_disagreemen
     assert [(m.model, m.counted, m.reported) for m in mismatches] == [
         ("openai/gpt-oss-20b", 72, 75)
     ]
+
+
+@pytest.mark.parametrize("effort", [None, "low", "high"])
+def test_tools_seen_before_count_the_same_on_the_quick_path(effort: str | None) -> None:
+    counter = tg.Counter()
+    messages = [
+        {"role": "system", "content": "Answer in one line.\n"},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "Let me look."},
+    ]
+    kwargs: dict[str, Any] = {"tools": _TOOLS, "tool_choice": "auto"}
+    if effort is not None:
+        kwargs["reasoning_effort"] = effort
+    first = counter.count_prompt(messages, "openai/gpt-oss-20b", **kwargs)
+    again = counter.count_prompt(messages, "openai/gpt-oss-20b", **kwargs)
+    assert first == again
+    assert first.exact
+    billed = count_harmony_tokens(messages, _TOOLS, reasoning_effort=effort)
+    assert first.total == billed == counter.count(messages, "openai/gpt-oss-20b", **kwargs)
+    # Without the leading system message the quick path prices the rest the same way.
+    rest = counter.count_prompt(messages[1:], "openai/gpt-oss-20b", **kwargs)
+    assert (
+        rest.total
+        == first.total - first.messages[0]
+        == count_harmony_tokens(messages[1:], _TOOLS, reasoning_effort=effort)
+    )

@@ -114,6 +114,8 @@ class HarmonyCount(NamedTuple):
     #: The part of ``total`` that is an upper-bound allowance rather than rendered text
     #: (0 when ``exact``): what calibration may learn to shrink.
     allowance: int = 0
+    #: Whether ``tools`` alone is exact (a bound elsewhere does not make it one).
+    tools_exact: bool = True
 
 
 # -- rendering the tools (a port of openai-harmony's JSON schema to TypeScript) ----------
@@ -597,6 +599,7 @@ class HarmonyRules:
             overhead + tools_n + sum(costs),
             exact_o and exact_t and exact_m,
             allow_o + allow_t + allow_m,
+            exact_t,
         )
 
     def message_costs(

@@ -16,6 +16,7 @@ far the bounded part sits above the truth (the exact part is never scaled).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from .._tokenizer_data import available, get_encoding
 from ..events import TokenizerMissing, emit
 from ..models import ModelInfo
 from ._calibration import Calibration
-from ._harmony import EMPTY_DEVELOPER, HarmonyRules
+from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
 from ._plan import NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
 from ._tokenizers import ordinary_counter
@@ -41,7 +42,16 @@ _missing_lock = threading.Lock()
 class HarmonyPlan:
     """Counts one gpt-oss model's prompts exactly (see the module docstring)."""
 
-    __slots__ = ("_calibration", "_info", "_settings", "cache", "instructions", "rules")
+    __slots__ = (
+        "_calibration",
+        "_info",
+        "_settings",
+        "_tools_memo",
+        "cache",
+        "instructions",
+        "instructions_tools",
+        "rules",
+    )
 
     #: Prompt options this plan renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice", "response_format"})
@@ -60,6 +70,13 @@ class HarmonyPlan:
             ("o200k_base", "harmony-instructions"),
             lambda: _flagged(_heading_counter(_plain_counter(enc))),
         )
+        # With tools, the blank line before "# Tools" belongs to the system text's piece.
+        self.instructions_tools = resources.text_cache(
+            ("o200k_base", "harmony-instructions-tools"),
+            lambda: _flagged(_heading_counter(_plain_counter(enc), "\n\n")),
+        )
+        # Tool definitions seen (as JSON) -> (tools cost, exact); small and bounded.
+        self._tools_memo: dict[str, tuple[int, bool]] = {}
         image_tokens = self._settings.image_tokens
         self.rules: HarmonyRules = resources.shared(
             ("harmony-rules", image_tokens),
@@ -80,7 +97,9 @@ class HarmonyPlan:
 
     # -- the fast path ------------------------------------------------------------------
 
-    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+    def _fast(
+        self, messages: Sequence[Any], costs: list[int] | None, *, tools: bool = False
+    ) -> int | None:
         """Plain messages only; ``None`` sends the request to :meth:`count`.
 
         Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
@@ -105,14 +124,17 @@ class HarmonyPlan:
             text = first.get("content")
             if type(text) is not str or not text:
                 return None
-            v = self.instructions.front.get(text)
+            heading = self.instructions_tools if tools else self.instructions
+            v = heading.front.get(text)
             if v is None:
                 if len(text) > self._settings.max_new_chars or not _utf8(text):
                     return None
-                v = self.instructions.get_or_compute(text)
+                v = heading.get_or_compute(text)
             if v & 1:
                 return None
-            cost = rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER
+            # Without tools the developer message exists only for this text (it replaces
+            # the empty one Groq bills otherwise); with tools it is there anyway.
+            cost = (v >> 1) if tools else rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER
             total += cost
             if costs is not None:
                 costs.append(cost)
@@ -176,8 +198,56 @@ class HarmonyPlan:
 
     # -- the general path -----------------------------------------------------------------
 
+    def _fast_with_tools(self, request: Request) -> Tally | None:
+        """Plain messages with function tools whose definitions were seen before."""
+        options = request.options
+        if request.functions is not None or options.get("tool_choice", "auto") != "auto":
+            return None
+        if any(k not in ("tool_choice", "reasoning_effort") for k in options):
+            return None
+        effort = options.get("reasoning_effort")
+        if effort is not None and effort not in REASONING_EFFORTS:
+            return None
+        key = self._tools_key(request)
+        if key is None:
+            return None
+        known = self._tools_memo.get(key)
+        if known is None:
+            return None
+        tools_cost, exact = known
+        if not exact:
+            return None
+        costs: list[int] = []
+        total = self._fast(request.messages, costs, tools=True)
+        if total is None:
+            return None
+        overhead = self.rules.overhead(reasoning_effort=effort)[0]
+        total += tools_cost - self.rules.base_overhead + overhead
+        return Tally(costs, overhead, tools_cost, total, total, True, None)
+
+    @staticmethod
+    def _tools_key(request: Request) -> str | None:
+        """The tool definitions and effort as a key, or ``None`` when not plain JSON."""
+        try:
+            tools = json.dumps(request.tools, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return None  # SDK objects or a bad definition: the general path reads them
+        return f"{request.options.get('reasoning_effort')}|{tools}"
+
+    def _remember_tools(self, request: Request, tools_cost: int, exact: bool) -> None:
+        key = self._tools_key(request) if request.functions is None else None
+        if key is None:
+            return
+        if len(self._tools_memo) >= 256:
+            self._tools_memo.clear()
+        self._tools_memo[key] = (tools_cost, exact)
+
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""
+        if request.tools is not None:
+            fast = self._fast_with_tools(request)
+            if fast is not None:
+                return fast
         budget = NewText(self._settings.max_new_chars)
         cache = self.cache
 
@@ -195,6 +265,8 @@ class HarmonyPlan:
             text_count=text_count,
         )
         costs = list(counted.messages)
+        if request.tools is not None and counted.tools_exact:
+            self._remember_tools(request, counted.tools, True)
         if counted.exact:
             total = counted.total
             return Tally(costs, counted.overhead, counted.tools, total, total, True, None)
@@ -239,9 +311,9 @@ def _flagged(count: Callable[[str], int]) -> Callable[[str], int]:
     return value
 
 
-def _heading_counter(count: Callable[[str], int]) -> Callable[[str], int]:
+def _heading_counter(count: Callable[[str], int], tail: str = "") -> Callable[[str], int]:
     def with_heading(text: str) -> int:
-        return count(_INSTRUCTIONS + text)
+        return count(_INSTRUCTIONS + text + tail)
 
     return with_heading
 
