@@ -97,9 +97,7 @@ def bench_warm() -> None:
     ]
     counter.count(messages, model=MODEL, tools=tools)
     samples = timings_us(lambda: counter.count(messages, model=MODEL, tools=tools), 2_000)
-    print(
-        f"gpt-oss warm, 50 messages + 1 tool seen before: p50 {percentile(samples, 0.5):.1f} us"
-    )
+    print(f"gpt-oss warm, 50 messages + 1 tool seen before: p50 {percentile(samples, 0.5):.1f} us")
 
 
 def bench_cold() -> None:
