@@ -25,9 +25,9 @@ from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage
 from .._budget import BudgetHold, reserve, room
 from .._drive import Call, Plan, Sleep
 from ..counting import RequestCount, default_counter
-from ..errors import RateLimitTimeout
+from ..errors import ContextOverflow, RateLimitTimeout
 from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit
-from ..fitting import FitResult, Summarizer, fit, fit_async
+from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
 from ..models import ModelInfo, get_model
 from . import _registry
@@ -266,6 +266,60 @@ def _is_stream(body: Any, req: ChatRequest) -> bool:
     return hasattr(body, "__next__") or hasattr(body, "__anext__")
 
 
+def _count(
+    req: ChatRequest,
+    messages: Any,
+    info: ModelInfo,
+    max_tokens: int | None,
+    default_reserve: int,
+) -> RequestCount:
+    return default_counter().count_request(
+        messages,
+        info,
+        tools=req.tools,
+        functions=req.functions,
+        max_tokens=max_tokens,
+        default_reserve=default_reserve,
+        **req.options,
+    )
+
+
+def _fits_as_is(
+    req: ChatRequest, count: RequestCount, info: ModelInfo, kwargs: dict[str, Any]
+) -> FitResult | None:
+    """The fit of a request that needs none (the common case), without fitting's
+    per-message breakdown; ``None`` when it must be fitted (or its room is impossible,
+    which :func:`~tokenguard.fit` reports)."""
+    try:
+        r = room_for(
+            count.prompt_tokens,
+            context_window=kwargs["context_window"],
+            tpm=kwargs["tpm"],
+            budget=kwargs["budget"],
+            max_tokens=kwargs["max_tokens"],
+            max_completion_tokens=info.max_completion_tokens,
+            default_reserve=kwargs["default_reserve"],
+        )
+    except ContextOverflow:
+        return None
+    if count.prompt_tokens > r.allowed or r.lowered:
+        return None
+    strategy = kwargs["on_overflow"]
+    return FitResult(
+        messages=req.messages if type(req.messages) is list else list(req.messages),
+        strategy="none",
+        requested=strategy if isinstance(strategy, str) else "custom",
+        model=info.name,
+        exact=count.exact,
+        tokens_before=count.prompt_tokens,
+        tokens_after=count.prompt_tokens,
+        allowed=r.allowed,
+        bound_by=r.bound_by,
+        max_tokens=r.max_tokens,
+        max_tokens_requested=r.max_tokens_requested,
+    )
+
+
 def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     """Count, fit, hold, acquire, send, read, settle and report one call; retry as the
     server's answer says. Returns what the caller gets (a stream is wrapped)."""
@@ -278,19 +332,14 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     attempts = _Attempts()
     while True:
         kwargs = _fit_kwargs(g, req, info, limiter)
-        fitted: FitResult = yield Call(
-            functools.partial(fit, req.messages, **kwargs),
-            functools.partial(fit_async, req.messages, **kwargs),
-        )
-        count = default_counter().count_request(
-            fitted.messages,
-            info,
-            tools=req.tools,
-            functions=req.functions,
-            max_tokens=fitted.max_tokens,
-            default_reserve=opts.default_reserve,
-            **req.options,
-        )
+        count = _count(req, req.messages, info, kwargs["max_tokens"], opts.default_reserve)
+        fitted = _fits_as_is(req, count, info, kwargs)
+        if fitted is None:
+            fitted = yield Call(
+                functools.partial(fit, req.messages, **kwargs),
+                functools.partial(fit_async, req.messages, **kwargs),
+            )
+            count = _count(req, fitted.messages, info, fitted.max_tokens, opts.default_reserve)
         completion = count.completion_reserve
         if fitted.max_tokens is None:
             # What the server holds for a call without max_tokens: the default reserve,
