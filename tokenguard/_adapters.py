@@ -47,6 +47,8 @@ class Usage:
 
 
 def _get(obj: Any, name: str) -> Any:
+    if type(obj) is dict:  # the common case first: an ABC check costs more than the read
+        return obj.get(name)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)

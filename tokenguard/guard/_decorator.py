@@ -121,7 +121,7 @@ class _Binding:
             )
         newer = check_max_tokens("max_completion_tokens", a.get("max_completion_tokens"))
         older = check_max_tokens("max_tokens", a.get("max_tokens"))
-        options = {n: v for n in _COUNTED if (v := given(a.get(n))) is not None}
+        options = {n: v for n in _COUNTED if n in a and (v := given(a[n])) is not None}
         return ChatRequest(
             messages=messages,
             model=model,

@@ -250,7 +250,9 @@ def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
     """(body, headers, raw): a raw response (``with_raw_response``) is parsed for its
     body (the SDK caches the parse; the async SDKs' parse is awaited) and read for its
     headers."""
-    if callable(getattr(result, "parse", None)) and hasattr(result, "http_response"):
+    # Looked up on the class: a pydantic model answers a missing attribute slowly.
+    kind = type(result)
+    if callable(getattr(kind, "parse", None)) and hasattr(kind, "http_request"):
         body = result.parse()
         if inspect.isawaitable(body):
             body = yield Call(_never, _awaited, body)
@@ -258,12 +260,12 @@ def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
     return result, None, False
 
 
-def _is_stream(body: Any, req: ChatRequest) -> bool:
-    if isinstance(body, (Mapping, str, bytes)) or body is None:
+def _is_stream(body: Any) -> bool:
+    """An SDK stream (or any iterator of chunks), told apart by its class."""
+    kind = type(body)
+    if kind is dict or kind is str or kind is bytes or body is None:
         return False
-    if usage_of(body) is not None and not hasattr(body, "__next__"):
-        return False
-    return hasattr(body, "__next__") or hasattr(body, "__anext__")
+    return hasattr(kind, "__next__") or hasattr(kind, "__anext__")
 
 
 def _count(
@@ -404,7 +406,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             continue
         body, headers, raw = yield from _unpack(result)
         s.headers = headers
-        if _is_stream(body, req):
+        if _is_stream(body):
             return present_stream(s, result, body, raw and not sender.raw_internal)
         yield from settle_plan(s, usage_of(body), body)
         return body if sender.raw_internal else result
