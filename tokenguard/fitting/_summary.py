@@ -248,6 +248,10 @@ def _dump(value: Any) -> str:
 class SummaryCache:
     """Summaries by the content they replace (thread-safe, least recently used dropped first).
 
+    The key is the model and the replaced messages, not the summarizer: give fits that
+    use different summarizers (or prompts) caches of their own. :func:`fit` uses one
+    process-wide cache unless given ``summary_cache=``; each Conversation has its own.
+
     Example::
 
         cache = tg.SummaryCache(maxsize=1_000)
