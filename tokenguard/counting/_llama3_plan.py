@@ -115,7 +115,8 @@ class Llama3Plan:
         role_cost: Mapping[Any, int] = self.costs.role_cost
         front_get = self.cache.front.get
         costs: list[int] = []
-        missing: list[int] = []
+        new_at: list[int] = []
+        new_texts: list[str] = []
         try:
             for m in messages:
                 if type(m) is not dict or len(m) != 2:
@@ -126,30 +127,26 @@ class Llama3Plan:
                     return None
                 n = front_get(content)
                 if n is None:
-                    missing.append(len(costs))
+                    new_at.append(len(costs))
+                    new_texts.append(content)
                     n = 0
                 costs.append(rc + n)
         except TypeError:  # an unhashable role; the general path explains it
             return None
-        if missing and not self._add_new(messages, costs, missing):
-            return None
+        if new_texts:
+            # Problems (too much new text, a lone surrogate) are left to the general
+            # path, which names the message.
+            if sum(map(len, new_texts)) > self.settings.max_new_chars:
+                return None
+            for text in new_texts:
+                if not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return None
+            for i, n in zip(new_at, self.cache.get_many(new_texts), strict=True):
+                costs[i] += n
         return costs
-
-    def _add_new(self, messages: list[Any], costs: list[int], missing: list[int]) -> bool:
-        """Counts the new texts in one batch; ``False`` sends the request to the general
-        path, which names the problem (too much new text, a lone surrogate)."""
-        texts: list[str] = [messages[i]["content"] for i in missing]
-        if sum(map(len, texts)) > self.settings.max_new_chars:
-            return False
-        for text in texts:
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    return False
-        for i, n in zip(missing, self.cache.get_many(texts), strict=True):
-            costs[i] += n
-        return True
 
     def count(self, request: Request) -> Tally:
         """Any message form, tools and images; exact against the template."""

@@ -8,7 +8,8 @@ and the registry's shared caches) and then answers every request for that model:
   tools, total, and what calibration needs;
 * :meth:`Plan.count_fast` may answer the common case (a list of plain
   ``{"role", "content": str}`` dicts whose texts were seen before) in a few
-  microseconds, or return ``None`` to send the request to :meth:`Plan.count`.
+  microseconds, or return ``None`` to send the request to :meth:`Plan.count`;
+  :meth:`Plan.prompt_fast` is the same, broken down (for ``count_prompt``).
 
 A new tokenizer family plugs in as one more plan class and one more factory in the
 registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.
