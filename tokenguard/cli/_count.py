@@ -1,0 +1,183 @@
+"""``tokenguard count FILE``: what a request costs and whether it fits, before sending it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError, read_input
+
+__all__ = ["CountResult", "count_command", "count_one"]
+
+_DEFAULT_MODEL = "llama-3.1-8b-instant"
+
+
+@dataclass(frozen=True)
+class CountResult:
+    """The count of one request, with how it compares to the model's limits.
+
+    ``over_context``/``over_tpm`` are how many tokens the request (prompt + completion
+    reservation) exceeds the context window / the per-minute token limit by (0: fits;
+    ``None``: the limit is not known).
+    """
+
+    source: str
+    model: str
+    prompt_tokens: int
+    template_overhead: int
+    tools_tokens: int
+    messages: int
+    exact: bool
+    max_tokens: int | None
+    total: int
+    context_window: int
+    tpm: int | None
+    over_context: int
+    over_tpm: int | None
+
+    @property
+    def fits(self) -> bool:
+        """Whether the request fits the context window and the per-minute limit."""
+        return self.over_context == 0 and not self.over_tpm
+
+
+def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | None) -> CountResult:
+    """Count one messages list or request body (``data``, parsed JSON).
+
+    Raises :class:`UsageError` naming ``source`` when ``data`` is neither, and lets a
+    :class:`~tokenguard.TokenGuardError` (bad messages) through.
+
+    Example::
+
+        r = count_one([{"role": "user", "content": "Hi"}], source="-", model=None,
+                      max_tokens=100)
+        r.total == r.prompt_tokens + 100
+    """
+    from .. import count_prompt, get_model
+
+    body: dict[str, Any] = {}
+    if isinstance(data, dict):
+        if "messages" not in data:
+            raise UsageError(
+                f"{source}: a request body needs a 'messages' list "
+                f"(found keys: {', '.join(sorted(map(str, data))) or 'none'})"
+            )
+        body = dict(data)
+        messages = body.pop("messages")
+        body_model = body.pop("model", None)
+    elif isinstance(data, list):
+        messages, body_model = data, None
+    else:
+        raise UsageError(
+            f"{source}: expected a list of messages or a request body "
+            f'({{"model": ..., "messages": [...]}}), got a JSON {type(data).__name__}'
+        )
+    name = model or (body_model if isinstance(body_model, str) else None) or _DEFAULT_MODEL
+    info = get_model(name)
+    if max_tokens is None:
+        given = body.get("max_completion_tokens", body.get("max_tokens"))
+        max_tokens = given if isinstance(given, int) and not isinstance(given, bool) else None
+    # Only what changes the prompt's cost is passed on (tools, functions, and the rest
+    # of a body that count_prompt reads); sampling options are not its business.
+    extra = {k: v for k, v in body.items() if k in ("tools", "functions", "tool_choice")}
+    counted = count_prompt(messages, model=info, **extra)
+    reserve = max_tokens if max_tokens is not None else 0
+    total = counted.total + reserve
+    limits = info.tier_limits("free")
+    tpm = limits.tpm if limits is not None else None
+    return CountResult(
+        source=source,
+        model=info.name,
+        prompt_tokens=counted.total,
+        template_overhead=counted.overhead,
+        tools_tokens=counted.tools,
+        messages=len(counted.messages),
+        exact=counted.exact,
+        max_tokens=max_tokens,
+        total=total,
+        context_window=info.context_window,
+        tpm=tpm,
+        over_context=max(0, total - info.context_window),
+        over_tpm=None if tpm is None else max(0, total - tpm),
+    )
+
+
+def _describe(r: CountResult) -> list[str]:
+    kind = "exact" if r.exact else "conservative estimate"
+    lines = [
+        f"{r.source}: {r.prompt_tokens} prompt tokens ({kind}) for {r.model}: "
+        f"{r.messages} messages, template overhead {r.template_overhead}"
+        + (f", tools {r.tools_tokens}" if r.tools_tokens else "")
+    ]
+    if r.max_tokens is not None:
+        lines.append(f"  with max_tokens={r.max_tokens}: {r.total} tokens requested")
+    else:
+        lines.append("  no max_tokens given: the prompt alone is compared with the limits")
+    if r.over_context:
+        lines.append(
+            f"  does NOT fit the context window of {r.context_window}: "
+            f"{r.over_context} tokens too many"
+        )
+    else:
+        lines.append(
+            f"  fits the context window of {r.context_window} "
+            f"({r.context_window - r.total} tokens to spare)"
+        )
+    if r.tpm is None or r.over_tpm is None:
+        lines.append("  per-minute token limit: not known for this model")
+    elif r.over_tpm:
+        lines.append(
+            f"  does NOT fit the limit of {r.tpm} tokens per minute: {r.over_tpm} too many "
+            "(Groq answers 413 whatever the wait)"
+        )
+    else:
+        lines.append(f"  fits the limit of {r.tpm} tokens per minute")
+    return lines
+
+
+def count_command(
+    file: str, *, model: str | None, max_tokens: int | None, as_json: bool, out: TextIO
+) -> int:
+    """Run ``tokenguard count``; returns the exit status (1 when a request does not fit)."""
+    from .. import TokenGuardError
+
+    if max_tokens is not None and max_tokens < 1:
+        raise UsageError(f"--max-tokens must be a positive integer, got {max_tokens}")
+    text = read_input(file)
+    items: list[tuple[str, Any]]
+    name = "<stdin>" if file == "-" else file
+    try:
+        items = [(name, json.loads(text))]
+    except json.JSONDecodeError as whole:
+        # Not one JSON document: JSON Lines, one request per line.
+        items = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{name}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                if number == 1 and len(text.splitlines()) == 1:
+                    raise UsageError(f"{name} is not JSON: {whole}") from whole
+                raise UsageError(
+                    f"{name}, line {number}: not JSON ({exc.msg} at column {exc.colno})"
+                ) from exc
+        if not items:
+            raise UsageError(f"{name} is not JSON: {whole}") from whole
+    results: list[CountResult] = []
+    for source, data in items:
+        try:
+            results.append(count_one(data, source=source, model=model, max_tokens=max_tokens))
+        except TokenGuardError as exc:
+            raise UsageError(f"{source}: {exc}") from exc
+    if as_json:
+        docs = [dict(asdict(r), fits=r.fits) for r in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2), file=out)
+    else:
+        for r in results:
+            print("\n".join(_describe(r)), file=out)
+        if len(results) > 1:
+            bad = sum(1 for r in results if not r.fits)
+            print(f"{len(results)} requests, {bad} do not fit", file=out)
+    return EXIT_OK if all(r.fits for r in results) else EXIT_DOES_NOT_FIT

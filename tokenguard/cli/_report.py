@@ -1,0 +1,295 @@
+"""``tokenguard report LOG``: per-model totals from a JSONL file of tokenguard events.
+
+A line is one JSON object. Its event name is its ``"event"`` (structlog's JSON output,
+and the demo's log) or ``"name"`` key; its time, when it has one, is ``"ts"`` (Unix
+seconds) or ``"timestamp"`` (Unix seconds or ISO 8601). The record's fields sit at the top
+level, under the names :meth:`tokenguard.events.Event.fields` gives them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from ._common import EXIT_OK, UsageError, read_input
+
+__all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_command"]
+
+REQUEST = "tokenguard.guard.request"
+RETRY = "tokenguard.guard.retry"
+WAIT = "tokenguard.guard.wait"
+SUMMARIZED = "tokenguard.fit.summarized"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One tokenguard event read from the log: ``number`` is its line (from 1)."""
+
+    number: int
+    name: str
+    t: float | None
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A line that could not be read, and why."""
+
+    number: int
+    reason: str
+
+
+@dataclass
+class ModelTotals:
+    """What the calls to one model added up to."""
+
+    model: str
+    calls: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    estimated_prompt: int = 0
+    compared: int = 0
+    exact_matches: int = 0
+    worst_over: int = 0
+    worst_under: int = 0
+    waits: list[float] = field(default_factory=list)
+    fits: Counter[str] = field(default_factory=Counter)
+    summary_calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Report:
+    """Everything read from one log."""
+
+    path: str
+    lines: list[LogLine] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    blank: int = 0
+    foreign: int = 0
+    by_model: dict[str, ModelTotals] = field(default_factory=dict)
+
+
+def _time(obj: dict[str, Any]) -> float | None:
+    for key in ("ts", "timestamp", "time"):
+        value = obj.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def read_log(text: str, path: str) -> Report:
+    """Read every line of a log (never raises on a bad line: it becomes a :class:`Problem`).
+
+    Example::
+
+        rep = read_log(Path("events.jsonl").read_text(), "events.jsonl")
+        rep.by_model["llama3-8b-8192"].calls
+    """
+    rep = Report(path=path)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            rep.blank += 1
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            rep.problems.append(Problem(number, f"not JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            rep.problems.append(Problem(number, f"a JSON {type(obj).__name__}, not an object"))
+            continue
+        name = obj.get("event", obj.get("name"))
+        if not isinstance(name, str) or not name.startswith("tokenguard."):
+            rep.foreign += 1
+            continue
+        line = LogLine(number, name, _time(obj), obj)
+        if name == REQUEST:
+            reason = _add_request(rep, line)
+            if reason is not None:
+                rep.problems.append(Problem(number, reason))
+                continue
+        elif name in (RETRY, WAIT, SUMMARIZED):
+            model = obj.get("model")
+            if not isinstance(model, str):
+                rep.problems.append(Problem(number, f"{name} without a 'model' string"))
+                continue
+            totals = rep.by_model.setdefault(model, ModelTotals(model))
+            if name == RETRY and obj.get("kind") == "rate_limited":
+                totals.rate_limited += 1
+            if name == SUMMARIZED:
+                totals.summary_calls += _int(obj.get("summary_calls")) or 0
+        rep.lines.append(line)
+    return rep
+
+
+def _add_request(rep: Report, line: LogLine) -> str | None:
+    f = line.fields
+    model = f.get("gen_ai.request.model")
+    if not isinstance(model, str):
+        return f"{REQUEST} without a 'gen_ai.request.model' string"
+    estimated = _int(f.get("tokenguard.estimated_tokens"))
+    reserve = _int(f.get("tokenguard.completion_reserve")) or 0
+    if estimated is None:
+        return f"{REQUEST} without an integer 'tokenguard.estimated_tokens'"
+    t = rep.by_model.setdefault(model, ModelTotals(model))
+    t.calls += 1
+    error = f.get("error.type")
+    if isinstance(error, str):
+        t.failed += 1
+        t.errors[error] += 1
+    given_in = _int(f.get("gen_ai.usage.input_tokens"))
+    t.input_tokens += given_in or 0
+    t.output_tokens += _int(f.get("gen_ai.usage.output_tokens")) or 0
+    t.cached_tokens += _int(f.get("tokenguard.cached_tokens")) or 0
+    if given_in is not None:
+        # The pre-flight prompt count is the estimate less the completion reservation.
+        counted = estimated - reserve
+        t.estimated_prompt += counted
+        t.compared += 1
+        diff = counted - given_in
+        t.exact_matches += diff == 0
+        t.worst_over = max(t.worst_over, diff)
+        t.worst_under = min(t.worst_under, diff)
+    t.waits.append(_num(f.get("tokenguard.wait_s")) or 0.0)
+    fit = f.get("tokenguard.fit")
+    if isinstance(fit, str) and fit != "none":
+        t.fits[fit] += 1
+    t.retries += _int(f.get("tokenguard.retries")) or 0
+    return None
+
+
+def quantile(values: Iterable[float], q: float) -> float:
+    """The ``q`` quantile by nearest rank (0.0 for no values)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _rows(t: ModelTotals) -> list[tuple[str, str]]:
+    if t.compared:
+        exact = f"{t.exact_matches}/{t.compared} exact"
+        if t.exact_matches < t.compared:
+            exact += f" (worst: {t.worst_over:+d} over, {t.worst_under:+d} under)"
+    else:
+        exact = "no usage reported"
+    fits = ", ".join(f"{k} {v}" for k, v in sorted(t.fits.items())) or "none"
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items()))
+    return [
+        ("calls", f"{t.calls} ({t.failed} failed)" if t.failed else str(t.calls)),
+        (
+            "tokens in",
+            f"{t.input_tokens:,}" + (f" ({t.cached_tokens:,} cached)" * bool(t.cached_tokens)),
+        ),
+        ("tokens out", f"{t.output_tokens:,}"),
+        ("pre-flight vs server", exact),
+        (
+            "waited",
+            f"{sum(t.waits):.1f} s in all; p50 {quantile(t.waits, 0.5):.2f} s, "
+            f"p99 {quantile(t.waits, 0.99):.2f} s",
+        ),
+        ("fits", fits),
+        ("summary calls", str(t.summary_calls)),
+        ("retries", f"{t.retries} ({t.rate_limited} after a 429)"),
+        ("refusals", f"{t.failed}" + (f" ({errors})" if errors else "")),
+    ]
+
+
+def render(rep: Report, out: TextIO) -> None:
+    """Print the report: one block per model, then what was skipped or unreadable."""
+    if not rep.by_model:
+        print(f"{rep.path}: no tokenguard usage events found", file=out)
+    for t in sorted(rep.by_model.values(), key=lambda m: m.model):
+        print(f"{t.model}", file=out)
+        for label, value in _rows(t):
+            print(f"  {label:<21} {value}", file=out)
+    if rep.foreign:
+        print(f"skipped {rep.foreign} lines that are not tokenguard events", file=out)
+    if rep.problems:
+        print(f"{len(rep.problems)} malformed lines skipped:", file=out)
+        for p in rep.problems[:20]:
+            print(f"  {rep.path}, line {p.number}: {p.reason}", file=out)
+        if len(rep.problems) > 20:
+            print(f"  ... and {len(rep.problems) - 20} more", file=out)
+
+
+def report_command(
+    log: str,
+    *,
+    plot: str | None,
+    window: float,
+    tpm: int | None,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """Run ``tokenguard report``; returns the exit status."""
+    if not (window > 0 and math.isfinite(window)):
+        raise UsageError(f"--window must be seconds > 0, got {window}")
+    if tpm is not None and tpm < 1:
+        raise UsageError(f"--tpm must be a positive integer, got {tpm}")
+    if plot is not None:
+        # Say so before reading anything: the extra is missing, not the data wrong.
+        from ._plot import require_matplotlib
+
+        require_matplotlib()
+    rep = read_log(read_input(log), log)
+    if as_json:
+        doc = {
+            "models": {
+                t.model: {
+                    "calls": t.calls,
+                    "failed": t.failed,
+                    "input_tokens": t.input_tokens,
+                    "output_tokens": t.output_tokens,
+                    "cached_tokens": t.cached_tokens,
+                    "preflight_compared": t.compared,
+                    "preflight_exact": t.exact_matches,
+                    "wait_s_total": round(sum(t.waits), 6),
+                    "wait_s_p50": quantile(t.waits, 0.5),
+                    "wait_s_p99": quantile(t.waits, 0.99),
+                    "fits": dict(t.fits),
+                    "summary_calls": t.summary_calls,
+                    "retries": t.retries,
+                    "rate_limited": t.rate_limited,
+                    "errors": dict(t.errors),
+                }
+                for t in rep.by_model.values()
+            },
+            "skipped_foreign": rep.foreign,
+            "malformed": [{"line": p.number, "reason": p.reason} for p in rep.problems],
+        }
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        render(rep, out)
+    if plot is not None:
+        from ._plot import draw
+
+        drawn = draw(rep, plot, window=window, tpm=tpm)
+        print(f"plot: {plot} ({drawn})", file=out)
+    return EXIT_OK
