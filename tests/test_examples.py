@@ -41,3 +41,61 @@ def test_stream_with_groq_sdk_reads_x_groq_usage() -> None:
     out = _run("stream_with_groq_sdk.py")
     counted, server = re.findall(r"counted (\d+) / server (\d+)", out)[0]
     assert counted == server
+
+
+def test_guard_function_reserves_the_default_and_reports_usage() -> None:
+    out = _run("guard_function.py")
+    calls = re.findall(r"call: estimated (\d+) tokens, used (\d+) in \+ (\d+) out", out)
+    assert len(calls) == 3
+    # No max_tokens: the documented default reserve (1,024) was held, then reconciled.
+    assert all(int(est) == int(p) + 1024 for est, p, _ in calls)
+
+
+def test_instrument_clients_reads_headers_for_each_client() -> None:
+    out = _run("instrument_clients.py")
+    sites = re.findall(
+        r"^(\w+)\.chat\.completions\.create: \d+ in, \d+ out, server has (\d+)", out, re.MULTILINE
+    )
+    assert {s for s, _ in sites} == {"OpenAI", "Groq", "AsyncOpenAI", "AsyncGroq"}
+    assert "raw response: status 200" in out
+    assert re.search(r"streamed [1-9]\d* characters", out)
+
+
+def test_budget_block_stops_before_sending() -> None:
+    out = _run("budget_block.py")
+    stopped = re.search(r"stopped before sending: needed (\d+), (\d+) remaining", out)
+    assert stopped is not None
+    assert int(stopped.group(1)) > int(stopped.group(2))
+    used = re.search(r"budget: (\d+) of 1200 tokens", out)
+    assert used is not None
+    assert int(used.group(1)) <= 1200
+
+
+def test_summarizing_conversation_stays_under_its_ceiling() -> None:
+    out = _run("summarizing_conversation.py")
+    turns = re.findall(r"(\d+) sent, +(\d+) tokens, +(\d+) summarized, (\d+) summary calls", out)
+    assert len(turns) == 12
+    assert all(int(tokens) <= 1500 for _, tokens, _, _ in turns)
+    assert int(turns[-1][2]) > 0  # the oldest turns were summarized
+    calls = re.search(r"guarded calls: (\d+)", out)
+    assert calls is not None
+    assert int(calls.group(1)) == 12 + int(turns[-1][3])  # summaries went through the guard
+
+
+def test_threads_sharing_limit_answers_every_question() -> None:
+    out = _run("threads_sharing_limit.py")
+    assert re.search(r"^40 answers from 8 threads", out, re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_redis_processes_share_one_limit() -> None:
+    out = _run("redis_processes.py")
+    assert "3 processes, 18 answers" in out
+
+
+def test_events_to_jsonl_writes_one_line_per_request() -> None:
+    out = _run("events_to_jsonl.py")
+    found = re.search(r"wrote (\d+) events to .*: (\d+) requests, (\d+) tokens", out)
+    assert found is not None
+    assert int(found.group(2)) == 3
+    assert "Name a prime" not in out  # events carry counts, never the messages

@@ -25,7 +25,7 @@ from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage
 from .._budget import BudgetHold, reserve, room
 from .._drive import Call, Plan, Sleep
 from ..counting import RequestCount, default_counter
-from ..errors import ContextOverflow, RateLimitTimeout
+from ..errors import BudgetExceeded, ContextOverflow, RateLimitTimeout
 from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
@@ -337,10 +337,22 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
         count = _count(req, req.messages, info, kwargs["max_tokens"], opts.default_reserve)
         fitted = _fits_as_is(req, count, info, kwargs)
         if fitted is None:
-            fitted = yield Call(
-                functools.partial(fit, req.messages, **kwargs),
-                functools.partial(fit_async, req.messages, **kwargs),
-            )
+            try:
+                fitted = yield Call(
+                    functools.partial(fit, req.messages, **kwargs),
+                    functools.partial(fit_async, req.messages, **kwargs),
+                )
+            except ContextOverflow as exc:
+                if exc.limit_name != "budget":
+                    raise
+                # Only the open budgets are too small: say so, as a budget error.
+                raise BudgetExceeded(
+                    f"the request needs at least {exc.needed} tokens and the open budgets "
+                    f"leave {exc.available}; nothing was sent",
+                    needed=exc.needed,
+                    remaining=exc.available,
+                    unit="tokens",
+                ) from exc
             count = _count(req, fitted.messages, info, fitted.max_tokens, opts.default_reserve)
         completion = count.completion_reserve
         if fitted.max_tokens is None:
