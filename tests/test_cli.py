@@ -1,47 +1,128 @@
-"""The ``tokenguard`` command, tried as a new user would: demo and count."""
+"""The ``tokenguard`` command, tried as a new user would: each command as a subprocess."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tokenguard import count_tokens
-from tokenguard.cli import main
+from tokenguard import __version__, count_tokens
 
 
-def test_demo_against_the_embedded_emulator(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GROQ_API_KEY", raising=False)
-    # A one-second window keeps the run short while still making the limiter hold requests.
-    assert main(["demo", "--turns", "6", "--window", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "the embedded Groq emulator" in out
-    rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
-    assert len(rows) == 6
-    for row in rows:
-        counted, server, match = int(row[1]), int(row[2]), row[3]
-        assert counted == server
-        assert match == "yes"
-    assert "matched the server on 6/6 calls" in out
-    # Six requests of ~1,300 tokens do not fit one 6,000-token window: some were held.
-    assert sum(float(row[5]) for row in rows) > 0
+def run(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
+    env["CI"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "tokenguard.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
-def test_count_a_request_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    messages = [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "How many tokens is this?"},
-    ]
-    path = tmp_path / "req.json"
-    path.write_text(json.dumps({"messages": messages, "max_tokens": 100}), "utf-8")
-    assert main(["count", str(path), "--model", "llama3-8b-8192"]) == 0
-    out = capsys.readouterr().out
-    expected = count_tokens(messages, model="llama3-8b-8192")
-    assert f"{expected} prompt tokens (exact) for llama3-8b-8192" in out
-    assert f"{expected + 100} tokens requested with max_tokens=100" in out
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "How many tokens is this?"},
+]
+
+
+# -- manners -----------------------------------------------------------------------------
+
+
+def test_version() -> None:
+    done = run("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"tokenguard {__version__}"
+
+
+@pytest.mark.parametrize("command", ["demo", "count", "report"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    done = run(command, "--help")
+    assert done.returncode == 0
+    assert "examples:" in done.stdout
+    assert f"tokenguard {command}" in done.stdout.split("examples:", 1)[1]
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run().returncode == 2
+    done = run("count", "x.json", "--max-tokens", "zero")
+    assert done.returncode == 2
+    assert "positive integer" in done.stderr
+
+
+# -- count -----------------------------------------------------------------------------
+
+
+def test_count_a_messages_list_from_stdin() -> None:
+    done = run(
+        "count", "-", "--model", "llama3-8b-8192", "--max-tokens", "100", stdin=json.dumps(MESSAGES)
+    )
+    assert done.returncode == 0, done.stderr
+    n = count_tokens(MESSAGES, model="llama3-8b-8192")
+    assert f"<stdin>: {n} prompt tokens (exact) for llama3-8b-8192: 2 messages" in done.stdout
+    assert f"with max_tokens=100: {n + 100} tokens requested" in done.stdout
+    assert "fits the context window of 8,192" in done.stdout
+    assert "fits the limit of 6,000 tokens per minute" in done.stdout
+
+
+def test_count_json_for_a_body_that_does_not_fit(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": "word " * 5000}]
+    path = tmp_path / "big.json"
+    path.write_text(
+        json.dumps({"model": "llama3-8b-8192", "messages": messages, "max_tokens": 2000})
+    )
+    done = run("count", str(path), "--json")
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    prompt = count_tokens(messages, model="llama3-8b-8192")
+    assert doc["prompt_tokens"] == prompt
+    assert doc["exact"] is True
+    assert doc["total"] == prompt + 2000
+    assert doc["over_tpm"] == prompt + 2000 - 6000
+    assert doc["over_context"] == max(0, prompt + 2000 - 8192)
+    assert doc["fits"] is False
+    assert doc["template_overhead"] + 0 < doc["prompt_tokens"]
+    text = run("count", str(path)).stdout
+    assert (
+        f"does NOT fit the limit of 6,000 tokens per minute: {prompt + 2000 - 6000:,} too many"
+        in text
+    )
+
+
+def test_count_context_window_overflow(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": "word " * 9000}]
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(messages))
+    done = run("count", str(path), "--model", "llama3-8b-8192", "--json")
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    assert doc["over_context"] == count_tokens(messages, model="llama3-8b-8192") - 8192
+
+
+def test_count_jsonl_of_lists_and_bodies(tmp_path: Path) -> None:
+    path = tmp_path / "reqs.jsonl"
+    lines = [json.dumps(MESSAGES), json.dumps({"model": "llama3-8b-8192", "messages": MESSAGES})]
+    path.write_text("\n".join(lines) + "\n")
+    done = run("count", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    docs = json.loads(done.stdout)
+    assert [d["source"] for d in docs] == [f"{path}:1", f"{path}:2"]
+    assert docs[1]["model"] == "llama3-8b-8192"
+    assert docs[1]["prompt_tokens"] == count_tokens(MESSAGES, model="llama3-8b-8192")
 
 
 @pytest.mark.parametrize(
@@ -49,18 +130,231 @@ def test_count_a_request_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     [
         ("not json", "is not JSON"),
         ('[{"content": "no role"}]', "messages[0]"),
-        ('"a string"', "list"),
+        ('"a string"', "expected a list of messages or a request body"),
+        ('{"model": "llama3-8b-8192"}', "needs a 'messages' list"),
+        ('[{"role": "user", "content": "ok"}]\n{oops\n', "line 2: not JSON"),
     ],
 )
-def test_count_reports_bad_files_clearly(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, error: str
-) -> None:
+def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content, "utf-8")
-    assert main(["count", str(path)]) != 0
-    assert error in capsys.readouterr().err
+    done = run("count", str(path))
+    assert done.returncode == 2
+    assert error in done.stderr
+    assert str(path) in done.stderr
+    assert "Traceback" not in done.stderr
 
 
-def test_count_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["count", "/nonexistent/req.json"]) == 2
-    assert "cannot read /nonexistent/req.json" in capsys.readouterr().err
+def test_count_missing_file() -> None:
+    done = run("count", "/nonexistent/req.json")
+    assert done.returncode == 2
+    assert "cannot read /nonexistent/req.json: no such file" in done.stderr
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _request(model: str, t: float, **over: Any) -> str:
+    doc: dict[str, Any] = {
+        "ts": t,
+        "event": "tokenguard.guard.request",
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 20,
+        "tokenguard.estimated_tokens": 356,
+        "tokenguard.completion_reserve": 256,
+        "tokenguard.limit_tokens": 120,
+        "tokenguard.wait_s": 0.0,
+        "tokenguard.retries": 0,
+        "tokenguard.fit": "none",
+    }
+    doc.update(over)
+    return json.dumps(doc)
+
+
+def test_report_totals_skips_and_malformed_lines(tmp_path: Path) -> None:
+    lines = [
+        _request("m-a", 1.0),
+        _request("m-a", 2.0, **{"tokenguard.wait_s": 3.0, "tokenguard.retries": 1}),
+        json.dumps(
+            {"ts": 1.5, "event": "tokenguard.guard.retry", "model": "m-a", "kind": "rate_limited"}
+        ),
+        _request("m-b", 3.0, **{"tokenguard.estimated_tokens": 361}),
+        json.dumps({"event": "http.access", "path": "/"}),
+        "",
+        "{broken",
+        "[1, 2]",
+        json.dumps({"event": "tokenguard.guard.request", "tokenguard.estimated_tokens": 1}),
+        _request("m-b", 4.0, **{"error.type": "RateLimitError", "gen_ai.usage.input_tokens": None}),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    done = run("report", str(path))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    a, b = out.split("m-b\n")
+    assert re.search(r"calls\s+2\n", a)
+    assert re.search(r"tokens in\s+200\n", a)
+    assert "pre-flight vs server  2/2 exact" in a
+    assert "p50 0.00 s, p99 3.00 s" in a
+    assert "retries               1 (1 after a 429)" in a
+    assert "calls                 2 (1 failed)" in b
+    assert "0/1 exact (up to 5 over)" in b
+    assert "refusals              1 (RateLimitError 1)" in b
+    assert "skipped 1 lines that are not tokenguard events" in out
+    assert "3 malformed lines skipped:" in out
+    assert f"{path}, line 7: not JSON" in out
+    assert f"{path}, line 8: a JSON list, not an object" in out
+    assert f"{path}, line 9: tokenguard.guard.request without a 'gen_ai.request.model'" in out
+    as_json = json.loads(run("report", str(path), "--json").stdout)
+    assert as_json["models"]["m-a"]["rate_limited"] == 1
+    assert [m["line"] for m in as_json["malformed"]] == [7, 8, 9]
+
+
+def test_report_missing_file_and_bad_window() -> None:
+    done = run("report", "/nonexistent/events.jsonl")
+    assert done.returncode == 2
+    assert "cannot read /nonexistent/events.jsonl" in done.stderr
+    assert run("report", "-", "--window", "0", stdin="").returncode == 2
+
+
+def test_report_plot_is_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(_request("llama3-8b-8192", float(t)) for t in range(20)) + "\n")
+    png = tmp_path / "out.png"
+    done = run("report", str(path), "--window", "5", "--plot", str(png))
+    assert done.returncode == 0, done.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000
+
+
+def test_report_plot_without_matplotlib_says_how_to_install(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(_request("m", 1.0) + "\n")
+    # The same command in an interpreter where matplotlib cannot be imported.
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; "
+        "from tokenguard.cli import main; "
+        f"raise SystemExit(main(['report', {str(path)!r}, '--plot', 'x.png']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "pip install 'tokenguard[plot]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def _summary(out: str) -> dict[str, str]:
+    rows = out.split("\nsummary\n", 1)[1].split("\nevents:", 1)[0]
+    found: dict[str, str] = {}
+    for line in rows.splitlines():
+        match = re.match(r"\s+(.+?)\s{2,}(.+)", line)
+        assert match is not None, line
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+@pytest.mark.slow
+def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
+    log = tmp_path / "demo.jsonl"
+    started = time.monotonic()
+    # A one-second "minute": the limiter still holds requests, the run stays short.
+    done = run("demo", "--window", "1", "--events", str(log), timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert elapsed < 30
+    out = done.stdout
+    assert "server: the embedded Groq emulator" in out
+    s = _summary(out)
+    assert s["refusals that reached the caller"] == "0"
+    calls = int(s["calls through the guard"])
+    assert s["pre-flight count = server's usage"] == f"{calls}/{calls} calls"
+    assert re.match(
+        r"[1-9]\d* truncated, [1-9]\d* summarized \([1-9]\d* summary calls\)", s["fits"]
+    )
+    assert int(s["429s absorbed by the guard"]) >= 1
+    assert re.match(r"3 sent, \d+ refused", s["unguarded client"])
+    assert f"events: {log}" in out
+    assert f"tokenguard report {log} --window 1" in out
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(r["event"].startswith("tokenguard.") and isinstance(r["ts"], float) for r in records)
+    requests = [r for r in records if r["event"] == "tokenguard.guard.request"]
+    assert len(requests) == calls
+    assert all("error.type" not in r for r in requests)
+    for r in requests:
+        counted = r["tokenguard.estimated_tokens"] - r["tokenguard.completion_reserve"]
+        assert counted == r["gen_ai.usage.input_tokens"]
+    assert sum(r["gen_ai.usage.input_tokens"] for r in requests) == int(
+        s["tokens in / out"].split(" / ")[0].replace(",", "")
+    )
+    assert not any("content" in key for r in records for key in r)
+
+    report = run("report", str(log), "--window", "1")
+    assert report.returncode == 0, report.stderr
+    assert re.search(rf"calls\s+{calls}\n", report.stdout)
+    assert f"{calls}/{calls} exact" in report.stdout
+    assert "malformed" not in report.stdout
+    assert "refusals              0" in report.stdout
+
+
+def test_demo_port_busy_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run("demo", "--port", str(port), "--events", str(tmp_path / "e.jsonl"))
+    assert done.returncode == 2
+    assert f"cannot start the emulator on port {port}" in done.stderr
+    assert "--port 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_server_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    done = run(
+        "demo",
+        "--base-url",
+        f"http://127.0.0.1:{port}/openai/v1",
+        "--events",
+        str(tmp_path / "e.jsonl"),
+    )
+    assert done.returncode == 1
+    assert "cannot reach the server" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokenguard.cli",
+            "demo",
+            "--plain",
+            "--events",
+            str(tmp_path / "e.jsonl"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    # Interrupt once the first guarded call has gone through (the second then waits).
+    for line in proc.stdout:
+        if "call   1" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert "summary" in out

@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the JSONL event log (default: a new temp file)",
     )
     demo.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="another OpenAI-compatible server instead of the embedded emulator (e.g. "
+        "`python -m tokenguard.emulator` run elsewhere); the key is GROQ_API_KEY's, if set",
+    )
+    demo.add_argument(
         "--plain",
         action="store_true",
         help="plain lines, no live display (also when not on a terminal, or CI)",
@@ -263,6 +270,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     key = os.environ.get("GROQ_API_KEY", "").strip()
     remote = bool(key)
+    if args.base_url is not None:
+        remote = False
     if remote:
         if args.context_window is not None or args.port != 0:
             raise UsageError("--context-window and --port are for the emulator; unset GROQ_API_KEY")
@@ -276,7 +285,7 @@ def _demo(args: argparse.Namespace) -> int:
         rpm = args.rpm or 30
     settings = DemoSettings(
         model=model,
-        base_url=GROQ_BASE_URL if remote else None,
+        base_url=GROQ_BASE_URL if remote else args.base_url,
         api_key=key or "emulator",
         remote=remote,
         window=window,

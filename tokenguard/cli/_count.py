@@ -106,33 +106,33 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
 def _describe(r: CountResult) -> list[str]:
     kind = "exact" if r.exact else "conservative estimate"
     lines = [
-        f"{r.source}: {r.prompt_tokens} prompt tokens ({kind}) for {r.model}: "
-        f"{r.messages} messages, template overhead {r.template_overhead}"
+        f"{r.source}: {r.prompt_tokens:,} prompt tokens ({kind}) for {r.model}: "
+        f"{r.messages} message{'s' * (r.messages != 1)}, template overhead {r.template_overhead}"
         + (f", tools {r.tools_tokens}" if r.tools_tokens else "")
     ]
     if r.max_tokens is not None:
-        lines.append(f"  with max_tokens={r.max_tokens}: {r.total} tokens requested")
+        lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} tokens requested")
     else:
         lines.append("  no max_tokens given: the prompt alone is compared with the limits")
     if r.over_context:
         lines.append(
-            f"  does NOT fit the context window of {r.context_window}: "
-            f"{r.over_context} tokens too many"
+            f"  does NOT fit the context window of {r.context_window:,}: "
+            f"{r.over_context:,} tokens too many"
         )
     else:
         lines.append(
-            f"  fits the context window of {r.context_window} "
-            f"({r.context_window - r.total} tokens to spare)"
+            f"  fits the context window of {r.context_window:,} "
+            f"({r.context_window - r.total:,} tokens to spare)"
         )
     if r.tpm is None or r.over_tpm is None:
         lines.append("  per-minute token limit: not known for this model")
     elif r.over_tpm:
         lines.append(
-            f"  does NOT fit the limit of {r.tpm} tokens per minute: {r.over_tpm} too many "
+            f"  does NOT fit the limit of {r.tpm:,} tokens per minute: {r.over_tpm:,} too many "
             "(Groq answers 413 whatever the wait)"
         )
     else:
-        lines.append(f"  fits the limit of {r.tpm} tokens per minute")
+        lines.append(f"  fits the limit of {r.tpm:,} tokens per minute")
     return lines
 
 

@@ -387,7 +387,7 @@ def _summary_rows(stats: Stats, elapsed: float) -> list[tuple[str, str]]:
         ("tokens in / out", f"{stats.input_tokens:,} / {stats.output_tokens:,}"),
         ("pre-flight count = server's usage", f"{stats.exact}/{stats.compared} calls"),
         (
-            "time waited for the window",
+            "time waited (all calls, summed)",
             f"{stats.waited:.1f} s (longest {stats.longest_wait:.1f} s)",
         ),
         ("429s absorbed by the guard", f"{stats.absorbed_429}"),
@@ -545,7 +545,8 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
         with _server(s) as (base_url, where):
             s = DemoSettings(**{**s.__dict__, "base_url": base_url})
             limits = f"{s.tpm:,} TPM, {s.rpm} RPM" if s.tpm else "the model table's limits"
-            header = f"tokenguard demo: {s.model} on {where} ({limits}, {s.window:g} s window)"
+            header = f"tokenguard demo: {s.model}, {limits} per {s.window:g} s window"
+            print(f"server: {where}", file=out)
             if s.remote:
                 print(
                     "GROQ_API_KEY is set: running against Groq with real limits; this "

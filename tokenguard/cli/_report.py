@@ -23,7 +23,8 @@ __all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_co
 REQUEST = "tokenguard.guard.request"
 RETRY = "tokenguard.guard.retry"
 WAIT = "tokenguard.guard.wait"
-SUMMARIZED = "tokenguard.fit.summarized"
+FIT = "tokenguard.fit."
+SUMMARIZED = FIT + "summarized"
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def read_log(text: str, path: str) -> Report:
             if reason is not None:
                 rep.problems.append(Problem(number, reason))
                 continue
-        elif name in (RETRY, WAIT, SUMMARIZED):
+        elif name in (RETRY, WAIT) or name.startswith(FIT):
             model = obj.get("model")
             if not isinstance(model, str):
                 rep.problems.append(Problem(number, f"{name} without a 'model' string"))
@@ -141,6 +142,10 @@ def read_log(text: str, path: str) -> Report:
             totals = rep.by_model.setdefault(model, ModelTotals(model))
             if name == RETRY and obj.get("kind") == "rate_limited":
                 totals.rate_limited += 1
+            if name.startswith(FIT):
+                # Fits are counted from their own events: a fit made by tg.Conversation
+                # or tg.fit is not part of any guarded call's record.
+                totals.fits[name[len(FIT) :]] += 1
             if name == SUMMARIZED:
                 totals.summary_calls += _int(obj.get("summary_calls")) or 0
         rep.lines.append(line)
@@ -176,9 +181,6 @@ def _add_request(rep: Report, line: LogLine) -> str | None:
         t.worst_over = max(t.worst_over, diff)
         t.worst_under = min(t.worst_under, diff)
     t.waits.append(_num(f.get("tokenguard.wait_s")) or 0.0)
-    fit = f.get("tokenguard.fit")
-    if isinstance(fit, str) and fit != "none":
-        t.fits[fit] += 1
     t.retries += _int(f.get("tokenguard.retries")) or 0
     return None
 
@@ -195,8 +197,10 @@ def quantile(values: Iterable[float], q: float) -> float:
 def _rows(t: ModelTotals) -> list[tuple[str, str]]:
     if t.compared:
         exact = f"{t.exact_matches}/{t.compared} exact"
-        if t.exact_matches < t.compared:
-            exact += f" (worst: {t.worst_over:+d} over, {t.worst_under:+d} under)"
+        off = [f"up to {t.worst_over} over"] * (t.worst_over > 0)
+        off += [f"up to {-t.worst_under} under"] * (t.worst_under < 0)
+        if off:
+            exact += f" ({', '.join(off)})"
     else:
         exact = "no usage reported"
     fits = ", ".join(f"{k} {v}" for k, v in sorted(t.fits.items())) or "none"
