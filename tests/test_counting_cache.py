@@ -102,3 +102,24 @@ def test_clear_caches_forgets_counts() -> None:
     counter.clear_caches()
     assert counter.cache_stats()["entries"] == 0
     assert counter.count(messages, model="llama3-8b-8192") == reference_count(messages, "llama3")
+
+
+def test_the_lru_level_evicts_the_least_recently_used_text_first() -> None:
+    import sys
+
+    texts = [f"text {i}" for i in range(4)]
+    per_entry = sys.getsizeof(texts[0]) + ENTRY_OVERHEAD
+    # Room for three entries; the front level holds nothing, so every hit is the LRU's.
+    cache: TextCache[int] = TextCache(len, max_bytes=3 * per_entry, front_chars=0)
+    for text in texts[:3]:
+        cache.get_or_compute(text)
+    cache.get_or_compute(texts[0])  # used again: now the most recent
+    cache.get_or_compute(texts[3])  # evicts texts[1], the least recently used
+    assert len(cache) == 3
+    assert cache.lru_bytes == 3 * per_entry
+    computed = cache.computed
+    cache.get_or_compute(texts[0])
+    cache.get_or_compute(texts[2])
+    assert cache.computed == computed
+    cache.get_or_compute(texts[1])
+    assert cache.computed == computed + 1
