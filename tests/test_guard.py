@@ -12,6 +12,9 @@ from typing import Any
 
 import openai
 import pytest
+from emulator_support import FakeClock
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard.emulator import Emulator, running
@@ -400,3 +403,73 @@ def test_content_is_logged_only_when_asked(em: Emulator, events: list[tg.events.
 
     ask(hello("visible on purpose"))
     assert "visible on purpose" in repr(requests(events)[0]["gen_ai.input.messages"])
+
+
+# -- invariants ---------------------------------------------------------------------------
+
+
+class _Boom(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cap=st.integers(min_value=0, max_value=4_000),
+    calls=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=60),  # words in the message
+            st.integers(min_value=1, max_value=400),  # max_tokens
+            st.integers(min_value=0, max_value=400),  # completion the "server" reports
+            st.booleans(),  # the call fails after being sent
+        ),
+        max_size=12,
+    ),
+)
+def test_budgets_settle_exactly_whatever_the_calls_do(
+    cap: int, calls: list[tuple[int, int, int, bool]]
+) -> None:
+    """Budgets end with nothing held, charged exactly the usage of the calls that
+    succeeded, never above their cap; failures reach the caller as they were raised."""
+    reset_defaults()
+    clock = FakeClock()
+    limiter = tg.Limiter(tpm=50_000, window=60.0, clock=clock, sleep=clock.sleep)
+
+    @tg.guard(limiter=limiter, on_overflow="error", clock=clock, sleep=clock.sleep)
+    def ask(
+        messages: list[Any],
+        model: str = MODEL,
+        max_tokens: int = 16,
+        fail: bool = False,
+        completion: int = 0,
+    ) -> Any:
+        if fail:
+            raise _Boom
+        prompt = tg.count_tokens(messages, model=model)
+        done = min(completion, max_tokens)
+        return {
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": done,
+                "total_tokens": prompt + done,
+            }
+        }
+
+    charged = 0
+    with tg.budget(tokens=cap) as b:
+        for words, max_tokens, completion, fail in calls:
+            try:
+                reply = ask(
+                    hello("word " * words), max_tokens=max_tokens, fail=fail, completion=completion
+                )
+            except (tg.BudgetExceeded, tg.ContextOverflow):
+                continue
+            except _Boom:
+                assert fail
+                continue
+            charged += reply["usage"]["total_tokens"]
+        assert b.reserved == 0
+        assert b.requests_reserved == 0
+        assert b.used == charged
+        assert b.used <= cap
+    clock.advance(61.0)
+    limiter.acquire(50_000, max_wait=0).cancel()  # nothing left held in the limiter
