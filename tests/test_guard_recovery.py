@@ -68,6 +68,9 @@ def test_an_unguarded_client_spends_the_quota_and_guarded_calls_wait_without_err
     assert refused  # the server did refuse the guarded calls at first
     retries = named(events, "tokenguard.guard.retry")
     assert {r["kind"] for r in retries} == {"rate_limited"}
+    waits = named(events, "tokenguard.guard.wait")
+    assert waits
+    assert all(w["wait_s"] >= 1.0 for w in waits)
     done = named(events, "tokenguard.guard.request")
     assert len(done) == 10
     assert all("error.type" not in e for e in done)

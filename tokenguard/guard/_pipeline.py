@@ -134,7 +134,6 @@ def _event(
     closed_early: bool = False,
 ) -> GuardRequest:
     headers = s.headers
-    view = parse_headers(headers) if headers is not None else None
     site_max = None
     if usage is not None:
         site_max = s.guard.saw_completion(usage.completion_tokens)
@@ -160,18 +159,33 @@ def _event(
         stream=s.request.stream,
         stream_closed_early=closed_early,
         budget_remaining=rooms,
-        server_remaining_tokens=view.remaining_tokens if view is not None else None,
-        server_remaining_requests=view.remaining_requests if view is not None else None,
+        server_remaining_tokens=_header_int(headers, "x-ratelimit-remaining-tokens"),
+        server_remaining_requests=_header_int(headers, "x-ratelimit-remaining-requests"),
         site_completion_max=site_max,
         duration_s=max(0.0, s.guard.opts.clock() - s.started),
         content=tuple(s.fitted.messages) if s.guard.opts.log_content else None,
     )
 
 
+def _header_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
+    """One header as a count, for the event (the limiter parses them all, with checks;
+    parsing every header twice would cost as much as the rest of the event)."""
+    if headers is None:
+        return None
+    text = headers.get(name)
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
 def _attr(obj: Any, name: str) -> str | None:
     if obj is None:
         return None
-    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    if type(obj) is dict:
+        value = obj.get(name)
+    else:
+        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
     return value if isinstance(value, str) else None
 
 
