@@ -590,11 +590,17 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
     if status == EXIT_OK and stats.refusals:
         status = EXIT_DOES_NOT_FIT
     print(f"events: {s.events_path} ({log.lines} lines)", file=out)
-    print(
-        f"next:   tokenguard report {s.events_path} --window {s.window:g} "
-        "--plot tokenguard-demo.png",
-        file=out,
-    )
+    import importlib.util
+
+    command = f"tokenguard report {s.events_path} --window {s.window:g}"
+    if importlib.util.find_spec("matplotlib") is not None:
+        print(f"next:   {command} --plot tokenguard-demo.png", file=out)
+    else:
+        print(f"next:   {command}", file=out)
+        print(
+            "        (for a plot: pip install 'tokenguard[plot]', then add --plot tokens.png)",
+            file=out,
+        )
     return status
 
 

@@ -82,13 +82,11 @@ def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
     fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
     top.plot(xs, ys, color="tab:blue", label=f"tokens in the last {window:g} s (completed calls)")
-    top.scatter(
-        times,
-        [ys[min(steps, round(t / end * steps))] for t in times],
-        s=10,
-        color="tab:blue",
-        zorder=3,
-    )
+    at_calls = [
+        sums[bisect.bisect_right(times, t)] - sums[bisect.bisect_right(times, t - window)]
+        for t in times
+    ]
+    top.scatter(times, at_calls, s=10, color="tab:blue", zorder=3)
     if tpm is not None:
         top.axhline(tpm, color="tab:red", linestyle="--", label=f"limit: {tpm:,} tokens/window")
     limited = [rel(x) for x in timed if x.name == RETRY and x.fields.get("kind") == "rate_limited"]
