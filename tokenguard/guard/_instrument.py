@@ -211,5 +211,11 @@ def uninstrument(client: C, /) -> C:
 
 
 def is_instrumented(client: Any) -> bool:
-    """Whether ``client``'s chat completions go through the guard."""
+    """Whether ``client``'s chat completions go through the guard.
+
+    Example::
+
+        from tokenguard.guard import is_instrumented
+        assert is_instrumented(tg.instrument(client))
+    """
     return getattr(_completions(client), _MARK, None) is not None

@@ -103,7 +103,13 @@ def _tighter(a: int | None, b: int | None) -> int | None:
 
 
 def reset() -> None:
-    """Forget every default limiter and learned limit (for tests and long-lived shells)."""
+    """Forget every default limiter and learned limit (for tests and long-lived shells).
+
+    Example::
+
+        from tokenguard.guard import reset_defaults
+        reset_defaults()   # the next guarded call builds its limiter afresh
+    """
     with _lock:
         _limiters.clear()
         _learned.clear()
