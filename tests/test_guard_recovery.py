@@ -201,3 +201,23 @@ def test_a_decorated_function_learns_a_smaller_window_from_the_error_alone(
         assert reply.usage.prompt_tokens + 256 <= 4_096
     [learned] = named(events, "tokenguard.guard.limit_learned")
     assert learned["source"] == "estimate"
+
+
+def test_with_retries_zero_the_servers_429_reaches_the_caller_unchanged() -> None:
+    clock = FakeClock()
+    with running(model=MODEL, tpm=1_000, rpm=1_000, window=60.0, clock=clock) as em:
+        guarded = tg.instrument(
+            openai.OpenAI(base_url=em.base_url, api_key="x"),
+            limiter=tg.Limiter(tpm=1_000, window=60.0, clock=clock, sleep=clock.sleep),
+            clock=clock,
+            sleep=clock.sleep,
+            retries=0,
+        )
+        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
+        with tg.budget(tokens=10_000) as b, pytest.raises(openai.RateLimitError) as caught:
+            guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
+        assert caught.value.status_code == 429
+        assert (b.used, b.reserved) == (0, 0)
+        # One request reached the server: the guard did not retry, nor did the SDK.
+        assert [r.status for r in chat(em)] == [200, 429]
