@@ -341,7 +341,7 @@ def test_the_count_command_reads_a_whole_body(
     assert main(["count", str(path)]) == 0
     assert "336 prompt tokens (exact) for openai/gpt-oss-120b" in capsys.readouterr().out
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "n_ctx": 1}))
-    assert main(["count", str(path)]) == 1
+    assert main(["count", str(path)]) == 2  # a wrong input file is a usage error
     assert "unknown keyword 'n_ctx'" in capsys.readouterr().err
 
 

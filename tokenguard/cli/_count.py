@@ -78,9 +78,10 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     if max_tokens is None:
         given = body.get("max_completion_tokens", body.get("max_tokens"))
         max_tokens = given if isinstance(given, int) and not isinstance(given, bool) else None
-    # Only what changes the prompt's cost is passed on (tools, functions, and the rest
-    # of a body that count_prompt reads); sampling options are not its business.
-    extra = {k: v for k, v in body.items() if k in ("tools", "functions", "tool_choice")}
+    # The whole body is read, as tg.count_request(**body) reads it: tools, response
+    # formats and reasoning options change the prompt of some models, and an unknown
+    # keyword is an error rather than silently ignored.
+    extra = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
     counted = count_prompt(messages, model=info, **extra)
     reserve = max_tokens if max_tokens is not None else 0
     total = counted.total + reserve
