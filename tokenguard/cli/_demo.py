@@ -366,6 +366,8 @@ def _script(s: DemoSettings, stats: Stats) -> None:
         lim = tg.Limiter.from_model(s.model, window=s.window)
     else:
         lim = tg.Limiter(tpm=s.tpm, rpm=s.rpm, window=s.window)
+    # Against Groq the limits come from the model table: show the one in force.
+    stats.tpm = lim.limits.tpm
     stats.act = "act 1/3: a conversation outgrows the room; @tg.guard truncates it"
     stats.note(stats.act)
     _act1(s, stats, lim, turns=6)
