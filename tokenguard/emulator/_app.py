@@ -228,6 +228,7 @@ class App:
             )
         else:
             prompt = count_prompt_tokens(req.messages, req.tools, spec.template)
+        prompt += cfg.hidden_prompt_tokens
         info["prompt_tokens"] = prompt
         reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)
         requested = prompt + reserve

@@ -27,6 +27,9 @@ class EmulatorConfig:
     - ``latency``: seconds slept (with ``sleep``) before each answer.
     - ``refund_unused``: give ``requested - (prompt + completion)`` back to TPM/TPD.
     - ``default_max_tokens``: completion reservation when a request has no max_tokens.
+    - ``hidden_prompt_tokens``: billed on top of every counted prompt (usage and buckets),
+      as a server that adds a system prompt of its own would: it bills more than any
+      client can count (for fault tests).
     - ``log_path``: also write the request log there, one JSON line per request.
     - ``log_limit``: keep only the newest records in memory (``None``: keep all).
     - ``clock``/``sleep``: injected time (seconds, monotonic), for fake-clock tests.
@@ -43,6 +46,7 @@ class EmulatorConfig:
     latency: float = 0.0
     refund_unused: bool = False
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    hidden_prompt_tokens: int = 0
     log_path: str | None = None
     log_limit: int | None = None
     clock: Callable[[], float] = time.monotonic
@@ -67,6 +71,8 @@ class EmulatorConfig:
             raise ValueError(f"completion_tokens must be >= 0, got {self.completion_tokens}")
         if self.latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {self.latency!r}")
+        if self.hidden_prompt_tokens < 0:
+            raise ValueError(f"hidden_prompt_tokens must be >= 0, got {self.hidden_prompt_tokens}")
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
 

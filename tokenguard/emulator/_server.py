@@ -349,6 +349,7 @@ def running(
     latency: float = 0.0,
     refund_unused: bool = False,
     default_max_tokens: int | None = None,
+    hidden_prompt_tokens: int = 0,
     log_path: str | None = None,
     models: Sequence[ModelSpec] | None = None,
     clock: Callable[[], float] | None = None,
@@ -366,8 +367,10 @@ def running(
 
     A request costs prompt + ``max_completion_tokens``/``max_tokens``; without either it
     reserves ``default_max_tokens`` (1024), capped by the room left in the context window.
-    Rejected requests (400/404/413/429) charge nothing. ``clock``/``sleep`` inject time:
-    when ``sleep`` is omitted and ``clock`` has a ``sleep`` method, that one is used.
+    ``hidden_prompt_tokens`` are billed on top of every prompt (a server that bills more
+    than clients can count). Rejected requests (400/404/413/429) charge nothing.
+    ``clock``/``sleep`` inject time: when ``sleep`` is omitted and ``clock`` has a
+    ``sleep`` method, that one is used.
 
     Example::
 
@@ -386,6 +389,7 @@ def running(
         latency=latency,
         refund_unused=refund_unused,
         default_max_tokens=DEFAULT_MAX_TOKENS if default_max_tokens is None else default_max_tokens,
+        hidden_prompt_tokens=hidden_prompt_tokens,
         log_path=log_path,
         clock=clock or time.monotonic,
         sleep=sleep or getattr(clock, "sleep", None) or time.sleep,
