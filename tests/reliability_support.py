@@ -1,0 +1,282 @@
+"""Helpers for the reliability suite: servers that can be killed and restarted on the same
+port, a limiter that keeps every reservation it handed out (to find leaks), and a trap
+that captures every event and structlog line and scans them for planted secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis_support import _binary, _free_port
+from structlog.testing import capture_logs
+
+import tokenguard as tg
+from tokenguard.emulator import Emulator, EmulatorConfig
+
+__all__ = [
+    "PLANTED_CONTENT",
+    "PLANTED_KEY",
+    "Outcome",
+    "RestartableEmulator",
+    "RestartableRedis",
+    "SecretTrap",
+    "TrackingLimiter",
+    "gather_all",
+    "hammer",
+    "max_in_any_window",
+    "secret_trap",
+]
+
+#: Planted in every message and every API key the suite sends: no event may carry them.
+PLANTED_CONTENT = "PLANTED-CONTENT-7f3a9c"
+PLANTED_KEY = "sk-PLANTED-KEY-0c41e2d9b8"
+
+
+class TrackingLimiter(tg.Limiter):
+    """A real :class:`tokenguard.Limiter` that remembers every reservation it admitted
+    (and when, on the monotonic clock), so a test can say which were never settled."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._seen_lock = threading.Lock()
+        self.reservations: list[tuple[float, tg.Reservation]] = []
+
+    def _keep(self, r: tg.Reservation) -> tg.Reservation:
+        with self._seen_lock:
+            self.reservations.append((time.monotonic(), r))
+        return r
+
+    def acquire(self, tokens: int, max_wait: float | None = None) -> tg.Reservation:
+        return self._keep(super().acquire(tokens, max_wait))
+
+    async def acquire_async(self, tokens: int, max_wait: float | None = None) -> tg.Reservation:
+        return self._keep(await super().acquire_async(tokens, max_wait))
+
+    def leaked(self) -> list[tg.Reservation]:
+        """Reservations admitted and never committed nor cancelled."""
+        with self._seen_lock:
+            return [r for _, r in self.reservations if not r.settled]
+
+    def admissions(self, since: float = float("-inf")) -> list[tuple[float, int]]:
+        """``(monotonic time, estimate)`` of each admission at or after ``since``."""
+        with self._seen_lock:
+            return [(t, r.tokens) for t, r in self.reservations if t >= since]
+
+
+def max_in_any_window(points: list[tuple[float, int]], window: float) -> int:
+    """The largest sum of ``points`` (time, amount) inside any half-open ``window``."""
+    pts = sorted(points)
+    best = total = lo = 0
+    for t, amount in pts:
+        total += amount
+        while pts[lo][0] <= t - window:
+            total -= pts[lo][1]
+            lo += 1
+        best = max(best, total)
+    return best
+
+
+class RestartableEmulator:
+    """An emulator that can be stopped and started again on the same port (a server
+    restart as clients see it: refused connections, then a fresh process state)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.current = Emulator(config).start()
+        # Restarts keep the port: clients keep their base URL.
+        self.config = _with_port(config, self.current.port)
+        self.base_url = self.current.base_url
+        self.restarts = 0
+        self.earlier_logs: list[Any] = []
+
+    def stop(self) -> None:
+        self.earlier_logs.extend(self.current.log)
+        self.current.stop()
+
+    def start(self) -> None:
+        self.current = Emulator(self.config).start()
+        self.restarts += 1
+
+    def log(self) -> list[Any]:
+        """Every request record of every run of the server, oldest first."""
+        return [*self.earlier_logs, *self.current.log]
+
+    def close(self) -> None:
+        self.current.stop()
+
+
+def _with_port(config: EmulatorConfig, port: int) -> EmulatorConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, port=port)
+
+
+class RestartableRedis:
+    """A real ``redis-server`` (no persistence) that can be killed (SIGKILL) and started
+    again on the same port: everything it held is lost, as after a crash."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="tokenguard-redis-rel-")
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                _binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self._tmp.name,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    if probe.ping():
+                        return
+                except redis.exceptions.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.kills += 1
+
+    def client(self) -> redis.Redis:
+        """A client that fails fast when the server is gone (no retries, short timeouts)."""
+        return redis.Redis(
+            port=self.port,
+            socket_connect_timeout=0.3,
+            socket_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self._tmp.cleanup()
+
+
+@dataclass
+class SecretTrap:
+    """Every tokenguard event (through a sink) and every structlog line seen in a block."""
+
+    events: list[tg.events.Event] = field(default_factory=list)
+    logs: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def texts(self) -> Iterator[str]:
+        for event in self.events:
+            yield f"{event.name} {event!r} {event.fields()!r}"
+        for line in self.logs:
+            yield repr(dict(line))
+
+    def leaks(self, *secrets: str) -> list[str]:
+        """The captured texts that contain any of ``secrets`` (empty: none leaked)."""
+        found = []
+        for text in self.texts():
+            if any(secret in text for secret in secrets):
+                found.append(text)
+        return found
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]
+
+
+@contextlib.contextmanager
+def secret_trap() -> Iterator[SecretTrap]:
+    """Capture every event and structlog line of the block; on leaving, assert that none
+    carries the planted content or key."""
+    trap = SecretTrap()
+    lock = threading.Lock()
+
+    def keep(event: tg.events.Event) -> None:
+        with lock:
+            trap.events.append(event)
+
+    undo = tg.events.add_sink(keep)
+    try:
+        with capture_logs() as logs:
+            yield trap
+    finally:
+        undo()
+    trap.logs = list(logs)
+    leaks = trap.leaks(PLANTED_CONTENT, PLANTED_KEY)
+    assert not leaks, f"{len(leaks)} event(s) carry planted secrets, e.g. {leaks[0][:500]}"
+
+
+async def gather_all(coros: list[Any]) -> list[Any]:
+    """``asyncio.gather`` that returns exceptions as values (every task runs to its end)."""
+    return list(await asyncio.gather(*coros, return_exceptions=True))
+
+
+@dataclass
+class Outcome:
+    """One call: when it started and ended (monotonic) and what it raised, if anything."""
+
+    started: float
+    ended: float
+    error: BaseException | None = None
+
+
+def hammer(call: Any, *, threads: int, script: Any) -> list[Outcome]:
+    """Run ``call()`` in a loop on ``threads`` threads while ``script()`` (the faults)
+    runs on this one; return every outcome (exceptions are recorded, never raised)."""
+    stop = threading.Event()
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            err: BaseException | None = None
+            try:
+                call()
+            except Exception as exc:
+                err = exc
+            with lock:
+                outcomes.append(Outcome(t0, time.monotonic(), err))
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    try:
+        script()
+    finally:
+        stop.set()
+    for t in pool:
+        t.join(60)
+        assert not t.is_alive(), "a caller hung"
+    return outcomes
