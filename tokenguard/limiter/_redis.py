@@ -115,6 +115,18 @@ def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
     if "SSL" in getattr(pool, "connection_class", type(None)).__name__:
         kwargs["ssl"] = True
         kwargs.update({k: v for k, v in given.items() if k.startswith("ssl_")})
+    retry = given.get("retry")
+    if isinstance(retry, redis_lib.retry.Retry):
+        # Keep the sync client's retry policy: redis.asyncio's default retries a dead
+        # server with backoff for seconds, so asyncio callers would wait past max_wait
+        # for a LimiterUnavailable that threads get at once.
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        kwargs["retry"] = AsyncRetry(
+            getattr(retry, "_backoff"),  # noqa: B009 (no public reader in redis-py)
+            retry.get_retries(),
+            getattr(retry, "_supported_errors"),  # noqa: B009
+        )
     return kwargs
 
 
