@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import openai
 import pytest
 from reliability_support import RestartableRedis
 
 import tokenguard as tg
+from tokenguard.emulator import running
+
+MODEL = "llama-3.1-8b-instant"
+HELLO: Any = [{"role": "user", "content": "Hello"}]
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis]
 
@@ -31,3 +38,33 @@ async def test_asyncio_callers_keep_the_clients_retry_policy_when_redis_dies() -
         await lim.aclose()
     finally:
         box.close()
+
+
+def test_a_served_call_whose_commit_cannot_reach_redis_still_settles_its_budget() -> None:
+    """Redis dies while the request is at the server: the caller gets LimiterUnavailable
+    (settling without fail_open), but the budget is charged the usage the server reported instead
+    of holding the estimate for ever, and the call's usage event is still sent."""
+    box = RestartableRedis()
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    try:
+        lim = tg.Limiter(tpm=3_000, window=1.0, redis=box.client(), key="budget-settle")
+        with running(model=MODEL, tpm=3_000, window=1.0, latency=0.5) as em:
+            client = tg.instrument(
+                openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0), limiter=lim
+            )
+            with tg.budget(tokens=10_000) as b:
+                killer = threading.Timer(0.2, box.kill)
+                killer.start()
+                with pytest.raises(tg.LimiterUnavailable):
+                    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20)
+                killer.join()
+                billed = (em.log[-1].prompt_tokens or 0) + (em.log[-1].completion_tokens or 0)
+                assert em.log[-1].status == 200
+                assert b.used == billed
+                assert b.remaining == 10_000 - billed  # nothing left reserved
+    finally:
+        undo()
+        box.close()
+    (event,) = [e.fields() for e in seen if e.name == "tokenguard.guard.request"]
+    assert event["gen_ai.usage.input_tokens"] + event["gen_ai.usage.output_tokens"] == billed

@@ -200,15 +200,19 @@ def settle_plan(
     s.settled = True
     limit_tokens = usage.limit_tokens if usage is not None else s.estimate
     r = s.reservation
-    if r is not None:
-        yield Call(
-            functools.partial(r.commit, limit_tokens, headers=s.headers),
-            functools.partial(r.commit_async, limit_tokens, headers=s.headers),
-        )
-    s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
-    if usage is not None:
-        default_counter().observe(s.count, usage.prompt_tokens)
-    emit(_event(s, usage=usage, response=response, closed_early=closed_early))
+    try:
+        if r is not None:
+            yield Call(
+                functools.partial(r.commit, limit_tokens, headers=s.headers),
+                functools.partial(r.commit_async, limit_tokens, headers=s.headers),
+            )
+    finally:
+        # The server served the call: the budgets are charged and the event sent even
+        # when the limiter cannot be reached to settle (its LimiterUnavailable goes on).
+        s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+        if usage is not None:
+            default_counter().observe(s.count, usage.prompt_tokens)
+        emit(_event(s, usage=usage, response=response, closed_early=closed_early))
 
 
 def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
