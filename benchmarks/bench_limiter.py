@@ -81,10 +81,11 @@ class Setup:
     refunds: bool | None = None  # Limiter(refunds=...)
     feedback: str = "headers"  # headers | observe | none (see the module docstring)
     threads: int = 16
+    algorithm: str = "window"  # Limiter(algorithm=...)
 
     @property
     def options(self) -> dict[str, Any]:
-        return {"header_lag": self.header_lag, "refunds": self.refunds}
+        return {"header_lag": self.header_lag, "refunds": self.refunds, "algorithm": self.algorithm}
 
 
 def _messages(worker: int) -> list[dict[str, str]]:
@@ -204,7 +205,10 @@ def _report(
     ratios = [x / TPM for x in steady]
     worst = max_tokens_in_any_window(em.log, s.window)
     mean = statistics.fmean(ratios)
-    label = f"{name} {s.max_tokens}:{s.completion_tokens} refund={'yes' if s.refund else 'no'}"
+    label = (
+        f"{s.algorithm:6s} {name} lat={s.latency:g} {s.max_tokens}:{s.completion_tokens} "
+        f"refund={'yes' if s.refund else 'no'}"
+    )
     if name == "feedback":
         label += f" {s.feedback}"
         # Learning may cost a few 429s against a server that keeps unused tokens.
@@ -214,7 +218,7 @@ def _report(
         passed = n429 == 0
         goals = f"0 429s, mean>={goal}"
     print(
-        f"{label:38s} requests={len(ok):5d} 429s={n429} ({100 * n429 / max(len(log), 1):.1f}%) "
+        f"{label:48s} requests={len(ok):5d} 429s={n429} ({100 * n429 / max(len(log), 1):.1f}%) "
         f"other_errors={other} steady windows={len(steady)} "
         f"tokens/window mean={statistics.fmean(steady):.0f} min={min(steady)} "
         f"ratio mean={mean:.3f} min={min(ratios):.3f} refunds={refunds} "
@@ -257,6 +261,10 @@ def scenario_async(s: Setup) -> None:
 def scenario_processes(s: Setup) -> None:
     from redis_support import redis_server
 
+    if s.algorithm == "bucket":
+        print("bucket processes: skipped (the bucket model runs in memory only for now)")
+        return
+
     with redis_server() as srv, _emulator(s) as em:
         key = f"bench-{uuid.uuid4().hex[:8]}"
         ctx = mp.get_context("spawn")
@@ -281,14 +289,42 @@ def _delayed(
     _process_main(url, key, base_url, stop, s, index)
 
 
+def scenario_burst(algorithm: str, trials: int) -> None:
+    """After a burst that empties the bucket, how long the next request waits, against
+    the wait the server's bucket needs ((estimate - level) / refill rate)."""
+    window = 1.0
+    rate = TPM / window
+    extra: list[float] = []
+    waits: list[float] = []
+    for i in range(trials):
+        lim = tg.Limiter(tpm=TPM, window=window, algorithm=algorithm)
+        r = lim.acquire(TPM)
+        r.commit(TPM)  # the burst: the whole bucket charged
+        tokens = 300 + 37 * (i % 5)
+        t0 = time.monotonic()
+        lim.acquire(tokens).commit(tokens)
+        waited = time.monotonic() - t0
+        waits.append(waited)
+        extra.append(waited - tokens / rate)
+    extra.sort()
+    p99 = extra[min(len(extra) - 1, int(0.99 * len(extra)))]
+    print(
+        f"{algorithm:6s} burst  wait after an emptying burst: "
+        f"median {statistics.median(waits):.3f}s, "
+        f"p99 beyond the bucket's wait {1000 * p99:.1f} ms "
+        f"[{'PASS' if p99 <= 0.05 else 'FAIL'} <= 50 ms] (tpm={TPM} per {window:g}s, "
+        f"{trials} trials)"
+    )
+
+
 def _p50(samples: list[int]) -> float:
     return statistics.median(samples) / 1000  # microseconds
 
 
-def scenario_overhead(n: int) -> None:
+def scenario_overhead(n: int, algorithm: str) -> None:
     from redis_support import redis_server
 
-    lim = tg.Limiter(tpm=10**12, rpm=10**12, window=60.0)
+    lim = tg.Limiter(tpm=10**12, rpm=10**12, window=60.0, algorithm=algorithm)
     samples: list[int] = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
@@ -296,6 +332,12 @@ def scenario_overhead(n: int) -> None:
         samples.append(time.perf_counter_ns() - t0)
         r.commit(90)
     mem = _p50(samples)
+    if algorithm == "bucket":
+        print(
+            f"{algorithm:6s} overhead   acquire p50: memory {mem:.1f} us "
+            f"[{'PASS' if mem <= 20 else 'FAIL'} <= 20 us], redis: not built yet"
+        )
+        return
     with redis_server() as srv:
         client = redis.Redis.from_url(srv.url)
         rlim = tg.Limiter(tpm=10**12, rpm=10**12, window=60.0, redis=client, key="overhead")
@@ -308,7 +350,8 @@ def scenario_overhead(n: int) -> None:
         client.close()
     red = _p50(rsamples)
     print(
-        f"overhead   acquire p50: memory {mem:.1f} us [{'PASS' if mem <= 20 else 'FAIL'} <= 20 us]"
+        f"{algorithm:6s} overhead   acquire p50: memory {mem:.1f} us "
+        f"[{'PASS' if mem <= 20 else 'FAIL'} <= 20 us]"
         f", redis {red:.0f} us [{'PASS' if red <= 1000 else 'FAIL'} <= 1000 us]"
     )
 
@@ -318,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="1 s windows, 8 of them")
     p.add_argument(
         "--scenario",
-        choices=["threads", "async", "processes", "overhead", "feedback", "all"],
+        choices=["threads", "async", "processes", "overhead", "feedback", "burst", "all"],
         default="all",
     )
     p.add_argument(
@@ -336,7 +379,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (16; 8 for feedback)")
     p.add_argument("--refund", choices=["yes", "no", "both"], default="both")
     p.add_argument("--refunds", choices=["none", "yes", "no"], default="none")
-    p.add_argument("--latency", type=float, default=0.02, help="emulator seconds per answer")
+    p.add_argument(
+        "--latency",
+        default="0.02",
+        help="emulator seconds per answer, comma-separated (e.g. 0,0.2,0.5,1)",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=["bucket", "window", "both"],
+        default="both",
+        help="Limiter(algorithm=...); both: the same runs side by side",
+    )
     p.add_argument("--header-lag", type=float, default=0.0, help="Limiter(header_lag=...)")
     args = p.parse_args(argv)
     feedback_only = args.scenario == "feedback"
@@ -349,14 +402,16 @@ def main(argv: list[str] | None = None) -> None:
         modes = ["headers", "observe", "none"]
     refunds = {"none": None, "yes": True, "no": False}[args.refunds]
     servers = {"yes": [True], "no": [False], "both": [False, True]}[args.refund]
+    algorithms = ["bucket", "window"] if args.algorithm == "both" else [args.algorithm]
+    latencies = [float(x) for x in args.latency.split(",")]
     window = 1.0 if args.quick else 5.0
     windows = 8 if args.quick else 14
     print(
-        f"tpm={TPM} rpm={RPM} window={window}s windows={windows} latency={args.latency}s "
+        f"tpm={TPM} rpm={RPM} window={window}s windows={windows} latency={latencies}s "
         f"header_lag={args.header_lag}s refunds={refunds}"
     )
     todo = (
-        ["threads", "async", "processes", "feedback", "overhead"]
+        ["threads", "async", "processes", "feedback", "burst", "overhead"]
         if args.scenario == "all"
         else [args.scenario]
     )
@@ -367,35 +422,57 @@ def main(argv: list[str] | None = None) -> None:
             windows=windows,
             max_tokens=max_tokens,
             completion_tokens=completion,
-            latency=args.latency,
             header_lag=args.header_lag,
             refund=refund,
             refunds=refunds,
             **kw,
         )
 
+    # The algorithms innermost: side by side on the same cell.
     if not feedback_only:
-        for max_tokens, completion in cases:
-            for refund in servers:
-                for mode in modes:
-                    s = setup(max_tokens, completion, refund, feedback=mode)
-                    s.threads = args.threads or 16
-                    for name in todo:
-                        if name == "threads":
-                            scenario_threads(s)
-                        elif name == "async":
-                            scenario_async(s)
-                        elif name == "processes":
-                            scenario_processes(s)
+        for latency in latencies:
+            for max_tokens, completion in cases:
+                for refund in servers:
+                    for mode in modes:
+                        for name in todo:
+                            for algorithm in algorithms:
+                                s = setup(
+                                    max_tokens,
+                                    completion,
+                                    refund,
+                                    feedback=mode,
+                                    latency=latency,
+                                    algorithm=algorithm,
+                                )
+                                s.threads = args.threads or 16
+                                if name == "threads":
+                                    scenario_threads(s)
+                                elif name == "async":
+                                    scenario_async(s)
+                                elif name == "processes":
+                                    scenario_processes(s)
     if "feedback" in todo:
-        for max_tokens, completion in cases if feedback_only else [(100, 40)]:
-            for refund in servers:
-                for mode in modes if feedback_only else ["headers", "observe", "none"]:
-                    s = setup(max_tokens, completion, refund, feedback=mode)
-                    s.threads = args.threads or 8
-                    scenario_threads(s, "feedback")
+        for latency in latencies:
+            for max_tokens, completion in cases if feedback_only else [(100, 40)]:
+                for refund in servers:
+                    for mode in modes if feedback_only else ["headers", "observe", "none"]:
+                        for algorithm in algorithms:
+                            s = setup(
+                                max_tokens,
+                                completion,
+                                refund,
+                                feedback=mode,
+                                latency=latency,
+                                algorithm=algorithm,
+                            )
+                            s.threads = args.threads or 8
+                            scenario_threads(s, "feedback")
+    if "burst" in todo:
+        for algorithm in algorithms:
+            scenario_burst(algorithm, 20 if args.quick else 100)
     if "overhead" in todo:
-        scenario_overhead(2000 if args.quick else 20000)
+        for algorithm in algorithms:
+            scenario_overhead(2000 if args.quick else 20000, algorithm)
 
 
 if __name__ == "__main__":

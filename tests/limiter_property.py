@@ -3,8 +3,9 @@
 One run drives a backend with a list of operations: acquire, commit (with or without the
 headers a token-bucket server would send), cancel, leave, observe, retry-after and
 time passing, all on a fake clock, and checks after every step that the ledger
-never admits more than a limit in any window, that the server's bucket never goes
-below zero, and at the end that the queue was served in order. The server charges
+never admits more than a limit in any window (the window model only), that the
+server's bucket never goes below zero, and at the end that the queue was served in
+order. The server charges
 every estimate in full when the request arrives (any time between its admission
 and its commit, and at its admission if it is still unanswered a whole window later:
 the ledger ages an unsettled estimate out after one window); a refunding one gives the
@@ -137,6 +138,9 @@ class Model:
     # When the last request committed so far reached the server.
     last_arrival: float = 0.0
     refused: int = 0
+    # The sliding-window model also promises no more than LIMIT admitted per window
+    # (a bucket model may admit a full bucket and then its refill within one window).
+    sliding: bool = True
 
     def refuse(self, a: Admitted, arrived: float) -> bool:
         """With refusals modelled: does the server refuse ``a`` arriving at ``arrived``?
@@ -164,12 +168,13 @@ class Model:
     def record(self, ticket: Ticket, charge: Any) -> None:
         now = self.clock()
         assert now >= self.blocked_until - 1e-9, "admitted during retry-after"
-        # The sliding window, with costs as known now.
-        total = ticket.tokens
-        for a in self.admitted:
-            if now - PERIOD + 1e-9 < a.at <= now:  # float noise at the boundary
-                total += a.cost
-        assert total <= LIMIT, f"{total} tokens admitted within one window"
+        if self.sliding:
+            # The sliding window, with costs as known now.
+            total = ticket.tokens
+            for a in self.admitted:
+                if now - PERIOD + 1e-9 < a.at <= now:  # float noise at the boundary
+                    total += a.cost
+            assert total <= LIMIT, f"{total} tokens admitted within one window"
         self.admitted.append(Admitted(ticket, now, charge, ticket.tokens, self.backend.refunds))
         self.open.append(len(self.admitted) - 1)
         self.order.append(ticket)
@@ -283,8 +288,11 @@ def run_interleaving(
     server: tuple[str, bool | None],
     make_backend: Callable[[FakeClock, float, bool | None], Backend],
     clock: FakeClock,
+    *,
+    sliding: bool = True,
 ) -> Model:
-    """Run ``steps`` against a fresh backend and check the property (see the module).
+    """Run ``steps`` against a fresh backend and check the property (see the module);
+    ``sliding``: also check that no window admits more than LIMIT (window model only).
 
     A request reaches the server at any time between its admission and its commit;
     its answer is written after that: with ``refunds=True`` no more than ``lag``
@@ -296,7 +304,7 @@ def run_interleaving(
     # limiter learns may be refused (see `Model.refuse`); then arrivals are in order,
     # since a refusal is decided when the request arrives.
     learning = refunds is None and not refunding
-    m = Model(clock, make_backend(clock, lag, refunds))
+    m = Model(clock, make_backend(clock, lag, refunds), sliding=sliding)
     for op in steps:
         kind = op[0]
         now = clock()

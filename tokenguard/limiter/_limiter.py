@@ -218,6 +218,7 @@ class Limiter:
         lease: float = 10.0,
         header_lag: float = 0.0,
         refunds: bool | None = None,
+        algorithm: str = "window",
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -235,6 +236,13 @@ class Limiter:
             raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
         if refunds not in (None, True, False):
             raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
+        if algorithm not in ("bucket", "window"):
+            raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
+        if algorithm == "bucket" and redis is not None:
+            raise ConfigurationError(
+                'algorithm="bucket" runs in memory only for now; use algorithm="window" with redis'
+            )
+        self.algorithm = algorithm
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
         self._fallback: Backend | None = None
@@ -248,6 +256,7 @@ class Limiter:
             sleep=sleep,
             header_lag=float(header_lag),
             refunds=refunds,
+            algorithm=algorithm,
         )
         self._backend: Backend
         if redis is None:

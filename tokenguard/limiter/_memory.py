@@ -1,4 +1,5 @@
-"""The in-process backend: one :class:`~._window.Window` and one FIFO queue under a lock.
+"""The in-process backend: one model (:class:`~._bucket.Buckets` or
+:class:`~._window.Window`) and one FIFO queue under a lock.
 
 Threads and asyncio tasks (of any loop) share it. Only the head of the queue is
 ever admitted; whoever changes what the head is waiting for (an admission, a
@@ -15,6 +16,7 @@ from typing import Any
 from .._drive import Call, Plan, Sleep
 from ..events import RefundsLearned, emit
 from ._backend import Step, Ticket
+from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
 from ._window import Charge, Window, WindowLimits
 
@@ -36,8 +38,13 @@ class MemoryBackend:
         sleep: Callable[[float], Any] | None = None,
         header_lag: float = 0.0,
         refunds: bool | None = None,
+        algorithm: str = "window",
     ) -> None:
-        self._window = Window(limits, header_lag=header_lag, refunds=refunds)
+        self._window: Window | Buckets
+        if algorithm == "bucket":
+            self._window = Buckets(limits, header_lag=header_lag, refunds=refunds)
+        else:
+            self._window = Window(limits, header_lag=header_lag, refunds=refunds)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -99,13 +106,15 @@ class MemoryBackend:
         """Whether commits free unused tokens: as set, or as learned (None: learning)."""
         return self._window.policy
 
-    def settle(self, charge: Charge, actual: int | None, view: ServerView | None) -> None:
+    def settle(
+        self, charge: Charge | BucketCharge, actual: int | None, view: ServerView | None
+    ) -> None:
         with self._lock:
             now = self._clock()
             w = self._window
             w.expire(now)
             w.settle(
-                charge,
+                charge,  # type: ignore[arg-type]  # the charge of this backend's model
                 actual,
                 now,
                 headers=view is not None and view.remaining_tokens is not None,
@@ -143,7 +152,7 @@ class MemoryBackend:
         self.leave(ticket)
 
     def settle_plan(
-        self, charge: Charge, actual: int | None, view: ServerView | None
+        self, charge: Charge | BucketCharge, actual: int | None, view: ServerView | None
     ) -> Plan[None]:
         yield from ()
         self.settle(charge, actual, view)

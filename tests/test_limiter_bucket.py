@@ -1,0 +1,179 @@
+"""The bucket model (``limiter/_bucket.py``) and its in-memory queue, with a fake clock.
+
+The interleaving property of ``limiter_property.py`` runs against the bucket model
+as it does against the sliding window: against a server bucket that refunds or
+not, with requests arriving at the server any time between admission and commit
+and stale headers, the server's bucket never goes below zero (except the bounded
+429s of learning refunds stated there) and the queue is served in order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from limiter_property import (
+    LEARNING_429,
+    LIMIT,
+    OPS,
+    PERIOD,
+    SERVERS,
+    FakeClock,
+    known_examples,
+    run_interleaving,
+)
+
+from tokenguard.limiter._backend import Signal, Ticket
+from tokenguard.limiter._bucket import Buckets
+from tokenguard.limiter._headers import ServerView
+from tokenguard.limiter._memory import MemoryBackend
+from tokenguard.limiter._window import WindowLimits
+
+
+def _buckets(refunds: bool | None = True) -> Buckets:
+    b = Buckets(WindowLimits(tpm=100, window=10.0), refunds=refunds)
+    b.expire(0.0)
+    return b
+
+
+def test_a_full_bucket_admits_its_capacity_then_its_refill() -> None:
+    b = _buckets()
+    c = b.admit(100, 0.0)
+    b.settle(c, 100, 0.0)
+    # Refilled at 10 tokens/s: 30 tokens take 3 s, not a whole window.
+    assert b.earliest(30, 0.0) == pytest.approx(3.0)
+    b.expire(3.0)
+    assert b.earliest(30, 3.0) == 3.0
+
+
+def test_an_estimate_in_flight_does_not_refill() -> None:
+    # The naive mirror's drift: charged at admission, the client's bucket would refill
+    # while the request travels, though the server's, at its cap, does not.
+    b = _buckets()
+    b.admit(60, 0.0)
+    b.expire(5.0)
+    assert b.earliest(41, 5.0) > 5.0  # still 40 of room, not 40 + 50 refilled
+    assert b.earliest(40, 5.0) == 5.0
+
+
+def test_an_unsettled_charge_ages_after_a_window_and_then_refills() -> None:
+    b = _buckets()
+    b.admit(100, 0.0)
+    assert b.earliest(50, 0.0) == pytest.approx(15.0)  # ages at 10, refills 50 by 15
+    b.expire(12.0)
+    assert b.open_tokens == 0
+    assert b.earliest(50, 12.0) == pytest.approx(15.0)
+
+
+def test_commit_for_less_frees_only_when_refunds_are_known() -> None:
+    kept = _buckets(refunds=False)
+    c = kept.admit(80, 0.0)
+    kept.settle(c, 20, 0.0)
+    assert kept.earliest(30, 0.0) == pytest.approx(1.0)  # 20 of room, 10 short
+    freed = _buckets(refunds=True)
+    c = freed.admit(80, 0.0)
+    freed.settle(c, 20, 0.0)
+    assert freed.earliest(80, 0.0) == 0.0
+
+
+def test_a_header_frees_deferred_tokens_as_far_as_it_proves() -> None:
+    b = _buckets(refunds=False)
+    c = b.admit(80, 0.0)
+    b.settle(c, 20, 0.0, headers=True)
+    assert b.tpm is not None
+    assert b.tpm.deferred == 60
+    b.adopt(0.0, ServerView(remaining_tokens=80, limit_tokens=100), (80, 1))
+    assert b.tpm.level == 80
+    # Never more than was deferred, never above what the header shows.
+    d = b.admit(50, 0.0)
+    b.settle(d, 10, 0.0, headers=True)
+    b.adopt(0.0, ServerView(remaining_tokens=100, limit_tokens=100), (130, 2))
+    assert b.tpm.level == 70
+    assert b.tpm.deferred == 0
+    e = b.admit(30, 0.0)
+    b.settle(e, 0, 0.0, headers=True)
+    b.admit(20, 0.0)  # in flight: maybe not seen by the server yet
+    b.adopt(0.0, ServerView(remaining_tokens=50, limit_tokens=100))
+    assert b.tpm.level == 50
+
+
+def test_a_tighter_header_lowers_the_level_counting_seen_flight() -> None:
+    b = _buckets()
+    b.admit(30, 0.0)
+    c = b.admit(20, 0.0)
+    b.settle(c, 20, 0.0)
+    # The server has seen both (30 still in flight) and holds 40 left: we thought 50.
+    b.adopt(0.0, ServerView(remaining_tokens=40, limit_tokens=100))
+    assert b.tpm is not None
+    assert b.tpm.level == 70
+    assert b.earliest(40, 0.0) == 0.0
+    assert b.earliest(41, 0.0) > 0.0
+
+
+def test_learning_refunds_from_a_429_charges_the_frees_again() -> None:
+    b = _buckets(refunds=None)
+    c = b.admit(80, 0.0)
+    b.settle(c, 10, 0.0)  # freed 70 while learning
+    assert b.policy is None
+    b.adopt(0.0, ServerView(remaining_tokens=20, limit_tokens=100, retry_after=1.0))
+    assert b.policy is False
+    assert b.pop_lesson() is not None
+    assert b.tpm is not None
+    assert b.tpm.level <= 20
+
+
+def test_simulate_gives_the_wait_of_a_queue_position() -> None:
+    b = _buckets()
+    c = b.admit(100, 0.0)
+    b.settle(c, 100, 0.0)
+    # Nothing settled: the first 60 stay in flight until they age at 16, then refill.
+    assert b.simulate([60, 60], 0.0) == pytest.approx(18.0)
+    assert b.simulate([60, 40], 0.0) == pytest.approx(10.0)
+    assert math.isinf(b.simulate([101], 0.0))
+
+
+# -- the property (tests/limiter_property.py) ---------------------------------------------
+
+
+def _memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+    return MemoryBackend(
+        WindowLimits(tpm=LIMIT, window=PERIOD),
+        clock=clock,
+        header_lag=lag,
+        refunds=refunds,
+        algorithm="bucket",
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@known_examples
+def test_any_interleaving_keeps_the_server_bucket(
+    steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
+) -> None:
+    run_interleaving(steps, lag, server, _memory, FakeClock(), sliding=False)
+
+
+def test_the_property_sees_a_learning_429() -> None:
+    m = run_interleaving(LEARNING_429, 0.0, ("keeps", None), _memory, FakeClock(), sliding=False)
+    assert m.refused == 1
+    assert m.backend.refunds is False
+
+
+@pytest.mark.parametrize("costs", [[100, 1], [50, 50, 50], [1, 100, 1]])
+def test_queue_is_served_in_order(costs: list[int]) -> None:
+    clock = FakeClock()
+    b = MemoryBackend(WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock, algorithm="bucket")
+    b.start(Ticket(100, Signal(for_async=False)))
+    tickets = [Ticket(c, Signal(for_async=False)) for c in costs]
+    for t in tickets:
+        assert b.start(t).charge is None
+    served: list[Ticket] = []
+    while len(served) < len(tickets):
+        clock.now += 1.0
+        for t in tickets:
+            if t not in served and b.poll(t).charge is not None:
+                served.append(t)
+    assert served == tickets

@@ -1,0 +1,414 @@
+"""Token-bucket arithmetic: a mirror of the server's own refilling buckets.
+
+Pure: every method takes ``now`` as an argument; nothing here reads a clock,
+sleeps, locks or does I/O. The in-memory backend drives it under a lock.
+
+Model. Each limit (TPM, RPM per ``window`` seconds; TPD, RPD per ``1440 * window``)
+is a bucket of capacity ``limit`` refilled at ``limit / period``, as Groq's are. A
+request may go when every bucket's *room* holds its cost, where
+
+    room = level - in flight
+
+``level`` is the bucket with every *settled* request charged, and *in flight* is
+the sum of the estimates admitted and not settled yet. An estimate in flight does
+not refill: the server charges it when the request arrives, at any time between
+admission and the response, and a bucket sitting at its cap gains nothing while
+the request travels. A naive mirror that charges at admission keeps refilling
+during that gap and drifts above the server's level; here the charge enters
+``level`` only at commit (the latest the server can have charged it), so the room
+is never above the server's bucket, whatever the latency. A request unsettled one
+``window`` after its admission is charged then at its estimate (the room does not
+change; it starts refilling), so a lost reservation cannot hold its estimate forever.
+
+Refunds (as in :mod:`._window`): ``refunds=True`` charges ``actual`` at commit;
+``refunds=False`` charges the whole estimate and records the unused part as
+*deferred*, which a header may give back as far as it proves the server has the
+room; ``refunds=None`` learns: a commit without headers charges ``actual`` and
+remembers the difference as *freed*; a header with token counts first charges the
+frees again as deferred; a header showing the server below our level by what was
+freed, or a 429 after a free, teaches that the server does not refund (the frees
+are charged again and the model behaves as ``refunds=False`` from then on).
+Deferred and freed amounts are differences to a lower trajectory of the same
+bucket; they shrink only by what the bucket loses at its cap.
+
+Headers. A header's ``remaining`` is the server's level when it wrote the
+response, with every request it had seen charged. Whenever it is tighter than our
+level plus the in-flight estimates taken as seen (all admitted before the request
+it answers and more than ``header_lag`` ago) our level drops to it. Raising our
+level (freeing deferred tokens) trusts no in-flight request as seen: the level
+rises at most to ``remaining``, so the room stays below the server's bucket even
+if every request in flight is still to reach it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from ._headers import ServerView
+from ._window import WindowLimits
+
+__all__ = ["BucketCharge", "Buckets"]
+
+# Float noise when a wait computed from the refill rate ends.
+_EPS = 1e-9
+
+
+class _Level:
+    """One bucket: ``level`` at time ``at``; ``deferred``/``freed`` see the module."""
+
+    __slots__ = ("at", "cap", "deferred", "freed", "level", "rate", "tokens")
+
+    def __init__(self, cap: int, period: float, *, tokens: bool) -> None:
+        self.cap = float(cap)
+        self.rate = cap / period
+        self.level = float(cap)
+        self.at = -math.inf
+        self.tokens = tokens  # counts tokens (TPM, TPD), else requests (RPM, RPD)
+        self.deferred = 0.0
+        self.freed = 0.0
+
+    def copy(self) -> _Level:
+        other = _Level.__new__(_Level)
+        other.cap, other.rate, other.level, other.at = self.cap, self.rate, self.level, self.at
+        other.tokens, other.deferred, other.freed = self.tokens, self.deferred, self.freed
+        return other
+
+    def advance(self, now: float) -> None:
+        if now <= self.at:
+            return
+        if self.at == -math.inf:
+            self.at = now
+            return
+        level = self.level + self.rate * (now - self.at)
+        self.at = now
+        if level > self.cap:
+            # What the bucket loses at its cap, a lower trajectory gains.
+            over = level - self.cap
+            level = self.cap
+            if self.deferred:
+                self.deferred = max(0.0, self.deferred - over)
+            if self.freed:
+                self.freed = max(0.0, self.freed - over)
+        self.level = level
+
+    def credit(self, amount: float) -> None:
+        self.level = min(self.cap, self.level + amount)
+
+
+class BucketCharge:
+    """What one admitted request holds (the handle of a reservation)."""
+
+    __slots__ = ("aged", "at", "mark_requests", "mark_tokens", "open", "sure_tokens", "tokens")
+
+    def __init__(self, tokens: int, at: float, mark_tokens: int, mark_requests: int) -> None:
+        self.tokens = tokens
+        self.at = at
+        self.open = True  # in flight: not settled, not aged
+        self.aged = False  # unsettled a whole window: charged at its estimate
+        # Cumulative admissions right after this one (its admission order).
+        self.mark_tokens = mark_tokens
+        self.mark_requests = mark_requests
+        self.sure_tokens = 0
+
+
+class Buckets:
+    """The buckets of one quota plus the server's ``retry-after`` block.
+
+    Same interface as :class:`~._window.Window`, so a backend drives either.
+
+    Example (a fake "now" is passed in; nothing reads a clock)::
+
+        b = Buckets(WindowLimits(tpm=100, window=10.0), refunds=True)
+        c = b.admit(80, now=0.0)
+        b.earliest(30, now=0.0)     # 11.0: in flight 80 never refills (it ages at 10.0)
+        b.expire(2.0)
+        b.settle(c, 40, now=2.0)    # charged at commit: level 60, refilling at 10/s
+        b.earliest(70, now=2.0)     # 3.0
+    """
+
+    def __init__(
+        self, limits: WindowLimits, *, header_lag: float = 0.0, refunds: bool | None = None
+    ) -> None:
+        self.limits = limits
+        self.refunds = refunds
+        self.header_lag = header_lag
+        self.learned: bool | None = None
+        self.freed_total = 0
+        self.lesson: tuple[str, int, int] | None = None
+        w, d = limits.window, limits.day
+        self.tpm = _Level(limits.tpm, w, tokens=True) if limits.tpm is not None else None
+        self.rpm = _Level(limits.rpm, w, tokens=False) if limits.rpm is not None else None
+        self.tpd = _Level(limits.tpd, d, tokens=True) if limits.tpd is not None else None
+        self.rpd = _Level(limits.rpd, d, tokens=False) if limits.rpd is not None else None
+        self.levels = [x for x in (self.tpm, self.rpm, self.tpd, self.rpd) if x is not None]
+        self.blocked_until = -math.inf
+        # Admitted charges in admission order; settled ones leave lazily from the left.
+        self.open: deque[BucketCharge] = deque()
+        self.open_tokens = 0
+        self.open_requests = 0
+        # Aged charges not settled yet: charged, but maybe not seen by the server yet.
+        self.aged_tokens = 0
+        self.admitted_tokens = 0
+        self.admitted_requests = 0
+
+    def clone(self) -> Buckets:
+        other = Buckets.__new__(Buckets)
+        other.__dict__.update(self.__dict__)
+        other.lesson = None
+        other.tpm = self.tpm.copy() if self.tpm else None
+        other.rpm = self.rpm.copy() if self.rpm else None
+        other.tpd = self.tpd.copy() if self.tpd else None
+        other.rpd = self.rpd.copy() if self.rpd else None
+        other.levels = [x for x in (other.tpm, other.rpm, other.tpd, other.rpd) if x is not None]
+        other.open = deque()
+        for c in self.open:
+            if c.open:
+                copy = BucketCharge(c.tokens, c.at, c.mark_tokens, c.mark_requests)
+                other.open.append(copy)
+        return other
+
+    @property
+    def policy(self) -> bool | None:
+        """Whether a commit for less frees the difference at once (True), keeps it
+        deferred (False), or frees it while learning (None): see the module docstring."""
+        return self.refunds if self.refunds is not None else self.learned
+
+    def _cost(self, level: _Level, tokens: int) -> int:
+        return tokens if level.tokens else 1
+
+    def expire(self, now: float) -> None:
+        """Bring every bucket to ``now``; charges in flight a whole window age."""
+        window = self.limits.window
+        q = self.open
+        while q and (not q[0].open or q[0].at + window <= now):
+            c = q.popleft()
+            if not c.open:
+                continue
+            at = c.at + window
+            c.open = False
+            c.aged = True
+            self.open_tokens -= c.tokens
+            self.open_requests -= 1
+            self.aged_tokens += c.tokens
+            for lv in self.levels:
+                lv.advance(at)
+                lv.level -= self._cost(lv, c.tokens)
+        for lv in self.levels:
+            lv.advance(now)
+
+    def _when(self, lv: _Level, cost: int, now: float) -> float:
+        """Earliest time >= ``now`` at which ``lv`` has the room for ``cost``, if nothing
+        else is admitted or settled (charges in flight age as time passes)."""
+        flight = self.open_tokens if lv.tokens else self.open_requests
+        level, t = lv.level, now
+        if level - flight >= cost - _EPS:
+            return now
+        window = self.limits.window
+        for c in self.open:
+            if not c.open:
+                continue
+            aged = c.at + window
+            if cost + flight <= lv.cap:
+                at = t + (cost + flight - level) / lv.rate
+                if at <= aged:
+                    return at
+            level = min(lv.cap, level + lv.rate * (aged - t))
+            t = aged
+            x = self._cost(lv, c.tokens)
+            level -= x
+            flight -= x
+            if level - flight >= cost - _EPS:
+                return t
+        if cost + flight <= lv.cap:
+            return t + max(0.0, cost + flight - level) / lv.rate
+        return math.inf  # only when the cost exceeds the limit itself
+
+    def earliest(self, tokens: int, now: float) -> float:
+        """Earliest time >= ``now`` at which ``tokens`` may go (call ``expire(now)`` first)."""
+        at = max(now, self.blocked_until)
+        for lv in self.levels:
+            at = max(at, self._when(lv, self._cost(lv, tokens), now))
+        return at
+
+    def admit(self, tokens: int, now: float) -> BucketCharge:
+        sure = self.admitted_tokens - self.open_tokens + tokens
+        self.admitted_tokens += tokens
+        self.admitted_requests += 1
+        charge = BucketCharge(tokens, now, self.admitted_tokens, self.admitted_requests)
+        charge.sure_tokens = sure
+        self.open.append(charge)
+        self.open_tokens += tokens
+        self.open_requests += 1
+        return charge
+
+    def settle(
+        self, charge: BucketCharge, actual: int | None, now: float, *, headers: bool = False
+    ) -> None:
+        """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
+        the commit comes with its response's token headers (see the module docstring)."""
+        est = charge.tokens
+        policy = self.policy
+        if policy is None and headers:
+            policy = False  # the headers at hand say what to free (see adopt)
+        if charge.open:
+            charge.open = False
+            self.open_tokens -= est
+            self.open_requests -= 1
+            if actual is None:
+                return  # never reached the server: nothing was charged
+            full = max(est, actual)
+            for lv in self.levels:
+                if not lv.tokens:
+                    lv.level -= 1
+                elif lv is self.tpm:
+                    lv.level -= actual if policy is not False else full
+                else:
+                    lv.level -= actual if policy else full
+        elif charge.aged:
+            # Charged at its estimate when it aged: correct that charge now.
+            charge.aged = False
+            self.aged_tokens -= est
+            if actual is None:
+                for lv in self.levels:
+                    lv.credit(self._cost(lv, est))
+                return
+            full = max(est, actual)
+            for lv in self.levels:
+                if not lv.tokens:
+                    continue
+                if actual > est:
+                    lv.level -= actual - est
+                elif (policy is not False) if lv is self.tpm else bool(policy):
+                    lv.credit(est - actual)
+        else:
+            return
+        charge.tokens = actual
+        tpm = self.tpm
+        if tpm is not None and full > actual:
+            if policy is False:
+                tpm.deferred += full - actual
+            elif policy is None:
+                tpm.freed += full - actual
+                self.freed_total += full - actual
+
+    def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
+        """The server does not refund: charge the frees again (as deferred) and behave
+        as ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
+        self.learned = False
+        self.lesson = (evidence, server_used, ledger_used)
+        self._defer_frees()
+
+    def _defer_frees(self) -> None:
+        tpm = self.tpm
+        if tpm is not None and tpm.freed > 0:
+            tpm.level -= tpm.freed
+            tpm.deferred += tpm.freed
+            tpm.freed = 0.0
+
+    def pop_lesson(self) -> tuple[str, int, int] | None:
+        """(evidence, server's tokens in use, ours) of a lesson learned since the last
+        call, or None."""
+        lesson, self.lesson = self.lesson, None
+        return lesson
+
+    def _seen(self, now: float, mark: tuple[int, int] | None) -> tuple[int, int]:
+        """Tokens and requests in flight that a header read ``now`` is taken to include:
+        admitted before the request it answers and more than ``header_lag`` ago."""
+        tokens = requests = 0
+        last = math.inf if mark is None else mark[1]
+        before = now - self.header_lag if self.header_lag > 0 else math.inf
+        for c in self.open:
+            if c.mark_requests > last or c.at > before:
+                break
+            if c.open:
+                tokens += c.tokens
+                requests += 1
+        return tokens, requests
+
+    def _check_refunds(self, view: ServerView, seen: int) -> None:
+        """While learning, is this header evidence that the server does not refund?
+        A refunding server is never below our level less the in-flight charges it has
+        seen; below it by no more than what was freed, the frees were kept. A 429 after
+        any free too."""
+        tpm, limit = self.tpm, self.limits.tpm
+        if (
+            self.refunds is not None
+            or self.learned is not None
+            or tpm is None
+            or limit is None
+            or view.remaining_tokens is None
+        ):
+            return
+        ls = view.limit_tokens if view.limit_tokens is not None and view.limit_tokens > 0 else limit
+        server_used = ls - view.remaining_tokens
+        ours_used = round(tpm.cap - (tpm.level - seen))
+        excess = server_used - ours_used
+        if view.retry_after is not None and self.freed_total > 0:
+            self.learn("429", server_used, ours_used)
+        elif 2 <= excess <= tpm.freed:
+            # 2: the remaining count is floored, which may show one token more in use.
+            self.learn("headers", server_used, ours_used)
+
+    def simulate(self, costs: list[int], now: float) -> float:
+        """When the last of ``costs`` would be admitted if all went in order and nothing
+        was settled meanwhile (an upper bound for a queue)."""
+        b = self.clone()
+        at = now
+        for tokens in costs:
+            b.expire(at)
+            at = b.earliest(tokens, at)
+            if math.isinf(at):
+                return at
+            b.expire(at)
+            b.admit(tokens, at)
+        return at
+
+    def adopt(
+        self,
+        now: float,
+        view: ServerView,
+        mark: tuple[int, int] | None = None,
+        sure: int | None = None,
+    ) -> bool:
+        """Adopt the server's view when it is tighter; free deferred tokens as far as it
+        proves the room (see the module docstring). True if anything changed.
+
+        ``mark``: the (tokens, requests) admission mark of the reservation whose
+        response carried the headers (later admissions cannot be in them). ``sure`` is
+        accepted for the window's interface; raising the level trusts nothing in flight.
+        """
+        changed = False
+        seen_t, seen_r = self._seen(now, mark)
+        if self.policy is None:
+            self._check_refunds(view, seen_t)
+            changed |= self.learned is not None
+            if self.policy is None and view.remaining_tokens is not None:
+                self._defer_frees()
+        if view.retry_after is not None and now + view.retry_after > self.blocked_until:
+            self.blocked_until = now + view.retry_after
+            changed = True
+        tpm, limit = self.tpm, self.limits.tpm
+        if tpm is not None and limit is not None and view.remaining_tokens is not None:
+            tpm.advance(now)
+            remaining = float(view.remaining_tokens)
+            if tpm.level > remaining + seen_t:
+                tpm.level = remaining + seen_t
+                changed = True
+            ls = view.limit_tokens
+            if tpm.deferred > 0 and self.policy is not True and (ls is None or ls >= limit):
+                # Every request in flight may still reach the server; an aged one's
+                # charge is in our level but maybe not yet in the server's.
+                free = min(remaining - self.aged_tokens - tpm.level, tpm.deferred)
+                if free > 0:
+                    tpm.level += free
+                    tpm.deferred -= free
+                    changed = True
+        rpd = self.rpd
+        if rpd is not None and view.remaining_requests is not None:
+            rpd.advance(now)
+            target = float(view.remaining_requests) + seen_r
+            if rpd.level > target:
+                rpd.level = target
+                changed = True
+        return changed
