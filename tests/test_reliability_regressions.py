@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 from reliability_support import RestartableRedis
+from structlog.testing import capture_logs
 
 import tokenguard as tg
 from tokenguard.emulator import running
@@ -68,3 +69,45 @@ def test_a_served_call_whose_commit_cannot_reach_redis_still_settles_its_budget(
         box.close()
     (event,) = [e.fields() for e in seen if e.name == "tokenguard.guard.request"]
     assert event["gen_ai.usage.input_tokens"] + event["gen_ai.usage.output_tokens"] == billed
+
+
+HEADERS_429 = {
+    "retry-after": "1",
+    "x-ratelimit-limit-tokens": "3000",
+    "x-ratelimit-remaining-tokens": "0",
+    "x-ratelimit-reset-tokens": "1s",
+}
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_server_headers_while_redis_is_down_follow_fail_open(fail_open: bool) -> None:
+    """A 429's headers given to ``observe`` while Redis is down: with fail_open the local
+    window takes them (and a fail_open event says so) instead of LimiterUnavailable
+    reaching a guarded caller whose request had just been refused."""
+    box = RestartableRedis()
+    try:
+        lim = tg.Limiter(
+            tpm=3_000, window=1.0, redis=box.client(), key="observe", fail_open=fail_open
+        )
+        lim.acquire(10).commit(10)
+        box.kill()
+        with capture_logs() as logs:
+            if fail_open:
+                lim.observe(HEADERS_429)
+                await lim.observe_async(HEADERS_429)
+                # The local window learned the server's view: nothing fits now.
+                with pytest.raises(tg.RateLimitTimeout):
+                    lim.acquire(100, max_wait=0)
+            else:
+                with pytest.raises(tg.LimiterUnavailable):
+                    lim.observe(HEADERS_429)
+                with pytest.raises(tg.LimiterUnavailable):
+                    await lim.observe_async(HEADERS_429)
+        events = [(e["event"], e.get("during")) for e in logs]
+        if fail_open:
+            assert events[0] == ("tokenguard.limiter.fail_open", "observe")
+        else:
+            assert events == []
+        await lim.aclose()
+    finally:
+        box.close()

@@ -84,7 +84,8 @@ class Event:
 @dataclass(frozen=True)
 class LimiterFailOpen(Event):
     """The shared limiter could not be reached and a local one stands in
-    (``during`` is ``"acquire"`` or ``"settle"``; Redis is tried again after ``retry_in``)."""
+    (``during`` is ``"acquire"``, ``"settle"`` or ``"observe"``; Redis is tried again after
+    ``retry_in``)."""
 
     name: ClassVar[str] = "tokenguard.limiter.fail_open"
     level: ClassVar[Level] = "warning"

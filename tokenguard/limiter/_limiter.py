@@ -430,13 +430,28 @@ class Limiter:
         """
         view = _view(headers)
         if view is not None:
-            run_sync(self._backend.observe_plan(view))
+            run_sync(self._observing(view))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
         view = _view(headers)
         if view is not None:
-            await run_async(self._backend.observe_plan(view))
+            await run_async(self._observing(view))
+
+    def _observing(self, view: ServerView) -> Plan[None]:
+        if self._fallback is not None and self._clock() < self._down_until:
+            yield from self._fallback.observe_plan(view)
+            return
+        try:
+            yield from self._backend.observe_plan(view)
+        except LimiterUnavailable as exc:
+            if self._fallback is None:
+                raise
+            # Failing open covers the server's headers too (a 429's, typically): the
+            # local window stands in and learns from them.
+            self._down_until = self._clock() + self._lease
+            emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
+            yield from self._fallback.observe_plan(view)
 
 
 def _next_wait(
