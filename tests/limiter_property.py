@@ -10,7 +10,7 @@ every estimate in full when the request arrives (any time between its admission
 and its commit, and at its admission if it is still unanswered a whole window later:
 the ledger ages an unsettled estimate out after one window); a refunding one gives the
 unused part back before it writes its answer. The memory backend reads the fake
-clock directly; the Redis scripts read it from the test-only ``:clock`` key (see
+clock directly; the Redis scripts get it as their test-only last argument (see
 ``now_s`` in ``lua/lib.lua``).
 
 What is allowed, exactly. With ``refunds=True`` (against the refunding server),
@@ -56,7 +56,7 @@ PERIOD = 10.0
 
 
 class FakeClock:
-    """A settable time; ``on_set`` hears every change (the Redis run mirrors it)."""
+    """A settable time; ``on_set`` hears every change."""
 
     def __init__(self, on_set: Callable[[float], None] | None = None) -> None:
         self._on_set = on_set

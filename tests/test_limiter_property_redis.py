@@ -2,9 +2,9 @@
 
 The scripts in ``tokenguard/limiter/lua`` reimplement ``_window.py``; this runs the
 property of ``limiter_property.py`` against them on a real ``redis-server``. The
-scripts read Redis ``TIME``; to replay any interleaving the test writes its fake
-clock to the ``:clock`` key, which the scripts read instead (tests only: the library
-never writes that key, as the last test checks). A bounded number of examples keeps
+scripts read Redis ``TIME``; to replay any interleaving the test gives its fake clock
+as every script's last argument (``RedisBackend._test_clock``), which the scripts read
+instead; in use that argument is empty (the last test checks it). A bounded number of examples keeps
 the run to a few seconds; every interleaving that once broke either port is kept as
 an example.
 """
@@ -58,10 +58,9 @@ def _redis_run(
     server: tuple[str, bool | None],
 ) -> Model:
     key = f"prop-{uuid.uuid4().hex[:12]}"
-    clock_key = "{" + key + "}:clock"
 
     def make(clock: FakeClock, lag: float, refunds: bool | None) -> RedisBackend:
-        return RedisBackend(
+        backend = RedisBackend(
             WindowLimits(tpm=LIMIT, window=PERIOD),
             client,
             key=key,
@@ -69,15 +68,16 @@ def _redis_run(
             header_lag=lag,
             refunds=refunds,
         )
+        backend._test_clock = clock  # the scripts' time: see RedisBackend._args
+        return backend
 
-    def set_clock(t: float) -> None:
-        client.set(clock_key, repr(t))
-
-    clock = FakeClock(on_set=set_clock)
+    clock = FakeClock()
     try:
         return run_interleaving(steps, lag, server, make, clock)
     finally:
-        client.delete(*client.keys("{" + key + "}:*"))
+        keys = client.keys("{" + key + "}:*")
+        if keys:
+            client.delete(*keys)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -98,13 +98,12 @@ def test_the_lua_port_learns_from_the_same_429(client: redis.Redis) -> None:
     assert m.backend.refunds is False
 
 
-def test_the_library_never_writes_the_test_clock(client: redis.Redis) -> None:
-    key = f"noclock-{uuid.uuid4().hex[:8]}"
-    lim = tg.Limiter(tpm=100, tpd=1000, rpd=100, window=0.5, redis=client, key=key)
+def test_in_use_the_scripts_read_redis_time(client: redis.Redis) -> None:
+    # Production calls leave the test clock empty: admissions are stamped in Redis time.
+    key = f"clock-{uuid.uuid4().hex[:8]}"
+    lim = tg.Limiter(tpm=100, window=60.0, redis=client, key=key)
+    assert lim._backend._test_clock is None  # type: ignore[attr-defined]
     r = lim.acquire(30)
-    r.commit(20, headers={"x-ratelimit-remaining-tokens": "50"})
-    lim.acquire(10).cancel()
-    lim.observe({"x-ratelimit-remaining-tokens": "10", "retry-after": "0"})
-    names = {k.decode() for k in client.keys("{" + key + "}:*") if isinstance(k, bytes)}
-    assert names  # the limiter did write its state...
-    assert "{" + key + "}:clock" not in names  # ...and never the test clock
+    seconds, micros = client.time()
+    assert abs(r.at - (seconds + micros / 1e6)) < 5.0
+    r.cancel()

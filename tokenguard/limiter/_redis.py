@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -166,6 +167,7 @@ class RedisBackend:
         self._scripts: dict[str, Script] = {
             n: client.register_script(src) for n, src in self._sources.items()
         }
+        self._test_clock: Callable[[], float] | None = None  # tests only: see _args
         self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, aredis.Redis]] = {}
         self._ascripts: dict[int, dict[str, AsyncScript]] = {}
 
@@ -173,12 +175,12 @@ class RedisBackend:
 
     def _call(self, name: str, args: list[Any]) -> Any:
         with self._reaching:
-            return self._scripts[name](keys=[self._prefix], args=self._common + args)
+            return self._scripts[name](keys=[self._prefix], args=self._args(args))
 
     async def _acall(self, name: str, args: list[Any]) -> Any:
         with self._reaching:
             scripts = self._aclient()[1]
-            return await scripts[name](keys=[self._prefix], args=self._common + args)
+            return await scripts[name](keys=[self._prefix], args=self._args(args))
 
     def _blpop(self, key: str, block: float) -> None:
         with self._reaching:
@@ -187,6 +189,13 @@ class RedisBackend:
     async def _ablpop(self, key: str, block: float) -> None:
         with self._reaching:
             await self._aclient()[0].blpop([key], timeout=block)
+
+    def _args(self, args: list[Any]) -> list[Any]:
+        # Every script's last argument is the time to use instead of Redis TIME: always
+        # empty in use; only the property tests set `_test_clock` to replay interleavings
+        # on a fake clock (see now_s in lua/lib.lua).
+        clock = self._test_clock
+        return [*self._common, *args, "" if clock is None else repr(clock())]
 
     def _script(self, name: str, args: list[Any]) -> Call:
         """The effect of running one Lua script (one round trip); its reply is the result."""

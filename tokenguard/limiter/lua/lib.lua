@@ -1,6 +1,7 @@
 -- tokenguard limiter: shared helpers, prepended to every script (see _window.py for the model).
 -- KEYS[1] is the key prefix (a hash tag such as "{tokenguard}", so every key lives in one slot).
--- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, header lag.
+-- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, header lag;
+-- the last ARGV: the time instead of Redis TIME, empty in use (see now_s).
 -- Keys: :m zset minute ledger (rid -> stamp), :mt hash rid -> tokens
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
@@ -13,7 +14,6 @@
 --       :s fields about refunds: lrn ("0": learned that the server does not refund),
 --          fr (tokens freed while learning, ever), mof (sum of :mof)
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
---       :clock string, tests only: the time instead of TIME (see now_s)
 local P = KEYS[1]
 local W = tonumber(ARGV[1])
 local TPM = tonumber(ARGV[2])
@@ -28,12 +28,12 @@ local HAS_DAY = TPD >= 0 or RPD >= 0
 local S = P .. ':s'
 local HOLD_STEPS = 8
 
--- The time is Redis TIME. Only the property tests write the key `:clock` (a number of
--- seconds), to replay any interleaving of decisions with a fake clock as the in-memory
--- model is checked; the library never writes it, so in use TIME always decides.
+-- The time is Redis TIME. Every script's last argument may give another (seconds):
+-- only the property tests do (RedisBackend._test_clock), to replay any interleaving of
+-- decisions on a fake clock as the in-memory model is checked; in use it is empty.
 local function now_s()
-  local fake = redis.call('GET', P .. ':clock')
-  if fake then return tonumber(fake) end
+  local fake = ARGV[#ARGV]
+  if fake ~= '' then return tonumber(fake) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
