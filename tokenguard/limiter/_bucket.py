@@ -99,7 +99,16 @@ class _Level:
 class BucketCharge:
     """What one admitted request holds (the handle of a reservation)."""
 
-    __slots__ = ("aged", "at", "mark_requests", "mark_tokens", "open", "sure_tokens", "tokens")
+    __slots__ = (
+        "aged",
+        "at",
+        "mark_requests",
+        "mark_tokens",
+        "open",
+        "settled_mark",
+        "sure_tokens",
+        "tokens",
+    )
 
     def __init__(self, tokens: int, at: float, mark_tokens: int, mark_requests: int) -> None:
         self.tokens = tokens
@@ -110,6 +119,8 @@ class BucketCharge:
         self.mark_tokens = mark_tokens
         self.mark_requests = mark_requests
         self.sure_tokens = 0
+        # Tokens charged by settles before this admission (see Buckets.settled).
+        self.settled_mark = 0
 
 
 class Buckets:
@@ -151,6 +162,9 @@ class Buckets:
         self.aged_tokens = 0
         self.admitted_tokens = 0
         self.admitted_requests = 0
+        # Tokens charged to the TPM level by settles, ever: a settle after a request's
+        # admission may be of a request that reached the server after its answer.
+        self.settled = 0
 
     def clone(self) -> Buckets:
         other = Buckets.__new__(Buckets)
@@ -237,6 +251,7 @@ class Buckets:
         self.admitted_requests += 1
         charge = BucketCharge(tokens, now, self.admitted_tokens, self.admitted_requests)
         charge.sure_tokens = sure
+        charge.settled_mark = self.settled
         self.open.append(charge)
         self.open_tokens += tokens
         self.open_requests += 1
@@ -248,6 +263,8 @@ class Buckets:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
         the commit comes with its response's token headers (see the module docstring)."""
         est = charge.tokens
+        # Charged by other settles since this admission (see adopt's ``sure``).
+        others = self.settled - charge.settled_mark
         policy = self.policy
         if policy is None and headers:
             policy = False  # the headers at hand say what to free (see adopt)
@@ -262,7 +279,9 @@ class Buckets:
                 if not lv.tokens:
                     lv.level -= 1
                 elif lv is self.tpm:
-                    lv.level -= actual if policy is not False else full
+                    taken = actual if policy is not False else full
+                    lv.level -= taken
+                    self.settled += taken
                 else:
                     lv.level -= actual if policy else full
         elif charge.aged:
@@ -284,6 +303,7 @@ class Buckets:
         else:
             return
         charge.tokens = actual
+        charge.settled_mark = self.settled - others
         tpm = self.tpm
         if tpm is not None and full > actual:
             if policy is False:
@@ -375,8 +395,11 @@ class Buckets:
         proves the room (see the module docstring). True if anything changed.
 
         ``mark``: the (tokens, requests) admission mark of the reservation whose
-        response carried the headers (later admissions cannot be in them). ``sure`` is
-        accepted for the window's interface; raising the level trusts nothing in flight.
+        response carried the headers (later admissions cannot be in them); ``sure`` its
+        ``settled_mark`` then: what settles charged between its admission and its
+        commit may be of requests that reached the server after the answer was
+        written, so raising the level does not trust them either. Raising the level
+        trusts nothing in flight.
         """
         changed = False
         seen_t, seen_r = self._seen(now, mark)
@@ -399,7 +422,10 @@ class Buckets:
             if tpm.deferred > 0 and self.policy is not True and (ls is None or ls >= limit):
                 # Every request in flight may still reach the server; an aged one's
                 # charge is in our level but maybe not yet in the server's.
-                free = min(remaining - self.aged_tokens - tpm.level, tpm.deferred)
+                unseen = self.aged_tokens
+                if sure is not None:
+                    unseen += max(0, self.settled - sure)
+                free = min(remaining - unseen - tpm.level, tpm.deferred)
                 if free > 0:
                     tpm.level += free
                     tpm.deferred -= free

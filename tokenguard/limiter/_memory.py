@@ -120,7 +120,10 @@ class MemoryBackend:
                 headers=view is not None and view.remaining_tokens is not None,
             )
             if view is not None:
-                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), charge.sure_tokens)
+                # The window's sure mark, or the bucket's settled mark (set by settle to
+                # the settles before this one, that were after its admission).
+                sure = charge.sure_tokens if isinstance(charge, Charge) else charge.settled_mark
+                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), sure)
             if self._queue:
                 self._queue[0].signal.set()
             lesson = w.pop_lesson()
