@@ -1,0 +1,268 @@
+"""docs/benchmarks.md and docs/benchmarks-goodput.png from results.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .tools import ORDER, load
+from .workload import (
+    COMPLETION,
+    CONTEXT,
+    LATENCY,
+    MAX_TOKENS,
+    MODEL,
+    RPM,
+    TPM,
+    conversation_mix,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "benchmarks-goodput.png"
+PLOTTED = [
+    "bare",
+    "cookbook",
+    "litellm_router",
+    "langchain_tool",
+    "plsno429_tool",
+    "tokenguard_guard",
+    "tokenguard_instrument",
+    "tokenguard_redis",
+]
+
+
+def line(row: dict[str, Any]) -> str:
+    if "failed" in row:
+        return f"{row['tool']:<30} {row['mode']:<9} FAILED {row['failed']}"
+    return (
+        f"{row['tool']:<30} {row['workers']:<16} refund={'yes' if row['refund'] else 'no ':<3} "
+        f"goodput {row['goodput']:.2f} (min {row['goodput_min']:.2f}) 429s {row['s429']:>4} "
+        f"413s {row['s413']:>3} errors {sum(row['errors'].values()):>4} "
+        f"unfinished {row['unfinished']:>3} ok {row['ok']:>4} "
+        f"p50 {row['lat_p50'] * 1e3:7.0f} ms p99 {row['lat_p99'] * 1e3:7.0f} ms"
+    )
+
+
+def _ms(x: float, base: float) -> str:
+    return "-" if math.isnan(x) else f"{(x - base) * 1e3:,.0f}"
+
+
+def _count_cell(counts: list[dict[str, Any]], tool: str) -> str:
+    for c in counts:
+        if c["tool"] == tool and c["model"] == MODEL and "median" in c:
+            return f"{c['median']:+.1%}"
+    return "does not count"
+
+
+def _errors(row: dict[str, Any]) -> str:
+    n = sum(row["errors"].values())
+    if not n:
+        return "0"
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(row["errors"].items(), key=lambda kv: -kv[1]))
+    return f"{n} ({kinds})"
+
+
+def rate_table(res: dict[str, Any], refund: bool) -> list[str]:
+    base = res["baseline"]["p50"]
+    out = [
+        "| tool | workers | goodput: charged / limit, mean (min) | useful tokens / limit "
+        "| 429s at server | 413s | errors seen by callers | requests lost | served "
+        "| added latency p50 / p99 (ms) | pre-flight count error (Llama 3, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [r for r in res["rows"] if r["refund"] == refund]
+    for module in ORDER:
+        mine = [r for r in rows if r["module"] == module]
+        if module in res.get("unavailable", {}):
+            name = load(module).NAME
+            out.append(f"| {name} | - | not run: {res['unavailable'][module]} ||||||||| ")
+            continue
+        for r in mine:
+            if "failed" in r:
+                out.append(f"| {r['tool']} | {r['mode']} | failed: `{r['failed']}` |||||||||")
+                continue
+            lost = sum(r["errors"].values()) + r["unfinished"]
+            hung = f" ({r['unfinished']} still waiting at the end)" if r["unfinished"] else ""
+            out.append(
+                f"| {r['tool']} | {r['workers']} | {r['goodput']:.2f} ({r['goodput_min']:.2f}) "
+                f"| {r['useful']:.2f} | {r['s429']} of {r['server_requests']} | {r['s413']} "
+                f"| {_errors(r)} | {lost} of {r['issued']}{hung} | {r['ok']} "
+                f"| {_ms(r['lat_p50'], base)} / {_ms(r['lat_p99'], base)} "
+                f"| {_count_cell(res.get('counts', []), r['tool'])} |"
+            )
+    return out
+
+
+def count_table(res: dict[str, Any]) -> list[str]:
+    out = [
+        "| tool (its counter) | model | conversations | median error | min | max "
+        "| under-counts (the server bills more) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in res.get("counts", []):
+        if "failed" in c:
+            out.append(f"| {c['tool']} | {c['model']} | failed: `{c['failed']}` ||||")
+            continue
+        out.append(
+            f"| {c['tool']} | {c['model']} | {c['n']} | {c['median']:+.1%} | {c['min']:+.1%} "
+            f"| {c['max']:+.1%} | {c['under']} of {c['n']} |"
+        )
+    return out
+
+
+def plot(res: dict[str, Any]) -> bool:
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for ax, refund in zip(axes, (True, False), strict=True):
+        for module in PLOTTED:
+            rows = [
+                r
+                for r in res["rows"]
+                if r["module"] == module and r["refund"] == refund and "failed" not in r
+            ]
+            if not rows:
+                continue
+            r = rows[0]  # the first mode: threads (processes for Redis)
+            ys = [v / TPM for v in r["per_window"]]
+            style = "-" if module.startswith("tokenguard") else "--"
+            ax.plot(
+                range(1, len(ys) + 1),
+                ys,
+                style,
+                marker="o",
+                ms=3,
+                label=f"{r['tool']} ({r['workers']})",
+            )
+        ax.axhline(1.0, color="black", lw=1)
+        ax.text(0.6, 1.02, "limit (6,000 tokens per window)", fontsize=8)
+        ax.set_title(("refunding" if refund else "non-refunding") + " server")
+        ax.set_xlabel(f"window ({res['window']:g} s each)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("tokens charged by the server / limit")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    PLOT.parent.mkdir(exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    return True
+
+
+def render(res: dict[str, Any]) -> None:
+    has_plot = plot(res)
+    mix = conversation_mix()
+    w = res["window"]
+    configs = []
+    for module in ORDER:
+        tool = load(module)
+        configs.append(f"- **{tool.NAME}**: {tool.CONFIG}")
+    reruns = "".join(
+        f"\n- rows of {', '.join(r['tools'])} re-run on {r['started']} at commit "
+        f"{r['tokenguard_commit']}: `.venv-bench/bin/{r['command']}`"
+        for r in res.get("reruns", [])
+    )
+    lines = [
+        "# Benchmarks: tokenguard side by side with what users would pick instead",
+        "",
+        "One workload, one machine (2 shared cores), one run. Every figure below comes from",
+        "`benchmarks/compare/results.json`, written by:",
+        "",
+        "```",
+        "python -m venv .venv-bench && .venv-bench/bin/pip install -e . "
+        "-r benchmarks/requirements-compare.txt",
+        f".venv-bench/bin/{res['command']}",
+        "```",
+        "",
+        f"(run started {res['started']}, tokenguard at commit {res['tokenguard_commit']}, "
+        f"{res.get('elapsed_s', 0) / 60:.0f} minutes{'; --quick' if res.get('quick') else ''})."
+        + reruns,
+        "",
+        "## The workload",
+        "",
+        f"- The server: tokenguard's emulator (`tokenguard.emulator.running`, real HTTP on "
+        f"loopback) with Groq's free-tier limits for `{MODEL}`: TPM {TPM:,}, RPM {RPM}, "
+        f'context {CONTEXT:,}; the "minute" scaled to a {w:g} s window, {res["windows"]} '
+        f"windows per run; {LATENCY * 1e3:g} ms of latency; {COMPLETION} tokens generated per "
+        f"answer with `max_tokens={MAX_TOKENS}`. Groq bills prompt + `max_tokens` at admission; "
+        "table 1's server gives the unused part back when the answer ends, table 2's never does.",
+        f"- The callers: 8 threads, and separately 32 asyncio tasks (tools with an asyncio API), "
+        f"and 4 processes x 2 threads for tokenguard on Redis, each sending conversations back "
+        f"to back from one fixed mix of {len(mix)}: three in four short (1-3 turns, 30-150 "
+        "tokens), one in four long (1,000-3,500 tokens). Every request fits the context and "
+        "the TPM limit, so a perfect client loses nothing.",
+        "- Goodput: tokens the server charged per window (from its request log) / the limit, "
+        'mean and minimum over the windows but the first and last. "Useful" counts prompt + '
+        "completion only (what a non-refunding server charges beyond it is wasted quota). "
+        "Errors seen by callers are exceptions the call raised; lost requests are those plus "
+        f"calls still waiting {2 * w:g} s after the run's end. Added latency: each served "
+        "call's time (waits for the limit included) minus the bare SDK call's p50 on an "
+        f"unlimited emulator with the same latency ({res['baseline']['p50'] * 1e3:.1f} ms).",
+        "- Tools that count a minute as 60 s (openlimit, LiteLLM, plsno429) are given the "
+        "limits per real minute (`limit x 60 / window`); they cannot follow the refill within "
+        "a scaled minute, and that shows in their rows. With Groq's real 60 s minute the "
+        "same arithmetic applies to their per-second behaviour (see each note).",
+        "",
+        "## How each tool is configured",
+        "",
+        *configs,
+        "",
+        "## 1. Refunding server (unused `max_tokens` given back)",
+        "",
+        *rate_table(res, True),
+        "",
+        "## 2. Server that does not refund unused `max_tokens`",
+        "",
+        "One mode per tool (threads; processes for tokenguard on Redis; tasks for "
+        "asyncio-only tools).",
+        "",
+        *rate_table(res, False),
+        "",
+    ]
+    if has_plot:
+        lines += [
+            "## Tokens per window against the limit",
+            "",
+            f"![tokens charged per window / limit]({PLOT.name})",
+            "",
+        ]
+    lines += [
+        "## 3. Context fill for long conversations",
+        "",
+        "`benchmarks/bench_fitting.py`'s comparison, run as it is by the command above: the "
+        "share of the allowed prompt each trimmer fills (counted exactly), whether the "
+        "emulator accepts the result, and whether a tool call is separated from its results "
+        "(Groq refuses those with 400).",
+        "",
+        "```",
+        res.get("fitting", "").rstrip(),
+        "```",
+        "",
+        "`pydantic-ai-harness` compaction (`SlidingWindowCompaction` and friends) is a "
+        "capability that runs inside a pydantic-ai `Agent` before each model request, on "
+        "pydantic-ai's own message objects; it has no entry point that takes an OpenAI-style "
+        "message list and a token budget, so it is not in this table.",
+        "",
+        "## 4. Pre-flight count error against the server's usage",
+        "",
+        "Each tool's count of the prompt (before sending) / the `usage.prompt_tokens` the "
+        "emulator returns (Groq's billing: Llama 3 chat template and tokenizer; harmony and "
+        "o200k for gpt-oss) - 1, on the workload's conversations and on long chats in English, "
+        "code, Cyrillic and CJK with tool calls. An under-count is a request the tool "
+        "believes fits but the server refuses or bills above the estimate.",
+        "",
+        *count_table(res),
+        "",
+        "llmratelimiter and token-throttle do not count: the caller passes the numbers "
+        "(here llmratelimiter is given the cookbook's cl100k count). LangChain's rate "
+        "limiter does not count tokens; its row is `count_tokens_approximately`, which "
+        "`trim_messages` uses.",
+        "",
+    ]
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(lines))

@@ -1,0 +1,69 @@
+"""(g) tokenguard's ``@tg.guard`` on the caller's function, in-memory limiter.
+
+Configured as the README says for a decorated function: the SDK's ``max_retries=0`` so
+the guard owns 429s; the limits and window given explicitly (the scaled window).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tokenguard as tg
+
+from ._common import async_client, client
+from .workload import AsyncCaller, Env, Messages, SyncCaller
+
+NAME = "tokenguard @guard"
+CONFIG = (
+    "`@tg.guard(tpm=6000, rpm=30, window=window, context_window=8192)` on a function "
+    "calling `OpenAI(max_retries=0)`; the limiter's defaults"
+)
+MODES = ("threads", "tasks")
+NEEDS_REDIS = False
+
+
+def unavailable() -> str | None:
+    return None
+
+
+def count(messages: Messages, model: str) -> int | None:
+    return tg.count_tokens(messages, model)
+
+
+def options(env: Env) -> dict[str, Any]:
+    return {
+        "tpm": env.tpm,
+        "rpm": env.rpm,
+        "window": env.window,
+        "context_window": env.context,
+    }
+
+
+def sync_caller(env: Env) -> SyncCaller:
+    c = client(env, max_retries=0)
+
+    @tg.guard(**options(env))
+    def ask(messages: Messages, model: str = env.model, max_tokens: int = env.max_tokens) -> Any:
+        return c.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+        )
+
+    return ask
+
+
+def async_caller(env: Env) -> AsyncCaller:
+    c = async_client(env, max_retries=0)
+
+    @tg.guard(**options(env))
+    async def ask(
+        messages: Messages, model: str = env.model, max_tokens: int = env.max_tokens
+    ) -> Any:
+        return await c.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+        )
+
+    return ask

@@ -1,0 +1,70 @@
+"""(i) tokenguard on Redis: several processes, each instrumenting its own client, sharing
+one ``tg.Limiter(redis=...)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tokenguard as tg
+
+from ._common import async_client, client
+from .workload import AsyncCaller, Env, Messages, SyncCaller
+
+NAME = "tokenguard Redis"
+CONFIG = (
+    "`tg.instrument(OpenAI(), limiter=tg.Limiter(tpm=6000, rpm=30, window=window, "
+    "redis=redis.Redis.from_url(url), key=...), context_window=8192)` in each process"
+)
+MODES = ("processes", "tasks")
+NEEDS_REDIS = True
+
+
+def unavailable() -> str | None:
+    try:
+        import redis  # noqa: F401
+    except ImportError as exc:
+        return f"redis client not installed ({exc})"
+    return None
+
+
+def count(messages: Messages, model: str) -> int | None:
+    return tg.count_tokens(messages, model)
+
+
+def _limiter(env: Env) -> tg.Limiter:
+    import redis
+
+    assert env.redis_url is not None
+    return tg.Limiter(
+        tpm=env.tpm,
+        rpm=env.rpm,
+        window=env.window,
+        redis=redis.Redis.from_url(env.redis_url),
+        key=f"{env.key}-tokenguard",
+    )
+
+
+def sync_caller(env: Env) -> SyncCaller:
+    c = tg.instrument(client(env), limiter=_limiter(env), context_window=env.context)
+
+    def call(messages: Messages) -> Any:
+        return c.chat.completions.create(
+            model=env.model,
+            messages=messages,
+            max_tokens=env.max_tokens,
+        )
+
+    return call
+
+
+def async_caller(env: Env) -> AsyncCaller:
+    c = tg.instrument(async_client(env), limiter=_limiter(env), context_window=env.context)
+
+    async def call(messages: Messages) -> Any:
+        return await c.chat.completions.create(
+            model=env.model,
+            messages=messages,
+            max_tokens=env.max_tokens,
+        )
+
+    return call
