@@ -248,7 +248,7 @@ end
 local function touch()
   local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
   for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
-                        ':res', ':rest', ':mdf', ':mo', ':mof'}) do
+                        ':res', ':rest', ':mdf', ':mo', ':mof', ':bo', ':bot', ':bag'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
 end
@@ -557,6 +557,10 @@ local function charge(ticket, tokens, now)
   return b, adm, admr, sure
 end
 
+-- The decisions the queue uses: the window's, unless a model appended after this
+-- library (bucket.lua) replaces them.
+local MODEL = {earliest = earliest, charge = charge}
+
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
 -- its admission noted under :res when it wakes, so a waiter that crashed cannot stall
 -- the queue (its charge ages out). Returns the earliest time of the first waiter that
@@ -568,13 +572,13 @@ admit_waiting = function(now, notify)
     local h = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
     if not h then return nil end
     local c = num(redis.call('HGET', P .. ':qt', h))
-    local at = earliest(c, now)
+    local at = MODEL.earliest(c, now)
     if at > now then
       if notify or served then wake(h) end
       return at
     end
     drop_ticket(h)
-    local b, adm, admr, sure = charge(h, c, now)
+    local b, adm, admr, sure = MODEL.charge(h, c, now)
     redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c, sure}, '|'))
     redis.call('ZADD', P .. ':rest', now, h)
     wake(h)
