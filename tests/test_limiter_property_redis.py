@@ -1,12 +1,13 @@
 """The Lua port under the same interleaving property as the Python model.
 
-The scripts in ``tokenguard/limiter/lua`` reimplement ``_window.py``; this runs the
-property of ``limiter_property.py`` against them on a real ``redis-server``. The
-scripts read Redis ``TIME``; to replay any interleaving the test gives its fake clock
-as every script's last argument (``RedisBackend._test_clock``), which the scripts read
-instead; in use that argument is empty (the last test checks it). A bounded number of examples keeps
-the run to a few seconds; every interleaving that once broke either port is kept as
-an example.
+The scripts in ``tokenguard/limiter/lua`` reimplement ``_window.py`` (``lib.lua``) and
+``_bucket.py`` (``bucket.lua``); this runs the property of ``limiter_property.py``
+against both on a real ``redis-server``, and checks that the bucket's two ports admit
+the same requests at the same times. The scripts read Redis ``TIME``; to replay any
+interleaving the test gives its fake clock as every script's last argument
+(``RedisBackend._test_clock``), which the scripts read instead; in use that argument
+is empty (a test checks it). A bounded number of examples keeps the run to a few
+seconds; every interleaving that once broke either port is kept as an example.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from limiter_property import (
 from redis_support import RedisServer, redis_srv
 
 import tokenguard as tg
+from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._redis import RedisBackend
 from tokenguard.limiter._window import WindowLimits
 
@@ -56,6 +58,7 @@ def _redis_run(
     steps: list[tuple[object, ...]],
     lag: float,
     server: tuple[str, bool | None],
+    algorithm: str = "window",
 ) -> Model:
     key = f"prop-{uuid.uuid4().hex[:12]}"
 
@@ -67,13 +70,14 @@ def _redis_run(
             lease=LEASE,
             header_lag=lag,
             refunds=refunds,
+            algorithm=algorithm,
         )
         backend._test_clock = clock  # the scripts' time: see RedisBackend._args
         return backend
 
     clock = FakeClock()
     try:
-        return run_interleaving(steps, lag, server, make, clock)
+        return run_interleaving(steps, lag, server, make, clock, sliding=algorithm == "window")
     finally:
         keys = client.keys("{" + key + "}:*")
         if keys:
@@ -92,8 +96,21 @@ def test_lua_keeps_every_window_and_the_server_bucket(
     _redis_run(client, steps, lag, server)
 
 
-def test_the_lua_port_learns_from_the_same_429(client: redis.Redis) -> None:
-    m = _redis_run(client, LEARNING_429, 0.0, ("keeps", None))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@known_examples
+def test_lua_bucket_keeps_the_server_bucket(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+) -> None:
+    _redis_run(client, steps, lag, server, "bucket")
+
+
+@pytest.mark.parametrize("algorithm", ["window", "bucket"])
+def test_the_lua_port_learns_from_the_same_429(client: redis.Redis, algorithm: str) -> None:
+    m = _redis_run(client, LEARNING_429, 0.0, ("keeps", None), algorithm)
     assert m.refused == 1
     assert m.backend.refunds is False
 
@@ -107,3 +124,24 @@ def test_in_use_the_scripts_read_redis_time(client: redis.Redis) -> None:
     seconds, micros = client.time()
     assert abs(r.at - (seconds + micros / 1e6)) < 5.0
     r.cancel()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+def test_lua_bucket_admits_when_the_python_model_does(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+) -> None:
+    # The same interleaving against both ports of the bucket: same admissions, same times.
+    def memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+        limits = WindowLimits(tpm=LIMIT, window=PERIOD)
+        return MemoryBackend(
+            limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket"
+        )
+
+    python = run_interleaving(steps, lag, server, memory, FakeClock(), sliding=False)
+    lua = _redis_run(client, steps, lag, server, "bucket")
+    assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
+    assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]

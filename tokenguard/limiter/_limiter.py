@@ -238,10 +238,6 @@ class Limiter:
             raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
         if algorithm not in ("bucket", "window"):
             raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
-        if algorithm == "bucket" and redis is not None:
-            raise ConfigurationError(
-                'algorithm="bucket" runs in memory only for now; use algorithm="window" with redis'
-            )
         self.algorithm = algorithm
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         self.key = key
@@ -271,6 +267,7 @@ class Limiter:
                 lease=float(lease),
                 header_lag=float(header_lag),
                 refunds=refunds,
+                algorithm=algorithm,
             )
             if fail_open:
                 self._fallback = local()

@@ -57,9 +57,15 @@ class _Reaching:
             raise LimiterUnavailable(f"Redis limiter at key {self._where!r}: {exc}") from exc
 
 
-def _source(name: str) -> str:
+def _source(name: str, algorithm: str = "window") -> str:
     lua = resources.files("tokenguard.limiter") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    parts = ["lib"]
+    if algorithm == "bucket":
+        # The bucket model replaces the window's decisions; its own settle and observe.
+        parts.append("bucket")
+        name = {"settle": "bsettle", "observe": "bobserve"}.get(name, name)
+    parts.append(name)
+    return "\n".join((lua / f"{part}.lua").read_text() for part in parts)
 
 
 @dataclass
@@ -143,6 +149,7 @@ class RedisBackend:
         lease: float,
         header_lag: float = 0.0,
         refunds: bool | None = None,
+        algorithm: str = "window",
     ) -> None:
         self._client = client
         self._refunds = -1 if refunds is None else int(refunds)
@@ -163,7 +170,7 @@ class RedisBackend:
             header_lag,
         ]
         self._names = ("acquire", "settle", "leave", "observe")
-        self._sources = {name: _source(name) for name in self._names}
+        self._sources = {name: _source(name, algorithm) for name in self._names}
         self._scripts: dict[str, Script] = {
             n: client.register_script(src) for n, src in self._sources.items()
         }

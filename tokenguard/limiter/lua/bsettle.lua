@@ -1,0 +1,16 @@
+-- Commit or cancel a charge of the bucket model (see Buckets.settle). ARGV as settle.lua:
+-- ARGV[8]: rid, ARGV[9]: estimate, ARGV[10]: actual (-1: cancel), ARGV[11]: unused,
+-- ARGV[12..20]: server view, ARGV[21]: refunds, ARGV[22]: the charge's settled mark.
+-- Returns {now, -1, refunds state, evidence, server used, ours} (see refunds_reply).
+local rid, est, actual = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local refunds, mark = tonumber(ARGV[21]), tonumber(ARGV[22])
+local now = now_s()
+expire(now)
+local pol = policy(refunds)
+-- With token headers at hand, they say what to free (see Buckets.settle).
+if pol == -1 and tonumber(ARGV[12]) >= 0 then pol = 0 end
+local others = b_settle(rid, est, actual, pol, mark)
+local _, lesson = b_adopt(now, 12, refunds, others)
+admit_waiting(now, true)
+touch()
+return refunds_reply({fmt(now), -1}, refunds, lesson)

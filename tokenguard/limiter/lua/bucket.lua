@@ -1,0 +1,358 @@
+-- tokenguard limiter, bucket model (see _bucket.py): appended after lib.lua, it replaces
+-- the window's decisions (expire, earliest, charge, simulate, remove_charge, and the
+-- queue's MODEL table), so acquire.lua and leave.lua run unchanged on it.
+-- Keys: :s fields bl<k>/ba<k> level and time of bucket k (1 TPM, 2 RPM, 3 TPD, 4 RPD),
+--          bdf/bfr deferred/freed tokens (TPM), bot/bor tokens/requests in flight,
+--          bag aged tokens not settled, bst tokens charged by settles (ever), blk,
+--          and the shared adm/admr/lrn/fr/seq (see lib.lua)
+--       :bo zset rid -> admission time (in flight), :bot hash rid -> "tokens|admr"
+--       :bag hash rid -> tokens (in flight a whole window: charged, not settled)
+local B_LIMITS = {TPM, RPM, TPD, RPD}
+local B_PERIOD = {W, W, D, D}
+local B_TOKENS = {true, false, true, false}
+local B_EPS = 1e-9
+
+-- The state, read once per script (BST: sums and buckets; BOPEN: charges in flight,
+-- oldest first, as {rid, at, tokens, admr}) and written back after every change.
+local BST, BOPEN
+
+local function b_state(now)
+  if BST then return BST end
+  local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
+    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk')
+  local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
+    orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge}
+  for k = 1, 4 do
+    local cap = B_LIMITS[k]
+    if cap >= 0 then
+      local level, at = tonumber(f[2 * k - 1]), tonumber(f[2 * k])
+      if not level then level, at = cap, now end
+      local lv = {k = k, cap = cap, rate = cap / B_PERIOD[k], level = level, at = at,
+        tokens = B_TOKENS[k]}
+      st.levels[#st.levels + 1] = lv
+      if k == 1 then st.tpm = lv elseif k == 4 then st.rpd = lv end
+    end
+  end
+  local e = redis.call('ZRANGE', P .. ':bo', 0, -1, 'WITHSCORES')
+  local ids = {}
+  for i = 1, #e, 2 do ids[#ids + 1] = e[i] end
+  local info = #ids > 0 and chunked('HMGET', P .. ':bot', ids) or {}
+  BOPEN = {}
+  for i = 1, #ids do
+    local t, r = string.match(info[i] or '0|0', '([^|]+)|([^|]+)')
+    BOPEN[i] = {ids[i], tonumber(e[2 * i]), tonumber(t), tonumber(r)}
+  end
+  BST = st
+  return st
+end
+
+local function b_save()
+  local st = BST
+  local args = {'bdf', fmt(st.deferred), 'bfr', fmt(st.freed), 'bot', fmt(st.ot),
+    'bor', fmt(st.orq), 'bag', fmt(st.ag), 'bst', fmt(st.settled)}
+  if st.blk > -math.huge then
+    args[#args + 1] = 'blk'
+    args[#args + 1] = fmt(st.blk)
+  end
+  for _, lv in ipairs(st.levels) do
+    args[#args + 1] = 'bl' .. lv.k
+    args[#args + 1] = fmt(lv.level)
+    args[#args + 1] = 'ba' .. lv.k
+    args[#args + 1] = fmt(lv.at)
+  end
+  redis.call('HSET', S, unpack(args))
+end
+
+local function b_cost(lv, tokens)
+  if lv.tokens then return tokens end
+  return 1
+end
+
+-- Refill to `now`; what the TPM bucket loses at its cap, a lower trajectory gains.
+local function b_advance(st, lv, now)
+  if now <= lv.at then return end
+  local level = lv.level + lv.rate * (now - lv.at)
+  lv.at = now
+  if level > lv.cap then
+    local over = level - lv.cap
+    level = lv.cap
+    if lv.k == 1 then
+      st.deferred = math.max(0, st.deferred - over)
+      st.freed = math.max(0, st.freed - over)
+    end
+  end
+  lv.level = level
+end
+
+-- Age the charges in flight a whole window (charged then, at their estimate), refill
+-- to `now`; returns the charges still in flight. `persist`: move the aged ones in Redis.
+local function b_age(st, now, open, persist)
+  local keep = {}
+  for _, c in ipairs(open) do
+    if c[2] + W <= now then
+      local at = c[2] + W
+      st.ot = st.ot - c[3]
+      st.orq = st.orq - 1
+      st.ag = st.ag + c[3]
+      for _, lv in ipairs(st.levels) do
+        b_advance(st, lv, at)
+        lv.level = lv.level - b_cost(lv, c[3])
+      end
+      if persist then
+        redis.call('ZREM', P .. ':bo', c[1])
+        redis.call('HDEL', P .. ':bot', c[1])
+        redis.call('HSET', P .. ':bag', c[1], c[3])
+      end
+    else
+      keep[#keep + 1] = c
+    end
+  end
+  for _, lv in ipairs(st.levels) do b_advance(st, lv, now) end
+  return keep
+end
+
+-- Earliest time >= now at which `lv` has the room for `cost` (see Buckets._when).
+local function b_when(st, lv, cost, now, open)
+  local flight = lv.tokens and st.ot or st.orq
+  local level, t = lv.level, now
+  if level - flight >= cost - B_EPS then return now end
+  for _, c in ipairs(open) do
+    local aged = c[2] + W
+    if cost + flight <= lv.cap then
+      local at = t + (cost + flight - level) / lv.rate
+      if at <= aged then return at end
+    end
+    level = math.min(lv.cap, level + lv.rate * (aged - t))
+    t = aged
+    local x = b_cost(lv, c[3])
+    level = level - x
+    flight = flight - x
+    if level - flight >= cost - B_EPS then return t end
+  end
+  if cost + flight <= lv.cap then return t + math.max(0, cost + flight - level) / lv.rate end
+  return math.huge
+end
+
+local function b_earliest(st, tokens, now, open)
+  local at = math.max(now, st.blk)
+  for _, lv in ipairs(st.levels) do at = math.max(at, b_when(st, lv, b_cost(lv, tokens), now, open)) end
+  return at
+end
+
+-- The decisions acquire.lua and leave.lua call, shadowing lib.lua's.
+local function expire(now)
+  local st = b_state(now)
+  BOPEN = b_age(st, now, BOPEN, true)
+  b_save()
+end
+
+local function earliest(tokens, now)
+  return b_earliest(b_state(now), tokens, now, BOPEN)
+end
+
+-- Returns what lib.lua's charge does: day bucket (-1: none), admission marks, and the
+-- settled mark (tokens charged by settles so far; see Buckets.adopt's `sure`).
+local function charge(ticket, tokens, now)
+  local st = b_state(now)
+  local adm = incr(S, 'adm', tokens)
+  local admr = incr(S, 'admr', 1)
+  redis.call('ZADD', P .. ':bo', fmt(now), ticket)
+  redis.call('HSET', P .. ':bot', ticket, tokens .. '|' .. admr)
+  st.ot = st.ot + tokens
+  st.orq = st.orq + 1
+  BOPEN[#BOPEN + 1] = {ticket, now, tokens, admr}
+  b_save()
+  return -1, adm, admr, st.settled
+end
+
+local function simulate(costs, now)
+  local st = b_state(now)
+  local copy = {levels = {}, deferred = st.deferred, freed = st.freed, ot = st.ot, orq = st.orq,
+    ag = st.ag, blk = st.blk}
+  for i, lv in ipairs(st.levels) do
+    copy.levels[i] = {k = lv.k, cap = lv.cap, rate = lv.rate, level = lv.level, at = lv.at,
+      tokens = lv.tokens}
+  end
+  local open = {}
+  for i, c in ipairs(BOPEN) do open[i] = c end
+  local at = now
+  for _, c in ipairs(costs) do
+    open = b_age(copy, at, open, false)
+    at = b_earliest(copy, c, at, open)
+    if at == math.huge then return at end
+    open = b_age(copy, at, open, false)
+    open[#open + 1] = {'', at, c, 0}
+    copy.ot = copy.ot + c
+    copy.orq = copy.orq + 1
+  end
+  return at
+end
+
+-- Take back an admission that never reached the server (a waiter gone before it
+-- learned of it).
+local function remove_charge(rid, tokens, b)
+  local st = b_state(0)
+  if redis.call('ZSCORE', P .. ':bo', rid) then
+    redis.call('ZREM', P .. ':bo', rid)
+    redis.call('HDEL', P .. ':bot', rid)
+    local keep = {}
+    for _, c in ipairs(BOPEN) do if c[1] ~= rid then keep[#keep + 1] = c end end
+    BOPEN = keep
+    st.ot = st.ot - tokens
+    st.orq = st.orq - 1
+  elseif redis.call('HGET', P .. ':bag', rid) then
+    redis.call('HDEL', P .. ':bag', rid)
+    st.ag = st.ag - tokens
+    for _, lv in ipairs(st.levels) do lv.level = math.min(lv.cap, lv.level + b_cost(lv, tokens)) end
+  end
+  b_save()
+end
+
+MODEL.earliest = earliest
+MODEL.charge = charge
+
+-- Settle rid (estimate `est`; `actual` < 0: cancel) under policy `pol` (1, 0, -1; see
+-- Buckets.settle). Returns the tokens other settles charged since its admission.
+local function b_settle(rid, est, actual, pol, mark)
+  local st = BST
+  local others = st.settled - mark
+  local tpm = st.tpm
+  local full = math.max(est, actual)
+  local settled = false
+  if redis.call('ZSCORE', P .. ':bo', rid) then
+    redis.call('ZREM', P .. ':bo', rid)
+    redis.call('HDEL', P .. ':bot', rid)
+    local keep = {}
+    for _, c in ipairs(BOPEN) do if c[1] ~= rid then keep[#keep + 1] = c end end
+    BOPEN = keep
+    st.ot = st.ot - est
+    st.orq = st.orq - 1
+    if actual >= 0 then
+      settled = true
+      for _, lv in ipairs(st.levels) do
+        if not lv.tokens then
+          lv.level = lv.level - 1
+        elseif lv.k == 1 then
+          local taken = pol ~= 0 and actual or full
+          lv.level = lv.level - taken
+          st.settled = st.settled + taken
+        else
+          lv.level = lv.level - (pol == 1 and actual or full)
+        end
+      end
+    end
+  elseif redis.call('HGET', P .. ':bag', rid) then
+    redis.call('HDEL', P .. ':bag', rid)
+    st.ag = st.ag - est
+    if actual < 0 then
+      for _, lv in ipairs(st.levels) do lv.level = math.min(lv.cap, lv.level + b_cost(lv, est)) end
+    else
+      settled = true
+      for _, lv in ipairs(st.levels) do
+        if lv.tokens then
+          if actual > est then
+            lv.level = lv.level - (actual - est)
+          elseif (lv.k == 1 and pol ~= 0) or (lv.k ~= 1 and pol == 1) then
+            lv.level = math.min(lv.cap, lv.level + (est - actual))
+          end
+        end
+      end
+    end
+  end
+  if settled and tpm and full > actual then
+    if pol == 0 then
+      st.deferred = st.deferred + (full - actual)
+    elseif pol == -1 then
+      st.freed = st.freed + (full - actual)
+      incr(S, 'fr', full - actual)
+    end
+  end
+  b_save()
+  return others
+end
+
+local function b_defer_frees(st)
+  if st.tpm and st.freed > 0 then
+    st.tpm.level = st.tpm.level - st.freed
+    st.deferred = st.deferred + st.freed
+    st.freed = 0
+  end
+end
+
+-- While learning, is this header evidence that the server does not refund? (See
+-- Buckets._check_refunds.) Returns the lesson, or nil.
+local function b_check_refunds(st, rt, lt, ra, seen)
+  if not st.tpm or rt < 0 then return nil end
+  local ls = lt > 0 and lt or TPM
+  local server_used = ls - rt
+  local ours_used = math.floor(st.tpm.cap - (st.tpm.level - seen) + 0.5)
+  local excess = server_used - ours_used
+  local lesson
+  if ra >= 0 and sum('fr') > 0 then
+    lesson = {'429', server_used, ours_used}
+  elseif excess >= 2 and excess <= st.freed then
+    lesson = {'headers', server_used, ours_used}
+  end
+  if lesson then
+    redis.call('HSET', S, 'lrn', '0')
+    b_defer_frees(st)
+  end
+  return lesson
+end
+
+-- Adopt the server view in ARGV[base..base+8] (see observe in lib.lua; -1: absent);
+-- `others`: tokens charged by settles the header may not include (-1: a header on
+-- its own). Returns whether anything changed and the lesson learned, or nil.
+local function b_adopt(now, base, refunds, others)
+  local st = BST
+  local rt, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 2])
+  local rr = tonumber(ARGV[base + 3])
+  local ra = tonumber(ARGV[base + 6])
+  local mr = tonumber(ARGV[base + 8])
+  -- In flight and taken as seen: admitted before the request answered, and before the lag.
+  local seen_t, seen_r = 0, 0
+  for _, c in ipairs(BOPEN) do
+    if (mr < 0 or c[4] <= mr) and (LAG <= 0 or c[2] <= now - LAG) then
+      seen_t = seen_t + c[3]
+      seen_r = seen_r + 1
+    end
+  end
+  local changed, lesson = false, nil
+  if policy(refunds) == -1 then
+    lesson = b_check_refunds(st, rt, lt, ra, seen_t)
+    if lesson then changed = true end
+    if policy(refunds) == -1 and rt >= 0 then b_defer_frees(st) end
+  end
+  if ra >= 0 and now + ra > st.blk then
+    st.blk = now + ra
+    changed = true
+  end
+  local tpm = st.tpm
+  if tpm and rt >= 0 then
+    b_advance(st, tpm, now)
+    if tpm.level > rt + seen_t then
+      tpm.level = rt + seen_t
+      changed = true
+    end
+    if st.deferred > 0 and policy(refunds) ~= 1 and (lt < 0 or lt >= TPM) then
+      -- Trust nothing in flight, nothing aged, nothing settled since its admission.
+      local unseen = st.ag + math.max(0, others)
+      local free = math.min(rt - unseen - tpm.level, st.deferred)
+      if free > 0 then
+        tpm.level = tpm.level + free
+        st.deferred = st.deferred - free
+        changed = true
+      end
+    end
+  end
+  local rpd = st.rpd
+  if rpd and rr >= 0 then
+    b_advance(st, rpd, now)
+    if rpd.level > rr + seen_r then
+      rpd.level = rr + seen_r
+      changed = true
+    end
+  end
+  b_save()
+  return changed, lesson
+end
