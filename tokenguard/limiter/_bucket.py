@@ -33,11 +33,14 @@ bucket; they shrink only by what the bucket loses at its cap.
 
 Headers. A header's ``remaining`` is the server's level when it wrote the
 response, with every request it had seen charged. Whenever it is tighter than our
-level plus the in-flight estimates taken as seen (all admitted before the request
-it answers and more than ``header_lag`` ago) our level drops to it. Raising our
-level (freeing deferred tokens) trusts no in-flight request as seen: the level
-rises at most to ``remaining``, so the room stays below the server's bucket even
-if every request in flight is still to reach it.
+level plus the in-flight estimates taken as seen (as the window takes them: all
+but those admitted within ``header_lag``, the default 0 taking headers as current)
+our level drops to it; lowering a safe level is always safe. Raising our level
+(freeing deferred tokens) trusts no request in flight as seen, nor the settles of
+other requests since the answered request was admitted (they may have reached
+the server after the answer was written): the level rises at most to
+``remaining`` less those, so the room stays below the server's bucket even if all
+of them are still to reach it.
 """
 
 from __future__ import annotations
@@ -333,15 +336,14 @@ class Buckets:
         return lesson
 
     def _seen(self, now: float, mark: tuple[int, int] | None) -> tuple[int, int]:
-        """Tokens and requests in flight that a header read ``now`` is taken to include:
-        admitted before the request it answers and more than ``header_lag`` ago."""
+        """Tokens and requests in flight that a header read ``now`` is taken to include
+        (as the window's ``seen_mark``): all but those admitted within ``header_lag``,
+        except those admitted before the request it answers (``mark``)."""
         tokens = requests = 0
-        last = math.inf if mark is None else mark[1]
+        last = -1 if mark is None else mark[1]
         before = now - self.header_lag if self.header_lag > 0 else math.inf
         for c in self.open:
-            if c.mark_requests > last or c.at > before:
-                break
-            if c.open:
+            if c.open and (c.at <= before or c.mark_requests <= last):
                 tokens += c.tokens
                 requests += 1
         return tokens, requests

@@ -309,10 +309,11 @@ local function b_adopt(now, base, refunds, others)
   local rr = tonumber(ARGV[base + 3])
   local ra = tonumber(ARGV[base + 6])
   local mr = tonumber(ARGV[base + 8])
-  -- In flight and taken as seen: admitted before the request answered, and before the lag.
+  -- In flight and taken as seen (see Buckets._seen): all but those admitted within the
+  -- lag, except those admitted before the request answered.
   local seen_t, seen_r = 0, 0
   for _, c in ipairs(BOPEN) do
-    if (mr < 0 or c[4] <= mr) and (LAG <= 0 or c[2] <= now - LAG) then
+    if LAG <= 0 or c[2] <= now - LAG or c[4] <= mr then
       seen_t = seen_t + c[3]
       seen_r = seen_r + 1
     end
