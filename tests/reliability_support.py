@@ -31,6 +31,7 @@ __all__ = [
     "RestartableRedis",
     "SecretTrap",
     "TrackingLimiter",
+    "emulator_process",
     "gather_all",
     "hammer",
     "max_in_any_window",
@@ -280,3 +281,30 @@ def hammer(call: Any, *, threads: int, script: Any) -> list[Outcome]:
         t.join(60)
         assert not t.is_alive(), "a caller hung"
     return outcomes
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """``python -m tokenguard.emulator ARGS`` in its own process; yields its base URL
+    (for measuring one side alone: the server's work is not in this process)."""
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokenguard.emulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError(f"the emulator did not start (printed {base_url!r})")
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
