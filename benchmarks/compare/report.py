@@ -50,9 +50,14 @@ def _ms(x: float, base: float) -> str:
 
 
 def _count_cell(counts: list[dict[str, Any]], tool: str) -> str:
+    via = ""
+    if tool.startswith("tokenguard"):
+        tool = "tokenguard @guard"  # one counter, tg.count_tokens, in every mode
+    elif tool.startswith("llmratelimiter"):
+        tool, via = "cookbook parallel processor", "the caller's count (cl100k here): "
     for c in counts:
-        if c["tool"] == tool and c["model"] == MODEL and "median" in c:
-            return f"{c['median']:+.1%}"
+        if c["tool"] == tool and c["model"] == MODEL and c.get("median") is not None:
+            return f"{via}{c['median']:+.1%}"
     return "does not count"
 
 
@@ -97,17 +102,18 @@ def rate_table(res: dict[str, Any], refund: bool) -> list[str]:
 
 def count_table(res: dict[str, Any]) -> list[str]:
     out = [
-        "| tool (its counter) | model | conversations | median error | min | max "
-        "| under-counts (the server bills more) |",
-        "|---|---|---|---|---|---|---|",
+        "| tool (its counter) | model | conversations counted | median error | min | max "
+        "| under-counts (the server bills more) | conversations it could not count |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in res.get("counts", []):
-        if "failed" in c:
-            out.append(f"| {c['tool']} | {c['model']} | failed: `{c['failed']}` ||||")
+        raised = f"{c['raised']} ({', '.join(c['raised_kind'])})" if c.get("raised") else "0"
+        if c.get("median") is None:
+            out.append(f"| {c['tool']} | {c['model']} | 0 | - | - | - | - | {raised} |")
             continue
         out.append(
             f"| {c['tool']} | {c['model']} | {c['n']} | {c['median']:+.1%} | {c['min']:+.1%} "
-            f"| {c['max']:+.1%} | {c['under']} of {c['n']} |"
+            f"| {c['max']:+.1%} | {c['under']} of {c['n']} | {raised} |"
         )
     return out
 

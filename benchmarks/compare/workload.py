@@ -219,10 +219,17 @@ def _child(
     w: int,
     q: Any,
 ) -> None:
+    import logging
+
+    import tokenguard as tg
+
     from .tools import load
 
+    logging.disable(logging.CRITICAL)
+    tg.events.use_structlog(False)  # as in the parent: no console rendering of events
     tool = load(module)
     call = tool.sync_caller(env)  # built (imports, connections) before the start line
+    tool.count(conversation_mix()[0], env.model)  # tokenizer data loaded before it, too
     # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
     time.sleep(max(0.0, start_wall - time.time()))
     stats = run_threads(lambda: call, threads, stop_wall - time.time(), grace, offset=w * 3)
