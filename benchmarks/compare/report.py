@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .compaction import CONFIG as COMPACTION
 from .tools import ORDER, load
 from .workload import (
     COMPLETION,
@@ -249,10 +250,14 @@ def render(res: dict[str, Any]) -> None:
         res.get("fitting", "").rstrip(),
         "```",
         "",
-        "`pydantic-ai-harness` compaction (`SlidingWindowCompaction` and friends) is a "
-        "capability that runs inside a pydantic-ai `Agent` before each model request, on "
-        "pydantic-ai's own message objects; it has no entry point that takes an OpenAI-style "
-        "message list and a token budget, so it is not in this table.",
+        "Configurations: tokenguard `tg.fit(messages, model, max_tokens=256, tpm=6000)`; "
+        "LangChain `trim_messages(max_tokens=allowed, strategy='last', include_system=True, "
+        "start_on='human')` with `count_tokens_approximately` and with the tiktoken counter "
+        "its guide writes; LiteLLM `trim_messages(messages, model='groq/...', "
+        "max_tokens=allowed)`; pydantic-ai-harness: " + COMPACTION + ". Its "
+        "`keep_tokens` is a floor (the shortest recent suffix holding at least that many), "
+        "so it cannot be set to the allowed prompt itself without going over it; half is "
+        "what its halving example suggests.",
         "",
         "## 4. Pre-flight count error against the server's usage",
         "",

@@ -42,7 +42,7 @@ import tokenguard as tg  # noqa: E402
 from tokenguard import reset_defaults  # noqa: E402
 from tokenguard.emulator import running  # noqa: E402
 
-from . import report  # noqa: E402
+from . import compaction, report  # noqa: E402
 from ._redis import redis_server  # noqa: E402
 from .tools import ORDER, TOKENGUARD, load  # noqa: E402
 from .workload import (  # noqa: E402
@@ -263,7 +263,8 @@ def fitting_table() -> str:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         bench_fitting.comparison(turns=100, samples=4)
-    return buf.getvalue()
+    # pydantic-ai-harness's compaction on the same chats, in the same format (compaction.py).
+    return buf.getvalue() + compaction.table(turns=100, samples=4)
 
 
 def main(argv: list[str] | None = None) -> None:
