@@ -207,9 +207,9 @@ def render(res: dict[str, Any]) -> None:
         'mean and minimum over the windows but the first and last. "Useful" counts prompt + '
         "completion only (what a non-refunding server charges beyond it is wasted quota). "
         "Errors seen by callers are exceptions the call raised; lost requests are those plus "
-        f"calls still waiting {2 * w:g} s after the run's end. Added latency: each served "
-        "call's time (waits for the limit included) minus the bare SDK call's p50 on an "
-        f"unlimited emulator with the same latency ({res['baseline']['p50'] * 1e3:.1f} ms).",
+        f"calls still waiting {max(10.0, 8 * w):g} s after the run's end. Added latency: "
+        "each served call's time (waits for the limit included) minus the bare SDK call's "
+        f"p50 on an unlimited emulator with the same latency ({res['baseline']['p50'] * 1e3:.1f} ms).",
         "- Tools that count a minute as 60 s (openlimit, LiteLLM, plsno429) are given the "
         "limits per real minute (`limit x 60 / window`); they cannot follow the refill within "
         "a scaled minute, and that shows in their rows. With Groq's real 60 s minute the "
@@ -218,6 +218,30 @@ def render(res: dict[str, Any]) -> None:
         "## How each tool is configured",
         "",
         *configs,
+        "",
+        "## What the tools do, and what that means for the rows",
+        "",
+        "- The openai SDK alone, LangChain's limiter (requests only) and plsno429 (reactive) "
+        "send first and learn from 429s: their goodput can reach the limit, paid for with "
+        "429s at the server and, when the SDK's or the decorator's retries run out, errors "
+        "in the callers.",
+        "- The cookbook processor, openlimit and llmratelimiter count before sending, with "
+        "cl100k_base and a 4-token allowance per message (or the caller's count), not the "
+        "Llama 3 tokenizer and chat template the server bills with, so their estimates are "
+        "off in both directions (table 4). The cookbook processor and openlimit never give "
+        "back unused `max_tokens` (against a refunding server that part of the limit stays "
+        "unused); llmratelimiter adjusts a request to its real output after the call.",
+        "- openlimit's buckets hold one second of refill at most (`limit / 60`): at Groq's "
+        "real 6,000 TPM that is 100 tokens, so no request of more than 100 tokens is ever "
+        "admitted; here (limits scaled per real minute) the bucket holds `6,000 / window` "
+        "tokens, and a request estimated above that waits until the run ends (counted in "
+        '"still waiting").',
+        "- LiteLLM's Router keeps its usage per clock minute: with the scaled window it may "
+        "spend the whole real-minute budget in a burst, and the server answers 429.",
+        "- tokenguard counts exactly (table 4), holds each request until the limiter has "
+        "room, reconciles with the usage and headers the server returns, and waits out any "
+        "429 as the server says. Its rows are measured with the limiter of the commit named "
+        "above; a limiter change is re-measured with `--tools tokenguard`.",
         "",
         "## 1. Refunding server (unused `max_tokens` given back)",
         "",

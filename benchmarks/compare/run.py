@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+import signal
 import statistics
 import sys
 import time
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--render", action="store_true", help="only rebuild docs from results.json")
     p.add_argument("--skip-tables", default="", help="e.g. 3,4: keep those from results.json")
     args = p.parse_args(argv)
+    # A terminated run still stops its redis-server and emulators (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     window = args.window or (1.0 if args.quick else 2.0)
     old: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.render:
