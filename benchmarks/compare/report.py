@@ -209,7 +209,8 @@ def render(res: dict[str, Any]) -> None:
         "Errors seen by callers are exceptions the call raised; lost requests are those plus "
         f"calls still waiting {max(10.0, 8 * w):g} s after the run's end. Added latency: "
         "each served call's time (waits for the limit included) minus the bare SDK call's "
-        f"p50 on an unlimited emulator with the same latency ({res['baseline']['p50'] * 1e3:.1f} ms).",
+        "p50 on an unlimited emulator with the same latency "
+        f"({res['baseline']['p50'] * 1e3:.1f} ms).",
         "- Tools that count a minute as 60 s (openlimit, LiteLLM, plsno429) are given the "
         "limits per real minute (`limit x 60 / window`); they cannot follow the refill within "
         "a scaled minute, and that shows in their rows. With Groq's real 60 s minute the "
