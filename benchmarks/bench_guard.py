@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tokenguard as tg  # noqa: E402
+from tokenguard import reset_defaults  # noqa: E402
 from tokenguard.emulator import running  # noqa: E402
-from tokenguard.guard import reset_defaults  # noqa: E402
 
 MODEL = "llama-3.1-8b-instant"
 TPM = 6000

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
+from tokenguard import reset_defaults
 from tokenguard.emulator import Emulator, running
-from tokenguard.guard import reset_defaults
 
 MODEL = "llama-3.1-8b-instant"
 SMALL = "llama3-8b-8192"  # context window 8,192

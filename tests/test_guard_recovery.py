@@ -12,8 +12,8 @@ import pytest
 from emulator_support import FakeClock
 
 import tokenguard as tg
+from tokenguard import reset_defaults
 from tokenguard.emulator import Emulator, running
-from tokenguard.guard import reset_defaults
 
 MODEL = "llama-3.1-8b-instant"
 HELLO: Any = [{"role": "user", "content": "Hello"}]

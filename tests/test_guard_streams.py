@@ -14,8 +14,8 @@ import openai
 import pytest
 
 import tokenguard as tg
+from tokenguard import reset_defaults
 from tokenguard.emulator import Emulator, running
-from tokenguard.guard import reset_defaults
 
 MODEL = "llama-3.1-8b-instant"
 LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 1_000, "window": 1.0}

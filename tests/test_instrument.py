@@ -13,8 +13,8 @@ import openai
 import pytest
 
 import tokenguard as tg
+from tokenguard import is_instrumented, reset_defaults
 from tokenguard.emulator import Emulator, running
-from tokenguard.guard import is_instrumented, reset_defaults
 
 MODEL = "llama-3.1-8b-instant"
 LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 1_000, "window": 1.0}
@@ -155,8 +155,8 @@ def test_bad_bodies_get_a_clear_error_with_nothing_sent(em: Emulator) -> None:
 
 
 def test_calls_share_one_default_limiter_per_base_url_and_model(em: Emulator) -> None:
-    from tokenguard.guard._options import make_options
-    from tokenguard.guard._registry import limiter_for, normalize_base_url
+    from tokenguard._guard._options import make_options
+    from tokenguard._guard._registry import limiter_for, normalize_base_url
 
     a = tg.instrument(make("openai", em))
     b = tg.instrument(make("groq", em))

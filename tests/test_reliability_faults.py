@@ -25,8 +25,8 @@ from reliability_support import (
 )
 
 import tokenguard as tg
+from tokenguard import reset_defaults
 from tokenguard.emulator import EmulatorConfig, builtin_model, running
-from tokenguard.guard import reset_defaults
 
 pytestmark = pytest.mark.reliability
 

@@ -11,6 +11,17 @@ from __future__ import annotations
 
 from . import events
 from ._budget import Budget, BudgetHold, budget, carry
+from ._guard import (
+    DEFAULT_BASE_URL,
+    GuardedAsyncStream,
+    GuardedStream,
+    GuardOptions,
+    guard,
+    instrument,
+    is_instrumented,
+    reset_defaults,
+    uninstrument,
+)
 from .conversation import Conversation
 from .counting import (
     Calibration,
@@ -44,13 +55,13 @@ from .fitting import (
     fit,
     fit_async,
 )
-from .guard import guard, instrument, uninstrument
 from .limiter import Limiter, Reservation
 from .models import Limits, ModelInfo, get_model, register_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "Budget",
     "BudgetExceeded",
     "BudgetHold",
@@ -61,6 +72,9 @@ __all__ = [
     "Conversation",
     "Counter",
     "FitResult",
+    "GuardOptions",
+    "GuardedAsyncStream",
+    "GuardedStream",
     "InvalidMessages",
     "Limiter",
     "LimiterUnavailable",
@@ -90,7 +104,9 @@ __all__ = [
     "get_model",
     "guard",
     "instrument",
+    "is_instrumented",
     "observe_prompt_tokens",
     "register_model",
+    "reset_defaults",
     "uninstrument",
 ]

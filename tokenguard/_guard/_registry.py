@@ -107,7 +107,7 @@ def reset() -> None:
 
     Example::
 
-        from tokenguard.guard import reset_defaults
+        from tokenguard import reset_defaults
         reset_defaults()   # the next guarded call builds its limiter afresh
     """
     with _lock:

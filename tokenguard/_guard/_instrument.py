@@ -215,7 +215,7 @@ def is_instrumented(client: Any) -> bool:
 
     Example::
 
-        from tokenguard.guard import is_instrumented
+        from tokenguard import is_instrumented
         assert is_instrumented(tg.instrument(client))
     """
     return getattr(_completions(client), _MARK, None) is not None

@@ -18,7 +18,8 @@ Example::
 
 Modules: ``_options`` (the options value), ``_request`` (reading a call), ``_pipeline``
 (the plan), ``_streams`` (streams settled at their end), ``_decorator``, ``_instrument``,
-``_registry`` (the process-wide default limiters and learned limits).
+``_registry`` (the process-wide default limiters and learned limits). Internal: the public
+names are re-exported from :mod:`tokenguard`.
 """
 
 from __future__ import annotations
