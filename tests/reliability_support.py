@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import tempfile
 import threading
@@ -170,6 +171,15 @@ class RestartableRedis:
         self.process.kill()
         self.process.wait()
         self.kills += 1
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server still accepts connections but answers nothing (a hung host)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         """A client that fails fast when the server is gone (no retries, short timeouts)."""

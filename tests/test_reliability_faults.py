@@ -446,3 +446,63 @@ def test_the_guard_through_jumping_wall_clock_serves_every_call_without_waiting(
     assert all(0 <= e["tokenguard.duration_s"] < 5.0 for e in requests)
     assert 429 not in statuses(log)
     assert lim.leaked() == []
+
+
+# -- Redis frozen (accepts connections, never answers) ----------------------------------
+
+
+def _acquire_in_thread(lim: tg.Limiter, max_wait: float) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def go() -> None:
+        t0 = time.monotonic()
+        try:
+            lim.acquire(10, max_wait=max_wait).cancel()
+            out.append(("admitted", time.monotonic() - t0))
+        except Exception as exc:
+            out.append((exc, time.monotonic() - t0))
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.redis
+def test_a_frozen_redis_gives_limiter_unavailable_within_the_clients_socket_timeout(
+    redis_box: RestartableRedis,
+) -> None:
+    client = redis_box.client()  # socket_timeout=2.0
+    lim = tg.Limiter(tpm=TPM, window=WINDOW, redis=client, key="frozen")
+    lim.acquire(10).commit(10)
+    redis_box.freeze()
+    try:
+        thread, out = _acquire_in_thread(lim, max_wait=0.5)
+        thread.join(10)
+    finally:
+        redis_box.thaw()
+    ((result, took),) = out
+    assert isinstance(result, tg.LimiterUnavailable)
+    assert took < 5.0
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: Redis round trips are not bounded by max_wait; with a "
+    "redis.Redis() at its defaults (no socket_timeout) a frozen server blocks the caller "
+    "until it answers again",
+)
+def test_a_frozen_redis_does_not_hold_a_caller_past_max_wait(redis_box: RestartableRedis) -> None:
+    import redis
+
+    lim = tg.Limiter(tpm=TPM, window=WINDOW, redis=redis.Redis(port=redis_box.port), key="frz")
+    lim.acquire(10).commit(10)
+    redis_box.freeze()
+    try:
+        thread, out = _acquire_in_thread(lim, max_wait=0.3)
+        thread.join(1.5)
+        done = list(out)
+    finally:
+        redis_box.thaw()
+        thread.join(10)
+    assert done, "the caller was still blocked 1.5 s after a max_wait of 0.3 s"
