@@ -54,6 +54,7 @@ __all__ = [
     "UnknownModel",
     "add_sink",
     "emit",
+    "enabled",
     "remove_sink",
     "to_logging",
     "use_structlog",
@@ -364,6 +365,18 @@ def emit(event: Event) -> None:
     for sink in _sinks:
         with contextlib.suppress(Exception):
             sink(event)
+
+
+def enabled() -> bool:
+    """Whether an emitted event goes anywhere (structlog on, or a sink added): a hot path
+    may skip building a record that nobody would receive.
+
+    Example::
+
+        if tg.events.enabled():
+            tg.events.emit(record)
+    """
+    return _structlog_on or bool(_sinks)
 
 
 def add_sink(sink: Sink) -> Callable[[], None]:
