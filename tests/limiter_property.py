@@ -122,6 +122,8 @@ class Admitted:
     charge: Any
     cost: int  # as known now: the estimate, then what was committed (0 if cancelled)
     learned: bool | None  # the backend's refunds policy when it was admitted
+    # When the last request committed before this admission reached the server.
+    seen_before: float = 0.0
 
 
 @dataclass
@@ -141,6 +143,9 @@ class Model:
     # The sliding-window model also promises no more than LIMIT admitted per window
     # (a bucket model may admit a full bucket and then its refill within one window).
     sliding: bool = True
+    # Answers read late: a commit's headers may be written before requests committed
+    # after its admission arrived (a response waiting unread while others go round).
+    late_answers: bool = False
 
     def refuse(self, a: Admitted, arrived: float) -> bool:
         """With refusals modelled: does the server refuse ``a`` arriving at ``arrived``?
@@ -175,7 +180,9 @@ class Model:
                 if now - PERIOD + 1e-9 < a.at <= now:  # float noise at the boundary
                     total += a.cost
             assert total <= LIMIT, f"{total} tokens admitted within one window"
-        self.admitted.append(Admitted(ticket, now, charge, ticket.tokens, self.backend.refunds))
+        self.admitted.append(
+            Admitted(ticket, now, charge, ticket.tokens, self.backend.refunds, self.last_arrival)
+        )
         self.open.append(len(self.admitted) - 1)
         self.order.append(ticket)
 
@@ -235,6 +242,21 @@ LEARNING_429: list[tuple[object, ...]] = [
 ]
 
 _EXAMPLES: list[dict[str, Any]] = [
+    # Answers read late: the first request's answer, written before the second one
+    # arrived, is read after the second one was committed; freeing by it would forget
+    # the second charge (the bucket's settled mark; with late_answers).
+    {
+        "steps": [
+            ("acquire", 40),
+            ("acquire", 40),
+            ("advance", 1.0),
+            ("commit", 1, 0.0, 0.0, 0.5, True),
+            ("commit", 0, 0.0, 1.0, 0.0, True),
+            ("acquire", 60),
+        ],
+        "lag": 0.0,
+        "server": ("keeps", False),
+    },
     {"steps": LEARNING_429, "lag": 0.0, "server": ("keeps", None)},
     # A stale header (written before the second admission) read within the lag.
     {
@@ -290,9 +312,12 @@ def run_interleaving(
     clock: FakeClock,
     *,
     sliding: bool = True,
+    late_answers: bool = False,
 ) -> Model:
     """Run ``steps`` against a fresh backend and check the property (see the module);
-    ``sliding``: also check that no window admits more than LIMIT (window model only).
+    ``sliding``: also check that no window admits more than LIMIT (window model only);
+    ``late_answers``: a commit's headers may be written before the arrival of requests
+    committed after its own admission (see ``Model.late_answers``; bucket model only).
 
     A request reaches the server at any time between its admission and its commit;
     its answer is written after that: with ``refunds=True`` no more than ``lag``
@@ -304,7 +329,7 @@ def run_interleaving(
     # limiter learns may be refused (see `Model.refuse`); then arrivals are in order,
     # since a refusal is decided when the request arrives.
     learning = refunds is None and not refunding
-    m = Model(clock, make_backend(clock, lag, refunds), sliding=sliding)
+    m = Model(clock, make_backend(clock, lag, refunds), sliding=sliding, late_answers=late_answers)
     for op in steps:
         kind = op[0]
         now = clock()
@@ -348,7 +373,7 @@ def run_interleaving(
                 if refunds is not True:
                     # Any time after it arrived, and after every request whose answer
                     # was read before this one arrived (see Window.adopt).
-                    lo = max(arrived, m.last_arrival)
+                    lo = max(arrived, a.seen_before if m.late_answers else m.last_arrival)
                     written = now - float(op[3]) * (now - lo)  # type: ignore[arg-type]
                 else:
                     written = max(arrived, now - float(op[3]) * lag)  # type: ignore[arg-type]

@@ -153,7 +153,7 @@ def _memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend
 def test_any_interleaving_keeps_the_server_bucket(
     steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
 ) -> None:
-    run_interleaving(steps, lag, server, _memory, FakeClock(), sliding=False)
+    run_interleaving(steps, lag, server, _memory, FakeClock(), sliding=False, late_answers=True)
 
 
 def test_the_property_sees_a_learning_429() -> None:

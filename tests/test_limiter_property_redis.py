@@ -77,7 +77,10 @@ def _redis_run(
 
     clock = FakeClock()
     try:
-        return run_interleaving(steps, lag, server, make, clock, sliding=algorithm == "window")
+        bucket = algorithm == "bucket"
+        return run_interleaving(
+            steps, lag, server, make, clock, sliding=not bucket, late_answers=bucket
+        )
     finally:
         keys = client.keys("{" + key + "}:*")
         if keys:
@@ -141,7 +144,9 @@ def test_lua_bucket_admits_when_the_python_model_does(
             limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket"
         )
 
-    python = run_interleaving(steps, lag, server, memory, FakeClock(), sliding=False)
+    python = run_interleaving(
+        steps, lag, server, memory, FakeClock(), sliding=False, late_answers=True
+    )
     lua = _redis_run(client, steps, lag, server, "bucket")
     assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
     assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]
