@@ -46,15 +46,26 @@ class Usage:
         return max(0, self.total_tokens - self.cached_tokens)
 
 
+#: Whether a type is a Mapping, per type: an ABC check of a pydantic model (what the
+#: SDKs return) misses the ABC cache's fast path and cost more than the read itself.
+_IS_MAPPING: dict[type, bool] = {dict: True}
+
+
 def _get(obj: Any, name: str) -> Any:
-    if type(obj) is dict:  # the common case first: an ABC check costs more than the read
-        return obj.get(name)
-    if isinstance(obj, Mapping):
+    kind = type(obj)
+    mapping = _IS_MAPPING.get(kind)
+    if mapping is None:
+        mapping = isinstance(obj, Mapping)
+        if len(_IS_MAPPING) < 256:  # bounded: classes made on the fly must not pile up
+            _IS_MAPPING[kind] = mapping
+    if mapping:
         return obj.get(name)
     return getattr(obj, name, None)
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:
+        return value if value >= 0 else None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value

@@ -26,7 +26,7 @@ from .._budget import BudgetHold, reserve, room
 from .._drive import Call, Plan, Sleep
 from ..counting import RequestCount, default_counter
 from ..errors import BudgetExceeded, ContextOverflow, RateLimitTimeout
-from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit
+from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit, enabled
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
 from ..models import ModelInfo, get_model
@@ -167,6 +167,23 @@ def _event(
     )
 
 
+def _report(
+    s: Settlement,
+    *,
+    usage: Usage | None,
+    failure: Failure | None = None,
+    response: Any = None,
+    closed_early: bool = False,
+) -> None:
+    """Emit the call's one ``tokenguard.guard.request`` event, built only when someone
+    receives it (the record is a third of the guard's own work on a plain call); the
+    site's largest completion is learned either way."""
+    if enabled():
+        emit(_event(s, usage=usage, failure=failure, response=response, closed_early=closed_early))
+    elif usage is not None:
+        s.guard.saw_completion(usage.completion_tokens)
+
+
 def _header_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
     """One header as a count, for the event (the limiter parses them all, with checks;
     parsing every header twice would cost as much as the rest of the event)."""
@@ -212,7 +229,7 @@ def settle_plan(
         s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
         if usage is not None:
             default_counter().observe(s.count, usage.prompt_tokens)
-        emit(_event(s, usage=usage, response=response, closed_early=closed_early))
+        _report(s, usage=usage, response=response, closed_early=closed_early)
 
 
 def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
@@ -264,13 +281,29 @@ def _never(pending: Any) -> Any:
     raise TypeError(f"an awaitable ({type(pending).__name__}) reached a synchronous call")
 
 
+#: Per class: (is a raw response, is a stream). Looked up on the class, once: a pydantic
+#: model class answers a missing attribute through its metaclass, slowly.
+_KINDS: dict[type, tuple[bool, bool]] = {}
+
+
+def _kind(kind: type) -> tuple[bool, bool]:
+    found = _KINDS.get(kind)
+    if found is None:
+        raw = callable(getattr(kind, "parse", None)) and hasattr(kind, "http_request")
+        stream = kind not in (dict, str, bytes, type(None)) and (
+            hasattr(kind, "__next__") or hasattr(kind, "__anext__")
+        )
+        found = (raw, stream)
+        if len(_KINDS) < 256:  # bounded: classes made on the fly must not pile up
+            _KINDS[kind] = found
+    return found
+
+
 def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
     """(body, headers, raw): a raw response (``with_raw_response``) is parsed for its
     body (the SDK caches the parse; the async SDKs' parse is awaited) and read for its
     headers."""
-    # Looked up on the class: a pydantic model answers a missing attribute slowly.
-    kind = type(result)
-    if callable(getattr(kind, "parse", None)) and hasattr(kind, "http_request"):
+    if _kind(type(result))[0]:
         body = result.parse()
         if inspect.isawaitable(body):
             body = yield Call(_never, _awaited, body)
@@ -280,10 +313,7 @@ def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
 
 def _is_stream(body: Any) -> bool:
     """An SDK stream (or any iterator of chunks), told apart by its class."""
-    kind = type(body)
-    if kind is dict or kind is str or kind is bytes or body is None:
-        return False
-    return hasattr(kind, "__next__") or hasattr(kind, "__anext__")
+    return _kind(type(body))[1]
 
 
 def _count(
@@ -431,7 +461,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             yield from _release_plan(s, failure)
             wait = yield from _recover(g, req, sender, s, failure, attempts, exc)
             if wait is None:
-                emit(_event(s, usage=None, failure=failure))
+                _report(s, usage=None, failure=failure)
                 raise
             continue
         body, headers, raw = yield from _unpack(result)
@@ -464,7 +494,7 @@ def _recover(
         if opts.max_wait is not None:
             spent = opts.clock() - s.started
             if spent + wait > opts.max_wait:
-                emit(_event(s, usage=None, failure=failure))
+                _report(s, usage=None, failure=failure)
                 raise RateLimitTimeout(
                     f"the server refused the request (429) and asks to wait {wait:.3f}s, "
                     f"which would pass max_wait={opts.max_wait}s ({spent:.3f}s spent)",
