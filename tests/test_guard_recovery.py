@@ -4,7 +4,9 @@ fake clock, so every wait is exact and instant."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -221,3 +223,95 @@ def test_with_retries_zero_the_servers_429_reaches_the_caller_unchanged() -> Non
         assert (b.used, b.reserved) == (0, 0)
         # One request reached the server: the guard did not retry, nor did the SDK.
         assert [r.status for r in chat(em)] == [200, 429]
+
+
+class _Gate:
+    """The emulator's latency as a gate, not a clock: the first ``hold`` answers wait
+    until the test releases them (so a client timeout fires, and no test sleeps)."""
+
+    def __init__(self, hold: int) -> None:
+        self._hold = hold
+        self._lock = threading.Lock()
+        self.released = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            blocked = self._hold > 0
+            self._hold -= 1
+        if blocked:
+            self.released.wait(30)
+
+
+@pytest.mark.parametrize("entry", ["instrument", "decorator"])
+def test_a_timeout_keeps_the_estimate_in_the_limiter_charges_no_budget_and_reaches_the_caller(
+    entry: str, events: list[tg.events.Event]
+) -> None:
+    clock = FakeClock()
+    gate = _Gate(hold=1)
+    lim = tg.Limiter(tpm=10_000, window=60.0, clock=clock, sleep=clock.sleep)
+    with running(model=MODEL, tpm=100_000, rpm=1_000, latency=5.0, sleep=gate) as em:
+        sdk = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0, timeout=0.2)
+        try:
+            call: Callable[[], Any]
+            if entry == "instrument":
+                client = tg.instrument(sdk, limiter=lim, clock=clock, sleep=clock.sleep)
+                call = functools.partial(
+                    client.chat.completions.create, model=MODEL, messages=HELLO, max_tokens=500
+                )
+            else:
+
+                @tg.guard(limiter=lim, clock=clock, sleep=clock.sleep)
+                def ask(messages: Any = HELLO, model: str = MODEL, max_tokens: int = 500) -> Any:
+                    return sdk.chat.completions.create(
+                        messages=messages, model=model, max_tokens=max_tokens
+                    )
+
+                call = ask
+            with tg.budget(tokens=5_000) as b, pytest.raises(openai.APITimeoutError) as caught:
+                call()
+        finally:
+            gate.released.set()
+    assert type(caught.value) is openai.APITimeoutError  # the SDK's own exception, as is
+    assert (b.used, b.reserved) == (0, 0)  # nothing charged to budgets
+    [done] = named(events, "tokenguard.guard.request")
+    assert done["error.type"] == "timeout"
+    assert "gen_ai.usage.input_tokens" not in done
+    assert not named(events, "tokenguard.guard.retry")  # max_retries=0: sent once
+    # The request reached the server, which may have charged it: the limiter keeps the
+    # estimate (prompt + max_tokens), neither refunded nor more.
+    estimate = done["tokenguard.estimated_tokens"]
+    assert estimate > 500
+    lim.acquire(10_000 - estimate, max_wait=0).cancel()
+    with pytest.raises(tg.RateLimitTimeout):
+        lim.acquire(10_000 - estimate + 1, max_wait=0)
+
+
+def test_a_timeout_is_retried_as_the_clients_max_retries_say_and_only_usage_is_budgeted(
+    events: list[tg.events.Event],
+) -> None:
+    clock = FakeClock()
+    gate = _Gate(hold=1)  # the first answer is late; the second is on time
+    with running(model=MODEL, tpm=100_000, rpm=1_000, latency=5.0, sleep=gate) as em:
+        try:
+            client = tg.instrument(
+                openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=1, timeout=0.2),
+                tpm=100_000,
+                window=60.0,
+                clock=clock,
+                sleep=clock.sleep,
+            )
+            start = clock()
+            with tg.budget(tokens=5_000) as b:
+                reply: Any = client.chat.completions.create(
+                    model=MODEL, messages=HELLO, max_tokens=500
+                )
+        finally:
+            gate.released.set()
+    assert b.used == reply.usage.total_tokens  # the timed-out attempt charged nothing
+    assert b.reserved == 0
+    [retry] = named(events, "tokenguard.guard.retry")
+    assert (retry["kind"], retry["status"], retry["attempt"]) == ("timeout", None, 1)
+    assert clock() - start == retry["wait_s"] == 0.5  # the SDK's first backoff, on the fake clock
+    [done] = named(events, "tokenguard.guard.request")
+    assert "error.type" not in done
+    assert done["tokenguard.retries"] == 1
