@@ -102,8 +102,8 @@ class RestartableEmulator:
         self.earlier_logs: list[Any] = []
 
     def stop(self) -> None:
-        self.earlier_logs.extend(self.current.log)
         self.current.stop()
+        self.earlier_logs.extend(self.current.log)
 
     def start(self) -> None:
         self.current = Emulator(self.config).start()
