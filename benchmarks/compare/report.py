@@ -101,6 +101,16 @@ def rate_table(res: dict[str, Any], refund: bool) -> list[str]:
     return out
 
 
+COUNTERS = {  # what each tool counts with, as table 4 names it
+    "cookbook parallel processor": "cookbook processor (cl100k_base + 4 per message)",
+    "openlimit": "openlimit (`num_tokens_consumed_by_chat_request`)",
+    "LiteLLM Router": "LiteLLM (`litellm.token_counter`)",
+    "LangChain InMemoryRateLimiter": "LangChain (`count_tokens_approximately`)",
+    "plsno429": "plsno429 (`estimate_tokens`: characters / 4)",
+    "tokenguard @guard": "tokenguard (`tg.count_tokens`, every mode)",
+}
+
+
 def count_table(res: dict[str, Any]) -> list[str]:
     out = [
         "| tool (its counter) | model | conversations counted | median error | min | max "
@@ -108,6 +118,7 @@ def count_table(res: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in res.get("counts", []):
+        c = {**c, "tool": COUNTERS.get(c["tool"], c["tool"])}
         raised = f"{c['raised']} ({', '.join(c['raised_kind'])})" if c.get("raised") else "0"
         if c.get("median") is None:
             out.append(f"| {c['tool']} | {c['model']} | 0 | - | - | - | - | {raised} |")
