@@ -1,11 +1,12 @@
-"""Sliding-window rate limiting with strict FIFO, in memory or shared through Redis.
+"""Rate limiting with strict FIFO, in memory or shared through Redis: a mirror of the
+server's refilling token buckets (the default) or a sliding window.
 
 Example::
 
     import tokenguard as tg
 
     lim = tg.Limiter(tpm=6000, rpm=30)
-    r = lim.acquire(1200)            # blocks until every window has room
+    r = lim.acquire(1200)            # blocks until every limit has room
     r.commit(950)                    # actual usage; or r.cancel() if nothing was sent
 """
 

@@ -153,12 +153,28 @@ def _check_limit(name: str, value: object) -> None:
 
 
 class Limiter:
-    """Admits requests so that no sliding window exceeds its limit, in strict FIFO order.
+    """Admits requests so that the server's rate limits are never exceeded, in strict FIFO
+    order.
 
     ``tpm``/``rpm`` are per ``window`` seconds (the "minute": 60 for Groq, smaller in
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
-    and one request. With ``redis`` (a ``redis.Redis``) the window and queue are shared
-    by every process using the same ``key``; if Redis cannot be reached,
+    and one request.
+
+    ``algorithm`` says how. ``"bucket"`` (choose it for Groq) mirrors a server whose
+    limits are refilling token buckets, as Groq's are (capacity = limit, refilled at
+    limit per period): after a burst a request waits only until the bucket has refilled
+    its cost, and the estimate of a request in flight holds room only until its commit.
+    Estimates in flight are never refilled (the server charges them when they arrive,
+    at any time before the response), so the mirror never runs ahead of the server's
+    bucket. ``"window"`` (the default for now) suits a server that counts a sliding
+    window (no more than the limit in any ``window`` seconds); it never exceeds a bucket
+    either, but holds each charge for a whole window, so against Groq it uses less of
+    the limit and waits up to a window after a burst. Learning refunds (``refunds=None``)
+    without any headers costs the bucket its one learning 429 against a server that
+    keeps unused tokens, where the window's longer holds often hide it.
+
+    With ``redis`` (a ``redis.Redis``) the limits and queue are shared by every
+    process using the same ``key``; if Redis cannot be reached,
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
     limiter falls back to a local in-memory window with the same limits (each process
     then only limits itself; Redis is tried again after ``lease`` seconds, and a
