@@ -25,7 +25,8 @@ NAME = "cookbook parallel processor"
 CONFIG = (
     "own code from the cookbook's description: token + request capacity refilled at the "
     "limits (capped at one window), cl100k estimate + max_tokens taken before sending, "
-    "never given back; a 429 pauses all workers a quarter window; 5 attempts; full limits"
+    "never given back; requests sent in order; a 429 pauses all workers a quarter window; "
+    "5 attempts (a retry queues again); full limits"
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
@@ -52,6 +53,10 @@ def count(messages: Messages, model: str) -> int | None:
 
 
 class _Capacity:
+    """The processor's capacity counters, served in order: its one dispatch loop sends
+    the next request only when there is room for it, so a large request is not passed by
+    smaller ones (tickets give the workers here the same order)."""
+
     def __init__(self, env: Env) -> None:
         self.env = env
         self.tokens = float(env.tpm)
@@ -59,8 +64,15 @@ class _Capacity:
         self.last = time.monotonic()
         self.pause_until = 0.0
         self.lock = threading.Lock()
+        self.issued = 0
+        self.serving = 0
 
-    def take(self, need: int) -> float:
+    def ticket(self) -> int:
+        with self.lock:
+            self.issued += 1
+            return self.issued - 1
+
+    def take(self, ticket: int, need: int) -> float:
         """0 when taken, else how long to sleep before trying again."""
         with self.lock:
             now = time.monotonic()
@@ -69,9 +81,10 @@ class _Capacity:
             self.requests = min(self.env.rpm, self.requests + dt * self.env.rpm / self.env.window)
             if now < self.pause_until:
                 return self.pause_until - now
-            if self.requests >= 1 and self.tokens >= need:
+            if ticket == self.serving and self.requests >= 1 and self.tokens >= need:
                 self.requests -= 1
                 self.tokens -= need
+                self.serving += 1
                 return 0.0
             return POLL
 
@@ -87,7 +100,8 @@ def sync_caller(env: Env) -> SyncCaller:
     def call(messages: Messages) -> Any:
         need = (count(messages, env.model) or 0) + env.max_tokens
         for attempt in range(ATTEMPTS):
-            while (wait := cap.take(need)) > 0:
+            ticket = cap.ticket()  # a retry queues again, behind the requests waiting
+            while (wait := cap.take(ticket, need)) > 0:
                 time.sleep(wait)
             try:
                 return c.chat.completions.create(
@@ -111,7 +125,8 @@ def async_caller(env: Env) -> AsyncCaller:
     async def call(messages: Messages) -> Any:
         need = (count(messages, env.model) or 0) + env.max_tokens
         for attempt in range(ATTEMPTS):
-            while (wait := cap.take(need)) > 0:  # noqa: ASYNC110 (the cookbook polls)
+            ticket = cap.ticket()
+            while (wait := cap.take(ticket, need)) > 0:  # noqa: ASYNC110 (the cookbook polls)
                 await asyncio.sleep(wait)
             try:
                 return await c.chat.completions.create(

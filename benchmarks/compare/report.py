@@ -182,7 +182,8 @@ def render(res: dict[str, Any]) -> None:
         configs.append(f"- **{tool.NAME}**: {tool.CONFIG}")
     reruns = "".join(
         f"\n- rows of {', '.join(r['tools'])} re-run on {r['started']} at commit "
-        f"{r['tokenguard_commit']}: `.venv-bench/bin/{r['command']}`"
+        f"{r['tokenguard_commit']} (limiter: {r.get('limiter', '?')}): "
+        f"`.venv-bench/bin/{r['command']}`"
         for r in res.get("reruns", [])
     )
     lines = [
@@ -198,7 +199,8 @@ def render(res: dict[str, Any]) -> None:
         "```",
         "",
         f"(run started {res['started']}, tokenguard at commit {res['tokenguard_commit']}, "
-        f"{res.get('elapsed_s', 0) / 60:.0f} minutes{'; --quick' if res.get('quick') else ''})."
+        + (f"limiter `algorithm={res['limiter']!r}`, " if "limiter" in res else "")
+        + f"{res.get('elapsed_s', 0) / 60:.0f} minutes{'; --quick' if res.get('quick') else ''})."
         + reruns,
         "",
         "## The workload",

@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.tools == "none":  # tables 3 and 4 only
         modules = []
     else:
-        modules = [m.strip() for m in args.tools.split(",")]
+        names = [m.strip() for m in args.tools.split(",")]
+        modules = [m for n in names for m in (TOKENGUARD if n == "tokenguard" else [n])]
     command = "python -m benchmarks.compare.run " + " ".join(argv or sys.argv[1:])
     res: dict[str, Any] = {
         "command": command.strip(),
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         "windows": args.windows,
         "quick": args.quick,
         "tokenguard_commit": _git_head(),
+        # The limiter tokenguard's rows ran with (its default for these options).
+        "limiter": str(getattr(tg.Limiter(tpm=TPM, rpm=RPM, window=window), "algorithm", "?")),
     }
     t_start = time.monotonic()
     res["baseline"] = baseline()
@@ -364,6 +367,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any], modules: list[str]) -> dict
             "started": new["started"],
             "tools": modules,
             "tokenguard_commit": new["tokenguard_commit"],
+            "limiter": new["limiter"],
         }
     )
     out["fitting"], out["counts"] = new["fitting"], new["counts"]
@@ -373,16 +377,18 @@ def _merge(old: dict[str, Any], new: dict[str, Any], modules: list[str]) -> dict
 def _git_head() -> str:
     import subprocess
 
-    try:
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        # The run imports the working tree: say when it differs from the commit.
+        dirty = git("status", "--porcelain", "--", "tokenguard")
     except OSError:
         return "?"
+    return head + (" with uncommitted changes in tokenguard/" if dirty else "")
 
 
 if __name__ == "__main__":
