@@ -25,6 +25,7 @@ from limiter_property import (
     run_interleaving,
 )
 
+import tokenguard as tg
 from tokenguard.limiter._backend import Signal, Ticket
 from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
@@ -177,3 +178,35 @@ def test_queue_is_served_in_order(costs: list[int]) -> None:
             if t not in served and b.poll(t).charge is not None:
                 served.append(t)
     assert served == tickets
+
+
+# -- through the public API ---------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
+def test_after_a_burst_the_next_request_waits_only_for_its_refill() -> None:
+    clock = _Clock()
+    lim = tg.Limiter(tpm=6000, window=60.0, algorithm="bucket", clock=clock, sleep=clock.sleep)
+    lim.acquire(6000).commit(6000)  # the burst empties the bucket
+    r = lim.acquire(500)
+    # 500 tokens at 100 tokens/s: 5 s, where a sliding window holds it for 60 s.
+    assert r.waited == pytest.approx(5.0)
+    window = tg.Limiter(tpm=6000, window=60.0, algorithm="window", clock=clock, sleep=clock.sleep)
+    window.acquire(6000).commit(6000)
+    assert window.acquire(500).waited == pytest.approx(60.0)
+
+
+def test_an_unknown_algorithm_is_named() -> None:
+    with pytest.raises(tg.ConfigurationError, match="algorithm"):
+        tg.Limiter(tpm=100, algorithm="leaky")
+    assert "algorithm=bucket" in repr(tg.Limiter(tpm=100, algorithm="bucket"))

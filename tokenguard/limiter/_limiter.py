@@ -322,7 +322,7 @@ class Limiter:
         )
         return (
             f"<Limiter tpm={lim.tpm} rpm={lim.rpm} tpd={lim.tpd} rpd={lim.rpd} "
-            f"window={lim.window} backend={kind}>"
+            f"window={lim.window} algorithm={self.algorithm} backend={kind}>"
         )
 
     # -- acquire -----------------------------------------------------------------------
