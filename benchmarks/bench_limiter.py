@@ -7,6 +7,9 @@ Scenarios (each saturates one model, tpm=6000, rpm=1000, window=5 s, for 14 wind
 - ``processes``: 4 processes x 4 threads sharing one Redis limiter (a redis-server is
   started on a free loopback port);
 - ``overhead``: p50 of ``acquire`` when nothing has to wait, in memory and on Redis;
+- ``burst``: after a burst that empties the bucket, how much longer than the server's
+  bucket needs ((estimate - level) / refill rate) the next request waits (p99, goal
+  <= 50 ms);
 - ``feedback``: 8 threads sharing one in-memory limiter, ``max_tokens`` 100 with 40
   tokens generated (``--cases`` to change), against both servers, once per way the
   caller gives the server's answer back (``--feedback`` to pick one):
@@ -32,11 +35,18 @@ defaults. When the server refunds, the estimate of a request in flight (prompt +
 max_tokens) holds room the server gives back when it answers, so the charged tokens
 of a window fall short of the limit by about max_tokens - completion.
 
+Every row runs once per ``--algorithm`` (``bucket`` and ``window`` by default, side by
+side on the same cell) and per ``--latency`` (seconds the emulator takes per answer,
+comma-separated, e.g. ``0,0.2,0.5,1``). With long latencies and large ``max_tokens`` the
+server's own bucket cannot be filled within a short period (each request holds its
+estimate while it is in flight): give ``--window`` (e.g. 20) for those cells.
+
 Run: ``.venv/bin/python benchmarks/bench_limiter.py`` (about 27 minutes: 3 cases x 2
 servers x 3 scenarios of 70 s, then 2 servers x 3 feedback modes), or ``--quick`` (1 s
 windows), ``--scenario threads|async|processes|overhead|feedback``, ``--cases 256:64``,
 ``--refund no``, ``--feedback headers|observe|none|all``, ``--threads N``,
-``--header-lag S`` and ``--refunds none|yes|no`` (Limiter options; defaults 0 and none:
+``--header-lag S``, ``--algorithm bucket|window|both``, ``--window S``, ``--windows N``
+and ``--refunds none|yes|no`` (Limiter options; defaults 0 and none:
 learn). Each row ends with what the limiter knows of refunds at the end (``refunds=``).
 """
 
