@@ -77,6 +77,9 @@ class _Binding:
         }
         self.var_pos = any(p.kind is kinds.VAR_POSITIONAL for p in params)
         self.defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        # The prompt keywords this function can receive at all: usually none, and then
+        # no call looks for them.
+        self.counted = tuple(n for n in _COUNTED if n in self.named or self.var_kw is not None)
 
     def _view(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Each argument by name, defaults applied, ``**kwargs`` entries flattened in: what
@@ -121,7 +124,7 @@ class _Binding:
             )
         newer = check_max_tokens("max_completion_tokens", a.get("max_completion_tokens"))
         older = check_max_tokens("max_tokens", a.get("max_tokens"))
-        options = {n: v for n in _COUNTED if n in a and (v := given(a[n])) is not None}
+        options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
         return ChatRequest(
             messages=messages,
             model=model,

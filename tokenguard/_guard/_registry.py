@@ -32,6 +32,7 @@ class Learned:
 
 
 _learned: dict[tuple[str, str], Learned] = {}
+_NOTHING_LEARNED = Learned()  # read on every call: one value, not one per call
 
 
 def normalize_base_url(url: object) -> str:
@@ -77,7 +78,7 @@ def limiter_for(opts: GuardOptions, base_url: str, model: str) -> Limiter | None
 
 def learned(base_url: str, model: str) -> Learned:
     """What the server at ``base_url`` showed of ``model``'s real limits so far."""
-    return _learned.get((base_url, model), Learned())
+    return _learned.get((base_url, model), _NOTHING_LEARNED)
 
 
 def remember(
