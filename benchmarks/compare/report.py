@@ -138,9 +138,10 @@ def plot(res: dict[str, Any]) -> bool:
         import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
-    for ax, refund in zip(axes, (True, False), strict=True):
-        for module in PLOTTED:
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.2), sharex=True, sharey=True)
+    for ax, module in zip(axes.flat, PLOTTED, strict=True):
+        name = load(module).NAME
+        for refund, style in ((True, "-"), (False, "--")):
             rows = [
                 r
                 for r in res["rows"]
@@ -149,23 +150,26 @@ def plot(res: dict[str, Any]) -> bool:
             if not rows:
                 continue
             r = rows[0]  # the first mode: threads (processes for Redis)
+            name = f"{r['tool']} ({r['workers']})"
             ys = [v / TPM for v in r["per_window"]]
-            style = "-" if module.startswith("tokenguard") else "--"
             ax.plot(
                 range(1, len(ys) + 1),
                 ys,
                 style,
                 marker="o",
                 ms=3,
-                label=f"{r['tool']} ({r['workers']})",
+                color="tab:blue" if refund else "tab:orange",
+                label="refunding server" if refund else "non-refunding server",
             )
         ax.axhline(1.0, color="black", lw=1)
-        ax.text(0.6, 1.02, "limit (6,000 tokens per window)", fontsize=8)
-        ax.set_title(("refunding" if refund else "non-refunding") + " server")
-        ax.set_xlabel(f"window ({res['window']:g} s each)")
+        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("tokens charged by the server / limit")
-    axes[1].legend(fontsize=7, loc="lower right")
+    for ax in axes[1]:
+        ax.set_xlabel(f"window ({res['window']:g} s each)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("charged / limit")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Tokens the server charged per window, against the limit (black line)")
     fig.tight_layout()
     PLOT.parent.mkdir(exist_ok=True)
     fig.savefig(PLOT, dpi=110)
@@ -195,6 +199,8 @@ def render(res: dict[str, Any]) -> None:
         "```",
         "python -m venv .venv-bench && .venv-bench/bin/pip install -e . "
         "-r benchmarks/requirements-compare.txt",
+        ".venv-bench/bin/pip install --ignore-requires-python "
+        "-r benchmarks/compare/requirements-py311.txt",
         f".venv-bench/bin/{res['command']}",
         "```",
         "",
