@@ -22,16 +22,17 @@ from .workload import (
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks-goodput.png"
-PLOTTED = [
-    "bare",
-    "cookbook",
-    "litellm_router",
-    "langchain_tool",
-    "plsno429_tool",
-    "tokenguard_guard",
-    "tokenguard_instrument",
-    "tokenguard_redis",
+PLOTTED: list[tuple[str, str | None]] = [  # (module, limiter variant), in panel order
+    ("bare", None),
+    ("cookbook", None),
+    ("litellm_router", None),
+    ("langchain_tool", None),
+    ("plsno429_tool", None),
+    ("tokenguard_guard", None),
+    ("tokenguard_guard", "bucket"),
+    ("tokenguard_redis", "bucket"),
 ]
+FALLBACK = [("tokenguard_instrument", None), ("tokenguard_redis", None)]
 
 
 def line(row: dict[str, Any]) -> str:
@@ -138,14 +139,23 @@ def plot(res: dict[str, Any]) -> bool:
         import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return False
+
+    def has(key: tuple[str, str | None]) -> bool:
+        return any((r["module"], r.get("variant")) == key for r in res["rows"])
+
+    panels = [k for k in PLOTTED if has(k)]
+    panels += [k for k in FALLBACK if has(k) and k not in panels][: 8 - len(panels)]
     fig, axes = plt.subplots(2, 4, figsize=(14, 6.2), sharex=True, sharey=True)
-    for ax, module in zip(axes.flat, PLOTTED, strict=True):
+    for ax, (module, variant) in zip(axes.flat, panels, strict=False):
         name = load(module).NAME
         for refund, style in ((True, "-"), (False, "--")):
             rows = [
                 r
                 for r in res["rows"]
-                if r["module"] == module and r["refund"] == refund and "failed" not in r
+                if r["module"] == module
+                and r.get("variant") == variant
+                and r["refund"] == refund
+                and "failed" not in r
             ]
             if not rows:
                 continue
@@ -261,7 +271,11 @@ def render(res: dict[str, Any]) -> None:
         "- tokenguard counts exactly (table 4), holds each request until the limiter has "
         "room, reconciles with the usage and headers the server returns, and waits out any "
         "429 as the server says. Its rows are measured with the limiter of the commit named "
-        "above; a limiter change is re-measured with `--tools tokenguard`.",
+        "above (its default algorithm); rows marked [bucket] pass "
+        "`limiter=tg.Limiter(tpm=6000, rpm=30, window=window, algorithm='bucket')` instead "
+        "(the refilling-bucket mirror of Groq's limits), measured with "
+        "`--tools tokenguard --tg-algorithm bucket`. A limiter change is re-measured with "
+        "`--tools tokenguard` (add `--skip-tables 3,4` to keep those tables).",
         "",
         "## 1. Refunding server (unused `max_tokens` given back)",
         "",

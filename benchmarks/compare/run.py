@@ -121,8 +121,10 @@ def one_run(
     windows: int,
     redis_url: str | None,
     run_id: int,
+    tg_algorithm: str | None = None,
 ) -> dict[str, Any]:
     tool = load(module)
+    variant = tg_algorithm if module in TOKENGUARD else None
     reset_defaults()  # tokenguard's process-wide limiters: each run starts clean
     # After the last window, calls already made may finish (a queue drains): only those
     # still waiting after this long count as lost.
@@ -136,6 +138,7 @@ def one_run(
             refund=refund,
             redis_url=redis_url,
             key=f"run{run_id}",
+            tg_algorithm=variant,
         )
         if mode == "processes":
             start_wall = time.time() + 12.0  # spawned interpreters import first
@@ -153,7 +156,10 @@ def one_run(
             start = stats.started  # the emulator's clock is time.monotonic too
         time.sleep(0.05)
         fig = server_figures(list(em.log), start, window, windows)
-    return _row(module, tool.NAME, mode, refund, window, windows, stats, fig)
+    name = f"{tool.NAME} [{variant}]" if variant else tool.NAME
+    row = _row(module, name, mode, refund, window, windows, stats, fig)
+    row["variant"] = variant
+    return row
 
 
 def _row(
@@ -275,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=float, default=None, help="seconds per scaled minute")
     p.add_argument("--windows", type=int, default=12)
     p.add_argument("--render", action="store_true", help="only rebuild docs from results.json")
+    p.add_argument(
+        "--tg-algorithm",
+        choices=["bucket", "window"],
+        default=None,
+        help="tokenguard's rows with this limiter algorithm (rows kept apart from the default's)",
+    )
     p.add_argument("--skip-tables", default="", help="e.g. 3,4: keep those from results.json")
     args = p.parse_args(argv)
     # A terminated run still stops its redis-server and emulators (finally blocks run).
@@ -327,7 +339,16 @@ def main(argv: list[str] | None = None) -> None:
                     run_id += 1
                     t0 = time.monotonic()
                     try:
-                        row = one_run(module, mode, refund, window, args.windows, redis_url, run_id)
+                        row = one_run(
+                            module,
+                            mode,
+                            refund,
+                            window,
+                            args.windows,
+                            redis_url,
+                            run_id,
+                            args.tg_algorithm,
+                        )
                     except Exception as exc:
                         row = {
                             "module": module,
@@ -344,17 +365,21 @@ def main(argv: list[str] | None = None) -> None:
     res["fitting"] = old.get("fitting", "") if "3" in skip else fitting_table()
     res["counts"] = old.get("counts", []) if "4" in skip else count_errors()
     res["elapsed_s"] = time.monotonic() - t_start
-    merged = _merge(old, res, modules)
+    merged = _merge(old, res, modules, args.tg_algorithm)
     RESULTS.write_text(json.dumps(merged, indent=1) + "\n")
     report.render(merged)
     print(f"done in {res['elapsed_s']:.0f} s; wrote {RESULTS.relative_to(ROOT)} and docs/")
 
 
-def _merge(old: dict[str, Any], new: dict[str, Any], modules: list[str]) -> dict[str, Any]:
-    """A partial run replaces its tools' rows and keeps the others (with their command)."""
-    if not old or set(modules) >= set(ORDER):
+def _merge(
+    old: dict[str, Any], new: dict[str, Any], modules: list[str], variant: str | None
+) -> dict[str, Any]:
+    """A partial run replaces its tools' rows and keeps the others (with their command);
+    tokenguard's rows with another limiter algorithm are kept apart from the default's."""
+    if not old or (set(modules) >= set(ORDER) and variant is None):
         return new
-    kept = [r for r in old.get("rows", []) if r["module"] not in modules]
+    replaced = {(m, variant if m in TOKENGUARD else None) for m in modules}
+    kept = [r for r in old.get("rows", []) if (r["module"], r.get("variant")) not in replaced]
     out = dict(old)
     out["rows"] = kept + new["rows"]
     out["unavailable"] = {

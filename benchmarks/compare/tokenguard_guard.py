@@ -31,6 +31,9 @@ def count(messages: Messages, model: str) -> int | None:
 
 
 def options(env: Env) -> dict[str, Any]:
+    if env.tg_algorithm:  # a limiter built with another algorithm than the default
+        lim = tg.Limiter(tpm=env.tpm, rpm=env.rpm, window=env.window, algorithm=env.tg_algorithm)
+        return {"limiter": lim, "context_window": env.context}
     return {
         "tpm": env.tpm,
         "rpm": env.rpm,

@@ -88,6 +88,7 @@ class Env:
     refund: bool = True
     redis_url: str | None = None
     key: str = "bench"
+    tg_algorithm: str | None = None  # tokenguard's limiter: None for its default
 
     @property
     def per_minute(self) -> float:
