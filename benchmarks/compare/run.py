@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         "quick": args.quick,
         "tokenguard_commit": _git_head(),
         # The limiter tokenguard's rows ran with (its default for these options).
-        "limiter": str(getattr(tg.Limiter(tpm=TPM, rpm=RPM, window=window), "algorithm", "?")),
+        "limiter": args.tg_algorithm
+        or str(getattr(tg.Limiter(tpm=TPM, rpm=RPM, window=window), "algorithm", "?")),
     }
     t_start = time.monotonic()
     res["baseline"] = baseline()
