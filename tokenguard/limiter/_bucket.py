@@ -49,6 +49,7 @@ import math
 from collections import deque
 
 from ._headers import ServerView
+from ._simulate import simulate
 from ._window import WindowLimits
 
 __all__ = ["BucketCharge", "Buckets"]
@@ -374,17 +375,8 @@ class Buckets:
 
     def simulate(self, costs: list[int], now: float) -> float:
         """When the last of ``costs`` would be admitted if all went in order and nothing
-        was settled meanwhile (an upper bound for a queue)."""
-        b = self.clone()
-        at = now
-        for tokens in costs:
-            b.expire(at)
-            at = b.earliest(tokens, at)
-            if math.isinf(at):
-                return at
-            b.expire(at)
-            b.admit(tokens, at)
-        return at
+        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
+        return simulate(self, costs, now)
 
     def adopt(
         self,

@@ -60,6 +60,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._headers import ServerView
+from ._simulate import simulate
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
 
@@ -583,18 +584,9 @@ class Window:
         return freed
 
     def simulate(self, costs: list[int], now: float) -> float:
-        """When the last of ``costs`` would be admitted if all went in order, nothing
-        was committed for less and no header arrived (an upper bound for a queue)."""
-        w = self.clone()
-        at = now
-        for tokens in costs:
-            w.expire(at)
-            at = w.earliest(tokens, at)
-            if math.isinf(at):
-                return at
-            w.expire(at)
-            w.admit(tokens, at)
-        return at
+        """When the last of ``costs`` would be admitted if all went in order and nothing
+        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
+        return simulate(self, costs, now)
 
     def adopt(
         self,
