@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast, overload
 import wrapt
 
 from .._drive import run_async, run_sync
+from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardOptions, make_options
 from ._pipeline import Guard, call_plan
@@ -27,15 +28,8 @@ __all__ = ["guard"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _BUDGET_NAMES = ("max_completion_tokens", "max_tokens")
-_COUNTED = (
-    "tools",
-    "functions",
-    "tool_choice",
-    "function_call",
-    "response_format",
-    "reasoning_effort",
-    "documents",
-)
+#: The keywords that change the prompt the server bills, as counting defines them.
+_COUNTED = tuple(sorted(PROMPT_KEYWORDS))
 
 
 class _Binding:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
 
 __all__ = [
@@ -22,20 +23,6 @@ __all__ = [
     "given",
     "read_body",
 ]
-
-#: Keywords of ``chat.completions.create`` that change the prompt the server bills
-#: (given to counting); ``tools``/``functions`` are also given to fitting.
-PROMPT_KEYWORDS = frozenset(
-    {
-        "tools",
-        "functions",
-        "tool_choice",
-        "function_call",
-        "response_format",
-        "reasoning_effort",
-        "documents",
-    }
-)
 
 
 @dataclass(frozen=True)
