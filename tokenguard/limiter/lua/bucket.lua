@@ -188,16 +188,22 @@ local function simulate(costs, now)
   return at
 end
 
+-- Forget rid's open (in-flight) charge, if it has one; true when it had.
+local function drop_open(rid)
+  if not redis.call('ZSCORE', P .. ':bo', rid) then return false end
+  redis.call('ZREM', P .. ':bo', rid)
+  redis.call('HDEL', P .. ':bot', rid)
+  local keep = {}
+  for _, c in ipairs(BOPEN) do if c[1] ~= rid then keep[#keep + 1] = c end end
+  BOPEN = keep
+  return true
+end
+
 -- Take back an admission that never reached the server (a waiter gone before it
 -- learned of it).
 local function remove_charge(rid, tokens, b)
   local st = b_state(0)
-  if redis.call('ZSCORE', P .. ':bo', rid) then
-    redis.call('ZREM', P .. ':bo', rid)
-    redis.call('HDEL', P .. ':bot', rid)
-    local keep = {}
-    for _, c in ipairs(BOPEN) do if c[1] ~= rid then keep[#keep + 1] = c end end
-    BOPEN = keep
+  if drop_open(rid) then
     st.ot = st.ot - tokens
     st.orq = st.orq - 1
   elseif redis.call('HGET', P .. ':bag', rid) then
@@ -219,12 +225,7 @@ local function b_settle(rid, est, actual, pol, mark)
   local tpm = st.tpm
   local full = math.max(est, actual)
   local settled = false
-  if redis.call('ZSCORE', P .. ':bo', rid) then
-    redis.call('ZREM', P .. ':bo', rid)
-    redis.call('HDEL', P .. ':bot', rid)
-    local keep = {}
-    for _, c in ipairs(BOPEN) do if c[1] ~= rid then keep[#keep + 1] = c end end
-    BOPEN = keep
+  if drop_open(rid) then
     st.ot = st.ot - est
     st.orq = st.orq - 1
     if actual >= 0 then
