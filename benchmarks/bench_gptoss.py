@@ -10,12 +10,15 @@ tiktoken takes to encode the same text alone (o200k_base, ``encode_ordinary``).
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+# The sample texts, the conversation and the timing helpers are bench_counting.py's, so the
+# figures compare with Llama 3's on the same conversation.
+import bench_counting
+from bench_counting import SAMPLES, percentile, timings_us
 
 import tokenguard as tg
 from tokenguard._tokenizer_data import get_encoding
@@ -23,44 +26,11 @@ from tokenguard._tokenizer_data import get_encoding
 MODEL = "openai/gpt-oss-20b"
 
 
-def _load_samples() -> Any:
-    # The sample texts live with the tests (tests/counting_samples.py); the conversation
-    # is the one bench_counting.py times for Llama 3, so the figures compare.
-    path = Path(__file__).resolve().parent.parent / "tests" / "counting_samples.py"
-    spec = importlib.util.spec_from_file_location("counting_samples", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SAMPLES: dict[str, list[str]] = _load_samples().SAMPLES
-
-
 def fifty_messages(salt: str, *, system: bool = False) -> list[dict[str, Any]]:
-    texts = [t for kind in ("english", "code") for t in SAMPLES[kind]]
-    roles = ("user", "assistant")
-    messages: list[dict[str, Any]] = [
-        {"role": roles[i % 2], "content": f"{salt} {i}. {texts[i % len(texts)]}"} for i in range(50)
-    ]
+    messages = bench_counting.fifty_messages(salt)
     if system:
-        messages[0] = {"role": "system", "content": f"{salt}: be concise. {texts[0]}"}
+        messages[0] = {"role": "system", "content": f"{salt}: be concise. {SAMPLES['english'][0]}"}
     return messages
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def timings_us(call: Callable[[], object], runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - t0) / 1_000)
-    return samples
 
 
 def bench_warm() -> None:
