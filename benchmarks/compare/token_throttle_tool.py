@@ -1,31 +1,28 @@
-"""Not runnable here: the package's code needs Python >= 3.12 (this machine has 3.11)."""
+"""token-throttle (Redis): not runnable here (see ``_py312_only``)."""
 
 from __future__ import annotations
 
-from .workload import AsyncCaller, Env, Messages, SyncCaller
-
-NAME = "token-throttle (Redis)"
-CONFIG = "-"
-MODES: tuple[str, ...] = ()
-NEEDS_REDIS = False
-REASON = (
-    "cannot be installed here: every release declares Python >= 3.12 and its code uses "
-    "3.12-only syntax (PEP 695 generics), which Python 3.11 cannot parse; the only "
-    "interpreter on this machine is 3.11"
+from ._py312_only import (
+    CONFIG,
+    MODES,
+    NEEDS_REDIS,
+    REASON,
+    async_caller,
+    count,
+    sync_caller,
+    unavailable,
 )
 
+NAME = "token-throttle (Redis)"
 
-def unavailable() -> str | None:
-    return REASON
-
-
-def count(messages: Messages, model: str) -> int | None:
-    return None
-
-
-def sync_caller(env: Env) -> SyncCaller:
-    raise NotImplementedError(REASON)
-
-
-def async_caller(env: Env) -> AsyncCaller:
-    raise NotImplementedError(REASON)
+__all__ = [
+    "CONFIG",
+    "MODES",
+    "NAME",
+    "NEEDS_REDIS",
+    "REASON",
+    "async_caller",
+    "count",
+    "sync_caller",
+    "unavailable",
+]
