@@ -8,7 +8,7 @@ and both faces (sync, asyncio): commits without headers, headers given to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import openai
@@ -17,44 +17,17 @@ from emulator_support import HELLO
 from emulator_support import FakeClock as EmulatorClock
 from redis_support import RedisServer, redis_srv
 from structlog.testing import capture_logs
-from test_limiter import Api, Harness, memory_harness, redis_harness
+from test_limiter import Api, Harness, api, h, redis_harness
 
 import tokenguard as tg
 from tokenguard.emulator import running
 
-__all__ = ["redis_srv"]
+# The fixtures: the backends x algorithms and the sync/async faces of test_limiter.py.
+__all__ = ["api", "h", "redis_srv"]
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 KEPT = "tokenguard.limiter.refunds_learned"
-
-
-@pytest.fixture(
-    params=[
-        "memory-bucket",
-        "memory-window",
-        pytest.param("redis-bucket", marks=pytest.mark.redis),
-        pytest.param("redis-window", marks=pytest.mark.redis),
-    ]
-)
-def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    backend, algorithm = request.param.split("-")
-    if backend == "memory":
-        harness = memory_harness()
-        harness.algorithm = algorithm
-        yield harness
-        return
-    server = request.getfixturevalue("redis_srv")
-    with redis_harness(server) as harness:
-        harness.algorithm = algorithm
-        yield harness
-
-
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, h: Harness) -> Iterator[Api]:
-    a = Api(request.param)
-    yield a
-    a.close(h.made)
 
 
 def headers(remaining: int, **extra: str) -> dict[str, str]:
