@@ -116,7 +116,11 @@ def fit(
     The room is ``min(context window, TPM limit, budget left) - completion reservation``:
     ``context_window`` defaults to the model table's, ``tpm`` to the table's limit for
     ``tier`` (``None``: no TPM limit), ``budget`` to none; the reservation is
-    ``max_tokens``, or ``default_reserve`` when the call sends none. A ``max_tokens`` that
+    ``max_tokens``, or, when the call sends none, what the server holds for it:
+    ``default_reserve`` capped by the room the prompt leaves in the context window (a
+    prompt the server would take is not cut; one that must be cut is cut to leave the
+    whole ``default_reserve``, or ``min_completion`` when that alone fills the context
+    window). A ``max_tokens`` that
     alone makes the request impossible is lowered (to no less than ``min_completion``)
     before any message is dropped; ``shrink_max_tokens=False`` keeps it as asked.
 

@@ -1,11 +1,12 @@
 """How many prompt tokens a request may use: the room, and the completion reservation.
 
 ``allowed = min(context window, TPM limit, budget left) - completion reservation``.
-The reservation is the request's ``max_tokens`` (or the default the server holds
-when the call gives none). A ``max_tokens`` that alone makes the request impossible
-(prompt + ``max_tokens`` above the ceiling, which Groq answers with 413 or 400 and
-which can never pass) is lowered to what fits, keeping at least ``min_completion``,
-before any message is dropped. Pure arithmetic: no clock, no I/O.
+The reservation is the request's ``max_tokens``, or, when the call gives none, what the
+server holds for it: the default reserve capped by the room the prompt leaves in the
+context window (so a prompt the server would take is never cut). A ``max_tokens`` that
+alone makes the request impossible (prompt + ``max_tokens`` above the ceiling, which
+Groq answers with 413 or 400 and which can never pass) is lowered to what fits, keeping
+at least ``min_completion``, before any message is dropped. Pure arithmetic: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -73,6 +74,40 @@ def _positive_or_none(value: object, name: str) -> int | None:
     return value
 
 
+def _server_reserve(
+    prompt_tokens: int,
+    *,
+    context_window: int,
+    ceiling: int,
+    default_reserve: int,
+    max_completion_tokens: int | None,
+    min_completion: int,
+    shrink: bool,
+) -> int:
+    """The completion reservation of a call that sends no ``max_tokens``.
+
+    The server holds ``min(default_reserve, context window - prompt)`` for such a call
+    (the emulator does; Groq's exact figure is not documented): it accepts any prompt
+    that leaves it at least one completion token and answers more briefly. So a prompt
+    that costs no more than the ceiling that way is reserved exactly that and never cut.
+    A prompt that must be cut anyway is cut to leave the whole default (or, when the
+    default alone fills the ceiling, ``min_completion``); under a TPM limit or a budget
+    below the context window the server holds the whole default for any prompt that can
+    pass, so nothing less can be reserved there.
+    """
+    full = default_reserve
+    if max_completion_tokens:
+        full = min(full, max_completion_tokens)
+    if full == 0:
+        return 0  # no reservation at all (a Conversation's own ceiling)
+    held = min(full, context_window - prompt_tokens)
+    if held >= 1 and prompt_tokens + held <= ceiling:
+        return held  # taken as is
+    if ceiling < context_window or full < ceiling or not shrink:
+        return full
+    return min(min_completion, full)
+
+
 def room_for(
     prompt_tokens: int,
     *,
@@ -93,6 +128,13 @@ def room_for(
     prompt is only cut when even ``min_completion`` would not fit. Without it the
     reservation stays as asked and only the prompt can give way.
 
+    Without ``max_tokens`` the reservation is what the server holds for the call:
+    ``default_reserve`` capped by the room left in the context window, so a prompt that
+    leaves the server at least one completion token within the context window (and
+    costs no more than the TPM limit and budget) is taken as is; a prompt that must be
+    cut is cut to leave the whole ``default_reserve`` (``min_completion`` when that
+    alone fills the context window).
+
     Raises :class:`~tokenguard.ContextOverflow` when the reservation alone fills the
     ceiling (no prompt can fit), and :class:`~tokenguard.ConfigurationError` for
     malformed numbers.
@@ -101,6 +143,9 @@ def room_for(
 
         >>> room_for(100, context_window=8_192, tpm=6_000, max_tokens=256).allowed
         5744
+        >>> r = room_for(7_900, context_window=8_192)  # no max_tokens: the server's hold
+        >>> (r.reserve, r.allowed)
+        (292, 7900)
     """
     context_window = _positive_or_none(context_window, "context_window") or 0
     if context_window <= 0:
@@ -126,7 +171,15 @@ def room_for(
         ceiling, bound_by = budget, "budget"
 
     if max_tokens is None:
-        reserve = default_reserve
+        reserve = _server_reserve(
+            prompt_tokens,
+            context_window=context_window,
+            ceiling=ceiling,
+            default_reserve=default_reserve,
+            max_completion_tokens=max_completion_tokens,
+            min_completion=min_completion,
+            shrink=shrink_max_tokens,
+        )
         sent = None
     else:
         reserve = max_tokens
@@ -139,9 +192,10 @@ def room_for(
         sent = reserve
     allowed = ceiling - reserve
     if allowed <= 0:
+        lower = "max_tokens" if max_tokens is not None else "default_reserve (or send max_tokens)"
         raise ContextOverflow(
             f"the completion reservation of {reserve} tokens leaves no room for a prompt "
-            f"within {ceiling} tokens (bound by {bound_by}); lower max_tokens",
+            f"within {ceiling} tokens (bound by {bound_by}); lower {lower}",
             needed=prompt_tokens + reserve,
             available=ceiling,
             limit_name=bound_by,
