@@ -45,6 +45,7 @@ __all__ = [
     "GuardContextLearned",
     "GuardRequest",
     "GuardRetry",
+    "GuardSettleFailed",
     "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
@@ -346,6 +347,24 @@ class GuardContextLearned(Event):
     table: int | None
     learned: int
     source: str
+
+
+@dataclass(frozen=True)
+class GuardSettleFailed(Event):
+    """The limiter could not be reached (``error``) to settle a guarded call, at the
+    ``commit``, ``cancel`` or ``observe`` step named by ``during``. The caller still gets
+    what the call gave: the response when the server ``served`` it (budgets charged with
+    its usage, the request event sent), else its own exception unchanged. The
+    reservation of ``tokens`` stays charged in the limiter and ages out with the window."""
+
+    name: ClassVar[str] = "tokenguard.guard.settle_failed"
+    level: ClassVar[Level] = "warning"
+    model: str
+    site: str
+    during: str
+    served: bool
+    tokens: int
+    error: str
 
 
 Sink = Callable[[Event], object]
