@@ -25,8 +25,16 @@ from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage
 from .._budget import BudgetHold, reserve, room
 from .._drive import Call, Plan, Sleep
 from ..counting import RequestCount, default_counter
-from ..errors import BudgetExceeded, ContextOverflow, RateLimitTimeout
-from ..events import GuardContextLearned, GuardRequest, GuardRetry, GuardWait, emit, enabled
+from ..errors import BudgetExceeded, ContextOverflow, LimiterUnavailable, RateLimitTimeout
+from ..events import (
+    GuardContextLearned,
+    GuardRequest,
+    GuardRetry,
+    GuardSettleFailed,
+    GuardWait,
+    emit,
+    enabled,
+)
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
 from ..models import ModelInfo, get_model
@@ -211,7 +219,9 @@ def settle_plan(
 ) -> Plan[None]:
     """Settle a request that reached the server: the limiter is charged what counts
     toward the limits (cached prompt tokens left out), the budgets the usage as
-    reported; without usage (a stream closed early) both at the estimate."""
+    reported; without usage (a stream closed early) both at the estimate. A limiter
+    that cannot be reached is reported (``tokenguard.guard.settle_failed``), never
+    raised: the call was served and billed, and its response is the caller's."""
     if s.settled:
         return
     s.settled = True
@@ -219,13 +229,17 @@ def settle_plan(
     r = s.reservation
     try:
         if r is not None:
-            yield Call(
-                functools.partial(r.commit, limit_tokens, headers=s.headers),
-                functools.partial(r.commit_async, limit_tokens, headers=s.headers),
+            yield from _settle_step(
+                s,
+                "commit",
+                True,
+                Call(
+                    functools.partial(r.commit, limit_tokens, headers=s.headers),
+                    functools.partial(r.commit_async, limit_tokens, headers=s.headers),
+                ),
             )
     finally:
-        # The server served the call: the budgets are charged and the event sent even
-        # when the limiter cannot be reached to settle (its LimiterUnavailable goes on).
+        # Charged and reported even when settling is interrupted (a cancelled task).
         s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
         if usage is not None:
             default_counter().observe(s.count, usage.prompt_tokens)
@@ -235,7 +249,8 @@ def settle_plan(
 def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
     """Settle a request that failed: nothing is charged to budgets; the limiter keeps the
     estimate when the request may have been charged by the server, else refunds it, and
-    adopts the server's view from the error's headers."""
+    adopts the server's view from the error's headers. A limiter that cannot be reached
+    is reported, never raised: the caller gets the call's own exception."""
     s.settled = True
     s.hold.cancel()
     r = s.reservation
@@ -243,16 +258,42 @@ def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
         return
     may_have_charged = failure.kind in (FailureKind.SERVER, FailureKind.TIMEOUT)
     if may_have_charged:
-        yield Call(
-            functools.partial(r.commit, s.estimate, headers=failure.headers),
-            functools.partial(r.commit_async, s.estimate, headers=failure.headers),
+        yield from _settle_step(
+            s,
+            "commit",
+            False,
+            Call(
+                functools.partial(r.commit, s.estimate, headers=failure.headers),
+                functools.partial(r.commit_async, s.estimate, headers=failure.headers),
+            ),
         )
         return
-    yield Call(r.cancel, r.cancel_async)
+    yield from _settle_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
     if failure.headers is not None:
         limiter = _registry_limiter(s)
         if limiter is not None:
-            yield Call(limiter.observe, limiter.observe_async, failure.headers)
+            yield from _settle_step(
+                s, "observe", False, Call(limiter.observe, limiter.observe_async, failure.headers)
+            )
+
+
+def _settle_step(s: Settlement, during: str, served: bool, step: Call) -> Plan[None]:
+    """One limiter step of settling; an unreachable limiter (Redis down without
+    ``fail_open``) becomes a warning event. Its reservation is marked settled by then, so
+    nothing tries again; its charge stays and ages out as the limiter documents."""
+    try:
+        yield step
+    except LimiterUnavailable as exc:
+        emit(
+            GuardSettleFailed(
+                model=s.request.model,
+                site=s.guard.site,
+                during=during,
+                served=served,
+                tokens=s.estimate,
+                error=str(exc),
+            )
+        )
 
 
 def _registry_limiter(s: Settlement) -> Limiter | None:
