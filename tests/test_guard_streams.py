@@ -4,6 +4,7 @@ callers sharing one limit, through the real SDKs against the emulator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import gc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -210,3 +211,141 @@ async def test_many_tasks_through_one_async_client_cause_no_429(
         statuses = [r.status for r in em.log if r.endpoint == "chat"]
     assert len(replies) == 32
     assert statuses == [200] * 32
+
+
+# -- with_streaming_response read as raw SSE ------------------------------------------------
+
+
+def sse_chunks(text: str) -> list[Any]:
+    """The chunks of an SSE body, without what changes from one request to the next."""
+    out: list[Any] = []
+    for line in text.splitlines():
+        if line.startswith("data:") and line != "data: [DONE]":
+            chunk = json.loads(line[5:])
+            for name in ("id", "created", "x_groq"):
+                chunk.pop(name, None)
+            out.append(chunk)
+    return out
+
+
+def final_usage(text: str) -> dict[str, Any]:
+    lines = [json.loads(x[5:]) for x in text.splitlines() if x.startswith("data: {")]
+    return dict(lines[-1]["x_groq"]["usage"])
+
+
+def read_raw(raw: Any, how: str) -> str:
+    if how == "iter_lines":
+        return "\n".join(raw.iter_lines())
+    if how == "iter_text":
+        return "".join(raw.iter_text(7))  # cut anywhere, lines and characters too
+    if how == "iter_bytes":
+        return b"".join(raw.iter_bytes(5)).decode()
+    return str(raw.read().decode())
+
+
+@pytest.mark.parametrize("how", ["iter_lines", "iter_text", "iter_bytes", "read"])
+def test_a_streaming_response_read_as_raw_sse_settles_at_its_final_usage(
+    em: Emulator, events: list[tg.events.Event], how: str
+) -> None:
+    body: Any = {"model": MODEL, "messages": HELLO, "max_tokens": 64, "stream": True}
+    bare = openai.OpenAI(base_url=em.base_url, api_key="x")
+    with bare.chat.completions.with_streaming_response.create(**body) as raw:
+        expected = read_raw(raw, how)
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with client.chat.completions.with_streaming_response.create(**body) as raw:
+            assert "x-ratelimit-remaining-tokens" in raw.headers
+            got = read_raw(raw, how)
+        # What the caller reads is what the server sent.
+        assert sse_chunks(got) == sse_chunks(expected)
+        usage = final_usage(got)
+        assert (b.used, b.reserved) == (usage["total_tokens"], 0)
+    [event] = requests(events)
+    assert event["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert event["gen_ai.usage.output_tokens"] == usage["completion_tokens"] == 12
+    assert event["gen_ai.response.model"] == MODEL
+    assert "tokenguard.stream_closed_early" not in event
+
+
+def test_a_streaming_response_with_include_usage_settles_at_the_usage_chunk(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(groq.Groq(base_url=em.root_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with client.chat.completions.with_streaming_response.create(
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=64,
+            stream=True,
+            extra_body={"stream_options": {"include_usage": True}},
+        ) as raw:
+            lines = list(raw.iter_lines())
+    last = json.loads(next(x for x in reversed(lines) if x.startswith("data: {"))[5:])
+    assert last["choices"] == []
+    assert b.used == last["usage"]["total_tokens"]
+    [event] = requests(events)
+    assert event["gen_ai.usage.output_tokens"] == last["usage"]["completion_tokens"]
+
+
+def test_a_streaming_response_left_early_is_charged_at_its_reservation(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        ) as raw:
+            for _line in raw.iter_lines():
+                break
+        [event] = requests(events)
+        assert (b.used, b.reserved) == (event["tokenguard.estimated_tokens"], 0)
+    assert event["tokenguard.stream_closed_early"] is True
+    assert "gen_ai.usage.input_tokens" not in event
+
+
+def test_a_stream_left_after_its_usage_chunk_is_charged_its_usage(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        ) as raw:
+            for line in raw.iter_lines():
+                if '"usage"' in line:
+                    usage = json.loads(line[5:])["x_groq"]["usage"]
+                    break  # the caller has what it wanted; [DONE] is never read
+    assert (b.used, b.reserved) == (usage["total_tokens"], 0)
+    [event] = requests(events)
+    assert event["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert "tokenguard.stream_closed_early" not in event
+
+
+@pytest.mark.parametrize("how", ["iter_lines", "iter_bytes", "read", "early"])
+async def test_an_async_streaming_response_read_as_raw_sse_settles(
+    em: Emulator, events: list[tg.events.Event], how: str
+) -> None:
+    client: Any = tg.instrument(groq.AsyncGroq(base_url=em.root_url, api_key="x"), **LIMITS)
+    async with tg.budget(tokens=10_000) as b:
+        async with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        ) as raw:
+            if how == "iter_lines":
+                text = "\n".join([line async for line in raw.iter_lines()])
+            elif how == "iter_bytes":
+                text = b"".join([piece async for piece in raw.iter_bytes(5)]).decode()
+            elif how == "read":
+                text = (await raw.read()).decode()
+            else:
+                async for _line in raw.iter_lines():
+                    break
+        [event] = requests(events)
+        if how == "early":
+            assert b.used == event["tokenguard.estimated_tokens"]
+            assert event["tokenguard.stream_closed_early"] is True
+        else:
+            usage = final_usage(text)
+            assert b.used == usage["total_tokens"]
+            assert event["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+        assert b.reserved == 0
+    await client.close()

@@ -6,11 +6,18 @@ remembers the last usage it saw; when the stream ends, fails or is closed, the r
 is settled once (:func:`~._pipeline.settle_plan`): at the usage when the stream ran to
 its end, at the reservation's estimate when it was closed or abandoned early. The sync
 and async wrappers differ only in how they iterate and run that one plan.
+
+A caller of ``with_streaming_response`` may read the raw SSE lines or bytes instead of
+the parsed chunks: the raw response then reads the usage out of the ``data:`` lines as
+they pass (what the caller reads is unchanged) and settles the same way.
 """
 
 from __future__ import annotations
 
+import codecs
 import inspect
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import wrapt
@@ -39,14 +46,22 @@ class _Tally:
         if usage is not None:
             self.usage = usage
         if self.model is None:
-            self.model = getattr(chunk, "model", None)
-            self.response_id = getattr(chunk, "id", None)
+            if isinstance(chunk, dict):  # a chunk read from the raw SSE lines
+                self.model = chunk.get("model")
+                self.response_id = chunk.get("id")
+            else:
+                self.model = getattr(chunk, "model", None)
+                self.response_id = getattr(chunk, "id", None)
 
     def plan(self, *, ended: bool) -> Any:
         self.done = True
-        usage = self.usage if ended else None
+        # The final chunk's usage is what the server billed, even when the caller stops
+        # reading after it (before the end of the stream); without it, the estimate.
+        usage = self.usage
         response = {"model": self.model, "id": self.response_id}
-        return settle_plan(self.settlement, usage, response, closed_early=not ended)
+        return settle_plan(
+            self.settlement, usage, response, closed_early=not ended and usage is None
+        )
 
     def abandon(self) -> None:
         """Garbage-collected unsettled: charge the budgets at the estimate; the limiter's
@@ -164,13 +179,177 @@ async def _ready(value: Any) -> Any:
     return value
 
 
+class _SseTap:
+    """Reads a stream's usage (and model and id) out of its SSE text as a caller reads
+    the raw response: lines, or text or bytes cut anywhere."""
+
+    __slots__ = ("_decoder", "_tail", "tally")
+
+    def __init__(self, tally: _Tally) -> None:
+        self.tally = tally
+        self._tail = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, piece: str | bytes) -> None:
+        text = self._decoder.decode(piece) if isinstance(piece, bytes) else piece
+        if "\n" not in text:
+            self._tail += text
+            return
+        lines = (self._tail + text).split("\n")
+        self._tail = lines.pop()
+        for line in lines:
+            self.line(line)
+
+    def line(self, line: str) -> None:
+        """One SSE line (without its end): only ``data:`` lines carry chunks, and after
+        the first (model and id) only those that mention a usage are decoded."""
+        if not line.startswith("data:"):
+            return
+        if self.tally.model is not None and '"usage"' not in line:
+            return
+        try:
+            chunk = json.loads(line[5:])
+        except (ValueError, RecursionError):
+            return  # "[DONE]", or not JSON: nothing to learn from it
+        self.tally.see(chunk)
+
+    def end(self) -> None:
+        """The body ended: its last line may have had no line end."""
+        self.feed(self._decoder.decode(b"", final=True))
+        if self._tail:
+            self.line(self._tail)
+            self._tail = ""
+
+
+class _RawStreamSync(_RawWithStream):
+    """A sync raw streaming response (``with_streaming_response``): ``parse()`` gives the
+    guarded stream; reading its lines, text or bytes settles at the usage they carry;
+    closing it before the end (leaving the ``with`` block) settles as a closed stream."""
+
+    def __init__(self, raw: Any, stream: Any, tally: _Tally) -> None:
+        super().__init__(raw, stream)
+        self._self_tally = tally
+        self._self_tap = _SseTap(tally)
+
+    def _self_settle(self, *, ended: bool) -> None:
+        if not self._self_tally.done:
+            if ended:
+                self._self_tap.end()
+            run_sync(self._self_tally.plan(ended=ended))
+
+    def _self_tapped(self, source: Iterator[Any], see: Callable[[Any], None]) -> Iterator[Any]:
+        try:
+            for piece in source:
+                see(piece)
+                yield piece
+        except GeneratorExit:
+            raise  # the caller stopped reading: close() (or the GC) settles
+        except BaseException:
+            self._self_settle(ended=False)
+            raise
+        self._self_settle(ended=True)
+
+    def iter_lines(self) -> Iterator[str]:
+        return self._self_tapped(self.__wrapped__.iter_lines(), self._self_tap.line)
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        return self._self_tapped(self.__wrapped__.iter_text(chunk_size), self._self_tap.feed)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        return self._self_tapped(self.__wrapped__.iter_bytes(chunk_size), self._self_tap.feed)
+
+    def read(self) -> bytes:
+        data: bytes = self.__wrapped__.read()
+        self._self_tap.feed(data)
+        self._self_settle(ended=True)
+        return data
+
+    def text(self) -> str:
+        text: str = self.__wrapped__.text()
+        self._self_tap.feed(text)
+        self._self_settle(ended=True)
+        return text
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_settle(ended=False)
+
+    def __del__(self) -> None:
+        self._self_tally.abandon()
+
+
+class _RawStreamAsync(_RawWithStream):
+    """:class:`_RawStreamSync` for the async SDKs (their reads are awaited)."""
+
+    def __init__(self, raw: Any, stream: Any, tally: _Tally) -> None:
+        super().__init__(raw, stream)
+        self._self_tally = tally
+        self._self_tap = _SseTap(tally)
+
+    async def _self_settle(self, *, ended: bool) -> None:
+        if not self._self_tally.done:
+            if ended:
+                self._self_tap.end()
+            await run_async(self._self_tally.plan(ended=ended))
+
+    async def _self_tapped(
+        self, source: AsyncIterator[Any], see: Callable[[Any], None]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for piece in source:
+                see(piece)
+                yield piece
+        except GeneratorExit:
+            raise  # the caller stopped reading: close() (or the GC) settles
+        except BaseException:
+            await self._self_settle(ended=False)
+            raise
+        await self._self_settle(ended=True)
+
+    def iter_lines(self) -> AsyncIterator[str]:
+        return self._self_tapped(self.__wrapped__.iter_lines(), self._self_tap.line)
+
+    def iter_text(self, chunk_size: int | None = None) -> AsyncIterator[str]:
+        return self._self_tapped(self.__wrapped__.iter_text(chunk_size), self._self_tap.feed)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        return self._self_tapped(self.__wrapped__.iter_bytes(chunk_size), self._self_tap.feed)
+
+    async def read(self) -> bytes:
+        data: bytes = await self.__wrapped__.read()
+        self._self_tap.feed(data)
+        await self._self_settle(ended=True)
+        return data
+
+    async def text(self) -> str:
+        text: str = await self.__wrapped__.text()
+        self._self_tap.feed(text)
+        await self._self_settle(ended=True)
+        return text
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            await self._self_settle(ended=False)
+
+    def __del__(self) -> None:
+        self._self_tally.abandon()
+
+
 def present_stream(s: Settlement, result: Any, body: Any, caller_wants_raw: bool) -> Any:
     """Wrap ``body`` (a sync or async stream) so its end settles ``s``; hand back the
-    raw response around it when that is what the caller asked for."""
+    raw response around it when that is what the caller asked for (one whose lines can
+    be read, as ``with_streaming_response`` gives, is read for the usage as they pass)."""
     tally = _Tally(s)
-    stream: Any
-    if hasattr(body, "__anext__"):
-        stream = GuardedAsyncStream(body, tally)
-    else:
-        stream = GuardedStream(body, tally)
-    return _RawWithStream(result, stream) if caller_wants_raw else stream
+    is_async = hasattr(body, "__anext__")
+    stream: Any = GuardedAsyncStream(body, tally) if is_async else GuardedStream(body, tally)
+    if not caller_wants_raw:
+        return stream
+    if not callable(getattr(type(result), "iter_lines", None)):
+        return _RawWithStream(result, stream)  # openai's with_raw_response (no raw reads)
+    if is_async:
+        return _RawStreamAsync(result, stream, tally)
+    return _RawStreamSync(result, stream, tally)
