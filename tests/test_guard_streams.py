@@ -4,8 +4,8 @@ callers sharing one limit, through the real SDKs against the emulator."""
 from __future__ import annotations
 
 import asyncio
-import json
 import gc
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -271,15 +271,17 @@ def test_a_streaming_response_with_include_usage_settles_at_the_usage_chunk(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:
     client = tg.instrument(groq.Groq(base_url=em.root_url, api_key="x"), **LIMITS)
-    with tg.budget(tokens=10_000) as b:
-        with client.chat.completions.with_streaming_response.create(
+    with (
+        tg.budget(tokens=10_000) as b,
+        client.chat.completions.with_streaming_response.create(
             model=MODEL,
             messages=HELLO,
             max_tokens=64,
             stream=True,
             extra_body={"stream_options": {"include_usage": True}},
-        ) as raw:
-            lines = list(raw.iter_lines())
+        ) as raw,
+    ):
+        lines = list(raw.iter_lines())
     last = json.loads(next(x for x in reversed(lines) if x.startswith("data: {"))[5:])
     assert last["choices"] == []
     assert b.used == last["usage"]["total_tokens"]
@@ -307,14 +309,16 @@ def test_a_stream_left_after_its_usage_chunk_is_charged_its_usage(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:
     client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
-    with tg.budget(tokens=10_000) as b:
-        with client.chat.completions.with_streaming_response.create(
+    with (
+        tg.budget(tokens=10_000) as b,
+        client.chat.completions.with_streaming_response.create(
             model=MODEL, messages=HELLO, max_tokens=64, stream=True
-        ) as raw:
-            for line in raw.iter_lines():
-                if '"usage"' in line:
-                    usage = json.loads(line[5:])["x_groq"]["usage"]
-                    break  # the caller has what it wanted; [DONE] is never read
+        ) as raw,
+    ):
+        for line in raw.iter_lines():
+            if '"usage"' in line:
+                usage = json.loads(line[5:])["x_groq"]["usage"]
+                break  # the caller has what it wanted; [DONE] is never read
     assert (b.used, b.reserved) == (usage["total_tokens"], 0)
     [event] = requests(events)
     assert event["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
