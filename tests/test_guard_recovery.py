@@ -315,3 +315,62 @@ def test_a_timeout_is_retried_as_the_clients_max_retries_say_and_only_usage_is_b
     [done] = named(events, "tokenguard.guard.request")
     assert "error.type" not in done
     assert done["tokenguard.retries"] == 1
+
+
+def test_a_served_response_whose_body_cannot_be_read_leaves_nothing_held(
+    events: list[tg.events.Event],
+) -> None:
+    # The function hands back a response it has already closed: the SDK's own error
+    # reaches the caller unchanged, and the served request is charged, not left held.
+    with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+
+        @tg.guard(tpm=100_000, window=1.0)
+        def ask(messages: Any = HELLO, model: str = MODEL, max_tokens: int = 32) -> Any:
+            with client.chat.completions.with_streaming_response.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            ) as raw:
+                return raw
+
+        with tg.budget(tokens=10_000) as b:
+            with pytest.raises(Exception, match="stream has been closed") as caught:
+                ask()
+            assert b.reserved == 0
+        assert [r.status for r in chat(em)] == [200]
+    assert "StreamClosed" in type(caught.value).__name__  # the SDK's error, as it is
+    [done] = named(events, "tokenguard.guard.request")
+    assert b.used == done["tokenguard.estimated_tokens"]  # it may have cost that much
+
+
+def test_a_sink_that_raises_takes_nothing_from_the_caller() -> None:
+    def broken(event: tg.events.Event) -> None:
+        raise RuntimeError("the sink is broken")
+
+    undo = tg.events.add_sink(broken)
+    try:
+        with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0) as em:
+            client = tg.instrument(
+                openai.OpenAI(base_url=em.base_url, api_key="x"), tpm=100_000, window=1.0
+            )
+            with tg.budget(tokens=10_000) as b:
+                reply: Any = client.chat.completions.create(
+                    model=MODEL, messages=HELLO, max_tokens=8
+                )
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=HELLO, max_tokens=8, stream=True
+                )
+                chunks = list(stream)
+            # A failed call's own error is not replaced either.
+            once = tg.instrument(
+                openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0),
+                tpm=100_000,
+                window=1.0,
+            )
+            em.fail_next(503)
+            with pytest.raises(openai.InternalServerError):
+                once.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    finally:
+        undo()
+    streamed = tg._adapters.usage_of(chunks[-1])
+    assert streamed is not None
+    assert b.used == reply.usage.total_tokens + streamed.total_tokens

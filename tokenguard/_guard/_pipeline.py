@@ -505,7 +505,13 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
                 _report(s, usage=None, failure=failure)
                 raise
             continue
-        body, headers, raw = yield from _unpack(result)
+        try:
+            body, headers, raw = yield from _unpack(result)
+        except BaseException:
+            # Served, but its body cannot be read (e.g. a response the function closed):
+            # the SDK's error goes on, the request settled at what it may have cost.
+            yield from settle_plan(s, None)
+            raise
         s.headers = headers
         if _is_stream(body):
             return present_stream(s, result, body, raw and not sender.raw_internal)
