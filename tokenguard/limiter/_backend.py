@@ -75,20 +75,29 @@ class Signal:
 class Ticket:
     """One waiting request: its cost, identity and wake-up signal.
 
-    ``estimate``: compute the wait for its queue position (``max_wait`` given). The
-    signal is made when first used (by a backend that queues the ticket, under its
+    ``estimate``: compute the wait for its queue position (``max_wait`` given);
+    ``max_wait`` itself bounds a shared backend's round trips for this ticket (its
+    ``deadline``, on the monotonic clock, is the backend's to set). The signal is
+    made when first used (by a backend that queues the ticket, under its
     lock): most tickets are admitted at once, and a thread-safe event costs
     microseconds to make.
     """
 
-    __slots__ = ("_signal", "estimate", "id", "tokens")
+    __slots__ = ("_signal", "deadline", "estimate", "id", "max_wait", "tokens")
 
     def __init__(
-        self, tokens: int, signal: Signal | None = None, estimate: bool = False, id: str = ""
+        self,
+        tokens: int,
+        signal: Signal | None = None,
+        estimate: bool = False,
+        id: str = "",
+        max_wait: float | None = None,
     ) -> None:
         self.tokens = tokens
-        self.estimate = estimate
+        self.estimate = estimate or max_wait is not None
         self.id = id
+        self.max_wait = max_wait
+        self.deadline: float | None = None
         self._signal = signal
 
     @property

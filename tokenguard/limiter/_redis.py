@@ -8,8 +8,22 @@ wake-up list until the computed time (or its lease renewal); whoever changes
 what the head waits for pushes to the head's list, so nobody polls. All keys
 share the hash tag ``{key}`` and expire when unused.
 
-The asyncio face uses a ``redis.asyncio`` client built from the sync client's
-connection settings (one per event loop), so waiting never blocks the loop. Each
+Every round trip is bounded in time, whatever the client's ``socket_timeout`` (none,
+or longer than a caller's ``max_wait``): a frozen Redis (it accepts connections and
+never answers) must not hold a caller. So the backend keeps its own connections,
+made with the user's client's settings (host, credentials, TLS, ...), and gives each
+round trip a deadline: what is left of the caller's ``max_wait`` plus :data:`GRACE`,
+and never more than the round-trip limit (the client's ``socket_timeout``, or
+:data:`ROUND_TRIP` when it has none). A round trip past its deadline raises
+:class:`~tokenguard.LimiterUnavailable` and its connection is closed, never reused.
+A ticket whose script may have run without its reply arriving (it may hold a queue
+place or even an admission) is cleaned up (left and cancelled) before this backend's
+next admission; meanwhile its place expires with its lease and a charge ages out as
+any unsettled reservation does. Redis Cluster is not supported (one node, or a
+proxy that looks like one).
+
+The asyncio face uses connections of a ``redis.asyncio`` client built from the sync
+client's settings (one per event loop), so waiting never blocks the loop. Each
 decision is written once, as a plan (see :mod:`tokenguard._drive`) that yields a
 script call or a ``BLPOP``; only those two differ between a thread and a task.
 """
@@ -18,6 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +44,8 @@ from typing import Any
 
 import redis as redis_lib
 import redis.asyncio as aredis
-from redis.commands.core import AsyncScript, Script
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from .._drive import Call, Plan, run_sync
 from ..errors import LimiterUnavailable
@@ -35,7 +54,17 @@ from ._backend import Step, Ticket
 from ._headers import ServerView
 from ._window import WindowLimits
 
-__all__ = ["RedisBackend"]
+__all__ = ["GRACE", "ROUND_TRIP", "RedisBackend"]
+
+#: Seconds a round trip may take past what is left of its caller's ``max_wait``
+#: before it is given up: a healthy Redis answers in well under a millisecond, and
+#: this leaves room for a loaded host without holding a caller much past its wait.
+GRACE = 0.5
+
+#: Seconds a round trip with no caller deadline may take (a wait without
+#: ``max_wait``, ``commit``, ``cancel``, ``observe``) when the client has no
+#: ``socket_timeout``; with one, that is the limit.
+ROUND_TRIP = 5.0
 
 _ERRORS = (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError, OSError)
 
@@ -55,6 +84,138 @@ class _Reaching:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, _ERRORS):
             raise LimiterUnavailable(f"Redis limiter at key {self._where!r}: {exc}") from exc
+
+
+def _late(seconds: float) -> redis_lib.exceptions.TimeoutError:
+    return redis_lib.exceptions.TimeoutError(
+        f"Redis did not answer within {seconds:.3f}s (the round trip's limit; the "
+        "connection was closed)"
+    )
+
+
+class _Connections:
+    """This backend's own connections for threads, made like the client's, each used
+    by one round trip at a time and closed as soon as one fails or runs late (its
+    reply could still arrive and be read as the next command's)."""
+
+    __slots__ = ("_idle", "_make", "_pid")
+
+    def __init__(self, client: redis_lib.Redis) -> None:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        # One attempt per round trip: the client's retries (with backoff) would run
+        # past the deadline; a refused connection is LimiterUnavailable at once.
+        kwargs["retry"] = redis_lib.retry.Retry(NoBackoff(), 0)
+        kind = pool.connection_class
+        self._make: Callable[[], Any] = lambda: kind(**kwargs)
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def _take(self) -> tuple[Any, bool]:
+        if self._pid != os.getpid():
+            # A forked child must not share its parent's sockets.
+            self._idle, self._pid = [], os.getpid()
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            try:
+                # Pending bytes or a closed socket (the server restarted): start afresh.
+                if not conn.can_read(0):
+                    return conn, False
+            except (redis_lib.exceptions.RedisError, OSError):
+                pass
+            conn.disconnect()
+        return self._make(), True
+
+    def run(self, until: float, *command: Any) -> Any:
+        """Send ``command`` and read its reply, both before ``until`` (monotonic)."""
+        limit = until - time.monotonic()
+        conn, fresh = self._take()
+        try:
+            if fresh:
+                # The handshake (AUTH, SELECT, ...) reads with the socket's timeout.
+                left = until - time.monotonic()
+                conn.socket_connect_timeout = conn.socket_timeout = max(left, 0.001)
+                conn.connect()
+            conn.send_command(*command, check_health=False)
+            left = until - time.monotonic()
+            if left <= 0 or not conn.can_read(timeout=left):
+                raise _late(limit)
+            reply = conn.read_response()
+        except redis_lib.exceptions.ResponseError:
+            self._idle.append(conn)  # an error reply (NOSCRIPT): the connection is fine
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._idle.append(conn)
+        return reply
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.disconnect()
+
+
+class _AsyncConnections:
+    """:class:`_Connections` for one event loop (``redis.asyncio`` connections)."""
+
+    __slots__ = ("_idle", "client", "loop")
+
+    def __init__(self, client: redis_lib.Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # One attempt per round trip, as for threads.
+        retry = AsyncRetry(NoBackoff(), 0)
+        self.client = aredis.Redis(**{**_async_kwargs(client), "retry": retry})
+        self._idle: list[Any] = []
+
+    async def run(self, until: float, *command: Any) -> Any:
+        """:meth:`_Connections.run` without blocking the loop."""
+        limit = until - time.monotonic()
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            if limit <= 0:
+                raise _late(0.0)
+            try:
+                reply = await asyncio.wait_for(_exchange(conn, command), limit)
+            except asyncio.TimeoutError:
+                raise _late(limit) from None
+        except redis_lib.exceptions.ResponseError:
+            self._idle.append(conn)  # an error reply (NOSCRIPT): the connection is fine
+            raise
+        except BaseException:
+            # Cancelled mid-exchange (by the deadline or the caller): its reply may
+            # still come, so the connection goes.
+            await _drop(conn)
+            raise
+        self._idle.append(conn)
+        return reply
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _drop(conn)
+        await self.client.aclose()
+
+
+async def _exchange(conn: Any, command: tuple[Any, ...]) -> Any:
+    if not conn.is_connected:
+        await conn.connect()
+    await conn.send_command(*command, check_health=False)
+    return await conn.read_response()
+
+
+async def _drop(conn: Any) -> None:
+    # Closing a broken connection: nothing more to learn from its errors.
+    with contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
 
 
 def _source(name: str, algorithm: str = "window") -> str:
@@ -122,23 +283,15 @@ def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
     if "SSL" in getattr(pool, "connection_class", type(None)).__name__:
         kwargs["ssl"] = True
         kwargs.update({k: v for k, v in given.items() if k.startswith("ssl_")})
-    retry = given.get("retry")
-    if isinstance(retry, redis_lib.retry.Retry):
-        # Keep the sync client's retry policy: redis.asyncio's default retries a dead
-        # server with backoff for seconds, so asyncio callers would wait past max_wait
-        # for a LimiterUnavailable that threads get at once.
-        from redis.asyncio.retry import Retry as AsyncRetry
-
-        kwargs["retry"] = AsyncRetry(
-            getattr(retry, "_backoff"),  # noqa: B009 (no public reader in redis-py)
-            retry.get_retries(),
-            getattr(retry, "_supported_errors"),  # noqa: B009
-        )
     return kwargs
 
 
 class RedisBackend:
-    """Decisions in Redis under ``{key}``; see the module docstring."""
+    """Decisions in Redis under ``{key}``; see the module docstring.
+
+    ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
+    default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
+    """
 
     def __init__(
         self,
@@ -150,6 +303,7 @@ class RedisBackend:
         header_lag: float = 0.0,
         refunds: bool | None = None,
         algorithm: str = "window",
+        round_trip: float | None = None,
     ) -> None:
         self._client = client
         self._refunds = -1 if refunds is None else int(refunds)
@@ -157,45 +311,60 @@ class RedisBackend:
         self._prefix = "{" + key + "}"
         self._reaching = _Reaching(self._prefix)
         self._lease = lease
-        # Renew the lease well before it runs out, whatever we are waiting for.
-        self._max_block = max(lease / 3, 0.01)
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
-            # A BLPOP longer than the socket timeout would fail as a timeout.
-            self._max_block = min(self._max_block, socket_timeout * 0.8)
+        if not (isinstance(socket_timeout, (int, float)) and socket_timeout > 0):
+            socket_timeout = None
+        if round_trip is None:
+            round_trip = ROUND_TRIP if socket_timeout is None else float(socket_timeout)
+        self._round_trip = round_trip
+        # Renew the lease well before it runs out, whatever we are waiting for; and a
+        # BLPOP no longer than a round trip may be (the client's socket timeout).
+        self._max_block = max(min(lease / 3, round_trip * 0.8), 0.01)
         self._common: list[Any] = [
             limits.window,
             *(-1 if x is None else x for x in (limits.tpm, limits.rpm, limits.tpd, limits.rpd)),
             lease,
             header_lag,
         ]
-        self._names = ("acquire", "settle", "leave", "observe")
-        self._sources = {name: _source(name, algorithm) for name in self._names}
-        self._scripts: dict[str, Script] = {
-            n: client.register_script(src) for n, src in self._sources.items()
-        }
+        names = ("acquire", "settle", "leave", "observe")
+        self._sources = {name: _source(name, algorithm) for name in names}
+        self._shas = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._sources.items()}
         self._test_clock: Callable[[], float] | None = None  # tests only: see _args
-        self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, aredis.Redis]] = {}
-        self._ascripts: dict[int, dict[str, AsyncScript]] = {}
+        self._conns = _Connections(client)
+        self._aconns: dict[int, _AsyncConnections] = {}
+        # Tickets whose script may have run without its reply reaching us: id -> tokens,
+        # left and cancelled before the next admission (see _cleaning).
+        self._orphans: dict[str, int] = {}
+        self._orphans_lock = threading.Lock()
 
     # -- I/O: the only part a thread and an asyncio task do differently -------------
 
-    def _call(self, name: str, args: list[Any]) -> Any:
+    def _call(self, name: str, args: list[Any], until: float) -> Any:
         with self._reaching:
-            return self._scripts[name](keys=[self._prefix], args=self._args(args))
+            argv = (1, self._prefix, *self._args(args))
+            try:
+                return self._conns.run(until, "EVALSHA", self._shas[name], *argv)
+            except redis_lib.exceptions.NoScriptError:
+                # First use on this server (or after a restart or SCRIPT FLUSH): EVAL
+                # runs it and caches it for the next EVALSHA.
+                return self._conns.run(until, "EVAL", self._sources[name], *argv)
 
-    async def _acall(self, name: str, args: list[Any]) -> Any:
+    async def _acall(self, name: str, args: list[Any], until: float) -> Any:
         with self._reaching:
-            scripts = self._aclient()[1]
-            return await scripts[name](keys=[self._prefix], args=self._args(args))
+            conns = self._aconnections()
+            argv = (1, self._prefix, *self._args(args))
+            try:
+                return await conns.run(until, "EVALSHA", self._shas[name], *argv)
+            except redis_lib.exceptions.NoScriptError:
+                return await conns.run(until, "EVAL", self._sources[name], *argv)
 
-    def _blpop(self, key: str, block: float) -> None:
+    def _blpop(self, key: str, block: float, until: float) -> None:
         with self._reaching:
-            self._client.blpop([key], timeout=block)
+            self._conns.run(until, "BLPOP", key, block)
 
-    async def _ablpop(self, key: str, block: float) -> None:
+    async def _ablpop(self, key: str, block: float, until: float) -> None:
         with self._reaching:
-            await self._aclient()[0].blpop([key], timeout=block)
+            await self._aconnections().run(until, "BLPOP", key, block)
 
     def _args(self, args: list[Any]) -> list[Any]:
         # Every script's last argument is the time to use instead of Redis TIME: always
@@ -204,27 +373,64 @@ class RedisBackend:
         clock = self._test_clock
         return [*self._common, *args, "" if clock is None else repr(clock())]
 
-    def _script(self, name: str, args: list[Any]) -> Call:
-        """The effect of running one Lua script (one round trip); its reply is the result."""
-        return Call(self._call, self._acall, name, args)
+    def _until(self, ticket: Ticket | None, extra: float = 0.0) -> float:
+        """When a round trip (taking ``extra`` seconds by design, a BLPOP's block) is
+        given up: what is left of the caller's ``max_wait`` plus the grace, and never
+        later than the round-trip limit."""
+        now = time.monotonic()
+        limit = self._round_trip + extra
+        deadline = None if ticket is None else ticket.deadline
+        if deadline is not None:
+            limit = min(limit, max(deadline - now, 0.0) + extra + GRACE)
+        return now + limit
 
-    def _aclient(self) -> tuple[aredis.Redis, dict[str, AsyncScript]]:
+    def _script(self, name: str, args: list[Any], until: float) -> Call:
+        """The effect of running one Lua script (one round trip); its reply is the result."""
+        return Call(self._call, self._acall, name, args, until)
+
+    def _aconnections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
-        entry = self._aclients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            client = aredis.Redis(**_async_kwargs(self._client))
-            self._aclients[id(loop)] = (loop, client)
-            self._ascripts[id(loop)] = {
-                n: client.register_script(src) for n, src in self._sources.items()
-            }
-            entry = self._aclients[id(loop)]
-        return entry[1], self._ascripts[id(loop)]
+        conns = self._aconns.get(id(loop))
+        if conns is None or conns.loop is not loop:
+            conns = self._aconns[id(loop)] = _AsyncConnections(self._client, loop)
+        return conns
 
     async def aclose(self) -> None:
-        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
-        self._ascripts.pop(id(asyncio.get_running_loop()), None)
-        if entry is not None:
-            await entry[1].aclose()
+        """Close the connections of the running loop, and the idle ones of threads."""
+        conns = self._aconns.pop(id(asyncio.get_running_loop()), None)
+        if conns is not None:
+            await conns.close()
+        self._conns.close()
+
+    # -- tickets whose reply was lost --------------------------------------------------
+
+    def _orphan(self, ticket: Ticket) -> None:
+        # Its script may have queued or admitted it: leave and cancel later.
+        if ticket.id:
+            with self._orphans_lock:
+                self._orphans[ticket.id] = ticket.tokens
+
+    def _cleaning(self, until: float) -> Plan[None]:
+        """Leave the queue and cancel any admission of each orphaned ticket (both are
+        no-ops when the script never ran); on failure the rest wait for the next time."""
+        with self._orphans_lock:
+            orphans = list(self._orphans.items())
+            self._orphans.clear()
+        done = 0
+        try:
+            for rid, tokens in orphans:
+                yield self._script("leave", [rid], until)
+                # A cancel by id: the day bucket unknown (-1), so a day count of a
+                # lost admission ages out with the day; the minute's charge goes now.
+                args = [rid, tokens, -1, -1, *_view_args(None, None), self._refunds, 0]
+                reply = yield self._script("settle", args, until)
+                self._learned(reply[2:])
+                done += 1
+        finally:
+            if done < len(orphans):
+                with self._orphans_lock:
+                    for rid, tokens in orphans[done:]:
+                        self._orphans.setdefault(rid, tokens)
 
     # -- decisions, each one plan ------------------------------------------------------
 
@@ -247,25 +453,46 @@ class RedisBackend:
         return Step(now, lost=status == 3)
 
     def start_plan(self, ticket: Ticket) -> Plan[Step]:
+        if ticket.deadline is None and ticket.max_wait is not None:
+            ticket.deadline = time.monotonic() + ticket.max_wait
+        until = self._until(ticket)
+        if self._orphans:
+            yield from self._cleaning(until)
         ticket.id = uuid.uuid4().hex
         args = ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
-        return self._step(ticket, (yield self._script("acquire", args)))
+        return self._step(ticket, (yield from self._deciding(ticket, args, until)))
 
     def poll_plan(self, ticket: Ticket) -> Plan[Step]:
         args = ["poll", ticket.id, ticket.tokens, 0]
-        return self._step(ticket, (yield self._script("acquire", args)))
+        return self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
+
+    def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
+        try:
+            return (yield self._script("acquire", args, until))
+        except LimiterUnavailable:
+            self._orphan(ticket)
+            raise
 
     def leave_plan(self, ticket: Ticket) -> Plan[None]:
-        # Best effort: if Redis is gone, the lease frees the place anyway.
-        if ticket.id:
-            with contextlib.suppress(LimiterUnavailable):
-                yield self._script("leave", [ticket.id])
+        # Best effort: if Redis is gone, the lease frees the place anyway. A ticket
+        # whose round trip failed is left later (see _cleaning): Redis just failed it,
+        # and trying again now would only keep the caller longer.
+        if ticket.id and ticket.id not in self._orphans:
+            try:
+                yield self._script("leave", [ticket.id], self._until(ticket))
+            except LimiterUnavailable:
+                self._orphan(ticket)
 
     def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
         # Block on our own wake-up list, never longer than the lease renewal needs.
         block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
         if block >= 0.001:
-            yield Call(self._blpop, self._ablpop, f"{self._prefix}:w:{ticket.id}", block)
+            key = f"{self._prefix}:w:{ticket.id}"
+            try:
+                yield Call(self._blpop, self._ablpop, key, block, self._until(ticket, block))
+            except LimiterUnavailable:
+                self._orphan(ticket)
+                raise
 
     def settle_plan(
         self, charge: RedisCharge, actual: int | None, view: ServerView | None
@@ -279,14 +506,23 @@ class RedisBackend:
             self._refunds,
             charge.sure_tokens,
         ]
-        reply = yield self._script("settle", args)
+        try:
+            reply = yield self._script("settle", args, self._until(None))
+        except LimiterUnavailable:
+            if actual is None:
+                # A cancel may be tried again (by id, as for a lost reply); a commit
+                # not, its charge stays at the estimate and ages out.
+                with self._orphans_lock:
+                    self._orphans[charge.rid] = charge.tokens
+            raise
         if actual is not None:
             charge.tokens = actual
             charge.bucket = int(reply[1])
         self._learned(reply[2:])
 
     def observe_plan(self, view: ServerView) -> Plan[None]:
-        reply = yield self._script("observe", [*_view_args(view, None), self._refunds])
+        args = [*_view_args(view, None), self._refunds]
+        reply = yield self._script("observe", args, self._until(None))
         self._learned(reply[1:])
 
     @property
