@@ -74,6 +74,22 @@ def _int(value: Any) -> int | None:
 def _usage_from(raw: Any) -> Usage | None:
     if raw is None:
         return None
+    if not _IS_MAPPING.get(type(raw), True):
+        # An SDK usage model, on every call: its attributes read directly.
+        prompt = getattr(raw, "prompt_tokens", None)
+        completion = getattr(raw, "completion_tokens", None)
+        total = getattr(raw, "total_tokens", None)
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(total) is int
+            and prompt >= 0
+            and completion >= 0
+            and total >= 0
+            and getattr(raw, "prompt_tokens_details", None) is None
+            and getattr(raw, "completion_tokens_details", None) is None
+        ):
+            return Usage(prompt, completion, total)
     prompt = _int(_get(raw, "prompt_tokens"))
     completion = _int(_get(raw, "completion_tokens"))
     if prompt is None or completion is None:

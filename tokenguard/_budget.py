@@ -168,6 +168,8 @@ class BudgetHold:
 
     def commit(self, actual_tokens: int) -> None:
         """Charge ``actual_tokens`` (the reported usage) instead of the estimate."""
+        if type(actual_tokens) is int and actual_tokens >= 0 and self.settled:
+            return  # outside every budget (or settled already): nothing to charge
         if isinstance(actual_tokens, bool) or not isinstance(actual_tokens, int):
             raise ConfigurationError(f"actual_tokens must be an int >= 0, got {actual_tokens!r}")
         if actual_tokens < 0:
@@ -179,6 +181,8 @@ class BudgetHold:
         self._settle(None)
 
     def _settle(self, actual: int | None) -> None:
+        if self.settled:  # only ever turns True: no lock needed to see it
+            return
         with _lock:
             if self.settled:
                 return
@@ -217,8 +221,16 @@ def open_budgets() -> tuple[Budget, ...]:
 def room() -> int | None:
     """The tokens a call may reserve now: the smallest ``remaining`` of the open
     budgets, or ``None`` when none caps tokens (what fitting may use)."""
-    rooms = [r for b in _open.get() if (r := b.remaining) is not None]
+    budgets = _open.get()
+    if not budgets:  # the common case, on every guarded call
+        return None
+    rooms = [r for b in budgets if (r := b.remaining) is not None]
     return min(rooms) if rooms else None
+
+
+#: The hold of a call made outside every budget: nothing to hold, already settled, so
+#: its commit and cancel do nothing. One shared value instead of one per call.
+_NO_HOLD = BudgetHold((), 0)
 
 
 def reserve(tokens: int) -> BudgetHold:
@@ -227,9 +239,13 @@ def reserve(tokens: int) -> BudgetHold:
     Raises :class:`~tokenguard.BudgetExceeded` (naming the tightest budget) and holds
     nothing when any of them lacks the room.
     """
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+    if type(tokens) is not int and (isinstance(tokens, bool) or not isinstance(tokens, int)):
+        raise ConfigurationError(f"tokens must be an int >= 0, got {tokens!r}")
+    if tokens < 0:
         raise ConfigurationError(f"tokens must be an int >= 0, got {tokens!r}")
     budgets = _open.get()
+    if not budgets:
+        return _NO_HOLD
     with _lock:
         for b in budgets:
             short = b._shortfall(tokens)

@@ -25,7 +25,13 @@ from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage
 from .._budget import BudgetHold, reserve, room
 from .._drive import Call, Plan, Sleep
 from ..counting import RequestCount, default_counter
-from ..errors import BudgetExceeded, ContextOverflow, LimiterUnavailable, RateLimitTimeout
+from ..errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    ContextOverflow,
+    LimiterUnavailable,
+    RateLimitTimeout,
+)
 from ..events import (
     GuardContextLearned,
     GuardRequest,
@@ -65,12 +71,78 @@ class Guard:
     #: The largest completion seen at this site (reported in events).
     completion_max: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Per (model, max_tokens asked): what does not change between calls (see _Site).
+    _sites: dict[tuple[str, int | None], _Site] = field(default_factory=dict, repr=False)
 
     def saw_completion(self, tokens: int) -> int:
         with self._lock:
             if self.completion_max is None or tokens > self.completion_max:
                 self.completion_max = tokens
             return self.completion_max
+
+
+@dataclass(frozen=True)
+class _Site:
+    """What one call site's calls to one model with one ``max_tokens`` share, worked out
+    on the first call instead of on every one: the model's entry, its limiter, the
+    limits fitting works within, and the largest prompt sent as it is.
+
+    ``fits`` is that prompt: with ``max_tokens`` given, any prompt of at most ``fits``
+    tokens has the same room (the same ceiling and reservation, nothing lowered), so
+    such a call needs no fitting while no budget is open. ``None``: every call is fitted
+    as usual (no ``max_tokens``, whose hold depends on the prompt, or one that must be
+    lowered). Good while ``generation`` is the registry's and the model table still
+    gives ``info``.
+    """
+
+    info: ModelInfo
+    limiter: Limiter | None
+    context_window: int
+    tpm: int | None
+    asked: int | None
+    generation: int
+    fits: int | None = None
+
+
+def _site(g: Guard, req: ChatRequest) -> _Site:
+    key = (req.model, req.max_tokens)
+    site = g._sites.get(key)
+    info = get_model(req.model)
+    if site is not None and site.generation == _registry.generation and site.info is info:
+        return site
+    generation = _registry.generation
+    limiter = _registry.limiter_for(g.opts, g.base_url, req.model)
+    learned = _registry.learned(g.base_url, req.model)
+    window = g.opts.context_window or info.context_window
+    if learned.context_window is not None:
+        window = min(window, learned.context_window)
+    tpm = limiter.limits.tpm if limiter is not None else None
+    if learned.tpm is not None:
+        tpm = learned.tpm if tpm is None else min(tpm, learned.tpm)
+    asked = req.max_tokens
+    cap = g.opts.cap_max_tokens
+    if cap is not None:
+        asked = cap if asked is None else min(asked, cap)
+    fits = None
+    if asked is not None:
+        try:
+            r = room_for(
+                0,
+                context_window=window,
+                tpm=tpm,
+                max_tokens=asked,
+                max_completion_tokens=info.max_completion_tokens,
+                default_reserve=g.opts.default_reserve,
+            )
+        except (ContextOverflow, ConfigurationError):
+            r = None  # every call goes through fitting, which says what is wrong
+        if r is not None and not r.lowered:
+            fits = r.allowed
+    site = _Site(info, limiter, window, tpm, asked, generation, fits)
+    if len(g._sites) >= 64:  # bounded: a site that sees many models or sizes
+        g._sites.clear()
+    g._sites[key] = site
+    return site
 
 
 @dataclass
@@ -83,7 +155,8 @@ class Settlement:
     estimate: int
     reserve: int
     max_tokens: int | None
-    fitted: FitResult
+    #: ``None``: sent as asked (the request fit without fitting, see ``_Site``).
+    fitted: FitResult | None
     hold: BudgetHold
     reservation: Reservation | None
     headers: Mapping[str, Any] | None
@@ -106,24 +179,13 @@ class _Attempts:
         return self.rate_limited + self.transient + self.refit_context + self.refit_tpm
 
 
-def _fit_kwargs(g: Guard, req: ChatRequest, info: ModelInfo, limiter: Limiter | None) -> Any:
-    learned = _registry.learned(g.base_url, req.model)
-    window = g.opts.context_window or info.context_window
-    if learned.context_window is not None:
-        window = min(window, learned.context_window)
-    tpm = limiter.limits.tpm if limiter is not None else None
-    if learned.tpm is not None:
-        tpm = learned.tpm if tpm is None else min(tpm, learned.tpm)
-    asked = req.max_tokens
-    cap = g.opts.cap_max_tokens
-    if cap is not None:
-        asked = cap if asked is None else min(asked, cap)
+def _fit_kwargs(g: Guard, req: ChatRequest, site: _Site, budget: int | None) -> Any:
     return {
-        "model": info,
-        "max_tokens": asked,
-        "tpm": tpm,
-        "budget": room(),
-        "context_window": window,
+        "model": site.info,
+        "max_tokens": site.asked,
+        "tpm": site.tpm,
+        "budget": budget,
+        "context_window": site.context_window,
         "tier": g.opts.tier,
         "on_overflow": g.opts.on_overflow,
         "summarizer": g.summarizer,
@@ -163,7 +225,7 @@ def _event(
         error_type=failure.error_type if failure is not None else None,
         wait_s=s.waited,
         retries=s.retries,
-        fit=s.fitted.strategy,
+        fit=s.fitted.strategy if s.fitted is not None else "none",
         stream=s.request.stream,
         stream_closed_early=closed_early,
         budget_remaining=rooms,
@@ -171,7 +233,9 @@ def _event(
         server_remaining_requests=_header_int(headers, "x-ratelimit-remaining-requests"),
         site_completion_max=site_max,
         duration_s=max(0.0, s.guard.opts.clock() - s.started),
-        content=tuple(s.fitted.messages) if s.guard.opts.log_content else None,
+        content=tuple(s.request.messages if s.fitted is None else s.fitted.messages)
+        if s.guard.opts.log_content
+        else None,
     )
 
 
@@ -414,44 +478,50 @@ def _fits_as_is(
 def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     """Count, fit, hold, acquire, send, read, settle and report one call; retry as the
     server's answer says. Returns what the caller gets (a stream is wrapped)."""
-    from ._streams import present_stream  # the stream wrappers settle through this module
-
     opts = g.opts
     started = opts.clock()
-    info = get_model(req.model)
-    limiter = _registry.limiter_for(opts, g.base_url, req.model)
     attempts = _Attempts()
     while True:
-        kwargs = _fit_kwargs(g, req, info, limiter)
-        count = _count(req, req.messages, info, kwargs["max_tokens"], opts.default_reserve)
-        fitted = _fits_as_is(req, count, info, kwargs)
-        if fitted is None:
-            try:
-                fitted = yield Call(
-                    functools.partial(fit, req.messages, **kwargs),
-                    functools.partial(fit_async, req.messages, **kwargs),
-                )
-            except ContextOverflow as exc:
-                if exc.limit_name != "budget":
-                    raise
-                # Only the open budgets are too small: say so, as a budget error.
-                raise BudgetExceeded(
-                    f"the request needs at least {exc.needed} tokens and the open budgets "
-                    f"leave {exc.available}; nothing was sent",
-                    needed=exc.needed,
-                    remaining=exc.available,
-                    unit="tokens",
-                ) from exc
-            count = _count(req, fitted.messages, info, fitted.max_tokens, opts.default_reserve)
+        site = _site(g, req)  # again after a retry: a limit may have been learned
+        info, limiter = site.info, site.limiter
+        budget = room()
+        count = _count(req, req.messages, info, site.asked, opts.default_reserve)
+        fitted: FitResult | None = None
+        if budget is not None or site.fits is None or count.prompt_tokens > site.fits:
+            kwargs = _fit_kwargs(g, req, site, budget)
+            fitted = _fits_as_is(req, count, info, kwargs)
+            if fitted is None:
+                try:
+                    fitted = yield Call(
+                        functools.partial(fit, req.messages, **kwargs),
+                        functools.partial(fit_async, req.messages, **kwargs),
+                    )
+                except ContextOverflow as exc:
+                    if exc.limit_name != "budget":
+                        raise
+                    # Only the open budgets are too small: say so, as a budget error.
+                    raise BudgetExceeded(
+                        f"the request needs at least {exc.needed} tokens and the open budgets "
+                        f"leave {exc.available}; nothing was sent",
+                        needed=exc.needed,
+                        remaining=exc.available,
+                        unit="tokens",
+                    ) from exc
+                count = _count(req, fitted.messages, info, fitted.max_tokens, opts.default_reserve)
+        if fitted is None:  # sent as asked: within the site's room, no budget open
+            messages: Any = req.messages if type(req.messages) is list else list(req.messages)
+            max_tokens = site.asked
+        else:
+            messages, max_tokens = fitted.messages, fitted.max_tokens
         completion = count.completion_reserve
-        if fitted.max_tokens is None:
+        if max_tokens is None:
             # What the server holds for a call without max_tokens: the default reserve,
             # capped by the room left in the context window (as the emulator does).
             completion = max(
                 0,
                 min(
                     opts.default_reserve,
-                    kwargs["context_window"] - count.prompt_tokens,
+                    site.context_window - count.prompt_tokens,
                     info.max_completion_tokens,
                 ),
             )
@@ -484,7 +554,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             count=count,
             estimate=estimate,
             reserve=completion,
-            max_tokens=fitted.max_tokens,
+            max_tokens=max_tokens,
             fitted=fitted,
             hold=hold,
             reservation=reservation,
@@ -494,7 +564,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             retries=attempts.total,
         )
         try:
-            result = yield Call(sender.send, sender.send_async, fitted.messages, fitted.max_tokens)
+            result = yield Call(sender.send, sender.send_async, messages, max_tokens)
         except BaseException as exc:
             # Cancelled or interrupted while in flight: it may have been charged.
             failure = classify(exc) if isinstance(exc, Exception) else Failure(FailureKind.TIMEOUT)
@@ -514,6 +584,8 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             raise
         s.headers = headers
         if _is_stream(body):
+            from ._streams import present_stream  # they settle through this module
+
             return present_stream(s, result, body, raw and not sender.raw_internal)
         yield from settle_plan(s, usage_of(body), body)
         return body if sender.raw_internal else result
@@ -562,7 +634,7 @@ def _recover(
         attempts.refit_context = True
         window = yield Call(sender.context_window, sender.context_window_async, req.model)
         source = "models_endpoint"
-        current = s.fitted.tokens_after + s.reserve
+        current = (s.fitted.tokens_after if s.fitted else s.count.prompt_tokens) + s.reserve
         if not isinstance(window, int) or window <= 0 or window >= current:
             # The server did not say: fit within half of what it refused (one retry).
             window, source = max(1, current // 2), "estimate"

@@ -34,6 +34,10 @@ class Learned:
 _learned: dict[tuple[str, str], Learned] = {}
 _NOTHING_LEARNED = Learned()  # read on every call: one value, not one per call
 
+#: Counts every change to what this module hands out (a limit learned, a reset): what a
+#: call site worked out from it is good while the generation it read is current.
+generation = 0
+
 
 def normalize_base_url(url: object) -> str:
     """One spelling per endpoint: no trailing slash, lower-case scheme and host."""
@@ -85,6 +89,7 @@ def remember(
     base_url: str, model: str, *, context_window: int | None = None, tpm: int | None = None
 ) -> Learned:
     """Record a tighter limit of ``model``; a looser one never replaces a tighter one."""
+    global generation
     with _lock:
         old = _learned.get((base_url, model), Learned())
         new = Learned(
@@ -92,6 +97,7 @@ def remember(
             tpm=_tighter(old.tpm, tpm),
         )
         _learned[(base_url, model)] = new
+        generation += 1
         return new
 
 
@@ -111,6 +117,8 @@ def reset() -> None:
         from tokenguard import reset_defaults
         reset_defaults()   # the next guarded call builds its limiter afresh
     """
+    global generation
     with _lock:
         _limiters.clear()
         _learned.clear()
+        generation += 1
