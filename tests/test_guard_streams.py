@@ -8,14 +8,17 @@ import gc
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import groq
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
+from tokenguard._guard._streams import _SseTap, _Tally
 from tokenguard.emulator import Emulator, running
 
 MODEL = "llama-3.1-8b-instant"
@@ -353,3 +356,36 @@ async def test_an_async_streaming_response_read_as_raw_sse_settles(
             assert event["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
         assert b.reserved == 0
     await client.close()
+
+
+@given(
+    pieces=st.lists(st.text(max_size=12), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    crlf=st.booleans(),
+)
+def test_the_usage_is_read_from_sse_bytes_cut_anywhere(
+    pieces: list[str], cuts: list[int], crlf: bool
+) -> None:
+    usage = {
+        "prompt_tokens": 11,
+        "completion_tokens": len(pieces),
+        "total_tokens": 11 + len(pieces),
+    }
+    chunks: list[Any] = [{"id": "c1", "model": MODEL, "choices": [{"delta": {"content": ""}}]}]
+    chunks += [{"id": "c1", "model": MODEL, "choices": [{"delta": {"content": p}}]} for p in pieces]
+    chunks.append({"id": "c1", "model": MODEL, "choices": [], "x_groq": {"usage": usage}})
+    end = "\r\n" if crlf else "\n"
+    text = "".join(f"data: {json.dumps(c, ensure_ascii=False)}{end}{end}" for c in chunks)
+    data = (text + "data: [DONE]").encode()  # the last line without its end
+    tally = _Tally(cast(Any, None))
+    tap = _SseTap(tally)
+    at = 0
+    for n in cuts * (len(data) // sum(cuts) + 1):
+        tap.feed(data[at : at + n])
+        at += n
+        if at >= len(data):
+            break
+    tap.end()
+    assert tally.usage is not None
+    assert (tally.usage.prompt_tokens, tally.usage.completion_tokens) == (11, len(pieces))
+    assert (tally.model, tally.response_id) == (MODEL, "c1")
