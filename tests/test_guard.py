@@ -179,7 +179,10 @@ def test_the_messages_are_found_by_name_in_kwargs_and_model_can_be_fixed(em: Emu
 def test_a_conversation_far_past_the_window_is_fitted_and_never_refused(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+    # max_retries=0, as the README advises for a decorated function, so that 429s reach
+    # the guard: the SDK's own retries would hide them from the limiter, which could then
+    # never learn that this server keeps unused tokens.
+    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
     sent_sizes: list[int] = []
 
     @tg.guard(tpm=100_000, rpm=1_000, window=1.0)  # the emulator's limits, not the table's
@@ -194,7 +197,16 @@ def test_a_conversation_far_past_the_window_is_fitted_and_never_refused(
         history.append({"role": "assistant", "content": reply.choices[0].message.content})
     total = tg.count_tokens(history, model=SMALL)
     assert total > 5 * 8192
-    assert all(r.status == 200 for r in chat_log(em))
+    # Never refused to the caller (every turn above got its answer). The server may have
+    # refused one request: without headers the limiter first assumes the server gives back
+    # unused tokens (the bucket then admits a request whose estimate only fits thanks to
+    # them); this emulator keeps them, and its 429 teaches the limiter so (the guard waits
+    # and sends again). Not lending before that lesson would cost a refunding server
+    # most of its limit (8 threads, max_tokens 400 with 40 generated: 0.28 of it, not 1.0).
+    statuses = [r.status for r in chat_log(em)]
+    assert statuses.count(429) <= 1
+    assert statuses.count(200) == 40
+    assert set(statuses) <= {200, 429}
     fits = [e["tokenguard.fit"] for e in requests(events)]
     assert fits[0] == "none"
     assert fits[-1] == "truncate"

@@ -160,13 +160,13 @@ class Limiter:
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
     and one request.
 
-    ``algorithm`` says how. ``"bucket"`` (choose it for Groq) mirrors a server whose
+    ``algorithm`` says how. ``"bucket"`` (the default; choose it for Groq) mirrors a server whose
     limits are refilling token buckets, as Groq's are (capacity = limit, refilled at
     limit per period): after a burst a request waits only until the bucket has refilled
     its cost, and the estimate of a request in flight holds room only until its commit.
     Estimates in flight are never refilled (the server charges them when they arrive,
     at any time before the response), so the mirror never runs ahead of the server's
-    bucket. ``"window"`` (the default for now) suits a server that counts a sliding
+    bucket. ``"window"`` suits a server that counts a sliding
     window (no more than the limit in any ``window`` seconds); it never exceeds a bucket
     either, but holds each charge for a whole window, so against Groq it uses less of
     the limit and waits up to a window after a burst. Learning refunds (``refunds=None``)
@@ -234,7 +234,7 @@ class Limiter:
         lease: float = 10.0,
         header_lag: float = 0.0,
         refunds: bool | None = None,
-        algorithm: str = "window",
+        algorithm: str = "bucket",
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -376,7 +376,7 @@ class Limiter:
     def _waiting(self, backend: Backend, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """The one loop: enter the queue, wait until woken or until the computed time,
         look again; leave the queue on any failure (timeout, error, cancellation)."""
-        ticket = Ticket(tokens, estimate=max_wait is not None)
+        ticket = Ticket(tokens, max_wait=max_wait)
         step = yield from backend.start_plan(ticket)
         start = step.now
         deadline = None if max_wait is None else start + max_wait
