@@ -97,7 +97,44 @@ class _Binding:
 
     def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChatRequest:
         a = self._view(args, kwargs)
-        messages = given(a.get(self.opts.messages_arg))
+        messages = a.get(self.opts.messages_arg)
+        if type(messages) is not list:  # a plain list needs none of these checks
+            messages = self._messages(messages)
+        elif not messages:
+            raise InvalidMessages(f"{self.where}: {self.opts.messages_arg!r} is empty")
+        model = a.get(self.opts.model_arg)
+        if type(model) is not str or not model:
+            model = given(model) or self.opts.model
+            if not isinstance(model, str) or not model:
+                raise ConfigurationError(
+                    f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and "
+                    f"the guard none (@tg.guard(model=...)); got {model!r}"
+                )
+        asked = a.get("max_tokens")
+        if asked is not None and (type(asked) is not int or asked < 1):
+            asked = check_max_tokens("max_tokens", asked)
+        newer = a.get("max_completion_tokens")
+        if newer is not None:
+            newer = check_max_tokens("max_completion_tokens", newer)
+            if newer is not None:  # the SDKs send it over max_tokens
+                asked = newer
+        stream = a.get("stream")
+        if not self.counted:  # the usual function: no prompt keywords to look for
+            return ChatRequest(messages, model, asked, stream is not None and given(stream) is True)
+        options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
+        return ChatRequest(
+            messages=messages,
+            model=model,
+            max_tokens=asked,
+            stream=given(stream) is True,
+            tools=options.pop("tools", None),
+            functions=options.pop("functions", None),
+            options=options,
+        )
+
+    def _messages(self, messages: Any) -> Any:
+        """The checks of messages that are not a plain list (an error, or a tuple)."""
+        messages = given(messages)
         if messages is None:
             raise InvalidMessages(
                 f"{self.where} was called without {self.opts.messages_arg!r}: the guard needs "
@@ -110,24 +147,7 @@ class _Binding:
             )
         if not messages:
             raise InvalidMessages(f"{self.where}: {self.opts.messages_arg!r} is empty")
-        model = given(a.get(self.opts.model_arg)) or self.opts.model
-        if not isinstance(model, str) or not model:
-            raise ConfigurationError(
-                f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and the "
-                f"guard none (@tg.guard(model=...)); got {model!r}"
-            )
-        newer = check_max_tokens("max_completion_tokens", a.get("max_completion_tokens"))
-        older = check_max_tokens("max_tokens", a.get("max_tokens"))
-        options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
-        return ChatRequest(
-            messages=messages,
-            model=model,
-            max_tokens=newer if newer is not None else older,
-            stream=given(a.get("stream")) is True,
-            tools=options.pop("tools", None),
-            functions=options.pop("functions", None),
-            options=options,
-        )
+        return messages
 
     def call_args(
         self,

@@ -297,7 +297,9 @@ def settle_plan(
                 s,
                 "commit",
                 True,
-                Call(
+                Call(r.commit, r.commit_async, limit_tokens)
+                if s.headers is None
+                else Call(
                     functools.partial(r.commit, limit_tokens, headers=s.headers),
                     functools.partial(r.commit_async, limit_tokens, headers=s.headers),
                 ),
