@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +20,7 @@ from structlog.testing import capture_logs
 
 import tokenguard as tg
 from tokenguard.limiter._backend import Signal, Ticket
+from tokenguard.limiter._redis import GRACE
 
 __all__ = ["redis_srv"]
 
@@ -210,3 +213,197 @@ def test_redis_lost_between_acquire_and_commit(fail_open: bool) -> None:
             r.commit(5)
     assert r.settled
     c.close()
+
+
+# -- a frozen Redis (SIGSTOP: it accepts connections and never answers) -----------------
+
+
+@pytest.fixture
+def box() -> Iterator[RedisServer]:
+    """A server of the test's own, to freeze; thawed before it is stopped."""
+    with redis_server() as srv:
+        try:
+            yield srv
+        finally:
+            srv.process.send_signal(signal.SIGCONT)
+
+
+def _freeze(srv: RedisServer) -> None:
+    srv.process.send_signal(signal.SIGSTOP)
+
+
+def _thaw(srv: RedisServer) -> None:
+    srv.process.send_signal(signal.SIGCONT)
+
+
+def _frozen_call(
+    lim: tg.Limiter, srv: RedisServer, tokens: int, max_wait: float | None, face: str
+) -> tuple[Any, float]:
+    """Warm one connection of ``face`` (a thread, or an asyncio task), freeze ``srv``,
+    then time ``acquire(tokens, max_wait)``: what it returned or raised, and when."""
+    if face == "asyncio":
+
+        async def go() -> tuple[Any, float]:
+            try:
+                await (await lim.acquire_async(10)).cancel_async()
+                _freeze(srv)
+                t0 = time.monotonic()
+                try:
+                    result: Any = await lim.acquire_async(tokens, max_wait=max_wait)
+                except tg.TokenGuardError as exc:
+                    result = exc
+                return result, time.monotonic() - t0
+            finally:
+                _thaw(srv)
+                await lim.aclose()
+
+        return asyncio.run(go())
+    lim.acquire(10).cancel()
+    _freeze(srv)
+    t0 = time.monotonic()
+    try:
+        result: Any = lim.acquire(tokens, max_wait=max_wait)
+    except tg.TokenGuardError as exc:
+        result = exc
+    finally:
+        took = time.monotonic() - t0
+        _thaw(srv)
+    return result, took
+
+
+# redis-py's own default socket timeout (5 s in redis-py 8, none before), none at all,
+# and one far longer than the caller's max_wait: none of them may hold the caller.
+CLIENT_TIMEOUTS = [{}, {"socket_timeout": None}, {"socket_timeout": 30.0}]
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+@pytest.mark.parametrize("options", CLIENT_TIMEOUTS, ids=["default", "none", "30s"])
+def test_a_frozen_redis_fails_a_caller_by_its_max_wait_plus_the_grace(
+    box: RedisServer, face: str, options: dict[str, Any]
+) -> None:
+    client = redis.Redis(host=box.host, port=box.port, **options)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="frozen")
+    result, took = _frozen_call(lim, box, 10, 0.3, face)
+    assert isinstance(result, tg.LimiterUnavailable)
+    assert "did not answer within" in str(result)
+    # Given up once max_wait and the grace are over (0.8 s), not after a socket timeout.
+    assert 0.3 <= took < 0.3 + GRACE + 1.0
+    client.close()
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+def test_a_first_connection_to_a_frozen_redis_is_bounded_too(box: RedisServer, face: str) -> None:
+    # The kernel still completes the TCP handshake; the client's own handshake (and
+    # everything after it) is what never gets an answer.
+    client = redis.Redis(host=box.host, port=box.port, socket_timeout=None)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="first")
+    _freeze(box)
+    try:
+        t0 = time.monotonic()
+        acquiring: Callable[[], Any] = (
+            (lambda: asyncio.run(lim.acquire_async(10, max_wait=0.2)))
+            if face == "asyncio"
+            else (lambda: lim.acquire(10, max_wait=0.2))
+        )
+        with pytest.raises(tg.LimiterUnavailable):
+            acquiring()
+        took = time.monotonic() - t0
+    finally:
+        _thaw(box)
+    assert took < 0.2 + GRACE + 1.0
+    r = lim.acquire(100, max_wait=0)  # the script never ran: nothing to cancel
+    r.cancel()
+    client.close()
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+@pytest.mark.parametrize("algorithm", ["window", "bucket"])
+def test_after_a_thaw_the_request_that_went_unanswered_is_left_and_cancelled(
+    box: RedisServer, face: str, algorithm: str
+) -> None:
+    client = redis.Redis(host=box.host, port=box.port)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="k", algorithm=algorithm)
+    result, _ = _frozen_call(lim, box, 60, 0.2, face)
+    assert isinstance(result, tg.LimiterUnavailable)
+    # The script was waiting in the closed connection's buffer: Redis ran it when it
+    # woke, and admitted 60 tokens to a caller who had already given up.
+    deadline = time.monotonic() + 5
+    while int(client.hget("{k}:s", "adm") or 0) < 70 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert int(client.hget("{k}:s", "adm") or 0) == 70
+    # The next admission first cancels it: the whole limit is free again, and each
+    # reply is read by the request it answers (none is left over in a connection).
+    r = lim.acquire(100, max_wait=0)
+    assert r.tokens == 100
+    r.commit(100)
+    with pytest.raises(tg.RateLimitTimeout):
+        lim.acquire(1, max_wait=0)
+    assert client.zcard("{k}:q") == 0
+    client.close()
+
+
+def test_commit_cancel_observe_and_a_wait_without_max_wait_are_bounded_too(
+    box: RedisServer,
+) -> None:
+    # Without a caller's max_wait a round trip may take the client's socket_timeout (or
+    # 5 s when it has none): a frozen Redis still never holds a call for ever.
+    client = redis.Redis(host=box.host, port=box.port, socket_timeout=0.4)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="settle")
+    r1, r2 = lim.acquire(10), lim.acquire(10)
+    _freeze(box)
+    try:
+        calls: list[Callable[[], Any]] = [
+            lambda: r1.commit(5),
+            lambda: r2.cancel(),
+            lambda: lim.observe({"x-ratelimit-remaining-tokens": "50"}),
+            lambda: lim.acquire(10),
+        ]
+        for call in calls:
+            t0 = time.monotonic()
+            with pytest.raises(tg.LimiterUnavailable):
+                call()
+            assert time.monotonic() - t0 < 0.4 + 1.0
+    finally:
+        _thaw(box)
+    assert r1.settled
+    assert r2.settled
+    # The lost cancel is tried again (by id) before the next admission; the lost commit
+    # stays charged at its estimate (it ages out with the window).
+    r = lim.acquire(90, max_wait=0)
+    r.cancel()
+    client.close()
+
+
+def test_fail_open_covers_a_frozen_redis(box: RedisServer) -> None:
+    client = redis.Redis(host=box.host, port=box.port)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="fo", fail_open=True)
+    with capture_logs() as logs:
+        result, took = _frozen_call(lim, box, 10, 0.3, "thread")
+    assert isinstance(result, tg.Reservation)  # admitted by the local stand-in
+    assert took < 0.3 + GRACE + 1.0
+    assert [e["event"] for e in logs] == ["tokenguard.limiter.fail_open"]
+    client.close()
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+def test_scripts_flushed_from_redis_are_sent_again(
+    client: redis.Redis, key: str, face: str
+) -> None:
+    lim = tg.Limiter(tpm=100, window=WINDOW, redis=client, key=key)
+
+    async def twice() -> list[tg.Reservation]:
+        try:
+            first = await lim.acquire_async(10)
+            client.script_flush()
+            return [first, await lim.acquire_async(20)]
+        finally:
+            await lim.aclose()
+
+    if face == "asyncio":
+        got = asyncio.run(twice())
+    else:
+        first = lim.acquire(10)
+        client.script_flush()
+        got = [first, lim.acquire(20)]
+    assert [r.tokens for r in got] == [10, 20]
+    assert all(r.at > 0 for r in got)
