@@ -51,14 +51,18 @@ class Usage:
 _IS_MAPPING: dict[type, bool] = {dict: True}
 
 
-def _get(obj: Any, name: str) -> Any:
+def _is_mapping(obj: Any) -> bool:
     kind = type(obj)
     mapping = _IS_MAPPING.get(kind)
     if mapping is None:
         mapping = isinstance(obj, Mapping)
         if len(_IS_MAPPING) < 256:  # bounded: classes made on the fly must not pile up
             _IS_MAPPING[kind] = mapping
-    if mapping:
+    return mapping
+
+
+def _get(obj: Any, name: str) -> Any:
+    if _is_mapping(obj):
         return obj.get(name)
     return getattr(obj, name, None)
 
@@ -146,7 +150,7 @@ def headers_of(obj: Any) -> Mapping[str, str] | None:
     if headers is None:
         response = getattr(obj, "response", None)
         headers = getattr(response, "headers", None)
-    return headers if isinstance(headers, Mapping) else None
+    return headers if headers is not None and _is_mapping(headers) else None
 
 
 class FailureKind(enum.Enum):

@@ -54,7 +54,7 @@ def _base_url(client: Any) -> str:
 
 def _raw_mode(kwargs: Mapping[str, Any]) -> str | None:
     headers = kwargs.get("extra_headers")
-    if not isinstance(headers, Mapping):
+    if headers is None or not isinstance(headers, Mapping):
         return None
     for name, value in headers.items():
         if isinstance(name, str) and name.lower() == _RAW_HEADER.lower():

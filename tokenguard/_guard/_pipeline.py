@@ -15,7 +15,6 @@ the same. Nothing here is sync- or async-specific.
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -388,19 +387,19 @@ def _never(pending: Any) -> Any:
     raise TypeError(f"an awaitable ({type(pending).__name__}) reached a synchronous call")
 
 
-#: Per class: (is a raw response, is a stream). Looked up on the class, once: a pydantic
-#: model class answers a missing attribute through its metaclass, slowly.
-_KINDS: dict[type, tuple[bool, bool]] = {}
+#: Per class: (is a raw response, is a stream, is awaitable). Looked up on the class,
+#: once: a pydantic model class answers a missing attribute through its metaclass, slowly.
+_KINDS: dict[type, tuple[bool, bool, bool]] = {}
 
 
-def _kind(kind: type) -> tuple[bool, bool]:
+def _kind(kind: type) -> tuple[bool, bool, bool]:
     found = _KINDS.get(kind)
     if found is None:
         raw = callable(getattr(kind, "parse", None)) and hasattr(kind, "http_request")
         stream = kind not in (dict, str, bytes, type(None)) and (
             hasattr(kind, "__next__") or hasattr(kind, "__anext__")
         )
-        found = (raw, stream)
+        found = (raw, stream, hasattr(kind, "__await__"))
         if len(_KINDS) < 256:  # bounded: classes made on the fly must not pile up
             _KINDS[kind] = found
     return found
@@ -412,7 +411,7 @@ def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
     headers."""
     if _kind(type(result))[0]:
         body = result.parse()
-        if inspect.isawaitable(body):
+        if _kind(type(body))[2]:  # the async SDKs' parse: a coroutine
             body = yield Call(_never, _awaited, body)
         return body, headers_of(result), True
     return result, None, False

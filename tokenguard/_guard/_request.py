@@ -106,26 +106,45 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     """
     if "messages" not in body:
         raise InvalidMessages(f"{where}: no messages were given")
-    messages = _messages(body["messages"], where)
-    model = _model(given(body.get("model")) or default_model, where)
-    asked = check_max_tokens("max_tokens", body.get("max_tokens"))
-    newer = check_max_tokens("max_completion_tokens", body.get("max_completion_tokens"))
+    messages = body["messages"]
+    if type(messages) is not list or not messages:  # a plain list needs no more checks
+        messages = _messages(messages, where)
+    model = body.get("model")
+    if type(model) is not str or not model:
+        model = _model(given(model) or default_model, where)
+    asked = body.get("max_tokens")
+    if asked is not None and (type(asked) is not int or asked < 1):
+        asked = check_max_tokens("max_tokens", asked)
+    newer = body.get("max_completion_tokens")
+    if newer is not None:
+        newer = check_max_tokens("max_completion_tokens", newer)
+        if newer is not None:  # the SDKs send it over max_tokens
+            asked = newer
     options: dict[str, Any] = {}
     extra = given(body.get("extra_body"))
     if extra is not None:
         if not isinstance(extra, Mapping):
             raise InvalidMessages(f"{where}: extra_body must be a dict, got {type(extra).__name__}")
         options["extra_body"] = extra
-    for name in PROMPT_KEYWORDS:
-        value = given(body.get(name))
-        if value is not None and name not in ("tools", "functions"):
+    tools = functions = None
+    # Only the keywords the call gives (a few) are looked at, not every prompt keyword.
+    for name in PROMPT_KEYWORDS.intersection(body):
+        value = given(body[name])
+        if value is None:
+            continue
+        if name == "tools":
+            tools = value
+        elif name == "functions":
+            functions = value
+        else:
             options[name] = value
+    stream = body.get("stream")
     return ChatRequest(
         messages=messages,
         model=model,
-        max_tokens=newer if newer is not None else asked,
-        stream=given(body.get("stream")) is True,
-        tools=given(body.get("tools")),
-        functions=given(body.get("functions")),
+        max_tokens=asked,
+        stream=stream is not None and given(stream) is True,
+        tools=tools,
+        functions=functions,
         options=options,
     )
