@@ -19,19 +19,19 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._durations import parse_go_duration
 
 __all__ = ["Failure", "FailureKind", "Usage", "classify", "headers_of", "usage_of"]
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Token usage as the server reported it.
 
     ``cached_tokens`` (prompt tokens served from Groq's cache) do not count toward
-    Groq's rate limits; :attr:`limit_tokens` is what does.
+    Groq's rate limits; :attr:`limit_tokens` is what does. (A named tuple: one is built
+    for every response, and a frozen dataclass pays a ``setattr`` call per field.)
     """
 
     prompt_tokens: int

@@ -9,8 +9,8 @@ and ``instrument`` each provide a sender; the pipeline does not know which it ha
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
@@ -25,10 +25,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ChatRequest:
+#: The options of a call that gives none: one shared, read-only value.
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+class ChatRequest(NamedTuple):
     """One call as asked: ``max_tokens`` is ``max_completion_tokens`` when given (the
-    SDKs send it over ``max_tokens``), ``None`` when the call gives neither."""
+    SDKs send it over ``max_tokens``), ``None`` when the call gives neither.
+
+    A named tuple rather than a frozen dataclass: one is built on every guarded call,
+    and a frozen dataclass pays a ``setattr`` call per field to build."""
 
     messages: Sequence[Any]
     model: str
@@ -37,7 +43,7 @@ class ChatRequest:
     tools: Sequence[Any] | None = None
     functions: Sequence[Any] | None = None
     #: Other prompt keywords (``response_format``, ``reasoning_effort``, ...) for counting.
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = _NO_OPTIONS
 
 
 class Sender(Protocol):
