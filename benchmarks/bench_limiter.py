@@ -27,10 +27,12 @@ From the emulator's log, per window of server time (first and last excluded): to
 the server charged (``charged_tokens``: prompt + max_tokens when it does not refund
 unused completion tokens, prompt + completion when it does), 429s (must be 0), ratio to
 the limit (goal >= 0.97 in memory, >= 0.95 on Redis). The server's bucket starts full, a
-one-off credit of a whole limit that the first windows may spend on top of the refill:
-the ratio (``ratio mean``) takes out what the server's bucket held (its level plus the
-refunds it still owed, replayed from the log, see ``_held``) at the start of the first
-steady window minus at the end of the last one; ``raw`` is the plain mean of the windows.
+one-off credit of a whole limit that the first windows may spend on top of the refill,
+and the workers take a moment to start: the steady windows begin with the first one
+that starts after the server's bucket first held less than half the limit (at least the
+second window), and the ratio (``ratio mean``) takes out what the bucket held (its level
+plus the refunds it still owed, replayed from the log) at their start minus at their
+end; ``raw`` is the plain mean of windows 2 to n-1 (see ``steady``).
 
 Every scenario runs against a server that refunds unused completion tokens and one
 that does not (``--refund yes|no|both``), for each ``--cases`` pair
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import statistics
 import sys
@@ -210,18 +213,11 @@ def _report(
     n429 = sum(1 for r in log if r.status == 429)
     at429 = [round(r.t - start, 2) for r in log if r.status == 429]
     other = sum(1 for r in log if r.status not in (200, 429))
-    per: list[int] = [0] * s.windows
-    for r in ok:
-        k = int((r.t - start) // s.window)
-        if 0 <= k < s.windows:
-            per[k] += r.charged_tokens
-    steady = per[1:-1]
-    ratios = [x / TPM for x in steady]
-    held = _held(log, s, [start + s.window, start + (s.windows - 1) * s.window])
-    credit = held[0] - held[1]
+    rows = [(round(r.t - start, 4), r.status, r.requested_tokens, r.charged_tokens) for r in log]
+    m = steady(rows, window=s.window, windows=s.windows, latency=s.latency, refund=s.refund)
+    per, raw, mean, credit = m["per"], m["raw"], m["mean"], m["credit"]
+    ratios = [x / TPM for x in per[m["first"] : -1]]
     worst = max_tokens_in_any_window(em.log, s.window)
-    raw = statistics.fmean(ratios)
-    mean = (sum(steady) - credit) / (len(steady) * TPM)
     label = (
         f"{s.algorithm:6s} {name} lat={s.latency:g} {s.max_tokens}:{s.completion_tokens} "
         f"refund={'yes' if s.refund else 'no'}"
@@ -236,8 +232,7 @@ def _report(
         goals = f"0 429s, mean>={goal}"
     print(
         f"{label:48s} requests={len(ok):5d} 429s={n429} ({100 * n429 / max(len(log), 1):.1f}%) "
-        f"other_errors={other} steady windows={len(steady)} "
-        f"tokens/window mean={statistics.fmean(steady):.0f} min={min(steady)} "
+        f"other_errors={other} steady windows {m['first'] + 1}-{s.windows - 1} "
         f"ratio mean={mean:.3f} (raw {raw:.3f}, credit spent {credit:.0f}) min={min(ratios):.3f} "
         f"refunds={refunds} "
         f"max reserved in any sliding window={worst} per={per} "
@@ -251,44 +246,79 @@ def _report(
         "other": other,
         "mean": mean,
         "min": min(ratios),
-        "raw": raw,
-        "credit": credit,
-        "per": per,
+        **m,
+        "log": rows,
         "refunds": str(refunds),
         "passed": passed and mean >= goal,
     }
 
 
-def _held(log: list[Any], s: Setup, times: list[float]) -> list[float]:
-    """What the server's TPM bucket held at each of ``times``: its level plus the refunds
-    it still owed, replayed from the log (capacity TPM, refilled at TPM per window, each
-    admitted request charged its estimate on arrival and, on a refunding server, given the
-    unused part back after the latency)."""
-    owed = [
-        (r.t, r.t + s.latency, r.requested_tokens - r.charged_tokens)
-        for r in log
-        if r.status == 200 and s.refund and r.requested_tokens > r.charged_tokens
-    ]
-    # (time, change of level): charges on arrival, refunds after the latency.
-    events = sorted(
-        [(r.t, -r.requested_tokens) for r in log if r.status == 200]
-        + [(back, gift) for _, back, gift in owed]
-    )
-    rate = TPM / s.window
-    out = []
-    for q in times:
-        level, last = float(TPM), None
-        for t, change in events:
-            if t > q:
+def steady(
+    rows: list[tuple[float, int, int, int]],
+    *,
+    window: float,
+    windows: int,
+    latency: float,
+    refund: bool,
+) -> dict[str, Any]:
+    """The steady figures of one run from the emulator's log, ``rows`` of (seconds since
+    the start, status, tokens requested, tokens charged).
+
+    The server's TPM bucket is replayed (capacity TPM refilled at TPM per window; each
+    admitted request takes its estimate on arrival and, on a refunding server, gets the
+    unused part back after the latency, never above capacity); it *holds* its level plus
+    the refunds it still owes. Steady windows: from the first that starts after the
+    bucket first held less than half the limit (at least the second; at most the third
+    from the end), to the last but one. ``mean``: the tokens charged in them less the
+    credit they spent (held at their start minus at their end), per window, over the
+    limit; ``raw``: the plain mean of windows 2 to n-1.
+    """
+    per = [0] * windows
+    events: list[tuple[float, int, int]] = []  # (time, level change, owed change)
+    for t, status, requested, charged in rows:
+        if status != 200:
+            continue
+        k = int(t // window)
+        if 0 <= k < windows:
+            per[k] += charged
+        gift = requested - charged if refund else 0
+        events.append((t, -requested, gift))
+        if gift > 0:
+            events.append((t + latency, gift, -gift))
+    events.sort()
+    rate = TPM / window
+    level, owed, last = float(TPM), 0.0, 0.0
+    trace: list[tuple[float, float, float]] = [(0.0, level, owed)]
+    dry: float | None = None
+    for t, d_level, d_owed in events:
+        level = min(float(TPM), level + max(0.0, t - last) * rate)
+        last = max(last, t)
+        level = min(float(TPM), level + d_level) if d_level > 0 else level + d_level
+        owed += d_owed
+        trace.append((last, level, owed))
+        if dry is None and level + owed < TPM / 2:
+            dry = t
+
+    def held(q: float) -> float:
+        t0, lv, ow = trace[0]
+        for x in trace:  # in time order: the state after the last event by q
+            if x[0] > q:
                 break
-            if last is not None:
-                level = min(float(TPM), level + (t - last) * rate)
-            last = t
-            level += change
-        if last is not None:
-            level = min(float(TPM), level + (q - last) * rate)
-        out.append(level + sum(g for at, back, g in owed if at <= q < back))
-    return out
+            t0, lv, ow = x
+        return min(float(TPM), lv + (q - t0) * rate) + ow
+
+    first = 1 if dry is None else max(1, math.ceil(dry / window))
+    first = min(first, windows - 3)
+    span = per[first:-1]
+    credit = held(first * window) - held((windows - 1) * window)
+    return {
+        "per": per,
+        "first": first,
+        "credit": credit,
+        "raw": statistics.fmean(per[1:-1]) / TPM,
+        "mean": (sum(span) - credit) / (len(span) * TPM),
+        "dry": dry,
+    }
 
 
 def _emulator(s: Setup) -> Any:

@@ -23,9 +23,9 @@ against the ceiling too whenever it is below 1.
 Goals: refunding server >= 0.95 of the limit and zero 429s; non-refunding server 429s
 <= 2% of requests and >= 0.9 of the limit (of the ceiling when that is lower).
 
-Cells at latency 0 or with a 2 s window are CPU-bound (load on the shared machine moves
-them): they run with only their two algorithms at a time, twice (``--passes``), one
-pass before and one after the I/O-light cells, which run ``--jobs`` at a time.
+Cells at latency 0 are CPU-bound (load on the shared machine moves them): they run with
+only their two algorithms at a time, twice (``--passes``), one pass before and one after
+the cells with latency, which wait on the server and run ``--jobs`` at a time.
 
 Every run is appended to ``--results`` (JSON lines: the figures per window, the load
 average and the last commit of ``tokenguard/limiter`` when it started);
@@ -88,7 +88,7 @@ class Cell:
 
     @property
     def cpu_bound(self) -> bool:
-        return self.latency == 0 or self.window <= 2
+        return self.latency == 0
 
     def ceiling(self) -> float:
         return ceiling(
@@ -143,7 +143,9 @@ def all_cells() -> list[Cell]:
 # -- one run, in a child process ------------------------------------------------------
 
 
-def run_cell(cell: Cell, algorithm: str, windows: int) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, algorithm: str, windows: int, refunds: bool | None = None
+) -> dict[str, Any]:
     s = bl.Setup(
         window=cell.window,
         windows=windows,
@@ -153,6 +155,7 @@ def run_cell(cell: Cell, algorithm: str, windows: int) -> dict[str, Any]:
         refund=cell.refund,
         algorithm=algorithm,
         threads=SCENARIOS[cell.scenario][0],
+        refunds=refunds,
     )
     if cell.scenario == "threads":
         return bl.scenario_threads(s)
@@ -180,18 +183,28 @@ def limiter_commit() -> str:
     return head
 
 
-def _run_child(cell: Cell, algorithm: str, windows: int, log: Path) -> dict[str, Any]:
+def _run_child(
+    cell: Cell, algorithm: str, windows: int, log: Path, refunds: bool | None
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "cell": cell.name,
         "spec": dataclasses.asdict(cell),
         "algorithm": algorithm,
+        "limiter_refunds": refunds,
         "windows": windows,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load": os.getloadavg()[0],
         "limiter_commit": limiter_commit(),
         "head": _git("rev-parse", "--short", "HEAD"),
     }
-    arg = json.dumps({"cell": dataclasses.asdict(cell), "algorithm": algorithm, "windows": windows})
+    arg = json.dumps(
+        {
+            "cell": dataclasses.asdict(cell),
+            "algorithm": algorithm,
+            "windows": windows,
+            "refunds": refunds,
+        }
+    )
     timeout = windows * cell.window + 180
     try:
         out = subprocess.run(
@@ -213,12 +226,14 @@ def _run_child(cell: Cell, algorithm: str, windows: int, log: Path) -> dict[str,
     return record
 
 
-def _schedule(cells: list[Cell], jobs: int, windows: int, results: Path, log: Path) -> None:
+def _schedule(
+    cells: list[Cell], jobs: int, windows: int, results: Path, log: Path, refunds: bool | None
+) -> None:
     """Both algorithms of a cell at once; ``jobs`` runs at a time (longest first)."""
     cells = sorted(cells, key=lambda c: -c.window)
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
-            pool.submit(_run_child, cell, algorithm, windows, log)
+            pool.submit(_run_child, cell, algorithm, windows, log, refunds)
             for cell in cells
             for algorithm in ALGORITHMS
         ]
@@ -255,18 +270,34 @@ def _passes(rec: dict[str, Any]) -> bool:
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
+    """The runs of ``path``, their steady figures recomputed from their logs (so a change
+    to ``bench_limiter.steady`` needs no new runs)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for rec in records:
+        if "log" in rec:
+            spec = rec["spec"]
+            rec.update(
+                bl.steady(
+                    [tuple(row) for row in rec["log"]],
+                    window=spec["window"],
+                    windows=rec["windows"],
+                    latency=spec["latency"],
+                    refund=spec["refund"],
+                )
+            )
+    return records
 
 
 def current_runs(
-    records: list[dict[str, Any]], after: str = ""
+    records: list[dict[str, Any]], after: str = "", refunds: bool | None = None
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Per (cell, algorithm), the runs started at or after ``after`` (UTC, ISO 8601)."""
+    """Per (cell, algorithm), the runs with ``Limiter(refunds=refunds)`` started at or
+    after ``after`` (UTC, ISO 8601)."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rec in records:
-        if rec["started"] >= after:
+        if rec["started"] >= after and rec.get("limiter_refunds") == refunds:
             runs.setdefault((rec["cell"], rec["algorithm"]), []).append(rec)
     return runs
 
@@ -294,8 +325,8 @@ def _figures(recs: list[dict[str, Any]]) -> tuple[str, str, str, str]:
     return " · ".join(ratio), " · ".join(n429), " · ".join(err), " · ".join(verdict)
 
 
-def render(path: Path, after: str = "") -> str:
-    runs = current_runs(load_results(path), after)
+def render(path: Path, after: str = "", refunds: bool | None = None) -> str:
+    runs = current_runs(load_results(path), after, refunds)
     lines = [
         "| cell (latency / case / scenario / server) | W s | ceiling | bucket ratio | "
         "bucket 429s | bucket errors | bucket | window ratio | window 429s | "
@@ -320,13 +351,15 @@ def render(path: Path, after: str = "") -> str:
     return "\n".join(lines)
 
 
-def _select(cells: list[Cell], only: str | None, stale: bool, results: Path) -> list[Cell]:
+def _select(
+    cells: list[Cell], only: str | None, stale: bool, results: Path, refunds: bool | None
+) -> list[Cell]:
     if only:
         parts = [p for p in only.split(",") if p]
         cells = [c for c in cells if any(p in c.name for p in parts)]
     if stale:
         now = _base(limiter_commit())
-        runs = current_runs(load_results(results))
+        runs = current_runs(load_results(results), refunds=refunds)
         cells = [
             c
             for c in cells
@@ -348,21 +381,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stale", action="store_true", help="cells last run on an older limiter")
     p.add_argument("--jobs", type=int, default=6, help="I/O-light runs at a time (6)")
     p.add_argument("--passes", type=int, default=2, help="runs of each CPU-bound cell (2)")
+    p.add_argument(
+        "--refunds",
+        choices=["none", "yes", "no"],
+        default="none",
+        help="Limiter(refunds=...): none (learn, the default) | yes | no",
+    )
     p.add_argument("--windows", type=int, default=WINDOWS, help=f"periods per run ({WINDOWS})")
     p.add_argument(
-        "--results", type=Path, default=ROOT / "docs" / "limiter-grid.jsonl", help="JSON lines"
+        "--results",
+        type=Path,
+        default=Path("/tmp/limiter-grid.jsonl"),
+        help="JSON lines, one per run, with the emulator's log",
     )
     p.add_argument("--log", type=Path, default=Path("/tmp/limiter-grid.log"), help="raw output")
     args = p.parse_args(argv)
+    refunds = {"none": None, "yes": True, "no": False}[args.refunds]
     if args.child:
         spec = json.loads(args.child)
-        rec = run_cell(Cell(**spec["cell"]), spec["algorithm"], spec["windows"])
+        rec = run_cell(
+            Cell(**spec["cell"]), spec["algorithm"], spec["windows"], spec.get("refunds")
+        )
         print("RESULT " + json.dumps(rec), flush=True)
         return
     if args.render:
-        print(render(args.results, args.after))
+        print(render(args.results, args.after, refunds))
         return
-    cells = _select(all_cells(), args.only, args.stale, args.results)
+    cells = _select(all_cells(), args.only, args.stale, args.results, refunds)
     if args.plan:
         total = 0.0
         for c in cells:
@@ -379,12 +424,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"limiter commit {limiter_commit()}, load {os.getloadavg()}", flush=True)
     t0 = time.monotonic()
     if heavy:
-        _schedule(heavy, 2, args.windows, args.results, args.log)
+        _schedule(heavy, 2, args.windows, args.results, args.log, refunds)
     if light:
-        _schedule(light, args.jobs, args.windows, args.results, args.log)
+        _schedule(light, args.jobs, args.windows, args.results, args.log, refunds)
     for _ in range(args.passes - 1):
         if heavy:
-            _schedule(heavy, 2, args.windows, args.results, args.log)
+            _schedule(heavy, 2, args.windows, args.results, args.log, refunds)
     print(f"done in {(time.monotonic() - t0) / 60:.1f} min; limiter commit {limiter_commit()}")
 
 
