@@ -74,6 +74,9 @@ class Guard:
     _sites: dict[tuple[str, int | None], _Site] = field(default_factory=dict, repr=False)
 
     def saw_completion(self, tokens: int) -> int:
+        known = self.completion_max
+        if known is not None and tokens <= known:
+            return known  # it only grows: no lock needed to see that it is not larger
         with self._lock:
             if self.completion_max is None or tokens > self.completion_max:
                 self.completion_max = tokens
