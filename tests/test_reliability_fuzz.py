@@ -325,8 +325,17 @@ def test_a_call_without_max_tokens_that_the_server_accepts_is_not_refused(em: Em
     def ask(messages: Any, model: str = LLAMA) -> Any:
         return client.chat.completions.create(messages=messages, model=model)
 
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
     try:
         reply: Any = ask(sent)  # the default reserve (1,024) alone fills the context
     finally:
+        undo()
         client.close()
     assert reply.usage.prompt_tokens == direct.usage.prompt_tokens
+    # Sent as asked, and the guard's estimate is what the server held for it.
+    [event] = [e.fields() for e in seen if e.name == "tokenguard.guard.request"]
+    assert event["tokenguard.fit"] == "none"
+    assert "gen_ai.request.max_tokens" not in event
+    assert event["tokenguard.estimated_tokens"] == em.log[-1].requested_tokens
+    assert event["tokenguard.completion_reserve"] == CONTEXT - reply.usage.prompt_tokens
