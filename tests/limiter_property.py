@@ -45,6 +45,8 @@ __all__ = [
     "OPS",
     "PERIOD",
     "SERVERS",
+    "SERVER_LIMITS",
+    "SMALLER_SERVER",
     "FakeClock",
     "Model",
     "known_examples",
@@ -79,12 +81,14 @@ class FakeClock:
 
 @dataclass
 class Bucket:
-    """The server: a token bucket, capacity LIMIT, refilled LIMIT per PERIOD, which
-    charges every estimate in full when the request arrives; a refunding server gives
-    the unused part back before it writes its answer. Events may be added in the past
-    (a request that arrived late is only known when it is committed)."""
+    """The server: a token bucket, capacity ``limit`` (LIMIT, or smaller than the
+    limiter's), refilled ``limit`` per PERIOD, which charges every estimate in full when
+    the request arrives; a refunding server gives the unused part back before it writes
+    its answer. Events may be added in the past (a request that arrived late is only
+    known when it is committed)."""
 
     events: list[tuple[float, int]] = field(default_factory=list)  # (time, -charge | +refund)
+    limit: int = LIMIT
 
     def give(self, at: float, tokens: int) -> None:
         # After the events already known at the same instant: they happened first.
@@ -92,27 +96,31 @@ class Bucket:
 
     def lowest(self) -> float:
         """The lowest level right after any charge: below 0, the server refused it."""
-        level, last, low = float(LIMIT), 0.0, float(LIMIT)
+        cap = self.limit
+        level, last, low = float(cap), 0.0, float(cap)
         for t, delta in self.events:
-            level = min(LIMIT, level + (t - last) * LIMIT / PERIOD) + delta
-            level = min(level, LIMIT)
+            level = min(cap, level + (t - last) * cap / PERIOD) + delta
+            level = min(level, cap)
             last = t
             low = min(low, level)
         return low
 
     def level(self, at: float) -> float:
         """The bucket at time ``at`` (after the events at that instant)."""
-        level, last = float(LIMIT), 0.0
+        cap = self.limit
+        level, last = float(cap), 0.0
         for t, delta in self.events:
             if t > at:
                 break
-            level = min(LIMIT, level + (t - last) * LIMIT / PERIOD) + delta
-            level = min(level, LIMIT)
+            level = min(cap, level + (t - last) * cap / PERIOD) + delta
+            level = min(level, cap)
             last = t
-        return min(LIMIT, level + (at - last) * LIMIT / PERIOD)
+        return min(cap, level + (at - last) * cap / PERIOD)
 
     def header(self, at: float) -> ServerView:
-        return ServerView(remaining_tokens=max(0, math.floor(self.level(at))), limit_tokens=LIMIT)
+        return ServerView(
+            remaining_tokens=max(0, math.floor(self.level(at))), limit_tokens=self.limit
+        )
 
 
 @dataclass
@@ -163,8 +171,10 @@ class Model:
         self.backend.observe(
             ServerView(
                 remaining_tokens=view.remaining_tokens,
-                limit_tokens=LIMIT,
-                retry_after=max(a.ticket.tokens - self.bucket.level(arrived), 0.0) * PERIOD / LIMIT,
+                limit_tokens=self.bucket.limit,
+                retry_after=max(a.ticket.tokens - self.bucket.level(arrived), 0.0)
+                * PERIOD
+                / self.bucket.limit,
             )
         )
         assert self.backend.refunds is False, "a 429 after frees did not teach the limiter"
@@ -220,6 +230,9 @@ SERVERS = st.sampled_from(
     [("keeps", None), ("refunds", None), ("keeps", False), ("refunds", False), ("refunds", True)]
 )
 
+#: The server's capacity: as the limiter was told, or smaller (its headers say so).
+SERVER_LIMITS = st.sampled_from([LIMIT, 60])
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -240,6 +253,11 @@ LEARNING_429: list[tuple[object, ...]] = [
     ("commit", 0, 0.0, 0.0, 0.0, False),
     ("commit", 0, 0.0, 0.0, 0.0, False),
 ]
+
+# A server whose bucket is smaller than the limiter was told (60 of 100): a limiter
+# that took the level from its first header but refilled at its own rate (10/s, up to
+# 100) admitted 60 and then 40 more at 10 s, where the server's bucket held 60.
+SMALLER_SERVER: list[tuple[object, ...]] = [("advance", PERIOD), ("acquire", 60), ("acquire", 40)]
 
 _EXAMPLES: list[dict[str, Any]] = [
     # Answers read late: the first request's answer, written before the second one
@@ -313,11 +331,16 @@ def run_interleaving(
     *,
     sliding: bool = True,
     late_answers: bool = False,
+    server_limit: int = LIMIT,
 ) -> Model:
     """Run ``steps`` against a fresh backend and check the property (see the module);
     ``sliding``: also check that no window admits more than LIMIT (window model only);
     ``late_answers``: a commit's headers may be written before the arrival of requests
     committed after its own admission (see ``Model.late_answers``; bucket model only).
+    ``server_limit`` below LIMIT: the server's bucket is smaller than the limiter was
+    told (and refills slower, ``server_limit`` per PERIOD); the limiter first reads the
+    headers of one response (its ``x-ratelimit-limit-tokens``), and no request asks
+    for more than the server's whole bucket (it would get a 413, which charges nothing).
 
     A request reaches the server at any time between its admission and its commit;
     its answer is written after that: with ``refunds=True`` no more than ``lag``
@@ -329,12 +352,21 @@ def run_interleaving(
     # limiter learns may be refused (see `Model.refuse`); then arrivals are in order,
     # since a refusal is decided when the request arrives.
     learning = refunds is None and not refunding
-    m = Model(clock, make_backend(clock, lag, refunds), sliding=sliding, late_answers=late_answers)
+    m = Model(
+        clock,
+        make_backend(clock, lag, refunds),
+        Bucket(limit=server_limit),
+        sliding=sliding,
+        late_answers=late_answers,
+    )
+    if server_limit < LIMIT:
+        m.backend.observe(m.bucket.header(0.0))
     for op in steps:
         kind = op[0]
         now = clock()
         if kind == "acquire":
-            t = Ticket(int(op[1]), Signal(for_async=False))  # type: ignore[call-overload]
+            tokens = min(int(op[1]), server_limit)  # type: ignore[call-overload]
+            t = Ticket(tokens, Signal(for_async=False))
             m.started.append(t)
             step = m.backend.start(t)
             if step.charge is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
     LEARNING_429,
@@ -20,6 +20,7 @@ from limiter_property import (
     OPS,
     PERIOD,
     SERVERS,
+    SMALLER_SERVER,
     FakeClock,
     known_examples,
     run_interleaving,
@@ -155,6 +156,36 @@ def test_any_interleaving_keeps_the_server_bucket(
     steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
 ) -> None:
     run_interleaving(steps, lag, server, _memory, FakeClock(), sliding=False, late_answers=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@example(steps=SMALLER_SERVER, lag=0.0, server=("refunds", True))
+def test_a_smaller_server_bucket_refills_at_the_server_rate(
+    steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
+) -> None:
+    # The server holds 60 and refills 60 per period where the limiter was told 100;
+    # its headers say so (x-ratelimit-limit-tokens), and the mirror takes both.
+    run_interleaving(
+        steps, lag, server, _memory, FakeClock(), sliding=False, late_answers=True, server_limit=60
+    )
+
+
+def test_a_smaller_limit_in_the_headers_sets_capacity_and_refill() -> None:
+    b = _buckets()
+    b.adopt(0.0, ServerView(remaining_tokens=0, limit_tokens=60))
+    assert b.tpm is not None
+    assert (b.tpm.cap, b.tpm.rate) == (60.0, 6.0)
+    # 30 tokens at the server's 6/s, not the configured 10/s; never more than 60.
+    assert b.earliest(30, 0.0) == pytest.approx(5.0)
+    b.expire(100.0)
+    assert b.tpm.level == 60.0
+    # More than the server's bucket but within ours: it waits for a full bucket (the
+    # server answers 413, charging nothing), never for ever.
+    assert b.earliest(80, 100.0) == 100.0
+    # A later header with the configured limit (or more) restores it.
+    b.adopt(100.0, ServerView(remaining_tokens=60, limit_tokens=100))
+    assert (b.tpm.cap, b.tpm.rate) == (100.0, 10.0)
 
 
 def test_the_property_sees_a_learning_429() -> None:

@@ -17,14 +17,16 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
     LEARNING_429,
     LIMIT,
     OPS,
     PERIOD,
+    SERVER_LIMITS,
     SERVERS,
+    SMALLER_SERVER,
     FakeClock,
     Model,
     known_examples,
@@ -59,6 +61,7 @@ def _redis_run(
     lag: float,
     server: tuple[str, bool | None],
     algorithm: str = "window",
+    server_limit: int = LIMIT,
 ) -> Model:
     key = f"prop-{uuid.uuid4().hex[:12]}"
 
@@ -79,7 +82,14 @@ def _redis_run(
     try:
         bucket = algorithm == "bucket"
         return run_interleaving(
-            steps, lag, server, make, clock, sliding=not bucket, late_answers=bucket
+            steps,
+            lag,
+            server,
+            make,
+            clock,
+            sliding=not bucket,
+            late_answers=bucket,
+            server_limit=server_limit,
         )
     finally:
         keys = client.keys("{" + key + "}:*")
@@ -111,6 +121,19 @@ def test_lua_bucket_keeps_the_server_bucket(
     _redis_run(client, steps, lag, server, "bucket")
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@example(steps=SMALLER_SERVER, lag=0.0, server=("refunds", True))
+def test_lua_bucket_refills_a_smaller_server_bucket_at_its_rate(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+) -> None:
+    # The server's headers give 60 where the limiter was told 100 (see the memory test).
+    _redis_run(client, steps, lag, server, "bucket", server_limit=60)
+
+
 @pytest.mark.parametrize("algorithm", ["window", "bucket"])
 def test_the_lua_port_learns_from_the_same_429(client: redis.Redis, algorithm: str) -> None:
     m = _redis_run(client, LEARNING_429, 0.0, ("keeps", None), algorithm)
@@ -130,12 +153,13 @@ def test_in_use_the_scripts_read_redis_time(client: redis.Redis) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
+@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS, server_limit=SERVER_LIMITS)
 def test_lua_bucket_admits_when_the_python_model_does(
     client: redis.Redis,
     steps: list[tuple[object, ...]],
     lag: float,
     server: tuple[str, bool | None],
+    server_limit: int,
 ) -> None:
     # The same interleaving against both ports of the bucket: same admissions, same times.
     def memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
@@ -145,8 +169,15 @@ def test_lua_bucket_admits_when_the_python_model_does(
         )
 
     python = run_interleaving(
-        steps, lag, server, memory, FakeClock(), sliding=False, late_answers=True
+        steps,
+        lag,
+        server,
+        memory,
+        FakeClock(),
+        sliding=False,
+        late_answers=True,
+        server_limit=server_limit,
     )
-    lua = _redis_run(client, steps, lag, server, "bucket")
+    lua = _redis_run(client, steps, lag, server, "bucket", server_limit=server_limit)
     assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
     assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]

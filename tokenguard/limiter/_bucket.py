@@ -40,7 +40,16 @@ our level drops to it; lowering a safe level is always safe. Raising our level
 other requests since the answered request was admitted (they may have reached
 the server after the answer was written): the level rises at most to
 ``remaining`` less those, so the room stays below the server's bucket even if all
-of them are still to reach it.
+of them are still to reach it. A header whose limit (``x-ratelimit-limit-tokens``,
+``-requests`` for RPD) is below the configured one describes a smaller bucket: the
+mirror takes its capacity and refills at that limit per period from then on (a later
+header with the configured limit or more restores it). A request larger than that
+capacity (but not than the configured limit) waits for a full bucket; the server
+answers it 413, which charges nothing.
+
+A charge that aged and is then cancelled, or committed for less with refunds, is
+given back less the refill since it aged: without it the bucket may have sat at its
+cap meanwhile, losing that refill (see ``_Level.credit``).
 """
 
 from __future__ import annotations
@@ -61,9 +70,11 @@ _EPS = 1e-9
 class _Level:
     """One bucket: ``level`` at time ``at``; ``deferred``/``freed`` see the module."""
 
-    __slots__ = ("at", "cap", "deferred", "freed", "level", "rate", "tokens")
+    __slots__ = ("at", "cap", "deferred", "freed", "level", "limit", "period", "rate", "tokens")
 
     def __init__(self, cap: int, period: float, *, tokens: bool) -> None:
+        self.limit = float(cap)  # as configured; ``cap`` is the server's when smaller
+        self.period = period
         self.cap = float(cap)
         self.rate = cap / period
         self.level = float(cap)
@@ -75,6 +86,7 @@ class _Level:
     def copy(self) -> _Level:
         other = _Level.__new__(_Level)
         other.cap, other.rate, other.level, other.at = self.cap, self.rate, self.level, self.at
+        other.limit, other.period = self.limit, self.period
         other.tokens, other.deferred, other.freed = self.tokens, self.deferred, self.freed
         return other
 
@@ -96,8 +108,34 @@ class _Level:
                 self.freed = max(0.0, self.freed - over)
         self.level = level
 
-    def credit(self, amount: float) -> None:
-        self.level = min(self.cap, self.level + amount)
+    def credit(self, amount: float, since: float) -> None:
+        """Give back ``amount`` charged at ``since`` (call ``advance(now)`` first).
+
+        Without that charge the bucket may have reached its cap since and lost refill
+        there; the difference it makes shrinks by at most the refill since (at the
+        configured rate, never below the server's), so only what is left of it is
+        given back."""
+        gained = self.limit / self.period * max(0.0, self.at - since)
+        if amount > gained:
+            self.level = min(self.cap, self.level + amount - gained)
+
+    def limit_to(self, server_limit: int) -> bool:
+        """Take the capacity a header gives (``x-ratelimit-limit-*``) when it is below
+        the configured one, else the configured one again: the server's bucket holds
+        that much and refills it per period, so the mirror must refill no faster.
+        Call ``advance(now)`` first. True if the capacity changed."""
+        cap = min(float(server_limit), self.limit)
+        if cap == self.cap:
+            return False
+        self.cap = cap
+        self.rate = cap / self.period
+        if self.level > cap:
+            # Lost at the new cap, as in advance: a lower trajectory gains it.
+            over = self.level - cap
+            self.level = cap
+            self.deferred = max(0.0, self.deferred - over)
+            self.freed = max(0.0, self.freed - over)
+        return True
 
 
 class BucketCharge:
@@ -215,9 +253,13 @@ class Buckets:
         for lv in self.levels:
             lv.advance(now)
 
-    def _when(self, lv: _Level, cost: int, now: float) -> float:
+    def _when(self, lv: _Level, cost: float, now: float) -> float:
         """Earliest time >= ``now`` at which ``lv`` has the room for ``cost``, if nothing
         else is admitted or settled (charges in flight age as time passes)."""
+        if lv.cap < cost <= lv.limit:
+            # More than a capacity a header gave: wait for a full bucket and let the
+            # server refuse it (a 413 charges nothing) rather than wait for ever.
+            cost = lv.cap
         flight = self.open_tokens if lv.tokens else self.open_requests
         level, t = lv.level, now
         if level - flight >= cost - _EPS:
@@ -292,9 +334,10 @@ class Buckets:
             # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
             self.aged_tokens -= est
+            aged_at = charge.at + self.limits.window
             if actual is None:
                 for lv in self.levels:
-                    lv.credit(self._cost(lv, est))
+                    lv.credit(self._cost(lv, est), aged_at)
                 return
             full = max(est, actual)
             for lv in self.levels:
@@ -303,7 +346,7 @@ class Buckets:
                 if actual > est:
                     lv.level -= actual - est
                 elif (policy is not False) if lv is self.tpm else bool(policy):
-                    lv.credit(est - actual)
+                    lv.credit(est - actual, aged_at)
         else:
             return
         charge.tokens = actual
@@ -363,8 +406,9 @@ class Buckets:
             or view.remaining_tokens is None
         ):
             return
-        ls = view.limit_tokens if view.limit_tokens is not None and view.limit_tokens > 0 else limit
-        server_used = ls - view.remaining_tokens
+        ls = view.limit_tokens
+        # Without a limit in this header: ours, or the smaller one a header gave before.
+        server_used = (ls if ls is not None and ls > 0 else round(tpm.cap)) - view.remaining_tokens
         ours_used = round(tpm.cap - (tpm.level - seen))
         excess = server_used - ours_used
         if view.retry_after is not None and self.freed_total > 0:
@@ -397,6 +441,15 @@ class Buckets:
         """
         changed = False
         seen_t, seen_r = self._seen(now, mark)
+        # A smaller limit in the headers is the server's bucket: its capacity and refill
+        # rate, before anything is compared with it.
+        tpm, rpd = self.tpm, self.rpd
+        if tpm is not None and view.limit_tokens is not None and view.limit_tokens > 0:
+            tpm.advance(now)
+            changed |= tpm.limit_to(view.limit_tokens)
+        if rpd is not None and view.limit_requests is not None and view.limit_requests > 0:
+            rpd.advance(now)
+            changed |= rpd.limit_to(view.limit_requests)
         if self.policy is None:
             self._check_refunds(view, seen_t)
             changed |= self.learned is not None
@@ -405,15 +458,15 @@ class Buckets:
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
             self.blocked_until = now + view.retry_after
             changed = True
-        tpm, limit = self.tpm, self.limits.tpm
-        if tpm is not None and limit is not None and view.remaining_tokens is not None:
+        if tpm is not None and view.remaining_tokens is not None:
             tpm.advance(now)
             remaining = float(view.remaining_tokens)
             if tpm.level > remaining + seen_t:
                 tpm.level = remaining + seen_t
                 changed = True
-            ls = view.limit_tokens
-            if tpm.deferred > 0 and self.policy is not True and (ls is None or ls >= limit):
+            # ``remaining`` and our level count from the same capacity (a smaller one
+            # in the headers was taken above), so it may free deferred tokens.
+            if tpm.deferred > 0 and self.policy is not True:
                 # Every request in flight may still reach the server; an aged one's
                 # charge is in our level but maybe not yet in the server's.
                 unseen = self.aged_tokens
@@ -424,7 +477,6 @@ class Buckets:
                     tpm.level += free
                     tpm.deferred -= free
                     changed = True
-        rpd = self.rpd
         if rpd is not None and view.remaining_requests is not None:
             rpd.advance(now)
             target = float(view.remaining_requests) + seen_r

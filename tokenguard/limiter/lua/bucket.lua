@@ -2,11 +2,12 @@
 -- the window's decisions (expire, earliest, charge, simulate, remove_charge, and the
 -- queue's MODEL table), so acquire.lua and leave.lua run unchanged on it.
 -- Keys: :s fields bl<k>/ba<k> level and time of bucket k (1 TPM, 2 RPM, 3 TPD, 4 RPD),
+--          bc1/bc4 the capacity of TPM/RPD when a header gave a smaller limit,
 --          bdf/bfr deferred/freed tokens (TPM), bot/bor tokens/requests in flight,
 --          bag aged tokens not settled, bst tokens charged by settles (ever), blk,
 --          and the shared adm/admr/lrn/fr/seq (see lib.lua)
 --       :bo zset rid -> admission time (in flight), :bot hash rid -> "tokens|admr"
---       :bag hash rid -> tokens (in flight a whole window: charged, not settled)
+--       :bag hash rid -> when it aged (in flight a whole window: charged, not settled)
 local B_LIMITS = {TPM, RPM, TPD, RPD}
 local B_PERIOD = {W, W, D, D}
 local B_TOKENS = {true, false, true, false}
@@ -19,12 +20,14 @@ local BST, BOPEN
 local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
-    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk')
+    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4')
   local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
     orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge}
+  local server = {tonumber(f[16]), nil, nil, tonumber(f[17])}
   for k = 1, 4 do
     local cap = B_LIMITS[k]
     if cap >= 0 then
+      if server[k] and server[k] < cap then cap = server[k] end
       local level, at = tonumber(f[2 * k - 1]), tonumber(f[2 * k])
       if not level then level, at = cap, now end
       local lv = {k = k, cap = cap, rate = cap / B_PERIOD[k], level = level, at = at,
@@ -101,7 +104,7 @@ local function b_age(st, now, open, persist)
       if persist then
         redis.call('ZREM', P .. ':bo', c[1])
         redis.call('HDEL', P .. ':bot', c[1])
-        redis.call('HSET', P .. ':bag', c[1], c[3])
+        redis.call('HSET', P .. ':bag', c[1], fmt(at))
       end
     else
       keep[#keep + 1] = c
@@ -111,8 +114,34 @@ local function b_age(st, now, open, persist)
   return keep
 end
 
+-- Take the capacity a header gives when below the configured one, else the configured
+-- one again (see _Level.limit_to); true if it changed. Call b_advance first.
+local function b_limit_to(st, lv, server_limit)
+  local cap = math.min(server_limit, B_LIMITS[lv.k])
+  if cap == lv.cap then return false end
+  lv.cap = cap
+  lv.rate = cap / B_PERIOD[lv.k]
+  if lv.level > cap then
+    local over = lv.level - cap
+    lv.level = cap
+    if lv.k == 1 then
+      st.deferred = math.max(0, st.deferred - over)
+      st.freed = math.max(0, st.freed - over)
+    end
+  end
+  redis.call('HSET', S, 'bc' .. lv.k, fmt(cap))
+  return true
+end
+
+-- Give back `amount` charged at `since`, less the refill since (see _Level.credit).
+local function b_credit(lv, amount, since)
+  local gained = B_LIMITS[lv.k] / B_PERIOD[lv.k] * math.max(0, lv.at - since)
+  if amount > gained then lv.level = math.min(lv.cap, lv.level + amount - gained) end
+end
+
 -- Earliest time >= now at which `lv` has the room for `cost` (see Buckets._when).
 local function b_when(st, lv, cost, now, open)
+  if cost > lv.cap and cost <= B_LIMITS[lv.k] then cost = lv.cap end
   local flight = lv.tokens and st.ot or st.orq
   local level, t = lv.level, now
   if level - flight >= cost - B_EPS then return now end
@@ -206,10 +235,13 @@ local function remove_charge(rid, tokens, b)
   if drop_open(rid) then
     st.ot = st.ot - tokens
     st.orq = st.orq - 1
-  elseif redis.call('HGET', P .. ':bag', rid) then
-    redis.call('HDEL', P .. ':bag', rid)
-    st.ag = st.ag - tokens
-    for _, lv in ipairs(st.levels) do lv.level = math.min(lv.cap, lv.level + b_cost(lv, tokens)) end
+  else
+    local aged = tonumber(redis.call('HGET', P .. ':bag', rid))
+    if aged then
+      redis.call('HDEL', P .. ':bag', rid)
+      st.ag = st.ag - tokens
+      for _, lv in ipairs(st.levels) do b_credit(lv, b_cost(lv, tokens), aged) end
+    end
   end
   b_save()
 end
@@ -225,7 +257,8 @@ local function b_settle(rid, est, actual, pol, mark)
   local tpm = st.tpm
   local full = math.max(est, actual)
   local settled = false
-  if drop_open(rid) then
+  local was_open = drop_open(rid)
+  if was_open then
     st.ot = st.ot - est
     st.orq = st.orq - 1
     if actual >= 0 then
@@ -242,11 +275,14 @@ local function b_settle(rid, est, actual, pol, mark)
         end
       end
     end
-  elseif redis.call('HGET', P .. ':bag', rid) then
+  end
+  -- Charged at its estimate when it aged: correct that charge now.
+  local aged = not was_open and tonumber(redis.call('HGET', P .. ':bag', rid))
+  if aged then
     redis.call('HDEL', P .. ':bag', rid)
     st.ag = st.ag - est
     if actual < 0 then
-      for _, lv in ipairs(st.levels) do lv.level = math.min(lv.cap, lv.level + b_cost(lv, est)) end
+      for _, lv in ipairs(st.levels) do b_credit(lv, b_cost(lv, est), aged) end
     else
       settled = true
       for _, lv in ipairs(st.levels) do
@@ -254,7 +290,7 @@ local function b_settle(rid, est, actual, pol, mark)
           if actual > est then
             lv.level = lv.level - (actual - est)
           elseif (lv.k == 1 and pol ~= 0) or (lv.k ~= 1 and pol == 1) then
-            lv.level = math.min(lv.cap, lv.level + (est - actual))
+            b_credit(lv, est - actual, aged)
           end
         end
       end
@@ -284,7 +320,7 @@ end
 -- Buckets._check_refunds.) Returns the lesson, or nil.
 local function b_check_refunds(st, rt, lt, ra, seen)
   if not st.tpm or rt < 0 then return nil end
-  local ls = lt > 0 and lt or TPM
+  local ls = lt > 0 and lt or st.tpm.cap
   local server_used = ls - rt
   local ours_used = math.floor(st.tpm.cap - (st.tpm.level - seen) + 0.5)
   local excess = server_used - ours_used
@@ -320,6 +356,17 @@ local function b_adopt(now, base, refunds, others)
     end
   end
   local changed, lesson = false, nil
+  -- A smaller limit in the headers is the server's bucket (see Buckets.adopt).
+  local lr = tonumber(ARGV[base + 5])
+  local tpm, rpd = st.tpm, st.rpd
+  if tpm and lt > 0 then
+    b_advance(st, tpm, now)
+    if b_limit_to(st, tpm, lt) then changed = true end
+  end
+  if rpd and lr > 0 then
+    b_advance(st, rpd, now)
+    if b_limit_to(st, rpd, lr) then changed = true end
+  end
   if policy(refunds) == -1 then
     lesson = b_check_refunds(st, rt, lt, ra, seen_t)
     if lesson then changed = true end
@@ -329,14 +376,13 @@ local function b_adopt(now, base, refunds, others)
     st.blk = now + ra
     changed = true
   end
-  local tpm = st.tpm
   if tpm and rt >= 0 then
     b_advance(st, tpm, now)
     if tpm.level > rt + seen_t then
       tpm.level = rt + seen_t
       changed = true
     end
-    if st.deferred > 0 and policy(refunds) ~= 1 and (lt < 0 or lt >= TPM) then
+    if st.deferred > 0 and policy(refunds) ~= 1 then
       -- Trust nothing in flight, nothing aged, nothing settled since its admission.
       local unseen = st.ag + math.max(0, others)
       local free = math.min(rt - unseen - tpm.level, st.deferred)
@@ -347,7 +393,6 @@ local function b_adopt(now, base, refunds, others)
       end
     end
   end
-  local rpd = st.rpd
   if rpd and rr >= 0 then
     b_advance(st, rpd, now)
     if rpd.level > rr + seen_r then
