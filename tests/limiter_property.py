@@ -260,6 +260,22 @@ LEARNING_429: list[tuple[object, ...]] = [
 SMALLER_SERVER: list[tuple[object, ...]] = [("advance", PERIOD), ("acquire", 60), ("acquire", 40)]
 
 _EXAMPLES: list[dict[str, Any]] = [
+    # A reservation unsettled a whole window (charged when it aged, at 10 s) is then
+    # cancelled: giving its 70 back in full forgot that the server, which never had
+    # it, sat at its cap from 10 s to 11 s and lost that refill (the bucket model).
+    {
+        "steps": [
+            ("acquire", 70),
+            ("advance", 1.0),
+            ("acquire", 31),
+            ("advance", PERIOD),
+            ("commit", 1, 0.0, 0.0, 0.0, False),
+            ("cancel", 0),
+            ("acquire", 75),
+        ],
+        "lag": 0.0,
+        "server": ("keeps", False),
+    },
     # Answers read late: the first request's answer, written before the second one
     # arrived, is read after the second one was committed; freeing by it would forget
     # the second charge (the bucket's settled mark; with late_answers).
