@@ -185,7 +185,7 @@ class _CallSender:
 
     raw_internal = False
 
-    __slots__ = ("_args", "_asked", "_binding", "_kwargs", "_wrapped", "site")
+    __slots__ = ("_args", "_asked", "_binding", "_kwargs", "_messages", "_wrapped", "site")
 
     def __init__(
         self,
@@ -201,17 +201,21 @@ class _CallSender:
         self._args = args
         self._kwargs = kwargs
         self._asked = req.max_tokens
+        self._messages = req.messages
+
+    def _call_args(
+        self, messages: list[Any], max_tokens: int | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if messages is self._messages and (max_tokens is None or max_tokens == self._asked):
+            return self._args, self._kwargs  # sent as asked (the usual call): unchanged
+        return self._binding.call_args(self._args, self._kwargs, messages, max_tokens, self._asked)
 
     def send(self, messages: list[Any], max_tokens: int | None) -> Any:
-        args, kwargs = self._binding.call_args(
-            self._args, self._kwargs, messages, max_tokens, self._asked
-        )
+        args, kwargs = self._call_args(messages, max_tokens)
         return self._wrapped(*args, **kwargs)
 
     async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any:
-        args, kwargs = self._binding.call_args(
-            self._args, self._kwargs, messages, max_tokens, self._asked
-        )
+        args, kwargs = self._call_args(messages, max_tokens)
         return await self._wrapped(*args, **kwargs)
 
     def context_window(self, model: str) -> int | None:

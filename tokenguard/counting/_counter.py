@@ -156,6 +156,14 @@ class Counter:
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
         plan = self._registry.plan(model)
+        if not request and tools is None and functions is None:
+            # The guard's every call: plain text messages, counted exactly with nothing
+            # to calibrate (the general path below gives the same when count_fast does).
+            fast = plan.count_fast(messages)
+            if fast is not None:
+                reserve = max_tokens if max_tokens is not None else default_reserve
+                if type(reserve) is int and reserve >= 0:
+                    return RequestCount(fast, reserve, fast + reserve, True, plan.info.name, fast)
         options = None
         if request:
             options, budget = read_request_options(request)

@@ -10,7 +10,7 @@ except that a leading system message merges into the template's own system block
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
@@ -88,8 +88,9 @@ class Llama3Plan:
             return None
         role_cost: Mapping[Any, int] = self.costs.role_cost
         # Typed as never missing: a miss gives None, whose addition raises TypeError,
-        # which is how the comprehension below leaves for the cold path.
-        front_get = cast("Callable[[Any], int]", self.cache.front.get)
+        # which is how the comprehension below leaves for the cold path. (An annotation,
+        # not typing.cast: this runs on every guarded call, and cast is a call.)
+        front_get: Callable[[Any], int] = self.cache.front.get  # type: ignore[assignment]
         try:
             # Warm: every text counted before. Anything else raises here (a text not in
             # the cache adds None, a role or key that is missing, unhashable content).
