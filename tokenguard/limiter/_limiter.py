@@ -160,23 +160,29 @@ class Limiter:
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
     and one request.
 
-    ``algorithm`` says how. ``"bucket"`` (the default; choose it for Groq) mirrors a server whose
-    limits are refilling token buckets, as Groq's are (capacity = limit, refilled at
-    limit per period): after a burst a request waits only until the bucket has refilled
-    its cost, and the estimate of a request in flight holds room only until its commit.
-    Estimates in flight are never refilled (the server charges them when they arrive,
-    at any time before the response), so the mirror never runs ahead of the server's
-    bucket. ``"window"`` suits a server that counts a sliding
-    window (no more than the limit in any ``window`` seconds); it never exceeds a bucket
-    either, but holds each charge for a whole window, so against Groq it uses less of
-    the limit and waits up to a window after a burst. Learning refunds (``refunds=None``)
+    ``algorithm`` says how. ``"bucket"`` (the default; right for Groq) mirrors a server
+    whose limits are refilling token buckets, as Groq's are (capacity = limit, refilled
+    at limit per period): after a burst a request waits only until the bucket has
+    refilled its cost, and the estimate of a request in flight holds room only until its
+    commit. Estimates in flight are never refilled (the server charges them when they
+    arrive, at any time before the response), so the mirror never runs ahead of the
+    server's bucket. A header whose ``x-ratelimit-limit-tokens`` is below ``tpm`` sets
+    the bucket's capacity and refill (that limit per ``window``). Choose ``"window"``
+    for a server that counts fixed or sliding windows (no more than the limit in any
+    ``window`` seconds, or per clock minute): a bucket may spend a full bucket and its
+    refill within one window, which such a server refuses. The window is safe against
+    Groq too, but holds each charge for a whole window, so there it uses less of the
+    limit and waits up to a window after a burst. Learning refunds (``refunds=None``)
     without any headers costs the bucket its one learning 429 against a server that
-    keeps unused tokens, where the window's longer holds often hide it.
+    keeps unused tokens, where the window's longer holds often hide it. For example::
+
+        lim = tg.Limiter(tpm=6000, rpm=30)                      # Groq: the bucket
+        lim = tg.Limiter(tpm=6000, rpm=30, algorithm="window")  # a windowed server
 
     With ``redis`` (a ``redis.Redis``) the limits and queue are shared by every
     process using the same ``key``; if Redis cannot be reached,
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
-    limiter falls back to a local in-memory window with the same limits (each process
+    limiter falls back to a local in-memory limiter with the same limits (each process
     then only limits itself; Redis is tried again after ``lease`` seconds, and a
     ``tokenguard.limiter.fail_open`` warning event is logged).
 
@@ -214,7 +220,7 @@ class Limiter:
     Example::
 
         lim = tg.Limiter(tpm=6000, rpm=30)
-        r = lim.acquire(1200, max_wait=30)        # blocks until the window has room
+        r = lim.acquire(1200, max_wait=30)        # blocks until the limits have room
         r.commit(950, headers=response.headers)   # or r.cancel() if nothing was sent
     """
 
