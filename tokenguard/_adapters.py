@@ -80,18 +80,17 @@ def _usage_from(raw: Any) -> Usage | None:
         return None
     if not _IS_MAPPING.get(type(raw), True):
         # An SDK usage model, on every call: its attributes read directly.
-        prompt = getattr(raw, "prompt_tokens", None)
-        completion = getattr(raw, "completion_tokens", None)
-        total = getattr(raw, "total_tokens", None)
+        try:
+            prompt, completion, total = raw.prompt_tokens, raw.completion_tokens, raw.total_tokens
+            plain = raw.prompt_tokens_details is None and raw.completion_tokens_details is None
+        except AttributeError:
+            plain = False
         if (
-            type(prompt) is int
+            plain
+            and type(prompt) is int
             and type(completion) is int
             and type(total) is int
-            and prompt >= 0
-            and completion >= 0
-            and total >= 0
-            and getattr(raw, "prompt_tokens_details", None) is None
-            and getattr(raw, "completion_tokens_details", None) is None
+            and min(prompt, completion, total) >= 0
         ):
             return Usage(prompt, completion, total)
     prompt = _int(_get(raw, "prompt_tokens"))
