@@ -1,0 +1,133 @@
+"""What a guarded call site works out once and reuses, tried as a new user would.
+
+A decorated function or instrumented client keeps, per model and ``max_tokens``, the
+model's entry, its limiter and the largest prompt it can send as it is; a call within
+that room, with no budget open, is sent as asked without fitting. These tests check
+that the shortcut never changes what is sent or charged: a prompt past the room is
+still fitted, an open budget still bounds the call, and a reset or a learned limit
+reaches a site that already made calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+import tokenguard as tg
+from tokenguard import reset_defaults
+from tokenguard.emulator import Emulator, running
+
+MODEL = "llama-3.1-8b-instant"
+SMALL = "llama3-8b-8192"  # context window 8,192
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    reset_defaults()
+    yield
+    reset_defaults()
+
+
+@pytest.fixture
+def events() -> Iterator[list[tg.events.Event]]:
+    seen: list[tg.events.Event] = []
+    undo = tg.events.add_sink(seen.append)
+    yield seen
+    undo()
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    with running(model=[MODEL, SMALL], tpm=1_000_000, rpm=1_000, window=1.0) as server:
+        yield server
+
+
+def fits(events: list[tg.events.Event]) -> list[str]:
+    return [e.fields()["tokenguard.fit"] for e in events if e.name == "tokenguard.guard.request"]
+
+
+def chat_prompts(em: Emulator) -> list[int]:
+    return [r.prompt_tokens for r in em.log if r.endpoint == "chat"]
+
+
+def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+    sent: list[list[Any]] = []
+
+    @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
+    def ask(messages: list[Any], model: str = SMALL, max_tokens: int = 256) -> Any:
+        sent.append(messages)
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    short = [{"role": "user", "content": "Hello"}]
+    long = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
+        for i in range(40)
+    ]
+    assert tg.count_tokens(long, model=SMALL) + 256 > 8_192
+    ask(short)
+    ask(long)
+    ask(short)
+    assert fits(events) == ["none", "truncate", "none"]
+    assert sent[0] is short and sent[2] is short  # sent as asked: the caller's own list
+    assert len(sent[1]) < len(long)
+    assert chat_prompts(em)[1] + 256 <= 8_192
+
+
+def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+
+    @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
+    def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    history = [{"role": "user", "content": f"note {i}: " + "words " * 100} for i in range(30)]
+    ask(history)  # no budget: sent as asked
+    with tg.budget(tokens=2_000) as b:
+        reply = ask(history)
+    assert fits(events) == ["none", "truncate"]
+    assert reply.usage.prompt_tokens + 100 <= 2_000
+    assert b.used == reply.usage.total_tokens
+    assert (b.reserved, b.requests_used) == (0, 1)
+
+
+def test_a_reset_gives_a_site_that_made_calls_the_new_default_limiter(em: Emulator) -> None:
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+    hello = [{"role": "user", "content": "Hello"}]
+    # Each call reserves all but one token of a 300-token minute: a second call must
+    # wait for the first one's tokens to come back, which max_wait=0 does not allow.
+    max_tokens = 300 - tg.count_tokens(hello, model=MODEL) - 1
+
+    @tg.guard(tpm=300, window=60.0, max_wait=0)
+    def ask(messages: list[Any], model: str = MODEL, max_tokens: int = max_tokens) -> Any:
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    ask(hello)
+    with pytest.raises(tg.RateLimitTimeout):
+        ask(hello)  # the site's limiter remembers the first call
+    reset_defaults()
+    ask(hello)  # a new default limiter, with the whole minute free
+    assert len(chat_prompts(em)) == 2
+
+
+async def test_an_instrumented_async_site_sends_as_asked_and_fits_past_its_room(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(
+        openai.AsyncOpenAI(base_url=em.base_url, api_key="x"), tpm=1_000_000, window=1.0
+    )
+    short = [{"role": "user", "content": "Hello"}]
+    long = [{"role": "user", "content": f"{i}: " + "word " * 400} for i in range(40)]
+    await client.chat.completions.create(model=SMALL, messages=short, max_tokens=64)
+    await client.chat.completions.create(model=SMALL, messages=long, max_tokens=64)
+    await client.chat.completions.create(model=SMALL, messages=tuple(short), max_tokens=64)
+    assert fits(events) == ["none", "truncate", "none"]
+    prompts = chat_prompts(em)
+    assert prompts[0] == prompts[2] and prompts[1] + 64 <= 8_192
