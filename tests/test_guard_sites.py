@@ -74,7 +74,8 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
     ask(long)
     ask(short)
     assert fits(events) == ["none", "truncate", "none"]
-    assert sent[0] is short and sent[2] is short  # sent as asked: the caller's own list
+    assert sent[0] is short
+    assert sent[2] is short
     assert len(sent[1]) < len(long)
     assert chat_prompts(em)[1] + 256 <= 8_192
 
@@ -123,11 +124,12 @@ async def test_an_instrumented_async_site_sends_as_asked_and_fits_past_its_room(
     client = tg.instrument(
         openai.AsyncOpenAI(base_url=em.base_url, api_key="x"), tpm=1_000_000, window=1.0
     )
-    short = [{"role": "user", "content": "Hello"}]
-    long = [{"role": "user", "content": f"{i}: " + "word " * 400} for i in range(40)]
+    short: Any = [{"role": "user", "content": "Hello"}]
+    long: Any = [{"role": "user", "content": f"{i}: " + "word " * 400} for i in range(40)]
     await client.chat.completions.create(model=SMALL, messages=short, max_tokens=64)
     await client.chat.completions.create(model=SMALL, messages=long, max_tokens=64)
     await client.chat.completions.create(model=SMALL, messages=tuple(short), max_tokens=64)
     assert fits(events) == ["none", "truncate", "none"]
     prompts = chat_prompts(em)
-    assert prompts[0] == prompts[2] and prompts[1] + 64 <= 8_192
+    assert prompts[0] == prompts[2]
+    assert prompts[1] + 64 <= 8_192
