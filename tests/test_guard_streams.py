@@ -389,3 +389,20 @@ def test_the_usage_is_read_from_sse_bytes_cut_anywhere(
     assert tally.usage is not None
     assert (tally.usage.prompt_tokens, tally.usage.completion_tokens) == (11, len(pieces))
     assert (tally.model, tally.response_id) == (MODEL, "c1")
+
+
+def test_a_raw_stream_dropped_after_its_usage_gives_the_budget_that_usage(em: Emulator) -> None:
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **LIMITS)
+    with tg.budget(tokens=10_000) as b:
+        manager = client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+        raw = manager.__enter__()  # never left: the caller drops the response
+        lines = raw.iter_lines()
+        for line in lines:
+            if '"usage"' in line:
+                usage = json.loads(line[5:])["x_groq"]["usage"]
+                break
+        del manager, raw, lines
+        gc.collect()
+        assert (b.used, b.reserved) == (usage["total_tokens"], 0)

@@ -64,12 +64,13 @@ class _Tally:
         )
 
     def abandon(self) -> None:
-        """Garbage-collected unsettled: charge the budgets at the estimate; the limiter's
-        reservation keeps its estimate and ages out with the window (no I/O in GC)."""
+        """Garbage-collected unsettled: charge the budgets the final usage if it was seen,
+        else the estimate; the limiter's reservation keeps its estimate and ages out with
+        the window (no I/O in GC)."""
         s = self.settlement
         if not s.settled and not self.done:
             s.settled = True
-            s.hold.commit(s.estimate)
+            s.hold.commit(self.usage.total_tokens if self.usage is not None else s.estimate)
 
 
 class GuardedStream(wrapt.ObjectProxy[Any]):
