@@ -243,10 +243,12 @@ def read_raw(raw: Any, how: str) -> str:
         return "".join(raw.iter_text(7))  # cut anywhere, lines and characters too
     if how == "iter_bytes":
         return b"".join(raw.iter_bytes(5)).decode()
+    if how == "text":
+        return str(raw.text())
     return str(raw.read().decode())
 
 
-@pytest.mark.parametrize("how", ["iter_lines", "iter_text", "iter_bytes", "read"])
+@pytest.mark.parametrize("how", ["iter_lines", "iter_text", "iter_bytes", "read", "text"])
 def test_a_streaming_response_read_as_raw_sse_settles_at_its_final_usage(
     em: Emulator, events: list[tg.events.Event], how: str
 ) -> None:
