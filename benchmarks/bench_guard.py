@@ -185,18 +185,22 @@ def _rotated(calls: dict[str, Any], i: int) -> list[str]:
 
 
 def _print_overhead(label: str, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
-    """Wall-clock p50s (the goal) and, as a check on a loaded machine, the p50 of the CPU
-    time this thread spent per call (the guard's own work, without waits for the CPU)."""
+    """Wall-clock p50s (the goal) and two checks on a loaded machine: the p50 of the
+    difference of each guarded call and the bare call of its own round (the load drifts
+    over a run; a round's calls are a few milliseconds apart and share it), and the p50
+    of the CPU time this thread spent per call (the guard's own work, without waits for
+    the CPU)."""
     bare, bare_cpu = _p50_us(times["bare"]), _p50_us(cpu["bare"])
     for name in ("decorated", "instrumented"):
         p50 = _p50_us(times[name])
         over = p50 - bare
+        paired = _p50_us([g - b for g, b in zip(times[name], times["bare"], strict=True)])
         over_cpu = _p50_us(cpu[name]) - bare_cpu
         verdict = "PASS" if over <= 150 else "FAIL"
         print(
             f"overhead {label:5s} {name:12s} p50={p50:8.1f} us  bare p50={bare:8.1f} us  "
-            f"overhead={over:7.1f} us  (cpu: {over_cpu:6.1f} us)  samples={len(times[name])} "
-            f"[{verdict} <= 150 us]"
+            f"overhead={over:7.1f} us  (per round: {paired:6.1f} us, cpu: {over_cpu:6.1f} us)  "
+            f"samples={len(times[name])} [{verdict} <= 150 us]"
         )
 
 
