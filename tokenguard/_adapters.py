@@ -123,9 +123,14 @@ def usage_of(obj: Any) -> Usage | None:
     """
     if obj is None:
         return None
-    usage = _usage_from(_get(obj, "usage"))
+    usage = _usage_from(obj.get("usage") if _is_mapping(obj) else getattr(obj, "usage", None))
     if usage is not None:
         return usage
+    return _usage_elsewhere(obj)
+
+
+def _usage_elsewhere(obj: Any) -> Usage | None:
+    """:func:`usage_of` of an object without ``usage``: a stream chunk, a raw response."""
     x_groq = _get(obj, "x_groq")
     if x_groq is None:
         # pydantic models keep unknown fields in ``model_extra``.

@@ -308,8 +308,11 @@ def settle_plan(
             )
     finally:
         # Charged and reported even when settling is interrupted (a cancelled task).
-        s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
-        if usage is not None:
+        if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
+            s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+        if usage is not None and not (
+            s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
+        ):  # an exact count the server agrees with teaches nothing
             default_counter().observe(s.count, usage.prompt_tokens)
         _report(s, usage=usage, response=response, closed_early=closed_early)
 
