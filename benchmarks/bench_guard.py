@@ -167,6 +167,7 @@ def scenario_overhead(samples: int) -> None:
                     await fn()
                     atimes[name].append(time.perf_counter() - t0)
                     acpu[name].append(time.thread_time() - c0)
+            await abare.close()  # the pool both clients share, in this loop
             return atimes, acpu
 
         _print_overhead("async", *asyncio.run(run_async()))
@@ -317,6 +318,7 @@ def goodput_instrumented(refund: bool, windows: int) -> None:
                     i += 1
 
             await asyncio.gather(*(work(w) for w in range(64)))
+            await client.close()  # in this loop, not when collected after it closed
             return errors
 
         start = em.config.clock()
