@@ -10,8 +10,11 @@ and stale headers, the server's bucket never goes below zero (except the bounded
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import openai
 import pytest
+from emulator_support import FakeClock as EmulatorClock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
@@ -27,11 +30,14 @@ from limiter_property import (
 )
 
 import tokenguard as tg
+from tokenguard.emulator import running
 from tokenguard.limiter._backend import Signal, Ticket
 from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._window import WindowLimits
+
+MODEL = "llama-3.1-8b-instant"
 
 
 def _buckets(refunds: bool | None = True) -> Buckets:
@@ -235,6 +241,35 @@ def test_after_a_burst_the_next_request_waits_only_for_its_refill() -> None:
     window = tg.Limiter(tpm=6000, window=60.0, algorithm="window", clock=clock, sleep=clock.sleep)
     window.acquire(6000).commit(6000)
     assert window.acquire(500).waited == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("algorithm", ["bucket", "window"])
+def test_a_server_holding_less_than_configured_refuses_nothing(algorithm: str) -> None:
+    # Tried as a new user would: told 6,000 TPM, the server holds 3,000 (refilled at
+    # 50 tokens/s); its headers say so, and the limiter waits as long as it needs.
+    clock = EmulatorClock()
+    with running(model=MODEL, tpm=3000, window=60.0, clock=clock) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        lim = tg.Limiter(tpm=6000, window=60.0, clock=clock, sleep=clock.sleep, algorithm=algorithm)
+        for i in range(8):
+            messages: Any = [{"role": "user", "content": f"Question {i}?"}]
+            r = lim.acquire(tg.count_tokens(messages, model=MODEL) + 1000)
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=messages, max_tokens=1000
+            )
+            usage = raw.parse().usage
+            assert usage is not None
+            r.commit(usage.total_tokens, headers=raw.headers)
+        chats = [r for r in em.log if r.endpoint == "chat"]
+    assert [r.status for r in chats] == [200] * 8
+    # The last admission needs the server's bucket (3,000, refilled at 50/s) to have
+    # held every charge: no sooner than that. The bucket waits no longer either (the
+    # window holds charges for a whole minute, so it takes longer).
+    needed = (sum(r.charged_tokens for r in chats) - 3000) / 50
+    last = chats[-1].t - 1000.0
+    assert needed - 1e-6 <= last
+    if algorithm == "bucket":
+        assert last <= needed + 1.0
 
 
 def test_an_unknown_algorithm_is_named() -> None:
