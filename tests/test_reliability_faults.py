@@ -243,7 +243,10 @@ def test_after_a_redis_restart_the_limit_holds_again_within_one_window(
         with secret_trap():
             outcomes = hammer(lambda: guarded(ask()), threads=4, script=faults)
         log = [r for r in em.log if r.endpoint == "chat"]
-    settled_at = restarted[0] + WINDOW
+    # Failing open, the limiter goes back to Redis up to a lease after the restart (it
+    # stays local for a lease after each failure): the first window after that switch
+    # may see refusals too (the restarted Redis holds a full bucket).
+    settled_at = restarted[0] + WINDOW + (0.5 if fail_open else 0.0)
     refused = len([r for r in log if r.status == 429])
     print(f"FIGURES redis-restart-tight fail_open={fail_open}: {len(log)} requests, {refused} 429s")
     later = [r for r in log if r.t > settled_at]
