@@ -374,6 +374,32 @@ def test_commit_cancel_observe_and_a_wait_without_max_wait_are_bounded_too(
     client.close()
 
 
+def test_redis_timeout_bounds_a_settle_whatever_the_clients_socket_timeout(
+    box: RedisServer,
+) -> None:
+    # A client with no socket timeout would give a commit 5 s against a frozen Redis;
+    # redis_timeout= says how long a round trip without a caller's deadline may take.
+    client = redis.Redis(host=box.host, port=box.port)
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="rt", redis_timeout=0.3)
+    r = lim.acquire(10)
+    _freeze(box)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(tg.LimiterUnavailable):
+            r.commit(5)
+        took = time.monotonic() - t0
+    finally:
+        _thaw(box)
+    assert took < 0.3 + 1.0
+    client.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_a_bad_redis_timeout_is_refused_naming_it(bad: object) -> None:
+    with pytest.raises(tg.ConfigurationError, match="redis_timeout"):
+        tg.Limiter(tpm=100, redis_timeout=bad)  # type: ignore[arg-type]
+
+
 def test_fail_open_covers_a_frozen_redis(box: RedisServer) -> None:
     client = redis.Redis(host=box.host, port=box.port)
     lim = tg.Limiter(tpm=100, window=100.0, redis=client, key="fo", fail_open=True)

@@ -184,7 +184,12 @@ class Limiter:
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
     limiter falls back to a local in-memory limiter with the same limits (each process
     then only limits itself; Redis is tried again after ``lease`` seconds, and a
-    ``tokenguard.limiter.fail_open`` warning event is logged).
+    ``tokenguard.limiter.fail_open`` warning event is logged). Every Redis round trip
+    has a deadline, whatever the client's ``socket_timeout``: what is left of the
+    caller's ``max_wait`` plus half a second; without one (``commit``, ``cancel``,
+    ``observe``, an acquire with no ``max_wait``) ``redis_timeout`` seconds (default:
+    the client's ``socket_timeout``, else 5). A Redis that does not answer in time is
+    :class:`~tokenguard.LimiterUnavailable` (or the fallback, with ``fail_open``).
 
     Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
     tighter. A header describes the server when the response was written: what this
@@ -241,6 +246,7 @@ class Limiter:
         header_lag: float = 0.0,
         refunds: bool | None = None,
         algorithm: str = "bucket",
+        redis_timeout: float | None = None,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -258,6 +264,15 @@ class Limiter:
             raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
         if refunds not in (None, True, False):
             raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
+        if redis_timeout is not None and not (
+            isinstance(redis_timeout, (int, float))
+            and not isinstance(redis_timeout, bool)
+            and math.isfinite(redis_timeout)
+            and redis_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"redis_timeout must be seconds > 0 or None, got {redis_timeout!r}"
+            )
         if algorithm not in ("bucket", "window"):
             raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
         self.algorithm = algorithm
@@ -290,6 +305,7 @@ class Limiter:
                 header_lag=float(header_lag),
                 refunds=refunds,
                 algorithm=algorithm,
+                round_trip=None if redis_timeout is None else float(redis_timeout),
             )
             if fail_open:
                 self._fallback = local()
