@@ -23,16 +23,17 @@ Every worker loops: acquire(prompt + max_tokens), call, commit(actual, headers=.
 (or as ``--feedback`` says). On a 429 it commits the estimate with the 429's headers
 (``headers``), or cancels and hands the headers to ``lim.observe`` (the other modes);
 then it acquires again.
-From the emulator's log, per window of server time (first and last excluded): tokens
+From the emulator's log, per window of server time (the steady ones, below): tokens
 the server charged (``charged_tokens``: prompt + max_tokens when it does not refund
 unused completion tokens, prompt + completion when it does), 429s (must be 0), ratio to
 the limit (goal >= 0.97 in memory, >= 0.95 on Redis). The server's bucket starts full, a
 one-off credit of a whole limit that the first windows may spend on top of the refill,
 and the workers take a moment to start: the steady windows begin with the first one
-that starts after the server's bucket first held less than half the limit (at least the
-second window), and the ratio (``ratio mean``) takes out what the bucket held (its level
-plus the refunds it still owed, replayed from the log) at their start minus at their
-end; ``raw`` is the plain mean of windows 2 to n-1 (see ``steady``).
+that starts after the first request was admitted and after the server's bucket first
+held less than half the limit (at least the second window), and the ratio (``ratio
+mean``) takes out what the bucket held (its level plus the refunds it still owed,
+replayed from the log) at their start minus at their end; ``raw`` is the plain mean of
+windows 2 to n-1 (see ``steady``).
 
 Every scenario runs against a server that refunds unused completion tokens and one
 that does not (``--refund yes|no|both``), for each ``--cases`` pair
@@ -268,10 +269,11 @@ def steady(
     admitted request takes its estimate on arrival and, on a refunding server, gets the
     unused part back after the latency, never above capacity); it *holds* its level plus
     the refunds it still owes. Steady windows: from the first that starts after the
-    bucket first held less than half the limit (at least the second; at most the third
-    from the end), to the last but one. ``mean``: the tokens charged in them less the
-    credit they spent (held at their start minus at their end), per window, over the
-    limit; ``raw``: the plain mean of windows 2 to n-1.
+    first request was admitted and after the bucket first held less than half the limit
+    (at least the second; at most the third from the end), to the last but one.
+    ``mean``: the tokens charged in them less the credit they spent (held at their start
+    minus at their end), per window, over the limit; ``raw``: the plain mean of windows
+    2 to n-1.
     """
     per = [0] * windows
     events: list[tuple[float, int, int]] = []  # (time, level change, owed change)
@@ -307,7 +309,10 @@ def steady(
             t0, lv, ow = x
         return min(float(TPM), lv + (q - t0) * rate) + ow
 
-    first = 1 if dry is None else max(1, math.ceil(dry / window))
+    # Workers that start late (spawned processes on a loaded machine) leave the bucket
+    # full and idle: that is start-up, not the limiter.
+    began = min((t for t, status, _, _ in rows if status == 200), default=0.0)
+    first = max(1, math.ceil(began / window), math.ceil((dry or 0.0) / window))
     first = min(first, windows - 3)
     span = per[first:-1]
     credit = held(first * window) - held((windows - 1) * window)
