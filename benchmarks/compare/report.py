@@ -29,10 +29,10 @@ PLOTTED: list[tuple[str, str | None]] = [  # (module, limiter variant), in panel
     ("langchain_tool", None),
     ("plsno429_tool", None),
     ("tokenguard_guard", None),
-    ("tokenguard_guard", "bucket"),
-    ("tokenguard_redis", "bucket"),
+    ("tokenguard_instrument", None),
+    ("tokenguard_redis", None),
 ]
-FALLBACK = [("tokenguard_instrument", None), ("tokenguard_redis", None)]
+FALLBACK = [("openlimit_tool", None), ("llmratelimiter_tool", None)]
 
 
 def line(row: dict[str, Any]) -> str:
@@ -200,6 +200,15 @@ def render(res: dict[str, Any]) -> None:
         f"`.venv-bench/bin/{r['command']}`"
         for r in res.get("reruns", [])
     )
+    if reruns:  # say plainly that the tables no longer come from one run
+        reruns = "\n\nNot all rows come from that run:" + reruns
+    load_avg = res.get("load")
+    load_txt = (
+        f"load average at the start {load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f} "
+        "(1 / 5 / 15 min), "
+        if load_avg
+        else ""
+    )
     lines = [
         "# Benchmarks: tokenguard side by side with what users would pick instead",
         "",
@@ -216,6 +225,7 @@ def render(res: dict[str, Any]) -> None:
         "",
         f"(run started {res['started']}, tokenguard at commit {res['tokenguard_commit']}, "
         + (f"limiter `algorithm={res['limiter']!r}`, " if "limiter" in res else "")
+        + load_txt
         + f"{res.get('elapsed_s', 0) / 60:.0f} minutes{'; --quick' if res.get('quick') else ''})."
         + reruns,
         "",
@@ -269,13 +279,17 @@ def render(res: dict[str, Any]) -> None:
         "- LiteLLM's Router keeps its usage per clock minute: with the scaled window it may "
         "spend the whole real-minute budget in a burst, and the server answers 429.",
         "- tokenguard counts exactly (table 4), holds each request until the limiter has "
-        "room, reconciles with the usage and headers the server returns, and waits out any "
-        "429 as the server says. Its rows are measured with the limiter of the commit named "
-        "above (its default algorithm); rows marked [bucket] pass "
-        "`limiter=tg.Limiter(tpm=6000, rpm=30, window=window, algorithm='bucket')` instead "
-        "(the refilling-bucket mirror of Groq's limits), measured with "
-        "`--tools tokenguard --tg-algorithm bucket`. A limiter change is re-measured with "
-        "`--tools tokenguard` (add `--skip-tables 3,4` to keep those tables).",
+        "room, reconciles with the usage and headers the server returns (unused `max_tokens` "
+        "given back when the server refunds them), and waits out any 429 as the server says. "
+        "Its rows use the library's defaults: the limiter is the refilling bucket, the mirror "
+        "of how Groq counts (a full minute's tokens at most, refilled continuously), which "
+        "starts full; `algorithm='window'` (a sliding window, for servers that count one) is "
+        "an option, not measured here unless a row is marked [window] (`--tg-algorithm "
+        "window`). On Redis the processes are started, and their callers built, before the "
+        "start line.",
+        "- Goodput is the mean over fixed windows of the run's clock; a limiter that follows a "
+        "refilling bucket can charge a little more than the limit in one such window and less "
+        "in the next (the server's own bucket allowed it: the 429 column says whether it did).",
         "",
         "## 1. Refunding server (unused `max_tokens` given back)",
         "",

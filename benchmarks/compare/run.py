@@ -1,14 +1,17 @@
 """Side by side: tokenguard and what users would pick instead, on one workload.
 
-Run (about 20 minutes on 2 cores; ``--quick`` about 6)::
+Run (about 16 minutes on 2 cores; ``--quick`` about 6)::
 
     .venv-bench/bin/python -m benchmarks.compare.run
 
 It writes ``benchmarks/compare/results.json`` (every figure), ``docs/benchmarks.md`` and
-``docs/benchmarks-goodput.png``. Re-run some rows and keep the others, e.g. tokenguard's
-after a limiter change::
+``docs/benchmarks-goodput.png``. tokenguard's rows use the library's defaults. Re-run
+some rows and keep the others (the document then lists the rows that do not come from
+the main run), e.g. tokenguard's after a limiter change, or extra rows with the sliding
+window labelled [window]::
 
     .venv-bench/bin/python -m benchmarks.compare.run --tools tokenguard
+    .venv-bench/bin/python -m benchmarks.compare.run --tools tokenguard --tg-algorithm window
 
 ``--render`` rebuilds the markdown and the plot from results.json alone. The tools other
 than tokenguard are installed only in the benchmark environment (see
@@ -140,20 +143,14 @@ def one_run(
             key=f"run{run_id}",
             tg_algorithm=variant,
         )
+        duration = windows * window
         if mode == "processes":
-            start_wall = time.time() + 12.0  # spawned interpreters import first
-            stop_wall = start_wall + windows * window
-            start = em.config.clock() + (start_wall - time.time())
-            stats = run_processes(
-                module, env, WORKERS[mode], THREADS_PER_PROCESS, start_wall, stop_wall, grace
-            )
+            stats = run_processes(module, env, WORKERS[mode], THREADS_PER_PROCESS, duration, grace)
+        elif mode == "threads":
+            stats = run_threads(lambda: tool.sync_caller(env), WORKERS[mode], duration, grace)
         else:
-            duration = windows * window
-            if mode == "threads":
-                stats = run_threads(lambda: tool.sync_caller(env), WORKERS[mode], duration, grace)
-            else:
-                stats = run_tasks(lambda: tool.async_caller(env), WORKERS[mode], duration, grace)
-            start = stats.started  # the emulator's clock is time.monotonic too
+            stats = run_tasks(lambda: tool.async_caller(env), WORKERS[mode], duration, grace)
+        start = stats.started  # the emulator's clock is time.monotonic too
         time.sleep(0.05)
         fig = server_figures(list(em.log), start, window, windows)
     name = f"{tool.NAME} [{variant}]" if variant else tool.NAME
@@ -285,10 +282,14 @@ def main(argv: list[str] | None = None) -> None:
         "--tg-algorithm",
         choices=["bucket", "window"],
         default=None,
-        help="tokenguard's rows with this limiter algorithm (rows kept apart from the default's)",
+        help="extra tokenguard rows with this limiter algorithm, labelled [window] (the main "
+        "rows use the library's default)",
     )
     p.add_argument("--skip-tables", default="", help="e.g. 3,4: keep those from results.json")
     args = p.parse_args(argv)
+    default_algorithm = str(tg.Limiter(tpm=TPM, rpm=RPM).algorithm)
+    if args.tg_algorithm == default_algorithm:  # the default's rows are the main rows
+        args.tg_algorithm = None
     # A terminated run still stops its redis-server and emulators (finally blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     window = args.window or (1.0 if args.quick else 2.0)
@@ -317,9 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         "windows": args.windows,
         "quick": args.quick,
         "tokenguard_commit": _git_head(),
+        "load": list(os.getloadavg()),  # the machine is shared: how busy it was
         # The limiter tokenguard's rows ran with (its default for these options).
-        "limiter": args.tg_algorithm
-        or str(getattr(tg.Limiter(tpm=TPM, rpm=RPM, window=window), "algorithm", "?")),
+        "limiter": args.tg_algorithm or default_algorithm,
     }
     t_start = time.monotonic()
     res["baseline"] = baseline()

@@ -16,7 +16,7 @@ from .workload import AsyncCaller, Env, Messages, SyncCaller
 NAME = "tokenguard @guard"
 CONFIG = (
     "`@tg.guard(tpm=6000, rpm=30, window=window, context_window=8192)` on a function "
-    "calling `OpenAI(max_retries=0)`; the limiter's defaults"
+    "calling `OpenAI(max_retries=0)`; the limiter's defaults (the refilling bucket)"
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False

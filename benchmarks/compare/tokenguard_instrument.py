@@ -13,7 +13,7 @@ from .workload import AsyncCaller, Env, Messages, SyncCaller
 NAME = "tokenguard instrument"
 CONFIG = (
     "`tg.instrument(OpenAI(), tpm=6000, rpm=30, window=window, context_window=8192)` "
-    "(SDK defaults: the guard sends with max_retries=0 itself)"
+    "(SDK defaults: the guard sends with max_retries=0 itself); the limiter's defaults"
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False

@@ -214,10 +214,10 @@ def _child(
     module: str,
     env: Env,
     threads: int,
-    start_wall: float,
-    stop_wall: float,
     grace: float,
     w: int,
+    ready: Any,
+    go: Any,
     q: Any,
 ) -> None:
     import logging
@@ -231,7 +231,9 @@ def _child(
     tool = load(module)
     call = tool.sync_caller(env)  # built (imports, connections) before the start line
     tool.count(conversation_mix()[0], env.model)  # tokenizer data loaded before it, too
+    ready.put(w)
     # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
+    start_wall, stop_wall = go.get()
     time.sleep(max(0.0, start_wall - time.time()))
     stats = run_threads(lambda: call, threads, stop_wall - time.time(), grace, offset=w * 3)
     q.put(asdict(stats))
@@ -242,21 +244,40 @@ def run_processes(
     env: Env,
     processes: int,
     threads: int,
-    start_wall: float,
-    stop_wall: float,
+    duration: float,
     grace: float,
+    startup: float = 120.0,
 ) -> CallerStats:
-    """``processes`` spawned interpreters with ``threads`` threads each, one shared limit;
-    all start at ``start_wall`` (``time.time()``), after their imports are done."""
+    """``processes`` spawned interpreters with ``threads`` threads each, one shared limit.
+
+    The start line is drawn only once every child has imported its tool and built its
+    caller (on a loaded machine that takes from a few seconds to tens of them): a fixed
+    head start would count the late children's start-up in the first measured windows.
+    ``started`` is the start line on this process's ``time.monotonic()`` clock.
+    """
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
+    q, ready, go = ctx.Queue(), ctx.Queue(), ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(module, env, threads, start_wall, stop_wall, grace, w, q))
+        ctx.Process(target=_child, args=(module, env, threads, grace, w, ready, go, q))
         for w in range(processes)
     ]
     for p in procs:
         p.start()
     total = CallerStats()
+    try:
+        deadline = time.monotonic() + startup
+        for _ in procs:
+            ready.get(timeout=max(0.1, deadline - time.monotonic()))
+    except Exception:  # a child that cannot start: no run, all its threads lost
+        for p in procs:
+            p.kill()
+        raise RuntimeError(f"the {processes} processes were not ready in {startup:g} s") from None
+    lead = 0.5  # for every child to read its start line before it
+    start_wall = time.time() + lead
+    total.started = time.monotonic() + lead
+    stop_wall = start_wall + duration
+    for _ in procs:
+        go.put((start_wall, stop_wall))
     for _ in procs:
         try:
             got = q.get(timeout=max(5.0, stop_wall + grace + 30 - time.time()))
