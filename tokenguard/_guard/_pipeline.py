@@ -583,7 +583,10 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
                 raise
             continue
         try:
-            body, headers, raw = yield from _unpack(result)
+            if _kind(type(result))[0]:  # a raw response: parsed (awaited when async)
+                body, headers, raw = yield from _unpack(result)
+            else:  # the parsed value itself, without a generator to say so
+                body, headers, raw = result, None, False
         except BaseException:
             # Served, but its body cannot be read (e.g. a response the function closed):
             # the SDK's error goes on, the request settled at what it may have cost.
