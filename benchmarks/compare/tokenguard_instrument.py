@@ -13,7 +13,8 @@ from .workload import AsyncCaller, Env, Messages, SyncCaller
 NAME = "tokenguard instrument"
 CONFIG = (
     "`tg.instrument(OpenAI(), tpm=6000, rpm=30, window=window, context_window=8192)` "
-    "(SDK defaults: the guard sends with max_retries=0 itself); the limiter's defaults"
+    "(SDK defaults: the guard sends with max_retries=0 itself); the limiter's defaults "
+    "(the refilling bucket)"
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
