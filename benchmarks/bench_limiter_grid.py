@@ -27,15 +27,17 @@ Cells at latency 0 are CPU-bound (load on the shared machine moves them): they r
 only their two algorithms at a time, twice (``--passes``), one pass before and one after
 the cells with latency, which wait on the server and run ``--jobs`` at a time.
 
-Every run is appended to ``--results`` (JSON lines: the figures per window, the load
-average and the last commit of ``tokenguard/limiter`` when it started);
+Every run is appended to ``--results`` (default ``/tmp/limiter-grid.jsonl``; JSON lines:
+the figures, the emulator's log, the load average and the last commit of
+``tokenguard/limiter`` when it started);
 ``--render`` prints the table from that file (``--after`` a UTC time drops older runs,
 e.g. those made before a change to the bucket's behaviour). ``--only`` re-runs the
 cells whose name contains one of its comma-separated parts (e.g. ``--only
 lat=1/1024:16,processes``); ``--stale`` re-runs the cells whose newest run was on
 another limiter commit.
 
-Run: ``.venv/bin/python benchmarks/bench_limiter_grid.py`` (about an hour), then
+Run: ``.venv/bin/python benchmarks/bench_limiter_grid.py`` (10 periods per run, about an
+hour on 2 cores), then
 ``--render``; ``--plan`` lists the cells, windows and ceilings without running.
 """
 
