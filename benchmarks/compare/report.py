@@ -202,6 +202,17 @@ def render(res: dict[str, Any]) -> None:
     )
     if reruns:  # say plainly that the tables no longer come from one run
         reruns = "\n\nNot all rows come from that run:" + reruns
+    changed = res.get("tokenguard_changed_during_run")
+    if changed:  # the shared tree moved under the run: say which rows could have seen it
+        reruns += (
+            "\n\ntokenguard's working tree changed while the run went on ("
+            + ", ".join(f"`{f}`" for f in changed)
+            + ", not committed at its end). Threads and tasks run in the process that "
+            "imported the tree at the start; the spawned processes of the Redis rows "
+            "import it when each row starts, so a Redis row run after an edit measured it."
+        )
+    for note in res.get("notes", []):  # what was checked after the run, by hand
+        reruns += "\n\n" + note
     load_avg = res.get("load")
     load_txt = (
         f"load average at the start {load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f} "

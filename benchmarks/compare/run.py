@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     res["fitting"] = old.get("fitting", "") if "3" in skip else fitting_table()
     res["counts"] = old.get("counts", []) if "4" in skip else count_errors()
     res["elapsed_s"] = time.monotonic() - t_start
+    # Spawned processes import the working tree when they start, not when the run did.
+    res["tokenguard_changed_during_run"] = _changed_since(res["tokenguard_commit"])
     merged = _merge(old, res, modules, args.tg_algorithm)
     RESULTS.write_text(json.dumps(merged, indent=1) + "\n")
     report.render(merged)
@@ -399,6 +401,25 @@ def _merge(
     )
     out["fitting"], out["counts"] = new["fitting"], new["counts"]
     return out
+
+
+def _changed_since(commit: str) -> list[str]:
+    """Files under tokenguard/ that differ now from ``commit`` (the run's start) in the
+    working tree: edited while the run went on, if the start was clean."""
+    import subprocess
+
+    head = commit.split()[0]
+    try:
+        out = subprocess.run(
+            ["git", "diff", "--name-only", head, "--", "tokenguard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    except OSError:
+        return []
+    return out.split()
 
 
 def _git_head() -> str:
