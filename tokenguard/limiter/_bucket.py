@@ -138,6 +138,9 @@ class _Level:
         return True
 
 
+_NEVER = -math.inf
+
+
 class BucketCharge:
     """What one admitted request holds (the handle of a reservation)."""
 
@@ -235,6 +238,27 @@ class Buckets:
 
     def expire(self, now: float) -> None:
         """Bring every bucket to ``now``; charges in flight a whole window age."""
+        q = self.open
+        if q and (not q[0].open or q[0].at + self.limits.window <= now):
+            self._age(now)
+        # _Level.advance inlined for its common cases: it runs for every bucket twice
+        # per request, and a call costs as much as its arithmetic.
+        for lv in self.levels:
+            at = lv.at
+            if now > at:
+                level = lv.level + lv.rate * (now - at)
+                if level <= lv.cap:
+                    lv.level = level
+                    lv.at = now
+                elif lv.deferred or lv.freed or at == _NEVER:
+                    lv.advance(now)
+                else:
+                    lv.level = lv.cap
+                    lv.at = now
+
+    def _age(self, now: float) -> None:
+        """Charge at their estimates the charges in flight a whole window, each when it
+        aged; drop settled ones from the left."""
         window = self.limits.window
         q = self.open
         while q and (not q[0].open or q[0].at + window <= now):
@@ -250,8 +274,6 @@ class Buckets:
             for lv in self.levels:
                 lv.advance(at)
                 lv.level -= self._cost(lv, c.tokens)
-        for lv in self.levels:
-            lv.advance(now)
 
     def _when(self, lv: _Level, cost: float, now: float) -> float:
         """Earliest time >= ``now`` at which ``lv`` has the room for ``cost``, if nothing
@@ -290,6 +312,45 @@ class Buckets:
         for lv in self.levels:
             at = max(at, self._when(lv, self._cost(lv, tokens), now))
         return at
+
+    def try_admit(self, tokens: int, now: float) -> BucketCharge | None:
+        """Expire to ``now`` and admit ``tokens`` if every bucket has the room now, else
+        ``None``: what ``expire``, ``earliest(tokens, now) <= now`` and ``admit`` decide,
+        without computing a wait (for an empty queue: the caller keeps FIFO).
+
+        Admits only when ``earliest`` would return ``now``: room >= cost is its first
+        test for each bucket (a cost above a header's smaller capacity never passes it
+        here, and ``earliest`` decides it)."""
+        q = self.open
+        if q and (not q[0].open or q[0].at + self.limits.window <= now):
+            self._age(now)
+        if self.blocked_until > now:
+            self.expire(now)
+            return None
+        flight_t = self.open_tokens
+        flight_r = self.open_requests
+        need = tokens - _EPS
+        one = 1 - _EPS
+        # One pass: bring each bucket to ``now`` (advance inlined: it runs for every
+        # bucket twice per request, and a call costs as much as its arithmetic), then
+        # test its room. On a refusal the rest are brought to ``now`` too, so the state
+        # is the one ``expire(now)`` leaves, whichever path decided.
+        for lv in self.levels:
+            at = lv.at
+            if now > at:
+                level = lv.level + lv.rate * (now - at)
+                if level <= lv.cap:
+                    lv.level = level
+                    lv.at = now
+                elif lv.deferred or lv.freed or at == _NEVER:
+                    lv.advance(now)
+                else:
+                    lv.level = lv.cap
+                    lv.at = now
+            if lv.level - (flight_t if lv.tokens else flight_r) < (need if lv.tokens else one):
+                self.expire(now)
+                return None
+        return self.admit(tokens, now)
 
     def admit(self, tokens: int, now: float) -> BucketCharge:
         sure = self.admitted_tokens - self.open_tokens + tokens

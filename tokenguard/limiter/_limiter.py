@@ -61,7 +61,16 @@ class Reservation:
         r.commit(resp.parse().usage.total_tokens, headers=resp.headers)
     """
 
-    __slots__ = ("_backend", "_charge", "_fail_open", "at", "settled", "tokens", "waited")
+    __slots__ = (
+        "_backend",
+        "_charge",
+        "_direct",
+        "_fail_open",
+        "at",
+        "settled",
+        "tokens",
+        "waited",
+    )
 
     def __init__(
         self,
@@ -76,6 +85,8 @@ class Reservation:
         self._backend = backend
         self._charge = charge
         self._fail_open = fail_open
+        # In memory a settle neither blocks nor awaits: call it, no plan to run.
+        self._direct = type(backend) is MemoryBackend
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
         #: Redis time) and after how long a wait.
         self.tokens = tokens
@@ -115,10 +126,18 @@ class Reservation:
         freed only as far as these headers show the server has the room (see the
         class)."""
         _check_tokens(actual_tokens, "actual_tokens")
+        if self._direct:
+            if self._take():
+                self._backend.settle(self._charge, actual_tokens, _view(headers))
+            return
         run_sync(self._settling(actual_tokens, _view(headers)))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
+        if self._direct:
+            if self._take():
+                self._backend.settle(self._charge, None, None)
+            return
         run_sync(self._settling(None, None))
 
     async def commit_async(
@@ -126,10 +145,18 @@ class Reservation:
     ) -> None:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
         _check_tokens(actual_tokens, "actual_tokens")
+        if self._direct:
+            if self._take():
+                self._backend.settle(self._charge, actual_tokens, _view(headers))
+            return
         await run_async(self._settling(actual_tokens, _view(headers)))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
+        if self._direct:
+            if self._take():
+                self._backend.settle(self._charge, None, None)
+            return
         await run_async(self._settling(None, None))
 
 
@@ -292,8 +319,12 @@ class Limiter:
             algorithm=algorithm,
         )
         self._backend: Backend
+        # The in-memory backend's uncontended admission, tried before any plan runs.
+        self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
         if redis is None:
-            self._backend = local()
+            memory = local()
+            self._backend = memory
+            self._admit_now = memory.admit_now
         else:
             from ._redis import RedisBackend
 
@@ -374,14 +405,27 @@ class Limiter:
         ``needed_wait``) at once when the wait is known to exceed ``max_wait``, or
         when ``max_wait`` runs out.
         """
+        self._check(tokens, max_wait)
+        admit_now = self._admit_now
+        if admit_now is not None:
+            got = admit_now(tokens)
+            if got is not None:
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
         return run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
+        self._check(tokens, max_wait)
+        admit_now = self._admit_now
+        if admit_now is not None:
+            # Memory decisions never block: the same admission as in a thread.
+            got = admit_now(tokens)
+            if got is not None:
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
         return await run_async(self._acquiring(tokens, max_wait))
 
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
-        self._check(tokens, max_wait)
+        """Checked by the caller; the uncontended in-memory admission was tried."""
         if self._fallback is not None and self._clock() < self._down_until:
             return (yield from self._waiting(self._fallback, tokens, max_wait))
         try:

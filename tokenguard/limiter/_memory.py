@@ -64,6 +64,19 @@ class MemoryBackend:
                 self._queue[0].signal.set()
         return Step(now, charge=charge)
 
+    def admit_now(self, tokens: int) -> tuple[float, Charge | BucketCharge] | None:
+        """``(now, charge)`` when nobody is queued and the model has the room now, else
+        ``None`` with nothing changed (then ``start`` decides, with a ticket).
+
+        The uncontended path of every acquire: the decision ``start`` takes for an
+        empty queue, without a ticket, a step or a plan. Never ahead of a waiter."""
+        with self._lock:
+            if self._queue:
+                return None
+            now = self._clock()
+            charge = self._window.try_admit(tokens, now)
+        return None if charge is None else (now, charge)
+
     def start(self, ticket: Ticket) -> Step:
         with self._lock:
             now = self._clock()

@@ -98,9 +98,11 @@ class WindowLimits:
 
     def too_large(self, tokens: int) -> tuple[str, int] | None:
         """The first limit that ``tokens`` (one request) exceeds on its own, or ``None``."""
-        for name, limit in (("tpm", self.tpm), ("tpd", self.tpd)):
-            if limit is not None and tokens > limit:
-                return name, limit
+        tpm, tpd = self.tpm, self.tpd
+        if tpm is not None and tokens > tpm:
+            return "tpm", tpm
+        if tpd is not None and tokens > tpd:
+            return "tpd", tpd
         return None
 
 
@@ -446,6 +448,15 @@ class Window:
         if self.day:
             at = max(at, self.day.earliest(now, tokens, lim.tpd, lim.rpd))
         return at
+
+    def try_admit(self, tokens: int, now: float) -> Charge | None:
+        """Expire to ``now`` and admit ``tokens`` if they may go now, else ``None``: the
+        decision of ``expire``, ``earliest`` and ``admit`` in one call (for an empty
+        queue: the caller keeps FIFO)."""
+        self.expire(now)
+        if self.earliest(tokens, now) > now:
+            return None
+        return self.admit(tokens, now)
 
     def admit(self, tokens: int, now: float) -> Charge:
         # This request itself, and whatever was settled before it left.

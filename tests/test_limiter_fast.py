@@ -1,0 +1,253 @@
+"""The in-memory limiter's uncontended admission (``MemoryBackend.admit_now``, taken
+by ``Limiter.acquire`` before any plan runs) decides exactly what the queue's path
+(``start``) decides, and leaves the model in exactly the same state.
+
+Two backends on one fake clock get the same operations (admissions, commits with and
+without the headers of a token-bucket server, cancels, headers on their own, 429s,
+time passing, charges left to age); one admits through ``admit_now`` first, the
+other only through ``start``. After every step their decisions and their models
+must be equal. Then the same through the public ``Limiter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import tokenguard as tg
+from tokenguard.limiter._backend import Ticket
+from tokenguard.limiter._bucket import Buckets
+from tokenguard.limiter._headers import ServerView
+from tokenguard.limiter._memory import MemoryBackend
+from tokenguard.limiter._window import Window, WindowLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _state(model: Window | Buckets) -> Any:
+    """Everything a later decision depends on, comparable with ``==``."""
+    if isinstance(model, Buckets):
+        levels = [(lv.level, lv.at, lv.deferred, lv.freed, lv.cap, lv.rate) for lv in model.levels]
+        open_ = [(c.tokens, c.at, c.open, c.aged) for c in model.open if c.open]
+        return (
+            levels,
+            open_,
+            model.open_tokens,
+            model.open_requests,
+            model.aged_tokens,
+            model.admitted_tokens,
+            model.admitted_requests,
+            model.settled,
+            model.blocked_until,
+            model.policy,
+            model.freed_total,
+        )
+    # The window's arithmetic is shared by both paths (try_admit is expire, earliest,
+    # admit): what it would decide next stands for its state.
+    now = max(model.blocked_until, 0.0)
+    return (
+        model.admitted_tokens,
+        model.admitted_requests,
+        model.blocked_until,
+        model.policy,
+        [model.earliest(t, now) for t in (1, 50, 400)],
+    )
+
+
+window = 10.0
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("tick"), st.sampled_from([0.0, 0.013, 0.29, 0.5, 1.0, 3.0, 10.0, 25.0])),
+        st.tuples(st.just("acquire"), st.integers(0, 700)),
+        # Right at the edge of the room the model has now: where a wrong test shows.
+        st.tuples(st.just("edge"), st.integers(-2, 2)),
+        st.tuples(
+            st.just("commit"),
+            st.integers(0, 30),
+            st.integers(0, 800),
+            st.one_of(st.none(), st.integers(-50, 1000)),
+        ),
+        st.tuples(st.just("cancel"), st.integers(0, 30)),
+        st.tuples(st.just("observe"), st.integers(0, 1000), st.sampled_from([None, 600, 1000])),
+        st.tuples(st.just("retry"), st.sampled_from([0.0, 0.5, 2.0])),
+    ),
+    max_size=60,
+)
+
+
+def _room(backend: MemoryBackend, now: float) -> int:
+    """Tokens the model has room for now (rounded down), as far as a probe shows."""
+    model = backend._window
+    model.expire(now)
+    if isinstance(model, Buckets):
+        return math.floor(min(lv.level for lv in model.levels if lv.tokens) - model.open_tokens)
+    low, high = 0, 1000  # the window: the largest cost it admits now, by bisection
+    while low < high:
+        mid = (low + high + 1) // 2
+        if model.earliest(mid, now) <= now:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _view(remaining: int, limit: int | None) -> ServerView:
+    return ServerView(
+        remaining_tokens=max(0, remaining), limit_tokens=limit, remaining_requests=max(0, 20)
+    )
+
+
+_DRAIN_REQUESTS = [("acquire", 0), ("commit", 0, 0, None)] * 12
+
+
+@settings(max_examples=300, deadline=None)
+# A token room with a fraction of a token short of the cost, then a request room with
+# a fraction of a request: the edges of the uncontended test.
+@example(
+    ops=[("acquire", 500), ("commit", 0, 500, None), ("tick", 0.29), ("edge", 1)],
+    algorithm="bucket",
+    refunds=None,
+    day=False,
+)
+@example(
+    ops=[*_DRAIN_REQUESTS, ("tick", 0.5), ("acquire", 0)],
+    algorithm="bucket",
+    refunds=True,
+    day=True,
+)
+@example(
+    ops=[("retry", 0.5), ("tick", 0.29), ("acquire", 1)],
+    algorithm="bucket",
+    refunds=None,
+    day=False,
+)
+@given(
+    ops=ops,
+    algorithm=st.sampled_from(["bucket", "window"]),
+    refunds=st.sampled_from([None, True, False]),
+    day=st.booleans(),
+)
+def test_admit_now_decides_as_start(
+    ops: list[tuple[Any, ...]], algorithm: str, refunds: bool | None, day: bool
+) -> None:
+    clock = Clock()
+    limits = WindowLimits(
+        tpm=997, rpm=12, tpd=2999 if day else None, rpd=40 if day else None, window=window
+    )
+    fast = MemoryBackend(limits, clock=clock, refunds=refunds, algorithm=algorithm)
+    slow = MemoryBackend(limits, clock=clock, refunds=refunds, algorithm=algorithm)
+    held: list[tuple[Any, Any]] = []
+    for op in ops:
+        kind = op[0]
+        if kind == "tick":
+            clock.now += op[1]
+        elif kind in ("acquire", "edge"):
+            tokens = op[1] if kind == "acquire" else max(0, _room(slow, clock.now) + op[1])
+            got = fast.admit_now(tokens)
+            if got is None:
+                ticket = Ticket(tokens)
+                fstep = fast.start(ticket)
+                if fstep.charge is None:
+                    fast.leave(ticket)
+                fcharge = fstep.charge
+            else:
+                assert got[0] == clock.now
+                fcharge = got[1]
+            ticket = Ticket(tokens)
+            sstep = slow.start(ticket)
+            if sstep.charge is None:
+                slow.leave(ticket)
+            assert (fcharge is None) == (sstep.charge is None), "the two paths disagree"
+            if fcharge is not None:
+                held.append((fcharge, sstep.charge))
+        elif kind in ("commit", "cancel") and held:
+            fc, sc = held.pop(op[1] % len(held))
+            if kind == "cancel":
+                fast.settle(fc, None, None)
+                slow.settle(sc, None, None)
+            else:
+                view = None if op[3] is None else _view(op[3], None)
+                fast.settle(fc, op[2], view)
+                slow.settle(sc, op[2], view)
+        elif kind == "observe":
+            fast.observe(_view(op[1], op[2]))
+            slow.observe(_view(op[1], op[2]))
+        elif kind == "retry":
+            fast.observe(ServerView(retry_after=op[1]))
+            slow.observe(ServerView(retry_after=op[1]))
+        fw, sw = fast._window, slow._window
+        fw.expire(clock.now)
+        sw.expire(clock.now)
+        assert _state(fw) == _state(sw)
+        assert fast.refunds == slow.refunds
+
+
+def test_admit_now_never_passes_a_waiter() -> None:
+    clock = Clock()
+    backend = MemoryBackend(WindowLimits(tpm=100, window=10.0), clock=clock, algorithm="bucket")
+    first = backend.admit_now(90)
+    assert first is not None
+    waiter = Ticket(50)
+    assert backend.start(waiter).charge is None  # queued: no room yet
+    clock.now += 100.0  # room for everybody now, but the waiter is first in line
+    assert backend.admit_now(10) is None
+    assert backend.poll(waiter).charge is not None
+    assert backend.admit_now(10) is not None
+
+
+@pytest.mark.parametrize("algorithm", ["bucket", "window"])
+def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
+    """The public acquire with the uncontended path against one forced to the queue's
+    path: same admissions, same times, same timeouts, sync and async."""
+    clock = Clock()
+
+    def make() -> tg.Limiter:
+        return tg.Limiter(
+            tpm=600, rpm=5, window=10.0, clock=clock, sleep=lambda s: None, algorithm=algorithm
+        )
+
+    fast, slow = make(), make()
+    slow._admit_now = None  # the queue's path only
+
+    async def run() -> list[Any]:
+        seen: list[Any] = []
+        for i in range(40):
+            clock.now += [0.0, 0.3, 1.7, 4.0][i % 4]
+            tokens = [100, 250, 0, 599][i % 4]
+            out: list[Any] = []
+            for lim in (fast, slow):
+                try:
+                    if i % 2:
+                        r = await lim.acquire_async(tokens, max_wait=0)
+                    else:
+                        r = lim.acquire(tokens, max_wait=0)
+                except tg.RateLimitTimeout as exc:
+                    out.append(("timeout", exc.needed_wait))
+                    continue
+                out.append((r.at, r.waited, r.tokens))
+                if i % 3 == 0:
+                    r.cancel()
+                elif i % 3 == 1:
+                    await r.commit_async(tokens // 2)
+                else:
+                    r.commit(tokens, headers={"x-ratelimit-remaining-tokens": "300"})
+            assert out[0] == out[1]
+            seen.append(out[0])
+        return seen
+
+    seen = asyncio.run(run())
+    # Both outcomes were exercised: some admitted at once, some refused for max_wait.
+    assert any(s[0] == "timeout" for s in seen)
+    assert any(s[0] != "timeout" for s in seen)
