@@ -126,17 +126,22 @@ class MemoryBackend:
             now = self._clock()
             w = self._window
             w.expire(now)
+            if view is None:
+                # No headers: nothing to adopt, and lessons come only from headers.
+                w.settle(charge, actual, now)  # type: ignore[arg-type]  # this model's
+                if self._queue:
+                    self._queue[0].signal.set()
+                return
             w.settle(
                 charge,  # type: ignore[arg-type]  # the charge of this backend's model
                 actual,
                 now,
-                headers=view is not None and view.remaining_tokens is not None,
+                headers=view.remaining_tokens is not None,
             )
-            if view is not None:
-                # The window's sure mark, or the bucket's settled mark (set by settle to
-                # the settles before this one, that were after its admission).
-                sure = charge.sure_tokens if isinstance(charge, Charge) else charge.settled_mark
-                w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), sure)
+            # The window's sure mark, or the bucket's settled mark (set by settle to
+            # the settles before this one, that were after its admission).
+            sure = charge.sure_tokens if isinstance(charge, Charge) else charge.settled_mark
+            w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), sure)
             if self._queue:
                 self._queue[0].signal.set()
             lesson = w.pop_lesson()
