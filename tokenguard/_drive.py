@@ -57,40 +57,55 @@ class Effect(Protocol):
 Plan = Generator[Effect, Any, T]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(tuple[Callable[..., Any], "Callable[..., Awaitable[Any]] | None", tuple[Any, ...]]):
     """Call ``fn(*args)`` when run in a thread, ``await afn(*args)`` in a coroutine.
 
     With ``afn=None`` both runners call ``fn``, and the async runner awaits its
     result if it is awaitable (a function that is sync or async depending on
     what the user gave).
 
+    An immutable value, equal to another with the same parts. A tuple underneath:
+    plans build several per request, and a tuple is made in one step where a frozen
+    dataclass sets each field through ``object.__setattr__``.
+
     Example::
 
         reply = yield Call(redis.blpop, aredis.blpop, [key], 0.5)
     """
 
-    fn: Callable[..., Any]
-    afn: Callable[..., Awaitable[Any]] | None = None
-    args: tuple[Any, ...] = ()
+    __slots__ = ()
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         fn: Callable[..., Any],
         afn: Callable[..., Awaitable[Any]] | None = None,
         *args: Any,
-    ) -> None:
-        object.__setattr__(self, "fn", fn)
-        object.__setattr__(self, "afn", afn)
-        object.__setattr__(self, "args", args)
+    ) -> Call:
+        return tuple.__new__(cls, (fn, afn, args))
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        return self[0]
+
+    @property
+    def afn(self) -> Callable[..., Awaitable[Any]] | None:
+        return self[1]
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"Call(fn={self[0]!r}, afn={self[1]!r}, args={self[2]!r})"
 
     def perform(self) -> Any:
-        return self.fn(*self.args)
+        return self[0](*self[2])
 
     async def perform_async(self) -> Any:
-        if self.afn is not None:
-            return await self.afn(*self.args)
-        result = self.fn(*self.args)
+        fn, afn, args = self
+        if afn is not None:
+            return await afn(*args)
+        result = fn(*args)
         if inspect.isawaitable(result):
             return await result
         return result
