@@ -321,34 +321,15 @@ class Buckets:
         Admits only when ``earliest`` would return ``now``: room >= cost is its first
         test for each bucket (a cost above a header's smaller capacity never passes it
         here, and ``earliest`` decides it)."""
-        q = self.open
-        if q and (not q[0].open or q[0].at + self.limits.window <= now):
-            self._age(now)
+        self.expire(now)
         if self.blocked_until > now:
-            self.expire(now)
             return None
         flight_t = self.open_tokens
         flight_r = self.open_requests
         need = tokens - _EPS
         one = 1 - _EPS
-        # One pass: bring each bucket to ``now`` (advance inlined: it runs for every
-        # bucket twice per request, and a call costs as much as its arithmetic), then
-        # test its room. On a refusal the rest are brought to ``now`` too, so the state
-        # is the one ``expire(now)`` leaves, whichever path decided.
         for lv in self.levels:
-            at = lv.at
-            if now > at:
-                level = lv.level + lv.rate * (now - at)
-                if level <= lv.cap:
-                    lv.level = level
-                    lv.at = now
-                elif lv.deferred or lv.freed or at == _NEVER:
-                    lv.advance(now)
-                else:
-                    lv.level = lv.cap
-                    lv.at = now
             if lv.level - (flight_t if lv.tokens else flight_r) < (need if lv.tokens else one):
-                self.expire(now)
                 return None
         return self.admit(tokens, now)
 
