@@ -21,7 +21,7 @@ from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardOptions, make_options
 from ._pipeline import Guard, call_plan
 from ._registry import normalize_base_url
-from ._request import ChatRequest, check_max_tokens, given
+from ._request import ChatRequest, asked_max_tokens, given
 
 __all__ = ["guard"]
 
@@ -110,14 +110,7 @@ class _Binding:
                     f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and "
                     f"the guard none (@tg.guard(model=...)); got {model!r}"
                 )
-        asked = a.get("max_tokens")
-        if asked is not None and (type(asked) is not int or asked < 1):
-            asked = check_max_tokens("max_tokens", asked)
-        newer = a.get("max_completion_tokens")
-        if newer is not None:
-            newer = check_max_tokens("max_completion_tokens", newer)
-            if newer is not None:  # the SDKs send it over max_tokens
-                asked = newer
+        asked = asked_max_tokens(a)
         stream = a.get("stream")
         if not self.counted:  # the usual function: no prompt keywords to look for
             return ChatRequest(messages, model, asked, stream is not None and given(stream) is True)

@@ -19,6 +19,7 @@ __all__ = [
     "PROMPT_KEYWORDS",
     "ChatRequest",
     "Sender",
+    "asked_max_tokens",
     "check_max_tokens",
     "given",
     "read_body",
@@ -82,6 +83,20 @@ def check_max_tokens(name: str, value: object) -> int | None:
     return value
 
 
+def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
+    """The completion cap a call's arguments ask for, checked: ``max_completion_tokens``
+    over ``max_tokens`` (the SDKs send the newer one when both are given)."""
+    asked = args.get("max_tokens")
+    if asked is not None and (type(asked) is not int or asked < 1):
+        asked = check_max_tokens("max_tokens", asked)
+    newer = args.get("max_completion_tokens")
+    if newer is not None:
+        newer = check_max_tokens("max_completion_tokens", newer)
+        if newer is not None:
+            asked = newer
+    return asked
+
+
 def _messages(value: object, where: str) -> Sequence[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidMessages(
@@ -118,14 +133,7 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     model = body.get("model")
     if type(model) is not str or not model:
         model = _model(given(model) or default_model, where)
-    asked = body.get("max_tokens")
-    if asked is not None and (type(asked) is not int or asked < 1):
-        asked = check_max_tokens("max_tokens", asked)
-    newer = body.get("max_completion_tokens")
-    if newer is not None:
-        newer = check_max_tokens("max_completion_tokens", newer)
-        if newer is not None:  # the SDKs send it over max_tokens
-            asked = newer
+    asked = asked_max_tokens(body)
     options: dict[str, Any] = {}
     extra = given(body.get("extra_body"))
     if extra is not None:
