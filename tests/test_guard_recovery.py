@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -14,26 +14,10 @@ import pytest
 from emulator_support import FakeClock
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard.emulator import Emulator, running
 
 MODEL = "llama-3.1-8b-instant"
 HELLO: Any = [{"role": "user", "content": "Hello"}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
-
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    yield seen
-    undo()
 
 
 def named(events: list[tg.events.Event], name: str) -> list[dict[str, Any]]:

@@ -24,21 +24,6 @@ MODEL = "llama-3.1-8b-instant"
 SMALL = "llama3-8b-8192"  # context window 8,192
 
 
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
-
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    yield seen
-    undo()
-
-
 @pytest.fixture
 def em() -> Iterator[Emulator]:
     with running(model=[MODEL, SMALL], tpm=1_000_000, rpm=1_000, window=1.0) as server:

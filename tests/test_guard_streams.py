@@ -17,28 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard._guard._streams import _SseTap, _Tally
 from tokenguard.emulator import Emulator, running
 
 MODEL = "llama-3.1-8b-instant"
 LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 1_000, "window": 1.0}
 HELLO: Any = [{"role": "user", "content": "Hello"}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
-
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    yield seen
-    undo()
 
 
 @pytest.fixture

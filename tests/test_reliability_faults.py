@@ -25,7 +25,6 @@ from reliability_support import (
 )
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard.emulator import EmulatorConfig, builtin_model, running
 
 pytestmark = pytest.mark.reliability
@@ -46,13 +45,6 @@ def ask(n: int = 0) -> Any:
         {"role": "system", "content": f"Answer briefly. {PLANTED_CONTENT}"},
         {"role": "user", "content": f"Question {n}: what is {PLANTED_CONTENT} about?"},
     ]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
 
 
 def errors(outcomes: list[Outcome]) -> list[BaseException]:

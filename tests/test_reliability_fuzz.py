@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from reliability_support import PLANTED_CONTENT, PLANTED_KEY, secret_trap
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard.emulator import Emulator, running
 
 pytestmark = pytest.mark.reliability
@@ -205,13 +204,6 @@ def em() -> Iterator[Emulator]:
 def _figures() -> Iterator[None]:
     yield
     print("\nFIGURES fuzz:", dict(sorted(FIGURES.items())))
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
 
 
 #: Completion reserves assumed for calls without max_tokens: below, at and above CONTEXT.

@@ -9,7 +9,6 @@ import gc
 import os
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -23,7 +22,6 @@ from reliability_support import (
 )
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard.emulator import running
 
 pytestmark = pytest.mark.reliability
@@ -42,13 +40,6 @@ def ask(n: int) -> Any:
         {"role": "system", "content": f"You are terse. {PLANTED_CONTENT}"},
         {"role": "user", "content": f"Caller {n} asks about {PLANTED_CONTENT}."},
     ]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
 
 
 def test_200_threads_through_one_decorated_function_cause_no_429_and_no_error() -> None:

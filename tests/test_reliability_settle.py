@@ -17,7 +17,6 @@ import pytest
 from reliability_support import PLANTED_CONTENT, PLANTED_KEY, RestartableRedis, secret_trap
 
 import tokenguard as tg
-from tokenguard import reset_defaults
 from tokenguard.emulator import running
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis]
@@ -25,13 +24,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.redis]
 MODEL = "llama-3.1-8b-instant"
 LIMITS: dict[str, Any] = {"tpm": 100_000, "rpm": 10_000, "window": 1.0}
 ASK: Any = [{"role": "user", "content": f"What is {PLANTED_CONTENT}?"}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    reset_defaults()
-    yield
-    reset_defaults()
 
 
 @pytest.fixture
