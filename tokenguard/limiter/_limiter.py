@@ -406,23 +406,23 @@ class Limiter:
         when ``max_wait`` runs out.
         """
         self._check(tokens, max_wait)
-        admit_now = self._admit_now
-        if admit_now is not None:
-            got = admit_now(tokens)
-            if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
-        return run_sync(self._acquiring(tokens, max_wait))
+        now = self._at_once(tokens)
+        return now if now is not None else run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         self._check(tokens, max_wait)
+        now = self._at_once(tokens)  # memory decisions never block: as in a thread
+        return now if now is not None else await run_async(self._acquiring(tokens, max_wait))
+
+    def _at_once(self, tokens: int) -> Reservation | None:
+        """The reservation when the memory backend admits at once (nobody queued, room
+        now), without running the queue's plan; else ``None``."""
         admit_now = self._admit_now
-        if admit_now is not None:
-            # Memory decisions never block: the same admission as in a thread.
-            got = admit_now(tokens)
-            if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
-        return await run_async(self._acquiring(tokens, max_wait))
+        if admit_now is None:
+            return None
+        got = admit_now(tokens)
+        return None if got is None else Reservation(self._backend, got[1], tokens, got[0], 0.0)
 
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""
