@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from tokenguard.limiter import ServerView, parse_headers
@@ -65,3 +67,103 @@ def test_unrelated_or_missing_headers_give_an_empty_view() -> None:
     assert parse_headers({"content-type": "application/json"}).empty
     assert parse_headers(None).empty
     assert parse_headers({b"x-ratelimit-remaining-tokens": b"12"}).remaining_tokens == 12
+
+
+# -- the fast reading agrees with a plain one ------------------------------------------
+
+_WANTED = [
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-requests",
+    "retry-after",
+    "retry-after-ms",
+]
+
+
+def _plain_view(pairs: list[tuple[str, str]]) -> tuple[ServerView, list[str]]:
+    """What the headers say, read the plain way: every pair decoded, names lower-cased,
+    values stripped, the last of repeated names kept, numbers read by ``float``, durations
+    by the Go-duration parser; and the names reported as bad."""
+    import math
+
+    from tokenguard._durations import parse_go_duration
+
+    found = {k.lower(): v.strip() for k, v in pairs}
+    bad: list[str] = []
+
+    def count(name: str) -> int | None:
+        try:
+            value = float(found[name])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            bad.append(name)
+            return None
+        return math.floor(value)
+
+    def duration(name: str) -> float | None:
+        try:
+            return parse_go_duration(found[name])
+        except ValueError:
+            bad.append(name)
+            return None
+
+    fields: dict[str, float | None] = {}
+    for kind in ("remaining", "reset", "limit"):
+        for suffix in ("tokens", "requests"):
+            name = f"x-ratelimit-{kind}-{suffix}"
+            if name in found:
+                fields[f"{kind}_{suffix}"] = (duration if kind == "reset" else count)(name)
+    if "retry-after-ms" in found:
+        ms = count("retry-after-ms")
+        fields["retry_after"] = None if ms is None else ms / 1000
+    elif "retry-after" in found:
+        fields["retry_after"] = duration("retry-after")
+    return ServerView(**fields), bad  # type: ignore[arg-type]
+
+
+_NUMBERS = st.one_of(
+    st.integers(min_value=-5, max_value=10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", " 12 ", "1_000", "+7", "-0", "1e3", "nan", "12.9", "\xa05"]),
+)
+_DURATIONS = st.one_of(
+    st.sampled_from(["6s", "520ms", "2m59.56s", "1h4m48s", "7.66s", "0s", "soon", " 6s", ""]),
+    st.floats(min_value=0, max_value=10**6).map(lambda f: f"{f}s"),
+    st.integers(min_value=0, max_value=10**6).map(lambda n: f"{n}ms"),
+    _NUMBERS,
+)
+
+
+@st.composite
+def _header_pairs(draw: st.DrawFn) -> list[tuple[str, str]]:
+    pairs = []
+    for _ in range(draw(st.integers(min_value=0, max_value=12))):
+        name = draw(st.sampled_from([*_WANTED, "server", "date", "x-request-id", "retry"]))
+        name = draw(st.sampled_from([name, name.upper(), name.title()]))
+        reset = "reset" in name.lower() or name.lower() == "retry-after"
+        pairs.append((name, draw(_DURATIONS if reset else _NUMBERS)))
+    return pairs
+
+
+@given(_header_pairs())
+@settings(max_examples=200, deadline=None)
+def test_httpx_and_dict_headers_read_as_the_plain_reading_does(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """The fast reading (httpx's raw byte pairs looked up by name, integers by ``int``,
+    durations remembered) gives the view and the bad-value reports a plain reading gives,
+    for httpx headers and for a dict alike."""
+    expected, bad = _plain_view(pairs)
+    raw = httpx.Headers([(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs])
+    for headers in (raw, dict(pairs)):
+        if isinstance(headers, dict) and len({k.lower() for k in headers}) < len(pairs):
+            continue  # a dict keeps one of names differing in case: not the same pairs
+        with capture_logs() as logs:
+            view = parse_headers(headers)
+        assert view == expected
+        assert sorted(e["header"] for e in logs if "header" in e) == sorted(bad)
+        assert view.empty == (expected == ServerView())

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from .._durations import parse_go_duration
 from ..events import LimiterBadHeader, emit
@@ -20,9 +19,11 @@ from ..events import LimiterBadHeader, emit
 __all__ = ["ServerView", "parse_headers"]
 
 
-@dataclass(frozen=True)
-class ServerView:
+class ServerView(NamedTuple):
     """What one response said about the server's buckets (``None``: not said).
+
+    A named tuple rather than a frozen dataclass: one is read from every instrumented
+    response, and a frozen dataclass pays a ``setattr`` call per field to build.
 
     Example::
 
@@ -40,7 +41,14 @@ class ServerView:
 
     @property
     def empty(self) -> bool:
-        return all(v is None for v in vars(self).values())
+        """Whether the headers said nothing at all."""
+        return self.count(None) == _FIELDS
+
+
+_FIELDS = len(ServerView._fields)
+_EMPTY = ServerView()
+#: Builds a view from its seven values at once, without the keyword-taking ``__new__``.
+_new_view = tuple.__new__
 
 
 def _count(name: str, text: str) -> int | None:
@@ -71,64 +79,128 @@ def _bad(name: str) -> None:
     emit(LimiterBadHeader(header=name))
 
 
-#: Lower-cased header names (as bytes) that can carry what :class:`ServerView` holds.
-_PREFIXES = (b"x-ratelimit-", b"retry-after")
+def _text(value: Any) -> str:
+    """A header value as the general readers take it: decoded, stripped."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).strip()
+
+
+#: Integers below this are exact as floats: ``int(text)`` is then what ``_count`` reads.
+_EXACT = 2**53
+
+
+def _count_fast(name: str, value: Any) -> int | None:
+    """:func:`_count` of a header value: a plain non-negative integer (what Groq sends)
+    is read by ``int`` straight from the bytes; anything else by :func:`_count`."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        if 0 <= n < _EXACT:
+            return n
+    return _count(name, _text(value))
+
+
+#: Durations read before (values repeat: "6s", "2m59.56s", ...), by their raw value.
+_DURATIONS: dict[Any, float] = {}
+
+
+def _duration_fast(name: str, value: Any) -> float | None:
+    """:func:`_duration` of a header value, remembered by its raw value (a bad value is
+    not remembered, so each one is reported)."""
+    seconds = _DURATIONS.get(value)
+    if seconds is not None:
+        return seconds
+    seconds = _duration(name, _text(value))
+    if seconds is not None:
+        if len(_DURATIONS) >= 512:  # bounded: resets take many values over a day
+            _DURATIONS.clear()
+        _DURATIONS[value] = seconds
+    return seconds
+
+
+#: The headers a view is read from, in the view's field order; then ``retry-after-ms``,
+#: which wins over ``retry-after`` when both are sent.
+_NAMES = (
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-requests",
+    "retry-after",
+    "retry-after-ms",
+)
+#: Lower-cased name (str and bytes) -> its place in ``_NAMES``.
+_AT: dict[Any, int] = {n: i for i, n in enumerate(_NAMES)}
+_AT.update({n.encode("latin-1"): i for i, n in enumerate(_NAMES)})
+#: The first bytes a wanted name can have, in any case.
 _FIRST = frozenset(b"xXrR")
 
 
-def _found(headers: Mapping[str, Any] | Any) -> dict[str, str]:
-    """The rate-limit headers of ``headers``, lower-cased, values stripped.
+def _raw_values(raw: list[Any]) -> list[Any] | None:
+    """The wanted values of httpx's raw ``(name, value)`` byte pairs, by place in
+    ``_NAMES`` (the last of repeated names wins); ``None`` when ``raw`` is not of that
+    shape. A response carries a dozen other headers: each is ruled out by one lookup
+    of its name as sent (or by its first byte), with nothing decoded or copied."""
+    values: list[Any] = [None] * len(_NAMES)
+    at_name = _AT.get
+    try:
+        for k, v in raw:
+            at = at_name(k)
+            if at is None and (k[0] not in _FIRST or (at := at_name(k.lower())) is None):
+                continue
+            if type(v) is not bytes:
+                return None
+            values[at] = v
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+        return None  # not httpx's shape after all: read it as a mapping
+    return values
 
-    An ``httpx.Headers`` (what the SDKs hand back) keeps its pairs as bytes in ``raw``:
-    those are filtered by name before anything is decoded, since a response carries a
-    dozen other headers and decoding every pair cost as much as the rest of a commit.
-    """
-    found: dict[str, str] = {}
-    raw = None if type(headers) is dict else getattr(headers, "raw", None)
-    if type(raw) is list:
-        try:
-            for k, v in raw:
-                # Most names are ruled out by their first byte, before any copy is made.
-                if k[0] in _FIRST and (name := k.lower()).startswith(_PREFIXES):
-                    found[name.decode("latin-1")] = v.decode("latin-1").strip()
-        except (TypeError, ValueError, AttributeError, IndexError):
-            found.clear()  # not httpx's shape after all: read it as a mapping below
-        else:
-            return found
+
+def _mapping_values(headers: Any) -> list[Any]:
+    """The wanted values of any mapping (``dict``, ``httpx.Headers``), any case."""
+    values: list[Any] = [None] * len(_NAMES)
     items = getattr(headers, "items", None)
     if items is None:
-        return found
+        return values
     for key, value in items():
         if isinstance(key, bytes):
             key = key.decode("latin-1")
         if isinstance(value, bytes):
             value = value.decode("latin-1")
         if isinstance(key, str) and isinstance(value, str):
-            found[key.lower()] = value.strip()
-    return found
+            at = _AT.get(key.lower())
+            if at is not None:
+                values[at] = value
+    return values
 
 
 def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
     """Read the rate-limit headers from any mapping (``dict``, ``httpx.Headers``), any case."""
-    found = _found(headers)
-    if not found:
+    raw = None if type(headers) is dict else getattr(headers, "raw", None)
+    values = _raw_values(raw) if type(raw) is list else None
+    if values is None:
+        values = _mapping_values(headers)
+    rt, xt, lt, rr, xr, lr, ra, ms = values
+    if ms is not None:  # milliseconds win: retry-after is not even read
+        n = _count_fast("retry-after-ms", ms)
+        ra = n / 1000 if n is not None else None
+    elif ra is not None:
+        ra = _duration_fast("retry-after", ra)
+    elif rt is xt is lt is rr is xr is lr is None:
         return _EMPTY
-    fields: dict[str, Any] = {}
-    for header, field, read in _READERS:
-        if (v := found.get(header)) is not None:
-            fields[field] = read(header, v)
-    if (v := found.get("retry-after-ms")) is not None:
-        ms = _count("retry-after-ms", v)
-        fields["retry_after"] = ms / 1000 if ms is not None else None
-    elif (v := found.get("retry-after")) is not None:
-        # An HTTP-date is legal here too; Groq sends seconds, so a date is ignored.
-        fields["retry_after"] = _duration("retry-after", v)
-    return ServerView(**fields)
-
-
-_READERS: tuple[tuple[str, str, Callable[[str, str], int | float | None]], ...] = tuple(
-    (f"x-ratelimit-{kind}-{suffix}", f"{kind}_{suffix}", _duration if kind == "reset" else _count)
-    for suffix in ("tokens", "requests")
-    for kind in ("remaining", "limit", "reset")
-)
-_EMPTY = ServerView()
+    return _new_view(
+        ServerView,
+        (
+            rt if rt is None else _count_fast("x-ratelimit-remaining-tokens", rt),
+            xt if xt is None else _duration_fast("x-ratelimit-reset-tokens", xt),
+            lt if lt is None else _count_fast("x-ratelimit-limit-tokens", lt),
+            rr if rr is None else _count_fast("x-ratelimit-remaining-requests", rr),
+            xr if xr is None else _duration_fast("x-ratelimit-reset-requests", xr),
+            lr if lr is None else _count_fast("x-ratelimit-limit-requests", lr),
+            ra,
+        ),
+    )
