@@ -22,7 +22,12 @@ charge) one that finds its bucket short; the client then cancels it and hands th
 limiter had not learned (``backend.refunds`` was None at its admission). Required:
 after that 429's headers the limiter has learned (``refunds`` is False), and no
 request admitted after learning is ever refused. So the refusals are at most the
-requests admitted before the first 429 was read.
+requests admitted before the first 429 was read. And learning never concludes that
+this server refunds (``refunds`` never True): that lesson comes only from headers
+showing less in use than a server keeping every estimate could have, whatever the
+arrival times and however stale the headers. Against the refunding server, learning
+may conclude True (the bucket model does, from such headers), and the bucket still
+never goes below zero, before or after.
 """
 
 from __future__ import annotations
@@ -40,13 +45,18 @@ from tokenguard.limiter._backend import Backend, Signal, Ticket
 from tokenguard.limiter._headers import ServerView
 
 __all__ = [
+    "KEPT_LATE_ARRIVAL",
+    "KEPT_SLOW_ANSWER",
+    "LEARNING",
     "LEARNING_429",
     "LIMIT",
     "OPS",
     "PERIOD",
+    "REFUNDS_PROVEN",
     "SERVERS",
     "SERVER_LIMITS",
     "SMALLER_SERVER",
+    "TEACHING_OPS",
     "FakeClock",
     "Model",
     "known_examples",
@@ -154,19 +164,37 @@ class Model:
     # Answers read late: a commit's headers may be written before requests committed
     # after its admission arrived (a response waiting unread while others go round).
     late_answers: bool = False
+    # Learning against the server that keeps unused tokens: arrivals in any order (see
+    # refuse), to check that the lesson "it refunds" is never drawn.
+    any_order: bool = False
 
     def refuse(self, a: Admitted, arrived: float) -> bool:
         """With refusals modelled: does the server refuse ``a`` arriving at ``arrived``?
         If so it charges nothing, answers 429 at once, and the client cancels the
-        reservation and gives the 429's headers to the limiter."""
-        if self.bucket.level(arrived) >= a.ticket.tokens - 1e-9:
+        reservation and gives the 429's headers to the limiter.
+
+        With ``any_order`` arrivals come in any order, each known only at its commit, so
+        one may land before arrivals already served: the server then refuses it if its
+        charge would take the bucket below zero at any time (a server may refuse more
+        than it must; every header stays exact), and nothing is asserted about the
+        lesson."""
+        if self.any_order:
+            trial = Bucket(list(self.bucket.events), self.bucket.limit)
+            trial.give(arrived, -a.ticket.tokens)
+            if trial.lowest() >= -1e-9:
+                return False
+        elif self.bucket.level(arrived) >= a.ticket.tokens - 1e-9:
             return False
-        assert a.learned is None, (
-            "refused a request admitted after the limiter learned that the server keeps "
-            "unused tokens (or with refunds given)"
-        )
+        else:
+            assert a.learned is None, (
+                "refused a request admitted after the limiter learned that the server keeps "
+                "unused tokens (or with refunds given)"
+            )
         self.refused += 1
         self.backend.settle(a.charge, None, None)
+        # The cancel may let the head of the queue in before the 429 is read (Redis
+        # admits it within the cancel's script): record it as admitted now.
+        self.serve()
         view = self.bucket.header(arrived)
         self.backend.observe(
             ServerView(
@@ -177,7 +205,8 @@ class Model:
                 / self.bucket.limit,
             )
         )
-        assert self.backend.refunds is False, "a 429 after frees did not teach the limiter"
+        if not self.any_order:
+            assert self.backend.refunds is False, "a 429 after frees did not teach the limiter"
         return True
 
     def record(self, ticket: Ticket, charge: Any) -> None:
@@ -226,6 +255,32 @@ OPS = st.lists(
     max_size=60,
 )
 
+#: Operations that first teach a learning limiter (commits with headers, for much less
+#: than the estimate, little time passing), then go on as :data:`OPS`: against the
+#: refunding server they often prove the refunds; against the keeping one they are
+#: where a wrong proof would show.
+TEACHING_OPS = st.tuples(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("acquire"), st.integers(10, LIMIT)),
+            st.tuples(
+                st.just("commit"),
+                st.integers(0, 50),
+                st.sampled_from([0.0, 0.1, 0.5]),
+                st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0),
+                st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0),
+                st.just(True),
+            ),
+            st.tuples(st.just("advance"), st.floats(0.0, 2.0) | st.sampled_from([1.0, 5.0])),
+        ),
+        max_size=24,
+    ),
+    OPS,
+).map(lambda parts: parts[0] + parts[1])
+
+#: Learning, against either server.
+LEARNING = st.sampled_from([("keeps", None), ("refunds", None)])
+
 SERVERS = st.sampled_from(
     [("keeps", None), ("refunds", None), ("keeps", False), ("refunds", False), ("refunds", True)]
 )
@@ -252,6 +307,43 @@ LEARNING_429: list[tuple[object, ...]] = [
     ("acquire", 50),
     ("commit", 0, 0.0, 0.0, 0.0, False),
     ("commit", 0, 0.0, 0.0, 0.0, False),
+]
+
+# Learning with headers against the refunding server: the second answer shows less in
+# use than a server keeping the first estimate could have, so the limiter learns that
+# it refunds; then requests race with answers read late.
+REFUNDS_PROVEN: list[tuple[object, ...]] = [
+    ("acquire", 60),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+    ("acquire", 60),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+    ("acquire", 90),
+    ("acquire", 50),
+    ("advance", 1.0),
+    ("commit", 0, 0.5, 1.0, 1.0, True),
+    ("acquire", 40),
+    ("commit", 0, 0.1, 1.0, 0.0, True),
+    ("acquire", 60),
+]
+
+# Learning with headers against the keeping server, each catching a wrong proof of
+# refunds. A request that reached the server at once and is answered 5 s later: its
+# charge has mostly refilled, so it raises the floor only by what is left of it.
+KEPT_SLOW_ANSWER: list[tuple[object, ...]] = [
+    ("acquire", 50),
+    ("advance", 5.0),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+    ("acquire", 10),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+]
+# The 37 reaches the server after the 10's answer was written (arrivals in any order):
+# the floor read at the 10's commit, rather than at its admission, counts it.
+KEPT_LATE_ARRIVAL: list[tuple[object, ...]] = [
+    ("acquire", 10),
+    ("advance", 1.0),
+    ("acquire", 37),
+    ("commit", 1, 0.0, 0.0, 0.0, True),
+    ("commit", 0, 0.0, 1.0, 0.0, True),
 ]
 
 # A server whose bucket is smaller than the limiter was told (60 of 100): a limiter
@@ -348,6 +440,7 @@ def run_interleaving(
     sliding: bool = True,
     late_answers: bool = False,
     server_limit: int = LIMIT,
+    any_order: bool = False,
 ) -> Model:
     """Run ``steps`` against a fresh backend and check the property (see the module);
     ``sliding``: also check that no window admits more than LIMIT (window model only);
@@ -357,6 +450,10 @@ def run_interleaving(
     told (and refills slower, ``server_limit`` per PERIOD); the limiter first reads the
     headers of one response (its ``x-ratelimit-limit-tokens``), and no request asks
     for more than the server's whole bucket (it would get a 413, which charges nothing).
+
+    ``any_order`` (learning against the keeping server only): arrivals in any order,
+    not in the order of commits (see ``Model.refuse``); what is checked then is that
+    learning never concludes that the server refunds, and the bucket.
 
     A request reaches the server at any time between its admission and its commit;
     its answer is written after that: with ``refunds=True`` no more than ``lag``
@@ -374,6 +471,7 @@ def run_interleaving(
         Bucket(limit=server_limit),
         sliding=sliding,
         late_answers=late_answers,
+        any_order=any_order and learning,
     )
     if server_limit < LIMIT:
         m.backend.observe(m.bucket.header(0.0))
@@ -397,14 +495,20 @@ def run_interleaving(
             if kind == "commit":
                 actual = int(a.ticket.tokens * float(op[2]))  # type: ignore[arg-type]
                 sent = float(op[4]) if len(op) > 4 else 0.0  # type: ignore[arg-type]
-                arrived = a.at + sent * (now - a.at)
+                # min: in floats, a.at + (now - a.at) may come out above now.
+                arrived = min(now, a.at + sent * (now - a.at))
                 if now - a.at >= PERIOD:
                     # The ledger counts an unsettled estimate for one window (then it
                     # ages out, as a reservation never settled does): a request still
                     # unanswered a whole window after its admission is only covered if
                     # the server charged it at once. Later arrivals are out of scope.
                     arrived = a.at
-                if learning:
+                if learning and any_order:
+                    if m.refuse(a, arrived):
+                        a.cost = 0
+                        m.serve()
+                        continue
+                elif learning:
                     if arrived < m.last_arrival and now - a.at >= PERIOD:
                         # Cannot arrive in order and be covered: it was lost on its way.
                         m.backend.settle(a.charge, None, None)
@@ -422,7 +526,8 @@ def run_interleaving(
                     # Any time after it arrived, and after every request whose answer
                     # was read before this one arrived (see Window.adopt).
                     lo = max(arrived, a.seen_before if m.late_answers else m.last_arrival)
-                    written = now - float(op[3]) * (now - lo)  # type: ignore[arg-type]
+                    # max: in floats, now - (now - lo) may come out below lo.
+                    written = max(lo, now - float(op[3]) * (now - lo))  # type: ignore[arg-type]
                 else:
                     written = max(arrived, now - float(op[3]) * lag)  # type: ignore[arg-type]
                 m.last_arrival = max(m.last_arrival, arrived)
@@ -453,6 +558,8 @@ def run_interleaving(
         m.serve()
         low = m.bucket.lowest()
         assert low >= -1e-6, f"the server would refuse: bucket {low}"
+        if refunds is None and not refunding:
+            assert m.backend.refunds is not True, "learned refunds from a server that keeps"
     # Everyone still queued is served, in order, once time passes.
     for _ in range(200):
         if not m.queue:
@@ -463,7 +570,10 @@ def run_interleaving(
     assert m.order == m.started
     for i in m.open:  # requests still in flight reach the server
         a = m.admitted[i]
-        if learning:
+        if learning and any_order:
+            if not m.refuse(a, a.at):
+                m.bucket.give(a.at, -a.ticket.tokens)
+        elif learning:
             arrived = max(a.at, m.last_arrival)
             m.last_arrival = arrived
             if arrived - a.at >= PERIOD or m.refuse(a, arrived):

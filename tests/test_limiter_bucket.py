@@ -18,12 +18,18 @@ from emulator_support import FakeClock as EmulatorClock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    KEPT_LATE_ARRIVAL,
+    KEPT_SLOW_ANSWER,
+    LEARNING,
     LEARNING_429,
     LIMIT,
     OPS,
     PERIOD,
+    REFUNDS_PROVEN,
+    SERVER_LIMITS,
     SERVERS,
     SMALLER_SERVER,
+    TEACHING_OPS,
     FakeClock,
     known_examples,
     run_interleaving,
@@ -132,6 +138,83 @@ def test_learning_refunds_from_a_429_charges_the_frees_again() -> None:
     assert b.tpm.level <= 20
 
 
+def _answer(b: Buckets, tokens: int, actual: int, remaining: int, now: float) -> None:
+    """One request admitted at ``now``, answered at once with these headers."""
+    c = b.admit(tokens, now)
+    view = ServerView(remaining_tokens=remaining, limit_tokens=100)
+    b.answer(c, actual, view, now)
+    b.settle(c, actual, now, headers=True)
+    b.adopt(now, view, (c.mark_tokens, c.mark_requests), c.settled_mark, c.at)
+
+
+def test_learning_proves_refunds_from_a_header_below_any_kept_estimate() -> None:
+    b = _buckets(refunds=None)
+    # 60 admitted and answered: a server keeping it holds 60 for a while (refilled at
+    # 10/s); this one shows 95 left, refunded.
+    _answer(b, 60, 5, 95, 0.0)
+    assert b.policy is None
+    assert b.floor == 60
+    # Half a second later the next answer shows 5 + 5 in use, where a server keeping
+    # the first estimate would hold at least 55: it refunds.
+    _answer(b, 60, 5, 90, 0.5)
+    assert b.policy is True
+    assert b.pop_lesson() == ("headers", 10, 55)
+    # Commits for less free the difference at once from now on, headers or not.
+    assert b.tpm is not None
+    level = b.tpm.level
+    _answer(b, 60, 5, 85, 0.5)
+    assert b.tpm.level == pytest.approx(level - 5)
+
+
+def test_learning_proves_nothing_from_a_header_a_keeping_server_could_send() -> None:
+    b = _buckets(refunds=None)
+    _answer(b, 60, 5, 40, 0.0)
+    # 3 s later a keeping server holds at least 60 - 30 = 30 of the first estimate.
+    _answer(b, 60, 5, 10, 3.0)  # 90 in use: kept
+    assert b.policy is None
+    assert b.pop_lesson() is None
+    # Admitted with the floor at 90 (30 left of the first, 60 of the second), answered
+    # 8 s later: the answer may have been written as late as that, when a keeping
+    # server held at least 10 of them; 5 in use proves nothing (the slack is 16).
+    c = b.admit(10, 3.0)
+    assert c.floor == 90
+    b.expire(11.0)
+    view = ServerView(remaining_tokens=95, limit_tokens=100)
+    b.answer(c, 0, view, 11.0)
+    assert b.policy is None
+
+
+def test_a_larger_limit_in_the_headers_starts_the_floor_again() -> None:
+    b = _buckets(refunds=None)
+    _answer(b, 60, 5, 95, 0.0)
+    assert b.floor == 60
+    # The server's bucket is twice the configured one: it refills twice as fast, so
+    # the floor drained too slowly; the admissions before this header prove nothing.
+    c = b.admit(60, 0.0)
+    view = ServerView(remaining_tokens=190, limit_tokens=200)
+    b.answer(c, 5, view, 0.0)
+    assert b.policy is None
+    assert b.floor == 60  # this request's charge alone
+    assert b.floor_limit == 200
+
+
+def test_learned_refunds_then_a_kept_free_learns_no_refunds_for_good() -> None:
+    b = _buckets(refunds=None)
+    _answer(b, 60, 5, 95, 0.0)
+    _answer(b, 60, 5, 90, 0.0)
+    assert b.policy is True
+    b.pop_lesson()
+    # A commit for less now frees at once; the server then shows it kept all 60.
+    _answer(b, 60, 5, 30, 0.0)
+    assert b.policy is False
+    lesson = b.pop_lesson()
+    assert lesson is not None
+    assert lesson[0] == "headers"
+    # Final: headers that look like refunds teach nothing more.
+    _answer(b, 10, 0, 100, 0.0)
+    assert b.policy is False
+
+
 def test_simulate_gives_the_wait_of_a_queue_position() -> None:
     b = _buckets()
     c = b.admit(100, 0.0)
@@ -192,6 +275,64 @@ def test_a_smaller_limit_in_the_headers_sets_capacity_and_refill() -> None:
     # A later header with the configured limit (or more) restores it.
     b.adopt(100.0, ServerView(remaining_tokens=60, limit_tokens=100))
     assert (b.tpm.cap, b.tpm.rate) == (100.0, 10.0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=TEACHING_OPS,
+    lag=st.sampled_from([0.0, 3.0]),
+    server_limit=SERVER_LIMITS,
+    any_order=st.booleans(),
+)
+@example(steps=KEPT_SLOW_ANSWER, lag=0.0, server_limit=LIMIT, any_order=False)
+@example(steps=KEPT_LATE_ARRIVAL, lag=0.0, server_limit=LIMIT, any_order=True)
+def test_learning_never_proves_refunds_from_a_server_that_keeps(
+    steps: list[tuple[object, ...]], lag: float, server_limit: int, any_order: bool
+) -> None:
+    # The property asserts it after every step (arrivals in the order of commits, or in
+    # any order: see limiter_property.Model.refuse).
+    run_interleaving(
+        steps,
+        lag,
+        ("keeps", None),
+        _memory,
+        FakeClock(),
+        sliding=False,
+        late_answers=True,
+        server_limit=server_limit,
+        any_order=any_order,
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=TEACHING_OPS, lag=st.sampled_from([0.0, 3.0]), server=LEARNING, limit=SERVER_LIMITS)
+@example(steps=REFUNDS_PROVEN, lag=0.0, server=("refunds", None), limit=LIMIT)
+def test_learning_keeps_the_server_bucket_before_and_after_a_lesson(
+    steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None], limit: int
+) -> None:
+    run_interleaving(
+        steps,
+        lag,
+        server,
+        _memory,
+        FakeClock(),
+        sliding=False,
+        late_answers=True,
+        server_limit=limit,
+    )
+
+
+def test_the_property_sees_refunds_proven() -> None:
+    m = run_interleaving(
+        REFUNDS_PROVEN,
+        0.0,
+        ("refunds", None),
+        _memory,
+        FakeClock(),
+        sliding=False,
+        late_answers=True,
+    )
+    assert m.backend.refunds is True
 
 
 def test_the_property_sees_a_learning_429() -> None:

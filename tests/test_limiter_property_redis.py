@@ -14,25 +14,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    KEPT_LATE_ARRIVAL,
+    KEPT_SLOW_ANSWER,
+    LEARNING,
     LEARNING_429,
     LIMIT,
     OPS,
     PERIOD,
+    REFUNDS_PROVEN,
     SERVER_LIMITS,
     SERVERS,
     SMALLER_SERVER,
+    TEACHING_OPS,
     FakeClock,
     Model,
     known_examples,
     run_interleaving,
 )
 from redis_support import RedisServer, redis_srv
+from structlog.testing import capture_logs
 
 import tokenguard as tg
 from tokenguard.limiter._memory import MemoryBackend
@@ -62,6 +69,7 @@ def _redis_run(
     server: tuple[str, bool | None],
     algorithm: str = "window",
     server_limit: int = LIMIT,
+    any_order: bool = False,
 ) -> Model:
     key = f"prop-{uuid.uuid4().hex[:12]}"
 
@@ -90,6 +98,7 @@ def _redis_run(
             sliding=not bucket,
             late_answers=bucket,
             server_limit=server_limit,
+            any_order=any_order,
         )
     finally:
         keys = client.keys("{" + key + "}:*")
@@ -181,3 +190,92 @@ def test_lua_bucket_admits_when_the_python_model_does(
     lua = _redis_run(client, steps, lag, server, "bucket", server_limit=server_limit)
     assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
     assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=TEACHING_OPS,
+    lag=st.sampled_from([0.0, 3.0]),
+    server_limit=SERVER_LIMITS,
+    any_order=st.booleans(),
+)
+@example(steps=KEPT_SLOW_ANSWER, lag=0.0, server_limit=LIMIT, any_order=False)
+@example(steps=KEPT_LATE_ARRIVAL, lag=0.0, server_limit=LIMIT, any_order=True)
+def test_lua_learning_never_proves_refunds_from_a_server_that_keeps(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server_limit: int,
+    any_order: bool,
+) -> None:
+    _redis_run(
+        client,
+        steps,
+        lag,
+        ("keeps", None),
+        "bucket",
+        server_limit=server_limit,
+        any_order=any_order,
+    )
+
+
+def _lessons(logs: list[Any]) -> list[tuple[object, ...]]:
+    return [
+        (e["refunds"], e["evidence"], e["server_used"], e["ledger_used"])
+        for e in logs
+        if e["event"] == "tokenguard.limiter.refunds_learned"
+    ]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=TEACHING_OPS,
+    lag=st.sampled_from([0.0, 3.0]),
+    server=LEARNING,
+    server_limit=SERVER_LIMITS,
+    any_order=st.booleans(),
+)
+@example(
+    steps=REFUNDS_PROVEN, lag=0.0, server=("refunds", None), server_limit=LIMIT, any_order=False
+)
+def test_lua_bucket_learns_as_the_python_model(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+    server_limit: int,
+    any_order: bool,
+) -> None:
+    # Learning (either lesson) against both ports: the same admissions at the same
+    # times, the same lessons from the same evidence, and the server's bucket kept.
+    def memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+        limits = WindowLimits(tpm=LIMIT, window=PERIOD)
+        return MemoryBackend(
+            limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket"
+        )
+
+    with capture_logs() as logs:
+        python = run_interleaving(
+            steps,
+            lag,
+            server,
+            memory,
+            FakeClock(),
+            sliding=False,
+            late_answers=True,
+            server_limit=server_limit,
+            any_order=any_order,
+        )
+    with capture_logs() as lua_logs:
+        lua = _redis_run(
+            client, steps, lag, server, "bucket", server_limit=server_limit, any_order=any_order
+        )
+    assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
+    assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]
+    assert lua.backend.refunds == python.backend.refunds
+    assert _lessons(lua_logs) == _lessons(logs)
+
+
+def test_the_lua_port_learns_refunds_proven(client: redis.Redis) -> None:
+    m = _redis_run(client, REFUNDS_PROVEN, 0.0, ("refunds", None), "bucket")
+    assert m.backend.refunds is True

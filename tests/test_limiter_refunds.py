@@ -30,10 +30,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 KEPT = "tokenguard.limiter.refunds_learned"
 
 
-def headers(remaining: int, **extra: str) -> dict[str, str]:
+def headers(remaining: int, limit: int = 100, /, **extra: str) -> dict[str, str]:
     return {
         "x-ratelimit-remaining-tokens": str(remaining),
-        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-limit-tokens": str(limit),
         **extra,
     }
 
@@ -220,10 +220,172 @@ def test_against_the_emulator_the_lesson_costs_at_most_one_429(
             done += 1
         client.close()
     if refunding:
-        assert (refused, lim.refunds) == (0, None)
+        # Headers on every commit prove the refunds (the server shows less in use than
+        # it could if it kept the estimates); without them nothing is proven.
+        assert (refused, lim.refunds) == (0, True if feedback == "headers" else None)
     else:
         # With headers on every commit nothing is freed before they prove it, so there
         # is nothing to learn; headers given after the commit teach it at the first
         # one; without headers, the first 429 does.
         expected = {"headers": (0, None), "observe": (0, False), "none": (1, False)}
         assert (refused, lim.refunds) == expected[feedback]
+
+
+# -- learning that the server refunds (the bucket) ------------------------------------
+
+
+def _serve(
+    lim: tg.Limiter, em: Any, n: int, max_tokens: int = 1024
+) -> tuple[list[int | None], int]:
+    """``n`` requests one after the other, each committed with its response's headers;
+    returns what ``lim.refunds`` was after each, and how many were refused."""
+    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    estimate = tg.count_tokens(HELLO, model="llama3-8b-8192") + max_tokens
+    seen: list[int | None] = []
+    refused = 0
+    try:
+        for _ in range(n):
+            r = lim.acquire(estimate)
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="llama3-8b-8192", messages=HELLO, max_tokens=max_tokens
+                )
+            except openai.RateLimitError as exc:
+                r.cancel()
+                lim.observe(exc.response.headers)
+                refused += 1
+                continue
+            usage = raw.parse().usage
+            assert usage is not None
+            r.commit(usage.total_tokens, headers=raw.headers)
+            seen.append(lim.refunds)
+    finally:
+        client.close()
+    return seen, refused
+
+
+@pytest.mark.parametrize("refunding", [True, False])
+def test_headers_of_a_slow_server_prove_its_refunds_within_a_few_requests(
+    refunding: bool,
+) -> None:
+    """Tried as a new user would: 1,024 tokens reserved, 16 generated, half a second
+    to answer, every response's headers given to commit (memory, fake clock)."""
+    clock = EmulatorClock()
+    lim = tg.Limiter(tpm=6000, window=10.0, clock=clock, sleep=clock.sleep)
+    with (
+        running(
+            model="llama3-8b-8192",
+            tpm=6000,
+            rpm=0,
+            rpd=0,
+            window=10.0,
+            completion_tokens=16,
+            latency=0.5,
+            refund_unused=refunding,
+            clock=clock,
+        ) as em,
+        capture_logs() as logs,
+    ):
+        seen, refused = _serve(lim, em, 12)
+    assert refused == 0
+    if refunding:
+        # The second answer shows ~130 in use where a server keeping the first estimate
+        # would still hold more than 800 of it.
+        assert seen[:2] == [None, True]
+        assert seen[-1] is True
+        [event] = learned(logs)
+        assert event["refunds"] is True
+        assert event["evidence"] == "headers"
+        assert event["server_used"] < event["ledger_used"]
+    else:
+        assert set(seen) == {None}
+        assert not learned(logs)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("refunding", [True, False])
+def test_headers_of_a_refunding_server_prove_it_on_redis(
+    redis_srv: RedisServer, refunding: bool
+) -> None:
+    # The same on Redis (its time; the emulator's latency is real, so short).
+    with (
+        redis_harness(redis_srv) as h,
+        running(
+            model="llama3-8b-8192",
+            tpm=6000,
+            rpm=0,
+            rpd=0,
+            window=60.0,
+            completion_tokens=16,
+            latency=0.02,
+            refund_unused=refunding,
+        ) as em,
+        capture_logs() as logs,
+    ):
+        lim = h.limiter(tpm=6000, window=60.0)
+        seen, refused = _serve(lim, em, 5)
+        other = h.limiter(tpm=6000, window=60.0)  # another process on the same key
+        other.observe({"x-ratelimit-remaining-tokens": "6000"})
+    assert refused == 0
+    if refunding:
+        assert seen[:2] == [None, True]
+        assert other.refunds is True  # the lesson is the key's
+        [event] = learned(logs)
+        assert (event["refunds"], event["evidence"]) == (True, "headers")
+    else:
+        assert set(seen) == {None}
+        assert other.refunds is None
+        assert not learned(logs)
+
+
+def _learn_refunds(h: Harness, api: Api) -> tg.Limiter:
+    """A limiter that learned from headers that the server refunds."""
+    if not h.bucket:
+        pytest.skip("the window learns only that a server keeps unused tokens")
+    # 600 s: on Redis (real time) the floor drains by nothing noticeable meanwhile.
+    lim = h.limiter(tpm=1000, window=600.0)
+    api.commit(api.acquire(lim, 60), 5, headers(995, 1000))
+    with capture_logs() as logs:
+        # 10 in use where a server keeping the first 60 would hold them all (the
+        # slack is 2% of 1,000).
+        api.commit(api.acquire(lim, 60), 5, headers(990, 1000))
+    assert lim.refunds is True
+    [event] = learned(logs)
+    assert (event["refunds"], event["evidence"]) == (True, "headers")
+    return lim
+
+
+def test_learned_refunds_then_a_429_after_a_free_teaches_no_refunds_for_good(
+    h: Harness, api: Api
+) -> None:
+    lim = _learn_refunds(h, api)
+    r = api.acquire(lim, 60)
+    api.commit(r, 5)  # freed 55 at once, as refunds=True would
+    with capture_logs() as logs:
+        api.observe(lim, headers(900, 1000, **{"retry-after": "0"}))
+    assert lim.refunds is False
+    [event] = learned(logs)
+    assert (event["refunds"], event["evidence"]) == (False, "429")
+    # Final: headers that would prove refunds teach nothing now.
+    with capture_logs() as logs:
+        api.commit(api.acquire(lim, 60), 0, headers(1000, 1000))
+        api.commit(api.acquire(lim, 60), 0, headers(1000, 1000))
+    assert lim.refunds is False
+    assert not learned(logs)
+
+
+def test_learned_refunds_then_a_header_showing_a_free_kept_teaches_no_refunds(
+    h: Harness, api: Api
+) -> None:
+    lim = _learn_refunds(h, api)
+    r = api.acquire(lim, 60)
+    with capture_logs() as logs:
+        # We hold 15 in use (5 + 5 + 5); the server shows 65: it kept 50 of what was freed.
+        api.commit(r, 5, headers(935, 1000))
+    assert lim.refunds is False
+    [event] = learned(logs)
+    assert (event["refunds"], event["evidence"]) == (False, "headers")
+    assert event["server_used"] - event["ledger_used"] == 50
+    # The frees are charged again (all 110 of them): less left than the server shows.
+    with pytest.raises(tg.RateLimitTimeout):
+        api.acquire(lim, 936, max_wait=0)

@@ -109,7 +109,8 @@ class LimiterBadHeader(Event):
 class RefundsLearned(Event):
     """The limiter learned whether the server gives back unused completion tokens
     (``refunds``), from ``evidence`` (e.g. ``"headers"`` or ``"429"``), with the
-    server's and the limiter's view of the tokens in use at that moment."""
+    server's and the limiter's view of the tokens in use at that moment (learning
+    ``True``: the least a server keeping every estimate would have in use)."""
 
     name: ClassVar[str] = "tokenguard.limiter.refunds_learned"
     level: ClassVar[Level] = "warning"

@@ -24,12 +24,41 @@ Refunds (as in :mod:`._window`): ``refunds=True`` charges ``actual`` at commit;
 ``refunds=False`` charges the whole estimate and records the unused part as
 *deferred*, which a header may give back as far as it proves the server has the
 room; ``refunds=None`` learns: a commit without headers charges ``actual`` and
-remembers the difference as *freed*; a header with token counts first charges the
-frees again as deferred; a header showing the server below our level by what was
-freed, or a 429 after a free, teaches that the server does not refund (the frees
-are charged again and the model behaves as ``refunds=False`` from then on).
-Deferred and freed amounts are differences to a lower trajectory of the same
-bucket; they shrink only by what the bucket loses at its cap.
+remembers the difference as *freed*; a commit with headers charges the estimate
+(deferred), and a header with token counts first charges the frees again as
+deferred; a header showing the server below our level by what was freed, or a 429
+after a free, teaches that the server does not refund (the frees are charged again
+and the model behaves as ``refunds=False`` from then on, for good). Deferred and
+freed amounts are differences to a lower trajectory of the same bucket; they shrink
+only by what the bucket loses at its cap.
+
+Learning that the server refunds. A server that keeps unused tokens holds every
+estimate E it charged, from the request's arrival, as "used" (capacity less level)
+that drains at most at its refill rate r. ``floor`` is a lower bound of that, kept
+as one amount drained at ``floor_limit`` per window (the configured TPM, or the
+largest limit a header gave, so never slower than the server): a commit with the
+headers of a served response (no ``retry-after``; for less than its estimate, since
+a failure committed at its estimate may not have been charged) adds
+``E - r * (commit - admission)``, what is left of its charge at the latest, since it
+arrived at its admission at the earliest. Each admission keeps ``floor`` as it was
+then: every charge in it was committed before, so reached the server before any
+answer to this request was written, and what a keeping server used at that writing
+is at least that snapshot less ``r * (now - admission)``. When this request's
+answer shows less in use (its ``x-ratelimit-limit-tokens`` less ``remaining``) by
+more than a slack of ``max(16, 2%)`` of that limit, the server refunds: the model
+learns ``True`` (:meth:`Buckets.answer`). The slack is not needed for soundness; it
+absorbs estimates a little above the server's own (a prompt counted conservatively),
+summed over the requests in one snapshot. A larger limit in a header starts
+``floor`` again (the server may have refilled faster), and only admissions after
+that are checked. Learned ``True`` charges as ``refunds=True`` but still records the
+differences as freed (nothing is charged again on headers), so a 429 after a free,
+or a header showing the server above us by up to what was freed, moves it to
+``False`` for good; such a header may be as much older than our level as our bucket
+refilled since the answered admission, which the check allows for. Known limit: an
+estimate larger than what a keeping server charges (a reserve for a call without
+``max_tokens`` larger than the server's own default) looks like a refund; the first
+429 or header then teaches ``False``. The day's token bucket charges ``actual`` only
+when refunds are given.
 
 Headers. A header's ``remaining`` is the server's level when it wrote the
 response, with every request it had seen charged. Whenever it is tighter than our
@@ -147,6 +176,7 @@ class BucketCharge:
     __slots__ = (
         "aged",
         "at",
+        "floor",
         "mark_requests",
         "mark_tokens",
         "open",
@@ -166,6 +196,9 @@ class BucketCharge:
         self.sure_tokens = 0
         # Tokens charged by settles before this admission (see Buckets.settled).
         self.settled_mark = 0
+        # While learning: what a server keeping unused tokens had in use at least, at
+        # this admission (see Buckets.answer).
+        self.floor = 0.0
 
 
 class Buckets:
@@ -210,6 +243,15 @@ class Buckets:
         # Tokens charged to the TPM level by settles, ever: a settle after a request's
         # admission may be of a request that reached the server after its answer.
         self.settled = 0
+        # While learning: a lower bound of what a server keeping unused tokens has in
+        # use (``floor`` at ``floor_at``), drained at the fastest refill it may have,
+        # ``floor_limit`` (the configured TPM or the largest a header gave) per window.
+        self.floor = 0.0
+        self.floor_at = -math.inf
+        self.floor_limit = float(limits.tpm) if limits.tpm is not None else 0.0
+        # Only admissions after the last rise of ``floor_limit`` (``admitted_requests``
+        # then) have a usable ``floor``.
+        self.floor_mark = 0
 
     def clone(self) -> Buckets:
         other = Buckets.__new__(Buckets)
@@ -340,6 +382,8 @@ class Buckets:
         charge = BucketCharge(tokens, now, self.admitted_tokens, self.admitted_requests)
         charge.sure_tokens = sure
         charge.settled_mark = self.settled
+        if self.floor and self.refunds is None and self.learned is None:
+            charge.floor = self._floor_to(now)
         self.open.append(charge)
         self.open_tokens += tokens
         self.open_requests += 1
@@ -349,7 +393,13 @@ class Buckets:
         self, charge: BucketCharge, actual: int | None, now: float, *, headers: bool = False
     ) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
-        the commit comes with its response's token headers (see the module docstring)."""
+        the commit comes with its response's token headers (see the module docstring).
+
+        The TPM bucket charges ``actual`` when refunds are given or learned, or while
+        learning without headers (the difference is then recorded as freed, to be
+        charged again if the server turns out to keep it); else the whole estimate,
+        the difference deferred. The day's token bucket charges ``actual`` only when
+        refunds are given (``refunds=True``): a lesson charges back the minute's frees."""
         est = charge.tokens
         # Charged by other settles since this admission (see adopt's ``sure``).
         others = self.settled - charge.settled_mark
@@ -371,7 +421,7 @@ class Buckets:
                     lv.level -= taken
                     self.settled += taken
                 else:
-                    lv.level -= actual if policy else full
+                    lv.level -= actual if self.refunds else full
         elif charge.aged:
             # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
@@ -387,7 +437,7 @@ class Buckets:
                     continue
                 if actual > est:
                     lv.level -= actual - est
-                elif (policy is not False) if lv is self.tpm else bool(policy):
+                elif (policy is not False) if lv is self.tpm else bool(self.refunds):
                     lv.credit(est - actual, aged_at)
         else:
             return
@@ -397,16 +447,66 @@ class Buckets:
         if tpm is not None and full > actual:
             if policy is False:
                 tpm.deferred += full - actual
-            elif policy is None:
+            elif self.refunds is None:
+                # Learning, or learned that the server refunds: a free that a later
+                # lesson (the server keeps unused tokens after all) charges again.
                 tpm.freed += full - actual
                 self.freed_total += full - actual
 
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge the frees again (as deferred) and behave
-        as ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
+        as ``refunds=False`` from now on (final). ``lesson`` keeps the evidence for the
+        caller."""
         self.learned = False
         self.lesson = (evidence, server_used, ledger_used)
+        self.floor = 0.0
         self._defer_frees()
+
+    def _floor_to(self, now: float) -> float:
+        """The lower bound ``floor`` drained to ``now`` (see :meth:`answer`)."""
+        if now > self.floor_at:
+            if self.floor:
+                rate = self.floor_limit / self.limits.window
+                self.floor = max(0.0, self.floor - rate * (now - self.floor_at))
+            self.floor_at = now
+        return self.floor
+
+    def answer(self, charge: BucketCharge, actual: int, view: ServerView, now: float) -> None:
+        """While learning, read the headers of a served response to ``charge``, committed
+        for ``actual`` (call it before :meth:`settle`): learn that the server refunds
+        when they show less in use than a server keeping unused tokens must have; else
+        raise that lower bound by this charge. See the module docstring."""
+        tpm, limit, remaining = self.tpm, view.limit_tokens, view.remaining_tokens
+        if (
+            tpm is None
+            or self.refunds is not None
+            or self.learned is not None
+            or not charge.open
+            or limit is None
+            or limit <= 0
+            or remaining is None
+            or view.retry_after is not None  # a 429: the server charged nothing
+        ):
+            return
+        if limit > self.floor_limit:
+            # The server refills faster than the floor drained: start it again.
+            self.floor_limit = float(limit)
+            self.floor, self.floor_at, self.floor_mark = 0.0, now, self.admitted_requests
+        rate = self.floor_limit / self.limits.window
+        since = now - charge.at
+        if charge.mark_requests > self.floor_mark:
+            kept = charge.floor - rate * since
+            used = limit - remaining
+            if used < kept - max(16.0, 0.02 * limit):
+                self.learned = True
+                self.lesson = ("headers", used, math.floor(kept))
+                self.floor = 0.0
+                return
+        est = charge.tokens
+        if actual < est:
+            # At its estimate or more it may be a failure committed at its estimate,
+            # which the server may not have charged: only a shorter answer counts.
+            self.floor = self._floor_to(now) + max(0.0, est - rate * since)
 
     def _defer_frees(self) -> None:
         tpm = self.tpm
@@ -434,15 +534,19 @@ class Buckets:
                 requests += 1
         return tokens, requests
 
-    def _check_refunds(self, view: ServerView, seen: int) -> None:
-        """While learning, is this header evidence that the server does not refund?
-        A refunding server is never below our level less the in-flight charges it has
-        seen; below it by no more than what was freed, the frees were kept. A 429 after
-        any free too."""
+    def _check_refunds(self, view: ServerView, seen: int, now: float, since: float | None) -> None:
+        """While learning, or after learning that the server refunds, is this header
+        evidence that it does not? A refunding server is never below our level less
+        the in-flight charges it has seen; below it by no more than what was freed, the
+        frees were kept. A 429 after any free too. Once learned that the server refunds,
+        a header is allowed to be as much older than our level as our bucket refills
+        since the answered request's admission (``since``; a header on its own: the
+        slack of :meth:`answer`), so a refunding server's answer read late never reads
+        as a kept free."""
         tpm, limit = self.tpm, self.limits.tpm
         if (
             self.refunds is not None
-            or self.learned is not None
+            or self.learned is False
             or tpm is None
             or limit is None
             or view.remaining_tokens is None
@@ -451,12 +555,19 @@ class Buckets:
         ls = view.limit_tokens
         # Without a limit in this header: ours, or the smaller one a header gave before.
         server_used = (ls if ls is not None and ls > 0 else round(tpm.cap)) - view.remaining_tokens
-        ours_used = round(tpm.cap - (tpm.level - seen))
+        # Rounded half up, as the Lua port does (the lesson reports it).
+        ours_used = math.floor(tpm.cap - (tpm.level - seen) + 0.5)
         excess = server_used - ours_used
+        # 2: the remaining count is floored, which may show one token more in use.
+        least = 2.0
+        if self.learned:
+            if since is None:
+                least += max(16.0, 0.02 * (ls if ls is not None and ls > 0 else tpm.cap))
+            else:
+                least += self.floor_limit / self.limits.window * max(0.0, now - since)
         if view.retry_after is not None and self.freed_total > 0:
             self.learn("429", server_used, ours_used)
-        elif 2 <= excess <= tpm.freed:
-            # 2: the remaining count is floored, which may show one token more in use.
+        elif least <= excess <= tpm.freed:
             self.learn("headers", server_used, ours_used)
 
     def simulate(self, costs: list[int], now: float) -> float:
@@ -470,6 +581,7 @@ class Buckets:
         view: ServerView,
         mark: tuple[int, int] | None = None,
         sure: int | None = None,
+        since: float | None = None,
     ) -> bool:
         """Adopt the server's view when it is tighter; free deferred tokens as far as it
         proves the room (see the module docstring). True if anything changed.
@@ -479,7 +591,8 @@ class Buckets:
         ``settled_mark`` then: what settles charged between its admission and its
         commit may be of requests that reached the server after the answer was
         written, so raising the level does not trust them either. Raising the level
-        trusts nothing in flight.
+        trusts nothing in flight. ``since``: that reservation's admission time, when it
+        was in flight (see ``_check_refunds``).
         """
         changed = False
         seen_t, seen_r = self._seen(now, mark)
@@ -492,9 +605,10 @@ class Buckets:
         if rpd is not None and view.limit_requests is not None and view.limit_requests > 0:
             rpd.advance(now)
             changed |= rpd.limit_to(view.limit_requests)
-        if self.policy is None:
-            self._check_refunds(view, seen_t)
-            changed |= self.learned is not None
+        if self.refunds is None and self.learned is not False:
+            if self.lesson is None:  # else :meth:`answer` just learned from this header
+                self._check_refunds(view, seen_t, now, since)
+            changed |= self.lesson is not None
             if self.policy is None and view.remaining_tokens is not None:
                 self._defer_frees()
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
@@ -508,7 +622,7 @@ class Buckets:
                 changed = True
             # ``remaining`` and our level count from the same capacity (a smaller one
             # in the headers was taken above), so it may free deferred tokens.
-            if tpm.deferred > 0 and self.policy is not True:
+            if tpm.deferred > 0 and self.refunds is not True:
                 # Every request in flight may still reach the server; an aged one's
                 # charge is in our level but maybe not yet in the server's.
                 unseen = self.aged_tokens

@@ -39,9 +39,10 @@ class Reservation:
 
     ``commit(actual)`` corrects the charge to what the server reported: it records
     any extra at once; the difference of a commit for less is freed at once when the
-    server refunds unused tokens (``Limiter(refunds=True)``, or by default, for a
-    commit without headers, until the limiter learns that the server does not).
-    Otherwise it stays charged until the ``headers``
+    server refunds unused tokens (``Limiter(refunds=True)``, or once the limiter
+    learned that it does, or by default, for a commit without headers, until the
+    limiter learns that the server does not). Otherwise it stays charged until the
+    ``headers``
     of this request's response (given here or to ``Limiter.observe`` right after)
     prove the server's bucket has the room, and is freed as far as they do; without
     headers it ages out with the window. ``cancel()`` refunds a request
@@ -238,12 +239,21 @@ class Limiter:
     learns: headers, whenever they come, free what they prove (as ``False``); a commit
     without headers frees the difference at once, until a header shows the server
     holding what was freed, or a 429 arrives after a free; from then on the limiter
-    behaves as ``False`` (the frees still in the window are charged again). Against a
-    refunding server nothing is lost, with or without headers; against one that keeps
-    the estimate, only requests admitted before the lesson can be refused. Give the
-    headers of a 429 to :meth:`observe` (or to ``commit``) so the lesson comes from the
-    first one. What was learned is :attr:`refunds` (shared by every process on a Redis
-    key) and a ``tokenguard.limiter.refunds_learned`` event; pass ``refunds=`` to fix it.
+    behaves as ``False`` for good (the frees still in the window are charged again).
+    With the bucket, the headers given to ``commit`` may also prove that the server
+    refunds: when they show less in use than a server keeping every estimate could
+    hold (the estimates committed before this request was admitted, less what its
+    bucket refilled since), the limiter learns ``True`` and behaves as
+    ``refunds=True`` from then on, still ready to learn ``False`` from a 429 after a
+    free or a header showing a free kept. Against a refunding server nothing is lost
+    once learned (and nothing without headers); against one that keeps the estimate,
+    only requests admitted before a lesson can be refused. An estimate larger than the
+    server's own (a reserve for calls without ``max_tokens`` larger than the server's
+    default) can look like a refund; the first 429 or header then corrects it. Give
+    the headers of a 429 to :meth:`observe` (or to ``commit``) so the lesson comes
+    from the first one. What was learned is :attr:`refunds` (shared by every process on
+    a Redis key) and a ``tokenguard.limiter.refunds_learned`` event; pass ``refunds=``
+    to fix it.
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
@@ -477,12 +487,15 @@ class Limiter:
     @property
     def refunds(self) -> bool | None:
         """Whether a commit for less frees the unused tokens: ``True``/``False`` as given
-        or as learned from the server, ``None`` while learning (see the class).
+        or as learned from the server, ``None`` while learning (see the class). Learned
+        ``True`` (the bucket, from headers given to ``commit``) may still turn
+        ``False``; learned ``False`` is final.
 
         Example::
 
             lim = tg.Limiter(tpm=6000)
-            lim.refunds  # None: learning; False once a header or 429 showed no refund
+            lim.refunds  # None: learning; True once headers proved refunds (the bucket),
+            # False once a header or 429 showed a free kept
         """
         return self._backend.refunds
 

@@ -132,20 +132,26 @@ class MemoryBackend:
                 if self._queue:
                     self._queue[0].signal.set()
                 return
-            w.settle(
-                charge,  # type: ignore[arg-type]  # the charge of this backend's model
-                actual,
-                now,
-                headers=view.remaining_tokens is not None,
-            )
-            # The window's sure mark, or the bucket's settled mark (set by settle to
-            # the settles before this one, that were after its admission).
-            sure = charge.sure_tokens if isinstance(charge, Charge) else charge.settled_mark
-            w.adopt(now, view, (charge.mark_tokens, charge.mark_requests), sure)
+            mark = (charge.mark_tokens, charge.mark_requests)
+            headers = view.remaining_tokens is not None
+            if isinstance(w, Buckets):
+                assert isinstance(charge, BucketCharge)
+                since = charge.at if charge.open else None
+                if actual is not None:
+                    w.answer(charge, actual, view, now)  # may learn that it refunds
+                w.settle(charge, actual, now, headers=headers)
+                # The settled mark, set by settle to the settles before this one that
+                # were after its admission.
+                w.adopt(now, view, mark, charge.settled_mark, since)
+            else:
+                assert isinstance(charge, Charge)
+                w.settle(charge, actual, now, headers=headers)
+                w.adopt(now, view, mark, charge.sure_tokens)
             if self._queue:
                 self._queue[0].signal.set()
             lesson = w.pop_lesson()
-        _report(lesson)
+            learned = w.learned
+        _report(lesson, learned)
 
     def observe(self, view: ServerView) -> None:
         with self._lock:
@@ -156,7 +162,8 @@ class MemoryBackend:
                 # recompute its time.
                 self._queue[0].signal.set()
             lesson = self._window.pop_lesson()
-        _report(lesson)
+            learned = self._window.learned
+        _report(lesson, learned)
 
     # -- plans: decisions never block nor await; only waiting differs --------------
 
@@ -190,12 +197,14 @@ class MemoryBackend:
             yield Call(signal.wait, signal.wait_async, timeout)
 
 
-def _report(lesson: tuple[str, int, int] | None) -> None:
+def _report(lesson: tuple[str, int, int] | None, learned: bool | None) -> None:
+    # A lesson sets ``learned`` in the same step, and only one lesson is learned per
+    # step, so ``learned`` is what this lesson taught.
     if lesson is not None:
         evidence, server_used, ledger_used = lesson
         emit(
             RefundsLearned(
-                refunds=False,
+                refunds=bool(learned),
                 evidence=evidence,
                 server_used=server_used,
                 ledger_used=ledger_used,

@@ -538,9 +538,10 @@ class RedisBackend:
         self._policy = None if state < 0 else bool(state)
         evidence = fields[1].decode() if isinstance(fields[1], bytes) else str(fields[1])
         if evidence:
+            # One lesson per script, and the state is what it taught.
             emit(
                 RefundsLearned(
-                    refunds=False,
+                    refunds=state == 1,
                     evidence=evidence,
                     server_used=int(fields[2]),
                     ledger_used=int(fields[3]),

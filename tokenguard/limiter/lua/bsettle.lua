@@ -6,11 +6,18 @@ local rid, est, actual = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local refunds, mark = tonumber(ARGV[21]), tonumber(ARGV[22])
 local now = now_s()
 expire(now)
+-- While learning, the headers of a served answer may prove refunds (see Buckets.answer).
+local c = b_open(rid)
+local taught
+if c and actual >= 0 and refunds == -1 and policy(refunds) == -1 then
+  taught = b_answer(BST, c, est, actual, now, 12)
+end
 local pol = policy(refunds)
 -- With token headers at hand, they say what to free (see Buckets.settle).
 if pol == -1 and tonumber(ARGV[12]) >= 0 then pol = 0 end
-local others = b_settle(rid, est, actual, pol, mark)
-local _, lesson = b_adopt(now, 12, refunds, others)
+local others = b_settle(rid, est, actual, pol, mark, refunds)
+local _, lesson = b_adopt(now, 12, refunds, others, c and c[2] or nil, taught ~= nil)
+lesson = taught or lesson
 admit_waiting(now, true)
 touch()
 return refunds_reply({fmt(now), -1}, refunds, lesson)

@@ -5,8 +5,10 @@
 --          bc1/bc4 the capacity of TPM/RPD when a header gave a smaller limit,
 --          bdf/bfr deferred/freed tokens (TPM), bot/bor tokens/requests in flight,
 --          bag aged tokens not settled, bst tokens charged by settles (ever), blk,
---          and the shared adm/admr/lrn/fr/seq (see lib.lua)
---       :bo zset rid -> admission time (in flight), :bot hash rid -> "tokens|admr"
+--          blb/blt the floor and its time, bll its limit, bls the admissions counted
+--          when that last rose (see Buckets.answer), and the shared adm/admr/lrn/fr/seq (see lib.lua)
+--       :bo zset rid -> admission time (in flight), :bot hash rid -> "tokens|admr" or
+--          "tokens|admr|floor" (the floor at its admission, while learning)
 --       :bag hash rid -> when it aged (in flight a whole window: charged, not settled)
 local B_LIMITS = {TPM, RPM, TPD, RPD}
 local B_PERIOD = {W, W, D, D}
@@ -14,15 +16,17 @@ local B_TOKENS = {true, false, true, false}
 local B_EPS = 1e-9
 
 -- The state, read once per script (BST: sums and buckets; BOPEN: charges in flight,
--- oldest first, as {rid, at, tokens, admr}) and written back after every change.
+-- oldest first, as {rid, at, tokens, admr, floor}) and written back after every change.
 local BST, BOPEN
 
 local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
-    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4')
+    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4', 'blb', 'blt', 'bll', 'bls')
   local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
-    orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge}
+    orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge,
+    floor = num(f[18]), floor_at = tonumber(f[19]) or -math.huge,
+    flim = tonumber(f[20]) or TPM, floor_mark = num(f[21])}
   local server = {tonumber(f[16]), nil, nil, tonumber(f[17])}
   for k = 1, 4 do
     local cap = B_LIMITS[k]
@@ -42,8 +46,8 @@ local function b_state(now)
   local info = #ids > 0 and chunked('HMGET', P .. ':bot', ids) or {}
   BOPEN = {}
   for i = 1, #ids do
-    local t, r = string.match(info[i] or '0|0', '([^|]+)|([^|]+)')
-    BOPEN[i] = {ids[i], tonumber(e[2 * i]), tonumber(t), tonumber(r)}
+    local t, r, fl = string.match(info[i] or '0|0', '([^|]+)|([^|]+)|?([^|]*)')
+    BOPEN[i] = {ids[i], tonumber(e[2 * i]), tonumber(t), tonumber(r), tonumber(fl) or 0}
   end
   BST = st
   return st
@@ -57,6 +61,16 @@ local function b_save()
     args[#args + 1] = 'blk'
     args[#args + 1] = fmt(st.blk)
   end
+  if st.floor_at > -math.huge then
+    for _, kv in ipairs({{'blb', st.floor}, {'blt', st.floor_at}, {'bll', st.flim}}) do
+      args[#args + 1] = kv[1]
+      args[#args + 1] = fmt(kv[2])
+    end
+  end
+  if st.floor_mark > 0 then
+    args[#args + 1] = 'bls'
+    args[#args + 1] = st.floor_mark
+  end
   for _, lv in ipairs(st.levels) do
     args[#args + 1] = 'bl' .. lv.k
     args[#args + 1] = fmt(lv.level)
@@ -69,6 +83,18 @@ end
 local function b_cost(lv, tokens)
   if lv.tokens then return tokens end
   return 1
+end
+
+-- The floor drained to `now` (see Buckets._floor_to).
+local function b_floor_to(st, now)
+  if now > st.floor_at then
+    if st.floor ~= 0 then
+      local rate = st.flim / W
+      st.floor = math.max(0, st.floor - rate * (now - st.floor_at))
+    end
+    st.floor_at = now
+  end
+  return st.floor
 end
 
 -- Refill to `now`; what the TPM bucket loses at its cap, a lower trajectory gains.
@@ -186,10 +212,15 @@ local function charge(ticket, tokens, now)
   local adm = incr(S, 'adm', tokens)
   local admr = incr(S, 'admr', 1)
   redis.call('ZADD', P .. ':bo', fmt(now), ticket)
-  redis.call('HSET', P .. ':bot', ticket, tokens .. '|' .. admr)
+  -- While learning, the floor at this admission (see Buckets.admit).
+  local fl = 0
+  if st.floor ~= 0 then fl = b_floor_to(st, now) end
+  local info = tokens .. '|' .. admr
+  if fl ~= 0 then info = info .. '|' .. fmt(fl) end
+  redis.call('HSET', P .. ':bot', ticket, info)
   st.ot = st.ot + tokens
   st.orq = st.orq + 1
-  BOPEN[#BOPEN + 1] = {ticket, now, tokens, admr}
+  BOPEN[#BOPEN + 1] = {ticket, now, tokens, admr, fl}
   b_save()
   return -1, adm, admr, st.settled
 end
@@ -249,9 +280,41 @@ end
 MODEL.earliest = earliest
 MODEL.charge = charge
 
+-- The charge in flight of rid ({rid, at, tokens, admr, floor}), or nil.
+local function b_open(rid)
+  for _, c in ipairs(BOPEN) do if c[1] == rid then return c end end
+  return nil
+end
+
+-- While learning, read the headers in ARGV[base..] of a served response to the charge
+-- `c` in flight, committed for `actual` (see Buckets.answer): returns the lesson that
+-- the server refunds, or nil after raising the floor by this charge.
+local function b_answer(st, c, est, actual, now, base)
+  local rt, lt, ra = tonumber(ARGV[base]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 6])
+  if not st.tpm or lt <= 0 or rt < 0 or ra >= 0 then return nil end
+  if lt > st.flim then
+    st.flim = lt
+    st.floor, st.floor_at, st.floor_mark = 0, now, sum('admr')
+  end
+  local rate = st.flim / W
+  local since = now - c[2]
+  if c[4] > st.floor_mark then
+    local kept = c[5] - rate * since
+    local used = lt - rt
+    if used < kept - math.max(16, 0.02 * lt) then
+      redis.call('HSET', S, 'lrn', '1')
+      st.floor = 0
+      return {'headers', used, math.floor(kept)}
+    end
+  end
+  if actual < est then st.floor = b_floor_to(st, now) + math.max(0, est - rate * since) end
+  return nil
+end
+
 -- Settle rid (estimate `est`; `actual` < 0: cancel) under policy `pol` (1, 0, -1; see
--- Buckets.settle). Returns the tokens other settles charged since its admission.
-local function b_settle(rid, est, actual, pol, mark)
+-- Buckets.settle), `refunds` the caller's setting. Returns the tokens other settles
+-- charged since its admission.
+local function b_settle(rid, est, actual, pol, mark, refunds)
   local st = BST
   local others = st.settled - mark
   local tpm = st.tpm
@@ -271,7 +334,7 @@ local function b_settle(rid, est, actual, pol, mark)
           lv.level = lv.level - taken
           st.settled = st.settled + taken
         else
-          lv.level = lv.level - (pol == 1 and actual or full)
+          lv.level = lv.level - (refunds == 1 and actual or full)
         end
       end
     end
@@ -289,7 +352,7 @@ local function b_settle(rid, est, actual, pol, mark)
         if lv.tokens then
           if actual > est then
             lv.level = lv.level - (actual - est)
-          elseif (lv.k == 1 and pol ~= 0) or (lv.k ~= 1 and pol == 1) then
+          elseif (lv.k == 1 and pol ~= 0) or (lv.k ~= 1 and refunds == 1) then
             b_credit(lv, est - actual, aged)
           end
         end
@@ -299,7 +362,8 @@ local function b_settle(rid, est, actual, pol, mark)
   if settled and tpm and full > actual then
     if pol == 0 then
       st.deferred = st.deferred + (full - actual)
-    elseif pol == -1 then
+    elseif refunds == -1 then
+      -- Learning, or learned that the server refunds: charged again by a later lesson.
       st.freed = st.freed + (full - actual)
       incr(S, 'fr', full - actual)
     end
@@ -316,22 +380,32 @@ local function b_defer_frees(st)
   end
 end
 
--- While learning, is this header evidence that the server does not refund? (See
--- Buckets._check_refunds.) Returns the lesson, or nil.
-local function b_check_refunds(st, rt, lt, ra, seen)
+-- While learning, or after learning that the server refunds, is this header evidence
+-- that it does not? (See Buckets._check_refunds; `since`: the answered charge's
+-- admission, nil for a header on its own.) Returns the lesson, or nil.
+local function b_check_refunds(st, rt, lt, ra, seen, now, since, refunds)
   if not st.tpm or rt < 0 then return nil end
   local ls = lt > 0 and lt or st.tpm.cap
   local server_used = ls - rt
   local ours_used = math.floor(st.tpm.cap - (st.tpm.level - seen) + 0.5)
   local excess = server_used - ours_used
+  local least = 2
+  if policy(refunds) == 1 then
+    if since then
+      least = least + st.flim / W * math.max(0, now - since)
+    else
+      least = least + math.max(16, 0.02 * ls)
+    end
+  end
   local lesson
   if ra >= 0 and sum('fr') > 0 then
     lesson = {'429', server_used, ours_used}
-  elseif excess >= 2 and excess <= st.freed then
+  elseif excess >= least and excess <= st.freed then
     lesson = {'headers', server_used, ours_used}
   end
   if lesson then
     redis.call('HSET', S, 'lrn', '0')
+    st.floor = 0
     b_defer_frees(st)
   end
   return lesson
@@ -339,8 +413,10 @@ end
 
 -- Adopt the server view in ARGV[base..base+8] (see observe in lib.lua; -1: absent);
 -- `others`: tokens charged by settles the header may not include (-1: a header on
--- its own). Returns whether anything changed and the lesson learned, or nil.
-local function b_adopt(now, base, refunds, others)
+-- its own); `since`: the answered charge's admission when it was in flight (else nil);
+-- `answered`: b_answer just learned from this header. Returns whether anything
+-- changed and the lesson learned, or nil.
+local function b_adopt(now, base, refunds, others, since, answered)
   local st = BST
   local rt, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 2])
   local rr = tonumber(ARGV[base + 3])
@@ -367,9 +443,9 @@ local function b_adopt(now, base, refunds, others)
     b_advance(st, rpd, now)
     if b_limit_to(st, rpd, lr) then changed = true end
   end
-  if policy(refunds) == -1 then
-    lesson = b_check_refunds(st, rt, lt, ra, seen_t)
-    if lesson then changed = true end
+  if refunds == -1 and policy(refunds) ~= 0 then
+    if not answered then lesson = b_check_refunds(st, rt, lt, ra, seen_t, now, since, refunds) end
+    if lesson or answered then changed = true end
     if policy(refunds) == -1 and rt >= 0 then b_defer_frees(st) end
   end
   if ra >= 0 and now + ra > st.blk then
@@ -382,7 +458,7 @@ local function b_adopt(now, base, refunds, others)
       tpm.level = rt + seen_t
       changed = true
     end
-    if st.deferred > 0 and policy(refunds) ~= 1 then
+    if st.deferred > 0 and refunds ~= 1 then
       -- Trust nothing in flight, nothing aged, nothing settled since its admission.
       local unseen = st.ag + math.max(0, others)
       local free = math.min(rt - unseen - tpm.level, st.deferred)

@@ -11,7 +11,8 @@
 --       :mo hash rid -> tokens of an admission not settled yet (in flight)
 --       :mdf hash rid -> deferred tokens of a commit (see "Refunds" in _window.py)
 --       :mof hash rid -> tokens of a commit freed while learning refunds (see "Refunds")
---       :s fields about refunds: lrn ("0": learned that the server does not refund),
+--       :s fields about refunds: lrn ("0": learned that the server does not refund;
+--          "1": that it does, the bucket model only),
 --          fr (tokens freed while learning, ever), mof (sum of :mof)
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
@@ -394,10 +395,14 @@ local function seen_mark(now)
 end
 
 -- What a commit for less does (see "Refunds" in _window.py): 1 frees the difference,
--- 0 defers it, -1 frees it while learning. `refunds` is the caller's setting (1, 0, -1).
+-- 0 defers it, -1 frees it while learning. `refunds` is the caller's setting (1, 0, -1);
+-- while learning, lrn says what was learned ('0' no refunds; '1' refunds: the bucket
+-- model only, see Buckets.answer).
 local function policy(refunds)
   if refunds ~= -1 then return refunds end
-  if redis.call('HGET', S, 'lrn') == '0' then return 0 end
+  local learned = redis.call('HGET', S, 'lrn')
+  if learned == '0' then return 0 end
+  if learned == '1' then return 1 end
   return -1
 end
 
