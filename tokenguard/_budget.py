@@ -33,7 +33,16 @@ from typing import ParamSpec, TypeVar
 
 from .errors import BudgetExceeded, ConfigurationError
 
-__all__ = ["Budget", "BudgetHold", "budget", "carry", "open_budgets", "reserve", "room"]
+__all__ = [
+    "NO_HOLD",
+    "Budget",
+    "BudgetHold",
+    "budget",
+    "carry",
+    "open_budgets",
+    "reserve",
+    "room",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -229,8 +238,9 @@ def room() -> int | None:
 
 
 #: The hold of a call made outside every budget: nothing to hold, already settled, so
-#: its commit and cancel do nothing. One shared value instead of one per call.
-_NO_HOLD = BudgetHold((), 0)
+#: its commit and cancel do nothing. One shared value instead of one per call (the
+#: guard takes it without calling :func:`reserve` when :func:`open_budgets` is empty).
+NO_HOLD = BudgetHold((), 0)
 
 
 def reserve(tokens: int) -> BudgetHold:
@@ -245,7 +255,7 @@ def reserve(tokens: int) -> BudgetHold:
         raise ConfigurationError(f"tokens must be an int >= 0, got {tokens!r}")
     budgets = _open.get()
     if not budgets:
-        return _NO_HOLD
+        return NO_HOLD
     with _lock:
         for b in budgets:
             short = b._shortfall(tokens)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage_of
-from .._budget import BudgetHold, reserve, room
-from .._drive import Call, Plan, Sleep
+from .._budget import NO_HOLD, BudgetHold, open_budgets, reserve, room
+from .._drive import Call, Effect, Plan, Sleep
 from ..counting import RequestCount, default_counter
 from ..errors import (
     BudgetExceeded,
@@ -147,7 +147,7 @@ def _site(g: Guard, req: ChatRequest) -> _Site:
     return site
 
 
-@dataclass
+@dataclass(slots=True)
 class Settlement:
     """What settling one sent request needs: its holds, its estimate and its event."""
 
@@ -168,8 +168,11 @@ class Settlement:
     settled: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempts:
+    """The retries of one call so far: made at its first failure or wait (most calls
+    have neither)."""
+
     rate_limited: int = 0
     transient: int = 0
     refit_context: bool = False
@@ -280,6 +283,27 @@ def _attr(obj: Any, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class _Commit(tuple[Reservation, int, "Mapping[str, Any] | None"]):
+    """The effect that charges a reservation ``(reservation, tokens, headers)``:
+    ``commit`` in a thread, ``commit_async`` in a task. One tuple, made in one step
+    (:data:`_effect`), where a :class:`Call` would need two partials for the headers."""
+
+    __slots__ = ()
+
+    def perform(self) -> None:
+        r, tokens, headers = self
+        r.commit(tokens, headers=headers)
+
+    async def perform_async(self) -> None:
+        r, tokens, headers = self
+        await r.commit_async(tokens, headers=headers)
+
+
+#: Makes an effect that is a tuple (``_effect(_Commit, (r, tokens, headers))``) without
+#: a ``__new__`` of its own to call.
+_effect = tuple.__new__
+
+
 def settle_plan(
     s: Settlement, usage: Usage | None, response: Any = None, *, closed_early: bool = False
 ) -> Plan[None]:
@@ -287,34 +311,37 @@ def settle_plan(
     toward the limits (cached prompt tokens left out), the budgets the usage as
     reported; without usage (a stream closed early) both at the estimate. A limiter
     that cannot be reached is reported (``tokenguard.guard.settle_failed``), never
-    raised: the call was served and billed, and its response is the caller's."""
+    raised: the call was served and billed, and its response is the caller's.
+
+    :func:`call_plan` settles a plain response with these same steps written in place
+    (one generator less on every call); a change here belongs there too."""
     if s.settled:
         return
     s.settled = True
-    limit_tokens = usage.limit_tokens if usage is not None else s.estimate
     r = s.reservation
     try:
         if r is not None:
-            yield from _settle_step(
-                s,
-                "commit",
-                True,
-                Call(r.commit, r.commit_async, limit_tokens)
-                if s.headers is None
-                else Call(
-                    functools.partial(r.commit, limit_tokens, headers=s.headers),
-                    functools.partial(r.commit_async, limit_tokens, headers=s.headers),
-                ),
-            )
+            try:
+                yield _effect(
+                    _Commit, (r, usage.limit_tokens if usage is not None else s.estimate, s.headers)
+                )
+            except LimiterUnavailable as exc:
+                _settle_failed(s, "commit", True, exc)
     finally:
         # Charged and reported even when settling is interrupted (a cancelled task).
-        if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
-            s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
-        if usage is not None and not (
-            s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
-        ):  # an exact count the server agrees with teaches nothing
-            default_counter().observe(s.count, usage.prompt_tokens)
-        _report(s, usage=usage, response=response, closed_early=closed_early)
+        _settled(s, usage, response, closed_early)
+
+
+def _settled(s: Settlement, usage: Usage | None, response: Any, closed_early: bool) -> None:
+    """What settling does besides the limiter: charge the budgets, teach the counter,
+    report the call."""
+    if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
+        s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+    if usage is not None and not (
+        s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
+    ):  # an exact count the server agrees with teaches nothing
+        default_counter().observe(s.count, usage.prompt_tokens)
+    _report(s, usage=usage, response=response, closed_early=closed_early)
 
 
 def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
@@ -330,13 +357,7 @@ def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
     may_have_charged = failure.kind in (FailureKind.SERVER, FailureKind.TIMEOUT)
     if may_have_charged:
         yield from _settle_step(
-            s,
-            "commit",
-            False,
-            Call(
-                functools.partial(r.commit, s.estimate, headers=failure.headers),
-                functools.partial(r.commit_async, s.estimate, headers=failure.headers),
-            ),
+            s, "commit", False, _effect(_Commit, (r, s.estimate, failure.headers))
         )
         return
     yield from _settle_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
@@ -348,23 +369,27 @@ def _release_plan(s: Settlement, failure: Failure) -> Plan[None]:
             )
 
 
-def _settle_step(s: Settlement, during: str, served: bool, step: Call) -> Plan[None]:
+def _settle_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:
     """One limiter step of settling; an unreachable limiter (Redis down without
     ``fail_open``) becomes a warning event. Its reservation is marked settled by then, so
     nothing tries again; its charge stays and ages out as the limiter documents."""
     try:
         yield step
     except LimiterUnavailable as exc:
-        emit(
-            GuardSettleFailed(
-                model=s.request.model,
-                site=s.guard.site,
-                during=during,
-                served=served,
-                tokens=s.estimate,
-                error=str(exc),
-            )
+        _settle_failed(s, during, served, exc)
+
+
+def _settle_failed(s: Settlement, during: str, served: bool, exc: LimiterUnavailable) -> None:
+    emit(
+        GuardSettleFailed(
+            model=s.request.model,
+            site=s.guard.site,
+            during=during,
+            served=served,
+            tokens=s.estimate,
+            error=str(exc),
         )
+    )
 
 
 def _registry_limiter(s: Settlement) -> Limiter | None:
@@ -411,23 +436,6 @@ def _kind(kind: type) -> tuple[bool, bool, bool]:
     return found
 
 
-def _unpack(result: Any) -> Plan[tuple[Any, Mapping[str, Any] | None, bool]]:
-    """(body, headers, raw): a raw response (``with_raw_response``) is parsed for its
-    body (the SDK caches the parse; the async SDKs' parse is awaited) and read for its
-    headers."""
-    if _kind(type(result))[0]:
-        body = result.parse()
-        if _kind(type(body))[2]:  # the async SDKs' parse: a coroutine
-            body = yield Call(_never, _awaited, body)
-        return body, headers_of(result), True
-    return result, None, False
-
-
-def _is_stream(body: Any) -> bool:
-    """An SDK stream (or any iterator of chunks), told apart by its class."""
-    return _kind(type(body))[1]
-
-
 def _count(
     req: ChatRequest,
     messages: Any,
@@ -435,6 +443,15 @@ def _count(
     max_tokens: int | None,
     default_reserve: int,
 ) -> RequestCount:
+    if not req.options:  # the usual call: no keywords to pass on
+        return default_counter().count_request(
+            messages,
+            info,
+            tools=req.tools,
+            functions=req.functions,
+            max_tokens=max_tokens,
+            default_reserve=default_reserve,
+        )
     return default_counter().count_request(
         messages,
         info,
@@ -487,11 +504,12 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     server's answer says. Returns what the caller gets (a stream is wrapped)."""
     opts = g.opts
     started = opts.clock()
-    attempts = _Attempts()
+    attempts: _Attempts | None = None  # made at the first wait or failure
     while True:
         site = _site(g, req)  # again after a retry: a limit may have been learned
         info, limiter = site.info, site.limiter
-        budget = room()
+        budgets = open_budgets()
+        budget = room() if budgets else None
         count = _count(req, req.messages, info, site.asked, opts.default_reserve)
         fitted: FitResult | None = None
         if budget is not None or site.fits is None or count.prompt_tokens > site.fits:
@@ -533,7 +551,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
                 ),
             )
         estimate = count.prompt_tokens + completion
-        hold = reserve(estimate)
+        hold = reserve(estimate) if budgets else NO_HOLD
         reservation: Reservation | None = None
         if limiter is not None:
             left = None
@@ -544,31 +562,35 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             except BaseException:
                 hold.cancel()
                 raise
-            attempts.waited += reservation.waited
-            if reservation.waited >= opts.wait_event_s:
+            waited = reservation.waited
+            if waited:
+                if attempts is None:
+                    attempts = _Attempts()
+                attempts.waited += waited
+            if waited >= opts.wait_event_s:
                 emit(
                     GuardWait(
                         model=req.model,
                         site=g.site,
-                        wait_s=reservation.waited,
+                        wait_s=waited,
                         reason="limiter",
                         tokens=estimate,
                     )
                 )
         s = Settlement(
-            guard=g,
-            request=req,
-            count=count,
-            estimate=estimate,
-            reserve=completion,
-            max_tokens=max_tokens,
-            fitted=fitted,
-            hold=hold,
-            reservation=reservation,
-            headers=None,
-            started=started,
-            waited=attempts.waited,
-            retries=attempts.total,
+            g,
+            req,
+            count,
+            estimate,
+            completion,
+            max_tokens,
+            fitted,
+            hold,
+            reservation,
+            None,
+            started,
+            0.0 if attempts is None else attempts.waited,
+            0 if attempts is None else attempts.total,
         )
         try:
             result = yield Call(sender.send, sender.send_async, messages, max_tokens)
@@ -577,27 +599,44 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             failure = classify(exc) if isinstance(exc, Exception) else Failure(FailureKind.TIMEOUT)
             s.headers = failure.headers
             yield from _release_plan(s, failure)
+            if attempts is None:
+                attempts = _Attempts()
             wait = yield from _recover(g, req, sender, s, failure, attempts, exc)
             if wait is None:
                 _report(s, usage=None, failure=failure)
                 raise
             continue
-        try:
-            if _kind(type(result))[0]:  # a raw response: parsed (awaited when async)
-                body, headers, raw = yield from _unpack(result)
-            else:  # the parsed value itself, without a generator to say so
-                body, headers, raw = result, None, False
-        except BaseException:
-            # Served, but its body cannot be read (e.g. a response the function closed):
-            # the SDK's error goes on, the request settled at what it may have cost.
-            yield from settle_plan(s, None)
-            raise
+        kind = _KINDS.get(type(result)) or _kind(type(result))
+        body, headers, raw = result, None, False
+        if kind[0]:  # a raw response: parsed (awaited when async), read for its headers
+            try:
+                body = result.parse()
+                if _kind(type(body))[2]:  # the async SDKs' parse: a coroutine
+                    body = yield Call(_never, _awaited, body)
+                headers, raw = headers_of(result), True
+            except BaseException:
+                # Served, but its body cannot be read (e.g. a response the function
+                # closed): the SDK's error goes on, settled at what it may have cost.
+                yield from settle_plan(s, None)
+                raise
+            kind = _kind(type(body))
         s.headers = headers
-        if _is_stream(body):
+        if kind[1]:  # a stream: settled when it ends
             from ._streams import present_stream  # they settle through this module
 
             return present_stream(s, result, body, raw and not sender.raw_internal)
-        yield from settle_plan(s, usage_of(body), body)
+        # settle_plan(s, usage, body), written in place: one generator less per call.
+        usage = usage_of(body)
+        s.settled = True
+        try:
+            if reservation is not None:
+                tokens = usage.limit_tokens if usage is not None else estimate
+                try:
+                    yield _effect(_Commit, (reservation, tokens, headers))
+                except LimiterUnavailable as exc:
+                    _settle_failed(s, "commit", True, exc)
+        finally:
+            _settled(s, usage, body, False)
         return body if sender.raw_internal else result
 
 
