@@ -30,7 +30,8 @@ the cells with latency, which wait on the server and run ``--jobs`` at a time.
 Every run is appended to ``--results`` (default ``/tmp/limiter-grid.jsonl``; JSON lines:
 the figures, the emulator's log, the load average and the last commit of
 ``tokenguard/limiter`` when it started);
-``--render`` prints the table from that file (``--after`` a UTC time drops older runs,
+``--algorithms bucket`` runs only the bucket (the window's rows then stay from earlier
+runs); ``--render`` prints the table from that file (``--after`` a UTC time drops older runs,
 e.g. those made before a change to the bucket's behaviour). ``--only`` re-runs the
 cells whose name contains one of its comma-separated parts (e.g. ``--only
 lat=1/1024:16,processes``); ``--stale`` re-runs the cells whose newest run was on
@@ -233,15 +234,21 @@ def _run_child(
 
 
 def _schedule(
-    cells: list[Cell], jobs: int, windows: int, results: Path, log: Path, refunds: bool | None
+    cells: list[Cell],
+    jobs: int,
+    windows: int,
+    results: Path,
+    log: Path,
+    refunds: bool | None,
+    algorithms: tuple[str, ...] = ALGORITHMS,
 ) -> None:
-    """Both algorithms of a cell at once; ``jobs`` runs at a time (longest first)."""
+    """The ``algorithms`` of a cell at once; ``jobs`` runs at a time (longest first)."""
     cells = sorted(cells, key=lambda c: -c.window)
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
             pool.submit(_run_child, cell, algorithm, windows, log, refunds)
             for cell in cells
-            for algorithm in ALGORITHMS
+            for algorithm in algorithms
         ]
         for fut in cf.as_completed(futures):
             rec = fut.result()
@@ -395,6 +402,12 @@ def main(argv: list[str] | None = None) -> None:
         default="none",
         help="Limiter(refunds=...): none (learn, the default) | yes | no",
     )
+    p.add_argument(
+        "--algorithms",
+        default=",".join(ALGORITHMS),
+        help="comma-separated algorithms to run per cell (bucket,window); e.g. bucket "
+        "alone when only the bucket changed (the window's rows stay from earlier runs)",
+    )
     p.add_argument("--windows", type=int, default=WINDOWS, help=f"periods per run ({WINDOWS})")
     p.add_argument(
         "--results",
@@ -405,6 +418,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log", type=Path, default=Path("/tmp/limiter-grid.log"), help="raw output")
     args = p.parse_args(argv)
     refunds = {"none": None, "yes": True, "no": False}[args.refunds]
+    algorithms = tuple(a for a in args.algorithms.split(",") if a)
+    if not algorithms or any(a not in ALGORITHMS for a in algorithms):
+        p.error(
+            f"--algorithms: comma-separated among {', '.join(ALGORITHMS)}, got {args.algorithms!r}"
+        )
     if args.child:
         spec = json.loads(args.child)
         rec = run_cell(
@@ -425,19 +443,22 @@ def main(argv: list[str] | None = None) -> None:
                 f"{c.name:38s} W={c.window:g} ceiling={c.ceiling():.2f} "
                 f"{'cpu-bound' if c.cpu_bound else ''}"
             )
-        print(f"{len(cells)} cells, about {total / 60:.0f} min of runs (x2 algorithms at once)")
+        print(
+            f"{len(cells)} cells, about {total / 60:.0f} min of runs "
+            f"(x{len(algorithms)} algorithms at once)"
+        )
         return
     heavy = [c for c in cells if c.cpu_bound]
     light = [c for c in cells if not c.cpu_bound]
     print(f"limiter commit {limiter_commit()}, load {os.getloadavg()}", flush=True)
     t0 = time.monotonic()
     if heavy:
-        _schedule(heavy, 2, args.windows, args.results, args.log, refunds)
+        _schedule(heavy, 2, args.windows, args.results, args.log, refunds, algorithms)
     if light:
-        _schedule(light, args.jobs, args.windows, args.results, args.log, refunds)
+        _schedule(light, args.jobs, args.windows, args.results, args.log, refunds, algorithms)
     for _ in range(args.passes - 1):
         if heavy:
-            _schedule(heavy, 2, args.windows, args.results, args.log, refunds)
+            _schedule(heavy, 2, args.windows, args.results, args.log, refunds, algorithms)
     print(f"done in {(time.monotonic() - t0) / 60:.1f} min; limiter commit {limiter_commit()}")
 
 

@@ -45,6 +45,7 @@ from tokenguard.limiter._backend import Backend, Signal, Ticket
 from tokenguard.limiter._headers import ServerView
 
 __all__ = [
+    "KEPT_DRAINED",
     "KEPT_LATE_ARRIVAL",
     "KEPT_SLOW_ANSWER",
     "LEARNING",
@@ -328,12 +329,21 @@ REFUNDS_PROVEN: list[tuple[object, ...]] = [
 
 # Learning with headers against the keeping server, each catching a wrong proof of
 # refunds. A request that reached the server at once and is answered 5 s later: its
-# charge has mostly refilled, so it raises the floor only by what is left of it.
+# charge may have refilled meanwhile, which the floor allows for (its lag).
 KEPT_SLOW_ANSWER: list[tuple[object, ...]] = [
     ("acquire", 50),
     ("advance", 5.0),
     ("commit", 0, 0.0, 0.0, 0.0, True),
     ("acquire", 10),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+]
+# The 10 is admitted with 50 on the floor and answered 5 s later, when a keeping
+# server may have refilled all of it: the floor is drained to the answer.
+KEPT_DRAINED: list[tuple[object, ...]] = [
+    ("acquire", 50),
+    ("commit", 0, 0.0, 0.0, 0.0, True),
+    ("acquire", 10),
+    ("advance", 5.0),
     ("commit", 0, 0.0, 0.0, 0.0, True),
 ]
 # The 37 reaches the server after the 10's answer was written (arrivals in any order):

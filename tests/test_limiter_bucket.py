@@ -18,6 +18,7 @@ from emulator_support import FakeClock as EmulatorClock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    KEPT_DRAINED,
     KEPT_LATE_ARRIVAL,
     KEPT_SLOW_ANSWER,
     LEARNING,
@@ -285,6 +286,7 @@ def test_a_smaller_limit_in_the_headers_sets_capacity_and_refill() -> None:
     any_order=st.booleans(),
 )
 @example(steps=KEPT_SLOW_ANSWER, lag=0.0, server_limit=LIMIT, any_order=False)
+@example(steps=KEPT_DRAINED, lag=0.0, server_limit=LIMIT, any_order=False)
 @example(steps=KEPT_LATE_ARRIVAL, lag=0.0, server_limit=LIMIT, any_order=True)
 def test_learning_never_proves_refunds_from_a_server_that_keeps(
     steps: list[tuple[object, ...]], lag: float, server_limit: int, any_order: bool

@@ -21,6 +21,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from limiter_property import (
+    KEPT_DRAINED,
     KEPT_LATE_ARRIVAL,
     KEPT_SLOW_ANSWER,
     LEARNING,
@@ -200,6 +201,7 @@ def test_lua_bucket_admits_when_the_python_model_does(
     any_order=st.booleans(),
 )
 @example(steps=KEPT_SLOW_ANSWER, lag=0.0, server_limit=LIMIT, any_order=False)
+@example(steps=KEPT_DRAINED, lag=0.0, server_limit=LIMIT, any_order=False)
 @example(steps=KEPT_LATE_ARRIVAL, lag=0.0, server_limit=LIMIT, any_order=True)
 def test_lua_learning_never_proves_refunds_from_a_server_that_keeps(
     client: redis.Redis,

@@ -33,32 +33,34 @@ freed amounts are differences to a lower trajectory of the same bucket; they shr
 only by what the bucket loses at its cap.
 
 Learning that the server refunds. A server that keeps unused tokens holds every
-estimate E it charged, from the request's arrival, as "used" (capacity less level)
-that drains at most at its refill rate r. ``floor`` is a lower bound of that, kept
-as one amount drained at ``floor_limit`` per window (the configured TPM, or the
-largest limit a header gave, so never slower than the server): a commit with the
-headers of a served response (no ``retry-after``; for less than its estimate, since
-a failure committed at its estimate may not have been charged) adds
-``E - r * (commit - admission)``, what is left of its charge at the latest, since it
-arrived at its admission at the earliest. Each admission keeps ``floor`` as it was
-then: every charge in it was committed before, so reached the server before any
-answer to this request was written, and what a keeping server used at that writing
-is at least that snapshot less ``r * (now - admission)``. When this request's
-answer shows less in use (its ``x-ratelimit-limit-tokens`` less ``remaining``) by
-more than a slack of ``max(16, 2%)`` of that limit, the server refunds: the model
-learns ``True`` (:meth:`Buckets.answer`). The slack is not needed for soundness; it
-absorbs estimates a little above the server's own (a prompt counted conservatively),
-summed over the requests in one snapshot. A larger limit in a header starts
-``floor`` again (the server may have refilled faster), and only admissions after
-that are checked. Learned ``True`` charges as ``refunds=True`` but still records the
-differences as freed (nothing is charged again on headers), so a 429 after a free,
-or a header showing the server above us by up to what was freed, moves it to
-``False`` for good; such a header may be as much older than our level as our bucket
-refilled since the answered admission, which the check allows for. Known limit: an
+estimate E it charged as "used" (capacity less level) from the request's arrival,
+and "used" drains at most at its refill rate r. ``floor`` gathers the estimates of
+commits with the headers of a served response (no ``retry-after``, and for less than
+the estimate: a failure committed at its estimate may not have been charged), each
+from its commit, drained together at ``floor_limit`` per window (the configured TPM
+or the largest limit a header gave: never slower than the server); ``floor_lag`` is
+the longest admission-to-commit time among them since ``floor`` was last empty. Each
+request arrived at its admission at the earliest, and a charge taken earlier leaves
+"used" lower from then on, so a keeping server's "used" is at least ``floor`` less
+``r * floor_lag`` (every charge moved ``floor_lag`` earlier). Each admission keeps
+that bound as it was then: every charge in it was committed before, so had reached
+the server before any answer to this request was written, and what a keeping server
+used at that writing is at least the bound less ``r * (now - admission)``. When this
+request's answer shows less in use (its ``x-ratelimit-limit-tokens`` less
+``remaining``) by more than a slack of ``max(16, 2%)`` of that limit, the server
+refunds: the model learns ``True`` (:meth:`Buckets.answer`). The slack is not needed
+for soundness; it absorbs estimates a little above the server's own (a prompt
+counted conservatively) summed over the requests in one bound. A larger limit in a
+header empties ``floor`` (the server may have refilled faster), and only admissions
+after that are checked. Learned ``True`` charges as ``refunds=True`` but still
+records the differences as freed (headers charge nothing again), so a 429 after a
+free, or a header showing the server above us by up to what was freed, moves it to
+``False`` for good; such a header may be older than our level by what our bucket
+refilled since the answered admission, which that check allows for. Known limit: an
 estimate larger than what a keeping server charges (a reserve for a call without
-``max_tokens`` larger than the server's own default) looks like a refund; the first
-429 or header then teaches ``False``. The day's token bucket charges ``actual`` only
-when refunds are given.
+``max_tokens`` larger than the server's own default) can look like a refund; the
+first 429 or header then teaches ``False``. The day's token bucket charges ``actual``
+only when refunds are given.
 
 Headers. A header's ``remaining`` is the server's level when it wrote the
 response, with every request it had seen charged. Whenever it is tighter than our
@@ -243,11 +245,14 @@ class Buckets:
         # Tokens charged to the TPM level by settles, ever: a settle after a request's
         # admission may be of a request that reached the server after its answer.
         self.settled = 0
-        # While learning: a lower bound of what a server keeping unused tokens has in
-        # use (``floor`` at ``floor_at``), drained at the fastest refill it may have,
-        # ``floor_limit`` (the configured TPM or the largest a header gave) per window.
+        # While learning (see answer): the estimates committed with served headers,
+        # each from its commit, drained together at the fastest refill the server may
+        # have, ``floor_limit`` (the configured TPM or the largest a header gave) per
+        # window (``floor`` at ``floor_at``); ``floor_lag``: the longest time from
+        # admission to commit among them since ``floor`` was last empty.
         self.floor = 0.0
         self.floor_at = -math.inf
+        self.floor_lag = 0.0
         self.floor_limit = float(limits.tpm) if limits.tpm is not None else 0.0
         # Only admissions after the last rise of ``floor_limit`` (``admitted_requests``
         # then) have a usable ``floor``.
@@ -383,7 +388,9 @@ class Buckets:
         charge.sure_tokens = sure
         charge.settled_mark = self.settled
         if self.floor and self.refunds is None and self.learned is None:
-            charge.floor = self._floor_to(now)
+            floor = self._floor_to(now) - self.floor_limit / self.limits.window * self.floor_lag
+            if floor > 0:
+                charge.floor = floor
         self.open.append(charge)
         self.open_tokens += tokens
         self.open_requests += 1
@@ -463,11 +470,14 @@ class Buckets:
         self._defer_frees()
 
     def _floor_to(self, now: float) -> float:
-        """The lower bound ``floor`` drained to ``now`` (see :meth:`answer`)."""
+        """``floor`` drained to ``now`` (see :meth:`answer`); empty, it forgets its lag."""
         if now > self.floor_at:
             if self.floor:
                 rate = self.floor_limit / self.limits.window
-                self.floor = max(0.0, self.floor - rate * (now - self.floor_at))
+                floor = self.floor - rate * (now - self.floor_at)
+                if floor <= 0:
+                    floor, self.floor_lag = 0.0, 0.0
+                self.floor = floor
             self.floor_at = now
         return self.floor
 
@@ -491,7 +501,8 @@ class Buckets:
         if limit > self.floor_limit:
             # The server refills faster than the floor drained: start it again.
             self.floor_limit = float(limit)
-            self.floor, self.floor_at, self.floor_mark = 0.0, now, self.admitted_requests
+            self.floor, self.floor_at, self.floor_lag = 0.0, now, 0.0
+            self.floor_mark = self.admitted_requests
         rate = self.floor_limit / self.limits.window
         since = now - charge.at
         if charge.mark_requests > self.floor_mark:
@@ -506,7 +517,8 @@ class Buckets:
         if actual < est:
             # At its estimate or more it may be a failure committed at its estimate,
             # which the server may not have charged: only a shorter answer counts.
-            self.floor = self._floor_to(now) + max(0.0, est - rate * since)
+            self.floor = self._floor_to(now) + est
+            self.floor_lag = max(self.floor_lag, since)
 
     def _defer_frees(self) -> None:
         tpm = self.tpm

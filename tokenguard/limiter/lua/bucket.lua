@@ -5,8 +5,8 @@
 --          bc1/bc4 the capacity of TPM/RPD when a header gave a smaller limit,
 --          bdf/bfr deferred/freed tokens (TPM), bot/bor tokens/requests in flight,
 --          bag aged tokens not settled, bst tokens charged by settles (ever), blk,
---          blb/blt the floor and its time, bll its limit, bls the admissions counted
---          when that last rose (see Buckets.answer), and the shared adm/admr/lrn/fr/seq (see lib.lua)
+--          blb/blt the floor and its time, bll its limit, blg its lag, bls the
+--          admissions counted when that limit last rose (see Buckets.answer), and the shared adm/admr/lrn/fr/seq (see lib.lua)
 --       :bo zset rid -> admission time (in flight), :bot hash rid -> "tokens|admr" or
 --          "tokens|admr|floor" (the floor at its admission, while learning)
 --       :bag hash rid -> when it aged (in flight a whole window: charged, not settled)
@@ -22,11 +22,12 @@ local BST, BOPEN
 local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
-    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4', 'blb', 'blt', 'bll', 'bls')
+    'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4', 'blb', 'blt', 'bll', 'bls',
+    'blg')
   local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
     orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge,
     floor = num(f[18]), floor_at = tonumber(f[19]) or -math.huge,
-    flim = tonumber(f[20]) or TPM, floor_mark = num(f[21])}
+    flim = tonumber(f[20]) or TPM, floor_mark = num(f[21]), floor_lag = num(f[22])}
   local server = {tonumber(f[16]), nil, nil, tonumber(f[17])}
   for k = 1, 4 do
     local cap = B_LIMITS[k]
@@ -62,7 +63,8 @@ local function b_save()
     args[#args + 1] = fmt(st.blk)
   end
   if st.floor_at > -math.huge then
-    for _, kv in ipairs({{'blb', st.floor}, {'blt', st.floor_at}, {'bll', st.flim}}) do
+    for _, kv in ipairs({{'blb', st.floor}, {'blt', st.floor_at}, {'bll', st.flim},
+        {'blg', st.floor_lag}}) do
       args[#args + 1] = kv[1]
       args[#args + 1] = fmt(kv[2])
     end
@@ -85,12 +87,17 @@ local function b_cost(lv, tokens)
   return 1
 end
 
--- The floor drained to `now` (see Buckets._floor_to).
+-- The floor drained to `now`; empty, it forgets its lag (see Buckets._floor_to).
 local function b_floor_to(st, now)
   if now > st.floor_at then
     if st.floor ~= 0 then
       local rate = st.flim / W
-      st.floor = math.max(0, st.floor - rate * (now - st.floor_at))
+      local floor = st.floor - rate * (now - st.floor_at)
+      if floor <= 0 then
+        floor = 0
+        st.floor_lag = 0
+      end
+      st.floor = floor
     end
     st.floor_at = now
   end
@@ -214,7 +221,11 @@ local function charge(ticket, tokens, now)
   redis.call('ZADD', P .. ':bo', fmt(now), ticket)
   -- While learning, the floor at this admission (see Buckets.admit).
   local fl = 0
-  if st.floor ~= 0 then fl = b_floor_to(st, now) end
+  if st.floor ~= 0 then
+    fl = b_floor_to(st, now)
+    fl = fl - st.flim / W * st.floor_lag
+    if fl <= 0 then fl = 0 end
+  end
   local info = tokens .. '|' .. admr
   if fl ~= 0 then info = info .. '|' .. fmt(fl) end
   redis.call('HSET', P .. ':bot', ticket, info)
@@ -294,7 +305,8 @@ local function b_answer(st, c, est, actual, now, base)
   if not st.tpm or lt <= 0 or rt < 0 or ra >= 0 then return nil end
   if lt > st.flim then
     st.flim = lt
-    st.floor, st.floor_at, st.floor_mark = 0, now, sum('admr')
+    st.floor, st.floor_at, st.floor_lag = 0, now, 0
+    st.floor_mark = sum('admr')
   end
   local rate = st.flim / W
   local since = now - c[2]
@@ -307,7 +319,10 @@ local function b_answer(st, c, est, actual, now, base)
       return {'headers', used, math.floor(kept)}
     end
   end
-  if actual < est then st.floor = b_floor_to(st, now) + math.max(0, est - rate * since) end
+  if actual < est then
+    st.floor = b_floor_to(st, now) + est
+    st.floor_lag = math.max(st.floor_lag, since)
+  end
   return nil
 end
 
