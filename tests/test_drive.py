@@ -319,3 +319,29 @@ def test_effects_are_values() -> None:
     assert Sleep(1.0) == Sleep(1.0)
     with pytest.raises(AttributeError):
         Sleep(1.0).seconds = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_call_subclass_is_performed_by_its_own_methods(kind: str) -> None:
+    """The runners perform a plain Call themselves (the common effect, without a frame of
+    its own); a subclass that performs differently is still asked to perform."""
+
+    class Twice(Call):
+        __slots__ = ()
+
+        def perform(self) -> Any:
+            return 2 * self.fn(*self.args)
+
+        async def perform_async(self) -> Any:
+            return 2 * self.fn(*self.args)
+
+    async def alen(text: str) -> int:
+        return len(text)
+
+    def plan() -> Plan[tuple[int, int, int]]:
+        plain = yield Call(len, alen, "abc")
+        sync_only = yield Call(len, None, "abcd")
+        doubled = yield Twice(len, alen, "abc")
+        return plain, sync_only, doubled
+
+    assert run(kind, plan()) == (3, 4, 6)

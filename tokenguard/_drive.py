@@ -145,7 +145,8 @@ def run_sync(plan: Plan[T]) -> T:
         effect = next(plan)
         while True:
             try:
-                result = effect.perform()
+                # A Call (most effects) performed here, without a frame of its own.
+                result = effect[0](*effect[2]) if type(effect) is Call else effect.perform()
             except BaseException as exc:  # the plan's own except/finally decide
                 effect = plan.throw(exc)
             else:
@@ -168,7 +169,11 @@ async def run_async(plan: Plan[T]) -> T:
         effect = next(plan)
         while True:
             try:
-                result = await effect.perform_async()
+                if type(effect) is Call and effect[1] is not None:
+                    # Call.perform_async, without a coroutine of its own (most effects).
+                    result = await effect[1](*effect[2])
+                else:
+                    result = await effect.perform_async()
             except BaseException as exc:  # cancellation included: the plan cleans up
                 effect = plan.throw(exc)
             else:
