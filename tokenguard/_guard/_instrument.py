@@ -74,14 +74,15 @@ def _window_of(model: Any) -> int | None:
 class _ClientSender:
     """Sends one body through the quiet (no-retry) client, asking for the raw response."""
 
-    def __init__(
-        self, quiet: Any, body: dict[str, Any], req_max: int | None, site: str, mode: str | None
-    ) -> None:
+    __slots__ = ("_asked", "_body", "_mode", "_quiet", "raw_internal", "site")
+
+    def __init__(self, quiet: Any, body: dict[str, Any], req_max: int | None, site: str) -> None:
         self._quiet = quiet
         self._body = body
         self._asked = req_max
         self.site = site
         # The caller asked for the raw response itself only with with_raw_response.
+        mode = None if "extra_headers" not in body else _raw_mode(body)
         self.raw_internal = mode is None
         self._mode = mode
 
@@ -134,11 +135,13 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         transient_retries=retries if isinstance(retries, int) and retries > 0 else 0,
     )
 
+    model = opts.model
+
     def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
-        req = read_body(kwargs, default_model=opts.model, where=site)
-        if opts.model is not None and "model" not in kwargs:
-            kwargs = {**kwargs, "model": opts.model}
-        return req, _ClientSender(quiet, kwargs, req.max_tokens, site, _raw_mode(kwargs))
+        req = read_body(kwargs, default_model=model, where=site)
+        if model is not None and "model" not in kwargs:
+            kwargs = {**kwargs, "model": model}
+        return req, _ClientSender(quiet, kwargs, req.max_tokens, site)
 
     if _is_async(comp):
 

@@ -16,6 +16,7 @@ from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
 
 __all__ = [
+    "NO_OPTIONS",
     "PROMPT_KEYWORDS",
     "ChatRequest",
     "Sender",
@@ -27,7 +28,7 @@ __all__ = [
 
 
 #: The options of a call that gives none: one shared, read-only value.
-_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
 class ChatRequest(NamedTuple):
@@ -44,7 +45,12 @@ class ChatRequest(NamedTuple):
     tools: Sequence[Any] | None = None
     functions: Sequence[Any] | None = None
     #: Other prompt keywords (``response_format``, ``reasoning_effort``, ...) for counting.
-    options: Mapping[str, Any] = _NO_OPTIONS
+    options: Mapping[str, Any] = NO_OPTIONS
+
+
+#: ``new_request(ChatRequest, (messages, model, max_tokens, stream, tools, functions,
+#: options))``: a request built in one step, without the keyword-taking ``__new__``.
+new_request = tuple.__new__
 
 
 class Sender(Protocol):
@@ -134,15 +140,31 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     if type(model) is not str or not model:
         model = _model(given(model) or default_model, where)
     asked = asked_max_tokens(body)
+    named = PROMPT_KEYWORDS.intersection(body)
+    extra = body.get("extra_body")
+    if not named and extra is None:  # the usual call: nothing else changes the prompt
+        stream = body.get("stream")
+        return new_request(
+            ChatRequest,
+            (
+                messages,
+                model,
+                asked,
+                stream is not None and given(stream) is True,
+                None,
+                None,
+                NO_OPTIONS,
+            ),
+        )
     options: dict[str, Any] = {}
-    extra = given(body.get("extra_body"))
+    extra = given(extra)
     if extra is not None:
         if not isinstance(extra, Mapping):
             raise InvalidMessages(f"{where}: extra_body must be a dict, got {type(extra).__name__}")
         options["extra_body"] = extra
     tools = functions = None
     # Only the keywords the call gives (a few) are looked at, not every prompt keyword.
-    for name in PROMPT_KEYWORDS.intersection(body):
+    for name in named:
         value = given(body[name])
         if value is None:
             continue
