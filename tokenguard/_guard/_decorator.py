@@ -21,7 +21,7 @@ from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardOptions, make_options
 from ._pipeline import Guard, call_plan
 from ._registry import normalize_base_url
-from ._request import ChatRequest, asked_max_tokens, given
+from ._request import NO_OPTIONS, ChatRequest, asked_max_tokens, given, new_request
 
 __all__ = ["guard"]
 
@@ -113,7 +113,18 @@ class _Binding:
         asked = asked_max_tokens(a)
         stream = a.get("stream")
         if not self.counted:  # the usual function: no prompt keywords to look for
-            return ChatRequest(messages, model, asked, stream is not None and given(stream) is True)
+            return new_request(
+                ChatRequest,
+                (
+                    messages,
+                    model,
+                    asked,
+                    stream is not None and given(stream) is True,
+                    None,
+                    None,
+                    NO_OPTIONS,
+                ),
+            )
         options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
         return ChatRequest(
             messages=messages,
@@ -199,15 +210,17 @@ class _CallSender:
     def _call_args(
         self, messages: list[Any], max_tokens: int | None
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if messages is self._messages and (max_tokens is None or max_tokens == self._asked):
-            return self._args, self._kwargs  # sent as asked (the usual call): unchanged
         return self._binding.call_args(self._args, self._kwargs, messages, max_tokens, self._asked)
 
     def send(self, messages: list[Any], max_tokens: int | None) -> Any:
+        if messages is self._messages and (max_tokens is None or max_tokens == self._asked):
+            return self._wrapped(*self._args, **self._kwargs)  # sent as asked (the usual call)
         args, kwargs = self._call_args(messages, max_tokens)
         return self._wrapped(*args, **kwargs)
 
     async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any:
+        if messages is self._messages and (max_tokens is None or max_tokens == self._asked):
+            return await self._wrapped(*self._args, **self._kwargs)  # sent as asked
         args, kwargs = self._call_args(messages, max_tokens)
         return await self._wrapped(*args, **kwargs)
 
@@ -246,7 +259,9 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
             found = bindings[bound_method] = _Binding(wrapped, opts, where)
         return found
 
-    binding_for(target)  # a function that cannot take messages fails here, not later
+    # A function that cannot take messages fails here, not at its first call. A plain
+    # function is called as decorated (``wrapped is target``): its binding without a lookup.
+    plain = bindings[hasattr(target, "__self__")] = _Binding(target, opts, where)
 
     if inspect.iscoroutinefunction(target):
 
@@ -254,7 +269,7 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
         async def guarded_async(
             wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            binding = binding_for(wrapped)
+            binding = plain if wrapped is target else binding_for(wrapped)
             req = binding.read(args, kwargs)
             sender = _CallSender(wrapped, binding, args, kwargs, req)
             return await run_async(call_plan(g, req, sender))
@@ -263,7 +278,7 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
 
     @wrapt.decorator
     def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        binding = binding_for(wrapped)
+        binding = plain if wrapped is target else binding_for(wrapped)
         req = binding.read(args, kwargs)
         sender = _CallSender(wrapped, binding, args, kwargs, req)
         return run_sync(call_plan(g, req, sender))
