@@ -374,7 +374,13 @@ def scenario_processes(s: Setup, start_delay: float = 0.5) -> dict[str, Any]:
         start = time.monotonic() + start_delay
         for p in procs:
             p.join()
-        return _report("processes", em, start, s, 0.95)
+        # What the processes learned about refunds, shared on the key (see lua/lib.lua).
+        client = redis.Redis.from_url(srv.url)
+        learned = client.hget("{" + key + "}:s", "lrn")
+        client.close()
+        state = learned.decode() if isinstance(learned, bytes) else str(learned)
+        refunds = s.refunds if s.refunds is not None else {"0": False, "1": True}.get(state)
+        return _report("processes", em, start, s, 0.95, refunds)
 
 
 def _delayed(

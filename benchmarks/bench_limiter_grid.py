@@ -265,7 +265,8 @@ def _summary(rec: dict[str, Any]) -> str:
     return (
         f"{head} ratio={rec['mean']:.3f} raw={rec['raw']:.3f} "
         f"429s={rec['429']}/"
-        f"{rec['requests']} other={rec['other']} load={rec['load']:.1f} "
+        f"{rec['requests']} other={rec['other']} refunds={rec.get('refunds', '-')} "
+        f"load={rec['load']:.1f} "
         f"{rec['limiter_commit']} {verdict}"
     )
 
@@ -345,8 +346,8 @@ def render(path: Path, after: str = "", refunds: bool | None = None) -> str:
     lines = [
         "| cell (latency / case / scenario / server) | W s | ceiling | bucket ratio | "
         "bucket 429s | bucket errors | bucket | window ratio | window 429s | "
-        "window errors | window | limiter commit |",
-        "|" + " --- |" * 12,
+        "window errors | window | limiter commit | bucket's refunds at the end |",
+        "|" + " --- |" * 13,
     ]
     for cell in all_cells():
         b = runs.get((cell.name, "bucket"), [])
@@ -361,7 +362,9 @@ def render(path: Path, after: str = "", refunds: bool | None = None) -> str:
             + " | ".join(_figures(b))
             + " | "
             + " | ".join(_figures(w))
-            + f" | {', '.join(commits)} |"
+            + f" | {', '.join(commits)} | "
+            + " · ".join(str(r.get("refunds", "-")) for r in b)
+            + " |"
         )
     return "\n".join(lines)
 
