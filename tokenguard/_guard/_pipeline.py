@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage_of
-from .._budget import NO_HOLD, BudgetHold, open_budgets, reserve, room
+from .._budget import NO_HOLD, BudgetHold, budgets_now, reserve, room
 from .._drive import Call, Effect, Plan, Sleep
 from ..counting import RequestCount, default_counter
 from ..errors import (
@@ -508,7 +508,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     while True:
         site = _site(g, req)  # again after a retry: a limit may have been learned
         info, limiter = site.info, site.limiter
-        budgets = open_budgets()
+        budgets = budgets_now()
         budget = room() if budgets else None
         count = _count(req, req.messages, info, site.asked, opts.default_reserve)
         fitted: FitResult | None = None
@@ -625,7 +625,8 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             from ._streams import present_stream  # they settle through this module
 
             return present_stream(s, result, body, raw and not sender.raw_internal)
-        # settle_plan(s, usage, body), written in place: one generator less per call.
+        # settle_plan(s, usage, body) and its _settled, written in place: the usual call
+        # settles without a generator, and builds its event only when someone listens.
         usage = usage_of(body)
         s.settled = True
         try:
@@ -636,7 +637,17 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
                 except LimiterUnavailable as exc:
                     _settle_failed(s, "commit", True, exc)
         finally:
-            _settled(s, usage, body, False)
+            # Charged and reported even when settling is interrupted (a cancelled task).
+            if not hold.settled:
+                hold.commit(usage.total_tokens if usage is not None else estimate)
+            if usage is not None:
+                if not (count.exact and usage.prompt_tokens == count.prompt_tokens):
+                    default_counter().observe(count, usage.prompt_tokens)
+                known = g.completion_max  # it only grows: a smaller one changes nothing
+                if known is None or usage.completion_tokens > known:
+                    g.saw_completion(usage.completion_tokens)
+            if enabled():
+                emit(_event(s, usage=usage, response=body))
         return body if sender.raw_internal else result
 
 
