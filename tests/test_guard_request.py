@@ -75,3 +75,59 @@ def test_the_usual_call_is_read_with_no_options() -> None:
     )
     assert (req.messages, req.model, req.max_tokens, req.stream) == (MESSAGES, "m", 16, False)
     assert (req.tools, req.functions, dict(req.options)) == (None, None, {})
+
+
+# -- a decorated function's arguments -------------------------------------------------
+
+
+def _ask(
+    messages: Any,
+    model: str = "llama-3.1-8b-instant",
+    max_tokens: Any = 64,
+    max_completion_tokens: Any = None,
+    stream: Any = False,
+) -> Any:
+    return None
+
+
+def _bound_reading(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChatRequest:
+    """The general reading of a call: bound by ``inspect``, defaults applied."""
+    import inspect
+
+    a = inspect.signature(_ask).bind(*args, **kwargs)
+    a.apply_defaults()
+    stream = a.arguments["stream"]
+    return ChatRequest(
+        messages=a.arguments["messages"],
+        model=a.arguments["model"],
+        max_tokens=asked_max_tokens(a.arguments),
+        stream=stream is not None and given_value(stream) is True,
+    )
+
+
+_ARGS = (
+    ("messages", st.just(MESSAGES)),
+    ("model", st.sampled_from(["llama-3.1-8b-instant", "llama3-8b-8192"])),
+    ("max_tokens", st.sampled_from([None, NOT_GIVEN, 1, 64, 2048])),
+    ("max_completion_tokens", st.sampled_from([None, NOT_GIVEN, 5, 300])),
+    ("stream", st.sampled_from([None, NOT_GIVEN, True, False])),
+)
+
+
+@given(data=st.data(), positional=st.integers(min_value=1, max_value=len(_ARGS)))
+@settings(max_examples=200, deadline=None)
+def test_a_decorated_call_reads_as_binding_its_arguments_does(
+    data: st.DataObject, positional: int
+) -> None:
+    """Positional-only calls are read without ``_view`` and a plain ``max_tokens``
+    without the full check: both must read as binding the arguments does."""
+    from tokenguard._guard._decorator import _Binding
+    from tokenguard._guard._options import make_options
+
+    values = {name: data.draw(strategy, label=name) for name, strategy in _ARGS}
+    given_names = [n for n, _ in _ARGS[positional:] if data.draw(st.booleans(), label=n)]
+    args = tuple(values[n] for n, _ in _ARGS[:positional])
+    kwargs = {n: values[n] for n in given_names}
+    got = _Binding(_ask, make_options(), "_ask()").read(args, kwargs)
+    assert got == _bound_reading(args, kwargs)
+    assert dict(got.options) == {}

@@ -96,7 +96,11 @@ class _Binding:
         return view
 
     def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChatRequest:
-        a = self._view(args, kwargs)
+        if kwargs or len(args) > len(self.positional):
+            a = self._view(args, kwargs)
+        else:  # positional arguments only (the usual call): _view's result, without its frame
+            a = dict(self.defaults)
+            a.update(zip(self.positional, args, strict=False))
         messages = a.get(self.opts.messages_arg)
         if type(messages) is not list:  # a plain list needs none of these checks
             messages = self._messages(messages)
@@ -110,7 +114,12 @@ class _Binding:
                     f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and "
                     f"the guard none (@tg.guard(model=...)); got {model!r}"
                 )
-        asked = asked_max_tokens(a)
+        asked = a.get("max_tokens")
+        if not (
+            (asked is None or (type(asked) is int and asked >= 1))
+            and a.get("max_completion_tokens") is None
+        ):  # anything but a plain max_tokens (or none): read and checked in full
+            asked = asked_max_tokens(a)
         stream = a.get("stream")
         if not self.counted:  # the usual function: no prompt keywords to look for
             return new_request(

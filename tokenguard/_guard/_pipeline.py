@@ -510,7 +510,17 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
         info, limiter = site.info, site.limiter
         budgets = budgets_now()
         budget = room() if budgets else None
-        count = _count(req, req.messages, info, site.asked, opts.default_reserve)
+        if req.options:
+            count = _count(req, req.messages, info, site.asked, opts.default_reserve)
+        else:  # the usual call: _count's call, without its frame
+            count = default_counter().count_request(
+                req.messages,
+                info,
+                tools=req.tools,
+                functions=req.functions,
+                max_tokens=site.asked,
+                default_reserve=opts.default_reserve,
+            )
         fitted: FitResult | None = None
         if budget is not None or site.fits is None or count.prompt_tokens > site.fits:
             kwargs = _fit_kwargs(g, req, site, budget)
@@ -558,7 +568,10 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             if opts.max_wait is not None:
                 left = max(0.0, opts.max_wait - (opts.clock() - started))
             try:
-                reservation = yield Call(limiter.acquire, limiter.acquire_async, estimate, left)
+                # Call(limiter.acquire, limiter.acquire_async, estimate, left), made in one step
+                reservation = yield _effect(
+                    Call, (limiter.acquire, limiter.acquire_async, (estimate, left))
+                )
             except BaseException:
                 hold.cancel()
                 raise
@@ -593,7 +606,8 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             0 if attempts is None else attempts.total,
         )
         try:
-            result = yield Call(sender.send, sender.send_async, messages, max_tokens)
+            # Call(sender.send, sender.send_async, messages, max_tokens), in one step
+            result = yield _effect(Call, (sender.send, sender.send_async, (messages, max_tokens)))
         except BaseException as exc:
             # Cancelled or interrupted while in flight: it may have been charged.
             failure = classify(exc) if isinstance(exc, Exception) else Failure(FailureKind.TIMEOUT)
