@@ -93,7 +93,8 @@ class _ClientSender:
             name = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
             body[name] = max_tokens
         if self._mode is None:
-            body["extra_headers"] = {**(body.get("extra_headers") or {}), _RAW_HEADER: "raw"}
+            extra = body.get("extra_headers")
+            body["extra_headers"] = {**extra, _RAW_HEADER: "raw"} if extra else {_RAW_HEADER: "raw"}
         return body
 
     def send(self, messages: list[Any], max_tokens: int | None) -> Any:
@@ -139,21 +140,29 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
 
     def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
         req = read_body(kwargs, default_model=model, where=site)
-        if model is not None and "model" not in kwargs:
+        if "model" not in kwargs:  # the guard's model= (read_body says when there is none)
             kwargs = {**kwargs, "model": model}
         return req, _ClientSender(quiet, kwargs, req.max_tokens, site)
 
     if _is_async(comp):
 
         async def create_async(**kwargs: Any) -> Any:
-            req, sender = read(kwargs)
+            if model is None:  # the usual client: the call names its model
+                req = read_body(kwargs, default_model=None, where=site)
+                sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
+            else:
+                req, sender = read(kwargs)
             return await run_async(call_plan(g, req, sender))
 
         guarded: Any = create_async
     else:
 
         def create(**kwargs: Any) -> Any:
-            req, sender = read(kwargs)
+            if model is None:  # the usual client: the call names its model
+                req = read_body(kwargs, default_model=None, where=site)
+                sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
+            else:
+                req, sender = read(kwargs)
             return run_sync(call_plan(g, req, sender))
 
         guarded = create

@@ -625,15 +625,16 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
         if kind[0]:  # a raw response: parsed (awaited when async), read for its headers
             try:
                 body = result.parse()
-                if _kind(type(body))[2]:  # the async SDKs' parse: a coroutine
+                kind = _KINDS.get(type(body)) or _kind(type(body))
+                if kind[2]:  # the async SDKs' parse: a coroutine
                     body = yield Call(_never, _awaited, body)
+                    kind = _kind(type(body))
                 headers, raw = headers_of(result), True
             except BaseException:
                 # Served, but its body cannot be read (e.g. a response the function
                 # closed): the SDK's error goes on, settled at what it may have cost.
                 yield from settle_plan(s, None)
                 raise
-            kind = _kind(type(body))
         s.headers = headers
         if kind[1]:  # a stream: settled when it ends
             from ._streams import present_stream  # they settle through this module
