@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,9 +294,9 @@ class _Commit(tuple[Reservation, int, "Mapping[str, Any] | None"]):
         r, tokens, headers = self
         r.commit(tokens, headers=headers)
 
-    async def perform_async(self) -> None:
+    def perform_async(self) -> Awaitable[None]:
         r, tokens, headers = self
-        await r.commit_async(tokens, headers=headers)
+        return r.commit_async(tokens, headers=headers)  # awaited by the runner
 
 
 #: Makes an effect that is a tuple (``_effect(_Commit, (r, tokens, headers))``) without

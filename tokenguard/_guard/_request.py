@@ -8,7 +8,7 @@ and ``instrument`` each provide a sender; the pipeline does not know which it ha
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
@@ -65,7 +65,9 @@ class Sender(Protocol):
 
     def send(self, messages: list[Any], max_tokens: int | None) -> Any: ...
 
-    async def send_async(self, messages: list[Any], max_tokens: int | None) -> Any: ...
+    def send_async(self, messages: list[Any], max_tokens: int | None) -> Awaitable[Any]:
+        """The awaitable that sends (a coroutine function's call is one)."""
+        ...
 
     def context_window(self, model: str) -> int | None: ...
 
