@@ -506,7 +506,15 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     started = opts.clock()
     attempts: _Attempts | None = None  # made at the first wait or failure
     while True:
-        site = _site(g, req)  # again after a retry: a limit may have been learned
+        # Again after a retry: a limit may have been learned. (_site's own check first,
+        # without its frame: the site worked out by an earlier call, if still good.)
+        site = g._sites.get((req.model, req.max_tokens))
+        if (
+            site is None
+            or site.generation != _registry.generation
+            or site.info is not get_model(req.model)
+        ):
+            site = _site(g, req)
         info, limiter = site.info, site.limiter
         budgets = budgets_now()
         budget = room() if budgets else None
