@@ -134,6 +134,7 @@ _DURATIONS = st.one_of(
     st.sampled_from(["6s", "520ms", "2m59.56s", "1h4m48s", "7.66s", "0s", "soon", " 6s", ""]),
     st.floats(min_value=0, max_value=10**6).map(lambda f: f"{f}s"),
     st.integers(min_value=0, max_value=10**6).map(lambda n: f"{n}ms"),
+    st.floats(min_value=0, max_value=10**4).map(lambda f: f"{f}ms"),
     _NUMBERS,
 )
 

@@ -65,6 +65,8 @@ def _count(name: str, text: str) -> int | None:
 def _duration(name: str, text: str) -> float | None:
     if _PLAIN_SECONDS(text) is not None:
         return float(text[:-1])  # Groq's usual "6s" / "1.2s", without the general parser
+    if _PLAIN_MILLISECONDS(text) is not None:
+        return float(text[:-2]) * 1e-3  # "520ms", as the general parser computes it
     try:
         return parse_go_duration(text)
     except ValueError:
@@ -73,6 +75,7 @@ def _duration(name: str, text: str) -> float | None:
 
 
 _PLAIN_SECONDS = re.compile(r"\d{1,9}(?:\.\d{1,12})?s").fullmatch
+_PLAIN_MILLISECONDS = re.compile(r"\d{1,9}(?:\.\d{1,12})?ms").fullmatch
 
 
 def _bad(name: str) -> None:
