@@ -15,10 +15,14 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
+from tokenguard._guard._pipeline import fits_as_asked
 from tokenguard.emulator import Emulator, running
+from tokenguard.fitting import room_for
 
 MODEL = "llama-3.1-8b-instant"
 SMALL = "llama3-8b-8192"  # context window 8,192
@@ -63,6 +67,40 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
     assert sent[2] is short
     assert len(sent[1]) < len(long)
     assert chat_prompts(em)[1] + 256 <= 8_192
+
+
+def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longer_fits(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    """Without max_tokens the server holds the default reserve (1,024) while the window
+    leaves it: prompts up to 8,192 - 1,024 go as asked, a longer one is fitted."""
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+    sent: list[list[Any]] = []
+
+    @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
+    def ask(messages: list[Any], model: str = SMALL) -> Any:
+        sent.append(messages)
+        return client.chat.completions.create(messages=messages, model=model)
+
+    short = [{"role": "user", "content": "Hello"}]
+    long = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
+        for i in range(40)
+    ]
+    assert tg.count_tokens(long, model=SMALL) > 8_192
+    ask(short)
+    ask(long)
+    ask(short)
+    assert fits(events) == ["none", "truncate", "none"]
+    assert sent[0] is short
+    assert sent[2] is short
+    assert chat_prompts(em)[1] + 1_024 <= 8_192
+    reserves = [
+        e.fields()["tokenguard.completion_reserve"]
+        for e in events
+        if e.name == "tokenguard.guard.request"
+    ]
+    assert reserves[0] == reserves[2] == 1_024
 
 
 def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
@@ -118,3 +156,44 @@ async def test_an_instrumented_async_site_sends_as_asked_and_fits_past_its_room(
     prompts = chat_prompts(em)
     assert prompts[0] == prompts[2]
     assert prompts[1] + 64 <= 8_192
+
+
+# -- the room a site works out once agrees with fitting's, prompt by prompt ------------
+
+
+@given(
+    window=st.integers(min_value=1, max_value=200_000),
+    tpm=st.none() | st.integers(min_value=1, max_value=200_000),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=50_000),
+    max_completion=st.none() | st.integers(min_value=1, max_value=200_000),
+    default_reserve=st.integers(min_value=0, max_value=5_000),
+    data=st.data(),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_prompt_within_the_site_room_is_one_fitting_would_send_as_asked(
+    window: int,
+    tpm: int | None,
+    max_tokens: int | None,
+    max_completion: int | None,
+    default_reserve: int,
+    data: st.DataObject,
+) -> None:
+    """Calls whose prompt is within the room a site worked out skip fitting, with or
+    without max_tokens: fitting's room for each such prompt must take it as it is, with
+    the same reservation and max_tokens."""
+    limits: dict[str, Any] = {
+        "context_window": window,
+        "tpm": tpm,
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_completion,
+        "default_reserve": default_reserve,
+    }
+    fits = fits_as_asked(**limits)
+    if fits is None:
+        return
+    empty = room_for(0, **limits)
+    for prompt in {0, fits, data.draw(st.integers(min_value=0, max_value=fits))}:
+        r = room_for(prompt, **limits)
+        assert prompt <= r.allowed
+        assert not r.lowered
+        assert (r.max_tokens, r.reserve) == (max_tokens, empty.reserve)

@@ -47,7 +47,7 @@ from . import _registry
 from ._options import GuardOptions
 from ._request import ChatRequest, Sender
 
-__all__ = ["Guard", "Settlement", "call_plan", "settle_plan"]
+__all__ = ["Guard", "Settlement", "call_plan", "fits_as_asked", "settle_plan"]
 
 #: The SDKs' backoff between retries of a failed request: min(0.5 * 2**n, 8) seconds.
 _BACKOFF_BASE = 0.5
@@ -89,12 +89,11 @@ class _Site:
     on the first call instead of on every one: the model's entry, its limiter, the
     limits fitting works within, and the largest prompt sent as it is.
 
-    ``fits`` is that prompt: with ``max_tokens`` given, any prompt of at most ``fits``
+    ``fits`` is that prompt (see :func:`fits_as_asked`): any prompt of at most ``fits``
     tokens has the same room (the same ceiling and reservation, nothing lowered), so
     such a call needs no fitting while no budget is open. ``None``: every call is fitted
-    as usual (no ``max_tokens``, whose hold depends on the prompt, or one that must be
-    lowered). Good while ``generation`` is the registry's and the model table still
-    gives ``info``.
+    as usual (a ``max_tokens`` that must be lowered, or limits no prompt fits). Good
+    while ``generation`` is the registry's and the model table still gives ``info``.
     """
 
     info: ModelInfo
@@ -104,6 +103,38 @@ class _Site:
     asked: int | None
     generation: int
     fits: int | None = None
+
+
+def fits_as_asked(
+    *,
+    context_window: int,
+    tpm: int | None,
+    max_tokens: int | None,
+    max_completion_tokens: int | None,
+    default_reserve: int,
+) -> int | None:
+    """The largest prompt that fits as asked outside any budget: every prompt of at
+    most that many tokens has the room :func:`~tokenguard.fitting.room_for` gives an empty
+    prompt (the same ceiling and reservation, ``max_tokens`` not lowered), so fitting
+    would send it unchanged. ``None`` when even an empty prompt does not fit as asked.
+
+    With ``max_tokens`` the reservation does not depend on the prompt. Without it the
+    server holds ``min(default, context window - prompt)``, which is the whole default
+    for every prompt up to ``ceiling - default`` (the ceiling is at most the window):
+    that is the room an empty prompt has, and so the answer too.
+    """
+    try:
+        r = room_for(
+            0,
+            context_window=context_window,
+            tpm=tpm,
+            max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens,
+            default_reserve=default_reserve,
+        )
+    except (ContextOverflow, ConfigurationError):
+        return None  # every call goes through fitting, which says what is wrong
+    return None if r.lowered else r.allowed
 
 
 def _site(g: Guard, req: ChatRequest) -> _Site:
@@ -125,21 +156,13 @@ def _site(g: Guard, req: ChatRequest) -> _Site:
     cap = g.opts.cap_max_tokens
     if cap is not None:
         asked = cap if asked is None else min(asked, cap)
-    fits = None
-    if asked is not None:
-        try:
-            r = room_for(
-                0,
-                context_window=window,
-                tpm=tpm,
-                max_tokens=asked,
-                max_completion_tokens=info.max_completion_tokens,
-                default_reserve=g.opts.default_reserve,
-            )
-        except (ContextOverflow, ConfigurationError):
-            r = None  # every call goes through fitting, which says what is wrong
-        if r is not None and not r.lowered:
-            fits = r.allowed
+    fits = fits_as_asked(
+        context_window=window,
+        tpm=tpm,
+        max_tokens=asked,
+        max_completion_tokens=info.max_completion_tokens,
+        default_reserve=g.opts.default_reserve,
+    )
     site = _Site(info, limiter, window, tpm, asked, generation, fits)
     if len(g._sites) >= 64:  # bounded: a site that sees many models or sizes
         g._sites.clear()
