@@ -679,7 +679,12 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
             if reservation is not None:
                 tokens = usage.limit_tokens if usage is not None else estimate
                 try:
-                    yield _effect(_Commit, (reservation, tokens, headers))
+                    if headers is None:  # a plain Call, which the runners perform in place
+                        yield _effect(
+                            Call, (reservation.commit, reservation.commit_async, (tokens,))
+                        )
+                    else:
+                        yield _effect(_Commit, (reservation, tokens, headers))
                 except LimiterUnavailable as exc:
                     _settle_failed(s, "commit", True, exc)
         finally:
