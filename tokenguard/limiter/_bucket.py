@@ -96,6 +96,7 @@ __all__ = ["BucketCharge", "Buckets"]
 
 # Float noise when a wait computed from the refill rate ends.
 _EPS = 1e-9
+_ONE = 1 - _EPS  # one request, less the noise
 
 
 class _Level:
@@ -187,7 +188,15 @@ class BucketCharge:
         "tokens",
     )
 
-    def __init__(self, tokens: int, at: float, mark_tokens: int, mark_requests: int) -> None:
+    def __init__(
+        self,
+        tokens: int,
+        at: float,
+        mark_tokens: int,
+        mark_requests: int,
+        sure_tokens: int = 0,
+        settled_mark: int = 0,
+    ) -> None:
         self.tokens = tokens
         self.at = at
         self.open = True  # in flight: not settled, not aged
@@ -195,9 +204,9 @@ class BucketCharge:
         # Cumulative admissions right after this one (its admission order).
         self.mark_tokens = mark_tokens
         self.mark_requests = mark_requests
-        self.sure_tokens = 0
+        self.sure_tokens = sure_tokens
         # Tokens charged by settles before this admission (see Buckets.settled).
-        self.settled_mark = 0
+        self.settled_mark = settled_mark
         # While learning: what a server keeping unused tokens had in use at least, at
         # this admission (see Buckets.answer).
         self.floor = 0.0
@@ -222,6 +231,7 @@ class Buckets:
         self, limits: WindowLimits, *, header_lag: float = 0.0, refunds: bool | None = None
     ) -> None:
         self.limits = limits
+        self.window = limits.window  # read on every expire
         self.refunds = refunds
         self.header_lag = header_lag
         self.learned: bool | None = None
@@ -286,22 +296,23 @@ class Buckets:
     def expire(self, now: float) -> None:
         """Bring every bucket to ``now``; charges in flight a whole window age."""
         q = self.open
-        if q and (not q[0].open or q[0].at + self.limits.window <= now):
+        if q and (not q[0].open or q[0].at + self.window <= now):
             self._age(now)
-        # _Level.advance inlined for its common cases: it runs for every bucket twice
-        # per request, and a call costs as much as its arithmetic.
+        # _Level.advance inlined, the same arithmetic in the same order: it runs for
+        # every bucket twice per request, and a call costs as much as its arithmetic.
         for lv in self.levels:
             at = lv.at
             if now > at:
                 level = lv.level + lv.rate * (now - at)
+                lv.at = now
                 if level <= lv.cap:
                     lv.level = level
-                    lv.at = now
-                elif lv.deferred or lv.freed or at == _NEVER:
-                    lv.advance(now)
-                else:
-                    lv.level = lv.cap
-                    lv.at = now
+                elif at != _NEVER:  # never advanced: only the time is taken (advance)
+                    cap = lv.level = lv.cap
+                    if lv.deferred:
+                        lv.deferred = max(0.0, lv.deferred - (level - cap))
+                    if lv.freed:
+                        lv.freed = max(0.0, lv.freed - (level - cap))
 
     def _age(self, now: float) -> None:
         """Charge at their estimates the charges in flight a whole window, each when it
@@ -371,28 +382,37 @@ class Buckets:
         self.expire(now)
         if self.blocked_until > now:
             return None
-        flight_t = self.open_tokens
-        flight_r = self.open_requests
+        # Each bucket by name rather than a loop that tells them apart.
+        flight = self.open_tokens
         need = tokens - _EPS
-        one = 1 - _EPS
-        for lv in self.levels:
-            if lv.level - (flight_t if lv.tokens else flight_r) < (need if lv.tokens else one):
-                return None
+        lv = self.tpm
+        if lv is not None and lv.level - flight < need:
+            return None
+        lv = self.tpd
+        if lv is not None and lv.level - flight < need:
+            return None
+        flight = self.open_requests
+        lv = self.rpm
+        if lv is not None and lv.level - flight < _ONE:
+            return None
+        lv = self.rpd
+        if lv is not None and lv.level - flight < _ONE:
+            return None
         return self.admit(tokens, now)
 
     def admit(self, tokens: int, now: float) -> BucketCharge:
-        sure = self.admitted_tokens - self.open_tokens + tokens
-        self.admitted_tokens += tokens
-        self.admitted_requests += 1
-        charge = BucketCharge(tokens, now, self.admitted_tokens, self.admitted_requests)
-        charge.sure_tokens = sure
-        charge.settled_mark = self.settled
+        open_tokens = self.open_tokens
+        admitted = self.admitted_tokens + tokens
+        requests = self.admitted_requests + 1
+        self.admitted_tokens = admitted
+        self.admitted_requests = requests
+        charge = BucketCharge(tokens, now, admitted, requests, admitted - open_tokens, self.settled)
         if self.floor and self.refunds is None and self.learned is None:
-            floor = self._floor_to(now) - self.floor_limit / self.limits.window * self.floor_lag
+            floor = self._floor_to(now) - self.floor_limit / self.window * self.floor_lag
             if floor > 0:
                 charge.floor = floor
         self.open.append(charge)
-        self.open_tokens += tokens
+        self.open_tokens = open_tokens + tokens
         self.open_requests += 1
         return charge
 
@@ -413,22 +433,28 @@ class Buckets:
         policy = self.policy
         if policy is None and headers:
             policy = False  # the headers at hand say what to free (see adopt)
+        tpm = self.tpm
         if charge.open:
             charge.open = False
             self.open_tokens -= est
             self.open_requests -= 1
+            q = self.open
+            if q[0] is charge:
+                q.popleft()  # settled charges leave from the left (as in _age)
             if actual is None:
                 return  # never reached the server: nothing was charged
             full = max(est, actual)
-            for lv in self.levels:
-                if not lv.tokens:
-                    lv.level -= 1
-                elif lv is self.tpm:
-                    taken = actual if policy is not False else full
-                    lv.level -= taken
-                    self.settled += taken
-                else:
-                    lv.level -= actual if self.refunds else full
+            # Each bucket by name rather than a loop that tells them apart.
+            if tpm is not None:
+                taken = actual if policy is not False else full
+                tpm.level -= taken
+                self.settled += taken
+            if self.rpm is not None:
+                self.rpm.level -= 1
+            if self.tpd is not None:
+                self.tpd.level -= actual if self.refunds else full
+            if self.rpd is not None:
+                self.rpd.level -= 1
         elif charge.aged:
             # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
@@ -450,7 +476,6 @@ class Buckets:
             return
         charge.tokens = actual
         charge.settled_mark = self.settled - others
-        tpm = self.tpm
         if tpm is not None and full > actual:
             if policy is False:
                 tpm.deferred += full - actual
