@@ -459,7 +459,7 @@ class Buckets:
             # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
             self.aged_tokens -= est
-            aged_at = charge.at + self.limits.window
+            aged_at = charge.at + self.window
             if actual is None:
                 for lv in self.levels:
                     lv.credit(self._cost(lv, est), aged_at)
@@ -498,7 +498,7 @@ class Buckets:
         """``floor`` drained to ``now`` (see :meth:`answer`); empty, it forgets its lag."""
         if now > self.floor_at:
             if self.floor:
-                rate = self.floor_limit / self.limits.window
+                rate = self.floor_limit / self.window
                 floor = self.floor - rate * (now - self.floor_at)
                 if floor <= 0:
                     floor, self.floor_lag = 0.0, 0.0
@@ -528,7 +528,7 @@ class Buckets:
             self.floor_limit = float(limit)
             self.floor, self.floor_at, self.floor_lag = 0.0, now, 0.0
             self.floor_mark = self.admitted_requests
-        rate = self.floor_limit / self.limits.window
+        rate = self.floor_limit / self.window
         since = now - charge.at
         if charge.mark_requests > self.floor_mark:
             kept = charge.floor - rate * since
@@ -601,7 +601,7 @@ class Buckets:
             if since is None:
                 least += max(16.0, 0.02 * (ls if ls is not None and ls > 0 else tpm.cap))
             else:
-                least += self.floor_limit / self.limits.window * max(0.0, now - since)
+                least += self.floor_limit / self.window * max(0.0, now - since)
         if view.retry_after is not None and self.freed_total > 0:
             self.learn("429", server_used, ours_used)
         elif least <= excess <= tpm.freed:
@@ -632,28 +632,52 @@ class Buckets:
         was in flight (see ``_check_refunds``).
         """
         changed = False
-        seen_t, seen_r = self._seen(now, mark)
+        if self.header_lag > 0:
+            seen_t, seen_r = self._seen(now, mark)
+        else:  # every charge in flight is taken as seen (what _seen sums)
+            seen_t, seen_r = self.open_tokens, self.open_requests
         # A smaller limit in the headers is the server's bucket: its capacity and refill
-        # rate, before anything is compared with it.
+        # rate, before anything is compared with it. (``at < now``: what advance does
+        # first; after ``expire(now)`` it has nothing to do.)
         tpm, rpd = self.tpm, self.rpd
-        if tpm is not None and view.limit_tokens is not None and view.limit_tokens > 0:
-            tpm.advance(now)
-            changed |= tpm.limit_to(view.limit_tokens)
-        if rpd is not None and view.limit_requests is not None and view.limit_requests > 0:
-            rpd.advance(now)
-            changed |= rpd.limit_to(view.limit_requests)
+        limit = view.limit_tokens
+        if tpm is not None and limit is not None and limit > 0:
+            if tpm.at < now:
+                tpm.advance(now)
+            # Else limit_to changes nothing: the capacity is the configured one and the
+            # header's is not below it.
+            if tpm.cap != tpm.limit or limit < tpm.limit:
+                changed |= tpm.limit_to(limit)
+        limit = view.limit_requests
+        if rpd is not None and limit is not None and limit > 0:
+            if rpd.at < now:
+                rpd.advance(now)
+            if rpd.cap != rpd.limit or limit < rpd.limit:
+                changed |= rpd.limit_to(limit)
+        retry, remaining_tokens = view.retry_after, view.remaining_tokens
         if self.refunds is None and self.learned is not False:
-            if self.lesson is None:  # else :meth:`answer` just learned from this header
+            # _check_refunds learns only from a 429, or from a header showing at least
+            # two tokens more in use than ours and at most what was freed.
+            if self.lesson is None and (
+                retry is not None or (tpm is not None and tpm.freed >= 2.0)
+            ):  # else :meth:`answer` just learned from this header
                 self._check_refunds(view, seen_t, now, since)
             changed |= self.lesson is not None
-            if self.policy is None and view.remaining_tokens is not None:
+            # Still learning (the policy None): _defer_frees, when it has frees to defer.
+            if (
+                self.learned is None
+                and remaining_tokens is not None
+                and tpm is not None
+                and tpm.freed > 0
+            ):
                 self._defer_frees()
-        if view.retry_after is not None and now + view.retry_after > self.blocked_until:
-            self.blocked_until = now + view.retry_after
+        if retry is not None and now + retry > self.blocked_until:
+            self.blocked_until = now + retry
             changed = True
-        if tpm is not None and view.remaining_tokens is not None:
-            tpm.advance(now)
-            remaining = float(view.remaining_tokens)
+        if tpm is not None and remaining_tokens is not None:
+            if tpm.at < now:
+                tpm.advance(now)
+            remaining = float(remaining_tokens)
             if tpm.level > remaining + seen_t:
                 tpm.level = remaining + seen_t
                 changed = True
@@ -671,7 +695,8 @@ class Buckets:
                     tpm.deferred -= free
                     changed = True
         if rpd is not None and view.remaining_requests is not None:
-            rpd.advance(now)
+            if rpd.at < now:
+                rpd.advance(now)
             target = float(view.remaining_requests) + seen_r
             if rpd.level > target:
                 rpd.level = target
