@@ -126,7 +126,8 @@ class Reservation:
         server is known or learned not to refund, the part of the estimate not used is
         freed only as far as these headers show the server has the room (see the
         class)."""
-        _check_tokens(actual_tokens, "actual_tokens")
+        if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
+            _check_tokens(actual_tokens, "actual_tokens")
         if self._direct:
             if self._take():
                 self._backend.settle(self._charge, actual_tokens, _view(headers))
@@ -145,7 +146,8 @@ class Reservation:
         self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None
     ) -> None:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
-        _check_tokens(actual_tokens, "actual_tokens")
+        if type(actual_tokens) is not int or actual_tokens < 0:
+            _check_tokens(actual_tokens, "actual_tokens")
         if self._direct:
             if self._take():
                 self._backend.settle(self._charge, actual_tokens, _view(headers))
@@ -314,6 +316,8 @@ class Limiter:
             raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
         self.algorithm = algorithm
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
+        # The largest request every token limit takes (``limits.too_large`` is None).
+        self._largest: float = min(x for x in (tpm, tpd, math.inf) if x is not None)
         self.key = key
         self._fallback: Backend | None = None
         self._clock = clock
@@ -415,24 +419,27 @@ class Limiter:
         ``needed_wait``) at once when the wait is known to exceed ``max_wait``, or
         when ``max_wait`` runs out.
         """
-        self._check(tokens, max_wait)
-        now = self._at_once(tokens)
-        return now if now is not None else run_sync(self._acquiring(tokens, max_wait))
+        if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
+            self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
+        admit_now = self._admit_now
+        if admit_now is not None:
+            got = admit_now(tokens)
+            if got is not None:
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+        return run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
-        self._check(tokens, max_wait)
-        now = self._at_once(tokens)  # memory decisions never block: as in a thread
-        return now if now is not None else await run_async(self._acquiring(tokens, max_wait))
-
-    def _at_once(self, tokens: int) -> Reservation | None:
-        """The reservation when the memory backend admits at once (nobody queued, room
-        now), without running the queue's plan; else ``None``."""
+        if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
+            self._check(tokens, max_wait)
+        # The memory backend admits at once (nobody queued, room now) without the
+        # queue's plan; its decisions never block: as in a thread.
         admit_now = self._admit_now
-        if admit_now is None:
-            return None
-        got = admit_now(tokens)
-        return None if got is None else Reservation(self._backend, got[1], tokens, got[0], 0.0)
+        if admit_now is not None:
+            got = admit_now(tokens)
+            if got is not None:
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+        return await run_async(self._acquiring(tokens, max_wait))
 
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""

@@ -149,7 +149,10 @@ class MemoryBackend:
                 w.adopt(now, view, mark, charge.sure_tokens)
             if self._queue:
                 self._queue[0].signal.set()
-            lesson = w.pop_lesson()
+            lesson = w.lesson  # pop_lesson, without a call for the usual None
+            if lesson is None:
+                return
+            w.lesson = None
             learned = w.learned
         _report(lesson, learned)
 
