@@ -430,7 +430,9 @@ class Buckets:
         est = charge.tokens
         # Charged by other settles since this admission (see adopt's ``sure``).
         others = self.settled - charge.settled_mark
-        policy = self.policy
+        policy = self.refunds  # self.policy, without the property's call
+        if policy is None:
+            policy = self.learned
         if policy is None and headers:
             policy = False  # the headers at hand say what to free (see adopt)
         tpm = self.tpm
@@ -449,12 +451,15 @@ class Buckets:
                 taken = actual if policy is not False else full
                 tpm.level -= taken
                 self.settled += taken
-            if self.rpm is not None:
-                self.rpm.level -= 1
-            if self.tpd is not None:
-                self.tpd.level -= actual if self.refunds else full
-            if self.rpd is not None:
-                self.rpd.level -= 1
+            lv = self.rpm
+            if lv is not None:
+                lv.level -= 1
+            lv = self.tpd
+            if lv is not None:
+                lv.level -= actual if self.refunds else full
+            lv = self.rpd
+            if lv is not None:
+                lv.level -= 1
         elif charge.aged:
             # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
