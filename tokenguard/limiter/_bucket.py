@@ -244,6 +244,8 @@ class Buckets:
         self.rpd = _Level(limits.rpd, d, tokens=False) if limits.rpd is not None else None
         self.levels = [x for x in (self.tpm, self.rpm, self.tpd, self.rpd) if x is not None]
         self.blocked_until = -math.inf
+        # The time every bucket was brought to (each one's ``at``): they move together.
+        self.time = -math.inf
         # Admitted charges in admission order; settled ones leave lazily from the left.
         self.open: deque[BucketCharge] = deque()
         self.open_tokens = 0
@@ -298,21 +300,36 @@ class Buckets:
         q = self.open
         if q and (not q[0].open or q[0].at + self.window <= now):
             self._age(now)
-        # _Level.advance inlined, the same arithmetic in the same order: it runs for
-        # every bucket twice per request, and a call costs as much as its arithmetic.
-        for lv in self.levels:
-            at = lv.at
-            if now > at:
-                level = lv.level + lv.rate * (now - at)
+        at = self.time
+        if not now > at:
+            return
+        self.time = now
+        if at == _NEVER:  # never advanced: only the time is taken (as advance does)
+            for lv in self.levels:
                 lv.at = now
-                if level <= lv.cap:
-                    lv.level = level
-                elif at != _NEVER:  # never advanced: only the time is taken (advance)
-                    cap = lv.level = lv.cap
-                    if lv.deferred:
-                        lv.deferred = max(0.0, lv.deferred - (level - cap))
-                    if lv.freed:
-                        lv.freed = max(0.0, lv.freed - (level - cap))
+            return
+        # _Level.advance inlined, the same arithmetic in the same order, for buckets
+        # that share their time: it runs for every bucket twice per request, and a call
+        # costs as much as its arithmetic.
+        elapsed = now - at
+        for lv in self.levels:
+            level = lv.level + lv.rate * elapsed
+            lv.at = now
+            if level <= lv.cap:
+                lv.level = level
+            else:
+                cap = lv.level = lv.cap
+                if lv.deferred:
+                    lv.deferred = max(0.0, lv.deferred - (level - cap))
+                if lv.freed:
+                    lv.freed = max(0.0, lv.freed - (level - cap))
+
+    def _advance(self, now: float) -> None:
+        """Bring every bucket to ``now`` (``now`` after ``time``), aging nothing: for a
+        header read without :meth:`expire` first; the buckets keep one time."""
+        for lv in self.levels:
+            lv.advance(now)
+        self.time = now
 
     def _age(self, now: float) -> None:
         """Charge at their estimates the charges in flight a whole window, each when it
@@ -332,6 +349,8 @@ class Buckets:
             for lv in self.levels:
                 lv.advance(at)
                 lv.level -= self._cost(lv, c.tokens)
+            if at > self.time:  # as each advance did
+                self.time = at
 
     def _when(self, lv: _Level, cost: float, now: float) -> float:
         """Earliest time >= ``now`` at which ``lv`` has the room for ``cost``, if nothing
@@ -642,21 +661,21 @@ class Buckets:
         else:  # every charge in flight is taken as seen (what _seen sums)
             seen_t, seen_r = self.open_tokens, self.open_requests
         # A smaller limit in the headers is the server's bucket: its capacity and refill
-        # rate, before anything is compared with it. (``at < now``: what advance does
-        # first; after ``expire(now)`` it has nothing to do.)
+        # rate, before anything is compared with it. (After ``expire(now)``, as the
+        # backends call it, the buckets are at ``now`` already.)
         tpm, rpd = self.tpm, self.rpd
         limit = view.limit_tokens
         if tpm is not None and limit is not None and limit > 0:
-            if tpm.at < now:
-                tpm.advance(now)
+            if self.time < now:
+                self._advance(now)
             # Else limit_to changes nothing: the capacity is the configured one and the
             # header's is not below it.
             if tpm.cap != tpm.limit or limit < tpm.limit:
                 changed |= tpm.limit_to(limit)
         limit = view.limit_requests
         if rpd is not None and limit is not None and limit > 0:
-            if rpd.at < now:
-                rpd.advance(now)
+            if self.time < now:
+                self._advance(now)
             if rpd.cap != rpd.limit or limit < rpd.limit:
                 changed |= rpd.limit_to(limit)
         retry, remaining_tokens = view.retry_after, view.remaining_tokens
@@ -680,8 +699,8 @@ class Buckets:
             self.blocked_until = now + retry
             changed = True
         if tpm is not None and remaining_tokens is not None:
-            if tpm.at < now:
-                tpm.advance(now)
+            if self.time < now:
+                self._advance(now)
             remaining = float(remaining_tokens)
             if tpm.level > remaining + seen_t:
                 tpm.level = remaining + seen_t
@@ -700,8 +719,8 @@ class Buckets:
                     tpm.deferred -= free
                     changed = True
         if rpd is not None and view.remaining_requests is not None:
-            if rpd.at < now:
-                rpd.advance(now)
+            if self.time < now:
+                self._advance(now)
             target = float(view.remaining_requests) + seen_r
             if rpd.level > target:
                 rpd.level = target
