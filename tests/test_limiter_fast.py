@@ -38,7 +38,7 @@ class Clock:
 def _state(model: Window | Buckets) -> Any:
     """Everything a later decision depends on, comparable with ``==``."""
     if isinstance(model, Buckets):
-        levels = [(lv.level, lv.at, lv.deferred, lv.freed, lv.cap, lv.rate) for lv in model.levels]
+        levels = [(lv.level, lv.deferred, lv.freed, lv.cap, lv.rate) for lv in model.levels]
         open_ = [(c.tokens, c.at, c.open, c.aged) for c in model.open if c.open]
         return (
             levels,
@@ -52,6 +52,7 @@ def _state(model: Window | Buckets) -> Any:
             model.blocked_until,
             model.policy,
             model.freed_total,
+            model.time,
         )
     # The window's arithmetic is shared by both paths (try_admit is expire, earliest,
     # admit): what it would decide next stands for its state.

@@ -100,9 +100,10 @@ _ONE = 1 - _EPS  # one request, less the noise
 
 
 class _Level:
-    """One bucket: ``level`` at time ``at``; ``deferred``/``freed`` see the module."""
+    """One bucket: ``level`` at the time of its :class:`Buckets` (``Buckets.time``: they
+    move together); ``deferred``/``freed`` see the module."""
 
-    __slots__ = ("at", "cap", "deferred", "freed", "level", "limit", "period", "rate", "tokens")
+    __slots__ = ("cap", "deferred", "freed", "level", "limit", "period", "rate", "tokens")
 
     def __init__(self, cap: int, period: float, *, tokens: bool) -> None:
         self.limit = float(cap)  # as configured; ``cap`` is the server's when smaller
@@ -110,26 +111,22 @@ class _Level:
         self.cap = float(cap)
         self.rate = cap / period
         self.level = float(cap)
-        self.at = -math.inf
         self.tokens = tokens  # counts tokens (TPM, TPD), else requests (RPM, RPD)
         self.deferred = 0.0
         self.freed = 0.0
 
     def copy(self) -> _Level:
         other = _Level.__new__(_Level)
-        other.cap, other.rate, other.level, other.at = self.cap, self.rate, self.level, self.at
+        other.cap, other.rate, other.level = self.cap, self.rate, self.level
         other.limit, other.period = self.limit, self.period
         other.tokens, other.deferred, other.freed = self.tokens, self.deferred, self.freed
         return other
 
-    def advance(self, now: float) -> None:
-        if now <= self.at:
-            return
-        if self.at == -math.inf:
-            self.at = now
-            return
-        level = self.level + self.rate * (now - self.at)
-        self.at = now
+    def advance(self, now: float, at: float) -> None:
+        """Refill from ``at`` (the buckets' time) to ``now`` > ``at``."""
+        if at == -math.inf:
+            return  # never advanced: only the time is taken
+        level = self.level + self.rate * (now - at)
         if level > self.cap:
             # What the bucket loses at its cap, a lower trajectory gains.
             over = level - self.cap
@@ -140,14 +137,14 @@ class _Level:
                 self.freed = max(0.0, self.freed - over)
         self.level = level
 
-    def credit(self, amount: float, since: float) -> None:
-        """Give back ``amount`` charged at ``since`` (call ``advance(now)`` first).
+    def credit(self, amount: float, since: float, now: float) -> None:
+        """Give back ``amount`` charged at ``since`` (the bucket brought to ``now``).
 
         Without that charge the bucket may have reached its cap since and lost refill
         there; the difference it makes shrinks by at most the refill since (at the
         configured rate, never below the server's), so only what is left of it is
         given back."""
-        gained = self.limit / self.period * max(0.0, self.at - since)
+        gained = self.limit / self.period * max(0.0, now - since)
         if amount > gained:
             self.level = min(self.cap, self.level + amount - gained)
 
@@ -155,7 +152,7 @@ class _Level:
         """Take the capacity a header gives (``x-ratelimit-limit-*``) when it is below
         the configured one, else the configured one again: the server's bucket holds
         that much and refills it per period, so the mirror must refill no faster.
-        Call ``advance(now)`` first. True if the capacity changed."""
+        Bring the bucket to now first. True if the capacity changed."""
         cap = min(float(server_limit), self.limit)
         if cap == self.cap:
             return False
@@ -305,8 +302,6 @@ class Buckets:
             return
         self.time = now
         if at == _NEVER:  # never advanced: only the time is taken (as advance does)
-            for lv in self.levels:
-                lv.at = now
             return
         # _Level.advance inlined, the same arithmetic in the same order, for buckets
         # that share their time: it runs for every bucket twice per request, and a call
@@ -314,7 +309,6 @@ class Buckets:
         elapsed = now - at
         for lv in self.levels:
             level = lv.level + lv.rate * elapsed
-            lv.at = now
             if level <= lv.cap:
                 lv.level = level
             else:
@@ -327,8 +321,9 @@ class Buckets:
     def _advance(self, now: float) -> None:
         """Bring every bucket to ``now`` (``now`` after ``time``), aging nothing: for a
         header read without :meth:`expire` first; the buckets keep one time."""
+        at = self.time
         for lv in self.levels:
-            lv.advance(now)
+            lv.advance(now, at)
         self.time = now
 
     def _age(self, now: float) -> None:
@@ -346,11 +341,10 @@ class Buckets:
             self.open_tokens -= c.tokens
             self.open_requests -= 1
             self.aged_tokens += c.tokens
+            if at > self.time:
+                self._advance(at)
             for lv in self.levels:
-                lv.advance(at)
                 lv.level -= self._cost(lv, c.tokens)
-            if at > self.time:  # as each advance did
-                self.time = at
 
     def _when(self, lv: _Level, cost: float, now: float) -> float:
         """Earliest time >= ``now`` at which ``lv`` has the room for ``cost``, if nothing
@@ -486,7 +480,7 @@ class Buckets:
             aged_at = charge.at + self.window
             if actual is None:
                 for lv in self.levels:
-                    lv.credit(self._cost(lv, est), aged_at)
+                    lv.credit(self._cost(lv, est), aged_at, self.time)
                 return
             full = max(est, actual)
             for lv in self.levels:
@@ -495,7 +489,7 @@ class Buckets:
                 if actual > est:
                     lv.level -= actual - est
                 elif (policy is not False) if lv is self.tpm else bool(self.refunds):
-                    lv.credit(est - actual, aged_at)
+                    lv.credit(est - actual, aged_at, self.time)
         else:
             return
         charge.tokens = actual
