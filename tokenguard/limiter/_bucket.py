@@ -654,24 +654,29 @@ class Buckets:
             seen_t, seen_r = self._seen(now, mark)
         else:  # every charge in flight is taken as seen (what _seen sums)
             seen_t, seen_r = self.open_tokens, self.open_requests
+        if self.time < now:  # after ``expire(now)``, as the backends call it, never
+            self._advance(now)
         # A smaller limit in the headers is the server's bucket: its capacity and refill
-        # rate, before anything is compared with it. (After ``expire(now)``, as the
-        # backends call it, the buckets are at ``now`` already.)
+        # rate, before anything is compared with it.
         tpm, rpd = self.tpm, self.rpd
         limit = view.limit_tokens
-        if tpm is not None and limit is not None and limit > 0:
-            if self.time < now:
-                self._advance(now)
-            # Else limit_to changes nothing: the capacity is the configured one and the
-            # header's is not below it.
-            if tpm.cap != tpm.limit or limit < tpm.limit:
-                changed |= tpm.limit_to(limit)
+        # limit_to changes nothing when the capacity is the configured one and the
+        # header's is not below it.
+        if (
+            tpm is not None
+            and limit is not None
+            and limit > 0
+            and (tpm.cap != tpm.limit or limit < tpm.limit)
+        ):
+            changed |= tpm.limit_to(limit)
         limit = view.limit_requests
-        if rpd is not None and limit is not None and limit > 0:
-            if self.time < now:
-                self._advance(now)
-            if rpd.cap != rpd.limit or limit < rpd.limit:
-                changed |= rpd.limit_to(limit)
+        if (
+            rpd is not None
+            and limit is not None
+            and limit > 0
+            and (rpd.cap != rpd.limit or limit < rpd.limit)
+        ):
+            changed |= rpd.limit_to(limit)
         retry, remaining_tokens = view.retry_after, view.remaining_tokens
         if self.refunds is None and self.learned is not False:
             # _check_refunds learns only from a 429, or from a header showing at least
@@ -693,8 +698,6 @@ class Buckets:
             self.blocked_until = now + retry
             changed = True
         if tpm is not None and remaining_tokens is not None:
-            if self.time < now:
-                self._advance(now)
             remaining = float(remaining_tokens)
             if tpm.level > remaining + seen_t:
                 tpm.level = remaining + seen_t
@@ -713,8 +716,6 @@ class Buckets:
                     tpm.deferred -= free
                     changed = True
         if rpd is not None and view.remaining_requests is not None:
-            if self.time < now:
-                self._advance(now)
             target = float(view.remaining_requests) + seen_r
             if rpd.level > target:
                 rpd.level = target
