@@ -87,7 +87,7 @@ class Reservation:
         self._charge = charge
         self._fail_open = fail_open
         # In memory a settle neither blocks nor awaits: call it, no plan to run.
-        self._direct = type(backend) is MemoryBackend
+        self._direct = backend if type(backend) is MemoryBackend else None
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
         #: Redis time) and after how long a wait.
         self.tokens = tokens
@@ -128,17 +128,17 @@ class Reservation:
         class)."""
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
-        if self._direct:
-            if self._take():
-                self._backend.settle(self._charge, actual_tokens, _view(headers))
+        direct = self._direct
+        if direct is not None:  # marked settled under the backend's lock
+            direct.settle(self._charge, actual_tokens, _view(headers), self)
             return
         run_sync(self._settling(actual_tokens, _view(headers)))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
-        if self._direct:
-            if self._take():
-                self._backend.settle(self._charge, None, None)
+        direct = self._direct
+        if direct is not None:
+            direct.settle(self._charge, None, None, self)
             return
         run_sync(self._settling(None, None))
 
@@ -148,17 +148,17 @@ class Reservation:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
-        if self._direct:
-            if self._take():
-                self._backend.settle(self._charge, actual_tokens, _view(headers))
+        direct = self._direct
+        if direct is not None:  # marked settled under the backend's lock
+            direct.settle(self._charge, actual_tokens, _view(headers), self)
             return
         await run_async(self._settling(actual_tokens, _view(headers)))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
-        if self._direct:
-            if self._take():
-                self._backend.settle(self._charge, None, None)
+        direct = self._direct
+        if direct is not None:
+            direct.settle(self._charge, None, None, self)
             return
         await run_async(self._settling(None, None))
 

@@ -120,9 +120,20 @@ class MemoryBackend:
         return self._window.policy
 
     def settle(
-        self, charge: Charge | BucketCharge, actual: int | None, view: ServerView | None
+        self,
+        charge: Charge | BucketCharge,
+        actual: int | None,
+        view: ServerView | None,
+        owner: Any = None,
     ) -> None:
+        """``owner``: the reservation of ``charge``, marked ``settled`` here, under the
+        lock; nothing is done when it is already (the first of a commit and a cancel
+        racing in two threads wins)."""
         with self._lock:
+            if owner is not None:
+                if owner.settled:
+                    return
+                owner.settled = True
             now = self._clock()
             w = self._window
             w.expire(now)
