@@ -252,3 +252,202 @@ def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
     # Both outcomes were exercised: some admitted at once, some refused for max_wait.
     assert any(s[0] == "timeout" for s in seen)
     assert any(s[0] != "timeout" for s in seen)
+
+
+# -- the bucket's shortcuts against its general path -----------------------------------
+
+
+class _General(Buckets):
+    """The bucket model with the general form of each shortcut the fast one takes:
+    expire refills each bucket through ``_Level.advance``; adopt sums what is seen
+    through ``_seen``, and calls ``limit_to``, the refund check and ``_defer_frees``
+    whenever they may apply, not only when they can change something."""
+
+    def expire(self, now: float) -> None:
+        q = self.open
+        if q and (not q[0].open or q[0].at + self.window <= now):
+            self._age(now)
+        if now > self.time:
+            self._advance(now)
+
+    def adopt(
+        self,
+        now: float,
+        view: ServerView,
+        mark: tuple[int, int] | None = None,
+        sure: int | None = None,
+        since: float | None = None,
+    ) -> bool:
+        changed = False
+        seen_t, seen_r = self._seen(now, mark)
+        if self.time < now:
+            self._advance(now)
+        tpm, rpd = self.tpm, self.rpd
+        if tpm is not None and view.limit_tokens is not None and view.limit_tokens > 0:
+            changed |= tpm.limit_to(view.limit_tokens)
+        if rpd is not None and view.limit_requests is not None and view.limit_requests > 0:
+            changed |= rpd.limit_to(view.limit_requests)
+        if self.refunds is None and self.learned is not False:
+            if self.lesson is None:
+                self._check_refunds(view, seen_t, now, since)
+            changed |= self.lesson is not None
+            if self.policy is None and view.remaining_tokens is not None:
+                self._defer_frees()
+        if view.retry_after is not None and now + view.retry_after > self.blocked_until:
+            self.blocked_until = now + view.retry_after
+            changed = True
+        if tpm is not None and view.remaining_tokens is not None:
+            remaining = float(view.remaining_tokens)
+            if tpm.level > remaining + seen_t:
+                tpm.level = remaining + seen_t
+                changed = True
+            if tpm.deferred > 0 and self.refunds is not True:
+                unseen = self.aged_tokens
+                if sure is not None:
+                    unseen += max(0, self.settled - sure)
+                free = min(remaining - unseen - tpm.level, tpm.deferred)
+                if free > 0:
+                    tpm.level += free
+                    tpm.deferred -= free
+                    changed = True
+        if rpd is not None and view.remaining_requests is not None:
+            target = float(view.remaining_requests) + seen_r
+            if rpd.level > target:
+                rpd.level = target
+                changed = True
+        return changed
+
+
+def _full_state(model: Buckets) -> Any:
+    return (
+        _state(model),
+        model.learned,
+        model.lesson,
+        [(lv.limit, lv.cap) for lv in model.levels],
+        (model.floor, model.floor_at, model.floor_lag, model.floor_limit, model.floor_mark),
+        [(c.mark_tokens, c.settled_mark, c.floor, c.sure_tokens) for c in model.open if c.open],
+    )
+
+
+_views = st.builds(
+    ServerView,
+    remaining_tokens=st.one_of(st.none(), st.integers(0, 1100)),
+    # Below, at and above the configured TPM: a smaller one sets the capacity.
+    limit_tokens=st.sampled_from([None, 500, 997, 5000]),
+    remaining_requests=st.one_of(st.none(), st.integers(0, 45)),
+    limit_requests=st.sampled_from([None, 9, 40, 100]),
+    retry_after=st.sampled_from([None, None, 0.0, 0.5]),
+)
+
+general_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("tick"), st.sampled_from([0.0, 1e-6, 0.29, 1.0, 3.0, 25.0])),
+        # A run of admissions committed at once (headers or not): fills the buckets.
+        st.tuples(
+            st.just("burst"),
+            st.integers(1, 8),
+            st.integers(0, 300),
+            st.booleans(),
+            st.integers(0, 1100),
+        ),
+        st.tuples(st.just("acquire"), st.integers(0, 1000)),
+        st.tuples(st.just("commit"), st.integers(0, 30), st.integers(0, 1200), _views),
+        st.tuples(st.just("commit"), st.integers(0, 30), st.integers(0, 1200), st.none()),
+        st.tuples(st.just("cancel"), st.integers(0, 30)),
+        st.tuples(st.just("observe"), _views),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+# A header showing a free of 50 kept (30 more in use than ours): the refund check runs.
+@example(
+    ops=[
+        ("acquire", 100),
+        ("commit", 0, 50, None),
+        ("observe", ServerView(remaining_tokens=917, limit_tokens=997)),
+    ],
+    refunds=None,
+    day=False,
+    header_lag=0.0,
+)
+@given(
+    ops=general_ops,
+    refunds=st.sampled_from([None, True, False]),
+    day=st.booleans(),
+    header_lag=st.sampled_from([0.0, 0.05]),
+)
+def test_bucket_shortcuts_decide_as_the_general_path(
+    ops: list[tuple[Any, ...]], refunds: bool | None, day: bool, header_lag: float
+) -> None:
+    """The bucket's inlined refill, its adopt's skips (a refund check that cannot
+    learn, a capacity that cannot change, what is seen summed without a lag) and its
+    named-bucket settle and admission decide exactly as the general forms: the same
+    admissions at the same times, the same levels, lessons and learning state."""
+    clock = Clock()
+    limits = WindowLimits(
+        tpm=997, rpm=5, tpd=2999 if day else None, rpd=9 if day else None, window=window
+    )
+    fast = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
+    slow = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
+    fast._window = Buckets(limits, header_lag=header_lag, refunds=refunds)
+    slow._window = _General(limits, header_lag=header_lag, refunds=refunds)
+    held: list[tuple[Any, Any]] = []
+
+    def acquire(tokens: int) -> tuple[Any, Any] | None:
+        # The fast model takes the at-once admission first (then the queue's path when
+        # it declines), the general one only the queue's path.
+        got = fast.admit_now(tokens)
+        if got is None:
+            ticket = Ticket(tokens, estimate=True)
+            fstep = fast.start(ticket)
+            if fstep.charge is None:
+                fast.leave(ticket)
+            fast_at, fast_charge, fast_until = fstep.now, fstep.charge, fstep.until
+        else:
+            fast_at, fast_charge, fast_until = got[0], got[1], None
+        ticket = Ticket(tokens, estimate=True)
+        step = slow.start(ticket)
+        if step.charge is None:
+            slow.leave(ticket)
+        assert (fast_at, fast_charge is None, fast_until) == (
+            step.now,
+            step.charge is None,
+            step.until,
+        )
+        return None if fast_charge is None else (fast_charge, step.charge)
+
+    for op in ops:
+        kind = op[0]
+        if kind == "tick":
+            clock.now += op[1]
+        elif kind == "burst":
+            for _ in range(op[1]):
+                pair = acquire(op[2])
+                if pair is not None:
+                    view = _view(op[4], 997) if op[3] else None
+                    fast.settle(pair[0], op[2] // 2, view)
+                    slow.settle(pair[1], op[2] // 2, view)
+        elif kind == "acquire":
+            pair = acquire(op[1])
+            if pair is not None:
+                held.append(pair)
+        elif kind in ("commit", "cancel") and held:
+            fc, sc = held.pop(op[1] % len(held))
+            if kind == "cancel":
+                fast.settle(fc, None, None)
+                slow.settle(sc, None, None)
+            else:
+                fast.settle(fc, op[2], op[3])
+                slow.settle(sc, op[2], op[3])
+        elif kind == "observe":
+            fast.observe(op[1])
+            slow.observe(op[1])
+        fw, sw = fast._window, slow._window
+        assert isinstance(fw, Buckets)
+        assert isinstance(sw, Buckets)
+        fw.expire(clock.now)
+        sw.expire(clock.now)
+        assert _full_state(fw) == _full_state(sw)
+        assert fast.refunds == slow.refunds
