@@ -277,6 +277,7 @@ class _General(Buckets):
         mark: tuple[int, int] | None = None,
         sure: int | None = None,
         since: float | None = None,
+        given_back: float | None = None,
     ) -> bool:
         changed = False
         seen_t, seen_r = self._seen(now, mark)
@@ -289,7 +290,7 @@ class _General(Buckets):
             changed |= rpd.limit_to(view.limit_requests)
         if self.refunds is None and self.learned is not False:
             if self.lesson is None:
-                self._check_refunds(view, seen_t, now, since)
+                self._check_refunds(view, seen_t, now, since, given_back)
             changed |= self.lesson is not None
             if self.policy is None and view.remaining_tokens is not None:
                 self._defer_frees()
@@ -309,6 +310,7 @@ class _General(Buckets):
                 if free > 0:
                     tpm.level += free
                     tpm.deferred -= free
+                    self.released += free
                     changed = True
         if rpd is not None and view.remaining_requests is not None:
             target = float(view.remaining_requests) + seen_r
@@ -325,6 +327,7 @@ def _full_state(model: Buckets) -> Any:
         model.lesson,
         [(lv.limit, lv.cap) for lv in model.levels],
         (model.floor, model.floor_at, model.floor_lag, model.floor_limit, model.floor_mark),
+        model.released,
         [(c.mark_tokens, c.settled_mark, c.floor, c.sure_tokens) for c in model.open if c.open],
     )
 

@@ -56,7 +56,9 @@ after that are checked. Learned ``True`` charges as ``refunds=True`` but still
 records the differences as freed (headers charge nothing again), so a 429 after a
 free, or a header showing the server above us by up to what was freed, moves it to
 ``False`` for good; such a header may be older than our level by what our bucket
-refilled since the answered admission, which that check allows for. Known limit: an
+refilled since the answered admission and by what settles and headers gave back to
+it meanwhile (``released``: answers read in another order than written), which that
+check allows for. Known limit: an
 estimate larger than what a keeping server charges (a reserve for a call without
 ``max_tokens`` larger than the server's own default) can look like a refund; the
 first 429 or header then teaches ``False``. The day's token bucket charges ``actual``
@@ -180,6 +182,7 @@ class BucketCharge:
         "mark_requests",
         "mark_tokens",
         "open",
+        "released",
         "settled_mark",
         "sure_tokens",
         "tokens",
@@ -205,8 +208,9 @@ class BucketCharge:
         # Tokens charged by settles before this admission (see Buckets.settled).
         self.settled_mark = settled_mark
         # While learning: what a server keeping unused tokens had in use at least, at
-        # this admission (see Buckets.answer).
+        # this admission (see Buckets.answer), and Buckets.released then.
         self.floor = 0.0
+        self.released = 0.0
 
 
 class Buckets:
@@ -233,6 +237,9 @@ class Buckets:
         self.header_lag = header_lag
         self.learned: bool | None = None
         self.freed_total = 0
+        # Tokens given back to the TPM level, ever, by frees while learning (or after
+        # learning that the server refunds) and by headers freeing deferred tokens.
+        self.released = 0.0
         self.lesson: tuple[str, int, int] | None = None
         w, d = limits.window, limits.day
         self.tpm = _Level(limits.tpm, w, tokens=True) if limits.tpm is not None else None
@@ -420,10 +427,12 @@ class Buckets:
         self.admitted_tokens = admitted
         self.admitted_requests = requests
         charge = BucketCharge(tokens, now, admitted, requests, admitted - open_tokens, self.settled)
-        if self.floor and self.refunds is None and self.learned is None:
-            floor = self._floor_to(now) - self.floor_limit / self.window * self.floor_lag
-            if floor > 0:
-                charge.floor = floor
+        if self.refunds is None:
+            charge.released = self.released
+            if self.floor and self.learned is None:
+                floor = self._floor_to(now) - self.floor_limit / self.window * self.floor_lag
+                if floor > 0:
+                    charge.floor = floor
         self.open.append(charge)
         self.open_tokens = open_tokens + tokens
         self.open_requests += 1
@@ -502,6 +511,7 @@ class Buckets:
                 # lesson (the server keeps unused tokens after all) charges again.
                 tpm.freed += full - actual
                 self.freed_total += full - actual
+                self.released += full - actual
 
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge the frees again (as deferred) and behave
@@ -589,15 +599,26 @@ class Buckets:
                 requests += 1
         return tokens, requests
 
-    def _check_refunds(self, view: ServerView, seen: int, now: float, since: float | None) -> None:
+    def _check_refunds(
+        self,
+        view: ServerView,
+        seen: int,
+        now: float,
+        since: float | None,
+        given_back: float | None,
+    ) -> None:
         """While learning, or after learning that the server refunds, is this header
         evidence that it does not? A refunding server is never below our level less
         the in-flight charges it has seen; below it by no more than what was freed, the
-        frees were kept. A 429 after any free too. Once learned that the server refunds,
-        a header is allowed to be as much older than our level as our bucket refills
-        since the answered request's admission (``since``; a header on its own: the
-        slack of :meth:`answer`), so a refunding server's answer read late never reads
-        as a kept free."""
+        frees were kept. A 429 after any free too.
+
+        Once learned that the server refunds, a header of a response to a request
+        admitted at ``since`` was written since then, and our level may have risen above
+        the server's at that writing by what it refilled since and by ``given_back``,
+        what other settles and headers gave back to it since (:attr:`released`: the
+        settles of requests the server then held in flight, at their estimates): both
+        are allowed for. A header on its own: the slack of :meth:`answer`. So a
+        refunding server's answers, read in any order, never read as a kept free."""
         tpm, limit = self.tpm, self.limits.tpm
         if (
             self.refunds is not None
@@ -616,10 +637,11 @@ class Buckets:
         # 2: the remaining count is floored, which may show one token more in use.
         least = 2.0
         if self.learned:
-            if since is None:
+            if since is None or given_back is None:
                 least += max(16.0, 0.02 * (ls if ls is not None and ls > 0 else tpm.cap))
             else:
-                least += self.floor_limit / self.window * max(0.0, now - since)
+                refill = self.floor_limit / self.window * max(0.0, now - since)
+                least = least + refill + given_back
         if view.retry_after is not None and self.freed_total > 0:
             self.learn("429", server_used, ours_used)
         elif least <= excess <= tpm.freed:
@@ -637,6 +659,7 @@ class Buckets:
         mark: tuple[int, int] | None = None,
         sure: int | None = None,
         since: float | None = None,
+        given_back: float | None = None,
     ) -> bool:
         """Adopt the server's view when it is tighter; free deferred tokens as far as it
         proves the room (see the module docstring). True if anything changed.
@@ -646,8 +669,9 @@ class Buckets:
         ``settled_mark`` then: what settles charged between its admission and its
         commit may be of requests that reached the server after the answer was
         written, so raising the level does not trust them either. Raising the level
-        trusts nothing in flight. ``since``: that reservation's admission time, when it
-        was in flight (see ``_check_refunds``).
+        trusts nothing in flight. ``since`` and ``given_back``: that reservation's
+        admission time, and what was given back to our level from then until its
+        settle, when it was in flight (see ``_check_refunds``).
         """
         changed = False
         if self.header_lag > 0:
@@ -684,7 +708,7 @@ class Buckets:
             if self.lesson is None and (
                 retry is not None or (tpm is not None and tpm.freed >= 2.0)
             ):  # else :meth:`answer` just learned from this header
-                self._check_refunds(view, seen_t, now, since)
+                self._check_refunds(view, seen_t, now, since, given_back)
             changed |= self.lesson is not None
             # Still learning (the policy None): _defer_frees, when it has frees to defer.
             if (
@@ -714,6 +738,7 @@ class Buckets:
                 if free > 0:
                     tpm.level += free
                     tpm.deferred -= free
+                    self.released += free
                     changed = True
         if rpd is not None and view.remaining_requests is not None:
             target = float(view.remaining_requests) + seen_r

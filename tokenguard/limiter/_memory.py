@@ -148,12 +148,13 @@ class MemoryBackend:
             if isinstance(w, Buckets):
                 assert isinstance(charge, BucketCharge)
                 since = charge.at if charge.open else None
+                given_back = w.released - charge.released  # by others since its admission
                 if actual is not None:
                     w.answer(charge, actual, view, now)  # may learn that it refunds
                 w.settle(charge, actual, now, headers=headers)
                 # The settled mark, set by settle to the settles before this one that
                 # were after its admission.
-                w.adopt(now, view, mark, charge.settled_mark, since)
+                w.adopt(now, view, mark, charge.settled_mark, since, given_back)
             else:
                 assert isinstance(charge, Charge)
                 w.settle(charge, actual, now, headers=headers)

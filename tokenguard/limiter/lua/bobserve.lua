@@ -4,7 +4,7 @@
 local refunds = tonumber(ARGV[17])
 local now = now_s()
 expire(now)
-local changed, lesson = b_adopt(now, 8, refunds, -1, nil, false)
+local changed, lesson = b_adopt(now, 8, refunds, -1, nil, nil, false)
 if changed then wake_head() end
 touch()
 return refunds_reply({fmt(now)}, refunds, lesson)

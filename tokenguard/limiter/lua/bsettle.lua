@@ -8,6 +8,8 @@ local now = now_s()
 expire(now)
 -- While learning, the headers of a served answer may prove refunds (see Buckets.answer).
 local c = b_open(rid)
+-- Given back to the level by others since its admission (see Buckets._check_refunds).
+local given = c and (BST.released - c[6]) or nil
 local taught
 if c and actual >= 0 and refunds == -1 and policy(refunds) == -1 then
   taught = b_answer(BST, c, est, actual, now, 12)
@@ -16,7 +18,7 @@ local pol = policy(refunds)
 -- With token headers at hand, they say what to free (see Buckets.settle).
 if pol == -1 and tonumber(ARGV[12]) >= 0 then pol = 0 end
 local others = b_settle(rid, est, actual, pol, mark, refunds)
-local _, lesson = b_adopt(now, 12, refunds, others, c and c[2] or nil, taught ~= nil)
+local _, lesson = b_adopt(now, 12, refunds, others, c and c[2] or nil, given, taught ~= nil)
 lesson = taught or lesson
 admit_waiting(now, true)
 touch()

@@ -23,11 +23,12 @@ local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
     'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4', 'blb', 'blt', 'bll', 'bls',
-    'blg')
+    'blg', 'brl')
   local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
     orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge,
     floor = num(f[18]), floor_at = tonumber(f[19]) or -math.huge,
-    flim = tonumber(f[20]) or TPM, floor_mark = num(f[21]), floor_lag = num(f[22])}
+    flim = tonumber(f[20]) or TPM, floor_mark = num(f[21]), floor_lag = num(f[22]),
+    released = num(f[23])}
   local server = {tonumber(f[16]), nil, nil, tonumber(f[17])}
   for k = 1, 4 do
     local cap = B_LIMITS[k]
@@ -47,8 +48,9 @@ local function b_state(now)
   local info = #ids > 0 and chunked('HMGET', P .. ':bot', ids) or {}
   BOPEN = {}
   for i = 1, #ids do
-    local t, r, fl = string.match(info[i] or '0|0', '([^|]+)|([^|]+)|?([^|]*)')
-    BOPEN[i] = {ids[i], tonumber(e[2 * i]), tonumber(t), tonumber(r), tonumber(fl) or 0}
+    local t, r, fl, rl = string.match(info[i] or '0|0', '([^|]+)|([^|]+)|?([^|]*)|?([^|]*)')
+    BOPEN[i] = {ids[i], tonumber(e[2 * i]), tonumber(t), tonumber(r), tonumber(fl) or 0,
+      tonumber(rl) or 0}
   end
   BST = st
   return st
@@ -56,7 +58,8 @@ end
 
 local function b_save()
   local st = BST
-  local args = {'bdf', fmt(st.deferred), 'bfr', fmt(st.freed), 'bot', fmt(st.ot),
+  local args = {'bdf', fmt(st.deferred), 'bfr', fmt(st.freed), 'brl', fmt(st.released),
+    'bot', fmt(st.ot),
     'bor', fmt(st.orq), 'bag', fmt(st.ag), 'bst', fmt(st.settled)}
   if st.blk > -math.huge then
     args[#args + 1] = 'blk'
@@ -227,11 +230,13 @@ local function charge(ticket, tokens, now)
     if fl <= 0 then fl = 0 end
   end
   local info = tokens .. '|' .. admr
-  if fl ~= 0 then info = info .. '|' .. fmt(fl) end
+  if fl ~= 0 or st.released ~= 0 then
+    info = info .. '|' .. fmt(fl) .. '|' .. fmt(st.released)
+  end
   redis.call('HSET', P .. ':bot', ticket, info)
   st.ot = st.ot + tokens
   st.orq = st.orq + 1
-  BOPEN[#BOPEN + 1] = {ticket, now, tokens, admr, fl}
+  BOPEN[#BOPEN + 1] = {ticket, now, tokens, admr, fl, st.released}
   b_save()
   return -1, adm, admr, st.settled
 end
@@ -380,6 +385,7 @@ local function b_settle(rid, est, actual, pol, mark, refunds)
     elseif refunds == -1 then
       -- Learning, or learned that the server refunds: charged again by a later lesson.
       st.freed = st.freed + (full - actual)
+      st.released = st.released + (full - actual)
       incr(S, 'fr', full - actual)
     end
   end
@@ -398,7 +404,7 @@ end
 -- While learning, or after learning that the server refunds, is this header evidence
 -- that it does not? (See Buckets._check_refunds; `since`: the answered charge's
 -- admission, nil for a header on its own.) Returns the lesson, or nil.
-local function b_check_refunds(st, rt, lt, ra, seen, now, since, refunds)
+local function b_check_refunds(st, rt, lt, ra, seen, now, since, given, refunds)
   if not st.tpm or rt < 0 then return nil end
   local ls = lt > 0 and lt or st.tpm.cap
   local server_used = ls - rt
@@ -407,7 +413,7 @@ local function b_check_refunds(st, rt, lt, ra, seen, now, since, refunds)
   local least = 2
   if policy(refunds) == 1 then
     if since then
-      least = least + st.flim / W * math.max(0, now - since)
+      least = least + st.flim / W * math.max(0, now - since) + given
     else
       least = least + math.max(16, 0.02 * ls)
     end
@@ -428,10 +434,11 @@ end
 
 -- Adopt the server view in ARGV[base..base+8] (see observe in lib.lua; -1: absent);
 -- `others`: tokens charged by settles the header may not include (-1: a header on
--- its own); `since`: the answered charge's admission when it was in flight (else nil);
+-- its own); `since`, `given`: the answered charge's admission, and what was given back
+-- to the level from then until its settle, when it was in flight (else nil);
 -- `answered`: b_answer just learned from this header. Returns whether anything
 -- changed and the lesson learned, or nil.
-local function b_adopt(now, base, refunds, others, since, answered)
+local function b_adopt(now, base, refunds, others, since, given, answered)
   local st = BST
   local rt, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 2])
   local rr = tonumber(ARGV[base + 3])
@@ -459,7 +466,9 @@ local function b_adopt(now, base, refunds, others, since, answered)
     if b_limit_to(st, rpd, lr) then changed = true end
   end
   if refunds == -1 and policy(refunds) ~= 0 then
-    if not answered then lesson = b_check_refunds(st, rt, lt, ra, seen_t, now, since, refunds) end
+    if not answered then
+      lesson = b_check_refunds(st, rt, lt, ra, seen_t, now, since, given, refunds)
+    end
     if lesson or answered then changed = true end
     if policy(refunds) == -1 and rt >= 0 then b_defer_frees(st) end
   end
@@ -480,6 +489,7 @@ local function b_adopt(now, base, refunds, others, since, answered)
       if free > 0 then
         tpm.level = tpm.level + free
         st.deferred = st.deferred - free
+        st.released = st.released + free
         changed = true
       end
     end
