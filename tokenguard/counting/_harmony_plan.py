@@ -265,7 +265,9 @@ class HarmonyPlan:
             text_count=text_count,
         )
         costs = list(counted.messages)
-        if request.tools is not None and counted.tools_exact:
+        # Only tools that render a section (``tools=[]`` renders none, and then the system
+        # message is counted as without tools, which the fast path does not do).
+        if request.tools is not None and counted.tools_exact and counted.tools > 0:
             self._remember_tools(request, counted.tools, True)
         if counted.exact:
             total = counted.total
