@@ -21,7 +21,7 @@ from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardOptions, make_options
 from ._pipeline import Guard, call_plan
 from ._registry import normalize_base_url
-from ._request import NO_OPTIONS, ChatRequest, asked_max_tokens, given, new_request
+from ._request import ChatRequest, asked_max_tokens, given, plain_request
 
 __all__ = ["guard"]
 
@@ -122,18 +122,7 @@ class _Binding:
             asked = asked_max_tokens(a)
         stream = a.get("stream")
         if not self.counted:  # the usual function: no prompt keywords to look for
-            return new_request(
-                ChatRequest,
-                (
-                    messages,
-                    model,
-                    asked,
-                    stream is not None and given(stream) is True,
-                    None,
-                    None,
-                    NO_OPTIONS,
-                ),
-            )
+            return plain_request(messages, model, asked, stream)
         options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
         return ChatRequest(
             messages=messages,

@@ -466,15 +466,6 @@ def _count(
     max_tokens: int | None,
     default_reserve: int,
 ) -> RequestCount:
-    if not req.options:  # the usual call: no keywords to pass on
-        return default_counter().count_request(
-            messages,
-            info,
-            tools=req.tools,
-            functions=req.functions,
-            max_tokens=max_tokens,
-            default_reserve=default_reserve,
-        )
     return default_counter().count_request(
         messages,
         info,

@@ -23,6 +23,7 @@ __all__ = [
     "asked_max_tokens",
     "check_max_tokens",
     "given",
+    "plain_request",
     "read_body",
 ]
 
@@ -79,6 +80,23 @@ def given(value: Any) -> Any:
     if value is None or type(value).__name__ in ("NotGiven", "Omit"):
         return None
     return value
+
+
+def plain_request(messages: Any, model: Any, asked: int | None, stream: Any) -> ChatRequest:
+    """The usual request: no tools, functions or prompt-changing options (built in one
+    step, as every guarded call without them is)."""
+    return new_request(
+        ChatRequest,
+        (
+            messages,
+            model,
+            asked,
+            stream is not None and given(stream) is True,
+            None,
+            None,
+            NO_OPTIONS,
+        ),
+    )
 
 
 def check_max_tokens(name: str, value: object) -> int | None:
@@ -145,19 +163,7 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     named = PROMPT_KEYWORDS.intersection(body)
     extra = body.get("extra_body")
     if not named and extra is None:  # the usual call: nothing else changes the prompt
-        stream = body.get("stream")
-        return new_request(
-            ChatRequest,
-            (
-                messages,
-                model,
-                asked,
-                stream is not None and given(stream) is True,
-                None,
-                None,
-                NO_OPTIONS,
-            ),
-        )
+        return plain_request(messages, model, asked, body.get("stream"))
     options: dict[str, Any] = {}
     extra = given(extra)
     if extra is not None:
