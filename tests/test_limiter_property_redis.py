@@ -162,6 +162,12 @@ def test_in_use_the_scripts_read_redis_time(client: redis.Redis) -> None:
     r.cancel()
 
 
+def _memory_bucket(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+    """The Python port of the bucket, for the side-by-side properties."""
+    limits = WindowLimits(tpm=LIMIT, window=PERIOD)
+    return MemoryBackend(limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket")
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS, server_limit=SERVER_LIMITS)
 def test_lua_bucket_admits_when_the_python_model_does(
@@ -172,17 +178,11 @@ def test_lua_bucket_admits_when_the_python_model_does(
     server_limit: int,
 ) -> None:
     # The same interleaving against both ports of the bucket: same admissions, same times.
-    def memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
-        limits = WindowLimits(tpm=LIMIT, window=PERIOD)
-        return MemoryBackend(
-            limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket"
-        )
-
     python = run_interleaving(
         steps,
         lag,
         server,
-        memory,
+        _memory_bucket,
         FakeClock(),
         sliding=False,
         late_answers=True,
@@ -250,18 +250,12 @@ def test_lua_bucket_learns_as_the_python_model(
 ) -> None:
     # Learning (either lesson) against both ports: the same admissions at the same
     # times, the same lessons from the same evidence, and the server's bucket kept.
-    def memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
-        limits = WindowLimits(tpm=LIMIT, window=PERIOD)
-        return MemoryBackend(
-            limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket"
-        )
-
     with capture_logs() as logs:
         python = run_interleaving(
             steps,
             lag,
             server,
-            memory,
+            _memory_bucket,
             FakeClock(),
             sliding=False,
             late_answers=True,
