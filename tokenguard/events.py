@@ -49,6 +49,8 @@ __all__ = [
     "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
+    "ModelDiscovered",
+    "ModelDiscoveryFailed",
     "RefundsLearned",
     "Sink",
     "TokenizerMissing",
@@ -152,6 +154,37 @@ class UnknownModel(Event):
     level: ClassVar[Level] = "warning"
     model: str
     context_window: int
+    hint: str
+
+
+@dataclass(frozen=True)
+class ModelDiscovered(Event):
+    """A model the table lacks, described by the server's ``GET /models/{model}``
+    (checked and bounded first); believed for ``ttl_s`` seconds."""
+
+    name: ClassVar[str] = "tokenguard.models.discovered"
+    model: str
+    base_url: str
+    context_window: int
+    max_completion_tokens: int
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class ModelDiscoveryFailed(Event):
+    """``GET /models/{model}`` gave nothing usable: ``reason`` is ``not_found`` (404),
+    ``unreachable`` (no answer), ``refused`` (another error status) or ``invalid`` (an
+    answer whose limits are missing or out of bounds). The model gets the unknown-model
+    defaults (``context_window``) until the lookup is tried again ``retry_s`` later."""
+
+    name: ClassVar[str] = "tokenguard.models.discovery_failed"
+    level: ClassVar[Level] = "warning"
+    model: str
+    base_url: str
+    reason: str
+    status: int | None
+    context_window: int
+    retry_s: float
     hint: str
 
 

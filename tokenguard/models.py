@@ -32,6 +32,7 @@ from .events import UnknownModel, emit
 
 __all__ = [
     "EXACT_TEMPLATES",
+    "TEMPLATES",
     "TIERS",
     "UNKNOWN_MODEL_DEFAULTS",
     "Limits",
@@ -40,6 +41,7 @@ __all__ = [
     "is_known_model",
     "known_models",
     "register_model",
+    "table_entry",
     "unregister_model",
 ]
 
@@ -47,6 +49,12 @@ TIERS = ("free", "developer")
 #: Templates whose rendering tokenguard reproduces token for token: Meta's Llama 3 and 3.1
 #: templates (Llama 3 tokenizer) and OpenAI's harmony format (o200k_harmony, gpt-oss).
 EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "harmony"})
+#: Every chat template a table entry may name: the exact ones, plus the families Groq
+#: serves whose rendering the counter may not reproduce yet (``llama4``, ``qwen3``,
+#: ``kimi``) and ``compound`` (Groq's compound systems, whose server-side tools add
+#: prompt text no client sees). A template counting does not reproduce is estimated
+#: conservatively (never below the server) and calibrated from the server's usage.
+TEMPLATES = EXACT_TEMPLATES | {"llama4", "qwen3", "kimi", "compound"}
 # The tokenizer each exact template is counted with.
 _TEMPLATE_TOKENIZER = {"llama3": "llama3", "llama3.1": "llama3", "harmony": "o200k_harmony"}
 
@@ -96,7 +104,11 @@ class ModelInfo:
     when ``template`` is ``"harmony"``), ``"cl100k_base"``, ``"o200k_base"``, ``"qwen2"``,
     ``"llama4"`` or ``"unknown"``; the others are estimated conservatively (see
     ``tokenguard.counting``).
+    ``template`` is one of :data:`TEMPLATES` (or ``None``): ``"llama3"``, ``"llama3.1"``,
+    ``"llama4"``, ``"qwen3"``, ``"kimi"``, ``"harmony"``, ``"compound"``.
     ``limits`` maps a tier (``"free"``, ``"developer"``) to its :class:`Limits`.
+    ``aliases`` are other names Groq accepts for the same model: :func:`get_model` answers
+    them with this entry.
 
     Example::
 
@@ -112,6 +124,7 @@ class ModelInfo:
     template: str | None = None
     limits: Mapping[str, Limits | None] = field(default_factory=dict)
     decommissioned: bool = False
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -122,11 +135,18 @@ class ModelInfo:
                 raise ConfigurationError(
                     f"ModelInfo.{attr} of {self.name!r} must be a positive int, got {value!r}"
                 )
-        if self.template is not None and self.template not in EXACT_TEMPLATES:
+        if self.template is not None and self.template not in TEMPLATES:
             raise ConfigurationError(
                 f"ModelInfo.template of {self.name!r} must be one of "
-                f"{sorted(EXACT_TEMPLATES)} or None, got {self.template!r}"
+                f"{sorted(TEMPLATES)} or None, got {self.template!r}"
             )
+        aliases = self.aliases
+        if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
+            raise ConfigurationError(
+                f"ModelInfo.aliases of {self.name!r} must be a tuple of non-empty str, "
+                f"got {aliases!r}"
+            )
+        object.__setattr__(self, "aliases", tuple(a for a in aliases if a != self.name))
         object.__setattr__(self, "limits", _limits_map(self.limits))
 
     @property
@@ -161,20 +181,122 @@ UNKNOWN_MODEL_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 )
 
 
-def _free(tpm: int, rpm: int, tpd: int, rpd: int) -> dict[str, Limits | None]:
-    return {"free": Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd), "developer": None}
+def _tiers(free: Limits | None, developer: Limits | None) -> dict[str, Limits | None]:
+    return {"free": free, "developer": developer}
 
+
+def _limits(rpm: int, rpd: int, tpm: int, tpd: int | None = None) -> Limits:
+    # In the order Groq's rate-limit tables print them: RPM, RPD, TPM, TPD.
+    return Limits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd)
+
+
+# Limits read on 2026-12-04 from console.groq.com/docs/rate-limits (stored copies of the
+# page: its "Free Plan" table, and its "Developer Plan" tab as transcribed on 2026-08-14;
+# the Developer Plan has no TPD). Developer values for qwen3-32b and llama-4-maverick come
+# from a copy of the same tab made when it still listed them; none was found for
+# llama-4-scout and the Kimi K2 models (``None``: the user registers their own).
+# Context windows and max completion tokens are what ``GET /openai/v1/models`` answers
+# (a recorded listing of late 2025; gpt-oss-safeguard-20b from console.groq.com/docs/models).
+_GPT_OSS_FREE = _limits(30, 1_000, 8_000, 200_000)
+_KIMI_FREE = _limits(60, 1_000, 10_000, 300_000)
+_COMPOUND = _tiers(_limits(30, 250, 70_000), _limits(200, 20_000, 200_000))
 
 _BUILTIN: tuple[ModelInfo, ...] = (
+    ModelInfo(
+        "llama-3.1-8b-instant",
+        131_072,
+        131_072,
+        "llama3",
+        "llama3.1",
+        _tiers(_limits(30, 14_400, 6_000, 500_000), _limits(1_000, 500_000, 250_000)),
+    ),
+    ModelInfo(
+        "llama-3.3-70b-versatile",
+        131_072,
+        32_768,
+        "llama3",
+        "llama3.1",
+        _tiers(_limits(30, 1_000, 12_000, 100_000), _limits(1_000, 500_000, 300_000)),
+    ),
+    ModelInfo(
+        "meta-llama/llama-4-scout-17b-16e-instruct",
+        131_072,
+        8_192,
+        "llama4",
+        "llama4",
+        _tiers(_limits(30, 1_000, 30_000, 500_000), None),
+    ),
+    ModelInfo(
+        "meta-llama/llama-4-maverick-17b-128e-instruct",
+        131_072,
+        8_192,
+        "llama4",
+        "llama4",
+        _tiers(_limits(30, 1_000, 6_000, 500_000), _limits(1_000, 500_000, 300_000)),
+    ),
+    ModelInfo(
+        "qwen/qwen3-32b",
+        131_072,
+        40_960,
+        "qwen3",
+        "qwen3",
+        _tiers(_limits(60, 1_000, 6_000, 500_000), _limits(1_000, 500_000, 300_000)),
+    ),
+    ModelInfo(
+        "moonshotai/kimi-k2-instruct-0905",
+        262_144,
+        16_384,
+        "kimi",
+        "kimi",
+        _tiers(_KIMI_FREE, None),
+    ),
+    # The first Kimi K2 release: still listed on its own, with the smaller window.
+    ModelInfo(
+        "moonshotai/kimi-k2-instruct",
+        131_072,
+        16_384,
+        "kimi",
+        "kimi",
+        _tiers(_KIMI_FREE, None),
+    ),
+    ModelInfo(
+        "openai/gpt-oss-20b",
+        131_072,
+        65_536,
+        "o200k_harmony",
+        "harmony",
+        _tiers(_GPT_OSS_FREE, _limits(1_000, 500_000, 250_000)),
+    ),
+    ModelInfo(
+        "openai/gpt-oss-120b",
+        131_072,
+        65_536,
+        "o200k_harmony",
+        "harmony",
+        _tiers(_GPT_OSS_FREE, _limits(1_000, 500_000, 250_000)),
+    ),
+    ModelInfo(
+        "openai/gpt-oss-safeguard-20b",
+        131_072,
+        65_536,
+        "o200k_harmony",
+        "harmony",
+        _tiers(_GPT_OSS_FREE, _limits(1_000, 500_000, 150_000)),
+    ),
+    # Compound systems run server-side tools whose text is billed as prompt: see
+    # docs/compound.md for what counting can and cannot promise for them.
+    ModelInfo("groq/compound", 131_072, 8_192, "unknown", "compound", _COMPOUND),
+    ModelInfo("groq/compound-mini", 131_072, 8_192, "unknown", "compound", _COMPOUND),
     # Retired by Groq in 2025 (replaced by llama-3.1-8b-instant / llama-3.3-70b-versatile);
-    # kept because code still names them and their counting is exact.
+    # kept because code still names them and their counting is exact. Their limits are
+    # the free tier's when they were served.
     ModelInfo(
         "llama3-8b-8192",
         8_192,
         8_192,
         "llama3",
         "llama3",
-        _free(6_000, 30, 500_000, 14_400),
+        _tiers(_limits(30, 14_400, 6_000, 500_000), None),
         decommissioned=True,
     ),
     ModelInfo(
@@ -183,58 +305,41 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         8_192,
         "llama3",
         "llama3",
-        _free(6_000, 30, 500_000, 14_400),
+        _tiers(_limits(30, 14_400, 6_000, 500_000), None),
         decommissioned=True,
     ),
-    ModelInfo(
-        "llama-3.1-8b-instant",
-        131_072,
-        131_072,
-        "llama3",
-        "llama3.1",
-        _free(6_000, 30, 500_000, 14_400),
-    ),
-    ModelInfo(
-        "llama-3.3-70b-versatile",
-        131_072,
-        32_768,
-        "llama3",
-        "llama3.1",
-        _free(12_000, 30, 100_000, 1_000),
-    ),
     ModelInfo("llama-3.1-70b-versatile", 131_072, 32_768, "llama3", "llama3.1", {}, True),
-    ModelInfo(
-        "openai/gpt-oss-20b",
-        131_072,
-        65_536,
-        "o200k_harmony",
-        "harmony",
-        _free(8_000, 30, 200_000, 1_000),
-    ),
-    ModelInfo(
-        "openai/gpt-oss-120b",
-        131_072,
-        65_536,
-        "o200k_harmony",
-        "harmony",
-        _free(8_000, 30, 200_000, 1_000),
-    ),
-    ModelInfo("qwen/qwen3-32b", 131_072, 40_960, "qwen2", None, _free(6_000, 60, 500_000, 1_000)),
-    ModelInfo(
-        "meta-llama/llama-4-scout-17b-16e-instruct",
-        131_072,
-        8_192,
-        "llama4",
-        None,
-        _free(30_000, 30, 500_000, 1_000),
-    ),
     ModelInfo("mixtral-8x7b-32768", 32_768, 32_768, "unknown", None, {}, True),
     ModelInfo("gemma2-9b-it", 8_192, 8_192, "unknown", None, {}, True),
 )
 
+
+
+def _indexed(table: dict[str, ModelInfo], info: ModelInfo) -> dict[str, ModelInfo]:
+    """``table`` with ``info`` under its name and its aliases, in place of any entry
+    (and that entry's aliases) it replaces."""
+    old = table.get(info.name)
+    if old is not None and old.name == info.name:
+        for alias in old.aliases:
+            if table.get(alias) is old:
+                del table[alias]
+    for alias in info.aliases:
+        named = table.get(alias)
+        if named is not None and named.name == alias:
+            raise ConfigurationError(
+                f"alias {alias!r} of {info.name!r} is the name of another model in the table"
+            )
+    table[info.name] = info
+    for alias in info.aliases:
+        table[alias] = info
+    return table
+
+
 _lock = threading.Lock()
-# Copy-on-write: readers take the current dict without a lock.
-_table: dict[str, ModelInfo] = {m.name: m for m in _BUILTIN}
+# Copy-on-write: readers take the current dict without a lock. Keys are names and aliases.
+_table: dict[str, ModelInfo] = {}
+for _info in _BUILTIN:
+    _indexed(_table, _info)
 _warned: set[str] = set()
 # Default entries handed out for unknown names, so a hot path does not rebuild them.
 _unknown: dict[str, ModelInfo] = {}
@@ -270,10 +375,9 @@ def register_model(model: ModelInfo | str, /, **fields: Any) -> ModelInfo:
             f"register_model expects a ModelInfo or a model name, got {type(model).__name__}"
         )
     with _lock:
-        table = dict(_table)
-        table[info.name] = info
-        _table = table
-        _unknown.pop(info.name, None)
+        _table = _indexed(dict(_table), info)
+        for name in (info.name, *info.aliases):
+            _unknown.pop(name, None)
     return info
 
 
@@ -292,24 +396,37 @@ def unregister_model(name: str) -> None:
     global _table
     with _lock:
         table = dict(_table)
-        table.pop(name, None)
+        info = table.get(name)
+        if info is not None:
+            for key in (info.name, *info.aliases):
+                if table.get(key) is info:
+                    del table[key]
         _table = table
         _warned.discard(name)
         _unknown.pop(name, None)
 
 
 def is_known_model(name: str) -> bool:
-    """Whether the table has an entry for ``name``."""
+    """Whether the table has an entry for ``name`` (a model's name or one of its aliases)."""
     return name in _table
 
 
+def table_entry(name: str) -> ModelInfo | None:
+    """The table's entry for ``name`` (a name or an alias), or ``None``: no defaults, no event."""
+    return _table.get(name)
+
+
 def known_models() -> Mapping[str, ModelInfo]:
-    """A read-only snapshot of the whole table."""
-    return MappingProxyType(dict(_table))
+    """A read-only snapshot of the whole table, by model name (aliases not repeated)."""
+    return MappingProxyType({k: v for k, v in _table.items() if v.name == k})
 
 
 def get_model(name: str) -> ModelInfo:
-    """The table entry for ``name``; conservative defaults (and a warning event) if unknown.
+    """The table entry for ``name`` (or for the model ``name`` is an alias of);
+    conservative defaults (and a warning event) if unknown.
+
+    The guard asks Groq's ``GET /models/{model}`` about a model the table does not know
+    (``tokenguard._discovery``); this function itself never does I/O.
 
     Example::
 

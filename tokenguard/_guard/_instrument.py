@@ -137,6 +137,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         site=site,
         summarizer=opts.summarizer,
         transient_retries=retries if isinstance(retries, int) and retries > 0 else 0,
+        client=quiet,
     )
 
     model = opts.model

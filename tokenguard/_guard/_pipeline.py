@@ -22,6 +22,7 @@ from typing import Any
 
 from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage_of
 from .._budget import NO_HOLD, BudgetHold, budgets_now, reserve, room
+from .._discovery import discover, discover_async, model_info
 from .._drive import Call, Effect, Plan, Sleep
 from ..counting import RequestCount, default_counter
 from ..errors import (
@@ -42,7 +43,7 @@ from ..events import (
 )
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
-from ..models import ModelInfo, get_model
+from ..models import ModelInfo, get_model, table_entry
 from . import _registry
 from ._options import GuardOptions
 from ._request import ChatRequest, Sender
@@ -69,6 +70,8 @@ class Guard:
     transient_retries: int = 0
     #: The largest completion seen at this site (reported in events).
     completion_max: int | None = None
+    #: The instrumented client (its retry-less copy) asked about models the table lacks.
+    client: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Per (model, max_tokens asked): what does not change between calls (see _Site).
     _sites: dict[tuple[str, int | None], _Site] = field(default_factory=dict, repr=False)
@@ -140,7 +143,7 @@ def fits_as_asked(
 def _site(g: Guard, req: ChatRequest) -> _Site:
     key = (req.model, req.max_tokens)
     site = g._sites.get(key)
-    info = get_model(req.model)
+    info = model_info(g.base_url, req.model)
     if site is not None and site.generation == _registry.generation and site.info is info:
         return site
     generation = _registry.generation
@@ -520,13 +523,15 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     started = opts.clock()
     attempts: _Attempts | None = None  # made at the first wait or failure
     while True:
+        if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
+            yield Call(discover, discover_async, g.base_url, req.model, g.client)
         # Again after a retry: a limit may have been learned. (_site's own check first,
         # without its frame: the site worked out by an earlier call, if still good.)
         site = g._sites.get((req.model, req.max_tokens))
         if (
             site is None
             or site.generation != _registry.generation
-            or site.info is not get_model(req.model)
+            or site.info is not model_info(g.base_url, req.model)
         ):
             site = _site(g, req)
         info, limiter = site.info, site.limiter
