@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from .._discovery import model_info
 from ..errors import ConfigurationError
 from ..limiter import Limiter
-from ..models import get_model
 from ._options import DEFAULT_BASE_URL, GuardOptions
 
 __all__ = ["Learned", "learned", "limiter_for", "normalize_base_url", "remember", "reset"]
@@ -72,7 +72,7 @@ def limiter_for(opts: GuardOptions, base_url: str, model: str) -> Limiter | None
             extra["window"] = opts.window
         limiter: Limiter | None
         try:
-            limiter = Limiter.from_model(get_model(model), opts.tier, **extra)
+            limiter = Limiter.from_model(model_info(base_url, model), opts.tier, **extra)
         except ConfigurationError:
             # A model without known limits (and none given): nothing to limit against.
             limiter = None

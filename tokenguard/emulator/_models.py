@@ -65,7 +65,7 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (GROQ.md). gpt-oss is counted as Groq does (harmony + o200k). Qwen and
+# Groq free tier (console.groq.com/docs/rate-limits, as in tokenguard.models). gpt-oss is counted as Groq does (harmony + o200k). Qwen and
 # Llama 4 are counted with the Llama 3 tokenizer here: the real server uses another one,
 # which is exactly what a conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
@@ -126,6 +126,51 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             500_000,
             1_000,
             max_completion_tokens=8192,
+        ),
+        ModelSpec(
+            "meta-llama/llama-4-maverick-17b-128e-instruct",
+            _CTX_128K,
+            "llama3.1",
+            6000,
+            30,
+            500_000,
+            1_000,
+            max_completion_tokens=8192,
+        ),
+        ModelSpec(
+            "moonshotai/kimi-k2-instruct-0905",
+            262_144,
+            "llama3.1",
+            10_000,
+            60,
+            300_000,
+            1_000,
+            max_completion_tokens=16_384,
+            owned_by="Moonshot AI",
+        ),
+        ModelSpec(
+            "openai/gpt-oss-safeguard-20b",
+            _CTX_128K,
+            "harmony",
+            8000,
+            30,
+            200_000,
+            1_000,
+            max_completion_tokens=65_536,
+            owned_by="OpenAI",
+        ),
+        # Groq's compound systems have no TPD; their server-side tools' prompt tokens are
+        # what EmulatorConfig.hidden_prompt_tokens plays.
+        ModelSpec(
+            "groq/compound",
+            _CTX_128K,
+            "harmony",
+            70_000,
+            30,
+            None,
+            250,
+            max_completion_tokens=8192,
+            owned_by="Groq",
         ),
         ModelSpec(
             "mixtral-8x7b-32768", 32_768, "llama3", decommissioned=True, owned_by="Mistral AI"
