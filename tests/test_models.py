@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -21,24 +25,88 @@ def restore_table() -> Iterator[None]:
     models._unknown.clear()
 
 
-def test_groq_free_tier_values() -> None:
+# Every chat model Groq lists (shared GROQ.md, "Models Groq lists", late 2026).
+GROQ_CHAT_MODELS = (
+    "llama-3.1-8b-instant",
+    "llama-3.3-70b-versatile",
+    "meta-llama/llama-4-scout-17b-16e-instruct",
+    "meta-llama/llama-4-maverick-17b-128e-instruct",
+    "qwen/qwen3-32b",
+    "moonshotai/kimi-k2-instruct-0905",
+    "openai/gpt-oss-20b",
+    "openai/gpt-oss-120b",
+    "openai/gpt-oss-safeguard-20b",
+    "groq/compound",
+    "groq/compound-mini",
+)
+
+# The tokenizer and template identifiers the counters build against.
+FAMILIES = {
+    "llama-3.1-8b-instant": ("llama3", "llama3.1"),
+    "llama-3.3-70b-versatile": ("llama3", "llama3.1"),
+    "llama3-8b-8192": ("llama3", "llama3"),
+    "llama3-70b-8192": ("llama3", "llama3"),
+    "meta-llama/llama-4-scout-17b-16e-instruct": ("llama4", "llama4"),
+    "meta-llama/llama-4-maverick-17b-128e-instruct": ("llama4", "llama4"),
+    "qwen/qwen3-32b": ("qwen3", "qwen3"),
+    "moonshotai/kimi-k2-instruct": ("kimi", "kimi"),
+    "moonshotai/kimi-k2-instruct-0905": ("kimi", "kimi"),
+    "openai/gpt-oss-20b": ("o200k_harmony", "harmony"),
+    "openai/gpt-oss-120b": ("o200k_harmony", "harmony"),
+    "openai/gpt-oss-safeguard-20b": ("o200k_harmony", "harmony"),
+    "groq/compound": ("unknown", "compound"),
+    "groq/compound-mini": ("unknown", "compound"),
+}
+
+
+def test_every_chat_model_groq_lists_is_in_the_table_with_its_family() -> None:
+    for name in GROQ_CHAT_MODELS:
+        assert models.is_known_model(name), name
+        assert not tg.get_model(name).decommissioned, name
+    for name, family in FAMILIES.items():
+        info = tg.get_model(name)
+        assert (info.tokenizer, info.template) == family, name
+
+
+def test_every_entry_is_valid() -> None:
+    for name, info in models.known_models().items():
+        assert info.name == name
+        assert 0 < info.max_completion_tokens <= info.context_window <= 262_144, name
+        assert info.template is None or info.template in models.TEMPLATES, name
+        if info.decommissioned:
+            continue
+        free, developer = info.limits["free"], info.limits["developer"]
+        assert free is not None, name
+        assert None not in (free.tpm, free.rpm, free.rpd), name
+        if developer is not None:  # the paid plan: more of everything, no TPD
+            assert developer.tpd is None, name
+            for attr in ("tpm", "rpm", "rpd"):
+                assert getattr(developer, attr) > getattr(free, attr), (name, attr)
+
+
+def test_groq_published_values() -> None:
     info = tg.get_model("llama-3.3-70b-versatile")
     assert (info.context_window, info.max_completion_tokens) == (131_072, 32_768)
     assert info.limits["free"] == tg.Limits(tpm=12_000, rpm=30, tpd=100_000, rpd=1_000)
-    assert info.limits["developer"] is None  # not published per model; user-supplied
+    assert info.limits["developer"] == tg.Limits(tpm=300_000, rpm=1_000, rpd=500_000)
     assert info.exact
-    assert tg.get_model("llama3-8b-8192").limits["free"] == tg.Limits(
+    assert tg.get_model("llama-3.1-8b-instant").tier_limits("free") == tg.Limits(
         tpm=6_000, rpm=30, tpd=500_000, rpd=14_400
     )
+    kimi = tg.get_model("moonshotai/kimi-k2-instruct-0905")
+    assert (kimi.context_window, kimi.max_completion_tokens) == (262_144, 16_384)
+    assert kimi.tier_limits("free") == tg.Limits(tpm=10_000, rpm=60, tpd=300_000, rpd=1_000)
+    assert kimi.tier_limits("developer") is None  # not published: the user registers it
     assert tg.get_model("qwen/qwen3-32b").tier_limits("free") == tg.Limits(
         tpm=6_000, rpm=60, tpd=500_000, rpd=1_000
     )
-    assert tg.get_model("openai/gpt-oss-20b").exact  # harmony over o200k
-    assert tg.get_model("openai/gpt-oss-20b").limits["free"] == tg.Limits(
-        tpm=8_000, rpm=30, tpd=200_000, rpd=1_000
-    )
-    assert tg.get_model("openai/gpt-oss-120b").context_window == 131_072
-    assert not tg.get_model("qwen/qwen3-32b").exact
+    safeguard = tg.get_model("openai/gpt-oss-safeguard-20b")
+    assert safeguard.exact  # harmony over o200k, as gpt-oss
+    assert safeguard.tier_limits("developer") == tg.Limits(tpm=150_000, rpm=1_000, rpd=500_000)
+    compound = tg.get_model("groq/compound")
+    assert compound.tier_limits("free") == tg.Limits(tpm=70_000, rpm=30, rpd=250)
+    assert compound.tier_limits("developer") == tg.Limits(tpm=200_000, rpm=200, rpd=20_000)
+    assert not compound.exact
     assert tg.get_model("mixtral-8x7b-32768").decommissioned
 
 
@@ -46,6 +114,7 @@ def test_table_agrees_with_the_emulator_where_both_know_a_model() -> None:
     for name, spec in BUILTIN_MODELS.items():
         info = tg.get_model(name)
         assert info.context_window == spec.context_window, name
+        assert info.max_completion_tokens == (spec.max_completion_tokens or spec.context_window)
         assert info.decommissioned == spec.decommissioned or name.startswith("llama3-"), name
         if spec.tpm and info.limits["free"] is not None:
             free = info.limits["free"]
@@ -150,3 +219,92 @@ def test_entries_are_frozen() -> None:
         info.context_window = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         info.limits["free"] = None  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("restore_table")
+def test_aliases_resolve_to_the_same_entry_and_overrides_still_win() -> None:
+    info = tg.register_model(
+        tg.ModelInfo("acme/model-v2", 32_768, 4_096, "llama3", "llama3.1", aliases=("acme/model",))
+    )
+    assert tg.get_model("acme/model") is info is tg.get_model("acme/model-v2")
+    assert models.is_known_model("acme/model")
+    assert "acme/model" not in models.known_models()  # listed once, by name
+    messages = [{"role": "user", "content": "Hello"}]
+    assert tg.count_tokens(messages, model="acme/model") == tg.count_tokens(
+        messages, model="acme/model-v2"
+    )
+    # An override through the alias changes the model's entry, under both names.
+    wider = tg.register_model("acme/model", context_window=65_536)
+    assert wider.name == "acme/model-v2"
+    assert tg.get_model("acme/model") is wider is tg.get_model("acme/model-v2")
+    # A new entry without the alias drops it; unregistering drops name and aliases.
+    tg.register_model(dataclasses.replace(wider, aliases=("acme/model-latest",)))
+    assert not models.is_known_model("acme/model")
+    assert tg.get_model("acme/model-latest").context_window == 65_536
+    models.unregister_model("acme/model-latest")
+    assert not models.is_known_model("acme/model-v2")
+    assert not models.is_known_model("acme/model-latest")
+
+
+@pytest.mark.usefixtures("restore_table")
+def test_a_built_in_entry_is_overridden_by_register_model() -> None:
+    name = "moonshotai/kimi-k2-instruct-0905"
+    mine = tg.register_model(name, context_window=131_072, limits={"developer": tg.Limits(tpm=1)})
+    assert tg.get_model(name) is mine
+    assert (mine.context_window, mine.max_completion_tokens) == (131_072, 16_384)
+    assert mine.tier_limits("developer") == tg.Limits(tpm=1)
+
+
+@pytest.mark.parametrize(
+    ("aliases", "fragment"),
+    [
+        ("acme/model", "aliases"),
+        (("",), "aliases"),
+        ((3,), "aliases"),
+        (("llama-3.1-8b-instant",), "is the name of another model"),
+    ],
+)
+@pytest.mark.usefixtures("restore_table")
+def test_bad_aliases_raise_configuration_error(aliases: object, fragment: str) -> None:
+    with pytest.raises(tg.ConfigurationError, match=fragment):
+        tg.register_model(
+            tg.ModelInfo("acme/model", 8_192, 8_192, aliases=aliases)  # type: ignore[arg-type]
+        )
+    assert tg.get_model("llama-3.1-8b-instant").name == "llama-3.1-8b-instant"
+
+
+# Real requests with the prompt_tokens Groq billed (copies of shared groq-cases/).
+CASES = ("gptoss_cases.json", "other_models_cases.json")
+
+
+def _billed_cases() -> list[Any]:
+    cases: list[Any] = []
+    for name in CASES:
+        path = pathlib.Path(__file__).parent / name
+        for case in json.loads(path.read_text(encoding="utf-8")):
+            body = dict(case["request"])
+            tools = "tools" if body.get("tools") else "plain"
+            marks = []
+            llama4 = body["model"].startswith("meta-llama/llama-4")
+            if llama4 and tools == "tools" and body.get("tool_choice") != "none":
+                # Groq's Llama 4 tool prompt (about 640 tokens) is not counted yet; it is
+                # the Llama 4 counting work of issue 18. Strict: passes once that lands.
+                marks.append(pytest.mark.xfail(strict=True, reason="Llama 4 tool prompt"))
+            cases.append(
+                pytest.param(body, case["prompt_tokens"], marks=marks, id=f"{body['model']}-{tools}")
+            )
+    return cases
+
+
+@pytest.mark.parametrize(("body", "billed"), _billed_cases())
+def test_every_table_entry_counts_billed_requests_never_below_the_server(
+    body: dict[str, Any], billed: int
+) -> None:
+    # Templates the counter does not reproduce yet (qwen3, kimi, llama4) are estimated:
+    # never below what Groq billed.
+    body = dict(body)
+    messages, model = body.pop("messages"), body.pop("model")
+    for key in ("stream", "n", "stream_options", "max_tokens", "max_completion_tokens"):
+        body.pop(key, None)
+    assert models.is_known_model(model)
+    assert tg.count_tokens(messages, model=model, **body) >= billed
