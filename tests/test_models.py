@@ -8,12 +8,13 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 import structlog
 
 import tokenguard as tg
 from tokenguard import models
-from tokenguard.emulator import BUILTIN_MODELS
+from tokenguard.emulator import BUILTIN_MODELS, running
 
 
 @pytest.fixture
@@ -308,3 +309,42 @@ def test_every_table_entry_counts_billed_requests_never_below_the_server(
         body.pop(key, None)
     assert models.is_known_model(model)
     assert tg.count_tokens(messages, model=model, **body) >= billed
+
+
+def test_compound_reserves_its_unseen_prompt_until_usage_teaches_the_counter(
+    events: list[tg.events.Event],
+) -> None:
+    # The emulator bills 6,000 tokens of "server-side tool" text on every prompt, as
+    # Groq's compound systems do (4,000-14,000 for a one-line question).
+    limits = {"tpm": 200_000, "rpm": 1_000, "window": 1.0}
+    with running(model="groq/compound", hidden_prompt_tokens=6_000, **limits) as em:
+        client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **limits)
+        with tg.budget(tokens=1_000_000) as b:
+            for question in ("What is the weather in Paris today?", "Who won the 2022 final?"):
+                client.chat.completions.create(
+                    model="groq/compound",
+                    messages=[{"role": "user", "content": question}],
+                    max_tokens=16,
+                )
+        calls = [e for e in events if isinstance(e, tg.events.GuardRequest)]
+    first, second = calls
+    assert first.input_tokens is not None and second.input_tokens is not None
+    assert first.input_tokens > 6_000
+    # Before any usage: the visible estimate plus the documented allowance, above the bill.
+    assert first.estimated_tokens >= models.COMPOUND_UNSEEN_PROMPT_TOKENS
+    assert first.estimated_tokens >= first.input_tokens + 16
+    # After one usage: learned (no allowance), still never below the bill, and tighter.
+    assert second.input_tokens + 16 <= second.estimated_tokens < first.estimated_tokens
+    # Charged by usage: the budget and the limiter hold what the server billed.
+    assert b.used == sum(c.input_tokens + (c.output_tokens or 0) for c in calls)
+    assert [c.limit_tokens for c in calls] == [c.input_tokens + 16 for c in calls]
+
+
+def test_the_unseen_allowance_stops_once_the_count_has_learned() -> None:
+    compound = tg.get_model("groq/compound")
+    assert models.unseen_prompt_allowance(compound, 150, 150) == 14_000
+    assert models.unseen_prompt_allowance(compound, 7_000, 150) == 0  # learned from usage
+    plain = tg.get_model("llama-3.1-8b-instant")
+    assert models.unseen_prompt_allowance(plain, 150, 150) == 0
+    with pytest.raises(tg.ConfigurationError, match="unseen_prompt_tokens"):
+        tg.ModelInfo("m", 8_192, 8_192, unseen_prompt_tokens=-1)

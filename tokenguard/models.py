@@ -31,6 +31,7 @@ from .errors import ConfigurationError
 from .events import UnknownModel, emit
 
 __all__ = [
+    "COMPOUND_UNSEEN_PROMPT_TOKENS",
     "EXACT_TEMPLATES",
     "TEMPLATES",
     "TIERS",
@@ -43,6 +44,7 @@ __all__ = [
     "register_model",
     "table_entry",
     "unregister_model",
+    "unseen_prompt_allowance",
 ]
 
 TIERS = ("free", "developer")
@@ -108,7 +110,10 @@ class ModelInfo:
     ``"llama4"``, ``"qwen3"``, ``"kimi"``, ``"harmony"``, ``"compound"``.
     ``limits`` maps a tier (``"free"``, ``"developer"``) to its :class:`Limits`.
     ``aliases`` are other names Groq accepts for the same model: :func:`get_model` answers
-    them with this entry.
+    them with this entry. ``unseen_prompt_tokens`` is an allowance for prompt text the
+    server adds that no client can see (Groq's compound systems bill their tools' results
+    as prompt): the guard reserves it on top of the count until the counter has learned
+    the model from the server's usage (see :func:`unseen_prompt_allowance`).
 
     Example::
 
@@ -125,6 +130,7 @@ class ModelInfo:
     limits: Mapping[str, Limits | None] = field(default_factory=dict)
     decommissioned: bool = False
     aliases: tuple[str, ...] = ()
+    unseen_prompt_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -147,6 +153,12 @@ class ModelInfo:
                 f"got {aliases!r}"
             )
         object.__setattr__(self, "aliases", tuple(a for a in aliases if a != self.name))
+        unseen = self.unseen_prompt_tokens
+        if isinstance(unseen, bool) or not isinstance(unseen, int) or unseen < 0:
+            raise ConfigurationError(
+                f"ModelInfo.unseen_prompt_tokens of {self.name!r} must be an int >= 0, "
+                f"got {unseen!r}"
+            )
         object.__setattr__(self, "limits", _limits_map(self.limits))
 
     @property
@@ -179,6 +191,28 @@ UNKNOWN_MODEL_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "decommissioned": False,
     }
 )
+
+
+def unseen_prompt_allowance(info: ModelInfo, prompt_tokens: int, raw_prompt_tokens: int) -> int:
+    """Tokens to reserve on top of a counted prompt for what the server adds unseen.
+
+    ``info.unseen_prompt_tokens`` while the count is the raw estimate; nothing once the
+    counter's calibration has learned from the server's usage that the model bills more
+    than the raw estimate (the learned count then includes the unseen part), and nothing
+    for a model that adds no unseen text.
+
+    Example::
+
+        unseen_prompt_allowance(tg.get_model("groq/compound"), 150, 150)   # 14000
+    """
+    if not info.unseen_prompt_tokens or prompt_tokens > raw_prompt_tokens:
+        return 0
+    return info.unseen_prompt_tokens
+
+
+#: What a Groq compound system's server-side tools were seen to add to a one-line
+#: question's prompt: 4,000 to 14,000 tokens (shared GROQ.md). The top is reserved.
+COMPOUND_UNSEEN_PROMPT_TOKENS = 14_000
 
 
 def _tiers(free: Limits | None, developer: Limits | None) -> dict[str, Limits | None]:
@@ -285,8 +319,24 @@ _BUILTIN: tuple[ModelInfo, ...] = (
     ),
     # Compound systems run server-side tools whose text is billed as prompt: see
     # docs/compound.md for what counting can and cannot promise for them.
-    ModelInfo("groq/compound", 131_072, 8_192, "unknown", "compound", _COMPOUND),
-    ModelInfo("groq/compound-mini", 131_072, 8_192, "unknown", "compound", _COMPOUND),
+    ModelInfo(
+        "groq/compound",
+        131_072,
+        8_192,
+        "unknown",
+        "compound",
+        _COMPOUND,
+        unseen_prompt_tokens=COMPOUND_UNSEEN_PROMPT_TOKENS,
+    ),
+    ModelInfo(
+        "groq/compound-mini",
+        131_072,
+        8_192,
+        "unknown",
+        "compound",
+        _COMPOUND,
+        unseen_prompt_tokens=COMPOUND_UNSEEN_PROMPT_TOKENS,
+    ),
     # Retired by Groq in 2025 (replaced by llama-3.1-8b-instant / llama-3.3-70b-versatile);
     # kept because code still names them and their counting is exact. Their limits are
     # the free tier's when they were served.

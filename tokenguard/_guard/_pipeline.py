@@ -43,7 +43,7 @@ from ..events import (
 )
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
-from ..models import ModelInfo, get_model, table_entry
+from ..models import ModelInfo, get_model, table_entry, unseen_prompt_allowance
 from . import _registry
 from ._options import GuardOptions
 from ._request import ChatRequest, Sender
@@ -588,6 +588,8 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
                 ),
             )
         estimate = count.prompt_tokens + completion
+        if info.unseen_prompt_tokens:  # groq/compound: its tools' text, until learned
+            estimate += unseen_prompt_allowance(info, count.prompt_tokens, count.raw_prompt_tokens)
         hold = reserve(estimate) if budgets else NO_HOLD
         reservation: Reservation | None = None
         if limiter is not None:
