@@ -93,9 +93,7 @@ async def test_async_clients_discover_too(
         model=NEW, messages=long_conversation(60), max_tokens=8
     )
     assert reply.usage.prompt_tokens > 20_000
-    assert [e["context_window"] for e in named(events, "tokenguard.models.discovered")] == [
-        WINDOW
-    ]
+    assert [e["context_window"] for e in named(events, "tokenguard.models.discovered")] == [WINDOW]
 
 
 def test_a_window_over_the_server_s_is_still_fitted(
@@ -116,16 +114,12 @@ def test_a_decorated_function_asks_the_guard_s_base_url(
 
     @tg.guard(base_url=em.base_url)
     def ask(messages: Any, model: str = NEW, max_tokens: int = 8) -> Any:
-        return client.chat.completions.create(
-            messages=messages, model=model, max_tokens=max_tokens
-        )
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
 
     reply = ask(long_conversation(60))
     assert reply.usage.prompt_tokens > 20_000
     assert lookups(em) == [NEW]
-    assert [e["context_window"] for e in named(events, "tokenguard.models.discovered")] == [
-        WINDOW
-    ]
+    assert [e["context_window"] for e in named(events, "tokenguard.models.discovered")] == [WINDOW]
 
 
 def test_without_a_key_the_decorated_lookup_is_refused_and_says_so(

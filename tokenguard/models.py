@@ -1,7 +1,9 @@
 """The model table: context window, tokenizer, chat template and Groq limits per model.
 
-Limits and windows change often and models are retired, so they live here as data a
-user can override in code, never in logic::
+Every chat model Groq lists, with its free and developer-tier limits and the names Groq
+accepts for it (``docs/models.md`` gives the sources and dates). Limits and windows change
+often and models are retired, so they live here as data a user can override in code,
+never in logic; an entry set with :func:`register_model` always wins::
 
     import tokenguard as tg
 
@@ -11,11 +13,12 @@ user can override in code, never in logic::
 
 A model the table does not know still works: :func:`get_model` answers with
 conservative defaults (:data:`UNKNOWN_MODEL_DEFAULTS`) and emits one ``unknown_model``
-warning event per name on ``structlog.get_logger("tokenguard")``.
+warning event per name on ``structlog.get_logger("tokenguard")``; the guard first asks
+the server's ``GET /models/{model}`` (``tokenguard._discovery``). This module does no I/O.
 
-Free-tier limits are the values Groq's rate-limit page showed (see shared GROQ.md).
-Developer-tier limits are not given: Groq publishes them per organisation and they
-change; ``limits["developer"]`` is ``None`` until the user registers their own.
+Groq's compound systems bill prompt text their server-side tools add, which no client
+can count: their entries carry an allowance the guard reserves until usage has taught
+the counter (``docs/compound.md`` says what pre-flight counting can and cannot promise).
 """
 
 from __future__ import annotations
@@ -362,7 +365,6 @@ _BUILTIN: tuple[ModelInfo, ...] = (
     ModelInfo("mixtral-8x7b-32768", 32_768, 32_768, "unknown", None, {}, True),
     ModelInfo("gemma2-9b-it", 8_192, 8_192, "unknown", None, {}, True),
 )
-
 
 
 def _indexed(table: dict[str, ModelInfo], info: ModelInfo) -> dict[str, ModelInfo]:

@@ -65,9 +65,10 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (console.groq.com/docs/rate-limits, as in tokenguard.models). gpt-oss is counted as Groq does (harmony + o200k). Qwen and
-# Llama 4 are counted with the Llama 3 tokenizer here: the real server uses another one,
-# which is exactly what a conservative client must survive.
+# Groq free tier (console.groq.com/docs/rate-limits, as in tokenguard.models). gpt-oss
+# is counted as Groq does (harmony + o200k). Qwen, Llama 4 and Kimi are counted with the
+# Llama 3 tokenizer here: the real server uses another one, which is exactly what a
+# conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
