@@ -22,13 +22,6 @@ WINDOW = 262_144
 SPEC = ModelSpec(NEW, WINDOW, "llama3.1", 0, 0, 0, 0, max_completion_tokens=16_384)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_directory() -> Iterator[None]:
-    _discovery.default_directory().clear()
-    yield
-    _discovery.default_directory().clear()
-
-
 @pytest.fixture
 def em() -> Iterator[Emulator]:
     with running(models=[SPEC]) as server:
@@ -130,6 +123,13 @@ def test_without_a_key_the_decorated_lookup_is_refused_and_says_so(
     (failed,) = named(events, "tokenguard.models.discovery_failed")
     assert (failed["reason"], failed["status"]) == ("refused", 401)
     assert info.context_window == failed["context_window"] == 8_192
+
+
+def test_reset_defaults_forgets_discovered_models(em: Emulator) -> None:
+    _discovery.discover(em.base_url, NEW, openai.OpenAI(base_url=em.base_url, api_key="x"))
+    assert _discovery.model_info(em.base_url, NEW).context_window == WINDOW
+    tg.reset_defaults()
+    assert _discovery.default_directory().due(em.base_url, NEW)
 
 
 def test_the_table_wins_and_is_never_looked_up(em: Emulator) -> None:

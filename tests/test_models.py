@@ -315,7 +315,7 @@ def test_compound_reserves_its_unseen_prompt_until_usage_teaches_the_counter(
 ) -> None:
     # The emulator bills 6,000 tokens of "server-side tool" text on every prompt, as
     # Groq's compound systems do (4,000-14,000 for a one-line question).
-    limits = {"tpm": 200_000, "rpm": 1_000, "window": 1.0}
+    limits: dict[str, Any] = {"tpm": 200_000, "rpm": 1_000, "window": 1.0}
     with running(model="groq/compound", hidden_prompt_tokens=6_000, **limits) as em:
         client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x"), **limits)
         with tg.budget(tokens=1_000_000) as b:
@@ -336,8 +336,10 @@ def test_compound_reserves_its_unseen_prompt_until_usage_teaches_the_counter(
     # After one usage: learned (no allowance), still never below the bill, and tighter.
     assert second.input_tokens + 16 <= second.estimated_tokens < first.estimated_tokens
     # Charged by usage: the budget and the limiter hold what the server billed.
-    assert b.used == sum(c.input_tokens + (c.output_tokens or 0) for c in calls)
-    assert [c.limit_tokens for c in calls] == [c.input_tokens + 16 for c in calls]
+    billed = [first.input_tokens + 16, second.input_tokens + 16]
+    assert [first.output_tokens, second.output_tokens] == [16, 16]
+    assert b.used == sum(billed)
+    assert [first.limit_tokens, second.limit_tokens] == billed
 
 
 def test_the_unseen_allowance_stops_once_the_count_has_learned() -> None:

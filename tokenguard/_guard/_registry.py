@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from .._discovery import model_info
+from .._discovery import default_directory, model_info
 from ..errors import ConfigurationError
 from ..limiter import Limiter
 from ._options import DEFAULT_BASE_URL, GuardOptions
@@ -110,7 +110,8 @@ def _tighter(a: int | None, b: int | None) -> int | None:
 
 
 def reset() -> None:
-    """Forget every default limiter and learned limit (for tests and long-lived shells).
+    """Forget every default limiter, learned limit and discovered model (for tests and
+    long-lived shells).
 
     Example::
 
@@ -121,4 +122,5 @@ def reset() -> None:
     with _lock:
         _limiters.clear()
         _learned.clear()
+        default_directory().clear()
         generation += 1
