@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._drive import Call, Plan, run_async, run_sync
 from .events import ModelDiscovered, ModelDiscoveryFailed, emit
 from .models import UNKNOWN_MODEL_DEFAULTS, ModelInfo, get_model, table_entry
 
@@ -38,6 +39,7 @@ __all__ = [
     "default_directory",
     "discover",
     "discover_async",
+    "lookup_plan",
     "model_info",
 ]
 
@@ -103,8 +105,6 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _failure(exc: BaseException) -> _Failed:
-    if isinstance(exc, _Failed):
-        return exc
     status = _status_of(exc)
     if status is None:
         return _Failed("unreachable")
@@ -186,37 +186,35 @@ class ModelDirectory:
         entry = self._entries.get((base_url, model))
         return entry is None or entry.expires <= self._clock()
 
-    def discover(self, base_url: str, model: str, client: Any = None) -> ModelInfo:
-        """Ask ``base_url`` about ``model`` when due; then :meth:`model_info`."""
+    def lookup_plan(self, base_url: str, model: str, client: Any = None) -> Plan[ModelInfo]:
+        """Ask ``base_url`` about ``model`` when due (one effect), then :meth:`model_info`."""
         if self.due(base_url, model):
             try:
-                payload = _fetch(base_url, model, client)
-                self._settle(base_url, model, payload, None)
+                payload = yield Call(_fetch, _fetch_async, base_url, model, client)
             except Exception as exc:
                 self._settle(base_url, model, None, exc)
+            else:
+                self._settle(base_url, model, payload, None)
         return self.model_info(base_url, model)
 
+    def discover(self, base_url: str, model: str, client: Any = None) -> ModelInfo:
+        """:meth:`lookup_plan` run in this thread."""
+        return run_sync(self.lookup_plan(base_url, model, client))
+
     async def discover_async(self, base_url: str, model: str, client: Any = None) -> ModelInfo:
-        """:meth:`discover` for a coroutine (an async client, an async function)."""
-        if self.due(base_url, model):
-            try:
-                payload = await _fetch_async(base_url, model, client)
-                self._settle(base_url, model, payload, None)
-            except Exception as exc:
-                self._settle(base_url, model, None, exc)
-        return self.model_info(base_url, model)
+        """:meth:`lookup_plan` run in this task (an async client, an async function)."""
+        return await run_async(self.lookup_plan(base_url, model, client))
 
     def _settle(
         self, base_url: str, model: str, payload: object, exc: BaseException | None
     ) -> None:
         info: ModelInfo | None = None
-        failed: _Failed | None = None
-        try:
-            if exc is not None:
-                raise exc
-            info = _info_from(model, payload)
-        except Exception as error:
-            failed = _failure(error)
+        failed = None if exc is None else _failure(exc)
+        if failed is None:
+            try:
+                info = _info_from(model, payload)
+            except _Failed as bad:
+                failed = bad
         now = self._clock()
         ttl = self.ttl if info is not None else self.failure_ttl
         with self._lock:
@@ -263,6 +261,11 @@ def default_directory() -> ModelDirectory:
 def model_info(base_url: str, model: str) -> ModelInfo:
     """:meth:`ModelDirectory.model_info` of the shared directory."""
     return _default.model_info(base_url, model)
+
+
+def lookup_plan(base_url: str, model: str, client: Any = None) -> Plan[ModelInfo]:
+    """:meth:`ModelDirectory.lookup_plan` of the shared directory (for the guard's plan)."""
+    return _default.lookup_plan(base_url, model, client)
 
 
 def discover(base_url: str, model: str, client: Any = None) -> ModelInfo:

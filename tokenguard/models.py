@@ -236,7 +236,6 @@ def _limits(rpm: int, rpd: int, tpm: int, tpd: int | None = None) -> Limits:
 # (a recorded listing of late 2025; gpt-oss-safeguard-20b from console.groq.com/docs/models).
 _GPT_OSS_FREE = _limits(30, 1_000, 8_000, 200_000)
 _KIMI_FREE = _limits(60, 1_000, 10_000, 300_000)
-_COMPOUND = _tiers(_limits(30, 250, 70_000), _limits(200, 20_000, 200_000))
 
 _BUILTIN: tuple[ModelInfo, ...] = (
     ModelInfo(
@@ -322,44 +321,32 @@ _BUILTIN: tuple[ModelInfo, ...] = (
     ),
     # Compound systems run server-side tools whose text is billed as prompt: see
     # docs/compound.md for what counting can and cannot promise for them.
-    ModelInfo(
-        "groq/compound",
-        131_072,
-        8_192,
-        "unknown",
-        "compound",
-        _COMPOUND,
-        unseen_prompt_tokens=COMPOUND_UNSEEN_PROMPT_TOKENS,
-    ),
-    ModelInfo(
-        "groq/compound-mini",
-        131_072,
-        8_192,
-        "unknown",
-        "compound",
-        _COMPOUND,
-        unseen_prompt_tokens=COMPOUND_UNSEEN_PROMPT_TOKENS,
+    *(
+        ModelInfo(
+            name,
+            131_072,
+            8_192,
+            "unknown",
+            "compound",
+            _tiers(_limits(30, 250, 70_000), _limits(200, 20_000, 200_000)),
+            unseen_prompt_tokens=COMPOUND_UNSEEN_PROMPT_TOKENS,
+        )
+        for name in ("groq/compound", "groq/compound-mini")
     ),
     # Retired by Groq in 2025 (replaced by llama-3.1-8b-instant / llama-3.3-70b-versatile);
     # kept because code still names them and their counting is exact. Their limits are
     # the free tier's when they were served.
-    ModelInfo(
-        "llama3-8b-8192",
-        8_192,
-        8_192,
-        "llama3",
-        "llama3",
-        _tiers(_limits(30, 14_400, 6_000, 500_000), None),
-        decommissioned=True,
-    ),
-    ModelInfo(
-        "llama3-70b-8192",
-        8_192,
-        8_192,
-        "llama3",
-        "llama3",
-        _tiers(_limits(30, 14_400, 6_000, 500_000), None),
-        decommissioned=True,
+    *(
+        ModelInfo(
+            name,
+            8_192,
+            8_192,
+            "llama3",
+            "llama3",
+            _tiers(_limits(30, 14_400, 6_000, 500_000), None),
+            decommissioned=True,
+        )
+        for name in ("llama3-8b-8192", "llama3-70b-8192")
     ),
     ModelInfo("llama-3.1-70b-versatile", 131_072, 32_768, "llama3", "llama3.1", {}, True),
     ModelInfo("mixtral-8x7b-32768", 32_768, 32_768, "unknown", None, {}, True),

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._adapters import Failure, FailureKind, Usage, classify, headers_of, usage_of
 from .._budget import NO_HOLD, BudgetHold, budgets_now, reserve, room
-from .._discovery import discover, discover_async, model_info
+from .._discovery import lookup_plan, model_info
 from .._drive import Call, Effect, Plan, Sleep
 from ..counting import RequestCount, default_counter
 from ..errors import (
@@ -524,7 +524,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     attempts: _Attempts | None = None  # made at the first wait or failure
     while True:
         if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
-            yield Call(discover, discover_async, g.base_url, req.model, g.client)
+            yield from lookup_plan(g.base_url, req.model, g.client)
         # Again after a retry: a limit may have been learned. (_site's own check first,
         # without its frame: the site worked out by an earlier call, if still good.)
         site = g._sites.get((req.model, req.max_tokens))

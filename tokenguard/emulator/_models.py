@@ -85,27 +85,23 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             1_000,
             max_completion_tokens=32_768,
         ),
-        ModelSpec(
-            "openai/gpt-oss-20b",
-            _CTX_128K,
-            "harmony",
-            8000,
-            30,
-            200_000,
-            1_000,
-            max_completion_tokens=65_536,
-            owned_by="OpenAI",
-        ),
-        ModelSpec(
-            "openai/gpt-oss-120b",
-            _CTX_128K,
-            "harmony",
-            8000,
-            30,
-            200_000,
-            1_000,
-            max_completion_tokens=65_536,
-            owned_by="OpenAI",
+        *(
+            ModelSpec(
+                name,
+                _CTX_128K,
+                "harmony",
+                8000,
+                30,
+                200_000,
+                1_000,
+                max_completion_tokens=65_536,
+                owned_by="OpenAI",
+            )
+            for name in (
+                "openai/gpt-oss-20b",
+                "openai/gpt-oss-120b",
+                "openai/gpt-oss-safeguard-20b",
+            )
         ),
         ModelSpec(
             "qwen/qwen3-32b",
@@ -148,17 +144,6 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             1_000,
             max_completion_tokens=16_384,
             owned_by="Moonshot AI",
-        ),
-        ModelSpec(
-            "openai/gpt-oss-safeguard-20b",
-            _CTX_128K,
-            "harmony",
-            8000,
-            30,
-            200_000,
-            1_000,
-            max_completion_tokens=65_536,
-            owned_by="OpenAI",
         ),
         # Groq's compound systems have no TPD; their server-side tools' prompt tokens are
         # what EmulatorConfig.hidden_prompt_tokens plays.
