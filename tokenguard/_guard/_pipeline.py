@@ -43,7 +43,7 @@ from ..events import (
 )
 from ..fitting import FitResult, Summarizer, fit, fit_async, room_for
 from ..limiter import Limiter, Reservation, parse_headers
-from ..models import ModelInfo, get_model, table_entry, unseen_prompt_allowance
+from ..models import ModelInfo, table_entry, unseen_prompt_allowance
 from . import _registry
 from ._options import GuardOptions
 from ._request import ChatRequest, Sender
@@ -523,7 +523,8 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
     started = opts.clock()
     attempts: _Attempts | None = None  # made at the first wait or failure
     while True:
-        if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
+        entry = table_entry(req.model)
+        if entry is None:  # the server's GET /models/{model}, cached
             yield from lookup_plan(g.base_url, req.model, g.client)
         # Again after a retry: a limit may have been learned. (_site's own check first,
         # without its frame: the site worked out by an earlier call, if still good.)
@@ -531,7 +532,7 @@ def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
         if (
             site is None
             or site.generation != _registry.generation
-            or site.info is not model_info(g.base_url, req.model)
+            or site.info is not (entry or model_info(g.base_url, req.model))
         ):
             site = _site(g, req)
         info, limiter = site.info, site.limiter
@@ -784,7 +785,7 @@ def _recover(
 
 
 def _learn(g: Guard, req: ChatRequest, limit: str, value: int, source: str) -> None:
-    info = get_model(req.model)
+    info = model_info(g.base_url, req.model)
     table = info.context_window if limit == "context_window" else None
     if limit == "context_window":
         _registry.remember(g.base_url, req.model, context_window=value)
