@@ -44,11 +44,17 @@ __all__ = [
 ]
 
 TIERS = ("free", "developer")
-#: Templates whose rendering tokenguard reproduces token for token: Meta's Llama 3 and 3.1
-#: templates (Llama 3 tokenizer) and OpenAI's harmony format (o200k_harmony, gpt-oss).
-EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "harmony"})
+#: Templates whose rendering tokenguard reproduces token for token: Groq's Llama 3, 3.1 and
+#: Llama 4 templates (Llama 3 and Llama 4 tokenizers) and OpenAI's harmony format
+#: (o200k_harmony, gpt-oss).
+EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "llama4", "harmony"})
 # The tokenizer each exact template is counted with.
-_TEMPLATE_TOKENIZER = {"llama3": "llama3", "llama3.1": "llama3", "harmony": "o200k_harmony"}
+_TEMPLATE_TOKENIZER = {
+    "llama3": "llama3",
+    "llama3.1": "llama3",
+    "llama4": "llama4",
+    "harmony": "o200k_harmony",
+}
 
 Tier = Literal["free", "developer"]
 
@@ -225,7 +231,7 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         131_072,
         8_192,
         "llama4",
-        None,
+        "llama4",
         _free(30_000, 30, 500_000, 1_000),
     ),
     ModelInfo("mixtral-8x7b-32768", 32_768, 32_768, "unknown", None, {}, True),

@@ -1,0 +1,196 @@
+"""What the Llama 3 and Llama 4 plans share: caches, the fast path, the general path.
+
+A plan holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
+tokenizer: message bodies (``2 * tokens + unsure``, see ``_groq_llama.body_value``) and
+a leading system message's cost in the template's plain system block. The fast path
+answers plain ``{"role", "content": str}`` dicts (one leading system message at most)
+from those caches; anything else, or a body whose count depends on the unconfirmed
+trimming, goes to the general path, which applies the whole rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..models import ModelInfo
+from ._cache import TextCache
+from ._groq_llama import LlamaRules, body_value, go_trim_space
+from ._llama_tools import AUTO as _AUTO
+from ._plan import NewText, Request, Resources, Settings, Tally
+
+__all__ = ["LlamaPlan"]
+
+#: Prompt options the Llama plans render themselves (the facade bounds the others).
+LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
+
+
+class LlamaPlan:
+    """Counts one model's prompts with one of Groq's Llama templates."""
+
+    __slots__ = ("_info", "bodies", "rules", "settings", "systems")
+
+    handles_options = LLAMA_OPTIONS
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        resources: Resources,
+        *,
+        dialect: str,
+        tokenizer: str,
+        count: Callable[[str], int],
+    ) -> None:
+        """``count`` counts text as the server does with the tokenizer named ``tokenizer``."""
+        self._info = info
+        self.settings: Settings = resources.settings
+        name = tokenizer
+        image_tokens = self.settings.image_tokens
+        self.rules: LlamaRules = resources.shared(
+            ("llama rules", dialect, name, image_tokens),
+            lambda: LlamaRules(dialect, count, image_tokens=image_tokens),
+        )
+        self.bodies: TextCache[int] = resources.text_cache(
+            (name, "llama body"), lambda: body_value(count)
+        )
+        rules = self.rules
+        self.systems: TextCache[int] = resources.text_cache(
+            (name, "llama system", dialect), lambda: _system_value(rules)
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model table entry of this plan."""
+        return self._info
+
+    # -- the fast path ----------------------------------------------------------------------
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """The prompt tokens of plain messages seen before, or ``None`` (general path)."""
+        return self._fast(messages, None)
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """:meth:`count_fast` broken down per message."""
+        costs: list[int] = []
+        total = self._fast(messages, costs)
+        if total is None:
+            return None
+        overhead = self.rules.overhead
+        return Tally(costs, overhead, 0, total, total, True, None)
+
+    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+        if type(messages) is not list or not messages:
+            return None
+        settings = self.settings
+        if len(messages) > settings.max_messages:
+            return None
+        rules = self.rules
+        role_cost = rules.role_cost
+        generic = rules.dialect == "llama3"
+        empty_turn = rules.empty_turn
+        front = self.bodies.front
+        budget = settings.max_new_chars
+        total = rules.overhead
+        start = 0
+        first = messages[0]
+        if type(first) is dict and first.get("role") == "system":
+            if len(first) != 2 or type(first.get("content")) is not str:
+                return None
+            v = self._cached(self.systems, first["content"])
+            if v is None or v & 1:
+                return None
+            total += v >> 1
+            if costs is not None:
+                costs.append(v >> 1)
+            start = 1
+        prev = "assistant"
+        last = len(messages) - 1
+        for i in range(start, len(messages)):
+            m = messages[i]
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m.get("role")
+            content = m.get("content")
+            if (role != "user" and role != "assistant") or type(content) is not str:
+                return None
+            v = front.get(content)
+            if v is None:
+                budget -= len(content)
+                if budget < 0:
+                    return None
+                v = self._cached(self.bodies, content)
+                if v is None:
+                    return None
+            if v & 1:
+                return None
+            cost = role_cost[role] + (v >> 1)
+            if generic:
+                if role == prev:
+                    cost += empty_turn["assistant" if role == "user" else "user"]
+                prev = role
+            if i == last and role == "assistant":
+                # Left open: no end of turn, and it replaces the generation prompt.
+                cost -= 1 + rules.generation
+            total += cost
+            if costs is not None:
+                costs.append(cost)
+        return total
+
+    def _cached(self, cache: TextCache[int], text: str) -> int | None:
+        v = cache.front.get(text)
+        if v is not None:
+            return v
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None  # the general path names the message
+        return cache.get_or_compute(text)
+
+    # -- the general path -------------------------------------------------------------------
+
+    def count(self, request: Request) -> Tally:
+        """Any message form, tools, ``tool_choice`` and ``parallel_tool_calls``."""
+        budget = NewText(self.settings.max_new_chars)
+        bodies = self.bodies
+
+        def body(text: str, index: int) -> int:
+            return budget.counted(bodies, text, index)
+
+        options = request.options
+        counted = self.rules.count_request(
+            request.messages,
+            tools=request.tools,
+            functions=request.functions,
+            tool_choice=options.get("tool_choice"),
+            parallel_tool_calls=options.get("parallel_tool_calls"),
+            body=body,
+        )
+        total = counted.total
+        return Tally(
+            counted.costs, counted.overhead, counted.tools, total, total, counted.exact, None
+        )
+
+
+def _system_value(rules: LlamaRules) -> Callable[[str], int]:
+    """A lone leading system message's cost in the plain system block, as ``2 * cost +
+    unsure`` (Llama 3's GenericChat does not trim it, so its trimming is unconfirmed)."""
+    head = rules.system_head((), _AUTO, True)
+    head_block = rules.block_cost(head, "")
+    if rules.dialect == "llama3":
+        bodies = body_value(rules.count)
+        role = rules.role_cost["system"]
+
+        def generic(text: str) -> int:
+            if not text:
+                return 0
+            v = bodies(text)
+            return 2 * (role + (v >> 1)) + (v & 1)
+
+        return generic
+
+    def value(text: str) -> int:
+        return 2 * (rules.block_cost(head, go_trim_space(text + "\n")) - head_block)
+
+    return value
+
