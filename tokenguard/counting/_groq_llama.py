@@ -255,9 +255,10 @@ class LlamaRules:
             costs[i] = cost
             total += cost
             i += 1
-        if not open_last:
-            total += prefill
-            overhead += prefill
+        # The generation prompt is overhead; a last open assistant message is charged
+        # its piece less that prompt, which it replaces.
+        total += prefill
+        overhead += prefill
         if generic_tools:
             exact = False
             allowance = GENERIC_TOOLS_ALLOWANCE + 2 * sum(self.count(s.go_json()) for s in specs)
@@ -287,8 +288,11 @@ class LlamaRules:
             total = self.block_cost(head, joined) - head_block
             first_text = go_trim_space(msgs[sys_at[0]].body + "\n")
             costs[sys_at[0]] = self.block_cost(head, first_text) - head_block
+        # A later one may become the first (the others dropped): when the template has no
+        # text of its own, it then opens the block, so it is charged the block's frame.
+        frame = 0 if head else self.role_cost["system"] + 1
         for i in sys_at[1:]:
-            costs[i] = self.count("\n" + msgs[i].body) + LATER_SYSTEM_MARGIN
+            costs[i] = self.count("\n" + msgs[i].body) + LATER_SYSTEM_MARGIN + frame
         return total
 
     def _group(

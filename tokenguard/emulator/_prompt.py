@@ -154,7 +154,7 @@ def _tool_prompt(tools: Sequence[Any], mode: str, name: str, parallel: bool) -> 
             fn = function_of(tool)
             text += f"Use the function '{fn['name']}' to '{fn['description'] or ''}'\n"
             text += function_json(fn) + "\n\n"
-        text += _GUIDE.format(calls=_PARALLEL if parallel else _SINGLE)
+        text += _GUIDE.replace("{calls}", _PARALLEL if parallel else _SINGLE)
     sentence = forced_sentence(mode, name)
     if sentence:
         text += sentence + "\n\n"
