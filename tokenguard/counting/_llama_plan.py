@@ -11,12 +11,14 @@ trimming, goes to the general path, which applies the whole rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+import json
+from typing import Any, NamedTuple
 
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
+from ._llama_tools import read_parallel, read_tool_choice, read_tools
 from ._plan import NewText, Request, Resources, Settings, Tally
 
 __all__ = ["LlamaPlan"]
@@ -28,7 +30,16 @@ LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
 class LlamaPlan:
     """Counts one model's prompts with one of Groq's Llama templates."""
 
-    __slots__ = ("_info", "bodies", "rules", "settings", "systems")
+    __slots__ = (
+        "_frames",
+        "_info",
+        "bodies",
+        "plain",
+        "rules",
+        "settings",
+        "systems",
+        "tool_systems",
+    )
 
     handles_options = LLAMA_OPTIONS
 
@@ -57,6 +68,14 @@ class LlamaPlan:
         self.systems: TextCache[int] = resources.text_cache(
             (name, "llama system", dialect), lambda: _system_value(rules)
         )
+        # After a tool prompt the system text is a pre-token run of its own: its count.
+        self.tool_systems: TextCache[int] = resources.text_cache(
+            (name, "llama system after tools"),
+            lambda: lambda text: 2 * count(go_trim_space(text + "\n")),
+        )
+        self.plain = _Frame(rules.overhead, 0, self.systems, False, True)
+        # Tool definitions and options seen (as JSON) -> their frame; small and bounded.
+        self._frames: dict[str, _Frame | None] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -71,14 +90,21 @@ class LlamaPlan:
 
     def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
         """:meth:`count_fast` broken down per message."""
+        return self._tally(messages, self.plain)
+
+    def _tally(self, messages: Sequence[Any], frame: _Frame) -> Tally | None:
         costs: list[int] = []
-        total = self._fast(messages, costs)
+        total = self._fast(messages, costs, frame)
         if total is None:
             return None
-        overhead = self.rules.overhead
-        return Tally(costs, overhead, 0, total, total, True, None)
+        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, True, None)
 
-    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+    def _fast(
+        self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame | None = None
+    ) -> int | None:
+        """Plain messages only; ``None`` sends the request to the general path."""
+        if frame is None:
+            frame = self.plain
         if type(messages) is not list or not messages:
             return None
         settings = self.settings
@@ -90,13 +116,16 @@ class LlamaPlan:
         empty_turn = rules.empty_turn
         front = self.bodies.front
         budget = settings.max_new_chars
-        total = rules.overhead
+        total = frame.overhead
         start = 0
         first = messages[0]
         if type(first) is dict and first.get("role") == "system":
             if len(first) != 2 or type(first.get("content")) is not str:
                 return None
-            v = self._cached(self.systems, first["content"])
+            text = first["content"]
+            if frame.slash and go_trim_space(text).startswith("/"):
+                return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
+            v = self._cached(frame.systems, text)
             if v is None or v & 1:
                 return None
             total += v >> 1
@@ -128,13 +157,56 @@ class LlamaPlan:
                 if role == prev:
                     cost += empty_turn["assistant" if role == "user" else "user"]
                 prev = role
-            if i == last and role == "assistant":
+            if i == last and role == "assistant" and frame.open_last:
                 # Left open: no end of turn, and it replaces the generation prompt.
                 cost -= 1 + rules.generation
             total += cost
             if costs is not None:
                 costs.append(cost)
         return total
+
+    def _tools_frame(self, request: Request) -> _Frame | None:
+        """The frame of a request with tools whose definitions were seen (made and kept
+        on first sight); ``None`` when the general path must count it."""
+        options = request.options
+        if any(k not in LLAMA_OPTIONS for k in options):
+            return None
+        try:
+            key = json.dumps(
+                [request.tools, options.get("tool_choice"), options.get("parallel_tool_calls")],
+                separators=(",", ":"),
+            )
+        except (TypeError, ValueError):
+            return None  # SDK objects or a bad definition: the general path reads them
+        if key in self._frames:
+            return self._frames[key]
+        frame = self._make_frame(request)
+        if len(self._frames) >= 256:
+            self._frames.clear()
+        self._frames[key] = frame
+        return frame
+
+    def _make_frame(self, request: Request) -> _Frame | None:
+        rules = self.rules
+        specs = read_tools(request.tools, None)
+        if rules.dialect == "llama3" and specs:
+            return None  # GenericChat's tools are a bound: the general path marks it
+        options = request.options
+        names = [s.name for s in specs]
+        choice = read_tool_choice(options.get("tool_choice"), names)
+        parallel = read_parallel(options.get("parallel_tool_calls"))
+        head = rules.system_head(specs, choice, parallel)
+        head_block = rules.block_cost(head, "")
+        prefill = rules.prefill_cost(choice)
+        tools = head_block - rules.plain_block
+        overhead = rules.base + head_block + prefill
+        if head == rules.system_head((), _AUTO, True):
+            systems = self.systems
+        else:
+            # The template's text ends in a pre-token of its own, so the system text
+            # that follows is counted alone (bar Llama 4's "/", see _fast).
+            systems = self.tool_systems
+        return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
 
     def _cached(self, cache: TextCache[int], text: str) -> int | None:
         v = cache.front.get(text)
@@ -151,6 +223,12 @@ class LlamaPlan:
 
     def count(self, request: Request) -> Tally:
         """Any message form, tools, ``tool_choice`` and ``parallel_tool_calls``."""
+        if request.tools is not None and request.functions is None:
+            frame = self._tools_frame(request)
+            if frame is not None:
+                fast = self._tally(request.messages, frame)
+                if fast is not None:
+                    return fast
         budget = NewText(self.settings.max_new_chars)
         bodies = self.bodies
 
@@ -170,6 +248,20 @@ class LlamaPlan:
         return Tally(
             counted.costs, counted.overhead, counted.tools, total, total, counted.exact, None
         )
+
+
+class _Frame(NamedTuple):
+    """What the fast path needs of a request besides its messages."""
+
+    #: Everything but the messages: BOS, the system block's own text, tools, prefill.
+    overhead: int
+    tools: int
+    #: A lone leading system message's cost (``2 * cost + unsure``).
+    systems: TextCache[int]
+    #: Whether a system text starting with "/" needs the general path (Llama 4 tools).
+    slash: bool
+    #: Whether a last assistant message is left open (no prefill).
+    open_last: bool
 
 
 def _system_value(rules: LlamaRules) -> Callable[[str], int]:
