@@ -85,24 +85,34 @@ class LlamaPlan:
     # -- the fast path ----------------------------------------------------------------------
 
     def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain messages seen before, or ``None`` (general path)."""
-        return self._fast(messages, None)
+        """The prompt tokens of plain messages (a bound where a body's trimming is unsure:
+        :meth:`prompt_fast` says which), or ``None`` (general path)."""
+        v = self._fast(messages, None)
+        return None if v is None else v >> 1
 
     def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
-        """:meth:`count_fast` broken down per message."""
-        return self._tally(messages, self.plain)
+        """:meth:`count_fast` broken down per message, with whether it is exact."""
+        return self._tally(messages, self.plain, bound=True)
 
-    def _tally(self, messages: Sequence[Any], frame: _Frame) -> Tally | None:
+    def _tally(
+        self, messages: Sequence[Any], frame: _Frame, *, bound: bool = False
+    ) -> Tally | None:
+        """The fast path broken down; with ``bound``, bodies whose trimming is unsure are
+        counted (the larger count, reported as not exact) instead of refused."""
         costs: list[int] = []
-        total = self._fast(messages, costs, frame)
-        if total is None:
+        v = self._fast(messages, costs, frame)
+        if v is None or (v & 1 and not bound):
             return None
-        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, True, None)
+        total = v >> 1
+        exact = not v & 1
+        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, exact, None)
 
     def _fast(
         self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame | None = None
     ) -> int | None:
-        """Plain messages only; ``None`` sends the request to the general path."""
+        """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count
+        depends on the unconfirmed trimming); ``None`` sends the request to the general
+        path."""
         if frame is None:
             frame = self.plain
         if type(messages) is not list or not messages:
@@ -117,6 +127,7 @@ class LlamaPlan:
         front = self.bodies.front
         budget = settings.max_new_chars
         total = frame.overhead
+        unsure = 0
         start = 0
         first = messages[0]
         if type(first) is dict and first.get("role") == "system":
@@ -126,8 +137,9 @@ class LlamaPlan:
             if frame.slash and go_trim_space(text).startswith("/"):
                 return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
             v = self._cached(frame.systems, text)
-            if v is None or v & 1:
+            if v is None:
                 return None
+            unsure |= v & 1
             total += v >> 1
             if costs is not None:
                 costs.append(v >> 1)
@@ -150,8 +162,7 @@ class LlamaPlan:
                 v = self._cached(self.bodies, content)
                 if v is None:
                     return None
-            if v & 1:
-                return None
+            unsure |= v & 1
             cost = role_cost[role] + (v >> 1)
             if generic:
                 if role == prev:
@@ -163,7 +174,7 @@ class LlamaPlan:
             total += cost
             if costs is not None:
                 costs.append(cost)
-        return total
+        return 2 * total + unsure
 
     def _tools_frame(self, request: Request) -> _Frame | None:
         """The frame of a request with tools whose definitions were seen (made and kept
@@ -223,10 +234,13 @@ class LlamaPlan:
 
     def count(self, request: Request) -> Tally:
         """Any message form, tools, ``tool_choice`` and ``parallel_tool_calls``."""
-        if request.tools is not None and request.functions is None:
-            frame = self._tools_frame(request)
+        if request.functions is None:
+            if request.tools is None and LLAMA_OPTIONS.isdisjoint(request.options):
+                frame: _Frame | None = self.plain
+            else:
+                frame = self._tools_frame(request)
             if frame is not None:
-                fast = self._tally(request.messages, frame)
+                fast = self._tally(request.messages, frame, bound=True)
                 if fast is not None:
                     return fast
         budget = NewText(self.settings.max_new_chars)
