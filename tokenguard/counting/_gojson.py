@@ -107,4 +107,7 @@ def _write(value: Any, out: list[str], indent: str | None, newline: str) -> None
             _write(item, out, indent, inner)
         out.append(newline + "]" if indent is not None else "]")
     else:
-        raise InvalidMessages(f"{type(value).__name__} is not a JSON value")
+        raise InvalidMessages(
+            f"tool definitions are not JSON-serializable ({type(value).__name__} is not a "
+            "JSON value)"
+        )

@@ -125,7 +125,6 @@ class LlamaPlan:
         generic = rules.dialect == "llama3"
         empty_turn = rules.empty_turn
         front = self.bodies.front
-        budget = settings.max_new_chars
         total = frame.overhead
         unsure = 0
         start = 0
@@ -134,6 +133,8 @@ class LlamaPlan:
             if len(first) != 2 or type(first.get("content")) is not str:
                 return None
             text = first["content"]
+            if len(text) > settings.max_new_chars:
+                return None
             if frame.slash and go_trim_space(text).startswith("/"):
                 return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
             v = self._cached(frame.systems, text)
@@ -145,6 +146,7 @@ class LlamaPlan:
                 costs.append(v >> 1)
             start = 1
         prev = "assistant"
+        counted_new = False
         last = len(messages) - 1
         for i in range(start, len(messages)):
             m = messages[i]
@@ -156,12 +158,13 @@ class LlamaPlan:
                 return None
             v = front.get(content)
             if v is None:
-                budget -= len(content)
-                if budget < 0:
-                    return None
-                v = self._cached(self.bodies, content)
-                if v is None:
-                    return None
+                # Count every new text at once (or none: too much new text, or a lone
+                # surrogate, is left to the general path, which names the message).
+                if not counted_new:
+                    if not self._count_new(messages, i):
+                        return None
+                    counted_new = True
+                v = self.bodies.get_or_compute(content)
             unsure |= v & 1
             cost = role_cost[role] + (v >> 1)
             if generic:
@@ -218,6 +221,28 @@ class LlamaPlan:
             # that follows is counted alone (bar Llama 4's "/", see _fast).
             systems = self.tool_systems
         return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
+
+    def _count_new(self, messages: Sequence[Any], start: int) -> bool:
+        """Count the not-yet-seen bodies of ``messages[start:]`` in one batch; ``False``
+        when they are too much new text or not valid UTF-8."""
+        front = self.bodies.front
+        new: list[str] = []
+        chars = 0
+        for m in messages[start:]:
+            content = m.get("content") if type(m) is dict else None
+            if type(content) is str and content not in front:
+                new.append(content)
+                chars += len(content)
+        if chars > self.settings.max_new_chars:
+            return False
+        for text in new:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+        self.bodies.get_many(new)
+        return True
 
     def _cached(self, cache: TextCache[int], text: str) -> int | None:
         v = cache.front.get(text)

@@ -129,16 +129,6 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             max_completion_tokens=8192,
         ),
         ModelSpec(
-            "meta-llama/llama-4-maverick-17b-128e-instruct",
-            _CTX_128K,
-            "llama4",
-            6_000,
-            30,
-            500_000,
-            1_000,
-            max_completion_tokens=8192,
-        ),
-        ModelSpec(
             "mixtral-8x7b-32768", 32_768, "llama3", decommissioned=True, owned_by="Mistral AI"
         ),
     )
