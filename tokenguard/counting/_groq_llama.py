@@ -199,9 +199,8 @@ class LlamaRules:
         msgs = [self._read(m, i) for i, m in enumerate(messages)]
         if any(m.images for m in msgs) or any(m.role == "developer" for m in msgs):
             exact = False
-        generic_tools = self.dialect == "llama3" and (
-            bool(specs) or any(m.calls or m.role == "tool" for m in msgs)
-        )
+        generic = self.dialect == "llama3"
+        generic_tools = generic and bool(specs)
         head = self.system_head(specs, choice, parallel)
         head_block = self.block_cost(head, "")
         tools_cost = head_block - self.plain_block
@@ -252,6 +251,10 @@ class LlamaRules:
                 cost -= 1 + self.generation  # no end of turn, no generation prompt
             if role == "assistant" and m.calls:
                 pending = True
+            if generic and (m.calls or role == "tool"):
+                # GenericChat rewrites tool turns in a form not reproduced here (the
+                # model is retired: Groq refuses it); counted as Llama 3.1 writes them.
+                exact = False
             costs[i] = cost
             total += cost
             i += 1
