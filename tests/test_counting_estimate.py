@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import structlog
+from counting_reference import reference_count
 from counting_samples import SAMPLES, conversation_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
-from counting_reference import reference_count
 from tokenguard._tokenizer_data import get_encoding
 from tokenguard.counting import IMAGE_TOKENS
 from tokenguard.models import unregister_model

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
-from tokenguard.models import known_models
 from tokenguard.emulator import count_llama4_tokens, count_prompt_tokens
+from tokenguard.models import known_models
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "llama_cases.json").read_text(encoding="utf-8")
@@ -86,16 +86,16 @@ def test_llama4_none_drops_the_tools_and_required_adds_the_forced_sentence() -> 
     auto = tg.count_tokens(messages, model=SCOUT, tools=tools)
     required = tg.count_tokens(messages, model=SCOUT, tools=tools, tool_choice="required")
     assert auto > plain + 638  # the fixed guide alone is 638 tokens
-    assert required == auto + emulated(
-        SCOUT, messages, tools, tool_choice="required"
-    ) - emulated(SCOUT, messages, tools)
+    assert required == auto + emulated(SCOUT, messages, tools, tool_choice="required") - emulated(
+        SCOUT, messages, tools
+    )
 
 
 # -- against the emulator's whole-string rendering ---------------------------------------------
 
 _EDGES = ["", " ", "\n", "\n\n", " lead", "trail ", "/path", "]", "<|eot|>", "<|eot_id|>", "<&>"]
 texts = st.one_of(
-    st.sampled_from(_EDGES + ["Hello", "Привет", "日本語", "x = [1, 2]", "\u2028", "{}"]),
+    st.sampled_from([*_EDGES, "Hello", "Привет", "日本語", "x = [1, 2]", "\u2028", "{}"]),
     st.text(st.characters(codec="utf-8"), max_size=10),
 )
 names = st.from_regex(r"[a-z_]{1,8}", fullmatch=True)
@@ -108,23 +108,21 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
     max_leaves=6,
 )
+
+
+def _tool(name: str, description: str | None, properties: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name}
+    if description is not None:
+        function["description"] = description
+    function["parameters"] = {"type": "object", "properties": properties}
+    return {"type": "function", "function": function}
+
+
 tool_defs = st.lists(
-    st.builds(
-        lambda name, desc, props: {
-            "type": "function",
-            "function": {
-                "name": name,
-                **({} if desc is None else {"description": desc}),
-                "parameters": {"type": "object", "properties": props},
-            },
-        },
-        names,
-        st.none() | texts,
-        st.dictionaries(names, json_values, max_size=2),
-    ),
+    st.builds(_tool, names, st.none() | texts, st.dictionaries(names, json_values, max_size=2)),
     min_size=1,
     max_size=3,
-    unique_by=lambda t: t["function"]["name"],
+    unique_by=lambda t: str(t["function"]["name"]),
 )
 
 
@@ -132,8 +130,13 @@ tool_defs = st.lists(
 def turns(draw: st.DrawFn, with_tools: bool) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for _ in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["system", "user", "assistant", "round"] if with_tools else
-                                    ["system", "user", "assistant"]))
+        kind = draw(
+            st.sampled_from(
+                ["system", "user", "assistant", "round"]
+                if with_tools
+                else ["system", "user", "assistant"]
+            )
+        )
         if kind != "round":
             messages.append({"role": kind, "content": draw(texts)})
             continue
@@ -157,7 +160,7 @@ def turns(draw: st.DrawFn, with_tools: bool) -> list[dict[str, Any]]:
 
 @st.composite
 def tool_requests(draw: st.DrawFn) -> dict[str, Any]:
-    tools = draw(tool_defs)
+    tools: list[dict[str, Any]] = draw(tool_defs)
     choice = draw(
         st.sampled_from([None, "auto", "none", "required"])
         | st.sampled_from([t["function"]["name"] for t in tools]).map(

@@ -109,8 +109,8 @@ def test_a_named_tool_the_request_does_not_define_is_refused_by_both(emulator: E
     choice: Any = {"type": "function", "function": {"name": "get_news"}}
     with pytest.raises(tg.InvalidMessages, match="not among the tools"):
         tg.count_request(ROUND_TRIP, model=SCOUT, tools=WEATHER, tool_choice=choice)
-    with openai.OpenAI(base_url=emulator.base_url, api_key="test", max_retries=0) as client:
-        with pytest.raises(openai.BadRequestError):
-            client.chat.completions.create(
-                model=SCOUT, messages=ROUND_TRIP, tools=WEATHER, tool_choice=choice
-            )
+    client = openai.OpenAI(base_url=emulator.base_url, api_key="test", max_retries=0)
+    with client, pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=SCOUT, messages=ROUND_TRIP, tools=WEATHER, tool_choice=choice
+        )

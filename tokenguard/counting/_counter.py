@@ -173,12 +173,12 @@ class Counter:
             # The SDKs send max_completion_tokens over max_tokens when both are given.
             if budget is not None and (max_tokens is None or "max_completion_tokens" in request):
                 max_tokens = budget
-        fast = None
+        plain = None
         if tools is None and functions is None and not options:
-            fast = plan.prompt_fast(messages)
-        if fast is not None:
+            plain = plan.prompt_fast(messages)
+        if plain is not None:
             # Plain text messages only: nothing to calibrate.
-            prompt, raw, exact, basis = fast.total, fast.total, fast.exact, None
+            prompt, raw, exact, basis = plain.total, plain.total, plain.exact, None
         else:
             tally = self._general(plan, messages, tools, functions, options)
             prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis

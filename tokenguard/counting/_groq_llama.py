@@ -212,6 +212,10 @@ class LlamaRules:
         sys_at = [i for i, m in enumerate(msgs) if m.role in ("system", "developer")]
         if sys_at:
             total += self._systems(msgs, sys_at, head, head_block, costs, body)
+            if self.dialect == "llama3" and any(
+                msgs[i].body != msgs[i].body.strip() for i in sys_at
+            ):
+                exact = False  # GenericChat does not trim system text either: unconfirmed
         if self.dialect == "llama3":
             # GenericChat moves the system messages out first, then looks at the last one.
             rest = [i for i, m in enumerate(msgs) if m.role not in ("system", "developer")]
@@ -285,7 +289,9 @@ class LlamaRules:
             joined = "\n".join(t for t in texts if t)
             total = self.role_cost["system"] + (body(joined, sys_at[0]) >> 1) if joined else 0
             first = texts[0]
-            costs[sys_at[0]] = self.role_cost["system"] + (body(first, sys_at[0]) >> 1) if first else 0
+            costs[sys_at[0]] = (
+                self.role_cost["system"] + (body(first, sys_at[0]) >> 1) if first else 0
+            )
         else:
             joined = go_trim_space("".join(msgs[i].body + "\n" for i in sys_at))
             total = self.block_cost(head, joined) - head_block
@@ -329,8 +335,9 @@ class LlamaRules:
         calls = message.get("tool_calls")
         if not calls:
             calls = [{"function": message.get("function_call")}]
-        functions = [as_mapping(as_mapping(c, index, "tool call").get("function"), index, "f")
-                     for c in calls]
+        functions = [
+            as_mapping(as_mapping(c, index, "tool call").get("function"), index, "f") for c in calls
+        ]
         if self.llama4:
             return _Msg("assistant", self._llama4_calls(functions, index), 0, True)
         rendered = "\n".join(

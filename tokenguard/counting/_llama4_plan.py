@@ -108,4 +108,3 @@ def _report_missing(model: str) -> None:
                 ),
             )
         )
-

@@ -10,8 +10,8 @@ trimming, goes to the general path, which applies the whole rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import json
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ..models import ModelInfo
@@ -214,12 +214,10 @@ class LlamaPlan:
         prefill = rules.prefill_cost(choice)
         tools = head_block - rules.plain_block
         overhead = rules.base + head_block + prefill
-        if head == rules.system_head((), _AUTO, True):
-            systems = self.systems
-        else:
-            # The template's text ends in a pre-token of its own, so the system text
-            # that follows is counted alone (bar Llama 4's "/", see _fast).
-            systems = self.tool_systems
+        # After the template's own text (which ends a pre-token of its own) the system
+        # text is counted alone (bar Llama 4's "/", see _fast).
+        plain = head == rules.system_head((), _AUTO, True)
+        systems = self.systems if plain else self.tool_systems
         return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
 
     def _count_new(self, messages: Sequence[Any], start: int) -> bool:
@@ -324,4 +322,3 @@ def _system_value(rules: LlamaRules) -> Callable[[str], int]:
         return 2 * (rules.block_cost(head, go_trim_space(text + "\n")) - head_block)
 
     return value
-

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 (the prompt texts are Groq's, line for line)
 """The tool parts of Groq's Llama prompts: tools read and checked, ``tool_choice``, the
 tool prompts of Llama 3.1/3.3 and Llama 4, and the forced-use sentences.
 
@@ -24,8 +25,8 @@ __all__ = [
     "FunctionSpec",
     "ToolChoice",
     "forced_instruction",
-    "llama31_tools_text",
     "llama4_tools_text",
+    "llama31_tools_text",
     "read_parallel",
     "read_tool_choice",
     "read_tools",
@@ -272,9 +273,7 @@ def forced_instruction(choice: ToolChoice) -> str:
     return ""
 
 
-def llama31_tools_text(
-    specs: Sequence[FunctionSpec], choice: ToolChoice, parallel: bool
-) -> str:
+def llama31_tools_text(specs: Sequence[FunctionSpec], choice: ToolChoice, parallel: bool) -> str:
     """What Llama 3.1/3.3 writes after the date lines when tools are given ("" without):
     the function list and guide (left out for ``none``), then the forced sentence."""
     if not specs:

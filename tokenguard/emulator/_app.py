@@ -24,8 +24,8 @@ from ._config import EmulatorConfig
 from ._errors import ApiError
 from ._harmony import count_harmony_tokens
 from ._limits import ModelLimits, format_wait
-from ._log import RequestRecord
 from ._llama4 import count_llama4_tokens
+from ._log import RequestRecord
 from ._prompt import count_prompt_tokens
 from ._validation import ChatRequest, parse_chat_request
 

@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["go_dumps"]
 
-_ESCAPED = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"))
+_ESCAPED: tuple[tuple[str, str], ...] = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"))
 _ESCAPED += (("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 

@@ -67,8 +67,8 @@ class ModelSpec:
 _CTX_128K = 131_072
 
 # Groq free tier (GROQ.md). gpt-oss and Llama 4 are counted as Groq does (harmony + o200k,
-# quattro-v2 + the Llama 4 tokenizer). Qwen is counted with the Llama 3 tokenizer here: the real server uses another one,
-# which is exactly what a conservative client must survive.
+# quattro-v2 + the Llama 4 tokenizer). Qwen is counted with the Llama 3 tokenizer here: the
+# real server uses another one, which is exactly what a conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (

@@ -74,7 +74,6 @@ _PARALLEL = "- You can make multiple function calls, but put each function call 
 _SINGLE = "- Only call one function at a time"
 
 
-
 def go_trim(text: str) -> str:
     """Go's ``strings.TrimSpace``: Python's blanks but the four separators \\x1c-\\x1f."""
     start, stop = 0, len(text)
@@ -236,7 +235,7 @@ def _render_generic(
             turns.append(("user", content_text(message.get("content"))))
         else:
             turns.append((role, content_text(message.get("content"))))
-    if turns[-1][0] != "assistant":
+    if not turns or turns[-1][0] != "assistant":
         turns.append(("assistant", ""))
     last = len(turns) - 1
     return "".join(_head(r) + t + (EOT if i < last else "") for i, (r, t) in enumerate(turns))

@@ -179,7 +179,9 @@ def parse_chat_request(body: Any) -> ChatRequest:
     tool_choice = _tool_choice(body.get("tool_choice"), tools)
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
-        raise invalid("'parallel_tool_calls' : value must be a boolean", param="parallel_tool_calls")
+        raise invalid(
+            "'parallel_tool_calls' : value must be a boolean", param="parallel_tool_calls"
+        )
     return ChatRequest(
         model=model,
         messages=messages,
