@@ -7,11 +7,16 @@ import threading
 from typing import Any
 
 import pytest
-from counting_reference import reference_count
 from counting_samples import SAMPLES
 
 import tokenguard as tg
 from tokenguard.counting._cache import ENTRY_OVERHEAD, TextCache
+from tokenguard.emulator import count_prompt_tokens
+
+
+def reference_count(messages: list[Any], template: str) -> int:
+    """The emulator's whole-string count (Groq's Llama templates, rendered apart)."""
+    return count_prompt_tokens(messages, None, template)
 
 
 def _conversation(n: int, salt: str = "") -> list[dict[str, Any]]:

@@ -58,8 +58,14 @@ def test_plain_conversations_are_exact(
     client: openai.OpenAI, messages: list[dict[str, str]], model: str
 ) -> None:
     rc = tg.count_request(messages, model=model)
-    assert rc.exact
-    assert rc.prompt_tokens == _prompt_tokens(client, model, messages)
+    billed = _prompt_tokens(client, model, messages)
+    # Blanks at a message's ends: whether Groq trims them is not confirmed, so the count
+    # is the larger reading, reported as a bound; exact otherwise.
+    assert rc.prompt_tokens >= billed
+    if rc.exact:
+        assert rc.prompt_tokens == billed
+    if all(m["content"] == m["content"].strip() for m in messages):
+        assert rc.exact
 
 
 @pytest.mark.parametrize("model", EXACT)
@@ -111,8 +117,10 @@ def test_tool_forms_match_the_server_rule(client: openai.OpenAI, model: str) -> 
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
     ]
     rc = tg.count_request(messages, model=model, tools=tools)
-    assert not rc.exact  # Groq's own rendering of tool forms is not confirmed
-    assert rc.prompt_tokens == _prompt_tokens(client, model, messages, tools=tools)
+    billed = _prompt_tokens(client, model, messages, tools=tools)
+    # Llama 3.1/3.3 tools follow Groq's own prompt exactly; the retired Llama 3 is a bound.
+    assert rc.exact == (model != "llama3-8b-8192")
+    assert rc.prompt_tokens == billed if rc.exact else rc.prompt_tokens >= billed
 
 
 @pytest.mark.parametrize("model", ESTIMATED)

@@ -1,9 +1,12 @@
-"""Exact counts for the Llama 3 family against independent references.
+"""Exact counts for the Llama 3 family against an independent reference.
 
-References: Meta's chat templates rendered with Jinja and encoded whole
-(``counting_reference``), and the emulator's server-side counting. The counter sums
-cached per-message counts; these tests check that the sum equals the whole encoding,
-including the corners where BPE pre-tokenization could merge across pieces.
+The reference is the emulator's server-side counting: Groq's Llama templates rendered
+whole and encoded whole (``tokenguard.emulator._prompt``, written apart from the
+counter). The counter sums cached per-message counts; these tests check that the sum
+equals the whole encoding, including the corners where BPE pre-tokenization could merge
+across pieces. Content is generated without blanks at its ends where the count must be
+exact (whether Groq trims them is not confirmed; such text is counted as a bound, see
+tests/test_llama_counting.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import json
 from typing import Any
 
 import pytest
-from counting_reference import reference_count
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard.emulator import count_prompt_tokens
+
+
+def reference_count(
+    messages: list[dict[str, Any]], template: str, tools: list[Any] | None = None
+) -> int:
+    return count_prompt_tokens(messages, tools, template)
+
 
 LLAMA3 = ("llama3-8b-8192", "llama3-70b-8192")
 LLAMA31 = ("llama-3.1-8b-instant", "llama-3.3-70b-versatile")
@@ -63,7 +72,7 @@ texts = st.lists(
         st.text(st.characters(codec="utf-8"), max_size=12),
     ),
     max_size=6,
-).map("".join)
+).map(lambda parts: "".join(parts).strip())
 
 roles = st.sampled_from(["system", "user", "assistant"])
 
@@ -148,7 +157,7 @@ def test_plain_text_equals_the_jinja_reference_and_the_emulator(
     head=conversations,
     tools=tool_messages(),
     defs=st.none() | tool_defs,
-    model=st.sampled_from(sorted(MODELS)),
+    model=st.sampled_from(LLAMA31),
 )
 def test_tool_forms_equal_the_server_rule(
     head: list[dict[str, Any]],
@@ -156,13 +165,11 @@ def test_tool_forms_equal_the_server_rule(
     defs: list[dict[str, Any]] | None,
     model: str,
 ) -> None:
-    template = MODELS[model]
     messages = [*head, *tools]
-    expected = reference_count(messages, template, defs)
-    assert count_prompt_tokens(messages, defs, template) == expected
-    assert tg.count_tokens(messages, model=model, tools=defs) == expected
-    # Groq's rendering of tool forms is not confirmed: never reported as exact.
-    assert not tg.count_request(messages, model=model, tools=defs).exact
+    expected = reference_count(messages, "llama3.1", defs)
+    rc = tg.count_request(messages, model=model, tools=defs)
+    assert rc.prompt_tokens == expected
+    assert rc.exact
 
 
 @SETTINGS
@@ -171,7 +178,10 @@ def test_adding_a_message_never_lowers_the_count(
     messages: list[dict[str, Any]], extra: dict[str, Any], model: str
 ) -> None:
     before = tg.count_tokens(messages, model=model)
-    assert tg.count_tokens([*messages, extra], model=model) > before
+    after = tg.count_tokens([*messages, extra], model=model)
+    # Not always more: an empty system message joins the system block as nothing, and an
+    # empty last assistant message is the generation prompt itself.
+    assert after >= before
     assert tg.count_tokens([extra, *messages], model=model) >= before
 
 
@@ -194,9 +204,12 @@ def test_per_message_sums_hold_across_piece_boundaries() -> None:
         for body in bodies:
             for role in ("system", "user"):
                 messages = [{"role": role, "content": body}, {"role": "user", "content": body}]
-                assert tg.count_tokens(messages, model=model) == reference_count(
-                    messages, template
-                ), (model, body, role)
+                rc = tg.count_request(messages, model=model)
+                expected = reference_count(messages, template)
+                if body == body.strip():
+                    assert (rc.prompt_tokens, rc.exact) == (expected, True), (model, body, role)
+                else:  # trimmed or not: the larger count (a bound unless both agree)
+                    assert rc.prompt_tokens >= expected, (model, body, role)
 
 
 def test_special_token_lookalikes_count_as_the_server_counts_them() -> None:

@@ -77,10 +77,12 @@ def test_bad_messages_name_index_and_problem(
 def test_bad_tools(model: str) -> None:
     with pytest.raises(tg.InvalidMessages, match="tools must be a list"):
         tg.count_tokens([OK], model=model, tools="f")
+    fine = {"type": "function", "function": {"name": "f", "parameters": {}}}
     with pytest.raises(tg.InvalidMessages, match=r"tools\[1\] must be a dict"):
-        tg.count_tokens([OK], model=model, tools=[{"type": "function"}, 3])
+        tg.count_tokens([OK], model=model, tools=[fine, 3])
+    odd = {"type": "function", "function": {"name": "f", "parameters": {"x": object()}}}
     with pytest.raises(tg.InvalidMessages, match="not JSON-serializable"):
-        tg.count_tokens([OK], model=model, tools=[{"f": object()}])
+        tg.count_tokens([OK], model=model, tools=[odd])
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -92,8 +92,8 @@ def test_one_tokenizer_shares_one_cache_and_calibrations_survive_clearing() -> N
     b = registry.plan("llama-3.3-70b-versatile")
     assert isinstance(a, Llama3Plan)
     assert isinstance(b, Llama3Plan)
-    assert a.cache is b.cache
-    assert a.costs is not b.costs  # one template each
+    assert a.bodies is b.bodies
+    assert a.rules is not b.rules  # one template each
     calibration = registry.calibration("qwen/qwen3-32b")
     calibration.observe(content=100, overhead=10, actual=80)
     registry.clear_caches()

@@ -1,8 +1,7 @@
-"""The emulator's prompt counting against hand-worked examples (Meta's chat templates)."""
+"""The emulator's prompt counting against hand-worked examples (Groq's Llama templates)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -15,10 +14,11 @@ from tokenguard.emulator._prompt import count_text_tokens
 BOT, START, END, EOT, NN = 128000, 128006, 128007, 128009, 271
 SYSTEM, USER, ASSISTANT = 9125, 882, 78191
 HELLO = 9906
-# "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", token by token:
-# Cut|ting| Knowledge| Date|:| December| |202|3|\n|Today| Date|:| |26| Jul| |202|4|\n\n
+# "Cutting Knowledge Date: December 2023\nToday Date: 26 July 2024\n\n", token by token
+# (Groq writes today's date; every month name is one token and the day two digits):
+# Cut|ting| Knowledge| Date|:| December| |202|3|\n|Today| Date|:| |26| July| |202|4|\n\n
 CUTTING_KNOWLEDGE = [38766, 1303, 33025, 2696, 25, 6790, 220, 2366, 18, 198]
-CUTTING_KNOWLEDGE += [15724, 2696, 25, 220, 1627, 10263, 220, 2366, 19, 271]
+CUTTING_KNOWLEDGE += [15724, 2696, 25, 220, 1627, 5887, 220, 2366, 19, 271]
 
 CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "You are terse."},
@@ -44,14 +44,6 @@ def test_hello_on_llama3_is_eleven_hand_worked_tokens() -> None:
     assert count_prompt_tokens(messages, None, "llama3") == 11
 
 
-def test_hello_on_llama31_pays_the_cutting_knowledge_block() -> None:
-    messages = [{"role": "user", "content": "Hello"}]
-    expected = [BOT, START, SYSTEM, END, NN, *CUTTING_KNOWLEDGE, EOT]
-    expected += [START, USER, END, NN, HELLO, EOT, START, ASSISTANT, END, NN]
-    assert encode(render_prompt(messages, None, "llama3.1")) == expected
-    assert count_prompt_tokens(messages, None, "llama3.1") == 36
-
-
 def test_conversation_on_llama3() -> None:
     # 1 BOS + system 4+4+1 + user "Hi" 4+1+1 + assistant "Hello!" 4+2+1
     # + user "How are you?" 4+4+1 + generation prompt 4 = 36
@@ -65,11 +57,19 @@ def test_conversation_on_llama3() -> None:
     assert count_prompt_tokens(CONVERSATION, None, "llama3") == 36
 
 
+def test_hello_on_llama31_pays_the_cutting_knowledge_block() -> None:
+    messages = [{"role": "user", "content": "Hello"}]
+    expected = [BOT, START, SYSTEM, END, NN, *CUTTING_KNOWLEDGE, EOT]
+    expected += [START, USER, END, NN, HELLO, EOT, START, ASSISTANT, END, NN]
+    assert encode(render_prompt(messages, None, "llama3.1")) == expected
+    assert count_prompt_tokens(messages, None, "llama3.1") == 36
+
+
 def test_conversation_on_llama31_merges_the_system_message_into_the_first_block() -> None:
     text = render_prompt(CONVERSATION, None, "llama3.1")
     assert text.startswith(
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 July 2024\n\n"
         "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
     )
     assert text.count("<|start_header_id|>system") == 1
@@ -82,28 +82,44 @@ def test_conversation_on_llama31_merges_the_system_message_into_the_first_block(
     assert count_prompt_tokens(CONVERSATION, None, "llama3.1") == 56
 
 
-def test_a_later_system_message_is_an_ordinary_block() -> None:
-    messages = [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be kind."}]
+def test_every_system_message_joins_the_one_block_at_the_front() -> None:
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "Be kind. "},
+        {"role": "system", "content": "Be brief."},
+    ]
     text = render_prompt(messages, None, "llama3.1")
-    assert text.count("<|start_header_id|>system") == 2
-    assert "<|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>" in text
+    assert text.count("<|start_header_id|>system") == 1
+    assert "2024\n\nBe kind. \nBe brief.<|eot_id|><|start_header_id|>user" in text
+    generic = render_prompt(messages, None, "llama3")
+    assert generic.startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe kind. \nBe brief."
+    )
+
+
+def test_a_last_assistant_message_is_left_open() -> None:
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]
+    for template in ("llama3", "llama3.1"):
+        text = render_prompt(messages, None, template)
+        assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nHel")
+
+
+def test_llama3_pads_two_turns_of_one_role_with_an_empty_turn() -> None:
+    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    text = render_prompt(messages, None, "llama3")
+    assert "a<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n<|eot_id|>" in text
+    assert count_prompt_tokens(messages, None, "llama3") == 1 + 6 + 5 + 6 + 4
 
 
 @pytest.mark.parametrize("template", ["llama3", "llama3.1"])
-def test_content_is_stripped_parts_joined_and_names_ignored(template: str) -> None:
+def test_content_is_kept_as_sent_parts_joined_and_names_ignored(template: str) -> None:
     plain = count_prompt_tokens([{"role": "user", "content": "Hello"}], None, template)
-    variants: list[list[dict[str, Any]]] = [
-        [{"role": "user", "content": "  Hello \n"}],
-        [
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}],
-            }
-        ],
-        [{"role": "user", "content": "Hello", "name": "alice"}],
-    ]
-    for messages in variants:
-        assert count_prompt_tokens(messages, None, template) == plain
+    parts = [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]
+    assert count_prompt_tokens([{"role": "user", "content": parts}], None, template) == plain
+    named = [{"role": "user", "content": "Hello", "name": "alice"}]
+    assert count_prompt_tokens(named, None, template) == plain
+    padded = [{"role": "user", "content": "  Hello \n"}]
+    assert count_prompt_tokens(padded, None, template) > plain
 
 
 TOOLS = [
@@ -131,54 +147,60 @@ TOOL_MESSAGES: list[dict[str, Any]] = [
     },
     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
 ]
-TOOLS_PREAMBLE = (
-    "You have access to the following functions. To call a function, please respond with JSON "
-    'for a function call.Respond in the format {"name": function name, "parameters": '
-    "dictionary of argument name and its value}.Do not use variables.\n\n"
-)
 
 
-def test_tools_on_llama31_follow_metas_template() -> None:
-    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3.1")
-    expected = (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-        "Environment: ipython\n"
-        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
-        + TOOLS_PREAMBLE
-        + json.dumps(TOOLS[0], indent=4)
-        + "\n\nBe brief.<|eot_id|>"
-        "<|start_header_id|>user<|end_header_id|>\n\nWeather in Paris?<|eot_id|>"
+def test_tools_on_llama31_follow_groqs_own_prompt() -> None:
+    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3.1", tool_choice="required")
+    function = (
+        '{"name":"get_weather","description":null,"parameters":'
+        '{"properties":{"city":{"type":"string"}},"type":"object"}}'
+    )
+    assert (
+        "Today Date: 26 July 2024\n\n\nYou have access to the following functions:\n\n"
+        "Use the function 'get_weather' to ''\n" + function + "\n\n\nThink very carefully"
+    ) in text
+    assert "- You can make multiple function calls, but put each function call" in text
+    assert (
+        "- Put the entire function call reply on one line\n\n"
+        "You must use at least one function to answer the user query.\n\nBe brief.<|eot_id|>"
+    ) in text
+    assert (
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
-        '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'
+        '<function=get_weather>{"city":"Paris"}</function><|eot_id|>'
         "<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n<function="
+    ) in text
+    assert text.endswith("<function=")
+    single = render_prompt(TOOL_MESSAGES, TOOLS, "llama3.1", parallel_tool_calls=False)
+    assert "- Only call one function at a time\n" in single
+    assert single.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_tool_choice_none_on_llama31_keeps_only_the_sentence() -> None:
+    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3.1", tool_choice="none")
+    assert "get_weather'" not in text
+    assert "2024\n\nFor this specific request, you are NOT allowed to make any function calls." in (
+        text
     )
-    assert text == expected
-    assert count_prompt_tokens(TOOL_MESSAGES, TOOLS, "llama3.1") == len(encode(expected))
-    # The tool-call body, token by token, and the ipython block (ipython is two tokens).
-    call = [5018, 609, 794, 330, 456, 70464, 498, 330, 14105, 794, 5324, 9103, 794, 330]
-    call += [60704, 32075]
-    assert encode('{"name": "get_weather", "parameters": {"city": "Paris"}}') == call
-    ipython_block = [START, 23799, 4690, END, NN, 82, 28397, EOT]
-    assert encode("<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>") == ipython_block
+    assert "without using any functions.\n\nBe brief." in text
 
 
-def test_tools_on_llama3_open_with_a_system_block() -> None:
-    text = render_prompt(TOOL_MESSAGES, TOOLS, "llama3")
-    assert text.startswith(
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-        "Environment: ipython\n" + TOOLS_PREAMBLE
-    )
-    assert "Cutting Knowledge" not in text
-    assert text.count("<|start_header_id|>system") == 1
-    assert "Be brief.<|eot_id|>" in text
-
-
-def test_a_user_only_request_with_tools_still_gets_the_system_block() -> None:
-    messages = [{"role": "user", "content": "Hi"}]
-    with_tools = count_prompt_tokens(messages, TOOLS, "llama3")
-    without = count_prompt_tokens(messages, None, "llama3")
-    assert with_tools > without + 50
+def test_tool_json_is_go_encoding() -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "description": "a < b & c",
+                "parameters": {"z": 1.0, "a": [1e-7, 1e21, 0.5], "m": "\u2028"},
+            },
+        }
+    ]
+    text = render_prompt([{"role": "user", "content": "x"}], tools, "llama3.1")
+    assert (
+        '{"name":"f","description":"a \\u003c b \\u0026 c","parameters":'
+        '{"a":[1e-7,1e+21,0.5],"m":"\\u2028","z":1}}'
+    ) in text
 
 
 def test_unknown_template_is_refused() -> None:

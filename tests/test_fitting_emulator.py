@@ -76,7 +76,10 @@ def test_every_fitted_request_is_accepted(
     em.reset()  # a full bucket: each example is one request on its own
     reply = send(em, r)
     assert reply.usage is not None
-    assert reply.usage.prompt_tokens == r.tokens_after
+    # Exact unless the request holds what Llama 3 counts as a bound (its tool turns).
+    assert reply.usage.prompt_tokens <= r.tokens_after
+    if r.exact:
+        assert reply.usage.prompt_tokens == r.tokens_after
     assert em.log[-1].status == 200
 
 

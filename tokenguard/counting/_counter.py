@@ -157,25 +157,28 @@ class Counter:
         """
         plan = self._registry.plan(model)
         if not request and tools is None and functions is None:
-            # The guard's every call: plain text messages, counted exactly with nothing
-            # to calibrate (the general path below gives the same when count_fast does).
-            fast = plan.count_fast(messages)
-            if fast is not None:
+            # The guard's every call: plain text messages with nothing to calibrate (the
+            # general path below gives the same when the fast path answers).
+            tally = plan.prompt_fast(messages)
+            if tally is not None:
                 reserve = max_tokens if max_tokens is not None else default_reserve
                 if type(reserve) is int and reserve >= 0:
-                    return RequestCount(fast, reserve, fast + reserve, True, plan.info.name, fast)
+                    fast = tally.total
+                    return RequestCount(
+                        fast, reserve, fast + reserve, tally.exact, plan.info.name, fast
+                    )
         options = None
         if request:
             options, budget = read_request_options(request)
             # The SDKs send max_completion_tokens over max_tokens when both are given.
             if budget is not None and (max_tokens is None or "max_completion_tokens" in request):
                 max_tokens = budget
-        fast = None
+        plain = None
         if tools is None and functions is None and not options:
-            fast = plan.count_fast(messages)
-        if fast is not None:
-            # Plain text messages only: exact, nothing to calibrate.
-            prompt, raw, exact, basis = fast, fast, True, None
+            plain = plan.prompt_fast(messages)
+        if plain is not None:
+            # Plain text messages only: nothing to calibrate.
+            prompt, raw, exact, basis = plain.total, plain.total, plain.exact, None
         else:
             tally = self._general(plan, messages, tools, functions, options)
             prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis

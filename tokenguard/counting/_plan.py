@@ -9,7 +9,8 @@ and the registry's shared caches) and then answers every request for that model:
 * :meth:`Plan.count_fast` may answer the common case (a list of plain
   ``{"role", "content": str}`` dicts whose texts were seen before) in a few
   microseconds, or return ``None`` to send the request to :meth:`Plan.count`;
-  :meth:`Plan.prompt_fast` is the same, broken down (for ``count_prompt``).
+  :meth:`Plan.prompt_fast` is the same, broken down (for ``count_prompt``), and says
+  whether the count is exact (``count_request`` reports it).
 
 A new tokenizer family plugs in as one more plan class and one more factory in the
 registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.

@@ -24,6 +24,7 @@ from ._calibration import Calibration
 from ._estimate_plan import EstimatePlan
 from ._harmony_plan import HarmonyPlan
 from ._llama3_plan import Llama3Plan
+from ._llama4_plan import Llama4Plan
 from ._plan import Plan, PlanFactory, Settings
 
 __all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
@@ -34,6 +35,7 @@ T = TypeVar("T")
 #: The plan kinds, tried in order; the estimate accepts every model.
 DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (
     Llama3Plan.build,
+    Llama4Plan.build,
     HarmonyPlan.build,
     EstimatePlan.build,
 )

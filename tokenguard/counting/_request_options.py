@@ -43,6 +43,7 @@ PROMPT_KEYWORDS = frozenset(
         "functions",
         "tool_choice",
         "function_call",
+        "parallel_tool_calls",
         "response_format",
         "reasoning_effort",
         # groq: documents are given to the model as context.
@@ -62,7 +63,6 @@ IGNORED_KEYWORDS = frozenset(
         "modalities",
         "moderation",
         "n",
-        "parallel_tool_calls",
         "prediction",
         "presence_penalty",
         "prompt_cache_key",

@@ -21,17 +21,24 @@ class PromptCount:
 
         count_tokens(kept) <= overhead + tools + sum(messages[i] for i in kept)
 
-    and for the exact models (``exact`` models of the Llama 3 family, tools and tool
-    messages included) the two are *equal* for every kept subset but one kind: one whose
-    first message is a system message other than ``messages[0]``. Llama 3.1 (and Llama 3
-    with tools) merges a leading system message into the template's own system block,
-    so such a message loses its header (5 tokens) only when it becomes the first; the
-    sum then exceeds the count by those 5 tokens. No choice of per-message costs can make
-    a sum exact for every subset (``[user, system]``: dropping the user message changes
-    the count by its cost plus the system header), so tokenguard charges the header to
-    every system message but the first one, and the error, where there is one, is on
-    the safe side. A fit that keeps every system message is exact whenever
-    ``messages[0]`` is a system message or the conversation has none.
+    and for the Llama models (Groq's templates) the two are *equal* for the kept
+    subsets fitting makes (system messages kept, a tool-call turn kept with its results,
+    the newest user message kept), with these exceptions (all but the last on the safe
+    side):
+
+    * several system messages are joined into one block, so each one after the first is
+      charged its text plus a margin (and, where the block could vanish, its frame);
+    * an assistant message that becomes the last one is left open (no end of turn, no
+      generation prompt): the count is then 5 tokens below the sum;
+    * Llama 4 groups the tool results that follow a call into one turn: each result is
+      charged the larger of its two spellings (the last one has no comma);
+    * Llama 3 (retired) puts an empty turn between two messages of one role: it is
+      charged to the second of them, so a subset that makes two such messages meet
+      needs 5 more tokens than the sum (the one under-count; fitting counts its result
+      again before sending).
+
+    ``total`` itself is exact (when ``exact``) and may be below ``overhead + tools +
+    sum(messages)`` where the first exception applies.
 
     For estimated models the sum bounds the estimate ``count_tokens(kept)`` gives from
     above, calibration included, for every kept subset; ``total`` may then be below

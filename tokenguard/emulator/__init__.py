@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from ._config import DEFAULT_MAX_TOKENS, EmulatorConfig
 from ._harmony import count_harmony_tokens, render_harmony
+from ._llama4 import count_llama4_tokens, render_llama4
 from ._log import RequestRecord, max_requests_in_any_window, max_tokens_in_any_window
 from ._models import BUILTIN_MODELS, ModelSpec, builtin_model
 from ._prompt import count_prompt_tokens, render_prompt
@@ -40,10 +41,12 @@ __all__ = [
     "RequestRecord",
     "builtin_model",
     "count_harmony_tokens",
+    "count_llama4_tokens",
     "count_prompt_tokens",
     "max_requests_in_any_window",
     "max_tokens_in_any_window",
     "render_harmony",
+    "render_llama4",
     "render_prompt",
     "running",
 ]

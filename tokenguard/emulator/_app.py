@@ -24,6 +24,7 @@ from ._config import EmulatorConfig
 from ._errors import ApiError
 from ._harmony import count_harmony_tokens
 from ._limits import ModelLimits, format_wait
+from ._llama4 import count_llama4_tokens
 from ._log import RequestRecord
 from ._prompt import count_prompt_tokens
 from ._validation import ChatRequest, parse_chat_request
@@ -226,8 +227,16 @@ class App:
                 reasoning_effort=req.reasoning_effort,
                 response_format=req.response_format,
             )
+        elif spec.template == "llama4":
+            prompt = count_llama4_tokens(req.messages, req.tools, req.tool_choice)
         else:
-            prompt = count_prompt_tokens(req.messages, req.tools, spec.template)
+            prompt = count_prompt_tokens(
+                req.messages,
+                req.tools,
+                spec.template,
+                tool_choice=req.tool_choice,
+                parallel_tool_calls=req.parallel_tool_calls,
+            )
         prompt += cfg.hidden_prompt_tokens
         info["prompt_tokens"] = prompt
         reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)

@@ -13,8 +13,9 @@ from typing import Literal
 
 __all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL", "ModelSpec", "Template", "builtin_model"]
 
-#: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``).
-Template = Literal["llama3", "llama3.1", "harmony"]
+#: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``);
+#: ``llama4`` is Groq's Llama 4 template, counted with the Llama 4 tokenizer (``_llama4``).
+Template = Literal["llama3", "llama3.1", "llama4", "harmony"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
-        if self.template not in ("llama3", "llama3.1", "harmony"):
+        if self.template not in ("llama3", "llama3.1", "llama4", "harmony"):
             raise ValueError(
-                "ModelSpec.template must be 'llama3', 'llama3.1' or 'harmony', "
+                "ModelSpec.template must be 'llama3', 'llama3.1', 'llama4' or 'harmony', "
                 f"got {self.template!r}"
             )
         if self.context_window < 1:
@@ -65,10 +66,9 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (console.groq.com/docs/rate-limits, as in tokenguard.models). gpt-oss
-# is counted as Groq does (harmony + o200k). Qwen, Llama 4 and Kimi are counted with the
-# Llama 3 tokenizer here: the real server uses another one, which is exactly what a
-# conservative client must survive.
+# Groq free tier (GROQ.md). gpt-oss and Llama 4 are counted as Groq does (harmony + o200k,
+# quattro-v2 + the Llama 4 tokenizer). Qwen is counted with the Llama 3 tokenizer here: the
+# real server uses another one, which is exactly what a conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -117,7 +117,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "meta-llama/llama-4-scout-17b-16e-instruct",
             _CTX_128K,
-            "llama3.1",
+            "llama4",
             30_000,
             30,
             500_000,
@@ -127,7 +127,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "meta-llama/llama-4-maverick-17b-128e-instruct",
             _CTX_128K,
-            "llama3.1",
+            "llama4",
             6000,
             30,
             500_000,

@@ -26,6 +26,9 @@ class ChatRequest:
     #: Fields that change a gpt-oss prompt (harmony): the effort line, the response format.
     reasoning_effort: str | None = None
     response_format: Mapping[str, Any] | None = None
+    #: Fields that change a Llama prompt: the forced sentence, the prefill, the guide line.
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -173,6 +176,12 @@ def parse_chat_request(body: Any) -> ChatRequest:
             "'response_format.type' : value must be one of text, json_object, json_schema",
             param="response_format",
         )
+    tool_choice = _tool_choice(body.get("tool_choice"), tools)
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid(
+            "'parallel_tool_calls' : value must be a boolean", param="parallel_tool_calls"
+        )
     return ChatRequest(
         model=model,
         messages=messages,
@@ -182,4 +191,23 @@ def parse_chat_request(body: Any) -> ChatRequest:
         include_usage=include_usage,
         reasoning_effort=effort,
         response_format=response_format,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
     )
+
+
+def _tool_choice(value: Any, tools: Any) -> str | Mapping[str, Any] | None:
+    """``tool_choice`` checked: a mode, or a function that is among the tools."""
+    if value is None or value in ("auto", "none", "required"):
+        return value  # type: ignore[no-any-return]
+    function = value.get("function") if isinstance(value, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if not isinstance(name, str):
+        raise invalid(
+            "'tool_choice' : value must be one of none, auto, required or a named function",
+            param="tool_choice",
+        )
+    names = [((t.get("function") or {}).get("name")) for t in tools or []]
+    if name not in names:
+        raise invalid(f"tool_choice function {name!r} is not among the tools", param="tool_choice")
+    return value  # type: ignore[no-any-return]

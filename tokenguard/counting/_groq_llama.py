@@ -1,0 +1,375 @@
+"""Groq's Llama prompts (3.1/3.3, Llama 3 and Llama 4) as token arithmetic.
+
+Groq renders a request with its gateway's own Llama templates (shared GROQ-RENDER.md)
+and bills the tokens of the whole string, BOS included, special tokens recognised. A
+special token ends every pre-token, so the prompt's count is the sum of its pieces
+between special tokens; each message is such a piece (``"\\n\\n" + body`` after its
+header), so a message costs the same wherever it sits. What is not a message is the
+overhead: BOS, the system block's own text (Llama 3.1's date lines, the tool prompt), the
+generation prompt and its prefill.
+
+The rules (Llama 3.1 = ``llama31``, Llama 4 = ``quattro-v2``, Llama 3 = GenericChat):
+
+* every system message, wherever it is, goes into one system block at the front: the
+  texts joined by ``"\\n"`` and trimmed (Go's ``TrimSpace``), after the template's own
+  text. Llama 3.1 always writes the block (date lines); Llama 4 and Llama 3 only when
+  there is something to write. Several system messages are joined, so their costs are a
+  bound (each later one is charged its text plus a margin for the join);
+* user and assistant bodies are not trimmed in Groq's source, which no billed case tests:
+  each body is counted both ways and the larger count is taken, exact when they agree;
+* a last assistant message is left open (no end of turn, no generation prompt) unless a
+  prefill is forced; its cost is its piece less the generation prompt it replaces;
+* tools: Groq's tool prompts (``_llama_tools``); Llama 3 calls are
+  ``<function=NAME>ARGS</function>`` with the arguments verbatim, results ``ipython``
+  turns; Llama 4 calls are an indented JSON array with re-encoded arguments, and the
+  results that follow them are grouped into one ``ipython`` turn (each result is charged
+  the larger of its two possible spellings: a bound when one of them is dropped);
+* Llama 3 (GenericChat) puts an empty turn between two messages of one role (charged to
+  the second message: dropping the message between them adds that turn back).
+
+Pure: the caller passes the functions that count text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from ..errors import InvalidMessages
+from ._gojson import go_json
+from ._llama_tools import (
+    AUTO,
+    FunctionSpec,
+    ToolChoice,
+    llama4_tools_text,
+    llama31_prefill,
+    llama31_tools_text,
+    read_parallel,
+    read_tool_choice,
+    read_tools,
+)
+from ._messages import as_mapping, normalize_message
+
+__all__ = [
+    "DATE_LINES",
+    "LATER_SYSTEM_MARGIN",
+    "LlamaCount",
+    "LlamaRules",
+    "body_value",
+    "go_trim_space",
+]
+
+#: Llama 3.1's date lines. Groq writes today's date; every English month name is one
+#: Llama 3 token and the day is always two digits, so any date costs the same.
+DATE_LINES = "Cutting Knowledge Date: December 2023\nToday Date: 26 July 2024\n\n"
+#: Tokens charged beyond its own text to a system message joined after another one.
+LATER_SYSTEM_MARGIN = 2
+#: What Llama 3 (GenericChat) adds for tools, which it renders with a generic tool
+#: prompt of about 550 tokens plus the tools as tab-indented JSON: a bound, not exact.
+GENERIC_TOOLS_ALLOWANCE = 800
+
+# Go's unicode.IsSpace, what strings.TrimSpace removes (Python's strip also removes
+# \x1c-\x1f, which Go keeps).
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # noqa: E501
+_RESULT_HEAD = '  {\n    "response": '
+_RESULT_TAIL = "\n  },\n"
+_LAST_RESULT_TAIL = "\n  }\n"
+
+
+def go_trim_space(text: str) -> str:
+    """``strings.TrimSpace``: what Go trims from the joined system text."""
+    return text.strip(_GO_SPACE)
+
+
+def body_value(count: Callable[[str], int]) -> Callable[[str], int]:
+    """A body's cached value: ``2 * tokens + unsure``, where tokens is the larger count
+    of ``"\\n\\n" + body`` untrimmed and trimmed, and unsure says they differ."""
+
+    def value(body: str) -> int:
+        n = count("\n\n" + body)
+        trimmed = body.strip()
+        if trimmed == body:
+            return 2 * n
+        m = count("\n\n" + trimmed)
+        return 2 * max(n, m) + (n != m)
+
+    return value
+
+
+class LlamaCount(NamedTuple):
+    """One request counted: ``total`` exact (when ``exact``); the costs sum to at least
+    ``total - overhead - tools``, equal unless a bound was needed (see the module)."""
+
+    costs: list[int]
+    overhead: int
+    tools: int
+    total: int
+    exact: bool
+
+
+class _Msg(NamedTuple):
+    role: str  # system, user, assistant, tool (function results are tool)
+    body: str  # text, or the rendered tool calls
+    images: int
+    calls: bool
+
+
+class LlamaRules:
+    """The fixed costs of one Llama dialect and the rule for a whole request.
+
+    ``count`` counts text as the server encodes it (special tokens recognised).
+    """
+
+    def __init__(self, dialect: str, count: Callable[[str], int], *, image_tokens: int) -> None:
+        if dialect not in ("llama3", "llama3.1", "llama4"):
+            raise ValueError(f"unknown Llama dialect {dialect!r}")
+        self.dialect = dialect
+        self.count = count
+        self.image_tokens = image_tokens
+        self.llama4 = dialect == "llama4"
+        # Header start, header end and end of turn, plus the role's own tokens.
+        self.role_cost = {r: 3 + count(r) for r in ("system", "user", "assistant", "ipython")}
+        self.role_cost["tool"] = self.role_cost["ipython"]
+        blank = count("\n\n")
+        # The generation prompt: an assistant header and its blank line, no end of turn.
+        self.generation = self.role_cost["assistant"] - 1 + blank
+        # BOS, plus Llama 3.1's system block that is always there.
+        self.base = 1
+        self.plain_block = 0
+        if dialect == "llama3.1":
+            self.plain_block = self.role_cost["system"] + count("\n\n" + DATE_LINES)
+        self.overhead = self.base + self.plain_block + self.generation
+        self.empty_turn = {r: self.role_cost[r] + blank for r in ("user", "assistant")}
+        if self.llama4:
+            self.result_frame = self.role_cost["ipython"] + count("\n\n[\n") + count("]")
+        self._blocks: dict[str, int] = {}
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def block_cost(self, head: str, system_text: str) -> int:
+        """The system block: the template's text ``head`` then the joined system text."""
+        if not head and not system_text:
+            return 0
+        if not system_text:
+            cost = self._blocks.get(head)
+            if cost is None:
+                cost = self.role_cost["system"] + self.count("\n\n" + head)
+                if len(self._blocks) > 256:
+                    self._blocks.clear()
+                self._blocks[head] = cost
+            return cost
+        return self.role_cost["system"] + self.count("\n\n" + head + system_text)
+
+    def system_head(self, specs: Sequence[FunctionSpec], choice: ToolChoice, parallel: bool) -> str:
+        """The template's own text in the system block, before the caller's."""
+        if self.llama4:
+            return llama4_tools_text(specs, choice)
+        if self.dialect == "llama3.1":
+            return DATE_LINES + llama31_tools_text(specs, choice, parallel)
+        return ""
+
+    def prefill_cost(self, choice: ToolChoice) -> int:
+        """The generation prompt with Llama 3.1's forced prefill."""
+        prefill = llama31_prefill(choice) if self.dialect == "llama3.1" else ""
+        if not prefill:
+            return self.generation
+        return self.role_cost["assistant"] - 1 + self.count("\n\n" + prefill)
+
+    # -- a whole request ------------------------------------------------------------------
+
+    def count_request(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: object = None,
+        functions: object = None,
+        tool_choice: object = None,
+        parallel_tool_calls: object = None,
+        body: Callable[[str, int], int],
+    ) -> LlamaCount:
+        """Count one request; ``body(text, index)`` gives a body's cached value."""
+        specs = read_tools(tools, functions)
+        choice = read_tool_choice(tool_choice, [s.name for s in specs]) if specs else AUTO
+        if not specs and tool_choice is not None:
+            choice = read_tool_choice(tool_choice, [])
+        parallel = read_parallel(parallel_tool_calls)
+        # Legacy functions: whether Groq renders them is not known; rendered as tools.
+        exact = functions is None
+        msgs = [self._read(m, i) for i, m in enumerate(messages)]
+        if any(m.images for m in msgs) or any(m.role == "developer" for m in msgs):
+            exact = False
+        generic = self.dialect == "llama3"
+        generic_tools = generic and bool(specs)
+        head = self.system_head(specs, choice, parallel)
+        head_block = self.block_cost(head, "")
+        tools_cost = head_block - self.plain_block
+        overhead = self.base + self.plain_block
+        costs = [0] * len(msgs)
+        total = overhead + tools_cost
+
+        # System messages (developer ones counted as system: a bound, never below).
+        sys_at = [i for i, m in enumerate(msgs) if m.role in ("system", "developer")]
+        if sys_at:
+            total += self._systems(msgs, sys_at, head, head_block, costs, body)
+            if self.dialect == "llama3" and any(
+                msgs[i].body != msgs[i].body.strip() for i in sys_at
+            ):
+                exact = False  # GenericChat does not trim system text either: unconfirmed
+        if self.dialect == "llama3":
+            # GenericChat moves the system messages out first, then looks at the last one.
+            rest = [i for i, m in enumerate(msgs) if m.role not in ("system", "developer")]
+            last = rest[-1] if rest else -1
+        else:
+            last = len(msgs) - 1
+        prefill = self.prefill_cost(choice)
+        open_last = last >= 0 and msgs[last].role == "assistant" and prefill == self.generation
+        pending = False
+        prev_role = "assistant"  # GenericChat pads a leading assistant with a user turn
+        i = 0
+        while i < len(msgs):
+            m = msgs[i]
+            role = m.role
+            if role in ("system", "developer"):
+                i += 1
+                continue
+            if self.llama4 and role == "tool" and pending and i > 0:
+                prev = msgs[i - 1].role
+                if prev == "assistant":
+                    j = i
+                    while j < len(msgs) and msgs[j].role == "tool":
+                        j += 1
+                    total += self._group(msgs, i, j, costs, body)
+                    pending = False
+                    i = j
+                    continue
+            value = body(m.body, i)
+            cost = self.role_cost[role] + (value >> 1) + m.images * self.image_tokens
+            if value & 1:
+                exact = False
+            if self.dialect == "llama3":
+                if role == prev_role and role in ("user", "assistant"):
+                    cost += self.empty_turn["assistant" if role == "user" else "user"]
+                prev_role = role
+            if i == last and open_last:
+                cost -= 1 + self.generation  # no end of turn, no generation prompt
+            if role == "assistant" and m.calls:
+                pending = True
+            if generic and (m.calls or role == "tool"):
+                # GenericChat rewrites tool turns in a form not reproduced here (the
+                # model is retired: Groq refuses it); counted as Llama 3.1 writes them.
+                exact = False
+            costs[i] = cost
+            total += cost
+            i += 1
+        # The generation prompt is overhead; a last open assistant message is charged
+        # its piece less that prompt, which it replaces.
+        total += prefill
+        overhead += prefill
+        if generic_tools:
+            exact = False
+            allowance = GENERIC_TOOLS_ALLOWANCE + 2 * sum(self.count(s.go_json()) for s in specs)
+            tools_cost += allowance
+            total += allowance
+        return LlamaCount(costs, overhead, tools_cost, total, exact)
+
+    def _systems(
+        self,
+        msgs: list[_Msg],
+        sys_at: list[int],
+        head: str,
+        head_block: int,
+        costs: list[int],
+        body: Callable[[str, int], int],
+    ) -> int:
+        """The joined system text's exact cost; each message charged (see the module)."""
+        if self.dialect == "llama3":
+            # GenericChat joins the non-empty texts with "\n" and trims nothing.
+            texts = [msgs[i].body for i in sys_at]
+            joined = "\n".join(t for t in texts if t)
+            total = self.role_cost["system"] + (body(joined, sys_at[0]) >> 1) if joined else 0
+            first = texts[0]
+            costs[sys_at[0]] = (
+                self.role_cost["system"] + (body(first, sys_at[0]) >> 1) if first else 0
+            )
+        else:
+            joined = go_trim_space("".join(msgs[i].body + "\n" for i in sys_at))
+            total = self.block_cost(head, joined) - head_block
+            first_text = go_trim_space(msgs[sys_at[0]].body + "\n")
+            costs[sys_at[0]] = self.block_cost(head, first_text) - head_block
+        # A later one may become the first (the others dropped): when the template has no
+        # text of its own, it then opens the block, so it is charged the block's frame.
+        frame = 0 if head else self.role_cost["system"] + 1
+        for i in sys_at[1:]:
+            costs[i] = self.count("\n" + msgs[i].body) + LATER_SYSTEM_MARGIN + frame
+        return total
+
+    def _group(
+        self,
+        msgs: list[_Msg],
+        start: int,
+        stop: int,
+        costs: list[int],
+        body: Callable[[str, int], int],
+    ) -> int:
+        """Llama 4's tool results ``start:stop`` as one ``ipython`` turn: returns the
+        exact cost and charges each result the larger of its two spellings."""
+        total = self.result_frame
+        for k in range(start, stop):
+            text = msgs[k].body
+            body(text, k)  # charges new text to the request's bound
+            last = self.count(_RESULT_HEAD + text + _LAST_RESULT_TAIL)
+            inner = self.count(_RESULT_HEAD + text + _RESULT_TAIL)
+            total += last if k == stop - 1 else inner
+            costs[k] = max(last, inner) + (self.result_frame if k == start else 0)
+        return total
+
+    def _read(self, raw: object, index: int) -> _Msg:
+        msg = normalize_message(raw, index)  # validates and reads the content
+        role = msg.header
+        if role == "ipython":
+            role = "tool"
+        if not msg.tool_form or role == "tool":
+            return _Msg(role, msg.body, msg.images, False)
+        message = as_mapping(raw, index, "message")
+        calls = message.get("tool_calls")
+        if not calls:
+            calls = [{"function": message.get("function_call")}]
+        functions = [
+            as_mapping(as_mapping(c, index, "tool call").get("function"), index, "f") for c in calls
+        ]
+        if self.llama4:
+            return _Msg("assistant", self._llama4_calls(functions, index), 0, True)
+        rendered = "\n".join(
+            f"<function={f['name']}>{_verbatim(f.get('arguments', ''))}</function>"
+            for f in functions
+        )
+        return _Msg("assistant", rendered, 0, True)
+
+    @staticmethod
+    def _llama4_calls(functions: Sequence[Mapping[str, Any]], index: int) -> str:
+        items = []
+        for f in functions:
+            arguments = f.get("arguments", "")
+            try:
+                args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
+            except ValueError:
+                args = None
+            if args is not None and not isinstance(args, dict):
+                args = None
+            if args is None and arguments != "null":
+                raise InvalidMessages(
+                    f"tool call {f['name']!r} has arguments {str(arguments)[:60]!r}; Llama 4 "
+                    "needs a JSON object (Groq re-encodes them and refuses anything else)",
+                    index=index,
+                )
+            obj = {"name": f["name"], "parameters": args}
+            items.append("  " + go_json(obj, indent="  ", prefix="  "))
+        return "[\n" + ",\n".join(items) + "\n]"
+
+
+def _verbatim(arguments: object) -> str:
+    """Llama 3 copies a call's arguments string as given (a dict is sent as its JSON)."""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, separators=(",", ":"))

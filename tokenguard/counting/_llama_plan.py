@@ -1,0 +1,324 @@
+"""What the Llama 3 and Llama 4 plans share: caches, the fast path, the general path.
+
+A plan holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
+tokenizer: message bodies (``2 * tokens + unsure``, see ``_groq_llama.body_value``) and
+a leading system message's cost in the template's plain system block. The fast path
+answers plain ``{"role", "content": str}`` dicts (one leading system message at most)
+from those caches; anything else, or a body whose count depends on the unconfirmed
+trimming, goes to the general path, which applies the whole rule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from ..models import ModelInfo
+from ._cache import TextCache
+from ._groq_llama import LlamaRules, body_value, go_trim_space
+from ._llama_tools import AUTO as _AUTO
+from ._llama_tools import read_parallel, read_tool_choice, read_tools
+from ._plan import NewText, Request, Resources, Settings, Tally
+
+__all__ = ["LlamaPlan"]
+
+#: Prompt options the Llama plans render themselves (the facade bounds the others).
+LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
+
+
+class LlamaPlan:
+    """Counts one model's prompts with one of Groq's Llama templates."""
+
+    __slots__ = (
+        "_frames",
+        "_info",
+        "bodies",
+        "plain",
+        "rules",
+        "settings",
+        "systems",
+        "tool_systems",
+    )
+
+    handles_options = LLAMA_OPTIONS
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        resources: Resources,
+        *,
+        dialect: str,
+        tokenizer: str,
+        count: Callable[[str], int],
+    ) -> None:
+        """``count`` counts text as the server does with the tokenizer named ``tokenizer``."""
+        self._info = info
+        self.settings: Settings = resources.settings
+        name = tokenizer
+        image_tokens = self.settings.image_tokens
+        self.rules: LlamaRules = resources.shared(
+            ("llama rules", dialect, name, image_tokens),
+            lambda: LlamaRules(dialect, count, image_tokens=image_tokens),
+        )
+        self.bodies: TextCache[int] = resources.text_cache(
+            (name, "llama body"), lambda: body_value(count)
+        )
+        rules = self.rules
+        self.systems: TextCache[int] = resources.text_cache(
+            (name, "llama system", dialect), lambda: _system_value(rules)
+        )
+        # After a tool prompt the system text is a pre-token run of its own: its count.
+        self.tool_systems: TextCache[int] = resources.text_cache(
+            (name, "llama system after tools"),
+            lambda: lambda text: 2 * count(go_trim_space(text + "\n")),
+        )
+        self.plain = _Frame(rules.overhead, 0, self.systems, False, True)
+        # Tool definitions and options seen (as JSON) -> their frame; small and bounded.
+        self._frames: dict[str, _Frame | None] = {}
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model table entry of this plan."""
+        return self._info
+
+    # -- the fast path ----------------------------------------------------------------------
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """The prompt tokens of plain messages (a bound where a body's trimming is unsure:
+        :meth:`prompt_fast` says which), or ``None`` (general path)."""
+        v = self._fast(messages, None)
+        return None if v is None else v >> 1
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """:meth:`count_fast` broken down per message, with whether it is exact."""
+        return self._tally(messages, self.plain, bound=True)
+
+    def _tally(
+        self, messages: Sequence[Any], frame: _Frame, *, bound: bool = False
+    ) -> Tally | None:
+        """The fast path broken down; with ``bound``, bodies whose trimming is unsure are
+        counted (the larger count, reported as not exact) instead of refused."""
+        costs: list[int] = []
+        v = self._fast(messages, costs, frame)
+        if v is None or (v & 1 and not bound):
+            return None
+        total = v >> 1
+        exact = not v & 1
+        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, exact, None)
+
+    def _fast(
+        self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame | None = None
+    ) -> int | None:
+        """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count
+        depends on the unconfirmed trimming); ``None`` sends the request to the general
+        path."""
+        if frame is None:
+            frame = self.plain
+        if type(messages) is not list or not messages:
+            return None
+        settings = self.settings
+        if len(messages) > settings.max_messages:
+            return None
+        rules = self.rules
+        role_cost = rules.role_cost
+        generic = rules.dialect == "llama3"
+        empty_turn = rules.empty_turn
+        front = self.bodies.front
+        total = frame.overhead
+        unsure = 0
+        start = 0
+        first = messages[0]
+        if type(first) is dict and first.get("role") == "system":
+            if len(first) != 2 or type(first.get("content")) is not str:
+                return None
+            text = first["content"]
+            if len(text) > settings.max_new_chars:
+                return None
+            if frame.slash and go_trim_space(text).startswith("/"):
+                return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
+            v = self._cached(frame.systems, text)
+            if v is None:
+                return None
+            unsure |= v & 1
+            total += v >> 1
+            if costs is not None:
+                costs.append(v >> 1)
+            start = 1
+        prev = "assistant"
+        counted_new = False
+        last = len(messages) - 1
+        for i in range(start, len(messages)):
+            m = messages[i]
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m.get("role")
+            content = m.get("content")
+            if (role != "user" and role != "assistant") or type(content) is not str:
+                return None
+            v = front.get(content)
+            if v is None:
+                # Count every new text at once (or none: too much new text, or a lone
+                # surrogate, is left to the general path, which names the message).
+                if not counted_new:
+                    if not self._count_new(messages, i):
+                        return None
+                    counted_new = True
+                v = self.bodies.get_or_compute(content)
+            unsure |= v & 1
+            cost = role_cost[role] + (v >> 1)
+            if generic:
+                if role == prev:
+                    cost += empty_turn["assistant" if role == "user" else "user"]
+                prev = role
+            if i == last and role == "assistant" and frame.open_last:
+                # Left open: no end of turn, and it replaces the generation prompt.
+                cost -= 1 + rules.generation
+            total += cost
+            if costs is not None:
+                costs.append(cost)
+        return 2 * total + unsure
+
+    def _tools_frame(self, request: Request) -> _Frame | None:
+        """The frame of a request with tools whose definitions were seen (made and kept
+        on first sight); ``None`` when the general path must count it."""
+        options = request.options
+        if any(k not in LLAMA_OPTIONS for k in options):
+            return None
+        try:
+            key = json.dumps(
+                [request.tools, options.get("tool_choice"), options.get("parallel_tool_calls")],
+                separators=(",", ":"),
+            )
+        except (TypeError, ValueError):
+            return None  # SDK objects or a bad definition: the general path reads them
+        if key in self._frames:
+            return self._frames[key]
+        frame = self._make_frame(request)
+        if len(self._frames) >= 256:
+            self._frames.clear()
+        self._frames[key] = frame
+        return frame
+
+    def _make_frame(self, request: Request) -> _Frame | None:
+        rules = self.rules
+        specs = read_tools(request.tools, None)
+        if rules.dialect == "llama3" and specs:
+            return None  # GenericChat's tools are a bound: the general path marks it
+        options = request.options
+        names = [s.name for s in specs]
+        choice = read_tool_choice(options.get("tool_choice"), names)
+        parallel = read_parallel(options.get("parallel_tool_calls"))
+        head = rules.system_head(specs, choice, parallel)
+        head_block = rules.block_cost(head, "")
+        prefill = rules.prefill_cost(choice)
+        tools = head_block - rules.plain_block
+        overhead = rules.base + head_block + prefill
+        # After the template's own text (which ends a pre-token of its own) the system
+        # text is counted alone (bar Llama 4's "/", see _fast).
+        plain = head == rules.system_head((), _AUTO, True)
+        systems = self.systems if plain else self.tool_systems
+        return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
+
+    def _count_new(self, messages: Sequence[Any], start: int) -> bool:
+        """Count the not-yet-seen bodies of ``messages[start:]`` in one batch; ``False``
+        when they are too much new text or not valid UTF-8."""
+        front = self.bodies.front
+        new: list[str] = []
+        chars = 0
+        for m in messages[start:]:
+            content = m.get("content") if type(m) is dict else None
+            if type(content) is str and content not in front:
+                new.append(content)
+                chars += len(content)
+        if chars > self.settings.max_new_chars:
+            return False
+        for text in new:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+        self.bodies.get_many(new)
+        return True
+
+    def _cached(self, cache: TextCache[int], text: str) -> int | None:
+        v = cache.front.get(text)
+        if v is not None:
+            return v
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None  # the general path names the message
+        return cache.get_or_compute(text)
+
+    # -- the general path -------------------------------------------------------------------
+
+    def count(self, request: Request) -> Tally:
+        """Any message form, tools, ``tool_choice`` and ``parallel_tool_calls``."""
+        if request.functions is None:
+            if request.tools is None and LLAMA_OPTIONS.isdisjoint(request.options):
+                frame: _Frame | None = self.plain
+            else:
+                frame = self._tools_frame(request)
+            if frame is not None:
+                fast = self._tally(request.messages, frame, bound=True)
+                if fast is not None:
+                    return fast
+        budget = NewText(self.settings.max_new_chars)
+        bodies = self.bodies
+
+        def body(text: str, index: int) -> int:
+            return budget.counted(bodies, text, index)
+
+        options = request.options
+        counted = self.rules.count_request(
+            request.messages,
+            tools=request.tools,
+            functions=request.functions,
+            tool_choice=options.get("tool_choice"),
+            parallel_tool_calls=options.get("parallel_tool_calls"),
+            body=body,
+        )
+        total = counted.total
+        return Tally(
+            counted.costs, counted.overhead, counted.tools, total, total, counted.exact, None
+        )
+
+
+class _Frame(NamedTuple):
+    """What the fast path needs of a request besides its messages."""
+
+    #: Everything but the messages: BOS, the system block's own text, tools, prefill.
+    overhead: int
+    tools: int
+    #: A lone leading system message's cost (``2 * cost + unsure``).
+    systems: TextCache[int]
+    #: Whether a system text starting with "/" needs the general path (Llama 4 tools).
+    slash: bool
+    #: Whether a last assistant message is left open (no prefill).
+    open_last: bool
+
+
+def _system_value(rules: LlamaRules) -> Callable[[str], int]:
+    """A lone leading system message's cost in the plain system block, as ``2 * cost +
+    unsure`` (Llama 3's GenericChat does not trim it, so its trimming is unconfirmed)."""
+    head = rules.system_head((), _AUTO, True)
+    head_block = rules.block_cost(head, "")
+    if rules.dialect == "llama3":
+        bodies = body_value(rules.count)
+        role = rules.role_cost["system"]
+
+        def generic(text: str) -> int:
+            if not text:
+                return 0
+            v = bodies(text)
+            return 2 * (role + (v >> 1)) + (v & 1)
+
+        return generic
+
+    def value(text: str) -> int:
+        return 2 * (rules.block_cost(head, go_trim_space(text + "\n")) - head_block)
+
+    return value
