@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
-from tokenguard._guard._pipeline import fits_as_asked
+from tokenguard._guard._site import fits_as_asked
 from tokenguard.emulator import Emulator, running
 from tokenguard.fitting import room_for
 

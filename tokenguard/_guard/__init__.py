@@ -16,8 +16,10 @@ Example::
         return other_client.chat.completions.create(messages=messages, model=model,
                                                     max_tokens=max_tokens)
 
-Modules: ``_options`` (the options value), ``_request`` (reading a call), ``_pipeline``
-(the plan), ``_streams`` (streams settled at their end), ``_decorator``, ``_instrument``,
+Modules: ``_options`` (the options value), ``_request`` (reading a call), ``_site`` (a
+call site and what it works out once), ``_pipeline`` (the plan: fit, admit, send),
+``_settle`` (settling and the call's event), ``_recover`` (retries and refits),
+``_streams`` (streams settled at their end), ``_decorator``, ``_instrument``,
 ``_registry`` (the process-wide default limiters and learned limits). Internal: the public
 names are re-exported from :mod:`tokenguard`.
 """

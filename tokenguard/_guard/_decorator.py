@@ -19,9 +19,10 @@ from .._drive import run_async, run_sync
 from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardOptions, make_options
-from ._pipeline import Guard, call_plan
+from ._pipeline import call_plan
 from ._registry import normalize_base_url
 from ._request import ChatRequest, asked_max_tokens, given, plain_request
+from ._site import Guard
 
 __all__ = ["guard"]
 

@@ -21,9 +21,10 @@ from .._drive import run_async, run_sync
 from ..errors import ConfigurationError
 from ..fitting import ClientSummarizer
 from ._options import GuardOptions, make_options
-from ._pipeline import Guard, call_plan
+from ._pipeline import call_plan
 from ._registry import normalize_base_url
 from ._request import read_body
+from ._site import Guard
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
