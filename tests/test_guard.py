@@ -292,8 +292,8 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
         (lambda ask: ask([]), tg.InvalidMessages, "is empty"),
         (lambda ask: ask([{"role": "user"}]), tg.InvalidMessages, None),
         (lambda ask: ask(hello(), model=None), tg.ConfigurationError, "no model"),
-        (lambda ask: ask(hello(), max_tokens=0), tg.InvalidMessages, "max_tokens"),
-        (lambda ask: ask(hello(), max_tokens="9"), tg.InvalidMessages, "max_tokens"),
+        (lambda ask: ask(hello(), max_tokens=0), tg.InvalidRequest, "max_tokens"),
+        (lambda ask: ask(hello(), max_tokens="9"), tg.InvalidRequest, "max_tokens"),
         (lambda ask: ask(hello(), nonsense=1), tg.ConfigurationError, "nonsense"),
     ],
 )

@@ -97,11 +97,7 @@ class _Binding:
         return view
 
     def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChatRequest:
-        if kwargs or len(args) > len(self.positional):
-            a = self._view(args, kwargs)
-        else:  # positional arguments only (the usual call): _view's result, without its frame
-            a = dict(self.defaults)
-            a.update(zip(self.positional, args, strict=False))
+        a = self._view(args, kwargs)
         messages = a.get(self.opts.messages_arg)
         if type(messages) is not list:  # a plain list needs none of these checks
             messages = self._messages(messages)
