@@ -275,9 +275,9 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
     with pytest.raises(tg.ConfigurationError, match="no parameter 'messages'"):
         tg.guard(ask)
     with pytest.raises(tg.ConfigurationError, match="did you mean 'max_wait'"):
-        tg.guard(max_wiat=3)
+        tg.guard(max_wiat=3)  # type: ignore[call-overload]
     with pytest.raises(tg.ConfigurationError, match="on_overflow"):
-        tg.guard(on_overflow="drop")
+        tg.guard(on_overflow="drop")  # type: ignore[call-overload]
     with pytest.raises(tg.ConfigurationError, match="summarizer"):
         tg.guard(on_overflow="summarize")(lambda messages: None)
     with pytest.raises(tg.ConfigurationError, match="not both"):

@@ -28,16 +28,24 @@ from __future__ import annotations
 
 from ._decorator import guard
 from ._instrument import instrument, is_instrumented, uninstrument
-from ._options import DEFAULT_BASE_URL, DEFAULT_WAIT_EVENT_S, GuardOptions
+from ._options import (
+    DEFAULT_BASE_URL,
+    DEFAULT_WAIT_EVENT_S,
+    GuardKwargs,
+    GuardOptions,
+    InstrumentKwargs,
+)
 from ._registry import reset as reset_defaults
 from ._streams import GuardedAsyncStream, GuardedStream
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_WAIT_EVENT_S",
+    "GuardKwargs",
     "GuardOptions",
     "GuardedAsyncStream",
     "GuardedStream",
+    "InstrumentKwargs",
     "guard",
     "instrument",
     "is_instrumented",
