@@ -266,6 +266,35 @@ def test_a_call_that_does_not_fit_the_budget_sends_nothing(em: Emulator) -> None
     assert b.reserved == 0
 
 
+def test_a_budget_drops_history_but_never_cuts_the_question(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    """The README's promise: a call that cannot fit the budget raises BudgetExceeded
+    before anything is sent. Dropping history is fitting; shortening the newest user
+    message to squeeze it into what the caller chose to spend is not."""
+    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+
+    @tg.guard
+    def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    question = {"role": "user", "content": "Summarize this: " + "words " * 600}
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "words " * 100}
+        for i in range(10)
+    ]
+    with tg.budget(tokens=1_500) as b:
+        reply = ask([*history, question])
+        sent = em.log[-1]
+        assert reply.usage.prompt_tokens < tg.count_tokens([*history, question], model=MODEL)
+        with pytest.raises(tg.BudgetExceeded, match="nothing was sent") as refused:
+            ask([*history, {"role": "user", "content": "words " * 2_000}])
+    assert refused.value.remaining == 1_500 - reply.usage.total_tokens - 100
+    assert chat_log(em)[-1] is sent  # the refused call never reached the server
+    assert (b.used, b.reserved, b.requests_used) == (reply.usage.total_tokens, 0, 1)
+    assert [e["tokenguard.fit"] for e in requests(events)] == ["truncate"]
+
+
 # -- bad input: a clear error, nothing sent, nothing charged -----------------------------
 
 
