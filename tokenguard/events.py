@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 __all__ = [
-    "CountMismatch",
+    "CountingMismatch",
+    "CountingTokenizerMissing",
     "Event",
     "FitCustom",
     "FitFallback",
@@ -42,17 +43,16 @@ __all__ = [
     "FitOverflow",
     "FitSummarized",
     "FitTruncated",
-    "GuardContextLearned",
+    "GuardLimitLearned",
     "GuardRequest",
     "GuardRetry",
     "GuardSettleFailed",
     "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
-    "RefundsLearned",
+    "LimiterRefundsLearned",
+    "ModelsUnknown",
     "Sink",
-    "TokenizerMissing",
-    "UnknownModel",
     "add_sink",
     "emit",
     "enabled",
@@ -106,7 +106,7 @@ class LimiterBadHeader(Event):
 
 
 @dataclass(frozen=True)
-class RefundsLearned(Event):
+class LimiterRefundsLearned(Event):
     """The limiter learned whether the server gives back unused completion tokens
     (``refunds``), from ``evidence`` (e.g. ``"headers"`` or ``"429"``), with the
     server's and the limiter's view of the tokens in use at that moment (learning
@@ -121,7 +121,7 @@ class RefundsLearned(Event):
 
 
 @dataclass(frozen=True)
-class CountMismatch(Event):
+class CountingMismatch(Event):
     """An exact pre-flight count disagreed with the server's ``usage.prompt_tokens``
     (reported once per model)."""
 
@@ -133,7 +133,7 @@ class CountMismatch(Event):
 
 
 @dataclass(frozen=True)
-class TokenizerMissing(Event):
+class CountingTokenizerMissing(Event):
     """A model's exact tokenizer data is not installed: counts are conservative
     estimates; ``hint`` says how to get exact ones (reported once per tokenizer)."""
 
@@ -145,7 +145,7 @@ class TokenizerMissing(Event):
 
 
 @dataclass(frozen=True)
-class UnknownModel(Event):
+class ModelsUnknown(Event):
     """A model not in the table: conservative defaults are used (once per name)."""
 
     name: ClassVar[str] = "tokenguard.models.unknown"
@@ -336,7 +336,7 @@ class GuardRetry(Event):
 
 
 @dataclass(frozen=True)
-class GuardContextLearned(Event):
+class GuardLimitLearned(Event):
     """The server refused a request as too large for the model: the guard now fits that
     model's requests within ``learned`` tokens (``limit`` is ``"context_window"`` or
     ``"tpm"``; ``source`` is ``"error"`` or ``"models_endpoint"`` or ``"estimate"``)."""
@@ -450,3 +450,10 @@ def to_logging(logger: logging.Logger | str = "tokenguard") -> Sink:
             log.log(level, "%s %s", event.name, fields, extra={"tokenguard": fields})
 
     return sink
+
+
+#: Earlier names of three records, kept for code that still imports them; each is the
+#: same class as its new name (which matches the event it emits).
+CountMismatch = CountingMismatch
+TokenizerMissing = CountingTokenizerMissing
+UnknownModel = ModelsUnknown

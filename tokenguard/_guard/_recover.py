@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .._adapters import Failure, FailureKind
 from .._drive import Call, Plan, Sleep
 from ..errors import RateLimitTimeout
-from ..events import GuardContextLearned, GuardRetry, GuardWait, emit
+from ..events import GuardLimitLearned, GuardRetry, GuardWait, emit
 from ..limiter import parse_headers
 from ..models import get_model
 from . import _registry
@@ -154,6 +154,4 @@ def _learn(req: ChatRequest, g: Guard, limit: str, value: int, source: str) -> N
     else:
         table = None
         _registry.remember(g.base_url, req.model, tpm=value)
-    emit(
-        GuardContextLearned(model=req.model, limit=limit, table=table, learned=value, source=source)
-    )
+    emit(GuardLimitLearned(model=req.model, limit=limit, table=table, learned=value, source=source))

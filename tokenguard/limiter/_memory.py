@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._drive import Call, Plan, Sleep
-from ..events import RefundsLearned, emit
+from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
@@ -218,7 +218,7 @@ def _report(lesson: tuple[str, int, int] | None, learned: bool | None) -> None:
     if lesson is not None:
         evidence, server_used, ledger_used = lesson
         emit(
-            RefundsLearned(
+            LimiterRefundsLearned(
                 refunds=bool(learned),
                 evidence=evidence,
                 server_used=server_used,
