@@ -15,11 +15,14 @@ from typing import Any
 
 import openai
 import pytest
+from fitting_support import conversations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
+from tokenguard._guard._pipeline import fits_as_is
+from tokenguard._guard._request import ChatRequest
 from tokenguard._guard._site import fits_as_asked
 from tokenguard.emulator import Emulator, running
 from tokenguard.fitting import room_for
@@ -197,3 +200,56 @@ def test_a_prompt_within_the_site_room_is_one_fitting_would_send_as_asked(
         assert prompt <= r.allowed
         assert not r.lowered
         assert (r.max_tokens, r.reserve) == (max_tokens, empty.reserve)
+
+
+# -- a request that needs no fitting is sent as fitting would send it ------------------
+
+
+@given(
+    msgs=conversations(huge=False, max_turns=12),
+    window=st.sampled_from([2_048, 8_192, 131_072]),
+    tpm=st.none() | st.integers(min_value=500, max_value=30_000),
+    budget=st.none() | st.integers(min_value=100, max_value=20_000),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=10_000),
+    default_reserve=st.integers(min_value=1, max_value=4_000),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_shortcut_for_a_request_that_fits_decides_as_fitting(
+    msgs: list[Any],
+    window: int,
+    tpm: int | None,
+    budget: int | None,
+    max_tokens: int | None,
+    default_reserve: int,
+) -> None:
+    """The guard takes a request that fits as it is without fitting's per-message
+    breakdown: whenever it does, fitting would send the same messages with the same
+    room, max_tokens and reservation."""
+    info = tg.get_model(MODEL)
+    req = ChatRequest(messages=msgs, model=MODEL, max_tokens=max_tokens)
+    count = tg.default_counter().count_request(
+        msgs, info, max_tokens=max_tokens, default_reserve=default_reserve
+    )
+    limits: dict[str, Any] = {
+        "context_window": window,
+        "tpm": tpm,
+        "budget": budget,
+        "max_tokens": max_tokens,
+        "default_reserve": default_reserve,
+    }
+    quick = fits_as_is(req, count, info, {**limits, "on_overflow": "truncate"})
+    try:
+        full = tg.fit(msgs, info, **limits)
+    except tg.ContextOverflow:
+        assert quick is None
+        return
+    if quick is None:
+        assert full.changed
+        return
+    assert quick.messages == full.messages == msgs
+    assert (quick.strategy, quick.tokens_after) == (full.strategy, full.tokens_after)
+    assert (quick.allowed, quick.bound_by) == (full.allowed, full.bound_by)
+    assert (quick.max_tokens, quick.max_tokens_requested) == (
+        full.max_tokens,
+        full.max_tokens_requested,
+    )
