@@ -2,87 +2,10 @@
 
 Pure: every method takes ``now`` as an argument; nothing here reads a clock,
 sleeps, locks or does I/O. The in-memory backend drives it under a lock.
-
-Model. Each limit (TPM, RPM per ``window`` seconds; TPD, RPD per ``1440 * window``)
-is a bucket of capacity ``limit`` refilled at ``limit / period``, as Groq's are. A
-request may go when every bucket's *room* holds its cost, where
-
-    room = level - in flight
-
-``level`` is the bucket with every *settled* request charged, and *in flight* is
-the sum of the estimates admitted and not settled yet. An estimate in flight does
-not refill: the server charges it when the request arrives, at any time between
-admission and the response, and a bucket sitting at its cap gains nothing while
-the request travels. A naive mirror that charges at admission keeps refilling
-during that gap and drifts above the server's level; here the charge enters
-``level`` only at commit (the latest the server can have charged it), so the room
-is never above the server's bucket, whatever the latency. A request unsettled one
-``window`` after its admission is charged then at its estimate (the room does not
-change; it starts refilling), so a lost reservation cannot hold its estimate forever.
-
-Refunds (as in :mod:`._window`): ``refunds=True`` charges ``actual`` at commit;
-``refunds=False`` charges the whole estimate and records the unused part as
-*deferred*, which a header may give back as far as it proves the server has the
-room; ``refunds=None`` learns: a commit without headers charges ``actual`` and
-remembers the difference as *freed*; a commit with headers charges the estimate
-(deferred), and a header with token counts first charges the frees again as
-deferred; a header showing the server below our level by what was freed, or a 429
-after a free, teaches that the server does not refund (the frees are charged again
-and the model behaves as ``refunds=False`` from then on, for good). Deferred and
-freed amounts are differences to a lower trajectory of the same bucket; they shrink
-only by what the bucket loses at its cap.
-
-Learning that the server refunds. A server that keeps unused tokens holds every
-estimate E it charged as "used" (capacity less level) from the request's arrival,
-and "used" drains at most at its refill rate r. ``floor`` gathers the estimates of
-commits with the headers of a served response (no ``retry-after``, and for less than
-the estimate: a failure committed at its estimate may not have been charged), each
-from its commit, drained together at ``floor_limit`` per window (the configured TPM
-or the largest limit a header gave: never slower than the server); ``floor_lag`` is
-the longest admission-to-commit time among them since ``floor`` was last empty. Each
-request arrived at its admission at the earliest, and a charge taken earlier leaves
-"used" lower from then on, so a keeping server's "used" is at least ``floor`` less
-``r * floor_lag`` (every charge moved ``floor_lag`` earlier). Each admission keeps
-that bound as it was then: every charge in it was committed before, so had reached
-the server before any answer to this request was written, and what a keeping server
-used at that writing is at least the bound less ``r * (now - admission)``. When this
-request's answer shows less in use (its ``x-ratelimit-limit-tokens`` less
-``remaining``) by more than a slack of ``max(16, 2%)`` of that limit, the server
-refunds: the model learns ``True`` (:meth:`Buckets.answer`). The slack is not needed
-for soundness; it absorbs estimates a little above the server's own (a prompt
-counted conservatively) summed over the requests in one bound. A larger limit in a
-header empties ``floor`` (the server may have refilled faster), and only admissions
-after that are checked. Learned ``True`` charges as ``refunds=True`` but still
-records the differences as freed (headers charge nothing again), so a 429 after a
-free, or a header showing the server above us by up to what was freed, moves it to
-``False`` for good; such a header may be older than our level by what our bucket
-refilled since the answered admission and by what settles and headers gave back to
-it meanwhile (``released``: answers read in another order than written), which that
-check allows for. Known limit: an
-estimate larger than what a keeping server charges (a reserve for a call without
-``max_tokens`` larger than the server's own default) can look like a refund; the
-first 429 or header then teaches ``False``. The day's token bucket charges ``actual``
-only when refunds are given.
-
-Headers. A header's ``remaining`` is the server's level when it wrote the
-response, with every request it had seen charged. Whenever it is tighter than our
-level plus the in-flight estimates taken as seen (as the window takes them: all
-but those admitted within ``header_lag``, the default 0 taking headers as current)
-our level drops to it; lowering a safe level is always safe. Raising our level
-(freeing deferred tokens) trusts no request in flight as seen, nor the settles of
-other requests since the answered request was admitted (they may have reached
-the server after the answer was written): the level rises at most to
-``remaining`` less those, so the room stays below the server's bucket even if all
-of them are still to reach it. A header whose limit (``x-ratelimit-limit-tokens``,
-``-requests`` for RPD) is below the configured one describes a smaller bucket: the
-mirror takes its capacity and refills at that limit per period from then on (a later
-header with the configured limit or more restores it). A request larger than that
-capacity (but not than the configured limit) waits for a full bucket; the server
-answers it 413, which charges nothing.
-
-A charge that aged and is then cancelled, or committed for less with refunds, is
-given back less the refill since it aged: without it the bucket may have sat at its
-cap meanwhile, losing that refill (see ``_Level.credit``).
+Invariant: a request may go when every bucket's room (its level with every settled
+request charged, less the estimates in flight) holds its cost, and that room is never
+above the server's bucket, whatever the latency, the refunds or the headers. The
+reasoning (refunds, learning them, headers) is in ``docs/limiter-algorithms.md``.
 """
 
 from __future__ import annotations
@@ -293,7 +216,7 @@ class Buckets:
     @property
     def policy(self) -> bool | None:
         """Whether a commit for less frees the difference at once (True), keeps it
-        deferred (False), or frees it while learning (None): see the module docstring."""
+        deferred (False), or frees it while learning (None): see docs/limiter-algorithms.md."""
         return self.refunds if self.refunds is not None else self.learned
 
     def _cost(self, level: _Level, tokens: int) -> int:
@@ -442,7 +365,7 @@ class Buckets:
         self, charge: BucketCharge, actual: int | None, now: float, *, headers: bool = False
     ) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
-        the commit comes with its response's token headers (see the module docstring).
+        the commit comes with its response's token headers (see docs/limiter-algorithms.md).
 
         The TPM bucket charges ``actual`` when refunds are given or learned, or while
         learning without headers (the difference is then recorded as freed, to be
@@ -538,7 +461,7 @@ class Buckets:
         """While learning, read the headers of a served response to ``charge``, committed
         for ``actual`` (call it before :meth:`settle`): learn that the server refunds
         when they show less in use than a server keeping unused tokens must have; else
-        raise that lower bound by this charge. See the module docstring."""
+        raise that lower bound by this charge. See docs/limiter-algorithms.md."""
         tpm, limit, remaining = self.tpm, view.limit_tokens, view.remaining_tokens
         if (
             tpm is None
@@ -662,7 +585,7 @@ class Buckets:
         given_back: float | None = None,
     ) -> bool:
         """Adopt the server's view when it is tighter; free deferred tokens as far as it
-        proves the room (see the module docstring). True if anything changed.
+        proves the room (see docs/limiter-algorithms.md). True if anything changed.
 
         ``mark``: the (tokens, requests) admission mark of the reservation whose
         response carried the headers (later admissions cannot be in them); ``sure`` its

@@ -3,52 +3,10 @@
 Pure: every function takes ``now`` as an argument; nothing here reads a clock,
 sleeps, locks or does I/O. The in-memory backend drives it under a lock; the
 Redis backend runs the same arithmetic in Lua (``lua/lib.lua``) with Redis time.
-
-Model. A *ledger* holds the charges of one period (the "minute", ``window``
-seconds, for TPM/RPM; the "day", ``1440 * window``, for TPD/RPD) with running
-sums. A charge stamped ``s`` counts until ``s + period``. Charges are restamped
-when their reservation is committed: the server charged the request no later
-than the response arrived, so counting it from then on keeps the ledger at least
-as strict as the server's token bucket, whatever the latency. Day ledgers merge
-charges into buckets one window wide (stamped at the bucket's end, which is
-stricter) so their size stays bounded at any rate.
-
-*Holds* are synthetic charges with a fixed expiry, added when the server's
-headers show it is tighter than the ledger (another client spends the same quota,
-or the server does not refund unused completion tokens). A header is compared with
-the ledger minus what the server cannot have seen yet: admissions after the
-request it answers that are younger than ``header_lag`` seconds. A hold is a
-staircase that follows the server bucket's refill, so it never holds back more
-than the bucket would.
-
-*Refunds.* Whether the server gives back the unused part of an estimate (prompt +
-``max_tokens``) when the answer is shorter is not documented by Groq.
-
-- ``refunds=True``: a commit for less frees the difference at once.
-- ``refunds=False``: a commit for less keeps the estimate charged and records the
-  difference as *deferred*; only a header can free it, and only as far as it proves
-  the server's bucket has the room for every future instant (``Ledger.confirm``),
-  counting as unseen what the server may not have charged yet: with the committed
-  request's own response (``commit(headers=)``), everything admitted after that
-  request and whatever was in flight when it was admitted and still is; with a
-  header given on its own (``observe``), everything in flight now and everything
-  admitted within ``header_lag``. Headers never free more than was deferred.
-- ``refunds=None`` (the default) *learns*. A commit without headers frees the
-  difference of the minute ledger at once (as ``True``), remembering per charge what
-  it freed. Headers decide whenever they are at hand: a commit with token headers
-  defers as ``False`` does, and a header given on its own first charges every free
-  still in the window again as deferred, then frees what it proves. So headers right
-  after a commit (``observe``) free what they would have freed with the commit. A
-  header showing the server holding more than the ledger by an amount the frees
-  explain, or a 429 after any free, teaches that this server does not refund
-  (``Window.learned`` is ``False``): the frees are charged again and from then on it
-  behaves exactly as ``refunds=False``. So against a refunding server nothing is
-  lost, and against one that does not refund only the requests admitted before the
-  first such header or 429 can be refused.
-
-The ledger restamps every commit, so after learning it is exactly the ledger
-``refunds=False`` would have kept. Day ledgers are not confirmed by any header and
-keep the larger charge unless ``refunds=True``.
+Invariant: each ledger (the minute for TPM/RPM, the day for TPD/RPD) is at least as
+strict as the server's bucket; headers only tighten it, or free deferred tokens as far
+as they prove the server has the room. The reasoning (restamping, holds, refunds) is in
+``docs/limiter-algorithms.md``.
 """
 
 from __future__ import annotations
@@ -393,7 +351,7 @@ class Window:
         self.freed_total = 0
         self.lesson: tuple[str, int, int] | None = None
         # Committed charges still holding more than their actual tokens, oldest first
-        # (see the module docstring).
+        # (see docs/limiter-algorithms.md).
         self.deferred: deque[_Deferred] = deque()
         self.minute = Ledger(limits.window) if limits.has_minute else None
         self.day = Ledger(limits.day, bucket=limits.window) if limits.has_day else None
@@ -427,7 +385,7 @@ class Window:
     @property
     def policy(self) -> bool | None:
         """Whether a commit for less frees the difference at once (True), keeps it
-        deferred (False), or frees it while learning (None): see the module docstring."""
+        deferred (False), or frees it while learning (None): see docs/limiter-algorithms.md."""
         return self.refunds if self.refunds is not None else self.learned
 
     def expire(self, now: float) -> None:
@@ -489,7 +447,7 @@ class Window:
         self, charge: Charge, actual: int | None, now: float, *, headers: bool = False
     ) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
-        the commit comes with its response's token headers (see the module docstring)."""
+        the commit comes with its response's token headers (see docs/limiter-algorithms.md)."""
         if self.minute and charge.minute:
             self.minute.remove(charge.minute, charge.tokens, 1)
         if self.day and charge.day:
@@ -500,11 +458,11 @@ class Window:
                 policy = False  # the headers at hand say what to free (see adopt)
             full = max(actual, charge.tokens)
             # Unless the server is known to refund, it may have charged the whole
-            # estimate: keep it, and defer the difference (see the module docstring);
+            # estimate: keep it, and defer the difference (see docs/limiter-algorithms.md);
             # while learning, the minute ledger frees it and remembers how much.
             minute = actual if policy is not False else full
             day = actual if policy else full
-            # Restamped at `now`: see the module docstring.
+            # Restamped at `now`: see docs/limiter-algorithms.md.
             charge.minute = self.minute.add(now, minute, 1) if self.minute else None
             charge.day = self.day.add(now, day, 1) if self.day else None
             charge.tokens = minute
