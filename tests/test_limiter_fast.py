@@ -24,7 +24,7 @@ from tokenguard.limiter._backend import Ticket
 from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
-from tokenguard.limiter._window import Window, WindowLimits
+from tokenguard.limiter._window import WindowLimits
 
 
 class Clock:
@@ -35,7 +35,7 @@ class Clock:
         return self.now
 
 
-def _state(model: Window | Buckets) -> Any:
+def _snapshot(model: Any) -> Any:
     """Everything a later decision depends on, comparable with ``==``."""
     if isinstance(model, Buckets):
         levels = [(lv.level, lv.deferred, lv.freed, lv.cap, lv.rate) for lv in model.levels]
@@ -90,7 +90,7 @@ ops = st.lists(
 
 def _room(backend: MemoryBackend, now: float) -> int:
     """Tokens the model has room for now (rounded down), as far as a probe shows."""
-    model = backend._window
+    model = backend._state
     model.expire(now)
     if isinstance(model, Buckets):
         return math.floor(min(lv.level for lv in model.levels if lv.tokens) - model.open_tokens)
@@ -188,10 +188,10 @@ def test_admit_now_decides_as_start(
         elif kind == "retry":
             fast.observe(ServerView(retry_after=op[1]))
             slow.observe(ServerView(retry_after=op[1]))
-        fw, sw = fast._window, slow._window
+        fw, sw = fast._state, slow._state
         fw.expire(clock.now)
         sw.expire(clock.now)
-        assert _state(fw) == _state(sw)
+        assert _snapshot(fw) == _snapshot(sw)
         assert fast.refunds == slow.refunds
 
 
@@ -322,7 +322,7 @@ class _General(Buckets):
 
 def _full_state(model: Buckets) -> Any:
     return (
-        _state(model),
+        _snapshot(model),
         model.learned,
         model.lesson,
         [(lv.limit, lv.cap) for lv in model.levels],
@@ -394,8 +394,8 @@ def test_bucket_shortcuts_decide_as_the_general_path(
     )
     fast = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
     slow = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
-    fast._window = Buckets(limits, header_lag=header_lag, refunds=refunds)
-    slow._window = _General(limits, header_lag=header_lag, refunds=refunds)
+    fast._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
+    slow._state = _General(limits, header_lag=header_lag, refunds=refunds)
     held: list[tuple[Any, Any]] = []
 
     def acquire(tokens: int) -> tuple[Any, Any] | None:
@@ -447,7 +447,7 @@ def test_bucket_shortcuts_decide_as_the_general_path(
         elif kind == "observe":
             fast.observe(op[1])
             slow.observe(op[1])
-        fw, sw = fast._window, slow._window
+        fw, sw = fast._state, slow._state
         assert isinstance(fw, Buckets)
         assert isinstance(sw, Buckets)
         fw.expire(clock.now)

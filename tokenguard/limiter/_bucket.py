@@ -15,6 +15,7 @@ from collections import deque
 
 from ._headers import ServerView
 from ._simulate import simulate
+from ._state import Lesson
 from ._window import WindowLimits
 
 __all__ = ["BucketCharge", "Buckets"]
@@ -163,7 +164,7 @@ class Buckets:
         # Tokens given back to the TPM level, ever, by frees while learning (or after
         # learning that the server refunds) and by headers freeing deferred tokens.
         self.released = 0.0
-        self.lesson: tuple[str, int, int] | None = None
+        self.lesson: Lesson | None = None
         w, d = limits.window, limits.day
         self.tpm = _Level(limits.tpm, w, tokens=True) if limits.tpm is not None else None
         self.rpm = _Level(limits.rpm, w, tokens=False) if limits.rpm is not None else None
@@ -436,12 +437,27 @@ class Buckets:
                 self.freed_total += full - actual
                 self.released += full - actual
 
+    def settle_answered(
+        self, charge: BucketCharge, actual: int | None, view: ServerView, now: float
+    ) -> None:
+        """:meth:`settle` with the headers of the request's own answer (which may first
+        teach that the server refunds), then adopt them as of its admission."""
+        mark = (charge.mark_tokens, charge.mark_requests)
+        since = charge.at if charge.open else None
+        given_back = self.released - charge.released  # by others since its admission
+        if actual is not None:
+            self.answer(charge, actual, view, now)  # may learn that it refunds
+        self.settle(charge, actual, now, headers=view.remaining_tokens is not None)
+        # The settled mark, set by settle to the settles before this one that were
+        # after its admission.
+        self.adopt(now, view, mark, charge.settled_mark, since, given_back)
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge the frees again (as deferred) and behave
         as ``refunds=False`` from now on (final). ``lesson`` keeps the evidence for the
         caller."""
         self.learned = False
-        self.lesson = (evidence, server_used, ledger_used)
+        self.lesson = Lesson(evidence, server_used, ledger_used)
         self.floor = 0.0
         self._defer_frees()
 
@@ -486,7 +502,7 @@ class Buckets:
             used = limit - remaining
             if used < kept - max(16.0, 0.02 * limit):
                 self.learned = True
-                self.lesson = ("headers", used, math.floor(kept))
+                self.lesson = Lesson("headers", used, math.floor(kept))
                 self.floor = 0.0
                 return
         est = charge.tokens
@@ -503,7 +519,7 @@ class Buckets:
             tpm.deferred += tpm.freed
             tpm.freed = 0.0
 
-    def pop_lesson(self) -> tuple[str, int, int] | None:
+    def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ours) of a lesson learned since the last
         call, or None."""
         lesson, self.lesson = self.lesson, None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ._headers import ServerView
 from ._simulate import simulate
+from ._state import Lesson
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
 
@@ -349,7 +350,7 @@ class Window:
         # of the last lesson for the caller to report (see pop_lesson).
         self.learned: bool | None = None
         self.freed_total = 0
-        self.lesson: tuple[str, int, int] | None = None
+        self.lesson: Lesson | None = None
         # Committed charges still holding more than their actual tokens, oldest first
         # (see docs/limiter-algorithms.md).
         self.deferred: deque[_Deferred] = deque()
@@ -475,12 +476,21 @@ class Window:
                     self.minute.freed_tokens += full - actual
                     self.freed_total += full - actual
 
+    def settle_answered(
+        self, charge: Charge, actual: int | None, view: ServerView, now: float
+    ) -> None:
+        """:meth:`settle` with the headers of the request's own answer, then adopt them
+        as of its admission mark."""
+        mark = (charge.mark_tokens, charge.mark_requests)
+        self.settle(charge, actual, now, headers=view.remaining_tokens is not None)
+        self.adopt(now, view, mark, charge.sure_tokens)
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge again every free still in the window (as
         deferred, so headers may free it as for ``refunds=False``), and behave as
         ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
         self.learned = False
-        self.lesson = (evidence, server_used, ledger_used)
+        self.lesson = Lesson(evidence, server_used, ledger_used)
         self._defer_frees()
 
     def _defer_frees(self) -> None:
@@ -499,7 +509,7 @@ class Window:
         merged = sorted([*self.deferred, *again], key=lambda d: d.entry.stamp)
         self.deferred = deque(merged)
 
-    def pop_lesson(self) -> tuple[str, int, int] | None:
+    def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ledger's) of a lesson learned since the last
         call, or None."""
         lesson, self.lesson = self.lesson, None
