@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import FakeClock
+from fake_clock import FakeClock
 from fitting_support import check_tool_groups, conversations
 from hypothesis import given, settings
 from hypothesis import strategies as st

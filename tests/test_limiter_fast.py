@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import pytest
+from fake_clock import FakeClock
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +26,6 @@ from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._window import WindowLimits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _snapshot(model: Any) -> Any:
@@ -143,7 +136,7 @@ _DRAIN_REQUESTS = [("acquire", 0), ("commit", 0, 0, None)] * 12
 def test_admit_now_decides_as_start(
     ops: list[tuple[Any, ...]], algorithm: str, refunds: bool | None, day: bool
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     limits = WindowLimits(
         tpm=997, rpm=12, tpd=2999 if day else None, rpd=40 if day else None, window=window
     )
@@ -196,7 +189,7 @@ def test_admit_now_decides_as_start(
 
 
 def test_admit_now_never_passes_a_waiter() -> None:
-    clock = Clock()
+    clock = FakeClock()
     backend = MemoryBackend(WindowLimits(tpm=100, window=10.0), clock=clock, algorithm="bucket")
     first = backend.admit_now(90)
     assert first is not None
@@ -212,7 +205,7 @@ def test_admit_now_never_passes_a_waiter() -> None:
 def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
     """The public acquire with the uncontended path against one forced to the queue's
     path: same admissions, same times, same timeouts, sync and async."""
-    clock = Clock()
+    clock = FakeClock()
 
     def make() -> tg.Limiter:
         return tg.Limiter(
@@ -388,7 +381,7 @@ def test_bucket_shortcuts_decide_as_the_general_path(
     learn, a capacity that cannot change, what is seen summed without a lag) and its
     named-bucket settle and admission decide exactly as the general forms: the same
     admissions at the same times, the same levels, lessons and learning state."""
-    clock = Clock()
+    clock = FakeClock()
     limits = WindowLimits(
         tpm=997, rpm=5, tpd=2999 if day else None, rpd=9 if day else None, window=window
     )
