@@ -86,30 +86,40 @@ def recover_plan(
         attempt = attempts.transient
     else:
         return False
+    yield from _retry_plan(g, req, s, failure, attempt, wait, attempts)
+    return True
+
+
+def _retry_plan(
+    g: Guard,
+    req: ChatRequest,
+    s: Settlement,
+    failure: Failure,
+    attempt: int,
+    wait: float,
+    attempts: Attempts,
+) -> Plan[None]:
+    """Report the retry, and wait as decided before sending again."""
     emit(
         GuardRetry(
             model=req.model,
             site=g.site,
-            kind=kind.value,
+            kind=failure.kind.value,
             status=failure.status,
             attempt=attempt,
             wait_s=wait,
         )
     )
-    if wait > 0:
-        if wait >= g.opts.wait_event_s and kind is FailureKind.RATE_LIMITED:
-            emit(
-                GuardWait(
-                    model=req.model,
-                    site=g.site,
-                    wait_s=wait,
-                    reason="retry_after",
-                    tokens=s.estimate,
-                )
+    if wait <= 0:
+        return
+    if wait >= g.opts.wait_event_s and failure.kind is FailureKind.RATE_LIMITED:
+        emit(
+            GuardWait(
+                model=req.model, site=g.site, wait_s=wait, reason="retry_after", tokens=s.estimate
             )
-        yield Sleep(wait, g.opts.sleep)
-        attempts.waited += wait
-    return True
+        )
+    yield Sleep(wait, g.opts.sleep)
+    attempts.waited += wait
 
 
 def _rate_limit_wait(g: Guard, s: Settlement, failure: Failure, exc: BaseException) -> float:

@@ -75,7 +75,10 @@ def settle_plan(
     try:
         if s.reservation is not None:
             tokens = usage.limit_tokens if usage is not None else s.estimate
-            yield from _limiter_step(s, "commit", True, Commit(s.reservation, tokens, s.headers))
+            try:
+                yield Commit(s.reservation, tokens, s.headers)
+            except LimiterUnavailable as exc:
+                _settle_failed(s, "commit", True, exc)
     finally:
         # Charged and reported even when settling is interrupted (a cancelled task).
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
@@ -115,16 +118,20 @@ def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Pla
     try:
         yield step
     except LimiterUnavailable as exc:
-        emit(
-            GuardSettleFailed(
-                model=s.request.model,
-                site=s.guard.site,
-                during=during,
-                served=served,
-                tokens=s.estimate,
-                error=str(exc),
-            )
+        _settle_failed(s, during, served, exc)
+
+
+def _settle_failed(s: Settlement, during: str, served: bool, exc: LimiterUnavailable) -> None:
+    emit(
+        GuardSettleFailed(
+            model=s.request.model,
+            site=s.guard.site,
+            during=during,
+            served=served,
+            tokens=s.estimate,
+            error=str(exc),
         )
+    )
 
 
 def report(
