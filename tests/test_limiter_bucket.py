@@ -29,6 +29,7 @@ from limiter_property import (
     SMALLER_SERVER,
     TEACHING_OPS,
     FakeClock,
+    Model,
     memory,
     run_interleaving,
 )
@@ -227,6 +228,15 @@ def test_simulate_gives_the_wait_of_a_queue_position() -> None:
 _memory = memory("bucket")
 
 
+def _run(
+    steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None], **checks: Any
+) -> Model:
+    """The property against the bucket (answers may be written before later arrivals)."""
+    return run_interleaving(
+        steps, lag, server, _memory, FakeClock(0.0), sliding=False, late_answers=True, **checks
+    )
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
 @example(steps=SMALLER_SERVER, lag=0.0, server=("refunds", True))
@@ -235,16 +245,7 @@ def test_a_smaller_server_bucket_refills_at_the_server_rate(
 ) -> None:
     # The server holds 60 and refills 60 per period where the limiter was told 100;
     # its headers say so (x-ratelimit-limit-tokens), and the mirror takes both.
-    run_interleaving(
-        steps,
-        lag,
-        server,
-        _memory,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-        server_limit=60,
-    )
+    _run(steps, lag, server, server_limit=60)
 
 
 def test_a_smaller_limit_in_the_headers_sets_capacity_and_refill() -> None:
@@ -279,17 +280,7 @@ def test_learning_never_proves_refunds_from_a_server_that_keeps(
 ) -> None:
     # The property asserts it after every step (arrivals in the order of commits, or in
     # any order: see limiter_property.Model.refuse).
-    run_interleaving(
-        steps,
-        lag,
-        ("keeps", None),
-        _memory,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-        server_limit=server_limit,
-        any_order=any_order,
-    )
+    _run(steps, lag, ("keeps", None), server_limit=server_limit, any_order=any_order)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -298,28 +289,11 @@ def test_learning_never_proves_refunds_from_a_server_that_keeps(
 def test_learning_keeps_the_server_bucket_before_and_after_a_lesson(
     steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None], limit: int
 ) -> None:
-    run_interleaving(
-        steps,
-        lag,
-        server,
-        _memory,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-        server_limit=limit,
-    )
+    _run(steps, lag, server, server_limit=limit)
 
 
 def test_the_property_sees_refunds_proven() -> None:
-    m = run_interleaving(
-        REFUNDS_PROVEN,
-        0.0,
-        ("refunds", None),
-        _memory,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-    )
+    m = _run(REFUNDS_PROVEN, 0.0, ("refunds", None))
     assert m.backend.refunds is True
 
 
