@@ -622,24 +622,16 @@ class Buckets:
         # A smaller limit in the headers is the server's bucket: its capacity and refill
         # rate, before anything is compared with it.
         tpm, rpd = self.tpm, self.rpd
-        limit = view.limit_tokens
-        # limit_to changes nothing when the capacity is the configured one and the
-        # header's is not below it.
-        if (
-            tpm is not None
-            and limit is not None
-            and limit > 0
-            and (tpm.cap != tpm.limit or limit < tpm.limit)
-        ):
-            changed |= tpm.limit_to(limit)
-        limit = view.limit_requests
-        if (
-            rpd is not None
-            and limit is not None
-            and limit > 0
-            and (rpd.cap != rpd.limit or limit < rpd.limit)
-        ):
-            changed |= rpd.limit_to(limit)
+        for lv, limit in ((tpm, view.limit_tokens), (rpd, view.limit_requests)):
+            # limit_to changes nothing when the capacity is the configured one and the
+            # header's is not below it.
+            if (
+                lv is not None
+                and limit is not None
+                and limit > 0
+                and (lv.cap != lv.limit or limit < lv.limit)
+            ):
+                changed |= lv.limit_to(limit)
         retry, remaining_tokens = view.retry_after, view.remaining_tokens
         if self.refunds is None and self.learned is not False:
             # _check_refunds learns only from a 429, or from a header showing at least

@@ -606,49 +606,42 @@ class Window:
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
             self.blocked_until = now + view.retry_after
             changed = True
-        if self.minute and lim.tpm is not None and view.remaining_tokens is not None:
-            self.minute.expire(now)
-            changed |= bool(
-                self.minute.adopt(
-                    now,
-                    limit=lim.tpm,
-                    unit="tokens",
-                    remaining=view.remaining_tokens,
-                    server_limit=view.limit_tokens,
-                    reset=view.reset_tokens,
-                    unseen=unseen_t,
-                )
-            )
-            if self.deferred:
-                # Freeing trusts neither the lag nor the admission order: see Charge.
-                if sure is not None:
-                    unseen = (
-                        self.admitted_tokens - mark_t + min(self.minute.open_tokens, mark_t - sure)
+        # The minute's tokens and the day's requests: the counts Groq's headers give.
+        for ledger, limit, unit, remaining, server_limit, reset, unseen_n in (
+            (self.minute, lim.tpm, "tokens", view.remaining_tokens, view.limit_tokens,
+             view.reset_tokens, unseen_t),
+            (self.day, lim.rpd, "requests", view.remaining_requests, view.limit_requests,
+             view.reset_requests, unseen_r),
+        ):  # fmt: skip
+            if ledger is not None and limit is not None and remaining is not None:
+                ledger.expire(now)
+                changed |= bool(
+                    ledger.adopt(
+                        now,
+                        limit=limit,
+                        unit=unit,
+                        remaining=remaining,
+                        server_limit=server_limit,
+                        reset=reset,
+                        unseen=unseen_n,
                     )
-                else:
-                    # A header given on its own, of a response just read: what is in
-                    # flight may not have reached the server, nor what the lag covers.
-                    unseen = self.minute.open_tokens + unseen_t
-                confirmed = self.minute.confirm(
-                    now,
-                    limit=lim.tpm,
-                    remaining=view.remaining_tokens,
-                    server_limit=view.limit_tokens,
-                    reset=view.reset_tokens,
-                    unseen=unseen,
                 )
-                changed |= self.free_deferred(confirmed) > 0
-        if self.day and lim.rpd is not None and view.remaining_requests is not None:
-            self.day.expire(now)
-            changed |= bool(
-                self.day.adopt(
-                    now,
-                    limit=lim.rpd,
-                    unit="requests",
-                    remaining=view.remaining_requests,
-                    server_limit=view.limit_requests,
-                    reset=view.reset_requests,
-                    unseen=unseen_r,
-                )
+        minute, remaining = self.minute, view.remaining_tokens
+        if minute and lim.tpm is not None and remaining is not None and self.deferred:
+            # Freeing trusts neither the lag nor the admission order: see Charge.
+            if sure is not None:
+                unseen = self.admitted_tokens - mark_t + min(minute.open_tokens, mark_t - sure)
+            else:
+                # A header given on its own, of a response just read: what is in
+                # flight may not have reached the server, nor what the lag covers.
+                unseen = minute.open_tokens + unseen_t
+            confirmed = minute.confirm(
+                now,
+                limit=lim.tpm,
+                remaining=remaining,
+                server_limit=view.limit_tokens,
+                reset=view.reset_tokens,
+                unseen=unseen,
             )
+            changed |= self.free_deferred(confirmed) > 0
         return changed
