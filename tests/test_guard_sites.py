@@ -37,6 +37,12 @@ def em() -> Iterator[Emulator]:
         yield server
 
 
+@pytest.fixture
+def client(em: Emulator) -> openai.OpenAI:
+    """The openai SDK's client of the emulator, as a user's code would make it."""
+    return openai.OpenAI(base_url=em.base_url, api_key="x")
+
+
 def fits(events: list[tg.events.Event]) -> list[str]:
     return [e.fields()["tokenguard.fit"] for e in events if e.name == "tokenguard.guard.request"]
 
@@ -46,9 +52,8 @@ def chat_prompts(em: Emulator) -> list[int]:
 
 
 def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
-    em: Emulator, events: list[tg.events.Event]
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     sent: list[list[Any]] = []
 
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
@@ -73,11 +78,10 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
 
 
 def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longer_fits(
-    em: Emulator, events: list[tg.events.Event]
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
     """Without max_tokens the server holds the default reserve (1,024) while the window
     leaves it: prompts up to 8,192 - 1,024 go as asked, a longer one is fitted."""
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     sent: list[list[Any]] = []
 
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
@@ -107,10 +111,8 @@ def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longe
 
 
 def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
-    em: Emulator, events: list[tg.events.Event]
+    client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -125,8 +127,9 @@ def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
     assert (b.reserved, b.requests_used) == (0, 1)
 
 
-def test_a_reset_gives_a_site_that_made_calls_the_new_default_limiter(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+def test_a_reset_gives_a_site_that_made_calls_the_new_default_limiter(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     hello = [{"role": "user", "content": "Hello"}]
     # Each call reserves all but one token of a 300-token minute: a second call must
     # wait for the first one's tokens to come back, which max_wait=0 does not allow.
