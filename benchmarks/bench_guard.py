@@ -107,7 +107,7 @@ def scenario_overhead(samples: int, headers: bool = True) -> None:
     port = _free_port()
     proc = _serve(port, headers)
     base = f"http://127.0.0.1:{port}/openai/v1"
-    unlimited = {"tpm": 10**9, "rpm": 10**9, "window": 60.0}
+    unlimited: tg.InstrumentKwargs = {"tpm": 10**9, "rpm": 10**9, "window": 60.0}
     try:
         bare = openai.OpenAI(base_url=base, api_key="x")
         inst = tg.instrument(bare.copy(), **unlimited)  # the same connection pool

@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-
-@dataclass
-class FakeClock:
-    """A clock that only moves when told to; ``sleep`` advances it (no real waiting)."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 # Typed Any so that the SDKs' overloads (stream or not) resolve on the other arguments.
 HELLO: Any = [{"role": "user", "content": "Hello"}]

@@ -111,6 +111,15 @@ def check_invariants(original: Sequence[Any], result: FitResult) -> None:
                 m is newest or (m.get("role") == "user" and id(m) not in ids and _cut_of(newest, m))
                 for m in out
             )
+        # Truncation opens the kept conversation with a question, never with an answer
+        # (or a tool result) whose question it dropped.
+        opening = next((m for m in out if m.get("role") not in ("system", "developer")), None)
+        if result.strategy == "truncate" and newest.get("role") == "user":
+            assert opening is not None
+            assert opening.get("role") == "user", opening
+    # A budget may drop history, never cut a message: that is refused instead.
+    if result.bound_by == "budget":
+        assert result.shortened == 0
     check_tool_groups(out)
 
 
@@ -136,7 +145,16 @@ def check_tool_groups(messages: Sequence[Any]) -> None:
     # A call still waiting for results may only end the request.
 
 
-def unit_costs(messages: Sequence[Any], model: str = MODEL) -> list[int]:
-    """The cost of each droppable unit (a message, or a tool call with its results)."""
+def exchange_costs(messages: Sequence[Any], model: str = MODEL) -> list[int]:
+    """The cost of each droppable exchange: a question with the answers and tool calls
+    after it (what truncation leaves out at most beyond the room it fills, since the kept
+    history opens with a question)."""
     costs = tg.count_prompt(messages, model).messages
-    return [sum(costs[i] for i in u) for u in layout(messages).units]
+    out: list[int] = []
+    for u in layout(messages).units:
+        cost = sum(costs[i] for i in u)
+        if out and messages[u[0]].get("role") != "user":
+            out[-1] += cost
+        else:
+            out.append(cost)
+    return out

@@ -38,11 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fake_clock import FakeClock
 from hypothesis import example
 from hypothesis import strategies as st
 
 from tokenguard.limiter._backend import Backend, Signal, Ticket
 from tokenguard.limiter._headers import ServerView
+from tokenguard.limiter._memory import MemoryBackend
+from tokenguard.limiter._window import WindowLimits
 
 __all__ = [
     "KEPT_DRAINED",
@@ -61,33 +64,12 @@ __all__ = [
     "FakeClock",
     "Model",
     "known_examples",
+    "memory",
     "run_interleaving",
 ]
 
 LIMIT = 100
 PERIOD = 10.0
-
-
-class FakeClock:
-    """A settable time; ``on_set`` hears every change."""
-
-    def __init__(self, on_set: Callable[[float], None] | None = None) -> None:
-        self._on_set = on_set
-        self._now = 0.0
-        self.now = 0.0
-
-    @property
-    def now(self) -> float:
-        return self._now
-
-    @now.setter
-    def now(self, value: float) -> None:
-        self._now = value
-        if self._on_set is not None:
-            self._on_set(value)
-
-    def __call__(self) -> float:
-        return self._now
 
 
 @dataclass
@@ -438,6 +420,22 @@ _EXAMPLES: list[dict[str, Any]] = [
         "server": ("keeps", None),
     },
 ]
+
+
+def memory(algorithm: str) -> Callable[[FakeClock, float, bool | None], MemoryBackend]:
+    """Makes the in-memory backend of ``algorithm`` ("window" or "bucket") at LIMIT
+    tokens per PERIOD, for :func:`run_interleaving`."""
+
+    def make(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
+        return MemoryBackend(
+            WindowLimits(tpm=LIMIT, window=PERIOD),
+            clock=clock,
+            header_lag=lag,
+            refunds=refunds,
+            algorithm=algorithm,
+        )
+
+    return make
 
 
 def run_interleaving(

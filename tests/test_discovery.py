@@ -10,7 +10,7 @@ from typing import Any
 import groq
 import openai
 import pytest
-from emulator_support import FakeClock
+from fake_clock import FakeClock
 
 import tokenguard as tg
 from tokenguard import _discovery

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from fake_clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,21 +240,9 @@ async def test_a_cancelled_async_run_performs_its_cleanup_effect() -> None:
 # -- the stock effects -----------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-        self.now += seconds
-
-
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_sleep_uses_the_injected_sleep(kind: str) -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
 
     def plan() -> Plan[float]:
         yield Sleep(2.5, clock.sleep)
@@ -264,7 +253,7 @@ def test_sleep_uses_the_injected_sleep(kind: str) -> None:
 
 
 def test_async_sleep_awaits_an_injected_coroutine_sleep() -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
 
     def plan() -> Plan[float]:
         yield Sleep(1.5, clock.asleep)
@@ -274,7 +263,7 @@ def test_async_sleep_awaits_an_injected_coroutine_sleep() -> None:
 
 
 async def test_async_sleep_with_a_sync_fake_still_lets_other_tasks_run() -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     ran: list[str] = []
 
     async def other() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import HELLO, FakeClock, post_json, raw_request
+from emulator_support import HELLO, post_json, raw_request
+from fake_clock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

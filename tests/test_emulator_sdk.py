@@ -8,7 +8,8 @@ from typing import Any
 import groq
 import openai
 import pytest
-from emulator_support import HELLO, FakeClock
+from emulator_support import HELLO
+from fake_clock import FakeClock
 
 from tokenguard.emulator import Emulator, ModelSpec, running
 

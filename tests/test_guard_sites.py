@@ -15,12 +15,15 @@ from typing import Any
 
 import openai
 import pytest
+from fitting_support import conversations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
-from tokenguard._guard._pipeline import fits_as_asked
+from tokenguard._guard._pipeline import fits_as_is
+from tokenguard._guard._request import ChatRequest
+from tokenguard._guard._site import fits_as_asked
 from tokenguard.emulator import Emulator, running
 from tokenguard.fitting import room_for
 
@@ -34,6 +37,12 @@ def em() -> Iterator[Emulator]:
         yield server
 
 
+@pytest.fixture
+def client(em: Emulator) -> openai.OpenAI:
+    """The openai SDK's client of the emulator, as a user's code would make it."""
+    return openai.OpenAI(base_url=em.base_url, api_key="x")
+
+
 def fits(events: list[tg.events.Event]) -> list[str]:
     return [e.fields()["tokenguard.fit"] for e in events if e.name == "tokenguard.guard.request"]
 
@@ -43,9 +52,8 @@ def chat_prompts(em: Emulator) -> list[int]:
 
 
 def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
-    em: Emulator, events: list[tg.events.Event]
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     sent: list[list[Any]] = []
 
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
@@ -70,11 +78,10 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
 
 
 def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longer_fits(
-    em: Emulator, events: list[tg.events.Event]
+    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
     """Without max_tokens the server holds the default reserve (1,024) while the window
     leaves it: prompts up to 8,192 - 1,024 go as asked, a longer one is fitted."""
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
     sent: list[list[Any]] = []
 
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
@@ -104,10 +111,8 @@ def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longe
 
 
 def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
-    em: Emulator, events: list[tg.events.Event]
+    client: openai.OpenAI, events: list[tg.events.Event]
 ) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
-
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
@@ -122,8 +127,9 @@ def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(
     assert (b.reserved, b.requests_used) == (0, 1)
 
 
-def test_a_reset_gives_a_site_that_made_calls_the_new_default_limiter(em: Emulator) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x")
+def test_a_reset_gives_a_site_that_made_calls_the_new_default_limiter(
+    em: Emulator, client: openai.OpenAI
+) -> None:
     hello = [{"role": "user", "content": "Hello"}]
     # Each call reserves all but one token of a 300-token minute: a second call must
     # wait for the first one's tokens to come back, which max_wait=0 does not allow.
@@ -197,3 +203,56 @@ def test_a_prompt_within_the_site_room_is_one_fitting_would_send_as_asked(
         assert prompt <= r.allowed
         assert not r.lowered
         assert (r.max_tokens, r.reserve) == (max_tokens, empty.reserve)
+
+
+# -- a request that needs no fitting is sent as fitting would send it ------------------
+
+
+@given(
+    msgs=conversations(huge=False, max_turns=12),
+    window=st.sampled_from([2_048, 8_192, 131_072]),
+    tpm=st.none() | st.integers(min_value=500, max_value=30_000),
+    budget=st.none() | st.integers(min_value=100, max_value=20_000),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=10_000),
+    default_reserve=st.integers(min_value=1, max_value=4_000),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_shortcut_for_a_request_that_fits_decides_as_fitting(
+    msgs: list[Any],
+    window: int,
+    tpm: int | None,
+    budget: int | None,
+    max_tokens: int | None,
+    default_reserve: int,
+) -> None:
+    """The guard takes a request that fits as it is without fitting's per-message
+    breakdown: whenever it does, fitting would send the same messages with the same
+    room, max_tokens and reservation."""
+    info = tg.get_model(MODEL)
+    req = ChatRequest(messages=msgs, model=MODEL, max_tokens=max_tokens)
+    count = tg.default_counter().count_request(
+        msgs, info, max_tokens=max_tokens, default_reserve=default_reserve
+    )
+    limits: dict[str, Any] = {
+        "context_window": window,
+        "tpm": tpm,
+        "budget": budget,
+        "max_tokens": max_tokens,
+        "default_reserve": default_reserve,
+    }
+    quick = fits_as_is(req, count, info, {**limits, "on_overflow": "truncate"})
+    try:
+        full = tg.fit(msgs, info, **limits)
+    except tg.ContextOverflow:
+        assert quick is None
+        return
+    if quick is None:
+        assert full.changed
+        return
+    assert quick.messages == full.messages == msgs
+    assert (quick.strategy, quick.tokens_after) == (full.strategy, full.tokens_after)
+    assert (quick.allowed, quick.bound_by) == (full.allowed, full.bound_by)
+    assert (quick.max_tokens, quick.max_tokens_requested) == (
+        full.max_tokens,
+        full.max_tokens_requested,
+    )

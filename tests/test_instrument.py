@@ -131,8 +131,13 @@ def test_bad_bodies_get_a_clear_error_with_nothing_sent(em: Emulator) -> None:
     with tg.budget(tokens=10_000) as b:
         with pytest.raises(tg.InvalidMessages, match="messages must be a list"):
             client.chat.completions.create(model=MODEL, messages="Hello", max_tokens=8)
-        with pytest.raises(tg.InvalidMessages, match="max_tokens"):
+        with pytest.raises(tg.InvalidRequest, match="max_tokens") as bad:
             client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=-1)
+        assert bad.value.field == "max_tokens"
+        assert not isinstance(bad.value, tg.InvalidMessages)
+        with pytest.raises(tg.InvalidRequest, match="extra_body must be a dict") as bad:
+            client.chat.completions.create(model=MODEL, messages=HELLO, extra_body=[1])
+        assert bad.value.field == "extra_body"
         with pytest.raises(tg.ConfigurationError, match="no model"):
             client.chat.completions.create(messages=HELLO, max_tokens=8)
     assert [r for r in em.log if r.endpoint == "chat"] == []

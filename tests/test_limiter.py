@@ -14,22 +14,10 @@ from typing import Any
 
 import pytest
 import redis
+from fake_clock import FakeClock
 from redis_support import RedisServer, redis_srv
 
 import tokenguard as tg
-
-
-class FakeClock:
-    """A clock whose ``sleep`` advances it: waits take no real time."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
 
 
 @dataclass

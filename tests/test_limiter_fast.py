@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import pytest
+from fake_clock import FakeClock
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -24,18 +25,10 @@ from tokenguard.limiter._backend import Ticket
 from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._memory import MemoryBackend
-from tokenguard.limiter._window import Window, WindowLimits
+from tokenguard.limiter._window import WindowLimits
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _state(model: Window | Buckets) -> Any:
+def _snapshot(model: Any) -> Any:
     """Everything a later decision depends on, comparable with ``==``."""
     if isinstance(model, Buckets):
         levels = [(lv.level, lv.deferred, lv.freed, lv.cap, lv.rate) for lv in model.levels]
@@ -90,7 +83,7 @@ ops = st.lists(
 
 def _room(backend: MemoryBackend, now: float) -> int:
     """Tokens the model has room for now (rounded down), as far as a probe shows."""
-    model = backend._window
+    model = backend._state
     model.expire(now)
     if isinstance(model, Buckets):
         return math.floor(min(lv.level for lv in model.levels if lv.tokens) - model.open_tokens)
@@ -143,7 +136,7 @@ _DRAIN_REQUESTS = [("acquire", 0), ("commit", 0, 0, None)] * 12
 def test_admit_now_decides_as_start(
     ops: list[tuple[Any, ...]], algorithm: str, refunds: bool | None, day: bool
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     limits = WindowLimits(
         tpm=997, rpm=12, tpd=2999 if day else None, rpd=40 if day else None, window=window
     )
@@ -188,15 +181,15 @@ def test_admit_now_decides_as_start(
         elif kind == "retry":
             fast.observe(ServerView(retry_after=op[1]))
             slow.observe(ServerView(retry_after=op[1]))
-        fw, sw = fast._window, slow._window
+        fw, sw = fast._state, slow._state
         fw.expire(clock.now)
         sw.expire(clock.now)
-        assert _state(fw) == _state(sw)
+        assert _snapshot(fw) == _snapshot(sw)
         assert fast.refunds == slow.refunds
 
 
 def test_admit_now_never_passes_a_waiter() -> None:
-    clock = Clock()
+    clock = FakeClock()
     backend = MemoryBackend(WindowLimits(tpm=100, window=10.0), clock=clock, algorithm="bucket")
     first = backend.admit_now(90)
     assert first is not None
@@ -212,7 +205,7 @@ def test_admit_now_never_passes_a_waiter() -> None:
 def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
     """The public acquire with the uncontended path against one forced to the queue's
     path: same admissions, same times, same timeouts, sync and async."""
-    clock = Clock()
+    clock = FakeClock()
 
     def make() -> tg.Limiter:
         return tg.Limiter(
@@ -322,7 +315,7 @@ class _General(Buckets):
 
 def _full_state(model: Buckets) -> Any:
     return (
-        _state(model),
+        _snapshot(model),
         model.learned,
         model.lesson,
         [(lv.limit, lv.cap) for lv in model.levels],
@@ -388,14 +381,14 @@ def test_bucket_shortcuts_decide_as_the_general_path(
     learn, a capacity that cannot change, what is seen summed without a lag) and its
     named-bucket settle and admission decide exactly as the general forms: the same
     admissions at the same times, the same levels, lessons and learning state."""
-    clock = Clock()
+    clock = FakeClock()
     limits = WindowLimits(
         tpm=997, rpm=5, tpd=2999 if day else None, rpd=9 if day else None, window=window
     )
     fast = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
     slow = MemoryBackend(limits, clock=clock, refunds=refunds, header_lag=header_lag)
-    fast._window = Buckets(limits, header_lag=header_lag, refunds=refunds)
-    slow._window = _General(limits, header_lag=header_lag, refunds=refunds)
+    fast._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
+    slow._state = _General(limits, header_lag=header_lag, refunds=refunds)
     held: list[tuple[Any, Any]] = []
 
     def acquire(tokens: int) -> tuple[Any, Any] | None:
@@ -447,7 +440,7 @@ def test_bucket_shortcuts_decide_as_the_general_path(
         elif kind == "observe":
             fast.observe(op[1])
             slow.observe(op[1])
-        fw, sw = fast._window, slow._window
+        fw, sw = fast._state, slow._state
         assert isinstance(fw, Buckets)
         assert isinstance(sw, Buckets)
         fw.expire(clock.now)

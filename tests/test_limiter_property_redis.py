@@ -87,7 +87,7 @@ def _redis_run(
         backend._test_clock = clock  # the scripts' time: see RedisBackend._args
         return backend
 
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     try:
         bucket = algorithm == "bucket"
         return run_interleaving(
@@ -183,7 +183,7 @@ def test_lua_bucket_admits_when_the_python_model_does(
         lag,
         server,
         _memory_bucket,
-        FakeClock(),
+        FakeClock(0.0),
         sliding=False,
         late_answers=True,
         server_limit=server_limit,
@@ -256,7 +256,7 @@ def test_lua_bucket_learns_as_the_python_model(
             lag,
             server,
             _memory_bucket,
-            FakeClock(),
+            FakeClock(0.0),
             sliding=False,
             late_answers=True,
             server_limit=server_limit,

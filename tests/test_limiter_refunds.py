@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 from emulator_support import HELLO
-from emulator_support import FakeClock as EmulatorClock
+from fake_clock import FakeClock
 from redis_support import RedisServer, redis_srv
 from structlog.testing import capture_logs
 from test_limiter import Api, Harness, api, h, redis_harness
@@ -183,7 +183,7 @@ def test_against_the_emulator_the_lesson_costs_at_most_one_429(
 ) -> None:
     """A new user's loop through the openai SDK, against a server that refunds unused
     tokens and one that keeps them, for each way of giving the answer back."""
-    clock = EmulatorClock()
+    clock = FakeClock()
     lim = tg.Limiter(tpm=600, window=10.0, clock=clock, sleep=clock.sleep)
     with running(
         model="llama3-8b-8192",
@@ -270,7 +270,7 @@ def test_headers_of_a_slow_server_prove_its_refunds_within_a_few_requests(
 ) -> None:
     """Tried as a new user would: 1,024 tokens reserved, 16 generated, half a second
     to answer, every response's headers given to commit (memory, fake clock)."""
-    clock = EmulatorClock()
+    clock = FakeClock()
     lim = tg.Limiter(tpm=6000, window=10.0, clock=clock, sleep=clock.sleep)
     with (
         running(

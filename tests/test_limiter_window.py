@@ -13,22 +13,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from limiter_property import (
-    LEARNING_429,
-    LIMIT,
-    OPS,
-    PERIOD,
-    SERVERS,
-    FakeClock,
-    known_examples,
-    run_interleaving,
-)
-
-from tokenguard.limiter._backend import Signal, Ticket
-from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._window import HOLD_STEPS, Ledger, Window, WindowLimits
 
 
@@ -122,48 +106,3 @@ def test_adopt_counts_later_admissions_as_unseen() -> None:
         )
         == 20
     )
-
-
-# -- the property test (tests/limiter_property.py; the Redis run is in
-# test_limiter_property_redis.py) ------------------------------------------------------
-
-
-def _memory(clock: FakeClock, lag: float, refunds: bool | None) -> MemoryBackend:
-    return MemoryBackend(
-        WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock, header_lag=lag, refunds=refunds
-    )
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
-@known_examples
-def test_any_interleaving_keeps_every_window_and_the_server_bucket(
-    steps: list[tuple[object, ...]], lag: float, server: tuple[str, bool | None]
-) -> None:
-    clock = FakeClock()
-    run_interleaving(steps, lag, server, _memory, clock)
-
-
-def test_the_property_sees_a_learning_429() -> None:
-    # The property's refusals are reachable: a free the server kept lets one request
-    # in too many, and its 429 teaches the limiter.
-    m = run_interleaving(LEARNING_429, 0.0, ("keeps", None), _memory, FakeClock())
-    assert m.refused == 1
-    assert m.backend.refunds is False
-
-
-@pytest.mark.parametrize("costs", [[100, 1], [50, 50, 50], [1, 100, 1]])
-def test_queue_is_served_in_order(costs: list[int]) -> None:
-    clock = FakeClock()
-    b = MemoryBackend(WindowLimits(tpm=LIMIT, window=PERIOD), clock=clock)
-    b.start(Ticket(100, Signal(for_async=False)))
-    tickets = [Ticket(c, Signal(for_async=False)) for c in costs]
-    for t in tickets:
-        assert b.start(t).charge is None
-    served: list[Ticket] = []
-    while len(served) < len(tickets):
-        clock.now += 1.0
-        for t in tickets:
-            if t not in served and b.poll(t).charge is not None:
-                served.append(t)
-    assert served == tickets

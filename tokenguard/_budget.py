@@ -38,7 +38,6 @@ __all__ = [
     "Budget",
     "BudgetHold",
     "budget",
-    "budgets_now",
     "carry",
     "open_budgets",
     "reserve",
@@ -226,10 +225,6 @@ def budget(
 def open_budgets() -> tuple[Budget, ...]:
     """The budgets open around the caller, outermost first."""
     return _open.get()
-
-
-#: :func:`open_budgets` without a Python frame of its own: the guard asks on every call.
-budgets_now: Callable[[], tuple[Budget, ...]] = _open.get
 
 
 def room() -> int | None:

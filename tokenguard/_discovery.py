@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._drive import Call, Plan, run_async, run_sync
-from .events import ModelDiscovered, ModelDiscoveryFailed, emit
+from .events import ModelsDiscovered, ModelsDiscoveryFailed, emit
 from .models import UNKNOWN_MODEL_DEFAULTS, ModelInfo, get_model, table_entry
 
 __all__ = [
@@ -223,7 +223,7 @@ class ModelDirectory:
             self._entries[(base_url, model)] = _Entry(info, now + ttl)
         if info is not None:
             emit(
-                ModelDiscovered(
+                ModelsDiscovered(
                     model=model,
                     base_url=base_url,
                     context_window=info.context_window,
@@ -233,7 +233,7 @@ class ModelDirectory:
             )
         elif failed is not None:
             emit(
-                ModelDiscoveryFailed(
+                ModelsDiscoveryFailed(
                     model=model,
                     base_url=base_url,
                     reason=failed.reason,

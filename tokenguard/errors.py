@@ -4,7 +4,8 @@ Every error that tokenguard raises on its own account derives from
 :class:`TokenGuardError`, so ``except tg.TokenGuardError`` catches them all::
 
     TokenGuardError
-    ├── InvalidMessages        the request itself is malformed (names the message and problem)
+    ├── InvalidMessages        the messages are malformed (names the message and problem)
+    ├── InvalidRequest         another part of the request is malformed (max_tokens, extra_body)
     ├── ConfigurationError     an option or model-table entry is malformed
     ├── TokenizerUnavailable   tokenizer data is missing or fails its sha256 check
     ├── ContextOverflow        the request cannot be made to fit the context window
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "ContextOverflow",
     "InvalidMessages",
+    "InvalidRequest",
     "LimiterUnavailable",
     "RateLimitTimeout",
     "RequestTooLarge",
@@ -48,6 +50,16 @@ class InvalidMessages(TokenGuardError, ValueError):
         self.index = index
         where = f"messages[{index}]: " if index is not None else ""
         super().__init__(f"{where}{problem}")
+
+
+class InvalidRequest(TokenGuardError, ValueError):
+    """A part of the request other than its messages is malformed (``max_tokens``,
+    ``max_completion_tokens``, ``extra_body``); ``field`` names it. Nothing was sent."""
+
+    def __init__(self, problem: str, *, field: str) -> None:
+        self.problem = problem
+        self.field = field
+        super().__init__(problem)
 
 
 class ConfigurationError(TokenGuardError, ValueError):

@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 __all__ = [
-    "CountMismatch",
+    "CountingMismatch",
+    "CountingTokenizerMissing",
     "Event",
     "FitCustom",
     "FitFallback",
@@ -42,19 +43,18 @@ __all__ = [
     "FitOverflow",
     "FitSummarized",
     "FitTruncated",
-    "GuardContextLearned",
+    "GuardLimitLearned",
     "GuardRequest",
     "GuardRetry",
     "GuardSettleFailed",
     "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
-    "ModelDiscovered",
-    "ModelDiscoveryFailed",
-    "RefundsLearned",
+    "LimiterRefundsLearned",
+    "ModelsDiscovered",
+    "ModelsDiscoveryFailed",
+    "ModelsUnknown",
     "Sink",
-    "TokenizerMissing",
-    "UnknownModel",
     "add_sink",
     "emit",
     "enabled",
@@ -108,7 +108,7 @@ class LimiterBadHeader(Event):
 
 
 @dataclass(frozen=True)
-class RefundsLearned(Event):
+class LimiterRefundsLearned(Event):
     """The limiter learned whether the server gives back unused completion tokens
     (``refunds``), from ``evidence`` (e.g. ``"headers"`` or ``"429"``), with the
     server's and the limiter's view of the tokens in use at that moment (learning
@@ -123,7 +123,7 @@ class RefundsLearned(Event):
 
 
 @dataclass(frozen=True)
-class CountMismatch(Event):
+class CountingMismatch(Event):
     """An exact pre-flight count disagreed with the server's ``usage.prompt_tokens``
     (reported once per model)."""
 
@@ -135,7 +135,7 @@ class CountMismatch(Event):
 
 
 @dataclass(frozen=True)
-class TokenizerMissing(Event):
+class CountingTokenizerMissing(Event):
     """A model's exact tokenizer data is not installed: counts are conservative
     estimates; ``hint`` says how to get exact ones (reported once per tokenizer)."""
 
@@ -147,7 +147,7 @@ class TokenizerMissing(Event):
 
 
 @dataclass(frozen=True)
-class UnknownModel(Event):
+class ModelsUnknown(Event):
     """A model not in the table: conservative defaults are used (once per name)."""
 
     name: ClassVar[str] = "tokenguard.models.unknown"
@@ -158,7 +158,7 @@ class UnknownModel(Event):
 
 
 @dataclass(frozen=True)
-class ModelDiscovered(Event):
+class ModelsDiscovered(Event):
     """A model the table lacks, described by the server's ``GET /models/{model}``
     (checked and bounded first); believed for ``ttl_s`` seconds."""
 
@@ -171,7 +171,7 @@ class ModelDiscovered(Event):
 
 
 @dataclass(frozen=True)
-class ModelDiscoveryFailed(Event):
+class ModelsDiscoveryFailed(Event):
     """``GET /models/{model}`` gave nothing usable: ``reason`` is ``not_found`` (404),
     ``unreachable`` (no answer), ``refused`` (another error status) or ``invalid`` (an
     answer whose limits are missing or out of bounds). The model gets the unknown-model
@@ -369,7 +369,7 @@ class GuardRetry(Event):
 
 
 @dataclass(frozen=True)
-class GuardContextLearned(Event):
+class GuardLimitLearned(Event):
     """The server refused a request as too large for the model: the guard now fits that
     model's requests within ``learned`` tokens (``limit`` is ``"context_window"`` or
     ``"tpm"``; ``source`` is ``"error"`` or ``"models_endpoint"`` or ``"estimate"``)."""
@@ -483,3 +483,10 @@ def to_logging(logger: logging.Logger | str = "tokenguard") -> Sink:
             log.log(level, "%s %s", event.name, fields, extra={"tokenguard": fields})
 
     return sink
+
+
+#: Earlier names of three records, kept for code that still imports them; each is the
+#: same class as its new name (which matches the event it emits).
+CountMismatch = CountingMismatch
+TokenizerMissing = CountingTokenizerMissing
+UnknownModel = ModelsUnknown

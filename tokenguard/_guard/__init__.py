@@ -16,8 +16,10 @@ Example::
         return other_client.chat.completions.create(messages=messages, model=model,
                                                     max_tokens=max_tokens)
 
-Modules: ``_options`` (the options value), ``_request`` (reading a call), ``_pipeline``
-(the plan), ``_streams`` (streams settled at their end), ``_decorator``, ``_instrument``,
+Modules: ``_options`` (the options value), ``_request`` (reading a call), ``_site`` (a
+call site and what it works out once), ``_pipeline`` (the plan: fit, admit, send),
+``_settle`` (settling and the call's event), ``_recover`` (retries and refits),
+``_streams`` (streams settled at their end), ``_decorator``, ``_instrument``,
 ``_registry`` (the process-wide default limiters and learned limits). Internal: the public
 names are re-exported from :mod:`tokenguard`.
 """
@@ -26,16 +28,24 @@ from __future__ import annotations
 
 from ._decorator import guard
 from ._instrument import instrument, is_instrumented, uninstrument
-from ._options import DEFAULT_BASE_URL, DEFAULT_WAIT_EVENT_S, GuardOptions
+from ._options import (
+    DEFAULT_BASE_URL,
+    DEFAULT_WAIT_EVENT_S,
+    GuardKwargs,
+    GuardOptions,
+    InstrumentKwargs,
+)
 from ._registry import reset as reset_defaults
 from ._streams import GuardedAsyncStream, GuardedStream
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_WAIT_EVENT_S",
+    "GuardKwargs",
     "GuardOptions",
     "GuardedAsyncStream",
     "GuardedStream",
+    "InstrumentKwargs",
     "guard",
     "instrument",
     "is_instrumented",

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import wrapt
 
 from .._drive import run_async, run_sync
 from ..counting._request_options import PROMPT_KEYWORDS
 from ..errors import ConfigurationError, InvalidMessages
-from ._options import GuardOptions, make_options
-from ._pipeline import Guard, call_plan
+from ._options import GuardKwargs, GuardOptions, make_options
+from ._pipeline import call_plan
 from ._registry import normalize_base_url
 from ._request import ChatRequest, asked_max_tokens, given, plain_request
+from ._site import Guard
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["guard"]
 
@@ -96,11 +100,7 @@ class _Binding:
         return view
 
     def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChatRequest:
-        if kwargs or len(args) > len(self.positional):
-            a = self._view(args, kwargs)
-        else:  # positional arguments only (the usual call): _view's result, without its frame
-            a = dict(self.defaults)
-            a.update(zip(self.positional, args, strict=False))
+        a = self._view(args, kwargs)
         messages = a.get(self.opts.messages_arg)
         if type(messages) is not list:  # a plain list needs none of these checks
             messages = self._messages(messages)
@@ -290,14 +290,10 @@ def guard(fn: F, /) -> F: ...
 
 
 @overload
-def guard(
-    fn: None = None,
-    /,
-    **options: Any,
-) -> Callable[[F], F]: ...
+def guard(fn: None = None, /, **options: Unpack[GuardKwargs]) -> Callable[[F], F]: ...
 
 
-def guard(fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+def guard(fn: F | None = None, /, **options: Unpack[GuardKwargs]) -> F | Callable[[F], F]:
     """Guard a function that sends one chat request: count, fit, budget, rate-limit,
     retry and log every call. Bare (``@tg.guard``) or with options.
 
@@ -308,10 +304,11 @@ def guard(fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
     and coroutine-ness; a function returning a stream gets a stream that settles when
     it ends.
 
-    Options (keyword-only): ``limiter`` (a shared :class:`~tokenguard.Limiter`, e.g. on
-    Redis) or ``tpm``/``rpm``/``tpd``/``rpd``/``window`` (else the model table's limits,
-    shared process-wide per base URL and model; ``base_url`` says which endpoint the
-    function talks to, Groq's by default), ``tier``, ``context_window``,
+    Options (keyword-only, typed by :class:`~tokenguard.GuardKwargs`, so a misspelt one
+    is a type error): ``limiter`` (a shared :class:`~tokenguard.Limiter`, e.g. on Redis)
+    or ``tpm``/``rpm``/``tpd``/``rpd``/``window`` (else the model table's limits, shared
+    process-wide per base URL and model; ``base_url`` says which endpoint the function
+    talks to, Groq's by default), ``tier``, ``context_window``,
     ``on_overflow`` (``"truncate"``, ``"summarize"`` with ``summarizer=``, ``"error"`` or
     a callable), ``max_wait`` (seconds a call may wait for the rate window and for the
     server's 429s; ``None``: as long as it takes), ``retries`` (429 retries; ``None``:

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._drive import run_async, run_sync
 from ..errors import ConfigurationError
 from ..fitting import ClientSummarizer
-from ._options import GuardOptions, make_options
-from ._pipeline import Guard, call_plan
+from ._options import GuardOptions, InstrumentKwargs, make_options
+from ._pipeline import call_plan
 from ._registry import normalize_base_url
 from ._request import read_body
+from ._site import Guard
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -181,16 +185,17 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         g.summarizer = ClientSummarizer(client)
 
 
-def instrument(client: C, /, **options: Any) -> C:
+def instrument(client: C, /, **options: Unpack[InstrumentKwargs]) -> C:
     """Guard every ``chat.completions.create`` of ``client`` (``openai.OpenAI``,
     ``openai.AsyncOpenAI``, ``groq.Groq``, ``groq.AsyncGroq``); returns the same client.
 
     Plain calls, ``with_raw_response`` and ``stream=True`` all go through the pipeline,
     and the ``x-ratelimit-*`` headers of every response and every error are given to the
-    limiter. The options are those of :func:`~tokenguard.guard` (``messages_arg`` and
-    ``model_arg`` aside); without ``on_overflow="summarize"``'s ``summarizer=`` the
-    summaries are written by this client, through this guard. Instrumenting again
-    replaces the options; :func:`uninstrument` undoes it.
+    limiter. The options (keyword-only, typed by :class:`~tokenguard.InstrumentKwargs`)
+    are those of :func:`~tokenguard.guard` but ``messages_arg`` and ``model_arg``; without
+    ``on_overflow="summarize"``'s ``summarizer=`` the summaries are written by this
+    client, through this guard. Instrumenting again replaces the options;
+    :func:`uninstrument` undoes it.
 
     The guard takes over the SDK's retries (see the module): set ``max_retries`` on the
     client as before; it now counts the guard's retries of 5xx, connection errors and

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import ConfigurationError
 from ..fitting import DEFAULT_RESERVE, Strategy, StrategyCallable, Summarizer
@@ -14,7 +14,14 @@ from ..fitting import DEFAULT_RESERVE, Strategy, StrategyCallable, Summarizer
 if TYPE_CHECKING:
     from ..limiter import Limiter
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_WAIT_EVENT_S", "GuardOptions", "make_options"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_WAIT_EVENT_S",
+    "GuardKwargs",
+    "GuardOptions",
+    "InstrumentKwargs",
+    "make_options",
+]
 
 #: Groq's OpenAI-compatible endpoint: the base URL a decorated function is assumed to
 #: talk to (its default limiters are shared with clients instrumented for that URL).
@@ -66,6 +73,61 @@ class GuardOptions:
     def explicit_limits(self) -> bool:
         """Whether the options give limits of their own (not the model table's)."""
         return any(v is not None for v in (self.tpm, self.rpm, self.tpd, self.rpd, self.window))
+
+
+class InstrumentKwargs(TypedDict, total=False):
+    """The keyword options of :func:`tokenguard.instrument` (those of
+    :func:`tokenguard.guard` but ``messages_arg`` and ``model_arg``): each is a field of
+    :class:`GuardOptions`, with the same type; a test keeps the two in step."""
+
+    #: The model of calls that name none.
+    model: str | None
+    #: A shared :class:`~tokenguard.Limiter` (e.g. on Redis), instead of limits of its own.
+    limiter: Limiter | None
+    #: Limits of its own (else the model table's, shared process-wide per base URL and
+    #: model): tokens and requests per minute and per day, and the window in seconds.
+    tpm: int | None
+    rpm: int | None
+    tpd: int | None
+    rpd: int | None
+    window: float | None
+    #: The model table's tier whose limits apply (``"free"``, ``"dev"``).
+    tier: str
+    #: The endpoint the calls go to (Groq's by default): default limiters are per URL.
+    base_url: str | None
+    #: A context window smaller than the model table's.
+    context_window: int | None
+    #: What to do with a conversation that does not fit: ``"truncate"``, ``"summarize"``
+    #: (with ``summarizer``), ``"error"`` or a callable.
+    on_overflow: Strategy | StrategyCallable
+    summarizer: Summarizer | None
+    #: Seconds a call may wait for the rate window and the server's 429s (``None``: as
+    #: long as it takes).
+    max_wait: float | None
+    #: The 429 retries (``None``: until ``max_wait``).
+    retries: int | None
+    #: Completion tokens held for a call without ``max_tokens``.
+    default_reserve: int
+    #: Opt-in: send an explicit ``max_tokens`` of at most that many.
+    cap_max_tokens: int | None
+    #: ``False``: count, fit and budget only.
+    rate_limit: bool
+    #: Put the messages sent in the call's event (off: events never carry content).
+    log_content: bool
+    #: Waits of at least this many seconds are reported as events.
+    wait_event_s: float
+    #: The clock and sleep of the waits (a fake pair in tests).
+    clock: Callable[[], float]
+    sleep: Callable[[float], Any] | None
+
+
+class GuardKwargs(InstrumentKwargs, total=False):
+    """The keyword options of :func:`tokenguard.guard`."""
+
+    #: The function's parameter that takes the messages.
+    messages_arg: str
+    #: The function's parameter that takes the model.
+    model_arg: str
 
 
 def _positive_int(name: str, value: object) -> None:

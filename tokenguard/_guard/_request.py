@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from ..counting._request_options import PROMPT_KEYWORDS
-from ..errors import ConfigurationError, InvalidMessages
+from ..errors import ConfigurationError, InvalidMessages, InvalidRequest
 
 __all__ = [
     "NO_OPTIONS",
@@ -36,8 +36,7 @@ class ChatRequest(NamedTuple):
     """One call as asked: ``max_tokens`` is ``max_completion_tokens`` when given (the
     SDKs send it over ``max_tokens``), ``None`` when the call gives neither.
 
-    A named tuple rather than a frozen dataclass: one is built on every guarded call,
-    and a frozen dataclass pays a ``setattr`` call per field to build."""
+    A named tuple rather than a frozen dataclass: one is built on every guarded call."""
 
     messages: Sequence[Any]
     model: str
@@ -47,11 +46,6 @@ class ChatRequest(NamedTuple):
     functions: Sequence[Any] | None = None
     #: Other prompt keywords (``response_format``, ``reasoning_effort``, ...) for counting.
     options: Mapping[str, Any] = NO_OPTIONS
-
-
-#: ``new_request(ChatRequest, (messages, model, max_tokens, stream, tools, functions,
-#: options))``: a request built in one step, without the keyword-taking ``__new__``.
-new_request = tuple.__new__
 
 
 class Sender(Protocol):
@@ -85,17 +79,8 @@ def given(value: Any) -> Any:
 def plain_request(messages: Any, model: Any, asked: int | None, stream: Any) -> ChatRequest:
     """The usual request: no tools, functions or prompt-changing options (built in one
     step, as every guarded call without them is)."""
-    return new_request(
-        ChatRequest,
-        (
-            messages,
-            model,
-            asked,
-            stream is not None and given(stream) is True,
-            None,
-            None,
-            NO_OPTIONS,
-        ),
+    return ChatRequest(
+        messages, model, asked, stream is not None and given(stream) is True, None, None, NO_OPTIONS
     )
 
 
@@ -105,7 +90,7 @@ def check_max_tokens(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidMessages(f"{name} must be an int >= 1 or None, got {value!r}")
+        raise InvalidRequest(f"{name} must be an int >= 1 or None, got {value!r}", field=name)
     return value
 
 
@@ -168,7 +153,10 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     extra = given(extra)
     if extra is not None:
         if not isinstance(extra, Mapping):
-            raise InvalidMessages(f"{where}: extra_body must be a dict, got {type(extra).__name__}")
+            raise InvalidRequest(
+                f"{where}: extra_body must be a dict, got {type(extra).__name__}",
+                field="extra_body",
+            )
         options["extra_body"] = extra
     tools = functions = None
     # Only the keywords the call gives (a few) are looked at, not every prompt keyword.

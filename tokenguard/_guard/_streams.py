@@ -3,7 +3,7 @@
 Groq puts a stream's usage in its final chunk (``x_groq.usage``, or ``usage`` with
 ``stream_options.include_usage``). A wrapper passes every chunk through unchanged and
 remembers the last usage it saw; when the stream ends, fails or is closed, the request
-is settled once (:func:`~._pipeline.settle_plan`): at the usage when the stream ran to
+is settled once (:func:`~._settle.settle_plan`): at the usage when the stream ran to
 its end, at the reservation's estimate when it was closed or abandoned early. The sync
 and async wrappers differ only in how they iterate and run that one plan.
 
@@ -24,7 +24,7 @@ import wrapt
 
 from .._adapters import Usage, usage_of
 from .._drive import run_async, run_sync
-from ._pipeline import Settlement, settle_plan
+from ._settle import Settlement, settle_plan
 
 __all__ = ["GuardedAsyncStream", "GuardedStream", "present_stream"]
 

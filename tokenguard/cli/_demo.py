@@ -216,7 +216,7 @@ def _on_event(stats: Stats, event: Any) -> None:
         )
     elif isinstance(event, ev.FitFallback):
         stats.note(f"summary not used ({event.fallback}): truncated instead")
-    elif isinstance(event, ev.GuardContextLearned):
+    elif isinstance(event, ev.GuardLimitLearned):
         stats.note(f"learned the server's {event.limit}: {event.learned} tokens")
 
 

@@ -129,9 +129,9 @@ def fit(
     - ``"truncate"`` keeps every system message, the newest user message and the newest
       exchange after it (shortened inside, beginning and end kept, when too large), the
       order, and tool calls with their results whole, and fills the room with the
-      newest history that fits, as one run without gaps (so it uses >= 95% of
-      ``allowed`` whenever each droppable piece, a message or a tool call with its
-      results, is under 5% of it);
+      newest history that fits, as one run without gaps that opens with a question
+      (so it uses >= 95% of ``allowed`` whenever each droppable exchange, a question
+      with its answers and tool calls, is under 5% of it);
     - ``"summarize"`` replaces the dropped part by one summary written by ``summarizer``
       (see :class:`SummaryRequest`), incrementally and cached in ``summary_cache``,
       leaving ``headroom`` of the room free so the next turns fit without a new summary;

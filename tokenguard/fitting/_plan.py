@@ -28,7 +28,7 @@ from ..events import (
     emit,
 )
 from ..models import ModelInfo
-from ._layout import Layout, layout
+from ._layout import Layout, layout, role_of
 from ._room import Bound, Room, room_for
 from ._shorten import shorten
 from ._summary import SUMMARY_PREFIX, Summarizer, SummaryCache, SummaryRequest, prefix_keys
@@ -331,7 +331,11 @@ def _truncate(
     turn_cost = sum([costs[i] for i in lay.turn])
     replaced: dict[int, Any] = {}
     if fixed + turn_cost > allowed:
-        short = _shorten_turn(msgs, lay.turn, costs, allowed - fixed, counting, replaced)
+        # A budget is what the caller chose to spend, not a limit of the model: it may
+        # drop history, never cut the question itself (the call is refused instead).
+        short = None
+        if room.bound_by != "budget":
+            short = _shorten_turn(msgs, lay.turn, costs, allowed - fixed, counting, replaced)
         if short is None:
             _overflow(opts, room, fixed + turn_cost, "the newest turn needs")
         turn_cost = short
@@ -349,6 +353,7 @@ def _truncate(
                 break
             left -= cost
             first -= 1
+        first = _opening(msgs, units, first, lay.turn)
         kept = sorted([*lay.system, *lay.turn, *(i for u in units[first:] for i in u)])
         out = [replaced.get(i, msgs[i]) if replaced else msgs[i] for i in kept]
         after = counting.total(out)
@@ -371,6 +376,20 @@ def _truncate(
     )
     _report(FitTruncated if fallback is None else FitFallback, result)
     return result
+
+
+def _opening(
+    msgs: list[Any], units: tuple[list[int], ...], first: int, turn: tuple[int, ...]
+) -> int:
+    """The first history unit to keep from ``first`` on, so that the kept conversation
+    opens (after the system messages) with a user message: an answer or a tool result
+    whose question was dropped goes too."""
+    start = turn[0] if turn else len(msgs)
+    while (
+        first < len(units) and units[first][0] < start and role_of(msgs[units[first][0]]) != "user"
+    ):
+        first += 1
+    return first
 
 
 def _shorten_turn(

@@ -2,87 +2,10 @@
 
 Pure: every method takes ``now`` as an argument; nothing here reads a clock,
 sleeps, locks or does I/O. The in-memory backend drives it under a lock.
-
-Model. Each limit (TPM, RPM per ``window`` seconds; TPD, RPD per ``1440 * window``)
-is a bucket of capacity ``limit`` refilled at ``limit / period``, as Groq's are. A
-request may go when every bucket's *room* holds its cost, where
-
-    room = level - in flight
-
-``level`` is the bucket with every *settled* request charged, and *in flight* is
-the sum of the estimates admitted and not settled yet. An estimate in flight does
-not refill: the server charges it when the request arrives, at any time between
-admission and the response, and a bucket sitting at its cap gains nothing while
-the request travels. A naive mirror that charges at admission keeps refilling
-during that gap and drifts above the server's level; here the charge enters
-``level`` only at commit (the latest the server can have charged it), so the room
-is never above the server's bucket, whatever the latency. A request unsettled one
-``window`` after its admission is charged then at its estimate (the room does not
-change; it starts refilling), so a lost reservation cannot hold its estimate forever.
-
-Refunds (as in :mod:`._window`): ``refunds=True`` charges ``actual`` at commit;
-``refunds=False`` charges the whole estimate and records the unused part as
-*deferred*, which a header may give back as far as it proves the server has the
-room; ``refunds=None`` learns: a commit without headers charges ``actual`` and
-remembers the difference as *freed*; a commit with headers charges the estimate
-(deferred), and a header with token counts first charges the frees again as
-deferred; a header showing the server below our level by what was freed, or a 429
-after a free, teaches that the server does not refund (the frees are charged again
-and the model behaves as ``refunds=False`` from then on, for good). Deferred and
-freed amounts are differences to a lower trajectory of the same bucket; they shrink
-only by what the bucket loses at its cap.
-
-Learning that the server refunds. A server that keeps unused tokens holds every
-estimate E it charged as "used" (capacity less level) from the request's arrival,
-and "used" drains at most at its refill rate r. ``floor`` gathers the estimates of
-commits with the headers of a served response (no ``retry-after``, and for less than
-the estimate: a failure committed at its estimate may not have been charged), each
-from its commit, drained together at ``floor_limit`` per window (the configured TPM
-or the largest limit a header gave: never slower than the server); ``floor_lag`` is
-the longest admission-to-commit time among them since ``floor`` was last empty. Each
-request arrived at its admission at the earliest, and a charge taken earlier leaves
-"used" lower from then on, so a keeping server's "used" is at least ``floor`` less
-``r * floor_lag`` (every charge moved ``floor_lag`` earlier). Each admission keeps
-that bound as it was then: every charge in it was committed before, so had reached
-the server before any answer to this request was written, and what a keeping server
-used at that writing is at least the bound less ``r * (now - admission)``. When this
-request's answer shows less in use (its ``x-ratelimit-limit-tokens`` less
-``remaining``) by more than a slack of ``max(16, 2%)`` of that limit, the server
-refunds: the model learns ``True`` (:meth:`Buckets.answer`). The slack is not needed
-for soundness; it absorbs estimates a little above the server's own (a prompt
-counted conservatively) summed over the requests in one bound. A larger limit in a
-header empties ``floor`` (the server may have refilled faster), and only admissions
-after that are checked. Learned ``True`` charges as ``refunds=True`` but still
-records the differences as freed (headers charge nothing again), so a 429 after a
-free, or a header showing the server above us by up to what was freed, moves it to
-``False`` for good; such a header may be older than our level by what our bucket
-refilled since the answered admission and by what settles and headers gave back to
-it meanwhile (``released``: answers read in another order than written), which that
-check allows for. Known limit: an
-estimate larger than what a keeping server charges (a reserve for a call without
-``max_tokens`` larger than the server's own default) can look like a refund; the
-first 429 or header then teaches ``False``. The day's token bucket charges ``actual``
-only when refunds are given.
-
-Headers. A header's ``remaining`` is the server's level when it wrote the
-response, with every request it had seen charged. Whenever it is tighter than our
-level plus the in-flight estimates taken as seen (as the window takes them: all
-but those admitted within ``header_lag``, the default 0 taking headers as current)
-our level drops to it; lowering a safe level is always safe. Raising our level
-(freeing deferred tokens) trusts no request in flight as seen, nor the settles of
-other requests since the answered request was admitted (they may have reached
-the server after the answer was written): the level rises at most to
-``remaining`` less those, so the room stays below the server's bucket even if all
-of them are still to reach it. A header whose limit (``x-ratelimit-limit-tokens``,
-``-requests`` for RPD) is below the configured one describes a smaller bucket: the
-mirror takes its capacity and refills at that limit per period from then on (a later
-header with the configured limit or more restores it). A request larger than that
-capacity (but not than the configured limit) waits for a full bucket; the server
-answers it 413, which charges nothing.
-
-A charge that aged and is then cancelled, or committed for less with refunds, is
-given back less the refill since it aged: without it the bucket may have sat at its
-cap meanwhile, losing that refill (see ``_Level.credit``).
+Invariant: a request may go when every bucket's room (its level with every settled
+request charged, less the estimates in flight) holds its cost, and that room is never
+above the server's bucket, whatever the latency, the refunds or the headers. The
+reasoning (refunds, learning them, headers) is in ``docs/limiter-algorithms.md``.
 """
 
 from __future__ import annotations
@@ -92,6 +15,7 @@ from collections import deque
 
 from ._headers import ServerView
 from ._simulate import simulate
+from ._state import Lesson
 from ._window import WindowLimits
 
 __all__ = ["BucketCharge", "Buckets"]
@@ -240,7 +164,7 @@ class Buckets:
         # Tokens given back to the TPM level, ever, by frees while learning (or after
         # learning that the server refunds) and by headers freeing deferred tokens.
         self.released = 0.0
-        self.lesson: tuple[str, int, int] | None = None
+        self.lesson: Lesson | None = None
         w, d = limits.window, limits.day
         self.tpm = _Level(limits.tpm, w, tokens=True) if limits.tpm is not None else None
         self.rpm = _Level(limits.rpm, w, tokens=False) if limits.rpm is not None else None
@@ -293,7 +217,7 @@ class Buckets:
     @property
     def policy(self) -> bool | None:
         """Whether a commit for less frees the difference at once (True), keeps it
-        deferred (False), or frees it while learning (None): see the module docstring."""
+        deferred (False), or frees it while learning (None): see docs/limiter-algorithms.md."""
         return self.refunds if self.refunds is not None else self.learned
 
     def _cost(self, level: _Level, tokens: int) -> int:
@@ -442,7 +366,7 @@ class Buckets:
         self, charge: BucketCharge, actual: int | None, now: float, *, headers: bool = False
     ) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
-        the commit comes with its response's token headers (see the module docstring).
+        the commit comes with its response's token headers (see docs/limiter-algorithms.md).
 
         The TPM bucket charges ``actual`` when refunds are given or learned, or while
         learning without headers (the difference is then recorded as freed, to be
@@ -513,12 +437,27 @@ class Buckets:
                 self.freed_total += full - actual
                 self.released += full - actual
 
+    def settle_answered(
+        self, charge: BucketCharge, actual: int | None, view: ServerView, now: float
+    ) -> None:
+        """:meth:`settle` with the headers of the request's own answer (which may first
+        teach that the server refunds), then adopt them as of its admission."""
+        mark = (charge.mark_tokens, charge.mark_requests)
+        since = charge.at if charge.open else None
+        given_back = self.released - charge.released  # by others since its admission
+        if actual is not None:
+            self.answer(charge, actual, view, now)  # may learn that it refunds
+        self.settle(charge, actual, now, headers=view.remaining_tokens is not None)
+        # The settled mark, set by settle to the settles before this one that were
+        # after its admission.
+        self.adopt(now, view, mark, charge.settled_mark, since, given_back)
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge the frees again (as deferred) and behave
         as ``refunds=False`` from now on (final). ``lesson`` keeps the evidence for the
         caller."""
         self.learned = False
-        self.lesson = (evidence, server_used, ledger_used)
+        self.lesson = Lesson(evidence, server_used, ledger_used)
         self.floor = 0.0
         self._defer_frees()
 
@@ -538,7 +477,7 @@ class Buckets:
         """While learning, read the headers of a served response to ``charge``, committed
         for ``actual`` (call it before :meth:`settle`): learn that the server refunds
         when they show less in use than a server keeping unused tokens must have; else
-        raise that lower bound by this charge. See the module docstring."""
+        raise that lower bound by this charge. See docs/limiter-algorithms.md."""
         tpm, limit, remaining = self.tpm, view.limit_tokens, view.remaining_tokens
         if (
             tpm is None
@@ -563,7 +502,7 @@ class Buckets:
             used = limit - remaining
             if used < kept - max(16.0, 0.02 * limit):
                 self.learned = True
-                self.lesson = ("headers", used, math.floor(kept))
+                self.lesson = Lesson("headers", used, math.floor(kept))
                 self.floor = 0.0
                 return
         est = charge.tokens
@@ -580,7 +519,7 @@ class Buckets:
             tpm.deferred += tpm.freed
             tpm.freed = 0.0
 
-    def pop_lesson(self) -> tuple[str, int, int] | None:
+    def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ours) of a lesson learned since the last
         call, or None."""
         lesson, self.lesson = self.lesson, None
@@ -662,7 +601,7 @@ class Buckets:
         given_back: float | None = None,
     ) -> bool:
         """Adopt the server's view when it is tighter; free deferred tokens as far as it
-        proves the room (see the module docstring). True if anything changed.
+        proves the room (see docs/limiter-algorithms.md). True if anything changed.
 
         ``mark``: the (tokens, requests) admission mark of the reservation whose
         response carried the headers (later admissions cannot be in them); ``sure`` its
@@ -683,24 +622,16 @@ class Buckets:
         # A smaller limit in the headers is the server's bucket: its capacity and refill
         # rate, before anything is compared with it.
         tpm, rpd = self.tpm, self.rpd
-        limit = view.limit_tokens
-        # limit_to changes nothing when the capacity is the configured one and the
-        # header's is not below it.
-        if (
-            tpm is not None
-            and limit is not None
-            and limit > 0
-            and (tpm.cap != tpm.limit or limit < tpm.limit)
-        ):
-            changed |= tpm.limit_to(limit)
-        limit = view.limit_requests
-        if (
-            rpd is not None
-            and limit is not None
-            and limit > 0
-            and (rpd.cap != rpd.limit or limit < rpd.limit)
-        ):
-            changed |= rpd.limit_to(limit)
+        for lv, limit in ((tpm, view.limit_tokens), (rpd, view.limit_requests)):
+            # limit_to changes nothing when the capacity is the configured one and the
+            # header's is not below it.
+            if (
+                lv is not None
+                and limit is not None
+                and limit > 0
+                and (lv.cap != lv.limit or limit < lv.limit)
+            ):
+                changed |= lv.limit_to(limit)
         retry, remaining_tokens = view.retry_after, view.remaining_tokens
         if self.refunds is None and self.learned is not False:
             # _check_refunds learns only from a 429, or from a header showing at least

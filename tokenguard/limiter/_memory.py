@@ -1,5 +1,6 @@
-"""The in-process backend: one model (:class:`~._bucket.Buckets` or
-:class:`~._window.Window`) and one FIFO queue under a lock.
+"""The in-process backend: the limiter's state (:class:`~._bucket.Buckets` or
+:class:`~._window.Window`, through :class:`~._state.State`) and one FIFO queue under a
+lock.
 
 Threads and asyncio tasks (of any loop) share it. Only the head of the queue is
 ever admitted; whoever changes what the head is waiting for (an admission, a
@@ -11,14 +12,18 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from .._drive import Call, Plan, Sleep
-from ..events import RefundsLearned, emit
+from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
+from ._state import Lesson, State
 from ._window import Charge, Window, WindowLimits
+
+#: An admission of either state.
+AnyCharge: TypeAlias = Charge | BucketCharge
 
 __all__ = ["MemoryBackend"]
 
@@ -40,11 +45,11 @@ class MemoryBackend:
         refunds: bool | None = None,
         algorithm: str = "window",
     ) -> None:
-        self._window: Window | Buckets
+        self._state: State[Any]
         if algorithm == "bucket":
-            self._window = Buckets(limits, header_lag=header_lag, refunds=refunds)
+            self._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
         else:
-            self._window = Window(limits, header_lag=header_lag, refunds=refunds)
+            self._state = Window(limits, header_lag=header_lag, refunds=refunds)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -53,7 +58,7 @@ class MemoryBackend:
     # -- decisions (under the lock) -------------------------------------------------
 
     def _admit_head(self, ticket: Ticket, now: float) -> Step:
-        w = self._window
+        w = self._state
         until = w.earliest(ticket.tokens, now)
         if until > now:
             return Step(now, until=until)
@@ -64,7 +69,7 @@ class MemoryBackend:
                 self._queue[0].signal.set()
         return Step(now, charge=charge)
 
-    def admit_now(self, tokens: int) -> tuple[float, Charge | BucketCharge] | None:
+    def admit_now(self, tokens: int) -> tuple[float, AnyCharge] | None:
         """``(now, charge)`` when nobody is queued and the model has the room now, else
         ``None`` with nothing changed (then ``start`` decides, with a ticket).
 
@@ -74,13 +79,13 @@ class MemoryBackend:
             if self._queue:
                 return None
             now = self._clock()
-            charge = self._window.try_admit(tokens, now)
+            charge = self._state.try_admit(tokens, now)
         return None if charge is None else (now, charge)
 
     def start(self, ticket: Ticket) -> Step:
         with self._lock:
             now = self._clock()
-            self._window.expire(now)
+            self._state.expire(now)
             if not self._queue:
                 step = self._admit_head(ticket, now)
                 if step.charge is None:
@@ -91,7 +96,7 @@ class MemoryBackend:
             if ticket.estimate:
                 costs = [t.tokens for t in self._queue]
                 costs.append(ticket.tokens)
-                needed = self._window.simulate(costs, now)
+                needed = self._state.simulate(costs, now)
             ticket.signal.clear()
             self._queue.append(ticket)
             return Step(now, needed_until=needed)
@@ -99,7 +104,7 @@ class MemoryBackend:
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:
             now = self._clock()
-            self._window.expire(now)
+            self._state.expire(now)
             ticket.signal.clear()
             if not self._queue or self._queue[0] is not ticket:
                 return Step(now)
@@ -117,11 +122,11 @@ class MemoryBackend:
     @property
     def refunds(self) -> bool | None:
         """Whether commits free unused tokens: as set, or as learned (None: learning)."""
-        return self._window.policy
+        return self._state.policy
 
     def settle(
         self,
-        charge: Charge | BucketCharge,
+        charge: AnyCharge,
         actual: int | None,
         view: ServerView | None,
         owner: Any = None,
@@ -135,49 +140,31 @@ class MemoryBackend:
                     return
                 owner.settled = True
             now = self._clock()
-            w = self._window
+            w = self._state
             w.expire(now)
             if view is None:
                 # No headers: nothing to adopt, and lessons come only from headers.
-                w.settle(charge, actual, now)  # type: ignore[arg-type]  # this model's
+                w.settle(charge, actual, now)
                 if self._queue:
                     self._queue[0].signal.set()
                 return
-            mark = (charge.mark_tokens, charge.mark_requests)
-            headers = view.remaining_tokens is not None
-            if isinstance(w, Buckets):
-                assert isinstance(charge, BucketCharge)
-                since = charge.at if charge.open else None
-                given_back = w.released - charge.released  # by others since its admission
-                if actual is not None:
-                    w.answer(charge, actual, view, now)  # may learn that it refunds
-                w.settle(charge, actual, now, headers=headers)
-                # The settled mark, set by settle to the settles before this one that
-                # were after its admission.
-                w.adopt(now, view, mark, charge.settled_mark, since, given_back)
-            else:
-                assert isinstance(charge, Charge)
-                w.settle(charge, actual, now, headers=headers)
-                w.adopt(now, view, mark, charge.sure_tokens)
+            w.settle_answered(charge, actual, view, now)
             if self._queue:
                 self._queue[0].signal.set()
-            lesson = w.lesson  # pop_lesson, without a call for the usual None
-            if lesson is None:
-                return
-            w.lesson = None
+            lesson = w.pop_lesson()
             learned = w.learned
         _report(lesson, learned)
 
     def observe(self, view: ServerView) -> None:
         with self._lock:
             now = self._clock()
-            self._window.expire(now)
-            if self._window.adopt(now, view) and self._queue:
+            self._state.expire(now)
+            if self._state.adopt(now, view) and self._queue:
                 # A tighter view delays the head, a freed one lets it go: wake it to
                 # recompute its time.
                 self._queue[0].signal.set()
-            lesson = self._window.pop_lesson()
-            learned = self._window.learned
+            lesson = self._state.pop_lesson()
+            learned = self._state.learned
         _report(lesson, learned)
 
     # -- plans: decisions never block nor await; only waiting differs --------------
@@ -195,7 +182,7 @@ class MemoryBackend:
         self.leave(ticket)
 
     def settle_plan(
-        self, charge: Charge | BucketCharge, actual: int | None, view: ServerView | None
+        self, charge: AnyCharge, actual: int | None, view: ServerView | None
     ) -> Plan[None]:
         yield from ()
         self.settle(charge, actual, view)
@@ -212,16 +199,15 @@ class MemoryBackend:
             yield Call(signal.wait, signal.wait_async, timeout)
 
 
-def _report(lesson: tuple[str, int, int] | None, learned: bool | None) -> None:
+def _report(lesson: Lesson | None, learned: bool | None) -> None:
     # A lesson sets ``learned`` in the same step, and only one lesson is learned per
     # step, so ``learned`` is what this lesson taught.
     if lesson is not None:
-        evidence, server_used, ledger_used = lesson
         emit(
-            RefundsLearned(
+            LimiterRefundsLearned(
                 refunds=bool(learned),
-                evidence=evidence,
-                server_used=server_used,
-                ledger_used=ledger_used,
+                evidence=lesson.evidence,
+                server_used=lesson.server_used,
+                ledger_used=lesson.ledger_used,
             )
         )

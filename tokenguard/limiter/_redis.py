@@ -49,7 +49,7 @@ from redis.backoff import NoBackoff
 
 from .._drive import Call, Plan, run_sync
 from ..errors import LimiterUnavailable
-from ..events import RefundsLearned, emit
+from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._headers import ServerView
 from ._window import WindowLimits
@@ -540,7 +540,7 @@ class RedisBackend:
         if evidence:
             # One lesson per script, and the state is what it taught.
             emit(
-                RefundsLearned(
+                LimiterRefundsLearned(
                     refunds=state == 1,
                     evidence=evidence,
                     server_used=int(fields[2]),

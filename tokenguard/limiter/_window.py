@@ -3,52 +3,10 @@
 Pure: every function takes ``now`` as an argument; nothing here reads a clock,
 sleeps, locks or does I/O. The in-memory backend drives it under a lock; the
 Redis backend runs the same arithmetic in Lua (``lua/lib.lua``) with Redis time.
-
-Model. A *ledger* holds the charges of one period (the "minute", ``window``
-seconds, for TPM/RPM; the "day", ``1440 * window``, for TPD/RPD) with running
-sums. A charge stamped ``s`` counts until ``s + period``. Charges are restamped
-when their reservation is committed: the server charged the request no later
-than the response arrived, so counting it from then on keeps the ledger at least
-as strict as the server's token bucket, whatever the latency. Day ledgers merge
-charges into buckets one window wide (stamped at the bucket's end, which is
-stricter) so their size stays bounded at any rate.
-
-*Holds* are synthetic charges with a fixed expiry, added when the server's
-headers show it is tighter than the ledger (another client spends the same quota,
-or the server does not refund unused completion tokens). A header is compared with
-the ledger minus what the server cannot have seen yet: admissions after the
-request it answers that are younger than ``header_lag`` seconds. A hold is a
-staircase that follows the server bucket's refill, so it never holds back more
-than the bucket would.
-
-*Refunds.* Whether the server gives back the unused part of an estimate (prompt +
-``max_tokens``) when the answer is shorter is not documented by Groq.
-
-- ``refunds=True``: a commit for less frees the difference at once.
-- ``refunds=False``: a commit for less keeps the estimate charged and records the
-  difference as *deferred*; only a header can free it, and only as far as it proves
-  the server's bucket has the room for every future instant (``Ledger.confirm``),
-  counting as unseen what the server may not have charged yet: with the committed
-  request's own response (``commit(headers=)``), everything admitted after that
-  request and whatever was in flight when it was admitted and still is; with a
-  header given on its own (``observe``), everything in flight now and everything
-  admitted within ``header_lag``. Headers never free more than was deferred.
-- ``refunds=None`` (the default) *learns*. A commit without headers frees the
-  difference of the minute ledger at once (as ``True``), remembering per charge what
-  it freed. Headers decide whenever they are at hand: a commit with token headers
-  defers as ``False`` does, and a header given on its own first charges every free
-  still in the window again as deferred, then frees what it proves. So headers right
-  after a commit (``observe``) free what they would have freed with the commit. A
-  header showing the server holding more than the ledger by an amount the frees
-  explain, or a 429 after any free, teaches that this server does not refund
-  (``Window.learned`` is ``False``): the frees are charged again and from then on it
-  behaves exactly as ``refunds=False``. So against a refunding server nothing is
-  lost, and against one that does not refund only the requests admitted before the
-  first such header or 429 can be refused.
-
-The ledger restamps every commit, so after learning it is exactly the ledger
-``refunds=False`` would have kept. Day ledgers are not confirmed by any header and
-keep the larger charge unless ``refunds=True``.
+Invariant: each ledger (the minute for TPM/RPM, the day for TPD/RPD) is at least as
+strict as the server's bucket; headers only tighten it, or free deferred tokens as far
+as they prove the server has the room. The reasoning (restamping, holds, refunds) is in
+``docs/limiter-algorithms.md``.
 """
 
 from __future__ import annotations
@@ -61,6 +19,7 @@ from dataclasses import dataclass
 
 from ._headers import ServerView
 from ._simulate import simulate
+from ._state import Lesson
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
 
@@ -391,9 +350,9 @@ class Window:
         # of the last lesson for the caller to report (see pop_lesson).
         self.learned: bool | None = None
         self.freed_total = 0
-        self.lesson: tuple[str, int, int] | None = None
+        self.lesson: Lesson | None = None
         # Committed charges still holding more than their actual tokens, oldest first
-        # (see the module docstring).
+        # (see docs/limiter-algorithms.md).
         self.deferred: deque[_Deferred] = deque()
         self.minute = Ledger(limits.window) if limits.has_minute else None
         self.day = Ledger(limits.day, bucket=limits.window) if limits.has_day else None
@@ -427,7 +386,7 @@ class Window:
     @property
     def policy(self) -> bool | None:
         """Whether a commit for less frees the difference at once (True), keeps it
-        deferred (False), or frees it while learning (None): see the module docstring."""
+        deferred (False), or frees it while learning (None): see docs/limiter-algorithms.md."""
         return self.refunds if self.refunds is not None else self.learned
 
     def expire(self, now: float) -> None:
@@ -489,7 +448,7 @@ class Window:
         self, charge: Charge, actual: int | None, now: float, *, headers: bool = False
     ) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge; ``headers``:
-        the commit comes with its response's token headers (see the module docstring)."""
+        the commit comes with its response's token headers (see docs/limiter-algorithms.md)."""
         if self.minute and charge.minute:
             self.minute.remove(charge.minute, charge.tokens, 1)
         if self.day and charge.day:
@@ -500,11 +459,11 @@ class Window:
                 policy = False  # the headers at hand say what to free (see adopt)
             full = max(actual, charge.tokens)
             # Unless the server is known to refund, it may have charged the whole
-            # estimate: keep it, and defer the difference (see the module docstring);
+            # estimate: keep it, and defer the difference (see docs/limiter-algorithms.md);
             # while learning, the minute ledger frees it and remembers how much.
             minute = actual if policy is not False else full
             day = actual if policy else full
-            # Restamped at `now`: see the module docstring.
+            # Restamped at `now`: see docs/limiter-algorithms.md.
             charge.minute = self.minute.add(now, minute, 1) if self.minute else None
             charge.day = self.day.add(now, day, 1) if self.day else None
             charge.tokens = minute
@@ -517,12 +476,21 @@ class Window:
                     self.minute.freed_tokens += full - actual
                     self.freed_total += full - actual
 
+    def settle_answered(
+        self, charge: Charge, actual: int | None, view: ServerView, now: float
+    ) -> None:
+        """:meth:`settle` with the headers of the request's own answer, then adopt them
+        as of its admission mark."""
+        mark = (charge.mark_tokens, charge.mark_requests)
+        self.settle(charge, actual, now, headers=view.remaining_tokens is not None)
+        self.adopt(now, view, mark, charge.sure_tokens)
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge again every free still in the window (as
         deferred, so headers may free it as for ``refunds=False``), and behave as
         ``refunds=False`` from now on. ``lesson`` keeps the evidence for the caller."""
         self.learned = False
-        self.lesson = (evidence, server_used, ledger_used)
+        self.lesson = Lesson(evidence, server_used, ledger_used)
         self._defer_frees()
 
     def _defer_frees(self) -> None:
@@ -541,7 +509,7 @@ class Window:
         merged = sorted([*self.deferred, *again], key=lambda d: d.entry.stamp)
         self.deferred = deque(merged)
 
-    def pop_lesson(self) -> tuple[str, int, int] | None:
+    def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ledger's) of a lesson learned since the last
         call, or None."""
         lesson, self.lesson = self.lesson, None
@@ -638,49 +606,42 @@ class Window:
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
             self.blocked_until = now + view.retry_after
             changed = True
-        if self.minute and lim.tpm is not None and view.remaining_tokens is not None:
-            self.minute.expire(now)
-            changed |= bool(
-                self.minute.adopt(
-                    now,
-                    limit=lim.tpm,
-                    unit="tokens",
-                    remaining=view.remaining_tokens,
-                    server_limit=view.limit_tokens,
-                    reset=view.reset_tokens,
-                    unseen=unseen_t,
-                )
-            )
-            if self.deferred:
-                # Freeing trusts neither the lag nor the admission order: see Charge.
-                if sure is not None:
-                    unseen = (
-                        self.admitted_tokens - mark_t + min(self.minute.open_tokens, mark_t - sure)
+        # The minute's tokens and the day's requests: the counts Groq's headers give.
+        for ledger, limit, unit, remaining, server_limit, reset, unseen_n in (
+            (self.minute, lim.tpm, "tokens", view.remaining_tokens, view.limit_tokens,
+             view.reset_tokens, unseen_t),
+            (self.day, lim.rpd, "requests", view.remaining_requests, view.limit_requests,
+             view.reset_requests, unseen_r),
+        ):  # fmt: skip
+            if ledger is not None and limit is not None and remaining is not None:
+                ledger.expire(now)
+                changed |= bool(
+                    ledger.adopt(
+                        now,
+                        limit=limit,
+                        unit=unit,
+                        remaining=remaining,
+                        server_limit=server_limit,
+                        reset=reset,
+                        unseen=unseen_n,
                     )
-                else:
-                    # A header given on its own, of a response just read: what is in
-                    # flight may not have reached the server, nor what the lag covers.
-                    unseen = self.minute.open_tokens + unseen_t
-                confirmed = self.minute.confirm(
-                    now,
-                    limit=lim.tpm,
-                    remaining=view.remaining_tokens,
-                    server_limit=view.limit_tokens,
-                    reset=view.reset_tokens,
-                    unseen=unseen,
                 )
-                changed |= self.free_deferred(confirmed) > 0
-        if self.day and lim.rpd is not None and view.remaining_requests is not None:
-            self.day.expire(now)
-            changed |= bool(
-                self.day.adopt(
-                    now,
-                    limit=lim.rpd,
-                    unit="requests",
-                    remaining=view.remaining_requests,
-                    server_limit=view.limit_requests,
-                    reset=view.reset_requests,
-                    unseen=unseen_r,
-                )
+        minute, remaining = self.minute, view.remaining_tokens
+        if minute and lim.tpm is not None and remaining is not None and self.deferred:
+            # Freeing trusts neither the lag nor the admission order: see Charge.
+            if sure is not None:
+                unseen = self.admitted_tokens - mark_t + min(minute.open_tokens, mark_t - sure)
+            else:
+                # A header given on its own, of a response just read: what is in
+                # flight may not have reached the server, nor what the lag covers.
+                unseen = minute.open_tokens + unseen_t
+            confirmed = minute.confirm(
+                now,
+                limit=lim.tpm,
+                remaining=remaining,
+                server_limit=view.limit_tokens,
+                reset=view.reset_tokens,
+                unseen=unseen,
             )
+            changed |= self.free_deferred(confirmed) > 0
         return changed

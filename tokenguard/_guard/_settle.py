@@ -1,0 +1,207 @@
+"""Settling a sent request: the limiter and the budgets charged, the counter taught,
+the call's one ``tokenguard.guard.request`` event.
+
+Invariant: a request is settled once (``Settlement.settled``), by the pipeline for a
+plain response or an error and by the stream wrappers for a stream; a limiter that
+cannot be reached while settling is reported as an event, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .._adapters import Failure, FailureKind, Usage
+from .._budget import BudgetHold, room
+from .._drive import Call, Effect, Plan
+from ..counting import RequestCount, default_counter
+from ..errors import LimiterUnavailable
+from ..events import GuardRequest, GuardSettleFailed, emit, enabled
+from ..fitting import FitResult
+from ..limiter import Reservation
+from . import _registry
+from ._request import ChatRequest
+from ._site import Guard
+
+__all__ = ["Commit", "Settlement", "release_plan", "report", "settle_plan"]
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What settling one sent request needs: its holds, its estimate and its event."""
+
+    guard: Guard
+    request: ChatRequest
+    count: RequestCount
+    estimate: int
+    reserve: int
+    max_tokens: int | None
+    #: ``None``: sent as asked (the request fit without fitting, see ``Site.fits``).
+    fitted: FitResult | None
+    hold: BudgetHold
+    reservation: Reservation | None
+    started: float
+    waited: float
+    retries: int
+    headers: Mapping[str, Any] | None = None
+    settled: bool = False
+
+
+class Commit(NamedTuple):
+    """The effect that charges a reservation ``tokens`` and shows the limiter the
+    response's headers: ``commit`` in a thread, ``commit_async`` in a task."""
+
+    reservation: Reservation
+    tokens: int
+    headers: Mapping[str, Any] | None
+
+    def perform(self) -> None:
+        self.reservation.commit(self.tokens, headers=self.headers)
+
+    def perform_async(self) -> Awaitable[None]:
+        return self.reservation.commit_async(self.tokens, headers=self.headers)
+
+
+def settle_plan(
+    s: Settlement, usage: Usage | None, response: Any = None, *, closed_early: bool = False
+) -> Plan[None]:
+    """Settle a request that reached the server: the limiter is charged what counts
+    toward the limits (cached prompt tokens left out), the budgets the usage as
+    reported; without usage (a stream closed early) both at the estimate."""
+    if s.settled:
+        return
+    s.settled = True
+    try:
+        if s.reservation is not None:
+            tokens = usage.limit_tokens if usage is not None else s.estimate
+            try:
+                yield Commit(s.reservation, tokens, s.headers)
+            except LimiterUnavailable as exc:
+                _settle_failed(s, "commit", True, exc)
+    finally:
+        # Charged and reported even when settling is interrupted (a cancelled task).
+        if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
+            s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+        if usage is not None and not (
+            s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
+        ):  # an exact count the server agrees with teaches nothing
+            default_counter().observe(s.count, usage.prompt_tokens)
+        report(s, usage=usage, response=response, closed_early=closed_early)
+
+
+def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
+    """Settle a request that failed: nothing is charged to budgets; the limiter keeps the
+    estimate when the request may have been charged by the server, else refunds it, and
+    adopts the server's view from the error's headers."""
+    s.settled = True
+    s.headers = failure.headers
+    s.hold.cancel()
+    r = s.reservation
+    if r is None:
+        return
+    if failure.kind in (FailureKind.SERVER, FailureKind.TIMEOUT):  # may have been charged
+        yield from _limiter_step(s, "commit", False, Commit(r, s.estimate, failure.headers))
+        return
+    yield from _limiter_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
+    if failure.headers is not None:
+        limiter = _registry.limiter_for(s.guard.opts, s.guard.base_url, s.request.model)
+        if limiter is not None:
+            step = Call(limiter.observe, limiter.observe_async, failure.headers)
+            yield from _limiter_step(s, "observe", False, step)
+
+
+def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:
+    """One limiter step of settling; an unreachable limiter (Redis down without
+    ``fail_open``) becomes a warning event. Its reservation is marked settled by then, so
+    nothing tries again; its charge stays and ages out as the limiter documents."""
+    try:
+        yield step
+    except LimiterUnavailable as exc:
+        _settle_failed(s, during, served, exc)
+
+
+def _settle_failed(s: Settlement, during: str, served: bool, exc: LimiterUnavailable) -> None:
+    emit(
+        GuardSettleFailed(
+            model=s.request.model,
+            site=s.guard.site,
+            during=during,
+            served=served,
+            tokens=s.estimate,
+            error=str(exc),
+        )
+    )
+
+
+def report(
+    s: Settlement,
+    *,
+    usage: Usage | None,
+    failure: Failure | None = None,
+    response: Any = None,
+    closed_early: bool = False,
+) -> None:
+    """Emit the call's one ``tokenguard.guard.request`` event, built only when someone
+    receives it; the site's largest completion is learned either way."""
+    site_max = s.guard.completion_max
+    if usage is not None:
+        site_max = s.guard.saw_completion(usage.completion_tokens)
+    if enabled():
+        emit(_event(s, usage, failure, response, closed_early, site_max))
+
+
+def _event(
+    s: Settlement,
+    usage: Usage | None,
+    failure: Failure | None,
+    response: Any,
+    closed_early: bool,
+    site_max: int | None,
+) -> GuardRequest:
+    opts = s.guard.opts
+    sent = s.request.messages if s.fitted is None else s.fitted.messages
+    return GuardRequest(
+        request_model=s.request.model,
+        site=s.guard.site,
+        estimated_tokens=s.estimate,
+        completion_reserve=s.reserve,
+        max_tokens=s.max_tokens,
+        response_model=_attr(response, "model"),
+        response_id=_attr(response, "id"),
+        input_tokens=usage.prompt_tokens if usage is not None else None,
+        output_tokens=usage.completion_tokens if usage is not None else None,
+        cached_tokens=usage.cached_tokens if usage is not None else None,
+        limit_tokens=usage.limit_tokens if usage is not None else None,
+        error_type=failure.error_type if failure is not None else None,
+        wait_s=s.waited,
+        retries=s.retries,
+        fit=s.fitted.strategy if s.fitted is not None else "none",
+        stream=s.request.stream,
+        stream_closed_early=closed_early,
+        budget_remaining=room(),
+        server_remaining_tokens=_header_int(s.headers, "x-ratelimit-remaining-tokens"),
+        server_remaining_requests=_header_int(s.headers, "x-ratelimit-remaining-requests"),
+        site_completion_max=site_max,
+        duration_s=max(0.0, opts.clock() - s.started),
+        content=tuple(sent) if opts.log_content else None,
+    )
+
+
+def _header_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
+    """One header as a count, for the event (the limiter parses them all, with checks;
+    parsing every header twice would cost as much as the rest of the event)."""
+    if headers is None:
+        return None
+    text = headers.get(name)
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _attr(obj: Any, name: str) -> str | None:
+    if obj is None:
+        return None
+    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return value if isinstance(value, str) else None

@@ -1,0 +1,67 @@
+"""What the in-memory backend needs of a limiter model: the window or the buckets.
+
+Both :class:`~._window.Window` and :class:`~._bucket.Buckets` are the limiter's
+*state*: pure arithmetic with ``now`` passed in. Invariant: a backend drives either
+through this protocol alone, and never looks at which one it has.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, TypeVar
+
+from ._headers import ServerView
+
+__all__ = ["Lesson", "State"]
+
+C = TypeVar("C")
+
+
+class Lesson(NamedTuple):
+    """Evidence that the server does not refund (or, for the bucket, that it does):
+    what taught it (``"headers"`` or ``"429"``), the tokens the server had in use, and
+    those the model had."""
+
+    evidence: str
+    server_used: int
+    ledger_used: int
+
+
+class State(Protocol[C]):
+    """A limiter model whose admissions are charges of type ``C``."""
+
+    #: What the model learned about refunds (``None``: nothing yet).
+    learned: bool | None
+    #: A lesson learned and not reported yet.
+    lesson: Lesson | None
+
+    @property
+    def policy(self) -> bool | None:
+        """Whether a commit for less frees the difference (see docs/limiter-algorithms.md)."""
+        ...
+
+    def expire(self, now: float) -> None: ...
+
+    def earliest(self, tokens: int, now: float) -> float:
+        """Earliest time >= ``now`` at which ``tokens`` may go."""
+        ...
+
+    def try_admit(self, tokens: int, now: float) -> C | None: ...
+
+    def admit(self, tokens: int, now: float) -> C: ...
+
+    def simulate(self, costs: list[int], now: float) -> float: ...
+
+    def settle(self, charge: C, actual: int | None, now: float, *, headers: bool = False) -> None:
+        """Commit (``actual`` tokens) or cancel (``None``) an admitted charge."""
+        ...
+
+    def settle_answered(self, charge: C, actual: int | None, view: ServerView, now: float) -> None:
+        """:meth:`settle` with the headers of the request's own answer (or error), then
+        adopt what they say."""
+        ...
+
+    def adopt(self, now: float, view: ServerView) -> bool:
+        """Adopt a header given on its own; True if anything changed."""
+        ...
+
+    def pop_lesson(self) -> Lesson | None: ...
