@@ -44,11 +44,17 @@ __all__ = [
 ]
 
 TIERS = ("free", "developer")
-#: Templates whose rendering tokenguard reproduces token for token: Meta's Llama 3 and 3.1
-#: templates (Llama 3 tokenizer) and OpenAI's harmony format (o200k_harmony, gpt-oss).
-EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "harmony"})
-# The tokenizer each exact template is counted with.
-_TEMPLATE_TOKENIZER = {"llama3": "llama3", "llama3.1": "llama3", "harmony": "o200k_harmony"}
+#: Templates whose rendering tokenguard reproduces: Meta's Llama 3 and 3.1 templates
+#: (Llama 3 tokenizer), OpenAI's harmony format (o200k_harmony, gpt-oss), Qwen3's template
+#: (Qwen's tokenizer) and Kimi K2's, whose tokenizer is not at hand (so never exact: a bound).
+EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "harmony", "qwen3", "kimi"})
+# The tokenizer each template is counted exactly with (a template missing here is a bound).
+_TEMPLATE_TOKENIZER = {
+    "llama3": "llama3",
+    "llama3.1": "llama3",
+    "harmony": "o200k_harmony",
+    "qwen3": "qwen3",
+}
 
 Tier = Literal["free", "developer"]
 
@@ -219,7 +225,7 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         "harmony",
         _free(8_000, 30, 200_000, 1_000),
     ),
-    ModelInfo("qwen/qwen3-32b", 131_072, 40_960, "qwen2", None, _free(6_000, 60, 500_000, 1_000)),
+    ModelInfo("qwen/qwen3-32b", 131_072, 40_960, "qwen3", "qwen3", _free(6_000, 60, 500_000, 1_000)),
     ModelInfo(
         "meta-llama/llama-4-scout-17b-16e-instruct",
         131_072,

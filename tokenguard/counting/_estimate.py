@@ -37,6 +37,8 @@ class EstimateRule:
     per_request: int
     per_message: int
     digits_single: bool = False
+    #: Whether the template writes tool definitions as compact JSON (else 4-space indents).
+    tools_compact: bool = False
 
 
 _RULES: dict[str, tuple[EstimateRule, ...]] = {
@@ -52,6 +54,13 @@ _RULES: dict[str, tuple[EstimateRule, ...]] = {
     "cl100k_base": (EstimateRule("cl100k_base", 1.0, 16, 6),),
     # Qwen2/3: a cl100k-derived vocabulary whose pre-tokenizer splits digits one by one.
     "qwen2": (EstimateRule("cl100k_base", 1.10, 32, 8, digits_single=True),),
+    "qwen3": (EstimateRule("cl100k_base", 1.10, 32, 8, digits_single=True),),
+    # Kimi K2 (no tokenizer data offline): its template's text is known and cl100k_base
+    # counts it within a few tokens of Groq (one billed case: 170 for 171), so a 5% margin
+    # bounds it. per_request covers the generation prompt, a default system message and
+    # the tool_declare frame (28 tokens); per_message a message's frame with a tool
+    # result's "## Return of functions.NAME:N" line (12). Tools are compact JSON.
+    "kimi": (EstimateRule("cl100k_base", 1.05, 28, 12, tools_compact=True),),
     "llama4": (EstimateRule("cl100k_base", 1.10, 32, 8),),
     # Llama 3 tokenizer but an unknown template, or its data missing: the first
     # 100,256 Llama 3 ranks are cl100k's, so cl100k never counts fewer in practice.

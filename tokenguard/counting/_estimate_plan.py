@@ -81,7 +81,12 @@ class EstimatePlan:
         normalized = [normalize_message(m, i) for i, m in enumerate(request.messages)]
         defs = render_tools(request.tools, request.functions)
         budget = NewText(self.settings.max_new_chars)
-        tools_text = json.dumps(defs, indent=4) if defs else ""
+        if not defs:
+            tools_text = ""
+        elif rule.tools_compact:
+            tools_text = json.dumps(defs, ensure_ascii=False, sort_keys=True)
+        else:
+            tools_text = json.dumps(defs, indent=4)
         tools_tokens, non_ascii, chars = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
         content = tools_tokens
         base = (non_ascii, chars)

@@ -24,6 +24,7 @@ from ._calibration import Calibration
 from ._estimate_plan import EstimatePlan
 from ._harmony_plan import HarmonyPlan
 from ._llama3_plan import Llama3Plan
+from ._qwen3_plan import Qwen3Plan
 from ._plan import Plan, PlanFactory, Settings
 
 __all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
@@ -35,6 +36,7 @@ T = TypeVar("T")
 DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (
     Llama3Plan.build,
     HarmonyPlan.build,
+    Qwen3Plan.build,
     EstimatePlan.build,
 )
 
