@@ -38,7 +38,7 @@ def test_groq_free_tier_values() -> None:
         tpm=8_000, rpm=30, tpd=200_000, rpd=1_000
     )
     assert tg.get_model("openai/gpt-oss-120b").context_window == 131_072
-    assert not tg.get_model("qwen/qwen3-32b").exact
+    assert tg.get_model("qwen/qwen3-32b").exact
     assert tg.get_model("mixtral-8x7b-32768").decommissioned
 
 

@@ -225,7 +225,9 @@ _BUILTIN: tuple[ModelInfo, ...] = (
         "harmony",
         _free(8_000, 30, 200_000, 1_000),
     ),
-    ModelInfo("qwen/qwen3-32b", 131_072, 40_960, "qwen3", "qwen3", _free(6_000, 60, 500_000, 1_000)),
+    ModelInfo(
+        "qwen/qwen3-32b", 131_072, 40_960, "qwen3", "qwen3", _free(6_000, 60, 500_000, 1_000)
+    ),
     ModelInfo(
         "meta-llama/llama-4-scout-17b-16e-instruct",
         131_072,

@@ -3,12 +3,13 @@
 Both families go through the same path of the gateway: each message is reduced to its
 role, its text (content parts joined with nothing between them), the ``reasoning`` of an
 assistant turn, its tool calls (arguments parsed to a JSON object) and the id a tool
-result answers; then the conversation is normalised: every system message is joined by
-``"\\n"`` into one system message at the front (dropped when that is empty), an empty assistant turn is put between
-two user turns and an empty user turn before an assistant turn that follows an assistant
-turn (or opens the conversation), and an empty user turn closes a conversation that ends
-on an assistant turn. Each :class:`Turn` remembers which request message it came from
-(``source``), so a plan can charge what the template writes for it to that message.
+result answers. Then the conversation is normalised: every system message is joined by
+``"\\n"`` into one system message at the front (dropped when empty), an empty assistant
+turn is put between two user turns and an empty user turn before an assistant turn that
+follows an assistant turn (or opens the conversation), and an empty user turn closes a
+conversation that ends on an assistant turn. Each :class:`Turn` remembers which request
+message it came from (``source``), so a plan can charge what the template writes for it
+to that message.
 
 Invariant: every problem in a request raises :class:`~tokenguard.errors.InvalidMessages`
 naming the message or tool, before anything is counted.
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidMessages
-from ._messages import as_mapping, check_text, normalize_message
+from ._messages import as_mapping, check_text, normalize_message, render_tools
 
 __all__ = ["Call", "Tool", "Turn", "check_tool_choice", "normalize_turns", "read_tools"]
 
@@ -32,6 +33,8 @@ class Call(NamedTuple):
     name: str
     arguments: Any
     id: str | None
+    #: Whether the arguments are a JSON object (what Groq accepts).
+    valid: bool = True
 
 
 class Turn(NamedTuple):
@@ -67,6 +70,7 @@ class Tool(NamedTuple):
 
 def read_tools(tools: object, functions: object) -> list[Tool]:
     """Validate ``tools`` and legacy ``functions``; a tool without a name is refused."""
+    render_tools(tools, functions)  # the shape checks every family shares first
     found: list[Tool] = []
     for what, value in (("tools", tools), ("functions", functions)):
         if value is None:
@@ -147,24 +151,16 @@ def check_tool_choice(tool_choice: object, tools: Sequence[Tool]) -> None:
         )
 
 
-def _arguments(value: object, index: int, where: str) -> Any:
-    """Call arguments as the gateway passes them: a JSON object, parsed from a str."""
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value) if value.strip() else {}
-        except ValueError as exc:
-            raise InvalidMessages(
-                f"{where} 'arguments' is not valid JSON ({exc}); expected a JSON object",
-                index=index,
-            ) from None
-    else:
-        parsed = value
-    if parsed is not None and not isinstance(parsed, Mapping):
-        raise InvalidMessages(
-            f"{where} 'arguments' must be a JSON object, got {type(parsed).__name__}",
-            index=index,
-        )
-    return parsed
+def _arguments(value: object) -> tuple[Any, bool]:
+    """Call arguments as the gateway passes them (a JSON object parsed from the str), and
+    whether they are one. Groq refuses anything else; it is counted as written (a bound)."""
+    if not isinstance(value, str):
+        return value, isinstance(value, Mapping)
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except ValueError:
+        return value, False
+    return parsed, isinstance(parsed, Mapping)
 
 
 def _read_calls(message: Mapping[str, Any], index: int) -> tuple[Call, ...]:
@@ -172,16 +168,15 @@ def _read_calls(message: Mapping[str, Any], index: int) -> tuple[Call, ...]:
     calls: list[Call] = []
     if raw_calls:
         for j, raw in enumerate(raw_calls):
-            where = f"tool_calls[{j}].function"
             call = as_mapping(raw, index, f"tool_calls[{j}]")
-            fn = as_mapping(call.get("function"), index, where)
+            fn = as_mapping(call.get("function"), index, f"tool_calls[{j}].function")
             call_id = call.get("id")
-            args = _arguments(fn.get("arguments", ""), index, where)
-            calls.append(Call(fn["name"], args, call_id if isinstance(call_id, str) else None))
+            args, ok = _arguments(fn.get("arguments", ""))
+            calls.append(Call(fn["name"], args, call_id if isinstance(call_id, str) else None, ok))
     elif message.get("function_call"):
         fn = as_mapping(message["function_call"], index, "function_call")
-        args = _arguments(fn.get("arguments", ""), index, "function_call")
-        calls.append(Call(fn["name"], args, None))
+        args, ok = _arguments(fn.get("arguments", ""))
+        calls.append(Call(fn["name"], args, None, ok))
     return tuple(calls)
 
 

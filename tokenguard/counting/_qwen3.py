@@ -130,8 +130,10 @@ def turn_text(turns: Sequence[Turn], k: int, last_query: int) -> str:
     for j, call in enumerate(turn.calls):
         if j or content:
             text += "\n"
-        text += '<tool_call>\n{"name": "' + call.name + '", "arguments": '
-        text += tojson(call.arguments) + "}\n</tool_call>"
+        args = call.arguments if isinstance(call.arguments, str) else tojson(call.arguments)
+        text += (
+            '<tool_call>\n{"name": "' + call.name + '", "arguments": ' + args + "}\n</tool_call>"
+        )
     return text + "<|im_end|>\n"
 
 
@@ -205,6 +207,8 @@ class Qwen3Rules:
             cost = text_count(turn_text(turns, k, last_query), turn.source)
             if turn.images:
                 cost += turn.images * self.image_tokens
+                exact = False
+            if not all(call.valid for call in turn.calls):
                 exact = False
             costs[turn.source] += cost
         overhead = self.overhead(thinking)

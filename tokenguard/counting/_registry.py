@@ -24,8 +24,8 @@ from ._calibration import Calibration
 from ._estimate_plan import EstimatePlan
 from ._harmony_plan import HarmonyPlan
 from ._llama3_plan import Llama3Plan
-from ._qwen3_plan import Qwen3Plan
 from ._plan import Plan, PlanFactory, Settings
+from ._qwen3_plan import Qwen3Plan
 
 __all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
 
