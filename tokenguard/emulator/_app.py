@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _errors
+from ._chatml import count_chatml_tokens
 from ._completion import completion_pieces
 from ._config import EmulatorConfig
 from ._errors import ApiError
@@ -225,6 +226,13 @@ class App:
                 req.tools,
                 reasoning_effort=req.reasoning_effort,
                 response_format=req.response_format,
+            )
+        elif spec.template in ("qwen3", "kimi"):
+            prompt = count_chatml_tokens(
+                req.messages,
+                req.tools,
+                template=spec.template,
+                reasoning_effort=req.reasoning_effort,
             )
         else:
             prompt = count_prompt_tokens(req.messages, req.tools, spec.template)

@@ -13,8 +13,10 @@ from typing import Literal
 
 __all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL", "ModelSpec", "Template", "builtin_model"]
 
-#: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``).
-Template = Literal["llama3", "llama3.1", "harmony"]
+#: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``);
+#: ``qwen3`` and ``kimi`` are those models' chat templates (``_chatml``).
+Template = Literal["llama3", "llama3.1", "harmony", "qwen3", "kimi"]
+_TEMPLATES = ("llama3", "llama3.1", "harmony", "qwen3", "kimi")
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
-        if self.template not in ("llama3", "llama3.1", "harmony"):
+        if self.template not in _TEMPLATES:
             raise ValueError(
-                "ModelSpec.template must be 'llama3', 'llama3.1' or 'harmony', "
-                f"got {self.template!r}"
+                f"ModelSpec.template must be one of {_TEMPLATES}, got {self.template!r}"
             )
         if self.context_window < 1:
             raise ValueError(f"context_window must be >= 1, got {self.context_window}")
@@ -65,9 +66,9 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (GROQ.md). gpt-oss is counted as Groq does (harmony + o200k). Qwen and
-# Llama 4 are counted with the Llama 3 tokenizer here: the real server uses another one,
-# which is exactly what a conservative client must survive.
+# Groq free tier (GROQ.md). gpt-oss and Qwen3 are counted as Groq does; Kimi K2 with its
+# template and o200k_base for its tokenizer. Llama 4 is counted with the Llama 3 tokenizer
+# here: the real server uses another one, which a conservative client must survive.
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -109,13 +110,27 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "qwen/qwen3-32b",
             _CTX_128K,
-            "llama3.1",
+            "qwen3",
             6000,
             60,
             500_000,
             1_000,
             max_completion_tokens=40_960,
             owned_by="Alibaba Cloud",
+        ),
+        *(
+            ModelSpec(
+                name,
+                262_144 if name.endswith("0905") else _CTX_128K,
+                "kimi",
+                10_000,
+                60,
+                300_000,
+                1_000,
+                max_completion_tokens=16_384,
+                owned_by="Moonshot AI",
+            )
+            for name in ("moonshotai/kimi-k2-instruct-0905", "moonshotai/kimi-k2-instruct")
         ),
         ModelSpec(
             "meta-llama/llama-4-scout-17b-16e-instruct",
