@@ -93,7 +93,9 @@ def _normalized(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             continue
         role = "tool" if role == "function" else role
         if role == prev and role in ("user", "assistant"):
-            out.append({"role": "assistant" if role == "user" else "user", "content": ""})
+            out.append(
+                {"role": "assistant" if role == "user" else "user", "content": "", "calls": []}
+            )
         prev = role
         calls = [
             (c["function"]["name"], _arguments(c["function"].get("arguments", "")), c.get("id"))
@@ -111,7 +113,7 @@ def _normalized(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if system:
         out.insert(0, {"role": "system", "content": system})
     if not out or out[-1]["role"] == "assistant":
-        out.append({"role": "user", "content": ""})
+        out.append({"role": "user", "content": "", "calls": []})
     return out
 
 
@@ -169,7 +171,7 @@ def render_qwen3(
         if role == "user":
             parts.append(f"<|im_start|>user\n{content}<|im_end|>\n")
         elif role == "tool":
-            if msgs[i - 1]["role"] != "tool":
+            if i == 0 or msgs[i - 1]["role"] != "tool":
                 parts.append("<|im_start|>user")
             parts.append(f"\n<tool_response>\n{content}\n</tool_response>")
             if i == len(msgs) - 1 or msgs[i + 1]["role"] != "tool":
