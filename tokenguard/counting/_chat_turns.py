@@ -122,7 +122,7 @@ def _read_function(fn: Mapping[str, Any], where: str) -> Tool:
     return Tool(name, description, parameters)
 
 
-def check_tool_choice(tool_choice: object, tools: Sequence[Tool]) -> None:
+def check_tool_choice(tool_choice: object, names: Sequence[str]) -> None:
     """Refuse a ``tool_choice`` the server would refuse: an unknown word, or a named tool
     that is not among ``tools``. (The template itself ignores the choice.)"""
     if tool_choice is None:
@@ -133,7 +133,7 @@ def check_tool_choice(tool_choice: object, tools: Sequence[Tool]) -> None:
                 f"tool_choice {tool_choice!r} is not one of 'auto', 'none', 'required' "
                 "or a named function"
             )
-        if tool_choice == "required" and not tools:
+        if tool_choice == "required" and not names:
             raise InvalidMessages("tool_choice 'required' needs at least one tool")
         return
     choice = as_mapping(tool_choice, None, "tool_choice")
@@ -143,8 +143,8 @@ def check_tool_choice(tool_choice: object, tools: Sequence[Tool]) -> None:
         raise InvalidMessages(
             "tool_choice must name a function as {'type': 'function', 'function': {'name': ...}}"
         )
-    if name not in {tool.name for tool in tools}:
-        known = ", ".join(repr(tool.name) for tool in tools) or "none"
+    if name not in names:
+        known = ", ".join(repr(n) for n in names) or "none"
         raise InvalidMessages(
             f"tool_choice names the function {name!r}, which is not among the tools "
             f"(given: {known})"

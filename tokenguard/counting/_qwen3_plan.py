@@ -145,7 +145,7 @@ class Qwen3Plan:
         """Validate and count one request (any form the SDKs accept)."""
         tools = read_tools(request.tools, request.functions)
         options = request.options
-        check_tool_choice(options.get("tool_choice"), tools)
+        check_tool_choice(options.get("tool_choice"), [tool.name for tool in tools])
         thinking, known = enable_thinking(options.get("reasoning_effort"))
         turns, systems = normalize_turns(request.messages)
         budget = NewText(self._settings.max_new_chars)
