@@ -8,8 +8,9 @@ model is estimated (never below the server).
 
 The arithmetic is in ``_qwen3``; this module adds the caches and the fast path for the
 common request: an optional system message, then user and assistant turns that
-alternate and end on a user turn, as plain ``{"role", "content": str}`` dicts without
-``</think>`` in an assistant turn. Each such message costs ``4 + tokens("\\n" + text)``.
+alternate from a user turn, as plain ``{"role", "content": str}`` dicts without
+``</think>`` in an assistant turn. Each such message costs ``4 + tokens("\\n" + text)``,
+and a last assistant turn 5 more (the empty user turn the gateway appends).
 
 Per-message costs add up to the total. They are exact for dropping messages as long as
 user and assistant turns still alternate and the last user query stays (what truncation
@@ -39,6 +40,8 @@ _missing_reported: set[str] = set()
 _missing_lock = threading.Lock()
 # <|im_start|>, the role, <|im_end|> and the "\n" after it.
 _FRAME = 4
+# "<|im_start|>user\n<|im_end|>\n"
+_EMPTY_USER = 5
 
 
 class Qwen3Plan:
@@ -59,7 +62,8 @@ class Qwen3Plan:
         self._info = info
         self._settings: Settings = resources.settings
         # Rendered pieces, counted as the server encodes them; and message bodies as
-        # 2 * tokens("\n" + text) + whether an assistant turn would drop thinking text.
+        # tokens("\n" + text), or its complement (~tokens, negative) when the text holds
+        # "</think>" (an assistant turn would lose its thinking: the general path).
         self.rendered: TextCache[int] = resources.text_cache(("qwen3", "rendered"), _counter)
         self.body: TextCache[int] = resources.text_cache(("qwen3", "body"), _body_counter)
         image_tokens = self._settings.image_tokens
@@ -78,19 +82,45 @@ class Qwen3Plan:
         return self._info
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
-        """Plain alternating messages ending on a user turn; ``None`` otherwise."""
+        """Plain alternating messages from a user turn on; ``None`` otherwise."""
         if type(messages) is not list or not messages:
             return None
         n = len(messages)
         if n > self._settings.max_messages:
             return None
+        # Typed as never missing: a miss gives None, which the checks below send to the
+        # cold path (an annotation, not typing.cast: this runs on every guarded call).
+        front_get: Callable[[Any], int] = self.body.front.get  # type: ignore[assignment]
+        try:
+            # Warm: every text counted before. Anything else raises here or leaves a None.
+            values = [front_get(m["content"]) for m in messages if type(m) is dict and len(m) == 2]
+            roles = [m["role"] for m in messages]
+            flagged = min(values) < 0  # a None (a text not seen) raises TypeError here
+        except (KeyError, TypeError, ValueError):
+            return self._fast_cold(messages, costs)
+        if len(values) != n or flagged:
+            return self._fast_cold(messages, costs)
+        first = 1 if roles[0] == "system" else 0
+        users, assistants = roles[first::2], roles[first + 1 :: 2]
+        if users.count("user") != len(users) or assistants.count("assistant") != len(assistants):
+            return None
+        if first and not messages[0]["content"]:
+            return None  # an empty system text is dropped: the general path says so
+        total = self.rules.generation + _FRAME * n + sum(values)
+        closing = _EMPTY_USER if roles[-1] == "assistant" else 0
+        if costs is not None:
+            costs.extend([_FRAME + v for v in values])
+            costs[-1] += closing
+        return total + closing
+
+    def _fast_cold(self, messages: list[Any], costs: list[int] | None) -> int | None:
+        """:meth:`_fast` when some texts are new (counted in one batch) or flagged."""
         front = self.body.front
-        total = self.rules.generation
-        missing: list[str] | None = None
+        values: list[int] = []
+        missing: list[str] = []
         missing_at: list[int] = []
         expect = "user"
-        for i in range(n):
-            m = messages[i]
+        for i, m in enumerate(messages):
             if type(m) is not dict or len(m) != 2:
                 return None
             role = m.get("role")
@@ -102,31 +132,28 @@ class Qwen3Plan:
             expect = "assistant" if role == "user" else "user"
             v = front.get(text)
             if v is None:
-                if missing is None:
-                    missing = []
                 missing.append(text)
                 missing_at.append(i)
                 v = 0
-            elif v & 1 and role == "assistant":
-                return None
-            total += _FRAME + (v >> 1)
-            if costs is not None:
-                costs.append(_FRAME + (v >> 1))
-        if expect != "assistant":
-            return None  # the last turn is not a user turn
-        if missing is not None:
+            values.append(v)
+        if missing:
             if sum(map(len, missing)) > self._settings.max_new_chars:
                 return None
             for text in missing:
                 if not text.isascii() and not _utf8(text):
                     return None
             for i, v in zip(missing_at, self.body.get_many(missing), strict=True):
-                if v & 1 and messages[i]["role"] == "assistant":
-                    return None
-                total += v >> 1
-                if costs is not None:
-                    costs[i] += v >> 1
-        return total
+                values[i] = v
+        for i, v in enumerate(values):
+            if v < 0:
+                if messages[i]["role"] == "assistant":
+                    return None  # its thinking would be dropped: the general path
+                values[i] = ~v
+        closing = _EMPTY_USER if messages[-1]["role"] == "assistant" else 0
+        if costs is not None:
+            costs.extend([_FRAME + v for v in values])
+            costs[-1] += closing
+        return self.rules.generation + _FRAME * len(values) + sum(values) + closing
 
     def count_fast(self, messages: Sequence[Any]) -> int | None:
         """The prompt tokens of plain messages, or ``None`` (general path)."""
@@ -180,7 +207,8 @@ def _body_counter() -> Callable[[str], int]:
     count = _counter()
 
     def value(text: str) -> int:
-        return 2 * count("\n" + text) + ("</think>" in text)
+        n = count("\n" + text)
+        return ~n if "</think>" in text else n
 
     return value
 
