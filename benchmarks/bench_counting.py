@@ -11,6 +11,7 @@ fitting uses) is timed warm on the same conversation.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import random
 import statistics
@@ -144,8 +145,8 @@ def bench_families() -> None:
     messages = fifty_messages("family warm")
     for model in (QWEN, KIMI):
         counter.count(messages, model=model)
-        samples = timings_us(lambda m=model: counter.count(messages, model=m), 2_000)
-        prompt = timings_us(lambda m=model: counter.count_prompt(messages, model=m), 1_000)
+        samples = timings_us(functools.partial(counter.count, messages, model=model), 2_000)
+        prompt = timings_us(functools.partial(counter.count_prompt, messages, model=model), 1_000)
         print(
             f"{model} warm, 50 messages: count p50 {percentile(samples, 0.5):.1f} us, "
             f"p90 {percentile(samples, 0.9):.1f} us; count_prompt p50 "

@@ -116,9 +116,12 @@ def test_earlier_thinking_is_dropped_and_the_last_turns_kept() -> None:
     without = [*earlier[:1], {"role": "assistant", "content": "4"}, earlier[2]]
     assert tg.count_tokens(earlier, QWEN) == tg.count_tokens(without, QWEN)
     # A reasoning turn after the last query (a tool round) keeps its thinking.
-    call = {"id": "c1", "type": "function", "function": {"name": "get_weather"}}
-    call["function"]["arguments"] = '{"city": "Paris"}'
-    round_trip = [
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    round_trip: list[dict[str, Any]] = [
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": None, "reasoning": "Use the tool.", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},

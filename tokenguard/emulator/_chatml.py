@@ -91,7 +91,7 @@ def _normalized(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             text = _text(m.get("content"))
             system = system + "\n" + text if system else text
             continue
-        role = "tool" if role == "function" else role
+        role = "tool" if role == "function" else str(role)
         if role == prev and role in ("user", "assistant"):
             out.append(
                 {"role": "assistant" if role == "user" else "user", "content": "", "calls": []}
