@@ -24,7 +24,30 @@ from typing import Any, NamedTuple
 from ..errors import InvalidMessages
 from ._messages import as_mapping, check_text, normalize_message, render_tools
 
-__all__ = ["Call", "Tool", "Turn", "check_tool_choice", "normalize_turns", "read_tools"]
+__all__ = [
+    "Call",
+    "Tool",
+    "Turn",
+    "check_tool_choice",
+    "html_escaped",
+    "normalize_turns",
+    "read_tools",
+    "tojson",
+]
+
+#: The templates' ``tojson`` escapes these as minijinja does (a longer text: the safe side).
+_HTML_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
+
+
+def html_escaped(text: str) -> str:
+    """``text`` with ``<>&'`` escaped as the templates' ``tojson`` escapes them."""
+    return text.translate(_HTML_ESCAPES)
+
+
+def tojson(value: Any) -> str:
+    """``value | tojson`` as Groq's template engine writes it: sorted keys, Python's
+    separators, non-ASCII kept, ``<>&'`` escaped."""
+    return html_escaped(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
 class Call(NamedTuple):

@@ -22,12 +22,11 @@ Invariant: ``count`` of a request equals the tokens of the template rendered who
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..errors import InvalidMessages
-from ._chat_turns import Tool, Turn
+from ._chat_turns import Tool, Turn, tojson
 
 __all__ = [
     "GENERATION",
@@ -35,7 +34,6 @@ __all__ = [
     "Qwen3Rules",
     "enable_thinking",
     "last_query_index",
-    "tojson",
     "tools_text",
     "turn_text",
 ]
@@ -52,14 +50,6 @@ _TOOLS_TAIL = (
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
 )
 _SYSTEM = "<|im_start|>system\n"
-#: The template's ``tojson`` escapes these as minijinja does (a longer text: the safe side).
-_HTML_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
-
-
-def tojson(value: Any) -> str:
-    """``value | tojson`` as Groq's template engine writes it: sorted keys, Python's
-    separators, non-ASCII kept, ``<>&'`` escaped."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True).translate(_HTML_ESCAPES)
 
 
 def tools_text(tools: Sequence[Tool]) -> str:
