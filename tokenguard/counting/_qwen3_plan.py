@@ -42,6 +42,8 @@ _missing_lock = threading.Lock()
 _FRAME = 4
 # "<|im_start|>user\n<|im_end|>\n"
 _EMPTY_USER = 5
+# How every Qwen3 added token starts ("<|im_start|>", "<tool_call>", "</think>", ...).
+_MARKERS = ("<|", "<t", "</t")
 
 
 class Qwen3Plan:
@@ -200,7 +202,7 @@ class Qwen3Plan:
 
 
 def _counter() -> Callable[[str], int]:
-    return server_counter(get_encoding("qwen3"), marker="<", normalize=normalize_nfc)
+    return server_counter(get_encoding("qwen3"), markers=_MARKERS, normalize=normalize_nfc)
 
 
 def _body_counter() -> Callable[[str], int]:

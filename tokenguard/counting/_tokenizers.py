@@ -58,13 +58,13 @@ def server_counter(
     enc: tiktoken.Encoding,
     *,
     strip: bool = False,
-    marker: str = "<|",
+    markers: tuple[str, ...] = ("<|",),
     normalize: Callable[[str], str] | None = None,
 ) -> Callable[[str], int]:
     """Counts ``text`` as the server encodes a rendered prompt: special tokens recognised.
 
     With ``strip``, counts ``text.strip()`` (a message body as the template renders it).
-    ``marker`` is what every special token of ``enc`` starts with (text without it takes
+    Every special token of ``enc`` starts with one of ``markers`` (text without any takes
     the cheaper call); ``normalize`` is applied first (Qwen's NFC).
     """
     encode = enc.encode_ordinary
@@ -83,8 +83,8 @@ def server_counter(
             text = text.strip()
         if normalize is not None:
             text = normalize(text)
-        # Every special token starts with the marker; without one the cheaper call is identical.
-        if marker in text:
+        # Every special token starts with a marker; without one the cheaper call is identical.
+        if any(marker in text for marker in markers):
             return _sliced(encode_special, text)
         if len(text) < _SLICE:
             return len(fast(text))
