@@ -30,7 +30,7 @@ from tokenguard.models import unregister_model
 LLAMA4 = tg.ModelInfo("llama4-without-a-template", 131_072, 8_192, "llama4", None)
 
 ESTIMATED: list[str | tg.ModelInfo] = [
-    "qwen/qwen3-32b",
+    "example/estimated-qwen2",
     LLAMA4,
     "some-model-nobody-registered",
 ]
@@ -56,7 +56,7 @@ def test_uncalibrated_estimate_is_never_below_the_server(model: str, kind: str) 
             assert rc.prompt_tokens >= truth(messages), (kind, start, size)
 
 
-@pytest.mark.parametrize("model", [LLAMA4, "qwen/qwen3-32b"])
+@pytest.mark.parametrize("model", [LLAMA4, "example/estimated-qwen2"])
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
 def test_calibration_converges_above_the_truth_in_a_conversation(model: str, kind: str) -> None:
     texts = SAMPLES[kind]
@@ -77,7 +77,7 @@ def test_calibration_converges_above_the_truth_in_a_conversation(model: str, kin
     assert max(ratios[settled:]) <= 1.07, ratios
 
 
-@pytest.mark.parametrize("model", [LLAMA4, "qwen/qwen3-32b"])
+@pytest.mark.parametrize("model", [LLAMA4, "example/estimated-qwen2"])
 @pytest.mark.parametrize("kind", ["english", "code"])
 def test_calibration_on_unrelated_requests(model: str, kind: str) -> None:
     texts = SAMPLES[kind]
@@ -139,8 +139,8 @@ def test_calibration_keeps_scripts_apart() -> None:
     hindi = conversation_of(SAMPLES["devanagari"], 0, 6)
     english = conversation_of(SAMPLES["english"], 0, 6)
     for _ in range(3):
-        counter.observe(counter.count_request(hindi, model="qwen/qwen3-32b"), truth(hindi))
-    rc = counter.count_request(english, model="qwen/qwen3-32b")
+        counter.observe(counter.count_request(hindi, model="example/estimated-qwen2"), truth(hindi))
+    rc = counter.count_request(english, model="example/estimated-qwen2")
     assert rc.prompt_tokens == rc.raw_prompt_tokens  # nothing learned for English yet
     assert rc.prompt_tokens >= truth(english)
 
@@ -148,7 +148,9 @@ def test_calibration_keeps_scripts_apart() -> None:
 def test_calibration_is_per_model() -> None:
     counter = tg.Counter()
     messages = conversation_of(SAMPLES["english"], 0, 6)
-    counter.observe(counter.count_request(messages, model="qwen/qwen3-32b"), truth(messages))
+    counter.observe(
+        counter.count_request(messages, model="example/estimated-qwen2"), truth(messages)
+    )
     other = counter.count_request(messages, model=LLAMA4)
     assert other.prompt_tokens == other.raw_prompt_tokens
 
@@ -208,7 +210,7 @@ def test_images_cost_the_documented_amount_and_stay_out_of_calibration() -> None
 def test_names_and_tools_are_charged_in_estimates() -> None:
     messages = [{"role": "user", "content": "Hi"}]
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    model = "qwen/qwen3-32b"
+    model = "example/estimated-qwen2"
     base = tg.count_tokens(messages, model=model)
     assert tg.count_tokens([{**messages[0], "name": "alice"}], model=model) > base
     assert tg.count_tokens(messages, model=model, tools=tools) > base

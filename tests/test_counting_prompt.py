@@ -27,8 +27,11 @@ LLAMA = {
     "llama-3.3-70b-versatile": "llama3.1",
 }
 # Families whose tokenizer is not at hand (gpt-oss has its own exact plan and tests).
-# Llama 4 Scout is counted exactly now: a Llama 4 model without a template stands in.
-ESTIMATED = ("qwen/qwen3-32b", tg.ModelInfo("llama4-without-a-template", 131_072, 8_192, "llama4"))
+# Llama 4 and Qwen3 are counted exactly now: stand-ins that stay estimated.
+ESTIMATED = (
+    "example/estimated-qwen2",
+    tg.ModelInfo("llama4-without-a-template", 131_072, 8_192, "llama4"),
+)
 UNKNOWN = "a-model-nobody-registered"
 SYSTEM_HEADER = 5  # <|start_header_id|> system <|end_header_id|> \n\n <|eot_id|>
 
@@ -358,7 +361,7 @@ def test_calibration_tightens_the_breakdown_of_estimates(kind: str) -> None:
     # The server (here the emulator's Llama 3 counting, a tokenizer the qwen estimate
     # does not use) counts well below the raw estimate; once calibration has seen a few
     # turns, the costs follow it down and still bound every subset.
-    model = "qwen/qwen3-32b"
+    model = "example/estimated-qwen2"
     counter = tg.Counter()
     for size in range(1, 9):
         earlier = conversation_of(SAMPLES[kind], 0, size)

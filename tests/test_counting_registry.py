@@ -15,6 +15,7 @@ from tokenguard.counting._estimate_plan import EstimatePlan
 from tokenguard.counting._llama3_plan import Llama3Plan
 from tokenguard.counting._messages import normalize_message
 from tokenguard.counting._plan import NewText, Plan, Request, Resources, Settings, Tally
+from tokenguard.counting._qwen3_plan import Qwen3Plan
 from tokenguard.counting._registry import DEFAULT_FACTORIES, PlanRegistry
 from tokenguard.models import ModelInfo, unregister_model
 
@@ -66,7 +67,8 @@ def test_a_new_family_plugs_in_as_one_more_factory() -> None:
     assert tally.total == 1 + 3 + 4
     # The other models still reach their own plans.
     assert isinstance(registry.plan("llama-3.1-8b-instant"), Llama3Plan)
-    assert isinstance(registry.plan("qwen/qwen3-32b"), EstimatePlan)
+    assert isinstance(registry.plan("qwen/qwen3-32b"), Qwen3Plan)
+    assert isinstance(registry.plan("example/estimated-qwen2"), EstimatePlan)
 
 
 def test_plans_are_kept_until_the_model_entry_changes() -> None:
@@ -94,10 +96,10 @@ def test_one_tokenizer_shares_one_cache_and_calibrations_survive_clearing() -> N
     assert isinstance(b, Llama3Plan)
     assert a.bodies is b.bodies
     assert a.rules is not b.rules  # one template each
-    calibration = registry.calibration("qwen/qwen3-32b")
+    calibration = registry.calibration("example/estimated-qwen2")
     calibration.observe(content=100, overhead=10, actual=80)
     registry.clear_caches()
-    assert registry.calibration("qwen/qwen3-32b") is calibration
+    assert registry.calibration("example/estimated-qwen2") is calibration
     assert calibration.samples() == 1
 
 

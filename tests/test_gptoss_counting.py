@@ -413,3 +413,29 @@ def test_a_second_count_with_the_same_tools_gives_the_first_count(
     assert first == again == request.prompt_tokens
     if not tools:
         assert first == counter.count(messages, "openai/gpt-oss-20b")
+
+
+# -- tool_choice: Groq's gateway ignores it for gpt-oss ------------------------------------
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["request"].get("tools")], ids=_id)
+@pytest.mark.parametrize("choice", ["none", "required", "named"])
+def test_tool_choice_changes_nothing_in_a_billed_request(case: dict[str, Any], choice: str) -> None:
+    body = dict(case["request"])
+    name = body["tools"][0]["function"]["name"]
+    body["tool_choice"] = {"type": "function", "function": {"name": name}}
+    if choice != "named":
+        body["tool_choice"] = choice
+    rc = tg.count_request(**body)
+    assert rc.exact
+    assert rc.prompt_tokens == case["prompt_tokens"]
+
+
+def test_a_tool_choice_naming_no_tool_is_a_clear_error() -> None:
+    body = dict(next(c for c in CASES if c["request"].get("tools"))["request"])
+    body["tool_choice"] = {"type": "function", "function": {"name": "no_such_tool"}}
+    with pytest.raises(tg.InvalidMessages, match="'no_such_tool', which is not among the tools"):
+        tg.count_tokens(**body)
+    body["tool_choice"] = "always"
+    with pytest.raises(tg.InvalidMessages, match="tool_choice 'always' is not one of"):
+        tg.count_tokens(**body)

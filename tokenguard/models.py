@@ -51,22 +51,22 @@ __all__ = [
 ]
 
 TIERS = ("free", "developer")
-#: Templates whose rendering tokenguard reproduces token for token: Groq's Llama 3, 3.1 and
-#: Llama 4 templates (Llama 3 and Llama 4 tokenizers) and OpenAI's harmony format
-#: (o200k_harmony, gpt-oss).
-EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "llama4", "harmony"})
-#: Every chat template a table entry may name: the exact ones, plus the families Groq
-#: serves whose rendering the counter may not reproduce yet (``llama4``, ``qwen3``,
-#: ``kimi``) and ``compound`` (Groq's compound systems, whose server-side tools add
-#: prompt text no client sees). A template counting does not reproduce is estimated
-#: conservatively (never below the server) and calibrated from the server's usage.
-TEMPLATES = EXACT_TEMPLATES | {"qwen3", "kimi", "compound"}
-# The tokenizer each exact template is counted with.
+#: Templates whose rendering tokenguard reproduces: Groq's Llama 3, 3.1 and Llama 4
+#: templates (Llama 3 and Llama 4 tokenizers), OpenAI's harmony format (o200k_harmony,
+#: gpt-oss), Qwen3's template (Qwen's tokenizer) and Kimi K2's, whose tokenizer is not at
+#: hand (so never exact: a bound).
+EXACT_TEMPLATES = frozenset({"llama3", "llama3.1", "llama4", "harmony", "qwen3", "kimi"})
+#: Every chat template a table entry may name: the rendered ones, plus ``compound``
+#: (Groq's compound systems, whose server-side tools add prompt text no client sees),
+#: which is estimated conservatively and calibrated from the server's usage.
+TEMPLATES = EXACT_TEMPLATES | {"compound"}
+# The tokenizer each template is counted exactly with (a template missing here is a bound).
 _TEMPLATE_TOKENIZER = {
     "llama3": "llama3",
     "llama3.1": "llama3",
     "llama4": "llama4",
     "harmony": "o200k_harmony",
+    "qwen3": "qwen3",
 }
 
 Tier = Literal["free", "developer"]

@@ -37,6 +37,13 @@ class EstimateRule:
     per_request: int
     per_message: int
     digits_single: bool = False
+    #: Whether the template writes tool definitions as compact JSON (else 4-space indents).
+    tools_compact: bool = False
+    #: Extra ``per_message`` units a tool result costs (a header the estimate cannot see).
+    tool_result_units: int = 0
+    #: Whether Groq's gateway puts empty turns in to make user and assistant alternate
+    #: (the Hugging Face template families): a unit more for each message that needs one.
+    gateway_pads: bool = False
 
 
 _RULES: dict[str, tuple[EstimateRule, ...]] = {
@@ -52,6 +59,18 @@ _RULES: dict[str, tuple[EstimateRule, ...]] = {
     "cl100k_base": (EstimateRule("cl100k_base", 1.0, 16, 6),),
     # Qwen2/3: a cl100k-derived vocabulary whose pre-tokenizer splits digits one by one.
     "qwen2": (EstimateRule("cl100k_base", 1.10, 32, 8, digits_single=True),),
+    "qwen3": (EstimateRule("cl100k_base", 1.10, 32, 8, digits_single=True),),
+    # Kimi K2 (no tokenizer data offline): its template's text is known and cl100k_base
+    # counts it within a few tokens of Groq (one billed case: 170 for 171), so a 5% margin
+    # bounds it. per_request covers the generation prompt, a default system message and
+    # the tool_declare frame (28 tokens); per_message a message's frame (4) and one more;
+    # a tool result three times that more for its "## Return of functions.NAME:N" line,
+    # whose NAME the estimate does not see (room for 7 tokens of it). Tools are compact.
+    "kimi": (
+        EstimateRule(
+            "cl100k_base", 1.05, 28, 5, tools_compact=True, tool_result_units=3, gateway_pads=True
+        ),
+    ),
     "llama4": (EstimateRule("cl100k_base", 1.10, 32, 8),),
     # Llama 3 tokenizer but an unknown template, or its data missing: the first
     # 100,256 Llama 3 ranks are cl100k's, so cl100k never counts fewer in practice.

@@ -17,6 +17,7 @@ from .._tokenizer_data import get_encoding
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._calibration import Calibration, bucket_of
+from ._chat_turns import html_escaped, tojson
 from ._estimate import EstimateRule, estimate_rule
 from ._messages import normalize_message, render_tools
 from ._plan import NewText, Request, Resources, Settings, Tally
@@ -81,7 +82,12 @@ class EstimatePlan:
         normalized = [normalize_message(m, i) for i, m in enumerate(request.messages)]
         defs = render_tools(request.tools, request.functions)
         budget = NewText(self.settings.max_new_chars)
-        tools_text = json.dumps(defs, indent=4) if defs else ""
+        if not defs:
+            tools_text = ""
+        elif rule.tools_compact:
+            tools_text = tojson(defs)  # as Groq's Hugging Face templates write them
+        else:
+            tools_text = json.dumps(defs, indent=4)
         tools_tokens, non_ascii, chars = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
         content = tools_tokens
         base = (non_ascii, chars)
@@ -93,12 +99,24 @@ class EstimatePlan:
         # server's count of an earlier, shorter request can anchor this one.
         keys: list[int] = []
         key = hash(("tokenguard", self._info.name, tools_text))
+        previous = "assistant"  # the gateway pads a conversation opening on an assistant turn
         for i, msg in enumerate(normalized):
-            n, na, ch = budget.counted(cache, msg.body, i)
+            body = msg.body
+            if rule.tools_compact and msg.tool_form and msg.header == "assistant":
+                body = html_escaped(body)  # the call's arguments go through tojson too
+            n, na, ch = budget.counted(cache, body, i)
             unit = 1
+            if rule.gateway_pads and msg.header not in ("system", "developer"):
+                # An empty turn goes between two user or two assistant turns, and after
+                # a last assistant turn (docs/qwen-kimi.md): one unit covers its frame.
+                unit += msg.header == previous in ("user", "assistant")
+                unit += msg.header == "assistant" and i == len(normalized) - 1
+                previous = msg.header
             if msg.name:
                 nn, nna, nch = budget.counted(cache, msg.name, i)
                 n, na, ch, unit = n + nn, na + nna, ch + nch, 2
+            if msg.header == "ipython":  # a tool result
+                unit += rule.tool_result_units
             content += n
             non_ascii += na
             chars += ch

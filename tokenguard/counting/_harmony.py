@@ -14,7 +14,8 @@ real Groq responses (shared GROQ.md, "How Groq counts prompt tokens for gpt-oss"
   calls as ``<|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>ARGS
   <|call|>`` (the content of such a message is dropped); tool results authored by
   ``functions.NAME`` without a channel;
-* 6 tokens more per tool whose parameters say ``"additionalProperties": false``.
+* 6 tokens more per tool whose parameters say ``"additionalProperties": false``;
+* ``tool_choice`` changes nothing (Groq's gateway ignores it for gpt-oss).
 
 Each piece of text between two special tokens is encoded on its own, so a message's
 cost does not depend on its neighbours (the leading system message's text is counted
@@ -25,10 +26,9 @@ tool call together with its results) lowers the count by exactly its cost.
 
 Where Groq's rendering is not known the cost is an upper bound and the count is marked
 inexact: schema keywords harmony does not render (``minimum``, ``pattern``, ...) and
-``default``, ``response_format``, ``tool_choice`` other than ``"auto"``, names on
-messages, a system message after the first message, a tool result whose
-``tool_call_id`` matches no call, images, and text that looks like a special token
-(counted as plain text, which is never fewer tokens).
+``default``, ``response_format``, names on messages, a system message after the first
+message, a tool result whose ``tool_call_id`` matches no call, images, and text that
+looks like a special token (counted as plain text, which is never fewer tokens).
 
 This module is pure: the caller gives it a function counting a text's o200k tokens.
 
@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidMessages
+from ._chat_turns import check_tool_choice
 from ._messages import as_mapping, check_text, normalize_message, render_tools
 from ._request_options import response_format_allowance
 
@@ -78,7 +79,6 @@ ADDITIONAL_PROPERTIES_FALSE = 6
 #: which Groq bills when a request has neither a system message nor tools.
 EMPTY_DEVELOPER = 4
 #: Upper bounds where the rendering is unknown (see the module docstring).
-TOOL_CHOICE_BOUND = 8
 UNMATCHED_RESULT_MARGIN = 8
 LATE_SYSTEM_MARGIN = 2
 
@@ -539,6 +539,9 @@ class HarmonyRules:
         """What the tools add: the system line, the developer message's tools section
         (replacing the empty developer message), the +6s and the bounds; whether that is
         exact, and the allowance in it."""
+        # Groq's gateway ignores tool_choice for gpt-oss: no instruction, no prefill, and
+        # the tools stay even for "none" (GROQ-RENDER.md "gpt-oss"). It is only checked.
+        check_tool_choice(tool_choice, [tool.name for tool in tools])
         if not tools:
             return 0, True, 0
         effort = "medium" if reasoning_effort is None else reasoning_effort
@@ -554,11 +557,6 @@ class HarmonyRules:
             for key, value in tool.unexplained:
                 allowance += 6 + 2 * self._count(f"{key}: {_json_compact(value)}")
                 exact = False
-        if tool_choice not in (None, "auto"):
-            # "none" may drop the tools, "required" or a named function may add text:
-            # neither is known, so the tools stay counted and a margin is added.
-            allowance += TOOL_CHOICE_BOUND
-            exact = False
         return cost + allowance, exact, allowance
 
     def count(

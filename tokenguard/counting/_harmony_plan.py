@@ -201,7 +201,9 @@ class HarmonyPlan:
     def _fast_with_tools(self, request: Request) -> Tally | None:
         """Plain messages with function tools whose definitions were seen before."""
         options = request.options
-        if request.functions is not None or options.get("tool_choice", "auto") != "auto":
+        # tool_choice changes nothing but must be valid: a named one takes the general path.
+        choice = options.get("tool_choice", "auto")
+        if request.functions is not None or choice not in ("auto", "none", "required"):
             return None
         if any(k not in ("tool_choice", "reasoning_effort") for k in options):
             return None

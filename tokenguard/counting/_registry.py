@@ -26,6 +26,7 @@ from ._harmony_plan import HarmonyPlan
 from ._llama3_plan import Llama3Plan
 from ._llama4_plan import Llama4Plan
 from ._plan import Plan, PlanFactory, Settings
+from ._qwen3_plan import Qwen3Plan
 
 __all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
 
@@ -37,6 +38,7 @@ DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (
     Llama3Plan.build,
     Llama4Plan.build,
     HarmonyPlan.build,
+    Qwen3Plan.build,
     EstimatePlan.build,
 )
 

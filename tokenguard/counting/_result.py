@@ -40,6 +40,11 @@ class PromptCount:
     ``total`` itself is exact (when ``exact``) and may be below ``overhead + tools +
     sum(messages)`` where the first exception applies.
 
+    Qwen3 is exact in the same way for kept subsets in which user and assistant turns
+    still alternate and the newest user query stays; elsewhere Groq's gateway inserts an
+    empty turn (5 tokens), or an earlier reasoning turn becomes the last and gets its
+    ``<think>`` text back, and the count may exceed the sum (docs/qwen-kimi.md).
+
     For estimated models the sum bounds the estimate ``count_tokens(kept)`` gives from
     above, calibration included, for every kept subset; ``total`` may then be below
     ``overhead + tools + sum(messages)``. The costs are the raw estimate's parts priced

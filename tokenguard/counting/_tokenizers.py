@@ -54,10 +54,18 @@ def ordinary_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
     return count
 
 
-def server_counter(enc: tiktoken.Encoding, *, strip: bool = False) -> Callable[[str], int]:
+def server_counter(
+    enc: tiktoken.Encoding,
+    *,
+    strip: bool = False,
+    markers: tuple[str, ...] = ("<|",),
+    normalize: Callable[[str], str] | None = None,
+) -> Callable[[str], int]:
     """Counts ``text`` as the server encodes a rendered prompt: special tokens recognised.
 
     With ``strip``, counts ``text.strip()`` (a message body as the template renders it).
+    Every special token of ``enc`` starts with one of ``markers`` (text without any takes
+    the cheaper call); ``normalize`` is applied first (Qwen's NFC).
     """
     encode = enc.encode_ordinary
     # The cold path is dominated by this call: skip tiktoken's Python wrapper when the
@@ -73,8 +81,10 @@ def server_counter(enc: tiktoken.Encoding, *, strip: bool = False) -> Callable[[
     def count(text: str) -> int:
         if strip:
             text = text.strip()
-        # Every special token starts with "<|"; without one the cheaper call is identical.
-        if "<|" in text:
+        if normalize is not None:
+            text = normalize(text)
+        # Every special token starts with a marker; without one the cheaper call is identical.
+        if any(marker in text for marker in markers):
             return _sliced(encode_special, text)
         if len(text) < _SLICE:
             return len(fast(text))

@@ -24,6 +24,7 @@ Command line: ``python -m tokenguard.emulator --port 8000 --model llama3-8b-8192
 
 from __future__ import annotations
 
+from ._chatml import count_chatml_tokens
 from ._config import DEFAULT_MAX_TOKENS, EmulatorConfig
 from ._harmony import count_harmony_tokens, render_harmony
 from ._llama4 import count_llama4_tokens, render_llama4
@@ -40,6 +41,7 @@ __all__ = [
     "ModelSpec",
     "RequestRecord",
     "builtin_model",
+    "count_chatml_tokens",
     "count_harmony_tokens",
     "count_llama4_tokens",
     "count_prompt_tokens",

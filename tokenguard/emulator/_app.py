@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _errors
+from ._chatml import count_chatml_tokens
 from ._completion import completion_pieces
 from ._config import EmulatorConfig
 from ._errors import ApiError
@@ -229,6 +230,13 @@ class App:
             )
         elif spec.template == "llama4":
             prompt = count_llama4_tokens(req.messages, req.tools, req.tool_choice)
+        elif spec.template in ("qwen3", "kimi"):
+            prompt = count_chatml_tokens(
+                req.messages,
+                req.tools,
+                template=spec.template,
+                reasoning_effort=req.reasoning_effort,
+            )
         else:
             prompt = count_prompt_tokens(
                 req.messages,

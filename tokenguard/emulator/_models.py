@@ -14,8 +14,10 @@ from typing import Literal
 __all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL", "ModelSpec", "Template", "builtin_model"]
 
 #: ``harmony`` is gpt-oss's prompt format, counted with o200k_harmony (``_harmony``);
-#: ``llama4`` is Groq's Llama 4 template, counted with the Llama 4 tokenizer (``_llama4``).
-Template = Literal["llama3", "llama3.1", "llama4", "harmony"]
+#: ``llama4`` is Groq's Llama 4 template, counted with the Llama 4 tokenizer (``_llama4``);
+#: ``qwen3`` and ``kimi`` are those models' chat templates (``_chatml``).
+Template = Literal["llama3", "llama3.1", "llama4", "harmony", "qwen3", "kimi"]
+_TEMPLATES = ("llama3", "llama3.1", "llama4", "harmony", "qwen3", "kimi")
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
-        if self.template not in ("llama3", "llama3.1", "llama4", "harmony"):
+        if self.template not in _TEMPLATES:
             raise ValueError(
-                "ModelSpec.template must be 'llama3', 'llama3.1', 'llama4' or 'harmony', "
-                f"got {self.template!r}"
+                f"ModelSpec.template must be one of {_TEMPLATES}, got {self.template!r}"
             )
         if self.context_window < 1:
             raise ValueError(f"context_window must be >= 1, got {self.context_window}")
@@ -66,9 +67,8 @@ class ModelSpec:
 
 _CTX_128K = 131_072
 
-# Groq free tier (GROQ.md). gpt-oss and Llama 4 are counted as Groq does (harmony + o200k,
-# quattro-v2 + the Llama 4 tokenizer). Qwen is counted with the Llama 3 tokenizer here: the
-# real server uses another one, which is exactly what a conservative client must survive.
+# Groq free tier (GROQ.md). gpt-oss, Llama 4 and Qwen3 are counted as Groq does; Kimi K2
+# with its template and o200k_base for its tokenizer (no Kimi tokenizer is at hand).
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -106,13 +106,27 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "qwen/qwen3-32b",
             _CTX_128K,
-            "llama3.1",
+            "qwen3",
             6000,
             60,
             500_000,
             1_000,
             max_completion_tokens=40_960,
             owned_by="Alibaba Cloud",
+        ),
+        *(
+            ModelSpec(
+                name,
+                262_144 if name.endswith("0905") else _CTX_128K,
+                "kimi",
+                10_000,
+                60,
+                300_000,
+                1_000,
+                max_completion_tokens=16_384,
+                owned_by="Moonshot AI",
+            )
+            for name in ("moonshotai/kimi-k2-instruct-0905", "moonshotai/kimi-k2-instruct")
         ),
         ModelSpec(
             "meta-llama/llama-4-scout-17b-16e-instruct",
@@ -133,17 +147,6 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             500_000,
             1_000,
             max_completion_tokens=8192,
-        ),
-        ModelSpec(
-            "moonshotai/kimi-k2-instruct-0905",
-            262_144,
-            "llama3.1",
-            10_000,
-            60,
-            300_000,
-            1_000,
-            max_completion_tokens=16_384,
-            owned_by="Moonshot AI",
         ),
         # Groq's compound systems have no TPD; their server-side tools' prompt tokens are
         # what EmulatorConfig.hidden_prompt_tokens plays.
