@@ -22,6 +22,7 @@ from .workload import COMPLETION, CONTEXT, MAX_TOKENS, MODEL, conversation_mix
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT_NAME = "benchmarks-goodput.png"
+FORMAT = 2  # the results file's layout: scenarios, rows with their runs
 
 
 def line(tool: str, workers: str, run: dict[str, Any]) -> str:
@@ -286,13 +287,60 @@ def _header(res: dict[str, Any], source: str) -> list[str]:
     ]
 
 
+def headline(res: dict[str, Any]) -> list[str]:
+    """Equal retry budgets, compressed and real minute side by side: each tool's first row."""
+    keys = [k for k in ("equal", "real-equal") if k in res["scenarios"]]
+    if not keys:
+        return []
+    head = "| tool |" + "".join(
+        f" {res['scenarios'][k]['window']:g} s minute: 429s at server | errors seen by callers "
+        "| goodput |"
+        for k in keys
+    )
+    out = [head, "|---|" + "---|---|---|" * len(keys)]
+    for module in ORDER:
+        cells = []
+        for k in keys:
+            mine = [r for r in res["rows"] if r["scenario"] == k and r["module"] == module]
+            runs = [x for x in (mine[0]["runs"] if mine else []) if "s429" in x]
+            if not runs:
+                cells.append(" - | - | - |")
+                continue
+            cells.append(
+                f" {spread([x['s429'] for x in runs], _int)} of "
+                f"{spread([x['server_requests'] for x in runs], _int)} ({mine[0]['workers']}) "
+                f"| {spread([sum(x['errors'].values()) for x in runs], _int)} "
+                f"| {spread([x['goodput'] for x in runs], _ratio)} |"
+            )
+        if any(c != " - | - | - |" for c in cells):
+            out.append(f"| {load(module).NAME} |" + "".join(cells))
+    return [
+        "",
+        "## Headline: equal retry budgets",
+        "",
+        f"Every tool given {ATTEMPTS} attempts per call; the scaled (compressed) minute and "
+        "Groq's real 60 s minute, free-tier limits, closed loop, each tool's first mode. "
+        "With retries equal, 429s say how well a tool predicts the server; errors seen by "
+        "callers are what is left when the budget runs out. Full tables below.",
+        "",
+        *out,
+    ]
+
+
 def render(res: dict[str, Any], doc: Path = DOC, source: Path | None = None) -> None:
     """Write ``doc`` (and its plot beside it) from ``res``, read from ``source``."""
+    if res.get("format") != FORMAT:
+        raise SystemExit(
+            f"{source or 'the results file'} is from the single-run benchmark that came before "
+            "scenarios and repeats; run the benchmark to write results this page can be "
+            "rendered from"
+        )
     plot_path = doc.with_name(PLOT_NAME)
     has_plot = plot(res, plot_path)
     mix = conversation_mix()
     src = source or ROOT / "benchmarks" / "compare" / "results.json"
     lines = _header(res, str(src.relative_to(ROOT)) if src.is_relative_to(ROOT) else str(src))
+    lines += headline(res)
     lines += [
         "",
         "## The workload",

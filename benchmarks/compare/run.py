@@ -500,8 +500,8 @@ def _python_name(python: str) -> str:
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A partial run replaces the rows it ran and keeps the others (the re-run is listed);
     tokenguard's rows with another limiter algorithm are kept apart from the default's."""
-    if not old or old.get("format") != FORMAT:
-        return {"format": FORMAT, **new}
+    if not old or old.get("format") != report.FORMAT:
+        return {"format": report.FORMAT, **new}
     ran = {(r["scenario"], r["module"], r["mode"], r.get("variant")) for r in new["rows"]}
     kept = [
         r
@@ -509,7 +509,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if (r["scenario"], r["module"], r["mode"], r.get("variant")) not in ran
     ]
     if not kept:  # nothing of the old run is left: the new run stands alone
-        return {"format": FORMAT, **new}
+        return {"format": report.FORMAT, **new}
     out = dict(old)
     out["rows"] = kept + new["rows"]
     out["scenarios"] = {**old.get("scenarios", {}), **new["scenarios"]}
@@ -524,9 +524,6 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     )
     out["fitting"], out["counts"] = new["fitting"], new["counts"]
     return out
-
-
-FORMAT = 2  # results.json's layout: scenarios, rows with their runs
 
 
 def _changed_since(commit: str) -> list[str]:
