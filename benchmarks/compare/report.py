@@ -378,6 +378,7 @@ def render(res: dict[str, Any], doc: Path = DOC, source: Path | None = None) -> 
         tool = load(module)
         retries = getattr(tool, "RETRIES", "-")
         lines.append(f"- **{tool.NAME}**: {tool.CONFIG}. Equal retries: {retries}.")
+    lines += ["", "## What the tools do, and what that means for the rows", "", *TOOLS_DO]
     keys = [k for k in (s.key for s in SCENARIOS) if k in res["scenarios"]]
     for i, key in enumerate(keys, 1):
         sc = res["scenarios"][key]
@@ -446,6 +447,30 @@ def render(res: dict[str, Any], doc: Path = DOC, source: Path | None = None) -> 
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
 
+
+TOOLS_DO = [
+    "- The openai SDK alone, LangChain's limiter (requests only) and plsno429 (reactive) "
+    "send first and learn from 429s: their goodput can reach the limit, paid for with 429s "
+    "at the server and, when their retries run out, errors in the callers.",
+    "- The cookbook processor, openlimit, llmratelimiter, token-throttle, infermesh and "
+    "plsno429's TPM guard estimate before sending with cl100k_base or LiteLLM's counter, "
+    "not the Llama 3 tokenizer and chat template the server bills with, so their estimates "
+    "are off in both directions (the count table). The cookbook processor and openlimit "
+    "never give back unused `max_tokens`; llmratelimiter adjusts to the real output and "
+    "token-throttle refunds to the usage after the call.",
+    "- openlimit, LiteLLM's Router, plsno429 and infermesh count a minute as 60 s of the "
+    "clock. In a scaled minute they hold the real minute's limit and may spend it in a "
+    "burst; only the real-minute tables judge them. openlimit's buckets hold one second of "
+    "refill at most (`limit / 60`): at Groq's real 6,000 TPM that is 100 tokens, so a "
+    "request estimated above it waits until the run ends (counted as still waiting).",
+    "- tokenguard counts exactly, holds each request until its limiter (a mirror of Groq's "
+    "refilling bucket, starting full) has room, strictly first come first served, "
+    "reconciles with the usage and headers the server returns, and waits out any 429 as "
+    "the server says (without bound unless `retries=` is given).",
+    "- Goodput is the mean over fixed windows of the run's clock; a limiter that follows a "
+    "refilling bucket can charge a little more than the limit in one such window and less "
+    "in the next (the server's own bucket allowed it: the 429 column says whether it did).",
+]
 
 NOT_SHOWN = [
     "## What this does not show",
