@@ -245,12 +245,12 @@ def _header(res: dict[str, Any], source: str) -> list[str]:
         else ""
     )
     reruns = "".join(
-        f"\n- re-run on {r['started']} at commit {r['tokenguard_commit']}, load "
-        f"{r['load']['median']:.1f} (median): `.venv-bench/bin/{r['command']}`"
+        f"\n- {r['started']}, commit {r['tokenguard_commit']}, load {r['load']['median']:.1f} "
+        f"(median), {r['repeats']} run(s) per row: `.venv-bench/bin/{r['command']}`"
         for r in res.get("reruns", [])
     )
-    if reruns:  # say plainly that the tables no longer come from one run
-        reruns = "\n\nNot all rows come from that run:" + reruns
+    if reruns:  # say plainly that the tables no longer come from one command
+        reruns = "\n\nLater commands added rows or replaced them (their own figures):" + reruns
     changed = res.get("tokenguard_changed_during_run")
     if changed:
         reruns += (

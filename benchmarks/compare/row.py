@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 import tokenguard as tg  # noqa: E402
 
-from .tools import load  # noqa: E402
+from .tools import load, warm  # noqa: E402
 from .workload import (  # noqa: E402
     COMPLETION,
     Env,
@@ -75,7 +75,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if why:
         return {"unavailable": why}
     costs = [tg.count_tokens(m, env.model) for m in conversation_mix()]
-    tool.count(conversation_mix()[0], env.model)  # its tokenizer loaded before the clock
+    warm(tool, conversation_mix()[0], env.model)
     arrivals = None
     if traffic.kind != "closed":
         charged = [c + COMPLETION for c in costs]  # what a refunding server keeps

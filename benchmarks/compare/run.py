@@ -1,9 +1,14 @@
 """Side by side: tokenguard and what users would pick instead, scenario by scenario.
 
-Plan first (rows and expected duration), then run everything (hours: see --plan)::
+Plan first (rows and expected duration), then run everything (about 10 hours on an
+idle machine; --plan says how long), or in parts that add their rows to the same
+results file (the page lists each command)::
 
     .venv-bench/bin/python -m benchmarks.compare.run --plan
     .venv-bench/bin/python -m benchmarks.compare.run
+    .venv-bench/bin/python -m benchmarks.compare.run --scenarios real,real-equal
+    .venv-bench/bin/python -m benchmarks.compare.run --scenarios defaults,equal,norefund \
+        --skip-tables 3,4
 
 It writes ``benchmarks/compare/results.json`` (every run of every row), then renders
 ``docs/benchmarks.md`` and ``docs/benchmarks-goodput.png`` from it; ``--render`` rebuilds

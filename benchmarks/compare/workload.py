@@ -310,6 +310,23 @@ def run_tasks(
 ) -> CallerStats:
     """``workers`` asyncio tasks through one caller (built inside the loop, first), or one
     task per arrival (open loop)."""
+
+    async def main() -> CallerStats:
+        call = make()
+        return await tasks_in_loop(call, workers, duration, grace, costs, arrivals)
+
+    return asyncio.run(main())
+
+
+async def tasks_in_loop(
+    call: AsyncCaller,
+    workers: int,
+    duration: float,
+    grace: float,
+    costs: Sequence[int],
+    arrivals: Sequence[tuple[float, int, int]] | None = None,
+) -> CallerStats:
+    """``run_tasks`` in a running loop, through a caller built already."""
     mix = conversation_mix()
     stats = CallerStats()
     busy = [0]
@@ -335,24 +352,21 @@ def run_tasks(
             await one(call, f"w{w}", (w * 7 + i) % len(mix))
             i += 1
 
-    async def main() -> None:
-        call = make()
-        stats.begin()
-        stop_at = stats.started + duration
-        if arrivals is None:
-            tasks = [asyncio.ensure_future(work(call, w, stop_at)) for w in range(workers)]
-        else:
-            tasks = []
-            for at, k, caller in arrivals:
-                await asyncio.sleep(max(0.0, stats.started + at - time.monotonic()))
-                tasks.append(asyncio.ensure_future(one(call, f"c{caller}", k)))
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, stop_at + grace - time.monotonic()))
-        stats.unfinished = busy[0]
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    stats.begin()
+    stop_at = stats.started + duration
+    if arrivals is None:
+        tasks = [asyncio.ensure_future(work(call, w, stop_at)) for w in range(workers)]
+    else:
+        tasks = []
+        for at, k, caller in arrivals:
+            await asyncio.sleep(max(0.0, stats.started + at - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one(call, f"c{caller}", k)))
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, stop_at + grace - time.monotonic()))
+    stats.unfinished = busy[0]
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
-    asyncio.run(main())
     return stats
 
 
@@ -371,26 +385,33 @@ def _child(
 
     import tokenguard as tg
 
-    from .tools import load
+    from .tools import load, warm
 
     logging.disable(logging.CRITICAL)
     tg.events.use_structlog(False)  # as in the parent: no console rendering of events
     tool = load(module)
-    sync = "threads" in tool.MODES  # else asyncio only: tasks in each process
-    call = tool.sync_caller(env) if sync else None  # built before the start line
-    tool.count(conversation_mix()[0], env.model)  # tokenizer data loaded before it, too
-    ready.put(w)
-    # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
-    start_wall, stop_wall = go.get()
-    time.sleep(max(0.0, start_wall - time.time()))
-    if call is not None:
-        stats = run_threads(
-            lambda: call, threads, stop_wall - time.time(), grace, costs, offset=w * threads
-        )
-    else:  # the caller is built inside the loop, after the start line
-        stats = run_tasks(
-            lambda: tool.async_caller(env), threads, stop_wall - time.time(), grace, costs
-        )
+    warm(tool, conversation_mix()[0], env.model)
+
+    def wait_for_start() -> float:
+        """Tell the parent this child is ready, then sleep to the start line; the time left."""
+        ready.put(w)
+        # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
+        start_wall, stop_wall = go.get()
+        time.sleep(max(0.0, start_wall - time.time()))
+        return float(stop_wall - time.time())
+
+    if "threads" in tool.MODES:
+        call = tool.sync_caller(env)  # built (imports, connections) before the start line
+        left = wait_for_start()
+        stats = run_threads(lambda: call, threads, left, grace, costs, offset=w * threads)
+    else:  # asyncio only: tasks, in a loop where the caller is built before the start line
+
+        async def main() -> CallerStats:
+            acall = tool.async_caller(env)
+            left = await asyncio.get_running_loop().run_in_executor(None, wait_for_start)
+            return await tasks_in_loop(acall, threads, left, grace, costs)
+
+        stats = asyncio.run(main())
         stats.offered = {f"p{w}{k}": v for k, v in stats.offered.items()}
         stats.served = {f"p{w}{k}": v for k, v in stats.served.items()}
     q.put(asdict(stats))
