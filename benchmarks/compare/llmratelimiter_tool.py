@@ -22,6 +22,7 @@ CONFIG = (
     ", then `adjust(record_id, actual_output=usage.completion_tokens)`; SDK defaults"
 )
 MODES = ("tasks", "processes")
+ASYNC_ONLY = True  # its processes run asyncio tasks
 NEEDS_REDIS = True
 # The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
 ESTIMATED_BY = ("cookbook", "", "the caller's cl100k count + max_tokens")

@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
 def _workers(sc: Scenario, module: str, mode: str) -> str:
     n = sc.workers_for(mode)
     if mode == "processes":
-        inner = "threads" if "threads" in load(module).MODES else "tasks"
+        inner = "tasks" if getattr(load(module), "ASYNC_ONLY", False) else "threads"
         return f"{n}x{THREADS_PER_PROCESS} {inner}"
     if sc.open_loop:
         return f"{sc.traffic.callers} callers ({mode})"

@@ -400,7 +400,7 @@ def _child(
         time.sleep(max(0.0, start_wall - time.time()))
         return float(stop_wall - time.time())
 
-    if "threads" in tool.MODES:
+    if not getattr(tool, "ASYNC_ONLY", False):
         call = tool.sync_caller(env)  # built (imports, connections) before the start line
         left = wait_for_start()
         stats = run_threads(lambda: call, threads, left, grace, costs, offset=w * threads)
