@@ -22,6 +22,7 @@ from .workload import COMPLETION, CONTEXT, MAX_TOKENS, MODEL, conversation_mix
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT_NAME = "benchmarks-goodput.png"
+PLOTTED = (("defaults", "equal"), ("real", "real-equal"))
 FORMAT = 2  # the results file's layout: scenarios, rows with their runs
 
 
@@ -183,7 +184,7 @@ def count_table(res: dict[str, Any]) -> list[str]:
 
 def plot(res: dict[str, Any], path: Path) -> bool:
     """Tokens charged per window against the limit: the first run of each tool's first
-    row in the own-defaults table (solid) and at the real minute (dashed)."""
+    row in the compressed minute (solid) and the real one (dashed)."""
     try:
         import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
@@ -191,10 +192,11 @@ def plot(res: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return False
+    have = {r["scenario"] for r in res["rows"]}
+    # The compressed and the real minute: own defaults, or equal retries when run alone.
+    shown = [next((k for k in pair if k in have), "") for pair in PLOTTED]
     panels = [
-        m
-        for m in ORDER
-        if any(r["module"] == m and r["scenario"] in ("defaults", "real") for r in res["rows"])
+        m for m in ORDER if any(r["module"] == m and r["scenario"] in shown for r in res["rows"])
     ]
     if not panels:
         return False
@@ -202,7 +204,7 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(14, 3.1 * nrows), sharey=True, squeeze=False)
     for ax, module in zip(axes.flat, panels, strict=False):
-        for key, style, color in (("defaults", "-", "tab:blue"), ("real", "--", "tab:orange")):
+        for key, style, color in zip(shown, ("-", "--"), ("tab:blue", "tab:orange"), strict=True):
             rows = [r for r in res["rows"] if r["module"] == module and r["scenario"] == key]
             runs = [x for r in rows[:1] for x in r["runs"] if "per_window" in x]
             if not runs:
