@@ -199,6 +199,7 @@ def one_run(
             tg_algorithm=variant,
             attempts=sc.attempts,
             stream=sc.stream,
+            tier=sc.tier,
         )
         spec = {
             "module": module,

@@ -43,6 +43,7 @@ class Scenario:
     workers: tuple[tuple[str, int], ...] = (("threads", 8), ("tasks", 32), ("processes", 4))
     cannot_judge: tuple[str, ...] = ()
     headline: bool = False
+    tier: str = "free"  # told to tools that know Groq's tiers (tokenguard's day limits)
 
     def workers_for(self, mode: str) -> int:
         return dict(self.workers)[mode]
@@ -144,12 +145,16 @@ SCENARIOS = [
         key="paid",
         title=f"Paid-tier limit ({PAID_TPM:,} TPM, {PAID_RPM:,} RPM), 10 s minute",
         what="A limit the size of a paid tier: 32 threads (or 64 tasks) closed loop, "
-        f"{REAL_LATENCY * 1e3:g} ms latency, the minute scaled to 10 s, 8 minutes.",
+        f"{REAL_LATENCY * 1e3:g} ms latency, the minute scaled to 10 s, 8 minutes. "
+        "tokenguard is told `tier='developer'`: with the default `tier='free'` its model "
+        "table adds the free tier's day limits (500,000 TPD) to the limits given, and at "
+        "this rate it would stop for the rest of the (scaled) day within two minutes.",
         window=10.0,
         windows=8,
         latency=REAL_LATENCY,
         tpm=PAID_TPM,
         rpm=PAID_RPM,
+        tier="developer",
         workers=(("threads", 32), ("tasks", 64), ("processes", 4)),
         cannot_judge=CLOCK_MINUTE,
     ),

@@ -36,6 +36,8 @@ def count(messages: Messages, model: str) -> int | None:
 def options(env: Env) -> dict[str, Any]:
     # The library's default (no bound on 429 retries) unless the run sets a common budget.
     common: dict[str, Any] = {"context_window": env.context}
+    if env.tier != "free":  # its model table's day limits are the free tier's by default
+        common["tier"] = env.tier
     if env.attempts is not None:
         common["retries"] = env.attempts - 1
     if env.tg_algorithm:  # a limiter built with another algorithm than the default

@@ -94,6 +94,7 @@ class Env:
     # Attempts per call including the first (None: each tool's own default retries).
     attempts: int | None = None
     stream: bool = False  # stream=True, the stream read to its end by the caller
+    tier: str = "free"  # the Groq tier a tool that knows tiers is told (tokenguard's ``tier=``)
 
     def retries(self, default: int) -> int:
         """The retries a tool is given: its own default, or the common budget less one."""
