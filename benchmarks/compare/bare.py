@@ -11,6 +11,7 @@ NAME = "openai SDK alone"
 CONFIG = "`openai.OpenAI()` defaults: `max_retries=2`, waits the server's `retry-after` on 429"
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+RETRIES = "`max_retries=attempts-1`"
 
 
 def unavailable() -> str | None:
@@ -18,26 +19,26 @@ def unavailable() -> str | None:
 
 
 def sync_caller(env: Env) -> SyncCaller:
-    c = client(env)
+    c = client(env, max_retries=env.retries(2))
 
     def call(messages: Messages) -> Any:
         return c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call
 
 
 def async_caller(env: Env) -> AsyncCaller:
-    c = async_client(env)
+    c = async_client(env, max_retries=env.retries(2))
 
     async def call(messages: Messages) -> Any:
         return await c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call

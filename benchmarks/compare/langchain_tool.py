@@ -21,6 +21,7 @@ CONFIG = (
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+RETRIES = "the SDK's `max_retries=attempts-1` (the limiter does not retry)"
 
 
 def unavailable() -> str | None:
@@ -70,26 +71,24 @@ def _parts(env: Env) -> tuple[Any, Any]:
 
 
 def sync_caller(env: Env) -> SyncCaller:
-    c = client(env)
+    c = client(env, max_retries=env.retries(2))
     lim, trim = _parts(env)
 
     def call(messages: Messages) -> Any:
         lim.acquire()
-        return c.chat.completions.create(
-            model=env.model, messages=trim(messages), max_tokens=env.max_tokens
-        )
+        return c.chat.completions.create(model=env.model, messages=trim(messages), **env.request())
 
     return call
 
 
 def async_caller(env: Env) -> AsyncCaller:
-    c = async_client(env)
+    c = async_client(env, max_retries=env.retries(2))
     lim, trim = _parts(env)
 
     async def call(messages: Messages) -> Any:
         await lim.aacquire()
         return await c.chat.completions.create(
-            model=env.model, messages=trim(messages), max_tokens=env.max_tokens
+            model=env.model, messages=trim(messages), **env.request()
         )
 
     return call

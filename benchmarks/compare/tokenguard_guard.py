@@ -20,6 +20,9 @@ CONFIG = (
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = ("tokenguard_guard", "", "`tg.count_tokens` + max_tokens")
+RETRIES = "`retries=attempts-1` (429 retries; its default is no bound)"
 
 
 def unavailable() -> str | None:
@@ -31,19 +34,21 @@ def count(messages: Messages, model: str) -> int | None:
 
 
 def options(env: Env) -> dict[str, Any]:
+    # The library's default (no bound on 429 retries) unless the run sets a common budget.
+    common: dict[str, Any] = {"context_window": env.context}
+    if env.tier != "free":  # its model table's day limits are the free tier's by default
+        common["tier"] = env.tier
+    if env.attempts is not None:
+        common["retries"] = env.attempts - 1
     if env.tg_algorithm:  # a limiter built with another algorithm than the default
         lim = tg.Limiter(tpm=env.tpm, rpm=env.rpm, window=env.window, algorithm=env.tg_algorithm)
-        return {"limiter": lim, "context_window": env.context}
-    return {
-        "tpm": env.tpm,
-        "rpm": env.rpm,
-        "window": env.window,
-        "context_window": env.context,
-    }
+        return {"limiter": lim, **common}
+    return {"tpm": env.tpm, "rpm": env.rpm, "window": env.window, **common}
 
 
 def sync_caller(env: Env) -> SyncCaller:
     c = client(env, max_retries=0)
+    extra = {k: v for k, v in env.request().items() if k != "max_tokens"}  # stream or not
 
     @tg.guard(**options(env))
     def ask(messages: Messages, model: str = env.model, max_tokens: int = env.max_tokens) -> Any:
@@ -51,6 +56,7 @@ def sync_caller(env: Env) -> SyncCaller:
             model=model,
             messages=messages,
             max_tokens=max_tokens,
+            **extra,
         )
 
     return ask
@@ -58,6 +64,7 @@ def sync_caller(env: Env) -> SyncCaller:
 
 def async_caller(env: Env) -> AsyncCaller:
     c = async_client(env, max_retries=0)
+    extra = {k: v for k, v in env.request().items() if k != "max_tokens"}
 
     @tg.guard(**options(env))
     async def ask(
@@ -67,6 +74,7 @@ def async_caller(env: Env) -> AsyncCaller:
             model=model,
             messages=messages,
             max_tokens=max_tokens,
+            **extra,
         )
 
     return ask

@@ -18,6 +18,9 @@ CONFIG = (
 )
 MODES = ("threads", "tasks")
 NEEDS_REDIS = False
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = ("tokenguard_guard", "", "`tg.count_tokens` + max_tokens")
+RETRIES = "`retries=attempts-1` (429 retries; its default is no bound)"
 
 
 def unavailable() -> str | None:
@@ -35,7 +38,7 @@ def sync_caller(env: Env) -> SyncCaller:
         return c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call
@@ -48,7 +51,7 @@ def async_caller(env: Env) -> AsyncCaller:
         return await c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call

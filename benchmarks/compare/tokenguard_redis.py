@@ -8,6 +8,7 @@ from typing import Any
 import tokenguard as tg
 
 from ._common import async_client, client
+from .tokenguard_guard import options
 from .workload import AsyncCaller, Env, Messages, SyncCaller
 
 NAME = "tokenguard Redis"
@@ -18,6 +19,9 @@ CONFIG = (
 )
 MODES = ("processes", "tasks")
 NEEDS_REDIS = True
+# The estimator this tool's rate rows ran with: (module, counter, label) in table 4.
+ESTIMATED_BY = ("tokenguard_guard", "", "`tg.count_tokens` + max_tokens")
+RETRIES = "`retries=attempts-1` (429 retries; its default is no bound)"
 
 
 def unavailable() -> str | None:
@@ -48,27 +52,32 @@ def _limiter(env: Env) -> tg.Limiter:
     )
 
 
+def _common(env: Env) -> dict[str, Any]:
+    out = options(env)  # context window and retries as the in-memory rows have them
+    return {k: out[k] for k in ("context_window", "retries") if k in out}
+
+
 def sync_caller(env: Env) -> SyncCaller:
-    c = tg.instrument(client(env), limiter=_limiter(env), context_window=env.context)
+    c = tg.instrument(client(env), limiter=_limiter(env), **_common(env))
 
     def call(messages: Messages) -> Any:
         return c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call
 
 
 def async_caller(env: Env) -> AsyncCaller:
-    c = tg.instrument(async_client(env), limiter=_limiter(env), context_window=env.context)
+    c = tg.instrument(async_client(env), limiter=_limiter(env), **_common(env))
 
     async def call(messages: Messages) -> Any:
         return await c.chat.completions.create(
             model=env.model,
             messages=messages,
-            max_tokens=env.max_tokens,
+            **env.request(),
         )
 
     return call

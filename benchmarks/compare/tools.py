@@ -51,3 +51,13 @@ class Tool(Protocol):
 def load(module: str) -> Tool:
     mod: Any = importlib.import_module(f"benchmarks.compare.{module}")
     return mod  # type: ignore[no-any-return]
+
+
+def warm(tool: Tool, messages: Messages, model: str) -> None:
+    """Load the tokenizer data a tool counts with, and the estimator its rows are given
+    (``ESTIMATED_BY``), before the clock starts: a first load inside a run (seconds on a
+    busy machine) would read as the tool's slowness."""
+    tool.count(messages, model)
+    given = getattr(tool, "ESTIMATED_BY", None)
+    if given is not None:
+        load(given[0]).count(messages, model)

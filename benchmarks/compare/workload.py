@@ -1,10 +1,12 @@
-"""The one workload every tool runs, and the figures read from the emulator's request log.
+"""The workloads every tool runs, and the figures read from the emulator's request log.
 
-N workers (threads, or asyncio tasks, or threads in several processes) each send
-conversations from one fixed mix of short and long chats, back to back, until the run's
-windows are over. Each worker calls the tool's caller; the tool decides when to send.
-What the server saw comes from the emulator's log; what the callers saw (errors,
-latency) from the workers.
+Closed loop: N workers (threads, or asyncio tasks, or threads in several processes) each
+send conversations from one fixed mix of short and long chats, back to back, until the
+run's windows are over. Open loop: requests arrive on a schedule drawn once from a seed
+(Poisson arrivals at a share of the limit, or bursts after idle), each from one of a few
+callers, whatever the tool is doing. Each call goes through the tool's caller; the tool
+decides when to send. What the server saw comes from the emulator's log; what the
+callers saw (errors, latency, tokens served to each caller) from the workers.
 """
 
 from __future__ import annotations
@@ -89,6 +91,25 @@ class Env:
     redis_url: str | None = None
     key: str = "bench"
     tg_algorithm: str | None = None  # tokenguard's limiter: None for its default
+    # Attempts per call including the first (None: each tool's own default retries).
+    attempts: int | None = None
+    stream: bool = False  # stream=True, the stream read to its end by the caller
+    tier: str = "free"  # the Groq tier a tool that knows tiers is told (tokenguard's ``tier=``)
+
+    def retries(self, default: int) -> int:
+        """The retries a tool is given: its own default, or the common budget less one."""
+        return default if self.attempts is None else self.attempts - 1
+
+    def request(self) -> dict[str, Any]:
+        """What every adapter passes to ``chat.completions.create`` besides model and
+        messages."""
+        if self.stream:
+            return {
+                "max_tokens": self.max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        return {"max_tokens": self.max_tokens}
 
     @property
     def per_minute(self) -> float:
@@ -96,16 +117,110 @@ class Env:
         return 60.0 / self.window
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """How requests arrive. ``closed``: workers back to back. ``poisson``: open-loop
+    arrivals at ``load`` x the limit's request rate for the mix. ``burst``: every
+    ``period`` windows, after idle, requests worth ``load`` x TPM at once."""
+
+    kind: str = "closed"
+    load: float = 1.0
+    callers: int = 8  # open loop: each arrival belongs to one caller (seeded draw)
+    period: int = 4
+    seed: int = 11
+
+
+def schedule(
+    traffic: Traffic, duration: float, window: float, tpm: int, rpm: int, costs: Sequence[int]
+) -> list[tuple[float, int, int]]:
+    """Open-loop arrivals ``(seconds after the start, conversation, caller)``.
+
+    ``costs`` are what each conversation of the mix is charged (prompt + completion); the
+    limit's request rate is the smaller of TPM / mean cost and RPM, per window.
+    """
+    rnd = random.Random(traffic.seed)
+    n = len(costs)
+    out: list[tuple[float, int, int]] = []
+    if traffic.kind == "poisson":
+        per_window = traffic.load * min(tpm / statistics.fmean(costs), rpm)
+        t, k = rnd.expovariate(per_window / window), 0
+        while t < duration:
+            out.append((t, k % n, rnd.randrange(traffic.callers)))
+            t += rnd.expovariate(per_window / window)
+            k += 1
+    elif traffic.kind == "burst":
+        k = 0
+        start = 0.0
+        while start < duration:
+            spent = 0
+            while spent < traffic.load * tpm:
+                out.append((start, k % n, rnd.randrange(traffic.callers)))
+                spent += costs[k % n]
+                k += 1
+            start += traffic.period * window
+    else:
+        raise ValueError(f"not an open-loop traffic kind: {traffic.kind!r}")
+    return out
+
+
+def jain(xs: Sequence[float]) -> float:
+    """Jain's fairness index: 1 when every caller got the same share, 1/n when one got all."""
+    total = sum(xs)
+    squares = sum(x * x for x in xs)
+    return total * total / (len(xs) * squares) if squares else float("nan")
+
+
+def drain(resp: Any) -> Any:
+    """Read a stream to its end (a caller that streams reads every chunk); else as is."""
+    if hasattr(resp, "__next__") or type(resp).__name__ in ("Stream", "CustomStreamWrapper"):
+        for _ in resp:
+            pass
+    return resp
+
+
+async def adrain(resp: Any) -> Any:
+    if hasattr(resp, "__anext__") or hasattr(resp, "__aiter__"):
+        async for _ in resp:
+            pass
+    return resp
+
+
 @dataclass
 class CallerStats:
     """What the workers saw."""
 
     started: float = 0.0  # time.monotonic() when the workers started
+    started_wall: float = 0.0  # the same instant by time.time() (another process's clock)
     issued: int = 0
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     unfinished: int = 0
+    # Prompt tokens per caller ("w3", "c1"): asked for, and served.
+    offered: dict[str, int] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        self.started, self.started_wall = time.monotonic(), time.time()
+
+    def ask(self, caller: str, tokens: int) -> None:
+        self.issued += 1
+        self.offered[caller] = self.offered.get(caller, 0) + tokens
+        self.served.setdefault(caller, 0)
+
+    def done(self, caller: str, tokens: int, seconds: float) -> None:
+        self.ok += 1
+        self.served[caller] += tokens
+        self.latencies.append(seconds)
+
+    def fairness(self, open_loop: bool) -> float:
+        """Jain's index over the callers: of the tokens each was served (closed loop, where
+        every worker asks for the same mix without end), or of the share of what each
+        asked for that it was served (open loop)."""
+        keys = sorted(self.offered)
+        if open_loop:
+            return jain([self.served[k] / self.offered[k] for k in keys if self.offered[k]])
+        return jain([self.served[k] for k in keys])
 
     def error(self, exc: BaseException) -> None:
         name = type(exc).__name__
@@ -120,45 +235,65 @@ class CallerStats:
         self.latencies.extend(other.latencies)
         for k, v in other.errors.items():
             self.errors[k] = self.errors.get(k, 0) + v
+        for mine, theirs in ((self.offered, other.offered), (self.served, other.served)):
+            for k, n in theirs.items():
+                mine[k] = mine.get(k, 0) + n
 
 
 def run_threads(
-    make: Callable[[], SyncCaller], workers: int, duration: float, grace: float, offset: int = 0
+    make: Callable[[], SyncCaller],
+    workers: int,
+    duration: float,
+    grace: float,
+    costs: Sequence[int],
+    offset: int = 0,
+    arrivals: Sequence[tuple[float, int, int]] | None = None,
 ) -> CallerStats:
-    """``workers`` threads through one caller (built first) for ``duration`` seconds; a call
-    still running ``grace`` seconds later counts as unfinished (its thread is abandoned)."""
+    """``workers`` threads through one caller (built first) for ``duration`` seconds, or
+    with ``arrivals``, one thread per arrival at its time (open loop); a call still running
+    ``grace`` seconds after the end counts as unfinished (its thread is abandoned)."""
     call = make()
     mix = conversation_mix()
-    stats = CallerStats(started=time.monotonic())
-    stop_at = stats.started + duration
+    stats = CallerStats()
     lock = threading.Lock()
     busy = [0]
+
+    def one(caller: str, k: int) -> None:
+        with lock:
+            stats.ask(caller, costs[k])
+            busy[0] += 1
+        t0 = time.perf_counter()
+        try:
+            drain(call([dict(m) for m in mix[k]]))
+        except Exception as exc:
+            with lock:
+                stats.error(exc)
+        else:
+            with lock:
+                stats.done(caller, costs[k], time.perf_counter() - t0)
+        finally:
+            with lock:
+                busy[0] -= 1
 
     def work(w: int) -> None:
         i = 0
         while time.monotonic() < stop_at:
-            msgs = mix[(offset + w * 7 + i) % len(mix)]
+            one(f"w{offset + w}", (offset + w * 7 + i) % len(mix))
             i += 1
-            with lock:
-                stats.issued += 1
-                busy[0] += 1
-            t0 = time.perf_counter()
-            try:
-                call([dict(m) for m in msgs])
-            except Exception as exc:
-                with lock:
-                    stats.error(exc)
-            else:
-                with lock:
-                    stats.ok += 1
-                    stats.latencies.append(time.perf_counter() - t0)
-            finally:
-                with lock:
-                    busy[0] -= 1
 
-    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
-    for t in threads:
-        t.start()
+    stats.begin()
+    stop_at = stats.started + duration
+    if arrivals is None:
+        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
+        for t in threads:
+            t.start()
+    else:
+        threads = []
+        for at, k, caller in arrivals:
+            time.sleep(max(0.0, stats.started + at - time.monotonic()))
+            t = threading.Thread(target=one, args=(f"c{caller}", k), daemon=True)
+            t.start()
+            threads.append(t)
     for t in threads:
         t.join(max(0.0, stop_at + grace - time.monotonic()))
     with lock:
@@ -167,52 +302,79 @@ def run_threads(
 
 
 def run_tasks(
-    make: Callable[[], AsyncCaller], workers: int, duration: float, grace: float
+    make: Callable[[], AsyncCaller],
+    workers: int,
+    duration: float,
+    grace: float,
+    costs: Sequence[int],
+    arrivals: Sequence[tuple[float, int, int]] | None = None,
 ) -> CallerStats:
-    """``workers`` asyncio tasks through one caller (built inside the loop, first)."""
+    """``workers`` asyncio tasks through one caller (built inside the loop, first), or one
+    task per arrival (open loop)."""
+
+    async def main() -> CallerStats:
+        call = make()
+        return await tasks_in_loop(call, workers, duration, grace, costs, arrivals)
+
+    return asyncio.run(main())
+
+
+async def tasks_in_loop(
+    call: AsyncCaller,
+    workers: int,
+    duration: float,
+    grace: float,
+    costs: Sequence[int],
+    arrivals: Sequence[tuple[float, int, int]] | None = None,
+) -> CallerStats:
+    """``run_tasks`` in a running loop, through a caller built already."""
     mix = conversation_mix()
     stats = CallerStats()
     busy = [0]
 
-    async def main() -> None:
-        call = make()
-        stats.started = time.monotonic()
-        stop_at = stats.started + duration
+    async def one(call: AsyncCaller, caller: str, k: int) -> None:
+        stats.ask(caller, costs[k])
+        busy[0] += 1
+        t0 = time.perf_counter()
+        try:
+            await adrain(await call([dict(m) for m in mix[k]]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stats.error(exc)
+        else:
+            stats.done(caller, costs[k], time.perf_counter() - t0)
+        finally:
+            busy[0] -= 1
 
-        async def work(w: int) -> None:
-            i = 0
-            while time.monotonic() < stop_at:
-                msgs = mix[(w * 7 + i) % len(mix)]
-                i += 1
-                stats.issued += 1
-                busy[0] += 1
-                t0 = time.perf_counter()
-                try:
-                    await call([dict(m) for m in msgs])
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    stats.error(exc)
-                else:
-                    stats.ok += 1
-                    stats.latencies.append(time.perf_counter() - t0)
-                finally:
-                    busy[0] -= 1
+    async def work(call: AsyncCaller, w: int, stop_at: float) -> None:
+        i = 0
+        while time.monotonic() < stop_at:
+            await one(call, f"w{w}", (w * 7 + i) % len(mix))
+            i += 1
 
-        tasks = [asyncio.ensure_future(work(w)) for w in range(workers)]
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, stop_at + grace - time.monotonic()))
-        stats.unfinished = busy[0]
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    stats.begin()
+    stop_at = stats.started + duration
+    if arrivals is None:
+        tasks = [asyncio.ensure_future(work(call, w, stop_at)) for w in range(workers)]
+    else:
+        tasks = []
+        for at, k, caller in arrivals:
+            await asyncio.sleep(max(0.0, stats.started + at - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one(call, f"c{caller}", k)))
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, stop_at + grace - time.monotonic()))
+    stats.unfinished = busy[0]
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
-    asyncio.run(main())
     return stats
 
 
 def _child(
     module: str,
     env: Env,
+    costs: list[int],
     threads: int,
     grace: float,
     w: int,
@@ -224,24 +386,42 @@ def _child(
 
     import tokenguard as tg
 
-    from .tools import load
+    from .tools import load, warm
 
     logging.disable(logging.CRITICAL)
     tg.events.use_structlog(False)  # as in the parent: no console rendering of events
     tool = load(module)
-    call = tool.sync_caller(env)  # built (imports, connections) before the start line
-    tool.count(conversation_mix()[0], env.model)  # tokenizer data loaded before it, too
-    ready.put(w)
-    # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
-    start_wall, stop_wall = go.get()
-    time.sleep(max(0.0, start_wall - time.time()))
-    stats = run_threads(lambda: call, threads, stop_wall - time.time(), grace, offset=w * 3)
+    warm(tool, conversation_mix()[0], env.model)
+
+    def wait_for_start() -> float:
+        """Tell the parent this child is ready, then sleep to the start line; the time left."""
+        ready.put(w)
+        # The parent's monotonic clock is not ours: start and stop travel as wall-clock times.
+        start_wall, stop_wall = go.get()
+        time.sleep(max(0.0, start_wall - time.time()))
+        return float(stop_wall - time.time())
+
+    if not getattr(tool, "ASYNC_ONLY", False):
+        call = tool.sync_caller(env)  # built (imports, connections) before the start line
+        left = wait_for_start()
+        stats = run_threads(lambda: call, threads, left, grace, costs, offset=w * threads)
+    else:  # asyncio only: tasks, in a loop where the caller is built before the start line
+
+        async def main() -> CallerStats:
+            acall = tool.async_caller(env)
+            left = await asyncio.get_running_loop().run_in_executor(None, wait_for_start)
+            return await tasks_in_loop(acall, threads, left, grace, costs)
+
+        stats = asyncio.run(main())
+        stats.offered = {f"p{w}{k}": v for k, v in stats.offered.items()}
+        stats.served = {f"p{w}{k}": v for k, v in stats.served.items()}
     q.put(asdict(stats))
 
 
 def run_processes(
     module: str,
     env: Env,
+    costs: list[int],
     processes: int,
     threads: int,
     duration: float,
@@ -258,7 +438,7 @@ def run_processes(
     ctx = mp.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Queue(), ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(module, env, threads, grace, w, ready, go, q))
+        ctx.Process(target=_child, args=(module, env, costs, threads, grace, w, ready, go, q))
         for w in range(processes)
     ]
     for p in procs:
@@ -275,6 +455,7 @@ def run_processes(
     lead = 0.5  # for every child to read its start line before it
     start_wall = time.time() + lead
     total.started = time.monotonic() + lead
+    total.started_wall = start_wall
     stop_wall = start_wall + duration
     for _ in procs:
         go.put((start_wall, stop_wall))
