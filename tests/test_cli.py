@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tokenguard import __version__, count_tokens
+from tokenguard.cli._plot import replay
 
 
 def run(
@@ -230,6 +232,46 @@ def test_report_plot_is_a_png(tmp_path: Path) -> None:
     assert len(data) > 20_000
 
 
+def test_replay_takes_each_estimate_when_sent_and_refills_to_the_capacity() -> None:
+    # 6,000 tokens refilled per 60 s: 100 a second.
+    over = replay([(0.0, 4000), (1.0, 4000)], capacity=6000, window=60, end=2.0)
+    assert list(zip(over.xs, over.ys, strict=True)) == [
+        (0.0, 6000.0), (0.0, 6000.0), (0.0, 2000.0), (1.0, 2100.0), (1.0, -1900.0),
+        (2.0, -1800.0),
+    ]  # fmt: skip
+    assert over.lowest == -1900  # the server would have refused the second call
+    full = replay([(0.0, 3000)], capacity=6000, window=60, end=40.0)
+    assert list(zip(full.xs, full.ys, strict=True)) == [
+        (0.0, 6000.0), (0.0, 6000.0), (0.0, 3000.0), (30.0, 6000.0), (40.0, 6000.0),
+    ]  # fmt: skip
+
+
+def test_report_plot_takes_the_window_and_limit_from_the_log(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    limits = {"ts": 0.5, "event": "tokenguard.limiter.limits", "window_s": 2.0, "tpm": 900}
+    path = tmp_path / "events.jsonl"
+    lines = [json.dumps(limits)] + [_request("my-model", float(t)) for t in range(1, 4)]
+    path.write_text("\n".join(lines) + "\n")
+    done = run("report", str(path), "--plot", str(tmp_path / "a.png"))
+    assert done.returncode == 0, done.stderr
+    # Three calls of 356 tokens a second apart, 450 refilled a second: the bucket is full
+    # again before each call, so it never holds less than 900 - 356.
+    assert "3 calls over 3 s through a 900-token bucket per 2 s, lowest 544" in done.stdout
+    done = run("report", str(path), "--plot", str(tmp_path / "b.png"), "--tpm", "600")
+    # 300 a second: 600 - 356 = 244, then 244 + 300 - 356 = 188, then 188 + 300 - 356.
+    assert "through a 600-token bucket per 2 s, lowest 132" in done.stdout
+
+
+def test_report_plot_without_a_known_limit_says_to_pass_tpm(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "events.jsonl"
+    path.write_text(_request("my-model", 1.0) + "\n")
+    done = run("report", str(path), "--plot", str(tmp_path / "a.png"))
+    assert done.returncode == 2
+    assert "no token limit to plot against" in done.stderr
+    assert "pass --tpm" in done.stderr
+
+
 def test_report_plot_without_matplotlib_says_how_to_install(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(_request("m", 1.0) + "\n")
@@ -269,6 +311,11 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     assert elapsed < 30
     out = done.stdout
     assert "server: the embedded Groq emulator" in out
+    # Nothing from the library beyond the demo's own display (its 429s, retries and fits
+    # are warnings and info events: they go to the display and the log only).
+    assert done.stderr == ""
+    assert not re.search(r"^\S*tokenguard\.\w+\.\w+", out, re.MULTILINE)
+    assert "gen_ai." not in out
     s = _summary(out)
     assert s["refusals that reached the caller"] == "0"
     calls = int(s["calls through the guard"])
@@ -303,6 +350,12 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     assert f"{calls}/{calls} exact" in report.stdout
     assert "malformed" not in report.stdout
     assert "refusals              0" in report.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        plotted = run("report", str(log), "--plot", str(tmp_path / "demo.png"))
+        assert plotted.returncode == 0, plotted.stderr
+        # The bucket of the run's limits, refilled per its 1-second window.
+        assert f"{calls} calls over" in plotted.stdout
+        assert "through a 6,000-token bucket per 1 s" in plotted.stdout
 
 
 def test_demo_port_busy_is_a_clear_error(tmp_path: Path) -> None:
