@@ -68,7 +68,6 @@ async def use_async(openai_url: str, groq_url: str, key: str) -> None:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)
     tg.events.add_sink(report)
     with endpoints() as (openai_url, groq_url, key):
         client = tg.instrument(openai.OpenAI(base_url=openai_url, api_key=key))

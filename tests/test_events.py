@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 import tokenguard as tg
@@ -30,14 +28,6 @@ def test_every_record_is_named_tokenguard_area_event() -> None:
         assert parts[0] == "tokenguard"
         assert all(p and p == p.lower() for p in parts), name
     assert len(set(names)) == len(names)
-
-
-@pytest.fixture
-def structlog_unconfigured() -> Iterator[None]:
-    # As in an application that never called structlog.configure (capture_logs configures).
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def test_emit_goes_to_structlog_when_the_application_configured_it() -> None:
@@ -144,8 +134,7 @@ mode = sys.argv[1]
 if mode == "logging":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 elif mode == "structlog":
-    import structlog
-    structlog.configure(processors=[structlog.processors.JSONRenderer()])
+        structlog.configure(processors=[structlog.processors.JSONRenderer()])
 elif mode == "console":
     tg.events.to_console()
 with running(model="llama3-8b-8192") as em:

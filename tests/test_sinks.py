@@ -130,6 +130,7 @@ def test_logging_sink_logs_at_the_records_level(
     assert fields["gen_ai.usage.input_tokens"] == 11
 
 
+@pytest.mark.usefixtures("structlog_unconfigured")
 def test_to_console_prints_one_line_per_event_until_undone(
     em: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.disable(logging.CRITICAL)  # libraries' retry warnings would flood the output
     warnings.simplefilter("ignore")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     if args.tools == "all":
         modules = ORDER
     elif args.tools == "tokenguard":

@@ -227,7 +227,7 @@ def _child(
     from .tools import load
 
     logging.disable(logging.CRITICAL)
-    tg.events.use_structlog(False)  # as in the parent: no console rendering of events
+    tg.events.use_logging(False)  # as in the parent: no console rendering of events
     tool = load(module)
     call = tool.sync_caller(env)  # built (imports, connections) before the start line
     tool.count(conversation_mix()[0], env.model)  # tokenizer data loaded before it, too
