@@ -254,6 +254,7 @@ def test_report_plot_takes_the_window_and_limit_from_the_log(tmp_path: Path) -> 
     path.write_text("\n".join(lines) + "\n")
     done = run("report", str(path), "--plot", str(tmp_path / "a.png"))
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("limits: 900 tokens per 2 s (the log's limiter)\n")
     # Three calls of 356 tokens a second apart, 450 refilled a second: the bucket is full
     # again before each call, so it never holds less than 900 - 356.
     assert "3 calls over 3 s through a 900-token bucket per 2 s, lowest 544" in done.stdout

@@ -96,7 +96,15 @@ class Report:
     @property
     def tpm(self) -> int | None:
         """The limiter's tokens per window, as the log records it."""
-        value = _int((self.limits or {}).get("tpm"))
+        return self._limit("tpm")
+
+    @property
+    def rpm(self) -> int | None:
+        """The limiter's requests per window, as the log records it."""
+        return self._limit("rpm")
+
+    def _limit(self, name: str) -> int | None:
+        value = _int((self.limits or {}).get(name))
         return value if value is not None and value > 0 else None
 
 
@@ -279,7 +287,12 @@ def _rows(t: ModelTotals) -> list[tuple[str, str]]:
 
 
 def render(rep: Report, out: TextIO) -> None:
-    """Print the report: one block per model, then what was skipped or unreadable."""
+    """Print the report: the limits the log records, one block per model, then what was
+    skipped or unreadable."""
+    if rep.window is not None:
+        held = [f"{v:,} {unit}" for v, unit in ((rep.tpm, "tokens"), (rep.rpm, "requests")) if v]
+        per = " and ".join(held) or "limits"
+        print(f"limits: {per} per {rep.window:g} s (the log's limiter)", file=out)
     if not rep.by_model:
         print(f"{rep.path}: no tokenguard usage events found", file=out)
     for t in sorted(rep.by_model.values(), key=lambda m: m.model):
@@ -340,6 +353,7 @@ def report_command(
                 }
                 for t in rep.by_model.values()
             },
+            "limits": {"window_s": rep.window, "tpm": rep.tpm, "rpm": rep.rpm},
             "skipped_foreign": rep.foreign,
             "malformed": [{"line": p.number, "reason": p.reason} for p in rep.problems],
         }
