@@ -134,7 +134,8 @@ mode = sys.argv[1]
 if mode == "logging":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 elif mode == "structlog":
-        structlog.configure(processors=[structlog.processors.JSONRenderer()])
+    import structlog
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])
 elif mode == "console":
     tg.events.to_console()
 with running(model="llama3-8b-8192") as em:
