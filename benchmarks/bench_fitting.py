@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=100, help="turns of the shortest chat")
     parser.add_argument("--samples", type=int, default=8, help="chats per script")
     args = parser.parse_args()
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     speed(args.runs)
     comparison(args.turns, args.samples)
 

@@ -103,7 +103,7 @@ def _p50_us(samples: list[float]) -> float:
 
 
 def scenario_overhead(samples: int, headers: bool = True) -> None:
-    tg.events.use_structlog(False)  # measure the guard, not a console renderer
+    tg.events.use_logging(False)  # measure the guard, not the application's logging
     port = _free_port()
     proc = _serve(port, headers)
     base = f"http://127.0.0.1:{port}/openai/v1"
@@ -179,7 +179,7 @@ def scenario_overhead(samples: int, headers: bool = True) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        tg.events.use_structlog(True)
+        tg.events.use_logging(True)
 
 
 def _rotated(calls: dict[str, Any], i: int) -> list[str]:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.scenario in ("overhead", "all"):
         scenario_overhead(args.samples, headers=not args.no_headers)
     if args.scenario in ("goodput", "all"):
-        tg.events.use_structlog(False)
+        tg.events.use_logging(False)
         for refund in (True, False):
             goodput_decorated(refund, args.windows)
             goodput_instrumented(refund, args.windows)

@@ -31,7 +31,6 @@ def server() -> Iterator[OpenAI]:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)
     with server() as plain:
         client = tg.instrument(plain)
         asked = 0

@@ -33,7 +33,6 @@ def server() -> Iterator[OpenAI]:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)  # this example prints its own lines
     seen: list[tg.events.Event] = []
     tg.events.add_sink(seen.append)
     with server() as client:

@@ -1,4 +1,6 @@
-"""Instrument an openai client and a groq client (sync and async): every
+"""Needs the 'groq' extra: pip install 'groq-tokenguard[groq]' (from a clone: '.[groq]').
+
+Instrument an openai client and a groq client (sync and async): every
 chat.completions.create goes through the guard, headers included.
 
 Runs against Groq when GROQ_API_KEY is set, else against the embedded emulator.
@@ -14,10 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import groq
 import openai
 
 import tokenguard as tg
+
+try:
+    import groq
+except ImportError:
+    raise SystemExit(
+        "this example needs the groq SDK, the 'groq' extra: "
+        "pip install 'groq-tokenguard[groq]' (from a clone: pip install '.[groq]')"
+    ) from None
 
 MODEL = "llama-3.1-8b-instant"
 HELLO: Any = [{"role": "user", "content": "Say hello in five words."}]
@@ -59,7 +68,6 @@ async def use_async(openai_url: str, groq_url: str, key: str) -> None:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)
     tg.events.add_sink(report)
     with endpoints() as (openai_url, groq_url, key):
         client = tg.instrument(openai.OpenAI(base_url=openai_url, api_key=key))

@@ -1,4 +1,6 @@
-"""Several processes, one limit: a Redis limiter shared by 3 worker processes, each
+"""Needs the 'redis' extra: pip install 'groq-tokenguard[redis]' (from a clone: '.[redis]').
+
+Several processes, one limit: a Redis limiter shared by 3 worker processes, each
 with its own guarded function. Uses REDIS_URL if set, else starts a redis-server.
 
 Runs against Groq when GROQ_API_KEY is set, else against the embedded emulator with
@@ -20,10 +22,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
 from openai import OpenAI
 
 import tokenguard as tg
+
+try:
+    import redis
+except ImportError:
+    raise SystemExit(
+        "this example needs the redis client, the 'redis' extra: "
+        "pip install 'groq-tokenguard[redis]' (from a clone: pip install '.[redis]')"
+    ) from None
 
 MODEL = "llama-3.1-8b-instant"
 
@@ -36,7 +45,10 @@ def redis_url() -> Iterator[str]:
         return
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit("set REDIS_URL or install redis-server")
+        raise SystemExit(
+            "this example needs a Redis server: set REDIS_URL, or install redis-server "
+            "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,6 +1,10 @@
-"""Stream with the ``groq`` SDK and settle the reservation from ``x_groq.usage``.
+"""Needs the 'groq' extra: pip install 'groq-tokenguard[groq]' (from a clone: '.[groq]').
 
-pip install 'tokenguard[groq]' && python examples/stream_with_groq_sdk.py
+Stream with the ``groq`` SDK and settle the reservation from ``x_groq.usage``.
+
+Runs against Groq when GROQ_API_KEY is set, else against the embedded emulator.
+
+    python examples/stream_with_groq_sdk.py
 """
 
 from __future__ import annotations
@@ -10,9 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from groq import Groq
-
 import tokenguard as tg
+
+try:
+    from groq import Groq
+except ImportError:
+    raise SystemExit(
+        "this example needs the groq SDK, the 'groq' extra: "
+        "pip install 'groq-tokenguard[groq]' (from a clone: pip install '.[groq]')"
+    ) from None
 
 MODEL = "llama-3.1-8b-instant"
 

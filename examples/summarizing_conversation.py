@@ -34,7 +34,6 @@ def server() -> Iterator[tuple[OpenAI, float]]:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)
     calls: list[str] = []
     tg.events.add_sink(
         lambda e: (

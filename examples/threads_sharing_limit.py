@@ -37,7 +37,6 @@ def server() -> Iterator[tuple[OpenAI, float, Any]]:
 
 
 def main() -> None:
-    tg.events.use_structlog(False)
     with server() as (client, window, em):
 
         @tg.guard(window=window)

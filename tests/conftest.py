@@ -1,11 +1,13 @@
 """Fixtures every test file shares: the guard's process-wide defaults start and end
-fresh around each test, and ``events`` collects what the event seam emits."""
+fresh around each test, ``events`` collects what the event seam emits, and
+``structlog_unconfigured`` stands for an application that never configured structlog."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 import tokenguard as tg
 
@@ -33,3 +35,12 @@ def events() -> Iterator[list[tg.events.Event]]:
     undo = tg.events.add_sink(seen.append)
     yield seen
     undo()
+
+
+@pytest.fixture
+def structlog_unconfigured() -> Iterator[None]:
+    # capture_logs() configures structlog for the rest of the process; an application
+    # that never called structlog.configure sees none of it.
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

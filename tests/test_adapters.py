@@ -12,7 +12,7 @@ from typing import Any
 import groq
 import openai
 import pytest
-from emulator_support import HELLO
+from emulator_support import HELLO, FakeClock
 
 from tokenguard._adapters import FailureKind, Usage, classify, headers_of, usage_of
 from tokenguard.emulator import running
@@ -100,7 +100,12 @@ def test_no_usage_or_malformed_usage_reads_as_none(obj: object) -> None:
 
 
 def test_a_429_is_read_with_its_numbers_and_wait() -> None:
-    with running(model=MODEL, tpm=1000, rpm=1000, window=60.0) as em:
+    # The emulator's clock stands still: its bucket refills nothing between the two calls
+    # however slowly a loaded machine runs them (a real clock refilled 1 token in 60 ms).
+    clock = FakeClock()
+    with running(
+        model=MODEL, tpm=1000, rpm=1000, window=60.0, clock=clock, sleep=clock.sleep
+    ) as em:
         client = _client(em.base_url)
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
         with pytest.raises(openai.RateLimitError) as exc:

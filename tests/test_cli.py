@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tokenguard import __version__, count_tokens
+from tokenguard.cli._plot import replay
 
 
 def run(
@@ -232,6 +234,47 @@ def test_report_plot_is_a_png(tmp_path: Path) -> None:
     assert len(data) > 20_000
 
 
+def test_replay_takes_each_estimate_when_sent_and_refills_to_the_capacity() -> None:
+    # 6,000 tokens refilled per 60 s: 100 a second.
+    over = replay([(0.0, 4000), (1.0, 4000)], capacity=6000, window=60, end=2.0)
+    assert list(zip(over.xs, over.ys, strict=True)) == [
+        (0.0, 6000.0), (0.0, 6000.0), (0.0, 2000.0), (1.0, 2100.0), (1.0, -1900.0),
+        (2.0, -1800.0),
+    ]  # fmt: skip
+    assert over.lowest == -1900  # the server would have refused the second call
+    full = replay([(0.0, 3000)], capacity=6000, window=60, end=40.0)
+    assert list(zip(full.xs, full.ys, strict=True)) == [
+        (0.0, 6000.0), (0.0, 6000.0), (0.0, 3000.0), (30.0, 6000.0), (40.0, 6000.0),
+    ]  # fmt: skip
+
+
+def test_report_plot_takes_the_window_and_limit_from_the_log(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    limits = {"ts": 0.5, "event": "tokenguard.limiter.limits", "window_s": 2.0, "tpm": 900}
+    path = tmp_path / "events.jsonl"
+    lines = [json.dumps(limits)] + [_request("my-model", float(t)) for t in range(1, 4)]
+    path.write_text("\n".join(lines) + "\n")
+    done = run("report", str(path), "--plot", str(tmp_path / "a.png"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("limits: 900 tokens per 2 s (the log's limiter)\n")
+    # Three calls of 356 tokens a second apart, 450 refilled a second: the bucket is full
+    # again before each call, so it never holds less than 900 - 356.
+    assert "3 calls over 3 s through a 900-token bucket per 2 s, lowest 544" in done.stdout
+    done = run("report", str(path), "--plot", str(tmp_path / "b.png"), "--tpm", "600")
+    # 300 a second: 600 - 356 = 244, then 244 + 300 - 356 = 188, then 188 + 300 - 356.
+    assert "through a 600-token bucket per 2 s, lowest 132" in done.stdout
+
+
+def test_report_plot_without_a_known_limit_says_to_pass_tpm(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "events.jsonl"
+    path.write_text(_request("my-model", 1.0) + "\n")
+    done = run("report", str(path), "--plot", str(tmp_path / "a.png"))
+    assert done.returncode == 2
+    assert "no token limit to plot against" in done.stderr
+    assert "pass --tpm" in done.stderr
+
+
 def test_report_plot_without_matplotlib_says_how_to_install(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(_request("m", 1.0) + "\n")
@@ -243,7 +286,7 @@ def test_report_plot_without_matplotlib_says_how_to_install(tmp_path: Path) -> N
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    assert "pip install 'tokenguard[plot]'" in done.stderr
+    assert "pip install 'groq-tokenguard[plot]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -271,6 +314,11 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     assert elapsed < 30
     out = done.stdout
     assert "server: the embedded Groq emulator" in out
+    # Nothing from the library beyond the demo's own display (its 429s, retries and fits
+    # are warnings and info events: they go to the display and the log only).
+    assert done.stderr == ""
+    assert not re.search(r"^\S*tokenguard\.\w+\.\w+", out, re.MULTILINE)
+    assert "gen_ai." not in out
     s = _summary(out)
     assert s["refusals that reached the caller"] == "0"
     calls = int(s["calls through the guard"])
@@ -281,7 +329,8 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     assert int(s["429s absorbed by the guard"]) >= 1
     assert re.match(r"3 sent, \d+ refused", s["unguarded client"])
     assert f"events: {log}" in out
-    assert f"tokenguard report {log} --window 1" in out
+    # The window is in the log: the command the demo suggests needs no --window.
+    assert f"next:   tokenguard report {log}" in out
 
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert all(r["event"].startswith("tokenguard.") and isinstance(r["ts"], float) for r in records)
@@ -296,12 +345,20 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     )
     assert not any("content" in key for r in records for key in r)
 
-    report = run("report", str(log), "--window", "1")
+    limits = [r for r in records if r["event"] == "tokenguard.limiter.limits"]
+    assert [(r["window_s"], r["tpm"], r["rpm"]) for r in limits] == [(1.0, 6000, 30)]
+    report = run("report", str(log))
     assert report.returncode == 0, report.stderr
     assert re.search(rf"calls\s+{calls}\n", report.stdout)
     assert f"{calls}/{calls} exact" in report.stdout
     assert "malformed" not in report.stdout
     assert "refusals              0" in report.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        plotted = run("report", str(log), "--plot", str(tmp_path / "demo.png"))
+        assert plotted.returncode == 0, plotted.stderr
+        # The bucket of the run's limits, refilled per its 1-second window.
+        assert f"{calls} calls over" in plotted.stdout
+        assert "through a 6,000-token bucket per 1 s" in plotted.stdout
 
 
 def test_demo_port_busy_is_a_clear_error(tmp_path: Path) -> None:
@@ -332,6 +389,14 @@ def test_demo_server_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def _sigint_as_in_the_foreground() -> None:
+    # Ctrl-C reaches a program started from a terminal, whose SIGINT is at its default.
+    # A shell starts background jobs (`bash scripts/check &`, setsid, CI runners) with
+    # SIGINT ignored, and children inherit that: reset it in the child before exec, so
+    # the demo meets the signal as a user's Ctrl-C, wherever the suite runs.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
     proc = subprocess.Popen(
@@ -348,6 +413,7 @@ def test_demo_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_sigint_as_in_the_foreground,
     )
     assert proc.stdout is not None
     # Interrupt once the first guarded call has gone through (the second then waits).

@@ -21,9 +21,9 @@ MODEL = "llama3-8b-8192"
 
 @pytest.fixture(autouse=True)
 def quiet() -> Iterator[None]:
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     yield
-    tg.events.use_structlog(True)
+    tg.events.use_logging(True)
 
 
 def words(i: int, n: int = 50) -> str:

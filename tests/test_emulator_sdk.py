@@ -179,8 +179,11 @@ async def test_async_openai(em: Emulator, include_usage: bool) -> None:
     assert (chunks[-1].usage is not None) is include_usage
 
 
-def test_groq_sdk(em: Emulator) -> None:
-    with groq.Groq(base_url=em.root_url, api_key="x", max_retries=0) as client:
+# One URL for both SDKs: the groq SDK appends /openai/v1 to what it is given, and the
+# emulator takes the doubled prefix, so em.base_url serves it as the root does.
+@pytest.mark.parametrize("url", ["root_url", "base_url"])
+def test_groq_sdk(em: Emulator, url: str) -> None:
+    with groq.Groq(base_url=getattr(em, url), api_key="x", max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=HELLO)
         reply = raw.parse()
         assert reply.usage is not None
@@ -203,6 +206,7 @@ def test_groq_sdk(em: Emulator) -> None:
         assert chunks[-1].usage is not None
         assert chunks[-1].usage.prompt_tokens == 11
         assert [m.id for m in client.models.list().data] == [MODEL]
+        assert client.models.retrieve(MODEL).id == MODEL
 
 
 async def test_async_groq_sdk(em: Emulator) -> None:

@@ -1,4 +1,5 @@
-"""The examples run as a new user would run them, against the embedded emulator."""
+"""The examples run as a new user would run them, against the embedded emulator: every
+one of them, and those that need an extra say so first and fail with its hint."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def _run(name: str) -> str:
+def _run(name: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -93,9 +94,56 @@ def test_redis_processes_share_one_limit() -> None:
     assert "3 processes, 18 answers" in out
 
 
-def test_events_to_jsonl_writes_one_line_per_request() -> None:
-    out = _run("events_to_jsonl.py")
+def test_events_to_jsonl_writes_a_log_that_report_reads_and_plots(tmp_path: Path) -> None:
+    log = tmp_path / "usage.jsonl"
+    out = _run("events_to_jsonl.py", str(log))
     found = re.search(r"wrote (\d+) events to .*: (\d+) requests, (\d+) tokens", out)
     assert found is not None
     assert int(found.group(2)) == 3
     assert "Name a prime" not in out  # events carry counts, never the messages
+    png = tmp_path / "usage.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenguard.cli", "report", str(log), "--plot", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"calls\s+3\n", done.stdout)
+    # The window and limit come from the log's limits line (the model table's, 60 s).
+    assert "3 calls over" in done.stdout
+    assert "through a 6,000-token bucket per 60 s" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_example_is_run_here() -> None:
+    run_here = set(re.findall(r'_run\("(\w+\.py)"', Path(__file__).read_text()))
+    assert run_here == {p.name for p in EXAMPLES.glob("*.py")}
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "extra"),
+    [
+        ("instrument_clients.py", "groq", "groq"),
+        ("stream_with_groq_sdk.py", "groq", "groq"),
+        ("redis_processes.py", "redis", "redis"),
+    ],
+)
+def test_an_example_says_its_extra_first_and_fails_with_that_hint(
+    name: str, module: str, extra: str
+) -> None:
+    hint = f"pip install 'groq-tokenguard[{extra}]'"
+    assert hint in (EXAMPLES / name).read_text().splitlines()[0]
+    # The example run where the extra's package cannot be imported.
+    code = (
+        f"import runpy, sys; sys.modules[{module!r}] = None; "
+        f"sys.argv = [{str(EXAMPLES / name)!r}]; "
+        f"runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert hint in done.stderr
+    assert "Traceback" not in done.stderr

@@ -28,11 +28,11 @@ from tokenguard.fitting import DEFAULT_MIN_COMPLETION, room_for
 def events() -> Iterator[list[tg.events.Event]]:
     seen: list[tg.events.Event] = []
     undo = tg.events.add_sink(seen.append)
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     try:
         yield seen
     finally:
-        tg.events.use_structlog(True)
+        tg.events.use_logging(True)
         undo()
 
 

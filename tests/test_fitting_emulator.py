@@ -22,9 +22,9 @@ TPM = 6000
 
 @pytest.fixture(autouse=True)
 def quiet() -> Iterator[None]:
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     yield
-    tg.events.use_structlog(True)
+    tg.events.use_logging(True)
 
 
 @pytest.fixture(scope="module")

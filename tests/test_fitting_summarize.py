@@ -19,11 +19,11 @@ from tokenguard.emulator._completion import completion_text
 def events() -> Iterator[list[tg.events.Event]]:
     seen: list[tg.events.Event] = []
     undo = tg.events.add_sink(seen.append)
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     try:
         yield seen
     finally:
-        tg.events.use_structlog(True)
+        tg.events.use_logging(True)
         undo()
 
 

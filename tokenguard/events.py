@@ -2,21 +2,22 @@
 
 Every event tokenguard reports is a frozen dataclass below, named
 ``tokenguard.<area>.<event>``, carrying counts, names and timings only (never
-message content or secrets). :func:`emit` is the one way out. By default each
-record goes to ``structlog.get_logger("tokenguard")`` at the record's level; the
-library never configures structlog or logging, so where that ends up is the
-application's choice (structlog's own defaults print to stdout).
+message content or secrets). :func:`emit` is the one way out.
 
-Add your own sinks (any callable taking the record), route to stdlib
-:mod:`logging`, or turn the structlog default off::
+Quiet by default: an event goes to the application's logging, as configured by the
+application, and nowhere else. When the application configured structlog
+(``structlog.configure``), to ``structlog.get_logger("tokenguard")``; otherwise to the
+stdlib logger ``"tokenguard"`` at the record's level, where logging's defaults drop
+``info`` and ``debug`` and pass warnings to logging's warning path. The library never
+configures structlog or logging. To see everything, or ship events somewhere::
 
-    import logging
     import tokenguard as tg
 
-    seen = []
-    tg.events.add_sink(seen.append)                                 # a callable
-    tg.events.add_sink(tg.events.to_logging(logging.getLogger("app")))  # stdlib logging
-    tg.events.use_structlog(False)                                  # only your sinks
+    tg.events.to_console()                                   # every event on stderr
+    tg.events.add_sink(tg.sinks.JsonlSink("usage.jsonl"))    # for `tokenguard report`
+    tg.events.add_sink(tg.sinks.LoggingSink("app.tokens"))   # a stdlib logger of yours
+    tg.events.add_sink(seen.append)                          # any callable
+    tg.events.use_logging(False)                             # only your sinks
 
 A sink that raises is dropped from that one emission, never from the caller's
 request: observability must not break the call it observes.
@@ -26,12 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TextIO
 
-import structlog
+from .sinks._console import ConsoleSink
+from .sinks._logging import LEVELS, LoggingSink
 
 __all__ = [
     "CountingMismatch",
@@ -59,17 +63,13 @@ __all__ = [
     "emit",
     "enabled",
     "remove_sink",
+    "to_console",
     "to_logging",
+    "use_logging",
     "use_structlog",
 ]
 
 Level = Literal["debug", "info", "warning", "error"]
-_LEVELS: dict[str, int] = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
 
 
 @dataclass(frozen=True)
@@ -405,31 +405,49 @@ Sink = Callable[[Event], object]
 
 _lock = threading.Lock()
 _sinks: tuple[Sink, ...] = ()
-_structlog_on = True
+_logging_on = True
+#: The default route when structlog is not configured (a sink, so one code formats both).
+_stdlib = LoggingSink("tokenguard")
+
+
+def _structlog() -> Any:
+    """structlog, when the application configured it (which it imported to do so: the
+    library does not import structlog itself, a fifth of a second saved at startup)."""
+    module = sys.modules.get("structlog")
+    configured = getattr(module, "is_configured", None)
+    return module if configured is not None and configured() else None
 
 
 def emit(event: Event) -> None:
-    """Send ``event`` to structlog (unless turned off) and to every added sink."""
-    if _structlog_on:
-        logger = structlog.get_logger("tokenguard")
+    """Send ``event`` to the application's logging (unless turned off) and to every
+    added sink."""
+    if _logging_on:
         # A broken logging setup must not break the request being logged.
         with contextlib.suppress(Exception):
-            getattr(logger, event.level)(event.name, **event.fields())
+            structlog = _structlog()
+            if structlog is not None:
+                logger = structlog.get_logger("tokenguard")
+                getattr(logger, event.level)(event.name, **event.fields())
+            else:
+                _stdlib(event)
     for sink in _sinks:
         with contextlib.suppress(Exception):
             sink(event)
 
 
-def enabled() -> bool:
-    """Whether an emitted event goes anywhere (structlog on, or a sink added): a hot path
-    may skip building a record that nobody would receive.
+def enabled(level: Level = "info") -> bool:
+    """Whether an event of ``level`` emitted now goes anywhere (a sink added, structlog
+    configured, or the stdlib logger ``"tokenguard"`` enabled for it): a hot path may
+    skip building a record that nobody would receive.
 
     Example::
 
         if tg.events.enabled():
             tg.events.emit(record)
     """
-    return _structlog_on or bool(_sinks)
+    if _sinks:
+        return True
+    return _logging_on and (_stdlib.logger.isEnabledFor(LEVELS[level]) or _structlog() is not None)
 
 
 def add_sink(sink: Sink) -> Callable[[], None]:
@@ -460,33 +478,48 @@ def remove_sink(sink: Sink) -> None:
         _sinks = tuple(rest)
 
 
+def use_logging(on: bool) -> None:
+    """Turn the default route to the application's logging (structlog when configured,
+    else the stdlib logger ``"tokenguard"``) on or off; it is on at import. An
+    application that sends events to its own sinks turns it off to get each event once.
+
+    Example::
+
+        tg.events.use_logging(False)
+        tg.events.add_sink(my_sink)
+    """
+    global _logging_on
+    _logging_on = bool(on)
+
+
 def use_structlog(on: bool) -> None:
-    """Turn the default structlog output on or off (it is on at import)."""
-    global _structlog_on
-    _structlog_on = bool(on)
+    """The former name of :func:`use_logging` (the default route is no longer always
+    structlog); deprecated."""
+    warnings.warn(
+        "tokenguard.events.use_structlog is deprecated: use tokenguard.events.use_logging",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    use_logging(on)
+
+
+def to_console(stream: TextIO | None = None, *, level: Level = "debug") -> Callable[[], None]:
+    """See every event (or those at ``level`` and above) as one line each on ``stream``
+    (default: standard error), from now on; returns a function that stops it.
+
+    Example::
+
+        tg.events.to_console()    # one line to see everything
+    """
+    return add_sink(ConsoleSink(stream, level=level))
 
 
 def to_logging(logger: logging.Logger | str = "tokenguard") -> Sink:
     """A sink that logs each event to a stdlib ``logging`` logger at the record's
-    level, with the message ``event.name`` and the fields in ``extra={"tokenguard": ...}``.
+    level (a :class:`tokenguard.sinks.LoggingSink`).
 
     Example::
 
         tg.events.add_sink(tg.events.to_logging("myapp.tokens"))
     """
-    log = logging.getLogger(logger) if isinstance(logger, str) else logger
-
-    def sink(event: Event) -> None:
-        level = _LEVELS[event.level]
-        if log.isEnabledFor(level):
-            fields = event.fields()
-            log.log(level, "%s %s", event.name, fields, extra={"tokenguard": fields})
-
-    return sink
-
-
-#: Earlier names of three records, kept for code that still imports them; each is the
-#: same class as its new name (which matches the event it emits).
-CountMismatch = CountingMismatch
-TokenizerMissing = CountingTokenizerMissing
-UnknownModel = ModelsUnknown
+    return LoggingSink(logger)

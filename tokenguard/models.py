@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import ConfigurationError
-from .events import UnknownModel, emit
+from .events import ModelsUnknown, emit
 
 __all__ = [
     "COMPOUND_UNSEEN_PROMPT_TOKENS",
@@ -488,7 +488,7 @@ def get_model(name: str) -> ModelInfo:
             _warned.add(name)
         if first:
             emit(
-                UnknownModel(
+                ModelsUnknown(
                     model=name,
                     context_window=int(UNKNOWN_MODEL_DEFAULTS["context_window"]),
                     hint="tokenguard.register_model() sets its context window and tokenizer",

@@ -113,7 +113,7 @@ def main() -> None:
     # No network here: a tokenizer download fails at once instead of after a minute of
     # retries (the tool then falls back as it would offline; table 4 says to what).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     try:
         result = run(spec)
     except Exception as exc:  # the row fails with its reason; the run goes on

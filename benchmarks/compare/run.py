@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             print(f"  {r['scenario']:<12} {r['module']:<22} {r['mode']}")
         return
-    tg.events.use_structlog(False)
+    tg.events.use_logging(False)
     command = "python -m benchmarks.compare.run " + " ".join(argv or sys.argv[1:])
     load_now = os.getloadavg()
     res: dict[str, Any] = {

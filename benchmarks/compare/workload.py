@@ -389,7 +389,7 @@ def _child(
     from .tools import load, warm
 
     logging.disable(logging.CRITICAL)
-    tg.events.use_structlog(False)  # as in the parent: no console rendering of events
+    tg.events.use_logging(False)  # as in the parent: no console rendering of events
     tool = load(module)
     warm(tool, conversation_mix()[0], env.model)
 

@@ -41,8 +41,8 @@ exit status: 0 every request fits, 1 one does not, 2 the file is wrong.
 
 _REPORT_EXAMPLES = """\
 examples:
-  tokenguard report /tmp/tokenguard-demo-....jsonl --window 5
-  tokenguard report events.jsonl --plot tokens.png   # needs: pip install 'tokenguard[plot]'
+  tokenguard report /tmp/tokenguard-demo-....jsonl
+  tokenguard report events.jsonl --plot tokens.png   # needs: pip install 'groq-tokenguard[plot]'
 """
 
 
@@ -181,10 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="per-model totals from a JSONL log of tokenguard events, and a plot",
         description="Reads tokenguard's events (one JSON object per line, as `tokenguard "
-        "demo` writes them) and prints per-model totals: calls, tokens in and out, "
-        "pre-flight count against the server's, time waited (p50/p99), fits, summaries, "
-        "retries and refusals. Lines that are not tokenguard events are skipped and counted; "
-        "malformed lines are reported with their line numbers.",
+        "demo` and tg.sinks.JsonlSink write them) and prints per-model totals: calls, "
+        "tokens in and out, pre-flight count against the server's, time waited (p50/p99), "
+        "fits, summaries, retries and refusals. Lines that are not tokenguard events are "
+        "skipped and counted; malformed lines are reported with their line numbers.",
         epilog=_REPORT_EXAMPLES,
         formatter_class=raw,
     )
@@ -193,19 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot",
         metavar="OUT.png",
         default=None,
-        help="draw tokens per window against the limit, waits and 429s",
+        help="draw the rate-limit bucket through the calls (as the server enforces it), "
+        "waits and 429s",
     )
     report.add_argument(
         "--window",
         type=_positive_float,
-        default=60.0,
-        help="the window the plot sums over, in seconds (default 60)",
+        default=None,
+        help="the bucket's refill period in seconds (default: the log's limits line, else 60)",
     )
     report.add_argument(
         "--tpm",
         type=_positive_int,
         default=None,
-        help="the limit line of the plot (default: the model table's)",
+        help="the bucket's size in tokens (default: the log's limits line, else the model table's)",
     )
     report.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

@@ -16,7 +16,6 @@ Every event goes to a JSONL file (for ``tokenguard report``) and to the display.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -24,9 +23,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from ..sinks import JsonlSink
 
 __all__ = ["DemoSettings", "Stats", "demo_command"]
 
@@ -133,25 +135,6 @@ class Stats:
             while self.spent and self.spent[0][0] <= cutoff:
                 self.spent.popleft()
             return sum(t for _, t in self.spent)
-
-
-class EventLog:
-    """A sink writing one JSON object per event: ``ts`` (Unix seconds), ``event``,
-    ``level`` and the record's fields."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self.lines = 0
-
-    def __call__(self, event: Any) -> None:
-        doc = {"ts": round(time.time(), 6), "event": event.name, "level": event.level}
-        doc.update(event.fields())
-        line = json.dumps(doc, default=str, separators=(",", ":"))
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-            self.lines += 1
 
 
 def _on_event(stats: Stats, event: Any) -> None:
@@ -359,15 +342,17 @@ def _guarded(stats: Stats, call: Callable[[], Any]) -> Any:
         return None
 
 
-def _script(s: DemoSettings, stats: Stats) -> None:
+def _script(s: DemoSettings, stats: Stats, log: JsonlSink) -> None:
     import tokenguard as tg
 
     if s.remote and s.tpm is None:
         lim = tg.Limiter.from_model(s.model, window=s.window)
     else:
         lim = tg.Limiter(tpm=s.tpm, rpm=s.rpm, window=s.window)
-    # Against Groq the limits come from the model table: show the one in force.
+    # Against Groq the limits come from the model table: show the one in force, and
+    # record it for the report and its plot.
     stats.tpm = lim.limits.tpm
+    log.write_limits(lim)
     stats.act = "act 1/3: a conversation outgrows the room; @tg.guard truncates it"
     stats.note(stats.act)
     _act1(s, stats, lim, turns=6)
@@ -530,16 +515,18 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
     import openai
 
     from .. import TokenGuardError, events
+    from ..sinks import JsonlSink
 
     stats = Stats(window=s.window, tpm=s.tpm)
     try:
+        # A fresh file: the report of this run reads this run's events only.
         stream = open(s.events_path, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise UsageError(f"cannot write the event log {s.events_path}: {exc.strerror}") from None
-    log = EventLog(stream)
+    log = JsonlSink(stream)
     # The demo is an application: it routes tokenguard's events to its own file and
-    # display, and puts the defaults back when it is done.
-    events.use_structlog(False)
+    # display only, and puts the default back when it is done.
+    events.use_logging(False)
     undo_log = events.add_sink(log)
     undo_view = events.add_sink(lambda e: _on_event(stats, e))
     status = EXIT_OK
@@ -559,7 +546,7 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
             stats.started = started
             try:
                 with _display(s, stats, header, out):
-                    _script(s, stats)
+                    _script(s, stats, log)
             except KeyboardInterrupt:
                 print(
                     "\ninterrupted: the calls in flight were cancelled and their "
@@ -587,20 +574,22 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
     finally:
         undo_view()
         undo_log()
-        events.use_structlog(True)
+        events.use_logging(True)
         stream.close()
     if status == EXIT_OK and stats.refusals:
         status = EXIT_DOES_NOT_FIT
     print(f"events: {s.events_path} ({log.lines} lines)", file=out)
     import importlib.util
 
-    command = f"tokenguard report {s.events_path} --window {s.window:g}"
+    from .._extras import install_hint
+
+    command = f"tokenguard report {s.events_path}"
     if importlib.util.find_spec("matplotlib") is not None:
         print(f"next:   {command} --plot tokenguard-demo.png", file=out)
     else:
         print(f"next:   {command}", file=out)
         print(
-            "        (for a plot: pip install 'tokenguard[plot]', then add --plot tokens.png)",
+            f"        (for a plot: {install_hint('plot')}, then add --plot tokens.png)",
             file=out,
         )
     return status

@@ -1,25 +1,33 @@
-"""``tokenguard report LOG --plot out.png``: tokens per window against the limit over time.
+"""``tokenguard report LOG --plot out.png``: the rate-limit bucket over time, as the server
+enforces it, with the waits and 429s below.
 
-matplotlib is an optional extra (``pip install 'tokenguard[plot]'``). The figure is drawn
-on a :class:`matplotlib.figure.Figure` of its own, so no global backend or style is set.
+Groq's token limit is a bucket that holds ``tpm`` tokens and refills ``tpm`` per window;
+a request needs its estimate (prompt + ``max_tokens``) in the bucket when it arrives, or
+is refused. The plot replays the logged calls through that bucket (each served call's
+estimate taken when it was sent, ``duration_s - wait_s`` before its event, and kept:
+whether Groq refunds the unused part is not known) and marks the server's own
+``x-ratelimit-remaining-tokens`` beside it, the evidence. The window and ``tpm`` come from the log's
+limits line (``--window``/``--tpm`` override, the model table stands in).
+
+matplotlib is an optional extra (``pip install 'groq-tokenguard[plot]'``). The figure is
+drawn on a :class:`matplotlib.figure.Figure` of its own, so no global backend or style is
+set.
 """
 
 from __future__ import annotations
 
-import bisect
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
+from .._extras import install_hint
 from ._common import UsageError
-from ._report import REQUEST, RETRY, WAIT, Report
+from ._report import REQUEST, RETRY, WAIT, LogLine, Report, _int, _num
 
-if TYPE_CHECKING:
-    from ._report import LogLine
-
-__all__ = ["draw", "require_matplotlib"]
+__all__ = ["Bucket", "draw", "replay", "require_matplotlib"]
 
 INSTALL_HINT = (
-    "--plot needs matplotlib, which is the optional 'plot' extra: "
-    "pip install 'tokenguard[plot]' (or pip install matplotlib)"
+    f"--plot needs matplotlib, which is the optional 'plot' extra: {install_hint('plot')} "
+    "(or pip install matplotlib)"
 )
 
 
@@ -32,87 +40,161 @@ def require_matplotlib() -> None:
 
 
 def _tokens(line: LogLine) -> int:
-    f = line.fields
-    for key in ("tokenguard.limit_tokens",):
-        value = f.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    used = [f.get("gen_ai.usage.input_tokens"), f.get("gen_ai.usage.output_tokens")]
-    if all(isinstance(v, int) for v in used):
-        return sum(v for v in used if isinstance(v, int))
-    return 0
+    """What a served call took from the bucket when it arrived: its estimate (prompt +
+    the completion reserved), which the server must hold to admit it. A refused call
+    (``error.type``) took nothing."""
+    if "error.type" in line.fields:
+        return 0
+    return _int(line.fields.get("tokenguard.estimated_tokens")) or 0
 
 
-def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
-    """Draw the log's tokens per ``window`` seconds against ``tpm`` into ``path`` (PNG);
-    returns a one-line description of what was drawn."""
-    from matplotlib.figure import Figure
+def _sent_at(line: LogLine, t: float) -> float:
+    """When the call reached the server: its event time less the time after its wait."""
+    duration = _num(line.fields.get("tokenguard.duration_s"))
+    if duration is None:
+        return t
+    waited = _num(line.fields.get("tokenguard.wait_s")) or 0.0
+    return t - max(0.0, duration - waited)
 
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket's level through time: ``xs``/``ys`` trace it (a drop at each
+    call, a straight refill between, flat at the capacity); ``lowest`` is its lowest
+    level (below 0: the server would have refused a call)."""
+
+    xs: list[float]
+    ys: list[float]
+    lowest: float
+
+
+def replay(calls: list[tuple[float, int]], *, capacity: int, window: float, end: float) -> Bucket:
+    """Replay ``calls`` (time, tokens), sorted by time, through a bucket of ``capacity``
+    tokens refilled at ``capacity`` per ``window`` seconds, full at time 0, until ``end``.
+
+    Example::
+
+        replay([(0.0, 4000), (1.0, 4000)], capacity=6000, window=60, end=2).lowest  # -1900
+    """
+    rate = capacity / window
+    xs, ys = [0.0], [float(capacity)]
+    level, at, lowest = float(capacity), 0.0, float(capacity)
+    for t, tokens in [*calls, (end, 0)]:
+        refilled = level + rate * (t - at)
+        if level < capacity <= refilled:
+            # The corner where the bucket is full again.
+            xs.append(at + (capacity - level) / rate)
+            ys.append(float(capacity))
+        level = min(float(capacity), refilled)
+        xs.append(t)
+        ys.append(level)
+        if tokens:
+            level -= tokens
+            xs.append(t)
+            ys.append(level)
+            lowest = min(lowest, level)
+        at = t
+    return Bucket(xs, ys, lowest)
+
+
+def _capacity(rep: Report, tpm: int | None) -> int:
+    if tpm is not None:
+        return tpm
+    if rep.tpm is not None:
+        return rep.tpm
     from .. import TokenGuardError, get_model
 
-    timed = [line for line in rep.lines if line.t is not None]
-    if not timed:
-        raise UsageError(f"{rep.path}: no timed tokenguard events to plot (no 'ts' fields)")
-    t0 = min(line.t for line in timed if line.t is not None)
-
-    def rel(line: LogLine) -> float:
-        return (line.t or t0) - t0
-
-    calls = sorted((rel(x), _tokens(x)) for x in timed if x.name == REQUEST)
-    if tpm is None and len(rep.by_model) == 1:
+    if len(rep.by_model) == 1:
         try:
             limits = get_model(next(iter(rep.by_model))).tier_limits("free")
-            tpm = limits.tpm if limits is not None else None
         except TokenGuardError:
-            tpm = None
-    end = max(rel(x) for x in timed) + window * 0.1
-    # The tokens of the calls that ended within the last `window` seconds, sampled finely.
-    times = [c[0] for c in calls]
-    sums = [0]
-    for _, tokens in calls:
-        sums.append(sums[-1] + tokens)
-    steps = 400
-    xs = [end * i / steps for i in range(steps + 1)]
-    ys = []
-    for x in xs:
-        hi = bisect.bisect_right(times, x)
-        lo = bisect.bisect_right(times, x - window)
-        ys.append(sums[hi] - sums[lo])
+            limits = None
+        if limits is not None and limits.tpm is not None:
+            return limits.tpm
+    raise UsageError(
+        f"{rep.path}: no token limit to plot against: the log has no "
+        "tokenguard.limiter.limits line (tg.sinks.JsonlSink(..., limiter=...) writes one) "
+        "and no single known model; pass --tpm"
+    )
 
-    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
-    top.plot(xs, ys, color="tab:blue", label=f"tokens in the last {window:g} s (completed calls)")
-    at_calls = [
-        sums[bisect.bisect_right(times, t)] - sums[bisect.bisect_right(times, t - window)]
-        for t in times
-    ]
-    top.scatter(times, at_calls, s=10, color="tab:blue", zorder=3)
-    if tpm is not None:
-        top.axhline(tpm, color="tab:red", linestyle="--", label=f"limit: {tpm:,} tokens/window")
-    limited = [rel(x) for x in timed if x.name == RETRY and x.fields.get("kind") == "rate_limited"]
-    if limited:
-        top.scatter(
-            limited,
-            [0] * len(limited),
+
+def _mark_429s(axes: Any, at: list[float], label: str) -> None:
+    if at:
+        axes.scatter(
+            at,
+            [0] * len(at),
             marker="x",
             color="tab:red",
             s=50,
             zorder=4,
-            label=f"429 absorbed ({len(limited)})",
+            label=label,
             clip_on=False,
         )
-    top.set_ylabel("tokens per window")
-    top.set_ylim(bottom=0)
+
+
+def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
+    """Draw the bucket of ``tpm`` tokens per ``window`` seconds through the log's calls,
+    and their waits, into ``path`` (PNG); returns a one-line description of what was
+    drawn."""
+    from matplotlib.figure import Figure
+
+    timed = [(line, line.t) for line in rep.lines if line.t is not None]
+    if not timed:
+        raise UsageError(f"{rep.path}: no timed tokenguard events to plot (no 'ts' fields)")
+    capacity = _capacity(rep, tpm)
+    requests = [(line, t) for line, t in timed if line.name == REQUEST]
+    t0 = min([t for _, t in timed] + [_sent_at(line, t) for line, t in requests])
+    end = max(t for _, t in timed) - t0 + window * 0.1
+    calls = sorted((_sent_at(line, t) - t0, _tokens(line)) for line, t in requests)
+    bucket = replay(calls, capacity=capacity, window=window, end=end)
+    server = [
+        (t - t0, float(v))
+        for line, t in requests
+        if type(v := line.fields.get("tokenguard.server_remaining_tokens")) is int
+    ]
+    limited = [
+        t - t0
+        for line, t in timed
+        if line.name == RETRY and line.fields.get("kind") == "rate_limited"
+    ]
+
+    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
+    top.plot(
+        bucket.xs,
+        bucket.ys,
+        color="tab:blue",
+        linewidth=1,
+        label="tokens left in the bucket (each call's estimate taken when sent)",
+    )
+    if server:
+        top.scatter(
+            [s[0] for s in server],
+            [s[1] for s in server],
+            s=10,
+            color="tab:green",
+            zorder=3,
+            label="the server's x-ratelimit-remaining-tokens, as each call ended",
+        )
+    top.axhline(0, color="tab:red", linewidth=1)
+    top.axhspan(min(0.0, bucket.lowest) - capacity * 0.05, 0, color="tab:red", alpha=0.08)
+    _mark_429s(top, limited, f"429 absorbed ({len(limited)})")
+    top.set_ylabel("tokens left in the bucket")
+    top.set_ylim(min(0.0, bucket.lowest) - capacity * 0.05, capacity * 1.05)
     models = ", ".join(sorted(rep.by_model)) or "no model"
-    top.set_title(f"{models}: {len(calls)} calls from {rep.path}")
-    top.legend(loc="upper left", fontsize="small")
+    top.set_title(
+        f"{models}: {len(calls)} calls from {rep.path}\nbucket of {capacity:,} tokens, "
+        f"refilled {capacity:,} per {window:g} s (below 0 the server refuses)",
+        fontsize="medium",
+    )
+    top.legend(loc="lower left", fontsize="small")
     top.grid(alpha=0.3)
 
-    waited = [(rel(x), float(x.fields.get("wait_s", 0.0))) for x in timed if x.name == WAIT]
+    waited = [
+        (t - t0, float(line.fields.get("wait_s", 0.0))) for line, t in timed if line.name == WAIT
+    ]
     call_waits = [
-        (rel(x), float(x.fields.get("tokenguard.wait_s", 0.0) or 0.0))
-        for x in timed
-        if x.name == REQUEST
+        (t - t0, float(line.fields.get("tokenguard.wait_s", 0.0) or 0.0)) for line, t in requests
     ]
     bottom.scatter(
         [c[0] for c in call_waits],
@@ -130,17 +212,7 @@ def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
             alpha=0.4,
             label=f"waits of 1 s or more ({len(waited)})",
         )
-    if limited:
-        bottom.scatter(
-            limited,
-            [0] * len(limited),
-            marker="x",
-            color="tab:red",
-            s=50,
-            zorder=4,
-            clip_on=False,
-            label="429 absorbed",
-        )
+    _mark_429s(bottom, limited, "429 absorbed")
     bottom.set_ylabel("wait (s)")
     bottom.set_xlabel("seconds since the first event")
     bottom.set_ylim(bottom=0)
@@ -150,4 +222,7 @@ def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
         fig.savefig(path, format="png")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    return f"{len(calls)} calls over {end:.0f} s, {len(limited)} 429s, {len(waited)} long waits"
+    return (
+        f"{len(calls)} calls over {end:.0f} s through a {capacity:,}-token bucket per "
+        f"{window:g} s, lowest {bucket.lowest:,.0f}; {len(limited)} 429s, {len(waited)} long waits"
+    )

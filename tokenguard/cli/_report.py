@@ -1,9 +1,13 @@
 """``tokenguard report LOG``: per-model totals from a JSONL file of tokenguard events.
 
-A line is one JSON object. Its event name is its ``"event"`` (structlog's JSON output,
-and the demo's log) or ``"name"`` key; its time, when it has one, is ``"ts"`` (Unix
-seconds) or ``"timestamp"`` (Unix seconds or ISO 8601). The record's fields sit at the top
-level, under the names :meth:`tokenguard.events.Event.fields` gives them.
+A line is one JSON object, as :class:`tokenguard.sinks.JsonlSink` writes them. Its event
+name is its ``"event"`` (the sink's and structlog's JSON output) or ``"name"`` key; its
+time, when it has one, is ``"ts"`` (Unix seconds) or ``"timestamp"`` (Unix seconds or ISO
+8601). The record's fields sit at the top level, under the names
+:meth:`tokenguard.events.Event.fields` gives them. A ``tokenguard.limiter.limits`` line
+gives the window (and limits) the calls were held to. Reading is one pass that only
+builds the timeline when a plot asks for it: a log of 100,000 events takes about as
+long as parsing its JSON (``benchmarks/bench_report.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ._common import EXIT_OK, UsageError, read_input
 __all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_command"]
 
 REQUEST = "tokenguard.guard.request"
+LIMITS = "tokenguard.limiter.limits"
 RETRY = "tokenguard.guard.retry"
 WAIT = "tokenguard.guard.wait"
 FIT = "tokenguard.fit."
@@ -73,11 +78,34 @@ class Report:
     """Everything read from one log."""
 
     path: str
+    #: Every event read, in order (only when read with ``timeline=True``).
     lines: list[LogLine] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     blank: int = 0
     foreign: int = 0
     by_model: dict[str, ModelTotals] = field(default_factory=dict)
+    #: The last ``tokenguard.limiter.limits`` line's fields (window_s, tpm, ...), if any.
+    limits: dict[str, Any] | None = None
+
+    @property
+    def window(self) -> float | None:
+        """The limiter's window in seconds, as the log records it."""
+        value = _num((self.limits or {}).get("window_s"))
+        return value if value is not None and value > 0 else None
+
+    @property
+    def tpm(self) -> int | None:
+        """The limiter's tokens per window, as the log records it."""
+        return self._limit("tpm")
+
+    @property
+    def rpm(self) -> int | None:
+        """The limiter's requests per window, as the log records it."""
+        return self._limit("rpm")
+
+    def _limit(self, name: str) -> int | None:
+        value = _int((self.limits or {}).get(name))
+        return value if value is not None and value > 0 else None
 
 
 def _time(obj: dict[str, Any]) -> float | None:
@@ -93,18 +121,33 @@ def _time(obj: dict[str, Any]) -> float | None:
     return None
 
 
+# JSON gives exactly int, float, bool, str, list, dict or None: a type test (which keeps
+# bools out) is all a field needs, once per field of 100,000 lines.
 def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None
 
 
 def _num(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if (type(value) is float and math.isfinite(value)) or type(value) is int:
         return float(value)
     return None
 
 
-def read_log(text: str, path: str) -> Report:
-    """Read every line of a log (never raises on a bad line: it becomes a :class:`Problem`).
+def _objects(lines: list[str]) -> list[Any] | None:
+    """Every line parsed in one call (the JSON decoder then shares the keys repeated on
+    every line, which is most of its work), or ``None`` when some line is not one JSON
+    value on its own: the caller then reads line by line to say which."""
+    try:
+        objs = json.loads("[" + ",".join(lines) + "]")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    # A line such as `1, 2` holds two values: the count tells.
+    return objs if isinstance(objs, list) and len(objs) == len(lines) else None
+
+
+def read_log(text: str, path: str, *, timeline: bool = False) -> Report:
+    """Read every line of a log (never raises on a bad line: it becomes a :class:`Problem`);
+    ``timeline`` also keeps every event in :attr:`Report.lines` (what a plot draws).
 
     Example::
 
@@ -112,15 +155,27 @@ def read_log(text: str, path: str) -> Report:
         rep.by_model["llama3-8b-8192"].calls
     """
     rep = Report(path=path)
+    numbers: list[int] = []
+    texts: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
+        if raw.strip():
+            numbers.append(number)
+            texts.append(raw)
+        else:
             rep.blank += 1
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            rep.problems.append(Problem(number, f"not JSON ({exc.msg} at column {exc.colno})"))
-            continue
+    parsed = _objects(texts)
+    for i, number in enumerate(numbers):
+        if parsed is not None:
+            obj = parsed[i]
+        else:
+            try:
+                obj = json.loads(texts[i])
+            except json.JSONDecodeError as exc:
+                rep.problems.append(Problem(number, f"not JSON ({exc.msg} at column {exc.colno})"))
+                continue
+            except RecursionError:
+                rep.problems.append(Problem(number, "not JSON (nested too deeply)"))
+                continue
         if not isinstance(obj, dict):
             rep.problems.append(Problem(number, f"a JSON {type(obj).__name__}, not an object"))
             continue
@@ -128,32 +183,38 @@ def read_log(text: str, path: str) -> Report:
         if not isinstance(name, str) or not name.startswith("tokenguard."):
             rep.foreign += 1
             continue
-        line = LogLine(number, name, _time(obj), obj)
-        if name == REQUEST:
-            reason = _add_request(rep, line)
-            if reason is not None:
-                rep.problems.append(Problem(number, reason))
-                continue
-        elif name in (RETRY, WAIT) or name.startswith(FIT):
-            model = obj.get("model")
-            if not isinstance(model, str):
-                rep.problems.append(Problem(number, f"{name} without a 'model' string"))
-                continue
-            totals = rep.by_model.setdefault(model, ModelTotals(model))
-            if name == RETRY and obj.get("kind") == "rate_limited":
-                totals.rate_limited += 1
-            if name.startswith(FIT):
-                # Fits are counted from their own events: a fit made by tg.Conversation
-                # or tg.fit is not part of any guarded call's record.
-                totals.fits[name[len(FIT) :]] += 1
-            if name == SUMMARIZED:
-                totals.summary_calls += _int(obj.get("summary_calls")) or 0
-        rep.lines.append(line)
+        reason = _add(rep, name, obj)
+        if reason is not None:
+            rep.problems.append(Problem(number, reason))
+        elif timeline:
+            rep.lines.append(LogLine(number, name, _time(obj), obj))
     return rep
 
 
-def _add_request(rep: Report, line: LogLine) -> str | None:
-    f = line.fields
+def _add(rep: Report, name: str, obj: dict[str, Any]) -> str | None:
+    """Add one event to the totals; a reason when it is malformed."""
+    if name == REQUEST:
+        return _add_request(rep, obj)
+    if name == LIMITS:
+        rep.limits = obj
+        return None
+    if name in (RETRY, WAIT) or name.startswith(FIT):
+        model = obj.get("model")
+        if not isinstance(model, str):
+            return f"{name} without a 'model' string"
+        totals = rep.by_model.get(model) or rep.by_model.setdefault(model, ModelTotals(model))
+        if name == RETRY and obj.get("kind") == "rate_limited":
+            totals.rate_limited += 1
+        if name.startswith(FIT):
+            # Fits are counted from their own events: a fit made by tg.Conversation
+            # or tg.fit is not part of any guarded call's record.
+            totals.fits[name[len(FIT) :]] += 1
+        if name == SUMMARIZED:
+            totals.summary_calls += _int(obj.get("summary_calls")) or 0
+    return None
+
+
+def _add_request(rep: Report, f: dict[str, Any]) -> str | None:
     model = f.get("gen_ai.request.model")
     if not isinstance(model, str):
         return f"{REQUEST} without a 'gen_ai.request.model' string"
@@ -161,7 +222,7 @@ def _add_request(rep: Report, line: LogLine) -> str | None:
     reserve = _int(f.get("tokenguard.completion_reserve")) or 0
     if estimated is None:
         return f"{REQUEST} without an integer 'tokenguard.estimated_tokens'"
-    t = rep.by_model.setdefault(model, ModelTotals(model))
+    t = rep.by_model.get(model) or rep.by_model.setdefault(model, ModelTotals(model))
     t.calls += 1
     error = f.get("error.type")
     if isinstance(error, str):
@@ -226,7 +287,12 @@ def _rows(t: ModelTotals) -> list[tuple[str, str]]:
 
 
 def render(rep: Report, out: TextIO) -> None:
-    """Print the report: one block per model, then what was skipped or unreadable."""
+    """Print the report: the limits the log records, one block per model, then what was
+    skipped or unreadable."""
+    if rep.window is not None:
+        held = [f"{v:,} {unit}" for v, unit in ((rep.tpm, "tokens"), (rep.rpm, "requests")) if v]
+        per = " and ".join(held) or "limits"
+        print(f"limits: {per} per {rep.window:g} s (the log's limiter)", file=out)
     if not rep.by_model:
         print(f"{rep.path}: no tokenguard usage events found", file=out)
     for t in sorted(rep.by_model.values(), key=lambda m: m.model):
@@ -247,13 +313,15 @@ def report_command(
     log: str,
     *,
     plot: str | None,
-    window: float,
+    window: float | None,
     tpm: int | None,
     as_json: bool,
     out: TextIO,
 ) -> int:
-    """Run ``tokenguard report``; returns the exit status."""
-    if not (window > 0 and math.isfinite(window)):
+    """Run ``tokenguard report``; returns the exit status. ``window`` (seconds) and
+    ``tpm`` are the plot's, by default the log's limits line's (else 60 s and the model
+    table's)."""
+    if window is not None and not (window > 0 and math.isfinite(window)):
         raise UsageError(f"--window must be seconds > 0, got {window}")
     if tpm is not None and tpm < 1:
         raise UsageError(f"--tpm must be a positive integer, got {tpm}")
@@ -262,7 +330,7 @@ def report_command(
         from ._plot import require_matplotlib
 
         require_matplotlib()
-    rep = read_log(read_input(log), log)
+    rep = read_log(read_input(log), log, timeline=plot is not None)
     if as_json:
         doc = {
             "models": {
@@ -285,6 +353,7 @@ def report_command(
                 }
                 for t in rep.by_model.values()
             },
+            "limits": {"window_s": rep.window, "tpm": rep.tpm, "rpm": rep.rpm},
             "skipped_foreign": rep.foreign,
             "malformed": [{"line": p.number, "reason": p.reason} for p in rep.problems],
         }
@@ -294,6 +363,6 @@ def report_command(
     if plot is not None:
         from ._plot import draw
 
-        drawn = draw(rep, plot, window=window, tpm=tpm)
+        drawn = draw(rep, plot, window=window or rep.window or 60.0, tpm=tpm)
         print(f"plot: {plot} ({drawn})", file=out)
     return EXIT_OK

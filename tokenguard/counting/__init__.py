@@ -11,7 +11,7 @@ request is sent, offline::
   Scout/Maverick (``llama4``) are counted as Groq's own templates render them
   (``_groq_llama``; docs/llama.md): Groq's tool prompts, every ``tool_choice``,
   ``parallel_tool_calls``, tool calls and results, with the Llama 3 tokenizer (a
-  dependency) or Meta's Llama 4 tokenizer (the ``tokenguard[llama4]`` extra; without it
+  dependency) or Meta's Llama 4 tokenizer (the ``groq-tokenguard[llama4]`` extra; without it
   Llama 4 counts are an upper bound). Text that looks like a special token counts as
   that token, as the server encodes the rendered prompt with special tokens recognised.
   Where Groq's rule is not confirmed (blanks at the ends of a message: trimmed or not)

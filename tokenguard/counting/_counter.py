@@ -13,7 +13,7 @@ from typing import Any
 
 from .._tokenizer_data import get_encoding
 from ..errors import InvalidMessages
-from ..events import CountMismatch, emit
+from ..events import CountingMismatch, emit
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._estimate import IMAGE_TOKENS
@@ -258,7 +258,7 @@ class Counter:
             ):
                 self._mismatch_logged.add(count.model)
                 emit(
-                    CountMismatch(
+                    CountingMismatch(
                         model=count.model,
                         counted=count.prompt_tokens,
                         reported=actual_prompt_tokens,

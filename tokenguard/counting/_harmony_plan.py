@@ -24,7 +24,7 @@ from typing import Any
 import tiktoken
 
 from .._tokenizer_data import available, get_encoding
-from ..events import TokenizerMissing, emit
+from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
@@ -340,7 +340,7 @@ def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
             _missing_reported.add("o200k_base")
         if first:
             emit(
-                TokenizerMissing(
+                CountingTokenizerMissing(
                     tokenizer="o200k_base",
                     model=info.name,
                     hint=(

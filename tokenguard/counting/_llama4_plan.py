@@ -2,7 +2,7 @@
 
 It serves every model whose table entry says ``tokenizer="llama4"`` and
 ``template="llama4"``. With Meta's Llama 4 tokenizer data installed (the optional extra
-``tokenguard[llama4]``, sha256-verified) the count is exact as Groq bills it. Without it
+``groq-tokenguard[llama4]``, sha256-verified) the count is exact as Groq bills it. Without it
 one ``tokenguard.counting.tokenizer_missing`` event says how to get it, and the same
 rendering is counted with o200k_base (a dependency) at :data:`BOUND_FACTOR` times its
 count, capped by the UTF-8 bytes (no byte-level BPE token is shorter than a byte): on
@@ -17,8 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._extras import install_hint
 from .._tokenizer_data import available, get_encoding
-from ..events import TokenizerMissing, emit
+from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._llama_plan import LlamaPlan
 from ._plan import Request, Resources, Tally
@@ -96,12 +97,12 @@ def _report_missing(model: str) -> None:
         _missing_reported = True
     if first:
         emit(
-            TokenizerMissing(
+            CountingTokenizerMissing(
                 tokenizer="llama4",
                 model=model,
                 hint=(
                     "Llama 4 counts are upper bounds (o200k_base times "
-                    f"{BOUND_FACTOR}); for exact ones install tokenguard[llama4] "
+                    f"{BOUND_FACTOR}); for exact ones {install_hint('llama4')} "
                     "(llama-models==0.3.0), or give Meta's Llama 4 tokenizer.model with "
                     "tokenguard.register_tokenizer_path('llama4', PATH) or the "
                     "TOKENGUARD_LLAMA4_TOKENIZER environment variable"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._tokenizer_data import available, get_encoding, normalize_nfc
-from ..events import TokenizerMissing, emit
+from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
@@ -233,7 +233,7 @@ def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
             _missing_reported.add("qwen3")
         if first:
             emit(
-                TokenizerMissing(
+                CountingTokenizerMissing(
                     tokenizer="qwen3",
                     model=info.name,
                     hint=(

@@ -32,6 +32,7 @@ from ._validation import ChatRequest, parse_chat_request
 
 __all__ = ["App", "Response"]
 
+_PREFIX = "/openai/v1"
 _CHAT_PATHS = ("/openai/v1/chat/completions", "/v1/chat/completions")
 _MODELS_PATHS = ("/openai/v1/models", "/v1/models")
 SYSTEM_FINGERPRINT = "fp_emulator01"
@@ -57,6 +58,10 @@ def _route(path: str) -> tuple[str, str | None]:
     path = path.split("?", 1)[0].split("#", 1)[0]
     if len(path) > 1:
         path = path.rstrip("/")
+    if path.startswith(_PREFIX + _PREFIX + "/"):
+        # The groq SDK appends /openai/v1 to its base URL itself: given the openai SDK's
+        # base URL it asks for /openai/v1/openai/v1/..., so one URL serves both SDKs.
+        path = path[len(_PREFIX) :]
     if path in _CHAT_PATHS:
         return "chat", None
     if path in _MODELS_PATHS:

@@ -16,7 +16,7 @@ the string with Meta's Llama 4 tokenizer (special tokens allowed)::
   arguments re-encoded (sorted keys); the tool results right after them are one ``ipython``
   turn ``[ {"response": ...}, ... ]``; a last assistant message is left open.
 
-Without the Llama 4 data (the ``tokenguard[llama4]`` extra) the emulator bills with
+Without the Llama 4 data (the ``groq-tokenguard[llama4]`` extra) the emulator bills with
 o200k_base, special tokens spelled out: more than Groq, which a client must survive.
 """
 

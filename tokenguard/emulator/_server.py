@@ -293,13 +293,17 @@ class Emulator:
 
     @property
     def root_url(self) -> str:
-        """``http://HOST:PORT``, for ``groq.Groq(base_url=...)``."""
+        """``http://HOST:PORT``: the server's root, as Groq's is ``https://api.groq.com``
+        (``groq.Groq(base_url=...)`` takes it; :attr:`base_url` works there too)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        """``http://HOST:PORT/openai/v1``, for ``openai.OpenAI(base_url=...)``."""
+        """``http://HOST:PORT/openai/v1``, the one URL both SDKs take:
+        ``openai.OpenAI(base_url=em.base_url)`` and ``groq.Groq(base_url=em.base_url)``
+        (the groq SDK adds ``/openai/v1`` again, which the emulator accepts; against
+        Groq itself give the groq SDK the root, ``https://api.groq.com``)."""
         return self.root_url + "/openai/v1"
 
     # -- state -----------------------------------------------------------------------------
