@@ -60,8 +60,9 @@ class FitResult:
     tokens (``tokens_after == count_tokens(messages)``); ``allowed`` is the room the prompt
     had: set by ``bound_by`` (``"context_window"``, ``"tpm"`` or ``"budget"``) minus the
     completion reservation, or by the caller's own ceiling on the prompt
-    (``"max_prompt_tokens"``, e.g. a :class:`~tokenguard.Conversation`'s). ``max_tokens`` is what to send (lowered from
-    ``max_tokens_requested`` when that alone made the request impossible).
+    (``"max_prompt_tokens"``, e.g. a :class:`~tokenguard.Conversation`'s). ``max_tokens``
+    is what to send (lowered from ``max_tokens_requested`` when that alone made the
+    request impossible).
 
     Example::
 
