@@ -60,9 +60,9 @@ def test_a_prompt_ceiling_of_ones_own_binds_only_below_the_other_limits() -> Non
     assert (r.bound_by, r.allowed, r.max_tokens) == ("max_prompt_tokens", 4000, 100)
     r = room_for(10, context_window=8192, tpm=6000, max_tokens=100, max_prompt_tokens=5950)
     assert (r.bound_by, r.allowed) == ("tpm", 5900)
-    r = tg.fit(chat(200), MODEL, max_tokens=100, max_prompt_tokens=2000)
-    assert (r.bound_by, r.allowed) == ("max_prompt_tokens", 2000)
-    assert r.tokens_after == tg.count_tokens(r.messages, MODEL) <= 2000
+    fitted = tg.fit(chat(200), MODEL, max_tokens=100, max_prompt_tokens=2000)
+    assert (fitted.bound_by, fitted.allowed) == ("max_prompt_tokens", 2000)
+    assert fitted.tokens_after == tg.count_tokens(fitted.messages, MODEL) <= 2000
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
