@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import langchain_recipe
 import pytest
 from framework_support import check_guarded, tight_endpoint
 
 import tokenguard as tg
-
-import langchain_recipe
 
 
 @pytest.mark.parametrize("build", [langchain_recipe.chat_groq, langchain_recipe.chat_openai])

@@ -108,9 +108,9 @@ class _Answer:
 
     __slots__ = ("http_request", "http_response")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, request: httpx.Request, response: httpx.Response) -> None:
         self.http_response = response
-        self.http_request = response.request
+        self.http_request = request
 
     @property
     def headers(self) -> httpx.Headers:
@@ -306,7 +306,7 @@ class GuardTransport(_SyncTransport):
         response.read()
         if response.status_code >= 400:
             raise _refusal(response)
-        return _Answer(response)
+        return _Answer(sent, response)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -370,7 +370,7 @@ class AsyncGuardTransport(_AsyncTransport):
         await response.aread()
         if response.status_code >= 400:
             raise _refusal(response)
-        return _Answer(response)
+        return _Answer(sent, response)
 
     async def aclose(self) -> None:
         if self._transport is not None:
