@@ -21,7 +21,8 @@ def test_pydantic_ai_runs_are_counted_and_held(
 ) -> None:
     with tight_endpoint() as (at, em):
         replies = asyncio.run(pydantic_ai_recipe.hello_then_burst(build(at), 5))
-        assert len(replies) == 6 and all(replies)
+        assert len(replies) == 6
+        assert all(replies)
         check_guarded(events, em, 6)
 
 
@@ -33,6 +34,7 @@ def test_agents_sdk_runs_on_the_instrumented_default_client(
         replies = asyncio.run(
             openai_agents_recipe.hello_then_burst(openai_agents_recipe.agent(), 5)
         )
-        assert len(replies) == 6 and all(replies)
+        assert len(replies) == 6
+        assert all(replies)
         seen = check_guarded(events, em, 6)
     assert {f["tokenguard.site"] for f in seen} == {"AsyncOpenAI.chat.completions.create"}

@@ -20,6 +20,7 @@ def test_a_burst_of_langchain_calls_is_counted_and_held(
         llm = build(at)  # type: ignore[operator]
         assert llm.invoke("Say hello.").content  # sync
         replies = asyncio.run(langchain_recipe.burst(llm, 5))  # async, all at once
-        assert len(replies) == 5 and all(replies)
+        assert len(replies) == 5
+        assert all(replies)
         seen = check_guarded(events, em, 6)
     assert {f["gen_ai.request.max_tokens"] for f in seen} == {1_000}

@@ -21,7 +21,8 @@ def test_litellm_calls_go_through_the_transport_and_are_held(
         sync, asynchronous = litellm_recipe.guarded_clients(at)
         assert litellm_recipe.ask(at, sync, "Say hello.")
         replies = asyncio.run(litellm_recipe.burst(at, asynchronous, 5))
-        assert len(replies) == 5 and all(replies)
+        assert len(replies) == 5
+        assert all(replies)
         check_guarded(events, em, 6)
 
 
@@ -38,7 +39,8 @@ def test_every_instructor_attempt_goes_through_the_guard(
         # Each retry carries the failed answer and the error back: a longer prompt,
         # still counted exactly.
         prompts = [f["gen_ai.usage.input_tokens"] for f in seen]
-        assert prompts == sorted(prompts) and prompts[0] < prompts[-1]
+        assert prompts == sorted(prompts)
+        assert prompts[0] < prompts[-1]
         for f in seen:
             counted = f["tokenguard.estimated_tokens"] - f["tokenguard.completion_reserve"]
             assert counted == f["gen_ai.usage.input_tokens"]

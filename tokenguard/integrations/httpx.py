@@ -301,6 +301,7 @@ class GuardTransport(_SyncTransport):
             },
         )
         response: httpx.Response = self._sender(sent).handle_request(sent)
+        response.request = sent  # what the client sets later; errors read it sooner
         if body.get("stream") is True and response.status_code < 400:
             return _Events(response)
         response.read()
@@ -365,6 +366,7 @@ class AsyncGuardTransport(_AsyncTransport):
             },
         )
         response: httpx.Response = await self._sender(sent).handle_async_request(sent)
+        response.request = sent  # what the client sets later; errors read it sooner
         if body.get("stream") is True and response.status_code < 400:
             return _AsyncEvents(response)
         await response.aread()
