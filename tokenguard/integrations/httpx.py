@@ -46,11 +46,17 @@ _MODULES = _installed("httpx", "httpx2")
 
 if TYPE_CHECKING:
     import httpx
+    import httpx2
 
-    _SyncStream = httpx.SyncByteStream
-    _AsyncStream = httpx.AsyncByteStream
-    _SyncTransport = httpx.BaseTransport
-    _AsyncTransport = httpx.AsyncBaseTransport
+    class _SyncStream(httpx.SyncByteStream, httpx2.SyncByteStream): ...
+
+    class _AsyncStream(httpx.AsyncByteStream, httpx2.AsyncByteStream): ...
+
+    class _SyncTransport(httpx.BaseTransport, httpx2.BaseTransport):
+        def handle_request(self, request: Any) -> Any: ...
+
+    class _AsyncTransport(httpx.AsyncBaseTransport, httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: Any) -> Any: ...
 else:
     _SyncStream = type("_SyncStream", tuple(m.SyncByteStream for m in _MODULES), {})
     _AsyncStream = type("_AsyncStream", tuple(m.AsyncByteStream for m in _MODULES), {})
@@ -268,7 +274,7 @@ class GuardTransport(_SyncTransport):
             self._transport = _module_of(request).HTTPTransport()
         return self._transport
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: Any) -> Any:
         body = _chat_body(request)
         if body is None:
             return cast("httpx.Response", self._sender(request).handle_request(request))
@@ -332,7 +338,7 @@ class AsyncGuardTransport(_AsyncTransport):
             self._transport = _module_of(request).AsyncHTTPTransport()
         return self._transport
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: Any) -> Any:
         body = _chat_body(request)
         if body is None:
             response = await self._sender(request).handle_async_request(request)
