@@ -47,7 +47,7 @@ def count(messages: Messages, model: str) -> int | None:
 
 
 def _router(env: Env) -> Any:
-    from litellm import Router  # type: ignore[import-not-found, unused-ignore]
+    from litellm import Router  # type: ignore[import-not-found, attr-defined, unused-ignore]
 
     _litellm()
     return Router(
