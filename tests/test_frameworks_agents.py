@@ -7,10 +7,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import openai_agents_recipe
-import pydantic_ai_recipe
 import pytest
-from framework_support import check_guarded, tight_endpoint
+from framework_support import (
+    check_guarded,
+    openai_agents_recipe,
+    pydantic_ai_recipe,
+    tight_endpoint,
+)
 
 import tokenguard as tg
 

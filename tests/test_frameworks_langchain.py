@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-import langchain_recipe
 import pytest
-from framework_support import check_guarded, tight_endpoint
+from framework_support import check_guarded, langchain_recipe, tight_endpoint
 
 import tokenguard as tg
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-import instructor_recipe
-import litellm_recipe
 import pytest
-from framework_support import check_guarded, tight_endpoint
+from framework_support import check_guarded, instructor_recipe, litellm_recipe, tight_endpoint
 from instructor.core.exceptions import InstructorRetryException
 
 import tokenguard as tg
