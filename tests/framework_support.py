@@ -44,10 +44,10 @@ TPM, WINDOW = 3_000, 1.0
 
 
 @contextmanager
-def tight_endpoint() -> Iterator[tuple[Endpoint, Emulator]]:
+def tight_endpoint(refunds: bool | None = None) -> Iterator[tuple[Endpoint, Emulator]]:
     """The emulator with a small limit, and a limiter of the same size for the recipe."""
     with running(model=MODEL, tpm=TPM, rpm=1_000, window=WINDOW) as em:
-        limiter = tg.Limiter(tpm=TPM, rpm=1_000, window=WINDOW)
+        limiter = tg.Limiter(tpm=TPM, rpm=1_000, window=WINDOW, refunds=refunds)
         yield Endpoint(em.base_url, em.root_url, "test", limiter), em
 
 
