@@ -47,7 +47,7 @@ def main() -> None:
         conv = tg.Conversation(
             system="You are a patient tutor. Answer in two sentences.",
             model=MODEL,
-            max_tokens=1_500,  # a small ceiling so the summarizing shows quickly
+            max_prompt_tokens=1_500,  # a small ceiling so the summarizing shows quickly
             on_overflow="summarize",
             summarizer=tg.ClientSummarizer(client),
         )

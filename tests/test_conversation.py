@@ -31,7 +31,7 @@ def words(i: int, n: int = 50) -> str:
 
 
 def test_messages_stay_within_the_ceiling_and_tokens_is_their_count() -> None:
-    conv = tg.Conversation(system="You are terse.", model=MODEL, max_tokens=1500)
+    conv = tg.Conversation(system="You are terse.", model=MODEL, max_prompt_tokens=1500)
     assert conv.messages == [{"role": "system", "content": "You are terse."}]
     assert conv.tokens == tg.count_tokens(conv.messages, model=MODEL)
     for i in range(100):
@@ -55,7 +55,7 @@ def test_messages_stay_within_the_ceiling_and_tokens_is_their_count() -> None:
 
 
 def test_tool_calls_and_results_are_kept_together() -> None:
-    conv = tg.Conversation(system="Use tools.", model=MODEL, max_tokens=900)
+    conv = tg.Conversation(system="Use tools.", model=MODEL, max_prompt_tokens=900)
     for i in range(40):
         conv.add_user(words(i, 10))
         conv.add_assistant(
@@ -79,7 +79,7 @@ def test_summarizing_conversation_calls_the_summarizer_rarely() -> None:
     conv = tg.Conversation(
         system="You are terse.",
         model=MODEL,
-        max_tokens=2000,
+        max_prompt_tokens=2000,
         on_overflow="summarize",
         summarizer=summarize,
     )
@@ -100,7 +100,7 @@ async def test_an_async_summarizer_is_awaited_by_add_async() -> None:
         return "earlier: numbered messages"
 
     conv = tg.Conversation(
-        model=MODEL, max_tokens=1000, on_overflow="summarize", summarizer=summarize
+        model=MODEL, max_prompt_tokens=1000, on_overflow="summarize", summarizer=summarize
     )
     for i in range(60):
         await conv.add_async({"role": "user", "content": words(i)})
@@ -116,7 +116,7 @@ async def test_an_async_summarizer_is_awaited_by_add_async() -> None:
 
 
 def test_shared_by_threads() -> None:
-    conv = tg.Conversation(system="Shared.", model=MODEL, max_tokens=1200)
+    conv = tg.Conversation(system="Shared.", model=MODEL, max_prompt_tokens=1200)
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -146,7 +146,7 @@ def test_shared_by_threads() -> None:
 
 
 def test_bad_input_is_refused_and_nothing_is_added() -> None:
-    conv = tg.Conversation(system="s", model=MODEL, max_tokens=500)
+    conv = tg.Conversation(system="s", model=MODEL, max_prompt_tokens=500)
     with pytest.raises(tg.InvalidMessages):
         conv.add({"role": "wizard", "content": "x"})
     with pytest.raises(tg.InvalidMessages):
@@ -157,16 +157,39 @@ def test_bad_input_is_refused_and_nothing_is_added() -> None:
         conv.add_tool_result("", "x")
     assert len(conv.history) == 1
     with pytest.raises(tg.ConfigurationError):
-        tg.Conversation(model=MODEL, max_tokens=0)
+        tg.Conversation(model=MODEL, max_prompt_tokens=0)
     with pytest.raises(tg.ConfigurationError):
         tg.Conversation(model=MODEL, on_overflow="summarize")
     with pytest.raises(tg.ContextOverflow):
-        tg.Conversation(system="rule " * 1000, model=MODEL, max_tokens=200)
+        tg.Conversation(system="rule " * 1000, model=MODEL, max_prompt_tokens=200)
+
+
+def test_the_ceiling_is_named_max_prompt_tokens_and_fits_say_it_bound() -> None:
+    conv = tg.Conversation(system="s", model=MODEL, max_prompt_tokens=300)
+    conv.add_user(words(0, 500))
+    assert conv.last_fit is not None
+    assert (conv.last_fit.bound_by, conv.last_fit.allowed) == ("max_prompt_tokens", 300)
+    assert conv.tokens <= 300
+    # A ceiling at the context window is the context window's.
+    conv = tg.Conversation(model=MODEL)
+    conv.add_user("x " * 20_000)
+    assert conv.last_fit is not None
+    assert conv.last_fit.bound_by == "context_window"
+
+
+def test_the_old_name_max_tokens_still_works_and_warns() -> None:
+    with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
+        conv = tg.Conversation(model=MODEL, max_tokens=300)
+    assert conv.max_prompt_tokens == 300
+    with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
+        assert conv.max_tokens == 300
+    with pytest.raises(tg.ConfigurationError, match="max_prompt_tokens only"):
+        tg.Conversation(model=MODEL, max_tokens=300, max_prompt_tokens=300)
 
 
 def test_the_ceiling_is_at_most_the_context_window() -> None:
-    conv = tg.Conversation(model=MODEL, max_tokens=1_000_000)
-    assert conv.max_tokens == 8192
+    conv = tg.Conversation(model=MODEL, max_prompt_tokens=1_000_000)
+    assert conv.max_prompt_tokens == 8192
     conv.add_user("x " * 20_000)  # shortened inside: the newest question is never dropped
     assert conv.tokens <= 8192
     assert conv.last_fit is not None
@@ -177,7 +200,7 @@ def test_a_conversation_growing_to_5x_the_window_against_the_emulator() -> None:
     clock = FakeClock()
     with running(model=MODEL, tpm=6000, rpm=30, tpd=0, rpd=0, clock=clock) as em:
         client = openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0)
-        conv = tg.Conversation(system="You are helpful.", model=MODEL, max_tokens=6000 - 256)
+        conv = tg.Conversation(system="You are helpful.", model=MODEL, max_prompt_tokens=6000 - 256)
         total = 0
         turn = 0
         while total < 5 * 8192:
@@ -201,7 +224,7 @@ def test_a_conversation_growing_to_5x_the_window_against_the_emulator() -> None:
 def test_any_conversation_added_message_by_message_stays_within_the_ceiling(
     msgs: list[Any], ceiling: int
 ) -> None:
-    conv = tg.Conversation(model=MODEL, max_tokens=ceiling)
+    conv = tg.Conversation(model=MODEL, max_prompt_tokens=ceiling)
     added: list[Any] = []
     for m in msgs:
         try:
@@ -230,7 +253,7 @@ def test_a_summarizing_conversation_through_an_instrumented_client() -> None:
         conv = tg.Conversation(
             system="You are helpful.",
             model=MODEL,
-            max_tokens=3000,
+            max_prompt_tokens=3000,
             on_overflow="summarize",
             summarizer=tg.ClientSummarizer(client, model=MODEL),
         )

@@ -61,6 +61,25 @@ def test_room_is_bound_by_the_smallest_limit() -> None:
     assert (r.bound_by, r.ceiling, r.allowed) == ("budget", 3000, 2900)
 
 
+def test_a_prompt_ceiling_of_ones_own_binds_only_below_the_other_limits() -> None:
+    r = room_for(10, context_window=8192, tpm=6000, max_tokens=100, max_prompt_tokens=4000)
+    assert (r.bound_by, r.allowed, r.max_tokens) == ("max_prompt_tokens", 4000, 100)
+    r = room_for(10, context_window=8192, tpm=6000, max_tokens=100, max_prompt_tokens=5950)
+    assert (r.bound_by, r.allowed) == ("tpm", 5900)
+    fitted = tg.fit(chat(200), MODEL, max_tokens=100, max_prompt_tokens=2000)
+    assert (fitted.bound_by, fitted.allowed) == ("max_prompt_tokens", 2000)
+    assert fitted.tokens_after == tg.count_tokens(fitted.messages, MODEL) <= 2000
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_max_tokens_below_one_is_refused_by_fit_as_by_the_guard(bad: Any) -> None:
+    # One rule for max_tokens everywhere: None (no limit sent) or an int >= 1.
+    with pytest.raises(tg.ConfigurationError, match="max_tokens"):
+        tg.fit(chat(2), MODEL, max_tokens=bad)
+    with pytest.raises(tg.ConfigurationError, match="max_prompt_tokens"):
+        tg.fit(chat(2), MODEL, max_prompt_tokens=bad)
+
+
 def test_room_lowers_an_impossible_max_tokens_before_dropping_anything() -> None:
     # A 32,768-token max_tokens against a 6,000 TPM limit can never pass as asked.
     r = room_for(1000, context_window=8192, tpm=6000, max_tokens=32_768)

@@ -9,6 +9,7 @@ kept, tool calls with their results, order).
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,10 +32,13 @@ __all__ = ["Conversation"]
 
 
 class Conversation:
-    """A conversation whose :attr:`messages` always fit ``max_tokens`` prompt tokens.
+    """A conversation whose :attr:`messages` always fit ``max_prompt_tokens`` prompt tokens.
 
-    ``max_tokens`` is the ceiling on the prompt tokens of :attr:`messages` (default and
-    upper bound: the model's context window); keep the completion's room out of it.
+    ``max_prompt_tokens`` is the ceiling on the prompt tokens of :attr:`messages` (default
+    and upper bound: the model's context window); keep the completion's room out of it
+    (the ``max_tokens`` you send with the messages). Below the context window, its fits
+    report ``bound_by="max_prompt_tokens"``. The old name of this argument, ``max_tokens=``,
+    still works and warns :class:`DeprecationWarning`.
     ``on_overflow`` is ``"truncate"``, ``"summarize"`` (needs ``summarizer``, e.g.
     :class:`~tokenguard.ClientSummarizer`; its summaries are cached per conversation so
     a growing conversation is summarized once in a while, not every turn) or a callable
@@ -48,7 +52,7 @@ class Conversation:
     Example::
 
         conv = tg.Conversation(system="You are terse.", model="llama3-8b-8192",
-                               max_tokens=4_000)
+                               max_prompt_tokens=4_000)
         conv.add_user("What is Groq?")
         reply = client.chat.completions.create(model="llama3-8b-8192",
                                                messages=conv.messages, max_tokens=256)
@@ -62,28 +66,46 @@ class Conversation:
         system: str | None = None,
         *,
         model: str | ModelInfo = "llama-3.1-8b-instant",
-        max_tokens: int | None = None,
+        max_prompt_tokens: int | None = None,
         on_overflow: Strategy | StrategyCallable = "truncate",
         summarizer: Summarizer | None = None,
         summary_tokens: int = DEFAULT_SUMMARY_TOKENS,
         headroom: float = 0.5,
         tools: Sequence[Any] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         info = model if isinstance(model, ModelInfo) else get_model(model)
-        if max_tokens is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        if max_tokens is not None:
+            if max_prompt_tokens is not None:
+                raise ConfigurationError(
+                    "give max_prompt_tokens only (max_tokens is its deprecated name)"
+                )
+            warnings.warn(
+                "Conversation(max_tokens=) is the ceiling on the prompt and is renamed "
+                "max_prompt_tokens=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            max_prompt_tokens = max_tokens
+        if max_prompt_tokens is not None and (
+            isinstance(max_prompt_tokens, bool)
+            or not isinstance(max_prompt_tokens, int)
+            or max_prompt_tokens < 1
         ):
-            raise ConfigurationError(f"max_tokens must be a positive int, got {max_tokens!r}")
+            raise ConfigurationError(
+                f"max_prompt_tokens must be a positive int, got {max_prompt_tokens!r}"
+            )
         if system is not None and not isinstance(system, str):
             raise ConfigurationError(f"system must be a str or None, got {type(system).__name__}")
         self.model = info.name
-        self.max_tokens = min(max_tokens or info.context_window, info.context_window)
-        # The ceiling is the whole room: no completion reservation, no rate limit.
+        #: The ceiling on the prompt tokens of :attr:`messages`.
+        self.max_prompt_tokens = min(max_prompt_tokens or info.context_window, info.context_window)
+        # The ceiling is on the prompt alone: no completion reservation, no rate limit.
         self._options = check_options(
             info,
             default_reserve=0,
             tpm=None,
-            context_window=self.max_tokens,
+            max_prompt_tokens=self.max_prompt_tokens,
             on_overflow=on_overflow,
             summarizer=summarizer,
             summary_cache=SummaryCache(),
@@ -178,7 +200,7 @@ class Conversation:
 
     @property
     def messages(self) -> list[Any]:
-        """What to send now: a new list, within ``max_tokens`` prompt tokens."""
+        """What to send now: a new list, within ``max_prompt_tokens`` prompt tokens."""
         with self._lock:
             return list(self._view)
 
@@ -231,6 +253,16 @@ class Conversation:
         with self._lock:
             return self._fallbacks
 
+    @property
+    def max_tokens(self) -> int:
+        """Deprecated name of :attr:`max_prompt_tokens` (warns :class:`DeprecationWarning`)."""
+        warnings.warn(
+            "Conversation.max_tokens is renamed max_prompt_tokens",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.max_prompt_tokens
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._history) + (self._system is not None)
@@ -238,7 +270,7 @@ class Conversation:
     def __repr__(self) -> str:
         with self._lock:
             return (
-                f"Conversation(model={self.model!r}, max_tokens={self.max_tokens}, "
+                f"Conversation(model={self.model!r}, max_prompt_tokens={self.max_prompt_tokens}, "
                 f"history={len(self._history)}, sent={len(self._view)}, "
                 f"tokens={self._last.tokens_after if self._last else 0})"
             )

@@ -69,7 +69,9 @@ def _to_pydantic(messages: Messages) -> list[Any]:
             if isinstance(last, ModelRequest) and all(
                 isinstance(p, ToolReturnPart) for p in last.parts
             ):
-                last.parts.append(part)  # one request holds a call's results, as in a run
+                # One request holds a call's results, as in a run (pydantic-ai types parts as
+                # a Sequence since 2.x; it is a list).
+                last.parts.append(part)  # type: ignore[attr-defined, unused-ignore]
             else:
                 out.append(ModelRequest(parts=[part]))
     return out

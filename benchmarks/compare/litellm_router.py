@@ -109,7 +109,7 @@ COUNTER_LABELS = {
 
 
 def _router(env: Env) -> Any:
-    from litellm import Router  # type: ignore[import-not-found, unused-ignore]
+    from litellm import Router  # type: ignore[import-not-found, attr-defined, unused-ignore]
 
     _litellm()
     return Router(

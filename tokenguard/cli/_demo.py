@@ -250,7 +250,7 @@ def _act2(s: DemoSettings, stats: Stats, lim: Any, turns: int) -> None:
     conv = tg.Conversation(
         system="You are a concise travel planner.",
         model=s.model,
-        max_tokens=2_500,
+        max_prompt_tokens=2_500,
         on_overflow="summarize",
         summarizer=tg.ClientSummarizer(client, model=s.model),
     )

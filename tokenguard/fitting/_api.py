@@ -28,6 +28,7 @@ class FitOptions(TypedDict, total=False):
     """The keyword options of :func:`fit` and :func:`fit_async` (see :func:`fit`)."""
 
     max_tokens: int | None
+    max_prompt_tokens: int | None
     tpm: int | FromModel | None
     budget: int | None
     context_window: int | None
@@ -56,6 +57,7 @@ def check_options(
     model: str | ModelInfo = "llama-3.1-8b-instant",
     *,
     max_tokens: int | None = None,
+    max_prompt_tokens: int | None = None,
     tpm: int | FromModel | None = "model",
     budget: int | None = None,
     context_window: int | None = None,
@@ -94,6 +96,7 @@ def check_options(
         default_reserve=default_reserve,
         min_completion=min_completion,
         shrink_max_tokens=bool(shrink_max_tokens),
+        max_prompt_tokens=_int_or_none(max_prompt_tokens, "max_prompt_tokens"),
         on_overflow=on_overflow,
         summarizer=summarizer,
         summary_cache=default_summary_cache() if summary_cache is None else summary_cache,
@@ -123,6 +126,8 @@ def fit(
     window). A ``max_tokens`` that
     alone makes the request impossible is lowered (to no less than ``min_completion``)
     before any message is dropped; ``shrink_max_tokens=False`` keeps it as asked.
+    ``max_tokens`` must be at least 1 when given (Groq refuses 0), the same rule as the
+    guard's. ``max_prompt_tokens`` caps the prompt alone, below all of that.
 
     When the prompt does not fit, ``on_overflow`` decides:
 

@@ -58,9 +58,11 @@ class FitResult:
     ``requested`` is the ``on_overflow`` asked for (it differs when summarizing fell back
     to truncation, and ``fallback`` says why). ``tokens_before``/``tokens_after`` are prompt
     tokens (``tokens_after == count_tokens(messages)``); ``allowed`` is the room the prompt
-    had, set by ``bound_by`` (``"context_window"``, ``"tpm"`` or ``"budget"``) minus the
-    completion reservation. ``max_tokens`` is what to send (lowered from
-    ``max_tokens_requested`` when that alone made the request impossible).
+    had: set by ``bound_by`` (``"context_window"``, ``"tpm"`` or ``"budget"``) minus the
+    completion reservation, or by the caller's own ceiling on the prompt
+    (``"max_prompt_tokens"``, e.g. a :class:`~tokenguard.Conversation`'s). ``max_tokens``
+    is what to send (lowered from ``max_tokens_requested`` when that alone made the
+    request impossible).
 
     Example::
 
@@ -117,6 +119,7 @@ class Options:
     default_reserve: int
     min_completion: int
     shrink_max_tokens: bool
+    max_prompt_tokens: int | None
     on_overflow: Strategy | StrategyCallable
     summarizer: Summarizer | None
     summary_cache: SummaryCache
@@ -195,6 +198,7 @@ def fit_plan(messages: Sequence[Any], opts: Options) -> Plan[FitResult]:
         default_reserve=opts.default_reserve,
         min_completion=opts.min_completion,
         shrink_max_tokens=opts.shrink_max_tokens,
+        max_prompt_tokens=opts.max_prompt_tokens,
     )
     msgs = messages if type(messages) is list else list(messages)
     if pc.total <= room.allowed:

@@ -1,6 +1,7 @@
 """How many prompt tokens a request may use: the room, and the completion reservation.
 
-``allowed = min(context window, TPM limit, budget left) - completion reservation``.
+``allowed = min(context window, TPM limit, budget left) - completion reservation``, and
+at most a ceiling of the caller's own on the prompt (``max_prompt_tokens``).
 The reservation is the request's ``max_tokens``, or, when the call gives none, what the
 server holds for it: the default reserve capped by the room the prompt leaves in the
 context window (so a prompt the server would take is never cut). A ``max_tokens`` that
@@ -24,7 +25,9 @@ __all__ = [
     "room_for",
 ]
 
-Bound = Literal["context_window", "tpm", "budget"]
+#: The limit that set a request's room: the model's context window, the TPM limit, an open
+#: budget, or the caller's own ceiling on the prompt (``max_prompt_tokens``).
+Bound = Literal["context_window", "tpm", "budget", "max_prompt_tokens"]
 
 #: Completion tokens a lowered ``max_tokens`` keeps at least (unless the caller asked
 #: for fewer): enough for a paragraph of answer, small next to Groq's 6,000 TPM.
@@ -39,9 +42,10 @@ DEFAULT_RESERVE = 1024
 class Room:
     """The room one request has.
 
-    ``ceiling`` is ``min(context window, TPM limit, budget left)`` and ``bound_by``
-    names the limit that set it; ``allowed`` is what the prompt may use once the
-    completion reservation ``reserve`` is taken off. ``max_tokens`` is what to send
+    ``ceiling`` is ``min(context window, TPM limit, budget left)`` for prompt and
+    completion together; ``allowed`` is what the prompt may use: the ceiling less the
+    completion reservation ``reserve``, and at most ``max_prompt_tokens`` when one was
+    given. ``bound_by`` names the limit that set ``allowed``. ``max_tokens`` is what to send
     (``None`` when the call gave none); ``max_tokens_requested`` what the call asked.
 
     Example::
@@ -119,6 +123,7 @@ def room_for(
     default_reserve: int = DEFAULT_RESERVE,
     min_completion: int = DEFAULT_MIN_COMPLETION,
     shrink_max_tokens: bool = True,
+    max_prompt_tokens: int | None = None,
 ) -> Room:
     """The :class:`Room` of a request whose prompt costs ``prompt_tokens``.
 
@@ -134,6 +139,9 @@ def room_for(
     costs no more than the TPM limit and budget) is taken as is; a prompt that must be
     cut is cut to leave the whole ``default_reserve`` (``min_completion`` when that
     alone fills the context window).
+
+    ``max_prompt_tokens`` caps the prompt alone (a :class:`~tokenguard.Conversation`'s
+    ceiling); the completion keeps its reservation within the other limits.
 
     Raises :class:`~tokenguard.ContextOverflow` when the reservation alone fills the
     ceiling (no prompt can fit), and :class:`~tokenguard.ConfigurationError` for
@@ -162,6 +170,9 @@ def room_for(
         raise ConfigurationError(f"min_completion must be an int >= 1, got {min_completion!r}")
     if max_tokens == 0:
         raise ConfigurationError("max_tokens must be at least 1 (the server refuses 0)")
+    max_prompt_tokens = _positive_or_none(max_prompt_tokens, "max_prompt_tokens")
+    if max_prompt_tokens == 0:
+        raise ConfigurationError("max_prompt_tokens must be at least 1")
 
     ceiling, bound_by = context_window, "context_window"
     # On ties the rate limit is named: it is the one a user can change (tier, budget).
@@ -200,6 +211,9 @@ def room_for(
             available=ceiling,
             limit_name=bound_by,
         )
+    if max_prompt_tokens is not None and max_prompt_tokens < allowed:
+        allowed, bound_by = max_prompt_tokens, "max_prompt_tokens"
+        ceiling = allowed + reserve
     return Room(
         allowed=allowed,
         ceiling=ceiling,
