@@ -12,7 +12,8 @@ from typing import Any
 import groq
 import openai
 import pytest
-from emulator_support import HELLO, FakeClock
+from emulator_support import HELLO
+from fake_clock import FakeClock
 
 from tokenguard._adapters import FailureKind, Usage, classify, headers_of, usage_of
 from tokenguard.emulator import running
