@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import _tokenizer_data as td
-from tokenguard.counting import _harmony_plan
+from tokenguard.counting import _tokenizers
 from tokenguard.emulator import count_harmony_tokens, running
 
 CASES: list[dict[str, Any]] = json.loads(
@@ -257,7 +257,7 @@ def no_o200k(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     saved = dict(td._cache)
     td._cache.pop("o200k_base", None)
     td._cache.pop("o200k_harmony", None)
-    monkeypatch.setattr(_harmony_plan, "_missing_reported", set())
+    monkeypatch.setattr(_tokenizers, "_missing_reported", set())
     yield
     td._cache.clear()
     td._cache.update(saved)

@@ -22,7 +22,7 @@ from qwen3_reference import qwen3_reference_count
 
 import tokenguard as tg
 from tokenguard import _tokenizer_data as td
-from tokenguard.counting import _qwen3_plan
+from tokenguard.counting import _tokenizers
 from tokenguard.emulator import count_chatml_tokens, running
 from tokenguard.models import is_known_model
 
@@ -278,7 +278,7 @@ def no_qwen_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(td, "_user_paths", {})
     saved = dict(td._cache)
     td._cache.pop("qwen3", None)
-    monkeypatch.setattr(_qwen3_plan, "_missing_reported", set())
+    monkeypatch.setattr(_tokenizers, "_missing_reported", set())
     yield
     td._cache.clear()
     td._cache.update(saved)

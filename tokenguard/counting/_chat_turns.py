@@ -29,8 +29,10 @@ __all__ = [
     "Tool",
     "Turn",
     "check_tool_choice",
+    "function_definitions",
     "html_escaped",
     "normalize_turns",
+    "read_function",
     "read_tools",
     "tojson",
 ]
@@ -93,8 +95,14 @@ class Tool(NamedTuple):
 
 def read_tools(tools: object, functions: object) -> list[Tool]:
     """Validate ``tools`` and legacy ``functions``; a tool without a name is refused."""
-    render_tools(tools, functions)  # the shape checks every family shares first
-    found: list[Tool] = []
+    return [read_function(fn, where) for where, fn in function_definitions(tools, functions)]
+
+
+def function_definitions(tools: object, functions: object) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each function definition of ``tools`` (their ``function``) and legacy ``functions``,
+    with where it is (``tools[0].function``), after the shape checks every family shares."""
+    render_tools(tools, functions)
+    found: list[tuple[str, Mapping[str, Any]]] = []
     for what, value in (("tools", tools), ("functions", functions)):
         if value is None:
             continue
@@ -116,11 +124,13 @@ def read_tools(tools: object, functions: object) -> list[Tool]:
                     fn = item
             except InvalidMessages as exc:
                 raise InvalidMessages(exc.problem) from None
-            found.append(_read_function(fn, where))
+            found.append((where, fn))
     return found
 
 
-def _read_function(fn: Mapping[str, Any], where: str) -> Tool:
+def read_function(fn: Mapping[str, Any], where: str) -> Tool:
+    """One function definition, checked: a non-empty str name, a str description (or
+    none), JSON-serializable parameters; text that can be sent."""
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidMessages(f"{where} needs a non-empty str 'name', got {name!r}")

@@ -48,8 +48,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidMessages
-from ._chat_turns import check_tool_choice
-from ._messages import as_mapping, check_text, normalize_message, render_tools
+from ._chat_turns import check_tool_choice, function_definitions, read_function
+from ._messages import as_mapping, normalize_message
 from ._request_options import response_format_allowance
 
 __all__ = [
@@ -345,60 +345,17 @@ def read_tools(tools: object, functions: object) -> list[ToolSpec]:
     Raises :class:`InvalidMessages` naming the tool for a missing or non-str name, a
     non-dict function, or a description or parameters of the wrong type.
     """
-    # The shape checks every family shares first (a list of JSON-serializable dicts),
-    # then what harmony needs of each definition.
-    render_tools(tools, functions)
-    specs: list[ToolSpec] = []
-    for what, value in (("tools", tools), ("functions", functions)):
-        if value is None:
-            continue
-        assert isinstance(value, Sequence)
-        for j, raw in enumerate(value):
-            where = f"{what}[{j}]"
-            try:
-                item = as_mapping(raw, None, where)
-                if what == "tools":
-                    kind = item.get("type", "function")
-                    if kind != "function":
-                        raise InvalidMessages(f"{where} has type {kind!r}; expected 'function'")
-                    fn = as_mapping(item.get("function"), None, f"{where}.function")
-                    where += ".function"
-                else:
-                    fn = item
-            except InvalidMessages as exc:
-                raise InvalidMessages(exc.problem) from None
-            specs.append(_read_function(fn, where))
-    return specs
+    return [_read_function(fn, where) for where, fn in function_definitions(tools, functions)]
 
 
 def _read_function(fn: Mapping[str, Any], where: str) -> ToolSpec:
-    name = fn.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidMessages(f"{where} needs a non-empty str 'name', got {name!r}")
-    description = fn.get("description")
-    if description is None:
-        description = ""
-    if not isinstance(description, str):
-        raise InvalidMessages(
-            f"{where} 'description' must be a str, got {type(description).__name__}"
-        )
-    parameters = fn.get("parameters")
-    if parameters is not None and not isinstance(parameters, Mapping):
-        raise InvalidMessages(
-            f"{where} 'parameters' must be a JSON schema dict, got {type(parameters).__name__}"
-        )
-    try:
-        json.dumps(parameters)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessages(f"{where} 'parameters' are not JSON-serializable ({exc})") from None
-    check_text(name, None, f"{where} name")
-    check_text(description, None, f"{where} description")
+    tool = read_function(fn, where)
     found: list[tuple[str, Any]] = []
-    extra = _unexplained(parameters, True, found)
+    extra = _unexplained(tool.parameters, True, found)
     for key, value in fn.items():
         if key not in _FUNCTION_KEYS and not (key == "strict" and value is False):
             found.append((f"function.{key}", value))
-    return ToolSpec(name, description, parameters, extra, tuple(found))
+    return ToolSpec(tool.name, tool.description, tool.parameters, extra, tuple(found))
 
 
 # -- counting ---------------------------------------------------------------------------

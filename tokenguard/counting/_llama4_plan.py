@@ -13,25 +13,20 @@ o200k, so the bound sits above the server; it is reported as not exact.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from .._extras import install_hint
 from .._tokenizer_data import available, get_encoding
-from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._llama_plan import LlamaPlan
 from ._plan import Request, Resources, Tally
-from ._tokenizers import server_counter
+from ._tokenizers import report_missing, server_counter
 
 __all__ = ["BOUND_FACTOR", "Llama4Plan"]
 
 #: How far above o200k_base's count the bound without Llama 4 data is set.
 BOUND_FACTOR = 1.25
-
-_missing_reported = False
-_missing_lock = threading.Lock()
 
 
 class Llama4Plan(LlamaPlan):
@@ -91,21 +86,14 @@ def _bound_counter() -> Callable[[str], int]:
 
 
 def _report_missing(model: str) -> None:
-    global _missing_reported
-    with _missing_lock:
-        first = not _missing_reported
-        _missing_reported = True
-    if first:
-        emit(
-            CountingTokenizerMissing(
-                tokenizer="llama4",
-                model=model,
-                hint=(
-                    "Llama 4 counts are upper bounds (o200k_base times "
-                    f"{BOUND_FACTOR}); for exact ones {install_hint('llama4')} "
-                    "(llama-models==0.3.0), or give Meta's Llama 4 tokenizer.model with "
-                    "tokenguard.register_tokenizer_path('llama4', PATH) or the "
-                    "TOKENGUARD_LLAMA4_TOKENIZER environment variable"
-                ),
-            )
-        )
+    report_missing(
+        "llama4",
+        model,
+        (
+            "Llama 4 counts are upper bounds (o200k_base times "
+            f"{BOUND_FACTOR}); for exact ones {install_hint('llama4')} "
+            "(llama-models==0.3.0), or give Meta's Llama 4 tokenizer.model with "
+            "tokenguard.register_tokenizer_path('llama4', PATH) or the "
+            "TOKENGUARD_LLAMA4_TOKENIZER environment variable"
+        ),
+    )

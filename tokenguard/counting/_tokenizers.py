@@ -13,11 +13,14 @@ crash.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 
 import tiktoken
 
-__all__ = ["estimator", "ordinary_counter", "server_counter"]
+from ..events import CountingTokenizerMissing, emit
+
+__all__ = ["estimator", "is_utf8", "ordinary_counter", "report_missing", "server_counter"]
 
 _DIGIT = re.compile(r"\d")
 
@@ -108,3 +111,26 @@ def estimator(enc: tiktoken.Encoding, digits_single: bool) -> Callable[[str], tu
         return n, non_ascii, chars
 
     return estimate
+
+
+#: Tokenizers whose missing data was reported (one event per tokenizer per process).
+_missing_reported: set[str] = set()
+_missing_lock = threading.Lock()
+
+
+def report_missing(tokenizer: str, model: str, hint: str) -> None:
+    """Emit ``tokenguard.counting.tokenizer_missing`` for ``tokenizer``, the first time only."""
+    with _missing_lock:
+        if tokenizer in _missing_reported:
+            return
+        _missing_reported.add(tokenizer)
+    emit(CountingTokenizerMissing(tokenizer=tokenizer, model=model, hint=hint))
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
