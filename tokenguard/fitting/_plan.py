@@ -417,7 +417,10 @@ def _shorten_turn(
         new, new_cost = cut
         if new_cost >= cost[i]:
             continue
-        replaced[i] = new
+        if new != msgs[i]:
+            # Equal: the message alone costs less than its share of a bounded count, so
+            # it stays whole (and is not reported as shortened).
+            replaced[i] = new
         need -= cost[i] - new_cost
         cost[i] = new_cost
     if need > 0:
