@@ -3,11 +3,13 @@ guard, not only that replies came back."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import tokenguard as tg
@@ -19,25 +21,17 @@ sys.path.insert(0, str(RECIPES))
 # LiteLLM fetches a price list at import unless told to use the copy it ships.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-# The recipes, imported here (after the path is set) for the tests to take from this module.
-import instructor_recipe  # noqa: E402
-import langchain_recipe  # noqa: E402
-import litellm_recipe  # noqa: E402
-import openai_agents_recipe  # noqa: E402
-import pydantic_ai_recipe  # noqa: E402
 from _endpoint import MODEL, Endpoint  # noqa: E402
 
-__all__ = [
-    "MODEL",
-    "Endpoint",
-    "check_guarded",
-    "instructor_recipe",
-    "langchain_recipe",
-    "litellm_recipe",
-    "openai_agents_recipe",
-    "pydantic_ai_recipe",
-    "tight_endpoint",
-]
+__all__ = ["MODEL", "Endpoint", "check_guarded", "recipe", "tight_endpoint"]
+
+
+def recipe(name: str) -> ModuleType:
+    """The recipe ``examples/frameworks/<name>_recipe.py``, imported as a script there would
+    be. Each test module imports only its own, so a framework whose release breaks its
+    import fails that framework's tests and no others."""
+    return importlib.import_module(f"{name}_recipe")
+
 
 #: A burst of 5 requests holding ~1,050 tokens each overflows this bucket twice over.
 TPM, WINDOW = 3_000, 1.0

@@ -8,14 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from framework_support import (
-    check_guarded,
-    openai_agents_recipe,
-    pydantic_ai_recipe,
-    tight_endpoint,
-)
+from framework_support import check_guarded, recipe, tight_endpoint
 
 import tokenguard as tg
+
+pydantic_ai_recipe = recipe("pydantic_ai")
+openai_agents_recipe = recipe("openai_agents")
 
 
 @pytest.mark.parametrize("build", [pydantic_ai_recipe.groq_agent, pydantic_ai_recipe.openai_agent])

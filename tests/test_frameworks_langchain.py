@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from framework_support import check_guarded, langchain_recipe, tight_endpoint
+from framework_support import check_guarded, recipe, tight_endpoint
 
 import tokenguard as tg
+
+langchain_recipe = recipe("langchain")
 
 
 @pytest.mark.parametrize("build", [langchain_recipe.chat_groq, langchain_recipe.chat_openai])

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from framework_support import check_guarded, instructor_recipe, litellm_recipe, tight_endpoint
+from framework_support import check_guarded, recipe, tight_endpoint
 from instructor.core.exceptions import InstructorRetryException
 
 import tokenguard as tg
+
+litellm_recipe = recipe("litellm")
+instructor_recipe = recipe("instructor")
 
 
 def test_litellm_calls_go_through_the_transport_and_are_held(
