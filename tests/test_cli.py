@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -306,12 +305,9 @@ def _summary(out: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     log = tmp_path / "demo.jsonl"
-    started = time.monotonic()
     # A one-second "minute": the limiter still holds requests, the run stays short.
     done = run("demo", "--window", "1", "--events", str(log), timeout=120)
-    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
-    assert elapsed < 30
     out = done.stdout
     assert "server: the embedded Groq emulator" in out
     # Nothing from the library beyond the demo's own display (its 429s, retries and fits
@@ -334,6 +330,8 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
 
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert all(r["event"].startswith("tokenguard.") and isinstance(r["ts"], float) for r in records)
+    # The limiter ran on the one-second window asked for (what keeps the run short).
+    assert {r["window_s"] for r in records if r["event"] == "tokenguard.limiter.limits"} == {1.0}
     requests = [r for r in records if r["event"] == "tokenguard.guard.request"]
     assert len(requests) == calls
     assert all("error.type" not in r for r in requests)

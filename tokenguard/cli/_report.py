@@ -145,6 +145,22 @@ def _objects(lines: list[str]) -> list[Any] | None:
     return objs if isinstance(objs, list) and len(objs) == len(lines) else None
 
 
+def _whole(text: str) -> list[Any] | None:
+    """The log parsed as it stands when it is what a sink writes: one JSON object per
+    line and no blank line, ending in a newline or not (no copy of each line is made).
+    ``None`` otherwise, and the caller reads line by line."""
+    body = text[:-1] if text.endswith("\n") else text
+    if not body or "\r" in body or "\n\n" in body:
+        return None
+    try:
+        objs = json.loads("[" + body.replace("\n", ",") + "]")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    # A line such as `1, 2` holds two values, and a value may span lines: the count tells.
+    lines = body.count("\n") + 1
+    return objs if isinstance(objs, list) and len(objs) == lines else None
+
+
 def read_log(text: str, path: str, *, timeline: bool = False) -> Report:
     """Read every line of a log (never raises on a bad line: it becomes a :class:`Problem`);
     ``timeline`` also keeps every event in :attr:`Report.lines` (what a plot draws).
@@ -157,13 +173,18 @@ def read_log(text: str, path: str, *, timeline: bool = False) -> Report:
     rep = Report(path=path)
     numbers: list[int] = []
     texts: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            numbers.append(number)
-            texts.append(raw)
-        else:
-            rep.blank += 1
-    parsed = _objects(texts)
+    parsed = _whole(text)
+    if parsed is not None:
+        # What a sink writes: one object per line, no blank line; line i is object i.
+        numbers = list(range(1, len(parsed) + 1))
+    else:
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if raw.strip():
+                numbers.append(number)
+                texts.append(raw)
+            else:
+                rep.blank += 1
+        parsed = _objects(texts)
     for i, number in enumerate(numbers):
         if parsed is not None:
             obj = parsed[i]
