@@ -100,9 +100,21 @@ def test_absurdly_large_input_is_refused_before_tokenizing(model: str) -> None:
         counter.count([OK] * 11, model=model)
 
 
-def test_bad_max_tokens_and_model() -> None:
-    with pytest.raises(tg.InvalidMessages, match="max_tokens must be a non-negative int"):
-        tg.count_request([OK], model="llama3-8b-8192", max_tokens=-1)
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "64"])
+def test_one_rule_for_max_tokens_everywhere(bad: object) -> None:
+    # The server refuses 0: counting, fitting and the guard refuse it alike, naming the field.
+    for refuse in (
+        lambda: tg.count_request([OK], model="llama3-8b-8192", max_tokens=bad),  # type: ignore[arg-type]
+        lambda: tg.count_tokens([OK], model="llama3-8b-8192", max_completion_tokens=bad),
+        lambda: tg.fit([OK], model="llama3-8b-8192", max_tokens=bad),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(tg.InvalidRequest, match=r"must be an int >= 1 or None") as info:
+            refuse()
+        assert info.value.field in ("max_tokens", "max_completion_tokens")
+    assert tg.count_request([OK], model="llama3-8b-8192", max_tokens=1).completion_reserve == 1
+
+
+def test_bad_model() -> None:
     with pytest.raises(tg.InvalidMessages, match="model must be a non-empty str"):
         tg.count_tokens([OK], model="")
 

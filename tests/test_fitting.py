@@ -73,9 +73,11 @@ def test_a_prompt_ceiling_of_ones_own_binds_only_below_the_other_limits() -> Non
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
 def test_max_tokens_below_one_is_refused_by_fit_as_by_the_guard(bad: Any) -> None:
-    # One rule for max_tokens everywhere: None (no limit sent) or an int >= 1.
-    with pytest.raises(tg.ConfigurationError, match="max_tokens"):
+    # One rule for max_tokens everywhere: None (no limit sent) or an int >= 1, refused
+    # as the guard refuses it (a request field, so InvalidRequest naming it).
+    with pytest.raises(tg.InvalidRequest, match="max_tokens") as info:
         tg.fit(chat(2), MODEL, max_tokens=bad)
+    assert info.value.field == "max_tokens"
     with pytest.raises(tg.ConfigurationError, match="max_prompt_tokens"):
         tg.fit(chat(2), MODEL, max_prompt_tokens=bad)
 
@@ -347,7 +349,7 @@ def test_a_callable_strategy_is_used_and_checked() -> None:
         (
             [{"role": "user", "content": "x"}],
             {"max_tokens": -1},
-            tg.ConfigurationError,
+            tg.InvalidRequest,
             "max_tokens",
         ),
         ([{"role": "user", "content": "x"}], {"tpm": "lots"}, tg.ConfigurationError, "tpm"),

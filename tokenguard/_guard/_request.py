@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from ..counting._request_options import PROMPT_KEYWORDS
+from ..counting._request_options import PROMPT_KEYWORDS, check_completion_cap
 from ..errors import ConfigurationError, InvalidMessages, InvalidRequest
 
 __all__ = [
@@ -86,12 +86,7 @@ def plain_request(messages: Any, model: Any, asked: int | None, stream: Any) -> 
 
 def check_max_tokens(name: str, value: object) -> int | None:
     """``value`` as a completion budget, or a clear error (nothing is sent)."""
-    value = given(value)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"{name} must be an int >= 1 or None, got {value!r}", field=name)
-    return value
+    return check_completion_cap(name, given(value))
 
 
 def asked_max_tokens(args: Mapping[str, Any]) -> int | None:

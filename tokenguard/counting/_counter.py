@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
-from ..errors import InvalidMessages
+from ..errors import InvalidRequest
 from ..events import CountingMismatch, emit
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._estimate import IMAGE_TOKENS
 from ._plan import Plan, Request, Settings, Tally
 from ._registry import PlanRegistry
-from ._request_options import option_allowance, read_request_options
+from ._request_options import check_completion_cap, option_allowance, read_request_options
 from ._result import PromptCount, RequestCount
 from ._tokenizers import ordinary_counter
 
@@ -155,6 +155,7 @@ class Counter:
 
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
+        max_tokens = check_completion_cap("max_tokens", max_tokens)
         plan = self._registry.plan(model)
         if not request and tools is None and functions is None:
             # The guard's every call: plain text messages with nothing to calibrate (the
@@ -187,7 +188,10 @@ class Counter:
         if reserve is None:
             reserve = max(0, min(info.max_completion_tokens, info.context_window - prompt))
         elif isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
-            raise InvalidMessages(f"max_tokens must be a non-negative int, got {reserve!r}")
+            raise InvalidRequest(
+                f"default_reserve must be a non-negative int, got {reserve!r}",
+                field="default_reserve",
+            )
         return RequestCount(
             prompt_tokens=prompt,
             completion_reserve=reserve,

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import InvalidMessages
+from ..errors import InvalidMessages, InvalidRequest
 
 __all__ = [
     "IGNORED_KEYWORDS",
@@ -111,6 +111,18 @@ def _unknown(name: str) -> InvalidMessages:
     )
 
 
+def check_completion_cap(name: str, value: object) -> int | None:
+    """A request's ``max_tokens`` or ``max_completion_tokens``: an int >= 1, or ``None``
+    for not given. The one rule for every entry point (the guard, ``count_request``,
+    ``fit`` and ``Conversation``): the server refuses 0, so it is refused here, with
+    :class:`~tokenguard.InvalidRequest` naming the field."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest(f"{name} must be an int >= 1 or None, got {value!r}", field=name)
+    return value
+
+
 def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
     """Split a request's keywords (besides ``messages`` and ``model``) into prompt options
     and the completion budget; ignore the rest; refuse unknown names.
@@ -141,9 +153,9 @@ def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int
         if name in PROMPT_KEYWORDS:
             options[name] = value
         elif name == "max_tokens":
-            max_tokens = value
+            max_tokens = check_completion_cap(name, value)
         elif name == "max_completion_tokens":
-            max_completion = value
+            max_completion = check_completion_cap(name, value)
     return options, max_completion if max_completion is not None else max_tokens
 
 

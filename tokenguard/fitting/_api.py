@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .._drive import run_async, run_sync
+from ..counting._request_options import check_completion_cap
 from ..errors import ConfigurationError
 from ..models import ModelInfo, get_model
 from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
@@ -92,7 +93,7 @@ def check_options(
         context_window=info.context_window if window is None else window,
         tpm=tpm_value,
         budget=_int_or_none(budget, "budget"),
-        max_tokens=_int_or_none(max_tokens, "max_tokens"),
+        max_tokens=check_completion_cap("max_tokens", max_tokens),
         default_reserve=default_reserve,
         min_completion=min_completion,
         shrink_max_tokens=bool(shrink_max_tokens),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..counting._request_options import check_completion_cap
 from ..errors import ConfigurationError, ContextOverflow
 
 __all__ = [
@@ -160,7 +161,7 @@ def room_for(
         raise ConfigurationError(f"context_window must be positive, got {context_window}")
     tpm = _positive_or_none(tpm, "tpm")
     budget = _positive_or_none(budget, "budget")
-    max_tokens = _positive_or_none(max_tokens, "max_tokens")
+    max_tokens = check_completion_cap("max_tokens", max_tokens)
     _positive_or_none(default_reserve, "default_reserve")
     if (
         isinstance(min_completion, bool)
@@ -168,8 +169,6 @@ def room_for(
         or min_completion < 1
     ):
         raise ConfigurationError(f"min_completion must be an int >= 1, got {min_completion!r}")
-    if max_tokens == 0:
-        raise ConfigurationError("max_tokens must be at least 1 (the server refuses 0)")
     max_prompt_tokens = _positive_or_none(max_prompt_tokens, "max_prompt_tokens")
     if max_prompt_tokens == 0:
         raise ConfigurationError("max_prompt_tokens must be at least 1")
