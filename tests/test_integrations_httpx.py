@@ -22,9 +22,8 @@ HELLO: Any = [{"role": "user", "content": "Hello"}]
 def test_an_openai_client_on_httpx2_is_guarded_streams_included(
     events: list[tg.events.Event],
 ) -> None:
-    # A stream brings the limiter no headers, so it could not learn that this server keeps
-    # unused tokens without one 429 (absorbed by the guard): say so up front.
-    with tight_endpoint(refunds=False) as (at, em):
+    # A stream's headers reach the limiter as a plain response's do: it learns from both.
+    with tight_endpoint() as (at, em):
         http = httpx2.Client(transport=GuardTransport(limiter=at.limiter))
         client = openai.OpenAI(base_url=at.base_url, api_key="x", max_retries=0, http_client=http)
         texts = []
@@ -38,6 +37,7 @@ def test_an_openai_client_on_httpx2_is_guarded_streams_included(
             assert streamed == texts[-1]  # passed through byte for byte
         seen = check_guarded(events, em, 6)
         assert [f["tokenguard.stream"] for f in seen] == [False, True] * 3
+        assert all(isinstance(f.get("tokenguard.server_remaining_tokens"), int) for f in seen)
         assert client.models.list().data  # not a chat request: passed through unguarded
         assert len(seen) == len([e for e in events if e.name == "tokenguard.guard.request"])
 

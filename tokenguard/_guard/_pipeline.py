@@ -253,6 +253,10 @@ def _receive_plan(s: Settlement, sender: Sender, result: Any) -> Plan[Any]:
             yield from settle_plan(s, None)
             raise
     if kind.stream:
+        if not raw:
+            # An SDK's stream keeps the HTTP response it reads (``.response``): its
+            # headers are the limiter's evidence as a raw response's are.
+            s.headers = headers_of(result)
         return present_stream(s, result, body, raw and not sender.raw_internal)
     yield from settle_plan(s, usage_of(body), body)
     return body if sender.raw_internal else result

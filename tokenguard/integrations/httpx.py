@@ -251,8 +251,8 @@ class GuardTransport(_SyncTransport):
     ``options`` are :func:`tokenguard.guard`'s (``base_url=`` names the endpoint so the
     limiter is the one shared with clients instrumented for it; Groq's by default).
     Streams (``"stream": true``) are passed through byte for byte and settled with the
-    usage of their last chunk; their headers do not reach the limiter, so against a
-    server that keeps unused tokens give it ``tg.Limiter(refunds=False)``. An error the
+    usage of their last chunk; their headers reach the limiter as a plain response's
+    do. An error the
     guard raises (``tg.BudgetExceeded``, ``tg.RateLimitTimeout``, ...) leaves the
     transport; an SDK on top wraps it as its connection error (``__cause__`` is
     tokenguard's) and may retry it: give that SDK ``max_retries=0``, as the guard
