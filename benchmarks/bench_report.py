@@ -88,7 +88,8 @@ def main() -> None:
         reads, parses = [], []
         for _ in range(args.runs):
             started = time.process_time()
-            read_log(text, str(path))
+            with path.open(encoding="utf-8") as lines:
+                read_log(lines, str(path))
             reads.append(time.process_time() - started)
             started = time.process_time()
             for line in text.splitlines():

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["EXIT_DOES_NOT_FIT", "EXIT_OK", "EXIT_USAGE", "UsageError", "read_input"]
+__all__ = [
+    "EXIT_DOES_NOT_FIT",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "open_input",
+    "read_input",
+]
 
 #: Everything went as asked.
 EXIT_OK = 0
@@ -21,11 +31,21 @@ class UsageError(Exception):
 
 def read_input(file: str) -> str:
     """The text of ``file`` (``-``: standard input), or a :class:`UsageError` naming it."""
-    if file == "-":
-        return sys.stdin.read()
-    path = Path(file)
+    with open_input(file) as stream:
+        return stream.read()
+
+
+@contextmanager
+def open_input(file: str) -> Iterator[TextIO]:
+    """``file`` (``-``: standard input) open as UTF-8 text, to read line by line without
+    holding it all; a file that cannot be opened or read is a :class:`UsageError` naming
+    it, raised where it happens."""
     try:
-        return path.read_text("utf-8")
+        if file == "-":
+            yield sys.stdin
+            return
+        with Path(file).open(encoding="utf-8") as stream:
+            yield stream
     except FileNotFoundError:
         raise UsageError(f"cannot read {file}: no such file") from None
     except IsADirectoryError:

@@ -5,13 +5,15 @@ name is its ``"event"`` (the sink's and structlog's JSON output) or ``"name"`` k
 time, when it has one, is ``"ts"`` (Unix seconds) or ``"timestamp"`` (Unix seconds or ISO
 8601). The record's fields sit at the top level, under the names
 :meth:`tokenguard.events.Event.fields` gives them. A ``tokenguard.limiter.limits`` line
-gives the window (and limits) the calls were held to. Reading is one pass that only
-builds the timeline when a plot asks for it: a log of 100,000 events takes about as
-long as parsing its JSON (``benchmarks/bench_report.py``).
+gives the window (and limits) the calls were held to. Reading is one pass over the
+lines, one at a time (a long log is never held whole), that only keeps the timeline
+when a plot asks for it: a log of 100,000 events takes about as long as parsing its
+JSON (``benchmarks/bench_report.py``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import Counter
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from ._common import EXIT_OK, UsageError, read_input
+from ._common import EXIT_OK, UsageError, open_input
 
 __all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_command"]
 
@@ -133,70 +135,33 @@ def _num(value: object) -> float | None:
     return None
 
 
-def _objects(lines: list[str]) -> list[Any] | None:
-    """Every line parsed in one call (the JSON decoder then shares the keys repeated on
-    every line, which is most of its work), or ``None`` when some line is not one JSON
-    value on its own: the caller then reads line by line to say which."""
-    try:
-        objs = json.loads("[" + ",".join(lines) + "]")
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    # A line such as `1, 2` holds two values: the count tells.
-    return objs if isinstance(objs, list) and len(objs) == len(lines) else None
-
-
-def _whole(text: str) -> list[Any] | None:
-    """The log parsed as it stands when it is what a sink writes: one JSON object per
-    line and no blank line, ending in a newline or not (no copy of each line is made).
-    ``None`` otherwise, and the caller reads line by line."""
-    body = text[:-1] if text.endswith("\n") else text
-    if not body or "\r" in body or "\n\n" in body:
-        return None
-    try:
-        objs = json.loads("[" + body.replace("\n", ",") + "]")
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    # A line such as `1, 2` holds two values, and a value may span lines: the count tells.
-    lines = body.count("\n") + 1
-    return objs if isinstance(objs, list) and len(objs) == lines else None
-
-
-def read_log(text: str, path: str, *, timeline: bool = False) -> Report:
-    """Read every line of a log (never raises on a bad line: it becomes a :class:`Problem`);
-    ``timeline`` also keeps every event in :attr:`Report.lines` (what a plot draws).
+def read_log(source: str | Iterable[str], path: str, *, timeline: bool = False) -> Report:
+    """Read every line of a log, given as its text or as its lines (an open file: it is
+    then read one line at a time, never held whole). Never raises on a bad line: it
+    becomes a :class:`Problem`. ``timeline`` also keeps every event in
+    :attr:`Report.lines` (what a plot draws).
 
     Example::
 
-        rep = read_log(Path("events.jsonl").read_text(), "events.jsonl")
+        with open("events.jsonl", encoding="utf-8") as f:
+            rep = read_log(f, "events.jsonl")
         rep.by_model["llama3-8b-8192"].calls
     """
     rep = Report(path=path)
-    numbers: list[int] = []
-    texts: list[str] = []
-    parsed = _whole(text)
-    if parsed is not None:
-        # What a sink writes: one object per line, no blank line; line i is object i.
-        numbers = list(range(1, len(parsed) + 1))
-    else:
-        for number, raw in enumerate(text.splitlines(), start=1):
-            if raw.strip():
-                numbers.append(number)
-                texts.append(raw)
-            else:
-                rep.blank += 1
-        parsed = _objects(texts)
-    for i, number in enumerate(numbers):
-        if parsed is not None:
-            obj = parsed[i]
-        else:
-            try:
-                obj = json.loads(texts[i])
-            except json.JSONDecodeError as exc:
-                rep.problems.append(Problem(number, f"not JSON ({exc.msg} at column {exc.colno})"))
-                continue
-            except RecursionError:
-                rep.problems.append(Problem(number, "not JSON (nested too deeply)"))
-                continue
+    lines = io.StringIO(source, newline=None) if isinstance(source, str) else source
+    loads = json.loads
+    for number, raw in enumerate(lines, start=1):
+        if not raw or raw.isspace():
+            rep.blank += 1
+            continue
+        try:
+            obj = loads(raw)
+        except json.JSONDecodeError as exc:
+            rep.problems.append(Problem(number, f"not JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except RecursionError:
+            rep.problems.append(Problem(number, "not JSON (nested too deeply)"))
+            continue
         if not isinstance(obj, dict):
             rep.problems.append(Problem(number, f"a JSON {type(obj).__name__}, not an object"))
             continue
@@ -351,7 +316,8 @@ def report_command(
         from ._plot import require_matplotlib
 
         require_matplotlib()
-    rep = read_log(read_input(log), log, timeline=plot is not None)
+    with open_input(log) as lines:
+        rep = read_log(lines, log, timeline=plot is not None)
     if as_json:
         doc = {
             "models": {
