@@ -1,0 +1,159 @@
+"""Whether a request's values can be sent: one walk, as the SDKs' JSON encoder sees them.
+
+The openai and groq SDKs send a body with ``json.dumps(..., ensure_ascii=False,
+allow_nan=False)`` and UTF-8: a lone surrogate, a non-finite float, a key JSON cannot
+spell or a value that is not JSON (a set, bytes, an ``object()``) makes them raise a raw
+``UnicodeEncodeError``, ``ValueError`` or ``TypeError`` after tokenguard has counted and
+reserved. :func:`check_messages` and :func:`check_field` refuse such values up front with
+the path of the first one (``messages[2].tool_calls[0].function.arguments``).
+
+Invariant: a value that passes is one both SDKs serialize (pydantic models are walked
+through their dump, as the SDKs send them); the walk allocates nothing unless it fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import InvalidMessages, InvalidRequest
+
+__all__ = ["MAX_DEPTH", "check_field", "check_messages", "check_text_field"]
+
+#: Nesting deeper than this is refused (a list or dict that contains itself never ends).
+MAX_DEPTH = 100
+
+_JSON_TYPES = "a JSON value (str, int, float, bool, None, list or dict)"
+
+
+class _Unsendable(Exception):
+    """The first value that cannot be sent; ``path`` is filled in, innermost first, as
+    the walk unwinds (so a successful walk builds no path)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _surrogate(text: str) -> _Unsendable | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return _Unsendable(
+            f"contains a lone surrogate {text[exc.start]!r} at character {exc.start}; "
+            "expected text that UTF-8 can encode"
+        )
+    return None
+
+
+def _key_step(key: object) -> str:
+    if isinstance(key, str):
+        if key.isidentifier():
+            return f".{key}"
+        shown = repr(key)
+        return f"[{shown if len(shown) <= 40 else shown[:37] + '...'}]"
+    if key is None or isinstance(key, (int, float)):
+        return f"[{key!r}]"
+    return f"[<{type(key).__name__} key>]"  # its repr may be long or carry content
+
+
+def _check_key(key: object) -> None:
+    if isinstance(key, str):
+        if not key.isascii() and (bad := _surrogate(key)) is not None:
+            bad.problem = "a key " + bad.problem
+            raise bad
+    elif isinstance(key, float):
+        if not math.isfinite(key):
+            raise _Unsendable(f"has the key {key!r}; expected str keys (JSON has no NaN)")
+    elif not (key is None or isinstance(key, int)):
+        # json.dumps spells int, float, bool and None keys as strings; nothing else.
+        raise _Unsendable(f"has a key of type {type(key).__name__}; expected str keys")
+
+
+def _walk(value: Any, depth: int) -> None:
+    t = type(value)
+    if t is str:
+        if not value.isascii() and (bad := _surrogate(value)) is not None:
+            raise bad
+    elif t is int or t is bool or value is None:
+        return
+    elif t is dict or t is list or t is tuple or isinstance(value, (Mapping, list, tuple)):
+        if depth >= MAX_DEPTH:
+            raise _Unsendable(
+                f"is nested deeper than {MAX_DEPTH} levels (a list or dict that contains "
+                f"itself?); expected at most {MAX_DEPTH}"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                try:
+                    if type(key) is not str or not key.isascii():
+                        _check_key(key)
+                    _walk(item, depth + 1)
+                except _Unsendable as exc:
+                    exc.path.append(_key_step(key))
+                    raise
+        else:
+            for i, item in enumerate(value):
+                try:
+                    _walk(item, depth + 1)
+                except _Unsendable as exc:
+                    exc.path.append(f"[{i}]")
+                    raise
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unsendable(f"is {value!r}; expected a finite number (JSON has no NaN or inf)")
+    elif isinstance(value, str):  # a subclass (an enum): sent as its text
+        if not value.isascii() and (bad := _surrogate(value)) is not None:
+            raise bad
+    elif not isinstance(value, int):  # an int subclass (bool, an enum) is sent as a number
+        _walk_other(value, depth)
+
+
+def _walk_other(value: Any, depth: int) -> None:
+    """A pydantic model (the SDKs send its dump) or a value JSON has no form for."""
+    dump = getattr(value, "model_dump", None)
+    if not callable(dump) or isinstance(value, type):
+        raise _Unsendable(f"is a {type(value).__name__}; expected {_JSON_TYPES}")
+    try:
+        dumped = dump(exclude_unset=True, by_alias=True)
+    except Exception as exc:  # a broken model is the caller's input problem
+        raise _Unsendable(f"is a {type(value).__name__} that could not be read ({exc!r})") from None
+    _walk(dumped, depth)
+
+
+def _path(exc: _Unsendable) -> str:
+    return "".join(reversed(exc.path))
+
+
+def check_messages(messages: Sequence[Any]) -> None:
+    """Refuse the first value of ``messages`` the SDKs cannot send, with its path.
+
+    Example::
+
+        >>> check_messages([{"role": "user", "content": "Hi", "name": "\\ud800"}])
+        Traceback (most recent call last):
+        ...
+        tokenguard.errors.InvalidMessages: messages[0].name: contains a lone surrogate ...
+    """
+    for i, message in enumerate(messages):
+        try:
+            _walk(message, 1)
+        except _Unsendable as exc:
+            raise InvalidMessages(
+                exc.problem, index=i, field=f"messages[{i}]{_path(exc)}"
+            ) from None
+
+
+def check_field(value: object, field: str) -> None:
+    """Refuse ``value`` (the request's ``field``) when the SDKs cannot send it."""
+    try:
+        _walk(value, 0)
+    except _Unsendable as exc:
+        raise InvalidRequest(f"{field}{_path(exc)}: {exc.problem}", field=field) from None
+
+
+def check_text_field(text: str, field: str) -> None:
+    """:func:`check_field` for a ``str`` already known to be one (a model name)."""
+    if not text.isascii() and (bad := _surrogate(text)) is not None:
+        raise InvalidRequest(f"{field}: {bad.problem}", field=field)
