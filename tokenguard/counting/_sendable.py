@@ -65,7 +65,7 @@ def _check_key(key: object) -> None:
             raise bad
     elif isinstance(key, float):
         if not math.isfinite(key):
-            raise _Unsendable(f"has the key {key!r}; expected str keys (JSON has no NaN)")
+            raise _Unsendable(f"has the key {key!r}; expected str keys (JSON has no NaN or inf)")
     elif not (key is None or isinstance(key, int)):
         # json.dumps spells int, float, bool and None keys as strings; nothing else.
         raise _Unsendable(f"has a key of type {type(key).__name__}; expected str keys")
@@ -112,13 +112,17 @@ def _walk(value: Any, depth: int) -> None:
 
 def _walk_other(value: Any, depth: int) -> None:
     """A pydantic model (the SDKs send its dump) or a value JSON has no form for."""
+    if type(value).__name__ in ("NotGiven", "Omit"):
+        return  # the SDKs' "not given" sentinels: left out of the body
     dump = getattr(value, "model_dump", None)
     if not callable(dump) or isinstance(value, type):
-        raise _Unsendable(f"is a {type(value).__name__}; expected {_JSON_TYPES}")
+        raise _Unsendable(f"has type {type(value).__name__}; expected {_JSON_TYPES}")
     try:
         dumped = dump(exclude_unset=True, by_alias=True)
     except Exception as exc:  # a broken model is the caller's input problem
-        raise _Unsendable(f"is a {type(value).__name__} that could not be read ({exc!r})") from None
+        raise _Unsendable(
+            f"has type {type(value).__name__} and could not be read ({exc!r})"
+        ) from None
     _walk(dumped, depth)
 
 
@@ -127,21 +131,24 @@ def _path(exc: _Unsendable) -> str:
 
 
 def check_messages(messages: Sequence[Any]) -> None:
-    """Refuse the first value of ``messages`` the SDKs cannot send, with its path.
+    """Refuse the first value of ``messages`` the SDKs cannot send, naming its path.
 
     Example::
 
         >>> check_messages([{"role": "user", "content": "Hi", "name": "\\ud800"}])
         Traceback (most recent call last):
         ...
-        tokenguard.errors.InvalidMessages: messages[0].name: contains a lone surrogate ...
+        tokenguard.errors.InvalidMessages: messages[0]: name contains a lone surrogate ...
     """
     for i, message in enumerate(messages):
         try:
             _walk(message, 1)
         except _Unsendable as exc:
+            inner = _path(exc)
             raise InvalidMessages(
-                exc.problem, index=i, field=f"messages[{i}]{_path(exc)}"
+                f"{inner.removeprefix('.') or 'message'} {exc.problem}",
+                index=i,
+                field=f"messages[{i}]{inner}",
             ) from None
 
 
@@ -150,10 +157,11 @@ def check_field(value: object, field: str) -> None:
     try:
         _walk(value, 0)
     except _Unsendable as exc:
-        raise InvalidRequest(f"{field}{_path(exc)}: {exc.problem}", field=field) from None
+        path = field + _path(exc)
+        raise InvalidRequest(f"{path} {exc.problem}", field=path) from None
 
 
 def check_text_field(text: str, field: str) -> None:
     """:func:`check_field` for a ``str`` already known to be one (a model name)."""
     if not text.isascii() and (bad := _surrogate(text)) is not None:
-        raise InvalidRequest(f"{field}: {bad.problem}", field=field)
+        raise InvalidRequest(f"{field} {bad.problem}", field=field)
