@@ -150,7 +150,7 @@ def check_other_fields(body: Mapping[str, Any]) -> None:
     ``stop``, ``metadata``, ...) whose value the SDKs cannot send."""
     for name, value in body.items():
         if name not in _CHECKED_ELSEWHERE:
-            check_field(value, name)
+            check_field(value, name, str_keys=False)
 
 
 def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str) -> ChatRequest:

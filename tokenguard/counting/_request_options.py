@@ -133,7 +133,10 @@ def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int
         if name not in SDK_KEYWORDS:
             raise _unknown(name)
         if name not in TRANSPORT_KEYWORDS:
-            check_field(value, name)
+            check_field(value, name, str_keys=name in PROMPT_KEYWORDS)
+        if name == "extra_body" and isinstance(value, Mapping):
+            for key in PROMPT_KEYWORDS.intersection(value):  # counted: str keys only
+                check_field(value[key], f"extra_body.{key}")
         if name != "extra_body":
             merged[name] = value
     extra = kwargs.get("extra_body")

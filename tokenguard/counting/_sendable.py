@@ -58,11 +58,16 @@ def _key_step(key: object) -> str:
     return f"[<{type(key).__name__} key>]"  # its repr may be long or carry content
 
 
-def _check_key(key: object) -> None:
+def _check_key(key: object, str_keys: bool) -> None:
     if isinstance(key, str):
         if not key.isascii() and (bad := _surrogate(key)) is not None:
-            bad.problem = "a key " + bad.problem
+            bad.problem = "has a key that " + bad.problem
             raise bad
+    elif str_keys:
+        # What is counted is read as the server reads JSON: an int key would have to be
+        # spelled as json.dumps spells it ("1") for the count to hold.
+        shown = f" ({key!r})" if key is None or isinstance(key, (int, float)) else ""
+        raise _Unsendable(f"has a key of type {type(key).__name__}{shown}; expected str keys")
     elif isinstance(key, float):
         if not math.isfinite(key):
             raise _Unsendable(f"has the key {key!r}; expected str keys (JSON has no NaN or inf)")
@@ -71,7 +76,7 @@ def _check_key(key: object) -> None:
         raise _Unsendable(f"has a key of type {type(key).__name__}; expected str keys")
 
 
-def _walk(value: Any, depth: int) -> None:
+def _walk(value: Any, depth: int, str_keys: bool) -> None:
     t = type(value)
     if t is str:
         if not value.isascii() and (bad := _surrogate(value)) is not None:
@@ -86,17 +91,17 @@ def _walk(value: Any, depth: int) -> None:
             )
         if isinstance(value, Mapping):
             for key, item in value.items():
+                if type(key) is not str or not key.isascii():
+                    _check_key(key, str_keys)  # a problem of this mapping, not of the item
                 try:
-                    if type(key) is not str or not key.isascii():
-                        _check_key(key)
-                    _walk(item, depth + 1)
+                    _walk(item, depth + 1, str_keys)
                 except _Unsendable as exc:
                     exc.path.append(_key_step(key))
                     raise
         else:
             for i, item in enumerate(value):
                 try:
-                    _walk(item, depth + 1)
+                    _walk(item, depth + 1, str_keys)
                 except _Unsendable as exc:
                     exc.path.append(f"[{i}]")
                     raise
@@ -107,10 +112,10 @@ def _walk(value: Any, depth: int) -> None:
         if not value.isascii() and (bad := _surrogate(value)) is not None:
             raise bad
     elif not isinstance(value, int):  # an int subclass (bool, an enum) is sent as a number
-        _walk_other(value, depth)
+        _walk_other(value, depth, str_keys)
 
 
-def _walk_other(value: Any, depth: int) -> None:
+def _walk_other(value: Any, depth: int, str_keys: bool) -> None:
     """A pydantic model (the SDKs send its dump) or a value JSON has no form for."""
     if type(value).__name__ in ("NotGiven", "Omit"):
         return  # the SDKs' "not given" sentinels: left out of the body
@@ -123,7 +128,7 @@ def _walk_other(value: Any, depth: int) -> None:
         raise _Unsendable(
             f"has type {type(value).__name__} and could not be read ({exc!r})"
         ) from None
-    _walk(dumped, depth)
+    _walk(dumped, depth, str_keys)
 
 
 def _path(exc: _Unsendable) -> str:
@@ -142,7 +147,7 @@ def check_messages(messages: Sequence[Any]) -> None:
     """
     for i, message in enumerate(messages):
         try:
-            _walk(message, 1)
+            _walk(message, 1, True)
         except _Unsendable as exc:
             inner = _path(exc)
             raise InvalidMessages(
@@ -152,10 +157,12 @@ def check_messages(messages: Sequence[Any]) -> None:
             ) from None
 
 
-def check_field(value: object, field: str) -> None:
-    """Refuse ``value`` (the request's ``field``) when the SDKs cannot send it."""
+def check_field(value: object, field: str, *, str_keys: bool = True) -> None:
+    """Refuse ``value`` (the request's ``field``) when the SDKs cannot send it; with
+    ``str_keys`` (what is counted) only ``str`` keys, else also those ``json.dumps``
+    spells as strings (``logit_bias={1234: -100}``)."""
     try:
-        _walk(value, 0)
+        _walk(value, 0, str_keys)
     except _Unsendable as exc:
         path = field + _path(exc)
         raise InvalidRequest(f"{path} {exc.problem}", field=path) from None
