@@ -76,43 +76,65 @@ def _check_key(key: object, str_keys: bool) -> None:
         raise _Unsendable(f"has a key of type {type(key).__name__}; expected str keys")
 
 
+#: Values that need no look beyond their type (an ASCII str is checked in the loops).
+_PLAIN = frozenset({int, bool, type(None)})
+
+
 def _walk(value: Any, depth: int, str_keys: bool) -> None:
     t = type(value)
     if t is str:
         if not value.isascii() and (bad := _surrogate(value)) is not None:
             raise bad
-    elif t is int or t is bool or value is None:
+    elif t in _PLAIN:
         return
-    elif t is dict or t is list or t is tuple or isinstance(value, (Mapping, list, tuple)):
-        if depth >= MAX_DEPTH:
-            raise _Unsendable(
-                f"is nested deeper than {MAX_DEPTH} levels (a list or dict that contains "
-                f"itself?); expected at most {MAX_DEPTH}"
-            )
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if type(key) is not str or not key.isascii():
-                    _check_key(key, str_keys)  # a problem of this mapping, not of the item
-                try:
-                    _walk(item, depth + 1, str_keys)
-                except _Unsendable as exc:
-                    exc.path.append(_key_step(key))
-                    raise
-        else:
-            for i, item in enumerate(value):
-                try:
-                    _walk(item, depth + 1, str_keys)
-                except _Unsendable as exc:
-                    exc.path.append(f"[{i}]")
-                    raise
+    elif t is dict or (t is not list and t is not tuple and isinstance(value, Mapping)):
+        _walk_mapping(value, depth, str_keys)
+    elif t is list or t is tuple or isinstance(value, (list, tuple)):
+        _walk_items(value, depth, str_keys)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise _Unsendable(f"is {value!r}; expected a finite number (JSON has no NaN or inf)")
     elif isinstance(value, str):  # a subclass (an enum): sent as its text
         if not value.isascii() and (bad := _surrogate(value)) is not None:
             raise bad
-    elif not isinstance(value, int):  # an int subclass (bool, an enum) is sent as a number
+    elif not isinstance(value, int):  # an int subclass (an enum) is sent as a number
         _walk_other(value, depth, str_keys)
+
+
+def _too_deep(depth: int) -> None:
+    if depth >= MAX_DEPTH:
+        raise _Unsendable(
+            f"is nested deeper than {MAX_DEPTH} levels (a list or dict that contains "
+            f"itself?); expected at most {MAX_DEPTH}"
+        )
+
+
+def _walk_mapping(value: Mapping[Any, Any], depth: int, str_keys: bool) -> None:
+    _too_deep(depth)
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            _check_key(key, str_keys)  # a problem of this mapping, not of the item
+        t = type(item)
+        if (t is str and item.isascii()) or t in _PLAIN:
+            continue  # most values: no call needed
+        try:
+            _walk(item, depth + 1, str_keys)
+        except _Unsendable as exc:
+            exc.path.append(_key_step(key))
+            raise
+
+
+def _walk_items(value: list[Any] | tuple[Any, ...], depth: int, str_keys: bool) -> None:
+    _too_deep(depth)
+    for i, item in enumerate(value):
+        t = type(item)
+        if (t is str and item.isascii()) or t in _PLAIN:
+            continue
+        try:
+            _walk(item, depth + 1, str_keys)
+        except _Unsendable as exc:
+            exc.path.append(f"[{i}]")
+            raise
 
 
 def _walk_other(value: Any, depth: int, str_keys: bool) -> None:
