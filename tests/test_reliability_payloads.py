@@ -46,10 +46,11 @@ SERVED = (LLAMA, SCOUT, GPT_OSS)
 TALLY = os.environ.get("TOKENGUARD_FUZZ_TALLY") == "1"
 FIGURES: Counter[str] = Counter()
 
+_DEFAULT = settings()
 SETTINGS = settings(
     deadline=None,
     derandomize=TALLY,
-    database=None if TALLY else settings.default.database,
+    database=None if TALLY else _DEFAULT.database,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
@@ -181,15 +182,11 @@ def plant(body: dict[str, Any], where: int, value: Any, key: Any) -> str:
     return path
 
 
-requests = st.fixed_dictionaries(
-    {"messages": conversations, "extra": keywords, "tools": st.booleans()}
-).map(
-    lambda r: {
-        "messages": r["messages"],
-        **r["extra"],
-        **({"tools": copy.deepcopy(TOOLS)} if r["tools"] else {}),
-    }
-)
+def _request(messages: list[Any], extra: dict[str, Any], tools: bool) -> dict[str, Any]:
+    return {"messages": messages, **extra, **({"tools": copy.deepcopy(TOOLS)} if tools else {})}
+
+
+requests = st.builds(_request, conversations, keywords, st.booleans())
 plantings = st.none() | st.tuples(st.integers(0, 10_000), hostile, hostile_keys)
 
 
