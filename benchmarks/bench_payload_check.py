@@ -15,6 +15,7 @@ the commit before the check to compare (the walk line is then left out).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -88,14 +89,26 @@ def median_us(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def walker() -> Callable[[dict[str, Any]], None] | None:
+    """The walk alone (messages and tools), or ``None`` on a checkout without it."""
+    try:
+        from tokenguard.counting._sendable import check_field, check_messages
+    except ImportError:  # the commit before the check
+        return None
+
+    def walk(body: dict[str, Any]) -> None:
+        check_messages(body["messages"])
+        if "tools" in body:
+            check_field(body["tools"], "tools")
+
+    return walk
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeat", type=int, default=31)
     args = p.parse_args()
-    try:
-        from tokenguard.counting._sendable import check_field, check_messages
-    except ImportError:  # the commit before the check
-        check_messages = check_field = None  # type: ignore[assignment]
+    walk = walker()
     for name, body in BODIES.items():
         rest = {k: v for k, v in body.items() if k not in ("messages", "model")}
 
@@ -109,15 +122,8 @@ def main() -> None:
             f"{name:6} read_body {median_us(read, args.repeat):6.2f} us  "
             f"count_request {median_us(count, args.repeat):7.2f} us"
         )
-        if check_messages is not None and check_field is not None:
-            walk_messages, walk_field = check_messages, check_field
-
-            def walk(body: dict[str, Any] = body) -> None:
-                walk_messages(body["messages"])
-                if "tools" in body:
-                    walk_field(body["tools"], "tools")
-
-            line += f"  walk alone {median_us(walk, args.repeat):6.2f} us"
+        if walk is not None:
+            line += f"  walk alone {median_us(functools.partial(walk, body), args.repeat):6.2f} us"
         print(line)
 
 
