@@ -325,3 +325,139 @@ def test_the_guard_serves_a_valid_request_and_refuses_the_planted_one_before_sen
     assert planted is None, f"a value the SDKs cannot send was served (at {planted})"
     assert len(em.log) == before + 1
     assert lim.leaked() == []
+
+
+# -- the issue's cases, one by one -------------------------------------------------------------
+
+S = "\ud800"
+
+
+def _valid_body() -> dict[str, Any]:
+    """A request with a tool round, an image part and a tool definition."""
+    user = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ],
+    }
+    return {"model": LLAMA, "messages": [user, *_tool_round("call_a", "{}", "ok")], "tools": TOOLS}
+
+
+def _loop() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+#: The issue's cases: where a value the SDKs cannot send is put, the value, and the field
+#: the refusal must name.
+ISSUE_CASES: dict[str, tuple[str, Any, str]] = {
+    "tool arguments": ("messages[1].tool_calls[0].function.arguments", '{"q": "a' + S + '"}', ""),
+    "tool arguments dict": ("messages[1].tool_calls[0].function.arguments", {"q": S}, ".q"),
+    "nan in arguments": ("messages[1].tool_calls[0].function.arguments", {"n": math.nan}, ".n"),
+    "tool_call_id": ("messages[2].tool_call_id", "call_" + S, ""),
+    "image url": ("messages[0].content[1].image_url.url", "https://x/" + S, ""),
+    "model": ("model", "llama" + S, ""),
+    "tool description": ("tools[0].function.description", "Look " + S, ""),
+    "set value": ("tools[0].function.parameters.required", {"q"}, ""),
+    "user": ("user", "u" + S, ""),
+    "a list that contains itself": ("tools[0].function.parameters.enum", _loop(), "[0][0]"),
+}
+#: Keys JSON cannot spell, put in a mapping: the refusal names the mapping.
+KEY_CASES: dict[str, tuple[str, Any]] = {
+    "tuple key": ("tools[0].function.parameters", ("a", 1)),
+    "object key": ("messages[1]", object()),
+}
+
+
+def _issue_case(name: str) -> tuple[dict[str, Any], type[Exception], str]:
+    """The valid body with one case planted, the error and the field it must name."""
+    body = copy.deepcopy(_valid_body())
+    if name in KEY_CASES:
+        where, key = KEY_CASES[name]
+        value, field = "x", where
+    else:
+        where, value, suffix = ISSUE_CASES[name]
+        key, field = None, where + suffix
+    parts = [p for p in where.replace("[", ".").replace("]", "").split(".") if p]
+    container: Any = body
+    for part in parts[:-1] if key is None else parts:
+        container = container[int(part) if part.isdigit() else part]
+    if key is None:
+        container[parts[-1]] = value
+    else:
+        container[key] = value
+    error = tg.InvalidMessages if field.startswith("messages") else tg.InvalidRequest
+    return body, error, field
+
+
+def _named(exc: Exception, field: str) -> bool:
+    """Whether ``exc`` names ``field`` (a loop: the path down to where the walk gave up)."""
+    named = getattr(exc, "field", None)
+    if field.endswith("[0][0]"):
+        return isinstance(named, str) and named.startswith(field) and "deeper" in str(exc)
+    return named == field
+
+
+CASES = [*ISSUE_CASES, *KEY_CASES]
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+@pytest.mark.parametrize("case", CASES)
+def test_every_family_refuses_the_issues_payloads_naming_the_field(case: str, model: str) -> None:
+    body, error, field = _issue_case(case)
+    if body["model"] == LLAMA:
+        body["model"] = model
+    with pytest.raises(error) as refused:
+        tg.count_tokens(**body)
+    assert _named(refused.value, field)
+    assert "expected" in str(refused.value)
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+@pytest.mark.parametrize("case", [c for c in CASES if c != "image url"])  # no vision model
+def test_an_instrumented_client_refuses_them_before_holding_or_sending(
+    em: Emulator, sdk: str, case: str
+) -> None:
+    body, error, field = _issue_case(case)
+    body["messages"] = [_no_images(m) for m in body["messages"]]
+    lim = TrackingLimiter(tpm=10_000_000, rpm=10_000_000, window=1.0)
+    client = tg.instrument(_client(em, sdk), limiter=lim)
+    before = len(em.log)
+    try:
+        with pytest.raises(error) as refused, tg.budget(tokens=10**9) as spent:
+            client.chat.completions.create(max_tokens=8, **body)
+    finally:
+        client.close()
+    assert _named(refused.value, field)
+    assert len(em.log) == before
+    assert lim.reservations == []
+    assert spent.used == 0
+
+
+def test_what_the_sdks_do_send_is_served(em: Emulator) -> None:
+    """Int keys where JSON allows them, the SDKs' NOT_GIVEN, a reply's message object sent
+    back, an escaped lone surrogate inside tool arguments (valid JSON): served, and
+    counted as the server counts them."""
+    lim = TrackingLimiter(tpm=10_000_000, rpm=10_000_000, window=1.0)
+    client = tg.instrument(_client(em, "openai"), limiter=lim)
+    try:
+        first: Any = client.chat.completions.create(
+            model=LLAMA,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=8,
+            logit_bias={1234: -100},
+            seed=openai.NOT_GIVEN,
+        )
+        for model in SERVED:
+            msgs: Any = [
+                {"role": "user", "content": "hi"},
+                first.choices[0].message,
+                *_tool_round("call_a", '{"q": "\\ud800 \\udfff"}', "ok"),
+            ]
+            reply: Any = client.chat.completions.create(model=model, messages=msgs, max_tokens=8)
+            assert reply.usage.prompt_tokens == tg.count_tokens(msgs, model=model)
+    finally:
+        client.close()
+    assert lim.leaked() == []
