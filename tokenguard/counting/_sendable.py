@@ -8,7 +8,7 @@ reserved. :func:`check_messages` and :func:`check_field` refuse such values up f
 the path of the first one (``messages[2].tool_calls[0].function.arguments``).
 
 Invariant: a value that passes is one both SDKs serialize (pydantic models are walked
-through their dump, as the SDKs send them); the walk allocates nothing unless it fails.
+through their dump, as the SDKs send them); a walk that passes builds no path.
 """
 
 from __future__ import annotations
