@@ -81,8 +81,9 @@ def test_bad_tools(model: str) -> None:
     with pytest.raises(tg.InvalidMessages, match=r"tools\[1\] must be a dict"):
         tg.count_tokens([OK], model=model, tools=[fine, 3])
     odd = {"type": "function", "function": {"name": "f", "parameters": {"x": object()}}}
-    with pytest.raises(tg.InvalidMessages, match="not JSON-serializable"):
+    with pytest.raises(tg.InvalidRequest, match=r"has type object; expected a JSON value") as e:
         tg.count_tokens([OK], model=model, tools=[odd])
+    assert e.value.field == "tools[0].function.parameters.x"
 
 
 @pytest.mark.parametrize("model", MODELS)

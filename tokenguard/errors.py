@@ -42,12 +42,14 @@ class InvalidMessages(TokenGuardError, ValueError):
     """The messages (or another part of the request) are malformed.
 
     ``index`` is the position of the offending message, or ``None`` when the
-    problem is with the list as a whole.
+    problem is with the list as a whole; ``field`` is the path of the offending value
+    when one is named (``messages[2].tool_calls[0].function.arguments``).
     """
 
-    def __init__(self, problem: str, *, index: int | None = None) -> None:
+    def __init__(self, problem: str, *, index: int | None = None, field: str | None = None) -> None:
         self.problem = problem
         self.index = index
+        self.field = field
         where = f"messages[{index}]: " if index is not None else ""
         super().__init__(f"{where}{problem}")
 

@@ -17,6 +17,7 @@ import wrapt
 
 from .._drive import run_async, run_sync
 from ..counting._request_options import PROMPT_KEYWORDS
+from ..counting._sendable import check_text_field
 from ..errors import ConfigurationError, InvalidMessages
 from ._options import GuardKwargs, GuardOptions, make_options
 from ._pipeline import call_plan
@@ -107,13 +108,14 @@ class _Binding:
         elif not messages:
             raise InvalidMessages(f"{self.where}: {self.opts.messages_arg!r} is empty")
         model = a.get(self.opts.model_arg)
-        if type(model) is not str or not model:
+        if type(model) is not str or not model or not model.isascii():
             model = given(model) or self.opts.model
             if not isinstance(model, str) or not model:
                 raise ConfigurationError(
                     f"{self.where}: no model: the call gives no {self.opts.model_arg!r} and "
                     f"the guard none (@tg.guard(model=...)); got {model!r}"
                 )
+            check_text_field(model, self.opts.model_arg)
         asked = a.get("max_tokens")
         if not (
             (asked is None or (type(asked) is int and asked >= 1))

@@ -12,7 +12,12 @@ from collections.abc import Awaitable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from ..counting._request_options import PROMPT_KEYWORDS, check_completion_cap
+from ..counting._request_options import (
+    PROMPT_KEYWORDS,
+    TRANSPORT_KEYWORDS,
+    check_completion_cap,
+)
+from ..counting._sendable import check_field, check_text_field
 from ..errors import ConfigurationError, InvalidMessages, InvalidRequest
 
 __all__ = [
@@ -22,6 +27,8 @@ __all__ = [
     "Sender",
     "asked_max_tokens",
     "check_max_tokens",
+    "check_model",
+    "check_other_fields",
     "given",
     "plain_request",
     "read_body",
@@ -113,12 +120,36 @@ def _messages(value: object, where: str) -> Sequence[Any]:
     return value
 
 
-def _model(value: object, where: str) -> str:
+def check_model(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(
             f"{where}: no model: pass model=... to the call or to the guard, got {value!r}"
         )
+    check_text_field(value, "model")
     return value
+
+
+#: Body keywords whose values counting checks (or reads itself), and those the SDKs give
+#: the HTTP client: every other one is checked here, before anything is counted or held.
+_CHECKED_ELSEWHERE = (
+    PROMPT_KEYWORDS
+    | TRANSPORT_KEYWORDS
+    | {
+        "messages",
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "extra_body",
+    }
+)
+
+
+def check_other_fields(body: Mapping[str, Any]) -> None:
+    """Refuse a body keyword that counting does not see (``temperature``, ``user``,
+    ``stop``, ``metadata``, ...) whose value the SDKs cannot send."""
+    for name, value in body.items():
+        if name not in _CHECKED_ELSEWHERE:
+            check_field(value, name, str_keys=False)
 
 
 def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str) -> ChatRequest:
@@ -137,9 +168,10 @@ def read_body(body: Mapping[str, Any], *, default_model: str | None, where: str)
     if type(messages) is not list or not messages:  # a plain list needs no more checks
         messages = _messages(messages, where)
     model = body.get("model")
-    if type(model) is not str or not model:
-        model = _model(given(model) or default_model, where)
+    if type(model) is not str or not model or not model.isascii():
+        model = check_model(given(model) or default_model, where)
     asked = asked_max_tokens(body)
+    check_other_fields(body)
     named = PROMPT_KEYWORDS.intersection(body)
     extra = body.get("extra_body")
     if not named and extra is None:  # the usual call: nothing else changes the prompt

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -32,7 +33,13 @@ _HTML_ESCAPES = {
 _NEEDS_HTML_ESCAPE = frozenset(_HTML_ESCAPES)
 
 
+#: Go reads a lone surrogate escape (``"\\ud800"``, valid JSON) as U+FFFD.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _go_string(text: str) -> str:
+    if not text.isascii():
+        text = _LONE_SURROGATE.sub("\ufffd", text)
     out = json.dumps(text, ensure_ascii=False)
     if _NEEDS_HTML_ESCAPE.isdisjoint(text):
         return out

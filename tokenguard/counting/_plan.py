@@ -27,6 +27,7 @@ from ..models import ModelInfo
 from ._cache import TextCache
 from ._calibration import Calibration
 from ._result import CalibrationBasis
+from ._sendable import check_field, check_messages
 
 __all__ = [
     "NewText",
@@ -73,7 +74,8 @@ class Request:
         max_messages: int,
         options: Mapping[str, Any] | None = None,
     ) -> Request:
-        """Check the shape of ``messages`` (each message is read by the plan)."""
+        """Check the shape of ``messages`` (each message is read by the plan) and that
+        every value of the messages and tools can be sent (``_sendable``)."""
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessages(
                 f"messages must be a list of message dicts, got {type(messages).__name__}"
@@ -82,6 +84,12 @@ class Request:
             raise InvalidMessages("messages is empty; expected at least one message")
         if len(messages) > max_messages:
             raise InvalidMessages(f"{len(messages)} messages; at most {max_messages} are accepted")
+        # Every family's reader then meets only values the SDKs can send.
+        check_messages(messages)
+        if tools is not None:
+            check_field(tools, "tools")
+        if functions is not None:
+            check_field(functions, "functions")
         return cls(messages, tools, functions, options or {})
 
 

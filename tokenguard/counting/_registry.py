@@ -27,6 +27,7 @@ from ._llama3_plan import Llama3Plan
 from ._llama4_plan import Llama4Plan
 from ._plan import Plan, PlanFactory, Settings
 from ._qwen3_plan import Qwen3Plan
+from ._sendable import check_text_field
 
 __all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
 
@@ -81,6 +82,8 @@ class PlanRegistry:
         if isinstance(model, ModelInfo):
             info = model
         elif isinstance(model, str) and model:
+            if not model.isascii():
+                check_text_field(model, "model")
             info = get_model(model)
         else:
             raise InvalidMessages(f"model must be a non-empty str, got {model!r}")

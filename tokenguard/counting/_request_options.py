@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidMessages, InvalidRequest
+from ._sendable import check_field
 
 __all__ = [
     "IGNORED_KEYWORDS",
     "PROMPT_KEYWORDS",
     "SDK_KEYWORDS",
+    "TRANSPORT_KEYWORDS",
     "option_allowance",
     "read_request_options",
     "response_format_allowance",
@@ -96,6 +98,9 @@ IGNORED_KEYWORDS = frozenset(
     }
 )
 
+#: Keywords the SDKs give the HTTP client rather than put in the JSON body.
+TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout"})
+
 _BUDGET_KEYWORDS = frozenset({"max_tokens", "max_completion_tokens"})
 
 #: Every keyword accepted besides ``messages`` and ``model``.
@@ -125,7 +130,8 @@ def check_completion_cap(name: str, value: object) -> int | None:
 
 def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
     """Split a request's keywords (besides ``messages`` and ``model``) into prompt options
-    and the completion budget; ignore the rest; refuse unknown names.
+    and the completion budget; ignore the rest; refuse unknown names and values the SDKs
+    cannot send (:func:`~._sendable.check_field`), ignored ones included.
 
     ``max_completion_tokens`` wins over ``max_tokens`` when both are given (the SDKs send
     both and Groq uses the newer one). ``None`` values count as not given, as the SDKs
@@ -138,6 +144,11 @@ def read_request_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int
     for name, value in kwargs.items():
         if name not in SDK_KEYWORDS:
             raise _unknown(name)
+        if name not in TRANSPORT_KEYWORDS:
+            check_field(value, name, str_keys=name in PROMPT_KEYWORDS)
+        if name == "extra_body" and isinstance(value, Mapping):
+            for key in PROMPT_KEYWORDS.intersection(value):  # counted: str keys only
+                check_field(value[key], f"extra_body.{key}")
         if name != "extra_body":
             merged[name] = value
     extra = kwargs.get("extra_body")
