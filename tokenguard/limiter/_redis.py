@@ -52,6 +52,7 @@ from ..errors import LimiterUnavailable
 from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._headers import ServerView
+from ._state import LimitChange
 from ._window import WindowLimits
 
 __all__ = ["GRACE", "ROUND_TRIP", "RedisBackend"]
@@ -306,6 +307,9 @@ class RedisBackend:
         round_trip: float | None = None,
     ) -> None:
         self._client = client
+        self._bucket = algorithm == "bucket"
+        #: Told of the limits the server's headers changed (see Limiter).
+        self.on_limits: Callable[[list[LimitChange]], None] | None = None
         self._refunds = -1 if refunds is None else int(refunds)
         self._policy = refunds
         self._prefix = "{" + key + "}"
@@ -518,12 +522,38 @@ class RedisBackend:
         if actual is not None:
             charge.tokens = actual
             charge.bucket = int(reply[1])
-        self._learned(reply[2:])
+        self._learned(reply[self._changes(reply, 2) :])
 
-    def observe_plan(self, view: ServerView) -> Plan[None]:
-        args = [*_view_args(view, None), self._refunds]
+    def observe_plan(self, view: ServerView, charge: RedisCharge | None = None) -> Plan[None]:
+        """Adopt headers; ``charge``: of the response to that admission (its marks say
+        what the headers cannot include), else taken as current."""
+        sure = -1 if charge is None else charge.sure_tokens
+        args = [*_view_args(view, charge), self._refunds, sure]
         reply = yield self._script("observe", args, self._until(None))
-        self._learned(reply[1:])
+        self._learned(reply[self._changes(reply, 1) :])
+
+    def _changes(self, reply: list[Any], at: int) -> int:
+        """Report the limit changes the bucket's scripts put at ``reply[at]`` (the
+        window's scripts put none); the index of the refunds fields after them."""
+        if not self._bucket:
+            return at
+        text = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
+        if text and self.on_limits is not None:
+            changes: list[LimitChange] = []
+            for item in text.split(";"):
+                name, old, new = item.split(":")
+                changes.append((name, int(old), int(new)))
+            self.on_limits(changes)
+        return at + 1
+
+    def drop_tpd(self) -> None:
+        """Stop counting tokens per day in this process's decisions (the scripts take
+        the limits from their arguments)."""
+        old = self._common[3]
+        if old != -1:
+            self._common[3] = -1
+            if self.on_limits is not None:
+                self.on_limits([("tpd", int(old), None)])
 
     @property
     def refunds(self) -> bool | None:
@@ -562,5 +592,5 @@ class RedisBackend:
     def settle(self, charge: RedisCharge, actual: int | None, view: ServerView | None) -> None:
         run_sync(self.settle_plan(charge, actual, view))
 
-    def observe(self, view: ServerView) -> None:
-        run_sync(self.observe_plan(view))
+    def observe(self, view: ServerView, charge: RedisCharge | None = None) -> None:
+        run_sync(self.observe_plan(view, charge))
