@@ -428,7 +428,7 @@ class RedisBackend:
                 # lost admission ages out with the day; the minute's charge goes now.
                 args = [rid, tokens, -1, -1, *_view_args(None, None), self._refunds, 0]
                 reply = yield self._script("settle", args, until)
-                self._learned(reply[2:])
+                self._learned(reply[self._changes(reply, 2) :])
                 done += 1
         finally:
             if done < len(orphans):
@@ -521,7 +521,10 @@ class RedisBackend:
             raise
         if actual is not None:
             charge.tokens = actual
-            charge.bucket = int(reply[1])
+            if self._bucket:  # settles before this one since its admission: see observe
+                charge.sure_tokens = int(reply[1])
+            else:
+                charge.bucket = int(reply[1])
         self._learned(reply[self._changes(reply, 2) :])
 
     def observe_plan(self, view: ServerView, charge: RedisCharge | None = None) -> Plan[None]:
