@@ -116,28 +116,58 @@ def test_the_request_limit_header_sets_the_day_requests_both_ways(
     assert changes(events) == [("rpd", 14_400, 500_000), ("rpd", 500_000, 1_000)]
 
 
-def test_a_paid_account_drops_the_free_tables_day_tokens_but_not_explicit_ones(
+def test_a_paid_accounts_tpm_brings_its_tiers_rpm_and_day_limits(
     backend: dict[str, Any], events: list[tg.events.Event]
 ) -> None:
     assert FREE is not None
-    assert FREE.tpd is not None
+    assert DEV is not None
     lim = tg.Limiter.from_model(MODEL, window=1.0, **backend)
-    lim.observe(limit_headers(250_000))
-    assert (lim.limits.tpm, lim.limits.tpd) == (250_000, None)
-    assert changes(events) == [("tpm", FREE.tpm, 250_000), ("tpd", FREE.tpd, None)]
-    # More than the free tier's tokens of a day, without a day's wait (a compressed
-    # day is 1,440 s here; the bucket refills 250,000 a second).
-    for _ in range(3):
-        lim.acquire(200_000, max_wait=5).commit(200_000)
-    explicit = tg.Limiter.from_model(MODEL, tpd=FREE.tpd, window=1.0)
-    explicit.observe(limit_headers(250_000))
-    assert explicit.limits.tpd == FREE.tpd
+    lim.observe(limit_headers(DEV.tpm or 0))  # the developer tier's TPM
+    assert (lim.limits.tpm, lim.limits.rpm, lim.limits.tpd) == (DEV.tpm, DEV.rpm, DEV.tpd)
+    assert changes(events) == [
+        ("tpm", FREE.tpm, DEV.tpm),
+        ("rpm", FREE.rpm, DEV.rpm),
+        ("tpd", FREE.tpd, DEV.tpd),
+    ]
+    # More than the free tier's tokens of a day, and more than its 30 requests a
+    # "minute", without a day's wait (a compressed day is 1,440 s here).
+    for _ in range(40):
+        lim.acquire(15_000, max_wait=5).commit(15_000)
 
 
-def test_from_model_marks_only_the_tables_own_day_limit() -> None:
-    assert tg.Limiter.from_model(MODEL)._tpd_from_table
-    assert not tg.Limiter.from_model(MODEL, tpd=1_000_000)._tpd_from_table
-    assert not tg.Limiter.from_model(MODEL, tg.Limits(tpm=9_000, tpd=90_000))._tpd_from_table
+@pytest.mark.parametrize(
+    ("tpm", "expected"),
+    [
+        (600_000, (None, None)),  # a larger TPM no tier has: the free limits are dropped
+        (3_000, ("free", "free")),  # a smaller one: kept
+    ],
+)
+def test_a_tpm_no_tier_has_drops_or_keeps_the_tables_unheard_limits(
+    backend: dict[str, Any], tpm: int, expected: tuple[str | None, str | None]
+) -> None:
+    assert FREE is not None
+    lim = tg.Limiter.from_model(MODEL, **backend)
+    lim.observe(limit_headers(tpm))
+    want = tuple(
+        None if e is None else getattr(FREE, n)
+        for e, n in zip(expected, ("rpm", "tpd"), strict=True)
+    )
+    assert (lim.limits.tpm, lim.limits.rpm, lim.limits.tpd) == (tpm, *want)
+
+
+def test_only_the_tables_own_limits_follow_the_server() -> None:
+    assert FREE is not None
+    assert DEV is not None
+    lim = tg.Limiter.from_model(MODEL, tpd=123_456)
+    lim.observe(limit_headers(DEV.tpm or 0))
+    assert (lim.limits.rpm, lim.limits.tpd) == (DEV.rpm, 123_456)
+    own = tg.Limiter.from_model(MODEL, tg.Limits(tpm=9_000, rpm=45, tpd=90_000))
+    own.observe(limit_headers(DEV.tpm or 0))
+    assert (own.limits.tpm, own.limits.rpm, own.limits.tpd) == (DEV.tpm, 45, 90_000)
+    lim = tg.Limiter.from_model(MODEL)
+    lim.observe(limit_headers(7_000))  # the first TPM decides the tier, once
+    lim.observe(limit_headers(DEV.tpm or 0))
+    assert (lim.limits.rpm, lim.limits.tpd) == (None, None)
 
 
 def test_explicit_guard_limits_add_no_day_limits_from_the_table() -> None:

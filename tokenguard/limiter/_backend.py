@@ -145,8 +145,8 @@ class Backend(Protocol):
     #: Told of the limits the server's headers changed (set by the limiter).
     on_limits: Callable[[list[LimitChange]], None] | None
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day: a day limit the account does not have."""
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""
         ...
 
     @property

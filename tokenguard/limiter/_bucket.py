@@ -533,13 +533,18 @@ class Buckets:
             tpm.deferred += tpm.freed
             tpm.freed = 0.0
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day (a day limit the account turned out not to have)."""
-        tpd = self.tpd
-        if tpd is not None:
-            self.limit_changes.append(("tpd", round(tpd.cap), None))
-            self.tpd = None
-            self.levels = [x for x in self.levels if x is not tpd]
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set the ``rpm`` or ``tpd`` limit the table gave to ``value`` (``None``: no such
+        limit), as a header sets TPM; a limit not counted stays uncounted."""
+        lv: _Level | None = getattr(self, name)
+        if lv is None or (value is not None and value == lv.cap):
+            return
+        self.limit_changes.append((name, round(lv.cap), value))
+        if value is None:
+            setattr(self, name, None)
+            self.levels = [x for x in self.levels if x is not lv]
+        else:
+            lv.limit_to(value)
 
     def pop_limit_changes(self) -> list[LimitChange]:
         """The limit changes since the last call (see :attr:`limit_changes`)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._drive import Plan, run_async, run_sync
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
 from ..events import LimiterFailOpen, LimiterLimitChanged, emit
+from ..models import ModelInfo
 from ._backend import Backend, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
@@ -29,7 +30,7 @@ from ._window import WindowLimits
 if TYPE_CHECKING:
     import redis as redis_lib
 
-    from ..models import Limits, ModelInfo
+    from ..models import Limits
 
 __all__ = ["Limiter", "Reservation"]
 
@@ -384,9 +385,10 @@ class Limiter:
             refunds=refunds,
             algorithm=algorithm,
         )
-        # A day limit from the model table, dropped when the server shows a larger TPM
-        # than the table's (set by from_model; see _limits_changed).
-        self._tpd_from_table = False
+        # The model entry and the limits no header reports (rpm, tpd) that from_model
+        # took from its table: set again when the server shows the account's TPM (see
+        # _limits_changed).
+        self._table: tuple[ModelInfo, tuple[str, ...]] | None = None
         self._limits_lock = threading.Lock()
         self._backend: Backend
         # The in-memory backend's uncontended admission, tried before any plan runs.
@@ -446,9 +448,9 @@ class Limiter:
                 "tpd= or rpd= (or register the model's limits with tg.register_model)"
             )
         limiter = cls(**limits, **options)
-        limiter._tpd_from_table = (
-            isinstance(tier, str) and limits["tpd"] is not None and "tpd" not in given
-        )
+        if isinstance(tier, str):
+            unheard = tuple(n for n in ("rpm", "tpd") if limits[n] is not None and n not in given)
+            limiter._table = (info, unheard) if unheard else None
         return limiter
 
     def __repr__(self) -> str:
@@ -465,24 +467,38 @@ class Limiter:
 
     def _limits_changed(self, changes: list[LimitChange]) -> None:
         """The server's headers changed limits (called by the backend that adopted them):
-        report each, make :attr:`limits` say so, and drop a day limit from the model
-        table once the server shows a larger TPM than the table's tier (no header
-        reports TPD, and one the account does not have would stall it for a day)."""
-        drop = False
+        report each and make :attr:`limits` say so. The first TPM a header shows also
+        says which tier the account is on: the limits no header reports (RPM, TPD) that
+        came from the table follow it (see :meth:`_unheard_limits`)."""
+        follow: dict[str, int | None] = {}
         with self._limits_lock:
             limits = self.limits
             for name, old, new in changes:
                 emit(LimiterLimitChanged(limit=name, old=old, new=new))
                 limits = replace(limits, **{name: new})  # type: ignore[arg-type]
-                if name == "tpm" and new is not None and new > old and self._tpd_from_table:
-                    self._tpd_from_table = False
-                    drop = True
+                if name == "tpm" and new is not None and self._table is not None:
+                    follow = self._unheard_limits(old, new)
             self.limits = limits
             self._largest = min(x for x in (limits.tpm, limits.tpd, math.inf) if x is not None)
-        if drop:
+        for name, value in follow.items():
             for backend in (self._backend, self._fallback):
                 if backend is not None:
-                    backend.drop_tpd()
+                    backend.set_limit(name, value)
+
+    def _unheard_limits(self, old: int, new: int) -> dict[str, int | None]:
+        """The RPM and TPD (those taken from the table) for an account whose TPM is
+        ``new``: those of the table's tier with that TPM; with none, and ``new`` above
+        the table's, none at all (a limit the account does not have would hold every
+        paying user to the free tier, a day limit for a whole day, while one it has
+        and we do not count costs a 429 whose ``retry-after`` the guard honours);
+        below it, kept. Once: the table is only the starting point."""
+        assert self._table is not None
+        info, unheard = self._table
+        self._table = None
+        for tier in info.limits.values():
+            if tier is not None and tier.tpm == new:
+                return {n: getattr(tier, n) for n in unheard}
+        return dict.fromkeys(unheard) if new > old else {}
 
     # -- acquire -----------------------------------------------------------------------
 

@@ -181,10 +181,10 @@ class MemoryBackend:
         if changes:
             self._tell(changes)
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day: a day limit the account does not have."""
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""
         with self._lock:
-            self._state.drop_tpd()
+            self._state.set_limit(name, value)
             changes = self._state.pop_limit_changes()
             if self._queue:
                 self._queue[0].signal.set()

@@ -259,6 +259,9 @@ def _view_args(view: ServerView | None, charge: RedisCharge | None) -> list[Any]
     ]
 
 
+#: Where each limit is in the scripts' common arguments (see lib.lua).
+_LIMIT_ARG = {"tpm": 1, "rpm": 2, "tpd": 3, "rpd": 4}
+
 _COPIED = (
     "host",
     "port",
@@ -549,14 +552,16 @@ class RedisBackend:
             self.on_limits(changes)
         return at + 1
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day in this process's decisions (the scripts take
-        the limits from their arguments)."""
-        old = self._common[3]
-        if old != -1:
-            self._common[3] = -1
-            if self.on_limits is not None:
-                self.on_limits([("tpd", int(old), None)])
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none) in this
+        process's decisions: the scripts take those limits from their arguments."""
+        at = _LIMIT_ARG[name]
+        old = self._common[at]
+        if old == -1 or old == value:
+            return
+        self._common[at] = -1 if value is None else value
+        if self.on_limits is not None:
+            self.on_limits([(name, int(old), value)])
 
     @property
     def refunds(self) -> bool | None:

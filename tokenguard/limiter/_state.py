@@ -79,6 +79,7 @@ class State(Protocol[C]):
         """The limits headers changed since the last call."""
         ...
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day (recorded as a limit change)."""
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none), recorded
+        as a limit change."""
         ...

@@ -534,11 +534,14 @@ class Window:
         self.limits = lim
         return changed
 
-    def drop_tpd(self) -> None:
-        """Stop counting tokens per day (a day limit the account turned out not to have)."""
-        if self.limits.tpd is not None:
-            self.limit_changes.append(("tpd", self.limits.tpd, None))
-            self.limits = replace(self.limits, tpd=None)
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set the ``rpm`` or ``tpd`` limit the table gave to ``value`` (``None``: no such
+        limit); a limit not counted stays uncounted."""
+        old: int | None = getattr(self.limits, name)
+        if old is None or old == value:
+            return
+        self.limit_changes.append((name, old, value))
+        self.limits = replace(self.limits, **{name: value})  # type: ignore[arg-type]
 
     def pop_limit_changes(self) -> list[LimitChange]:
         """The limit changes since the last call (see :attr:`limit_changes`)."""
