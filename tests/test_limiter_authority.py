@@ -78,6 +78,32 @@ def test_a_header_raises_the_limit_and_a_large_request_is_admitted_at_once(
     assert len(changes(events)) == 1  # the same limit again: no event
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("algorithm", ["bucket", "window"])
+def test_on_one_redis_key_every_process_follows_the_limits_one_learned(
+    redis_srv: RedisServer, algorithm: str, events: list[tg.events.Event]
+) -> None:
+    assert DEV is not None
+    client = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    key = f"authority-{uuid.uuid4().hex[:8]}"
+    try:
+        a, b = (
+            tg.Limiter.from_model(MODEL, redis=client, key=key, algorithm=algorithm)
+            for _ in range(2)
+        )
+        a.acquire(100).commit(100, headers=limit_headers(DEV.tpm or 0))
+        assert (a.limits.tpm, a.limits.rpm) == (DEV.tpm, DEV.rpm)
+        # b never saw a header: the bucket's shared capacity reaches it with its next
+        # answer; the window's limits are each process's own, from its own headers.
+        b.acquire(100).commit(
+            100, headers=None if algorithm == "bucket" else limit_headers(DEV.tpm or 0)
+        )
+        assert (b.limits.tpm, b.limits.rpm) == (DEV.tpm, DEV.rpm)
+        b.acquire(100_000, max_wait=0).cancel()  # above the free tier's TPM, admitted
+    finally:
+        client.close()
+
+
 def test_a_header_lowers_the_limit_with_one_event(
     make: Make, events: list[tg.events.Event]
 ) -> None:

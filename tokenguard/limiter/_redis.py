@@ -313,6 +313,8 @@ class RedisBackend:
         self._bucket = algorithm == "bucket"
         #: Told of the limits the server's headers changed (see Limiter).
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
+        #: The TPM and RPD capacities last seen on the key, where a header changed them.
+        self._caps: dict[str, int] = {}
         self._refunds = -1 if refunds is None else int(refunds)
         self._policy = refunds
         self._prefix = "{" + key + "}"
@@ -504,6 +506,7 @@ class RedisBackend:
     def settle_plan(
         self, charge: RedisCharge, actual: int | None, view: ServerView | None
     ) -> Plan[None]:
+        self._follow(view)
         args = [
             charge.rid,
             charge.tokens,
@@ -533,24 +536,42 @@ class RedisBackend:
     def observe_plan(self, view: ServerView, charge: RedisCharge | None = None) -> Plan[None]:
         """Adopt headers; ``charge``: of the response to that admission (its marks say
         what the headers cannot include), else taken as current."""
+        self._follow(view)
         sure = -1 if charge is None else charge.sure_tokens
         args = [*_view_args(view, charge), self._refunds, sure]
         reply = yield self._script("observe", args, self._until(None))
         self._learned(reply[self._changes(reply, 1) :])
 
     def _changes(self, reply: list[Any], at: int) -> int:
-        """Report the limit changes the bucket's scripts put at ``reply[at]`` (the
-        window's scripts put none); the index of the refunds fields after them."""
+        """Follow the TPM and RPD capacities the bucket's scripts put at ``reply[at]``
+        (shared on the key: any process's headers may have set them), reporting each
+        change this process sees; the window's scripts put none. The index of the
+        refunds fields after them."""
         if not self._bucket:
             return at
         text = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
-        if text and self.on_limits is not None:
-            changes: list[LimitChange] = []
-            for item in text.split(";"):
-                name, old, new = item.split(":")
-                changes.append((name, int(old), int(new)))
+        changes: list[LimitChange] = []
+        for name, cap in zip(("tpm", "rpd"), text.split("|"), strict=True):
+            value, old = int(cap), self._common[_LIMIT_ARG[name]]
+            if value > 0 and value != self._caps.get(name, old):
+                changes.append((name, int(self._caps.get(name, old)), value))
+                self._caps[name] = value
+        if changes and self.on_limits is not None:
             self.on_limits(changes)
         return at + 1
+
+    def _follow(self, view: ServerView | None) -> None:
+        """The window's scripts take TPM and RPD from their arguments: a header's limits
+        (bounded by parse_headers) replace them in this process's decisions."""
+        if view is None or self._bucket:
+            return
+        for name, value in (("tpm", view.limit_tokens), ("rpd", view.limit_requests)):
+            at = _LIMIT_ARG[name]
+            old = self._common[at]
+            if value is not None and old != -1 and value != old:
+                self._common[at] = value
+                if self.on_limits is not None:
+                    self.on_limits([(name, int(old), value)])
 
     def set_limit(self, name: str, value: int | None) -> None:
         """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none) in this

@@ -18,9 +18,6 @@ local B_EPS = 1e-9
 -- The state, read once per script (BST: sums and buckets; BOPEN: charges in flight,
 -- oldest first, as {rid, at, tokens, admr, floor}) and written back after every change.
 local BST, BOPEN
--- The limits headers changed in this script, "name:old:new" each (see b_changes).
-local BCHANGES = {}
-
 local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
@@ -154,12 +151,9 @@ end
 
 -- Take the capacity a header gives, above or below the configured one (see
 -- _Level.limit_to); true if it changed. Call b_advance first.
-local B_NAMES = {'tpm', 'rpm', 'tpd', 'rpd'}
 local function b_limit_to(st, lv, server_limit)
   local cap, old = server_limit, lv.cap
   if cap == old then return false end
-  BCHANGES[#BCHANGES + 1] = B_NAMES[lv.k] .. ':' .. string.format('%d', old) .. ':' ..
-    string.format('%d', cap)
   lv.cap = cap
   lv.rate = cap / B_PERIOD[lv.k]
   if cap > old then
@@ -176,9 +170,13 @@ local function b_limit_to(st, lv, server_limit)
   return true
 end
 
--- The limit changes of this script for its reply, '' when none.
-local function b_changes()
-  return table.concat(BCHANGES, ';')
+-- The TPM and RPD capacities for a reply, "tpm|rpd" (-1: no such limit): every process
+-- on the key follows the limits the server's headers gave any of them.
+local function b_caps()
+  local st = BST
+  local t = st.tpm and string.format('%d', st.tpm.cap) or '-1'
+  local r = st.rpd and string.format('%d', st.rpd.cap) or '-1'
+  return t .. '|' .. r
 end
 
 -- Give back `amount` charged at `since`, less the refill since (see _Level.credit).
