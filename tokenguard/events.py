@@ -128,9 +128,10 @@ class LimiterLimitChanged(Event):
     """The server's headers (``x-ratelimit-limit-tokens`` for ``"tpm"``,
     ``x-ratelimit-limit-requests`` for ``"rpd"``) set one of the limiter's limits from
     ``old`` to ``new``, raised or lowered: the server is the authority on the account's
-    limits, the model table only the starting point (reported once per change).
-    ``limit`` ``"tpd"`` with ``new`` ``None``: the server showed a larger TPM than the
-    table's tier, so the table's day limit, which no header reports, was dropped."""
+    limits, the model table only the starting point (reported once per change, by
+    each process that sees it). ``"rpm"`` and ``"tpd"``, which no header reports,
+    change with the first TPM the server shows: to the table's tier with that TPM, or
+    ``new`` ``None`` (no longer counted) for a larger TPM no tier has."""
 
     name: ClassVar[str] = "tokenguard.limiter.limit_changed"
     level: ClassVar[Level] = "info"

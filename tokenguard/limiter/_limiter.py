@@ -249,8 +249,8 @@ class Limiter:
     refilled its cost, and the estimate of a request in flight holds room only until its
     commit. Estimates in flight are never refilled (the server charges them when they
     arrive, at any time before the response), so the mirror never runs ahead of the
-    server's bucket. A header whose ``x-ratelimit-limit-tokens`` is below ``tpm`` sets
-    the bucket's capacity and refill (that limit per ``window``). Choose ``"window"``
+    server's bucket. A header's ``x-ratelimit-limit-tokens`` sets the bucket's capacity
+    and refill (that limit per ``window``), above or below ``tpm``. Choose ``"window"``
     for a server that counts fixed or sliding windows (no more than the limit in any
     ``window`` seconds, or per clock minute): a bucket may spend a full bucket and its
     refill within one window, which such a server refuses. The window is safe against
@@ -274,10 +274,12 @@ class Limiter:
     the client's ``socket_timeout``, else 5). A Redis that does not answer in time is
     :class:`~tokenguard.LimiterUnavailable` (or the fallback, with ``fail_open``).
 
-    Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
-    tighter. A header describes the server when the response was written: what this
-    limiter admitted within ``header_lag`` seconds before the header is read (and after
-    the reservation it answers) is taken as not yet seen by the server. The default 0
+    Server headers (``observe``, ``commit(headers=)``, ``Reservation.observe``) are
+    adopted when the server is tighter, and their limits always: the server is the
+    authority on the account's TPM and RPD (see :meth:`observe`). A header describes
+    the server when the response was written: what this limiter admitted within
+    ``header_lag`` seconds before the header is read (and after the reservation it
+    answers) is taken as not yet seen by the server. The default 0
     takes headers as current: exact when responses are read at once, and then a client
     that is the only spender never waits for a header (commits are counted from the
     response on, which keeps the window as strict as the server's bucket). When others
@@ -644,10 +646,10 @@ class Limiter:
         if view is None:
             return
         r = self._answered()
-        if r is not None:
-            r.observe(headers)
+        if r is not None and r._direct is not None:
+            r._direct.observe(view, r._charge)
             return
-        run_sync(self._observing(view))
+        run_sync(self._observing(view, r))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
@@ -655,10 +657,10 @@ class Limiter:
         if view is None:
             return
         r = self._answered()
-        if r is not None:
-            await r.observe_async(headers)
+        if r is not None and r._direct is not None:
+            r._direct.observe(view, r._charge)
             return
-        await run_async(self._observing(view))
+        await run_async(self._observing(view, r))
 
     def _answered(self) -> Reservation | None:
         """The reservation of this limiter this thread or task committed or cancelled
@@ -672,20 +674,27 @@ class Limiter:
             return r
         return None
 
-    def _observing(self, view: ServerView) -> Plan[None]:
-        if self._fallback is not None and self._clock() < self._down_until:
-            yield from self._fallback.observe_plan(view)
+    def _observing(self, view: ServerView, r: Reservation | None = None) -> Plan[None]:
+        """Adopt ``view`` on the backend in use; ``r``: the reservation it answers, whose
+        charge says what the headers cannot include on the backend that admitted it."""
+
+        def charge(backend: Backend) -> Any:
+            return r._charge if r is not None and r._backend is backend else None
+
+        fallback = self._fallback
+        if fallback is not None and self._clock() < self._down_until:
+            yield from fallback.observe_plan(view, charge(fallback))
             return
         try:
-            yield from self._backend.observe_plan(view)
+            yield from self._backend.observe_plan(view, charge(self._backend))
         except LimiterUnavailable as exc:
-            if self._fallback is None:
+            if fallback is None:
                 raise
             # Failing open covers the server's headers too (a 429's, typically): the
             # local window stands in and learns from them.
             self._down_until = self._clock() + self._lease
             emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
-            yield from self._fallback.observe_plan(view)
+            yield from fallback.observe_plan(view, charge(fallback))
 
 
 def _next_wait(
