@@ -261,11 +261,13 @@ def steady(
     windows: int,
     latency: float,
     refund: bool,
+    tpm: int = TPM,
 ) -> dict[str, Any]:
     """The steady figures of one run from the emulator's log, ``rows`` of (seconds since
-    the start, status, tokens requested, tokens charged).
+    the start, status, tokens requested, tokens charged), against a server limit of
+    ``tpm`` per window.
 
-    The server's TPM bucket is replayed (capacity TPM refilled at TPM per window; each
+    The server's TPM bucket is replayed (capacity tpm refilled at tpm per window; each
     admitted request takes its estimate on arrival and, on a refunding server, gets the
     unused part back after the latency, never above capacity); it *holds* its level plus
     the refunds it still owes. Steady windows: from the first that starts after the
@@ -288,17 +290,17 @@ def steady(
         if gift > 0:
             events.append((t + latency, gift, -gift))
     events.sort()
-    rate = TPM / window
-    level, owed, last = float(TPM), 0.0, 0.0
+    rate = tpm / window
+    level, owed, last = float(tpm), 0.0, 0.0
     trace: list[tuple[float, float, float]] = [(0.0, level, owed)]
     dry: float | None = None
     for t, d_level, d_owed in events:
-        level = min(float(TPM), level + max(0.0, t - last) * rate)
+        level = min(float(tpm), level + max(0.0, t - last) * rate)
         last = max(last, t)
-        level = min(float(TPM), level + d_level) if d_level > 0 else level + d_level
+        level = min(float(tpm), level + d_level) if d_level > 0 else level + d_level
         owed += d_owed
         trace.append((last, level, owed))
-        if dry is None and level + owed < TPM / 2:
+        if dry is None and level + owed < tpm / 2:
             dry = t
 
     def held(q: float) -> float:
@@ -307,7 +309,7 @@ def steady(
             if x[0] > q:
                 break
             t0, lv, ow = x
-        return min(float(TPM), lv + (q - t0) * rate) + ow
+        return min(float(tpm), lv + (q - t0) * rate) + ow
 
     # Workers that start late (spawned processes on a loaded machine) leave the bucket
     # full and idle: that is start-up, not the limiter.
@@ -320,8 +322,8 @@ def steady(
         "per": per,
         "first": first,
         "credit": credit,
-        "raw": statistics.fmean(per[1:-1]) / TPM,
-        "mean": (sum(span) - credit) / (len(span) * TPM),
+        "raw": statistics.fmean(per[1:-1]) / tpm,
+        "mean": (sum(span) - credit) / (len(span) * tpm),
         "dry": dry,
     }
 

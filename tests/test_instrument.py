@@ -145,6 +145,7 @@ def test_bad_bodies_get_a_clear_error_with_nothing_sent(em: Emulator) -> None:
 
 
 def test_calls_share_one_default_limiter_per_base_url_and_model(em: Emulator) -> None:
+    from tokenguard._guard._instrument import _account
     from tokenguard._guard._options import make_options
     from tokenguard._guard._registry import limiter_for, normalize_base_url
 
@@ -152,11 +153,13 @@ def test_calls_share_one_default_limiter_per_base_url_and_model(em: Emulator) ->
     b = tg.instrument(make("groq", em))
     a.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     b.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert _account(a) == _account(b)  # the same key: one account
     opts = make_options()
-    shared = limiter_for(opts, normalize_base_url(em.base_url), MODEL)
+    shared = limiter_for(opts, normalize_base_url(em.base_url), MODEL, _account(a))
     assert shared is not None
-    assert shared.limits.tpm == tg.get_model(MODEL).tier_limits("free").tpm  # type: ignore[union-attr]
-    assert limiter_for(opts, normalize_base_url(em.base_url + "/"), MODEL) is shared
+    # The server's TPM, taken from the first answer's headers (the table's was the start).
+    assert shared.limits.tpm == LIMITS["tpm"]
+    assert limiter_for(opts, normalize_base_url(em.base_url + "/"), MODEL, _account(b)) is shared
 
 
 def test_the_summarizer_of_an_instrumented_client_is_itself_guarded(

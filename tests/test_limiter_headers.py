@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from tokenguard.limiter import ServerView, parse_headers
+from tokenguard.limiter._headers import MAX_LIMIT
 
 
 def test_reads_groq_headers_from_httpx() -> None:
@@ -111,12 +112,21 @@ def _plain_view(pairs: list[tuple[str, str]]) -> tuple[ServerView, list[str]]:
             bad.append(name)
             return None
 
+    def limit(name: str) -> int | None:
+        # A limit is believed only when positive and at most MAX_LIMIT.
+        n = count(name)
+        if n is not None and not 0 < n <= MAX_LIMIT:
+            bad.append(name)
+            return None
+        return n
+
+    reader = {"remaining": count, "reset": duration, "limit": limit}
     fields: dict[str, float | None] = {}
     for kind in ("remaining", "reset", "limit"):
         for suffix in ("tokens", "requests"):
             name = f"x-ratelimit-{kind}-{suffix}"
             if name in found:
-                fields[f"{kind}_{suffix}"] = (duration if kind == "reset" else count)(name)
+                fields[f"{kind}_{suffix}"] = reader[kind](name)
     if "retry-after-ms" in found:
         ms = count("retry-after-ms")
         fields["retry_after"] = None if ms is None else ms / 1000

@@ -54,6 +54,7 @@ __all__ = [
     "GuardWait",
     "LimiterBadHeader",
     "LimiterFailOpen",
+    "LimiterLimitChanged",
     "LimiterRefundsLearned",
     "ModelsDiscovered",
     "ModelsDiscoveryFailed",
@@ -120,6 +121,23 @@ class LimiterRefundsLearned(Event):
     evidence: str
     server_used: int | None = None
     ledger_used: int | None = None
+
+
+@dataclass(frozen=True)
+class LimiterLimitChanged(Event):
+    """The server's headers (``x-ratelimit-limit-tokens`` for ``"tpm"``,
+    ``x-ratelimit-limit-requests`` for ``"rpd"``) set one of the limiter's limits from
+    ``old`` to ``new``, raised or lowered: the server is the authority on the account's
+    limits, the model table only the starting point (reported once per change, by
+    each process that sees it). ``"rpm"`` and ``"tpd"``, which no header reports,
+    change with the first TPM the server shows: to the table's tier with that TPM, or
+    ``new`` ``None`` (no longer counted) for a larger TPM no tier has."""
+
+    name: ClassVar[str] = "tokenguard.limiter.limit_changed"
+    level: ClassVar[Level] = "info"
+    limit: str
+    old: int
+    new: int | None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ and 5xx, connection errors and timeouts are retried as often as the client's own
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +55,15 @@ def _base_url(client: Any) -> str:
     if type(client).__module__.split(".")[0] == "groq":
         base = base.rstrip("/") + "/openai/v1"
     return normalize_base_url(base or None)
+
+
+def _account(client: Any) -> str:
+    """Which account the client's calls spend (a digest of its API key, never the key):
+    limits are per organisation, so clients with different keys learn their own."""
+    key = getattr(client, "api_key", None)
+    if not isinstance(key, str) or not key:
+        return ""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _raw_mode(kwargs: Mapping[str, Any]) -> str | None:
@@ -138,6 +148,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     g = Guard(
         opts=opts,
         base_url=_base_url(client),
+        account=_account(client),
         site=site,
         summarizer=opts.summarizer,
         transient_retries=retries if isinstance(retries, int) and retries > 0 else 0,

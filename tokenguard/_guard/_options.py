@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import ConfigurationError
@@ -13,10 +14,15 @@ from ..fitting import DEFAULT_RESERVE, Strategy, StrategyCallable, Summarizer
 
 if TYPE_CHECKING:
     from ..limiter import Limiter
+    from ..models import Limits
+
+#: The environment variable giving the tier when ``tier=`` is not given.
+TIER_ENV = "TOKENGUARD_TIER"
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_WAIT_EVENT_S",
+    "TIER_ENV",
     "GuardKwargs",
     "GuardOptions",
     "InstrumentKwargs",
@@ -52,7 +58,7 @@ class GuardOptions:
     tpd: int | None = None
     rpd: int | None = None
     window: float | None = None
-    tier: str = "free"
+    tier: str | Limits | None = None
     base_url: str | None = None
     context_window: int | None = None
     on_overflow: Strategy | StrategyCallable = "truncate"
@@ -91,8 +97,10 @@ class InstrumentKwargs(TypedDict, total=False):
     tpd: int | None
     rpd: int | None
     window: float | None
-    #: The model table's tier whose limits apply (``"free"``, ``"dev"``).
-    tier: str
+    #: Where the limits start for code that sees no headers: the model table's tier
+    #: (``"free"``, ``"developer"``) or explicit :class:`~tokenguard.Limits`; default
+    #: ``$TOKENGUARD_TIER``, else ``"free"``. The server's headers correct it.
+    tier: str | Limits | None
     #: The endpoint the calls go to (Groq's by default): default limiters are per URL.
     base_url: str | None
     #: A context window smaller than the model table's.
@@ -151,6 +159,19 @@ def _seconds(name: str, value: object, *, positive: bool = False) -> None:
         raise ConfigurationError(f"{name} must be seconds {bound} or None, got {value!r}")
 
 
+def _tier(tier: object) -> str | Limits:
+    """``tier=`` checked, or ``$TOKENGUARD_TIER`` when not given, else ``"free"``."""
+    from ..models import TIERS, Limits
+
+    where = "tier"
+    if tier is None:
+        tier = os.environ.get(TIER_ENV, "").strip() or "free"
+        where = f"${TIER_ENV}"
+    if isinstance(tier, Limits) or (isinstance(tier, str) and tier in TIERS):
+        return tier
+    raise ConfigurationError(f"{where} must be one of {list(TIERS)} or a tg.Limits, got {tier!r}")
+
+
 def make_options(**given: Any) -> GuardOptions:
     """Check the keyword options of ``guard``/``instrument`` and freeze them.
 
@@ -166,6 +187,7 @@ def make_options(**given: Any) -> GuardOptions:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"unknown guard option {name!r}{hint}")
     opts = GuardOptions(**given)
+    opts = replace(opts, tier=_tier(opts.tier))
     if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
         raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
     for name in ("tpm", "rpm", "tpd", "rpd", "context_window", "cap_max_tokens"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from .._discovery import default_directory, model_info
 from ..errors import ConfigurationError
@@ -49,33 +50,37 @@ def normalize_base_url(url: object) -> str:
     return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
-def limiter_for(opts: GuardOptions, base_url: str, model: str) -> Limiter | None:
-    """The limiter a call to ``model`` at ``base_url`` goes through (``None``: no limits
-    are known for the model and none were given, so only counting and fitting apply)."""
+def limiter_for(opts: GuardOptions, base_url: str, model: str, account: str = "") -> Limiter | None:
+    """The limiter a call to ``model`` at ``base_url`` for ``account`` goes through
+    (``None``: no limits are known for the model and none were given, so only counting
+    and fitting apply).
+
+    Explicit ``tpm=``/``rpm=``/``tpd=``/``rpd=`` are the limits, all of them: the table
+    adds none (a paid account must not stall on the free tier's day limits). Otherwise
+    the table's ``tier`` is the starting point, which the server's headers then correct
+    (see :class:`~tokenguard.Limiter`)."""
     if not opts.rate_limit:
         return None
     if opts.limiter is not None:
         return opts.limiter
-    key = (base_url, model, opts.tier, opts.tpm, opts.rpm, opts.tpd, opts.rpd, opts.window)
+    key = (base_url, model, account, opts.tier, opts.tpm, opts.rpm, opts.tpd, opts.rpd, opts.window)
     found = _limiters.get(key, _lock)
     if found is not _lock:
         return found  # type: ignore[return-value]
     with _lock:
         if key in _limiters:
             return _limiters[key]
-        extra: dict[str, object] = {}
-        for name in ("tpm", "rpm", "tpd", "rpd"):
-            value = getattr(opts, name)
-            if value is not None:
-                extra[name] = value
-        if opts.window is not None:
-            extra["window"] = opts.window
+        window: dict[str, Any] = {} if opts.window is None else {"window": opts.window}
         limiter: Limiter | None
-        try:
-            limiter = Limiter.from_model(model_info(base_url, model), opts.tier, **extra)
-        except ConfigurationError:
-            # A model without known limits (and none given): nothing to limit against.
-            limiter = None
+        if any(v is not None for v in (opts.tpm, opts.rpm, opts.tpd, opts.rpd)):
+            limiter = Limiter(tpm=opts.tpm, rpm=opts.rpm, tpd=opts.tpd, rpd=opts.rpd, **window)
+        else:
+            tier = "free" if opts.tier is None else opts.tier  # make_options resolved it
+            try:
+                limiter = Limiter.from_model(model_info(base_url, model), tier, **window)
+            except ConfigurationError:
+                # A model without known limits (and none given): nothing to limit against.
+                limiter = None
         _limiters[key] = limiter
         return limiter
 

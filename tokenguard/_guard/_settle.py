@@ -20,7 +20,6 @@ from ..errors import LimiterUnavailable
 from ..events import GuardRequest, GuardSettleFailed, emit, enabled
 from ..fitting import FitResult
 from ..limiter import Reservation
-from . import _registry
 from ._request import ChatRequest
 from ._site import Guard
 
@@ -105,10 +104,9 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
         return
     yield from _limiter_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
     if failure.headers is not None:
-        limiter = _registry.limiter_for(s.guard.opts, s.guard.base_url, s.request.model)
-        if limiter is not None:
-            step = Call(limiter.observe, limiter.observe_async, failure.headers)
-            yield from _limiter_step(s, "observe", False, step)
+        # The error's headers answer this request: matched to its reservation.
+        step = Call(r.observe, r.observe_async, failure.headers)
+        yield from _limiter_step(s, "observe", False, step)
 
 
 def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:

@@ -14,7 +14,7 @@ from typing import Any
 from .._discovery import model_info
 from ..errors import ConfigurationError, ContextOverflow
 from ..fitting import Summarizer, room_for
-from ..limiter import Limiter
+from ..limiter import Limiter, WindowLimits
 from ..models import ModelInfo
 from . import _registry
 from ._options import GuardOptions
@@ -40,6 +40,8 @@ class Site:
     asked: int | None
     generation: int
     fits: int | None = None
+    #: The limiter's limits this was worked out with (see Guard.site_for).
+    limits: WindowLimits | None = None
 
 
 @dataclass
@@ -49,6 +51,9 @@ class Guard:
     opts: GuardOptions
     base_url: str
     site: str
+    #: The account the calls spend (a digest of an instrumented client's API key; ""
+    #: for a decorated function): default limiters are per base URL, model and account.
+    account: str = ""
     summarizer: Summarizer | None = None
     #: 5xx / connection / timeout retries (an instrumented client's own ``max_retries``,
     #: taken over from the SDK; 0 for a decorated function, whose SDK retries itself).
@@ -68,6 +73,7 @@ class Guard:
             site is not None
             and site.generation == _registry.generation
             and site.info is model_info(self.base_url, req.model)
+            and (site.limiter is None or site.limiter.limits is site.limits)
         ):
             return site
         return self._work_out(req)
@@ -76,12 +82,14 @@ class Guard:
         opts = self.opts
         generation = _registry.generation
         info = model_info(self.base_url, req.model)
-        limiter = _registry.limiter_for(opts, self.base_url, req.model)
+        limiter = _registry.limiter_for(opts, self.base_url, req.model, self.account)
+        # The limits a server's headers may change: the site is worked out again then.
+        limits = limiter.limits if limiter is not None else None
         learned = _registry.learned(self.base_url, req.model)
         window = opts.context_window or info.context_window
         if learned.context_window is not None:
             window = min(window, learned.context_window)
-        tpm = limiter.limits.tpm if limiter is not None else None
+        tpm = limits.tpm if limits is not None else None
         if learned.tpm is not None:
             tpm = learned.tpm if tpm is None else min(tpm, learned.tpm)
         asked = req.max_tokens
@@ -94,7 +102,7 @@ class Guard:
             max_completion_tokens=info.max_completion_tokens,
             default_reserve=opts.default_reserve,
         )
-        site = Site(info, limiter, window, tpm, asked, generation, fits)
+        site = Site(info, limiter, window, tpm, asked, generation, fits, limits)
         if len(self._sites) >= _MAX_SITES:
             self._sites.clear()
         self._sites[(req.model, req.max_tokens)] = site

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from .._drive import run_async, run_sync
 from ..counting._request_options import check_completion_cap
 from ..errors import ConfigurationError
-from ..models import ModelInfo, get_model
+from ..models import Limits, ModelInfo, get_model
 from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
 from ._room import DEFAULT_MIN_COMPLETION, DEFAULT_RESERVE
 from ._summary import DEFAULT_SUMMARY_TOKENS, Summarizer, SummaryCache, default_summary_cache
@@ -33,7 +33,7 @@ class FitOptions(TypedDict, total=False):
     tpm: int | FromModel | None
     budget: int | None
     context_window: int | None
-    tier: str
+    tier: str | Limits
     on_overflow: Strategy | StrategyCallable
     summarizer: Summarizer | None
     summary_cache: SummaryCache | None
@@ -62,7 +62,7 @@ def check_options(
     tpm: int | FromModel | None = "model",
     budget: int | None = None,
     context_window: int | None = None,
-    tier: str = "free",
+    tier: str | Limits = "free",
     on_overflow: Strategy | StrategyCallable = "truncate",
     summarizer: Summarizer | None = None,
     summary_cache: SummaryCache | None = None,
@@ -83,7 +83,7 @@ def check_options(
     else:
         raise ConfigurationError(f"model must be a non-empty str or a ModelInfo, got {model!r}")
     if tpm == "model":
-        limits = info.tier_limits(tier)
+        limits = info.tier_limits(tier) if isinstance(tier, str) else tier
         tpm_value = limits.tpm if limits is not None else None
     else:
         tpm_value = _int_or_none(tpm, "tpm")

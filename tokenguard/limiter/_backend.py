@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._drive import Plan
 from ._headers import ServerView
+from ._state import LimitChange
 
 __all__ = ["Backend", "Signal", "Step", "Ticket"]
 
@@ -138,7 +140,14 @@ class Backend(Protocol):
     def settle_plan(
         self, charge: Any, actual: int | None, view: ServerView | None
     ) -> Plan[None]: ...
-    def observe_plan(self, view: ServerView) -> Plan[None]: ...
+    def observe_plan(self, view: ServerView, charge: Any = None) -> Plan[None]: ...
+
+    #: Told of the limits the server's headers changed (set by the limiter).
+    on_limits: Callable[[list[LimitChange]], None] | None
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""
+        ...
 
     @property
     def refunds(self) -> bool | None:
@@ -150,4 +159,4 @@ class Backend(Protocol):
     def poll(self, ticket: Ticket) -> Step: ...
     def leave(self, ticket: Ticket) -> None: ...
     def settle(self, charge: Any, actual: int | None, view: ServerView | None) -> None: ...
-    def observe(self, view: ServerView) -> None: ...
+    def observe(self, view: ServerView, charge: Any = None) -> None: ...

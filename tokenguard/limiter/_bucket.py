@@ -15,7 +15,7 @@ from collections import deque
 
 from ._headers import ServerView
 from ._simulate import simulate
-from ._state import Lesson
+from ._state import Lesson, LimitChange
 from ._window import WindowLimits
 
 __all__ = ["BucketCharge", "Buckets"]
@@ -70,21 +70,25 @@ class _Level:
         there; the difference it makes shrinks by at most the refill since (at the
         configured rate, never below the server's), so only what is left of it is
         given back."""
-        gained = self.limit / self.period * max(0.0, now - since)
+        gained = max(self.limit, self.cap) / self.period * max(0.0, now - since)
         if amount > gained:
             self.level = min(self.cap, self.level + amount - gained)
 
     def limit_to(self, server_limit: int) -> bool:
-        """Take the capacity a header gives (``x-ratelimit-limit-*``) when it is below
-        the configured one, else the configured one again: the server's bucket holds
-        that much and refills it per period, so the mirror must refill no faster.
-        Bring the bucket to now first. True if the capacity changed."""
-        cap = min(float(server_limit), self.limit)
-        if cap == self.cap:
+        """Take the capacity a header gives (``x-ratelimit-limit-*``), above or below the
+        configured one: the server's bucket holds that much and refills it per period.
+        Raised, the tokens in use stay in use (the level rises by the difference: the
+        server's level is at least that, as ours never runs ahead of it); lowered, the
+        level is capped. Bring the bucket to now first. True if the capacity changed."""
+        cap = float(server_limit)
+        old = self.cap
+        if cap == old:
             return False
         self.cap = cap
         self.rate = cap / self.period
-        if self.level > cap:
+        if cap > old:
+            self.level += cap - old
+        elif self.level > cap:
             # Lost at the new cap, as in advance: a lower trajectory gains it.
             over = self.level - cap
             self.level = cap
@@ -172,6 +176,8 @@ class Buckets:
         self.rpd = _Level(limits.rpd, d, tokens=False) if limits.rpd is not None else None
         self.levels = [x for x in (self.tpm, self.rpm, self.tpd, self.rpd) if x is not None]
         self.blocked_until = -math.inf
+        # (limit, old, new) of each limit a header changed, for the backend to report.
+        self.limit_changes: list[LimitChange] = []
         # The time every bucket was brought to (each one's ``at``): they move together.
         self.time = -math.inf
         # Admitted charges in admission order; settled ones leave lazily from the left.
@@ -202,6 +208,7 @@ class Buckets:
         other = Buckets.__new__(Buckets)
         other.__dict__.update(self.__dict__)
         other.lesson = None
+        other.limit_changes = []
         other.tpm = self.tpm.copy() if self.tpm else None
         other.rpm = self.rpm.copy() if self.rpm else None
         other.tpd = self.tpd.copy() if self.tpd else None
@@ -452,6 +459,13 @@ class Buckets:
         # after its admission.
         self.adopt(now, view, mark, charge.settled_mark, since, given_back)
 
+    def adopt_answer(self, charge: BucketCharge, view: ServerView, now: float) -> bool:
+        """Adopt the headers of ``charge``'s own response, given after its settle (or
+        before it): as of its admission mark, trusting no settle since its admission."""
+        return self.adopt(
+            now, view, (charge.mark_tokens, charge.mark_requests), charge.settled_mark
+        )
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge the frees again (as deferred) and behave
         as ``refunds=False`` from now on (final). ``lesson`` keeps the evidence for the
@@ -518,6 +532,24 @@ class Buckets:
             tpm.level -= tpm.freed
             tpm.deferred += tpm.freed
             tpm.freed = 0.0
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set the ``rpm`` or ``tpd`` limit the table gave to ``value`` (``None``: no such
+        limit), as a header sets TPM; a limit not counted stays uncounted."""
+        lv: _Level | None = getattr(self, name)
+        if lv is None or (value is not None and value == lv.cap):
+            return
+        self.limit_changes.append((name, round(lv.cap), value))
+        if value is None:
+            setattr(self, name, None)
+            self.levels = [x for x in self.levels if x is not lv]
+        else:
+            lv.limit_to(value)
+
+    def pop_limit_changes(self) -> list[LimitChange]:
+        """The limit changes since the last call (see :attr:`limit_changes`)."""
+        changes, self.limit_changes = self.limit_changes, []
+        return changes
 
     def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ours) of a lesson learned since the last
@@ -619,19 +651,18 @@ class Buckets:
             seen_t, seen_r = self.open_tokens, self.open_requests
         if self.time < now:  # after ``expire(now)``, as the backends call it, never
             self._advance(now)
-        # A smaller limit in the headers is the server's bucket: its capacity and refill
-        # rate, before anything is compared with it.
+        # A limit in the headers (bounded by parse_headers) is the server's bucket, above
+        # or below the configured one: its capacity and refill rate, before anything is
+        # compared with it.
         tpm, rpd = self.tpm, self.rpd
-        for lv, limit in ((tpm, view.limit_tokens), (rpd, view.limit_requests)):
-            # limit_to changes nothing when the capacity is the configured one and the
-            # header's is not below it.
-            if (
-                lv is not None
-                and limit is not None
-                and limit > 0
-                and (lv.cap != lv.limit or limit < lv.limit)
-            ):
-                changed |= lv.limit_to(limit)
+        limit = view.limit_tokens
+        if tpm is not None and limit is not None and limit != tpm.cap:
+            self.limit_changes.append(("tpm", round(tpm.cap), limit))
+            changed |= tpm.limit_to(limit)
+        limit = view.limit_requests
+        if rpd is not None and limit is not None and limit != rpd.cap:
+            self.limit_changes.append(("rpd", round(rpd.cap), limit))
+            changed |= rpd.limit_to(limit)
         retry, remaining_tokens = view.retry_after, view.remaining_tokens
         if self.refunds is None and self.learned is not False:
             # _check_refunds learns only from a 429, or from a header showing at least

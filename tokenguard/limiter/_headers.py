@@ -4,6 +4,8 @@
 RPD bucket (Groq sends nothing for RPM or TPD); resets are Go durations;
 ``retry-after`` (seconds) comes with a 429. A header that cannot be read is
 ignored (with a debug event), never fatal: the limiter keeps its own bookkeeping.
+A limit is evidence the limiter adopts both ways, so it is believed only when it is a
+positive count no larger than :data:`MAX_LIMIT`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Any, NamedTuple
 from .._durations import parse_go_duration
 from ..events import LimiterBadHeader, emit
 
-__all__ = ["ServerView", "parse_headers"]
+__all__ = ["MAX_LIMIT", "ServerView", "parse_headers"]
+
+#: The largest ``x-ratelimit-limit-*`` believed: a billion tokens per minute (or requests
+#: per day) is over a thousand times Groq's largest published limits (300,000 TPM,
+#: 500,000 RPD), so no real account is refused, while a garbled or hostile header
+#: cannot lift the limiter beyond any real server's bucket.
+MAX_LIMIT = 10**9
 
 
 class ServerView(NamedTuple):
@@ -104,6 +112,16 @@ def _count_fast(name: str, value: Any) -> int | None:
         if 0 <= n < _EXACT:
             return n
     return _count(name, _text(value))
+
+
+def _limit_fast(name: str, value: Any) -> int | None:
+    """:func:`_count_fast` of a limit header, believed only when in ``1..MAX_LIMIT``
+    (a limit of 0 would stall every request; see :data:`MAX_LIMIT`)."""
+    n = _count_fast(name, value)
+    if n is None or 0 < n <= MAX_LIMIT:
+        return n
+    _bad(name)
+    return None
 
 
 #: Durations read before (values repeat: "6s", "2m59.56s", ...), by their raw value.
@@ -200,10 +218,10 @@ def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
         (
             rt if rt is None else _count_fast("x-ratelimit-remaining-tokens", rt),
             xt if xt is None else _duration_fast("x-ratelimit-reset-tokens", xt),
-            lt if lt is None else _count_fast("x-ratelimit-limit-tokens", lt),
+            lt if lt is None else _limit_fast("x-ratelimit-limit-tokens", lt),
             rr if rr is None else _count_fast("x-ratelimit-remaining-requests", rr),
             xr if xr is None else _duration_fast("x-ratelimit-reset-requests", xr),
-            lr if lr is None else _count_fast("x-ratelimit-limit-requests", lr),
+            lr if lr is None else _limit_fast("x-ratelimit-limit-requests", lr),
             ra,
         ),
     )

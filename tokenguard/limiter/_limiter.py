@@ -8,30 +8,40 @@ plans; the sync methods run it with ``run_sync``, the ``*_async`` ones with
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._drive import Plan, run_async, run_sync
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
-from ..events import LimiterFailOpen, emit
+from ..events import LimiterFailOpen, LimiterLimitChanged, emit
+from ..models import ModelInfo
 from ._backend import Backend, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
+from ._state import LimitChange
 from ._window import WindowLimits
 
 if TYPE_CHECKING:
     import redis as redis_lib
 
-    from ..models import ModelInfo
+    from ..models import Limits
 
 __all__ = ["Limiter", "Reservation"]
 
 
 _SETTLE_LOCK = threading.Lock()
+
+#: The reservation last committed or cancelled in this thread or task: the one whose
+#: response headers a following ``Limiter.observe`` in the same thread or task carries.
+_ANSWERED: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar(
+    "tokenguard_answered", default=None
+)
 
 
 class Reservation:
@@ -128,6 +138,7 @@ class Reservation:
         class)."""
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
+        _ANSWERED.set(self)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, _view(headers), self)
@@ -136,11 +147,51 @@ class Reservation:
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
+        _ANSWERED.set(self)
         direct = self._direct
         if direct is not None:
             direct.settle(self._charge, None, None, self)
             return
         run_sync(self._settling(None, None))
+
+    def observe(self, headers: Mapping[str, Any]) -> None:
+        """Adopt the headers of this reservation's own response (or error), before or
+        after its commit or cancel: what was admitted after it, and settled since its
+        admission, is not taken as seen by them. Right under contention, where
+        ``Limiter.observe`` of headers from another thread's request is not.
+
+        Example::
+
+            r = lim.acquire(1200)
+            raw = client.chat.completions.with_raw_response.create(...)
+            r.commit(raw.parse().usage.total_tokens)
+            r.observe(raw.headers)
+        """
+        view = _view(headers)
+        if view is None:
+            return
+        direct = self._direct
+        if direct is not None:
+            direct.observe(view, self._charge)
+            return
+        run_sync(self._observing(view))
+
+    async def observe_async(self, headers: Mapping[str, Any]) -> None:
+        """:meth:`observe` for asyncio code."""
+        view = _view(headers)
+        if view is None:
+            return
+        direct = self._direct
+        if direct is not None:
+            direct.observe(view, self._charge)
+            return
+        await run_async(self._observing(view))
+
+    def _observing(self, view: ServerView) -> Plan[None]:
+        try:
+            yield from self._backend.observe_plan(view, self._charge)
+        except LimiterUnavailable as exc:
+            self._unavailable(exc)
 
     async def commit_async(
         self, actual_tokens: int, *, headers: Mapping[str, Any] | None = None
@@ -148,6 +199,7 @@ class Reservation:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
+        _ANSWERED.set(self)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, _view(headers), self)
@@ -156,6 +208,7 @@ class Reservation:
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
+        _ANSWERED.set(self)
         direct = self._direct
         if direct is not None:
             direct.settle(self._charge, None, None, self)
@@ -196,8 +249,8 @@ class Limiter:
     refilled its cost, and the estimate of a request in flight holds room only until its
     commit. Estimates in flight are never refilled (the server charges them when they
     arrive, at any time before the response), so the mirror never runs ahead of the
-    server's bucket. A header whose ``x-ratelimit-limit-tokens`` is below ``tpm`` sets
-    the bucket's capacity and refill (that limit per ``window``). Choose ``"window"``
+    server's bucket. A header's ``x-ratelimit-limit-tokens`` sets the bucket's capacity
+    and refill (that limit per ``window``), above or below ``tpm``. Choose ``"window"``
     for a server that counts fixed or sliding windows (no more than the limit in any
     ``window`` seconds, or per clock minute): a bucket may spend a full bucket and its
     refill within one window, which such a server refuses. The window is safe against
@@ -221,10 +274,12 @@ class Limiter:
     the client's ``socket_timeout``, else 5). A Redis that does not answer in time is
     :class:`~tokenguard.LimiterUnavailable` (or the fallback, with ``fail_open``).
 
-    Server headers (``observe``, ``commit(headers=)``) are adopted when the server is
-    tighter. A header describes the server when the response was written: what this
-    limiter admitted within ``header_lag`` seconds before the header is read (and after
-    the reservation it answers) is taken as not yet seen by the server. The default 0
+    Server headers (``observe``, ``commit(headers=)``, ``Reservation.observe``) are
+    adopted when the server is tighter, and their limits always: the server is the
+    authority on the account's TPM and RPD (see :meth:`observe`). A header describes
+    the server when the response was written: what this limiter admitted within
+    ``header_lag`` seconds before the header is read (and after the reservation it
+    answers) is taken as not yet seen by the server. The default 0
     takes headers as current: exact when responses are read at once, and then a client
     that is the only spender never waits for a header (commits are counted from the
     response on, which keeps the window as strict as the server's bucket). When others
@@ -332,6 +387,11 @@ class Limiter:
             refunds=refunds,
             algorithm=algorithm,
         )
+        # The model entry and the limits no header reports (rpm, tpd) that from_model
+        # took from its table: set again when the server shows the account's TPM (see
+        # _limits_changed).
+        self._table: tuple[ModelInfo, tuple[str, ...]] | None = None
+        self._limits_lock = threading.Lock()
         self._backend: Backend
         # The in-memory backend's uncontended admission, tried before any plan runs.
         self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
@@ -354,11 +414,17 @@ class Limiter:
             )
             if fail_open:
                 self._fallback = local()
+        for backend in (self._backend, self._fallback):
+            if backend is not None:
+                backend.on_limits = self._limits_changed
 
     @classmethod
-    def from_model(cls, model: ModelInfo | str, tier: str = "free", **options: Any) -> Limiter:
+    def from_model(
+        cls, model: ModelInfo | str, tier: str | Limits = "free", **options: Any
+    ) -> Limiter:
         """A limiter with the limits of ``model`` (a name or a :class:`~tokenguard.ModelInfo`)
-        for ``tier`` from the model table; ``tpm=`` etc. in ``options`` override them,
+        for ``tier`` from the model table (or the explicit :class:`~tokenguard.Limits`
+        given as ``tier``); ``tpm=`` etc. in ``options`` override them,
         and the other options are those of :class:`Limiter`.
 
         Example::
@@ -368,7 +434,12 @@ class Limiter:
         from ..models import get_model
 
         info = get_model(model) if isinstance(model, str) else model
-        known = info.tier_limits(tier)
+        known = info.tier_limits(tier) if isinstance(tier, str) else tier
+        if known is None and isinstance(tier, str) and tier != "free":
+            # No published limits for this tier (Scout, Kimi on developer): the free
+            # tier's, never above the server's; its headers raise them on the first answer.
+            known = info.tier_limits("free")
+        given = {name for name in ("tpm", "rpm", "tpd", "rpd") if name in options}
         limits: dict[str, Any] = {
             name: options.pop(name) if name in options else getattr(known, name, None)
             for name in ("tpm", "rpm", "tpd", "rpd")
@@ -378,7 +449,11 @@ class Limiter:
                 f"no {tier!r} limits are known for model {info.name!r}; pass tpm=, rpm=, "
                 "tpd= or rpd= (or register the model's limits with tg.register_model)"
             )
-        return cls(**limits, **options)
+        limiter = cls(**limits, **options)
+        if isinstance(tier, str):
+            unheard = tuple(n for n in ("rpm", "tpd") if limits[n] is not None and n not in given)
+            limiter._table = (info, unheard) if unheard else None
+        return limiter
 
     def __repr__(self) -> str:
         lim = self.limits
@@ -391,6 +466,41 @@ class Limiter:
             f"<Limiter tpm={lim.tpm} rpm={lim.rpm} tpd={lim.tpd} rpd={lim.rpd} "
             f"window={lim.window} algorithm={self.algorithm} backend={kind}>"
         )
+
+    def _limits_changed(self, changes: list[LimitChange]) -> None:
+        """The server's headers changed limits (called by the backend that adopted them):
+        report each and make :attr:`limits` say so. The first TPM a header shows also
+        says which tier the account is on: the limits no header reports (RPM, TPD) that
+        came from the table follow it (see :meth:`_unheard_limits`)."""
+        follow: dict[str, int | None] = {}
+        with self._limits_lock:
+            limits = self.limits
+            for name, old, new in changes:
+                emit(LimiterLimitChanged(limit=name, old=old, new=new))
+                limits = replace(limits, **{name: new})  # type: ignore[arg-type]
+                if name == "tpm" and new is not None and self._table is not None:
+                    follow = self._unheard_limits(old, new)
+            self.limits = limits
+            self._largest = min(x for x in (limits.tpm, limits.tpd, math.inf) if x is not None)
+        for name, value in follow.items():
+            for backend in (self._backend, self._fallback):
+                if backend is not None:
+                    backend.set_limit(name, value)
+
+    def _unheard_limits(self, old: int, new: int) -> dict[str, int | None]:
+        """The RPM and TPD (those taken from the table) for an account whose TPM is
+        ``new``: those of the table's tier with that TPM; with none, and ``new`` above
+        the table's, none at all (a limit the account does not have would hold every
+        paying user to the free tier, a day limit for a whole day, while one it has
+        and we do not count costs a 429 whose ``retry-after`` the guard honours);
+        below it, kept. Once: the table is only the starting point."""
+        assert self._table is not None
+        info, unheard = self._table
+        self._table = None
+        for tier in info.limits.values():
+            if tier is not None and tier.tpm == new:
+                return {n: getattr(tier, n) for n in unheard}
+        return dict.fromkeys(unheard) if new > old else {}
 
     # -- acquire -----------------------------------------------------------------------
 
@@ -507,14 +617,19 @@ class Limiter:
         return self._backend.refunds
 
     def observe(self, headers: Mapping[str, Any]) -> None:
-        """Adopt the server's view from response headers when it is tighter than ours.
+        """Adopt the server's view from response headers: its remaining room when
+        tighter than ours, and its limits (``x-ratelimit-limit-tokens`` for TPM,
+        ``-requests`` for RPD) both ways, with a ``tokenguard.limiter.limit_changed``
+        event per change.
 
         Give it the headers of a response just read (a 429's too: ``exc.response.headers``).
         Unless refunds are known (``refunds=True``), they also free unused tokens that
-        commits kept, as far as they prove the server has the room, counting whatever
-        is in flight as not yet seen by the server: ``r.commit(actual)`` then
-        ``lim.observe(headers)`` frees what ``r.commit(actual, headers=headers)`` would
-        (the latter knows exactly which admissions the headers may not reflect yet).
+        commits kept, as far as they prove the server has the room. The headers are
+        matched to their request: after ``r.commit(actual)`` or ``r.cancel()`` in the
+        same thread or asyncio task, they are taken as the answer to ``r`` (as
+        :meth:`Reservation.observe` does; once), so admissions after ``r`` are not
+        taken as seen by them, whatever other threads did meanwhile. Without such a
+        reservation they are taken as current.
 
         Example::
 
@@ -528,29 +643,58 @@ class Limiter:
             lim.observe(raw.headers)
         """
         view = _view(headers)
-        if view is not None:
-            run_sync(self._observing(view))
+        if view is None:
+            return
+        r = self._answered()
+        if r is not None and r._direct is not None:
+            r._direct.observe(view, r._charge)
+            return
+        run_sync(self._observing(view, r))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
         view = _view(headers)
-        if view is not None:
-            await run_async(self._observing(view))
+        if view is None:
+            return
+        r = self._answered()
+        if r is not None and r._direct is not None:
+            r._direct.observe(view, r._charge)
+            return
+        await run_async(self._observing(view, r))
 
-    def _observing(self, view: ServerView) -> Plan[None]:
-        if self._fallback is not None and self._clock() < self._down_until:
-            yield from self._fallback.observe_plan(view)
+    def _answered(self) -> Reservation | None:
+        """The reservation of this limiter this thread or task committed or cancelled
+        last, not yet matched to headers (taken: one response, one set of headers)."""
+        r = _ANSWERED.get()
+        if r is None:
+            return None
+        _ANSWERED.set(None)
+        backend = r._backend
+        if backend is self._backend or (backend is not None and backend is self._fallback):
+            return r
+        return None
+
+    def _observing(self, view: ServerView, r: Reservation | None = None) -> Plan[None]:
+        """Adopt ``view`` on the backend in use; ``r``: the reservation it answers, whose
+        charge says what the headers cannot include on the backend that admitted it."""
+
+        def charge(backend: Backend) -> Any:
+            return r._charge if r is not None and r._backend is backend else None
+
+        fallback = self._fallback
+        if fallback is not None and self._clock() < self._down_until:
+            yield from fallback.observe_plan(view, charge(fallback))
             return
         try:
-            yield from self._backend.observe_plan(view)
+            yield from self._backend.observe_plan(view, charge(self._backend))
         except LimiterUnavailable as exc:
-            if self._fallback is None:
+            if fallback is None:
                 raise
             # Failing open covers the server's headers too (a 429's, typically): the
             # local window stands in and learns from them.
             self._down_until = self._clock() + self._lease
             emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
-            yield from self._fallback.observe_plan(view)
+            yield from fallback.observe_plan(view, charge(fallback))
 
 
 def _next_wait(

@@ -19,7 +19,7 @@ from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
-from ._state import Lesson, State
+from ._state import Lesson, LimitChange, State
 from ._window import Charge, Window, WindowLimits
 
 #: An admission of either state.
@@ -54,6 +54,8 @@ class MemoryBackend:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._queue: deque[Ticket] = deque()
+        #: Told of the limits the server's headers changed (see Limiter), outside the lock.
+        self.on_limits: Callable[[list[LimitChange]], None] | None = None
 
     # -- decisions (under the lock) -------------------------------------------------
 
@@ -153,19 +155,45 @@ class MemoryBackend:
                 self._queue[0].signal.set()
             lesson = w.pop_lesson()
             learned = w.learned
+            changes = w.pop_limit_changes()
         _report(lesson, learned)
+        if changes:
+            self._tell(changes)
 
-    def observe(self, view: ServerView) -> None:
+    def observe(self, view: ServerView, charge: AnyCharge | None = None) -> None:
+        """Adopt headers; ``charge``: of the response to that admission (see
+        ``State.adopt_answer``), else taken as current."""
         with self._lock:
             now = self._clock()
             self._state.expire(now)
-            if self._state.adopt(now, view) and self._queue:
+            if charge is None:
+                changed = self._state.adopt(now, view)
+            else:
+                changed = self._state.adopt_answer(charge, view, now)
+            if changed and self._queue:
                 # A tighter view delays the head, a freed one lets it go: wake it to
                 # recompute its time.
                 self._queue[0].signal.set()
             lesson = self._state.pop_lesson()
             learned = self._state.learned
+            changes = self._state.pop_limit_changes()
         _report(lesson, learned)
+        if changes:
+            self._tell(changes)
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""
+        with self._lock:
+            self._state.set_limit(name, value)
+            changes = self._state.pop_limit_changes()
+            if self._queue:
+                self._queue[0].signal.set()
+        if changes:
+            self._tell(changes)
+
+    def _tell(self, changes: list[LimitChange]) -> None:
+        if self.on_limits is not None:
+            self.on_limits(changes)
 
     # -- plans: decisions never block nor await; only waiting differs --------------
 
@@ -187,9 +215,9 @@ class MemoryBackend:
         yield from ()
         self.settle(charge, actual, view)
 
-    def observe_plan(self, view: ServerView) -> Plan[None]:
+    def observe_plan(self, view: ServerView, charge: AnyCharge | None = None) -> Plan[None]:
         yield from ()
-        self.observe(view)
+        self.observe(view, charge)
 
     def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
         if self._sleep is not None and timeout is not None:

@@ -52,6 +52,7 @@ from ..errors import LimiterUnavailable
 from ..events import LimiterRefundsLearned, emit
 from ._backend import Step, Ticket
 from ._headers import ServerView
+from ._state import LimitChange
 from ._window import WindowLimits
 
 __all__ = ["GRACE", "ROUND_TRIP", "RedisBackend"]
@@ -258,6 +259,9 @@ def _view_args(view: ServerView | None, charge: RedisCharge | None) -> list[Any]
     ]
 
 
+#: Where each limit is in the scripts' common arguments (see lib.lua).
+_LIMIT_ARG = {"tpm": 1, "rpm": 2, "tpd": 3, "rpd": 4}
+
 _COPIED = (
     "host",
     "port",
@@ -306,6 +310,11 @@ class RedisBackend:
         round_trip: float | None = None,
     ) -> None:
         self._client = client
+        self._bucket = algorithm == "bucket"
+        #: Told of the limits the server's headers changed (see Limiter).
+        self.on_limits: Callable[[list[LimitChange]], None] | None = None
+        #: The TPM and RPD capacities last seen on the key, where a header changed them.
+        self._caps: dict[str, int] = {}
         self._refunds = -1 if refunds is None else int(refunds)
         self._policy = refunds
         self._prefix = "{" + key + "}"
@@ -424,7 +433,7 @@ class RedisBackend:
                 # lost admission ages out with the day; the minute's charge goes now.
                 args = [rid, tokens, -1, -1, *_view_args(None, None), self._refunds, 0]
                 reply = yield self._script("settle", args, until)
-                self._learned(reply[2:])
+                self._learned(reply[self._changes(reply, 2) :])
                 done += 1
         finally:
             if done < len(orphans):
@@ -497,6 +506,7 @@ class RedisBackend:
     def settle_plan(
         self, charge: RedisCharge, actual: int | None, view: ServerView | None
     ) -> Plan[None]:
+        self._follow(view)
         args = [
             charge.rid,
             charge.tokens,
@@ -517,13 +527,62 @@ class RedisBackend:
             raise
         if actual is not None:
             charge.tokens = actual
-            charge.bucket = int(reply[1])
-        self._learned(reply[2:])
+            if self._bucket:  # settles before this one since its admission: see observe
+                charge.sure_tokens = int(reply[1])
+            else:
+                charge.bucket = int(reply[1])
+        self._learned(reply[self._changes(reply, 2) :])
 
-    def observe_plan(self, view: ServerView) -> Plan[None]:
-        args = [*_view_args(view, None), self._refunds]
+    def observe_plan(self, view: ServerView, charge: RedisCharge | None = None) -> Plan[None]:
+        """Adopt headers; ``charge``: of the response to that admission (its marks say
+        what the headers cannot include), else taken as current."""
+        self._follow(view)
+        sure = -1 if charge is None else charge.sure_tokens
+        args = [*_view_args(view, charge), self._refunds, sure]
         reply = yield self._script("observe", args, self._until(None))
-        self._learned(reply[1:])
+        self._learned(reply[self._changes(reply, 1) :])
+
+    def _changes(self, reply: list[Any], at: int) -> int:
+        """Follow the TPM and RPD capacities the bucket's scripts put at ``reply[at]``
+        (shared on the key: any process's headers may have set them), reporting each
+        change this process sees; the window's scripts put none. The index of the
+        refunds fields after them."""
+        if not self._bucket:
+            return at
+        text = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
+        changes: list[LimitChange] = []
+        for name, cap in zip(("tpm", "rpd"), text.split("|"), strict=True):
+            value, old = int(cap), self._common[_LIMIT_ARG[name]]
+            if value > 0 and value != self._caps.get(name, old):
+                changes.append((name, int(self._caps.get(name, old)), value))
+                self._caps[name] = value
+        if changes and self.on_limits is not None:
+            self.on_limits(changes)
+        return at + 1
+
+    def _follow(self, view: ServerView | None) -> None:
+        """The window's scripts take TPM and RPD from their arguments: a header's limits
+        (bounded by parse_headers) replace them in this process's decisions."""
+        if view is None or self._bucket:
+            return
+        for name, value in (("tpm", view.limit_tokens), ("rpd", view.limit_requests)):
+            at = _LIMIT_ARG[name]
+            old = self._common[at]
+            if value is not None and old != -1 and value != old:
+                self._common[at] = value
+                if self.on_limits is not None:
+                    self.on_limits([(name, int(old), value)])
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none) in this
+        process's decisions: the scripts take those limits from their arguments."""
+        at = _LIMIT_ARG[name]
+        old = self._common[at]
+        if old == -1 or old == value:
+            return
+        self._common[at] = -1 if value is None else value
+        if self.on_limits is not None:
+            self.on_limits([(name, int(old), value)])
 
     @property
     def refunds(self) -> bool | None:
@@ -562,5 +621,5 @@ class RedisBackend:
     def settle(self, charge: RedisCharge, actual: int | None, view: ServerView | None) -> None:
         run_sync(self.settle_plan(charge, actual, view))
 
-    def observe(self, view: ServerView) -> None:
-        run_sync(self.observe_plan(view))
+    def observe(self, view: ServerView, charge: RedisCharge | None = None) -> None:
+        run_sync(self.observe_plan(view, charge))

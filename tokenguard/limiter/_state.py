@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from ._headers import ServerView
 
-__all__ = ["Lesson", "State"]
+__all__ = ["Lesson", "LimitChange", "State"]
 
 C = TypeVar("C")
 
@@ -24,6 +24,12 @@ class Lesson(NamedTuple):
     evidence: str
     server_used: int
     ledger_used: int
+
+
+#: A limit the server's headers changed: its name ("tpm", "rpd", or "tpd" when a day
+#: limit the account does not have is dropped), the old value and the new (``None``:
+#: no such limit any more).
+LimitChange = tuple[str, int, int | None]
 
 
 class State(Protocol[C]):
@@ -64,4 +70,16 @@ class State(Protocol[C]):
         """Adopt a header given on its own; True if anything changed."""
         ...
 
+    def adopt_answer(self, charge: C, view: ServerView, now: float) -> bool:
+        """Adopt the headers of ``charge``'s own response, given apart from its settle."""
+        ...
+
     def pop_lesson(self) -> Lesson | None: ...
+    def pop_limit_changes(self) -> list[LimitChange]:
+        """The limits headers changed since the last call."""
+        ...
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none), recorded
+        as a limit change."""
+        ...

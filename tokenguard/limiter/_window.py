@@ -15,11 +15,11 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._headers import ServerView
 from ._simulate import simulate
-from ._state import Lesson
+from ._state import Lesson, LimitChange
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
 
@@ -351,6 +351,8 @@ class Window:
         self.learned: bool | None = None
         self.freed_total = 0
         self.lesson: Lesson | None = None
+        # (limit, old, new) of each limit a header changed, for the backend to report.
+        self.limit_changes: list[LimitChange] = []
         # Committed charges still holding more than their actual tokens, oldest first
         # (see docs/limiter-algorithms.md).
         self.deferred: deque[_Deferred] = deque()
@@ -368,6 +370,7 @@ class Window:
     def clone(self) -> Window:
         other = Window.__new__(Window)
         other.limits = self.limits
+        other.limit_changes = []
         other.refunds = self.refunds
         other.learned = self.learned
         other.freed_total = 0
@@ -485,6 +488,11 @@ class Window:
         self.settle(charge, actual, now, headers=view.remaining_tokens is not None)
         self.adopt(now, view, mark, charge.sure_tokens)
 
+    def adopt_answer(self, charge: Charge, view: ServerView, now: float) -> bool:
+        """Adopt the headers of ``charge``'s own response, given after its settle (or
+        before it): as of its admission mark."""
+        return self.adopt(now, view, (charge.mark_tokens, charge.mark_requests), charge.sure_tokens)
+
     def learn(self, evidence: str, server_used: int, ledger_used: int) -> None:
         """The server does not refund: charge again every free still in the window (as
         deferred, so headers may free it as for ``refunds=False``), and behave as
@@ -508,6 +516,37 @@ class Window:
         minute.freed_tokens = 0
         merged = sorted([*self.deferred, *again], key=lambda d: d.entry.stamp)
         self.deferred = deque(merged)
+
+    def _take_limits(self, view: ServerView) -> bool:
+        """Take the TPM and RPD limits a header gives, raised or lowered (the server
+        is the authority on them); True if one changed."""
+        lim = self.limits
+        tpm, rpd = view.limit_tokens, view.limit_requests
+        changed = False
+        if lim.tpm is not None and tpm is not None and tpm != lim.tpm:
+            self.limit_changes.append(("tpm", lim.tpm, tpm))
+            lim = replace(lim, tpm=tpm)
+            changed = True
+        if lim.rpd is not None and rpd is not None and rpd != lim.rpd:
+            self.limit_changes.append(("rpd", lim.rpd, rpd))
+            lim = replace(lim, rpd=rpd)
+            changed = True
+        self.limits = lim
+        return changed
+
+    def set_limit(self, name: str, value: int | None) -> None:
+        """Set the ``rpm`` or ``tpd`` limit the table gave to ``value`` (``None``: no such
+        limit); a limit not counted stays uncounted."""
+        old: int | None = getattr(self.limits, name)
+        if old is None or old == value:
+            return
+        self.limit_changes.append((name, old, value))
+        self.limits = replace(self.limits, **{name: value})  # type: ignore[arg-type]
+
+    def pop_limit_changes(self) -> list[LimitChange]:
+        """The limit changes since the last call (see :attr:`limit_changes`)."""
+        changes, self.limit_changes = self.limit_changes, []
+        return changes
 
     def pop_lesson(self) -> Lesson | None:
         """(evidence, server's tokens in use, ledger's) of a lesson learned since the last
@@ -574,7 +613,8 @@ class Window:
         mark: tuple[int, int] | None = None,
         sure: int | None = None,
     ) -> bool:
-        """Adopt the server's view when it is tighter; never loosen. True if anything changed.
+        """Adopt the server's view when it is tighter, and its limits (bounded by
+        parse_headers) both ways. True if anything changed.
 
         ``mark`` is the reservation's (tokens, requests) admission mark when the
         headers came with its response: the header cannot include what was admitted
@@ -589,8 +629,8 @@ class Window:
         before this answer was written unless this answer waited unread for longer
         than that request's whole round trip.
         """
+        changed = self._take_limits(view)
         lim = self.limits
-        changed = False
         if self.policy is None:
             self._check_refunds(view)
             changed |= self.learned is not None

@@ -1,7 +1,8 @@
 -- Commit or cancel a charge of the bucket model (see Buckets.settle). ARGV as settle.lua:
 -- ARGV[8]: rid, ARGV[9]: estimate, ARGV[10]: actual (-1: cancel), ARGV[11]: unused,
 -- ARGV[12..20]: server view, ARGV[21]: refunds, ARGV[22]: the charge's settled mark.
--- Returns {now, -1, refunds state, evidence, server used, ours} (see refunds_reply).
+-- Returns {now, the charge's settled mark now (see Buckets.settle), TPM and RPD capacities,
+-- refunds state, evidence, server used, ours} (see b_caps and refunds_reply).
 local rid, est, actual = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local refunds, mark = tonumber(ARGV[21]), tonumber(ARGV[22])
 local now = now_s()
@@ -22,4 +23,4 @@ local _, lesson = b_adopt(now, 12, refunds, others, c and c[2] or nil, given, ta
 lesson = taught or lesson
 admit_waiting(now, true)
 touch()
-return refunds_reply({fmt(now), -1}, refunds, lesson)
+return refunds_reply({fmt(now), BST.settled - others, b_caps()}, refunds, lesson)

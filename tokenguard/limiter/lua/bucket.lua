@@ -18,7 +18,6 @@ local B_EPS = 1e-9
 -- The state, read once per script (BST: sums and buckets; BOPEN: charges in flight,
 -- oldest first, as {rid, at, tokens, admr, floor}) and written back after every change.
 local BST, BOPEN
-
 local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
@@ -33,7 +32,7 @@ local function b_state(now)
   for k = 1, 4 do
     local cap = B_LIMITS[k]
     if cap >= 0 then
-      if server[k] and server[k] < cap then cap = server[k] end
+      if server[k] then cap = server[k] end
       local level, at = tonumber(f[2 * k - 1]), tonumber(f[2 * k])
       if not level then level, at = cap, now end
       local lv = {k = k, cap = cap, rate = cap / B_PERIOD[k], level = level, at = at,
@@ -150,14 +149,16 @@ local function b_age(st, now, open, persist)
   return keep
 end
 
--- Take the capacity a header gives when below the configured one, else the configured
--- one again (see _Level.limit_to); true if it changed. Call b_advance first.
+-- Take the capacity a header gives, above or below the configured one (see
+-- _Level.limit_to); true if it changed. Call b_advance first.
 local function b_limit_to(st, lv, server_limit)
-  local cap = math.min(server_limit, B_LIMITS[lv.k])
-  if cap == lv.cap then return false end
+  local cap, old = server_limit, lv.cap
+  if cap == old then return false end
   lv.cap = cap
   lv.rate = cap / B_PERIOD[lv.k]
-  if lv.level > cap then
+  if cap > old then
+    lv.level = lv.level + cap - old  -- the tokens in use stay in use
+  elseif lv.level > cap then
     local over = lv.level - cap
     lv.level = cap
     if lv.k == 1 then
@@ -169,9 +170,18 @@ local function b_limit_to(st, lv, server_limit)
   return true
 end
 
+-- The TPM and RPD capacities for a reply, "tpm|rpd" (-1: no such limit): every process
+-- on the key follows the limits the server's headers gave any of them.
+local function b_caps()
+  local st = BST
+  local t = st.tpm and string.format('%d', st.tpm.cap) or '-1'
+  local r = st.rpd and string.format('%d', st.rpd.cap) or '-1'
+  return t .. '|' .. r
+end
+
 -- Give back `amount` charged at `since`, less the refill since (see _Level.credit).
 local function b_credit(lv, amount, since)
-  local gained = B_LIMITS[lv.k] / B_PERIOD[lv.k] * math.max(0, lv.at - since)
+  local gained = math.max(B_LIMITS[lv.k], lv.cap) / B_PERIOD[lv.k] * math.max(0, lv.at - since)
   if amount > gained then lv.level = math.min(lv.cap, lv.level + amount - gained) end
 end
 
