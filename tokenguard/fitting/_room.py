@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import ConfigurationError, ContextOverflow
+from ..models import DEFAULT_RESERVE
 
 __all__ = [
     "DEFAULT_MIN_COMPLETION",
@@ -33,9 +34,6 @@ Bound = Literal["context_window", "tpm", "budget", "max_prompt_tokens"]
 #: for fewer): enough for a paragraph of answer, small next to Groq's 6,000 TPM.
 DEFAULT_MIN_COMPLETION = 512
 
-#: Completion tokens held for a call that gives no ``max_tokens``. What Groq holds then
-#: is not documented; this is the emulator's default and can be set per call.
-DEFAULT_RESERVE = 1024
 
 
 @dataclass(frozen=True)

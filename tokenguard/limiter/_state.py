@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, TypeVar
 
+from ._backend import Soonest
 from ._headers import ServerView
 
 __all__ = ["Lesson", "State"]
@@ -43,6 +44,11 @@ class State(Protocol[C]):
 
     def earliest(self, tokens: int, now: float) -> float:
         """Earliest time >= ``now`` at which ``tokens`` may go."""
+        ...
+
+    def soonest(self, tokens: int, now: float) -> Soonest:
+        """The soonest ``tokens`` could go with nobody ahead, the limit that binds it
+        and when that limit is whole again (call ``expire(now)`` first)."""
         ...
 
     def try_admit(self, tokens: int, now: float) -> C | None: ...

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ._backend import Soonest
 from ._headers import ServerView
 from ._simulate import simulate
 from ._state import Lesson
@@ -212,13 +213,24 @@ class Ledger:
             yield at, e.tokens, e.requests
         yield from holds[h:]
 
-    def earliest(self, now: float, tokens: int, t_limit: int | None, r_limit: int | None) -> float:
-        """Earliest time >= ``now`` at which one request of ``tokens`` fits both limits.
+    def earliest(
+        self,
+        now: float,
+        tokens: int,
+        t_limit: int | None,
+        r_limit: int | None,
+        *,
+        in_flight: int = 0,
+    ) -> float:
+        """Earliest time >= ``now`` at which one request of ``tokens`` fits both limits,
+        with ``in_flight`` tokens of open entries taken as refunded (a lower bound then).
 
         Usage only falls as time passes (until something new is charged), so the
         answer is the first release after which the excess is gone.
         """
-        need_t = self.tokens + self.hold_tokens + tokens - t_limit if t_limit is not None else 0
+        need_t = 0
+        if t_limit is not None:
+            need_t = self.tokens - in_flight + self.hold_tokens + tokens - t_limit
         need_r = self.requests + self.hold_requests + 1 - r_limit if r_limit is not None else 0
         if need_t <= 0 and need_r <= 0:
             return now
@@ -407,6 +419,31 @@ class Window:
         if self.day:
             at = max(at, self.day.earliest(now, tokens, lim.tpd, lim.rpd))
         return at
+
+    def soonest(self, tokens: int, now: float) -> Soonest:
+        """The soonest ``tokens`` could go (call ``expire(now)`` first) with nobody ahead
+        in the queue and the minute's tokens in flight refunded (their releases still
+        counted: a lower bound), the limit that binds it and when that limit's window
+        is empty."""
+        best = Soonest(max(now, self.blocked_until), "retry-after", self.blocked_until)
+        if best.at <= now:
+            best = Soonest(now, "", now)
+        lim = self.limits
+        for ledger, t_limit, r_limit, names in (
+            (self.minute, lim.tpm, lim.rpm, ("tpm", "rpm")),
+            (self.day, lim.tpd, lim.rpd, ("tpd", "rpd")),
+        ):
+            if ledger is None:
+                continue
+            for name, t, r in ((names[0], t_limit, None), (names[1], None, r_limit)):
+                if t is None and r is None:
+                    continue
+                flight = ledger.open_tokens if ledger is self.minute and t is not None else 0
+                at = ledger.earliest(now, tokens, t, r, in_flight=flight)
+                if at > best.at:
+                    last = max((x[0] for x in ledger.releases()), default=now)
+                    best = Soonest(at, name, last)
+        return best
 
     def try_admit(self, tokens: int, now: float) -> Charge | None:
         """Expire to ``now`` and admit ``tokens`` if they may go now, else ``None``: the
