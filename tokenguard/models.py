@@ -34,8 +34,8 @@ from .errors import ConfigurationError
 from .events import ModelsUnknown, emit
 
 __all__ = [
-    "DEFAULT_RESERVE",
     "COMPOUND_UNSEEN_PROMPT_TOKENS",
+    "DEFAULT_RESERVE",
     "EXACT_TEMPLATES",
     "TEMPLATES",
     "TIERS",

@@ -35,7 +35,6 @@ Bound = Literal["context_window", "tpm", "budget", "max_prompt_tokens"]
 DEFAULT_MIN_COMPLETION = 512
 
 
-
 @dataclass(frozen=True)
 class Room:
     """The room one request has.
