@@ -10,7 +10,8 @@ run with ``max_wait`` is compared with call ``i`` of the reference:
 - ``missed``: calls whose reference wait was within ``max_wait`` less 50 ms of jitter but
   that were refused (goal: 0);
 - ``over``: calls refused after more than ``max_wait`` + 50 ms (goal: 0), and the
-  largest overrun of a refusal past ``max_wait`` (``worst``);
+  largest overrun of a refusal past ``max_wait`` (``worst``; a refusal that came
+  before ``max_wait`` ran out, once the wait was certain, counts 0);
 - the median wait of the calls served and of the calls refused, and how many refusals
   came at once (within 50 ms of the start).
 
