@@ -15,7 +15,6 @@ from collections import deque
 
 from ._backend import Soonest
 from ._headers import ServerView
-from ._simulate import simulate
 from ._state import Lesson
 from ._window import WindowLimits
 
@@ -610,11 +609,6 @@ class Buckets:
             self.learn("429", server_used, ours_used)
         elif least <= excess <= tpm.freed:
             self.learn("headers", server_used, ours_used)
-
-    def simulate(self, costs: list[int], now: float) -> float:
-        """When the last of ``costs`` would be admitted if all went in order and nothing
-        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
-        return simulate(self, costs, now)
 
     def adopt(
         self,

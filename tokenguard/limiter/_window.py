@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from ._backend import Soonest
 from ._headers import ServerView
-from ._simulate import simulate
 from ._state import Lesson
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
@@ -598,11 +597,6 @@ class Window:
         if freed:
             self.deferred = deque(d for d in self.deferred if d.tokens > 0)
         return freed
-
-    def simulate(self, costs: list[int], now: float) -> float:
-        """When the last of ``costs`` would be admitted if all went in order and nothing
-        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
-        return simulate(self, costs, now)
 
     def adopt(
         self,
