@@ -20,7 +20,9 @@ then one every 2 s); ``tpm``: 50 tasks on a compressed 2 s window, 6,000 TPM, ea
 prompt + ``max_tokens`` 500 while the server answers 16 tokens and keeps the rest.
 
 Run: ``.venv/bin/python benchmarks/bench_max_wait.py`` (about 2 minutes), or
-``--scenario rpm|tpm``; ``--repeat N`` runs every cell N times and prints medians.
+``--scenario rpm|tpm``; ``--repeat N`` runs every cell N times and prints medians;
+``--backend redis`` shares the limiter through a redis-server started on a free
+loopback port (``both``: memory, then Redis).
 """
 
 from __future__ import annotations
@@ -28,13 +30,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
+import redis
 
 import tokenguard as tg
 from tokenguard.emulator import running
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MODEL = "llama-3.1-8b-instant"
 JITTER = 0.05
@@ -97,20 +106,29 @@ async def _one(
     return Outcome(True, admitted)
 
 
-async def _run(sc: Scenario, max_wait: float | None) -> list[Outcome]:
+async def _run(
+    sc: Scenario, max_wait: float | None, client_of_redis: redis.Redis | None
+) -> list[Outcome]:
     messages = [{"role": "user", "content": "Say something short."}]
     estimate = tg.count_request(messages, model=MODEL, max_tokens=sc.max_tokens).total
     with running(
         model=MODEL, tpm=sc.tpm, rpm=sc.rpm, tpd=0, rpd=0, window=sc.window, completion_tokens=16
     ) as em:
         client = openai.AsyncOpenAI(base_url=em.base_url, api_key="bench", max_retries=0)
-        lim = tg.Limiter(tpm=sc.tpm, rpm=sc.rpm, window=sc.window)
+        lim = tg.Limiter(
+            tpm=sc.tpm,
+            rpm=sc.rpm,
+            window=sc.window,
+            redis=client_of_redis,
+            key=f"bench-max-wait-{uuid.uuid4().hex[:8]}",
+        )
         tasks = []
         for _ in range(sc.tasks):
             tasks.append(asyncio.create_task(_one(client, lim, sc, messages, estimate, max_wait)))
             await asyncio.sleep(0.001)  # the same queue order in every run
         out = await asyncio.gather(*tasks)
         await client.close()
+        await lim.aclose()
     return list(out)
 
 
@@ -142,8 +160,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--backend", choices=["memory", "redis", "both"], default="memory")
     args = parser.parse_args()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    backends = ["memory", "redis"] if args.backend == "both" else [args.backend]
+    failed = False
+    for backend in backends:
+        with ExitStack() as stack:
+            shared = None
+            if backend == "redis":
+                from redis_support import redis_server
+
+                srv = stack.enter_context(redis_server())
+                shared = redis.Redis.from_url(srv.url)
+            print(f"== {backend}")
+            failed |= _sweep(args.scenario, args.repeat, shared)
+    print("goals met" if not failed else "GOALS MISSED: see missed / over")
+
+
+def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
+    """Print the sweep's rows; True when a goal was missed."""
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
     print(
         "scenario  max_wait   served/could  missed  refused(at once)  over  worst_overrun_ms  "
         "p50_wait_served  p50_elapsed_refused"
@@ -151,7 +187,7 @@ def main() -> None:
     failed = False
     for name in names:
         sc = SCENARIOS[name]
-        ref = asyncio.run(_run(sc, None))  # the reference: every call's real wait
+        ref = asyncio.run(_run(sc, None, shared))  # the reference: every call's real wait
         longest = max(o.elapsed for o in ref)
         print(
             f"{name:8}  none       {sum(o.served for o in ref)}/{sc.tasks}"
@@ -162,8 +198,8 @@ def main() -> None:
             rows = []
             served_w: list[float] = []
             refused_w: list[float] = []
-            for _ in range(args.repeat):
-                run = asyncio.run(_run(sc, mw))
+            for _ in range(repeat):
+                run = asyncio.run(_run(sc, mw, shared))
                 rows.append(_compare(ref, run, mw))
                 served_w += [o.elapsed for o in run if o.served]
                 refused_w += [o.elapsed for o in run if not o.served]
@@ -175,7 +211,7 @@ def main() -> None:
                 f"          {med['over']:>3.0f}   {1000 * med['worst']:>8.1f}          "
                 f"{_median(served_w):>8}         {_median(refused_w):>8}"
             )
-    print("goals met" if not failed else "GOALS MISSED: see missed / over")
+    return failed
 
 
 if __name__ == "__main__":
