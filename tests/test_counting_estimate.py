@@ -258,8 +258,9 @@ def test_count_request_reserves_completion() -> None:
     rc = tg.count_request(messages, model="llama3-8b-8192", max_tokens=100)
     assert (rc.prompt_tokens, rc.completion_reserve, rc.total, rc.exact) == (11, 100, 111, True)
     rc = tg.count_request(messages, model="llama3-8b-8192")
-    assert rc.completion_reserve == 8_192 - 11  # what the model could still generate
+    assert rc.completion_reserve == tg.models.DEFAULT_RESERVE  # what the guard holds
     rc = tg.count_request(messages, model="llama-3.3-70b-versatile", default_reserve=256)
     assert rc.completion_reserve == 256
-    rc = tg.count_request(messages, model="llama-3.3-70b-versatile")
-    assert rc.completion_reserve == 32_768
+    big = [{"role": "user", "content": "word " * 8_000}]
+    rc = tg.count_request(big, model="llama3-8b-8192")
+    assert rc.completion_reserve == 8_192 - rc.prompt_tokens  # the room left, no more

@@ -1,12 +1,14 @@
-"""Go-style durations as Groq writes them in headers and 429 bodies."""
+"""Durations: Go-style as Groq writes them in headers and 429 bodies, and for people."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenguard._durations import format_go_duration, parse_go_duration
+from tokenguard._durations import for_people, format_go_duration, parse_go_duration
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,36 @@ def test_format_rejects_bad_values(bad: float) -> None:
 @given(st.floats(min_value=0, max_value=10 * 86400, allow_nan=False))
 def test_round_trip_within_a_millisecond(seconds: float) -> None:
     assert parse_go_duration(format_go_duration(seconds)) == pytest.approx(seconds, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"),
+        (0.05, "50 ms"),
+        (1.23, "1.2 s"),
+        (9.96, "10 s"),
+        (42.4, "42 s"),
+        (59.6, "1 min"),  # rounded to the unit shown, not "60 s"
+        (95, "1 min 35 s"),
+        (240, "4 min"),
+        (1500, "25 min"),
+        (3599, "1 h"),
+        (11_400, "3 h 10 min"),
+        (200_000, "2 d 8 h"),
+        (math.inf, "forever"),
+    ],
+)
+def test_for_people_rounds_to_two_units_at_most(seconds: float, text: str) -> None:
+    assert for_people(seconds) == text
+
+
+@given(st.floats(min_value=0, max_value=400 * 86400, allow_nan=False))
+def test_for_people_is_within_its_rounding(seconds: float) -> None:
+    text = for_people(seconds)
+    units = {"ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+    parts = text.split()
+    total = sum(float(n) * units[u] for n, u in zip(parts[::2], parts[1::2], strict=True))
+    # Each unit is rounded to the smallest one shown: at most half of it off.
+    smallest = units[parts[-1]] * (0.1 if "." in parts[-2] else 1.0)
+    assert abs(total - seconds) <= smallest / 2 + 1e-9

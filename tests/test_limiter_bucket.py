@@ -9,7 +9,6 @@ and stale headers, the server's bucket never goes below zero (except the bounded
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import openai
@@ -36,6 +35,7 @@ from limiter_property import (
 
 import tokenguard as tg
 from tokenguard.emulator import running
+from tokenguard.limiter._backend import Soonest
 from tokenguard.limiter._bucket import Buckets
 from tokenguard.limiter._headers import ServerView
 from tokenguard.limiter._window import WindowLimits
@@ -212,14 +212,27 @@ def test_learned_refunds_then_a_kept_free_learns_no_refunds_for_good() -> None:
     assert b.policy is False
 
 
-def test_simulate_gives_the_wait_of_a_queue_position() -> None:
-    b = _buckets()
+def test_soonest_takes_requests_in_flight_as_refunded_and_names_the_binding_limit() -> None:
+    b = Buckets(WindowLimits(tpm=100, rpm=10, tpd=1_000, window=10.0), refunds=False)
+    b.expire(0.0)
     c = b.admit(100, 0.0)
-    b.settle(c, 100, 0.0)
-    # Nothing settled: the first 60 stay in flight until they age at 16, then refill.
-    assert b.simulate([60, 60], 0.0) == pytest.approx(18.0)
-    assert b.simulate([60, 40], 0.0) == pytest.approx(10.0)
-    assert math.isinf(b.simulate([101], 0.0))
+    # In flight: a cancel or a short commit could give it all back.
+    assert b.earliest(60, 0.0) == pytest.approx(16.0)  # the head's own time: it ages at 10
+    assert b.soonest(60, 0.0) == Soonest(0.0, "", 0.0)
+    b.settle(c, 100, 0.0)  # charged for good: 60 refill at 10 a second
+    best = b.soonest(60, 0.0)
+    assert best.limit == "tpm"
+    assert (best.at, best.resets) == pytest.approx((6.0, 10.0))
+    # The unused 60 of a commit for 40, kept (deferred) for a server that may not refund:
+    # a header may still free them.
+    b.expire(20.0)
+    c = b.admit(100, 20.0)
+    b.settle(c, 40, 20.0)
+    assert b.earliest(60, 20.0) == pytest.approx(26.0)
+    assert b.soonest(60, 20.0).at == 20.0
+    # A retry-after binds when nothing else does.
+    b.blocked_until = 25.0
+    assert b.soonest(1, 20.0) == Soonest(25.0, "retry-after", 25.0)
 
 
 # -- the property (tests/limiter_property.py) ---------------------------------------------

@@ -98,9 +98,12 @@ def test_a_crashed_waiter_loses_its_place_when_its_lease_runs_out(
     started = time.monotonic()
     with pytest.raises(tg.RateLimitTimeout) as info:
         lim2.acquire(10, max_wait=lease * 4)
-    # Behind a head that can only go in 100 s, the wait is known at once...
+    # Behind a head that may still leave (as it does, its lease run out) and a request in
+    # flight that may still be refunded, it waits out max_wait, no more; by then it is
+    # the head and knows its own time (the charge in flight ages in 100 s)...
+    assert lease * 4 - 0.01 <= time.monotonic() - started <= lease * 4 + 0.05
     assert info.value.needed_wait is not None
-    assert time.monotonic() - started < lease * 4
+    assert info.value.needed_wait > 90
     # ...and once the lease is over, the ghost is gone and the queue moves on.
     time.sleep(lease * 1.2)
     assert client.zcard("{" + key + "b}:q") == 0 or lim2._backend.poll(ghost2).lost

@@ -11,8 +11,7 @@ bounded 429s of learning refunds (stated there), and the queue is served in orde
 
 from __future__ import annotations
 
-import math
-
+from tokenguard.limiter._backend import Soonest
 from tokenguard.limiter._window import HOLD_STEPS, Ledger, Window, WindowLimits
 
 
@@ -60,12 +59,16 @@ def test_commit_restamps_and_cancel_removes() -> None:
     assert w.minute.tokens == 0
 
 
-def test_simulate_gives_the_wait_of_a_queue_position() -> None:
-    w = Window(WindowLimits(tpm=100, window=10.0))
-    w.admit(100, 0.0)
-    assert w.simulate([60, 60], 1.0) == 20.0
-    assert w.simulate([60, 40], 1.0) == 10.0
-    assert math.isinf(w.simulate([101], 1.0))
+def test_soonest_takes_tokens_in_flight_as_refunded_and_names_the_binding_limit() -> None:
+    w = Window(WindowLimits(tpm=100, rpm=1, window=10.0))
+    c = w.admit(100, 0.0)
+    # In flight: a cancel would free its tokens, but its request still counts.
+    assert w.soonest(60, 1.0) == Soonest(10.0, "rpm", 10.0)
+    w2 = Window(WindowLimits(tpm=100, window=10.0))
+    c = w2.admit(100, 0.0)
+    assert w2.soonest(60, 1.0) == Soonest(1.0, "", 1.0)
+    w2.settle(c, 100, 1.0)  # charged for good: free again a window after its commit
+    assert w2.soonest(60, 1.0) == Soonest(11.0, "tpm", 11.0)
 
 
 def test_adopt_makes_a_staircase_that_follows_the_refill() -> None:

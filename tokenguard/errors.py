@@ -115,14 +115,28 @@ class BudgetExceeded(TokenGuardError):
 
 
 class RateLimitTimeout(TokenGuardError):
-    """Waiting for the rate window would take longer than ``max_wait``.
+    """Waiting for the rate window would take longer than ``max_wait`` (or, without
+    one, a day limit would hold the request longer than the limiter's ``max_day_wait``).
 
-    ``needed_wait`` is the wait (seconds) the request would have needed, when known.
+    ``needed_wait`` is the least wait (seconds) the request would have needed, when
+    known; ``max_wait`` the bound it passed; ``limit_name`` the limit that binds
+    (``"tpm"``, ``"rpm"``, ``"tpd"``, ``"rpd"``, ``"retry-after"``), when one does;
+    ``resets_in`` the seconds until that limit is whole again, when known.
     """
 
-    def __init__(self, message: str, *, needed_wait: float | None, max_wait: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        needed_wait: float | None,
+        max_wait: float,
+        limit_name: str | None = None,
+        resets_in: float | None = None,
+    ) -> None:
         self.needed_wait = needed_wait
         self.max_wait = max_wait
+        self.limit_name = limit_name
+        self.resets_in = resets_in
         super().__init__(message)
 
 

@@ -35,6 +35,7 @@ from .events import ModelsUnknown, emit
 
 __all__ = [
     "COMPOUND_UNSEEN_PROMPT_TOKENS",
+    "DEFAULT_RESERVE",
     "EXACT_TEMPLATES",
     "TEMPLATES",
     "TIERS",
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 TIERS = ("free", "developer")
+
+#: Completion tokens held for a call that gives no ``max_tokens`` (capped by the room
+#: left in the context window). What Groq holds then is not documented; this is the
+#: emulator's default, what the guard reserves and what ``count_request`` counts.
+DEFAULT_RESERVE = 1024
 #: Templates whose rendering tokenguard reproduces: Groq's Llama 3, 3.1 and Llama 4
 #: templates (Llama 3 and Llama 4 tokenizers), OpenAI's harmony format (o200k_harmony,
 #: gpt-oss), Qwen3's template (Qwen's tokenizer) and Kimi K2's, whose tokenizer is not at

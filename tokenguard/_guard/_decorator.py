@@ -313,7 +313,10 @@ def guard(fn: F | None = None, /, **options: Unpack[GuardKwargs]) -> F | Callabl
     talks to, Groq's by default), ``tier``, ``context_window``,
     ``on_overflow`` (``"truncate"``, ``"summarize"`` with ``summarizer=``, ``"error"`` or
     a callable), ``max_wait`` (seconds a call may wait for the rate window and for the
-    server's 429s; ``None``: as long as it takes), ``retries`` (429 retries; ``None``:
+    server's 429s; ``None``: as long as the minute limits take, but a day limit that
+    would hold the call longer than the limiter's ``max_day_wait``, 5 minutes, raises
+    :class:`~tokenguard.RateLimitTimeout` at once; ``math.inf``: as long as any limit
+    takes), ``retries`` (429 retries; ``None``:
     until ``max_wait``), ``default_reserve`` (completion tokens held for a call without
     ``max_tokens``: 1,024, what the server is assumed to hold), ``cap_max_tokens``
     (opt-in: send an explicit ``max_tokens`` of at most that many), ``log_content``,

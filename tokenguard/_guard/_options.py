@@ -145,13 +145,14 @@ def _positive_int(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be a positive int or None, got {value!r}")
 
 
-def _seconds(name: str, value: object, *, positive: bool = False) -> None:
+def _seconds(name: str, value: object, *, positive: bool = False, forever: bool = False) -> None:
     if value is None:
         return
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or math.isnan(value)
+        or (math.isinf(value) and not (forever and value > 0))
         or value < 0
         or (positive and value == 0)
     ):
@@ -202,7 +203,7 @@ def make_options(**given: Any) -> GuardOptions:
         isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0
     ):
         raise ConfigurationError(f"retries must be an int >= 0 or None, got {opts.retries!r}")
-    _seconds("max_wait", opts.max_wait)
+    _seconds("max_wait", opts.max_wait, forever=True)  # math.inf: even a spent day limit
     _seconds("window", opts.window, positive=True)
     _seconds("wait_event_s", opts.wait_event_s)
     if not callable(opts.on_overflow) and opts.on_overflow not in _STRATEGIES:

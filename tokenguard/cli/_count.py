@@ -17,9 +17,11 @@ _DEFAULT_MODEL = "llama-3.1-8b-instant"
 class CountResult:
     """The count of one request, with how it compares to the model's limits.
 
-    ``over_context``/``over_tpm`` are how many tokens the request (prompt + completion
-    reservation) exceeds the context window / the per-minute token limit by (0: fits;
-    ``None``: the limit is not known).
+    ``reserve`` is the completion reservation: ``max_tokens``, or what the server holds
+    for a request without it (as the guard counts it). ``over_context``/``over_tpm``
+    are how many tokens the request (prompt + reservation) exceeds the context window /
+    the per-minute token limit by (0: fits; ``None``: the limit is not known);
+    ``refused`` the status the server would refuse it with (413), else ``None``.
     """
 
     source: str
@@ -30,16 +32,18 @@ class CountResult:
     messages: int
     exact: bool
     max_tokens: int | None
+    reserve: int
     total: int
     context_window: int
     tpm: int | None
     over_context: int
     over_tpm: int | None
+    refused: int | None
 
     @property
     def fits(self) -> bool:
         """Whether the request fits the context window and the per-minute limit."""
-        return self.over_context == 0 and not self.over_tpm
+        return self.over_context == 0 and self.refused is None
 
 
 def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | None) -> CountResult:
@@ -54,7 +58,7 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
                       max_tokens=100)
         r.total == r.prompt_tokens + 100
     """
-    from .. import count_prompt, get_model
+    from .. import count_prompt, count_request, get_model
 
     body: dict[str, Any] = {}
     if isinstance(data, dict):
@@ -83,8 +87,8 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     # keyword is an error rather than silently ignored.
     extra = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
     counted = count_prompt(messages, model=info, **extra)
-    reserve = max_tokens if max_tokens is not None else 0
-    total = counted.total + reserve
+    request = count_request(messages, info, max_tokens=max_tokens, **extra)
+    total = request.total
     limits = info.tier_limits("free")
     tpm = limits.tpm if limits is not None else None
     return CountResult(
@@ -96,11 +100,13 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         messages=len(counted.messages),
         exact=counted.exact,
         max_tokens=max_tokens,
+        reserve=request.completion_reserve,
         total=total,
         context_window=info.context_window,
         tpm=tpm,
         over_context=max(0, total - info.context_window),
         over_tpm=None if tpm is None else max(0, total - tpm),
+        refused=request.refusal(tpm) if tpm is not None else None,
     )
 
 
@@ -114,7 +120,10 @@ def _describe(r: CountResult) -> list[str]:
     if r.max_tokens is not None:
         lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} tokens requested")
     else:
-        lines.append("  no max_tokens given: the prompt alone is compared with the limits")
+        lines.append(
+            f"  no max_tokens given: the server reserves {r.reserve:,} completion tokens, "
+            f"{r.total:,} tokens requested"
+        )
     if r.over_context:
         lines.append(
             f"  does NOT fit the context window of {r.context_window:,}: "
@@ -127,10 +136,10 @@ def _describe(r: CountResult) -> list[str]:
         )
     if r.tpm is None or r.over_tpm is None:
         lines.append("  per-minute token limit: not known for this model")
-    elif r.over_tpm:
+    elif r.refused is not None:
         lines.append(
-            f"  does NOT fit the limit of {r.tpm:,} tokens per minute: {r.over_tpm:,} too many "
-            "(Groq answers 413 whatever the wait)"
+            f"  refused: {r.refused}: does NOT fit the limit of {r.tpm:,} tokens per minute: "
+            f"{r.over_tpm:,} too many (Groq answers {r.refused} whatever the wait)"
         )
     else:
         lines.append(f"  fits the limit of {r.tpm:,} tokens per minute")

@@ -14,7 +14,7 @@ from typing import Any
 from .._tokenizer_data import get_encoding
 from ..errors import InvalidRequest
 from ..events import CountingMismatch, emit
-from ..models import ModelInfo
+from ..models import DEFAULT_RESERVE, ModelInfo
 from ._calibration import Calibration
 from ._estimate import IMAGE_TOKENS
 from ._plan import Plan, Request, Settings, Tally
@@ -147,9 +147,11 @@ class Counter:
     ) -> RequestCount:
         """Prompt tokens plus the completion reservation of one request.
 
-        The reservation is ``max_tokens`` when given, else ``default_reserve`` when given,
-        else what the model could still generate: ``min(max_completion_tokens,
-        context_window - prompt_tokens)`` (never negative).
+        The reservation is ``max_tokens`` when given, else what the server holds for a
+        call without it, as the guard counts it: ``default_reserve`` (default
+        :data:`~tokenguard.models.DEFAULT_RESERVE`, 1024) capped by the model's
+        ``max_completion_tokens`` and the room left in the context window (never
+        negative). :meth:`RequestCount.refusal` says whether the server would refuse it.
 
         Example::
 
@@ -186,7 +188,8 @@ class Counter:
         info = plan.info
         reserve = max_tokens if max_tokens is not None else default_reserve
         if reserve is None:
-            reserve = max(0, min(info.max_completion_tokens, info.context_window - prompt))
+            room = min(info.max_completion_tokens, info.context_window - prompt)
+            reserve = max(0, min(DEFAULT_RESERVE, room))
         elif isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
             raise InvalidRequest(
                 f"default_reserve must be a non-negative int, got {reserve!r}",

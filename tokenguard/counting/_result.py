@@ -116,3 +116,22 @@ class RequestCount:
     raw_prompt_tokens: int = field(default=0, repr=False)
     #: What calibration learns from when the server's count comes back (estimates only).
     basis: CalibrationBasis | None = field(default=None, repr=False)
+
+    def refusal(self, tpm: int | None = None) -> int | None:
+        """The status the server would refuse this request with before serving it: 413
+        when ``total`` (prompt and reserve: what Groq reserves) exceeds the per-minute
+        token limit ``tpm`` itself, whatever the wait; ``None`` when it would not.
+        ``tpm`` defaults to the model table's free-tier limit.
+
+        Example::
+
+            rc = tg.count_request(messages, model="llama-3.1-8b-instant")
+            rc.refusal()             # 413 for a prompt over 6,000 - 1,024 tokens
+            rc.refusal(tpm=250_000)  # None on a paid account
+        """
+        if tpm is None:
+            from ..models import get_model
+
+            limits = get_model(self.model).tier_limits("free")
+            tpm = limits.tpm if limits is not None else None
+        return 413 if tpm is not None and self.total > tpm else None

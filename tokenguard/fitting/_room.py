@@ -17,6 +17,7 @@ from typing import Literal
 
 from ..counting._request_options import check_completion_cap
 from ..errors import ConfigurationError, ContextOverflow
+from ..models import DEFAULT_RESERVE
 
 __all__ = [
     "DEFAULT_MIN_COMPLETION",
@@ -33,10 +34,6 @@ Bound = Literal["context_window", "tpm", "budget", "max_prompt_tokens"]
 #: Completion tokens a lowered ``max_tokens`` keeps at least (unless the caller asked
 #: for fewer): enough for a paragraph of answer, small next to Groq's 6,000 TPM.
 DEFAULT_MIN_COMPLETION = 512
-
-#: Completion tokens held for a call that gives no ``max_tokens``. What Groq holds then
-#: is not documented; this is the emulator's default and can be set per call.
-DEFAULT_RESERVE = 1024
 
 
 @dataclass(frozen=True)

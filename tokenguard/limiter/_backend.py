@@ -22,7 +22,7 @@ from .._drive import Plan
 from ._headers import ServerView
 from ._state import LimitChange
 
-__all__ = ["Backend", "Signal", "Step", "Ticket"]
+__all__ = ["Backend", "Signal", "Soonest", "Step", "Ticket"]
 
 
 class Signal:
@@ -77,7 +77,8 @@ class Signal:
 class Ticket:
     """One waiting request: its cost, identity and wake-up signal.
 
-    ``estimate``: compute the wait for its queue position (``max_wait`` given);
+    ``estimate``: report the soonest it could go (``max_wait`` given, or a bound on
+    day-limit waits);
     ``max_wait`` itself bounds a shared backend's round trips for this ticket (its
     ``deadline``, on the monotonic clock, is the backend's to set). The signal is
     made when first used (by a backend that queues the ticket, under its
@@ -121,9 +122,22 @@ class Step:
     now: float
     charge: Any = None
     until: float | None = None
-    # For a queued (not head) ticket with ``estimate``: when it would go at the earliest.
-    needed_until: float | None = None
+    # For a waiting ticket with ``estimate``: the soonest it could go (see
+    # ``State.soonest``), the limit that binds it, and when that limit is whole again.
+    soonest: Soonest | None = None
     lost: bool = False  # the ticket's queue place expired (Redis lease); start again
+
+
+@dataclass(frozen=True)
+class Soonest:
+    """The soonest a waiting request could go, in the most favourable course of the
+    queue: ``at`` (the backend's clock), ``limit`` that binds it (``"tpm"``, ``"rpm"``,
+    ``"tpd"``, ``"rpd"``, ``"retry-after"``; ``""`` when none does: only the queue
+    ahead holds it back) and ``resets``, when that limit is whole again."""
+
+    at: float
+    limit: str
+    resets: float
 
 
 class Backend(Protocol):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from ._backend import Soonest
 from ._headers import ServerView
-from ._simulate import simulate
 from ._state import Lesson, LimitChange
 from ._window import WindowLimits
 
@@ -98,6 +98,7 @@ class _Level:
 
 
 _NEVER = -math.inf
+_NAMES = ("tpm", "rpm", "tpd", "rpd")
 
 
 class BucketCharge:
@@ -321,6 +322,29 @@ class Buckets:
         for lv in self.levels:
             at = max(at, self._when(lv, self._cost(lv, tokens), now))
         return at
+
+    def soonest(self, tokens: int, now: float) -> Soonest:
+        """The soonest ``tokens`` could go (call ``expire(now)`` first) in the most
+        favourable course: nobody ahead in the queue, every request in flight settled
+        for nothing, deferred tokens freed by a header; only each bucket's refill of
+        what is charged for good, and a ``retry-after``, hold it back. A wait past it
+        is never certain; a wait to it is."""
+        best = Soonest(max(now, self.blocked_until), "retry-after", self.blocked_until)
+        if best.at <= now:
+            best = Soonest(now, "", now)
+        for lv, name in zip((self.tpm, self.rpm, self.tpd, self.rpd), _NAMES, strict=True):
+            if lv is None:
+                continue
+            # More than a capacity a header gave waits for a full bucket (as _when).
+            cost = min(self._cost(lv, tokens), lv.cap)
+            level = min(lv.cap, lv.level + lv.deferred)
+            if level >= cost - _EPS:
+                continue
+            at = now + (cost - level) / lv.rate
+            if at > best.at:
+                flight = self.open_tokens if lv.tokens else self.open_requests
+                best = Soonest(at, name, now + max(0.0, lv.cap - lv.level + flight) / lv.rate)
+        return best
 
     def try_admit(self, tokens: int, now: float) -> BucketCharge | None:
         """Expire to ``now`` and admit ``tokens`` if every bucket has the room now, else
@@ -617,11 +641,6 @@ class Buckets:
             self.learn("429", server_used, ours_used)
         elif least <= excess <= tpm.freed:
             self.learn("headers", server_used, ours_used)
-
-    def simulate(self, costs: list[int], now: float) -> float:
-        """When the last of ``costs`` would be admitted if all went in order and nothing
-        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
-        return simulate(self, costs, now)
 
     def adopt(
         self,

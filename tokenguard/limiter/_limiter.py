@@ -18,10 +18,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._drive import Plan, run_async, run_sync
+from .._durations import for_people
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
 from ..events import LimiterFailOpen, LimiterLimitChanged, emit
 from ..models import ModelInfo
-from ._backend import Backend, Step, Ticket
+from ._backend import Backend, Soonest, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
 from ._state import LimitChange
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
 
     from ..models import Limits
 
-__all__ = ["Limiter", "Reservation"]
+__all__ = ["DAY_WAIT", "Limiter", "Reservation"]
+
+#: The default ``max_day_wait`` (seconds): five minutes.
+DAY_WAIT = 300.0
 
 
 _SETTLE_LOCK = threading.Lock()
@@ -312,6 +316,13 @@ class Limiter:
     a Redis key) and a ``tokenguard.limiter.refunds_learned`` event; pass ``refunds=``
     to fix it.
 
+    A day limit (``tpd``, ``rpd``) once spent holds requests for hours. An acquire
+    without ``max_wait`` waits as long as the minute limits need, but one that a day
+    limit would hold longer than ``max_day_wait`` seconds (default 300: five minutes;
+    ``None``: no bound) raises :class:`~tokenguard.RateLimitTimeout` at once, naming the
+    limit and when it is whole again. ``max_wait=`` longer waits that long, and
+    ``max_wait=math.inf`` waits as long as any limit takes.
+
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
     how long a crashed Redis waiter can hold its queue place.
@@ -341,6 +352,7 @@ class Limiter:
         refunds: bool | None = None,
         algorithm: str = "bucket",
         redis_timeout: float | None = None,
+        max_day_wait: float | None = DAY_WAIT,
     ) -> None:
         for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
             _check_limit(name, value)
@@ -367,10 +379,24 @@ class Limiter:
             raise ConfigurationError(
                 f"redis_timeout must be seconds > 0 or None, got {redis_timeout!r}"
             )
+        if max_day_wait is not None and not (
+            isinstance(max_day_wait, (int, float))
+            and not isinstance(max_day_wait, bool)
+            and max_day_wait >= 0
+        ):
+            raise ConfigurationError(
+                f"max_day_wait must be seconds >= 0 or None, got {max_day_wait!r}"
+            )
         if algorithm not in ("bucket", "window"):
             raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
         self.algorithm = algorithm
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
+        #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
+        self.max_day_wait = max_day_wait
+        # Waits on a day limit past this fail at once when the caller gave no max_wait.
+        self._day_wait = (
+            None if max_day_wait is None or not self.limits.has_day else float(max_day_wait)
+        )
         # The largest request every token limit takes (``limits.too_large`` is None).
         self._largest: float = min(x for x in (tpm, tpd, math.inf) if x is not None)
         self.key = key
@@ -524,10 +550,21 @@ class Limiter:
     def acquire(self, tokens: int, max_wait: float | None = None) -> Reservation:
         """Block until ``tokens`` (and one request) fit every limit, in FIFO order.
 
+        ``max_wait`` (seconds): the longest wait for any limit; ``None`` (the default)
+        waits as long as the minute limits take, but no longer than the limiter's
+        ``max_day_wait`` for a day limit; ``math.inf`` waits as long as any limit takes.
+
         Raises :class:`~tokenguard.RequestTooLarge` at once when one limit is smaller
-        than the request, and :class:`~tokenguard.RateLimitTimeout` (with
-        ``needed_wait``) at once when the wait is known to exceed ``max_wait``, or
-        when ``max_wait`` runs out.
+        than the request, and :class:`~tokenguard.RateLimitTimeout` at once only when
+        even the most favourable course of the queue (everyone ahead gone, every request
+        in flight refunded) could not admit it within the bound, else when the bound
+        runs out. The error names the limit that binds, the wait and when that limit
+        is whole again.
+
+        Example::
+
+            r = lim.acquire(1200, max_wait=30)    # at most 30 s, or RateLimitTimeout
+            r = lim.acquire(1200, max_wait=math.inf)  # even a spent day limit
         """
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
@@ -569,16 +606,20 @@ class Limiter:
     def _waiting(self, backend: Backend, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """The one loop: enter the queue, wait until woken or until the computed time,
         look again; leave the queue on any failure (timeout, error, cancellation)."""
-        ticket = Ticket(tokens, max_wait=max_wait)
+        forever = max_wait is not None and math.isinf(max_wait)
+        bounded = None if forever else max_wait
+        day_wait = self._day_wait if max_wait is None else None
+        ticket = Ticket(
+            tokens, max_wait=bounded, estimate=bounded is not None or day_wait is not None
+        )
         step = yield from backend.start_plan(ticket)
-        start = step.now
-        deadline = None if max_wait is None else start + max_wait
+        wait = _Wait(self.limits, tokens, step.now, bounded, day_wait)
         try:
             while step.charge is None:
                 if step.lost:
                     step = yield from backend.start_plan(ticket)
                     continue
-                timeout = _next_wait(step, start, deadline, max_wait, tokens)
+                timeout = wait.next(step)
                 yield from backend.wait_plan(ticket, timeout)
                 step = yield from backend.poll_plan(ticket)
         except BaseException:
@@ -589,7 +630,7 @@ class Limiter:
             step.charge,
             tokens,
             step.now,
-            step.now - start,
+            step.now - wait.start,
             fail_open=self._fallback is not None,
         )
 
@@ -697,30 +738,103 @@ class Limiter:
             yield from fallback.observe_plan(view, charge(fallback))
 
 
-def _next_wait(
-    step: Step, start: float, deadline: float | None, max_wait: float | None, tokens: int
-) -> float | None:
-    """How long to wait before polling again; raise when the deadline cannot be met."""
-    now = step.now
-    if deadline is None:
-        return None if step.until is None else max(step.until - now, 0.0)
-    assert max_wait is not None
-    known = max((x for x in (step.until, step.needed_until) if x is not None), default=None)
-    if known is not None and known > deadline:
-        needed = known - start
-        raise RateLimitTimeout(
-            f"a request of {tokens} tokens would have to wait {needed:.3f}s for the rate "
-            f"window, longer than max_wait={max_wait}s",
+class _Wait:
+    """One acquire's bounds: when to look again, and when to give up (raising)."""
+
+    __slots__ = ("day_wait", "deadline", "limits", "max_wait", "start", "tokens")
+
+    def __init__(
+        self,
+        limits: WindowLimits,
+        tokens: int,
+        start: float,
+        max_wait: float | None,
+        day_wait: float | None,
+    ) -> None:
+        self.limits = limits
+        self.tokens = tokens
+        self.start = start
+        self.max_wait = max_wait
+        self.deadline = None if max_wait is None else start + max_wait
+        self.day_wait = day_wait
+
+    def next(self, step: Step) -> float | None:
+        """How long to wait before polling again; raise when the bound cannot be met:
+        at once when even the soonest the request could go is past it, else when it
+        has passed."""
+        now, deadline, soonest = step.now, self.deadline, step.soonest
+        if deadline is not None and now >= deadline:
+            assert self.max_wait is not None
+            # The head's own time, as known now (a request in flight may still free it
+            # sooner): what it would have needed, for the message.
+            raise self._error(
+                f"waited max_wait={for_people(self.max_wait)} without being admitted",
+                soonest,
+                now,
+                needed=None if step.until is None else step.until - self.start,
+                waited=True,
+            )
+        if soonest is not None:
+            needed = soonest.at - self.start
+            if deadline is not None and soonest.at > deadline:
+                assert self.max_wait is not None
+                raise self._error(
+                    f"cannot be admitted within max_wait={for_people(self.max_wait)}", soonest, now
+                )
+            if (
+                self.day_wait is not None
+                and soonest.limit in ("tpd", "rpd")
+                and needed > self.day_wait
+            ):
+                raise self._error(
+                    f"would wait for a day limit longer than max_day_wait="
+                    f"{for_people(self.day_wait)} (pass max_wait= longer, or math.inf to "
+                    "wait as long as it takes)",
+                    soonest,
+                    now,
+                )
+        if deadline is None:
+            return None if step.until is None else max(step.until - now, 0.0)
+        if step.until is None:
+            return deadline - now
+        return max(min(step.until, deadline) - now, 0.0)
+
+    def _error(
+        self,
+        what: str,
+        soonest: Soonest | None,
+        now: float,
+        *,
+        needed: float | None = None,
+        waited: bool = False,
+    ) -> RateLimitTimeout:
+        if not waited and soonest is not None:
+            needed = soonest.at - self.start
+        limit = None if soonest is None or not soonest.limit else soonest.limit
+        resets = None if soonest is None or limit is None else max(soonest.resets - now, 0.0)
+        if limit is None:
+            why = ": requests in flight or ahead of it in the queue held it back"
+            if needed is not None:
+                why += f" (it would have waited about {for_people(needed)})"
+        else:
+            why = f": the {self._describe(limit)}"
+            if needed is not None:
+                why += f" holds it back {'about' if waited else 'at least'} {for_people(needed)}"
+            if resets is not None and limit != "retry-after":
+                why += f"; that limit is whole again in {for_people(resets)}"
+        return RateLimitTimeout(
+            f"a request of {self.tokens:,} tokens {what}{why}",
             needed_wait=needed,
-            max_wait=max_wait,
+            max_wait=self.max_wait if self.max_wait is not None else self.day_wait or 0.0,
+            limit_name=limit,
+            resets_in=resets,
         )
-    if now >= deadline:
-        raise RateLimitTimeout(
-            f"a request of {tokens} tokens waited max_wait={max_wait}s for its turn in the "
-            "rate-limit queue without being admitted",
-            needed_wait=None,
-            max_wait=max_wait,
-        )
-    if step.until is None:
-        return deadline - now
-    return max(min(step.until, deadline) - now, 0.0)
+
+    def _describe(self, limit: str) -> str:
+        if limit == "retry-after":
+            return "server's retry-after"
+        value = getattr(self.limits, limit)
+        unit = "tokens" if limit.startswith("t") else "requests"
+        period = self.limits.window if limit.endswith("m") else self.limits.day
+        per = {60.0: "minute", 86400.0: "day"}.get(period) or for_people(period)
+        return f"{limit.upper()} limit ({value:,} {unit} per {per})"

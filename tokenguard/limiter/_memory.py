@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 from .._drive import Call, Plan, Sleep
 from ..events import LimiterRefundsLearned, emit
-from ._backend import Step, Ticket
+from ._backend import Soonest, Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
 from ._state import Lesson, LimitChange, State
@@ -63,7 +63,7 @@ class MemoryBackend:
         w = self._state
         until = w.earliest(ticket.tokens, now)
         if until > now:
-            return Step(now, until=until)
+            return Step(now, until=until, soonest=self._soonest(ticket, now))
         charge = w.admit(ticket.tokens, now)
         if self._queue and self._queue[0] is ticket:
             self._queue.popleft()
@@ -94,14 +94,9 @@ class MemoryBackend:
                     ticket.signal.clear()
                     self._queue.append(ticket)
                 return step
-            needed = None
-            if ticket.estimate:
-                costs = [t.tokens for t in self._queue]
-                costs.append(ticket.tokens)
-                needed = self._state.simulate(costs, now)
             ticket.signal.clear()
             self._queue.append(ticket)
-            return Step(now, needed_until=needed)
+            return Step(now, soonest=self._soonest(ticket, now))
 
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:
@@ -109,8 +104,12 @@ class MemoryBackend:
             self._state.expire(now)
             ticket.signal.clear()
             if not self._queue or self._queue[0] is not ticket:
-                return Step(now)
+                return Step(now, soonest=self._soonest(ticket, now))
             return self._admit_head(ticket, now)
+
+    def _soonest(self, ticket: Ticket, now: float) -> Soonest | None:
+        # Only a caller with a deadline or a bound listens (under the lock, expired).
+        return self._state.soonest(ticket.tokens, now) if ticket.estimate else None
 
     def leave(self, ticket: Ticket) -> None:
         with self._lock:

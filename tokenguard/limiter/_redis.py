@@ -47,10 +47,10 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from .._drive import Call, Plan, run_sync
+from .._drive import Call, Plan, Sleep, run_sync
 from ..errors import LimiterUnavailable
 from ..events import LimiterRefundsLearned, emit
-from ._backend import Step, Ticket
+from ._backend import Soonest, Step, Ticket
 from ._headers import ServerView
 from ._state import LimitChange
 from ._window import WindowLimits
@@ -61,6 +61,9 @@ __all__ = ["GRACE", "ROUND_TRIP", "RedisBackend"]
 #: before it is given up: a healthy Redis answers in well under a millisecond, and
 #: this leaves room for a loaded host without holding a caller much past its wait.
 GRACE = 0.5
+# How late Redis may end a BLPOP: it checks blocked clients' timeouts on its timer,
+# ``hz`` times a second (10 by default).
+SERVER_TICK = 0.1
 
 #: Seconds a round trip with no caller deadline may take (a wait without
 #: ``max_wait``, ``commit``, ``cancel``, ``observe``) when the client has no
@@ -449,17 +452,17 @@ class RedisBackend:
             bucket, adm, admr, sure = (int(x) for x in reply[2:6])
             charge = RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr, sure)
             return Step(now, charge=charge)
+        if status == 3:
+            return Step(now, lost=True)
+        soonest = None
+        if len(reply) > 4:
+            name = reply[5].decode() if isinstance(reply[5], bytes) else str(reply[5])
+            soonest = Soonest(float(reply[4]), name, float(reply[6]))
         if status == 2:
-            return Step(now, until=float(reply[2]))
-        if status == 0:
-            needed, head_at = float(reply[2]), float(reply[3])
-            return Step(
-                now,
-                # Right behind the head: poll when the head may go (it may have crashed).
-                until=head_at if head_at >= 0 else None,
-                needed_until=needed if needed >= 0 else None,
-            )
-        return Step(now, lost=status == 3)
+            return Step(now, until=float(reply[2]), soonest=soonest)
+        head_at = float(reply[3])
+        # Right behind the head: poll when the head may go (it may have crashed).
+        return Step(now, until=head_at if head_at >= 0 else None, soonest=soonest)
 
     def start_plan(self, ticket: Ticket) -> Plan[Step]:
         if ticket.deadline is None and ticket.max_wait is not None:
@@ -472,7 +475,7 @@ class RedisBackend:
         return self._step(ticket, (yield from self._deciding(ticket, args, until)))
 
     def poll_plan(self, ticket: Ticket) -> Plan[Step]:
-        args = ["poll", ticket.id, ticket.tokens, 0]
+        args = ["poll", ticket.id, ticket.tokens, int(ticket.estimate)]
         return self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
@@ -495,6 +498,15 @@ class RedisBackend:
     def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
         # Block on our own wake-up list, never longer than the lease renewal needs.
         block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
+        rest = 0.0
+        deadline = ticket.deadline
+        if deadline is not None and time.monotonic() + block + SERVER_TICK > deadline:
+            # Redis ends a blocked wait on its own timer tick (100 ms apart by default),
+            # so a BLPOP may return that much late: near the caller's deadline, block
+            # one tick less and sleep the rest here (a wake-up in that tick waits for
+            # the poll at the deadline, which still admits).
+            rest = min(block, SERVER_TICK)
+            block -= rest
         if block >= 0.001:
             key = f"{self._prefix}:w:{ticket.id}"
             try:
@@ -502,6 +514,10 @@ class RedisBackend:
             except LimiterUnavailable:
                 self._orphan(ticket)
                 raise
+        if rest > 0 and deadline is not None:
+            left = min(rest, deadline - time.monotonic())
+            if left > 0:
+                yield Sleep(left)
 
     def settle_plan(
         self, charge: RedisCharge, actual: int | None, view: ServerView | None

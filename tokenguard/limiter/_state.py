@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, TypeVar
 
+from ._backend import Soonest
 from ._headers import ServerView
 
 __all__ = ["Lesson", "LimitChange", "State"]
@@ -51,11 +52,14 @@ class State(Protocol[C]):
         """Earliest time >= ``now`` at which ``tokens`` may go."""
         ...
 
+    def soonest(self, tokens: int, now: float) -> Soonest:
+        """The soonest ``tokens`` could go with nobody ahead, the limit that binds it
+        and when that limit is whole again (call ``expire(now)`` first)."""
+        ...
+
     def try_admit(self, tokens: int, now: float) -> C | None: ...
 
     def admit(self, tokens: int, now: float) -> C: ...
-
-    def simulate(self, costs: list[int], now: float) -> float: ...
 
     def settle(self, charge: C, actual: int | None, now: float, *, headers: bool = False) -> None:
         """Commit (``actual`` tokens) or cancel (``None``) an admitted charge."""

@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from ._backend import Soonest
 from ._headers import ServerView
-from ._simulate import simulate
 from ._state import Lesson, LimitChange
 
 __all__ = ["DAY_WINDOWS", "Charge", "Ledger", "Window", "WindowLimits"]
@@ -212,13 +212,24 @@ class Ledger:
             yield at, e.tokens, e.requests
         yield from holds[h:]
 
-    def earliest(self, now: float, tokens: int, t_limit: int | None, r_limit: int | None) -> float:
-        """Earliest time >= ``now`` at which one request of ``tokens`` fits both limits.
+    def earliest(
+        self,
+        now: float,
+        tokens: int,
+        t_limit: int | None,
+        r_limit: int | None,
+        *,
+        in_flight: int = 0,
+    ) -> float:
+        """Earliest time >= ``now`` at which one request of ``tokens`` fits both limits,
+        with ``in_flight`` tokens of open entries taken as refunded (a lower bound then).
 
         Usage only falls as time passes (until something new is charged), so the
         answer is the first release after which the excess is gone.
         """
-        need_t = self.tokens + self.hold_tokens + tokens - t_limit if t_limit is not None else 0
+        need_t = 0
+        if t_limit is not None:
+            need_t = self.tokens - in_flight + self.hold_tokens + tokens - t_limit
         need_r = self.requests + self.hold_requests + 1 - r_limit if r_limit is not None else 0
         if need_t <= 0 and need_r <= 0:
             return now
@@ -411,6 +422,31 @@ class Window:
             at = max(at, self.day.earliest(now, tokens, lim.tpd, lim.rpd))
         return at
 
+    def soonest(self, tokens: int, now: float) -> Soonest:
+        """The soonest ``tokens`` could go (call ``expire(now)`` first) with nobody ahead
+        in the queue and the minute's tokens in flight refunded (their releases still
+        counted: a lower bound), the limit that binds it and when that limit's window
+        is empty."""
+        best = Soonest(max(now, self.blocked_until), "retry-after", self.blocked_until)
+        if best.at <= now:
+            best = Soonest(now, "", now)
+        lim = self.limits
+        for ledger, t_limit, r_limit, names in (
+            (self.minute, lim.tpm, lim.rpm, ("tpm", "rpm")),
+            (self.day, lim.tpd, lim.rpd, ("tpd", "rpd")),
+        ):
+            if ledger is None:
+                continue
+            for name, t, r in ((names[0], t_limit, None), (names[1], None, r_limit)):
+                if t is None and r is None:
+                    continue
+                flight = ledger.open_tokens if ledger is self.minute and t is not None else 0
+                at = ledger.earliest(now, tokens, t, r, in_flight=flight)
+                if at > best.at:
+                    last = max((x[0] for x in ledger.releases()), default=now)
+                    best = Soonest(at, name, last)
+        return best
+
     def try_admit(self, tokens: int, now: float) -> Charge | None:
         """Expire to ``now`` and admit ``tokens`` if they may go now, else ``None``: the
         decision of ``expire``, ``earliest`` and ``admit`` in one call (for an empty
@@ -600,11 +636,6 @@ class Window:
         if freed:
             self.deferred = deque(d for d in self.deferred if d.tokens > 0)
         return freed
-
-    def simulate(self, costs: list[int], now: float) -> float:
-        """When the last of ``costs`` would be admitted if all went in order and nothing
-        was settled meanwhile (an upper bound for a queue; see :func:`simulate`)."""
-        return simulate(self, costs, now)
 
     def adopt(
         self,

@@ -1,11 +1,12 @@
 -- One admission decision. ARGV[8]: "start" | "poll", ARGV[9]: ticket, ARGV[10]: tokens,
--- ARGV[11]: "1" to estimate the wait of a new ticket's queue position.
--- Returns {status, now, a, b, c, d}: 1 admitted (now = when, a = day bucket, b/c =
+-- ARGV[11]: "1" to report the soonest a waiting ticket could go (MODEL.soonest).
+-- Returns {status, now, a, b, c, d, e}: 1 admitted (now = when, a = day bucket, b/c =
 -- admission marks, d = sure mark; it may have been made while the ticket slept, see
 -- admit_waiting),
--- 2 head waiting (a = its earliest time), 0 queued behind others (a = when it would go
--- if estimated, else -1; b = when the head may go, for the one right behind it, else
--- -1), 3 lost its place (lease expired).
+-- 2 head waiting (a = its earliest time), 0 queued behind others (b = when the head
+-- may go, for the one right behind it, else -1), 3 lost its place (lease expired);
+-- waiting (2 or 0) with ARGV[11]: c, d, e = the soonest, the limit binding it, when
+-- that limit is whole again.
 local mode, ticket, tokens, estimate = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local now = now_s()
 expire(now)
@@ -45,17 +46,15 @@ if not result then
       result = admit()
       admit_waiting(now, true)
     else
-      result = {2, fmt(now), fmt(at)}
+      result = {2, fmt(now), fmt(at), '-1'}
     end
   else
     result = {0, fmt(now), '-1', '-1'}
-    if mode == 'start' and estimate then
-      local ids = redis.call('ZRANGE', P .. ':q', 0, -1)
-      local costs = {}
-      for _, v in ipairs(chunked('HMGET', P .. ':qt', ids)) do costs[#costs + 1] = num(v) end
-      result[3] = fmt(simulate(costs, now))
-    end
     if rank == 1 and head_at then result[4] = fmt(head_at) end
+  end
+  if estimate then
+    local at, name, resets = MODEL.soonest(tokens, now)
+    result[5], result[6], result[7] = fmt(at), name, fmt(resets)
   end
 end
 touch()

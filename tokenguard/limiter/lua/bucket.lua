@@ -1,5 +1,5 @@
 -- tokenguard limiter, bucket model (see _bucket.py): appended after lib.lua, it replaces
--- the window's decisions (expire, earliest, charge, simulate, remove_charge, and the
+-- the window's decisions (expire, earliest, charge, soonest, remove_charge, and the
 -- queue's MODEL table), so acquire.lua and leave.lua run unchanged on it.
 -- Keys: :s fields bl<k>/ba<k> level and time of bucket k (1 TPM, 2 RPM, 3 TPD, 4 RPD),
 --          bc1/bc4 the capacity of TPM/RPD when a header gave a smaller limit,
@@ -251,27 +251,28 @@ local function charge(ticket, tokens, now)
   return -1, adm, admr, st.settled
 end
 
-local function simulate(costs, now)
+-- The soonest `tokens` could go with nobody ahead, every request in flight settled for
+-- nothing and deferred tokens freed, the limit that binds it and when that limit is
+-- whole again (see Buckets.soonest).
+local B_NAMES = {'tpm', 'rpm', 'tpd', 'rpd'}
+local function soonest(tokens, now)
   local st = b_state(now)
-  local copy = {levels = {}, deferred = st.deferred, freed = st.freed, ot = st.ot, orq = st.orq,
-    ag = st.ag, blk = st.blk}
-  for i, lv in ipairs(st.levels) do
-    copy.levels[i] = {k = lv.k, cap = lv.cap, rate = lv.rate, level = lv.level, at = lv.at,
-      tokens = lv.tokens}
+  local at, name, resets = math.max(now, st.blk), 'retry-after', st.blk
+  if at <= now then at, name, resets = now, '', now end
+  for _, lv in ipairs(st.levels) do
+    local cost = math.min(b_cost(lv, tokens), lv.cap)
+    local level = lv.level
+    if lv.k == 1 then level = math.min(lv.cap, level + st.deferred) end
+    if level < cost - B_EPS then
+      local when = now + (cost - level) / lv.rate
+      if when > at then
+        local flight = lv.tokens and st.ot or st.orq
+        at, name = when, B_NAMES[lv.k]
+        resets = now + math.max(0, lv.cap - lv.level + flight) / lv.rate
+      end
+    end
   end
-  local open = {}
-  for i, c in ipairs(BOPEN) do open[i] = c end
-  local at = now
-  for _, c in ipairs(costs) do
-    open = b_age(copy, at, open, false)
-    at = b_earliest(copy, c, at, open)
-    if at == math.huge then return at end
-    open = b_age(copy, at, open, false)
-    open[#open + 1] = {'', at, c, 0}
-    copy.ot = copy.ot + c
-    copy.orq = copy.orq + 1
-  end
-  return at
+  return at, name, resets
 end
 
 -- Forget rid's open (in-flight) charge, if it has one; true when it had.
@@ -305,6 +306,7 @@ end
 
 MODEL.earliest = earliest
 MODEL.charge = charge
+MODEL.soonest = soonest
 
 -- The charge in flight of rid ({rid, at, tokens, admr, floor}), or nil.
 local function b_open(rid)

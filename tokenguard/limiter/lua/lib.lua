@@ -131,10 +131,11 @@ local function releases(kind)
   return out
 end
 
-local function ledger_earliest(kind, now, tokens, tl, rl)
+-- `flight`: open tokens taken as refunded (Window.soonest), else nil.
+local function ledger_earliest(kind, now, tokens, tl, rl, flight)
   local used_t, used_r
   if kind == 'm' then
-    used_t, used_r = sum('mt') + sum('hmt'), sum('mr')
+    used_t, used_r = sum('mt') + sum('hmt') - (flight or 0), sum('mr')
   else
     used_t, used_r = sum('dt'), sum('dr') + sum('hdr')
   end
@@ -496,55 +497,27 @@ local function refunds_reply(reply, refunds, lesson)
   return reply
 end
 
--- When the last of `costs` would go if the queue were served in order and nothing else
--- changed (see Window.simulate): the wait of a queue position, for max_wait.
-local function sim_ledger(kind, tl, rl)
-  local l = {rel = releases(kind), i = 1, tl = tl, rl = rl}
-  if kind == 'm' then
-    l.t, l.r, l.period = sum('mt') + sum('hmt'), sum('mr'), W
-  else
-    l.t, l.r, l.period = sum('dt'), sum('dr') + sum('hdr'), D
+-- The soonest `tokens` could go with nobody ahead and the minute's tokens in flight
+-- refunded, the limit that binds it and when that limit's window is empty (see
+-- Window.soonest).
+local function soonest(tokens, now)
+  local at, name, resets = math.max(now, sum('blk')), 'retry-after', sum('blk')
+  if at <= now then at, name, resets = now, '', now end
+  for _, l in ipairs({{HAS_MIN, 'm', TPM, RPM, 'tpm', 'rpm'}, {HAS_DAY, 'd', TPD, RPD, 'tpd', 'rpd'}}) do
+    if l[1] then
+      for _, one in ipairs({{l[3], -1, l[5]}, {-1, l[4], l[6]}}) do
+        if one[1] >= 0 or one[2] >= 0 then
+          local flight = (l[2] == 'm' and one[1] >= 0) and sum('mo') or 0
+          local when = ledger_earliest(l[2], now, tokens, one[1], one[2], flight)
+          if when > at then
+            local rel = releases(l[2])
+            at, name, resets = when, one[3], rel[#rel] and rel[#rel][1] or now
+          end
+        end
+      end
+    end
   end
-  return l
-end
-
-local function sim_fit(l, c, at)
-  local need_t = l.tl >= 0 and (l.t + c - l.tl) or 0
-  local need_r = l.rl >= 0 and (l.r + 1 - l.rl) or 0
-  if need_t <= 0 and need_r <= 0 then return at end
-  for j = l.i, #l.rel do
-    need_t = need_t - l.rel[j][2]
-    need_r = need_r - l.rel[j][3]
-    if need_t <= 0 and need_r <= 0 then return math.max(at, l.rel[j][1]) end
-  end
-  return math.huge
-end
-
-local function sim_charge(l, c, at, bucketed)
-  while l.rel[l.i] and l.rel[l.i][1] <= at do
-    l.t, l.r = l.t - l.rel[l.i][2], l.r - l.rel[l.i][3]
-    l.i = l.i + 1
-  end
-  local stamp = bucketed and (math.floor(at / W) + 1) * W or at
-  local release = stamp + l.period
-  local k = #l.rel + 1
-  while k > l.i and l.rel[k - 1][1] > release do k = k - 1 end
-  table.insert(l.rel, k, {release, c, 1})
-  l.t, l.r = l.t + c, l.r + 1
-end
-
-local function simulate(costs, now)
-  local at = math.max(now, sum('blk'))
-  local m = HAS_MIN and sim_ledger('m', TPM, RPM) or nil
-  local d = HAS_DAY and sim_ledger('d', TPD, RPD) or nil
-  for _, c in ipairs(costs) do
-    if m then at = math.max(at, sim_fit(m, c, at)) end
-    if d then at = math.max(at, sim_fit(d, c, at)) end
-    if at == math.huge then return at end
-    if m then sim_charge(m, c, at, false) end
-    if d then sim_charge(d, c, at, true) end
-  end
-  return at
+  return at, name, resets
 end
 
 -- Charge one admission (caller or waiter) and return its reply fields: day bucket,
@@ -564,7 +537,7 @@ end
 
 -- The decisions the queue uses: the window's, unless a model appended after this
 -- library (bucket.lua) replaces them.
-local MODEL = {earliest = earliest, charge = charge}
+local MODEL = {earliest = earliest, charge = charge, soonest = soonest}
 
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
 -- its admission noted under :res when it wakes, so a waiter that crashed cannot stall
