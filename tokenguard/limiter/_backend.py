@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from .._drive import Plan
 from ._headers import ServerView
-from ._state import LimitChange
+from ._state import LimitChange, Soonest
 
 __all__ = ["Backend", "Signal", "Soonest", "Step", "Ticket"]
 
@@ -126,18 +126,6 @@ class Step:
     # ``State.soonest``), the limit that binds it, and when that limit is whole again.
     soonest: Soonest | None = None
     lost: bool = False  # the ticket's queue place expired (Redis lease); start again
-
-
-@dataclass(frozen=True)
-class Soonest:
-    """The soonest a waiting request could go, in the most favourable course of the
-    queue: ``at`` (the backend's clock), ``limit`` that binds it (``"tpm"``, ``"rpm"``,
-    ``"tpd"``, ``"rpd"``, ``"retry-after"``; ``""`` when none does: only the queue
-    ahead holds it back) and ``resets``, when that limit is whole again."""
-
-    at: float
-    limit: str
-    resets: float
 
 
 class Backend(Protocol):

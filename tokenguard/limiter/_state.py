@@ -7,12 +7,12 @@ through this protocol alone, and never looks at which one it has.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
-from ._backend import Soonest
 from ._headers import ServerView
 
-__all__ = ["Lesson", "LimitChange", "State"]
+__all__ = ["Lesson", "LimitChange", "Soonest", "State"]
 
 C = TypeVar("C")
 
@@ -31,6 +31,18 @@ class Lesson(NamedTuple):
 #: limit the account does not have is dropped), the old value and the new (``None``:
 #: no such limit any more).
 LimitChange = tuple[str, int, int | None]
+
+
+@dataclass(frozen=True)
+class Soonest:
+    """The soonest a waiting request could go, in the most favourable course of the
+    queue: ``at`` (the backend's clock), ``limit`` that binds it (``"tpm"``, ``"rpm"``,
+    ``"tpd"``, ``"rpd"``, ``"retry-after"``; ``""`` when none does: only the queue
+    ahead holds it back) and ``resets``, when that limit is whole again."""
+
+    at: float
+    limit: str
+    resets: float
 
 
 class State(Protocol[C]):
