@@ -1,13 +1,15 @@
 """Counting benchmarks: warm and cold speed, cache bounds, over-estimates of estimated models.
 
-Run: ``.venv/bin/python benchmarks/bench_counting.py`` (under a minute). Prints figures;
+Run: ``.venv/bin/python benchmarks/bench_counting.py`` (under a minute), or with
+``--table [N]`` only the family table, the median of N runs (default 3). Prints figures;
 asserts nothing (timings on a shared machine are noisy; goals are compared, not tested).
 
 Goals (tokenguard issues 3 and 18): a 50-message conversation counted warm (every message
 seen before) in p50 <= 20 microseconds; cold in <= 1.3x the time tiktoken takes to encode
-the same text alone; cache memory bounded; for Llama 3.1 and Llama 4, plain and with
-tools. ``count_prompt`` (the per-message breakdown that fitting uses) is timed warm on the
-same conversation.
+the same text alone; cache memory bounded; for every family (:data:`FAMILIES`: Llama 3.1
+plain and with tools, Llama 4 plain and with tools, Qwen3, Kimi K2, gpt-oss, Llama 3's
+GenericChat). ``count_prompt`` (the per-message breakdown that fitting uses) is timed
+warm on the same conversation.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def bench_table(repeats: int = 1) -> None:
             warm.append(warm_p50(model, options, 3_000))
             cold.append(cold_ratio(model, tokenizer, options, 30))
     print(
-        f"50-message conversation, median of {repeats} run(s); goals: warm p50 <= 20 us, cold <= 1.3x"
+        f"50-message conversation, median of {repeats} run(s); "
+        "goals: warm p50 <= 20 us, cold <= 1.3x"
     )
     print(f"  {'family':16s} {'warm p50 us':>12s} {'cold ratio':>11s}")
     for label, (warm, cold) in rows.items():
@@ -163,7 +166,8 @@ def bench_warm() -> None:
     # What fitting asks for: the same count broken down per message.
     for model in (EXACT_MODEL, SCOUT, QWEN, GPT_OSS):
         counter.count_prompt(messages, model=model)
-        samples = timings_us(lambda: counter.count_prompt(messages, model=model), 2_000)
+        call = functools.partial(counter.count_prompt, messages, model=model)
+        samples = timings_us(call, 2_000)
         print(
             f"warm, 50 messages, count_prompt (per-message costs), {model}: p50 "
             f"{percentile(samples, 0.5):.1f} us, p90 {percentile(samples, 0.9):.1f} us"

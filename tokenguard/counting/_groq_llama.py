@@ -151,9 +151,13 @@ def trailing_edge(body: str, trimmed: str) -> tuple[str, str, str] | None:
     if j == len(trimmed):
         return None
     # The run starts a pre-token after the "\n\n" (j == 0), a letter or a number, or a
-    # blank (a space joins it); not after CR/LF, which o200k lets a "/" join backwards.
+    # blank (a space joins it); after CR/LF, unless it starts with "/": o200k's
+    # punctuation takes the CR/LF and "/" that follow it ("}.\n/" is one pre-token).
     before = trimmed[j - 1] if j > 0 else "\t"
-    if not (before in " \t" or unicodedata.category(before)[0] in "LN"):
+    if before in "\r\n":
+        if trimmed[j] == "/":
+            return None
+    elif not (before in " \t" or unicodedata.category(before)[0] in "LN"):
         return None
     last = trimmed[j - 1 :] if before == " " else trimmed[j:]
     if "|>" in last or "<|" in last:
