@@ -65,7 +65,7 @@ QWEN = "qwen/qwen3-32b"
 KIMI = "moonshotai/kimi-k2-instruct-0905"
 GPT_OSS = "openai/gpt-oss-20b"
 #: Llama 3's GenericChat template (the retired Llama 3 models), registered by no one.
-GENERIC = tg.ModelInfo("llama3-generic-chat", 8_192, 8_192, "llama3", "llama3", None)
+GENERIC = tg.ModelInfo("llama3-generic-chat", 8_192, 8_192, "llama3", "llama3")
 #: (label, model, tokenizer tiktoken encodes with, request options) of each family the
 #: goals apply to.
 FAMILIES: list[tuple[str, str | tg.ModelInfo, str, dict[str, Any]]] = [
