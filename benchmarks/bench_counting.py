@@ -1,13 +1,15 @@
 """Counting benchmarks: warm and cold speed, cache bounds, over-estimates of estimated models.
 
-Run: ``.venv/bin/python benchmarks/bench_counting.py`` (under a minute). Prints figures;
+Run: ``.venv/bin/python benchmarks/bench_counting.py`` (under a minute), or with
+``--table [N]`` only the family table, the median of N runs (default 3). Prints figures;
 asserts nothing (timings on a shared machine are noisy; goals are compared, not tested).
 
 Goals (tokenguard issues 3 and 18): a 50-message conversation counted warm (every message
 seen before) in p50 <= 20 microseconds; cold in <= 1.3x the time tiktoken takes to encode
-the same text alone; cache memory bounded; for Llama 3.1 and Llama 4, plain and with
-tools. ``count_prompt`` (the per-message breakdown that fitting uses) is timed warm on the
-same conversation.
+the same text alone; cache memory bounded; for every family (:data:`FAMILIES`: Llama 3.1
+plain and with tools, Llama 4 plain and with tools, Qwen3, Kimi K2, gpt-oss, Llama 3's
+GenericChat). ``count_prompt`` (the per-message breakdown that fitting uses) is timed
+warm on the same conversation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import importlib.util
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 import tokenguard as tg
 from tokenguard._tokenizer_data import get_encoding
+from tokenguard.counting._estimate import estimate_rule
 from tokenguard.emulator import count_prompt_tokens
 
 
@@ -57,18 +61,25 @@ WEATHER: list[dict[str, Any]] = [
         },
     }
 ]
-#: (label, model, tokenizer, request options) of each family the goals apply to.
-FAMILIES: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("Llama 3.1", EXACT_MODEL, "llama3", {}),
-    ("Llama 3.1 + tools", EXACT_MODEL, "llama3", {"tools": WEATHER, "tool_choice": "auto"}),
-    ("Llama 4", SCOUT, "llama4", {}),
-    ("Llama 4 + tools", SCOUT, "llama4", {"tools": WEATHER, "tool_choice": "required"}),
-]
-# gpt-oss is counted exactly (benchmarks/bench_gptoss.py), Qwen3 too (bench_families
-# below); a Llama 4 model without a template stands in for the estimated families.
-ESTIMATED_MODELS = (tg.ModelInfo("llama4-without-a-template", 131_072, 8_192, "llama4", None),)
 QWEN = "qwen/qwen3-32b"
 KIMI = "moonshotai/kimi-k2-instruct-0905"
+GPT_OSS = "openai/gpt-oss-20b"
+#: Llama 3's GenericChat template (the retired Llama 3 models), registered by no one.
+GENERIC = tg.ModelInfo("llama3-generic-chat", 8_192, 8_192, "llama3", "llama3")
+#: (label, model, tokenizer tiktoken encodes with, request options) of each family the
+#: goals apply to.
+FAMILIES: list[tuple[str, str | tg.ModelInfo, str, dict[str, Any]]] = [
+    ("llama3", EXACT_MODEL, "llama3", {}),
+    ("llama3 + tools", EXACT_MODEL, "llama3", {"tools": WEATHER, "tool_choice": "auto"}),
+    ("llama4", SCOUT, "llama4", {}),
+    ("llama4 + tools", SCOUT, "llama4", {"tools": WEATHER, "tool_choice": "required"}),
+    ("qwen3", QWEN, "qwen3", {}),
+    ("kimi", KIMI, estimate_rule("kimi").encoding, {}),
+    ("gpt-oss", GPT_OSS, "o200k_harmony", {}),
+    ("genericchat", GENERIC, "llama3", {}),
+]
+# A Llama 4 model without a template stands in for the estimated families below.
+ESTIMATED_MODELS = (tg.ModelInfo("llama4-without-a-template", 131_072, 8_192, "llama4", None),)
 
 
 def fifty_messages(salt: str) -> list[dict[str, Any]]:
@@ -94,17 +105,57 @@ def timings_us(call: Callable[[], object], runs: int) -> list[float]:
     return samples
 
 
-def bench_warm() -> None:
-    for label, model, _, options in FAMILIES:
+def warm_p50(model: str | tg.ModelInfo, options: dict[str, Any], runs: int) -> float:
+    """p50 microseconds of counting a 50-message conversation seen before."""
+    counter = tg.Counter()
+    messages = fifty_messages("warm")
+    counter.count(messages, model=model, **options)
+    return percentile(
+        timings_us(functools.partial(counter.count, messages, model=model, **options), runs), 0.5
+    )
+
+
+def cold_ratio(
+    model: str | tg.ModelInfo, tokenizer: str, options: dict[str, Any], runs: int
+) -> float:
+    """Median ratio of counting 50 new messages to tiktoken encoding their text alone."""
+    enc = get_encoding(tokenizer)
+    ratios = []
+    for run in range(runs):
         counter = tg.Counter()
-        messages = fifty_messages("warm")
+        counter.count([{"role": "user", "content": "warm the plan"}], model=model, **options)
+        messages = fifty_messages(f"cold run {run}")
+        joined = "".join(m["content"] for m in messages)
+        t0 = time.perf_counter_ns()
+        enc.encode_ordinary(joined)
+        t1 = time.perf_counter_ns()
         counter.count(messages, model=model, **options)
-        call = functools.partial(counter.count, messages, model=model, **options)
-        samples = timings_us(call, 5_000)
-        print(
-            f"warm, 50 messages ({label}): p50 {percentile(samples, 0.5):.1f} us, "
-            f"p90 {percentile(samples, 0.9):.1f} us  (goal p50 <= 20 us)"
-        )
+        t2 = time.perf_counter_ns()
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(ratios)
+
+
+def bench_table(repeats: int = 1) -> None:
+    """Warm p50 and cold ratio of every family, as a table (medians of ``repeats`` runs)."""
+    rows = {label: ([], []) for label, *_ in FAMILIES}  # type: dict[str, tuple[list[float], list[float]]]
+    for _ in range(repeats):
+        for label, model, tokenizer, options in FAMILIES:
+            warm, cold = rows[label]
+            warm.append(warm_p50(model, options, 3_000))
+            cold.append(cold_ratio(model, tokenizer, options, 30))
+    print(
+        f"50-message conversation, median of {repeats} run(s); "
+        "goals: warm p50 <= 20 us, cold <= 1.3x"
+    )
+    print(f"  {'family':16s} {'warm p50 us':>12s} {'cold ratio':>11s}")
+    for label, (warm, cold) in rows.items():
+        w, c = statistics.median(warm), statistics.median(cold)
+        flags = ("" if w <= 20 else " warm>goal") + ("" if c <= 1.3 else " cold>goal")
+        print(f"  {label:16s} {w:12.1f} {c:10.2f}x{flags}")
+
+
+def bench_warm() -> None:
+    """What else the facade answers warm: count_request, count_prompt, SDK objects."""
     counter = tg.Counter()
     messages = fifty_messages("warm")
     counter.count(messages, model=EXACT_MODEL)
@@ -113,11 +164,14 @@ def bench_warm() -> None:
     )
     print(f"warm, 50 messages, count_request: p50 {percentile(samples, 0.5):.1f} us")
     # What fitting asks for: the same count broken down per message.
-    samples = timings_us(lambda: counter.count_prompt(messages, model=EXACT_MODEL), 5_000)
-    print(
-        f"warm, 50 messages, count_prompt (per-message costs): p50 "
-        f"{percentile(samples, 0.5):.1f} us, p90 {percentile(samples, 0.9):.1f} us"
-    )
+    for model in (EXACT_MODEL, SCOUT, QWEN, GPT_OSS):
+        counter.count_prompt(messages, model=model)
+        call = functools.partial(counter.count_prompt, messages, model=model)
+        samples = timings_us(call, 2_000)
+        print(
+            f"warm, 50 messages, count_prompt (per-message costs), {model}: p50 "
+            f"{percentile(samples, 0.5):.1f} us, p90 {percentile(samples, 0.9):.1f} us"
+        )
     # A typed-object history (the SDK's pydantic replies) takes the general path.
     from openai.types.chat import ChatCompletionMessage
 
@@ -132,75 +186,6 @@ def bench_warm() -> None:
     print(
         f"warm, 50 messages, half of them openai SDK objects: p50 "
         f"{percentile(samples, 0.5):.1f} us (general path)"
-    )
-
-
-def bench_cold() -> None:
-    for label, model, tokenizer, options in FAMILIES:
-        enc = get_encoding(tokenizer)
-        ours, tiktoken_plain, ratios = [], [], []
-        for run in range(40):
-            counter = tg.Counter()
-            counter.count([{"role": "user", "content": "warm the plan"}], model=model, **options)
-            messages = fifty_messages(f"cold run {run}")
-            joined = "".join(m["content"] for m in messages)
-            t0 = time.perf_counter_ns()
-            enc.encode_ordinary(joined)
-            t1 = time.perf_counter_ns()
-            counter.count(messages, model=model, **options)
-            t2 = time.perf_counter_ns()
-            tiktoken_plain.append((t1 - t0) / 1_000)
-            ours.append((t2 - t1) / 1_000)
-            ratios.append((t2 - t1) / (t1 - t0))
-        print(
-            f"cold, 50 new messages ({label}, {sum(len(m['content']) for m in messages)} "
-            f"chars): count_tokens median {statistics.median(ours):.0f} us, tiktoken "
-            f"encode_ordinary of the same text {statistics.median(tiktoken_plain):.0f} us, "
-            f"ratio median {statistics.median(ratios):.2f}x (goal <= 1.3x)"
-        )
-
-
-def bench_families() -> None:
-    """Qwen3 (exact) and Kimi K2 (a bound) on the same 50-message conversation."""
-    if not tg.models.is_known_model(KIMI):
-        tg.register_model(
-            KIMI,
-            context_window=262_144,
-            max_completion_tokens=16_384,
-            tokenizer="kimi",
-            template="kimi",
-        )
-    counter = tg.Counter()
-    messages = fifty_messages("family warm")
-    for model in (QWEN, KIMI):
-        counter.count(messages, model=model)
-        samples = timings_us(functools.partial(counter.count, messages, model=model), 2_000)
-        prompt = timings_us(functools.partial(counter.count_prompt, messages, model=model), 1_000)
-        print(
-            f"{model} warm, 50 messages: count p50 {percentile(samples, 0.5):.1f} us, "
-            f"p90 {percentile(samples, 0.9):.1f} us; count_prompt p50 "
-            f"{percentile(prompt, 0.5):.1f} us  (goal p50 <= 20 us)"
-        )
-    enc = get_encoding("qwen3")
-    ours, plain, ratios = [], [], []
-    for run in range(40):
-        counter = tg.Counter()
-        counter.count([{"role": "user", "content": "warm the plan"}], model=QWEN)
-        messages = fifty_messages(f"qwen cold run {run}")
-        joined = "".join(m["content"] for m in messages)
-        t0 = time.perf_counter_ns()
-        enc.encode_ordinary(joined)
-        t1 = time.perf_counter_ns()
-        counter.count(messages, model=QWEN)
-        t2 = time.perf_counter_ns()
-        plain.append((t1 - t0) / 1_000)
-        ours.append((t2 - t1) / 1_000)
-        ratios.append((t2 - t1) / (t1 - t0))
-    print(
-        f"{QWEN} cold, 50 new messages: count_tokens median {statistics.median(ours):.0f} us, "
-        f"tiktoken encode_ordinary (Qwen's ranks) of the same text "
-        f"{statistics.median(plain):.0f} us, ratio median {statistics.median(ratios):.2f}x "
-        "(goal <= 1.3x)"
     )
 
 
@@ -268,10 +253,16 @@ def pct(ratio: float) -> str:
 
 
 def main() -> None:
+    # "--table [N]": only the family table, the median of N runs (default 3).
+    only_table = "--table" in sys.argv
+    repeats = int(sys.argv[-1]) if only_table and sys.argv[-1].isdigit() else 1
+    if only_table and repeats == 1 and not sys.argv[-1].isdigit():
+        repeats = 3
     started = time.perf_counter()
+    bench_table(repeats)
+    if only_table:
+        return
     bench_warm()
-    bench_cold()
-    bench_families()
     bench_memory()
     bench_overestimate()
     print(f"(benchmark took {time.perf_counter() - started:.1f} s)")

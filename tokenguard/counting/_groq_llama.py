@@ -33,6 +33,7 @@ Pure: the caller passes the functions that count text.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -58,6 +59,7 @@ __all__ = [
     "LlamaRules",
     "body_value",
     "go_trim_space",
+    "trailing_edge",
 ]
 
 #: Llama 3.1's date lines. Groq writes today's date; every English month name is one
@@ -82,19 +84,85 @@ def go_trim_space(text: str) -> str:
     return text.strip(_GO_SPACE)
 
 
-def body_value(count: Callable[[str], int]) -> Callable[[str], int]:
+def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Callable[[str], int]:
     """A body's cached value: ``2 * tokens + unsure``, where tokens is the larger count
-    of ``"\\n\\n" + body`` untrimmed and trimmed, and unsure says they differ."""
+    of ``"\\n\\n" + body`` untrimmed and trimmed, and unsure says they differ.
+
+    With ``split_edges`` (``count`` is a regex-pre-tokenized BPE, not a bound), a body
+    whose only blanks at its edges are trailing is encoded once, trimmed, and the
+    untrimmed count is derived from it (see :func:`trailing_edge`).
+    """
+    # The few short strings the derivation counts (".\n", "\n", " "...) recur: kept.
+    pieces: dict[str, int] = {}
+
+    def small(text: str) -> int:
+        k = pieces.get(text)
+        if k is None:
+            k = count(text)
+            if len(pieces) < 1024:
+                pieces[text] = k
+        return k
 
     def value(body: str) -> int:
-        n = count("\n\n" + body)
         trimmed = body.strip()
         if trimmed == body:
-            return 2 * n
+            return 2 * count("\n\n" + body)
         m = count("\n\n" + trimmed)
+        edge = trailing_edge(body, trimmed) if split_edges else None
+        if edge is None:
+            n = count("\n\n" + body)
+        else:
+            last, joined, rest = edge
+            n = m + small(rest) if rest else m
+            if joined:
+                n += small(last + joined) - small(last)
         return 2 * max(n, m) + (n != m)
 
     return value
+
+
+def trailing_edge(body: str, trimmed: str) -> tuple[str, str, str] | None:
+    """How ``body``'s trailing blanks change the pre-tokens of ``trimmed``, or ``None``
+    when that is not settled here (leading blanks, unusual blanks or characters).
+
+    Returns ``(last, joined, rest)``: ``joined`` (CR/LF) joins ``trimmed``'s last
+    pre-token ``last``, and ``rest`` is pre-tokens of its own; so with ``x = "\\n\\n"``,
+    ``count(x + body) == count(x + trimmed) - count(last) + count(last + joined) +
+    count(rest)``. Why it holds: the pre-tokenizers of Llama 3 and Llama 4 (o200k-style)
+    match left to right without look-behind, and the only alternative that runs from a
+    non-blank into blanks is punctuation's `` ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*``
+    (``[\\r\\n/]*`` in o200k). After a letter or a number, or before a space or a tab,
+    nothing joins. After punctuation, the last pre-token is the run of punctuation and
+    symbols at the end, with the one space before it if there is one; it takes the CR/LF
+    run that follows. Special tokens (``<|...|>``) and marks are left to a second encode.
+    """
+    if not trimmed or not body.startswith(trimmed):
+        return None  # leading blanks join the "\n\n" before them
+    tail = body[len(trimmed) :]
+    if not tail or tail.strip(" \t\r\n"):
+        return None  # other blanks may not be \s to the regex
+    if tail[0] in " \t" or unicodedata.category(trimmed[-1])[0] in "LN":
+        return "", "", tail
+    rest = tail.lstrip("\r\n")
+    joined = tail[: len(tail) - len(rest)]
+    j = len(trimmed)
+    while j > 0 and unicodedata.category(trimmed[j - 1])[0] in "PS":
+        j -= 1
+    if j == len(trimmed):
+        return None
+    # The run starts a pre-token after the "\n\n" (j == 0), a letter or a number, or a
+    # blank (a space joins it); after CR/LF, unless it starts with "/": o200k's
+    # punctuation takes the CR/LF and "/" that follow it ("}.\n/" is one pre-token).
+    before = trimmed[j - 1] if j > 0 else "\t"
+    if before in "\r\n":
+        if trimmed[j] == "/":
+            return None
+    elif not (before in " \t" or unicodedata.category(before)[0] in "LN"):
+        return None
+    last = trimmed[j - 1 :] if before == " " else trimmed[j:]
+    if "|>" in last or "<|" in last:
+        return None  # a special token's end: the pieces are not plain text
+    return last, joined, rest
 
 
 class LlamaCount(NamedTuple):

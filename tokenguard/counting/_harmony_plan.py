@@ -26,7 +26,7 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
-from ._plan import NewText, Request, Resources, Settings, Tally
+from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
 from ._tokenizers import is_utf8, ordinary_counter, report_missing
 
@@ -35,7 +35,7 @@ __all__ = ["HarmonyPlan", "harmony_plan"]
 _INSTRUCTIONS = "# Instructions\n\n"
 
 
-class HarmonyPlan:
+class HarmonyPlan(FastPath):
     """Counts one gpt-oss model's prompts exactly (see the module docstring)."""
 
     __slots__ = (
@@ -96,7 +96,8 @@ class HarmonyPlan:
     def _fast(
         self, messages: Sequence[Any], costs: list[int] | None, *, tools: bool = False
     ) -> int | None:
-        """Plain messages only; ``None`` sends the request to :meth:`count`.
+        """Plain messages only, as ``2 * tokens`` (see :class:`~._plan.FastPath`); ``None``
+        sends the request to :meth:`count`.
 
         Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
         with a special-token lookalike is counted the same, but its breakdown is a bound,
@@ -177,20 +178,12 @@ class HarmonyPlan:
                     if v & 1:
                         return None
                     costs[i] += v >> 1
-        return total
+        return 2 * total  # exact: a lookalike's breakdown was refused above
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain messages, or ``None`` (general path)."""
-        return self._fast(messages, None)
-
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
-        """:meth:`count_fast` broken down, or ``None`` (general path)."""
-        costs: list[int] = []
-        total = self._fast(messages, costs)
-        if total is None:
-            return None
-        base = self.rules.base_overhead
-        return Tally(costs, base, 0, total, total, True, None)
+    @property
+    def fast_overhead(self) -> int:
+        """The prompt's frame without tools (see :class:`~._plan.FastPath`)."""
+        return self.rules.base_overhead
 
     # -- the general path -----------------------------------------------------------------
 
@@ -216,11 +209,11 @@ class HarmonyPlan:
         if not exact:
             return None
         costs: list[int] = []
-        total = self._fast(request.messages, costs, tools=True)
-        if total is None:
+        v = self._fast(request.messages, costs, tools=True)
+        if v is None:
             return None
         overhead = self.rules.overhead(reasoning_effort=effort)[0]
-        total += tools_cost - self.rules.base_overhead + overhead
+        total = (v >> 1) + tools_cost - self.rules.base_overhead + overhead
         return Tally(costs, overhead, tools_cost, total, total, True, None)
 
     @staticmethod

@@ -13,7 +13,7 @@ o200k, so the bound sits above the server; it is reported as not exact.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._extras import install_hint
@@ -45,7 +45,14 @@ class Llama4Plan(LlamaPlan):
             tokenizer, count = "llama4-bound", _bound_counter()
         else:
             tokenizer, count = "llama4", server_counter(get_encoding("llama4"))
-        super().__init__(info, resources, dialect="llama4", tokenizer=tokenizer, count=count)
+        super().__init__(
+            info,
+            resources,
+            dialect="llama4",
+            tokenizer=tokenizer,
+            count=count,
+            split_edges=not bound,
+        )
         self.bound = bound
 
     @classmethod
@@ -59,14 +66,10 @@ class Llama4Plan(LlamaPlan):
         _report_missing(info.name)
         return cls(info, resources, bound=True)
 
-    def count_fast(self, messages: Any) -> int | None:
+    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
         """Exact counts only: without the tokenizer data every count takes the general
         path, which marks it as a bound."""
-        return None if self.bound else super().count_fast(messages)
-
-    def prompt_fast(self, messages: Any) -> Tally | None:
-        """:meth:`count_fast` broken down (``None`` without the tokenizer data)."""
-        return None if self.bound else super().prompt_fast(messages)
+        return None if self.bound else super()._fast(messages, costs)
 
     def count(self, request: Request) -> Tally:
         """The general path; never exact without the tokenizer data."""

@@ -19,7 +19,7 @@ from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
-from ._plan import NewText, Request, Resources, Settings, Tally
+from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
 
 __all__ = ["LlamaPlan"]
 
@@ -27,7 +27,7 @@ __all__ = ["LlamaPlan"]
 LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
 
 
-class LlamaPlan:
+class LlamaPlan(FastPath):
     """Counts one model's prompts with one of Groq's Llama templates."""
 
     __slots__ = (
@@ -51,8 +51,10 @@ class LlamaPlan:
         dialect: str,
         tokenizer: str,
         count: Callable[[str], int],
+        split_edges: bool = True,
     ) -> None:
-        """``count`` counts text as the server does with the tokenizer named ``tokenizer``."""
+        """``count`` counts text as the server does with the tokenizer named ``tokenizer``
+        (``split_edges``: it is that tokenizer itself, not a bound; see ``body_value``)."""
         self._info = info
         self.settings: Settings = resources.settings
         name = tokenizer
@@ -62,7 +64,7 @@ class LlamaPlan:
             lambda: LlamaRules(dialect, count, image_tokens=image_tokens),
         )
         self.bodies: TextCache[int] = resources.text_cache(
-            (name, "llama body"), lambda: body_value(count)
+            (name, "llama body"), lambda: body_value(count, split_edges=split_edges)
         )
         rules = self.rules
         self.systems: TextCache[int] = resources.text_cache(
@@ -84,15 +86,14 @@ class LlamaPlan:
 
     # -- the fast path ----------------------------------------------------------------------
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain messages (a bound where a body's trimming is unsure:
-        :meth:`prompt_fast` says which), or ``None`` (general path)."""
-        v = self._fast(messages, None)
-        return None if v is None else v >> 1
+    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+        """Plain messages without tools (see :meth:`_walk`)."""
+        return self._walk(messages, costs, self.plain)
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
-        """:meth:`count_fast` broken down per message, with whether it is exact."""
-        return self._tally(messages, self.plain, bound=True)
+    @property
+    def fast_overhead(self) -> int:
+        """Everything but the messages, without tools (see :class:`~._plan.FastPath`)."""
+        return self.rules.overhead
 
     def _tally(
         self, messages: Sequence[Any], frame: _Frame, *, bound: bool = False
@@ -100,21 +101,17 @@ class LlamaPlan:
         """The fast path broken down; with ``bound``, bodies whose trimming is unsure are
         counted (the larger count, reported as not exact) instead of refused."""
         costs: list[int] = []
-        v = self._fast(messages, costs, frame)
+        v = self._walk(messages, costs, frame)
         if v is None or (v & 1 and not bound):
             return None
         total = v >> 1
         exact = not v & 1
         return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, exact, None)
 
-    def _fast(
-        self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame | None = None
-    ) -> int | None:
+    def _walk(self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame) -> int | None:
         """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count
         depends on the unconfirmed trimming); ``None`` sends the request to the general
         path."""
-        if frame is None:
-            frame = self.plain
         if type(messages) is not list or not messages:
             return None
         settings = self.settings
@@ -215,7 +212,7 @@ class LlamaPlan:
         tools = head_block - rules.plain_block
         overhead = rules.base + head_block + prefill
         # After the template's own text (which ends a pre-token of its own) the system
-        # text is counted alone (bar Llama 4's "/", see _fast).
+        # text is counted alone (bar Llama 4's "/", see _walk).
         plain = head == rules.system_head((), _AUTO, True)
         systems = self.systems if plain else self.tool_systems
         return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)

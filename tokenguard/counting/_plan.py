@@ -30,6 +30,7 @@ from ._result import CalibrationBasis
 from ._sendable import check_field, check_messages
 
 __all__ = [
+    "FastPath",
     "NewText",
     "Plan",
     "PlanFactory",
@@ -132,6 +133,41 @@ class NewText:
                 )
             value = cache.get_or_compute(text)
         return value
+
+
+class FastPath:
+    """:meth:`Plan.count_fast` and :meth:`Plan.prompt_fast` of a plan with a fast path.
+
+    A plan defines ``_fast(messages, costs)``: plain messages counted as ``2 * tokens +
+    unsure`` (``unsure``: the count is a bound, so the breakdown is not exact), each
+    message's cost appended to ``costs`` when it is a list; ``None`` sends the request
+    to the general path. :attr:`fast_overhead` is what such a count holds besides the
+    messages.
+    """
+
+    __slots__ = ()
+
+    def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def fast_overhead(self) -> int:
+        """The tokens of a fast-path count that belong to no message."""
+        raise NotImplementedError
+
+    def count_fast(self, messages: Sequence[Any]) -> int | None:
+        """The prompt tokens of plain, already-seen messages, or ``None`` (general path)."""
+        v = self._fast(messages, None)
+        return None if v is None else v >> 1
+
+    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+        """:meth:`count_fast` broken down per message, with whether it is exact."""
+        costs: list[int] = []
+        v = self._fast(messages, costs)
+        if v is None:
+            return None
+        total = v >> 1
+        return Tally(costs, self.fast_overhead, 0, total, total, not v & 1, None)
 
 
 class Plan(Protocol):

@@ -28,7 +28,7 @@ from .._tokenizer_data import available, get_encoding, normalize_nfc
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
-from ._plan import NewText, Request, Resources, Settings, Tally
+from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
 from ._qwen3 import Qwen3Rules, enable_thinking
 from ._tokenizers import is_utf8, report_missing, server_counter
 
@@ -42,7 +42,7 @@ _EMPTY_USER = 5
 _MARKERS = ("<|", "<t", "</t")
 
 
-class Qwen3Plan:
+class Qwen3Plan(FastPath):
     """Counts one Qwen3 model's prompts exactly (see the module docstring).
 
     Example::
@@ -80,7 +80,8 @@ class Qwen3Plan:
         return self._info
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
-        """Plain alternating messages from a user turn on; ``None`` otherwise."""
+        """Plain alternating messages from a user turn on, as ``2 * tokens`` (exact);
+        ``None`` otherwise."""
         if type(messages) is not list or not messages:
             return None
         n = len(messages)
@@ -109,7 +110,7 @@ class Qwen3Plan:
         if costs is not None:
             costs.extend([_FRAME + v for v in values])
             costs[-1] += closing
-        return total + closing
+        return 2 * (total + closing)
 
     def _fast_cold(self, messages: list[Any], costs: list[int] | None) -> int | None:
         """:meth:`_fast` when some texts are new (counted in one batch) or flagged."""
@@ -151,20 +152,12 @@ class Qwen3Plan:
         if costs is not None:
             costs.extend([_FRAME + v for v in values])
             costs[-1] += closing
-        return self.rules.generation + _FRAME * len(values) + sum(values) + closing
+        return 2 * (self.rules.generation + _FRAME * len(values) + sum(values) + closing)
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain messages, or ``None`` (general path)."""
-        return self._fast(messages, None)
-
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
-        """:meth:`count_fast` broken down, or ``None`` (general path)."""
-        costs: list[int] = []
-        total = self._fast(messages, costs)
-        if total is None:
-            return None
-        overhead = self.rules.generation
-        return Tally(costs, overhead, 0, total, total, True, None)
+    @property
+    def fast_overhead(self) -> int:
+        """The generation prompt (see :class:`~._plan.FastPath`)."""
+        return self.rules.generation
 
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""
