@@ -64,11 +64,17 @@ class Commit(NamedTuple):
 
 
 def settle_plan(
-    s: Settlement, usage: Usage | None, response: Any = None, *, closed_early: bool = False
+    s: Settlement,
+    usage: Usage | None,
+    response: Any = None,
+    *,
+    closed_early: bool = False,
+    failure: Failure | None = None,
 ) -> Plan[None]:
     """Settle a request that reached the server: the limiter is charged what counts
     toward the limits (cached prompt tokens left out), the budgets the usage as
-    reported; without usage (a stream closed early) both at the estimate."""
+    reported; without usage (a stream closed early) both at the estimate. ``failure``:
+    what broke a stream midway (its event's ``error.type``)."""
     if s.settled:
         return
     s.settled = True
@@ -83,11 +89,15 @@ def settle_plan(
         # Charged and reported even when settling is interrupted (a cancelled task).
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
             s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
-        if usage is not None and not (
-            s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
-        ):  # an exact count the server agrees with teaches nothing
-            default_counter().observe(s.count, usage.prompt_tokens)
-        report(s, usage=usage, response=response, closed_early=closed_early)
+        if usage is not None:
+            # What was served bounds what a later refusal can teach (see _recover).
+            _registry.saw_served(
+                s.guard.base_url, s.request.model, usage.total_tokens, usage.limit_tokens
+            )
+            if not (s.count.exact and usage.prompt_tokens == s.count.prompt_tokens):
+                # (an exact count the server agrees with teaches nothing)
+                default_counter().observe(s.count, usage.prompt_tokens)
+        report(s, usage=usage, failure=failure, response=response, closed_early=closed_early)
 
 
 def release_plan(s: Settlement, failure: Failure) -> Plan[None]:

@@ -1,12 +1,14 @@
 """A guarded call site, and what it works out once per model and ``max_tokens``.
 
 Invariant: a :class:`Site` is used only while the registry's generation and the model
-table's entry are the ones it was worked out from; any prompt of at most ``fits``
+table's entry are the ones it was worked out from, and the lessons it applied have
+not lapsed; any prompt of at most ``fits``
 tokens is one that fitting would send as it is (see :func:`fits_as_asked`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,8 @@ class Site:
     asked: int | None
     generation: int
     fits: int | None = None
+    #: When the learned limits applied here lapse (the guard's clock; ``inf``: none applied).
+    until: float = math.inf
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Guard:
             site is not None
             and site.generation == _registry.generation
             and site.info is model_info(self.base_url, req.model)
+            and (site.until == math.inf or self.opts.clock() < site.until)
         ):
             return site
         return self._work_out(req)
@@ -78,6 +83,8 @@ class Guard:
         info = model_info(self.base_url, req.model)
         limiter = _registry.limiter_for(opts, self.base_url, req.model)
         learned = _registry.learned(self.base_url, req.model)
+        if learned.until <= opts.clock():
+            learned = _registry.Learned()  # lapsed: the table's limits until taught again
         window = opts.context_window or info.context_window
         if learned.context_window is not None:
             window = min(window, learned.context_window)
@@ -94,7 +101,7 @@ class Guard:
             max_completion_tokens=info.max_completion_tokens,
             default_reserve=opts.default_reserve,
         )
-        site = Site(info, limiter, window, tpm, asked, generation, fits)
+        site = Site(info, limiter, window, tpm, asked, generation, fits, learned.until)
         if len(self._sites) >= _MAX_SITES:
             self._sites.clear()
         self._sites[(req.model, req.max_tokens)] = site

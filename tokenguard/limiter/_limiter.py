@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._drive import Plan, run_async, run_sync
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
-from ..events import LimiterFailOpen, emit
+from ..events import LimiterBadHeader, LimiterFailOpen, emit
 from ._backend import Backend, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
@@ -130,9 +130,9 @@ class Reservation:
             _check_tokens(actual_tokens, "actual_tokens")
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _view(headers), self)
+            direct.settle(self._charge, actual_tokens, _served_view(headers), self)
             return
-        run_sync(self._settling(actual_tokens, _view(headers)))
+        run_sync(self._settling(actual_tokens, _served_view(headers)))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
@@ -150,9 +150,9 @@ class Reservation:
             _check_tokens(actual_tokens, "actual_tokens")
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _view(headers), self)
+            direct.settle(self._charge, actual_tokens, _served_view(headers), self)
             return
-        await run_async(self._settling(actual_tokens, _view(headers)))
+        await run_async(self._settling(actual_tokens, _served_view(headers)))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
@@ -168,6 +168,16 @@ def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
         return None
     view = parse_headers(headers)
     return None if view.empty else view
+
+
+def _served_view(headers: Mapping[str, Any] | None) -> ServerView | None:
+    """The view of a committed request's headers: a ``retry-after`` there came with an
+    answer the server gave (served, or charged), so it is no hold on anyone."""
+    view = _view(headers)
+    if view is not None and view.retry_after is not None:
+        view = view._replace(retry_after=None)
+        return None if view.empty else view
+    return view
 
 
 def _check_tokens(tokens: object, what: str) -> None:
@@ -527,15 +537,28 @@ class Limiter:
             r.commit(raw.parse().usage.total_tokens)
             lim.observe(raw.headers)
         """
-        view = _view(headers)
+        view = self._believed(_view(headers))
         if view is not None:
             run_sync(self._observing(view))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
-        view = _view(headers)
+        view = self._believed(_view(headers))
         if view is not None:
             await run_async(self._observing(view))
+
+    def _believed(self, view: ServerView | None) -> ServerView | None:
+        """``view`` without a ``retry-after`` longer than these limits can justify (one
+        window, or a day with day limits): such a hold would block every process on the
+        quota for as long as the server wrote; it is reported, not kept."""
+        if view is None or view.retry_after is None:
+            return view
+        lim = self.limits
+        if view.retry_after <= (lim.day if lim.has_day else lim.window):
+            return view
+        emit(LimiterBadHeader(header="retry-after"))
+        view = view._replace(retry_after=None)
+        return None if view.empty else view
 
     def _observing(self, view: ServerView) -> Plan[None]:
         if self._fallback is not None and self._clock() < self._down_until:

@@ -1,0 +1,304 @@
+"""What the server sends is checked before it is believed, tried as a new user would:
+through the real openai and groq SDKs, against the emulator behind a fault-injecting
+proxy. A wait no limit can justify is a clear error, a ``retry-after`` on a served
+response holds nobody, a 429 without a usable wait backs off, and one strange refusal
+does not teach a context window or a TPM below what the server already served."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import groq
+import httpx
+import openai
+import pytest
+from fake_clock import FakeClock
+from reliability_support import Fault, FaultProxy
+
+import tokenguard as tg
+from tokenguard._guard._registry import LESSON_TTL_S
+from tokenguard.emulator import Emulator, running
+
+pytestmark = pytest.mark.reliability
+
+MODEL = "llama-3.1-8b-instant"
+HELLO: Any = [{"role": "user", "content": "Hello"}]
+
+
+def rate_limited(message: str = "Please try again later.") -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"Rate limit reached for model `{MODEL}` on tokens per minute (TPM): "
+            f"Limit 6000, Used 5990, Requested 40. {message}",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+TOO_LARGE_LIMIT_0 = {
+    "error": {
+        "message": f"Request too large for model `{MODEL}` on tokens per minute (TPM): "
+        "Limit 0, Requested 66, please reduce your message size and try again.",
+        "type": "tokens",
+        "code": "rate_limit_exceeded",
+    }
+}
+CONTEXT_EXCEEDED = {
+    "error": {
+        "message": "Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Emulator, FaultProxy]]:
+    with running(model=MODEL, tpm=100_000, rpm=10_000, window=60.0) as em:
+        proxy = FaultProxy(em.base_url)
+        try:
+            yield em, proxy
+        finally:
+            proxy.close()
+
+
+def named(events: list[tg.events.Event], name: str) -> list[dict[str, Any]]:
+    return [e.fields() for e in events if e.name == name]
+
+
+def sdk_client(sdk: str, base_url: str) -> Any:
+    if sdk == "groq":
+        return groq.Groq(base_url=base_url.removesuffix("/openai/v1"), api_key="x")
+    return openai.OpenAI(base_url=base_url, api_key="x")
+
+
+class Sleeps:
+    """A guard's ``sleep`` that keeps every wait asked and moves a fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.clock.sleep(seconds)
+
+
+def guarded(base_url: str, sdk: str = "openai", **options: Any) -> tuple[Any, Sleeps]:
+    clock = FakeClock()
+    sleeps = Sleeps(clock)
+    options.setdefault("tpm", 100_000)
+    client = tg.instrument(sdk_client(sdk, base_url), clock=clock, sleep=sleeps, **options)
+    return client, sleeps
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+@pytest.mark.parametrize("retry_after", ["inf", "1e400", "100000000", "-inf"])
+def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep(
+    server: tuple[Emulator, FaultProxy], sdk: str, retry_after: str
+) -> None:
+    em, proxy = server
+    client, sleeps = guarded(proxy.base_url, sdk)
+    proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": retry_after}))
+    if retry_after == "-inf":  # not a wait at all: backed off once, then served
+        reply: Any = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        assert reply.usage.completion_tokens > 0
+        assert len(sleeps.waits) == 1 and 0.75 <= sleeps.waits[0] <= 1.0
+        return
+    with pytest.raises(tg.RateLimitTimeout, match="longer than a minute's limits") as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert caught.value.max_wait == 60.0
+    assert sleeps.waits == []
+    assert proxy.statuses() == [429]
+    # Nothing is held: the next call goes at once.
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert sleeps.waits == []
+
+
+@pytest.mark.parametrize("retry_after", [None, "0", "-3", "nan", "soon"])
+def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_default(
+    server: tuple[Emulator, FaultProxy], retry_after: str | None
+) -> None:
+    em, proxy = server
+    client, sleeps = guarded(proxy.base_url)
+    headers = {} if retry_after is None else {"retry-after": retry_after}
+    proxy.inject(*[Fault(status=429, body=rate_limited(), headers=headers)] * 10)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    # The default: six retries, then the server's 429 reaches the caller.
+    assert proxy.statuses() == [429] * 7
+    assert len(sleeps.waits) == 6
+    for n, wait in enumerate(sleeps.waits):
+        assert 0.75 * 2**n <= wait <= 2**n  # a floor, doubling, less up to a quarter
+    assert len(set(sleeps.waits)) == 6
+
+
+def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
+    server: tuple[Emulator, FaultProxy],
+) -> None:
+    em, proxy = server
+    client, sleeps = guarded(proxy.base_url, retries=None, window=10.0)
+    proxy.inject(*[Fault(status=429, body=rate_limited(), headers={"retry-after": "0"})] * 8)
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert proxy.statuses() == [429] * 8 + [200]
+    assert min(sleeps.waits) >= 0.75
+    assert max(sleeps.waits) <= 10.0
+
+
+def test_an_http_date_retry_after_is_read(server: tuple[Emulator, FaultProxy]) -> None:
+    em, proxy = server
+    client, sleeps = guarded(proxy.base_url)
+    when = email.utils.formatdate(time.time() + 5, usegmt=True)
+    proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": when}))
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    [wait] = sleeps.waits
+    assert 3.0 <= wait <= 6.0  # whole seconds on both sides, read against the reply's date
+
+
+def test_a_try_again_in_body_is_read_when_the_header_is_garbage(
+    server: tuple[Emulator, FaultProxy],
+) -> None:
+    em, proxy = server
+    client, sleeps = guarded(proxy.base_url)
+    body = rate_limited("Please try again in 2.5s.")
+    proxy.inject(Fault(status=429, body=body, headers={"retry-after": "nan"}))
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert sleeps.waits == [2.5]
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+def test_a_retry_after_on_a_served_response_holds_nobody(
+    server: tuple[Emulator, FaultProxy], sdk: str
+) -> None:
+    em, proxy = server
+    clock = FakeClock()
+    lim = tg.Limiter(tpm=100_000, rpm=10_000, clock=clock, sleep=clock.sleep)
+    client, sleeps = guarded(proxy.base_url, sdk, tpm=None, limiter=lim)
+    proxy.inject(Fault(headers={"retry-after": "100000000"}))
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert proxy.statuses() == [200]
+    # The next call, and any caller of the same limiter, goes at once.
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    lim.acquire(10, max_wait=5).cancel()
+    assert sleeps.waits == [] and clock.now == 1000.0
+
+
+def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
+    events: list[tg.events.Event],
+) -> None:
+    clock = FakeClock()
+    lim = tg.Limiter(tpm=6_000, rpm=30, clock=clock, sleep=clock.sleep)
+    lim.acquire(100).commit(80, headers={"retry-after": "100000000"})
+    assert lim.acquire(10, max_wait=5).waited == 0.0
+    lim.observe({"retry-after": "100000000"})  # a 429's: longer than a window
+    assert lim.acquire(10, max_wait=5).waited == 0.0
+    assert named(events, "tokenguard.limiter.bad_header")
+    lim.observe({"retry-after": "7"})  # a 429's within the window: held
+    assert lim.acquire(10).waited == pytest.approx(7.0)
+    day = tg.Limiter(tpm=6_000, tpd=500_000, clock=clock, sleep=clock.sleep)
+    day.observe({"retry-after": "3600"})  # a day's limits justify an hour
+    with pytest.raises(tg.RateLimitTimeout):
+        day.acquire(10, max_wait=5)
+
+
+def test_a_context_refusal_the_models_endpoint_contradicts_teaches_nothing(
+    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+) -> None:
+    em, proxy = server
+    client, _ = guarded(proxy.base_url)
+    proxy.inject(Fault(status=400, body=CONTEXT_EXCEEDED))
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
+    assert named(events, "tokenguard.guard.limit_learned") == []
+    # The next calls are sent as they are: no window of 33 tokens was learned.
+    for _ in range(3):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
+    assert proxy.statuses()[-3:] == [200, 200, 200]
+
+
+def test_a_decorated_function_learns_no_window_below_what_was_served(
+    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+) -> None:
+    em, proxy = server
+    raw = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+
+    @tg.guard(tpm=100_000)
+    def ask(messages: Any, model: str = MODEL, max_tokens: int = 32) -> Any:
+        return raw.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+
+    first: Any = ask(HELLO)
+    proxy.inject(Fault(status=400, body=CONTEXT_EXCEEDED))
+    ask(HELLO)  # refused once, refitted within what was served, then served
+    [learned] = named(events, "tokenguard.guard.limit_learned")
+    assert learned["learned"] >= first.usage.total_tokens
+    assert proxy.statuses() == [200, 400, 200]
+
+
+def test_a_413_saying_limit_0_teaches_nothing_and_later_calls_are_served(
+    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+) -> None:
+    em, proxy = server
+    client, _ = guarded(proxy.base_url)
+    proxy.inject(Fault(status=413, body=TOO_LARGE_LIMIT_0))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
+    assert caught.value.status_code == 413
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
+    assert named(events, "tokenguard.guard.limit_learned") == []
+    assert proxy.statuses() == [413, 200]
+
+
+def test_a_learned_window_lapses_and_is_learned_again(
+    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+) -> None:
+    em, proxy = server
+    raw = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+    clock = FakeClock()
+
+    @tg.guard(tpm=100_000, clock=clock, sleep=clock.sleep)
+    def ask(messages: Any, model: str = MODEL, max_tokens: int = 32) -> Any:
+        return raw.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+
+    long: Any = [{"role": "user", "content": "word " * 400}]
+    proxy.inject(Fault(status=400, body=CONTEXT_EXCEEDED))
+    ask(long)  # half of what was refused is learned: the call is truncated to fit
+    [learned] = named(events, "tokenguard.guard.limit_learned")
+    fits = [e["tokenguard.fit"] for e in named(events, "tokenguard.guard.request")]
+    assert fits == ["truncate"]
+    clock.advance(LESSON_TTL_S)
+    ask(long)  # the lesson lapsed: sent whole again, and the server serves it
+    fits = [e["tokenguard.fit"] for e in named(events, "tokenguard.guard.request")]
+    assert fits == ["truncate", "none"]
+    assert proxy.statuses() == [400, 200, 200]
+    assert learned["learned"] < 400
+
+
+@pytest.mark.parametrize("cut_after", [40, 400])
+def test_a_stream_cut_midway_is_reported_with_its_error_type(
+    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event], cut_after: int
+) -> None:
+    em, proxy = server
+    client, _ = guarded(proxy.base_url)
+    proxy.inject(Fault(cut_after=cut_after))
+    with pytest.raises((httpx.HTTPError, openai.APIError)) as caught:
+        stream = client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+        for _ in stream:
+            pass
+    [done] = named(events, "tokenguard.guard.request")
+    assert done["tokenguard.stream_closed_early"] is True
+    assert done["error.type"] in (type(caught.value).__name__, "connection")
+
+
+def test_no_system_messages_are_named_when_there_are_none() -> None:
+    with pytest.raises(tg.ContextOverflow) as caught:
+        tg.fit(HELLO, model=MODEL, context_window=4, on_overflow="truncate")
+    assert "system messages" not in str(caught.value)
+    assert math.isfinite(caught.value.needed)
