@@ -58,8 +58,9 @@ _NOTHING_LEARNED = Learned()  # read on every call: one value, not one per call
 
 
 class Served:
-    """The largest request a server served for a model: its ``total_tokens`` (a context
-    window is at least that) and its ``limit_tokens`` (a TPM limit is at least that)."""
+    """The largest request a server served for a model: its ``total_tokens`` (the prompt
+    with its ``max_tokens``, or its completion when larger: a context window is at least
+    that) and its ``limit_tokens`` (a TPM limit is at least that)."""
 
     __slots__ = ("limit_tokens", "total_tokens")
 

@@ -90,10 +90,10 @@ def settle_plan(
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
             s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
         if usage is not None:
-            # What was served bounds what a later refusal can teach (see _recover).
-            _registry.saw_served(
-                s.guard.base_url, s.request.model, usage.total_tokens, usage.limit_tokens
-            )
+            # What was served bounds what a later refusal can teach (see _recover): the
+            # server admitted the prompt with its max_tokens into the context window.
+            admitted = usage.prompt_tokens + max(usage.completion_tokens, s.max_tokens or 0)
+            _registry.saw_served(s.guard.base_url, s.request.model, admitted, usage.limit_tokens)
             if not (s.count.exact and usage.prompt_tokens == s.count.prompt_tokens):
                 # (an exact count the server agrees with teaches nothing)
                 default_counter().observe(s.count, usage.prompt_tokens)
