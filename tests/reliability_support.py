@@ -377,7 +377,9 @@ class FaultProxy:
             self.seen.append((time.monotonic(), fault.status if fault and fault.status else status))
             return fault
 
-    def _forward(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
         try:
             sent = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}

@@ -20,7 +20,7 @@ from reliability_support import Fault, FaultProxy
 
 import tokenguard as tg
 from tokenguard._guard._registry import LESSON_TTL_S
-from tokenguard.emulator import Emulator, running
+from tokenguard.emulator import running
 
 pytestmark = pytest.mark.reliability
 
@@ -58,11 +58,12 @@ CONTEXT_EXCEEDED = {
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[Emulator, FaultProxy]]:
+def proxy() -> Iterator[FaultProxy]:
+    """The emulator (limits no test reaches) behind a fault-injecting proxy."""
     with running(model=MODEL, tpm=100_000, rpm=10_000, window=60.0) as em:
         proxy = FaultProxy(em.base_url)
         try:
-            yield em, proxy
+            yield proxy
         finally:
             proxy.close()
 
@@ -100,15 +101,15 @@ def guarded(base_url: str, sdk: str = "openai", **options: Any) -> tuple[Any, Sl
 @pytest.mark.parametrize("sdk", ["openai", "groq"])
 @pytest.mark.parametrize("retry_after", ["inf", "1e400", "100000000", "-inf"])
 def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep(
-    server: tuple[Emulator, FaultProxy], sdk: str, retry_after: str
+    proxy: FaultProxy, sdk: str, retry_after: str
 ) -> None:
-    em, proxy = server
     client, sleeps = guarded(proxy.base_url, sdk)
     proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": retry_after}))
     if retry_after == "-inf":  # not a wait at all: backed off once, then served
         reply: Any = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
         assert reply.usage.completion_tokens > 0
-        assert len(sleeps.waits) == 1 and 0.75 <= sleeps.waits[0] <= 1.0
+        [wait] = sleeps.waits
+        assert 0.75 <= wait <= 1.0
         return
     with pytest.raises(tg.RateLimitTimeout, match="longer than a minute's limits") as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
@@ -122,9 +123,8 @@ def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep
 
 @pytest.mark.parametrize("retry_after", [None, "0", "-3", "nan", "soon"])
 def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_default(
-    server: tuple[Emulator, FaultProxy], retry_after: str | None
+    proxy: FaultProxy, retry_after: str | None
 ) -> None:
-    em, proxy = server
     client, sleeps = guarded(proxy.base_url)
     headers = {} if retry_after is None else {"retry-after": retry_after}
     proxy.inject(*[Fault(status=429, body=rate_limited(), headers=headers)] * 10)
@@ -139,9 +139,8 @@ def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_d
 
 
 def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
-    server: tuple[Emulator, FaultProxy],
+    proxy: FaultProxy,
 ) -> None:
-    em, proxy = server
     client, sleeps = guarded(proxy.base_url, retries=None, window=10.0)
     proxy.inject(*[Fault(status=429, body=rate_limited(), headers={"retry-after": "0"})] * 8)
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
@@ -150,8 +149,7 @@ def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
     assert max(sleeps.waits) <= 10.0
 
 
-def test_an_http_date_retry_after_is_read(server: tuple[Emulator, FaultProxy]) -> None:
-    em, proxy = server
+def test_an_http_date_retry_after_is_read(proxy: FaultProxy) -> None:
     client, sleeps = guarded(proxy.base_url)
     when = email.utils.formatdate(time.time() + 5, usegmt=True)
     proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": when}))
@@ -161,9 +159,8 @@ def test_an_http_date_retry_after_is_read(server: tuple[Emulator, FaultProxy]) -
 
 
 def test_a_try_again_in_body_is_read_when_the_header_is_garbage(
-    server: tuple[Emulator, FaultProxy],
+    proxy: FaultProxy,
 ) -> None:
-    em, proxy = server
     client, sleeps = guarded(proxy.base_url)
     body = rate_limited("Please try again in 2.5s.")
     proxy.inject(Fault(status=429, body=body, headers={"retry-after": "nan"}))
@@ -172,10 +169,7 @@ def test_a_try_again_in_body_is_read_when_the_header_is_garbage(
 
 
 @pytest.mark.parametrize("sdk", ["openai", "groq"])
-def test_a_retry_after_on_a_served_response_holds_nobody(
-    server: tuple[Emulator, FaultProxy], sdk: str
-) -> None:
-    em, proxy = server
+def test_a_retry_after_on_a_served_response_holds_nobody(proxy: FaultProxy, sdk: str) -> None:
     clock = FakeClock()
     lim = tg.Limiter(tpm=100_000, rpm=10_000, clock=clock, sleep=clock.sleep)
     client, sleeps = guarded(proxy.base_url, sdk, tpm=None, limiter=lim)
@@ -185,7 +179,8 @@ def test_a_retry_after_on_a_served_response_holds_nobody(
     # The next call, and any caller of the same limiter, goes at once.
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     lim.acquire(10, max_wait=5).cancel()
-    assert sleeps.waits == [] and clock.now == 1000.0
+    assert sleeps.waits == []
+    assert clock.now == 1000.0
 
 
 def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
@@ -207,9 +202,8 @@ def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
 
 
 def test_a_context_refusal_the_models_endpoint_contradicts_teaches_nothing(
-    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+    proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:
-    em, proxy = server
     client, _ = guarded(proxy.base_url)
     proxy.inject(Fault(status=400, body=CONTEXT_EXCEEDED))
     with pytest.raises(openai.BadRequestError):
@@ -222,9 +216,8 @@ def test_a_context_refusal_the_models_endpoint_contradicts_teaches_nothing(
 
 
 def test_a_decorated_function_learns_no_window_below_what_was_served(
-    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+    proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:
-    em, proxy = server
     raw = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
 
     @tg.guard(tpm=100_000)
@@ -246,9 +239,8 @@ def test_a_decorated_function_learns_no_window_below_what_was_served(
 
 
 def test_a_413_saying_limit_0_teaches_nothing_and_later_calls_are_served(
-    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+    proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:
-    em, proxy = server
     client, _ = guarded(proxy.base_url)
     proxy.inject(Fault(status=413, body=TOO_LARGE_LIMIT_0))
     with pytest.raises(openai.APIStatusError) as caught:
@@ -260,9 +252,8 @@ def test_a_413_saying_limit_0_teaches_nothing_and_later_calls_are_served(
 
 
 def test_a_learned_window_lapses_and_is_learned_again(
-    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event]
+    proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:
-    em, proxy = server
     raw = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
     clock = FakeClock()
 
@@ -286,18 +277,14 @@ def test_a_learned_window_lapses_and_is_learned_again(
 
 @pytest.mark.parametrize("cut_after", [40, 400])
 def test_a_stream_cut_midway_is_reported_with_its_error_type(
-    server: tuple[Emulator, FaultProxy], events: list[tg.events.Event], cut_after: int
+    proxy: FaultProxy, events: list[tg.events.Event], cut_after: int
 ) -> None:
-    em, proxy = server
     client, _ = guarded(proxy.base_url)
     proxy.inject(Fault(cut_after=cut_after))
     # Whatever the SDK's transport raises for a body cut short reaches the caller.
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=64, stream=True)
     with pytest.raises(Exception) as caught:  # noqa: PT011
-        stream = client.chat.completions.create(
-            model=MODEL, messages=HELLO, max_tokens=64, stream=True
-        )
-        for _ in stream:
-            pass
+        list(stream)
     [done] = named(events, "tokenguard.guard.request")
     assert done["tokenguard.stream_closed_early"] is True
     assert done["error.type"] in (type(caught.value).__name__, "connection")

@@ -312,8 +312,9 @@ def guard(fn: F | None = None, /, **options: Unpack[GuardKwargs]) -> F | Callabl
     ``on_overflow`` (``"truncate"``, ``"summarize"`` with ``summarizer=``, ``"error"`` or
     a callable), ``max_wait`` (seconds a call may wait for the rate window and for the
     server's 429s; ``None``: as long as it takes), ``retries`` (429 retries, 6 by
-    default; ``None``: until ``max_wait``), ``default_reserve`` (completion tokens held for a call without
-    ``max_tokens``: 1,024, what the server is assumed to hold), ``cap_max_tokens``
+    default; ``None``: until ``max_wait``), ``default_reserve`` (completion tokens held
+    for a call without ``max_tokens``: 1,024, what the server is assumed to hold),
+    ``cap_max_tokens``
     (opt-in: send an explicit ``max_tokens`` of at most that many), ``log_content``,
     ``wait_event_s``, ``clock``/``sleep`` (tests), ``rate_limit=False`` (count, fit and
     budget only).

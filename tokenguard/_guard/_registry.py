@@ -159,9 +159,12 @@ def saw_served(base_url: str, model: str, total_tokens: int, limit_tokens: int) 
     """Note a served request's usage (called for every response: a look-up and two
     comparisons unless it is the largest yet)."""
     known = _served.get((base_url, model))
-    if known is not None and total_tokens <= known.total_tokens:
-        if limit_tokens <= known.limit_tokens:
-            return
+    if (
+        known is not None
+        and total_tokens <= known.total_tokens
+        and limit_tokens <= known.limit_tokens
+    ):
+        return
     with _lock:
         known = _served.get((base_url, model))
         if known is None:
