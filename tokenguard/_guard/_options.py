@@ -29,10 +29,11 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
 
 #: 429 retries of one call by default. The openai and groq SDKs retry a 429 twice
-#: (``max_retries=2``, after ``retry-after`` when it is at most 60 s, else after
-#: 0.5-8 s of backoff); the guard waits as the server says, so it can afford more, and
-#: six backoffs without a server wait (1, 2, 4, 8, 16, 32 s, less up to a quarter at
-#: random, each at most the window) span about one window before the caller sees the 429.
+#: (``max_retries=2``, after ``retry-after`` when it is at most 120 s (openai) or 60 s
+#: (groq), else after 0.5-8 s of backoff); the guard waits as the server says, so it
+#: can afford more, and six backoffs without a server wait (1, 2, 4, 8, 16, 32 s, less
+#: up to a quarter at random, each at most the window) span about one window before the
+#: caller sees the 429. See docs/reliability.md.
 DEFAULT_RETRIES = 6
 
 #: Waits at least this long (seconds) are reported as ``tokenguard.guard.wait`` events.
