@@ -201,6 +201,26 @@ def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
         day.acquire(10, max_wait=5)
 
 
+@pytest.mark.parametrize("algorithm", ["bucket", "window"])
+def test_a_reset_longer_than_the_window_is_not_believed(
+    algorithm: str, events: list[tg.events.Event]
+) -> None:
+    clock = FakeClock()
+    lim = tg.Limiter(tpm=6_000, algorithm=algorithm, clock=clock, sleep=clock.sleep)
+    lim.acquire(100).commit(
+        100,
+        headers={
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-limit-tokens": "6000",
+            "x-ratelimit-reset-tokens": "100000000s",
+        },
+    )
+    # The server's bucket is empty; it refills within a window, whatever the reset said.
+    assert lim.acquire(3_000, max_wait=60).waited <= 60.0
+    [bad] = named(events, "tokenguard.limiter.bad_header")
+    assert bad["header"] == "x-ratelimit-reset-tokens"
+
+
 def test_a_context_refusal_the_models_endpoint_contradicts_teaches_nothing(
     proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:

@@ -67,6 +67,7 @@ class Reservation:
         "_charge",
         "_direct",
         "_fail_open",
+        "_limits",
         "at",
         "settled",
         "tokens",
@@ -80,12 +81,14 @@ class Reservation:
         tokens: int,
         at: float,
         waited: float,
+        limits: WindowLimits,
         *,
         fail_open: bool = False,
     ) -> None:
         self._backend = backend
         self._charge = charge
         self._fail_open = fail_open
+        self._limits = limits
         # In memory a settle neither blocks nor awaits: call it, no plan to run.
         self._direct = backend if type(backend) is MemoryBackend else None
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
@@ -125,14 +128,15 @@ class Reservation:
         request's response) adopt the server's view in the same step. When the
         server is known or learned not to refund, the part of the estimate not used is
         freed only as far as these headers show the server has the room (see the
-        class)."""
+        class). A ``retry-after`` in them came with an answer: it holds nobody."""
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _served_view(headers), self)
+            direct.settle(self._charge, actual_tokens, view, self)
             return
-        run_sync(self._settling(actual_tokens, _served_view(headers)))
+        run_sync(self._settling(actual_tokens, view))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
@@ -148,11 +152,12 @@ class Reservation:
         """:meth:`commit` for asyncio code (does not block the loop on Redis)."""
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _served_view(headers), self)
+            direct.settle(self._charge, actual_tokens, view, self)
             return
-        await run_async(self._settling(actual_tokens, _served_view(headers)))
+        await run_async(self._settling(actual_tokens, view))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
@@ -170,14 +175,44 @@ def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
     return None if view.empty else view
 
 
-def _served_view(headers: Mapping[str, Any] | None) -> ServerView | None:
-    """The view of a committed request's headers: a ``retry-after`` there came with an
-    answer the server gave (served, or charged), so it is no hold on anyone."""
-    view = _view(headers)
-    if view is not None and view.retry_after is not None:
-        view = view._replace(retry_after=None)
-        return None if view.empty else view
-    return view
+def _believable(
+    view: ServerView | None, limits: WindowLimits, *, served: bool
+) -> ServerView | None:
+    """``view`` with only the waits ``limits`` can justify: a ``retry-after`` of at most
+    one window (a day with day limits), and none on a ``served`` response (it came with
+    an answer: no hold on anyone); a token reset (a minute's bucket) of at most one
+    window, a request reset (a day's) of at most a day. Longer ones are reported as bad
+    headers and dropped: a hold that long would block every process on the quota for as
+    long as the server wrote."""
+    if view is None:
+        return None
+    retry, reset_t, reset_r = view.retry_after, view.reset_tokens, view.reset_requests
+    day = limits.day
+    if (
+        retry is None
+        and (reset_t is None or reset_t <= limits.window)
+        and (reset_r is None or reset_r <= day)
+    ):
+        return view  # what every plain response is: nothing to drop
+    dropped: dict[str, None] = {}
+    if retry is not None and (served or retry > (day if limits.has_day else limits.window)):
+        dropped["retry_after"] = None
+    if reset_t is not None and reset_t > limits.window:
+        dropped["reset_tokens"] = None
+    if reset_r is not None and reset_r > day:
+        dropped["reset_requests"] = None
+    for name in dropped:
+        if name != "retry_after" or not served:
+            emit(LimiterBadHeader(header=_HEADER_OF[name]))
+    view = view._replace(**dropped)
+    return None if view.empty else view
+
+
+_HEADER_OF = {
+    "retry_after": "retry-after",
+    "reset_tokens": "x-ratelimit-reset-tokens",
+    "reset_requests": "x-ratelimit-reset-requests",
+}
 
 
 def _check_tokens(tokens: object, what: str) -> None:
@@ -435,7 +470,7 @@ class Limiter:
         if admit_now is not None:
             got = admit_now(tokens)
             if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
         return run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
@@ -448,7 +483,7 @@ class Limiter:
         if admit_now is not None:
             got = admit_now(tokens)
             if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
         return await run_async(self._acquiring(tokens, max_wait))
 
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
@@ -490,6 +525,7 @@ class Limiter:
             tokens,
             step.now,
             step.now - start,
+            self.limits,
             fail_open=self._fallback is not None,
         )
 
@@ -520,6 +556,9 @@ class Limiter:
         """Adopt the server's view from response headers when it is tighter than ours.
 
         Give it the headers of a response just read (a 429's too: ``exc.response.headers``).
+        A wait these limits cannot justify (a ``retry-after`` longer than the window, or
+        a day with day limits; a token reset longer than the window) is reported as a
+        ``tokenguard.limiter.bad_header`` event and not believed.
         Unless refunds are known (``refunds=True``), they also free unused tokens that
         commits kept, as far as they prove the server has the room, counting whatever
         is in flight as not yet seen by the server: ``r.commit(actual)`` then
@@ -537,28 +576,15 @@ class Limiter:
             r.commit(raw.parse().usage.total_tokens)
             lim.observe(raw.headers)
         """
-        view = self._believed(_view(headers))
+        view = _believable(_view(headers), self.limits, served=False)
         if view is not None:
             run_sync(self._observing(view))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
-        view = self._believed(_view(headers))
+        view = _believable(_view(headers), self.limits, served=False)
         if view is not None:
             await run_async(self._observing(view))
-
-    def _believed(self, view: ServerView | None) -> ServerView | None:
-        """``view`` without a ``retry-after`` longer than these limits can justify (one
-        window, or a day with day limits): such a hold would block every process on the
-        quota for as long as the server wrote; it is reported, not kept."""
-        if view is None or view.retry_after is None:
-            return view
-        lim = self.limits
-        if view.retry_after <= (lim.day if lim.has_day else lim.window):
-            return view
-        emit(LimiterBadHeader(header="retry-after"))
-        view = view._replace(retry_after=None)
-        return None if view.empty else view
 
     def _observing(self, view: ServerView) -> Plan[None]:
         if self._fallback is not None and self._clock() < self._down_until:
