@@ -90,10 +90,13 @@ class Sleeps:
         self.clock.sleep(seconds)
 
 
-def guarded(base_url: str, sdk: str = "openai", **options: Any) -> tuple[Any, Sleeps]:
+def guarded(
+    base_url: str, sdk: str = "openai", window: float = 60.0, **options: Any
+) -> tuple[Any, Sleeps]:
+    """An instrumented client whose waits, the limiter's too, are on one fake clock."""
     clock = FakeClock()
     sleeps = Sleeps(clock)
-    options.setdefault("tpm", 100_000)
+    options.setdefault("limiter", tg.Limiter(tpm=100_000, window=window, clock=clock, sleep=sleeps))
     client = tg.instrument(sdk_client(sdk, base_url), clock=clock, sleep=sleeps, **options)
     return client, sleeps
 
@@ -116,9 +119,10 @@ def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep
     assert caught.value.max_wait == 60.0
     assert sleeps.waits == []
     assert proxy.statuses() == [429]
-    # Nothing is held: the next call goes at once.
+    # The refusal holds the next call for the window at most, then it is served.
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    assert sleeps.waits == []
+    assert sum(sleeps.waits) <= 60.0
+    assert proxy.statuses() == [429, 200]
 
 
 @pytest.mark.parametrize("retry_after", [None, "0", "-3", "nan", "soon"])
@@ -141,7 +145,7 @@ def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_d
 def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
     proxy: FaultProxy,
 ) -> None:
-    client, sleeps = guarded(proxy.base_url, retries=None, window=10.0)
+    client, sleeps = guarded(proxy.base_url, window=10.0, retries=None)
     proxy.inject(*[Fault(status=429, body=rate_limited(), headers={"retry-after": "0"})] * 8)
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert proxy.statuses() == [429] * 8 + [200]
@@ -170,17 +174,14 @@ def test_a_try_again_in_body_is_read_when_the_header_is_garbage(
 
 @pytest.mark.parametrize("sdk", ["openai", "groq"])
 def test_a_retry_after_on_a_served_response_holds_nobody(proxy: FaultProxy, sdk: str) -> None:
-    clock = FakeClock()
-    lim = tg.Limiter(tpm=100_000, rpm=10_000, clock=clock, sleep=clock.sleep)
-    client, sleeps = guarded(proxy.base_url, sdk, tpm=None, limiter=lim)
+    client, sleeps = guarded(proxy.base_url, sdk)
     proxy.inject(Fault(headers={"retry-after": "100000000"}))
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert proxy.statuses() == [200]
-    # The next call, and any caller of the same limiter, goes at once.
+    # The next call goes at once.
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    lim.acquire(10, max_wait=5).cancel()
     assert sleeps.waits == []
-    assert clock.now == 1000.0
+    assert sleeps.clock.now == 1000.0
 
 
 def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
@@ -190,8 +191,8 @@ def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(
     lim = tg.Limiter(tpm=6_000, rpm=30, clock=clock, sleep=clock.sleep)
     lim.acquire(100).commit(80, headers={"retry-after": "100000000"})
     assert lim.acquire(10, max_wait=5).waited == 0.0
-    lim.observe({"retry-after": "100000000"})  # a 429's: longer than a window
-    assert lim.acquire(10, max_wait=5).waited == 0.0
+    lim.observe({"retry-after": "100000000"})  # a 429's: held for one window at most
+    assert lim.acquire(10).waited == pytest.approx(60.0)
     assert named(events, "tokenguard.limiter.bad_header")
     lim.observe({"retry-after": "7"})  # a 429's within the window: held
     assert lim.acquire(10).waited == pytest.approx(7.0)

@@ -21,7 +21,6 @@ from .._drive import Call, Plan, Sleep
 from ..errors import RateLimitTimeout
 from ..events import GuardLimitLearned, GuardRetry, GuardWait, emit
 from ..limiter import parse_headers
-from ..limiter._window import DAY_WINDOWS
 from . import _registry
 from ._request import ChatRequest, Sender
 from ._settle import Settlement, report
@@ -147,7 +146,7 @@ def _rate_limit_wait(
     wait = failure.retry_after
     if wait is None and failure.headers is not None:
         wait = parse_headers(failure.headers).reset_tokens
-    window, bound, what = _justified_wait(g, req, failure)
+    window, bound, what = g.longest_wait(req.model, failure.limit_name)
     if wait is None or not wait > 0:  # none, 0 (or NaN): a storm if taken at its word
         wait = _backoff(attempt, _BACKOFF_429_BASE, window)
     elif wait > bound:
@@ -170,20 +169,6 @@ def _rate_limit_wait(
                 max_wait=max_wait,
             ) from exc
     return wait
-
-
-def _justified_wait(g: Guard, req: ChatRequest, failure: Failure) -> tuple[float, float, str]:
-    """(the minute's window, the longest wait a 429 can justify, which limits): a
-    minute's limits justify one window, a day's one day; a 429 that does not say which
-    limit it hit, a day when the model has day limits."""
-    limiter = _registry.limiter_for(g.opts, g.base_url, req.model)
-    window = limiter.limits.window if limiter is not None else (g.opts.window or 60.0)
-    day = window * DAY_WINDOWS
-    if failure.limit_name in ("tpd", "rpd"):
-        return window, day, "a day's"
-    if failure.limit_name is None and limiter is not None and limiter.limits.has_day:
-        return window, day, "the model's"
-    return window, window, "a minute's" if failure.limit_name else "the model's"
 
 
 def _believable_tpm(g: Guard, req: ChatRequest, failure: Failure, limit: int) -> bool:

@@ -117,8 +117,26 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
     if failure.headers is not None:
         limiter = _registry.limiter_for(s.guard.opts, s.guard.base_url, s.request.model)
         if limiter is not None:
-            step = Call(limiter.observe, limiter.observe_async, failure.headers)
+            headers = _believed_headers(s, failure, failure.headers)
+            step = Call(limiter.observe, limiter.observe_async, headers)
             yield from _limiter_step(s, "observe", False, step)
+
+
+def _believed_headers(
+    s: Settlement, failure: Failure, headers: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """A failure's headers as the limiter may adopt them: a 429's wait cut to what the
+    limit it names can justify (the limiter alone cannot tell a minute's 429 from a
+    day's), so that a wait the caller was refused holds no later call either."""
+    wait = failure.retry_after
+    if failure.kind is not FailureKind.RATE_LIMITED or wait is None:
+        return headers
+    bound = s.guard.longest_wait(s.request.model, failure.limit_name)[1]
+    if wait <= bound:
+        return headers
+    kept = {k: v for k, v in headers.items() if k.lower() not in ("retry-after", "retry-after-ms")}
+    kept["retry-after"] = repr(bound)
+    return kept
 
 
 def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:

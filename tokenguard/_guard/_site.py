@@ -17,6 +17,7 @@ from .._discovery import model_info
 from ..errors import ConfigurationError, ContextOverflow
 from ..fitting import Summarizer, room_for
 from ..limiter import Limiter
+from ..limiter._window import DAY_WINDOWS
 from ..models import ModelInfo
 from . import _registry
 from ._options import GuardOptions
@@ -106,6 +107,18 @@ class Guard:
             self._sites.clear()
         self._sites[(req.model, req.max_tokens)] = site
         return site
+
+    def longest_wait(self, model: str, limit_name: str | None) -> tuple[float, float, str]:
+        """(the minute's window, the longest wait a 429 can justify, whose limits): a
+        minute's limits justify one window, a day's one day; a 429 naming no limit, a
+        day when ``model`` has day limits, else a window."""
+        limiter = _registry.limiter_for(self.opts, self.base_url, model)
+        window = limiter.limits.window if limiter is not None else (self.opts.window or 60.0)
+        if limit_name in ("tpd", "rpd"):
+            return window, window * DAY_WINDOWS, "a day's"
+        if limit_name is None and limiter is not None and limiter.limits.has_day:
+            return window, window * DAY_WINDOWS, "the model's"
+        return window, window, "a minute's" if limit_name else "the model's"
 
     def saw_completion(self, tokens: int) -> int:
         """Learn a completion's size; the largest seen so far."""

@@ -179,11 +179,12 @@ def _believable(
     view: ServerView | None, limits: WindowLimits, *, served: bool
 ) -> ServerView | None:
     """``view`` with only the waits ``limits`` can justify: a ``retry-after`` of at most
-    one window (a day with day limits), and none on a ``served`` response (it came with
-    an answer: no hold on anyone); a token reset (a minute's bucket) of at most one
-    window, a request reset (a day's) of at most a day. Longer ones are reported as bad
-    headers and dropped: a hold that long would block every process on the quota for as
-    long as the server wrote."""
+    one window (a day with day limits; a longer one is cut to that, since it still says
+    the server refused), and none on a ``served`` response (it came with an answer: no
+    hold on anyone); a token reset (a minute's bucket) of at most one window, a request
+    reset (a day's) of at most a day (longer ones are dropped). Each is reported as a
+    bad header: a hold that long would block every process on the quota for as long as
+    the server wrote."""
     if view is None:
         return None
     retry, reset_t, reset_r = view.retry_after, view.reset_tokens, view.reset_requests
@@ -194,25 +195,20 @@ def _believable(
         and (reset_r is None or reset_r <= day)
     ):
         return view  # what every plain response is: nothing to drop
-    dropped: dict[str, None] = {}
-    if retry is not None and (served or retry > (day if limits.has_day else limits.window)):
-        dropped["retry_after"] = None
+    longest = day if limits.has_day else limits.window
+    if retry is not None and served:
+        retry = None
+    elif retry is not None and retry > longest:
+        emit(LimiterBadHeader(header="retry-after"))
+        retry = longest
     if reset_t is not None and reset_t > limits.window:
-        dropped["reset_tokens"] = None
+        emit(LimiterBadHeader(header="x-ratelimit-reset-tokens"))
+        reset_t = None
     if reset_r is not None and reset_r > day:
-        dropped["reset_requests"] = None
-    for name in dropped:
-        if name != "retry_after" or not served:
-            emit(LimiterBadHeader(header=_HEADER_OF[name]))
-    view = view._replace(**dropped)
+        emit(LimiterBadHeader(header="x-ratelimit-reset-requests"))
+        reset_r = None
+    view = view._replace(retry_after=retry, reset_tokens=reset_t, reset_requests=reset_r)
     return None if view.empty else view
-
-
-_HEADER_OF = {
-    "retry_after": "retry-after",
-    "reset_tokens": "x-ratelimit-reset-tokens",
-    "reset_requests": "x-ratelimit-reset-requests",
-}
 
 
 def _check_tokens(tokens: object, what: str) -> None:
@@ -556,9 +552,10 @@ class Limiter:
         """Adopt the server's view from response headers when it is tighter than ours.
 
         Give it the headers of a response just read (a 429's too: ``exc.response.headers``).
-        A wait these limits cannot justify (a ``retry-after`` longer than the window, or
-        a day with day limits; a token reset longer than the window) is reported as a
-        ``tokenguard.limiter.bad_header`` event and not believed.
+        A wait these limits cannot justify is reported as a
+        ``tokenguard.limiter.bad_header`` event and not believed: a ``retry-after``
+        holds for at most the window (a day with day limits), a token reset longer than
+        the window is ignored.
         Unless refunds are known (``refunds=True``), they also free unused tokens that
         commits kept, as far as they prove the server has the room, counting whatever
         is in flight as not yet seen by the server: ``r.commit(actual)`` then
