@@ -19,25 +19,14 @@ from typing import Any
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reliability_support import Fault, FaultProxy  # noqa: E402
+from reliability_support import CONTEXT_EXCEEDED, Fault, FaultProxy, rate_limited, too_large
 
-import tokenguard as tg  # noqa: E402
-from tokenguard.emulator import running  # noqa: E402
+import tokenguard as tg
+from tokenguard.emulator import running
 
 MODEL = "llama-3.1-8b-instant"
 HELLO: Any = [{"role": "user", "content": "Hello"}]
 WINDOW = 4.0  # the guard's minute, short so that the backoffs end within seconds
-
-
-def _rate_limited() -> dict[str, Any]:
-    return {
-        "error": {
-            "message": f"Rate limit reached for model `{MODEL}` on tokens per minute (TPM): "
-            "Limit 6000, Used 5990, Requested 40. Please try again later.",
-            "type": "tokens",
-            "code": "rate_limit_exceeded",
-        }
-    }
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[str, float]:
@@ -70,7 +59,7 @@ def served_retry_after(proxy: FaultProxy) -> str:
 
 def retry_after_inf(proxy: FaultProxy) -> str:
     client = _client(proxy)
-    proxy.inject(Fault(status=429, body=_rate_limited(), headers={"retry-after": "inf"}))
+    proxy.inject(Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": "inf"}))
     got, took = _outcome(_ask(client))
     return f"{got} after {took:.3f}s"
 
@@ -78,7 +67,9 @@ def retry_after_inf(proxy: FaultProxy) -> str:
 def retry_after_zero(proxy: FaultProxy) -> str:
     client = _client(proxy)
     before = len(proxy.statuses())
-    proxy.inject(*[Fault(status=429, body=_rate_limited(), headers={"retry-after": "0"})] * 3000)
+    proxy.inject(
+        *[Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": "0"})] * 3000
+    )
     got, took = _outcome(_ask(client))
     sent = len(proxy.statuses()) - before
     proxy.faults.clear()
@@ -88,9 +79,9 @@ def retry_after_zero(proxy: FaultProxy) -> str:
 def http_date(proxy: FaultProxy) -> str:
     client = _client(proxy)
     when = email.utils.formatdate(time.time() + 3, usegmt=True)
-    proxy.inject(Fault(status=429, body=_rate_limited(), headers={"retry-after": when}))
+    proxy.inject(Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": when}))
     got, took = _outcome(_ask(client))
-    return f"{got} after {took:.2f}s (asked: 2-3 s)"
+    return f"{got} after {took:.2f}s (asked: 3 s)"
 
 
 def _later_calls(client: Any) -> str:
@@ -100,19 +91,14 @@ def _later_calls(client: Any) -> str:
 
 def context_refusal(proxy: FaultProxy) -> str:
     client = _client(proxy)
-    body = {"error": {"message": "Please reduce the length of the messages or completion.",
-                      "type": "invalid_request_error", "code": "context_length_exceeded"}}  # fmt: skip
-    proxy.inject(Fault(status=400, body=body))
+    proxy.inject(Fault(status=400, body=CONTEXT_EXCEEDED))
     got, _ = _outcome(_ask(client))
     return f"that call: {got}; next 5 calls: {_later_calls(client)}"
 
 
 def limit_zero(proxy: FaultProxy) -> str:
     client = _client(proxy)
-    body = {"error": {"message": f"Request too large for model `{MODEL}` on tokens per minute "
-                      "(TPM): Limit 0, Requested 66, please reduce your message size.",
-                      "type": "tokens", "code": "rate_limit_exceeded"}}  # fmt: skip
-    proxy.inject(Fault(status=413, body=body))
+    proxy.inject(Fault(status=413, body=too_large(MODEL, 0)))
     got, _ = _outcome(_ask(client))
     return f"that call: {got}; next 5 calls: {_later_calls(client)}"
 

@@ -30,6 +30,7 @@ import tokenguard as tg
 from tokenguard.emulator import Emulator, EmulatorConfig
 
 __all__ = [
+    "CONTEXT_EXCEEDED",
     "PLANTED_CONTENT",
     "PLANTED_KEY",
     "Fault",
@@ -43,7 +44,9 @@ __all__ = [
     "gather_all",
     "hammer",
     "max_in_any_window",
+    "rate_limited",
     "secret_trap",
+    "too_large",
 ]
 
 #: Planted in every message and every API key the suite sends: no event may carry them.
@@ -325,6 +328,41 @@ def emulator_process(*args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: Groq's bodies for the refusals a fault test sends in the server's place.
+CONTEXT_EXCEEDED = {
+    "error": {
+        "message": "Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+
+
+def rate_limited(model: str, message: str = "Please try again later.") -> dict[str, Any]:
+    """A 429's body for a TPM limit of ``model``, ending in ``message``."""
+    return {
+        "error": {
+            "message": f"Rate limit reached for model `{model}` on tokens per minute (TPM): "
+            f"Limit 6000, Used 5990, Requested 40. {message}",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+def too_large(model: str, limit: int) -> dict[str, Any]:
+    """A 413's body saying the TPM limit of ``model`` is ``limit``."""
+    return {
+        "error": {
+            "message": f"Request too large for model `{model}` on tokens per minute (TPM): "
+            f"Limit {limit}, Requested 66, please reduce your message size and try again.",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+    }
 
 
 @dataclass

@@ -16,7 +16,7 @@ import groq
 import openai
 import pytest
 from fake_clock import FakeClock
-from reliability_support import Fault, FaultProxy
+from reliability_support import CONTEXT_EXCEEDED, Fault, FaultProxy, rate_limited, too_large
 
 import tokenguard as tg
 from tokenguard._guard._registry import LESSON_TTL_S
@@ -26,35 +26,6 @@ pytestmark = pytest.mark.reliability
 
 MODEL = "llama-3.1-8b-instant"
 HELLO: Any = [{"role": "user", "content": "Hello"}]
-
-
-def rate_limited(message: str = "Please try again later.") -> dict[str, Any]:
-    return {
-        "error": {
-            "message": f"Rate limit reached for model `{MODEL}` on tokens per minute (TPM): "
-            f"Limit 6000, Used 5990, Requested 40. {message}",
-            "type": "tokens",
-            "code": "rate_limit_exceeded",
-        }
-    }
-
-
-TOO_LARGE_LIMIT_0 = {
-    "error": {
-        "message": f"Request too large for model `{MODEL}` on tokens per minute (TPM): "
-        "Limit 0, Requested 66, please reduce your message size and try again.",
-        "type": "tokens",
-        "code": "rate_limit_exceeded",
-    }
-}
-CONTEXT_EXCEEDED = {
-    "error": {
-        "message": "Please reduce the length of the messages or completion.",
-        "type": "invalid_request_error",
-        "param": "messages",
-        "code": "context_length_exceeded",
-    }
-}
 
 
 @pytest.fixture
@@ -107,7 +78,7 @@ def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep
     proxy: FaultProxy, sdk: str, retry_after: str
 ) -> None:
     client, sleeps = guarded(proxy.base_url, sdk)
-    proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": retry_after}))
+    proxy.inject(Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": retry_after}))
     if retry_after == "-inf":  # not a wait at all: backed off once, then served
         reply: Any = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
         assert reply.usage.completion_tokens > 0
@@ -131,7 +102,7 @@ def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_d
 ) -> None:
     client, sleeps = guarded(proxy.base_url)
     headers = {} if retry_after is None else {"retry-after": retry_after}
-    proxy.inject(*[Fault(status=429, body=rate_limited(), headers=headers)] * 10)
+    proxy.inject(*[Fault(status=429, body=rate_limited(MODEL), headers=headers)] * 10)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     # The default: six retries, then the server's 429 reaches the caller.
@@ -146,7 +117,7 @@ def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
     proxy: FaultProxy,
 ) -> None:
     client, sleeps = guarded(proxy.base_url, window=10.0, retries=None)
-    proxy.inject(*[Fault(status=429, body=rate_limited(), headers={"retry-after": "0"})] * 8)
+    proxy.inject(*[Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": "0"})] * 8)
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert proxy.statuses() == [429] * 8 + [200]
     assert min(sleeps.waits) >= 0.75
@@ -156,7 +127,7 @@ def test_the_backoff_never_passes_the_window_and_retries_none_still_waits(
 def test_an_http_date_retry_after_is_read(proxy: FaultProxy) -> None:
     client, sleeps = guarded(proxy.base_url)
     when = email.utils.formatdate(time.time() + 5, usegmt=True)
-    proxy.inject(Fault(status=429, body=rate_limited(), headers={"retry-after": when}))
+    proxy.inject(Fault(status=429, body=rate_limited(MODEL), headers={"retry-after": when}))
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     [wait] = sleeps.waits
     assert 3.0 <= wait <= 6.0  # whole seconds on both sides, read against the reply's date
@@ -166,7 +137,7 @@ def test_a_try_again_in_body_is_read_when_the_header_is_garbage(
     proxy: FaultProxy,
 ) -> None:
     client, sleeps = guarded(proxy.base_url)
-    body = rate_limited("Please try again in 2.5s.")
+    body = rate_limited(MODEL, "Please try again in 2.5s.")
     proxy.inject(Fault(status=429, body=body, headers={"retry-after": "nan"}))
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert sleeps.waits == [2.5]
@@ -263,7 +234,7 @@ def test_a_413_saying_limit_0_teaches_nothing_and_later_calls_are_served(
     proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:
     client, _ = guarded(proxy.base_url)
-    proxy.inject(Fault(status=413, body=TOO_LARGE_LIMIT_0))
+    proxy.inject(Fault(status=413, body=too_large(MODEL, 0)))
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
     assert caught.value.status_code == 413
