@@ -1,16 +1,21 @@
 """Helpers for the reliability suite: servers that can be killed and restarted on the same
 port, a limiter that keeps every reservation it handed out (to find leaks), and a trap
-that captures every event and structlog line and scans them for planted secrets."""
+that captures every event and structlog line and scans them for planted secrets, and a
+fault-injecting HTTP proxy in front of the emulator."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import http.server
+import json
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +30,11 @@ import tokenguard as tg
 from tokenguard.emulator import Emulator, EmulatorConfig
 
 __all__ = [
+    "CONTEXT_EXCEEDED",
     "PLANTED_CONTENT",
     "PLANTED_KEY",
+    "Fault",
+    "FaultProxy",
     "Outcome",
     "RestartableEmulator",
     "RestartableRedis",
@@ -36,7 +44,9 @@ __all__ = [
     "gather_all",
     "hammer",
     "max_in_any_window",
+    "rate_limited",
     "secret_trap",
+    "too_large",
 ]
 
 #: Planted in every message and every API key the suite sends: no event may carry them.
@@ -318,3 +328,147 @@ def emulator_process(*args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: Groq's bodies for the refusals a fault test sends in the server's place.
+CONTEXT_EXCEEDED = {
+    "error": {
+        "message": "Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+
+
+def rate_limited(model: str, message: str = "Please try again later.") -> dict[str, Any]:
+    """A 429's body for a TPM limit of ``model``, ending in ``message``."""
+    return {
+        "error": {
+            "message": f"Rate limit reached for model `{model}` on tokens per minute (TPM): "
+            f"Limit 6000, Used 5990, Requested 40. {message}",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+def too_large(model: str, limit: int) -> dict[str, Any]:
+    """A 413's body saying the TPM limit of ``model`` is ``limit``."""
+    return {
+        "error": {
+            "message": f"Request too large for model `{model}` on tokens per minute (TPM): "
+            f"Limit {limit}, Requested 66, please reduce your message size and try again.",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+@dataclass
+class Fault:
+    """What :class:`FaultProxy` does to one response. ``status``: answer with it and
+    ``body`` itself, never reaching the server (a 429 the server did not send);
+    otherwise the server's answer is forwarded with ``headers`` added, and with
+    ``cut_after`` set only that many bytes of its body (the connection then closes
+    short of its ``content-length``: a stream cut midway)."""
+
+    status: int | None = None
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cut_after: int | None = None
+
+
+class FaultProxy:
+    """A real HTTP proxy on loopback in front of an emulator: each request takes the next
+    queued :class:`Fault` (none queued: passed through unchanged). ``seen`` keeps the
+    status every client got, in order, with the monotonic time it was sent."""
+
+    def __init__(self, upstream: str) -> None:
+        parsed = urllib.parse.urlsplit(upstream)
+        self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self._prefix = parsed.path.rstrip("/")
+        self.faults: list[Fault] = []
+        self.seen: list[tuple[float, int]] = []
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}{self._prefix}"
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def statuses(self) -> list[int]:
+        with self._lock:
+            return [status for _, status in self.seen]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next(self, status: int) -> Fault | None:
+        with self._lock:
+            fault = self.faults.pop(0) if self.faults else None
+            self.seen.append((time.monotonic(), fault.status if fault and fault.status else status))
+            return fault
+
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
+            conn.request(method, path, body=body or None, headers=sent)
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet: the suite's output is the tests'
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    fault = proxy.faults[0] if proxy.faults else None
+                if fault is not None and fault.status is not None:
+                    status, headers, payload = fault.status, [], json.dumps(fault.body).encode()
+                    headers.append(("content-type", "application/json"))
+                else:
+                    status, headers, payload = proxy._forward(
+                        self.command, self.path, self.headers, body
+                    )
+                fault = proxy._next(status)
+                self.send_response(status)
+                extra = dict(fault.headers) if fault is not None else {}
+                for k, v in headers:
+                    if k.lower() not in _HOP_BY_HOP and k.lower() not in extra:
+                        self.send_header(k, v)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(payload)))
+                self.send_header("connection", "close")
+                self.end_headers()
+                cut = fault.cut_after if fault is not None else None
+                self.wfile.write(payload if cut is None else payload[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+
+            do_GET = do_POST = _serve
+
+        return Handler
+
+
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "content-length", "host", "date", "server")
+)

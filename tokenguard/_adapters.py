@@ -3,7 +3,8 @@
 Both SDKs (and plain dicts, for code that posts JSON itself) are read by shape,
 never by import, so neither SDK is needed to import tokenguard and a new SDK
 version with the same fields keeps working. Everything here is a pure function of
-the object it is given.
+the object it is given (but an HTTP-date ``retry-after`` without a ``date`` header,
+which is read against this host's clock).
 
 * :func:`usage_of` finds the usage of a completion, a raw response, a stream chunk
   (``x_groq.usage`` or ``usage``), or a dict;
@@ -15,8 +16,11 @@ the object it is given.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import enum
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -176,7 +180,9 @@ class Failure:
 
     ``limit_name`` is ``"tpm"``, ``"rpm"``, ``"tpd"`` or ``"rpd"`` when the body names
     it; ``limit``/``used``/``requested`` are the numbers of a 413/429 body;
-    ``retry_after`` (seconds) comes from ``retry-after`` or the body's "try again in".
+    ``retry_after`` (seconds) comes from ``retry-after`` (seconds or an HTTP date) or
+    the body's "try again in": a finite wait >= 0, or ``inf`` when the server asked for
+    an endless one (never NaN or negative).
     ``reached_server`` says whether the request may have been charged.
     """
 
@@ -199,6 +205,8 @@ class Failure:
         """A short name for ``error.type`` in usage events."""
         if self.status is not None:
             return str(self.status)
+        if self.kind is FailureKind.OTHER and self.code is not None:
+            return self.code  # the class of an exception no SDK wrapped (a cut stream)
         return self.kind.value
 
 
@@ -234,19 +242,24 @@ def _error_body(exc: Any) -> tuple[str, str | None, str | None]:
 
 
 def _retry_after(headers: Mapping[str, str] | None, message: str) -> float | None:
+    """Seconds a 429 asks to wait: ``retry-after-ms``, else ``retry-after`` (seconds or
+    an HTTP date), else the body's "try again in". A value that is not a finite
+    non-negative wait (NaN, negative, unreadable) is not believed and the next source is
+    read; an infinite one (``inf``, ``1e400``) is kept as ``inf`` for the guard to refuse
+    (it is no wait anyone can sleep)."""
     if headers is not None:
         ms = headers.get("retry-after-ms")
         if ms is not None:
-            try:
-                return max(0.0, float(ms) / 1000.0)
-            except ValueError:
-                pass
-        seconds = headers.get("retry-after")
-        if seconds is not None:
-            try:
-                return max(0.0, float(seconds))
-            except ValueError:
-                pass
+            wait = _seconds(ms, 1e-3)
+            if wait is not None:
+                return wait
+        text = headers.get("retry-after")
+        if text is not None:
+            wait = _seconds(text, 1.0)
+            if wait is None:
+                wait = _http_date_wait(text, headers.get("date"))
+            if wait is not None:
+                return wait
     found = _TRY_AGAIN.search(message)
     if found is not None:
         try:
@@ -254,6 +267,39 @@ def _retry_after(headers: Mapping[str, str] | None, message: str) -> float | Non
         except ValueError:
             return None
     return None
+
+
+def _seconds(text: Any, unit: float) -> float | None:
+    """``text`` as a number of ``unit`` seconds: ``None`` unless it is a number >= 0
+    (``inf`` included: see :func:`_retry_after`)."""
+    try:
+        value = float(text) * unit
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None  # NaN compares false: not believed either
+
+
+def _http_date_wait(text: Any, date: Any) -> float | None:
+    """Seconds until the HTTP date ``text`` (RFC 9110 allows it in ``retry-after``),
+    counted from the response's own ``date`` header when it has one (the server's clock,
+    so a skewed client clock does not matter), else from this host's clock."""
+    when = _http_date(text)
+    if when is None:
+        return None
+    now = _http_date(date)
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _http_date(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 def classify(exc: BaseException) -> Failure:

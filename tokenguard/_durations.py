@@ -39,6 +39,8 @@ def parse_go_duration(text: str) -> float:
         pos = match.end()
     if pos != len(s) or pos == 0:
         raise ValueError(f"{text!r} is not a Go duration; expected e.g. '6s', '1m26.4s', '120ms'")
+    if not math.isfinite(total):  # "1e400" digits written out: no wait anyone can keep
+        raise ValueError(f"duration {text!r} is not finite")
     return total
 
 

@@ -21,6 +21,7 @@ TIER_ENV = "TOKENGUARD_TIER"
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_RETRIES",
     "DEFAULT_WAIT_EVENT_S",
     "TIER_ENV",
     "GuardKwargs",
@@ -32,6 +33,14 @@ __all__ = [
 #: Groq's OpenAI-compatible endpoint: the base URL a decorated function is assumed to
 #: talk to (its default limiters are shared with clients instrumented for that URL).
 DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
+
+#: 429 retries of one call by default. The openai and groq SDKs retry a 429 twice
+#: (``max_retries=2``, after ``retry-after`` when it is at most 120 s (openai) or 60 s
+#: (groq), else after 0.5-8 s of backoff); the guard waits as the server says, so it
+#: can afford more, and six backoffs without a server wait (1, 2, 4, 8, 16, 32 s, less
+#: up to a quarter at random, each at most the window) span about one window before the
+#: caller sees the 429. See docs/reliability.md.
+DEFAULT_RETRIES = 6
 
 #: Waits at least this long (seconds) are reported as ``tokenguard.guard.wait`` events.
 DEFAULT_WAIT_EVENT_S = 1.0
@@ -47,8 +56,8 @@ class GuardOptions:
     ``max_tokens``: what the server is assumed to hold for it (Groq does not document
     it; the emulator holds the same by default), capped by the room left in the
     context window. ``cap_max_tokens`` (opt-in) sends an explicit ``max_tokens`` of at
-    most that many tokens. ``retries`` bounds the 429 retries (``None``: retry until
-    ``max_wait`` runs out, forever without one).
+    most that many tokens. ``retries`` bounds the 429 retries (:data:`DEFAULT_RETRIES`;
+    ``None``: retry until ``max_wait`` runs out, forever without one).
     """
 
     model: str | None = None
@@ -64,7 +73,7 @@ class GuardOptions:
     on_overflow: Strategy | StrategyCallable = "truncate"
     summarizer: Summarizer | None = None
     max_wait: float | None = None
-    retries: int | None = None
+    retries: int | None = DEFAULT_RETRIES
     messages_arg: str = "messages"
     model_arg: str = "model"
     default_reserve: int = DEFAULT_RESERVE
@@ -112,7 +121,7 @@ class InstrumentKwargs(TypedDict, total=False):
     #: Seconds a call may wait for the rate window and the server's 429s (``None``: as
     #: long as it takes).
     max_wait: float | None
-    #: The 429 retries (``None``: until ``max_wait``).
+    #: The 429 retries (6 by default; ``None``: until ``max_wait``).
     retries: int | None
     #: Completion tokens held for a call without ``max_tokens``.
     default_reserve: int

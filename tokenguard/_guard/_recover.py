@@ -1,14 +1,18 @@
 """What a guarded call does after a failed send: wait and send again, refit, or give up.
 
 A 429 waits as the server says (``retry-after``, else the reset headers) and is sent
-again; a 413 or ``context_length_exceeded`` teaches the site the limit and the request
+again; without a usable wait (none, 0, NaN, negative) it backs off exponentially with
+jitter. A 413 or ``context_length_exceeded`` teaches the site the limit and the request
 is refitted once; 5xx, connection errors and timeouts are sent again as the SDK would
 (``transient_retries``, with its backoff). Invariant: every decision here is bounded
-(``retries``, ``max_wait``, one refit per limit, ``transient_retries``).
+(``retries``, ``max_wait``, a wait no longer than the limits can justify, one refit per
+limit, ``transient_retries``), and what the server says is checked before it is
+believed: a lesson below what it already served, or 0, is not learned.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from .._adapters import Failure, FailureKind
@@ -24,11 +28,15 @@ from ._site import Guard
 
 __all__ = ["Attempts", "recover_plan"]
 
-#: The SDKs' backoff between retries of a failed request: min(0.5 * 2**n, 8) seconds.
+#: The SDKs' backoff between retries of a failed request: min(0.5 * 2**n, 8) seconds,
+#: less up to a quarter at random.
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 8.0
-#: Without ``retry-after`` or reset headers, a 429 is retried after this long.
-_DEFAULT_429_WAIT = 1.0
+#: A 429 without a usable wait is retried after min(1 * 2**n, the minute's window)
+#: seconds, less up to a quarter at random: never at once, and spread out.
+_BACKOFF_429_BASE = 1.0
+#: One generator for the jitter, so that callers started together drift apart.
+_jitter = random.Random()
 
 
 @dataclass(slots=True)
@@ -63,25 +71,27 @@ def recover_plan(
     if kind is FailureKind.RATE_LIMITED:
         if g.opts.retries is not None and attempts.rate_limited >= g.opts.retries:
             return False
-        wait = _rate_limit_wait(g, s, failure, exc)
+        wait = _rate_limit_wait(g, req, s, failure, attempts.rate_limited, exc)
         attempts.rate_limited += 1
         attempt = attempts.rate_limited
     elif kind is FailureKind.TOO_LARGE:
-        if attempts.refit_tpm or failure.limit is None:
+        limit = failure.limit
+        if attempts.refit_tpm or limit is None or not _believable_tpm(g, req, failure, limit):
             return False
         attempts.refit_tpm = True
-        _learn(req, g, "tpm", failure.limit, "error")
+        _learn(req, g, "tpm", limit, "error")
         attempt = 1
     elif kind is FailureKind.CONTEXT_EXCEEDED:
         if attempts.refit_context:
             return False
         attempts.refit_context = True
-        yield from _learn_context_plan(g, req, sender, s)
+        if not (yield from _learn_context_plan(g, req, sender, s)):
+            return False
         attempt = 1
     elif kind in (FailureKind.SERVER, FailureKind.CONNECTION, FailureKind.TIMEOUT):
         if attempts.transient >= g.transient_retries or not isinstance(exc, Exception):
             return False
-        wait = min(_BACKOFF_BASE * 2**attempts.transient, _BACKOFF_MAX)
+        wait = _backoff(attempts.transient, _BACKOFF_BASE, _BACKOFF_MAX)
         attempts.transient += 1
         attempt = attempts.transient
     else:
@@ -122,16 +132,31 @@ def _retry_plan(
     attempts.waited += wait
 
 
-def _rate_limit_wait(g: Guard, s: Settlement, failure: Failure, exc: BaseException) -> float:
-    """How long a 429 asks to wait: ``RateLimitTimeout`` (reported) when that passes
-    ``max_wait``."""
-    wait = _DEFAULT_429_WAIT
-    if failure.retry_after is not None:
-        wait = failure.retry_after
-    elif failure.headers is not None:
-        reset = parse_headers(failure.headers).reset_tokens
-        if reset is not None and reset > 0:
-            wait = reset
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    """The ``attempt``-th wait (from 0) of an exponential backoff: ``base * 2**attempt``
+    seconds at most ``cap``, less up to a quarter at random (as the SDKs jitter)."""
+    return min(base * 2.0 ** min(attempt, 32), cap) * (1.0 - 0.25 * _jitter.random())
+
+
+def _rate_limit_wait(
+    g: Guard, req: ChatRequest, s: Settlement, failure: Failure, attempt: int, exc: BaseException
+) -> float:
+    """How long a 429 asks to wait: ``RateLimitTimeout`` (reported) when that is longer
+    than the limits can justify or passes ``max_wait``."""
+    wait = failure.retry_after
+    if wait is None and failure.headers is not None:
+        wait = parse_headers(failure.headers).reset_tokens
+    window, bound, what = g.longest_wait(req.model, failure.limit_name)
+    if wait is None or not wait > 0:  # none, 0 (or NaN): a storm if taken at its word
+        wait = _backoff(attempt, _BACKOFF_429_BASE, window)
+    elif wait > bound:
+        report(s, usage=None, failure=failure)
+        raise RateLimitTimeout(
+            f"the server refused the request (429) and asks to wait {wait:.3f}s, longer "
+            f"than {what} limits can justify ({bound:g}s); not waiting for it",
+            needed_wait=wait,
+            max_wait=bound,
+        ) from exc
     max_wait = g.opts.max_wait
     if max_wait is not None:
         spent = g.opts.clock() - s.started
@@ -146,22 +171,42 @@ def _rate_limit_wait(g: Guard, s: Settlement, failure: Failure, exc: BaseExcepti
     return wait
 
 
-def _learn_context_plan(g: Guard, req: ChatRequest, sender: Sender, s: Settlement) -> Plan[None]:
+def _believable_tpm(g: Guard, req: ChatRequest, failure: Failure, limit: int) -> bool:
+    """Whether a 413's ``limit`` can be learned: a positive number, below what it says
+    the request needed, and not below the largest request this server already served."""
+    return (
+        limit > 0
+        and (failure.requested is None or failure.requested > limit)
+        and limit >= _registry.served(g.base_url, req.model).limit_tokens
+    )
+
+
+def _learn_context_plan(g: Guard, req: ChatRequest, sender: Sender, s: Settlement) -> Plan[bool]:
     """Learn the context window the server enforces: from the models endpoint when it
-    says, else half of what it refused (one refit)."""
+    says, else half of what it refused, never below the largest request it served.
+    ``False``: nothing believable to learn (the endpoint or what was served says the
+    request fits), so the refusal reaches the caller as it is."""
     window = yield Call(sender.context_window, sender.context_window_async, req.model)
-    source = "models_endpoint"
     refused = (s.fitted.tokens_after if s.fitted else s.count.prompt_tokens) + s.reserve
-    if not isinstance(window, int) or window <= 0 or window >= refused:
-        window, source = max(1, refused // 2), "estimate"
+    if isinstance(window, int) and window > 0:
+        if window >= refused:
+            return False  # the endpoint says it fits: one refusal does not outweigh it
+        source = "models_endpoint"
+    else:
+        window, source = refused // 2, "estimate"
+    window = max(window, _registry.served(g.base_url, req.model).total_tokens, 1)
+    if window >= refused:
+        return False  # a request as large was served: the refusal is not believed
     _learn(req, g, "context_window", window, source)
+    return True
 
 
 def _learn(req: ChatRequest, g: Guard, limit: str, value: int, source: str) -> None:
+    now = g.opts.clock()
     if limit == "context_window":
         table: int | None = model_info(g.base_url, req.model).context_window
-        _registry.remember(g.base_url, req.model, context_window=value)
+        _registry.remember(g.base_url, req.model, now=now, context_window=value)
     else:
         table = None
-        _registry.remember(g.base_url, req.model, tpm=value)
+        _registry.remember(g.base_url, req.model, now=now, tpm=value)
     emit(GuardLimitLearned(model=req.model, limit=limit, table=table, learned=value, source=source))

@@ -20,6 +20,7 @@ from ..errors import LimiterUnavailable
 from ..events import GuardRequest, GuardSettleFailed, emit, enabled
 from ..fitting import FitResult
 from ..limiter import Reservation
+from . import _registry
 from ._request import ChatRequest
 from ._site import Guard
 
@@ -63,11 +64,17 @@ class Commit(NamedTuple):
 
 
 def settle_plan(
-    s: Settlement, usage: Usage | None, response: Any = None, *, closed_early: bool = False
+    s: Settlement,
+    usage: Usage | None,
+    response: Any = None,
+    *,
+    closed_early: bool = False,
+    failure: Failure | None = None,
 ) -> Plan[None]:
     """Settle a request that reached the server: the limiter is charged what counts
     toward the limits (cached prompt tokens left out), the budgets the usage as
-    reported; without usage (a stream closed early) both at the estimate."""
+    reported; without usage (a stream closed early) both at the estimate. ``failure``:
+    what broke a stream midway (its event's ``error.type``)."""
     if s.settled:
         return
     s.settled = True
@@ -82,11 +89,15 @@ def settle_plan(
         # Charged and reported even when settling is interrupted (a cancelled task).
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
             s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
-        if usage is not None and not (
-            s.count.exact and usage.prompt_tokens == s.count.prompt_tokens
-        ):  # an exact count the server agrees with teaches nothing
-            default_counter().observe(s.count, usage.prompt_tokens)
-        report(s, usage=usage, response=response, closed_early=closed_early)
+        if usage is not None:
+            # What was served bounds what a later refusal can teach (see _recover): the
+            # server admitted the prompt with its max_tokens into the context window.
+            admitted = usage.prompt_tokens + max(usage.completion_tokens, s.max_tokens or 0)
+            _registry.saw_served(s.guard.base_url, s.request.model, admitted, usage.limit_tokens)
+            if not (s.count.exact and usage.prompt_tokens == s.count.prompt_tokens):
+                # (an exact count the server agrees with teaches nothing)
+                default_counter().observe(s.count, usage.prompt_tokens)
+        report(s, usage=usage, failure=failure, response=response, closed_early=closed_early)
 
 
 def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
@@ -104,9 +115,28 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
         return
     yield from _limiter_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
     if failure.headers is not None:
-        # The error's headers answer this request: matched to its reservation.
-        step = Call(r.observe, r.observe_async, failure.headers)
+        # The error's headers answer this request: matched to its reservation, with
+        # only the waits its limits can justify.
+        headers = _believed_headers(s, failure, failure.headers)
+        step = Call(r.observe, r.observe_async, headers)
         yield from _limiter_step(s, "observe", False, step)
+
+
+def _believed_headers(
+    s: Settlement, failure: Failure, headers: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """A failure's headers as the limiter may adopt them: a 429's wait cut to what the
+    limit it names can justify (the limiter alone cannot tell a minute's 429 from a
+    day's), so that a wait the caller was refused holds no later call either."""
+    wait = failure.retry_after
+    if failure.kind is not FailureKind.RATE_LIMITED or wait is None:
+        return headers
+    bound = s.guard.longest_wait(s.request.model, failure.limit_name)[1]
+    if wait <= bound:
+        return headers
+    kept = {k: v for k, v in headers.items() if k.lower() not in ("retry-after", "retry-after-ms")}
+    kept["retry-after"] = repr(bound)
+    return kept
 
 
 def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:

@@ -1,12 +1,14 @@
 """A guarded call site, and what it works out once per model and ``max_tokens``.
 
 Invariant: a :class:`Site` is used only while the registry's generation and the model
-table's entry are the ones it was worked out from; any prompt of at most ``fits``
+table's entry are the ones it was worked out from, and the lessons it applied have
+not lapsed; any prompt of at most ``fits``
 tokens is one that fitting would send as it is (see :func:`fits_as_asked`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,7 @@ from .._discovery import model_info
 from ..errors import ConfigurationError, ContextOverflow
 from ..fitting import Summarizer, room_for
 from ..limiter import Limiter, WindowLimits
+from ..limiter._window import DAY_WINDOWS
 from ..models import ModelInfo
 from . import _registry
 from ._options import GuardOptions
@@ -42,6 +45,8 @@ class Site:
     fits: int | None = None
     #: The limiter's limits this was worked out with (see Guard.site_for).
     limits: WindowLimits | None = None
+    #: When the learned limits applied here lapse (the guard's clock; ``inf``: none applied).
+    until: float = math.inf
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Guard:
             and site.generation == _registry.generation
             and site.info is model_info(self.base_url, req.model)
             and (site.limiter is None or site.limiter.limits is site.limits)
+            and (site.until == math.inf or self.opts.clock() < site.until)
         ):
             return site
         return self._work_out(req)
@@ -86,6 +92,8 @@ class Guard:
         # The limits a server's headers may change: the site is worked out again then.
         limits = limiter.limits if limiter is not None else None
         learned = _registry.learned(self.base_url, req.model)
+        if learned.until <= opts.clock():
+            learned = _registry.Learned()  # lapsed: the table's limits until taught again
         window = opts.context_window or info.context_window
         if learned.context_window is not None:
             window = min(window, learned.context_window)
@@ -102,11 +110,23 @@ class Guard:
             max_completion_tokens=info.max_completion_tokens,
             default_reserve=opts.default_reserve,
         )
-        site = Site(info, limiter, window, tpm, asked, generation, fits, limits)
+        site = Site(info, limiter, window, tpm, asked, generation, fits, limits, learned.until)
         if len(self._sites) >= _MAX_SITES:
             self._sites.clear()
         self._sites[(req.model, req.max_tokens)] = site
         return site
+
+    def longest_wait(self, model: str, limit_name: str | None) -> tuple[float, float, str]:
+        """(the minute's window, the longest wait a 429 can justify, whose limits): a
+        minute's limits justify one window, a day's one day; a 429 naming no limit, a
+        day when ``model`` has day limits, else a window."""
+        limiter = _registry.limiter_for(self.opts, self.base_url, model)
+        window = limiter.limits.window if limiter is not None else (self.opts.window or 60.0)
+        if limit_name in ("tpd", "rpd"):
+            return window, window * DAY_WINDOWS, "a day's"
+        if limit_name is None and limiter is not None and limiter.limits.has_day:
+            return window, window * DAY_WINDOWS, "the model's"
+        return window, window, "a minute's" if limit_name else "the model's"
 
     def saw_completion(self, tokens: int) -> int:
         """Learn a completion's size; the largest seen so far."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import wrapt
 
-from .._adapters import Usage, usage_of
+from .._adapters import Failure, FailureKind, Usage, classify, usage_of
 from .._drive import run_async, run_sync
 from ._settle import Settlement, settle_plan
 
@@ -53,14 +53,19 @@ class _Tally:
                 self.model = getattr(chunk, "model", None)
                 self.response_id = getattr(chunk, "id", None)
 
-    def plan(self, *, ended: bool) -> Any:
+    def plan(self, *, ended: bool, error: BaseException | None = None) -> Any:
+        """Settle the stream; ``error``: what broke it midway (named in the event)."""
         self.done = True
         # The final chunk's usage is what the server billed, even when the caller stops
         # reading after it (before the end of the stream); without it, the estimate.
         usage = self.usage
         response = {"model": self.model, "id": self.response_id}
         return settle_plan(
-            self.settlement, usage, response, closed_early=not ended and usage is None
+            self.settlement,
+            usage,
+            response,
+            closed_early=not ended and usage is None,
+            failure=_stream_failure(error),
         )
 
     def abandon(self) -> None:
@@ -71,6 +76,18 @@ class _Tally:
         if not s.settled and not self.done:
             s.settled = True
             s.hold.commit(self.usage.total_tokens if self.usage is not None else s.estimate)
+
+
+def _stream_failure(error: BaseException | None) -> Failure | None:
+    """What broke a stream, as its event names it: the SDK error read as any failed
+    send is, else the exception's class (a cut connection reaches the caller as an
+    ``httpx`` error the SDKs do not wrap); ``None`` for a caller who stopped reading."""
+    if error is None or isinstance(error, (GeneratorExit, StopIteration, StopAsyncIteration)):
+        return None
+    failure = classify(error)
+    if failure.kind is FailureKind.OTHER:
+        return Failure(FailureKind.OTHER, code=type(error).__name__)
+    return failure
 
 
 class GuardedStream(wrapt.ObjectProxy[Any]):
@@ -91,9 +108,9 @@ class GuardedStream(wrapt.ObjectProxy[Any]):
             if not tally.done:
                 run_sync(tally.plan(ended=True))
             raise
-        except BaseException:
+        except BaseException as exc:
             if not tally.done:
-                run_sync(tally.plan(ended=False))
+                run_sync(tally.plan(ended=False, error=exc))
             raise
         tally.see(chunk)
         return chunk
@@ -133,9 +150,9 @@ class GuardedAsyncStream(wrapt.ObjectProxy[Any]):
             if not tally.done:
                 await run_async(tally.plan(ended=True))
             raise
-        except BaseException:
+        except BaseException as exc:
             if not tally.done:
-                await run_async(tally.plan(ended=False))
+                await run_async(tally.plan(ended=False, error=exc))
             raise
         tally.see(chunk)
         return chunk
@@ -232,11 +249,11 @@ class _RawStreamSync(_RawWithStream):
         self._self_tally = tally
         self._self_tap = _SseTap(tally)
 
-    def _self_settle(self, *, ended: bool) -> None:
+    def _self_settle(self, *, ended: bool, error: BaseException | None = None) -> None:
         if not self._self_tally.done:
             if ended:
                 self._self_tap.end()
-            run_sync(self._self_tally.plan(ended=ended))
+            run_sync(self._self_tally.plan(ended=ended, error=error))
 
     def _self_tapped(self, source: Iterator[Any], see: Callable[[Any], None]) -> Iterator[Any]:
         try:
@@ -245,8 +262,8 @@ class _RawStreamSync(_RawWithStream):
                 yield piece
         except GeneratorExit:
             raise  # the caller stopped reading: close() (or the GC) settles
-        except BaseException:
-            self._self_settle(ended=False)
+        except BaseException as exc:
+            self._self_settle(ended=False, error=exc)
             raise
         self._self_settle(ended=True)
 
@@ -289,11 +306,11 @@ class _RawStreamAsync(_RawWithStream):
         self._self_tally = tally
         self._self_tap = _SseTap(tally)
 
-    async def _self_settle(self, *, ended: bool) -> None:
+    async def _self_settle(self, *, ended: bool, error: BaseException | None = None) -> None:
         if not self._self_tally.done:
             if ended:
                 self._self_tap.end()
-            await run_async(self._self_tally.plan(ended=ended))
+            await run_async(self._self_tally.plan(ended=ended, error=error))
 
     async def _self_tapped(
         self, source: AsyncIterator[Any], see: Callable[[Any], None]
@@ -304,8 +321,8 @@ class _RawStreamAsync(_RawWithStream):
                 yield piece
         except GeneratorExit:
             raise  # the caller stopped reading: close() (or the GC) settles
-        except BaseException:
-            await self._self_settle(ended=False)
+        except BaseException as exc:
+            await self._self_settle(ended=False, error=exc)
             raise
         await self._self_settle(ended=True)
 

@@ -288,6 +288,12 @@ def _overflow(opts: Options, room: Room, needed: int, why: str) -> NoReturn:
     )
 
 
+def _fixed_part(system: bool, tools: bool) -> str:
+    """What the part of a prompt that fitting cannot drop is made of, as an error names it."""
+    parts = [p for p, has in (("the system messages", system), ("tool definitions", tools)) if has]
+    return " and ".join(parts) if parts else "the prompt's fixed framing (no system messages)"
+
+
 def _not_awaitable(value: Any, what: str) -> None:
     if inspect.isawaitable(value):
         close = getattr(value, "close", None)
@@ -330,8 +336,7 @@ def _truncate(
     allowed = room.allowed
     fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
     if fixed > allowed:
-        what = "the system messages and tool definitions" if pc.tools else "the system messages"
-        _overflow(opts, room, fixed, f"{what} alone need")
+        _overflow(opts, room, fixed, f"{_fixed_part(bool(lay.system), bool(pc.tools))} alone need")
     turn_cost = sum([costs[i] for i in lay.turn])
     replaced: dict[int, Any] = {}
     if fixed + turn_cost > allowed:

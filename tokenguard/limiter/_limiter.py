@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._drive import Plan, run_async, run_sync
 from .._durations import for_people
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
-from ..events import LimiterFailOpen, LimiterLimitChanged, emit
+from ..events import LimiterBadHeader, LimiterFailOpen, LimiterLimitChanged, emit
 from ..models import ModelInfo
 from ._backend import Backend, Soonest, Step, Ticket
 from ._headers import ServerView, parse_headers
@@ -81,6 +81,7 @@ class Reservation:
         "_charge",
         "_direct",
         "_fail_open",
+        "_limits",
         "at",
         "settled",
         "tokens",
@@ -94,12 +95,14 @@ class Reservation:
         tokens: int,
         at: float,
         waited: float,
+        limits: WindowLimits,
         *,
         fail_open: bool = False,
     ) -> None:
         self._backend = backend
         self._charge = charge
         self._fail_open = fail_open
+        self._limits = limits
         # In memory a settle neither blocks nor awaits: call it, no plan to run.
         self._direct = backend if type(backend) is MemoryBackend else None
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
@@ -139,15 +142,16 @@ class Reservation:
         request's response) adopt the server's view in the same step. When the
         server is known or learned not to refund, the part of the estimate not used is
         freed only as far as these headers show the server has the room (see the
-        class)."""
+        class). A ``retry-after`` in them came with an answer: it holds nobody."""
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _view(headers), self)
+            direct.settle(self._charge, actual_tokens, view, self)
             return
-        run_sync(self._settling(actual_tokens, _view(headers)))
+        run_sync(self._settling(actual_tokens, view))
 
     def cancel(self) -> None:
         """Refund the whole reservation: the request never reached the server."""
@@ -171,7 +175,7 @@ class Reservation:
             r.commit(raw.parse().usage.total_tokens)
             r.observe(raw.headers)
         """
-        view = _view(headers)
+        view = _believable(_view(headers), self._limits, served=False)
         if view is None:
             return
         direct = self._direct
@@ -182,7 +186,7 @@ class Reservation:
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
-        view = _view(headers)
+        view = _believable(_view(headers), self._limits, served=False)
         if view is None:
             return
         direct = self._direct
@@ -204,11 +208,12 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
-            direct.settle(self._charge, actual_tokens, _view(headers), self)
+            direct.settle(self._charge, actual_tokens, view, self)
             return
-        await run_async(self._settling(actual_tokens, _view(headers)))
+        await run_async(self._settling(actual_tokens, view))
 
     async def cancel_async(self) -> None:
         """:meth:`cancel` for asyncio code."""
@@ -224,6 +229,42 @@ def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
     if headers is None:
         return None
     view = parse_headers(headers)
+    return None if view.empty else view
+
+
+def _believable(
+    view: ServerView | None, limits: WindowLimits, *, served: bool
+) -> ServerView | None:
+    """``view`` with only the waits ``limits`` can justify: a ``retry-after`` of at most
+    one window (a day with day limits; a longer one is cut to that, since it still says
+    the server refused), and none on a ``served`` response (it came with an answer: no
+    hold on anyone); a token reset (a minute's bucket) of at most one window, a request
+    reset (a day's) of at most a day (longer ones are dropped). Each is reported as a
+    bad header: a hold that long would block every process on the quota for as long as
+    the server wrote."""
+    if view is None:
+        return None
+    retry, reset_t, reset_r = view.retry_after, view.reset_tokens, view.reset_requests
+    day = limits.day
+    if (
+        retry is None
+        and (reset_t is None or reset_t <= limits.window)
+        and (reset_r is None or reset_r <= day)
+    ):
+        return view  # what every plain response is: nothing to drop
+    longest = day if limits.has_day else limits.window
+    if retry is not None and served:
+        retry = None
+    elif retry is not None and retry > longest:
+        emit(LimiterBadHeader(header="retry-after"))
+        retry = longest
+    if reset_t is not None and reset_t > limits.window:
+        emit(LimiterBadHeader(header="x-ratelimit-reset-tokens"))
+        reset_t = None
+    if reset_r is not None and reset_r > day:
+        emit(LimiterBadHeader(header="x-ratelimit-reset-requests"))
+        reset_r = None
+    view = view._replace(retry_after=retry, reset_tokens=reset_t, reset_requests=reset_r)
     return None if view.empty else view
 
 
@@ -572,7 +613,7 @@ class Limiter:
         if admit_now is not None:
             got = admit_now(tokens)
             if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
         return run_sync(self._acquiring(tokens, max_wait))
 
     async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
@@ -585,7 +626,7 @@ class Limiter:
         if admit_now is not None:
             got = admit_now(tokens)
             if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0)
+                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
         return await run_async(self._acquiring(tokens, max_wait))
 
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
@@ -631,6 +672,7 @@ class Limiter:
             tokens,
             step.now,
             step.now - wait.start,
+            self.limits,
             fail_open=self._fallback is not None,
         )
 
@@ -664,6 +706,10 @@ class Limiter:
         event per change.
 
         Give it the headers of a response just read (a 429's too: ``exc.response.headers``).
+        A wait these limits cannot justify is reported as a
+        ``tokenguard.limiter.bad_header`` event and not believed: a ``retry-after``
+        holds for at most the window (a day with day limits), a token reset longer than
+        the window is ignored.
         Unless refunds are known (``refunds=True``), they also free unused tokens that
         commits kept, as far as they prove the server has the room. The headers are
         matched to their request: after ``r.commit(actual)`` or ``r.cancel()`` in the
@@ -683,7 +729,7 @@ class Limiter:
             r.commit(raw.parse().usage.total_tokens)
             lim.observe(raw.headers)
         """
-        view = _view(headers)
+        view = _believable(_view(headers), self.limits, served=False)
         if view is None:
             return
         r = self._answered()
@@ -694,7 +740,7 @@ class Limiter:
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
-        view = _view(headers)
+        view = _believable(_view(headers), self.limits, served=False)
         if view is None:
             return
         r = self._answered()
