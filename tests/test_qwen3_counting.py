@@ -367,3 +367,22 @@ def test_kimi_is_never_below_its_template_with_tool_rounds(
     assert not counted.exact
     # The emulator renders Kimi's template (o200k_base standing in for its tokenizer).
     assert counted.prompt_tokens >= count_chatml_tokens(messages, tools, template="kimi")
+
+
+@pytest.mark.parametrize("model", [KIMI[0], "example/estimated-qwen2"])
+def test_an_assistants_text_beside_its_tool_calls_is_counted_by_a_bound(model: str) -> None:
+    # Kimi's template (and most others) writes an assistant's text before its calls; a
+    # bound that took the calls alone was 87 tokens under Kimi's 213 for this request.
+    call = {"id": "call_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": ""}'}
+    long_text = {"role": "assistant", "content": "hello world " * 50, "tool_calls": [call]}
+    messages = [
+        {"role": "user", "content": "hi"},
+        long_text,
+        {"role": "tool", "tool_call_id": "call_1", "content": "x"},
+    ]
+    counted = tg.count_request(messages, model, tools=[WEATHER]).prompt_tokens
+    assert counted >= count_chatml_tokens(messages, [WEATHER], template="kimi")
+    silent = [messages[0], {**long_text, "content": None}, messages[2]]
+    # "hello world " * 50 is 100 tokens of cl100k, and a bound's margin more.
+    assert counted - tg.count_request(silent, model, tools=[WEATHER]).prompt_tokens >= 100

@@ -104,6 +104,10 @@ class EstimatePlan:
             body = msg.body
             if rule.tools_compact and msg.tool_form and msg.header == "assistant":
                 body = html_escaped(body)  # the call's arguments go through tojson too
+            if msg.spoken:
+                # Whether a template writes an assistant's text beside its calls is not
+                # known here (Kimi's does, Llama 3.1's does not): a bound counts it.
+                body = msg.spoken + body
             n, na, ch = budget.counted(cache, body, i)
             unit = 1
             if rule.gateway_pads and msg.header not in ("system", "developer"):

@@ -43,6 +43,9 @@ class Message(NamedTuple):
     images: int
     tool_form: bool
     name: str | None
+    #: An assistant's own text when ``body`` is its tool calls instead: Meta's Llama 3.1
+    #: template drops it, most others (Kimi's, Qwen's) write it before the calls.
+    spoken: str = ""
 
 
 def _type_name(value: object) -> str:
@@ -187,13 +190,14 @@ def normalize_message(raw: object, index: int) -> Message:
         raise InvalidMessages(
             f"only assistant messages carry tool_calls, not {role!r}", index=index
         )
+    spoken = ""
     if calls:
-        # The template renders the calls instead of the content.
-        text = _tool_calls_text(calls, index)
+        # Llama 3.1's template renders the calls instead of the content.
+        spoken, text = text, _tool_calls_text(calls, index)
         tool_form = True
     elif legacy_call:
         fn = as_mapping(legacy_call, index, "function_call")
-        text = render_tool_call(fn, index, "function_call")
+        spoken, text = text, render_tool_call(fn, index, "function_call")
         tool_form = True
     name = message.get("name")
     if name is not None and not isinstance(name, str):
@@ -201,7 +205,9 @@ def normalize_message(raw: object, index: int) -> Message:
     if name is not None:
         check_text(name, index, "name")
     check_text(text, index, "content")
-    return Message(_HEADER_ROLE.get(role, role), text, images, tool_form, name)
+    if spoken:
+        check_text(spoken, index, "content")
+    return Message(_HEADER_ROLE.get(role, role), text, images, tool_form, name, spoken)
 
 
 def _roles() -> str:
