@@ -5,7 +5,8 @@
 -- admit_waiting),
 -- 2 head waiting (a = its earliest time), 0 queued behind others (a = when it would go
 -- if estimated, else -1; b = when the head may go, for the one right behind it, else
--- -1), 3 lost its place (lease expired).
+-- -1), 3 lost its place (lease expired); every reply ends with the number of processes
+-- seen on the key within a window and a lease (see now_s).
 local mode, ticket, tokens, estimate = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local now = now_s()
 expire(now)
@@ -59,4 +60,5 @@ if not result then
   end
 end
 touch()
+result[#result + 1] = redis.call('ZCOUNT', P .. ':pr', now - W - LEASE, '+inf')
 return result
