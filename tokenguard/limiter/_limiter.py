@@ -523,7 +523,7 @@ class Limiter:
             backend,
             step.charge,
             tokens,
-            step.now,
+            step.now if step.at is None else step.at,
             step.now - start,
             fail_open=self._fallback is not None,
         )

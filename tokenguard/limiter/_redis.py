@@ -315,6 +315,7 @@ class RedisBackend:
 
     ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
     default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
+    ``waiter_lease`` caps the lease of a queue place (see :data:`WAITER_LEASE`).
     """
 
     def __init__(
@@ -328,6 +329,7 @@ class RedisBackend:
         refunds: bool | None = None,
         algorithm: str = "window",
         round_trip: float | None = None,
+        waiter_lease: float = WAITER_LEASE,
     ) -> None:
         self._client = client
         self._refunds = -1 if refunds is None else int(refunds)
@@ -336,7 +338,7 @@ class RedisBackend:
         self._reaching = _Reaching(self._prefix)
         self._lease = lease
         # Queue places are leased for less than the limiter's lease (see WAITER_LEASE).
-        queue_lease = min(lease, WAITER_LEASE)
+        queue_lease = min(lease, waiter_lease)
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         if not (isinstance(socket_timeout, (int, float)) and socket_timeout > 0):
             socket_timeout = None
@@ -480,14 +482,16 @@ class RedisBackend:
     def _step(self, ticket: Ticket, reply: list[Any]) -> Step:
         # Redis time only orders the queue and the buckets: the times it gives are turned
         # into waits from now on this process's monotonic clock, so a Redis clock that
-        # jumps cannot hold a caller past its max_wait.
-        now = time.monotonic()
+        # jumps cannot hold a caller past its max_wait. (The property tests' fake clock
+        # stands for both clocks.)
+        clock = self._test_clock
+        now = time.monotonic() if clock is None else clock()
         status, then = int(reply[0]), float(reply[1])
         self.peers = max(int(reply[-1]), 1)
         if status == 1:
             bucket, adm, admr, sure = (int(x) for x in reply[2:6])
             charge = RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr, sure)
-            return Step(now, charge=charge)
+            return Step(now, charge=charge, at=then)
         if status == 2:
             return Step(now, until=now + max(float(reply[2]) - then, 0.0))
         if status == 0:
