@@ -70,8 +70,10 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", self._dir.name],
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self._dir.name),
+            ],
             stdout=subprocess.DEVNULL,
         )
         probe = redis.Redis(port=self.port)
@@ -189,7 +191,8 @@ def fail_open(srv: Server, processes: int = 4) -> dict[str, Any]:
     try:
         for expected in ("ready", "synced"):
             for p in procs:
-                assert p.stdout is not None and p.stdout.readline().strip() == expected
+                assert p.stdout is not None
+                assert p.stdout.readline().strip() == expected
             if expected == "synced":
                 srv.kill()
             for p in procs:
@@ -222,7 +225,8 @@ def dead_waiter(srv: Server) -> dict[str, Any]:
         text=True,
     )
     try:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
         client = srv.client()
         while client.zcard("{ghost}:q") == 0:
             time.sleep(0.02)
