@@ -248,10 +248,64 @@ def dead_waiter(srv: Server) -> dict[str, Any]:
     }
 
 
+def restart_server(srv: Server) -> dict[str, Any]:
+    """Four threads call the emulator (1500 tokens per 2 s, refunds) through a guarded
+    function (no headers reach the limiter: it alone protects the server); Redis is
+    SIGKILLed and started empty mid-run: the server's 429s and the tokens it charged in
+    the first window after the restart, against the limit."""
+    import openai
+
+    from tokenguard.emulator import running
+
+    model, tpm, window = "llama-3.1-8b-instant", 1500, 2.0
+    lim = tg.Limiter(tpm=tpm, rpm=100_000, window=window, redis=srv.client(), key="srv")
+    stop = threading.Event()
+    with running(model=model, tpm=tpm, rpm=100_000, window=window, refund_unused=True) as em:
+        raw = openai.OpenAI(base_url=em.base_url, api_key="k", max_retries=0)
+
+        @tg.guard(limiter=lim, max_wait=10.0)
+        def ask(messages: Any, model: str = model, max_tokens: int = 40) -> Any:
+            return raw.chat.completions.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            )
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    ask([{"role": "user", "content": "Say something short."}])
+                except tg.TokenGuardError:
+                    time.sleep(0.05)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2 * window)
+        srv.kill()
+        srv.start()
+        restarted = em.log[-1].t if em.log else 0.0
+        time.sleep(3 * window)
+        stop.set()
+        for t in threads:
+            t.join(15)
+        log = [r for r in em.log if r.endpoint == "chat"]
+    before = [r for r in log if r.t < restarted]
+    after = [r for r in log if r.t >= restarted]
+    first = [r for r in after if r.t < restarted + window]
+    return {
+        "fault": "restart (no persistence), emulator behind",
+        "limit": f"{tpm}/{window:g}s",
+        "429s_before_restart": sum(r.status == 429 for r in before),
+        "429s_after_restart": sum(r.status == 429 for r in after),
+        "requested_first_window_after": sum(r.requested_tokens for r in first if r.admitted),
+        "requests_after": len(after),
+    }
+
+
 SCENARIOS = {
     "clock_back": clock_back,
     "clock_forward": clock_forward,
     "restart": restart,
+    "restart_server": restart_server,
     "fail_open": fail_open,
     "dead_waiter": dead_waiter,
 }
