@@ -251,8 +251,8 @@ def dead_waiter(srv: Server) -> dict[str, Any]:
 def restart_server(srv: Server) -> dict[str, Any]:
     """Four threads call the emulator (1500 tokens per 2 s, refunds) through a guarded
     function (no headers reach the limiter: it alone protects the server); Redis is
-    SIGKILLed and started empty mid-run: the server's 429s and the tokens it charged in
-    the first window after the restart, against the limit."""
+    SIGKILLed and started empty mid-run: the server's 429s and the tokens it charged (after
+    its refunds) in the first window after the restart, against the limit."""
     import openai
 
     from tokenguard.emulator import running
@@ -296,7 +296,7 @@ def restart_server(srv: Server) -> dict[str, Any]:
         "limit": f"{tpm}/{window:g}s",
         "429s_before_restart": sum(r.status == 429 for r in before),
         "429s_after_restart": sum(r.status == 429 for r in after),
-        "requested_first_window_after": sum(r.requested_tokens for r in first if r.admitted),
+        "charged_first_window_after": sum(r.charged_tokens for r in first if r.admitted),
         "requests_after": len(after),
     }
 
