@@ -3,10 +3,19 @@
 Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
 so clients on different machines agree without synchronised clocks. Waiters hold
 a ticket in a queue with a lease they renew while waiting; a crashed waiter's
-place expires after ``lease`` seconds. A waiter blocks in ``BLPOP`` on its own
+place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks in ``BLPOP`` on its own
 wake-up list until the computed time (or its lease renewal); whoever changes
 what the head waits for pushes to the head's list, so nobody polls. All keys
 share the hash tag ``{key}`` and expire when unused.
+
+Clocks: Redis time only orders the queue and the buckets. Every time a script returns is
+turned into a wait from the reply on this process's monotonic clock, so ``max_wait`` holds
+whatever Redis's clock does; and the scripts' time never goes back and never runs ahead of
+what the calling process's own clock has seen pass (see now_s in lua/lib.lua), so a step
+back stalls nobody and a step forward refills nothing unearned. A key found empty soon
+after this process last used it was lost (a restart without persistence): its minute
+buckets start empty rather than full. Each reply to an admission decision says how many
+processes use the key (:attr:`RedisBackend.peers`), which ``fail_open`` shares the limit by.
 
 Every round trip is bounded in time, whatever the client's ``socket_timeout`` (none,
 or longer than a caller's ``max_wait``): a frozen Redis (it accepts connections and
