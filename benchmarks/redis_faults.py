@@ -90,6 +90,11 @@ class Server:
         self.proc.kill()
         self.proc.wait()
 
+    def signal(self, sig: int) -> None:
+        """SIGSTOP freezes it (connections accepted, nothing answered); SIGCONT thaws."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_connect_timeout=0.3, socket_timeout=2.0)
 

@@ -3,9 +3,9 @@
 Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
 so clients on different machines agree without synchronised clocks. Waiters hold
 a ticket in a queue with a lease they renew while waiting; a crashed waiter's
-place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks in ``BLPOP`` on its own
-wake-up list until the computed time (or its lease renewal); whoever changes
-what the head waits for pushes to the head's list, so nobody polls. All keys
+place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks
+in ``BLPOP`` on its own wake-up list until the computed time (or its lease renewal);
+whoever changes what the head waits for pushes to the head's list, so nobody polls. All keys
 share the hash tag ``{key}`` and expire when unused.
 
 Clocks: Redis time only orders the queue and the buckets. Every time a script returns is
