@@ -214,7 +214,7 @@ class Limiter:
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
     limiter falls back to a local in-memory limiter with this process's share of the
     limits: ``fail_open_share`` (a fraction), or by default one over the number of
-    processes Redis last saw using the key (within a window and a lease), so together
+    processes Redis last saw using the key (within a window and 2 s), so together
     they admit about one limit more than the server holds at the switch, then the
     limit's rate (Redis is tried again after ``lease`` seconds, and a
     ``tokenguard.limiter.fail_open`` warning event is logged). Every Redis round trip
@@ -262,7 +262,8 @@ class Limiter:
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
-    how long a crashed Redis waiter can hold its queue place.
+    how long a crashed Redis waiter can hold its queue place (never more than 2 s:
+    waiters renew their place every half second) and how long ``fail_open`` stays local.
 
     Example::
 
