@@ -111,7 +111,7 @@ def test_a_redis_clock_stepping_forward_refills_only_what_time_earned(
     skew(lim, 60.0)
     got = drain_count(lim, 5, 1.0)
     print(f"FIGURES redis-clock-forward: {got} tokens admitted in the second after (limit 100)")
-    # One second of refill (10), the slack a round trip may take (1 s: 10), and rounding.
+    # One second of refill (10), the slack a round trip may take (0.25 s), and rounding.
     assert got <= 30
 
 

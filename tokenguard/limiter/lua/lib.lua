@@ -62,9 +62,11 @@ end
 -- Redis without persistence, a FLUSHALL): the buckets then start empty, not full.
 local LOST = false
 
--- Seconds a script may run after its caller read its monotonic clock (the round trip
--- there), beyond which a forward jump of Redis's clock is no longer taken as time passed.
-local CLOCK_SLACK = 1.0
+-- Seconds a script may run after its caller read its monotonic clock (the way there),
+-- more than its first call did, beyond which a forward jump of Redis's clock is no longer
+-- taken as time passed: what a jump may still refill. A script later than that (a loaded
+-- Redis) makes the time lag by the excess once, which only slows the refill.
+local CLOCK_SLACK = 0.25
 
 -- The time: Redis TIME, made safe to jump (see "Clocks" in _redis.py). The last ARGV is
 -- "fake|process|mono|seen|skew": `fake`, when not empty, is the time to use instead
