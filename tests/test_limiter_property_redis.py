@@ -80,6 +80,8 @@ def _redis_run(
             client,
             key=key,
             lease=LEASE,
+            # A fake clock's steps are no crash: no waiter loses its place.
+            waiter_lease=LEASE,
             header_lag=lag,
             refunds=refunds,
             algorithm=algorithm,

@@ -76,7 +76,7 @@ def test_by_default_a_header_showing_the_estimate_kept_teaches_no_refunds(
     # From now on a commit without headers keeps its estimate, as refunds=False does.
     api.commit(r2, 0)
     with pytest.raises(tg.RateLimitTimeout):
-        api.acquire(lim, 1, max_wait=0)
+        api.acquire(lim, h.probe, max_wait=0)
 
 
 def test_by_default_a_429_after_a_free_teaches_no_refunds(h: Harness, api: Api) -> None:
@@ -117,7 +117,7 @@ def test_a_429_without_a_free_teaches_nothing(h: Harness, api: Api) -> None:
     api.observe(lim, headers(0, **{"retry-after": "1"}))
     assert lim.refunds is None
     with pytest.raises(tg.RateLimitTimeout):
-        api.acquire(lim, 1, max_wait=0)
+        api.acquire(lim, h.probe, max_wait=0)
 
 
 @pytest.mark.parametrize("given", [True, False])

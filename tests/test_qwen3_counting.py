@@ -373,10 +373,10 @@ def test_kimi_is_never_below_its_template_with_tool_rounds(
 def test_an_assistants_text_beside_its_tool_calls_is_counted_by_a_bound(model: str) -> None:
     # Kimi's template (and most others) writes an assistant's text before its calls; a
     # bound that took the calls alone was 87 tokens under Kimi's 213 for this request.
-    call = {"id": "call_1", "type": "function"}
+    call: dict[str, Any] = {"id": "call_1", "type": "function"}
     call["function"] = {"name": "get_weather", "arguments": '{"city": ""}'}
     long_text = {"role": "assistant", "content": "hello world " * 50, "tool_calls": [call]}
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "hi"},
         long_text,
         {"role": "tool", "tool_call_id": "call_1", "content": "x"},

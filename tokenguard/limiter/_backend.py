@@ -4,9 +4,10 @@ A backend makes decisions; ``_limiter`` only loops: start (enqueue or admit at
 once), wait until told or until the computed time, poll again, leave on any
 failure. Each of those is a *plan* (see :mod:`tokenguard._drive`): a generator that
 yields the effects a thread and an asyncio task perform differently (a Redis call,
-a wait for a wake-up) and returns a :class:`Step` in the backend's clock (the
-injected clock in memory, Redis ``TIME`` on Redis). The limiter runs the same plans
-with ``run_sync`` or ``run_async``; no decision is written twice.
+a wait for a wake-up) and returns a :class:`Step` in the caller's clock (the
+injected clock in memory, the monotonic clock on Redis, whose time only orders the
+queue and the buckets: a jumping Redis clock cannot stretch a wait). The limiter runs
+the same plans with ``run_sync`` or ``run_async``; no decision is written twice.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ class Step:
     # ``State.soonest``), the limit that binds it, and when that limit is whole again.
     soonest: Soonest | None = None
     lost: bool = False  # the ticket's queue place expired (Redis lease); start again
+    # An admission's time in the backend's own clock when that is not the caller's (Redis
+    # time; ``now`` is then the caller's monotonic clock): the reservation's ``at``.
+    at: float | None = None
 
 
 class Backend(Protocol):

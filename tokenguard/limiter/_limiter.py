@@ -310,8 +310,11 @@ class Limiter:
     With ``redis`` (a ``redis.Redis``) the limits and queue are shared by every
     process using the same ``key``; if Redis cannot be reached,
     :class:`~tokenguard.LimiterUnavailable` is raised, or with ``fail_open=True`` the
-    limiter falls back to a local in-memory limiter with the same limits (each process
-    then only limits itself; Redis is tried again after ``lease`` seconds, and a
+    limiter falls back to a local in-memory limiter with this process's share of the
+    limits: ``fail_open_share`` (a fraction), or by default one over the number of
+    processes Redis last saw using the key (within a window and 2 s), so together
+    they admit about one limit more than the server holds at the switch, then the
+    limit's rate (Redis is tried again after ``lease`` seconds, and a
     ``tokenguard.limiter.fail_open`` warning event is logged). Every Redis round trip
     has a deadline, whatever the client's ``socket_timeout``: what is left of the
     caller's ``max_wait`` plus half a second; without one (``commit``, ``cancel``,
@@ -366,7 +369,8 @@ class Limiter:
 
     ``clock`` (seconds) and ``sleep`` are for tests of the in-memory backend: a fake
     clock whose ``sleep`` advances it makes waits instant. ``lease`` (seconds) bounds
-    how long a crashed Redis waiter can hold its queue place.
+    how long a crashed Redis waiter can hold its queue place (never more than 2 s:
+    waiters renew their place every half second) and how long ``fail_open`` stays local.
 
     Example::
 
@@ -388,6 +392,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
         fail_open: bool = False,
+        fail_open_share: float | None = None,
         lease: float = 10.0,
         header_lag: float = 0.0,
         refunds: bool | None = None,
@@ -409,6 +414,14 @@ class Limiter:
             isinstance(header_lag, (int, float)) and math.isfinite(header_lag) and header_lag >= 0
         ):
             raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
+        if fail_open_share is not None and not (
+            isinstance(fail_open_share, (int, float))
+            and not isinstance(fail_open_share, bool)
+            and 0 < fail_open_share <= 1
+        ):
+            raise ConfigurationError(
+                f"fail_open_share must be a fraction in (0, 1] or None, got {fail_open_share!r}"
+            )
         if refunds not in (None, True, False):
             raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
         if redis_timeout is not None and not (
@@ -445,9 +458,10 @@ class Limiter:
         self._clock = clock
         self._lease = float(lease)
         self._down_until = -math.inf
-        local = functools.partial(
+        self._share = None if fail_open_share is None else float(fail_open_share)
+        self._share_cap: int | None = None  # the fallback's smallest token limit
+        local = self._local = functools.partial(
             MemoryBackend,
-            self.limits,
             clock=clock,
             sleep=sleep,
             header_lag=float(header_lag),
@@ -463,7 +477,7 @@ class Limiter:
         # The in-memory backend's uncontended admission, tried before any plan runs.
         self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
         if redis is None:
-            memory = local()
+            memory = local(self.limits)
             self._backend = memory
             self._admit_now = memory.admit_now
         else:
@@ -480,7 +494,7 @@ class Limiter:
                 round_trip=None if redis_timeout is None else float(redis_timeout),
             )
             if fail_open:
-                self._fallback = local()
+                self._fallback = local(self.limits)
         for backend in (self._backend, self._fallback):
             if backend is not None:
                 backend.on_limits = self._limits_changed
@@ -632,7 +646,7 @@ class Limiter:
     def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""
         if self._fallback is not None and self._clock() < self._down_until:
-            return (yield from self._waiting(self._fallback, tokens, max_wait))
+            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait))
         try:
             return (yield from self._waiting(self._backend, tokens, max_wait))
         except LimiterUnavailable as exc:
@@ -640,9 +654,45 @@ class Limiter:
                 raise
             # Stay local for a lease before trying Redis again: every attempt against a
             # dead server costs its connect timeout and retries.
+            self._fallback = self._sharing()
             self._down_until = self._clock() + self._lease
             emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
-            return (yield from self._waiting(self._fallback, tokens, max_wait))
+            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait))
+
+    def _sharing(self) -> Backend:
+        """A fresh local fallback for an outage starting now, with this process's share
+        of every limit: ``fail_open_share``, or one over the number of processes Redis
+        last said were using the key. Each starts full, so all of them together admit at
+        most about one limit more than the server's bucket holds (see the docs'
+        reliability page), then the limit's rate."""
+        share = self._share
+        if share is None:
+            share = 1.0 / max(int(getattr(self._backend, "peers", 1)), 1)
+        lim = self.limits
+
+        def part(x: int | None) -> int | None:
+            return None if x is None else max(1, int(x * share))
+
+        caps = [x for x in (part(lim.tpm), part(lim.tpd)) if x is not None]
+        self._share_cap = min(caps) if caps else None
+        fresh = self._local(
+            WindowLimits(
+                tpm=part(lim.tpm),
+                rpm=part(lim.rpm),
+                tpd=part(lim.tpd),
+                rpd=part(lim.rpd),
+                window=lim.window,
+            )
+        )
+        # The share holds for the outage: headers speak of the whole account's limits,
+        # and taking them would let every process admit the whole limit again.
+        fresh.takes_limits = False
+        return fresh
+
+    def _part(self, tokens: int) -> int:
+        # A request above this process's share of a token limit waits for the whole share
+        # (the fallback admits nothing larger), as one above a header's capacity does.
+        return tokens if self._share_cap is None else min(tokens, self._share_cap)
 
     def _waiting(self, backend: Backend, tokens: int, max_wait: float | None) -> Plan[Reservation]:
         """The one loop: enter the queue, wait until woken or until the computed time,
@@ -670,7 +720,7 @@ class Limiter:
             backend,
             step.charge,
             tokens,
-            step.now,
+            step.now if step.at is None else step.at,
             step.now - wait.start,
             self.limits,
             fail_open=self._fallback is not None,
@@ -779,6 +829,7 @@ class Limiter:
                 raise
             # Failing open covers the server's headers too (a 429's, typically): the
             # local window stands in and learns from them.
+            self._fallback = self._sharing()
             self._down_until = self._clock() + self._lease
             emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
             yield from fallback.observe_plan(view, charge(fallback))

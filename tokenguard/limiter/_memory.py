@@ -56,6 +56,8 @@ class MemoryBackend:
         self._queue: deque[Ticket] = deque()
         #: Told of the limits the server's headers changed (see Limiter), outside the lock.
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
+        #: Whether the limits in headers set this backend's (not for a fail-open share).
+        self.takes_limits = True
 
     # -- decisions (under the lock) -------------------------------------------------
 
@@ -149,7 +151,7 @@ class MemoryBackend:
                 if self._queue:
                     self._queue[0].signal.set()
                 return
-            w.settle_answered(charge, actual, view, now)
+            w.settle_answered(charge, actual, self._own(view), now)
             if self._queue:
                 self._queue[0].signal.set()
             lesson = w.pop_lesson()
@@ -165,6 +167,7 @@ class MemoryBackend:
         with self._lock:
             now = self._clock()
             self._state.expire(now)
+            view = self._own(view)
             if charge is None:
                 changed = self._state.adopt(now, view)
             else:
@@ -189,6 +192,12 @@ class MemoryBackend:
                 self._queue[0].signal.set()
         if changes:
             self._tell(changes)
+
+    def _own(self, view: ServerView) -> ServerView:
+        """``view`` as this backend adopts it: without its limits unless it takes them."""
+        if self.takes_limits or (view.limit_tokens is None and view.limit_requests is None):
+            return view
+        return view._replace(limit_tokens=None, limit_requests=None)
 
     def _tell(self, changes: list[LimitChange]) -> None:
         if self.on_limits is not None:

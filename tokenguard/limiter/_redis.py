@@ -3,10 +3,19 @@
 Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
 so clients on different machines agree without synchronised clocks. Waiters hold
 a ticket in a queue with a lease they renew while waiting; a crashed waiter's
-place expires after ``lease`` seconds. A waiter blocks in ``BLPOP`` on its own
-wake-up list until the computed time (or its lease renewal); whoever changes
-what the head waits for pushes to the head's list, so nobody polls. All keys
+place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks
+in ``BLPOP`` on its own wake-up list until the computed time (or its lease renewal);
+whoever changes what the head waits for pushes to the head's list, so nobody polls. All keys
 share the hash tag ``{key}`` and expire when unused.
+
+Clocks: Redis time only orders the queue and the buckets. Every time a script returns is
+turned into a wait from the reply on this process's monotonic clock, so ``max_wait`` holds
+whatever Redis's clock does; and the scripts' time never goes back and never runs ahead of
+what the calling process's own clock has seen pass (see now_s in lua/lib.lua), so a step
+back stalls nobody and a step forward refills nothing unearned. A key found empty soon
+after this process last used it was lost (a restart without persistence): its minute
+buckets start empty rather than full. Each reply to an admission decision says how many
+processes use the key (:attr:`RedisBackend.peers`), which ``fail_open`` shares the limit by.
 
 Every round trip is bounded in time, whatever the client's ``socket_timeout`` (none,
 or longer than a caller's ``max_wait``): a frozen Redis (it accepts connections and
@@ -55,7 +64,7 @@ from ._headers import ServerView
 from ._state import LimitChange
 from ._window import WindowLimits
 
-__all__ = ["GRACE", "ROUND_TRIP", "RedisBackend"]
+__all__ = ["GRACE", "ROUND_TRIP", "WAITER_LEASE", "RedisBackend"]
 
 #: Seconds a round trip may take past what is left of its caller's ``max_wait``
 #: before it is given up: a healthy Redis answers in well under a millisecond, and
@@ -69,6 +78,11 @@ SERVER_TICK = 0.1
 #: ``max_wait``, ``commit``, ``cancel``, ``observe``) when the client has no
 #: ``socket_timeout``; with one, that is the limit.
 ROUND_TRIP = 5.0
+
+#: Seconds a waiter's queue place lasts unless renewed (the limiter's ``lease`` when
+#: shorter): a waiter renews it four times as often, so a dead one (a killed process)
+#: leaves the head of the queue within this time and the others move on.
+WAITER_LEASE = 2.0
 
 _ERRORS = (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError, OSError)
 
@@ -222,6 +236,25 @@ async def _drop(conn: Any) -> None:
         await conn.disconnect(nowait=True)
 
 
+class _Process:
+    """This process's name on the keys it uses (see now_s in lua/lib.lua): a new one after
+    a fork, whose monotonic clock is its own from then on."""
+
+    __slots__ = ("_name", "_pid")
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._name = ""
+
+    def name(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._name = os.getpid(), uuid.uuid4().hex
+        return self._name
+
+
+_PROCESS = _Process()
+
+
 def _source(name: str, algorithm: str = "window") -> str:
     lua = resources.files("tokenguard.limiter") / "lua"
     parts = ["lib"]
@@ -298,6 +331,7 @@ class RedisBackend:
 
     ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
     default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
+    ``waiter_lease`` caps the lease of a queue place (see :data:`WAITER_LEASE`).
     """
 
     def __init__(
@@ -311,6 +345,7 @@ class RedisBackend:
         refunds: bool | None = None,
         algorithm: str = "window",
         round_trip: float | None = None,
+        waiter_lease: float = WAITER_LEASE,
     ) -> None:
         self._client = client
         self._bucket = algorithm == "bucket"
@@ -323,6 +358,8 @@ class RedisBackend:
         self._prefix = "{" + key + "}"
         self._reaching = _Reaching(self._prefix)
         self._lease = lease
+        # Queue places are leased for less than the limiter's lease (see WAITER_LEASE).
+        queue_lease = min(lease, waiter_lease)
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         if not (isinstance(socket_timeout, (int, float)) and socket_timeout > 0):
             socket_timeout = None
@@ -331,17 +368,25 @@ class RedisBackend:
         self._round_trip = round_trip
         # Renew the lease well before it runs out, whatever we are waiting for; and a
         # BLPOP no longer than a round trip may be (the client's socket timeout).
-        self._max_block = max(min(lease / 3, round_trip * 0.8), 0.01)
+        self._max_block = max(min(queue_lease / 4, round_trip * 0.8), 0.01)
         self._common: list[Any] = [
             limits.window,
             *(-1 if x is None else x for x in (limits.tpm, limits.rpm, limits.tpd, limits.rpd)),
-            lease,
+            queue_lease,
             header_lag,
         ]
         names = ("acquire", "settle", "leave", "observe")
         self._sources = {name: _source(name, algorithm) for name in names}
         self._shas = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._sources.items()}
         self._test_clock: Callable[[], float] | None = None  # tests only: see _args
+        # Seconds added to Redis TIME: tests make Redis's clock jump with it (see _args).
+        self._skew = 0.0
+        # When (monotonic) a script's reply last came back: a key found empty that soon
+        # after was lost (a restart), not expired (see LOST in lua/lib.lua).
+        self._seen_at: float | None = None
+        #: Processes seen on the key within a window and a lease, as of the last
+        #: admission decision (this one included): what ``fail_open`` shares the limit by.
+        self.peers = 1
         self._conns = _Connections(client)
         self._aconns: dict[int, _AsyncConnections] = {}
         # Tickets whose script may have run without its reply reaching us: id -> tokens,
@@ -355,20 +400,24 @@ class RedisBackend:
         with self._reaching:
             argv = (1, self._prefix, *self._args(args))
             try:
-                return self._conns.run(until, "EVALSHA", self._shas[name], *argv)
+                reply = self._conns.run(until, "EVALSHA", self._shas[name], *argv)
             except redis_lib.exceptions.NoScriptError:
                 # First use on this server (or after a restart or SCRIPT FLUSH): EVAL
                 # runs it and caches it for the next EVALSHA.
-                return self._conns.run(until, "EVAL", self._sources[name], *argv)
+                reply = self._conns.run(until, "EVAL", self._sources[name], *argv)
+            self._seen_at = time.monotonic()
+            return reply
 
     async def _acall(self, name: str, args: list[Any], until: float) -> Any:
         with self._reaching:
             conns = self._aconnections()
             argv = (1, self._prefix, *self._args(args))
             try:
-                return await conns.run(until, "EVALSHA", self._shas[name], *argv)
+                reply = await conns.run(until, "EVALSHA", self._shas[name], *argv)
             except redis_lib.exceptions.NoScriptError:
-                return await conns.run(until, "EVAL", self._sources[name], *argv)
+                reply = await conns.run(until, "EVAL", self._sources[name], *argv)
+            self._seen_at = time.monotonic()
+            return reply
 
     def _blpop(self, key: str, block: float, until: float) -> None:
         with self._reaching:
@@ -379,11 +428,16 @@ class RedisBackend:
             await self._aconnections().run(until, "BLPOP", key, block)
 
     def _args(self, args: list[Any]) -> list[Any]:
-        # Every script's last argument is the time to use instead of Redis TIME: always
-        # empty in use; only the property tests set `_test_clock` to replay interleavings
-        # on a fake clock (see now_s in lua/lib.lua).
+        # Every script's last argument is about the clocks (see now_s in lua/lib.lua):
+        # the time to use instead of Redis TIME (empty in use; only the property tests set
+        # `_test_clock`, to replay interleavings on a fake clock), this process and its
+        # monotonic clock, how long ago a reply last came, and the tests' skew.
         clock = self._test_clock
-        return [*self._common, *args, "" if clock is None else repr(clock())]
+        mono = time.monotonic()
+        seen = -1.0 if self._seen_at is None else mono - self._seen_at
+        fake = "" if clock is None else repr(clock())
+        about = f"{fake}|{_PROCESS.name()}|{mono!r}|{seen!r}|{self._skew!r}"
+        return [*self._common, *args, about]
 
     def _until(self, ticket: Ticket | None, extra: float = 0.0) -> float:
         """When a round trip (taking ``extra`` seconds by design, a BLPOP's block) is
@@ -447,22 +501,33 @@ class RedisBackend:
     # -- decisions, each one plan ------------------------------------------------------
 
     def _step(self, ticket: Ticket, reply: list[Any]) -> Step:
-        status, now = int(reply[0]), float(reply[1])
+        # Redis time only orders the queue and the buckets: the times it gives are turned
+        # into waits from now on this process's monotonic clock, so a Redis clock that
+        # jumps cannot hold a caller past its max_wait. (The property tests' fake clock
+        # stands for both clocks.)
+        clock = self._test_clock
+        now = time.monotonic() if clock is None else clock()
+        status, then = int(reply[0]), float(reply[1])
+        self.peers = max(int(reply[-1]), 1)
         if status == 1:
             bucket, adm, admr, sure = (int(x) for x in reply[2:6])
             charge = RedisCharge(ticket.id, ticket.tokens, bucket, adm, admr, sure)
-            return Step(now, charge=charge)
+            return Step(now, charge=charge, at=then)
         if status == 3:
             return Step(now, lost=True)
+
+        def later(at: float) -> float:
+            return now + max(at - then, 0.0)
+
         soonest = None
-        if len(reply) > 4:
+        if len(reply) >= 8:  # waiting, asked for its soonest: reply[4:7], then the peers
             name = reply[5].decode() if isinstance(reply[5], bytes) else str(reply[5])
-            soonest = Soonest(float(reply[4]), name, float(reply[6]))
+            soonest = Soonest(later(float(reply[4])), name, later(float(reply[6])))
         if status == 2:
-            return Step(now, until=float(reply[2]), soonest=soonest)
+            return Step(now, until=later(float(reply[2])), soonest=soonest)
         head_at = float(reply[3])
         # Right behind the head: poll when the head may go (it may have crashed).
-        return Step(now, until=head_at if head_at >= 0 else None, soonest=soonest)
+        return Step(now, until=later(head_at) if head_at >= 0 else None, soonest=soonest)
 
     def start_plan(self, ticket: Ticket) -> Plan[Step]:
         if ticket.deadline is None and ticket.max_wait is not None:

@@ -6,7 +6,8 @@
 -- 2 head waiting (a = its earliest time), 0 queued behind others (b = when the head
 -- may go, for the one right behind it, else -1), 3 lost its place (lease expired);
 -- waiting (2 or 0) with ARGV[11]: c, d, e = the soonest, the limit binding it, when
--- that limit is whole again.
+-- that limit is whole again. Every reply ends with the number of processes seen on the
+-- key within a window and a lease (see now_s).
 local mode, ticket, tokens, estimate = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local now = now_s()
 expire(now)
@@ -58,4 +59,5 @@ if not result then
   end
 end
 touch()
+result[#result + 1] = redis.call('ZCOUNT', P .. ':pr', now - W - LEASE, '+inf')
 return result

@@ -34,7 +34,9 @@ local function b_state(now)
     if cap >= 0 then
       if server[k] then cap = server[k] end
       local level, at = tonumber(f[2 * k - 1]), tonumber(f[2 * k])
-      if not level then level, at = cap, now end
+      -- A new key starts full; a lost one (see LOST) starts its minute buckets empty:
+      -- the server still counts what was admitted before the loss.
+      if not level then level, at = (LOST and B_PERIOD[k] == W) and 0 or cap, now end
       local lv = {k = k, cap = cap, rate = cap / B_PERIOD[k], level = level, at = at,
         tokens = B_TOKENS[k]}
       st.levels[#st.levels + 1] = lv

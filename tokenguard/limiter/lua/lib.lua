@@ -1,7 +1,7 @@
 -- tokenguard limiter: shared helpers, prepended to every script (see _window.py for the model).
 -- KEYS[1] is the key prefix (a hash tag such as "{tokenguard}", so every key lives in one slot).
 -- ARGV[1..7]: window, tpm, rpm, tpd, rpd (-1: no such limit), lease seconds, header lag;
--- the last ARGV: the time instead of Redis TIME, empty in use (see now_s).
+-- the last ARGV: the caller's clock and the time source (see now_s).
 -- Keys: :m zset minute ledger (rid -> stamp), :mt hash rid -> tokens
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
@@ -14,6 +14,8 @@
 --       :s fields about refunds: lrn ("0": learned that the server does not refund;
 --          "1": that it does, the bucket model only),
 --          fr (tokens freed while learning, ever), mof (sum of :mof)
+--       :pc hash process -> "its monotonic clock:our time" at its first call, :pr zset
+--          process -> our time of its last call (see now_s); :s tofs, tl: see now_s
 --       :am zset recent admissions ("cumulative tokens:requests" -> time), for the header lag
 local P = KEYS[1]
 local W = tonumber(ARGV[1])
@@ -29,28 +31,11 @@ local HAS_DAY = TPD >= 0 or RPD >= 0
 local S = P .. ':s'
 local HOLD_STEPS = 8
 
--- The time is Redis TIME. Every script's last argument may give another (seconds):
--- only the property tests do (RedisBackend._test_clock), to replay any interleaving of
--- decisions on a fake clock as the in-memory model is checked; in use it is empty.
-local function now_s()
-  local fake = ARGV[#ARGV]
-  if fake ~= '' then return tonumber(fake) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+-- Seconds the keys live after their last use (see touch).
+local TTL = (HAS_DAY and D or W) + W + LEASE
 
 local function num(x)
   return tonumber(x) or 0
-end
-
-local function sum(field)
-  return num(redis.call('HGET', S, field))
-end
-
--- HINCRBY that skips zero (Lua writes -0 as "-0", which Redis rejects as an integer).
-local function incr(key, field, n)
-  if n ~= 0 then return redis.call('HINCRBY', key, field, n) end
-  return num(redis.call('HGET', key, field))
 end
 
 -- Every digit of a double: a time rounded to microseconds could end a retry-after
@@ -73,6 +58,67 @@ local function chunked(cmd, key, items)
   return out
 end
 
+-- True when this key's state is gone although the caller used it recently (a restarted
+-- Redis without persistence, a FLUSHALL): the buckets then start empty, not full.
+local LOST = false
+
+-- Seconds a script may run after its caller read its monotonic clock (the way there),
+-- more than its first call did, beyond which a forward jump of Redis's clock is no longer
+-- taken as time passed: what a jump may still refill. A script later than that (a loaded
+-- Redis) makes the time lag by the excess once, which only slows the refill.
+local CLOCK_SLACK = 0.25
+
+-- The time: Redis TIME, made safe to jump (see "Clocks" in _redis.py). The last ARGV is
+-- "fake|process|mono|seen|skew": `fake`, when not empty, is the time to use instead
+-- (only the property tests give one, RedisBackend._test_clock, to replay any
+-- interleaving on a fake clock); `process` names the calling process and `mono` is its
+-- monotonic clock when it sent this call; `seen` is how long ago that process last had
+-- a reply on this key (-1: never); `skew` is added to Redis TIME (0 in use; tests make
+-- the clock lie with it). The time never goes back (a backward jump is absorbed into the
+-- offset :s tofs, so nothing stalls) and never runs ahead of what the calling process's
+-- own clock has seen pass since its first call here (its anchor in :pc), so a forward
+-- jump refills nothing that was not earned.
+local function now_s()
+  local fake, proc, mono, seen, skew =
+    string.match(ARGV[#ARGV], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if fake ~= '' then return tonumber(fake) end
+  mono, seen = tonumber(mono), tonumber(seen)
+  local t = redis.call('TIME')
+  local raw = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(skew)
+  local f = redis.call('HMGET', S, 'tofs', 'tl')
+  local ofs, last = num(f[1]), tonumber(f[2])
+  if not last and seen >= 0 and seen < TTL - 1 then LOST = true end
+  local now = raw + ofs
+  local anchor = redis.call('HGET', P .. ':pc', proc)
+  if anchor then
+    local m0, e0 = string.match(anchor, '^([^:]+):([^:]+)$')
+    local bound = tonumber(e0) + (mono - tonumber(m0)) + CLOCK_SLACK
+    if now > bound then now = bound end
+  end
+  if last and now < last then now = last end
+  if now ~= raw + ofs then redis.call('HSET', S, 'tofs', fmt(now - raw)) end
+  redis.call('HSET', S, 'tl', fmt(now))
+  if not anchor then redis.call('HSET', P .. ':pc', proc, fmt(mono) .. ':' .. fmt(now)) end
+  -- The processes seen on this key, by their last call (fail_open shares among them).
+  redis.call('ZADD', P .. ':pr', now, proc)
+  local gone = redis.call('ZRANGEBYSCORE', P .. ':pr', '-inf', now - TTL)
+  if #gone > 0 then
+    chunked('HDEL', P .. ':pc', gone)
+    chunked('ZREM', P .. ':pr', gone)
+  end
+  return now
+end
+
+local function sum(field)
+  return num(redis.call('HGET', S, field))
+end
+
+-- HINCRBY that skips zero (Lua writes -0 as "-0", which Redis rejects as an integer).
+local function incr(key, field, n)
+  if n ~= 0 then return redis.call('HINCRBY', key, field, n) end
+  return num(redis.call('HGET', key, field))
+end
+
 local function drop_old(zkey, hkeys, fields, upto)
   local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', upto)
   if #old == 0 then return end
@@ -87,6 +133,18 @@ local function drop_old(zkey, hkeys, fields, upto)
 end
 
 local function expire(now)
+  if LOST and TPM >= 0 then
+    -- A lost window restarts as if the limit had just been spent, freed over one window
+    -- in HOLD_STEPS holds (the bucket model starts empty; see b_state).
+    for i = 1, HOLD_STEPS do
+      local hid = incr(S, 'seq', 1)
+      local piece = math.floor(TPM * i / HOLD_STEPS) - math.floor(TPM * (i - 1) / HOLD_STEPS)
+      redis.call('ZADD', P .. ':hm', now + W * i / HOLD_STEPS, hid)
+      redis.call('HSET', P .. ':hmt', hid, piece)
+      incr(S, 'hmt', piece)
+    end
+    LOST = false
+  end
   if HAS_MIN then
     local n = drop_old(P .. ':m', {P .. ':mt', P .. ':mdf', P .. ':mo', P .. ':mof'},
       {'mt', false, 'mo', 'mof'}, now - W)
@@ -248,8 +306,8 @@ local function purge(now)
 end
 
 local function touch()
-  local ttl = math.ceil(((HAS_DAY and D or W) + W + LEASE) * 1000)
-  for _, k in ipairs({':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
+  local ttl = math.ceil(TTL * 1000)
+  for _, k in ipairs({':pc', ':pr', ':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
                         ':res', ':rest', ':mdf', ':mo', ':mof', ':bo', ':bot', ':bag'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
