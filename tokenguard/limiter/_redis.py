@@ -540,8 +540,15 @@ class RedisBackend:
         return self._step(ticket, (yield from self._deciding(ticket, args, until)))
 
     def poll_plan(self, ticket: Ticket) -> Plan[Step]:
-        args = ["poll", ticket.id, ticket.tokens, int(ticket.estimate)]
-        return self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
+        # The poll at the caller's deadline also leaves the queue when it does not admit
+        # (one round trip, not a poll and then a leave): the caller's timeout is then
+        # raised as soon as the answer is in.
+        last = ticket.deadline is not None and time.monotonic() >= ticket.deadline
+        args = ["last" if last else "poll", ticket.id, ticket.tokens, int(ticket.estimate)]
+        step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
+        if last and step.charge is None:
+            ticket.id = ""  # left: nothing for leave_plan to do
+        return step
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
         try:

@@ -1,4 +1,5 @@
--- One admission decision. ARGV[8]: "start" | "poll", ARGV[9]: ticket, ARGV[10]: tokens,
+-- One admission decision. ARGV[8]: "start" | "poll" | "last" (a poll that leaves the
+-- queue when it does not admit: the caller's deadline has come), ARGV[9]: ticket, ARGV[10]: tokens,
 -- ARGV[11]: "1" to report the soonest a waiting ticket could go (MODEL.soonest).
 -- Returns {status, now, a, b, c, d, e}: 1 admitted (now = when, a = day bucket, b/c =
 -- admission marks, d = sure mark; it may have been made while the ticket slept, see
@@ -57,6 +58,11 @@ if not result then
     local at, name, resets = MODEL.soonest(tokens, now)
     result[5], result[6], result[7] = fmt(at), name, fmt(resets)
   end
+end
+if mode == 'last' and result[1] ~= 1 and result[1] ~= 3 then
+  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  drop_ticket(ticket)
+  if head == ticket then admit_waiting(now, true) end
 end
 touch()
 result[#result + 1] = redis.call('ZCOUNT', P .. ':pr', now - W - LEASE, '+inf')
