@@ -322,7 +322,10 @@ def test_demo_through_the_guard_then_report(tmp_path: Path) -> None:
     assert re.match(
         r"[1-9]\d* truncated, [1-9]\d* summarized \([1-9]\d* summary calls\)", s["fits"]
     )
-    assert int(s["429s absorbed by the guard"]) >= 1
+    # The burst was held for the room the unguarded client left: by the limiter from the
+    # server's headers, or after a 429 the guard absorbed (none reached the caller).
+    waited = float(s["time waited (all calls, summed)"].split(" s", 1)[0])
+    assert waited > 0 or int(s["429s absorbed by the guard"]) >= 1
     assert re.match(r"3 sent, \d+ refused", s["unguarded client"])
     assert f"events: {log}" in out
     # The window is in the log: the command the demo suggests needs no --window.

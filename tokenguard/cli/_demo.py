@@ -8,7 +8,8 @@ Three acts against the embedded Groq emulator (or Groq itself with ``GROQ_API_KE
 2. the same kind of conversation kept by ``tg.Conversation``, which summarizes its
    oldest turns through a client wrapped with ``tg.instrument``;
 3. a burst of parallel requests (asyncio) through an instrumented ``AsyncOpenAI``, while
-   an unguarded client spends part of the same quota: the guard absorbs the 429s.
+   an unguarded client spends part of the same quota: the guard holds its calls for
+   the room the server's headers show, and absorbs any 429 the other client causes.
 
 Every event goes to a JSONL file (for ``tokenguard report``) and to the display.
 """
