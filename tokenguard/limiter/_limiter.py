@@ -175,17 +175,13 @@ class Reservation:
             r.commit(raw.parse().usage.total_tokens)
             r.observe(raw.headers)
         """
-        view = _believable(_view(headers), self._limits, served=False)
-        if view is None:
-            return
-        direct = self._direct
-        if direct is not None:
-            direct.observe(view, self._charge)
-            return
-        run_sync(self._observing(view))
+        run_sync(self._observing(headers))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
+        await run_async(self._observing(headers))
+
+    def _observing(self, headers: Mapping[str, Any]) -> Plan[None]:
         view = _believable(_view(headers), self._limits, served=False)
         if view is None:
             return
@@ -193,9 +189,6 @@ class Reservation:
         if direct is not None:
             direct.observe(view, self._charge)
             return
-        await run_async(self._observing(view))
-
-    def _observing(self, view: ServerView) -> Plan[None]:
         try:
             yield from self._backend.observe_plan(view, self._charge)
         except LimiterUnavailable as exc:
@@ -779,17 +772,15 @@ class Limiter:
             r.commit(raw.parse().usage.total_tokens)
             lim.observe(raw.headers)
         """
-        view = _believable(_view(headers), self.limits, served=False)
-        if view is None:
-            return
-        r = self._answered()
-        if r is not None and r._direct is not None:
-            r._direct.observe(view, r._charge)
-            return
-        run_sync(self._observing(view, r))
+        run_sync(self._observing_headers(headers))
 
     async def observe_async(self, headers: Mapping[str, Any]) -> None:
         """:meth:`observe` for asyncio code."""
+        await run_async(self._observing_headers(headers))
+
+    def _observing_headers(self, headers: Mapping[str, Any]) -> Plan[None]:
+        """:meth:`observe`, for either runner: the headers checked, matched to the
+        reservation this thread or task answered last, then adopted."""
         view = _believable(_view(headers), self.limits, served=False)
         if view is None:
             return
@@ -797,7 +788,7 @@ class Limiter:
         if r is not None and r._direct is not None:
             r._direct.observe(view, r._charge)
             return
-        await run_async(self._observing(view, r))
+        yield from self._observing(view, r)
 
     def _answered(self) -> Reservation | None:
         """The reservation of this limiter this thread or task committed or cancelled
