@@ -1,0 +1,224 @@
+"""Budgets shared through Redis: one budget per key for every process on that Redis.
+
+Every decision (hold, settle, release, read) is one run of ``lua/budget.lua``: one round
+trip, atomic, on Redis time. A hold is leased: a process that dies (or hangs) with a
+hold has it charged at its estimate when the lease runs out, so a crash can not make a
+budget overspend; a settle that arrives after that corrects the charge to the usage.
+Each decision is written once as a plan (see :mod:`tokenguard._drive`): a thread runs
+it with the client it was given, an asyncio task with a ``redis.asyncio`` client made
+from the same settings (one per event loop).
+
+Invariant: the sum of the period's usage and of the holds in flight never passes a cap
+through a hold; only usage reported above its estimate can take it past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import redis.exceptions as redis_errors
+
+from .._drive import Call, Plan
+from ..errors import BudgetExceeded, BudgetUnavailable
+from ._prices import from_pico
+
+__all__ = ["BudgetStatus", "SharedStore", "prefix_of"]
+
+_SOURCE = (resources.files("tokenguard._spend") / "lua" / "budget.lua").read_text()
+_SHA = hashlib.sha1(_SOURCE.encode()).hexdigest()
+_ERRORS = (redis_errors.RedisError, OSError)
+
+
+def prefix_of(key: str) -> str:
+    """The Redis key prefix (one hash tag) of budget ``key``."""
+    return "{tokenguard:budget:" + key + "}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cap(value: Any) -> int | None:
+    n = int(_text(value))
+    return None if n < 0 else n
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A shared budget as Redis holds it now (see :func:`tokenguard.budget_status`).
+
+    ``per`` is ``"day"``, ``"month"`` (calendar periods in UTC) or a rolling number of
+    seconds as text; ``None`` (and zeros) when no process has used ``key`` yet. The
+    caps are those the last hold gave. ``used_*``: settled in the current period;
+    ``reserved_*``: held by calls in flight; ``resets_in``: seconds until the period ends
+    (rolling: until its oldest charge ages out; ``None``: nothing to age out).
+    """
+
+    key: str
+    per: str | None
+    tokens: int | None
+    requests: int | None
+    usd: Decimal | None
+    used_tokens: int
+    used_requests: int
+    spent_usd: Decimal
+    reserved_tokens: int
+    reserved_requests: int
+    reserved_usd: Decimal
+    resets_in: float | None
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        """Tokens a new call may still hold (``None``: no token cap)."""
+        if self.tokens is None:
+            return None
+        return max(0, self.tokens - self.used_tokens - self.reserved_tokens)
+
+    @property
+    def remaining_requests(self) -> int | None:
+        """Requests a new call may still make (``None``: no request cap)."""
+        if self.requests is None:
+            return None
+        return max(0, self.requests - self.used_requests - self.reserved_requests)
+
+    @property
+    def remaining_usd(self) -> Decimal | None:
+        """Dollars a new call may still hold (``None``: no money cap)."""
+        if self.usd is None:
+            return None
+        return max(Decimal(0), self.usd - self.spent_usd - self.reserved_usd)
+
+
+class SharedStore:
+    """The Redis side of one shared budget: ``key`` on ``client``, a ``per`` window,
+    holds leased for ``lease`` seconds."""
+
+    def __init__(self, client: Any, key: str, per: str, lease: float) -> None:
+        self.client = client
+        self.key = key
+        self.per = per
+        self.lease = lease
+        self._prefix = prefix_of(key)
+        self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        #: The time the scripts use instead of Redis TIME (the property tests only).
+        self.test_now: float | None = None
+
+    def _argv(self, op: str, caps: tuple[int, int, int], rest: tuple[Any, ...]) -> list[Any]:
+        now = "" if self.test_now is None else repr(self.test_now)
+        return [op, now, self.per, repr(self.lease), *caps, *rest]
+
+    def _run(self, argv: list[Any]) -> Any:
+        try:
+            try:
+                return self.client.evalsha(_SHA, 1, self._prefix, *argv)
+            except redis_errors.NoScriptError:
+                # First use on this server (or after a restart or SCRIPT FLUSH).
+                return self.client.eval(_SOURCE, 1, self._prefix, *argv)
+        except _ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _arun(self, argv: list[Any]) -> Any:
+        client = self._aclient()
+        try:
+            try:
+                return await client.evalsha(_SHA, 1, self._prefix, *argv)
+            except redis_errors.NoScriptError:
+                return await client.eval(_SOURCE, 1, self._prefix, *argv)
+        except _ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> BudgetUnavailable:
+        return BudgetUnavailable(
+            f"shared budget {self.key!r}: Redis could not be reached or answered wrongly "
+            f"({type(exc).__name__}: {exc})"
+        )
+
+    def _aclient(self) -> Any:
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(id(loop))
+        if found is None or found[0] is not loop:
+            import redis.asyncio as aredis
+
+            from ..limiter._redis import _async_kwargs
+
+            found = (loop, aredis.Redis(**_async_kwargs(self.client)))
+            self._aclients[id(loop)] = found
+        return found[1]
+
+    def _script(self, op: str, caps: tuple[int, int, int], *rest: Any) -> Call:
+        argv = self._argv(op, caps, rest)
+        return Call(self._run, self._arun, argv)
+
+    # -- decisions, each one plan ------------------------------------------------------
+
+    def hold_plan(
+        self, caps: tuple[int, int, int], hold_id: str, tokens: int, pico: int, label: str
+    ) -> Plan[None]:
+        """Hold ``tokens``, one request and ``pico`` pico-dollars, or raise
+        :class:`~tokenguard.BudgetExceeded` naming the cap that lacks the room."""
+        reply = yield self._script("hold", caps, hold_id, tokens, pico)
+        if int(reply[0]) == 1:
+            return
+        unit = _text(reply[1])
+        needed, left = int(_text(reply[2])), int(_text(reply[3]))
+        if unit == "usd":
+            need_usd, left_usd = from_pico(needed), from_pico(left)
+            raise BudgetExceeded(
+                f"a request estimated at ${need_usd:f} does not fit shared budget {label}: "
+                f"${left_usd:f} remaining this period; nothing was sent",
+                needed=need_usd,
+                remaining=left_usd,
+                unit="usd",
+            )
+        raise BudgetExceeded(
+            f"a request of {needed} {unit} does not fit shared budget {label}: {left} "
+            "remaining this period; nothing was sent",
+            needed=needed,
+            remaining=left,
+            unit=unit,
+        )
+
+    def settle_plan(self, hold_id: str, tokens: int, pico: int) -> Plan[None]:
+        """Replace the hold by the usage ``tokens`` and ``pico`` as reported."""
+        yield self._script("settle", (-1, -1, -1), hold_id, tokens, pico)
+
+    def release_plan(self, hold_id: str) -> Plan[None]:
+        """Give the hold back: the request never reached the server."""
+        yield self._script("release", (-1, -1, -1), hold_id, 0, 0)
+
+    def read_plan(self) -> Plan[BudgetStatus]:
+        """The budget's state now, without spending."""
+        reply = yield Call(self._run, self._arun, ["read", self._now(), "", "0", -1, -1, -1])
+        return status_from(self.key, reply)
+
+    def _now(self) -> str:
+        return "" if self.test_now is None else repr(self.test_now)
+
+
+def status_from(key: str, reply: list[Any]) -> BudgetStatus:
+    """A ``read`` reply as a :class:`BudgetStatus`."""
+    if int(reply[0]) == 0:
+        zero = Decimal(0)
+        return BudgetStatus(key, None, None, None, None, 0, 0, zero, 0, 0, zero, None)
+    f = [_text(x) for x in reply[1:]]
+    pico_cap = _cap(f[3])
+    resets = float(f[10])
+    return BudgetStatus(
+        key=key,
+        per=f[0],
+        tokens=_cap(f[1]),
+        requests=_cap(f[2]),
+        usd=None if pico_cap is None else from_pico(pico_cap),
+        used_tokens=int(float(f[4])),
+        used_requests=int(float(f[5])),
+        spent_usd=from_pico(int(f[6])),
+        reserved_tokens=int(float(f[7])),
+        reserved_requests=int(float(f[8])),
+        reserved_usd=from_pico(int(f[9])),
+        resets_in=None if resets < 0 else max(resets, 0.0),
+    )
