@@ -51,9 +51,10 @@ def question(i: int) -> list[dict[str, str]]:
 
 
 def test_the_table_holds_groqs_published_prices_with_cached_input_at_half() -> None:
-    assert PRICE == tg.Price("0.05", "0.08", "0.025", source="groq")
+    assert tg.Price("0.05", "0.08", "0.025", source="groq") == PRICE
     gpt = tg.price_of("openai/gpt-oss-120b")
-    assert gpt is not None and (gpt.input, gpt.output) == (Decimal("0.15"), Decimal("0.60"))
+    assert gpt is not None
+    assert (gpt.input, gpt.output) == (Decimal("0.15"), Decimal("0.60"))
     # Not on the page the table was read from: left out, not guessed.
     assert tg.price_of("qwen/qwen3-32b") is None
 
@@ -99,7 +100,8 @@ def test_a_money_budget_is_charged_each_calls_cost_and_events_carry_it(
     assert PRICE is not None
     costs = [PRICE.cost(r.usage.prompt_tokens, r.usage.completion_tokens) for r in replies]
     assert b.spent_usd == sum(costs, Decimal(0)) > 0
-    assert b.reserved_usd == 0 and b.remaining_usd == Decimal("0.01") - b.spent_usd
+    assert b.reserved_usd == 0
+    assert b.remaining_usd == Decimal("0.01") - b.spent_usd
     logged = [Decimal(repr(e["tokenguard.cost_usd"])) for e in requests(events)]
     assert logged == costs
 
@@ -116,15 +118,21 @@ def test_a_call_whose_estimate_costs_more_than_is_left_is_refused_before_sending
     count = tg.count_tokens(question(1), model=MODEL)
     assert PRICE is not None
     estimate = PRICE.cost(count, 1_000)  # the prompt exact, the completion at max_tokens
-    with tg.budget(usd=estimate - Decimal("0.000000001"), name="tiny") as b:
-        with pytest.raises(tg.BudgetExceeded, match="'tiny'") as exc:
-            ask(question(1))
+    short = estimate - Decimal("0.000000001")
+    with (
+        tg.budget(usd=short, name="tiny") as b,
+        pytest.raises(tg.BudgetExceeded, match="'tiny'") as exc,
+    ):
+        ask(question(1))
     assert (exc.value.unit, exc.value.needed) == ("usd", estimate)
     assert "nothing was sent" in str(exc.value)
-    assert sent(em) == 0 and b.spent_usd == 0 and b.reserved_usd == 0
+    assert sent(em) == 0
+    assert b.spent_usd == 0
+    assert b.reserved_usd == 0
     with tg.budget(usd=estimate) as b:
         ask(question(1))  # exactly the estimate fits
-    assert sent(em) == 1 and 0 < b.spent_usd <= estimate
+    assert sent(em) == 1
+    assert 0 < b.spent_usd <= estimate
 
 
 def test_a_money_budget_on_a_model_without_a_price_is_a_clear_error(
@@ -139,10 +147,12 @@ def test_a_money_budget_on_a_model_without_a_price_is_a_clear_error(
 
     with tg.budget(usd=1) as b, pytest.raises(tg.UnknownPrice, match="register_price"):
         ask(question(1))
-    assert called == [] and b.reserved == 0
+    assert called == []
+    assert b.reserved == 0
     with tg.budget(tokens=1_000) as b:  # without a money cap the call goes, uncosted
         ask(question(1))
-    assert b.used == 12 and b.spent_usd == 0
+    assert b.used == 12
+    assert b.spent_usd == 0
     [event] = requests(events)
     assert "tokenguard.cost_usd" not in event
 
