@@ -89,9 +89,9 @@ def _check_limit(name: str, value: object) -> int | None:
 def _check_per(per: object) -> str:
     if per in ("day", "month"):
         return str(per)
-    if isinstance(per, (int, float)) and not isinstance(per, bool):
-        if math.isfinite(per) and per > 0:
-            return repr(float(per))
+    number = isinstance(per, (int, float)) and not isinstance(per, bool)
+    if number and math.isfinite(per) and per > 0:  # type: ignore[arg-type, operator]
+        return repr(float(per))  # type: ignore[arg-type]
     raise ConfigurationError(
         f'budget per must be "day", "month" or a number of seconds > 0, got {per!r}'
     )
