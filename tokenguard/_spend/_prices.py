@@ -15,7 +15,7 @@ with :func:`register_price`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from ..errors import ConfigurationError
@@ -70,6 +70,9 @@ class Price:
     cached_input: Decimal | None = None
     #: Where the price comes from (``"groq"`` for the built-in table, ``"user"``).
     source: str = "user"
+    #: Pico-dollars per token (input, output, cached input) when all three are whole
+    #: (any price to six decimals per million): a cost is then integer arithmetic.
+    _pico: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
 
     def __init__(
         self,
@@ -83,11 +86,20 @@ class Price:
         cached = None if cached_input is None else usd(cached_input, "cached input price")
         object.__setattr__(self, "cached_input", cached)
         object.__setattr__(self, "source", source)
+        rates = (self.input, self.output, self.input if cached is None else cached)
+        per_token = [rate * _MILLION for rate in rates]  # USD/M x 10^6 = pico-USD/token
+        whole = all(p == p.to_integral_value() for p in per_token)
+        object.__setattr__(self, "_pico", tuple(int(p) for p in per_token) if whole else None)
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:
         """What a call of ``input_tokens`` prompt tokens (``cached_tokens`` of them from
         the cache) and ``output_tokens`` completion tokens costs, in USD, exactly."""
         cached = min(max(cached_tokens, 0), input_tokens)
+        if self._pico is not None:  # exact either way; this way ~4x faster (every event)
+            pi, po, pc = self._pico
+            return Decimal((input_tokens - cached) * pi + cached * pc + output_tokens * po).scaleb(
+                -12
+            )
         rate = self.input if self.cached_input is None else self.cached_input
         micro = (input_tokens - cached) * self.input + cached * rate
         return (micro + output_tokens * self.output) / _MILLION
