@@ -19,7 +19,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from redis_support import RedisServer, redis_srv
+from redis_support import RedisServer, redis_server, redis_srv
 
 import tokenguard as tg
 from tokenguard._drive import run_sync
@@ -421,3 +421,27 @@ def test_redis_down_is_a_clear_error_and_nothing_is_sent(em: Emulator) -> None:
 def test_a_malformed_shared_budget_is_refused_when_made(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(tg.ConfigurationError, match=match):
         tg.budget(tokens=10, **kwargs)
+
+
+def test_redis_dying_during_a_call_still_returns_the_answer_and_reports_it(
+    em: Emulator, events: list[tg.events.Event]
+) -> None:
+    oa = openai.OpenAI(base_url=em.base_url, api_key="x")
+    with redis_server() as doomed:
+        r = redis.Redis(host=doomed.host, port=doomed.port, socket_timeout=1)
+
+        @tg.guard
+        def ask(messages: Any, model: str = MODEL, max_tokens: int = 10) -> Any:
+            reply = oa.chat.completions.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            )
+            doomed.process.kill()  # after the hold, before the settle
+            doomed.process.wait()
+            return reply
+
+        with tg.budget(tokens=1_000, key=fresh(), per="day", redis=r) as b:
+            reply = ask(question(1))
+    assert reply.usage.total_tokens == b.used  # this block still counted it
+    [failed] = [e for e in events if isinstance(e, tg.events.GuardSettleFailed)]
+    assert (failed.during, failed.served) == ("budget", True)
+    assert "Redis could not be reached" in failed.error

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Any
 
+import redis as redis_lib
 import redis.exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .._drive import Call, Plan
 from ..errors import BudgetExceeded, BudgetUnavailable
@@ -32,6 +37,52 @@ __all__ = ["BudgetStatus", "SharedStore", "prefix_of"]
 _SOURCE = (resources.files("tokenguard._spend") / "lua" / "budget.lua").read_text()
 _SHA = hashlib.sha1(_SOURCE.encode()).hexdigest()
 _ERRORS = (redis_errors.RedisError, OSError)
+
+
+class _Clients:
+    """The connections every shared budget on one user's client uses: a client like it
+    (same server, credentials, timeouts, TLS) whose commands are tried once, and one
+    ``redis.asyncio`` client per event loop made the same way. A decision must fail fast
+    when Redis is down, not after the client's retries with backoff (seconds), as the
+    limiter's round trips do. Made once per user's client: a budget is opened per
+    block, often per call, and must not open connections of its own."""
+
+    def __init__(self, given: Any) -> None:
+        self.given = given
+        pool = given.connection_pool
+        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        self.sync = redis_lib.Redis(
+            connection_pool=redis_lib.ConnectionPool(
+                connection_class=pool.connection_class, **kwargs
+            )
+        )
+        self._loops: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+
+    def for_loop(self) -> Any:
+        loop = asyncio.get_running_loop()
+        found = self._loops.get(id(loop))
+        if found is None or found[0] is not loop:
+            import redis.asyncio as aredis
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            from ..limiter._redis import _async_kwargs
+
+            one = AsyncRetry(NoBackoff(), 0)
+            found = (loop, aredis.Redis(**_async_kwargs(self.given), retry=one))
+            self._loops[id(loop)] = found
+        return found[1]
+
+
+_clients: weakref.WeakKeyDictionary[Any, _Clients] = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+
+
+def _clients_of(client: Any) -> _Clients:
+    with _clients_lock:
+        found = _clients.get(client)
+        if found is None:
+            found = _clients[client] = _Clients(client)
+        return found
 
 
 def prefix_of(key: str) -> str:
@@ -99,12 +150,12 @@ class SharedStore:
     holds leased for ``lease`` seconds."""
 
     def __init__(self, client: Any, key: str, per: str, lease: float) -> None:
-        self.client = client
+        self._clients = _clients_of(client)
+        self.client = self._clients.sync
         self.key = key
         self.per = per
         self.lease = lease
         self._prefix = prefix_of(key)
-        self._aclients: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         #: The time the scripts use instead of Redis TIME (the property tests only).
         self.test_now: float | None = None
 
@@ -123,7 +174,7 @@ class SharedStore:
             raise self._unavailable(exc) from exc
 
     async def _arun(self, argv: list[Any]) -> Any:
-        client = self._aclient()
+        client = self._clients.for_loop()
         try:
             try:
                 return await client.evalsha(_SHA, 1, self._prefix, *argv)
@@ -137,18 +188,6 @@ class SharedStore:
             f"shared budget {self.key!r}: Redis could not be reached or answered wrongly "
             f"({type(exc).__name__}: {exc})"
         )
-
-    def _aclient(self) -> Any:
-        loop = asyncio.get_running_loop()
-        found = self._aclients.get(id(loop))
-        if found is None or found[0] is not loop:
-            import redis.asyncio as aredis
-
-            from ..limiter._redis import _async_kwargs
-
-            found = (loop, aredis.Redis(**_async_kwargs(self.client)))
-            self._aclients[id(loop)] = found
-        return found[1]
 
     def _script(self, op: str, caps: tuple[int, int, int], *rest: Any) -> Call:
         argv = self._argv(op, caps, rest)
