@@ -445,3 +445,13 @@ def test_redis_dying_during_a_call_still_returns_the_answer_and_reports_it(
     [failed] = [e for e in events if isinstance(e, tg.events.GuardSettleFailed)]
     assert (failed.during, failed.served) == ("budget", True)
     assert "Redis could not be reached" in failed.error
+
+
+def test_a_months_state_can_be_read_all_month_after_its_last_call(client: redis.Redis) -> None:
+    key = fresh()
+    s = store(client, key, "month", at("2027-07-02T08:00:00"))
+    run_sync(s.settle_plan(hold(s, (5_000, -1, -1), 100), 90, 0))
+    ttl = client.ttl(f"{{tokenguard:budget:{key}}}:conf")
+    assert ttl >= (at("2027-08-01T00:00:00") - at("2027-07-02T08:00:00"))
+    s.test_now = at("2027-07-31T23:00:00")
+    assert (status(s).per, status(s).used_tokens) == ("month", 90)

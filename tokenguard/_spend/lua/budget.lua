@@ -148,8 +148,15 @@ local function totals(key)
   return num(v[1]), num(v[2]), num(v[3]), v[3] or '0'
 end
 
+-- The state lives as long as the period's usage may still be read (a month), and at
+-- least as long as a hold's lease and the day its late settle is awaited.
 local function keep_state()
   local ttl = math.ceil(lease) + 2 * DAY
+  if ends then
+    ttl = math.max(ttl, math.ceil(ends - now) + DAY)
+  elseif window then
+    ttl = math.max(ttl, math.ceil(window) + DAY)
+  end
   for _, k in ipairs({K_CONF, K_HOLDS, K_HOLD, K_RES, K_LATE, K_LATEZ}) do
     if redis.call('EXISTS', k) == 1 then redis.call('EXPIRE', k, ttl) end
   end
