@@ -413,11 +413,12 @@ class GuardLimitLearned(Event):
 @dataclass(frozen=True)
 class GuardSettleFailed(Event):
     """The limiter could not be reached (``error``) to settle a guarded call, at the
-    ``commit``, ``cancel`` or ``observe`` step named by ``during`` (``"budget"``: a shared
-    budget's Redis, whose hold is charged its estimate when its lease runs out). The caller still gets
-    what the call gave: the response when the server ``served`` it (budgets charged with
-    its usage, the request event sent), else its own exception unchanged. The
-    reservation of ``tokens`` stays charged in the limiter and ages out with the window."""
+    ``commit``, ``cancel`` or ``observe`` step named by ``during`` (``"budget"``: a
+    shared budget's Redis, whose hold is charged its estimate when its lease runs out).
+    The caller still gets what the call gave: the response when the server ``served`` it
+    (budgets charged with its usage, the request event sent), else its own exception
+    unchanged. The reservation of ``tokens`` stays charged in the limiter and ages out
+    with the window."""
 
     name: ClassVar[str] = "tokenguard.guard.settle_failed"
     level: ClassVar[Level] = "warning"
