@@ -138,20 +138,24 @@ def test_a_call_whose_estimate_costs_more_than_is_left_is_refused_before_sending
 def test_a_money_budget_on_a_model_without_a_price_is_a_clear_error(
     events: list[tg.events.Event],
 ) -> None:
-    called: list[Any] = []
+    unpriced = "llama3-8b-8192"  # in the model table, not in the price table
+    assert tg.price_of(unpriced) is None
+    with running(model=unpriced, tpm=100_000, rpm=1_000, window=1.0) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="x")
 
-    @tg.guard(rate_limit=False)
-    def ask(messages: Any, model: str = "example/estimated-qwen2", max_tokens: int = 8) -> Any:
-        called.append(messages)
-        return {"usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
+        @tg.guard
+        def ask(messages: Any, model: str = unpriced, max_tokens: int = 8) -> Any:
+            return client.chat.completions.create(
+                messages=messages, model=model, max_tokens=max_tokens
+            )
 
-    with tg.budget(usd=1) as b, pytest.raises(tg.UnknownPrice, match="register_price"):
-        ask(question(1))
-    assert called == []
-    assert b.reserved == 0
-    with tg.budget(tokens=1_000) as b:  # without a money cap the call goes, uncosted
-        ask(question(1))
-    assert b.used == 12
+        with tg.budget(usd=1) as b, pytest.raises(tg.UnknownPrice, match="register_price"):
+            ask(question(1))
+        assert sent(server) == 0
+        assert b.reserved == 0
+        with tg.budget(tokens=1_000) as b:  # without a money cap the call goes, uncosted
+            reply = ask(question(1))
+    assert b.used == reply.usage.total_tokens
     assert b.spent_usd == 0
     [event] = requests(events)
     assert "tokenguard.cost_usd" not in event

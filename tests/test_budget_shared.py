@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -455,3 +457,15 @@ def test_a_months_state_can_be_read_all_month_after_its_last_call(client: redis.
     assert ttl >= (at("2027-08-01T00:00:00") - at("2027-07-02T08:00:00"))
     s.test_now = at("2027-07-31T23:00:00")
     assert (status(s).per, status(s).used_tokens) == ("month", 90)
+
+
+def test_without_the_redis_extra_a_shared_budget_says_how_to_get_it() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import tokenguard as tg\n"
+        "tg.budget(tokens=1, key='t', per='day', redis=object())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "ConfigurationError" in done.stderr
+    assert "pip install 'groq-tokenguard[redis]'" in done.stderr

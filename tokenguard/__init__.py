@@ -25,7 +25,7 @@ from ._guard import (
     uninstrument,
 )
 from ._spend._prices import Price, price_of, register_price
-from ._spend._shared import BudgetStatus
+from ._spend._status import BudgetStatus
 from .conversation import Conversation
 from .counting import (
     Calibration,

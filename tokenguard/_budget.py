@@ -41,12 +41,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._drive import Plan, run_sync
+from ._extras import require
 from ._spend._prices import to_pico
 from ._spend._prices import usd as _usd
 from .errors import BudgetExceeded, BudgetUnavailable, ConfigurationError, UnknownPrice
 
 if TYPE_CHECKING:
-    from ._spend._shared import BudgetStatus, SharedStore
+    from ._spend._shared import SharedStore
+    from ._spend._status import BudgetStatus
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -107,6 +109,7 @@ def _shared(key: object, per: object, redis: object, lease: object) -> SharedSto
         )
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
         raise ConfigurationError(f"budget lease must be seconds > 0, got {lease!r}")
+    require("redis", "redis", "a budget shared through Redis")
     from ._spend._shared import SharedStore
 
     return SharedStore(redis, key, _check_per(per), float(lease))

@@ -18,8 +18,6 @@ import asyncio
 import hashlib
 import threading
 import weakref
-from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -31,8 +29,9 @@ from redis.retry import Retry
 from .._drive import Call, Plan
 from ..errors import BudgetExceeded, BudgetUnavailable
 from ._prices import from_pico
+from ._status import BudgetStatus, status_from, text_of
 
-__all__ = ["BudgetStatus", "SharedStore", "prefix_of"]
+__all__ = ["SharedStore", "prefix_of"]
 
 _SOURCE = (resources.files("tokenguard._spend") / "lua" / "budget.lua").read_text()
 _SHA = hashlib.sha1(_SOURCE.encode()).hexdigest()
@@ -88,61 +87,6 @@ def _clients_of(client: Any) -> _Clients:
 def prefix_of(key: str) -> str:
     """The Redis key prefix (one hash tag) of budget ``key``."""
     return "{tokenguard:budget:" + key + "}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _cap(value: Any) -> int | None:
-    n = int(_text(value))
-    return None if n < 0 else n
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    """A shared budget as Redis holds it now (see :func:`tokenguard.budget_status`).
-
-    ``per`` is ``"day"``, ``"month"`` (calendar periods in UTC) or a rolling number of
-    seconds as text; ``None`` (and zeros) when no process has used ``key`` yet. The
-    caps are those the last hold gave. ``used_*``: settled in the current period;
-    ``reserved_*``: held by calls in flight; ``resets_in``: seconds until the period ends
-    (rolling: until its oldest charge ages out; ``None``: nothing to age out).
-    """
-
-    key: str
-    per: str | None
-    tokens: int | None
-    requests: int | None
-    usd: Decimal | None
-    used_tokens: int
-    used_requests: int
-    spent_usd: Decimal
-    reserved_tokens: int
-    reserved_requests: int
-    reserved_usd: Decimal
-    resets_in: float | None
-
-    @property
-    def remaining_tokens(self) -> int | None:
-        """Tokens a new call may still hold (``None``: no token cap)."""
-        if self.tokens is None:
-            return None
-        return max(0, self.tokens - self.used_tokens - self.reserved_tokens)
-
-    @property
-    def remaining_requests(self) -> int | None:
-        """Requests a new call may still make (``None``: no request cap)."""
-        if self.requests is None:
-            return None
-        return max(0, self.requests - self.used_requests - self.reserved_requests)
-
-    @property
-    def remaining_usd(self) -> Decimal | None:
-        """Dollars a new call may still hold (``None``: no money cap)."""
-        if self.usd is None:
-            return None
-        return max(Decimal(0), self.usd - self.spent_usd - self.reserved_usd)
 
 
 class SharedStore:
@@ -203,8 +147,8 @@ class SharedStore:
         reply = yield self._script("hold", caps, hold_id, tokens, pico)
         if int(reply[0]) == 1:
             return
-        unit = _text(reply[1])
-        needed, left = int(_text(reply[2])), int(_text(reply[3]))
+        unit = text_of(reply[1])
+        needed, left = int(text_of(reply[2])), int(text_of(reply[3]))
         if unit == "usd":
             need_usd, left_usd = from_pico(needed), from_pico(left)
             raise BudgetExceeded(
@@ -237,27 +181,3 @@ class SharedStore:
 
     def _now(self) -> str:
         return "" if self.test_now is None else repr(self.test_now)
-
-
-def status_from(key: str, reply: list[Any]) -> BudgetStatus:
-    """A ``read`` reply as a :class:`BudgetStatus`."""
-    if int(reply[0]) == 0:
-        zero = Decimal(0)
-        return BudgetStatus(key, None, None, None, None, 0, 0, zero, 0, 0, zero, None)
-    f = [_text(x) for x in reply[1:]]
-    pico_cap = _cap(f[3])
-    resets = float(f[10])
-    return BudgetStatus(
-        key=key,
-        per=f[0],
-        tokens=_cap(f[1]),
-        requests=_cap(f[2]),
-        usd=None if pico_cap is None else from_pico(pico_cap),
-        used_tokens=int(float(f[4])),
-        used_requests=int(float(f[5])),
-        spent_usd=from_pico(int(f[6])),
-        reserved_tokens=int(float(f[7])),
-        reserved_requests=int(float(f[8])),
-        reserved_usd=from_pico(int(f[9])),
-        resets_in=None if resets < 0 else max(resets, 0.0),
-    )
