@@ -134,7 +134,7 @@ def hammer(args: argparse.Namespace, srv: Server) -> None:
         assert served == sent == got.used_requests, (served, sent, got.used_requests)
         assert got.reserved_usd == 0
         print(
-            f"{mode:>9} {got.spent_usd:>12f} {cap:>8f} {over:>10f} {largest:>17f} "
+            f"{mode:>9} {got.spent_usd:>12f} {cap:>8f} {over:>10f} {largest.normalize():>17f} "
             f"{served:>7} {sum(r['refused'] for r in results):>8} "
             f"{cap - got.spent_usd:>12f} {took:>6.1f}"
         )
