@@ -10,7 +10,7 @@ Drop it onto code that already calls Groq's OpenAI-compatible API::
 from __future__ import annotations
 
 from . import events, sinks
-from ._budget import Budget, BudgetHold, budget, carry
+from ._budget import Budget, BudgetHold, budget, budget_status, carry
 from ._guard import (
     DEFAULT_BASE_URL,
     GuardedAsyncStream,
@@ -24,6 +24,8 @@ from ._guard import (
     reset_defaults,
     uninstrument,
 )
+from ._spend._prices import Price, price_of, register_price
+from ._spend._status import BudgetStatus
 from .conversation import Conversation
 from .counting import (
     Calibration,
@@ -38,6 +40,7 @@ from .counting import (
 )
 from .errors import (
     BudgetExceeded,
+    BudgetUnavailable,
     ConfigurationError,
     ContextOverflow,
     InvalidMessages,
@@ -47,6 +50,7 @@ from .errors import (
     RequestTooLarge,
     TokenGuardError,
     TokenizerUnavailable,
+    UnknownPrice,
 )
 from .fitting import (
     ClientSummarizer,
@@ -68,6 +72,8 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "BudgetHold",
+    "BudgetStatus",
+    "BudgetUnavailable",
     "Calibration",
     "ClientSummarizer",
     "ConfigurationError",
@@ -86,6 +92,7 @@ __all__ = [
     "LimiterUnavailable",
     "Limits",
     "ModelInfo",
+    "Price",
     "PromptCount",
     "RateLimitTimeout",
     "RequestCount",
@@ -97,8 +104,10 @@ __all__ = [
     "SummaryRequest",
     "TokenGuardError",
     "TokenizerUnavailable",
+    "UnknownPrice",
     "__version__",
     "budget",
+    "budget_status",
     "carry",
     "count_prompt",
     "count_request",
@@ -112,7 +121,9 @@ __all__ = [
     "instrument",
     "is_instrumented",
     "observe_prompt_tokens",
+    "price_of",
     "register_model",
+    "register_price",
     "reset_defaults",
     "sinks",
     "uninstrument",

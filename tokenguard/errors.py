@@ -7,12 +7,14 @@ Every error that tokenguard raises on its own account derives from
     ├── InvalidMessages        the messages are malformed (names the message and problem)
     ├── InvalidRequest         another part of the request is malformed (max_tokens, extra_body)
     ├── ConfigurationError     an option or model-table entry is malformed
+    │   └── UnknownPrice       a money budget is open and the model has no price
     ├── TokenizerUnavailable   tokenizer data is missing or fails its sha256 check
     ├── ContextOverflow        the request cannot be made to fit the context window
     ├── RequestTooLarge        one request costs more than a limit itself (it could never go)
     ├── BudgetExceeded         the request does not fit an open ``budget()``
     ├── RateLimitTimeout       the limiter would have to wait longer than ``max_wait``
     └── LimiterUnavailable     the shared (Redis) limiter cannot be reached
+        └── BudgetUnavailable  a shared (Redis) budget cannot be reached
 
 Errors say what was expected and what was found, with the numbers, and carry
 those numbers as attributes so that callers need not parse messages.
@@ -20,8 +22,11 @@ those numbers as attributes so that callers need not parse messages.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 __all__ = [
     "BudgetExceeded",
+    "BudgetUnavailable",
     "ConfigurationError",
     "ContextOverflow",
     "InvalidMessages",
@@ -31,6 +36,7 @@ __all__ = [
     "RequestTooLarge",
     "TokenGuardError",
     "TokenizerUnavailable",
+    "UnknownPrice",
 ]
 
 
@@ -104,10 +110,18 @@ class RequestTooLarge(TokenGuardError):
 class BudgetExceeded(TokenGuardError):
     """The request's estimate does not fit the remaining tokens or requests of a budget.
 
-    ``needed`` and ``remaining`` are in ``unit`` (``"tokens"`` or ``"requests"``).
+    ``needed`` and ``remaining`` are in ``unit`` (``"tokens"``, ``"requests"``, or
+    ``"usd"``: then exact :class:`~decimal.Decimal` dollars).
     """
 
-    def __init__(self, message: str, *, needed: int, remaining: int, unit: str = "tokens") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        needed: int | Decimal,
+        remaining: int | Decimal,
+        unit: str = "tokens",
+    ) -> None:
         self.needed = needed
         self.remaining = remaining
         self.unit = unit
@@ -142,3 +156,22 @@ class RateLimitTimeout(TokenGuardError):
 
 class LimiterUnavailable(TokenGuardError):
     """The shared limiter's backend (Redis) could not be reached or answered wrongly."""
+
+
+class BudgetUnavailable(LimiterUnavailable):
+    """A shared budget's Redis could not be reached or answered wrongly: nothing was
+    sent (a hold could not be taken), or a settle did not arrive (the hold is charged
+    its estimate when its lease runs out)."""
+
+
+class UnknownPrice(ConfigurationError):
+    """A budget in money (``usd=``) is open and the call's ``model`` has no price: register
+    one with :func:`tokenguard.register_price`. Nothing was sent."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"a budget in US dollars is open and model {model!r} has no price: give it one "
+            f"with tg.register_price({model!r}, input=..., output=...) (USD per million "
+            "tokens); nothing was sent"
+        )

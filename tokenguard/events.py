@@ -32,6 +32,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, ClassVar, Literal, TextIO
 
 from .sinks._console import ConsoleSink
@@ -293,7 +294,11 @@ class GuardRequest(Event):
     ``output_tokens`` are the usage as the server reported it (``None`` when none came
     back: a failure, or a stream closed early); ``cached_tokens`` are the prompt tokens
     served from Groq's cache (they do not count toward its limits);
-    ``limit_tokens`` what the rate limiter was charged. ``site`` names the call site
+    ``limit_tokens`` what the rate limiter was charged. ``cost_usd`` is what the call
+    cost in US dollars, exactly (a :class:`~decimal.Decimal`; in :meth:`fields` a JSON
+    number, ``tokenguard.cost_usd``), by the request model's price
+    (:func:`tokenguard.price_of`): cached prompt tokens at the cached price; absent
+    (``None``) when the model has no price or no usage came back. ``site`` names the call site
     (the guarded function's qualified name, or ``"<client>.chat.completions.create"``);
     ``site_completion_max`` is the largest completion seen at that site so far.
     ``content`` is only filled when the guard was given ``log_content=True``.
@@ -311,6 +316,7 @@ class GuardRequest(Event):
     output_tokens: int | None = None
     cached_tokens: int | None = None
     limit_tokens: int | None = None
+    cost_usd: Decimal | None = None
     error_type: str | None = None
     wait_s: float = 0.0
     retries: int = 0
@@ -341,6 +347,9 @@ class GuardRequest(Event):
             "tokenguard.completion_reserve": self.completion_reserve,
             "tokenguard.cached_tokens": self.cached_tokens,
             "tokenguard.limit_tokens": self.limit_tokens,
+            # A float's repr is the shortest decimal that reads back to it: a reader
+            # parsing it as a decimal (``tokenguard report`` does) gets the cost exactly.
+            "tokenguard.cost_usd": None if self.cost_usd is None else float(self.cost_usd),
             "tokenguard.wait_s": round(self.wait_s, 6),
             "tokenguard.retries": self.retries,
             "tokenguard.fit": self.fit,
@@ -404,10 +413,12 @@ class GuardLimitLearned(Event):
 @dataclass(frozen=True)
 class GuardSettleFailed(Event):
     """The limiter could not be reached (``error``) to settle a guarded call, at the
-    ``commit``, ``cancel`` or ``observe`` step named by ``during``. The caller still gets
-    what the call gave: the response when the server ``served`` it (budgets charged with
-    its usage, the request event sent), else its own exception unchanged. The
-    reservation of ``tokens`` stays charged in the limiter and ages out with the window."""
+    ``commit``, ``cancel`` or ``observe`` step named by ``during`` (``"budget"``: a
+    shared budget's Redis, whose hold is charged its estimate when its lease runs out).
+    The caller still gets what the call gave: the response when the server ``served`` it
+    (budgets charged with its usage, the request event sent), else its own exception
+    unchanged. The reservation of ``tokens`` stays charged in the limiter and ages out
+    with the window."""
 
     name: ClassVar[str] = "tokenguard.guard.settle_failed"
     level: ClassVar[Level] = "warning"

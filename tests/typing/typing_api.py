@@ -6,6 +6,7 @@ Its twin, ``typing_misuse.py``, holds what mypy must refuse (see ``tests/test_ty
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 from openai import AsyncOpenAI, OpenAI
@@ -66,3 +67,22 @@ def options_can_be_kept_in_one_typed_value() -> None:
         return "answer"
 
     assert_type(ask_with([]), str)
+
+
+def budgets_take_money_and_a_shared_key() -> None:
+    import redis
+
+    with tg.budget(usd="0.50", tokens=20_000) as b:
+        assert_type(b.spent_usd, Decimal)
+        assert_type(b.remaining_usd, Decimal | None)
+    r = redis.Redis()
+    with tg.budget(usd=5, key="tenant-42", per="day", redis=r):
+        pass
+    with tg.budget(requests=100, key="tenant-42", per=3_600.0, redis=r):
+        pass
+    status = tg.budget_status("tenant-42", redis=r)
+    assert_type(status, tg.BudgetStatus)
+    assert_type(status.remaining_usd, Decimal | None)
+    price = tg.register_price("my-model", input="0.20", output=Decimal("0.40"))
+    assert_type(tg.price_of("my-model"), tg.Price | None)
+    assert_type(price.cost(100, 10, cached_tokens=50), Decimal)

@@ -14,9 +14,10 @@ import functools
 from typing import Any, NamedTuple
 
 from .._adapters import Failure, FailureKind, classify, headers_of, usage_of
-from .._budget import NO_HOLD, BudgetHold, open_budgets, reserve, room
+from .._budget import NO_HOLD, BudgetHold, open_budgets, reserve_plan, room
 from .._discovery import lookup_plan
 from .._drive import Call, Plan
+from .._spend._prices import price_of
 from ..counting import RequestCount, default_counter
 from ..errors import BudgetExceeded, ContextOverflow
 from ..events import GuardWait, emit
@@ -25,7 +26,7 @@ from ..limiter import Reservation
 from ..models import ModelInfo, table_entry, unseen_prompt_allowance
 from ._recover import Attempts, recover_plan
 from ._request import ChatRequest, Sender
-from ._settle import Settlement, release_plan, report, settle_plan
+from ._settle import Settlement, release_hold, release_plan, report, settle_plan
 from ._site import Guard, Site
 from ._streams import present_stream
 
@@ -197,7 +198,11 @@ def _admit_plan(
     """Hold the estimate in the open budgets and acquire it from the limiter (waiting
     as it says, within ``max_wait``); what settling the request will need."""
     estimate = out.estimate
-    hold: BudgetHold = reserve(estimate) if open_budgets() else NO_HOLD
+    hold: BudgetHold = NO_HOLD
+    if open_budgets():
+        price = price_of(req.model)  # the prompt at the input price: nothing assumed cached
+        cost = None if price is None else price.cost(estimate - out.reserve, out.reserve)
+        hold = yield from reserve_plan(estimate, cost, req.model)
     reservation: Reservation | None = None
     limiter = site.limiter
     if limiter is not None:
@@ -207,7 +212,7 @@ def _admit_plan(
         try:
             reservation = yield Call(limiter.acquire, limiter.acquire_async, estimate, left)
         except BaseException:
-            hold.cancel()
+            yield from release_hold(hold)
             raise
         waited = reservation.waited
         attempts.waited += waited

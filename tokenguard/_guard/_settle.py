@@ -8,15 +8,18 @@ cannot be reached while settling is reported as an event, never raised.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from .._adapters import Failure, FailureKind, Usage
 from .._budget import BudgetHold, room
 from .._drive import Call, Effect, Plan
+from .._spend._prices import cost_of
 from ..counting import RequestCount, default_counter
-from ..errors import LimiterUnavailable
+from ..errors import BudgetUnavailable, LimiterUnavailable
 from ..events import GuardRequest, GuardSettleFailed, emit, enabled
 from ..fitting import FitResult
 from ..limiter import Reservation
@@ -24,7 +27,15 @@ from . import _registry
 from ._request import ChatRequest
 from ._site import Guard
 
-__all__ = ["Commit", "Settlement", "release_plan", "report", "settle_plan"]
+__all__ = [
+    "Commit",
+    "Settlement",
+    "call_cost",
+    "release_hold",
+    "release_plan",
+    "report",
+    "settle_plan",
+]
 
 
 @dataclass(slots=True)
@@ -88,7 +99,13 @@ def settle_plan(
     finally:
         # Charged and reported even when settling is interrupted (a cancelled task).
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge
-            s.hold.commit(usage.total_tokens if usage is not None else s.estimate)
+            try:
+                if usage is None:
+                    yield from s.hold.commit_plan(s.estimate)
+                else:
+                    yield from s.hold.commit_plan(usage.total_tokens, call_cost(s, usage))
+            except BudgetUnavailable as exc:
+                _settle_failed(s, "budget", True, exc)
         if usage is not None:
             # What was served bounds what a later refusal can teach (see _recover): the
             # server admitted the prompt with its max_tokens into the context window.
@@ -106,7 +123,7 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
     adopts the server's view from the error's headers."""
     s.settled = True
     s.headers = failure.headers
-    s.hold.cancel()
+    yield from release_hold(s.hold)
     r = s.reservation
     if r is None:
         return
@@ -120,6 +137,20 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
         headers = _believed_headers(s, failure, failure.headers)
         step = Call(r.observe, r.observe_async, headers)
         yield from _limiter_step(s, "observe", False, step)
+
+
+def release_hold(hold: BudgetHold) -> Plan[None]:
+    """Give a hold back; a shared budget that cannot be reached keeps it until its
+    lease runs out (the caller's own error matters more)."""
+    if not hold.settled:
+        with contextlib.suppress(BudgetUnavailable):
+            yield from hold.cancel_plan()
+
+
+def call_cost(s: Settlement, usage: Usage) -> Decimal | None:
+    """What the call cost, by the request's model's price (``None``: no price known)."""
+    u = usage
+    return cost_of(s.request.model, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
 
 
 def _believed_headers(
@@ -201,6 +232,7 @@ def _event(
         output_tokens=usage.completion_tokens if usage is not None else None,
         cached_tokens=usage.cached_tokens if usage is not None else None,
         limit_tokens=usage.limit_tokens if usage is not None else None,
+        cost_usd=call_cost(s, usage) if usage is not None else None,
         error_type=failure.error_type if failure is not None else None,
         wait_s=s.waited,
         retries=s.retries,

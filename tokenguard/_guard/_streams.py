@@ -24,7 +24,7 @@ import wrapt
 
 from .._adapters import Failure, FailureKind, Usage, classify, usage_of
 from .._drive import run_async, run_sync
-from ._settle import Settlement, settle_plan
+from ._settle import Settlement, call_cost, settle_plan
 
 __all__ = ["GuardedAsyncStream", "GuardedStream", "present_stream"]
 
@@ -75,7 +75,10 @@ class _Tally:
         s = self.settlement
         if not s.settled and not self.done:
             s.settled = True
-            s.hold.commit(self.usage.total_tokens if self.usage is not None else s.estimate)
+            if self.usage is None:
+                s.hold.abandon(s.estimate)
+            else:
+                s.hold.abandon(self.usage.total_tokens, call_cost(s, self.usage))
 
 
 def _stream_failure(error: BaseException | None) -> Failure | None:

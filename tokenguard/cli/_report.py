@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
 from ._common import EXIT_OK, UsageError, open_input
@@ -73,6 +74,9 @@ class ModelTotals:
     retries: int = 0
     rate_limited: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: The calls' ``tokenguard.cost_usd`` summed exactly; ``priced`` calls carried one.
+    cost_usd: Decimal = Decimal(0)
+    priced: int = 0
 
 
 @dataclass
@@ -133,6 +137,20 @@ def _num(value: object) -> float | None:
     if (type(value) is float and math.isfinite(value)) or type(value) is int:
         return float(value)
     return None
+
+
+def _usd(value: object) -> Decimal | None:
+    """A cost as logged (a JSON number, or a string) as an exact Decimal: a float's repr
+    is the decimal that was written, so the sum carries no binary rounding."""
+    if type(value) is float or type(value) is int:
+        value = repr(value)
+    if type(value) is not str:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 def read_log(source: str | Iterable[str], path: str, *, timeline: bool = False) -> Report:
@@ -229,6 +247,13 @@ def _add_request(rep: Report, f: dict[str, Any]) -> str | None:
         t.worst_under = min(t.worst_under, diff)
     t.waits.append(_num(f.get("tokenguard.wait_s")) or 0.0)
     t.retries += _int(f.get("tokenguard.retries")) or 0
+    cost = f.get("tokenguard.cost_usd")
+    if cost is not None:
+        amount = _usd(cost)
+        if amount is None:
+            return f"{REQUEST} with a 'tokenguard.cost_usd' that is not an amount >= 0"
+        t.cost_usd += amount
+        t.priced += 1
     return None
 
 
@@ -259,6 +284,7 @@ def _rows(t: ModelTotals) -> list[tuple[str, str]]:
             f"{t.input_tokens:,}" + (f" ({t.cached_tokens:,} cached)" * bool(t.cached_tokens)),
         ),
         ("tokens out", f"{t.output_tokens:,}"),
+        ("cost", _cost_row(t)),
         ("pre-flight vs server", exact),
         (
             "waited",
@@ -270,6 +296,14 @@ def _rows(t: ModelTotals) -> list[tuple[str, str]]:
         ("retries", f"{t.retries} ({t.rate_limited} after a 429)"),
         ("refusals", f"{t.failed}" + (f" ({errors})" if errors else "")),
     ]
+
+
+def _cost_row(t: ModelTotals) -> str:
+    if not t.priced:
+        return "no price known"
+    served = t.calls - t.failed
+    unpriced = f" ({served - t.priced} served calls without a price)" if t.priced < served else ""
+    return f"${t.cost_usd:f}{unpriced}"
 
 
 def render(rep: Report, out: TextIO) -> None:
@@ -327,6 +361,9 @@ def report_command(
                     "input_tokens": t.input_tokens,
                     "output_tokens": t.output_tokens,
                     "cached_tokens": t.cached_tokens,
+                    # A string: the exact decimal (a JSON number would be a float).
+                    "cost_usd": f"{t.cost_usd:f}" if t.priced else None,
+                    "priced_calls": t.priced,
                     "preflight_compared": t.compared,
                     "preflight_exact": t.exact_matches,
                     "wait_s_total": round(sum(t.waits), 6),
