@@ -26,7 +26,7 @@ LLAMA = {
     "llama-3.1-8b-instant": "llama3.1",
     "llama-3.3-70b-versatile": "llama3.1",
 }
-# Families whose tokenizer is not at hand (gpt-oss has its own exact plan and tests).
+# Families whose tokenizer is not at hand (gpt-oss has its own exact meter and tests).
 # Llama 4 and Qwen3 are counted exactly now: stand-ins that stay estimated.
 ESTIMATED = (
     "example/estimated-qwen2",

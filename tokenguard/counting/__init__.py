@@ -31,11 +31,11 @@ request is sent, offline::
   where the sum is a bound).
 
 Layout: ``_counter`` is the facade (:class:`Counter`); ``_registry`` maps a model to
-its plan and holds the caches and calibrations plans share; a plan (``_plan.Plan``)
-counts one model's prompts: ``_llama3_plan`` and ``_llama4_plan`` (sharing
-``_llama_plan``, with ``_groq_llama``'s template arithmetic, ``_llama_tools``' tool
-prompts and ``_gojson``'s JSON spelling), ``_harmony_plan`` exactly for gpt-oss
-(``_harmony``'s harmony arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s
+its meter and holds the caches and calibrations meters share; a meter (``_meter.Meter``)
+counts one model's prompts: ``_llama3_meter`` and ``_llama4_meter`` (sharing
+``_llama_meter``, with ``_groq_llama``'s template arithmetic, ``_llama_tools``' tool
+prompts and ``_gojson``'s JSON spelling), ``_harmony_meter`` exactly for gpt-oss
+(``_harmony``'s harmony arithmetic), ``_estimate_meter`` conservatively (``_estimate``'s
 rules, calibrated); ``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts
 text with tiktoken, ``_cache`` keeps per-text counts, ``_result`` holds the values
 returned.

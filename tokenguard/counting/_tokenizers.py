@@ -1,4 +1,4 @@
-"""Counting text with tiktoken encodings, the way each plan needs it.
+"""Counting text with tiktoken encodings, the way each meter needs it.
 
 * :func:`server_counter` counts text as the server encodes a rendered prompt (special
   tokens recognised), optionally ``strip``-ped as a template renders a message body;

@@ -1,4 +1,4 @@
-"""The counting plan for gpt-oss (o200k_harmony tokenizer, harmony format).
+"""The counting meter for gpt-oss (o200k_harmony tokenizer, harmony format).
 
 It serves every model whose table entry says ``tokenizer="o200k_harmony"`` and
 ``template="harmony"`` (Groq's ``openai/gpt-oss-20b`` and ``-120b``, and any model a
@@ -26,16 +26,16 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
 from ._tokenizers import is_utf8, ordinary_counter, report_missing
 
-__all__ = ["HarmonyPlan", "harmony_plan"]
+__all__ = ["HarmonyMeter", "harmony_meter"]
 
 _INSTRUCTIONS = "# Instructions\n\n"
 
 
-class HarmonyPlan(FastPath):
+class HarmonyMeter(FastPath):
     """Counts one gpt-oss model's prompts exactly (see the module docstring)."""
 
     __slots__ = (
@@ -49,7 +49,7 @@ class HarmonyPlan(FastPath):
         "rules",
     )
 
-    #: Prompt options this plan renders itself (the facade bounds the others).
+    #: Prompt options this meter renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice", "response_format"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
@@ -81,14 +81,14 @@ class HarmonyPlan(FastPath):
         self._calibration: Calibration = resources.calibration(info.name)
 
     @staticmethod
-    def build(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
-        """The plan for ``info`` when it is a harmony model and o200k data is at hand
-        (see :func:`harmony_plan`)."""
-        return harmony_plan(info, resources)
+    def build(info: ModelInfo, resources: Resources) -> HarmonyMeter | None:
+        """The meter for ``info`` when it is a harmony model and o200k data is at hand
+        (see :func:`harmony_meter`)."""
+        return harmony_meter(info, resources)
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry the plan was built from."""
+        """The model table entry the meter was built from."""
         return self._info
 
     # -- the fast path ------------------------------------------------------------------
@@ -96,7 +96,7 @@ class HarmonyPlan(FastPath):
     def _fast(
         self, messages: Sequence[Any], costs: list[int] | None, *, tools: bool = False
     ) -> int | None:
-        """Plain messages only, as ``2 * tokens`` (see :class:`~._plan.FastPath`); ``None``
+        """Plain messages only, as ``2 * tokens`` (see :class:`~._meter.FastPath`); ``None``
         sends the request to :meth:`count`.
 
         Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
@@ -182,7 +182,7 @@ class HarmonyPlan(FastPath):
 
     @property
     def fast_overhead(self) -> int:
-        """The prompt's frame without tools (see :class:`~._plan.FastPath`)."""
+        """The prompt's frame without tools (see :class:`~._meter.FastPath`)."""
         return self.rules.base_overhead
 
     # -- the general path -----------------------------------------------------------------
@@ -311,8 +311,8 @@ def _heading_counter(count: Callable[[str], int], tail: str = "") -> Callable[[s
     return with_heading
 
 
-def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
-    """The plan factory: a :class:`HarmonyPlan` for harmony models when o200k is at hand."""
+def harmony_meter(info: ModelInfo, resources: Resources) -> HarmonyMeter | None:
+    """The meter factory: a :class:`HarmonyMeter` for harmony models when o200k is at hand."""
     if info.tokenizer != "o200k_harmony" or info.template != "harmony":
         return None
     if not available("o200k_base"):
@@ -328,4 +328,4 @@ def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
             ),
         )
         return None
-    return HarmonyPlan(info, resources)
+    return HarmonyMeter(info, resources)

@@ -1,18 +1,18 @@
-"""What a counting plan is: how one model's prompts are counted, behind one small protocol.
+"""What a counting meter is: how one model's prompts are counted, behind one small protocol.
 
-A plan is built once per model (by a :data:`PlanFactory`, from the model's table entry
+A meter is built once per model (by a :data:`MeterFactory`, from the model's table entry
 and the registry's shared caches) and then answers every request for that model:
 
-* :meth:`Plan.count` counts one :class:`Request` on the general path (any message form,
+* :meth:`Meter.count` counts one :class:`Request` on the general path (any message form,
   tools, images) and returns a :class:`Tally`: per-message costs, template overhead,
   tools, total, and what calibration needs;
-* :meth:`Plan.count_fast` may answer the common case (a list of plain
+* :meth:`Meter.count_fast` may answer the common case (a list of plain
   ``{"role", "content": str}`` dicts whose texts were seen before) in a few
-  microseconds, or return ``None`` to send the request to :meth:`Plan.count`;
-  :meth:`Plan.prompt_fast` is the same, broken down (for ``count_prompt``), and says
+  microseconds, or return ``None`` to send the request to :meth:`Meter.count`;
+  :meth:`Meter.prompt_fast` is the same, broken down (for ``count_prompt``), and says
   whether the count is exact (``count_request`` reports it).
 
-A new tokenizer family plugs in as one more plan class and one more factory in the
+A new tokenizer family plugs in as one more meter class and one more factory in the
 registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.
 """
 
@@ -31,9 +31,9 @@ from ._sendable import check_field, check_messages
 
 __all__ = [
     "FastPath",
+    "Meter",
+    "MeterFactory",
     "NewText",
-    "Plan",
-    "PlanFactory",
     "Request",
     "Resources",
     "Settings",
@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Settings:
-    """The bounds every plan counts within (the options of :class:`~tokenguard.Counter`)."""
+    """The bounds every meter counts within (the options of :class:`~tokenguard.Counter`)."""
 
     cache_bytes: int
     front_chars: int
@@ -75,7 +75,7 @@ class Request:
         max_messages: int,
         options: Mapping[str, Any] | None = None,
     ) -> Request:
-        """Check the shape of ``messages`` (each message is read by the plan) and that
+        """Check the shape of ``messages`` (each message is read by the meter) and that
         every value of the messages and tools can be sent (``_sendable``)."""
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessages(
@@ -97,7 +97,7 @@ class Request:
 class Tally(NamedTuple):
     """One request counted, broken down: ``total`` is the prompt tokens.
 
-    For an exact plan ``total == overhead + tools + sum(costs)``; for an estimate
+    For an exact meter ``total == overhead + tools + sum(costs)``; for an estimate
     ``total`` may be lower (see :class:`~tokenguard.PromptCount`).
     """
 
@@ -136,9 +136,9 @@ class NewText:
 
 
 class FastPath:
-    """:meth:`Plan.count_fast` and :meth:`Plan.prompt_fast` of a plan with a fast path.
+    """:meth:`Meter.count_fast` and :meth:`Meter.prompt_fast` of a meter with a fast path.
 
-    A plan defines ``_fast(messages, costs)``: plain messages counted as ``2 * tokens +
+    A meter defines ``_fast(messages, costs)``: plain messages counted as ``2 * tokens +
     unsure`` (``unsure``: the count is a bound, so the breakdown is not exact), each
     message's cost appended to ``costs`` when it is a list; ``None`` sends the request
     to the general path. :attr:`fast_overhead` is what such a count holds besides the
@@ -170,12 +170,12 @@ class FastPath:
         return Tally(costs, self.fast_overhead, 0, total, total, not v & 1, None)
 
 
-class Plan(Protocol):
+class Meter(Protocol):
     """How one model's prompts are counted."""
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry the plan was built from."""
+        """The model table entry the meter was built from."""
         ...
 
     def count_fast(self, messages: Sequence[Any]) -> int | None:
@@ -192,7 +192,7 @@ class Plan(Protocol):
 
 
 class Resources(Protocol):
-    """What the registry shares between plans: settings, caches and calibrations."""
+    """What the registry shares between meters: settings, caches and calibrations."""
 
     @property
     def settings(self) -> Settings:
@@ -205,7 +205,7 @@ class Resources(Protocol):
         ...
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:
-        """A value shared by the plans (fixed template costs, say), made on first use."""
+        """A value shared by the meters (fixed template costs, say), made on first use."""
         ...
 
     def calibration(self, model: str) -> Calibration:
@@ -213,6 +213,6 @@ class Resources(Protocol):
         ...
 
 
-#: Builds the plan for a model, or ``None`` when the model is not of its kind (the
+#: Builds the meter for a model, or ``None`` when the model is not of its kind (the
 #: registry then asks the next factory).
-PlanFactory = Callable[[ModelInfo, Resources], Plan | None]
+MeterFactory = Callable[[ModelInfo, Resources], Meter | None]

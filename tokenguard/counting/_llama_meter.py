@@ -1,6 +1,6 @@
-"""What the Llama 3 and Llama 4 plans share: caches, the fast path, the general path.
+"""What the Llama 3 and Llama 4 meters share: caches, the fast path, the general path.
 
-A plan holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
+A meter holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
 tokenizer: message bodies (``2 * tokens + unsure``, see ``_groq_llama.body_value``) and
 a leading system message's cost in the template's plain system block. The fast path
 answers plain ``{"role", "content": str}`` dicts (one leading system message at most)
@@ -19,15 +19,15 @@ from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
 
-__all__ = ["LlamaPlan"]
+__all__ = ["LlamaMeter"]
 
-#: Prompt options the Llama plans render themselves (the facade bounds the others).
+#: Prompt options the Llama meters render themselves (the facade bounds the others).
 LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
 
 
-class LlamaPlan(FastPath):
+class LlamaMeter(FastPath):
     """Counts one model's prompts with one of Groq's Llama templates."""
 
     __slots__ = (
@@ -81,7 +81,7 @@ class LlamaPlan(FastPath):
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry of this plan."""
+        """The model table entry of this meter."""
         return self._info
 
     # -- the fast path ----------------------------------------------------------------------
@@ -92,7 +92,7 @@ class LlamaPlan(FastPath):
 
     @property
     def fast_overhead(self) -> int:
-        """Everything but the messages, without tools (see :class:`~._plan.FastPath`)."""
+        """Everything but the messages, without tools (see :class:`~._meter.FastPath`)."""
         return self.rules.overhead
 
     def _tally(

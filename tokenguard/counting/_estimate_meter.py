@@ -1,4 +1,4 @@
-"""The estimate plan: models whose tokenizer or template is not at hand.
+"""The estimate meter: models whose tokenizer or template is not at hand.
 
 The raw estimate follows the model family's :class:`~._estimate.EstimateRule`; the
 model's :class:`~tokenguard.Calibration` then brings it toward the server's counts. Its
@@ -20,20 +20,20 @@ from ._calibration import Calibration, bucket_of
 from ._chat_turns import html_escaped, tojson
 from ._estimate import EstimateRule, estimate_rule
 from ._messages import normalize_message, render_tools
-from ._plan import NewText, Request, Resources, Settings, Tally
+from ._meter import NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
 from ._tokenizers import estimator
 
-__all__ = ["EstimatePlan"]
+__all__ = ["EstimateMeter"]
 
 
-class EstimatePlan:
+class EstimateMeter:
     """Estimation for one model, calibrated by the server's counts.
 
     Example::
 
-        plan = EstimatePlan.build(get_model("qwen/qwen3-32b"), registry)
-        plan.count(Request.of(messages, max_messages=100)).total
+        meter = EstimateMeter.build(get_model("qwen/qwen3-32b"), registry)
+        meter.count(Request.of(messages, max_messages=100)).total
     """
 
     __slots__ = ("_info", "cache", "calibration", "rule", "settings")
@@ -53,8 +53,8 @@ class EstimatePlan:
         self.settings = settings
 
     @classmethod
-    def build(cls, info: ModelInfo, resources: Resources) -> EstimatePlan:
-        """The plan for any model (the registry's last resort)."""
+    def build(cls, info: ModelInfo, resources: Resources) -> EstimateMeter:
+        """The meter for any model (the registry's last resort)."""
         rule = estimate_rule(info.tokenizer)
         cache = resources.text_cache(
             ("estimate", rule.encoding, rule.digits_single),
@@ -64,7 +64,7 @@ class EstimatePlan:
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry of this plan."""
+        """The model table entry of this meter."""
         return self._info
 
     def count_fast(self, messages: Sequence[Any]) -> int | None:

@@ -1,4 +1,4 @@
-"""The counting plan for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
+"""The counting meter for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
 
 It serves every model whose table entry says ``tokenizer="qwen3"`` and
 ``template="qwen3"`` (Groq's ``qwen/qwen3-32b``), once Qwen's ``qwen.tiktoken`` is
@@ -28,11 +28,11 @@ from .._tokenizer_data import available, get_encoding, normalize_nfc
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
 from ._qwen3 import Qwen3Rules, enable_thinking
 from ._tokenizers import is_utf8, report_missing, server_counter
 
-__all__ = ["Qwen3Plan", "qwen3_plan"]
+__all__ = ["Qwen3Meter", "qwen3_meter"]
 
 # <|im_start|>, the role, <|im_end|> and the "\n" after it.
 _FRAME = 4
@@ -42,18 +42,18 @@ _EMPTY_USER = 5
 _MARKERS = ("<|", "<t", "</t")
 
 
-class Qwen3Plan(FastPath):
+class Qwen3Meter(FastPath):
     """Counts one Qwen3 model's prompts exactly (see the module docstring).
 
     Example::
 
-        plan = Qwen3Plan.build(get_model("qwen/qwen3-32b"), registry)
-        plan.count_fast([{"role": "user", "content": "Hello"}])   # 9
+        meter = Qwen3Meter.build(get_model("qwen/qwen3-32b"), registry)
+        meter.count_fast([{"role": "user", "content": "Hello"}])   # 9
     """
 
     __slots__ = ("_info", "_settings", "body", "rendered", "rules")
 
-    #: Prompt options this plan renders itself (the facade bounds the others).
+    #: Prompt options this meter renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
@@ -70,13 +70,13 @@ class Qwen3Plan(FastPath):
         )
 
     @staticmethod
-    def build(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
-        """The plan for ``info`` when it is a Qwen3 model and the data is at hand."""
-        return qwen3_plan(info, resources)
+    def build(info: ModelInfo, resources: Resources) -> Qwen3Meter | None:
+        """The meter for ``info`` when it is a Qwen3 model and the data is at hand."""
+        return qwen3_meter(info, resources)
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry the plan was built from."""
+        """The model table entry the meter was built from."""
         return self._info
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
@@ -156,7 +156,7 @@ class Qwen3Plan(FastPath):
 
     @property
     def fast_overhead(self) -> int:
-        """The generation prompt (see :class:`~._plan.FastPath`)."""
+        """The generation prompt (see :class:`~._meter.FastPath`)."""
         return self.rules.generation
 
     def count(self, request: Request) -> Tally:
@@ -204,8 +204,8 @@ def _body_counter() -> Callable[[str], int]:
     return value
 
 
-def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
-    """The plan factory: a :class:`Qwen3Plan` for Qwen3 models when the data is at hand."""
+def qwen3_meter(info: ModelInfo, resources: Resources) -> Qwen3Meter | None:
+    """The meter factory: a :class:`Qwen3Meter` for Qwen3 models when the data is at hand."""
     if info.tokenizer != "qwen3" or info.template != "qwen3":
         return None
     if not available("qwen3"):
@@ -221,4 +221,4 @@ def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
             ),
         )
         return None
-    return Qwen3Plan(info, resources)
+    return Qwen3Meter(info, resources)
