@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -43,10 +43,20 @@ class CharacterMeter:
     def info(self) -> ModelInfo:
         return self._info
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
+    def count_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> int | None:
         return None
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+    def prompt_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tally | None:
         return None
 
     def count(self, request: Request) -> Tally:

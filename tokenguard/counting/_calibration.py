@@ -131,6 +131,11 @@ class Calibration:
         self._max_prefixes = prefixes
         self._lock = threading.Lock()
 
+    @property
+    def knows_prefixes(self) -> bool:
+        """Whether the server's count of some request is kept (see :meth:`estimate`)."""
+        return bool(self._prefixes)
+
     def headroom_of(self, bucket: int = 0) -> float:
         """The headroom ``bucket`` currently applies (grows when its texts vary in density)."""
         return self._buckets[bucket].headroom

@@ -93,8 +93,8 @@ class Counter:
         """
         meter = self._registry.meter(model)
         options = read_request_options(request)[0] if request else None
-        if tools is None and functions is None and not options:
-            fast = meter.count_fast(messages)
+        if functions is None:
+            fast = meter.count_fast(messages, tools, options)
             if fast is not None:
                 return fast
         return self._general(meter, messages, tools, functions, options).total
@@ -120,11 +120,7 @@ class Counter:
         """
         meter = self._registry.meter(model)
         options = read_request_options(request)[0] if request else None
-        tally = None
-        if tools is None and functions is None and not options:
-            tally = meter.prompt_fast(messages)
-        if tally is None:
-            tally = self._general(meter, messages, tools, functions, options)
+        tally = self._tally(meter, messages, tools, functions, options)
         return PromptCount(
             messages=tuple(tally.costs),
             overhead=tally.overhead,
@@ -159,51 +155,39 @@ class Counter:
         """
         max_tokens = check_completion_cap("max_tokens", max_tokens)
         meter = self._registry.meter(model)
-        if not request and tools is None and functions is None:
-            # The guard's every call: plain text messages with nothing to calibrate (the
-            # general path below gives the same when the fast path answers).
-            tally = meter.prompt_fast(messages)
-            if tally is not None:
-                reserve = max_tokens if max_tokens is not None else default_reserve
-                if type(reserve) is int and reserve >= 0:
-                    fast = tally.total
-                    return RequestCount(
-                        fast, reserve, fast + reserve, tally.exact, meter.info.name, fast
-                    )
         options = None
         if request:
             options, budget = read_request_options(request)
             # The SDKs send max_completion_tokens over max_tokens when both are given.
             if budget is not None and (max_tokens is None or "max_completion_tokens" in request):
                 max_tokens = budget
-        plain = None
-        if tools is None and functions is None and not options:
-            plain = meter.prompt_fast(messages)
-        if plain is not None:
-            # Plain text messages only: nothing to calibrate.
-            prompt, raw, exact, basis = plain.total, plain.total, plain.exact, None
-        else:
-            tally = self._general(meter, messages, tools, functions, options)
-            prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis
+        tally = self._tally(meter, messages, tools, functions, options)
         info = meter.info
-        reserve = max_tokens if max_tokens is not None else default_reserve
-        if reserve is None:
-            room = min(info.max_completion_tokens, info.context_window - prompt)
-            reserve = max(0, min(DEFAULT_RESERVE, room))
-        elif isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
-            raise InvalidRequest(
-                f"default_reserve must be a non-negative int, got {reserve!r}",
-                field="default_reserve",
-            )
+        reserve = _reserve(info, tally.total, max_tokens, default_reserve)
         return RequestCount(
-            prompt_tokens=prompt,
+            prompt_tokens=tally.total,
             completion_reserve=reserve,
-            total=prompt + reserve,
-            exact=exact,
+            total=tally.total + reserve,
+            exact=tally.exact,
             model=info.name,
-            raw_prompt_tokens=raw,
-            basis=basis,
+            raw_prompt_tokens=tally.raw,
+            basis=tally.basis,
         )
+
+    def _tally(
+        self,
+        meter: Meter,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        functions: Sequence[Any] | None,
+        options: dict[str, Any] | None,
+    ) -> Tally:
+        """The meter's fast path when it answers, else the general path."""
+        if functions is None:
+            tally = meter.prompt_fast(messages, tools, options)
+            if tally is not None:
+                return tally
+        return self._general(meter, messages, tools, functions, options)
 
     def _general(
         self,
@@ -303,6 +287,22 @@ class Counter:
     def cache_bytes_used(self) -> int:
         """Bytes charged to the LRU level of every cache (each bounded by ``cache_bytes``)."""
         return sum(c.lru_bytes for c in self._registry.caches())
+
+
+def _reserve(
+    info: ModelInfo, prompt: int, max_tokens: int | None, default_reserve: int | None
+) -> int:
+    """The completion reservation of a request of ``prompt`` tokens (see ``count_request``)."""
+    reserve = max_tokens if max_tokens is not None else default_reserve
+    if reserve is None:
+        room = min(info.max_completion_tokens, info.context_window - prompt)
+        return max(0, min(DEFAULT_RESERVE, room))
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
+        raise InvalidRequest(
+            f"default_reserve must be a non-negative int, got {reserve!r}",
+            field="default_reserve",
+        )
+    return reserve
 
 
 _allowance_count: list[Callable[[str], int]] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
@@ -22,7 +22,7 @@ from ._estimate import EstimateRule, estimate_rule
 from ._messages import normalize_message, render_tools
 from ._meter import NewText, Request, Resources, Settings, Tally
 from ._result import CalibrationBasis
-from ._tokenizers import estimator
+from ._tokenizers import estimator, is_utf8
 
 __all__ = ["EstimateMeter"]
 
@@ -67,16 +67,48 @@ class EstimateMeter:
         """The model table entry of this meter."""
         return self._info
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """Always ``None``: estimates take the general path."""
-        return None
+    def count_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """The calibrated estimate of plain messages without tools, or ``None``."""
+        if tools is not None or options:
+            return None
+        parts = self._read_plain(messages)
+        if parts is None:
+            return None
+        keys = self._keys(parts) if self.calibration.knows_prefixes else None
+        return self._estimate(parts, keys)[0]
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
-        """Always ``None``: estimates take the general path."""
+    def prompt_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tally | None:
+        """Always ``None``: a breakdown and a calibration basis take the general path."""
         return None
 
     def count(self, request: Request) -> Tally:
         """The calibrated estimate, and the raw estimate split per part."""
+        parts = self._read(request)
+        keys = self._keys(parts)
+        prompt, content_raw, overhead_raw, bucket = self._estimate(parts, keys)
+        image_total = sum(parts.images) * self.settings.image_tokens
+        # Requests with images teach nothing about text: they are kept out of calibration.
+        basis = (
+            None if image_total else CalibrationBasis(content_raw, overhead_raw, bucket, keys[-1])
+        )
+        costs, tools, overhead = self._breakdown(parts, content_raw, overhead_raw)
+        raw = content_raw + overhead_raw + image_total
+        return Tally(costs, overhead, tools, prompt + image_total, raw, False, basis)
+
+    # -- reading a request into parts ----------------------------------------------------
+
+    def _read(self, request: Request) -> _Parts:
+        """Any request: every message normalised, tools rendered as the template writes them."""
         rule = self.rule
         cache = self.cache
         normalized = [normalize_message(m, i) for i, m in enumerate(request.messages)]
@@ -88,18 +120,9 @@ class EstimateMeter:
             tools_text = tojson(defs)  # as Groq's Hugging Face templates write them
         else:
             tools_text = json.dumps(defs, indent=4)
-        tools_tokens, non_ascii, chars = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
-        content = tools_tokens
-        base = (non_ascii, chars)
-        texts: list[tuple[int, int]] = []
-        tokens: list[int] = []
-        units: list[int] = []
-        images: list[int] = []
-        # A chain of keys naming each prefix of the request (tools included), so that the
-        # server's count of an earlier, shorter request can anchor this one.
-        keys: list[int] = []
-        key = hash(("tokenguard", self._info.name, tools_text))
+        parts = _Parts(tools_text, budget.counted(cache, tools_text, 0) if defs else (0, 0, 0))
         previous = "assistant"  # the gateway pads a conversation opening on an assistant turn
+        last = len(normalized) - 1
         for i, msg in enumerate(normalized):
             body = msg.body
             if rule.tools_compact and msg.tool_form and msg.header == "assistant":
@@ -109,71 +132,188 @@ class EstimateMeter:
                 # known here (Kimi's does, Llama 3.1's does not): a bound counts it.
                 body = msg.spoken + body
             n, na, ch = budget.counted(cache, body, i)
-            unit = 1
-            if rule.gateway_pads and msg.header not in ("system", "developer"):
-                # An empty turn goes between two user or two assistant turns, and after
-                # a last assistant turn (docs/qwen-kimi.md): one unit covers its frame.
-                unit += msg.header == previous in ("user", "assistant")
-                unit += msg.header == "assistant" and i == len(normalized) - 1
-                previous = msg.header
             if msg.name:
                 nn, nna, nch = budget.counted(cache, msg.name, i)
-                n, na, ch, unit = n + nn, na + nna, ch + nch, 2
-            if msg.header == "ipython":  # a tool result
-                unit += rule.tool_result_units
-            content += n
-            non_ascii += na
-            chars += ch
-            texts.append((na, ch))
-            tokens.append(n)
-            units.append(unit)
-            images.append(msg.images)
-            key = hash((key, msg.header, msg.body, msg.name))
+                n, na, ch = n + nn, na + nna, ch + nch
+            unit = _unit(rule, msg.header, previous, i == last, bool(msg.name))
+            if msg.header not in ("system", "developer"):
+                previous = msg.header
+            parts.add(msg.header, msg.body, msg.name, (n, na, ch), unit, msg.images)
+        return parts
+
+    def _read_plain(self, messages: Sequence[Any]) -> _Parts | None:
+        """Plain ``{"role", "content": str}`` dicts (user, assistant, system), or ``None``."""
+        if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
+            return None
+        roles: list[str] = []
+        texts: list[str] = []
+        for m in messages:
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m.get("role")
+            text = m.get("content")
+            if type(text) is not str or role not in ("user", "assistant", "system"):
+                return None
+            roles.append(role)
+            texts.append(text)
+        values = self._values(texts)
+        if values is None:
+            return None
+        rule = self.rule
+        parts = _Parts("", (0, 0, 0))
+        previous = "assistant"
+        last = len(texts) - 1
+        for i, (role, text, value) in enumerate(zip(roles, texts, values, strict=True)):
+            parts.add(role, text, None, value, _unit(rule, role, previous, i == last, False), 0)
+            if role != "system":
+                previous = role
+        return parts
+
+    def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
+        """The cached counts of ``texts``, the new ones counted together; ``None`` when
+        they are too much new text or not valid UTF-8 (the general path says which)."""
+        get = self.cache.front.get
+        values = [get(text) for text in texts]
+        if None not in values:
+            return values  # type: ignore[return-value]  # no None, checked just above
+        new = [t for t, v in zip(texts, values, strict=True) if v is None]
+        if sum(map(len, new)) > self.settings.max_new_chars:
+            return None
+        if not all(text.isascii() or is_utf8(text) for text in new):
+            return None
+        counted = dict(zip(new, self.cache.get_many(new), strict=True))
+        return [counted[t] if v is None else v for t, v in zip(texts, values, strict=True)]
+
+    # -- from parts to the estimate ------------------------------------------------------
+
+    def _keys(self, parts: _Parts) -> list[int]:
+        """A chain of keys naming each prefix of the request (tools included), so that the
+        server's count of an earlier, shorter request can anchor this one."""
+        key = hash(("tokenguard", self._info.name, parts.tools_text))
+        keys: list[int] = []
+        for named in parts.named:
+            key = hash((key, *named))
             keys.append(key)
+        return keys
+
+    def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:
+        """``(calibrated prompt, raw content, raw overhead, script bucket)``; ``keys``
+        (``None``: no prefix is known) let a known prefix anchor the estimate."""
+        rule = self.rule
         margin = rule.margin
-        content_raw = math.ceil(content * margin)
-        overhead_raw = rule.per_request + rule.per_message * sum(units)
-        bucket = bucket_of(non_ascii, chars)
+        content_raw = math.ceil(parts.content * margin)
+        overhead_raw = rule.per_request + rule.per_message * sum(parts.units)
+        bucket = bucket_of(parts.non_ascii, parts.chars)
         prefixes: list[tuple[int, int, int]] = []
-        rest_tokens = rest_units = 0
-        for k in range(len(normalized) - 1, -1, -1):
-            rest_content = math.ceil(rest_tokens * margin)
-            prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
-            rest_tokens += tokens[k]
-            rest_units += units[k]
+        if keys is not None:
+            rest_tokens = rest_units = 0
+            for k in range(len(keys) - 1, -1, -1):
+                rest_content = math.ceil(rest_tokens * margin)
+                prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
+                rest_tokens += parts.tokens[k]
+                rest_units += parts.units[k]
         prompt = self.calibration.estimate(
             content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
         )
-        image_total = sum(images) * self.settings.image_tokens
-        # Requests with images teach nothing about text: they are kept out of calibration.
-        basis = (
-            None if image_total else CalibrationBasis(content_raw, overhead_raw, bucket, keys[-1])
-        )
-        # The breakdown: the raw parts priced at rates that bound the calibrated estimate
-        # linearly for every subset of these messages (its bucket and its shape, content
-        # per overhead, lie in ranges found from the parts). The parts' content ceilings
-        # add up to at least the whole's, but for float rounding, which may put the
-        # whole one content token higher; the overhead carries that token and one more
-        # for the rounding of the rates.
-        parts = [
-            (math.ceil(n * margin), rule.per_message * unit)
-            for n, unit in zip(tokens, units, strict=True)
-        ]
-        tools_raw = math.ceil(tools_tokens * margin) if defs else 0
+        return prompt, content_raw, overhead_raw, bucket
+
+    def _breakdown(
+        self, parts: _Parts, content_raw: int, overhead_raw: int
+    ) -> tuple[list[int], int, int]:
+        """``(message costs, tools, overhead)``: the raw parts priced at rates that bound
+        the calibrated estimate linearly for every subset of these messages.
+
+        Its bucket and its shape (content per overhead) lie in ranges found from the parts.
+        The parts' content ceilings add up to at least the whole's, but for float
+        rounding, which may put the whole one content token higher; the overhead carries
+        that token and one more for the rounding of the rates.
+        """
+        rule = self.rule
+        margin = rule.margin
+        tools_tokens = parts.tools_tokens
         rc, rv = self.calibration.rates(
             content=content_raw,
             overhead=overhead_raw,
-            buckets=_bucket_range(base, texts),
-            shapes=_shape_range((tools_tokens * margin, rule.per_request), tokens, units, rule),
+            buckets=_bucket_range(parts.base, parts.texts),
+            shapes=_shape_range(
+                (tools_tokens * margin, rule.per_request), parts.tokens, parts.units, rule
+            ),
         )
+        image_tokens = self.settings.image_tokens
         costs = [
-            math.ceil(rc * c + rv * v) + k * self.settings.image_tokens
-            for (c, v), k in zip(parts, images, strict=True)
+            math.ceil(rc * math.ceil(n * margin) + rv * (rule.per_message * unit))
+            + k * image_tokens
+            for n, unit, k in zip(parts.tokens, parts.units, parts.images, strict=True)
         ]
-        tools = math.ceil(rc * tools_raw)
+        tools = math.ceil(rc * math.ceil(tools_tokens * margin)) if parts.tools_text else 0
         overhead = math.ceil(rv * rule.per_request + rc) + 1
-        raw = content_raw + overhead_raw + image_total
-        return Tally(costs, overhead, tools, prompt + image_total, raw, False, basis)
+        return costs, tools, overhead
+
+
+class _Parts:
+    """A request read for the estimate: the tools' counts, then each message's."""
+
+    __slots__ = (
+        "base",
+        "chars",
+        "content",
+        "images",
+        "named",
+        "non_ascii",
+        "texts",
+        "tokens",
+        "tools_text",
+        "tools_tokens",
+        "units",
+    )
+
+    def __init__(self, tools_text: str, tools: tuple[int, int, int]) -> None:
+        self.tools_text = tools_text
+        self.tools_tokens, non_ascii, chars = tools
+        #: The tools' (non-ASCII, characters), always counted.
+        self.base = (non_ascii, chars)
+        self.content, self.non_ascii, self.chars = tools
+        self.tokens: list[int] = []
+        self.units: list[int] = []
+        self.texts: list[tuple[int, int]] = []
+        self.images: list[int] = []
+        #: What names each message in the key chain: (header, body, name).
+        self.named: list[tuple[str, str, str | None]] = []
+
+    def add(
+        self,
+        header: str,
+        body: str,
+        name: str | None,
+        counted: tuple[int, int, int],
+        unit: int,
+        images: int,
+    ) -> None:
+        n, na, ch = counted
+        self.content += n
+        self.non_ascii += na
+        self.chars += ch
+        self.tokens.append(n)
+        self.units.append(unit)
+        self.texts.append((na, ch))
+        self.images.append(images)
+        self.named.append((header, body, name))
+
+
+def _unit(rule: EstimateRule, header: str, previous: str, last: bool, named: bool) -> int:
+    """The ``per_message`` units one message costs."""
+    if named:
+        unit = 2
+    elif rule.gateway_pads and header not in ("system", "developer"):
+        # An empty turn goes between two user or two assistant turns, and after a last
+        # assistant turn (docs/qwen-kimi.md): one unit covers its frame.
+        unit = 1 + (header == previous in ("user", "assistant"))
+        unit += header == "assistant" and last
+    else:
+        unit = 1
+    if header == "ipython":  # a tool result
+        unit += rule.tool_result_units
+    return unit
 
 
 def _shape_range(

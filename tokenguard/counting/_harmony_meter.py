@@ -16,7 +16,6 @@ far the bounded part sits above the truth (the exact part is never scaled).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
-from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo
 from ._result import CalibrationBasis
 from ._tokenizers import is_utf8, ordinary_counter, report_missing
 
@@ -71,8 +70,8 @@ class HarmonyMeter(FastPath):
             ("o200k_base", "harmony-instructions-tools"),
             lambda: _flagged(_heading_counter(_plain_counter(enc), "\n\n")),
         )
-        # Tool definitions seen (as JSON) -> (tools cost, exact); small and bounded.
-        self._tools_memo: dict[str, tuple[int, bool]] = {}
+        # Tool definitions (exactly counted) and effort seen -> the tools' cost.
+        self._tools_memo: ToolsMemo[int] = ToolsMemo()
         image_tokens = self._settings.image_tokens
         self.rules: HarmonyRules = resources.shared(
             ("harmony-rules", image_tokens),
@@ -187,56 +186,42 @@ class HarmonyMeter(FastPath):
 
     # -- the general path -----------------------------------------------------------------
 
-    def _fast_with_tools(self, request: Request) -> Tally | None:
+    def _fast_request(
+        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
+    ) -> Tally | None:
         """Plain messages with function tools whose definitions were seen before."""
-        options = request.options
         # tool_choice changes nothing but must be valid: a named one takes the general path.
         choice = options.get("tool_choice", "auto")
-        if request.functions is not None or choice not in ("auto", "none", "required"):
+        if tools is None or choice not in ("auto", "none", "required"):
             return None
         if any(k not in ("tool_choice", "reasoning_effort") for k in options):
             return None
         effort = options.get("reasoning_effort")
         if effort is not None and effort not in REASONING_EFFORTS:
             return None
-        key = self._tools_key(request)
-        if key is None:
-            return None
-        known = self._tools_memo.get(key)
-        if known is None:
-            return None
-        tools_cost, exact = known
-        if not exact:
+        key = self._tools_memo.key(tools, (effort,))
+        tools_cost = None if key is None else self._tools_memo.get(key)
+        if tools_cost is None:
             return None
         costs: list[int] = []
-        v = self._fast(request.messages, costs, tools=True)
+        v = self._fast(messages, costs, tools=True)
         if v is None:
             return None
         overhead = self.rules.overhead(reasoning_effort=effort)[0]
         total = (v >> 1) + tools_cost - self.rules.base_overhead + overhead
         return Tally(costs, overhead, tools_cost, total, total, True, None)
 
-    @staticmethod
-    def _tools_key(request: Request) -> str | None:
-        """The tool definitions and effort as a key, or ``None`` when not plain JSON."""
-        try:
-            tools = json.dumps(request.tools, separators=(",", ":"))
-        except (TypeError, ValueError):
-            return None  # SDK objects or a bad definition: the general path reads them
-        return f"{request.options.get('reasoning_effort')}|{tools}"
-
-    def _remember_tools(self, request: Request, tools_cost: int, exact: bool) -> None:
-        key = self._tools_key(request) if request.functions is None else None
-        if key is None:
+    def _remember_tools(self, request: Request, tools_cost: int) -> None:
+        if request.functions is not None:
             return
-        if len(self._tools_memo) >= 256:
-            self._tools_memo.clear()
-        self._tools_memo[key] = (tools_cost, exact)
+        key = self._tools_memo.key(request.tools, (request.options.get("reasoning_effort"),))
+        if key is not None:
+            self._tools_memo.put(key, tools_cost)
 
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""
-        if request.tools is not None:
-            fast = self._fast_with_tools(request)
+        if request.functions is None:
+            fast = self._fast_request(request.messages, request.tools, request.options)
             if fast is not None:
                 return fast
         budget = NewText(self._settings.max_new_chars)
@@ -259,7 +244,7 @@ class HarmonyMeter(FastPath):
         # Only tools that render a section (``tools=[]`` renders none, and then the system
         # message is counted as without tools, which the fast path does not do).
         if request.tools is not None and counted.tools_exact and counted.tools > 0:
-            self._remember_tools(request, counted.tools, True)
+            self._remember_tools(request, counted.tools)
         if counted.exact:
             total = counted.total
             return Tally(costs, counted.overhead, counted.tools, total, total, True, None)

@@ -10,8 +10,7 @@ trimming, goes to the general path, which applies the whole rule.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..models import ModelInfo
@@ -19,7 +18,7 @@ from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
-from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo
 
 __all__ = ["LlamaMeter"]
 
@@ -76,8 +75,8 @@ class LlamaMeter(FastPath):
             lambda: lambda text: 2 * count(go_trim_space(text + "\n")),
         )
         self.plain = _Frame(rules.overhead, 0, self.systems, False, True)
-        # Tool definitions and options seen (as JSON) -> their frame; small and bounded.
-        self._frames: dict[str, _Frame | None] = {}
+        # Tool definitions and options seen -> their frame (or none: the general path).
+        self._frames: ToolsMemo[_Frame] = ToolsMemo()
 
     @property
     def info(self) -> ModelInfo:
@@ -176,26 +175,34 @@ class LlamaMeter(FastPath):
                 costs.append(cost)
         return 2 * total + unsure
 
-    def _tools_frame(self, request: Request) -> _Frame | None:
-        """The frame of a request with tools whose definitions were seen (made and kept
-        on first sight); ``None`` when the general path must count it."""
-        options = request.options
+    def _fast_request(
+        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
+    ) -> Tally | None:
+        """Plain messages with tools and options seen before (see :meth:`_tools_frame`)."""
+        frame = self._tools_frame(tools, options)
+        return None if frame is None else self._tally(messages, frame, bound=True)
+
+    def _tools_frame(
+        self,
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        request: Request | None = None,
+    ) -> _Frame | None:
+        """The frame of a request with tools whose definitions were seen; made and kept on
+        first sight when the general path gives the (checked) ``request``; ``None`` when
+        the general path must count it."""
         if any(k not in LLAMA_OPTIONS for k in options):
             return None
-        try:
-            key = json.dumps(
-                [request.tools, options.get("tool_choice"), options.get("parallel_tool_calls")],
-                separators=(",", ":"),
-            )
-        except (TypeError, ValueError):
-            return None  # SDK objects or a bad definition: the general path reads them
-        if key in self._frames:
-            return self._frames[key]
-        frame = self._make_frame(request)
-        if len(self._frames) >= 256:
-            self._frames.clear()
-        self._frames[key] = frame
-        return frame
+        key = self._frames.key(
+            tools, (options.get("tool_choice"), options.get("parallel_tool_calls"))
+        )
+        if key is None:
+            return None
+        frame = self._frames.get(key)
+        if frame is None and request is not None:
+            frame = self._make_frame(request)
+            self._frames.put(key, frame or _NO_FRAME)
+        return None if frame is _NO_FRAME else frame
 
     def _make_frame(self, request: Request) -> _Frame | None:
         rules = self.rules
@@ -258,7 +265,7 @@ class LlamaMeter(FastPath):
             if request.tools is None and LLAMA_OPTIONS.isdisjoint(request.options):
                 frame: _Frame | None = self.plain
             else:
-                frame = self._tools_frame(request)
+                frame = self._tools_frame(request.tools, request.options, request)
             if frame is not None:
                 fast = self._tally(request.messages, frame, bound=True)
                 if fast is not None:
@@ -298,6 +305,10 @@ class _Frame(NamedTuple):
     open_last: bool
 
 
+#: Kept for definitions only the general path counts (GenericChat's tools, say).
+_NO_FRAME = _Frame(0, 0, TextCache(len), False, False)
+
+
 def _system_value(rules: LlamaRules) -> Callable[[str], int]:
     """A lone leading system message's cost in the plain system block, as ``2 * cost +
     unsure`` (Llama 3's GenericChat does not trim it, so its trimming is unconfirmed)."""
@@ -311,7 +322,8 @@ def _system_value(rules: LlamaRules) -> Callable[[str], int]:
             if not text:
                 return 0
             v = bodies(text)
-            return 2 * (role + (v >> 1)) + (v & 1)
+            # Unsure whenever it has blanks at its edges, as the general path says.
+            return 2 * (role + (v >> 1)) + (text != text.strip())
 
         return generic
 

@@ -1,13 +1,14 @@
-"""What a counting meter is: how one model's prompts are counted, behind one small protocol.
+"""What a meter is: how one model's prompts are counted, behind one small protocol.
 
-A meter is built once per model (by a :data:`MeterFactory`, from the model's table entry
-and the registry's shared caches) and then answers every request for that model:
+A meter (not a plan: plans are the guard's effect generators) is built once per model
+(by a :data:`MeterFactory`, from the model's table entry and the registry's shared
+caches) and then answers every request for that model:
 
 * :meth:`Meter.count` counts one :class:`Request` on the general path (any message form,
   tools, images) and returns a :class:`Tally`: per-message costs, template overhead,
   tools, total, and what calibration needs;
 * :meth:`Meter.count_fast` may answer the common case (a list of plain
-  ``{"role", "content": str}`` dicts whose texts were seen before) in a few
+  ``{"role", "content": str}`` dicts, with tool definitions seen before) in a few
   microseconds, or return ``None`` to send the request to :meth:`Meter.count`;
   :meth:`Meter.prompt_fast` is the same, broken down (for ``count_prompt``), and says
   whether the count is exact (``count_request`` reports it).
@@ -18,9 +19,11 @@ registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ..errors import InvalidMessages
 from ..models import ModelInfo
@@ -38,6 +41,7 @@ __all__ = [
     "Resources",
     "Settings",
     "Tally",
+    "ToolsMemo",
 ]
 
 V = TypeVar("V")
@@ -142,7 +146,8 @@ class FastPath:
     unsure`` (``unsure``: the count is a bound, so the breakdown is not exact), each
     message's cost appended to ``costs`` when it is a list; ``None`` sends the request
     to the general path. :attr:`fast_overhead` is what such a count holds besides the
-    messages.
+    messages. A meter that answers requests with tools or options as fast overrides
+    :meth:`_fast_request`.
     """
 
     __slots__ = ()
@@ -150,24 +155,90 @@ class FastPath:
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
         raise NotImplementedError
 
+    def _fast_request(
+        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
+    ) -> Tally | None:
+        """A request with tools or prompt options, broken down, or ``None``."""
+        return None
+
     @property
     def fast_overhead(self) -> int:
         """The tokens of a fast-path count that belong to no message."""
         raise NotImplementedError
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain, already-seen messages, or ``None`` (general path)."""
-        v = self._fast(messages, None)
-        return None if v is None else v >> 1
+    def count_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """The prompt tokens of plain messages, or ``None`` (general path)."""
+        if tools is None and not options:
+            v = self._fast(messages, None)
+            return None if v is None else v >> 1
+        tally = self._fast_request(messages, tools, options or {})
+        return None if tally is None else tally.total
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+    def prompt_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tally | None:
         """:meth:`count_fast` broken down per message, with whether it is exact."""
+        if tools is not None or options:
+            return self._fast_request(messages, tools, options or {})
         costs: list[int] = []
         v = self._fast(messages, costs)
         if v is None:
             return None
         total = v >> 1
         return Tally(costs, self.fast_overhead, 0, total, total, not v & 1, None)
+
+
+class ToolsMemo(Generic[V]):
+    """What a meter worked out for tool definitions and options, found again cheaply.
+
+    Keyed by the definitions' JSON (two equal lists share an entry). A list seen again is
+    found by its identity and confirmed equal to a deep copy taken when it was first seen
+    again, so it is not serialised on every call, and a list changed in place is worked
+    out anew. Bounded: emptied when full.
+    """
+
+    __slots__ = ("_by_id", "_values", "limit")
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        # id(tools) -> (tools, a deep copy, options, key): holding ``tools`` keeps its id.
+        self._by_id: dict[int, tuple[object, object, object, str]] = {}
+        self._values: dict[str, V] = {}
+
+    def key(self, tools: object, options: tuple[object, ...]) -> str | None:
+        """The key of ``tools`` with ``options``, or ``None`` when they are not plain JSON."""
+        seen = self._by_id.get(id(tools))
+        if seen is not None and seen[0] is tools and seen[1] == tools and seen[2] == options:
+            return seen[3]
+        try:
+            key = json.dumps([tools, options], separators=(",", ":"))
+        except (TypeError, ValueError):
+            return None  # SDK objects or a bad definition: the general path reads them
+        if key in self._values:
+            # Seen twice: worth a copy that lets the next call skip the serialising.
+            if len(self._by_id) >= self.limit:
+                self._by_id.clear()
+            self._by_id[id(tools)] = (tools, copy.deepcopy(tools), copy.deepcopy(options), key)
+        return key
+
+    def get(self, key: str) -> V | None:
+        """The value kept for ``key``, if any."""
+        return self._values.get(key)
+
+    def put(self, key: str, value: V) -> None:
+        """Keep ``value`` for ``key``."""
+        if len(self._values) >= self.limit:
+            self._values.clear()
+            self._by_id.clear()
+        self._values[key] = value
 
 
 class Meter(Protocol):
@@ -178,11 +249,22 @@ class Meter(Protocol):
         """The model table entry the meter was built from."""
         ...
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
-        """The prompt tokens of plain, already-seen messages, or ``None`` (general path)."""
+    def count_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """The prompt tokens of plain messages (tools and options the meter renders
+        itself, definitions seen before), or ``None`` (general path)."""
         ...
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+    def prompt_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tally | None:
         """:meth:`count_fast` broken down, or ``None`` (general path)."""
         ...
 
