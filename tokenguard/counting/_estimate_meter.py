@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,9 +121,8 @@ class EstimateMeter:
             tools_text = tojson(defs)  # as Groq's Hugging Face templates write them
         else:
             tools_text = json.dumps(defs, indent=4)
-        parts = _Parts(tools_text, budget.counted(cache, tools_text, 0) if defs else (0, 0, 0))
-        previous = "assistant"  # the gateway pads a conversation opening on an assistant turn
-        last = len(normalized) - 1
+        tools = budget.counted(cache, tools_text, 0) if defs else (0, 0, 0)
+        counted: list[tuple[int, int, int]] = []
         for i, msg in enumerate(normalized):
             body = msg.body
             if rule.tools_compact and msg.tool_form and msg.header == "assistant":
@@ -135,39 +135,42 @@ class EstimateMeter:
             if msg.name:
                 nn, nna, nch = budget.counted(cache, msg.name, i)
                 n, na, ch = n + nn, na + nna, ch + nch
-            unit = _unit(rule, msg.header, previous, i == last, bool(msg.name))
-            if msg.header not in ("system", "developer"):
-                previous = msg.header
-            parts.add(msg.header, msg.body, msg.name, (n, na, ch), unit, msg.images)
-        return parts
+            counted.append((n, na, ch))
+        headers = [msg.header for msg in normalized]
+        names = [msg.name for msg in normalized]
+        return _Parts(
+            tools_text,
+            tools,
+            counted,
+            headers,
+            [msg.body for msg in normalized],
+            names,
+            [msg.images for msg in normalized],
+            _units(rule, headers, names),
+        )
 
     def _read_plain(self, messages: Sequence[Any]) -> _Parts | None:
         """Plain ``{"role", "content": str}`` dicts (user, assistant, system), or ``None``."""
         if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
             return None
-        roles: list[str] = []
-        texts: list[str] = []
-        for m in messages:
-            if type(m) is not dict or len(m) != 2:
-                return None
-            role = m.get("role")
-            text = m.get("content")
-            if type(text) is not str or role not in ("user", "assistant", "system"):
-                return None
-            roles.append(role)
-            texts.append(text)
-        values = self._values(texts)
-        if values is None:
+        if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
             return None
-        rule = self.rule
-        parts = _Parts("", (0, 0, 0))
-        previous = "assistant"
-        last = len(texts) - 1
-        for i, (role, text, value) in enumerate(zip(roles, texts, values, strict=True)):
-            parts.add(role, text, None, value, _unit(rule, role, previous, i == last, False), 0)
-            if role != "system":
-                previous = role
-        return parts
+        try:
+            roles = list(map(_ROLE, messages))
+            texts = list(map(_CONTENT, messages))
+        except KeyError:
+            return None
+        if set(map(type, texts)) != {str} or set(map(type, roles)) != {str}:
+            return None
+        if not _PLAIN_ROLES.issuperset(roles):
+            return None
+        counted = self._values(texts)
+        if counted is None:
+            return None
+        n = len(roles)
+        names: list[str | None] = [None] * n
+        units = _units(self.rule, roles, names)
+        return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
 
     def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
@@ -191,7 +194,7 @@ class EstimateMeter:
         server's count of an earlier, shorter request can anchor this one."""
         key = hash(("tokenguard", self._info.name, parts.tools_text))
         keys: list[int] = []
-        for named in parts.named:
+        for named in zip(parts.headers, parts.bodies, parts.names, strict=True):
             key = hash((key, *named))
             keys.append(key)
         return keys
@@ -231,10 +234,11 @@ class EstimateMeter:
         rule = self.rule
         margin = rule.margin
         tools_tokens = parts.tools_tokens
+        texts = list(zip(parts.non_ascii_of, parts.chars_of, strict=True))
         rc, rv = self.calibration.rates(
             content=content_raw,
             overhead=overhead_raw,
-            buckets=_bucket_range(parts.base, parts.texts),
+            buckets=_bucket_range(parts.base, texts),
             shapes=_shape_range(
                 (tools_tokens * margin, rule.per_request), parts.tokens, parts.units, rule
             ),
@@ -250,74 +254,92 @@ class EstimateMeter:
         return costs, tools, overhead
 
 
+_PLAIN_ROLES = frozenset({"user", "assistant", "system"})
+_SYSTEM = ("system", "developer")
+_ROLE = operator.itemgetter("role")
+_CONTENT = operator.itemgetter("content")
+
+
 class _Parts:
-    """A request read for the estimate: the tools' counts, then each message's."""
+    """A request read for the estimate: the tools' counts and, per message, its counts,
+    what names it in the key chain (header, body, name), its images and its units."""
 
     __slots__ = (
         "base",
+        "bodies",
         "chars",
+        "chars_of",
         "content",
+        "headers",
         "images",
-        "named",
+        "names",
         "non_ascii",
-        "texts",
+        "non_ascii_of",
         "tokens",
         "tools_text",
         "tools_tokens",
         "units",
     )
 
-    def __init__(self, tools_text: str, tools: tuple[int, int, int]) -> None:
-        self.tools_text = tools_text
-        self.tools_tokens, non_ascii, chars = tools
-        #: The tools' (non-ASCII, characters), always counted.
-        self.base = (non_ascii, chars)
-        self.content, self.non_ascii, self.chars = tools
-        self.tokens: list[int] = []
-        self.units: list[int] = []
-        self.texts: list[tuple[int, int]] = []
-        self.images: list[int] = []
-        #: What names each message in the key chain: (header, body, name).
-        self.named: list[tuple[str, str, str | None]] = []
-
-    def add(
+    def __init__(
         self,
-        header: str,
-        body: str,
-        name: str | None,
-        counted: tuple[int, int, int],
-        unit: int,
-        images: int,
+        tools_text: str,
+        tools: tuple[int, int, int],
+        counted: list[tuple[int, int, int]],
+        headers: list[str],
+        bodies: list[str],
+        names: list[str | None],
+        images: list[int],
+        units: list[int],
     ) -> None:
-        n, na, ch = counted
-        self.content += n
-        self.non_ascii += na
-        self.chars += ch
-        self.tokens.append(n)
-        self.units.append(unit)
-        self.texts.append((na, ch))
-        self.images.append(images)
-        self.named.append((header, body, name))
+        self.tools_text = tools_text
+        self.tools_tokens, tools_non_ascii, tools_chars = tools
+        #: The tools' (non-ASCII, characters), always counted.
+        self.base = (tools_non_ascii, tools_chars)
+        tokens, self.non_ascii_of, self.chars_of = zip(*counted, strict=True)
+        self.tokens: tuple[int, ...] = tokens
+        self.content = self.tools_tokens + sum(tokens)
+        self.non_ascii = tools_non_ascii + sum(self.non_ascii_of)
+        self.chars = tools_chars + sum(self.chars_of)
+        self.headers = headers
+        self.bodies = bodies
+        self.names = names
+        self.images = images
+        self.units = units
 
 
-def _unit(rule: EstimateRule, header: str, previous: str, last: bool, named: bool) -> int:
-    """The ``per_message`` units one message costs."""
-    if named:
-        unit = 2
-    elif rule.gateway_pads and header not in ("system", "developer"):
-        # An empty turn goes between two user or two assistant turns, and after a last
-        # assistant turn (docs/qwen-kimi.md): one unit covers its frame.
-        unit = 1 + (header == previous in ("user", "assistant"))
-        unit += header == "assistant" and last
+def _units(rule: EstimateRule, headers: list[str], names: list[str | None]) -> list[int]:
+    """The ``per_message`` units each message costs."""
+    if rule.gateway_pads:
+        units = [1 + pad for pad in _pads(headers)]
+        units[-1] += headers[-1] == "assistant"  # the empty user turn after it
     else:
-        unit = 1
-    if header == "ipython":  # a tool result
-        unit += rule.tool_result_units
-    return unit
+        units = [1] * len(headers)
+    if any(names):
+        units = [2 if name else unit for unit, name in zip(units, names, strict=True)]
+    if rule.tool_result_units and "ipython" in headers:  # tool results
+        extra = rule.tool_result_units
+        units = [u + extra if h == "ipython" else u for u, h in zip(units, headers, strict=True)]
+    return units
+
+
+def _pads(headers: list[str]) -> list[bool]:
+    """Where the gateway puts an empty turn before a message: between two user or two
+    assistant turns, system messages aside (docs/qwen-kimi.md); one unit covers its frame."""
+    plain = "system" not in headers and "developer" not in headers
+    spoken = headers if plain else [h for h in headers if h not in _SYSTEM]
+    # The gateway pads a conversation opening on an assistant turn.
+    pads = list(map(operator.eq, ["assistant", *spoken[:-1]], spoken))
+    if "ipython" in spoken:  # two tool results in a row are not padded
+        pads = [pad and h != "ipython" for pad, h in zip(pads, spoken, strict=True)]
+    if plain:
+        return pads
+    after = iter(pads)
+    return [False if h in _SYSTEM else next(after) for h in headers]
 
 
 def _shape_range(
-    base: tuple[float, int], tokens: list[int], units: list[int], rule: EstimateRule
+    base: tuple[float, int], tokens: Sequence[int], units: list[int], rule: EstimateRule
 ) -> tuple[float, float]:
     """The least and greatest ``content / overhead`` of the raw estimate of the tools
     (``base``, always counted) with any non-empty subset of the messages.
