@@ -87,7 +87,7 @@ def server_counter(
         if normalize is not None:
             text = normalize(text)
         # Every special token starts with a marker; without one the cheaper call is identical.
-        if any(marker in text for marker in markers):
+        if any(map(text.__contains__, markers)):
             return _sliced(encode_special, text)
         if len(text) < _SLICE:
             return len(fast(text))
