@@ -21,9 +21,9 @@ from ._calibration import Calibration, bucket_of
 from ._chat_turns import html_escaped, tojson
 from ._estimate import EstimateRule, estimate_rule
 from ._messages import normalize_message, render_tools
-from ._meter import NewText, Request, Resources, Settings, Tally
+from ._meter import NewText, Request, Resources, Settings, Tally, count_new
 from ._result import CalibrationBasis
-from ._tokenizers import estimator, is_utf8
+from ._tokenizers import estimator
 
 __all__ = ["EstimateMeter"]
 
@@ -180,11 +180,10 @@ class EstimateMeter:
         if None not in values:
             return values  # type: ignore[return-value]  # no None, checked just above
         new = [t for t, v in zip(texts, values, strict=True) if v is None]
-        if sum(map(len, new)) > self.settings.max_new_chars:
+        new_values = count_new(self.cache, new, self.settings)
+        if new_values is None:
             return None
-        if not all(text.isascii() or is_utf8(text) for text in new):
-            return None
-        counted = dict(zip(new, self.cache.get_many(new), strict=True))
+        counted = dict(zip(new, new_values, strict=True))
         return [counted[t] if v is None else v for t, v in zip(texts, values, strict=True)]
 
     # -- from parts to the estimate ------------------------------------------------------

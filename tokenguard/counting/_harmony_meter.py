@@ -25,9 +25,9 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
-from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
 from ._result import CalibrationBasis
-from ._tokenizers import is_utf8, ordinary_counter, report_missing
+from ._tokenizers import ordinary_counter, report_missing
 
 __all__ = ["HarmonyMeter", "harmony_meter"]
 
@@ -98,43 +98,58 @@ class HarmonyMeter(FastPath):
         """Plain messages only, as ``2 * tokens`` (see :class:`~._meter.FastPath`); ``None``
         sends the request to :meth:`count`.
 
-        Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
-        with a special-token lookalike is counted the same, but its breakdown is a bound,
-        so :meth:`prompt_fast` leaves it to the general path.
+        Cached values are ``2 * tokens + lookalike`` (see :func:`_flagged`); a text with a
+        special-token lookalike is counted the same, but its breakdown is a bound, so
+        :meth:`prompt_fast` leaves it to the general path.
         """
         if type(messages) is not list or not messages:
             return None
         if len(messages) > self._settings.max_messages:
             return None
+        lead = self._instructions(messages[0], tools)
+        if lead is None:
+            return None
+        cost, start = lead
+        if start and costs is not None:
+            costs.append(cost)
+        turns = self._turns(messages, start, costs)
+        if turns is None:
+            return None
+        return 2 * (self.rules.base_overhead + cost + turns)  # exact: lookalikes refused
+
+    def _instructions(self, first: Any, tools: bool) -> tuple[int, int] | None:
+        """``(cost, 1)`` of a leading system or developer message, ``(0, 0)`` without one,
+        ``None`` for the general path."""
+        if type(first) is not dict or first.get("role") not in ("system", "developer"):
+            return 0, 0
+        if len(first) != 2:
+            return None
+        text = first.get("content")
+        if type(text) is not str or not text:
+            return None
+        heading = self.instructions_tools if tools else self.instructions
+        v = heading.front.get(text)
+        if v is None:
+            counted = count_new(heading, [text], self._settings)
+            if counted is None:
+                return None
+            v = counted[0]
+        if v & 1:
+            return None
+        # Without tools the developer message exists only for this text (it replaces the
+        # empty one Groq bills otherwise); with tools it is there anyway.
+        rules = self.rules
+        return ((v >> 1) if tools else rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER), 1
+
+    def _turns(self, messages: list[Any], start: int, costs: list[int] | None) -> int | None:
+        """The tokens of the user and assistant turns from ``start`` on, new texts
+        counted in one batch; ``None`` for the general path."""
         rules = self.rules
         user, final = rules.user_cost, rules.final_cost
         front = self.cache.front
-        total = rules.base_overhead
-        missing: list[str] | None = None
+        total = 0
+        missing: list[str] = []
         missing_at: list[int] = []
-        start = 0
-        first = messages[0]
-        if type(first) is dict and first.get("role") in ("system", "developer"):
-            if len(first) != 2:
-                return None
-            text = first.get("content")
-            if type(text) is not str or not text:
-                return None
-            heading = self.instructions_tools if tools else self.instructions
-            v = heading.front.get(text)
-            if v is None:
-                if len(text) > self._settings.max_new_chars or not is_utf8(text):
-                    return None
-                v = heading.get_or_compute(text)
-            if v & 1:
-                return None
-            # Without tools the developer message exists only for this text (it replaces
-            # the empty one Groq bills otherwise); with tools it is there anyway.
-            cost = (v >> 1) if tools else rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER
-            total += cost
-            if costs is not None:
-                costs.append(cost)
-            start = 1
         for i in range(start, len(messages)):
             m = messages[i]
             if type(m) is not dict or len(m) != 2:
@@ -151,33 +166,24 @@ class HarmonyMeter(FastPath):
                 return None
             v = front.get(content)
             if v is None:
-                if missing is None:
-                    missing = []
                 missing.append(content)
-                missing_at.append(i)
-                total += rc
-                if costs is not None:
-                    costs.append(rc)
-                continue
+                missing_at.append(len(costs) if costs is not None else i)
+                v = 0
+            elif costs is not None and v & 1:
+                return None
             total += rc + (v >> 1)
             if costs is not None:
-                if v & 1:
-                    return None
                 costs.append(rc + (v >> 1))
-        if missing is not None:
-            if sum(map(len, missing)) > self._settings.max_new_chars:
-                return None
-            for text in missing:
-                if not text.isascii() and not is_utf8(text):
-                    return None
-            counted = self.cache.get_many(missing)
-            for i, v in zip(missing_at, counted, strict=True):
-                total += v >> 1
-                if costs is not None:
-                    if v & 1:
-                        return None
-                    costs[i] += v >> 1
-        return 2 * total  # exact: a lookalike's breakdown was refused above
+        if not missing:
+            return total
+        counted = count_new(self.cache, missing, self._settings)
+        if counted is None or (costs is not None and any(v & 1 for v in counted)):
+            return None
+        for at, v in zip(missing_at, counted, strict=True):
+            total += v >> 1
+            if costs is not None:
+                costs[at] += v >> 1
+        return total
 
     @property
     def fast_overhead(self) -> int:

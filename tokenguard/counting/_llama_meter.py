@@ -18,7 +18,7 @@ from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
-from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
 
 __all__ = ["LlamaMeter"]
 
@@ -113,34 +113,52 @@ class LlamaMeter(FastPath):
         path."""
         if type(messages) is not list or not messages:
             return None
-        settings = self.settings
-        if len(messages) > settings.max_messages:
+        if len(messages) > self.settings.max_messages:
             return None
+        lead = self._lead_system(messages[0], frame)
+        if lead is None:
+            return None
+        v, start = lead
+        if start and costs is not None:
+            costs.append(v >> 1)
+        turns = self._turns(messages, start, costs, frame)
+        if turns is None:
+            return None
+        tokens = frame.overhead + (v >> 1) + (turns >> 1)
+        return 2 * tokens + ((v | turns) & 1)
+
+    def _lead_system(self, first: Any, frame: _Frame) -> tuple[int, int] | None:
+        """``(2 * cost + unsure, 1)`` of a leading system message, ``(0, 0)`` without one,
+        ``None`` for the general path."""
+        if type(first) is not dict or first.get("role") != "system":
+            return 0, 0
+        if len(first) != 2 or type(first.get("content")) is not str:
+            return None
+        text = first["content"]
+        if len(text) > self.settings.max_new_chars:
+            return None
+        if frame.slash and go_trim_space(text).startswith("/"):
+            return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
+        v = frame.systems.front.get(text)
+        if v is None:
+            counted = count_new(frame.systems, [text], self.settings)
+            if counted is None:
+                return None
+            v = counted[0]
+        return v, 1
+
+    def _turns(
+        self, messages: list[Any], start: int, costs: list[int] | None, frame: _Frame
+    ) -> int | None:
+        """The user and assistant turns from ``start`` on as ``2 * tokens + unsure``, new
+        texts counted in one batch; ``None`` for the general path."""
         rules = self.rules
         role_cost = rules.role_cost
         generic = rules.dialect == "llama3"
         empty_turn = rules.empty_turn
         front = self.bodies.front
-        total = frame.overhead
+        total = 0
         unsure = 0
-        start = 0
-        first = messages[0]
-        if type(first) is dict and first.get("role") == "system":
-            if len(first) != 2 or type(first.get("content")) is not str:
-                return None
-            text = first["content"]
-            if len(text) > settings.max_new_chars:
-                return None
-            if frame.slash and go_trim_space(text).startswith("/"):
-                return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
-            v = self._cached(frame.systems, text)
-            if v is None:
-                return None
-            unsure |= v & 1
-            total += v >> 1
-            if costs is not None:
-                costs.append(v >> 1)
-            start = 1
         prev = "assistant"
         counted_new = False
         last = len(messages) - 1
@@ -156,10 +174,9 @@ class LlamaMeter(FastPath):
             if v is None:
                 # Count every new text at once (or none: too much new text, or a lone
                 # surrogate, is left to the general path, which names the message).
-                if not counted_new:
-                    if not self._count_new(messages, i):
-                        return None
-                    counted_new = True
+                if counted_new or not self._count_new(messages, i):
+                    return None
+                counted_new = True
                 v = self.bodies.get_or_compute(content)
             unsure |= v & 1
             cost = role_cost[role] + (v >> 1)
@@ -228,34 +245,12 @@ class LlamaMeter(FastPath):
         """Count the not-yet-seen bodies of ``messages[start:]`` in one batch; ``False``
         when they are too much new text or not valid UTF-8."""
         front = self.bodies.front
-        new: list[str] = []
-        chars = 0
-        for m in messages[start:]:
-            content = m.get("content") if type(m) is dict else None
-            if type(content) is str and content not in front:
-                new.append(content)
-                chars += len(content)
-        if chars > self.settings.max_new_chars:
-            return False
-        for text in new:
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    return False
-        self.bodies.get_many(new)
-        return True
-
-    def _cached(self, cache: TextCache[int], text: str) -> int | None:
-        v = cache.front.get(text)
-        if v is not None:
-            return v
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return None  # the general path names the message
-        return cache.get_or_compute(text)
+        new = [
+            content
+            for m in messages[start:]
+            if type(m) is dict and type(content := m.get("content")) is str and content not in front
+        ]
+        return count_new(self.bodies, new, self.settings) is not None
 
     # -- the general path -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from ._cache import TextCache
 from ._calibration import Calibration
 from ._result import CalibrationBasis
 from ._sendable import check_field, check_messages
+from ._tokenizers import is_utf8
 
 __all__ = [
     "FastPath",
@@ -42,6 +43,7 @@ __all__ = [
     "Settings",
     "Tally",
     "ToolsMemo",
+    "count_new",
 ]
 
 V = TypeVar("V")
@@ -137,6 +139,17 @@ class NewText:
                 )
             value = cache.get_or_compute(text)
         return value
+
+
+def count_new(cache: TextCache[V], texts: list[str], settings: Settings) -> list[V] | None:
+    """The values of ``texts``, which a fast path did not find, counted in one batch;
+    ``None`` when they are more new text than ``settings`` allow or not valid UTF-8
+    (the general path then names the message)."""
+    if sum(map(len, texts)) > settings.max_new_chars:
+        return None
+    if not all(text.isascii() or is_utf8(text) for text in texts):
+        return None
+    return cache.get_many(texts)
 
 
 class FastPath:

@@ -28,9 +28,9 @@ from .._tokenizer_data import available, get_encoding, normalize_nfc
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
-from ._meter import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, count_new
 from ._qwen3 import Qwen3Rules, enable_thinking
-from ._tokenizers import is_utf8, report_missing, server_counter
+from ._tokenizers import report_missing, server_counter
 
 __all__ = ["Qwen3Meter", "qwen3_meter"]
 
@@ -136,12 +136,10 @@ class Qwen3Meter(FastPath):
                 v = 0
             values.append(v)
         if missing:
-            if sum(map(len, missing)) > self._settings.max_new_chars:
+            counted = count_new(self.body, missing, self._settings)
+            if counted is None:
                 return None
-            for text in missing:
-                if not text.isascii() and not is_utf8(text):
-                    return None
-            for i, v in zip(missing_at, self.body.get_many(missing), strict=True):
+            for i, v in zip(missing_at, counted, strict=True):
                 values[i] = v
         for i, v in enumerate(values):
             if v < 0:
