@@ -32,6 +32,8 @@ from ._tokenizers import ordinary_counter, report_missing
 __all__ = ["HarmonyMeter", "harmony_meter"]
 
 _INSTRUCTIONS = "# Instructions\n\n"
+#: The options a request with tools may carry on the fast path.
+_FAST_OPTIONS = frozenset({"tool_choice", "reasoning_effort"})
 
 
 class HarmonyMeter(FastPath):
@@ -200,7 +202,7 @@ class HarmonyMeter(FastPath):
         choice = options.get("tool_choice", "auto")
         if tools is None or choice not in ("auto", "none", "required"):
             return None
-        if any(k not in ("tool_choice", "reasoning_effort") for k in options):
+        if not _FAST_OPTIONS.issuperset(options):
             return None
         effort = options.get("reasoning_effort")
         if effort is not None and effort not in REASONING_EFFORTS:

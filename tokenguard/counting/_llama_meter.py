@@ -208,7 +208,7 @@ class LlamaMeter(FastPath):
         """The frame of a request with tools whose definitions were seen; made and kept on
         first sight when the general path gives the (checked) ``request``; ``None`` when
         the general path must count it."""
-        if any(k not in LLAMA_OPTIONS for k in options):
+        if not LLAMA_OPTIONS.issuperset(options):
             return None
         key = self._frames.key(
             tools, (options.get("tool_choice"), options.get("parallel_tool_calls"))
