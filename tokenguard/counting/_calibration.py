@@ -71,6 +71,36 @@ def bucket_of(non_ascii_chars: int, chars: int) -> int:
     return len(BUCKET_EDGES)
 
 
+def _kinks(
+    per_bucket: list[tuple[float, float, float]], x_lo: float, x_hi: float, x_f: float
+) -> set[float]:
+    """The range's ends, ``x_f`` and every shape in between where two of the buckets'
+    lines (``s * (1 + x)``, ``a * k``, ``a * x``) cross."""
+    lines: list[tuple[float, float]] = []  # (slope, intercept)
+    for s, a, k in per_bucket:
+        lines.append((s, s))
+        if a < math.inf:
+            lines += [(0.0, a * k), (a, 0.0)]
+    xs = {x_lo, x_hi, x_f}
+    for i, (m1, c1) in enumerate(lines):
+        for m2, c2 in lines[i + 1 :]:
+            if m1 != m2:
+                x = (c2 - c1) / (m1 - m2)
+                if x_lo < x < x_hi:
+                    xs.add(x)
+    return xs
+
+
+def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper convex hull of ``points`` (sorted by x)."""
+    hull: list[tuple[float, float]] = []
+    for p in points:
+        while len(hull) >= 2 and _turns_up(hull[-2], hull[-1], p):
+            hull.pop()
+        hull.append(p)
+    return hull
+
+
 class _Bucket:
     __slots__ = ("floor", "headroom", "observations", "raw_scale", "surprises")
 
@@ -161,7 +191,8 @@ class Calibration:
         this is the tightest for a request of ``content`` and ``overhead`` (given one
         observation per bucket: the one that bounds that request best).
         """
-        raw_scale = max(b.raw_scale for b in self._buckets[buckets[0] : buckets[1] + 1])
+        chosen = self._buckets[buckets[0] : buckets[1] + 1]
+        raw_scale = max(b.raw_scale for b in chosen)
         if overhead <= 0:
             return raw_scale, raw_scale
         x_lo, x_hi = shapes
@@ -169,15 +200,7 @@ class Calibration:
         # Per unit of overhead, at shape x = C / V, a bucket estimates at most
         # min(s * (1 + x), a * max(x, k)) for its raw scale s and any observation
         # (a = (1 + headroom) * actual / c_i, k = c_i / v_i). Each is a set of lines.
-        lines: list[tuple[float, float]] = []  # (slope, intercept)
-        per_bucket: list[tuple[float, float, float]] = []  # (s, a, k); a = inf: none
-        for b in self._buckets[buckets[0] : buckets[1] + 1]:
-            s = b.raw_scale
-            a, k = self._observation_at(b, x_f)
-            per_bucket.append((s, a, k))
-            lines.append((s, s))
-            if a < math.inf:
-                lines += [(0.0, a * k), (a, 0.0)]
+        per_bucket = [(b.raw_scale, *self._observation_at(b, x_f)) for b in chosen]
 
         def bound(x: float) -> float:
             return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
@@ -185,19 +208,8 @@ class Calibration:
         # The bound is piecewise linear with kinks where two lines cross: a line that
         # lies on or above it at the range's ends and at every kink lies above it
         # throughout. The best such line at x_f is the upper hull's edge over x_f.
-        xs = {x_lo, x_hi, x_f}
-        for i, (m1, c1) in enumerate(lines):
-            for m2, c2 in lines[i + 1 :]:
-                if m1 != m2:
-                    x = (c2 - c1) / (m1 - m2)
-                    if x_lo < x < x_hi:
-                        xs.add(x)
-        points = [(x, bound(x)) for x in sorted(xs)]
-        hull: list[tuple[float, float]] = []
-        for p in points:
-            while len(hull) >= 2 and _turns_up(hull[-2], hull[-1], p):
-                hull.pop()
-            hull.append(p)
+        points = [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+        hull = _upper_hull(points)
         if len(hull) == 1:
             # One shape only: the raw parts scaled alike.
             (x, y) = hull[0]
