@@ -1,21 +1,13 @@
 """A bounded, thread-safe cache of per-text token counts.
 
-Counting a conversation that grew by one message must cost about one message, so
-every message body's count is cached, keyed by the body text itself (a ``str`` caches
-its own hash, so looking up a body that was seen before costs no rehashing).
+Counting a conversation that grew by one message must cost about one message, so every
+message body's count is cached, keyed by the body text itself. Two levels: a front
+``dict`` read without a lock (at most ``front_chars`` characters of keys, emptied when
+full) and behind it a least-recently-used map charged ``sys.getsizeof(text) +
+ENTRY_OVERHEAD`` bytes per entry, bounded by ``max_bytes``.
 
-Two levels, because the warm path has about 0.3 microseconds per message:
-
-* a front ``dict`` read without a lock (a single ``dict.get`` is atomic under the GIL);
-  it holds at most ``front_chars`` characters of keys and is simply emptied when full;
-* behind it a least-recently-used map bounded by ``max_bytes``: each entry is charged
-  ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes, so the texts it keeps alive plus its
-  bookkeeping stay under the bound. Texts larger than the bound are never cached. It is
-  a plain ``OrderedDict`` rather than ``cachetools.LRUCache``, whose general insertion
-  (about 2 microseconds) was a sixth of the cost of counting a new message.
-
-Memory is therefore bounded by ``max_bytes`` + ``front_chars`` characters
-(+ per-entry overhead of the front dict), whatever the input.
+Invariant: memory stays within ``max_bytes`` + ``front_chars`` characters, whatever the
+input. Why two levels and not ``cachetools``: docs/counting-internals.md.
 """
 
 from __future__ import annotations

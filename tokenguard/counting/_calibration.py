@@ -1,44 +1,13 @@
 """Learning, per model, how far the conservative estimate sits above the server's count.
 
-For a model whose tokenizer is not at hand the raw estimate (``_estimate``) has two
-parts: ``content`` (the messages' text counted with cl100k_base, plus a margin) and
-``overhead`` (a generous allowance for the chat template's framing). Each response's
-``usage.prompt_tokens`` measures the truth of one request exactly. Calibration assumes
-only that the server's count is, for text of one kind, a non-negative combination
-``a * content + b * overhead``. One observation ``(content_i, overhead_i, actual_i)``
-then bounds the truth of any other request of that kind from above::
+Each response's ``usage.prompt_tokens`` bounds the truth of other requests of its script
+bucket from above (each part of the raw estimate grows at most by its own ratio); the
+calibrated estimate is the smallest such bound, with a headroom each bucket learns, and
+a known prefix of the request anchors it. Pure: no clock, no I/O.
 
-    truth <= actual_i * max(content / content_i, overhead / overhead_i)
-
-because each part grows at most by its own ratio. The calibrated estimate is the
-smallest of these bounds over the recent observations, times ``1 + headroom`` (texts of
-one kind are not all equally dense). It is never a guess *below* an observation's
-scaling, so, unlike an average correction factor, it does not undercount a longer
-conversation after seeing short ones. A request shaped like an observed one (the same
-conversation one message longer, say) is estimated within about ``headroom`` of the
-truth; one shaped unlike anything seen falls back to the raw estimate.
-
-Observations are kept per *script bucket* (the share of non-ASCII characters): the
-ratio between two tokenizers depends mostly on the script, so an observation on Hindi
-text must not bound an English request. When the server ever counts more than the raw
-estimate of a bucket, that bucket's raw estimates are scaled up by the worst ratio seen.
-
-Texts of one kind are not all equally dense for the server's tokenizer (Cyrillic samples:
-0.56 to 0.77 Llama 3 tokens per cl100k token), so each bucket *learns its headroom*: it
-starts at 3% for mostly-ASCII text and 25% otherwise, grows at once whenever an
-observation exceeds what the bucket would have estimated, and from six observations on
-follows their measured spread (how far each exceeds what the others would have estimated
-for it) times 1.5, never less than a surprise still in the window, nor than 15% for the
-non-ASCII buckets; plus 3%.
-
-A conversation is mostly its own past: when the server's count of the same messages (a
-prefix of the request) is known, the estimate is that count plus the estimate of the new
-messages alone, which is both safe (the known part is exact) and tight.
-
-Measured (benchmarks/bench_counting.py, truth = Llama 3 tokenizer, estimator cl100k_base):
-no request below the truth in 800 random sequences per script; a growing conversation
-within +1..5% after eight turns. Remaining risk: text denser than anything its bucket has
-seen by more than the headroom; the next response raises the headroom.
+Invariant: never below an observation's scaling, so a longer conversation is not
+undercounted after short ones. The derivation and measurements:
+docs/counting-internals.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,11 @@
 """Groq's Llama prompts (3.1/3.3, Llama 3 and Llama 4) as token arithmetic.
 
-Groq renders a request with its gateway's own Llama templates (shared GROQ-RENDER.md)
-and bills the tokens of the whole string, BOS included, special tokens recognised. A
-special token ends every pre-token, so the prompt's count is the sum of its pieces
-between special tokens; each message is such a piece (``"\\n\\n" + body`` after its
-header), so a message costs the same wherever it sits. What is not a message is the
-overhead: BOS, the system block's own text (Llama 3.1's date lines, the tool prompt), the
-generation prompt and its prefill.
-
-The rules (Llama 3.1 = ``llama31``, Llama 4 = ``quattro-v2``, Llama 3 = GenericChat):
-
-* every system message, wherever it is, goes into one system block at the front: the
-  texts joined by ``"\\n"`` and trimmed (Go's ``TrimSpace``), after the template's own
-  text. Llama 3.1 always writes the block (date lines); Llama 4 and Llama 3 only when
-  there is something to write. Several system messages are joined, so their costs are a
-  bound (each later one is charged its text plus a margin for the join);
-* user and assistant bodies are not trimmed in Groq's source, which no billed case tests:
-  each body is counted both ways and the larger count is taken, exact when they agree;
-* a last assistant message is left open (no end of turn, no generation prompt) unless a
-  prefill is forced; its cost is its piece less the generation prompt it replaces;
-* tools: Groq's tool prompts (``_llama_tools``); Llama 3 calls are
-  ``<function=NAME>ARGS</function>`` with the arguments verbatim, results ``ipython``
-  turns; Llama 4 calls are an indented JSON array with re-encoded arguments, and the
-  results that follow them are grouped into one ``ipython`` turn (each result is charged
-  the larger of its two possible spellings: a bound when one of them is dropped);
-* Llama 3 (GenericChat) puts an empty turn between two messages of one role (charged to
-  the second message: dropping the message between them adds that turn back).
-
-Pure: the caller passes the functions that count text.
+A special token ends every pre-token, so a prompt's count is the sum of its pieces between
+special tokens: each message costs the same wherever it sits, and the rest (BOS, the
+system block's own text, the tool prompt, the generation prompt and its prefill) is the
+overhead. Where Groq's rule is not confirmed both readings are counted and the larger one
+is reported as not exact. Pure: the caller passes the functions that count text.
+The rules: docs/llama.md; the derivation: docs/counting-internals.md.
 """
 
 from __future__ import annotations

@@ -1,36 +1,9 @@
 """gpt-oss prompts as Groq bills them: OpenAI's harmony format as token arithmetic.
 
-Groq renders a chat request for ``openai/gpt-oss-*`` in the harmony format and counts
-it with o200k_harmony (o200k_base plus harmony's special tokens). The rule, found from
-real Groq responses (shared GROQ.md, "How Groq counts prompt tokens for gpt-oss"):
-
-* harmony's default system message (model identity, knowledge cutoff, a date that is
-  always 10 tokens, ``Reasoning: <effort>``, the valid channels and, with tools, the
-  line sending tool calls to the commentary channel);
-* a developer message made of ``# Instructions`` and a leading ``system``/``developer``
-  message's text, then the tools as harmony's ``functions`` namespace rendered from the
-  JSON schemas; with neither, Groq bills 4 tokens, the size of an empty developer message;
-* user messages as they are; assistant messages in the ``final`` channel; assistant tool
-  calls as ``<|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>ARGS
-  <|call|>`` (the content of such a message is dropped); tool results authored by
-  ``functions.NAME`` without a channel;
-* 6 tokens more per tool whose parameters say ``"additionalProperties": false``;
-* ``tool_choice`` changes nothing (Groq's gateway ignores it for gpt-oss).
-
-Each piece of text between two special tokens is encoded on its own, so a message's
-cost does not depend on its neighbours (the leading system message's text is counted
-together with the ``# Instructions`` heading and, with tools, the blank line that
-follows it: the tools section starts with ``#``, which no pre-token crosses). Hence
-``total = overhead + tools + sum(message costs)`` exactly, and removing a message (a
-tool call together with its results) lowers the count by exactly its cost.
-
-Where Groq's rendering is not known the cost is an upper bound and the count is marked
-inexact: schema keywords harmony does not render (``minimum``, ``pattern``, ...) and
-``default``, ``response_format``, names on messages, a system message after the first
-message, a tool result whose ``tool_call_id`` matches no call, images, and text that
-looks like a special token (counted as plain text, which is never fewer tokens).
-
-This module is pure: the caller gives it a function counting a text's o200k tokens.
+Each piece of text between two special tokens is encoded alone, so ``total = overhead +
+tools + sum(message costs)`` exactly; where Groq's rendering is not known the cost is an
+upper bound and the count is marked inexact. Pure: the caller gives the function that
+counts a text's o200k tokens. The rule and its sources: docs/counting-internals.md.
 
 Example::
 

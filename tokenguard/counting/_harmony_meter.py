@@ -1,17 +1,10 @@
-"""The counting meter for gpt-oss (o200k_harmony tokenizer, harmony format).
+"""The meter for gpt-oss (o200k_harmony tokenizer, harmony format).
 
-It serves every model whose table entry says ``tokenizer="o200k_harmony"`` and
-``template="harmony"`` (Groq's ``openai/gpt-oss-20b`` and ``-120b``, and any model a
-user registers the same way), once o200k_base data is installed and verified
-(``tokenguard._tokenizer_data``). Without the data the factory declines, the model is
-estimated as before, and one ``tokenguard.counting.tokenizer_missing`` event says how to
-get exact counts.
-
-The arithmetic is in ``_harmony``; this module adds the caches and the fast path for
-the common request (plain ``{"role", "content": str}`` dicts whose texts were seen).
-Counts that are bounds (``response_format``, unexplained schema keywords, ...) are
-passed through the model's calibration, which learns from the server's ``usage`` how
-far the bounded part sits above the truth (the exact part is never scaled).
+It serves models with ``tokenizer="o200k_harmony"`` and ``template="harmony"`` once
+o200k_base data is installed and verified; without it the model is estimated and one
+``tokenguard.counting.tokenizer_missing`` event says how to get exact counts. The
+arithmetic is in ``_harmony``; this module adds the caches and the fast path. Counts
+that are bounds pass through the model's calibration, which never scales the exact part.
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """What a meter is: how one model's prompts are counted, behind one small protocol.
 
 A meter (not a plan: plans are the guard's effect generators) is built once per model
-(by a :data:`MeterFactory`, from the model's table entry and the registry's shared
-caches) and then answers every request for that model:
+by a :data:`MeterFactory` and answers every request for that model: :meth:`Meter.count`
+on the general path (any message form, tools, images), :meth:`Meter.count_fast` and
+:meth:`Meter.prompt_fast` for plain messages (with tool definitions seen before) in a
+few microseconds, or ``None``.
 
-* :meth:`Meter.count` counts one :class:`Request` on the general path (any message form,
-  tools, images) and returns a :class:`Tally`: per-message costs, template overhead,
-  tools, total, and what calibration needs;
-* :meth:`Meter.count_fast` may answer the common case (a list of plain
-  ``{"role", "content": str}`` dicts, with tool definitions seen before) in a few
-  microseconds, or return ``None`` to send the request to :meth:`Meter.count`;
-  :meth:`Meter.prompt_fast` is the same, broken down (for ``count_prompt``), and says
-  whether the count is exact (``count_request`` reports it).
-
-A new tokenizer family plugs in as one more meter class and one more factory in the
-registry's list (``_registry.DEFAULT_FACTORIES``); the facade does not change.
+Invariant: a fast path answers as the general path would, or not at all (Hypothesis
+properties in tests/test_counting_prompt.py and test_counting_estimate.py).
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
-"""The counting meter for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
+"""The meter for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
 
-It serves every model whose table entry says ``tokenizer="qwen3"`` and
-``template="qwen3"`` (Groq's ``qwen/qwen3-32b``), once Qwen's ``qwen.tiktoken`` is
-installed and verified (``tokenguard._tokenizer_data``). Without it the factory declines,
-one ``tokenguard.counting.tokenizer_missing`` event says how to get exact counts, and the
-model is estimated (never below the server).
+It serves models with ``tokenizer="qwen3"`` and ``template="qwen3"`` once Qwen's
+``qwen.tiktoken`` is installed and verified; without it the factory declines (one
+``tokenguard.counting.tokenizer_missing`` event) and the model is estimated. The fast
+path answers plain alternating turns; each costs ``4 + tokens("\\n" + text)``.
 
-The arithmetic is in ``_qwen3``; this module adds the caches and the fast path for the
-common request: an optional system message, then user and assistant turns that
-alternate from a user turn, as plain ``{"role", "content": str}`` dicts without
-``</think>`` in an assistant turn. Each such message costs ``4 + tokens("\\n" + text)``,
-and a last assistant turn 5 more (the empty user turn the gateway appends).
-
-Per-message costs add up to the total. They are exact for dropping messages as long as
-user and assistant turns still alternate and the last user query stays (what truncation
-keeps); otherwise the gateway inserts an empty turn (5 tokens) the costs do not hold, or
-an earlier reasoning turn becomes the last one and gets its ``<think>`` text back
-(``PromptCount`` says this; fitting counts its result again).
+Invariant: per-message costs add up to the total; when they hold for dropping messages
+is in docs/counting-internals.md.
 """
 
 from __future__ import annotations
