@@ -160,7 +160,7 @@ class LlamaMeter(FastPath):
         total = 0
         unsure = 0
         prev = "assistant"
-        counted_new = False
+        new: dict[str, int] | None = None
         last = len(messages) - 1
         for i in range(start, len(messages)):
             m = messages[i]
@@ -174,10 +174,13 @@ class LlamaMeter(FastPath):
             if v is None:
                 # Count every new text at once (or none: too much new text, or a lone
                 # surrogate, is left to the general path, which names the message).
-                if counted_new or not self._count_new(messages, i):
-                    return None
-                counted_new = True
-                v = self.bodies.get_or_compute(content)
+                if new is None:
+                    new = self._count_new(messages, i)
+                    if new is None:
+                        return None
+                # ``front`` above only grows (a full front level is replaced, not
+                # emptied), so a text not in it is one of the new ones.
+                v = new[content]
             unsure |= v & 1
             cost = role_cost[role] + (v >> 1)
             if generic:
@@ -241,8 +244,8 @@ class LlamaMeter(FastPath):
         systems = self.systems if plain else self.tool_systems
         return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
 
-    def _count_new(self, messages: Sequence[Any], start: int) -> bool:
-        """Count the not-yet-seen bodies of ``messages[start:]`` in one batch; ``False``
+    def _count_new(self, messages: Sequence[Any], start: int) -> dict[str, int] | None:
+        """The not-yet-seen bodies of ``messages[start:]`` counted in one batch; ``None``
         when they are too much new text or not valid UTF-8."""
         front = self.bodies.front
         new = [
@@ -250,7 +253,8 @@ class LlamaMeter(FastPath):
             for m in messages[start:]
             if type(m) is dict and type(content := m.get("content")) is str and content not in front
         ]
-        return count_new(self.bodies, new, self.settings) is not None
+        counted = count_new(self.bodies, new, self.settings)
+        return None if counted is None else dict(zip(new, counted, strict=True))
 
     # -- the general path -------------------------------------------------------------------
 
