@@ -188,8 +188,12 @@ class HarmonyMeter(FastPath):
     # -- the general path -----------------------------------------------------------------
 
     def _fast_request(
-        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
-    ) -> Tally | None:
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        costs: list[int] | None,
+    ) -> tuple[int, int, int] | None:
         """Plain messages with function tools whose definitions were seen before."""
         # tool_choice changes nothing but must be valid: a named one takes the general path.
         choice = options.get("tool_choice", "auto")
@@ -204,13 +208,12 @@ class HarmonyMeter(FastPath):
         tools_cost = None if key is None else self._tools_memo.get(key)
         if tools_cost is None:
             return None
-        costs: list[int] = []
         v = self._fast(messages, costs, tools=True)
         if v is None:
             return None
         overhead = self.rules.overhead(reasoning_effort=effort)[0]
         total = (v >> 1) + tools_cost - self.rules.base_overhead + overhead
-        return Tally(costs, overhead, tools_cost, total, total, True, None)
+        return 2 * total, overhead, tools_cost
 
     def _remember_tools(self, request: Request, tools_cost: int) -> None:
         if request.functions is not None:
@@ -222,9 +225,11 @@ class HarmonyMeter(FastPath):
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""
         if request.functions is None:
-            fast = self._fast_request(request.messages, request.tools, request.options)
+            costs: list[int] = []
+            fast = self._fast_request(request.messages, request.tools, request.options, costs)
             if fast is not None:
-                return fast
+                v, overhead, tools = fast
+                return Tally(costs, overhead, tools, v >> 1, v >> 1, True, None)
         budget = NewText(self._settings.max_new_chars)
         cache = self.cache
 

@@ -94,19 +94,6 @@ class LlamaMeter(FastPath):
         """Everything but the messages, without tools (see :class:`~._meter.FastPath`)."""
         return self.rules.overhead
 
-    def _tally(
-        self, messages: Sequence[Any], frame: _Frame, *, bound: bool = False
-    ) -> Tally | None:
-        """The fast path broken down; with ``bound``, bodies whose trimming is unsure are
-        counted (the larger count, reported as not exact) instead of refused."""
-        costs: list[int] = []
-        v = self._walk(messages, costs, frame)
-        if v is None or (v & 1 and not bound):
-            return None
-        total = v >> 1
-        exact = not v & 1
-        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, exact, None)
-
     def _walk(self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame) -> int | None:
         """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count
         depends on the unconfirmed trimming); ``None`` sends the request to the general
@@ -196,11 +183,22 @@ class LlamaMeter(FastPath):
         return 2 * total + unsure
 
     def _fast_request(
-        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
-    ) -> Tally | None:
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        costs: list[int] | None,
+    ) -> tuple[int, int, int] | None:
         """Plain messages with tools and options seen before (see :meth:`_tools_frame`)."""
         frame = self._tools_frame(tools, options)
-        return None if frame is None else self._tally(messages, frame, bound=True)
+        return None if frame is None else self._framed(messages, costs, frame)
+
+    def _framed(
+        self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame
+    ) -> tuple[int, int, int] | None:
+        """:meth:`_walk` with the frame's overhead and tools (see ``_fast_request``)."""
+        v = self._walk(messages, costs, frame)
+        return None if v is None else (v, frame.overhead - frame.tools, frame.tools)
 
     def _tools_frame(
         self,
@@ -266,9 +264,14 @@ class LlamaMeter(FastPath):
             else:
                 frame = self._tools_frame(request.tools, request.options, request)
             if frame is not None:
-                fast = self._tally(request.messages, frame, bound=True)
+                # Bodies whose trimming is unsure are counted too (the larger count,
+                # reported as not exact).
+                costs: list[int] = []
+                fast = self._framed(request.messages, costs, frame)
                 if fast is not None:
-                    return fast
+                    v, overhead, tools = fast
+                    total = v >> 1
+                    return Tally(costs, overhead, tools, total, total, not v & 1, None)
         budget = NewText(self.settings.max_new_chars)
         bodies = self.bodies
 

@@ -162,9 +162,14 @@ class FastPath:
         raise NotImplementedError
 
     def _fast_request(
-        self, messages: Sequence[Any], tools: Sequence[Any] | None, options: Mapping[str, Any]
-    ) -> Tally | None:
-        """A request with tools or prompt options, broken down, or ``None``."""
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        costs: list[int] | None,
+    ) -> tuple[int, int, int] | None:
+        """``(2 * tokens + unsure, overhead, tools)`` of a request with tools or prompt
+        options, as :meth:`_fast` counts it, or ``None``."""
         return None
 
     @property
@@ -181,9 +186,10 @@ class FastPath:
         """The prompt tokens of plain messages, or ``None`` (general path)."""
         if tools is None and not options:
             v = self._fast(messages, None)
-            return None if v is None else v >> 1
-        tally = self._fast_request(messages, tools, options or {})
-        return None if tally is None else tally.total
+        else:
+            counted = self._fast_request(messages, tools, options or {}, None)
+            v = None if counted is None else counted[0]
+        return None if v is None else v >> 1
 
     def prompt_fast(
         self,
@@ -192,14 +198,17 @@ class FastPath:
         options: Mapping[str, Any] | None = None,
     ) -> Tally | None:
         """:meth:`count_fast` broken down per message, with whether it is exact."""
-        if tools is not None or options:
-            return self._fast_request(messages, tools, options or {})
         costs: list[int] = []
-        v = self._fast(messages, costs)
+        if tools is None and not options:
+            v = self._fast(messages, costs)
+            overhead, tools_cost = self.fast_overhead, 0
+        else:
+            counted = self._fast_request(messages, tools, options or {}, costs)
+            v, overhead, tools_cost = (None, 0, 0) if counted is None else counted
         if v is None:
             return None
         total = v >> 1
-        return Tally(costs, self.fast_overhead, 0, total, total, not v & 1, None)
+        return Tally(costs, overhead, tools_cost, total, total, not v & 1, None)
 
 
 class ToolsMemo(Generic[V]):
