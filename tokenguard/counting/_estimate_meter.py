@@ -8,6 +8,7 @@ the costs of any subset of the messages bound the calibrated estimate of that su
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import operator
@@ -160,10 +161,11 @@ class EstimateMeter:
             texts = list(map(_CONTENT, messages))
         except KeyError:
             return None
-        if set(map(type, texts)) != {str} or set(map(type, roles)) != {str}:
-            return None
-        if not _PLAIN_ROLES.issuperset(roles):
-            return None
+        try:
+            if set(map(type, texts)) != {str} or not _PLAIN_ROLES.issuperset(roles):
+                return None
+        except TypeError:
+            return None  # a role that is not even hashable
         counted = self._values(texts)
         if counted is None:
             return None
@@ -176,7 +178,7 @@ class EstimateMeter:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
         they are too much new text or not valid UTF-8 (the general path says which)."""
         get = self.cache.front.get
-        values = [get(text) for text in texts]
+        values = list(map(get, texts))
         if None not in values:
             return values  # type: ignore[return-value]  # no None, checked just above
         new = [t for t, v in zip(texts, values, strict=True) if v is None]
@@ -310,7 +312,7 @@ class _Parts:
 def _units(rule: EstimateRule, headers: list[str], names: list[str | None]) -> list[int]:
     """The ``per_message`` units each message costs."""
     if rule.gateway_pads:
-        units = [1 + pad for pad in _pads(headers)]
+        units = list(map(operator.add, _pads(headers), itertools.repeat(1)))
         units[-1] += headers[-1] == "assistant"  # the empty user turn after it
     else:
         units = [1] * len(headers)
