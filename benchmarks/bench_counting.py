@@ -123,7 +123,7 @@ def cold_ratio(
     ratios = []
     for run in range(runs):
         counter = tg.Counter()
-        counter.count([{"role": "user", "content": "warm the plan"}], model=model, **options)
+        counter.count([{"role": "user", "content": "warm the meter"}], model=model, **options)
         messages = fifty_messages(f"cold run {run}")
         joined = "".join(m["content"] for m in messages)
         t0 = time.perf_counter_ns()

@@ -128,3 +128,27 @@ def test_the_lru_level_evicts_the_least_recently_used_text_first() -> None:
     assert cache.computed == computed
     cache.get_or_compute(texts[1])
     assert cache.computed == computed + 1
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "llama-3.1-8b-instant",
+        "llama3-8b-8192",
+        "openai/gpt-oss-20b",
+        "qwen/qwen3-32b",
+        "moonshotai/kimi-k2-instruct-0905",
+    ],
+)
+def test_a_front_level_emptied_while_counting_leaves_the_count_as_it_was(model: str) -> None:
+    # The front level holds about three of these texts: counting the new ones of a
+    # request empties it, and the texts seen before must still be found.
+    texts = [f"message number {i} of a conversation, long enough." for i in range(12)]
+    roles = ("user", "assistant")
+    messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(texts)]
+    counter = tg.Counter(front_chars=150)
+    counter.count(messages[::3], model=model)
+    assert counter.count(messages, model=model) == tg.Counter().count(messages, model=model)
+    assert counter.count_prompt(messages, model=model) == tg.Counter().count_prompt(
+        messages, model=model
+    )

@@ -264,3 +264,31 @@ def test_count_request_reserves_completion() -> None:
     big = [{"role": "user", "content": "word " * 8_000}]
     rc = tg.count_request(big, model="llama3-8b-8192")
     assert rc.completion_reserve == 8_192 - rc.prompt_tokens  # the room left, no more
+
+
+_plain_texts = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    messages=st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["system", "user", "assistant"]), "content": _plain_texts}
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    model=st.sampled_from(["moonshotai/kimi-k2-instruct-0905", "example/estimated-qwen2"]),
+    observed=st.integers(min_value=0, max_value=8),
+)
+def test_the_estimate_fast_path_counts_as_the_general_path(
+    messages: list[dict[str, Any]], model: str, observed: int
+) -> None:
+    counter = tg.Counter()
+    if 0 < observed < len(messages):
+        # The server's count of an earlier request anchors this one (a known prefix).
+        earlier = counter.count_request(messages[:observed], model=model)
+        counter.observe(earlier, earlier.prompt_tokens - 1)
+    fast = counter.count(messages, model=model)  # a list of plain dicts: the fast path
+    assert fast == counter.count(tuple(messages), model=model)  # a tuple: the general path
+    assert fast == counter.count_request(messages, model=model).prompt_tokens

@@ -8,6 +8,7 @@ models the sum bounds the estimate, calibration included. ``total`` is ``count_t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from typing import Any
@@ -26,7 +27,7 @@ LLAMA = {
     "llama-3.1-8b-instant": "llama3.1",
     "llama-3.3-70b-versatile": "llama3.1",
 }
-# Families whose tokenizer is not at hand (gpt-oss has its own exact plan and tests).
+# Families whose tokenizer is not at hand (gpt-oss has its own exact meter and tests).
 # Llama 4 and Qwen3 are counted exactly now: stand-ins that stay estimated.
 ESTIMATED = (
     "example/estimated-qwen2",
@@ -377,3 +378,47 @@ def test_calibration_tightens_the_breakdown_of_estimates(kind: str) -> None:
         subset = [messages[i] for i in kept]
         assert counter.count(subset, model=model) <= _subset_sum(pc, kept)
         assert count_prompt_tokens(subset, None, "llama3.1") <= _subset_sum(pc, kept)
+
+
+@pytest.mark.parametrize(
+    ("model", "choice"),
+    [
+        ("llama-3.1-8b-instant", "auto"),
+        ("meta-llama/llama-4-scout-17b-16e-instruct", "required"),
+        ("openai/gpt-oss-20b", "auto"),
+    ],
+)
+def test_tools_changed_in_place_are_counted_anew(model: str, choice: str) -> None:
+    tools: list[dict[str, Any]] = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    messages = [{"role": "user", "content": "Weather in Oslo?"}]
+    counter = tg.Counter()
+    # Seen three times: the definitions are then found by identity, not serialised.
+    before = [counter.count(messages, model=model, tools=tools, tool_choice=choice) for _ in "abc"]
+    tools[0]["function"]["parameters"]["properties"]["unit"] = {"enum": ["C", "F"]}
+    after = counter.count(messages, model=model, tools=tools, tool_choice=choice)
+    fresh = tg.Counter().count(
+        messages, model=model, tools=copy.deepcopy(tools), tool_choice=choice
+    )
+    assert before[0] == before[1] == before[2] < after == fresh
+
+
+@SETTINGS
+@given(messages=plain_conversations, model=st.sampled_from(sorted(LLAMA)))
+def test_the_fast_path_with_tools_counts_as_the_general_path(
+    messages: list[dict[str, Any]], model: str
+) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    counter = tg.Counter()
+    general = counter.count_prompt(tuple(messages), model=model, tools=tools)  # general path
+    for _ in range(3):  # seen before, then found by identity
+        assert counter.count_prompt(messages, model=model, tools=tools) == general
+        assert counter.count(messages, model=model, tools=tools) == general.total

@@ -1,9 +1,9 @@
-"""The plan registry: which plan counts a model, what plans share, and how a new one plugs in."""
+"""The meter registry: which meter counts a model, what meters share, and how a new one plugs in."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard.counting._calibration import BUCKET_EDGES, Calibration
-from tokenguard.counting._estimate_plan import EstimatePlan
-from tokenguard.counting._llama3_plan import Llama3Plan
+from tokenguard.counting._estimate_meter import EstimateMeter
+from tokenguard.counting._llama3_meter import Llama3Meter
 from tokenguard.counting._messages import normalize_message
-from tokenguard.counting._plan import NewText, Plan, Request, Resources, Settings, Tally
-from tokenguard.counting._qwen3_plan import Qwen3Plan
-from tokenguard.counting._registry import DEFAULT_FACTORIES, PlanRegistry
+from tokenguard.counting._meter import Meter, NewText, Request, Resources, Settings, Tally
+from tokenguard.counting._qwen3_meter import Qwen3Meter
+from tokenguard.counting._registry import DEFAULT_FACTORIES, MeterRegistry
 from tokenguard.models import ModelInfo, unregister_model
 
 SETTINGS = Settings(
@@ -28,25 +28,35 @@ SETTINGS = Settings(
 )
 
 
-class CharacterPlan:
-    """A plan of a made-up family: one token per character of each message, plus 3."""
+class CharacterMeter:
+    """A meter of a made-up family: one token per character of each message, plus 3."""
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
         self._info = info
         self.cache = resources.text_cache("characters", lambda: len)
 
     @classmethod
-    def build(cls, info: ModelInfo, resources: Resources) -> CharacterPlan | None:
+    def build(cls, info: ModelInfo, resources: Resources) -> CharacterMeter | None:
         return cls(info, resources) if info.tokenizer == "characters" else None
 
     @property
     def info(self) -> ModelInfo:
         return self._info
 
-    def count_fast(self, messages: Sequence[Any]) -> int | None:
+    def count_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> int | None:
         return None
 
-    def prompt_fast(self, messages: Sequence[Any]) -> Tally | None:
+    def prompt_fast(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tally | None:
         return None
 
     def count(self, request: Request) -> Tally:
@@ -59,41 +69,41 @@ class CharacterPlan:
 
 
 def test_a_new_family_plugs_in_as_one_more_factory() -> None:
-    registry = PlanRegistry(SETTINGS, factories=(CharacterPlan.build, *DEFAULT_FACTORIES))
+    registry = MeterRegistry(SETTINGS, factories=(CharacterMeter.build, *DEFAULT_FACTORIES))
     info = ModelInfo("char-model", 1_000, 1_000, tokenizer="characters")
-    plan: Plan = registry.plan(info)
-    assert isinstance(plan, CharacterPlan)
-    tally = plan.count(Request.of([{"role": "user", "content": "abcd"}], max_messages=10))
+    meter: Meter = registry.meter(info)
+    assert isinstance(meter, CharacterMeter)
+    tally = meter.count(Request.of([{"role": "user", "content": "abcd"}], max_messages=10))
     assert tally.total == 1 + 3 + 4
-    # The other models still reach their own plans.
-    assert isinstance(registry.plan("llama-3.1-8b-instant"), Llama3Plan)
-    assert isinstance(registry.plan("qwen/qwen3-32b"), Qwen3Plan)
-    assert isinstance(registry.plan("example/estimated-qwen2"), EstimatePlan)
+    # The other models still reach their own meters.
+    assert isinstance(registry.meter("llama-3.1-8b-instant"), Llama3Meter)
+    assert isinstance(registry.meter("qwen/qwen3-32b"), Qwen3Meter)
+    assert isinstance(registry.meter("example/estimated-qwen2"), EstimateMeter)
 
 
-def test_plans_are_kept_until_the_model_entry_changes() -> None:
-    registry = PlanRegistry(SETTINGS)
-    plan = registry.plan("llama3-8b-8192")
-    assert registry.plan("llama3-8b-8192") is plan
+def test_meters_are_kept_until_the_model_entry_changes() -> None:
+    registry = MeterRegistry(SETTINGS)
+    meter = registry.meter("llama3-8b-8192")
+    assert registry.meter("llama3-8b-8192") is meter
     tg.register_model("registry-test-model", context_window=8_192, tokenizer="llama3")
     try:
-        first = registry.plan("registry-test-model")
-        assert isinstance(first, EstimatePlan)  # a Llama 3 tokenizer but no template
+        first = registry.meter("registry-test-model")
+        assert isinstance(first, EstimateMeter)  # a Llama 3 tokenizer but no template
         tg.register_model(
             "registry-test-model", context_window=8_192, tokenizer="llama3", template="llama3"
         )
-        second = registry.plan("registry-test-model")
-        assert isinstance(second, Llama3Plan)
+        second = registry.meter("registry-test-model")
+        assert isinstance(second, Llama3Meter)
     finally:
         unregister_model("registry-test-model")
 
 
 def test_one_tokenizer_shares_one_cache_and_calibrations_survive_clearing() -> None:
-    registry = PlanRegistry(SETTINGS)
-    a = registry.plan("llama3-8b-8192")
-    b = registry.plan("llama-3.3-70b-versatile")
-    assert isinstance(a, Llama3Plan)
-    assert isinstance(b, Llama3Plan)
+    registry = MeterRegistry(SETTINGS)
+    a = registry.meter("llama3-8b-8192")
+    b = registry.meter("llama-3.3-70b-versatile")
+    assert isinstance(a, Llama3Meter)
+    assert isinstance(b, Llama3Meter)
     assert a.bodies is b.bodies
     assert a.rules is not b.rules  # one template each
     calibration = registry.calibration("example/estimated-qwen2")

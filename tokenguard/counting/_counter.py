@@ -1,6 +1,6 @@
-"""The counter: the facade over the plan registry (``_registry``) and the plans.
+"""The counter: the facade over the meter registry (``_registry``) and the meters.
 
-It chooses the fast path or the general one, turns a plan's :class:`~._plan.Tally`
+It chooses the fast path or the general one, turns a meter's :class:`~._meter.Tally`
 into the public values (:class:`~tokenguard.PromptCount`,
 :class:`~tokenguard.RequestCount`) and feeds the server's counts back to calibration.
 """
@@ -17,8 +17,8 @@ from ..events import CountingMismatch, emit
 from ..models import DEFAULT_RESERVE, ModelInfo
 from ._calibration import Calibration
 from ._estimate import IMAGE_TOKENS
-from ._plan import Plan, Request, Settings, Tally
-from ._registry import PlanRegistry
+from ._meter import Meter, Request, Settings, Tally
+from ._registry import MeterRegistry
 from ._request_options import check_completion_cap, option_allowance, read_request_options
 from ._result import PromptCount, RequestCount
 from ._tokenizers import ordinary_counter
@@ -70,7 +70,7 @@ class Counter:
             max_messages=max_messages,
             image_tokens=image_tokens,
         )
-        self._registry = PlanRegistry(self._settings, calibration=calibration)
+        self._registry = MeterRegistry(self._settings, calibration=calibration)
         self._mismatch_logged: set[str] = set()
 
     def count(
@@ -91,13 +91,13 @@ class Counter:
 
             Counter().count([{"role": "user", "content": "Hi"}], model="llama-3.1-8b-instant")
         """
-        plan = self._registry.plan(model)
+        meter = self._registry.meter(model)
         options = read_request_options(request)[0] if request else None
-        if tools is None and functions is None and not options:
-            fast = plan.count_fast(messages)
+        if functions is None:
+            fast = meter.count_fast(messages, tools, options)
             if fast is not None:
                 return fast
-        return self._general(plan, messages, tools, functions, options).total
+        return self._general(meter, messages, tools, functions, options).total
 
     def count_prompt(
         self,
@@ -118,20 +118,16 @@ class Counter:
             pc = Counter().count_prompt(msgs, model="llama-3.1-8b-instant")
             pc.total == pc.overhead + pc.tools + sum(pc.messages)
         """
-        plan = self._registry.plan(model)
+        meter = self._registry.meter(model)
         options = read_request_options(request)[0] if request else None
-        tally = None
-        if tools is None and functions is None and not options:
-            tally = plan.prompt_fast(messages)
-        if tally is None:
-            tally = self._general(plan, messages, tools, functions, options)
+        tally = self._tally(meter, messages, tools, functions, options)
         return PromptCount(
             messages=tuple(tally.costs),
             overhead=tally.overhead,
             tools=tally.tools,
             total=tally.total,
             exact=tally.exact,
-            model=plan.info.name,
+            model=meter.info.name,
         )
 
     def count_request(
@@ -158,56 +154,44 @@ class Counter:
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
         max_tokens = check_completion_cap("max_tokens", max_tokens)
-        plan = self._registry.plan(model)
-        if not request and tools is None and functions is None:
-            # The guard's every call: plain text messages with nothing to calibrate (the
-            # general path below gives the same when the fast path answers).
-            tally = plan.prompt_fast(messages)
-            if tally is not None:
-                reserve = max_tokens if max_tokens is not None else default_reserve
-                if type(reserve) is int and reserve >= 0:
-                    fast = tally.total
-                    return RequestCount(
-                        fast, reserve, fast + reserve, tally.exact, plan.info.name, fast
-                    )
+        meter = self._registry.meter(model)
         options = None
         if request:
             options, budget = read_request_options(request)
             # The SDKs send max_completion_tokens over max_tokens when both are given.
             if budget is not None and (max_tokens is None or "max_completion_tokens" in request):
                 max_tokens = budget
-        plain = None
-        if tools is None and functions is None and not options:
-            plain = plan.prompt_fast(messages)
-        if plain is not None:
-            # Plain text messages only: nothing to calibrate.
-            prompt, raw, exact, basis = plain.total, plain.total, plain.exact, None
-        else:
-            tally = self._general(plan, messages, tools, functions, options)
-            prompt, raw, exact, basis = tally.total, tally.raw, tally.exact, tally.basis
-        info = plan.info
-        reserve = max_tokens if max_tokens is not None else default_reserve
-        if reserve is None:
-            room = min(info.max_completion_tokens, info.context_window - prompt)
-            reserve = max(0, min(DEFAULT_RESERVE, room))
-        elif isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
-            raise InvalidRequest(
-                f"default_reserve must be a non-negative int, got {reserve!r}",
-                field="default_reserve",
-            )
+        tally = self._tally(meter, messages, tools, functions, options)
+        info = meter.info
+        reserve = _reserve(info, tally.total, max_tokens, default_reserve)
         return RequestCount(
-            prompt_tokens=prompt,
+            prompt_tokens=tally.total,
             completion_reserve=reserve,
-            total=prompt + reserve,
-            exact=exact,
+            total=tally.total + reserve,
+            exact=tally.exact,
             model=info.name,
-            raw_prompt_tokens=raw,
-            basis=basis,
+            raw_prompt_tokens=tally.raw,
+            basis=tally.basis,
         )
+
+    def _tally(
+        self,
+        meter: Meter,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        functions: Sequence[Any] | None,
+        options: dict[str, Any] | None,
+    ) -> Tally:
+        """The meter's fast path when it answers, else the general path."""
+        if functions is None:
+            tally = meter.prompt_fast(messages, tools, options)
+            if tally is not None:
+                return tally
+        return self._general(meter, messages, tools, functions, options)
 
     def _general(
         self,
-        plan: Plan,
+        meter: Meter,
         messages: Sequence[Any],
         tools: Sequence[Any] | None,
         functions: Sequence[Any] | None,
@@ -226,11 +210,11 @@ class Counter:
             max_messages=self.max_messages,
             options=options,
         )
-        tally = plan.count(request)
+        tally = meter.count(request)
         if not options:
             return tally
-        # Options the plan does not render itself are charged as allowances (a bound).
-        handled: frozenset[str] = getattr(plan, "handles_options", frozenset())
+        # Options the meter does not render itself are charged as allowances (a bound).
+        handled: frozenset[str] = getattr(meter, "handles_options", frozenset())
         extra = option_allowance(options, _allowance_counter(), handled=handled)
         if not extra:
             return tally
@@ -303,6 +287,22 @@ class Counter:
     def cache_bytes_used(self) -> int:
         """Bytes charged to the LRU level of every cache (each bounded by ``cache_bytes``)."""
         return sum(c.lru_bytes for c in self._registry.caches())
+
+
+def _reserve(
+    info: ModelInfo, prompt: int, max_tokens: int | None, default_reserve: int | None
+) -> int:
+    """The completion reservation of a request of ``prompt`` tokens (see ``count_request``)."""
+    reserve = max_tokens if max_tokens is not None else default_reserve
+    if reserve is None:
+        room = min(info.max_completion_tokens, info.context_window - prompt)
+        return max(0, min(DEFAULT_RESERVE, room))
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
+        raise InvalidRequest(
+            f"default_reserve must be a non-negative int, got {reserve!r}",
+            field="default_reserve",
+        )
+    return reserve
 
 
 _allowance_count: list[Callable[[str], int]] = []

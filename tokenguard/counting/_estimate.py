@@ -1,18 +1,12 @@
 """How models without an exact tokenizer at hand are estimated (the documented margins).
 
-A raw estimate is::
+A raw estimate is the messages' text counted with the best tokenizer available offline
+(cl100k_base at worst, the least efficient on non-English text) times a margin, plus a
+per-request and a per-message allowance for the template's framing; calibration
+(``_calibration``) then brings it toward the truth.
 
-    ceil(margin * sum(tokens(body))) + images * IMAGE_TOKENS
-        + per_request + per_message * len(messages) + tokens(tool definitions JSON)
-
-where ``tokens`` is the best tokenizer available offline for the family, plus one token
-per digit for families that split numbers into single digits (Qwen). cl100k_base is the
-fallback everywhere: it is the least efficient of the current BPE vocabularies on
-non-English text (30-80% more tokens than Llama 3 on Cyrillic, CJK and Devanagari) and
-within a few percent of them on English and code, so with the margin it stays above
-the server's count. ``per_request`` covers the template's fixed text (gpt-oss's harmony
-system preamble is about 50 tokens) and ``per_message`` a message's framing tokens.
-Calibration (``_calibration``) then brings the estimate down toward the truth.
+Invariant: the raw estimate is never below the server's count on the families' samples.
+The formula and the reasons for each margin: docs/counting-internals.md.
 """
 
 from __future__ import annotations

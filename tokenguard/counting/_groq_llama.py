@@ -1,33 +1,11 @@
 """Groq's Llama prompts (3.1/3.3, Llama 3 and Llama 4) as token arithmetic.
 
-Groq renders a request with its gateway's own Llama templates (shared GROQ-RENDER.md)
-and bills the tokens of the whole string, BOS included, special tokens recognised. A
-special token ends every pre-token, so the prompt's count is the sum of its pieces
-between special tokens; each message is such a piece (``"\\n\\n" + body`` after its
-header), so a message costs the same wherever it sits. What is not a message is the
-overhead: BOS, the system block's own text (Llama 3.1's date lines, the tool prompt), the
-generation prompt and its prefill.
-
-The rules (Llama 3.1 = ``llama31``, Llama 4 = ``quattro-v2``, Llama 3 = GenericChat):
-
-* every system message, wherever it is, goes into one system block at the front: the
-  texts joined by ``"\\n"`` and trimmed (Go's ``TrimSpace``), after the template's own
-  text. Llama 3.1 always writes the block (date lines); Llama 4 and Llama 3 only when
-  there is something to write. Several system messages are joined, so their costs are a
-  bound (each later one is charged its text plus a margin for the join);
-* user and assistant bodies are not trimmed in Groq's source, which no billed case tests:
-  each body is counted both ways and the larger count is taken, exact when they agree;
-* a last assistant message is left open (no end of turn, no generation prompt) unless a
-  prefill is forced; its cost is its piece less the generation prompt it replaces;
-* tools: Groq's tool prompts (``_llama_tools``); Llama 3 calls are
-  ``<function=NAME>ARGS</function>`` with the arguments verbatim, results ``ipython``
-  turns; Llama 4 calls are an indented JSON array with re-encoded arguments, and the
-  results that follow them are grouped into one ``ipython`` turn (each result is charged
-  the larger of its two possible spellings: a bound when one of them is dropped);
-* Llama 3 (GenericChat) puts an empty turn between two messages of one role (charged to
-  the second message: dropping the message between them adds that turn back).
-
-Pure: the caller passes the functions that count text.
+A special token ends every pre-token, so a prompt's count is the sum of its pieces between
+special tokens: each message costs the same wherever it sits, and the rest (BOS, the
+system block's own text, the tool prompt, the generation prompt and its prefill) is the
+overhead. Where Groq's rule is not confirmed both readings are counted and the larger one
+is reported as not exact. Pure: the caller passes the functions that count text.
+The rules: docs/llama.md; the derivation: docs/counting-internals.md.
 """
 
 from __future__ import annotations
@@ -258,24 +236,19 @@ class LlamaRules:
     ) -> LlamaCount:
         """Count one request; ``body(text, index)`` gives a body's cached value."""
         specs = read_tools(tools, functions)
-        choice = read_tool_choice(tool_choice, [s.name for s in specs]) if specs else AUTO
-        if not specs and tool_choice is not None:
-            choice = read_tool_choice(tool_choice, [])
+        choice = AUTO
+        if specs or tool_choice is not None:
+            choice = read_tool_choice(tool_choice, [s.name for s in specs])
         parallel = read_parallel(parallel_tool_calls)
-        # Legacy functions: whether Groq renders them is not known; rendered as tools.
-        exact = functions is None
         msgs = [self._read(m, i) for i, m in enumerate(messages)]
-        if any(m.images for m in msgs) or any(m.role == "developer" for m in msgs):
-            exact = False
-        generic = self.dialect == "llama3"
-        generic_tools = generic and bool(specs)
+        # Legacy functions: whether Groq renders them is not known; rendered as tools.
+        exact = functions is None and not any(m.images or m.role == "developer" for m in msgs)
         head = self.system_head(specs, choice, parallel)
         head_block = self.block_cost(head, "")
         tools_cost = head_block - self.plain_block
         overhead = self.base + self.plain_block
         costs = [0] * len(msgs)
         total = overhead + tools_cost
-
         # System messages (developer ones counted as system: a bound, never below).
         sys_at = [i for i, m in enumerate(msgs) if m.role in ("system", "developer")]
         if sys_at:
@@ -284,14 +257,29 @@ class LlamaRules:
                 msgs[i].body != msgs[i].body.strip() for i in sys_at
             ):
                 exact = False  # GenericChat does not trim system text either: unconfirmed
-        if self.dialect == "llama3":
-            # GenericChat moves the system messages out first, then looks at the last one.
-            rest = [i for i, m in enumerate(msgs) if m.role not in ("system", "developer")]
-            last = rest[-1] if rest else -1
-        else:
-            last = len(msgs) - 1
+        # The generation prompt is overhead; a last open assistant message is charged
+        # its piece less that prompt, which it replaces.
         prefill = self.prefill_cost(choice)
+        turns, turns_exact = self._turns(msgs, prefill, costs, body)
+        total += turns + prefill
+        overhead += prefill
+        if self.dialect == "llama3" and specs:
+            allowance = GENERIC_TOOLS_ALLOWANCE + 2 * sum(self.count(s.go_json()) for s in specs)
+            tools_cost += allowance
+            total += allowance
+            turns_exact = False
+        return LlamaCount(costs, overhead, tools_cost, total, exact and turns_exact)
+
+    def _turns(
+        self, msgs: list[_Msg], prefill: int, costs: list[int], body: Callable[[str, int], int]
+    ) -> tuple[int, bool]:
+        """The tokens of every message but the system ones (each cost set in ``costs``),
+        and whether they are exact."""
+        generic = self.dialect == "llama3"
+        last = self._last_turn(msgs)
         open_last = last >= 0 and msgs[last].role == "assistant" and prefill == self.generation
+        total = 0
+        exact = True
         pending = False
         prev_role = "assistant"  # GenericChat pads a leading assistant with a user turn
         i = 0
@@ -301,45 +289,43 @@ class LlamaRules:
             if role in ("system", "developer"):
                 i += 1
                 continue
-            if self.llama4 and role == "tool" and pending and i > 0:
-                prev = msgs[i - 1].role
-                if prev == "assistant":
-                    j = i
-                    while j < len(msgs) and msgs[j].role == "tool":
-                        j += 1
-                    total += self._group(msgs, i, j, costs, body)
-                    pending = False
-                    i = j
-                    continue
+            if self.llama4 and role == "tool" and pending and msgs[i - 1].role == "assistant":
+                # Llama 4 groups the results that follow a call into one ipython turn.
+                j = i
+                while j < len(msgs) and msgs[j].role == "tool":
+                    j += 1
+                total += self._group(msgs, i, j, costs, body)
+                pending = False
+                i = j
+                continue
             value = body(m.body, i)
             cost = self.role_cost[role] + (value >> 1) + m.images * self.image_tokens
             if value & 1:
                 exact = False
-            if self.dialect == "llama3":
+            if generic:
                 if role == prev_role and role in ("user", "assistant"):
                     cost += self.empty_turn["assistant" if role == "user" else "user"]
                 prev_role = role
+                if m.calls or role == "tool":
+                    # GenericChat rewrites tool turns in a form not reproduced here (the
+                    # model is retired: Groq refuses it); counted as Llama 3.1 writes them.
+                    exact = False
             if i == last and open_last:
                 cost -= 1 + self.generation  # no end of turn, no generation prompt
             if role == "assistant" and m.calls:
                 pending = True
-            if generic and (m.calls or role == "tool"):
-                # GenericChat rewrites tool turns in a form not reproduced here (the
-                # model is retired: Groq refuses it); counted as Llama 3.1 writes them.
-                exact = False
             costs[i] = cost
             total += cost
             i += 1
-        # The generation prompt is overhead; a last open assistant message is charged
-        # its piece less that prompt, which it replaces.
-        total += prefill
-        overhead += prefill
-        if generic_tools:
-            exact = False
-            allowance = GENERIC_TOOLS_ALLOWANCE + 2 * sum(self.count(s.go_json()) for s in specs)
-            tools_cost += allowance
-            total += allowance
-        return LlamaCount(costs, overhead, tools_cost, total, exact)
+        return total, exact
+
+    def _last_turn(self, msgs: list[_Msg]) -> int:
+        """The index of the message the generation prompt follows (-1: none)."""
+        if self.dialect != "llama3":
+            return len(msgs) - 1
+        # GenericChat moves the system messages out first, then looks at the last one.
+        rest = [i for i, m in enumerate(msgs) if m.role not in ("system", "developer")]
+        return rest[-1] if rest else -1
 
     def _systems(
         self,

@@ -1,36 +1,9 @@
 """gpt-oss prompts as Groq bills them: OpenAI's harmony format as token arithmetic.
 
-Groq renders a chat request for ``openai/gpt-oss-*`` in the harmony format and counts
-it with o200k_harmony (o200k_base plus harmony's special tokens). The rule, found from
-real Groq responses (shared GROQ.md, "How Groq counts prompt tokens for gpt-oss"):
-
-* harmony's default system message (model identity, knowledge cutoff, a date that is
-  always 10 tokens, ``Reasoning: <effort>``, the valid channels and, with tools, the
-  line sending tool calls to the commentary channel);
-* a developer message made of ``# Instructions`` and a leading ``system``/``developer``
-  message's text, then the tools as harmony's ``functions`` namespace rendered from the
-  JSON schemas; with neither, Groq bills 4 tokens, the size of an empty developer message;
-* user messages as they are; assistant messages in the ``final`` channel; assistant tool
-  calls as ``<|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>ARGS
-  <|call|>`` (the content of such a message is dropped); tool results authored by
-  ``functions.NAME`` without a channel;
-* 6 tokens more per tool whose parameters say ``"additionalProperties": false``;
-* ``tool_choice`` changes nothing (Groq's gateway ignores it for gpt-oss).
-
-Each piece of text between two special tokens is encoded on its own, so a message's
-cost does not depend on its neighbours (the leading system message's text is counted
-together with the ``# Instructions`` heading and, with tools, the blank line that
-follows it: the tools section starts with ``#``, which no pre-token crosses). Hence
-``total = overhead + tools + sum(message costs)`` exactly, and removing a message (a
-tool call together with its results) lowers the count by exactly its cost.
-
-Where Groq's rendering is not known the cost is an upper bound and the count is marked
-inexact: schema keywords harmony does not render (``minimum``, ``pattern``, ...) and
-``default``, ``response_format``, names on messages, a system message after the first
-message, a tool result whose ``tool_call_id`` matches no call, images, and text that
-looks like a special token (counted as plain text, which is never fewer tokens).
-
-This module is pure: the caller gives it a function counting a text's o200k tokens.
+Each piece of text between two special tokens is encoded alone, so ``total = overhead +
+tools + sum(message costs)`` exactly; where Groq's rendering is not known the cost is an
+upper bound and the count is marked inexact. Pure: the caller gives the function that
+counts a text's o200k tokens. The rule and its sources: docs/counting-internals.md.
 
 Example::
 
@@ -43,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -570,71 +544,89 @@ class HarmonyRules:
         ``text_count(text, index)`` counts the texts of message ``index`` (a cache, say);
         by default the rules' own ``count``.
         """
-        count = self._count
-        fixed = self.fixed
-        index = 0
-
-        def c(text: str) -> int:
-            return text_count(text, index) if text_count is not None else count(text)
-
+        known = [t.name for t in tool_names] + [call[0] for m in messages for call in m.calls]
+        longest = max(known, key=lambda n: self.fixed("functions." + n), default=None)
         names_by_id: dict[str, str] = {}
-        known = [t.name for t in tool_names]
-        for m in messages:
-            known.extend(call[0] for call in m.calls)
-        longest = max(known, key=lambda n: fixed("functions." + n), default=None)
         costs: list[int] = []
         exact = True
         allowance = 0
         for i, m in enumerate(messages):
-            index = i
-            exact = exact and m.exact
-            role = m.role
-            if role in ("system", "developer"):
-                if i == 0:
-                    if has_tools:
-                        n = c("# Instructions\n\n" + m.text + "\n\n")
-                    else:
-                        n = self.developer_cost + c("# Instructions\n\n" + m.text) - EMPTY_DEVELOPER
-                    if not m.text:
-                        exact = False  # an empty system message may be dropped instead
-                else:
-                    # Where Groq puts a later system message is not known: a bound.
-                    n = self.developer_cost + c("# Instructions\n\n" + m.text) + LATE_SYSTEM_MARGIN
-                    allowance += LATE_SYSTEM_MARGIN
-                    exact = False
-            elif role == "user":
-                n = self.user_cost + c(m.text)
-            elif role == "assistant":
-                if m.calls:
-                    n = 0
-                    for name, arguments, call_id in m.calls:
-                        n += self.call_cost + fixed(" to=functions." + name) + c(arguments)
-                        if call_id is not None:
-                            names_by_id[call_id] = name
-                else:
-                    n = self.final_cost + c(m.text)
-            else:  # tool
-                author = names_by_id.get(m.tool_call_id) if m.tool_call_id is not None else None
-                if author is None and m.name and m.tool_call_id is None:
-                    author = m.name  # legacy function result: named by the message
-                if author is not None:
-                    n = 3 + fixed("functions." + author) + c(m.text)
-                else:
-                    # No call to take the name from: the longest known name, plus a margin.
-                    guess = fixed("functions." + longest) if longest else fixed("functions.")
-                    n = 3 + guess + UNMATCHED_RESULT_MARGIN + c(m.text)
-                    allowance += guess + UNMATCHED_RESULT_MARGIN
-                    exact = False
-            if m.name and role not in ("tool",):
-                name_cost = fixed(":" + m.name)  # harmony writes "role:name"; Groq's is unknown
-                n += name_cost
-                allowance += name_cost
-                exact = False
-            if m.images:
-                n += m.images * self.image_tokens
-                allowance += m.images * self.image_tokens
-            costs.append(n)
+            c = self._count if text_count is None else functools.partial(_at, text_count, i)
+            if m.role in ("system", "developer"):
+                n, sure, extra = self._system_cost(m, i == 0, has_tools, c)
+            elif m.role == "user":
+                n, sure, extra = self.user_cost + c(m.text), True, 0
+            elif m.role == "assistant":
+                n, sure, extra = self._assistant_cost(m, c, names_by_id), True, 0
+            else:
+                n, sure, extra = self._result_cost(m, c, names_by_id, longest)
+            more, sure_more, extra_more = self._name_and_images(m)
+            costs.append(n + more)
+            exact = exact and m.exact and sure and sure_more
+            allowance += extra + extra_more
         return costs, exact, allowance
+
+    def _system_cost(
+        self, m: _Msg, first: bool, has_tools: bool, c: Callable[[str], int]
+    ) -> tuple[int, bool, int]:
+        """``(cost, exact, allowance)`` of a system or developer message."""
+        if not first:
+            # Where Groq puts a later system message is not known: a bound.
+            n = self.developer_cost + c("# Instructions\n\n" + m.text) + LATE_SYSTEM_MARGIN
+            return n, False, LATE_SYSTEM_MARGIN
+        if has_tools:
+            n = c("# Instructions\n\n" + m.text + "\n\n")
+        else:
+            n = self.developer_cost + c("# Instructions\n\n" + m.text) - EMPTY_DEVELOPER
+        return n, bool(m.text), 0  # an empty system message may be dropped instead
+
+    def _assistant_cost(self, m: _Msg, c: Callable[[str], int], names_by_id: dict[str, str]) -> int:
+        """An assistant message's cost; its calls' ids are noted in ``names_by_id``."""
+        if not m.calls:
+            return self.final_cost + c(m.text)
+        n = 0
+        for name, arguments, call_id in m.calls:
+            n += self.call_cost + self.fixed(" to=functions." + name) + c(arguments)
+            if call_id is not None:
+                names_by_id[call_id] = name
+        return n
+
+    def _result_cost(
+        self,
+        m: _Msg,
+        c: Callable[[str], int],
+        names_by_id: dict[str, str],
+        longest: str | None,
+    ) -> tuple[int, bool, int]:
+        """``(cost, exact, allowance)`` of a tool result, written under its call's name."""
+        fixed = self.fixed
+        author = names_by_id.get(m.tool_call_id) if m.tool_call_id is not None else None
+        if author is None and m.name and m.tool_call_id is None:
+            author = m.name  # legacy function result: named by the message
+        if author is not None:
+            return 3 + fixed("functions." + author) + c(m.text), True, 0
+        # No call to take the name from: the longest known name, plus a margin.
+        guess = fixed("functions." + longest) if longest else fixed("functions.")
+        n = 3 + guess + UNMATCHED_RESULT_MARGIN + c(m.text)
+        return n, False, guess + UNMATCHED_RESULT_MARGIN
+
+    def _name_and_images(self, m: _Msg) -> tuple[int, bool, int]:
+        """``(cost, exact, allowance)`` a message's name and images add."""
+        n = extra = 0
+        sure = True
+        if m.name and m.role != "tool":
+            name_cost = self.fixed(":" + m.name)  # harmony writes "role:name"; Groq's is unknown
+            n += name_cost
+            extra += name_cost
+            sure = False
+        if m.images:
+            n += m.images * self.image_tokens
+            extra += m.images * self.image_tokens
+        return n, sure, extra
+
+
+def _at(text_count: Callable[[str, int], int], index: int, text: str) -> int:
+    return text_count(text, index)
 
 
 def check_reasoning_effort(value: object) -> str | None:

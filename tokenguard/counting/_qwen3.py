@@ -1,23 +1,12 @@
 """Qwen3's stock chat template, as Groq renders it, in pieces that are counted alone.
 
-Groq renders ``qwen/qwen3-32b`` requests with the model's Hugging Face template (after
-the gateway's normalisation, ``_chat_turns``) and encodes the whole prompt with Qwen's
-tokenizer: NFC first, then the text split at the added tokens (``<|im_start|>``,
-``<tool_call>``, ``<think>``, ... wherever they appear) and each stretch split by Qwen's
-pattern. Every message's text begins right after an added token and ends right before
-one, so the prompt's count is the sum of its messages' counts; :func:`turn_text` writes
-one message as the template does and :class:`Qwen3Rules` adds the fixed parts. The
-template's rules reproduced here (GROQ-RENDER.md "Qwen3"):
-
-* tools, whatever ``tool_choice`` says, go in the system block as ``tojson`` lines
-  (sorted keys, ``", "`` and ``": "``), with the caller's system text before them;
-* an assistant turn's ``<think>`` text (its ``reasoning``, or what ``content`` holds
-  before ``</think>``) is written only after the last user query; earlier turns lose it;
-* tool results are ``<tool_response>`` blocks in one user turn per run of results;
-* ``reasoning_effort="none"`` closes the generation prompt with an empty think block.
+Every message's text begins right after an added token and ends right before one, so
+the prompt's count is the sum of its messages' counts; :func:`turn_text` writes one
+message as the template does and :class:`Qwen3Rules` adds the fixed parts.
 
 Invariant: ``count`` of a request equals the tokens of the template rendered whole
-(``tests/test_qwen3_counting.py`` checks it against the template run by Jinja).
+(``tests/test_qwen3_counting.py`` checks it against the template run by Jinja). The
+template's rules: docs/qwen-kimi.md and docs/counting-internals.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Model -> plan, with the caches and calibrations the plans share.
+"""Model -> meter, with the caches and calibrations the meters share.
 
-The first factory of ``factories`` that accepts a model builds its plan; the plan is
+The first factory of ``factories`` that accepts a model builds its meter; the meter is
 kept until the model's table entry changes (``register_model`` makes a new
 :class:`~tokenguard.ModelInfo`). Text caches are shared by every model of one tokenizer
 (``"llama3"`` serves the whole Llama 3 family), calibrations are per model and survive
-:meth:`PlanRegistry.clear_caches`.
+:meth:`MeterRegistry.clear_caches`.
 
-To count a new tokenizer family exactly, write a plan class (see ``_plan.Plan``) with a
+To count a new tokenizer family exactly, write a meter class (see ``_meter.Meter``) with a
 ``build(info, resources)`` that returns ``None`` for models not of its family, and put
-it in :data:`DEFAULT_FACTORIES` before :meth:`EstimatePlan.build`, the last resort.
+it in :data:`DEFAULT_FACTORIES` before :meth:`EstimateMeter.build`, the last resort.
 """
 
 from __future__ import annotations
@@ -21,64 +21,64 @@ from ..errors import InvalidMessages
 from ..models import ModelInfo, get_model
 from ._cache import TextCache
 from ._calibration import Calibration
-from ._estimate_plan import EstimatePlan
-from ._harmony_plan import HarmonyPlan
-from ._llama3_plan import Llama3Plan
-from ._llama4_plan import Llama4Plan
-from ._plan import Plan, PlanFactory, Settings
-from ._qwen3_plan import Qwen3Plan
+from ._estimate_meter import EstimateMeter
+from ._harmony_meter import HarmonyMeter
+from ._llama3_meter import Llama3Meter
+from ._llama4_meter import Llama4Meter
+from ._meter import Meter, MeterFactory, Settings
+from ._qwen3_meter import Qwen3Meter
 from ._sendable import check_text_field
 
-__all__ = ["DEFAULT_FACTORIES", "PlanRegistry"]
+__all__ = ["DEFAULT_FACTORIES", "MeterRegistry"]
 
 V = TypeVar("V")
 T = TypeVar("T")
 
-#: The plan kinds, tried in order; the estimate accepts every model.
-DEFAULT_FACTORIES: tuple[PlanFactory, ...] = (
-    Llama3Plan.build,
-    Llama4Plan.build,
-    HarmonyPlan.build,
-    Qwen3Plan.build,
-    EstimatePlan.build,
+#: The meter kinds, tried in order; the estimate accepts every model.
+DEFAULT_FACTORIES: tuple[MeterFactory, ...] = (
+    Llama3Meter.build,
+    Llama4Meter.build,
+    HarmonyMeter.build,
+    Qwen3Meter.build,
+    EstimateMeter.build,
 )
 
-#: Plans kept before the registry starts over (models registered on the fly, say).
-MAX_PLANS = 1024
+#: Meters kept before the registry starts over (models registered on the fly, say).
+MAX_METERS = 1024
 
 
-class PlanRegistry:
-    """Finds and keeps the plan of each model, and what plans share. Thread-safe.
+class MeterRegistry:
+    """Finds and keeps the meter of each model, and what meters share. Thread-safe.
 
     Example::
 
-        registry = PlanRegistry(settings)
-        registry.plan("llama-3.1-8b-instant").count_fast(messages)
+        registry = MeterRegistry(settings)
+        registry.meter("llama-3.1-8b-instant").count_fast(messages)
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        factories: Sequence[PlanFactory] = DEFAULT_FACTORIES,
+        factories: Sequence[MeterFactory] = DEFAULT_FACTORIES,
         calibration: Callable[[], Calibration] = Calibration,
     ) -> None:
         self._settings = settings
         self._factories = tuple(factories)
         self._new_calibration = calibration
         self._lock = threading.RLock()
-        self._plans: dict[str, Plan] = {}
+        self._meters: dict[str, Meter] = {}
         self._caches: dict[Hashable, TextCache[Any]] = {}
         self._shared: dict[Hashable, object] = {}
         self._calibrations: dict[str, Calibration] = {}
 
     @property
     def settings(self) -> Settings:
-        """The bounds the plans count within."""
+        """The bounds the meters count within."""
         return self._settings
 
-    def plan(self, model: str | ModelInfo) -> Plan:
-        """The plan of ``model`` (a name in the model table, or a :class:`ModelInfo`)."""
+    def meter(self, model: str | ModelInfo) -> Meter:
+        """The meter of ``model`` (a name in the model table, or a :class:`ModelInfo`)."""
         if isinstance(model, ModelInfo):
             info = model
         elif isinstance(model, str) and model:
@@ -87,22 +87,22 @@ class PlanRegistry:
             info = get_model(model)
         else:
             raise InvalidMessages(f"model must be a non-empty str, got {model!r}")
-        plan = self._plans.get(info.name)
-        if plan is not None and plan.info is info:
-            return plan
-        plan = self._build(info)
+        meter = self._meters.get(info.name)
+        if meter is not None and meter.info is info:
+            return meter
+        meter = self._build(info)
         with self._lock:
-            if len(self._plans) > MAX_PLANS:
-                self._plans.clear()
-            self._plans[info.name] = plan
-        return plan
+            if len(self._meters) > MAX_METERS:
+                self._meters.clear()
+            self._meters[info.name] = meter
+        return meter
 
-    def _build(self, info: ModelInfo) -> Plan:
+    def _build(self, info: ModelInfo) -> Meter:
         for factory in self._factories:
-            plan = factory(info, self)
-            if plan is not None:
-                return plan
-        return EstimatePlan.build(info, self)
+            meter = factory(info, self)
+            if meter is not None:
+                return meter
+        return EstimateMeter.build(info, self)
 
     def text_cache(self, key: Hashable, compute: Callable[[], Callable[[str], V]]) -> TextCache[V]:
         """The cache named ``key``, created with ``compute()`` on first use."""
@@ -138,6 +138,6 @@ class PlanRegistry:
             return list(self._caches.values())
 
     def clear_caches(self) -> None:
-        """Forget every cached count (calibrations and plans are kept)."""
+        """Forget every cached count (calibrations and meters are kept)."""
         for cache in self.caches():
             cache.clear()

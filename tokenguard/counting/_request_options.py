@@ -187,7 +187,7 @@ REASONING_EFFORT_ALLOWANCE = 8
 def option_allowance(
     options: Mapping[str, Any], count: Callable[[str], int], *, handled: frozenset[str]
 ) -> int:
-    """An upper bound of the tokens ``options`` add to a prompt, for the options a plan
+    """An upper bound of the tokens ``options`` add to a prompt, for the options a meter
     does not count itself (``handled``); ``count`` counts text conservatively.
 
     Groq's rendering of these is not known for every family (see the allowances above),

@@ -1,22 +1,14 @@
-"""The counting plan for gpt-oss (o200k_harmony tokenizer, harmony format).
+"""The meter for gpt-oss (o200k_harmony tokenizer, harmony format).
 
-It serves every model whose table entry says ``tokenizer="o200k_harmony"`` and
-``template="harmony"`` (Groq's ``openai/gpt-oss-20b`` and ``-120b``, and any model a
-user registers the same way), once o200k_base data is installed and verified
-(``tokenguard._tokenizer_data``). Without the data the factory declines, the model is
-estimated as before, and one ``tokenguard.counting.tokenizer_missing`` event says how to
-get exact counts.
-
-The arithmetic is in ``_harmony``; this module adds the caches and the fast path for
-the common request (plain ``{"role", "content": str}`` dicts whose texts were seen).
-Counts that are bounds (``response_format``, unexplained schema keywords, ...) are
-passed through the model's calibration, which learns from the server's ``usage`` how
-far the bounded part sits above the truth (the exact part is never scaled).
+It serves models with ``tokenizer="o200k_harmony"`` and ``template="harmony"`` once
+o200k_base data is installed and verified; without it the model is estimated and one
+``tokenguard.counting.tokenizer_missing`` event says how to get exact counts. The
+arithmetic is in ``_harmony``; this module adds the caches and the fast path. Counts
+that are bounds pass through the model's calibration, which never scales the exact part.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,16 +18,18 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
 from ._result import CalibrationBasis
-from ._tokenizers import is_utf8, ordinary_counter, report_missing
+from ._tokenizers import ordinary_counter, report_missing
 
-__all__ = ["HarmonyPlan", "harmony_plan"]
+__all__ = ["HarmonyMeter", "harmony_meter"]
 
 _INSTRUCTIONS = "# Instructions\n\n"
+#: The options a request with tools may carry on the fast path.
+_FAST_OPTIONS = frozenset({"tool_choice", "reasoning_effort"})
 
 
-class HarmonyPlan(FastPath):
+class HarmonyMeter(FastPath):
     """Counts one gpt-oss model's prompts exactly (see the module docstring)."""
 
     __slots__ = (
@@ -49,7 +43,7 @@ class HarmonyPlan(FastPath):
         "rules",
     )
 
-    #: Prompt options this plan renders itself (the facade bounds the others).
+    #: Prompt options this meter renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice", "response_format"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
@@ -71,8 +65,8 @@ class HarmonyPlan(FastPath):
             ("o200k_base", "harmony-instructions-tools"),
             lambda: _flagged(_heading_counter(_plain_counter(enc), "\n\n")),
         )
-        # Tool definitions seen (as JSON) -> (tools cost, exact); small and bounded.
-        self._tools_memo: dict[str, tuple[int, bool]] = {}
+        # Tool definitions (exactly counted) and effort seen -> the tools' cost.
+        self._tools_memo: ToolsMemo[int] = ToolsMemo()
         image_tokens = self._settings.image_tokens
         self.rules: HarmonyRules = resources.shared(
             ("harmony-rules", image_tokens),
@@ -81,14 +75,14 @@ class HarmonyPlan(FastPath):
         self._calibration: Calibration = resources.calibration(info.name)
 
     @staticmethod
-    def build(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
-        """The plan for ``info`` when it is a harmony model and o200k data is at hand
-        (see :func:`harmony_plan`)."""
-        return harmony_plan(info, resources)
+    def build(info: ModelInfo, resources: Resources) -> HarmonyMeter | None:
+        """The meter for ``info`` when it is a harmony model and o200k data is at hand
+        (see :func:`harmony_meter`)."""
+        return harmony_meter(info, resources)
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry the plan was built from."""
+        """The model table entry the meter was built from."""
         return self._info
 
     # -- the fast path ------------------------------------------------------------------
@@ -96,46 +90,61 @@ class HarmonyPlan(FastPath):
     def _fast(
         self, messages: Sequence[Any], costs: list[int] | None, *, tools: bool = False
     ) -> int | None:
-        """Plain messages only, as ``2 * tokens`` (see :class:`~._plan.FastPath`); ``None``
+        """Plain messages only, as ``2 * tokens`` (see :class:`~._meter.FastPath`); ``None``
         sends the request to :meth:`count`.
 
-        Cached values are ``2 * tokens + lookalike`` (see :func:`_plain_counter`); a text
-        with a special-token lookalike is counted the same, but its breakdown is a bound,
-        so :meth:`prompt_fast` leaves it to the general path.
+        Cached values are ``2 * tokens + lookalike`` (see :func:`_flagged`); a text with a
+        special-token lookalike is counted the same, but its breakdown is a bound, so
+        :meth:`prompt_fast` leaves it to the general path.
         """
         if type(messages) is not list or not messages:
             return None
         if len(messages) > self._settings.max_messages:
             return None
+        lead = self._instructions(messages[0], tools)
+        if lead is None:
+            return None
+        cost, start = lead
+        if start and costs is not None:
+            costs.append(cost)
+        turns = self._turns(messages, start, costs)
+        if turns is None:
+            return None
+        return 2 * (self.rules.base_overhead + cost + turns)  # exact: lookalikes refused
+
+    def _instructions(self, first: Any, tools: bool) -> tuple[int, int] | None:
+        """``(cost, 1)`` of a leading system or developer message, ``(0, 0)`` without one,
+        ``None`` for the general path."""
+        if type(first) is not dict or first.get("role") not in ("system", "developer"):
+            return 0, 0
+        if len(first) != 2:
+            return None
+        text = first.get("content")
+        if type(text) is not str or not text:
+            return None
+        heading = self.instructions_tools if tools else self.instructions
+        v = heading.front.get(text)
+        if v is None:
+            counted = count_new(heading, [text], self._settings)
+            if counted is None:
+                return None
+            v = counted[0]
+        if v & 1:
+            return None
+        # Without tools the developer message exists only for this text (it replaces the
+        # empty one Groq bills otherwise); with tools it is there anyway.
+        rules = self.rules
+        return ((v >> 1) if tools else rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER), 1
+
+    def _turns(self, messages: list[Any], start: int, costs: list[int] | None) -> int | None:
+        """The tokens of the user and assistant turns from ``start`` on, new texts
+        counted in one batch; ``None`` for the general path."""
         rules = self.rules
         user, final = rules.user_cost, rules.final_cost
         front = self.cache.front
-        total = rules.base_overhead
-        missing: list[str] | None = None
+        total = 0
+        missing: list[str] = []
         missing_at: list[int] = []
-        start = 0
-        first = messages[0]
-        if type(first) is dict and first.get("role") in ("system", "developer"):
-            if len(first) != 2:
-                return None
-            text = first.get("content")
-            if type(text) is not str or not text:
-                return None
-            heading = self.instructions_tools if tools else self.instructions
-            v = heading.front.get(text)
-            if v is None:
-                if len(text) > self._settings.max_new_chars or not is_utf8(text):
-                    return None
-                v = heading.get_or_compute(text)
-            if v & 1:
-                return None
-            # Without tools the developer message exists only for this text (it replaces
-            # the empty one Groq bills otherwise); with tools it is there anyway.
-            cost = (v >> 1) if tools else rules.developer_cost + (v >> 1) - EMPTY_DEVELOPER
-            total += cost
-            if costs is not None:
-                costs.append(cost)
-            start = 1
         for i in range(start, len(messages)):
             m = messages[i]
             if type(m) is not dict or len(m) != 2:
@@ -152,93 +161,75 @@ class HarmonyPlan(FastPath):
                 return None
             v = front.get(content)
             if v is None:
-                if missing is None:
-                    missing = []
                 missing.append(content)
-                missing_at.append(i)
-                total += rc
-                if costs is not None:
-                    costs.append(rc)
-                continue
+                missing_at.append(len(costs) if costs is not None else i)
+                v = 0
+            elif costs is not None and v & 1:
+                return None
             total += rc + (v >> 1)
             if costs is not None:
-                if v & 1:
-                    return None
                 costs.append(rc + (v >> 1))
-        if missing is not None:
-            if sum(map(len, missing)) > self._settings.max_new_chars:
-                return None
-            for text in missing:
-                if not text.isascii() and not is_utf8(text):
-                    return None
-            counted = self.cache.get_many(missing)
-            for i, v in zip(missing_at, counted, strict=True):
-                total += v >> 1
-                if costs is not None:
-                    if v & 1:
-                        return None
-                    costs[i] += v >> 1
-        return 2 * total  # exact: a lookalike's breakdown was refused above
+        if not missing:
+            return total
+        counted = count_new(self.cache, missing, self._settings)
+        if counted is None or (costs is not None and any(v & 1 for v in counted)):
+            return None
+        for at, v in zip(missing_at, counted, strict=True):
+            total += v >> 1
+            if costs is not None:
+                costs[at] += v >> 1
+        return total
 
     @property
     def fast_overhead(self) -> int:
-        """The prompt's frame without tools (see :class:`~._plan.FastPath`)."""
+        """The prompt's frame without tools (see :class:`~._meter.FastPath`)."""
         return self.rules.base_overhead
 
     # -- the general path -----------------------------------------------------------------
 
-    def _fast_with_tools(self, request: Request) -> Tally | None:
+    def _fast_request(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        costs: list[int] | None,
+    ) -> tuple[int, int, int] | None:
         """Plain messages with function tools whose definitions were seen before."""
-        options = request.options
         # tool_choice changes nothing but must be valid: a named one takes the general path.
         choice = options.get("tool_choice", "auto")
-        if request.functions is not None or choice not in ("auto", "none", "required"):
+        if tools is None or choice not in ("auto", "none", "required"):
             return None
-        if any(k not in ("tool_choice", "reasoning_effort") for k in options):
+        if not _FAST_OPTIONS.issuperset(options):
             return None
         effort = options.get("reasoning_effort")
         if effort is not None and effort not in REASONING_EFFORTS:
             return None
-        key = self._tools_key(request)
-        if key is None:
+        key = self._tools_memo.key(tools, (effort,))
+        tools_cost = None if key is None else self._tools_memo.get(key)
+        if tools_cost is None:
             return None
-        known = self._tools_memo.get(key)
-        if known is None:
-            return None
-        tools_cost, exact = known
-        if not exact:
-            return None
-        costs: list[int] = []
-        v = self._fast(request.messages, costs, tools=True)
+        v = self._fast(messages, costs, tools=True)
         if v is None:
             return None
         overhead = self.rules.overhead(reasoning_effort=effort)[0]
         total = (v >> 1) + tools_cost - self.rules.base_overhead + overhead
-        return Tally(costs, overhead, tools_cost, total, total, True, None)
+        return 2 * total, overhead, tools_cost
 
-    @staticmethod
-    def _tools_key(request: Request) -> str | None:
-        """The tool definitions and effort as a key, or ``None`` when not plain JSON."""
-        try:
-            tools = json.dumps(request.tools, separators=(",", ":"))
-        except (TypeError, ValueError):
-            return None  # SDK objects or a bad definition: the general path reads them
-        return f"{request.options.get('reasoning_effort')}|{tools}"
-
-    def _remember_tools(self, request: Request, tools_cost: int, exact: bool) -> None:
-        key = self._tools_key(request) if request.functions is None else None
-        if key is None:
+    def _remember_tools(self, request: Request, tools_cost: int) -> None:
+        if request.functions is not None:
             return
-        if len(self._tools_memo) >= 256:
-            self._tools_memo.clear()
-        self._tools_memo[key] = (tools_cost, exact)
+        key = self._tools_memo.key(request.tools, (request.options.get("reasoning_effort"),))
+        if key is not None:
+            self._tools_memo.put(key, tools_cost)
 
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""
-        if request.tools is not None:
-            fast = self._fast_with_tools(request)
+        if request.functions is None:
+            costs: list[int] = []
+            fast = self._fast_request(request.messages, request.tools, request.options, costs)
             if fast is not None:
-                return fast
+                v, overhead, tools = fast
+                return Tally(costs, overhead, tools, v >> 1, v >> 1, True, None)
         budget = NewText(self._settings.max_new_chars)
         cache = self.cache
 
@@ -259,7 +250,7 @@ class HarmonyPlan(FastPath):
         # Only tools that render a section (``tools=[]`` renders none, and then the system
         # message is counted as without tools, which the fast path does not do).
         if request.tools is not None and counted.tools_exact and counted.tools > 0:
-            self._remember_tools(request, counted.tools, True)
+            self._remember_tools(request, counted.tools)
         if counted.exact:
             total = counted.total
             return Tally(costs, counted.overhead, counted.tools, total, total, True, None)
@@ -311,8 +302,8 @@ def _heading_counter(count: Callable[[str], int], tail: str = "") -> Callable[[s
     return with_heading
 
 
-def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
-    """The plan factory: a :class:`HarmonyPlan` for harmony models when o200k is at hand."""
+def harmony_meter(info: ModelInfo, resources: Resources) -> HarmonyMeter | None:
+    """The meter factory: a :class:`HarmonyMeter` for harmony models when o200k is at hand."""
     if info.tokenizer != "o200k_harmony" or info.template != "harmony":
         return None
     if not available("o200k_base"):
@@ -328,4 +319,4 @@ def harmony_plan(info: ModelInfo, resources: Resources) -> HarmonyPlan | None:
             ),
         )
         return None
-    return HarmonyPlan(info, resources)
+    return HarmonyMeter(info, resources)

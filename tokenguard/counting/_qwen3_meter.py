@@ -1,22 +1,12 @@
-"""The counting plan for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
+"""The meter for Qwen3 (Qwen's tokenizer, Qwen3's stock chat template).
 
-It serves every model whose table entry says ``tokenizer="qwen3"`` and
-``template="qwen3"`` (Groq's ``qwen/qwen3-32b``), once Qwen's ``qwen.tiktoken`` is
-installed and verified (``tokenguard._tokenizer_data``). Without it the factory declines,
-one ``tokenguard.counting.tokenizer_missing`` event says how to get exact counts, and the
-model is estimated (never below the server).
+It serves models with ``tokenizer="qwen3"`` and ``template="qwen3"`` once Qwen's
+``qwen.tiktoken`` is installed and verified; without it the factory declines (one
+``tokenguard.counting.tokenizer_missing`` event) and the model is estimated. The fast
+path answers plain alternating turns; each costs ``4 + tokens("\\n" + text)``.
 
-The arithmetic is in ``_qwen3``; this module adds the caches and the fast path for the
-common request: an optional system message, then user and assistant turns that
-alternate from a user turn, as plain ``{"role", "content": str}`` dicts without
-``</think>`` in an assistant turn. Each such message costs ``4 + tokens("\\n" + text)``,
-and a last assistant turn 5 more (the empty user turn the gateway appends).
-
-Per-message costs add up to the total. They are exact for dropping messages as long as
-user and assistant turns still alternate and the last user query stays (what truncation
-keeps); otherwise the gateway inserts an empty turn (5 tokens) the costs do not hold, or
-an earlier reasoning turn becomes the last one and gets its ``<think>`` text back
-(``PromptCount`` says this; fitting counts its result again).
+Invariant: per-message costs add up to the total; when they hold for dropping messages
+is in docs/counting-internals.md.
 """
 
 from __future__ import annotations
@@ -28,11 +18,11 @@ from .._tokenizer_data import available, get_encoding, normalize_nfc
 from ..models import ModelInfo
 from ._cache import TextCache
 from ._chat_turns import check_tool_choice, normalize_turns, read_tools
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, count_new
 from ._qwen3 import Qwen3Rules, enable_thinking
-from ._tokenizers import is_utf8, report_missing, server_counter
+from ._tokenizers import report_missing, server_counter
 
-__all__ = ["Qwen3Plan", "qwen3_plan"]
+__all__ = ["Qwen3Meter", "qwen3_meter"]
 
 # <|im_start|>, the role, <|im_end|> and the "\n" after it.
 _FRAME = 4
@@ -42,18 +32,18 @@ _EMPTY_USER = 5
 _MARKERS = ("<|", "<t", "</t")
 
 
-class Qwen3Plan(FastPath):
+class Qwen3Meter(FastPath):
     """Counts one Qwen3 model's prompts exactly (see the module docstring).
 
     Example::
 
-        plan = Qwen3Plan.build(get_model("qwen/qwen3-32b"), registry)
-        plan.count_fast([{"role": "user", "content": "Hello"}])   # 9
+        meter = Qwen3Meter.build(get_model("qwen/qwen3-32b"), registry)
+        meter.count_fast([{"role": "user", "content": "Hello"}])   # 9
     """
 
     __slots__ = ("_info", "_settings", "body", "rendered", "rules")
 
-    #: Prompt options this plan renders itself (the facade bounds the others).
+    #: Prompt options this meter renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
@@ -70,13 +60,13 @@ class Qwen3Plan(FastPath):
         )
 
     @staticmethod
-    def build(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
-        """The plan for ``info`` when it is a Qwen3 model and the data is at hand."""
-        return qwen3_plan(info, resources)
+    def build(info: ModelInfo, resources: Resources) -> Qwen3Meter | None:
+        """The meter for ``info`` when it is a Qwen3 model and the data is at hand."""
+        return qwen3_meter(info, resources)
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry the plan was built from."""
+        """The model table entry the meter was built from."""
         return self._info
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
@@ -136,12 +126,10 @@ class Qwen3Plan(FastPath):
                 v = 0
             values.append(v)
         if missing:
-            if sum(map(len, missing)) > self._settings.max_new_chars:
+            counted = count_new(self.body, missing, self._settings)
+            if counted is None:
                 return None
-            for text in missing:
-                if not text.isascii() and not is_utf8(text):
-                    return None
-            for i, v in zip(missing_at, self.body.get_many(missing), strict=True):
+            for i, v in zip(missing_at, counted, strict=True):
                 values[i] = v
         for i, v in enumerate(values):
             if v < 0:
@@ -156,7 +144,7 @@ class Qwen3Plan(FastPath):
 
     @property
     def fast_overhead(self) -> int:
-        """The generation prompt (see :class:`~._plan.FastPath`)."""
+        """The generation prompt (see :class:`~._meter.FastPath`)."""
         return self.rules.generation
 
     def count(self, request: Request) -> Tally:
@@ -204,8 +192,8 @@ def _body_counter() -> Callable[[str], int]:
     return value
 
 
-def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
-    """The plan factory: a :class:`Qwen3Plan` for Qwen3 models when the data is at hand."""
+def qwen3_meter(info: ModelInfo, resources: Resources) -> Qwen3Meter | None:
+    """The meter factory: a :class:`Qwen3Meter` for Qwen3 models when the data is at hand."""
     if info.tokenizer != "qwen3" or info.template != "qwen3":
         return None
     if not available("qwen3"):
@@ -221,4 +209,4 @@ def qwen3_plan(info: ModelInfo, resources: Resources) -> Qwen3Plan | None:
             ),
         )
         return None
-    return Qwen3Plan(info, resources)
+    return Qwen3Meter(info, resources)

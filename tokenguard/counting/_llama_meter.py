@@ -1,6 +1,6 @@
-"""What the Llama 3 and Llama 4 plans share: caches, the fast path, the general path.
+"""What the Llama 3 and Llama 4 meters share: caches, the fast path, the general path.
 
-A plan holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
+A meter holds one dialect's :class:`~._groq_llama.LlamaRules` and two text caches of one
 tokenizer: message bodies (``2 * tokens + unsure``, see ``_groq_llama.body_value``) and
 a leading system message's cost in the template's plain system block. The fast path
 answers plain ``{"role", "content": str}`` dicts (one leading system message at most)
@@ -10,8 +10,7 @@ trimming, goes to the general path, which applies the whole rule.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..models import ModelInfo
@@ -19,15 +18,15 @@ from ._cache import TextCache
 from ._groq_llama import LlamaRules, body_value, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
-from ._plan import FastPath, NewText, Request, Resources, Settings, Tally
+from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
 
-__all__ = ["LlamaPlan"]
+__all__ = ["LlamaMeter"]
 
-#: Prompt options the Llama plans render themselves (the facade bounds the others).
+#: Prompt options the Llama meters render themselves (the facade bounds the others).
 LLAMA_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls"})
 
 
-class LlamaPlan(FastPath):
+class LlamaMeter(FastPath):
     """Counts one model's prompts with one of Groq's Llama templates."""
 
     __slots__ = (
@@ -76,12 +75,12 @@ class LlamaPlan(FastPath):
             lambda: lambda text: 2 * count(go_trim_space(text + "\n")),
         )
         self.plain = _Frame(rules.overhead, 0, self.systems, False, True)
-        # Tool definitions and options seen (as JSON) -> their frame; small and bounded.
-        self._frames: dict[str, _Frame | None] = {}
+        # Tool definitions and options seen -> their frame (or none: the general path).
+        self._frames: ToolsMemo[_Frame] = ToolsMemo()
 
     @property
     def info(self) -> ModelInfo:
-        """The model table entry of this plan."""
+        """The model table entry of this meter."""
         return self._info
 
     # -- the fast path ----------------------------------------------------------------------
@@ -92,21 +91,8 @@ class LlamaPlan(FastPath):
 
     @property
     def fast_overhead(self) -> int:
-        """Everything but the messages, without tools (see :class:`~._plan.FastPath`)."""
+        """Everything but the messages, without tools (see :class:`~._meter.FastPath`)."""
         return self.rules.overhead
-
-    def _tally(
-        self, messages: Sequence[Any], frame: _Frame, *, bound: bool = False
-    ) -> Tally | None:
-        """The fast path broken down; with ``bound``, bodies whose trimming is unsure are
-        counted (the larger count, reported as not exact) instead of refused."""
-        costs: list[int] = []
-        v = self._walk(messages, costs, frame)
-        if v is None or (v & 1 and not bound):
-            return None
-        total = v >> 1
-        exact = not v & 1
-        return Tally(costs, frame.overhead - frame.tools, frame.tools, total, total, exact, None)
 
     def _walk(self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame) -> int | None:
         """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count
@@ -114,36 +100,54 @@ class LlamaPlan(FastPath):
         path."""
         if type(messages) is not list or not messages:
             return None
-        settings = self.settings
-        if len(messages) > settings.max_messages:
+        if len(messages) > self.settings.max_messages:
             return None
+        lead = self._lead_system(messages[0], frame)
+        if lead is None:
+            return None
+        v, start = lead
+        if start and costs is not None:
+            costs.append(v >> 1)
+        turns = self._turns(messages, start, costs, frame)
+        if turns is None:
+            return None
+        tokens = frame.overhead + (v >> 1) + (turns >> 1)
+        return 2 * tokens + ((v | turns) & 1)
+
+    def _lead_system(self, first: Any, frame: _Frame) -> tuple[int, int] | None:
+        """``(2 * cost + unsure, 1)`` of a leading system message, ``(0, 0)`` without one,
+        ``None`` for the general path."""
+        if type(first) is not dict or first.get("role") != "system":
+            return 0, 0
+        if len(first) != 2 or type(first.get("content")) is not str:
+            return None
+        text = first["content"]
+        if len(text) > self.settings.max_new_chars:
+            return None
+        if frame.slash and go_trim_space(text).startswith("/"):
+            return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
+        v = frame.systems.front.get(text)
+        if v is None:
+            counted = count_new(frame.systems, [text], self.settings)
+            if counted is None:
+                return None
+            v = counted[0]
+        return v, 1
+
+    def _turns(
+        self, messages: list[Any], start: int, costs: list[int] | None, frame: _Frame
+    ) -> int | None:
+        """The user and assistant turns from ``start`` on as ``2 * tokens + unsure``, new
+        texts counted in one batch; ``None`` for the general path."""
         rules = self.rules
         role_cost = rules.role_cost
         generic = rules.dialect == "llama3"
         empty_turn = rules.empty_turn
         front = self.bodies.front
-        total = frame.overhead
+        total = 0
         unsure = 0
-        start = 0
-        first = messages[0]
-        if type(first) is dict and first.get("role") == "system":
-            if len(first) != 2 or type(first.get("content")) is not str:
-                return None
-            text = first["content"]
-            if len(text) > settings.max_new_chars:
-                return None
-            if frame.slash and go_trim_space(text).startswith("/"):
-                return None  # may join the tool list's last pre-token (o200k's [\r\n/]*)
-            v = self._cached(frame.systems, text)
-            if v is None:
-                return None
-            unsure |= v & 1
-            total += v >> 1
-            if costs is not None:
-                costs.append(v >> 1)
-            start = 1
         prev = "assistant"
-        counted_new = False
+        new: dict[str, int] | None = None
         last = len(messages) - 1
         for i in range(start, len(messages)):
             m = messages[i]
@@ -157,11 +161,13 @@ class LlamaPlan(FastPath):
             if v is None:
                 # Count every new text at once (or none: too much new text, or a lone
                 # surrogate, is left to the general path, which names the message).
-                if not counted_new:
-                    if not self._count_new(messages, i):
+                if new is None:
+                    new = self._count_new(messages, i)
+                    if new is None:
                         return None
-                    counted_new = True
-                v = self.bodies.get_or_compute(content)
+                # ``front`` above only grows (a full front level is replaced, not
+                # emptied), so a text not in it is one of the new ones.
+                v = new[content]
             unsure |= v & 1
             cost = role_cost[role] + (v >> 1)
             if generic:
@@ -176,26 +182,45 @@ class LlamaPlan(FastPath):
                 costs.append(cost)
         return 2 * total + unsure
 
-    def _tools_frame(self, request: Request) -> _Frame | None:
-        """The frame of a request with tools whose definitions were seen (made and kept
-        on first sight); ``None`` when the general path must count it."""
-        options = request.options
-        if any(k not in LLAMA_OPTIONS for k in options):
+    def _fast_request(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        costs: list[int] | None,
+    ) -> tuple[int, int, int] | None:
+        """Plain messages with tools and options seen before (see :meth:`_tools_frame`)."""
+        frame = self._tools_frame(tools, options)
+        return None if frame is None else self._framed(messages, costs, frame)
+
+    def _framed(
+        self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame
+    ) -> tuple[int, int, int] | None:
+        """:meth:`_walk` with the frame's overhead and tools (see ``_fast_request``)."""
+        v = self._walk(messages, costs, frame)
+        return None if v is None else (v, frame.overhead - frame.tools, frame.tools)
+
+    def _tools_frame(
+        self,
+        tools: Sequence[Any] | None,
+        options: Mapping[str, Any],
+        request: Request | None = None,
+    ) -> _Frame | None:
+        """The frame of a request with tools whose definitions were seen; made and kept on
+        first sight when the general path gives the (checked) ``request``; ``None`` when
+        the general path must count it."""
+        if not LLAMA_OPTIONS.issuperset(options):
             return None
-        try:
-            key = json.dumps(
-                [request.tools, options.get("tool_choice"), options.get("parallel_tool_calls")],
-                separators=(",", ":"),
-            )
-        except (TypeError, ValueError):
-            return None  # SDK objects or a bad definition: the general path reads them
-        if key in self._frames:
-            return self._frames[key]
-        frame = self._make_frame(request)
-        if len(self._frames) >= 256:
-            self._frames.clear()
-        self._frames[key] = frame
-        return frame
+        key = self._frames.key(
+            tools, (options.get("tool_choice"), options.get("parallel_tool_calls"))
+        )
+        if key is None:
+            return None
+        frame = self._frames.get(key)
+        if frame is None and request is not None:
+            frame = self._make_frame(request)
+            self._frames.put(key, frame or _NO_FRAME)
+        return None if frame is _NO_FRAME else frame
 
     def _make_frame(self, request: Request) -> _Frame | None:
         rules = self.rules
@@ -217,38 +242,17 @@ class LlamaPlan(FastPath):
         systems = self.systems if plain else self.tool_systems
         return _Frame(overhead, tools, systems, rules.llama4, prefill == rules.generation)
 
-    def _count_new(self, messages: Sequence[Any], start: int) -> bool:
-        """Count the not-yet-seen bodies of ``messages[start:]`` in one batch; ``False``
+    def _count_new(self, messages: Sequence[Any], start: int) -> dict[str, int] | None:
+        """The not-yet-seen bodies of ``messages[start:]`` counted in one batch; ``None``
         when they are too much new text or not valid UTF-8."""
         front = self.bodies.front
-        new: list[str] = []
-        chars = 0
-        for m in messages[start:]:
-            content = m.get("content") if type(m) is dict else None
-            if type(content) is str and content not in front:
-                new.append(content)
-                chars += len(content)
-        if chars > self.settings.max_new_chars:
-            return False
-        for text in new:
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    return False
-        self.bodies.get_many(new)
-        return True
-
-    def _cached(self, cache: TextCache[int], text: str) -> int | None:
-        v = cache.front.get(text)
-        if v is not None:
-            return v
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return None  # the general path names the message
-        return cache.get_or_compute(text)
+        new = [
+            content
+            for m in messages[start:]
+            if type(m) is dict and type(content := m.get("content")) is str and content not in front
+        ]
+        counted = count_new(self.bodies, new, self.settings)
+        return None if counted is None else dict(zip(new, counted, strict=True))
 
     # -- the general path -------------------------------------------------------------------
 
@@ -258,11 +262,16 @@ class LlamaPlan(FastPath):
             if request.tools is None and LLAMA_OPTIONS.isdisjoint(request.options):
                 frame: _Frame | None = self.plain
             else:
-                frame = self._tools_frame(request)
+                frame = self._tools_frame(request.tools, request.options, request)
             if frame is not None:
-                fast = self._tally(request.messages, frame, bound=True)
+                # Bodies whose trimming is unsure are counted too (the larger count,
+                # reported as not exact).
+                costs: list[int] = []
+                fast = self._framed(request.messages, costs, frame)
                 if fast is not None:
-                    return fast
+                    v, overhead, tools = fast
+                    total = v >> 1
+                    return Tally(costs, overhead, tools, total, total, not v & 1, None)
         budget = NewText(self.settings.max_new_chars)
         bodies = self.bodies
 
@@ -298,6 +307,10 @@ class _Frame(NamedTuple):
     open_last: bool
 
 
+#: Kept for definitions only the general path counts (GenericChat's tools, say).
+_NO_FRAME = _Frame(0, 0, TextCache(len), False, False)
+
+
 def _system_value(rules: LlamaRules) -> Callable[[str], int]:
     """A lone leading system message's cost in the plain system block, as ``2 * cost +
     unsure`` (Llama 3's GenericChat does not trim it, so its trimming is unconfirmed)."""
@@ -311,7 +324,8 @@ def _system_value(rules: LlamaRules) -> Callable[[str], int]:
             if not text:
                 return 0
             v = bodies(text)
-            return 2 * (role + (v >> 1)) + (v & 1)
+            # Unsure whenever it has blanks at its edges, as the general path says.
+            return 2 * (role + (v >> 1)) + (text != text.strip())
 
         return generic
 

@@ -1,4 +1,4 @@
-"""The plan for Llama 4 Scout and Maverick (Groq's ``quattro-v2`` template).
+"""The meter for Llama 4 Scout and Maverick (Groq's ``quattro-v2`` template).
 
 It serves every model whose table entry says ``tokenizer="llama4"`` and
 ``template="llama4"``. With Meta's Llama 4 tokenizer data installed (the optional extra
@@ -19,23 +19,23 @@ from typing import Any
 from .._extras import install_hint
 from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
-from ._llama_plan import LlamaPlan
-from ._plan import Request, Resources, Tally
+from ._llama_meter import LlamaMeter
+from ._meter import Request, Resources, Tally
 from ._tokenizers import report_missing, server_counter
 
-__all__ = ["BOUND_FACTOR", "Llama4Plan"]
+__all__ = ["BOUND_FACTOR", "Llama4Meter"]
 
 #: How far above o200k_base's count the bound without Llama 4 data is set.
 BOUND_FACTOR = 1.25
 
 
-class Llama4Plan(LlamaPlan):
+class Llama4Meter(LlamaMeter):
     """Counting for Llama 4 Scout/Maverick (see the module docstring).
 
     Example::
 
-        plan = Llama4Plan.build(get_model("meta-llama/llama-4-scout-17b-16e-instruct"), reg)
-        plan.count_fast([{"role": "user", "content": "What is the capital of France?"}])  # 17
+        meter = Llama4Meter.build(get_model("meta-llama/llama-4-scout-17b-16e-instruct"), reg)
+        meter.count_fast([{"role": "user", "content": "What is the capital of France?"}])  # 17
     """
 
     __slots__ = ("bound",)
@@ -56,8 +56,8 @@ class Llama4Plan(LlamaPlan):
         self.bound = bound
 
     @classmethod
-    def build(cls, info: ModelInfo, resources: Resources) -> Llama4Plan | None:
-        """The plan for ``info`` when it is a Llama 4 model (exact, or bounded without
+    def build(cls, info: ModelInfo, resources: Resources) -> Llama4Meter | None:
+        """The meter for ``info`` when it is a Llama 4 model (exact, or bounded without
         the tokenizer data)."""
         if info.tokenizer != "llama4" or info.template != "llama4":
             return None

@@ -1,4 +1,4 @@
-"""The exact plan for Groq's Llama 3 family (Llama 3.1/3.3 and the retired Llama 3).
+"""The exact meter for Groq's Llama 3 family (Llama 3.1/3.3 and the retired Llama 3).
 
 Llama 3.1 and 3.3 (``template="llama3.1"``) are counted with Groq's ``llama31`` template,
 tools included (Groq's own ``<function=NAME>`` tool prompt, every ``tool_choice``,
@@ -11,27 +11,27 @@ from __future__ import annotations
 
 from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
-from ._llama_plan import LlamaPlan
-from ._plan import Resources
+from ._llama_meter import LlamaMeter
+from ._meter import Resources
 from ._tokenizers import server_counter
 
-__all__ = ["Llama3Plan"]
+__all__ = ["Llama3Meter"]
 
 
-class Llama3Plan(LlamaPlan):
+class Llama3Meter(LlamaMeter):
     """Counting for one model with the Llama 3 tokenizer and a Llama 3 template.
 
     Example::
 
-        plan = Llama3Plan.build(get_model("llama-3.1-8b-instant"), registry)
-        plan.count_fast([{"role": "user", "content": "Hello"}])   # 36
+        meter = Llama3Meter.build(get_model("llama-3.1-8b-instant"), registry)
+        meter.count_fast([{"role": "user", "content": "Hello"}])   # 36
     """
 
     __slots__ = ()
 
     @classmethod
-    def build(cls, info: ModelInfo, resources: Resources) -> Llama3Plan | None:
-        """The plan for ``info`` when it is an exact Llama 3 model and the data is at hand."""
+    def build(cls, info: ModelInfo, resources: Resources) -> Llama3Meter | None:
+        """The meter for ``info`` when it is an exact Llama 3 model and the data is at hand."""
         template = info.template
         if info.tokenizer != "llama3" or not info.exact or template not in ("llama3", "llama3.1"):
             return None
