@@ -6,7 +6,6 @@ emulator and ``test_fitting_summarize.py`` covers summaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,17 +22,8 @@ from hypothesis import strategies as st
 import tokenguard as tg
 from tokenguard.fitting import DEFAULT_MIN_COMPLETION, room_for
 
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    tg.events.use_logging(False)
-    try:
-        yield seen
-    finally:
-        tg.events.use_logging(True)
-        undo()
+# The fit events of thousands of examples stay out of the application's logging.
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 def fit_events(seen: list[tg.events.Event]) -> list[tg.events.Event]:

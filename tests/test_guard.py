@@ -30,12 +30,6 @@ def em() -> Iterator[Emulator]:
         yield server
 
 
-@pytest.fixture
-def client(em: Emulator) -> openai.OpenAI:
-    """The openai SDK's client of the emulator, as a user's code would make it."""
-    return openai.OpenAI(base_url=em.base_url, api_key="x")
-
-
 def requests(events: list[tg.events.Event]) -> list[dict[str, Any]]:
     return [e.fields() for e in events if e.name == "tokenguard.guard.request"]
 

@@ -29,18 +29,18 @@ from tokenguard.fitting import room_for
 
 MODEL = "llama-3.1-8b-instant"
 SMALL = "llama3-8b-8192"  # context window 8,192
+SHORT = [{"role": "user", "content": "Hello"}]
+#: About 20,000 tokens: more than SMALL's context window.
+LONG = [
+    {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
+    for i in range(40)
+]
 
 
 @pytest.fixture
 def em() -> Iterator[Emulator]:
     with running(model=[MODEL, SMALL], tpm=1_000_000, rpm=1_000, window=1.0) as server:
         yield server
-
-
-@pytest.fixture
-def client(em: Emulator) -> openai.OpenAI:
-    """The openai SDK's client of the emulator, as a user's code would make it."""
-    return openai.OpenAI(base_url=em.base_url, api_key="x")
 
 
 def fits(events: list[tg.events.Event]) -> list[str]:
@@ -61,11 +61,7 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
         sent.append(messages)
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
 
-    short = [{"role": "user", "content": "Hello"}]
-    long = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
-        for i in range(40)
-    ]
+    short, long = [*SHORT], [*LONG]
     assert tg.count_tokens(long, model=SMALL) + 256 > 8_192
     ask(short)
     ask(long)
@@ -89,11 +85,7 @@ def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longe
         sent.append(messages)
         return client.chat.completions.create(messages=messages, model=model)
 
-    short = [{"role": "user", "content": "Hello"}]
-    long = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
-        for i in range(40)
-    ]
+    short, long = [*SHORT], [*LONG]
     assert tg.count_tokens(long, model=SMALL) > 8_192
     ask(short)
     ask(long)

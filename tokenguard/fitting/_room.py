@@ -161,9 +161,12 @@ def _lowered(
     ceiling: int,
     max_completion_tokens: int | None,
     min_completion: int,
+    shrink: bool,
 ) -> int:
-    """``max_tokens`` lowered to the model's cap and to what the ceiling leaves the
-    prompt, but not below ``min(min_completion, max_tokens)``."""
+    """``max_tokens`` lowered (when ``shrink``) to the model's cap and to what the ceiling
+    leaves the prompt, but not below ``min(min_completion, max_tokens)``."""
+    if not shrink:
+        return max_tokens
     reserve = max_tokens
     if max_completion_tokens is not None and reserve > max_completion_tokens:
         reserve = max_completion_tokens
@@ -207,8 +210,7 @@ def room_for(
     ``min_completion`` would not fit. Without ``max_tokens`` the reservation is what the
     server holds (see ``_server_reserve``), so a prompt it would take is never cut.
 
-    ``max_prompt_tokens`` caps the prompt alone (a :class:`~tokenguard.Conversation`'s
-    ceiling). Raises :class:`~tokenguard.ContextOverflow` when the reservation alone
+    ``max_prompt_tokens`` caps the prompt alone (a Conversation's ceiling). Raises :class:`~tokenguard.ContextOverflow` when the reservation alone
     fills the ceiling, :class:`~tokenguard.ConfigurationError` for malformed numbers.
 
     Example::
@@ -233,12 +235,9 @@ def room_for(
             min_completion=min_completion,
             shrink=shrink_max_tokens,
         )
-    elif shrink_max_tokens:
-        reserve = _lowered(
-            prompt_tokens, max_tokens, ceiling, max_completion_tokens, min_completion
-        )
     else:
-        reserve = max_tokens
+        cap, least = max_completion_tokens, min_completion
+        reserve = _lowered(prompt_tokens, max_tokens, ceiling, cap, least, shrink_max_tokens)
     allowed = ceiling - reserve
     if allowed <= 0:
         raise _no_room(prompt_tokens, reserve, ceiling, bound_by, asked=max_tokens is not None)
