@@ -269,8 +269,11 @@ def test_a_budget_drops_history_but_never_cuts_the_question(
     before anything is sent. Dropping history is fitting; shortening the newest user
     message to squeeze it into what the caller chose to spend is not."""
 
+    sent_messages: list[list[Any]] = []
+
     @tg.guard
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
+        sent_messages.append(messages)
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
 
     question = {"role": "user", "content": "Summarize this: " + "words " * 600}
@@ -282,6 +285,7 @@ def test_a_budget_drops_history_but_never_cuts_the_question(
         reply = ask([*history, question])
         sent = em.log[-1]
         assert reply.usage.prompt_tokens < tg.count_tokens([*history, question], model=MODEL)
+        assert sent_messages[0][-1] is question  # history dropped, the question whole
         with pytest.raises(tg.BudgetExceeded, match="nothing was sent") as refused:
             ask([*history, {"role": "user", "content": "words " * 2_000}])
     assert refused.value.remaining == 1_500 - reply.usage.total_tokens - 100
