@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -19,11 +18,7 @@ from tokenguard.emulator import running
 MODEL = "llama3-8b-8192"
 
 
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    tg.events.use_logging(False)
-    yield
-    tg.events.use_logging(True)
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 def words(i: int, n: int = 50) -> str:
