@@ -173,8 +173,9 @@ def test_the_ceiling_is_named_max_prompt_tokens_and_fits_say_it_bound() -> None:
 
 
 def test_the_old_name_max_tokens_still_works_and_warns() -> None:
-    with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
+    with pytest.warns(DeprecationWarning, match="max_prompt_tokens") as warned:
         conv = tg.Conversation(model=MODEL, max_tokens=300)
+    assert warned[0].filename == __file__  # the warning points at the caller's line
     assert conv.max_prompt_tokens == 300
     with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
         assert conv.max_tokens == 300
