@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from emulator_support import client_for
 from fake_clock import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -167,7 +168,7 @@ def test_a_conversation_far_past_the_window_is_fitted_and_never_refused(
     # max_retries=0, as the README advises for a decorated function, so that 429s reach
     # the guard: the SDK's own retries would hide them from the limiter, which could then
     # never learn that this server keeps unused tokens.
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     sent_sizes: list[int] = []
 
     @tg.guard(tpm=100_000, rpm=1_000, window=1.0)  # the emulator's limits, not the table's

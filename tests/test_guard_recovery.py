@@ -40,7 +40,7 @@ def test_an_unguarded_client_spends_the_quota_and_guarded_calls_wait_without_err
             clock=clock,
             sleep=clock.sleep,
         )
-        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        other = client_for(em)
         for _ in range(10):
             clock.advance(10.0)  # a full bucket again
             # Someone else empties the bucket the guard cannot see...
@@ -181,7 +181,7 @@ def test_a_decorated_function_learns_a_smaller_window_from_the_error_alone(
     events: list[tg.events.Event],
 ) -> None:
     with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0, context_window=4_096) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
 
         @tg.guard(tpm=100_000, window=1.0)
         def ask(messages: Any, model: str = MODEL, max_tokens: int = 256) -> Any:
@@ -233,7 +233,7 @@ def test_a_timeout_keeps_the_estimate_in_the_limiter_charges_no_budget_and_reach
     gate = _Gate(hold=1)
     lim = tg.Limiter(tpm=10_000, window=60.0, clock=clock, sleep=clock.sleep)
     with running(model=MODEL, tpm=100_000, rpm=1_000, latency=5.0, sleep=gate) as em:
-        sdk = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0, timeout=0.2)
+        sdk = client_for(em, timeout=0.2)
         try:
             call: Callable[[], Any]
             if entry == "instrument":
@@ -308,7 +308,7 @@ def test_a_served_response_whose_body_cannot_be_read_leaves_nothing_held(
     # The function hands back a response it has already closed: the SDK's own error
     # reaches the caller unchanged, and the served request is charged, not left held.
     with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
 
         @tg.guard(tpm=100_000, window=1.0)
         def ask(messages: Any = HELLO, model: str = MODEL, max_tokens: int = 32) -> Any:
@@ -347,7 +347,7 @@ def test_a_sink_that_raises_takes_nothing_from_the_caller() -> None:
                 chunks = list(stream)
             # A failed call's own error is not replaced either.
             once = tg.instrument(
-                openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0),
+                client_for(em),
                 tpm=100_000,
                 window=1.0,
             )
