@@ -190,6 +190,8 @@ def test_context_length_exceeded(serve: Serve, clock: FakeClock) -> None:
         "param": "messages",
         "code": "context_length_exceeded",
     }
+    # The log has the prompt's count even though no reservation was made.
+    assert (em.log[-1].prompt_tokens, em.log[-1].requested_tokens) == (11, 0)
     # Exactly filling the window is fine; the default reservation shrinks to the room left.
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8192 - 11 - 6000)
     em = serve(model=MODEL, context_window=1000, tpm=0, clock=clock)

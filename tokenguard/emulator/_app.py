@@ -209,8 +209,9 @@ class App:
         if spec.decommissioned:
             raise _errors.model_decommissioned(req.model)
         prompt = _prompt_tokens(req, spec.template) + self.config.hidden_prompt_tokens
+        info["prompt_tokens"] = prompt  # logged even when the reservation is refused
         reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)
-        info.update(prompt_tokens=prompt, requested_tokens=prompt + reserve)
+        info["requested_tokens"] = prompt + reserve
         self._charge(req, limits, prompt + reserve, info)
         return self._complete(req, limits, prompt, reserve, info, request_id)
 

@@ -210,8 +210,9 @@ def room_for(
     ``min_completion`` would not fit. Without ``max_tokens`` the reservation is what the
     server holds (see ``_server_reserve``), so a prompt it would take is never cut.
 
-    ``max_prompt_tokens`` caps the prompt alone (a Conversation's ceiling). Raises :class:`~tokenguard.ContextOverflow` when the reservation alone
-    fills the ceiling, :class:`~tokenguard.ConfigurationError` for malformed numbers.
+    ``max_prompt_tokens`` caps the prompt alone (a Conversation's ceiling). Raises
+    :class:`~tokenguard.ContextOverflow` when the reservation alone fills the ceiling,
+    :class:`~tokenguard.ConfigurationError` for malformed numbers.
 
     Example::
 
