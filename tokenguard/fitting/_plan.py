@@ -486,13 +486,7 @@ def _summarize(
 ) -> Plan[FitResult | str]:
     """A summarized fit, or the reason (a str) why truncation must do instead."""
     costs = pc.messages
-    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
-    # Only history before the newest user message is summarized; units between it and
-    # the newest exchange stay verbatim (truncation may still drop them).
-    boundary = lay.turn[0] if lay.turn else len(msgs)
-    units = tuple(u for u in lay.units if u[0] < boundary)
-    later = sum([costs[i] for u in lay.units[len(units) :] for i in u])
-    free = room.allowed - fixed - later - sum([costs[i] for i in lay.turn])
+    units, free = _summarizable(len(msgs), pc, lay, room)
     if not units:
         return "nothing before the newest turn to summarize"
     summary_tokens = min(opts.summary_tokens, free // 3)
@@ -539,6 +533,20 @@ def _summarize(
     for key, text in written:
         opts.summary_cache.put(key, text)
     return _summarized(out, msgs, lay, upto, summary, len(written), opts, pc, room, after)
+
+
+def _summarizable(
+    n: int, pc: PromptCount, lay: Layout, room: Room
+) -> tuple[tuple[list[int], ...], int]:
+    """The history units a summary may replace, and the tokens they and the summary may
+    use together: only history before the newest user message is summarized; units
+    between it and the newest exchange stay verbatim (truncation may still drop them)."""
+    costs = pc.messages
+    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
+    boundary = lay.turn[0] if lay.turn else n
+    units = tuple(u for u in lay.units if u[0] < boundary)
+    later = sum([costs[i] for u in lay.units[len(units) :] for i in u])
+    return units, room.allowed - fixed - later - sum([costs[i] for i in lay.turn])
 
 
 class _NoSummary(Exception):

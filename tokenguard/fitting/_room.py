@@ -205,10 +205,9 @@ def room_for(
 ) -> Room:
     """The :class:`Room` of a request whose prompt costs ``prompt_tokens``.
 
-    With ``shrink_max_tokens`` (the default) a ``max_tokens`` too large for the ceiling
-    or the model is lowered first (see ``_lowered``): the prompt is only cut when even
-    ``min_completion`` would not fit. Without ``max_tokens`` the reservation is what the
-    server holds (see ``_server_reserve``), so a prompt it would take is never cut.
+    A ``max_tokens`` too large for the ceiling or the model is lowered first (unless not
+    ``shrink_max_tokens``; see ``_lowered``); without one, the reservation is what the
+    server holds (``_server_reserve``), so a prompt it would take is never cut.
 
     ``max_prompt_tokens`` caps the prompt alone (a Conversation's ceiling). Raises
     :class:`~tokenguard.ContextOverflow` when the reservation alone fills the ceiling,
@@ -239,14 +238,12 @@ def room_for(
     else:
         cap, least = max_completion_tokens, min_completion
         reserve = _lowered(prompt_tokens, max_tokens, ceiling, cap, least, shrink_max_tokens)
-    allowed = ceiling - reserve
-    if allowed <= 0:
+    if ceiling - reserve <= 0:
         raise _no_room(prompt_tokens, reserve, ceiling, bound_by, asked=max_tokens is not None)
-    if max_prompt_tokens is not None and max_prompt_tokens < allowed:
-        allowed, bound_by = max_prompt_tokens, "max_prompt_tokens"
-        ceiling = allowed + reserve
+    if max_prompt_tokens is not None and max_prompt_tokens < ceiling - reserve:
+        ceiling, bound_by = max_prompt_tokens + reserve, "max_prompt_tokens"
     return Room(
-        allowed=allowed,
+        allowed=ceiling - reserve,
         ceiling=ceiling,
         bound_by=bound_by,
         reserve=reserve,
