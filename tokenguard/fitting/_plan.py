@@ -335,9 +335,10 @@ def _truncate(
     fixed = pc.overhead + pc.tools + sum([pc.messages[i] for i in lay.system])
     if fixed > room.allowed:
         _overflow(opts, room, fixed, f"{_fixed_part(bool(lay.system), bool(pc.tools))} alone need")
+    case = _Case(msgs, pc, lay, room, opts, counting)
     replaced: dict[int, Any] = {}
-    turn_cost = _fit_turn(msgs, pc, lay, room, opts, counting, fixed, replaced)
-    out, after = _keep_newest(msgs, pc, lay, room, opts, counting, fixed + turn_cost, replaced)
+    turn_cost = _fit_turn(case, fixed, replaced)
+    out, after = _keep_newest(case, fixed + turn_cost, replaced)
     result = _result(
         out,
         "truncate",
@@ -353,44 +354,41 @@ def _truncate(
     return result
 
 
-def _fit_turn(
-    msgs: list[Any],
-    pc: PromptCount,
-    lay: Layout,
-    room: Room,
-    opts: Options,
-    counting: _Counting,
-    fixed: int,
-    replaced: dict[int, Any],
-) -> int:
+@dataclass(frozen=True)
+class _Case:
+    """One request being truncated: its messages, their count and layout, its room."""
+
+    msgs: list[Any]
+    pc: PromptCount
+    lay: Layout
+    room: Room
+    opts: Options
+    counting: _Counting
+
+
+def _fit_turn(case: _Case, fixed: int, replaced: dict[int, Any]) -> int:
     """What the newest turn costs, after shortening its messages (into ``replaced``) when
     it does not fit beside the ``fixed`` part; raises when it cannot be made to fit."""
-    turn_cost = sum([pc.messages[i] for i in lay.turn])
+    turn, room = case.lay.turn, case.room
+    turn_cost = sum([case.pc.messages[i] for i in turn])
     if fixed + turn_cost <= room.allowed:
         return turn_cost
     # A budget is what the caller chose to spend, not a limit of the model: it may
     # drop history, never cut the question itself (the call is refused instead).
     short = None
     if room.bound_by != "budget":
-        short = _shorten_turn(msgs, lay.turn, pc.messages, room.allowed - fixed, counting, replaced)
+        target = room.allowed - fixed
+        short = _shorten_turn(case.msgs, turn, case.pc.messages, target, case.counting, replaced)
     if short is None:
-        _overflow(opts, room, fixed + turn_cost, "the newest turn needs")
+        _overflow(case.opts, room, fixed + turn_cost, "the newest turn needs")
     return short
 
 
-def _keep_newest(
-    msgs: list[Any],
-    pc: PromptCount,
-    lay: Layout,
-    room: Room,
-    opts: Options,
-    counting: _Counting,
-    taken: int,
-    replaced: dict[int, Any],
-) -> tuple[list[Any], int]:
+def _keep_newest(case: _Case, taken: int, replaced: dict[int, Any]) -> tuple[list[Any], int]:
     """The system messages, the newest history units that fit beside the ``taken``
     tokens, and the newest turn; with their count."""
-    costs, units, allowed = pc.messages, lay.units, room.allowed
+    msgs, lay, counting = case.msgs, case.lay, case.counting
+    costs, units, allowed = case.pc.messages, lay.units, case.room.allowed
     slack = 0
     for _ in range(_MAX_PASSES):
         left = allowed - taken - slack
@@ -411,7 +409,7 @@ def _keep_newest(
         # Only estimates (or a merged system header) can land here: ask for the overshoot.
         slack += after - allowed
     # Not reached: the sum of the costs bounds the count, so one pass is enough.
-    _overflow(opts, room, after, "the truncated request still needs")  # pragma: no cover
+    _overflow(case.opts, case.room, after, "the truncated request still needs")  # pragma: no cover
 
 
 def _opening(
