@@ -67,7 +67,7 @@ def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
     def ask(messages: list[Any], model: str = SMALL, max_tokens: int | None = None) -> Any:
         sent.append(messages)
-        asked = {} if max_tokens is None else {"max_tokens": max_tokens}
+        asked: Any = {} if max_tokens is None else {"max_tokens": max_tokens}
         return client.chat.completions.create(messages=messages, model=model, **asked)
 
     short, long = [*SHORT], [*LONG]
