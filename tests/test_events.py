@@ -149,7 +149,7 @@ elif mode == "structlog":
 elif mode == "console":
     tg.events.to_console()
 with running(model="llama3-8b-8192") as em:
-    client = tg.instrument(client_for(em))
+    client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0))
     client.chat.completions.create(
         model="llama3-8b-8192", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
     )
