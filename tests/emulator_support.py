@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tokenguard.emulator import Emulator
+
+if TYPE_CHECKING:
+    import openai
 
 # Typed Any so that the SDKs' overloads (stream or not) resolve on the other arguments.
 HELLO: Any = [{"role": "user", "content": "Hello"}]
+
+#: The type of the ``serve`` fixture (conftest.py): ``serve(**running_options)``.
+Serve = Callable[..., Emulator]
+
+
+def client_for(em: Emulator, **options: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client of ``em`` that does not retry (the tests see every answer)."""
+    import openai
+
+    return openai.OpenAI(base_url=em.base_url, api_key="x", **{"max_retries": 0, **options})
 
 
 def raw_request(

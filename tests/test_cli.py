@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_support import Serve
 
 from tokenguard import __version__, count_tokens
 from tokenguard.cli._plot import replay
@@ -388,6 +389,18 @@ def test_demo_server_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot reach the server" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_demo_a_server_that_refuses_the_model_is_a_clear_error(
+    tmp_path: Path, serve: Serve
+) -> None:
+    em = serve(model="llama-3.1-8b-instant")  # not the demo's model: 404 model_not_found
+    done = run("demo", "--base-url", em.base_url, "--events", str(tmp_path / "e.jsonl"))
+    assert done.returncode == 1
+    assert "tokenguard demo: the server answered 404" in done.stderr
+    assert "llama3-8b-8192" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "events: " in done.stdout  # the event log is still closed and named
 
 
 def _sigint_as_in_the_foreground() -> None:

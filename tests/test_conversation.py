@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -19,11 +18,7 @@ from tokenguard.emulator import running
 MODEL = "llama3-8b-8192"
 
 
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    tg.events.use_logging(False)
-    yield
-    tg.events.use_logging(True)
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 def words(i: int, n: int = 50) -> str:
@@ -178,8 +173,9 @@ def test_the_ceiling_is_named_max_prompt_tokens_and_fits_say_it_bound() -> None:
 
 
 def test_the_old_name_max_tokens_still_works_and_warns() -> None:
-    with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
+    with pytest.warns(DeprecationWarning, match="max_prompt_tokens") as warned:
         conv = tg.Conversation(model=MODEL, max_tokens=300)
+    assert warned[0].filename == __file__  # the warning points at the caller's line
     assert conv.max_prompt_tokens == 300
     with pytest.warns(DeprecationWarning, match="max_prompt_tokens"):
         assert conv.max_tokens == 300

@@ -10,6 +10,7 @@ from typing import Any
 import groq
 import openai
 import pytest
+from emulator_support import client_for
 from fake_clock import FakeClock
 
 import tokenguard as tg
@@ -146,7 +147,7 @@ def test_the_table_wins_and_is_never_looked_up(em: Emulator) -> None:
 def test_lookups_are_cached_per_base_url_and_model_for_a_bounded_time(em: Emulator) -> None:
     clock = FakeClock()
     directory = ModelDirectory(ttl=600.0, failure_ttl=30.0, clock=clock)
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     assert directory.discover(em.base_url, NEW, client).context_window == WINDOW
     clock.advance(599.0)
     directory.discover(em.base_url, NEW, client)
@@ -165,7 +166,7 @@ def test_a_404_is_an_event_and_the_documented_defaults(
 ) -> None:
     clock = FakeClock()
     directory = ModelDirectory(failure_ttl=30.0, clock=clock)
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     info = directory.discover(em.base_url, "acme/no-such-model", client)
     assert info.context_window == tg.models.UNKNOWN_MODEL_DEFAULTS["context_window"]
     (failed,) = named(events, "tokenguard.models.discovery_failed")

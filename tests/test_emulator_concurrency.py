@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
-from emulator_support import HELLO
+from emulator_support import HELLO, client_for
 
 from tokenguard.emulator import max_requests_in_any_window, max_tokens_in_any_window, running
 
@@ -44,7 +44,7 @@ async def test_64_asyncio_tasks_share_one_pooled_client() -> None:
 def test_16_threads_with_rate_limits_never_exceed_the_buckets() -> None:
     tpm, rpm, window = 3000, 40, 0.5
     with running(model=MODEL, tpm=tpm, rpm=rpm, window=window) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0, timeout=30)
+        client = client_for(em, timeout=30)
 
         def worker(_: int) -> list[int]:
             statuses = []
@@ -74,7 +74,7 @@ def test_16_threads_with_rate_limits_never_exceed_the_buckets() -> None:
 def test_log_file_gets_one_json_line_per_request(tmp_path: Path) -> None:
     path = tmp_path / "requests.jsonl"
     with running(model=MODEL, rpm=1, log_path=str(path)) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2)
         with contextlib.suppress(openai.RateLimitError):
             client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2)

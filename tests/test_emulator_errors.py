@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import HELLO, post_json, raw_request
+from emulator_support import HELLO, Serve, client_for, post_json, raw_request
 from fake_clock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,15 +25,6 @@ PREFIX = (
 )
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-def client_for(em: Emulator) -> openai.OpenAI:
-    return openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-
-
 def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
     body = exc.response.json()
     assert set(body) == {"error"}
@@ -45,30 +36,30 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
 # -- rate limits ----------------------------------------------------------------------------
 
 
-def test_tpm_429_reproduces_groqs_published_example(clock: FakeClock) -> None:
-    with running(model=MODEL, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        # "Hello" is 11 prompt tokens on llama3, so max_tokens=5023 requests 5034.
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5023)
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1432)
-        error = error_of(caught.value)
-        assert error == {
-            "message": PREFIX.format(model=MODEL) + " on tokens per minute (TPM): Limit 6000, "
-            "Used 5034, Requested 1443. Please try again in 4.77s. " + UPGRADE,
-            "type": "tokens",
-            "code": "rate_limit_exceeded",
-        }
-        headers = caught.value.response.headers
-        assert headers["retry-after"] == "5"
-        assert headers["x-ratelimit-remaining-tokens"] == "966"
-        assert headers["x-ratelimit-limit-tokens"] == "6000"
-        assert headers["x-ratelimit-reset-tokens"] == "50.34s"
-        assert headers["x-ratelimit-remaining-requests"] == "14399"
-        assert headers["x-request-id"].startswith("req_")
-        # Waiting exactly the advertised time is enough.
-        clock.advance(4.77)
+def test_tpm_429_reproduces_groqs_published_example(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, clock=clock)
+    client = client_for(em)
+    # "Hello" is 11 prompt tokens on llama3, so max_tokens=5023 requests 5034.
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5023)
+    with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1432)
+    error = error_of(caught.value)
+    assert error == {
+        "message": PREFIX.format(model=MODEL) + " on tokens per minute (TPM): Limit 6000, "
+        "Used 5034, Requested 1443. Please try again in 4.77s. " + UPGRADE,
+        "type": "tokens",
+        "code": "rate_limit_exceeded",
+    }
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "5"
+    assert headers["x-ratelimit-remaining-tokens"] == "966"
+    assert headers["x-ratelimit-limit-tokens"] == "6000"
+    assert headers["x-ratelimit-reset-tokens"] == "50.34s"
+    assert headers["x-ratelimit-remaining-requests"] == "14399"
+    assert headers["x-request-id"].startswith("req_")
+    # Waiting exactly the advertised time is enough.
+    clock.advance(4.77)
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1432)
     assert [(r.status, r.limit, r.error) for r in em.log] == [
         (200, None, None),
         (429, "TPM", "rate_limit_exceeded"),
@@ -77,13 +68,13 @@ def test_tpm_429_reproduces_groqs_published_example(clock: FakeClock) -> None:
     assert em.log[1].requested_tokens == 1443
 
 
-def test_rpm_429(clock: FakeClock) -> None:
-    with running(model=MODEL, rpm=2, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        for _ in range(2):
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
+def test_rpm_429(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, rpm=2, clock=clock)
+    client = client_for(em)
+    for _ in range(2):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
     assert error_of(caught.value) == {
         "message": PREFIX.format(model=MODEL) + " on requests per minute (RPM): Limit 2, "
         "Used 2, Requested 1. Please try again in 30s. " + UPGRADE,
@@ -93,14 +84,14 @@ def test_rpm_429(clock: FakeClock) -> None:
     assert caught.value.response.headers["retry-after"] == "30"
 
 
-def test_rpd_429_with_a_short_window(clock: FakeClock) -> None:
+def test_rpd_429_with_a_short_window(serve: Serve, clock: FakeClock) -> None:
     # window=1.0: a "day" is 1440 s; 3 requests per day refill one every 480 s.
-    with running(model=MODEL, rpd=3, rpm=0, window=1.0, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        for _ in range(3):
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
+    em = serve(model=MODEL, rpd=3, rpm=0, window=1.0, clock=clock)
+    client = client_for(em)
+    for _ in range(3):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
     error = error_of(caught.value)
     assert error["type"] == "requests"
     assert error["message"] == (
@@ -113,15 +104,15 @@ def test_rpd_429_with_a_short_window(clock: FakeClock) -> None:
     assert headers["x-ratelimit-reset-requests"] == "24m0s"
 
 
-def test_tpd_429(clock: FakeClock) -> None:
-    with running(model=INSTANT, tpd=10_000, tpm=0, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        # "Hello" is 36 prompt tokens on Llama 3.1.
-        client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=9000 - 36)
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=2000 - 36)
-        # Without a TPM limit there are no token headers.
-        assert "x-ratelimit-limit-tokens" not in caught.value.response.headers
+def test_tpd_429(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=INSTANT, tpd=10_000, tpm=0, clock=clock)
+    client = client_for(em)
+    # "Hello" is 36 prompt tokens on Llama 3.1.
+    client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=9000 - 36)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=2000 - 36)
+    # Without a TPM limit there are no token headers.
+    assert "x-ratelimit-limit-tokens" not in caught.value.response.headers
     error = error_of(caught.value)
     assert error["type"] == "tokens"
     assert error["message"] == (
@@ -131,83 +122,85 @@ def test_tpd_429(clock: FakeClock) -> None:
     assert caught.value.response.headers["retry-after"] == str(2 * 3600 + 24 * 60)
 
 
-def test_the_longest_wait_is_reported(clock: FakeClock) -> None:
-    with running(model=INSTANT, tpm=6000, tpd=7000, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=5000 - 36)
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=3000 - 36)
+def test_the_longest_wait_is_reported(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=INSTANT, tpm=6000, tpd=7000, clock=clock)
+    client = client_for(em)
+    client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=5000 - 36)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=INSTANT, messages=HELLO, max_tokens=3000 - 36)
     assert "tokens per day (TPD): Limit 7000, Used 5000, Requested 3000" in str(caught.value)
     assert em.log[-1].limit == "TPD"
 
 
-def test_413_request_larger_than_tpm(clock: FakeClock) -> None:
-    with running(model=MODEL, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=7950 - 11)
-        assert caught.value.status_code == 413
-        assert error_of(caught.value) == {
-            "message": "Request too large for model `llama3-8b-8192` in organization "
-            "`org_emulator` service tier `on_demand` on tokens per minute (TPM): Limit 6000, "
-            "Requested 7950, please reduce your message size and try again.",
-            "type": "tokens",
-            "code": "rate_limit_exceeded",
-        }
-        # Nothing was charged.
-        assert caught.value.response.headers["x-ratelimit-remaining-tokens"] == "6000"
-        assert "retry-after" not in caught.value.response.headers
+def test_413_request_larger_than_tpm(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, clock=clock)
+    client = client_for(em)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=7950 - 11)
+    assert caught.value.status_code == 413
+    assert error_of(caught.value) == {
+        "message": "Request too large for model `llama3-8b-8192` in organization "
+        "`org_emulator` service tier `on_demand` on tokens per minute (TPM): Limit 6000, "
+        "Requested 7950, please reduce your message size and try again.",
+        "type": "tokens",
+        "code": "rate_limit_exceeded",
+    }
+    # Nothing was charged.
+    assert caught.value.response.headers["x-ratelimit-remaining-tokens"] == "6000"
+    assert "retry-after" not in caught.value.response.headers
     assert (em.log[-1].status, em.log[-1].limit) == (413, "TPM")
 
 
 @pytest.mark.parametrize(("refund", "remaining"), [(False, 6000 - 1011), (True, 6000 - 27)])
-def test_refund_unused(clock: FakeClock, refund: bool, remaining: int) -> None:
-    with running(model=MODEL, refund_unused=refund, clock=clock, sleep=clock.sleep) as em:
-        raw = client_for(em).chat.completions.with_raw_response.create(
-            model=MODEL, messages=HELLO, max_tokens=1000
-        )
-        assert raw.headers["x-ratelimit-remaining-tokens"] == str(remaining)
-        assert em.available("TPM") == remaining
-        assert em.available("TPD") == 500_000 - (6000 - remaining)
+def test_refund_unused(serve: Serve, clock: FakeClock, refund: bool, remaining: int) -> None:
+    em = serve(model=MODEL, refund_unused=refund, clock=clock)
+    raw = client_for(em).chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=1000
+    )
+    assert raw.headers["x-ratelimit-remaining-tokens"] == str(remaining)
+    assert em.available("TPM") == remaining
+    assert em.available("TPD") == 500_000 - (6000 - remaining)
     record = em.log[-1]
     assert (record.requested_tokens, record.charged_tokens) == (1011, 6000 - remaining)
 
 
-def test_default_reservation_and_reset(clock: FakeClock) -> None:
-    with running(model=MODEL, default_max_tokens=100, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        client.chat.completions.create(model=MODEL, messages=HELLO)
-        assert em.log[-1].requested_tokens == 111
-        assert em.available("TPM") == 6000 - 111
-        em.reset()
-        assert em.log == []
-        assert em.available("TPM") == 6000
-        assert em.available("RPD") == 14_400
+def test_default_reservation_and_reset(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, default_max_tokens=100, clock=clock)
+    client = client_for(em)
+    client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert em.log[-1].requested_tokens == 111
+    assert em.available("TPM") == 6000 - 111
+    em.reset()
+    assert em.log == []
+    assert em.available("TPM") == 6000
+    assert em.available("RPD") == 14_400
 
 
 # -- 400 / 401 / 404 ------------------------------------------------------------------------
 
 
-def test_context_length_exceeded(clock: FakeClock) -> None:
-    with running(model=MODEL, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8192 - 10)
-        assert error_of(caught.value) == {
-            "message": "Please reduce the length of the messages or completion.",
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "context_length_exceeded",
-        }
-        # Exactly filling the window is fine; the default reservation shrinks to the room left.
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8192 - 11 - 6000)
-    with running(model=MODEL, context_window=1000, tpm=0, clock=clock, sleep=clock.sleep) as em:
-        client = client_for(em)
-        client.chat.completions.create(model=MODEL, messages=HELLO)
-        assert em.log[-1].requested_tokens == 1000
-        long = [{"role": "user", "content": "hello " * 2000}]
-        with pytest.raises(openai.BadRequestError, match="reduce the length"):
-            client.chat.completions.create(model=MODEL, messages=long)  # type: ignore[arg-type]
+def test_context_length_exceeded(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, clock=clock)
+    client = client_for(em)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8192 - 10)
+    assert error_of(caught.value) == {
+        "message": "Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    # The log has the prompt's count even though no reservation was made.
+    assert (em.log[-1].prompt_tokens, em.log[-1].requested_tokens) == (11, 0)
+    # Exactly filling the window is fine; the default reservation shrinks to the room left.
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8192 - 11 - 6000)
+    em = serve(model=MODEL, context_window=1000, tpm=0, clock=clock)
+    client = client_for(em)
+    client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert em.log[-1].requested_tokens == 1000
+    long = [{"role": "user", "content": "hello " * 2000}]
+    with pytest.raises(openai.BadRequestError, match="reduce the length"):
+        client.chat.completions.create(model=MODEL, messages=long)  # type: ignore[arg-type]
 
 
 def test_max_completion_tokens_above_the_models_cap() -> None:
@@ -217,17 +210,17 @@ def test_max_completion_tokens_above_the_models_cap() -> None:
     assert "`max_tokens` must be less than or equal to `32768`" in error_of(caught.value)["message"]
 
 
-def test_unknown_model_404(clock: FakeClock) -> None:
-    with running(model=MODEL, clock=clock, sleep=clock.sleep) as em:
-        with pytest.raises(openai.NotFoundError) as caught:
-            client_for(em).chat.completions.create(model="gpt-9", messages=HELLO)
-        assert error_of(caught.value) == {
-            "message": "The model `gpt-9` does not exist or you do not have access to it.",
-            "type": "invalid_request_error",
-            "code": "model_not_found",
-        }
-        # Every response carries the rate-limit headers (of the default model here).
-        assert caught.value.response.headers["x-ratelimit-limit-tokens"] == "6000"
+def test_unknown_model_404(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, clock=clock)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client_for(em).chat.completions.create(model="gpt-9", messages=HELLO)
+    assert error_of(caught.value) == {
+        "message": "The model `gpt-9` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "code": "model_not_found",
+    }
+    # Every response carries the rate-limit headers (of the default model here).
+    assert caught.value.response.headers["x-ratelimit-limit-tokens"] == "6000"
 
 
 def test_decommissioned_model() -> None:
@@ -241,15 +234,15 @@ def test_decommissioned_model() -> None:
     "headers",
     [{}, {"Authorization": ""}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}],
 )
-def test_missing_api_key_is_401(headers: dict[str, str]) -> None:
-    with running(model=MODEL) as em:
-        import http.client
+def test_missing_api_key_is_401(serve: Serve, headers: dict[str, str]) -> None:
+    em = serve(model=MODEL)
+    import http.client
 
-        conn = http.client.HTTPConnection("127.0.0.1", em.port, timeout=10)
-        conn.request("POST", "/openai/v1/chat/completions", body=b"{}", headers=headers)
-        response = conn.getresponse()
-        body = json.loads(response.read())
-        conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", em.port, timeout=10)
+    conn.request("POST", "/openai/v1/chat/completions", body=b"{}", headers=headers)
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
     assert response.status == 401
     assert body == {
         "error": {
@@ -388,20 +381,20 @@ def test_v1_chat_path_without_openai_prefix(shared: Emulator) -> None:
     assert body["object"] == "chat.completion"
 
 
-def test_oversized_body_is_413_and_the_server_lives_on() -> None:
-    with running(model=MODEL) as em:
-        assert em.config.max_body_bytes == 16 * 1024 * 1024
-        with socket.create_connection(("127.0.0.1", em.port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"Authorization: Bearer k\r\nContent-Length: 17000000\r\n\r\n{"
-            )
-            reply = _read_all(sock)
-        head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 413")
-        assert json.loads(body)["error"]["code"] == "request_too_large"
-        status, _, _ = post_json(em.root_url, GOOD)
-        assert status == 200
+def test_oversized_body_is_413_and_the_server_lives_on(serve: Serve) -> None:
+    em = serve(model=MODEL)
+    assert em.config.max_body_bytes == 16 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", em.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer k\r\nContent-Length: 17000000\r\n\r\n{"
+        )
+        reply = _read_all(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+    status, _, _ = post_json(em.root_url, GOOD)
+    assert status == 200
 
 
 @pytest.mark.parametrize(

@@ -8,28 +8,22 @@ from typing import Any
 import groq
 import openai
 import pytest
-from emulator_support import HELLO
+from emulator_support import HELLO, Serve, client_for
 from fake_clock import FakeClock
 
-from tokenguard.emulator import Emulator, ModelSpec, running
+from tokenguard.emulator import Emulator, ModelSpec
 
 MODEL = "llama3-8b-8192"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def em(clock: FakeClock) -> Iterator[Emulator]:
-    with running(model=MODEL, clock=clock, sleep=clock.sleep) as emulator:
-        yield emulator
+def em(serve: Serve, clock: FakeClock) -> Emulator:
+    return serve(model=MODEL, clock=clock)
 
 
 @pytest.fixture
 def client(em: Emulator) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0) as c:
+    with client_for(em) as c:
         yield c
 
 
@@ -97,12 +91,12 @@ def test_max_tokens_cuts_the_completion(client: openai.OpenAI) -> None:
     assert reply.choices[0].finish_reason == "stop"
 
 
-def test_latency_is_slept_with_the_injected_sleep(clock: FakeClock) -> None:
+def test_latency_is_slept_with_the_injected_sleep(serve: Serve, clock: FakeClock) -> None:
     # No sleep given: the clock's own sleep is used, so no real time passes.
-    with running(model=MODEL, latency=2.5, clock=clock) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        before = clock.now
-        reply = client.chat.completions.create(model=MODEL, messages=HELLO)
+    em = serve(model=MODEL, latency=2.5, clock=clock)
+    client = client_for(em)
+    before = clock.now
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO)
     assert clock.now == before + 2.5
     assert reply.usage is not None
     assert reply.usage.completion_time == 2.5  # type: ignore[attr-defined]
@@ -220,27 +214,29 @@ async def test_async_groq_sdk(em: Emulator) -> None:
     assert chunks[-1].x_groq.usage is not None
 
 
-def test_multiple_models_have_their_own_buckets_and_templates(clock: FakeClock) -> None:
+def test_multiple_models_have_their_own_buckets_and_templates(
+    serve: Serve, clock: FakeClock
+) -> None:
     models = [
         ModelSpec("small", context_window=8192, template="llama3", tpm=100, rpm=0, tpd=0, rpd=0),
         ModelSpec("big", context_window=131072, template="llama3.1", tpm=1000, rpm=0, tpd=0, rpd=0),
     ]
-    with running(models=models, clock=clock, sleep=clock.sleep) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        small = client.chat.completions.create(model="small", messages=HELLO, max_tokens=80)
-        assert small.usage is not None
-        assert small.usage.prompt_tokens == 11
-        with pytest.raises(openai.RateLimitError):
-            client.chat.completions.create(model="small", messages=HELLO, max_tokens=80)
-        raw = client.chat.completions.with_raw_response.create(
-            model="big",
-            messages=HELLO,
-            max_tokens=64,
-        )
-        assert raw.parse().usage.prompt_tokens == 36  # type: ignore[union-attr]
-        assert raw.headers["x-ratelimit-limit-tokens"] == "1000"
-        assert raw.headers["x-ratelimit-remaining-tokens"] == "900"
-        assert sorted(m.id for m in client.models.list().data) == ["big", "small"]
+    em = serve(models=models, clock=clock)
+    client = client_for(em)
+    small = client.chat.completions.create(model="small", messages=HELLO, max_tokens=80)
+    assert small.usage is not None
+    assert small.usage.prompt_tokens == 11
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="small", messages=HELLO, max_tokens=80)
+    raw = client.chat.completions.with_raw_response.create(
+        model="big",
+        messages=HELLO,
+        max_tokens=64,
+    )
+    assert raw.parse().usage.prompt_tokens == 36  # type: ignore[union-attr]
+    assert raw.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert raw.headers["x-ratelimit-remaining-tokens"] == "900"
+    assert sorted(m.id for m in client.models.list().data) == ["big", "small"]
     assert [(r.model, r.status) for r in em.log if r.endpoint == "chat"] == [
         ("small", 200),
         ("small", 429),
@@ -248,24 +244,24 @@ def test_multiple_models_have_their_own_buckets_and_templates(clock: FakeClock) 
     ]
 
 
-def test_running_overrides_apply_to_the_chosen_model() -> None:
+def test_running_overrides_apply_to_the_chosen_model(serve: Serve) -> None:
     models = [ModelSpec("a", tpm=100), ModelSpec("b", tpm=200)]
-    with running(model="b", tpm=999, context_window=4096, models=models) as em:
-        assert [(m.name, m.tpm, m.context_window) for m in em.models] == [
-            ("a", 100, 8192),
-            ("b", 999, 4096),
-        ]
-    with running(model="llama-3.3-70b-versatile", tpd=0) as em:
-        (spec,) = em.models
-        assert (spec.tpm, spec.rpm, spec.tpd, spec.rpd) == (12_000, 30, 0, 1_000)
-        assert spec.max_completion_tokens == 32_768
+    em = serve(model="b", tpm=999, context_window=4096, models=models)
+    assert [(m.name, m.tpm, m.context_window) for m in em.models] == [
+        ("a", 100, 8192),
+        ("b", 999, 4096),
+    ]
+    em = serve(model="llama-3.3-70b-versatile", tpd=0)
+    (spec,) = em.models
+    assert (spec.tpm, spec.rpm, spec.tpd, spec.rpd) == (12_000, 30, 0, 1_000)
+    assert spec.max_completion_tokens == 32_768
 
 
 def test_emulator_start_stop_without_context_manager() -> None:
     em = Emulator()
     em.start()
     try:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
         assert client.chat.completions.create(model=MODEL, messages=HELLO).usage is not None
     finally:
         em.stop()
@@ -275,34 +271,34 @@ def test_emulator_start_stop_without_context_manager() -> None:
         client.chat.completions.create(model=MODEL, messages=HELLO)
 
 
-def test_tool_requests_are_counted_with_the_tool_template() -> None:
+def test_tool_requests_are_counted_with_the_tool_template(serve: Serve) -> None:
     from test_emulator_prompt import TOOL_MESSAGES, TOOLS
 
     from tokenguard.emulator import count_prompt_tokens
 
-    with running(model="llama-3.1-8b-instant") as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        messages: Any = TOOL_MESSAGES
-        tools: Any = TOOLS
-        reply = client.chat.completions.create(
-            model="llama-3.1-8b-instant", messages=messages, tools=tools, max_tokens=10
-        )
+    em = serve(model="llama-3.1-8b-instant")
+    client = client_for(em)
+    messages: Any = TOOL_MESSAGES
+    tools: Any = TOOLS
+    reply = client.chat.completions.create(
+        model="llama-3.1-8b-instant", messages=messages, tools=tools, max_tokens=10
+    )
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == count_prompt_tokens(TOOL_MESSAGES, TOOLS, "llama3.1")
     assert reply.usage.prompt_tokens == em.log[-1].prompt_tokens
 
 
-def test_completion_is_cut_by_the_room_left_in_the_context(clock: FakeClock) -> None:
-    with running(model=MODEL, context_window=20, tpm=0, clock=clock, sleep=clock.sleep) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        reply = client.chat.completions.create(model=MODEL, messages=HELLO)
+def test_completion_is_cut_by_the_room_left_in_the_context(serve: Serve, clock: FakeClock) -> None:
+    em = serve(model=MODEL, context_window=20, tpm=0, clock=clock)
+    client = client_for(em)
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO)
     assert reply.usage is not None
     assert reply.usage.completion_tokens == 9  # 20 - 11 prompt tokens
     assert reply.choices[0].finish_reason == "length"
 
 
 def test_log_records_stream_flag_and_clock_time(em: Emulator, clock: FakeClock) -> None:
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
     clock.advance(5)
     list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1, stream=True))
@@ -313,9 +309,9 @@ def test_log_records_stream_flag_and_clock_time(em: Emulator, clock: FakeClock) 
     assert first.admitted
 
 
-def test_model_ids_with_slashes() -> None:
-    with running(model=["openai/gpt-oss-20b", "qwen/qwen3-32b"]) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        assert client.models.retrieve("openai/gpt-oss-20b").id == "openai/gpt-oss-20b"
-        reply = client.chat.completions.create(model="qwen/qwen3-32b", messages=HELLO)
-        assert reply.model == "qwen/qwen3-32b"
+def test_model_ids_with_slashes(serve: Serve) -> None:
+    em = serve(model=["openai/gpt-oss-20b", "qwen/qwen3-32b"])
+    client = client_for(em)
+    assert client.models.retrieve("openai/gpt-oss-20b").id == "openai/gpt-oss-20b"
+    reply = client.chat.completions.create(model="qwen/qwen3-32b", messages=HELLO)
+    assert reply.model == "qwen/qwen3-32b"

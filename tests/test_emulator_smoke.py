@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import openai
+from emulator_support import client_for
 
 from tokenguard.emulator import running
 
 
 def test_openai_sdk_gets_a_completion() -> None:
     with running(model="llama3-8b-8192") as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
         reply = client.chat.completions.create(
             model="llama3-8b-8192", messages=[{"role": "user", "content": "Hello"}]
         )

@@ -6,7 +6,6 @@ emulator and ``test_fitting_summarize.py`` covers summaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,19 +20,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import tokenguard as tg
-from tokenguard.fitting import DEFAULT_MIN_COMPLETION, room_for
+from tokenguard.fitting import DEFAULT_MIN_COMPLETION, layout, room_for
 
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    tg.events.use_logging(False)
-    try:
-        yield seen
-    finally:
-        tg.events.use_logging(True)
-        undo()
+# The fit events of thousands of examples stay out of the application's logging.
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 def fit_events(seen: list[tg.events.Event]) -> list[tg.events.Event]:
@@ -273,6 +263,50 @@ def test_truncation_invariants_hold_for_any_conversation(
         costs = exchange_costs(msgs)
         if costs and max(costs) < 0.05 * r.allowed:
             assert r.tokens_after >= 0.95 * r.allowed, (r.tokens_after, r.allowed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    msgs=conversations(),
+    budget=st.integers(150, 3000),
+    max_tokens=st.integers(1, 200),
+)
+def test_a_budget_never_shortens_the_newest_user_message(
+    msgs: list[Any], budget: int, max_tokens: int
+) -> None:
+    """A budget is what the caller chose to spend: it may drop history; when that is not
+    enough the call is refused whole, never sent with its question cut."""
+    newest = msgs[layout(msgs).turn[0]]
+    refused: tg.ContextOverflow | None = None
+    try:
+        r = tg.fit(msgs, MODEL, max_tokens=max_tokens, budget=budget, tpm=None)
+    except tg.ContextOverflow as exc:
+        refused = exc
+    if refused is not None:
+        event("refused")
+        assert refused.limit_name == "budget"
+        assert refused.needed > refused.available
+        return
+    event(r.strategy)
+    assert r.shortened == 0
+    assert any(m is newest for m in r.messages)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msgs=conversations(), allowed=st.integers(30, 3000))
+def test_truncation_never_opens_with_an_answer_after_the_system_messages(
+    msgs: list[Any], allowed: int
+) -> None:
+    """Whatever history truncation drops, the first message it keeps after the system
+    messages is a user's: never an answer or a tool result whose question was dropped."""
+    try:
+        r = tg.fit(msgs, MODEL, max_prompt_tokens=allowed, tpm=None)
+    except tg.ContextOverflow:
+        return
+    event(r.strategy)
+    if r.strategy == "truncate":
+        opening = next(m for m in r.messages if m.get("role") != "system")
+        assert opening.get("role") == "user", opening
 
 
 @settings(max_examples=60, deadline=None)

@@ -20,11 +20,7 @@ WINDOW = 8192
 TPM = 6000
 
 
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    tg.events.use_logging(False)
-    yield
-    tg.events.use_logging(True)
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 @pytest.fixture(scope="module")

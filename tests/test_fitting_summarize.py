@@ -14,17 +14,8 @@ import tokenguard as tg
 from tokenguard.emulator import Emulator, running
 from tokenguard.emulator._completion import completion_text
 
-
-@pytest.fixture
-def events() -> Iterator[list[tg.events.Event]]:
-    seen: list[tg.events.Event] = []
-    undo = tg.events.add_sink(seen.append)
-    tg.events.use_logging(False)
-    try:
-        yield seen
-    finally:
-        tg.events.use_logging(True)
-        undo()
+# The fit events of thousands of examples stay out of the application's logging.
+pytestmark = pytest.mark.usefixtures("logging_off")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from emulator_support import client_for
 from fake_clock import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,12 +29,6 @@ SMALL = "llama3-8b-8192"  # context window 8,192
 def em() -> Iterator[Emulator]:
     with running(model=[MODEL, SMALL], tpm=100_000, rpm=1_000, window=1.0) as server:
         yield server
-
-
-@pytest.fixture
-def client(em: Emulator) -> openai.OpenAI:
-    """The openai SDK's client of the emulator, as a user's code would make it."""
-    return openai.OpenAI(base_url=em.base_url, api_key="x")
 
 
 def requests(events: list[tg.events.Event]) -> list[dict[str, Any]]:
@@ -173,7 +168,7 @@ def test_a_conversation_far_past_the_window_is_fitted_and_never_refused(
     # max_retries=0, as the README advises for a decorated function, so that 429s reach
     # the guard: the SDK's own retries would hide them from the limiter, which could then
     # never learn that this server keeps unused tokens.
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     sent_sizes: list[int] = []
 
     @tg.guard(tpm=100_000, rpm=1_000, window=1.0)  # the emulator's limits, not the table's
@@ -275,8 +270,11 @@ def test_a_budget_drops_history_but_never_cuts_the_question(
     before anything is sent. Dropping history is fitting; shortening the newest user
     message to squeeze it into what the caller chose to spend is not."""
 
+    sent_messages: list[list[Any]] = []
+
     @tg.guard
     def ask(messages: list[Any], model: str = MODEL, max_tokens: int = 100) -> Any:
+        sent_messages.append(messages)
         return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
 
     question = {"role": "user", "content": "Summarize this: " + "words " * 600}
@@ -288,6 +286,7 @@ def test_a_budget_drops_history_but_never_cuts_the_question(
         reply = ask([*history, question])
         sent = em.log[-1]
         assert reply.usage.prompt_tokens < tg.count_tokens([*history, question], model=MODEL)
+        assert sent_messages[0][-1] is question  # history dropped, the question whole
         with pytest.raises(tg.BudgetExceeded, match="nothing was sent") as refused:
             ask([*history, {"role": "user", "content": "words " * 2_000}])
     assert refused.value.remaining == 1_500 - reply.usage.total_tokens - 100

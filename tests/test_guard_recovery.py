@@ -11,13 +11,13 @@ from typing import Any
 
 import openai
 import pytest
+from emulator_support import HELLO, Serve, client_for
 from fake_clock import FakeClock
 
 import tokenguard as tg
 from tokenguard.emulator import Emulator, running
 
 MODEL = "llama-3.1-8b-instant"
-HELLO: Any = [{"role": "user", "content": "Hello"}]
 
 
 def named(events: list[tg.events.Event], name: str) -> list[dict[str, Any]]:
@@ -40,7 +40,7 @@ def test_an_unguarded_client_spends_the_quota_and_guarded_calls_wait_without_err
             clock=clock,
             sleep=clock.sleep,
         )
-        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        other = client_for(em)
         for _ in range(10):
             clock.advance(10.0)  # a full bucket again
             # Someone else empties the bucket the guard cannot see...
@@ -63,22 +63,29 @@ def test_an_unguarded_client_spends_the_quota_and_guarded_calls_wait_without_err
     assert max(e["tokenguard.retries"] for e in done) >= 1
 
 
-def test_a_429_that_would_pass_max_wait_raises_rate_limit_timeout() -> None:
-    clock = FakeClock()
-    with running(model=MODEL, tpm=1_000, rpm=1_000, window=60.0, clock=clock) as em:
-        guarded = tg.instrument(
-            openai.OpenAI(base_url=em.base_url, api_key="x"),
-            limiter=tg.Limiter(tpm=1_000, window=60.0, clock=clock, sleep=clock.sleep),
-            clock=clock,
-            sleep=clock.sleep,
-            max_wait=5.0,
-        )
-        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
-        with tg.budget(tokens=10_000) as b, pytest.raises(tg.RateLimitTimeout) as caught:
-            guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
-        assert caught.value.max_wait == 5.0
-        assert (b.used, b.reserved) == (0, 0)
+def _after_another_client_spent(serve: Serve, clock: FakeClock, **options: Any) -> Any:
+    """A client instrumented with ``options`` on ``clock``, beside an unguarded client that
+    has just spent 900 of the server's 1,000 tokens per minute (the guard did not see it)."""
+    em = serve(model=MODEL, tpm=1_000, rpm=1_000, window=60.0, clock=clock)
+    guarded = tg.instrument(
+        openai.OpenAI(base_url=em.base_url, api_key="x"),
+        limiter=tg.Limiter(tpm=1_000, window=60.0, clock=clock, sleep=clock.sleep),
+        clock=clock,
+        sleep=clock.sleep,
+        **options,
+    )
+    client_for(em).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
+    return em, guarded
+
+
+def test_a_429_that_would_pass_max_wait_raises_rate_limit_timeout(
+    serve: Serve, clock: FakeClock
+) -> None:
+    _, guarded = _after_another_client_spent(serve, clock, max_wait=5.0)
+    with tg.budget(tokens=10_000) as b, pytest.raises(tg.RateLimitTimeout) as caught:
+        guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
+    assert caught.value.max_wait == 5.0
+    assert (b.used, b.reserved) == (0, 0)
 
 
 def test_a_smaller_context_window_than_the_table_is_learned_and_the_call_succeeds(
@@ -174,7 +181,7 @@ def test_a_decorated_function_learns_a_smaller_window_from_the_error_alone(
     events: list[tg.events.Event],
 ) -> None:
     with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0, context_window=4_096) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
 
         @tg.guard(tpm=100_000, window=1.0)
         def ask(messages: Any, model: str = MODEL, max_tokens: int = 256) -> Any:
@@ -189,24 +196,16 @@ def test_a_decorated_function_learns_a_smaller_window_from_the_error_alone(
     assert learned["source"] == "estimate"
 
 
-def test_with_retries_zero_the_servers_429_reaches_the_caller_unchanged() -> None:
-    clock = FakeClock()
-    with running(model=MODEL, tpm=1_000, rpm=1_000, window=60.0, clock=clock) as em:
-        guarded = tg.instrument(
-            openai.OpenAI(base_url=em.base_url, api_key="x"),
-            limiter=tg.Limiter(tpm=1_000, window=60.0, clock=clock, sleep=clock.sleep),
-            clock=clock,
-            sleep=clock.sleep,
-            retries=0,
-        )
-        other = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
-        other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=900)
-        with tg.budget(tokens=10_000) as b, pytest.raises(openai.RateLimitError) as caught:
-            guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
-        assert caught.value.status_code == 429
-        assert (b.used, b.reserved) == (0, 0)
-        # One request reached the server: the guard did not retry, nor did the SDK.
-        assert [r.status for r in chat(em)] == [200, 429]
+def test_with_retries_zero_the_servers_429_reaches_the_caller_unchanged(
+    serve: Serve, clock: FakeClock
+) -> None:
+    em, guarded = _after_another_client_spent(serve, clock, retries=0)
+    with tg.budget(tokens=10_000) as b, pytest.raises(openai.RateLimitError) as caught:
+        guarded.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=500)
+    assert caught.value.status_code == 429
+    assert (b.used, b.reserved) == (0, 0)
+    # One request reached the server: the guard did not retry, nor did the SDK.
+    assert [r.status for r in chat(em)] == [200, 429]
 
 
 class _Gate:
@@ -234,7 +233,7 @@ def test_a_timeout_keeps_the_estimate_in_the_limiter_charges_no_budget_and_reach
     gate = _Gate(hold=1)
     lim = tg.Limiter(tpm=10_000, window=60.0, clock=clock, sleep=clock.sleep)
     with running(model=MODEL, tpm=100_000, rpm=1_000, latency=5.0, sleep=gate) as em:
-        sdk = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0, timeout=0.2)
+        sdk = client_for(em, timeout=0.2)
         try:
             call: Callable[[], Any]
             if entry == "instrument":
@@ -309,7 +308,7 @@ def test_a_served_response_whose_body_cannot_be_read_leaves_nothing_held(
     # The function hands back a response it has already closed: the SDK's own error
     # reaches the caller unchanged, and the served request is charged, not left held.
     with running(model=MODEL, tpm=100_000, rpm=1_000, window=1.0) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
 
         @tg.guard(tpm=100_000, window=1.0)
         def ask(messages: Any = HELLO, model: str = MODEL, max_tokens: int = 32) -> Any:
@@ -348,7 +347,7 @@ def test_a_sink_that_raises_takes_nothing_from_the_caller() -> None:
                 chunks = list(stream)
             # A failed call's own error is not replaced either.
             once = tg.instrument(
-                openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0),
+                client_for(em),
                 tpm=100_000,
                 window=1.0,
             )

@@ -29,18 +29,18 @@ from tokenguard.fitting import room_for
 
 MODEL = "llama-3.1-8b-instant"
 SMALL = "llama3-8b-8192"  # context window 8,192
+SHORT = [{"role": "user", "content": "Hello"}]
+#: About 20,000 tokens: more than SMALL's context window.
+LONG = [
+    {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
+    for i in range(40)
+]
 
 
 @pytest.fixture
 def em() -> Iterator[Emulator]:
     with running(model=[MODEL, SMALL], tpm=1_000_000, rpm=1_000, window=1.0) as server:
         yield server
-
-
-@pytest.fixture
-def client(em: Emulator) -> openai.OpenAI:
-    """The openai SDK's client of the emulator, as a user's code would make it."""
-    return openai.OpenAI(base_url=em.base_url, api_key="x")
 
 
 def fits(events: list[tg.events.Event]) -> list[str]:
@@ -51,63 +51,40 @@ def chat_prompts(em: Emulator) -> list[int]:
     return [r.prompt_tokens for r in em.log if r.endpoint == "chat"]
 
 
+@pytest.mark.parametrize(("max_tokens", "reserve"), [(256, 256), (None, 1_024)])
 def test_a_site_sends_as_asked_until_a_prompt_outgrows_its_room(
-    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
+    em: Emulator,
+    client: openai.OpenAI,
+    events: list[tg.events.Event],
+    max_tokens: int | None,
+    reserve: int,
 ) -> None:
+    """The room is the context window less the reservation: ``max_tokens``, or without it
+    the server's default hold (1,024) while the window leaves it. Prompts within it go as
+    asked (the same list object), a longer one is fitted."""
     sent: list[list[Any]] = []
 
     @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
-    def ask(messages: list[Any], model: str = SMALL, max_tokens: int = 256) -> Any:
+    def ask(messages: list[Any], model: str = SMALL, max_tokens: int | None = None) -> Any:
         sent.append(messages)
-        return client.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+        asked: Any = {} if max_tokens is None else {"max_tokens": max_tokens}
+        return client.chat.completions.create(messages=messages, model=model, **asked)
 
-    short = [{"role": "user", "content": "Hello"}]
-    long = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
-        for i in range(40)
-    ]
-    assert tg.count_tokens(long, model=SMALL) + 256 > 8_192
-    ask(short)
-    ask(long)
-    ask(short)
+    short, long = [*SHORT], [*LONG]
+    assert tg.count_tokens(long, model=SMALL) > 8_192
+    for messages in (short, long, short):
+        ask(messages, max_tokens=max_tokens)
     assert fits(events) == ["none", "truncate", "none"]
     assert sent[0] is short
     assert sent[2] is short
     assert len(sent[1]) < len(long)
-    assert chat_prompts(em)[1] + 256 <= 8_192
-
-
-def test_a_site_without_max_tokens_sends_as_asked_until_the_server_hold_no_longer_fits(
-    em: Emulator, client: openai.OpenAI, events: list[tg.events.Event]
-) -> None:
-    """Without max_tokens the server holds the default reserve (1,024) while the window
-    leaves it: prompts up to 8,192 - 1,024 go as asked, a longer one is fitted."""
-    sent: list[list[Any]] = []
-
-    @tg.guard(tpm=1_000_000, rpm=1_000, window=1.0)
-    def ask(messages: list[Any], model: str = SMALL) -> Any:
-        sent.append(messages)
-        return client.chat.completions.create(messages=messages, model=model)
-
-    short = [{"role": "user", "content": "Hello"}]
-    long = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i}: " + "word " * 400}
-        for i in range(40)
-    ]
-    assert tg.count_tokens(long, model=SMALL) > 8_192
-    ask(short)
-    ask(long)
-    ask(short)
-    assert fits(events) == ["none", "truncate", "none"]
-    assert sent[0] is short
-    assert sent[2] is short
-    assert chat_prompts(em)[1] + 1_024 <= 8_192
+    assert chat_prompts(em)[1] + reserve <= 8_192
     reserves = [
         e.fields()["tokenguard.completion_reserve"]
         for e in events
         if e.name == "tokenguard.guard.request"
     ]
-    assert reserves[0] == reserves[2] == 1_024
+    assert reserves[0] == reserves[2] == reserve
 
 
 def test_an_open_budget_bounds_a_call_the_site_would_send_as_asked(

@@ -13,6 +13,7 @@ from typing import Any, cast
 import groq
 import openai
 import pytest
+from emulator_support import client_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -159,7 +160,7 @@ def test_eight_threads_on_one_limit_cause_no_429_at_the_server(
     events: list[tg.events.Event],
 ) -> None:
     with running(model=MODEL, tpm=2_000, rpm=1_000, window=1.0, completion_tokens=16) as em:
-        client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+        client = client_for(em)
 
         @tg.guard(tpm=2_000, rpm=1_000, window=1.0)
         def ask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:

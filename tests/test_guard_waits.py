@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from emulator_support import client_for
 
 import tokenguard as tg
 from tokenguard.emulator import Emulator, running
@@ -28,7 +29,7 @@ def em() -> Iterator[Emulator]:
 
 @pytest.fixture
 def client(em: Emulator) -> openai.OpenAI:
-    return openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    return client_for(em)
 
 
 def _chats(em: Emulator) -> int:

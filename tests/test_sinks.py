@@ -16,7 +16,7 @@ from typing import Any
 
 import openai
 import pytest
-from emulator_support import HELLO
+from emulator_support import HELLO, client_for
 
 import tokenguard as tg
 from tokenguard.cli._report import read_log
@@ -33,7 +33,7 @@ def em() -> Iterator[Emulator]:
 
 def _client(em: Emulator) -> openai.OpenAI:
     return tg.instrument(
-        openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0),
+        client_for(em),
         tpm=6000,
         rpm=30,
         window=5,
@@ -58,7 +58,7 @@ def test_jsonl_writes_timed_lines_that_report_reads_with_the_window(
     path = tmp_path / "usage.jsonl"
     lim = tg.Limiter(tpm=6000, rpm=30, window=5)
     ticks = iter([100.0, 101.25, 102.5])
-    client = openai.OpenAI(base_url=em.base_url, api_key="x", max_retries=0)
+    client = client_for(em)
     tg.instrument(client, limiter=lim)
     sink = tg.sinks.JsonlSink(path, limiter=lim, clock=lambda: next(ticks))
     with sink, _sinking(sink):

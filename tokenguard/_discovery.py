@@ -10,10 +10,9 @@ less). Invariant: what the server says is believed only as a positive int of at 
 :data:`MAX_TOKENS`; a table entry (built in, or set by ``register_model``) always wins,
 so nothing here is asked about a known model.
 
-The lookup goes through the instrumented client itself (its base URL, key and HTTP
-stack, ``client.models.retrieve``), or, for a decorated function, through ``httpx`` to
-the guard's ``base_url`` with the key in ``GROQ_API_KEY`` when set. Counting, fitting
-and ``tg.get_model`` never do I/O: only the guard looks models up.
+The lookup goes through the instrumented client (``client.models.retrieve``), or for a
+decorated function through ``httpx`` to the guard's ``base_url``; only the guard looks
+models up (counting, fitting and ``tg.get_model`` never do I/O).
 """
 
 from __future__ import annotations

@@ -1,32 +1,11 @@
 """Decisions written once, performed by a thread or by an asyncio task.
 
-A *plan* is a generator that decides what to do and ``yield``\\ s an *effect* each
-time it needs something that a thread and an asyncio task do differently (block on
-I/O, wait for a wake-up, sleep). It receives the effect's result back at that
-``yield`` and finally ``return``\\ s its outcome. Plans compose with ``yield from``.
-Two thin runners perform the effects: :func:`run_sync` calls them, :func:`run_async`
-awaits them. That is the only place where sync and async code differ.
-
-An exception raised while an effect is performed (an I/O error, a timeout, an
-asyncio cancellation, ``KeyboardInterrupt``) is thrown into the plan at its ``yield``,
-so the plan's ``try``/``except``/``finally`` run as in straight-line code, and may
-themselves yield effects (to leave a queue, to release a lock) before the error goes on.
-
-Example::
-
-    def fetch(key: str) -> Plan[str]:
-        lock = yield Call(sync_client.lock, async_client.lock, key)
-        try:
-            raw = yield Call(sync_client.get, async_client.get, key)
-        finally:
-            yield Call(sync_client.unlock, async_client.unlock, lock)
-        return raw.decode()  # the decision itself: plain code, no await
-
-    value = run_sync(fetch("k"))            # in a thread
-    value = await run_async(fetch("k"))     # in a coroutine
-
-An effect is any object with ``perform()`` and ``perform_async()``; :class:`Call`
-and :class:`Sleep` cover most needs.
+A *plan* is a generator that yields an *effect* (a :class:`Call`, a :class:`Sleep`) each
+time it needs what a thread and a task do differently, gets the result back at that
+``yield``, and returns its outcome; :func:`run_sync` calls the effects, :func:`run_async`
+awaits them. Invariant: this is the only place where sync and async code differ; an
+error raised by an effect is thrown into the plan at its ``yield``. An example and the
+rules are in docs/internals.md ("Plans and effects").
 """
 
 from __future__ import annotations

@@ -75,26 +75,7 @@ class Conversation:
         max_tokens: int | None = None,
     ) -> None:
         info = model if isinstance(model, ModelInfo) else get_model(model)
-        if max_tokens is not None:
-            if max_prompt_tokens is not None:
-                raise ConfigurationError(
-                    "give max_prompt_tokens only (max_tokens is its deprecated name)"
-                )
-            warnings.warn(
-                "Conversation(max_tokens=) is the ceiling on the prompt and is renamed "
-                "max_prompt_tokens=",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            max_prompt_tokens = max_tokens
-        if max_prompt_tokens is not None and (
-            isinstance(max_prompt_tokens, bool)
-            or not isinstance(max_prompt_tokens, int)
-            or max_prompt_tokens < 1
-        ):
-            raise ConfigurationError(
-                f"max_prompt_tokens must be a positive int, got {max_prompt_tokens!r}"
-            )
+        max_prompt_tokens = _prompt_ceiling(max_prompt_tokens, max_tokens)
         if system is not None and not isinstance(system, str):
             raise ConfigurationError(f"system must be a str or None, got {type(system).__name__}")
         self.model = info.name
@@ -311,3 +292,28 @@ class Conversation:
                 self._view = list(result.messages)
                 self._view_version = version
                 self._last = result
+
+
+def _prompt_ceiling(max_prompt_tokens: int | None, max_tokens: int | None) -> int | None:
+    """The ceiling a caller gave, under its name or its deprecated one, checked."""
+    if max_tokens is not None:
+        if max_prompt_tokens is not None:
+            raise ConfigurationError(
+                "give max_prompt_tokens only (max_tokens is its deprecated name)"
+            )
+        warnings.warn(
+            "Conversation(max_tokens=) is the ceiling on the prompt and is renamed "
+            "max_prompt_tokens=",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        max_prompt_tokens = max_tokens
+    if max_prompt_tokens is not None and (
+        isinstance(max_prompt_tokens, bool)
+        or not isinstance(max_prompt_tokens, int)
+        or max_prompt_tokens < 1
+    ):
+        raise ConfigurationError(
+            f"max_prompt_tokens must be a positive int, got {max_prompt_tokens!r}"
+        )
+    return max_prompt_tokens

@@ -1,26 +1,12 @@
 """Structured events: one small typed record per kind, one place that emits them.
 
-Every event tokenguard reports is a frozen dataclass below, named
-``tokenguard.<area>.<event>``, carrying counts, names and timings only (never
-message content or secrets). :func:`emit` is the one way out.
-
-Quiet by default: an event goes to the application's logging, as configured by the
-application, and nowhere else. When the application configured structlog
-(``structlog.configure``), to ``structlog.get_logger("tokenguard")``; otherwise to the
-stdlib logger ``"tokenguard"`` at the record's level, where logging's defaults drop
-``info`` and ``debug`` and pass warnings to logging's warning path. The library never
-configures structlog or logging. To see everything, or ship events somewhere::
-
-    import tokenguard as tg
-
-    tg.events.to_console()                                   # every event on stderr
-    tg.events.add_sink(tg.sinks.JsonlSink("usage.jsonl"))    # for `tokenguard report`
-    tg.events.add_sink(tg.sinks.LoggingSink("app.tokens"))   # a stdlib logger of yours
-    tg.events.add_sink(seen.append)                          # any callable
-    tg.events.use_logging(False)                             # only your sinks
-
-A sink that raises is dropped from that one emission, never from the caller's
-request: observability must not break the call it observes.
+Every event is a frozen dataclass below, named ``tokenguard.<area>.<event>``, carrying
+counts, names and timings only (never message content or secrets); :func:`emit` is the
+one way out. Quiet by default: events go to the application's logging (structlog when
+the application configured it, else the stdlib logger ``"tokenguard"``), which the
+library never configures; :func:`add_sink` and :func:`to_console` send them elsewhere.
+A sink that raises is dropped from that one emission, never from the caller's request.
+Routing in full: docs/internals.md ("Where events go").
 """
 
 from __future__ import annotations

@@ -1,24 +1,15 @@
 """The model table: context window, tokenizer, chat template and Groq limits per model.
 
-Every chat model Groq lists, with its free and developer-tier limits and the names Groq
-accepts for it (``docs/models.md`` gives the sources and dates). Limits and windows change
-often and models are retired, so they live here as data a user can override in code,
-never in logic; an entry set with :func:`register_model` always wins::
+Limits change often and models are retired, so they are data a user can override in
+code (:func:`register_model`, which always wins), never logic; a model the table lacks
+gets conservative defaults (:data:`UNKNOWN_MODEL_DEFAULTS`). This module does no I/O.
+Sources and dates: docs/models.md; unknown models and compound systems:
+docs/internals.md ("The model table").
 
-    import tokenguard as tg
+Example::
 
     tg.register_model("my-finetune", context_window=32_768, tokenizer="llama3",
                       template="llama3.1")
-    tg.get_model("llama-3.1-8b-instant").context_window   # 131072
-
-A model the table does not know still works: :func:`get_model` answers with
-conservative defaults (:data:`UNKNOWN_MODEL_DEFAULTS`) and emits one ``unknown_model``
-warning event per name on ``structlog.get_logger("tokenguard")``; the guard first asks
-the server's ``GET /models/{model}`` (``tokenguard._discovery``). This module does no I/O.
-
-Groq's compound systems bill prompt text their server-side tools add, which no client
-can count: their entries carry an allowance the guard reserves until usage has taught
-the counter (``docs/compound.md`` says what pre-flight counting can and cannot promise).
 """
 
 from __future__ import annotations

@@ -188,6 +188,26 @@ def make_options(**given: Any) -> GuardOptions:
     Raises :class:`~tokenguard.ConfigurationError` naming the option, what was given
     and what is expected.
     """
+    _refuse_unknown(given)
+    opts = GuardOptions(**given)
+    opts = replace(opts, tier=_tier(opts.tier))
+    if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
+        raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
+    _check_numbers(opts)
+    _check_strategy(opts)
+    for name in ("messages_arg", "model_arg"):
+        value = getattr(opts, name)
+        if not isinstance(value, str) or not value.isidentifier():
+            raise ConfigurationError(f"{name} must be a parameter name, got {value!r}")
+    _check_limiter(opts)
+    if opts.base_url is not None and not isinstance(opts.base_url, str):
+        raise ConfigurationError(f"base_url must be a str or None, got {opts.base_url!r}")
+    if not callable(opts.clock):
+        raise ConfigurationError(f"clock must be callable, got {opts.clock!r}")
+    return opts
+
+
+def _refuse_unknown(given: dict[str, Any]) -> None:
     known = GuardOptions.__dataclass_fields__
     for name in given:
         if name not in known:
@@ -196,10 +216,9 @@ def make_options(**given: Any) -> GuardOptions:
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"unknown guard option {name!r}{hint}")
-    opts = GuardOptions(**given)
-    opts = replace(opts, tier=_tier(opts.tier))
-    if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
-        raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
+
+
+def _check_numbers(opts: GuardOptions) -> None:
     for name in ("tpm", "rpm", "tpd", "rpd", "context_window", "cap_max_tokens"):
         _positive_int(name, getattr(opts, name))
     if isinstance(opts.default_reserve, bool) or not isinstance(opts.default_reserve, int):
@@ -215,6 +234,9 @@ def make_options(**given: Any) -> GuardOptions:
     _seconds("max_wait", opts.max_wait, forever=True)  # math.inf: even a spent day limit
     _seconds("window", opts.window, positive=True)
     _seconds("wait_event_s", opts.wait_event_s)
+
+
+def _check_strategy(opts: GuardOptions) -> None:
     if not callable(opts.on_overflow) and opts.on_overflow not in _STRATEGIES:
         raise ConfigurationError(
             f"on_overflow must be one of {list(_STRATEGIES)} or a callable, "
@@ -222,22 +244,17 @@ def make_options(**given: Any) -> GuardOptions:
         )
     if opts.summarizer is not None and not callable(opts.summarizer):
         raise ConfigurationError(f"summarizer must be callable, got {opts.summarizer!r}")
-    for name in ("messages_arg", "model_arg"):
-        value = getattr(opts, name)
-        if not isinstance(value, str) or not value.isidentifier():
-            raise ConfigurationError(f"{name} must be a parameter name, got {value!r}")
-    if opts.limiter is not None:
-        from ..limiter import Limiter
 
-        if not isinstance(opts.limiter, Limiter):
-            raise ConfigurationError(f"limiter must be a tg.Limiter, got {opts.limiter!r}")
-        if opts.explicit_limits:
-            raise ConfigurationError(
-                "give either limiter= or tpm=/rpm=/tpd=/rpd=/window=, not both: a shared "
-                "limiter has its own limits"
-            )
-    if opts.base_url is not None and not isinstance(opts.base_url, str):
-        raise ConfigurationError(f"base_url must be a str or None, got {opts.base_url!r}")
-    if not callable(opts.clock):
-        raise ConfigurationError(f"clock must be callable, got {opts.clock!r}")
-    return opts
+
+def _check_limiter(opts: GuardOptions) -> None:
+    if opts.limiter is None:
+        return
+    from ..limiter import Limiter
+
+    if not isinstance(opts.limiter, Limiter):
+        raise ConfigurationError(f"limiter must be a tg.Limiter, got {opts.limiter!r}")
+    if opts.explicit_limits:
+        raise ConfigurationError(
+            "give either limiter= or tpm=/rpm=/tpd=/rpd=/window=, not both: a shared "
+            "limiter has its own limits"
+        )

@@ -76,21 +76,33 @@ def _port(text: str) -> int:
     return value
 
 
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tokenguard`` command."""
     from .. import __version__
 
-    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="tokenguard",
         description="Count, fit, rate-limit and log chat requests sent to Groq.",
         epilog="examples:\n  tokenguard demo\n  tokenguard count request.json\n"
         "  tokenguard report events.jsonl --plot tokens.png",
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     parser.add_argument("--version", action="version", version=f"tokenguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_count(sub)
+    _add_report(sub)
+    return parser
 
+
+# argparse has no public name for the object add_subparsers returns.
+_Subparsers = argparse._SubParsersAction
+
+
+def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
         help="watch the guard at work on one shared limit (emulator, or Groq with GROQ_API_KEY)",
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "through @tg.guard and tg.instrument on one limit. Runs on the embedded Groq "
         "emulator, or against Groq when GROQ_API_KEY is set.",
         epilog=_DEMO_EXAMPLES,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     demo.add_argument(
         "--model",
@@ -112,24 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="length of the rate 'minute' in seconds (default: 5 on the emulator, 60 on Groq)",
     )
-    demo.add_argument(
-        "--tpm",
-        type=_positive_int,
-        default=None,
-        help="tokens per window (emulator default 6000; Groq: the model table's)",
-    )
-    demo.add_argument(
-        "--rpm",
-        type=_positive_int,
-        default=None,
-        help="requests per window (emulator default 30; Groq: the model table's)",
-    )
-    demo.add_argument(
-        "--context-window",
-        type=_positive_int,
-        default=None,
-        help="the emulator's context window (default: the model's, 8192 for llama3-8b-8192)",
-    )
+    _add_demo_limits(demo)
     demo.add_argument(
         "--burst", type=_positive_int, default=12, help="parallel requests in act 3 (default 12)"
     )
@@ -155,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain lines, no live display (also when not on a terminal, or CI)",
     )
 
+
+def _add_demo_limits(demo: argparse.ArgumentParser) -> None:
+    """The demo's limits: the emulator's, or the model table's on Groq."""
+    demo.add_argument(
+        "--tpm",
+        type=_positive_int,
+        default=None,
+        help="tokens per window (emulator default 6000; Groq: the model table's)",
+    )
+    demo.add_argument(
+        "--rpm",
+        type=_positive_int,
+        default=None,
+        help="requests per window (emulator default 30; Groq: the model table's)",
+    )
+    demo.add_argument(
+        "--context-window",
+        type=_positive_int,
+        default=None,
+        help="the emulator's context window (default: the model's, 8192 for llama3-8b-8192)",
+    )
+
+
+def _add_count(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     count = sub.add_parser(
         "count",
         help="count a request's tokens and check it fits the model's limits",
@@ -163,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overhead, whether the count is exact, and whether the request fits the model's "
         "context window and per-minute token limit (and by how much it does not).",
         epilog=_COUNT_EXAMPLES,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     count.add_argument("file", metavar="FILE", help="JSON or JSONL file; - for stdin")
     count.add_argument(
@@ -177,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     count.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _add_report(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     report = sub.add_parser(
         "report",
         help="per-model totals from a JSONL log of tokenguard events, and a plot",
@@ -186,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fits, summaries, retries and refusals. Lines that are not tokenguard events are "
         "skipped and counted; malformed lines are reported with their line numbers.",
         epilog=_REPORT_EXAMPLES,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     report.add_argument("log", metavar="LOG", help="JSONL file of events; - for stdin")
     report.add_argument(
@@ -209,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the bucket's size in tokens (default: the log's limits line, else the model table's)",
     )
     report.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
 
 
 def _plain_output() -> bool:

@@ -60,23 +60,8 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     """
     from .. import count_prompt, count_request, get_model
 
-    body: dict[str, Any] = {}
-    if isinstance(data, dict):
-        if "messages" not in data:
-            raise UsageError(
-                f"{source}: a request body needs a 'messages' list "
-                f"(found keys: {', '.join(sorted(map(str, data))) or 'none'})"
-            )
-        body = dict(data)
-        messages = body.pop("messages")
-        body_model = body.pop("model", None)
-    elif isinstance(data, list):
-        messages, body_model = data, None
-    else:
-        raise UsageError(
-            f"{source}: expected a list of messages or a request body "
-            f'({{"model": ..., "messages": [...]}}), got a JSON {type(data).__name__}'
-        )
+    messages, body = _split(data, source)
+    body_model = body.pop("model", None)
     name = model or (body_model if isinstance(body_model, str) else None) or _DEFAULT_MODEL
     info = get_model(name)
     if max_tokens is None:
@@ -108,6 +93,24 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         over_tpm=None if tpm is None else max(0, total - tpm),
         refused=request.refusal(tpm) if tpm is not None else None,
     )
+
+
+def _split(data: Any, source: str) -> tuple[Any, dict[str, Any]]:
+    """``(messages, the rest of the body)`` of a messages list or a request body."""
+    if isinstance(data, list):
+        return data, {}
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{source}: expected a list of messages or a request body "
+            f'({{"model": ..., "messages": [...]}}), got a JSON {type(data).__name__}'
+        )
+    if "messages" not in data:
+        raise UsageError(
+            f"{source}: a request body needs a 'messages' list "
+            f"(found keys: {', '.join(sorted(map(str, data))) or 'none'})"
+        )
+    body = dict(data)
+    return body.pop("messages"), body
 
 
 def _describe(r: CountResult) -> list[str]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
+    from ..events import GuardRequest
     from ..sinks import JsonlSink
 
 __all__ = ["DemoSettings", "Stats", "demo_command"]
@@ -143,39 +144,7 @@ def _on_event(stats: Stats, event: Any) -> None:
     from .. import events as ev
 
     if isinstance(event, ev.GuardRequest):
-        tokens = event.limit_tokens
-        if tokens is None and event.input_tokens is not None:
-            tokens = event.input_tokens + (event.output_tokens or 0)
-        with stats.lock:
-            stats.calls += 1
-            stats.waited += event.wait_s
-            stats.longest_wait = max(stats.longest_wait, event.wait_s)
-            if event.error_type is not None:
-                stats.failed += 1
-            if event.input_tokens is not None:
-                stats.input_tokens += event.input_tokens
-                stats.output_tokens += event.output_tokens or 0
-                stats.compared += 1
-                counted = event.estimated_tokens - event.completion_reserve
-                stats.exact += counted == event.input_tokens
-            if event.server_remaining_tokens is not None:
-                stats.server_remaining = event.server_remaining_tokens
-        if tokens:
-            stats.spend(tokens)
-        counted = event.estimated_tokens - event.completion_reserve
-        detail = (
-            f"counted {counted}, server {event.input_tokens}"
-            if event.input_tokens is not None
-            else f"failed: {event.error_type}"
-        )
-        wait = f", waited {event.wait_s:.1f} s" if event.wait_s >= 0.05 else ""
-        retries = f", {event.retries} retries" if event.retries else ""
-        site = (
-            "instrumented client"
-            if event.site.endswith("chat.completions.create")
-            else "@tg.guard " + event.site.rsplit(".", 1)[-1]
-        )
-        stats.note(f"call {stats.calls:>3} ({site}): {detail}{wait}{retries}")
+        _on_request(stats, event)
     elif isinstance(event, ev.GuardRetry):
         if event.kind == "rate_limited":
             with stats.lock:
@@ -202,6 +171,43 @@ def _on_event(stats: Stats, event: Any) -> None:
         stats.note(f"summary not used ({event.fallback}): truncated instead")
     elif isinstance(event, ev.GuardLimitLearned):
         stats.note(f"learned the server's {event.limit}: {event.learned} tokens")
+
+
+def _on_request(stats: Stats, event: GuardRequest) -> None:
+    """Count one finished call and note it."""
+    tokens = event.limit_tokens
+    if tokens is None and event.input_tokens is not None:
+        tokens = event.input_tokens + (event.output_tokens or 0)
+    with stats.lock:
+        stats.calls += 1
+        stats.waited += event.wait_s
+        stats.longest_wait = max(stats.longest_wait, event.wait_s)
+        if event.error_type is not None:
+            stats.failed += 1
+        if event.input_tokens is not None:
+            stats.input_tokens += event.input_tokens
+            stats.output_tokens += event.output_tokens or 0
+            stats.compared += 1
+            counted = event.estimated_tokens - event.completion_reserve
+            stats.exact += counted == event.input_tokens
+        if event.server_remaining_tokens is not None:
+            stats.server_remaining = event.server_remaining_tokens
+    if tokens:
+        stats.spend(tokens)
+    counted = event.estimated_tokens - event.completion_reserve
+    detail = (
+        f"counted {counted}, server {event.input_tokens}"
+        if event.input_tokens is not None
+        else f"failed: {event.error_type}"
+    )
+    wait = f", waited {event.wait_s:.1f} s" if event.wait_s >= 0.05 else ""
+    retries = f", {event.retries} retries" if event.retries else ""
+    site = (
+        "instrumented client"
+        if event.site.endswith("chat.completions.create")
+        else "@tg.guard " + event.site.rsplit(".", 1)[-1]
+    )
+    stats.note(f"call {stats.calls:>3} ({site}): {detail}{wait}{retries}")
 
 
 # -- the script ------------------------------------------------------------------------
@@ -513,9 +519,7 @@ def _server(s: DemoSettings) -> Iterator[tuple[str, str]]:
 def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
     """Run ``tokenguard demo``; returns the exit status (1 when a refusal reached a
     caller or the server could not be used)."""
-    import openai
-
-    from .. import TokenGuardError, events
+    from .. import events
     from ..sinks import JsonlSink
 
     stats = Stats(window=s.window, tpm=s.tpm)
@@ -530,7 +534,27 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
     events.use_logging(False)
     undo_log = events.add_sink(log)
     undo_view = events.add_sink(lambda e: _on_event(stats, e))
-    status = EXIT_OK
+    try:
+        status = _run(s, stats, log, out, err)
+    finally:
+        undo_view()
+        undo_log()
+        events.use_logging(True)
+        stream.close()
+    if status == EXIT_OK and stats.refusals:
+        status = EXIT_DOES_NOT_FIT
+    print(f"events: {s.events_path} ({log.lines} lines)", file=out)
+    _print_next(s.events_path, out)
+    return status
+
+
+def _run(s: DemoSettings, stats: Stats, log: JsonlSink, out: TextIO, err: TextIO) -> int:
+    """The script on its server, with the display and the summary; a server that cannot
+    be used is reported on ``err``."""
+    import openai
+
+    from .. import TokenGuardError
+
     try:
         with _server(s) as (base_url, where):
             s = DemoSettings(**{**s.__dict__, "base_url": base_url})
@@ -543,8 +567,8 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
                     "takes several minutes (Ctrl-C stops it cleanly)",
                     file=out,
                 )
-            started = time.monotonic()
-            stats.started = started
+            stats.started = started = time.monotonic()
+            status = EXIT_OK
             try:
                 with _display(s, stats, header, out):
                     _script(s, stats, log)
@@ -556,35 +580,26 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
                 )
                 status = 130
             _print_summary(s, stats, time.monotonic() - started, out)
+            return status
     except openai.AuthenticationError:
-        print("tokenguard demo: the server refused the API key (401); check GROQ_API_KEY", file=err)
-        status = EXIT_DOES_NOT_FIT
+        why = "the server refused the API key (401); check GROQ_API_KEY"
     except openai.APIConnectionError as exc:
-        print(
-            f"tokenguard demo: cannot reach the server ({exc.__cause__ or exc}); "
-            "is the network up?",
-            file=err,
-        )
-        status = EXIT_DOES_NOT_FIT
+        why = f"cannot reach the server ({exc.__cause__ or exc}); is the network up?"
     except openai.APIStatusError as exc:
-        print(f"tokenguard demo: the server answered {exc.status_code}: {exc.message}", file=err)
-        status = EXIT_DOES_NOT_FIT
+        why = f"the server answered {exc.status_code}: {exc.message}"
     except TokenGuardError as exc:
-        print(f"tokenguard demo: {exc}", file=err)
-        status = EXIT_DOES_NOT_FIT
-    finally:
-        undo_view()
-        undo_log()
-        events.use_logging(True)
-        stream.close()
-    if status == EXIT_OK and stats.refusals:
-        status = EXIT_DOES_NOT_FIT
-    print(f"events: {s.events_path} ({log.lines} lines)", file=out)
+        why = str(exc)
+    print(f"tokenguard demo: {why}", file=err)
+    return EXIT_DOES_NOT_FIT
+
+
+def _print_next(events_path: str, out: TextIO) -> None:
+    """The command that reports this run (with a plot when matplotlib is there)."""
     import importlib.util
 
     from .._extras import install_hint
 
-    command = f"tokenguard report {s.events_path}"
+    command = f"tokenguard report {events_path}"
     if importlib.util.find_spec("matplotlib") is not None:
         print(f"next:   {command} --plot tokenguard-demo.png", file=out)
     else:
@@ -593,7 +608,6 @@ def demo_command(s: DemoSettings, out: TextIO, err: TextIO) -> int:
             f"        (for a plot: {install_hint('plot')}, then add --plot tokens.png)",
             file=out,
         )
-    return status
 
 
 def default_events_path() -> str:

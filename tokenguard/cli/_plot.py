@@ -132,97 +132,130 @@ def _mark_429s(axes: Any, at: list[float], label: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Series:
+    """What the plot shows, in seconds since the log's first event."""
+
+    bucket: Bucket
+    calls: int
+    end: float
+    server: list[tuple[float, float]]  # the server's remaining tokens, as each call ended
+    limited: list[float]  # 429s the guard absorbed
+    call_waits: list[tuple[float, float]]  # each call's wait before it was sent
+    waited: list[tuple[float, float]]  # the waits of 1 s or more
+
+
+def _series(rep: Report, *, capacity: int, window: float) -> _Series:
+    """The series of a log with at least one timed event."""
+    timed = [(line, line.t) for line in rep.lines if line.t is not None]
+    requests = [(line, t) for line, t in timed if line.name == REQUEST]
+    t0 = min([t for _, t in timed] + [_sent_at(line, t) for line, t in requests])
+    end = max(t for _, t in timed) - t0 + window * 0.1
+    calls = sorted((_sent_at(line, t) - t0, _tokens(line)) for line, t in requests)
+    return _Series(
+        bucket=replay(calls, capacity=capacity, window=window, end=end),
+        calls=len(calls),
+        end=end,
+        server=[
+            (t - t0, float(v))
+            for line, t in requests
+            if type(v := line.fields.get("tokenguard.server_remaining_tokens")) is int
+        ],
+        limited=[
+            t - t0
+            for line, t in timed
+            if line.name == RETRY and line.fields.get("kind") == "rate_limited"
+        ],
+        call_waits=[
+            (t - t0, float(line.fields.get("tokenguard.wait_s", 0.0) or 0.0))
+            for line, t in requests
+        ],
+        waited=[
+            (t - t0, float(line.fields.get("wait_s", 0.0)))
+            for line, t in timed
+            if line.name == WAIT
+        ],
+    )
+
+
 def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
     """Draw the bucket of ``tpm`` tokens per ``window`` seconds through the log's calls,
     and their waits, into ``path`` (PNG); returns a one-line description of what was
     drawn."""
     from matplotlib.figure import Figure
 
-    timed = [(line, line.t) for line in rep.lines if line.t is not None]
-    if not timed:
+    if not any(line.t is not None for line in rep.lines):
         raise UsageError(f"{rep.path}: no timed tokenguard events to plot (no 'ts' fields)")
     capacity = _capacity(rep, tpm)
-    requests = [(line, t) for line, t in timed if line.name == REQUEST]
-    t0 = min([t for _, t in timed] + [_sent_at(line, t) for line, t in requests])
-    end = max(t for _, t in timed) - t0 + window * 0.1
-    calls = sorted((_sent_at(line, t) - t0, _tokens(line)) for line, t in requests)
-    bucket = replay(calls, capacity=capacity, window=window, end=end)
-    server = [
-        (t - t0, float(v))
-        for line, t in requests
-        if type(v := line.fields.get("tokenguard.server_remaining_tokens")) is int
-    ]
-    limited = [
-        t - t0
-        for line, t in timed
-        if line.name == RETRY and line.fields.get("kind") == "rate_limited"
-    ]
-
+    data = _series(rep, capacity=capacity, window=window)
     fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
-    top.plot(
+    _draw_bucket(top, data, capacity=capacity, window=window)
+    top.set_title(
+        f"{', '.join(sorted(rep.by_model)) or 'no model'}: {data.calls} calls from {rep.path}\n"
+        f"bucket of {capacity:,} tokens, refilled {capacity:,} per {window:g} s "
+        "(below 0 the server refuses)",
+        fontsize="medium",
+    )
+    _draw_waits(bottom, data)
+    try:
+        fig.savefig(path, format="png")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    return (
+        f"{data.calls} calls over {data.end:.0f} s through a {capacity:,}-token bucket per "
+        f"{window:g} s, lowest {data.bucket.lowest:,.0f}; {len(data.limited)} 429s, "
+        f"{len(data.waited)} long waits"
+    )
+
+
+def _draw_bucket(axes: Any, data: _Series, *, capacity: int, window: float) -> None:
+    bucket = data.bucket
+    axes.plot(
         bucket.xs,
         bucket.ys,
         color="tab:blue",
         linewidth=1,
         label="tokens left in the bucket (each call's estimate taken when sent)",
     )
-    if server:
-        top.scatter(
-            [s[0] for s in server],
-            [s[1] for s in server],
+    if data.server:
+        axes.scatter(
+            [s[0] for s in data.server],
+            [s[1] for s in data.server],
             s=10,
             color="tab:green",
             zorder=3,
             label="the server's x-ratelimit-remaining-tokens, as each call ended",
         )
-    top.axhline(0, color="tab:red", linewidth=1)
-    top.axhspan(min(0.0, bucket.lowest) - capacity * 0.05, 0, color="tab:red", alpha=0.08)
-    _mark_429s(top, limited, f"429 absorbed ({len(limited)})")
-    top.set_ylabel("tokens left in the bucket")
-    top.set_ylim(min(0.0, bucket.lowest) - capacity * 0.05, capacity * 1.05)
-    models = ", ".join(sorted(rep.by_model)) or "no model"
-    top.set_title(
-        f"{models}: {len(calls)} calls from {rep.path}\nbucket of {capacity:,} tokens, "
-        f"refilled {capacity:,} per {window:g} s (below 0 the server refuses)",
-        fontsize="medium",
-    )
-    top.legend(loc="lower left", fontsize="small")
-    top.grid(alpha=0.3)
+    axes.axhline(0, color="tab:red", linewidth=1)
+    axes.axhspan(min(0.0, bucket.lowest) - capacity * 0.05, 0, color="tab:red", alpha=0.08)
+    _mark_429s(axes, data.limited, f"429 absorbed ({len(data.limited)})")
+    axes.set_ylabel("tokens left in the bucket")
+    axes.set_ylim(min(0.0, bucket.lowest) - capacity * 0.05, capacity * 1.05)
+    axes.legend(loc="lower left", fontsize="small")
+    axes.grid(alpha=0.3)
 
-    waited = [
-        (t - t0, float(line.fields.get("wait_s", 0.0))) for line, t in timed if line.name == WAIT
-    ]
-    call_waits = [
-        (t - t0, float(line.fields.get("tokenguard.wait_s", 0.0) or 0.0)) for line, t in requests
-    ]
-    bottom.scatter(
-        [c[0] for c in call_waits],
-        [c[1] for c in call_waits],
+
+def _draw_waits(axes: Any, data: _Series) -> None:
+    axes.scatter(
+        [c[0] for c in data.call_waits],
+        [c[1] for c in data.call_waits],
         s=12,
         color="tab:orange",
         label="time each call waited before it was sent",
     )
-    if waited:
-        bottom.vlines(
-            [w[0] for w in waited],
+    if data.waited:
+        axes.vlines(
+            [w[0] for w in data.waited],
             0,
-            [w[1] for w in waited],
+            [w[1] for w in data.waited],
             color="tab:orange",
             alpha=0.4,
-            label=f"waits of 1 s or more ({len(waited)})",
+            label=f"waits of 1 s or more ({len(data.waited)})",
         )
-    _mark_429s(bottom, limited, "429 absorbed")
-    bottom.set_ylabel("wait (s)")
-    bottom.set_xlabel("seconds since the first event")
-    bottom.set_ylim(bottom=0)
-    bottom.legend(loc="upper left", fontsize="small")
-    bottom.grid(alpha=0.3)
-    try:
-        fig.savefig(path, format="png")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    return (
-        f"{len(calls)} calls over {end:.0f} s through a {capacity:,}-token bucket per "
-        f"{window:g} s, lowest {bucket.lowest:,.0f}; {len(limited)} 429s, {len(waited)} long waits"
-    )
+    _mark_429s(axes, data.limited, "429 absorbed")
+    axes.set_ylabel("wait (s)")
+    axes.set_xlabel("seconds since the first event")
+    axes.set_ylim(bottom=0)
+    axes.legend(loc="upper left", fontsize="small")
+    axes.grid(alpha=0.3)

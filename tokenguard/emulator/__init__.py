@@ -1,23 +1,14 @@
 """A local Groq server: the real ``openai`` and ``groq`` SDKs cannot tell it from Groq.
 
-It serves ``POST /openai/v1/chat/completions`` (JSON and SSE streaming) and
-``GET /openai/v1/models`` on loopback, counts prompts as Groq does (Llama 3 chat template +
-Llama 3 tokenizer; harmony + o200k for gpt-oss), enforces RPM/RPD/TPM/TPD with
-continuously refilling token buckets, answers Groq's exact 400/413/429 bodies and
-``x-ratelimit-*`` headers, and logs every request. Tests, benchmarks and
-``tokenguard demo`` run against it.
+Chat completions (JSON and SSE) and the models list on loopback, prompts billed as Groq
+bills them, Groq's rate limits, error bodies and ``x-ratelimit-*`` headers, and a log of
+every request (docs/internals.md, "The emulator").
 
 Example::
 
-    import openai
-    from tokenguard.emulator import running
-
     with running(model="llama3-8b-8192", tpm=6000, rpm=30) as em:
         client = openai.OpenAI(base_url=em.base_url, api_key="anything")
-        reply = client.chat.completions.create(
-            model="llama3-8b-8192", messages=[{"role": "user", "content": "Hello"}]
-        )
-        assert reply.usage.prompt_tokens == 11
+        client.chat.completions.create(model="llama3-8b-8192", messages=[...])
 
 Command line: ``python -m tokenguard.emulator --port 8000 --model llama3-8b-8192 --tpm 6000``.
 """

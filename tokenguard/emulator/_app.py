@@ -200,7 +200,23 @@ class App:
     # -- chat completions ----------------------------------------------------------------
 
     def _chat(self, raw: bytes, info: dict[str, Any], request_id: str) -> Response:
-        cfg = self.config
+        self._raise_injected_failure()
+        req = self._parse(raw, info)
+        limits = self._limits.get(req.model)
+        if limits is None:
+            raise _errors.model_not_found(req.model)
+        spec = limits.spec
+        if spec.decommissioned:
+            raise _errors.model_decommissioned(req.model)
+        prompt = _prompt_tokens(req, spec.template) + self.config.hidden_prompt_tokens
+        info["prompt_tokens"] = prompt  # logged even when the reservation is refused
+        reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)
+        info["requested_tokens"] = prompt + reserve
+        self._charge(req, limits, prompt + reserve, info)
+        return self._complete(req, limits, prompt, reserve, info, request_id)
+
+    def _raise_injected_failure(self) -> None:
+        """The next status queued by ``fail_next``, raised before anything is charged."""
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
@@ -210,6 +226,9 @@ class App:
                 type="internal_server_error",
                 code="service_unavailable" if failure == 503 else "internal_server_error",
             )
+
+    def _parse(self, raw: bytes, info: dict[str, Any]) -> ChatRequest:
+        """The request in ``raw``, or the 400 Groq answers; the model is logged either way."""
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -220,42 +239,14 @@ class App:
             info["model"] = body["model"]
         req = parse_chat_request(body)
         info.update(model=req.model, stream=req.stream)
-        limits = self._limits.get(req.model)
-        if limits is None:
-            raise _errors.model_not_found(req.model)
-        spec = limits.spec
-        if spec.decommissioned:
-            raise _errors.model_decommissioned(req.model)
-        if spec.template == "harmony":
-            prompt = count_harmony_tokens(
-                req.messages,
-                req.tools,
-                reasoning_effort=req.reasoning_effort,
-                response_format=req.response_format,
-            )
-        elif spec.template == "llama4":
-            prompt = count_llama4_tokens(req.messages, req.tools, req.tool_choice)
-        elif spec.template in ("qwen3", "kimi"):
-            prompt = count_chatml_tokens(
-                req.messages,
-                req.tools,
-                template=spec.template,
-                reasoning_effort=req.reasoning_effort,
-            )
-        else:
-            prompt = count_prompt_tokens(
-                req.messages,
-                req.tools,
-                spec.template,
-                tool_choice=req.tool_choice,
-                parallel_tool_calls=req.parallel_tool_calls,
-            )
-        prompt += cfg.hidden_prompt_tokens
-        info["prompt_tokens"] = prompt
-        reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)
-        requested = prompt + reserve
-        info["requested_tokens"] = requested
+        return req
 
+    def _charge(
+        self, req: ChatRequest, limits: ModelLimits, requested: int, info: dict[str, Any]
+    ) -> None:
+        """Take ``requested`` tokens from the buckets, or raise Groq's 413 (larger than a
+        limit) or 429 (no room now)."""
+        cfg = self.config
         too_large = limits.too_large(requested)
         if too_large is not None:
             kind, limit = too_large
@@ -296,45 +287,36 @@ class App:
                 limit=denial.kind.name,
             )
 
+    def _complete(
+        self,
+        req: ChatRequest,
+        limits: ModelLimits,
+        prompt: int,
+        reserve: int,
+        info: dict[str, Any],
+        request_id: str,
+    ) -> Response:
+        """The answer to an admitted request, after the configured latency; the unused
+        reservation is refunded first when the server is configured to."""
+        cfg = self.config
         n = min(reserve, cfg.completion_tokens)
         finish = "length" if n < cfg.completion_tokens else "stop"
         if cfg.latency > 0:
             cfg.sleep(cfg.latency)
-        charged = requested
+        charged = prompt + reserve
         if cfg.refund_unused:
-            unused = requested - (prompt + n)
             with self._lock:
-                limits.refund(unused, cfg.clock())
+                limits.refund(reserve - n, cfg.clock())
             charged = prompt + n
         info.update(status=200, completion_tokens=n, charged_tokens=charged)
         headers = self._headers(limits, request_id)
         usage = _usage(prompt, n, cfg.latency)
         pieces = completion_pieces(n)
-        rid = request_id
         if req.stream:
-            events = _stream_events(req, pieces, finish, usage, rid)
+            events = _stream_events(req, pieces, finish, usage, request_id)
             headers = {"content-type": "text/event-stream", "cache-control": "no-cache", **headers}
             return Response(200, headers, events=events)
-        payload = {
-            "id": "chatcmpl-" + str(uuid.uuid4()),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(pieces)},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": usage,
-            "usage_breakdown": None,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "x_groq": {"id": rid},
-            "service_tier": "on_demand",
-        }
-        return _json_response(200, payload, headers)
+        return _json_response(200, _completion(req, pieces, finish, usage, request_id), headers)
 
     def _reservation(
         self, req: ChatRequest, prompt: int, context_window: int, max_completion: int | None
@@ -399,6 +381,55 @@ def _usage(prompt: int, completion: int, latency: float) -> dict[str, Any]:
         "completion_time": completion_time,
         "total_tokens": prompt + completion,
         "total_time": round(prompt_time + completion_time, 6),
+    }
+
+
+def _prompt_tokens(req: ChatRequest, template: str) -> int:
+    """The prompt tokens Groq bills for ``req`` under the model's chat ``template``."""
+    if template == "harmony":
+        return count_harmony_tokens(
+            req.messages,
+            req.tools,
+            reasoning_effort=req.reasoning_effort,
+            response_format=req.response_format,
+        )
+    if template == "llama4":
+        return count_llama4_tokens(req.messages, req.tools, req.tool_choice)
+    if template in ("qwen3", "kimi"):
+        return count_chatml_tokens(
+            req.messages, req.tools, template=template, reasoning_effort=req.reasoning_effort
+        )
+    return count_prompt_tokens(
+        req.messages,
+        req.tools,
+        template,
+        tool_choice=req.tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls,
+    )
+
+
+def _completion(
+    req: ChatRequest, pieces: list[str], finish: str, usage: dict[str, Any], request_id: str
+) -> dict[str, Any]:
+    """A ``chat.completion`` body as Groq sends it."""
+    return {
+        "id": "chatcmpl-" + str(uuid.uuid4()),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(pieces)},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": usage,
+        "usage_breakdown": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "x_groq": {"id": request_id},
+        "service_tier": "on_demand",
     }
 
 

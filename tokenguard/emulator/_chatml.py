@@ -1,16 +1,9 @@
 """Qwen3 and Kimi K2 prompt counting as the server does it: the prompt rendered whole.
 
-The emulator follows Groq's gateway for both families (GROQ-RENDER.md): system messages
-joined at the front, empty turns put in so user and assistant alternate and the last
-turn is a user's, then the model's chat template, and the whole prompt encoded at once.
-It is written apart from the client's counter on purpose (the client sums cached
-per-message pieces; this renders and encodes), so that each checks the other.
-
-* ``qwen3``: Qwen3's stock template, encoded with Qwen's tokenizer (NFC first, every
-  added token recognised), exactly what Groq bills.
-* ``kimi``: Kimi K2's template (tools declared as JSON, tool-call ids rewritten to
-  ``functions.NAME:N``), encoded with o200k_base standing in for Kimi's tokenizer, which
-  is not available offline: close to Groq's counts, not equal to them.
+Groq's gateway normalisation (systems joined, alternation padded), then the model's chat
+template, encoded at once: with Qwen's tokenizer for ``qwen3`` (exact), with o200k_base
+standing in for Kimi's for ``kimi`` (a close bound). Written apart from the client's
+counter, so that each checks the other (docs/internals.md, "Qwen3 and Kimi K2").
 
 Example::
 
@@ -156,14 +149,8 @@ def render_qwen3(
             )
             sys_text = body + _QWEN_TOOLS_END
         parts.append(f"<|im_start|>system\n{sys_text}<|im_end|>\n")
-    query = len(msgs) - 1
-    for i in range(len(msgs) - 1, -1, -1):
-        c = msgs[i]["content"]
-        if msgs[i]["role"] == "user" and not (
-            c.startswith("<tool_response>") and c.endswith("</tool_response>")
-        ):
-            query = i
-            break
+    query = _qwen3_query(msgs)
+    last = len(msgs) - 1
     for i, m in enumerate(msgs):
         role, content = m["role"], m["content"]
         if role == "system":
@@ -171,38 +158,58 @@ def render_qwen3(
         if role == "user":
             parts.append(f"<|im_start|>user\n{content}<|im_end|>\n")
         elif role == "tool":
+            # Consecutive tool results share one user turn.
             if i == 0 or msgs[i - 1]["role"] != "tool":
                 parts.append("<|im_start|>user")
             parts.append(f"\n<tool_response>\n{content}\n</tool_response>")
-            if i == len(msgs) - 1 or msgs[i + 1]["role"] != "tool":
+            if i == last or msgs[i + 1]["role"] != "tool":
                 parts.append("<|im_end|>\n")
         else:
-            thought = m.get("reasoning")
-            if thought is None:
-                thought = ""
-                if "</think>" in content:
-                    before = content.split("</think>")[0]
-                    thought = before.rstrip("\n").split("<think>")[-1].lstrip("\n")
-                    content = content.split("</think>")[-1].lstrip("\n")
-            if i > query and (i == len(msgs) - 1 or thought):
-                shown = f"<think>\n{thought.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
-            else:
-                shown = content
-            calls = "\n".join(
-                '<tool_call>\n{"name": "'
-                + name
-                + '", "arguments": '
-                + (args if isinstance(args, str) else _json(args))
-                + "}\n</tool_call>"
-                for name, args, _ in m["calls"]
-            )
-            if calls and content:
-                calls = "\n" + calls
-            parts.append(f"<|im_start|>assistant\n{shown}{calls}<|im_end|>\n")
+            parts.append(_qwen3_assistant(m, shows_thought=i > query, last=i == last))
     parts.append("<|im_start|>assistant\n")
     if reasoning_effort == "none":
         parts.append("<think>\n\n</think>\n\n")
     return "".join(parts)
+
+
+def _qwen3_query(msgs: list[dict[str, Any]]) -> int:
+    """The index of the newest user message that is not a wrapped tool response: the
+    template shows the reasoning of the answers after it only."""
+    for i in range(len(msgs) - 1, -1, -1):
+        c = msgs[i]["content"]
+        if msgs[i]["role"] == "user" and not (
+            c.startswith("<tool_response>") and c.endswith("</tool_response>")
+        ):
+            return i
+    return len(msgs) - 1
+
+
+def _qwen3_assistant(m: dict[str, Any], *, shows_thought: bool, last: bool) -> str:
+    """One assistant turn: its reasoning (shown after the query, when there is some or
+    the turn is the last), its text and its tool calls."""
+    content = m["content"]
+    thought = m.get("reasoning")
+    if thought is None:
+        thought = ""
+        if "</think>" in content:
+            before = content.split("</think>")[0]
+            thought = before.rstrip("\n").split("<think>")[-1].lstrip("\n")
+            content = content.split("</think>")[-1].lstrip("\n")
+    if shows_thought and (last or thought):
+        shown = f"<think>\n{thought.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
+    else:
+        shown = content
+    calls = "\n".join(
+        '<tool_call>\n{"name": "'
+        + name
+        + '", "arguments": '
+        + (args if isinstance(args, str) else _json(args))
+        + "}\n</tool_call>"
+        for name, args, _ in m["calls"]
+    )
+    if calls and content:
+        calls = "\n" + calls
+    return f"<|im_start|>assistant\n{shown}{calls}<|im_end|>\n"
 
 
 def render_kimi(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None) -> str:

@@ -1,26 +1,9 @@
 """gpt-oss prompt counting as the server does it: the harmony prompt, encoded whole.
 
-The emulator writes the whole prompt as one string, special tokens included, and
-counts ``len(get_encoding("o200k_harmony").encode(prompt, allowed_special="all"))``.
-It is written apart from the client's counter on purpose (the client sums cached
-per-message costs; this renders and encodes), so that each checks the other.
-
-The prompt, following what Groq bills (shared GROQ.md)::
-
-    <|start|>system<|message|>{identity, cutoff, date, Reasoning: effort, channels}<|end|>
-    <|start|>developer<|message|># Instructions\\n\\n{first system message}\\n\\n# Tools ...<|end|>
-    <|start|>user<|message|>{content}<|end|>
-    <|start|>assistant<|channel|>final<|message|>{content}<|end|>
-    <|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>{args}<|call|>
-    <|start|>functions.NAME<|message|>{tool result}<|end|>
-    <|start|>assistant
-
-The developer message is always there (empty without system message and tools: Groq
-bills those 4 tokens). Where Groq's text is not known the emulator writes a plausible
-one: each tool whose parameters say ``"additionalProperties": false`` adds the 6 tokens
-Groq bills (as a number: no text is known), schema keywords harmony ignores are written as
-``// key: value`` comments, and ``response_format`` as harmony's ``# Response Formats``
-section (for ``json_object`` a fixed sentence of the length Groq bills).
+The whole prompt is written as one string, special tokens included, and counted with
+``o200k_harmony``; written apart from the client's counter on purpose, so that each
+checks the other. The prompt's layout, and what is written where Groq's text is not
+known, are in docs/internals.md ("gpt-oss").
 
 Example::
 

@@ -1,23 +1,9 @@
 """Prompt billing for Llama 4 Scout and Maverick as Groq does it (``quattro-v2``).
 
-Rendered into one string as Groq's gateway does, then billed as BOS plus the tokens of
-the string with Meta's Llama 4 tokenizer (special tokens allowed)::
-
-    [<|header_start|>system<|header_end|>\\n\\n{tool prompt}{system text}<|eot|>]
-    <|header_start|>{role}<|header_end|>\\n\\n{content}<|eot|>          (per message)
-    <|header_start|>assistant<|header_end|>\\n\\n                       (generation prompt)
-
-- the system block only when there are tools (and ``tool_choice`` is not ``none``) or
-  system text: every system message's text plus ``"\\n"``, trimmed, after the tool prompt;
-- the tool prompt: a fixed guide, then the functions as Go JSON, one per line in a JSON
-  array, then ``\\n{forced sentence}\\n`` for ``required`` or a named function; ``none``
-  drops it all; there is never a prefill;
-- assistant tool calls are an indented JSON array of ``{"name", "parameters"}`` with the
-  arguments re-encoded (sorted keys); the tool results right after them are one ``ipython``
-  turn ``[ {"response": ...}, ... ]``; a last assistant message is left open.
-
-Without the Llama 4 data (the ``groq-tokenguard[llama4]`` extra) the emulator bills with
-o200k_base, special tokens spelled out: more than Groq, which a client must survive.
+Rendered into one string as Groq's gateway does, then billed as BOS plus its tokens with
+Meta's Llama 4 tokenizer (o200k_base, special tokens spelled out, without the
+``groq-tokenguard[llama4]`` extra: more than Groq bills). The template is drawn in
+docs/internals.md ("Llama 4").
 """
 
 from __future__ import annotations

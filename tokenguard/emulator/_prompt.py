@@ -1,30 +1,8 @@
 """Prompt billing as Groq does it for Llama 3.x: Groq's own templates, then the tokenizer.
 
-The emulator renders the request into one string the way Groq's gateway does and bills
-``1 + len(encode(text, allowed_special="all"))`` (the BOS token is added by the
-tokenizer, not the template). Two templates (shared GROQ-RENDER.md):
-
-Llama 3.1 / 3.3 (``template="llama3.1"``)::
-
-    <|start_header_id|>system<|end_header_id|>\\n\\n
-        Cutting Knowledge Date: December 2023\\nToday Date: 26 July 2024\\n\\n
-        [tool prompt] [forced sentence\\n\\n] TrimSpace(every system text + "\\n")<|eot_id|>
-    <|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>     (per message)
-    <|start_header_id|>assistant<|end_header_id|>\\n\\n{prefill}            (generation prompt)
-
-- content is not trimmed; text parts are joined with ""; ``name`` is ignored;
-- tools: Groq's ``<function=NAME>`` prompt (``Use the function 'NAME' to 'DESC'`` and the
-  function as Go JSON per tool, then the guide), the forced sentence for ``required``, a
-  named function or ``none`` (which drops the list and guide), and the prefill
-  ``<function=`` / ``<function=NAME>``; a missing ``parallel_tool_calls`` is true;
-- assistant tool calls are ``<function=NAME>ARGS</function>`` lines; tool results are
-  ``ipython`` turns; a last assistant message without a prefill is left open.
-
-Llama 3 (``template="llama3"``, GenericChat): the same headers, no date block; system
-texts joined by ``"\\n"`` at the front; an empty turn between two messages of one role;
-the last message left open (an empty assistant one is appended after any other role).
-Its tools are rendered like Llama 3.1's, without the date (Groq's generic tool prompt
-for it is not reproduced: the model is retired).
+The request is rendered into one string the way Groq's gateway does (``llama3.1`` for
+Llama 3.1/3.3, GenericChat for the retired ``llama3``) and billed as BOS plus its tokens.
+The templates, tools included, are drawn in docs/internals.md ("Llama 3.x").
 
 Example::
 

@@ -364,17 +364,13 @@ def running(
     """Run an emulator for the duration of a ``with`` block.
 
     ``model`` (default ``"llama3-8b-8192"``) picks a built-in model, or the model of
-    ``models`` that the given limits apply to (all of ``models`` when ``model`` is None).
-    Only the chosen/listed models are served; others get 404 ``model_not_found``.
-    Limits left ``None`` keep the model's table values; ``0`` disables a limit.
-    ``window`` is the rate "minute" in seconds (a "day" is 1440 windows).
-
-    A request costs prompt + ``max_completion_tokens``/``max_tokens``; without either it
-    reserves ``default_max_tokens`` (1024), capped by the room left in the context window.
-    ``hidden_prompt_tokens`` are billed on top of every prompt (a server that bills more
-    than clients can count). Rejected requests (400/404/413/429) charge nothing.
-    ``clock``/``sleep`` inject time: when ``sleep`` is omitted and ``clock`` has a
-    ``sleep`` method, that one is used.
+    ``models`` the given limits apply to (all of ``models`` when None); only those are
+    served (others: 404). Limits left ``None`` keep the table's values, ``0`` disables
+    one; ``window`` is the rate "minute" in seconds (a "day" is 1440 windows). A request
+    costs prompt + ``max_tokens``, or ``default_max_tokens`` (1024) capped by the room in
+    the context window; ``hidden_prompt_tokens`` are billed on top of every prompt;
+    rejected requests charge nothing. ``clock``/``sleep`` inject time (``clock.sleep``
+    when it has one).
 
     Example::
 

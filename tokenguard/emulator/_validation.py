@@ -115,20 +115,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
     """Validate ``body`` (decoded JSON); raise ``ApiError`` (400) naming the first problem."""
     if not isinstance(body, Mapping):
         raise invalid("request body must be a JSON object")
-    model = body.get("model")
-    if model is None:
-        raise invalid("'model' : property 'model' is missing", param="model")
-    if not isinstance(model, str) or not model:
-        raise invalid("'model' : value must be a non-empty string", param="model")
-    if "messages" not in body:
-        raise invalid("'messages' : property 'messages' is missing", param="messages")
-    raw_messages = body["messages"]
-    if not isinstance(raw_messages, list):
-        raise invalid("'messages' : value must be an array", param="messages")
-    if not raw_messages:
-        raise invalid("'messages' : minimum number of items is 1", param="messages")
-    messages = [_check_message(m, i) for i, m in enumerate(raw_messages)]
-
+    model = _model(body)
+    messages = _messages(body)
     tools = body.get("tools")
     if tools is not None and (
         not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)
@@ -136,31 +124,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise invalid("'tools' : value must be an array of objects", param="tools")
     max_tokens = _optional_int(body, "max_tokens")
     max_completion = _optional_int(body, "max_completion_tokens")
-    n = body.get("n")
-    if n is not None:
-        if not _is_int(n):
-            raise invalid("'n' : value must be an integer", param="n")
-        if n > 1:
-            raise invalid("'n' : number must be at most 1", param="n")
-        if n < 1:
-            raise invalid("'n' : number must be at least 1", param="n")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid("'stream' : value must be a boolean", param="stream")
-    include_usage = False
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, Mapping):
-            raise invalid("'stream_options' : value must be an object", param="stream_options")
-        flag = options.get("include_usage", False)
-        if not isinstance(flag, bool):
-            raise invalid(
-                "'stream_options.include_usage' : value must be a boolean",
-                param="stream_options",
-            )
-        include_usage = flag
+    _check_n(body.get("n"))
+    stream, include_usage = _stream(body)
     effort = body.get("reasoning_effort")
     if effort is not None and effort not in ("none", "default", "low", "medium", "high"):
         raise invalid(
@@ -194,6 +159,58 @@ def parse_chat_request(body: Any) -> ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
     )
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise invalid("'model' : property 'model' is missing", param="model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' : value must be a non-empty string", param="model")
+    return model
+
+
+def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "messages" not in body:
+        raise invalid("'messages' : property 'messages' is missing", param="messages")
+    raw_messages = body["messages"]
+    if not isinstance(raw_messages, list):
+        raise invalid("'messages' : value must be an array", param="messages")
+    if not raw_messages:
+        raise invalid("'messages' : minimum number of items is 1", param="messages")
+    return [_check_message(m, i) for i, m in enumerate(raw_messages)]
+
+
+def _check_n(n: Any) -> None:
+    """Groq serves one choice per request: ``n`` may only be 1."""
+    if n is None:
+        return
+    if not _is_int(n):
+        raise invalid("'n' : value must be an integer", param="n")
+    if n > 1:
+        raise invalid("'n' : number must be at most 1", param="n")
+    if n < 1:
+        raise invalid("'n' : number must be at least 1", param="n")
+
+
+def _stream(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """``(stream, include_usage)``, checked."""
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("'stream' : value must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not isinstance(options, Mapping):
+        raise invalid("'stream_options' : value must be an object", param="stream_options")
+    flag = options.get("include_usage", False)
+    if not isinstance(flag, bool):
+        raise invalid(
+            "'stream_options.include_usage' : value must be a boolean", param="stream_options"
+        )
+    return stream, flag
 
 
 def _tool_choice(value: Any, tools: Any) -> str | Mapping[str, Any] | None:

@@ -332,46 +332,13 @@ def _truncate(
     counting: _Counting,
     fallback: str | None,
 ) -> FitResult:
-    costs = pc.messages
-    allowed = room.allowed
-    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
-    if fixed > allowed:
+    fixed = pc.overhead + pc.tools + sum([pc.messages[i] for i in lay.system])
+    if fixed > room.allowed:
         _overflow(opts, room, fixed, f"{_fixed_part(bool(lay.system), bool(pc.tools))} alone need")
-    turn_cost = sum([costs[i] for i in lay.turn])
+    case = _Case(msgs, pc, lay, room, opts, counting)
     replaced: dict[int, Any] = {}
-    if fixed + turn_cost > allowed:
-        # A budget is what the caller chose to spend, not a limit of the model: it may
-        # drop history, never cut the question itself (the call is refused instead).
-        short = None
-        if room.bound_by != "budget":
-            short = _shorten_turn(msgs, lay.turn, costs, allowed - fixed, counting, replaced)
-        if short is None:
-            _overflow(opts, room, fixed + turn_cost, "the newest turn needs")
-        turn_cost = short
-    units = lay.units
-    slack = 0
-    for _ in range(_MAX_PASSES):
-        left = allowed - fixed - turn_cost - slack
-        first = len(units)
-        # The newest units that fit, as one run: the kept history reads without gaps.
-        while first > 0:
-            cost = 0
-            for i in units[first - 1]:
-                cost += costs[i]
-            if cost > left:
-                break
-            left -= cost
-            first -= 1
-        first = _opening(msgs, units, first, lay.turn)
-        kept = sorted([*lay.system, *lay.turn, *(i for u in units[first:] for i in u)])
-        out = [replaced.get(i, msgs[i]) if replaced else msgs[i] for i in kept]
-        after = counting.total(out)
-        if after <= allowed:
-            break
-        # Only estimates (or a merged system header) can land here: ask for the overshoot.
-        slack += after - allowed
-    else:  # pragma: no cover - the sum bounds the count, so one pass is enough
-        _overflow(opts, room, after, "the truncated request still needs")
+    turn_cost = _fit_turn(case, fixed, replaced)
+    out, after = _keep_newest(case, fixed + turn_cost, replaced)
     result = _result(
         out,
         "truncate",
@@ -385,6 +352,64 @@ def _truncate(
     )
     _report(FitTruncated if fallback is None else FitFallback, result)
     return result
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One request being truncated: its messages, their count and layout, its room."""
+
+    msgs: list[Any]
+    pc: PromptCount
+    lay: Layout
+    room: Room
+    opts: Options
+    counting: _Counting
+
+
+def _fit_turn(case: _Case, fixed: int, replaced: dict[int, Any]) -> int:
+    """What the newest turn costs, after shortening its messages (into ``replaced``) when
+    it does not fit beside the ``fixed`` part; raises when it cannot be made to fit."""
+    turn, room = case.lay.turn, case.room
+    turn_cost = sum([case.pc.messages[i] for i in turn])
+    if fixed + turn_cost <= room.allowed:
+        return turn_cost
+    # A budget is what the caller chose to spend, not a limit of the model: it may
+    # drop history, never cut the question itself (the call is refused instead).
+    short = None
+    if room.bound_by != "budget":
+        target = room.allowed - fixed
+        short = _shorten_turn(case.msgs, turn, case.pc.messages, target, case.counting, replaced)
+    if short is None:
+        _overflow(case.opts, room, fixed + turn_cost, "the newest turn needs")
+    return short
+
+
+def _keep_newest(case: _Case, taken: int, replaced: dict[int, Any]) -> tuple[list[Any], int]:
+    """The system messages, the newest history units that fit beside the ``taken``
+    tokens, and the newest turn; with their count."""
+    msgs, lay, counting = case.msgs, case.lay, case.counting
+    costs, units, allowed = case.pc.messages, lay.units, case.room.allowed
+    slack = 0
+    for _ in range(_MAX_PASSES):
+        left = allowed - taken - slack
+        first = len(units)
+        # The newest units that fit, as one run: the kept history reads without gaps.
+        while first > 0:
+            cost = sum([costs[i] for i in units[first - 1]])
+            if cost > left:
+                break
+            left -= cost
+            first -= 1
+        first = _opening(msgs, units, first, lay.turn)
+        kept = sorted([*lay.system, *lay.turn, *(i for u in units[first:] for i in u)])
+        out = [replaced.get(i, msgs[i]) if replaced else msgs[i] for i in kept]
+        after = counting.total(out)
+        if after <= allowed:
+            return out, after
+        # Only estimates (or a merged system header) can land here: ask for the overshoot.
+        slack += after - allowed
+    # Not reached: the sum of the costs bounds the count, so one pass is enough.
+    _overflow(case.opts, case.room, after, "the truncated request still needs")  # pragma: no cover
 
 
 def _opening(
@@ -459,85 +484,121 @@ def _summarize(
 ) -> Plan[FitResult | str]:
     """A summarized fit, or the reason (a str) why truncation must do instead."""
     costs = pc.messages
-    allowed = room.allowed
-    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
-    # Only history before the newest user message is summarized; units between it and
-    # the newest exchange stay verbatim (truncation may still drop them).
-    boundary = lay.turn[0] if lay.turn else len(msgs)
-    units = tuple(u for u in lay.units if u[0] < boundary)
-    later = sum([costs[i] for u in lay.units[len(units) :] for i in u])
-    free = allowed - fixed - later - sum([costs[i] for i in lay.turn])
+    units, free = _summarizable(len(msgs), pc, lay, room)
     if not units:
         return "nothing before the newest turn to summarize"
     summary_tokens = min(opts.summary_tokens, free // 3)
     if summary_tokens < 16:
         return "no room left for a summary"
-    cache = opts.summary_cache
     keys = prefix_keys(msgs, units, pc.model)
-    done, summary = 0, None
-    for k in range(len(units), 0, -1):
-        cached = cache.get(keys[k])
-        if cached is not None:
-            done, summary = k, cached
-            break
+    done, summary = _cached_summary(opts.summary_cache, keys, len(units))
     if summary is not None:
         out = _assemble(msgs, lay, done, summary)
         after = counting.total(out)
-        if after <= allowed:
+        if after <= room.allowed:
             return _summarized(out, msgs, lay, done, summary, 0, opts, pc, room, after)
     unit_costs = [sum([costs[i] for i in u]) for u in units]
     # Keep a tail that leaves ``headroom`` of the space free, so the next turns fit
     # without another summary.
     tail_room = int((free - summary_tokens - _SUMMARY_FRAMING) * (1.0 - opts.headroom))
-    upto, tail = len(units), 0
+    upto = _summary_end(unit_costs, done, tail_room)
+    if upto is None:
+        return "the summary alone leaves too little room"
+    # Each summary request must itself fit the model's room: fold long stretches in
+    # several steps, each carrying the summary so far.
+    written: list[tuple[bytes, str]] = []
+    k = done
+    try:
+        while k < upto:
+            previous = counting.one({"role": "user", "content": summary}) if summary else 0
+            chunk_room = room.ceiling - summary_tokens - previous - _SUMMARY_REQUEST_FRAMING
+            j = _chunk_end(unit_costs, k, upto, chunk_room)
+            request = SummaryRequest(
+                messages=tuple(msgs[i] for u in units[k:j] for i in u),
+                previous=summary,
+                max_tokens=summary_tokens,
+                model=pc.model,
+            )
+            summary = yield from _write_summary(opts, request)
+            k = j
+            written.append((keys[k], summary))
+    except _NoSummary as why:
+        return str(why)
+    out = _assemble(msgs, lay, upto, summary)
+    after = counting.total(out)
+    if after > room.allowed:
+        return f"the summary did not fit ({after} tokens with it, {room.allowed} allowed)"
+    for key, text in written:
+        opts.summary_cache.put(key, text)
+    return _summarized(out, msgs, lay, upto, summary, len(written), opts, pc, room, after)
+
+
+def _summarizable(
+    n: int, pc: PromptCount, lay: Layout, room: Room
+) -> tuple[tuple[list[int], ...], int]:
+    """The history units a summary may replace, and the tokens they and the summary may
+    use together: only history before the newest user message is summarized; units
+    between it and the newest exchange stay verbatim (truncation may still drop them)."""
+    costs = pc.messages
+    fixed = pc.overhead + pc.tools + sum([costs[i] for i in lay.system])
+    boundary = lay.turn[0] if lay.turn else n
+    units = tuple(u for u in lay.units if u[0] < boundary)
+    later = sum([costs[i] for u in lay.units[len(units) :] for i in u])
+    return units, room.allowed - fixed - later - sum([costs[i] for i in lay.turn])
+
+
+class _NoSummary(Exception):
+    """Why the summarizer gave no summary (the fit falls back to truncation)."""
+
+
+def _cached_summary(cache: SummaryCache, keys: list[bytes], n: int) -> tuple[int, str | None]:
+    """The longest prefix of the ``n`` units with a cached summary: ``(units, summary)``."""
+    for k in range(n, 0, -1):
+        cached = cache.get(keys[k])
+        if cached is not None:
+            return k, cached
+    return 0, None
+
+
+def _summary_end(unit_costs: list[int], done: int, tail_room: int) -> int | None:
+    """How many units to summarize (more than the ``done`` already summarized), keeping
+    verbatim the newest ones that fit in ``tail_room``; ``None`` when none is left."""
+    upto, tail = len(unit_costs), 0
     while upto > done and tail + unit_costs[upto - 1] <= tail_room:
         upto -= 1
         tail += unit_costs[upto]
-    if upto <= done:
-        if done >= len(units):
-            return "the summary alone leaves too little room"
-        upto = done + 1
-    # Each summary request must itself fit the model's room: fold long stretches in
-    # several steps, each carrying the summary so far.
-    calls = 0
-    written: list[tuple[bytes, str]] = []
-    k = done
-    while k < upto:
-        previous = counting.one({"role": "user", "content": summary}) if summary else 0
-        chunk_room = room.ceiling - summary_tokens - previous - _SUMMARY_REQUEST_FRAMING
-        j, size = k, 0
-        while j < upto and (j == k or size + unit_costs[j] <= chunk_room):
-            size += unit_costs[j]
-            j += 1
-        request = SummaryRequest(
-            messages=tuple(msgs[i] for u in units[k:j] for i in u),
-            previous=summary,
-            max_tokens=summary_tokens,
-            model=pc.model,
+    if upto > done:
+        return upto
+    return None if done >= len(unit_costs) else done + 1
+
+
+def _chunk_end(unit_costs: list[int], k: int, upto: int, room: int) -> int:
+    """The end of the stretch from unit ``k`` that one summary request can carry (at
+    least one unit)."""
+    j, size = k, 0
+    while j < upto and (j == k or size + unit_costs[j] <= room):
+        size += unit_costs[j]
+        j += 1
+    return j
+
+
+def _write_summary(opts: Options, request: SummaryRequest) -> Plan[str]:
+    """One summary from the user's summarizer, stripped; :class:`_NoSummary` when it
+    failed or wrote nothing."""
+    assert opts.summarizer is not None
+    try:
+        text = yield Call(opts.summarizer, None, request)
+    except Exception as exc:  # the summary is optional: truncation still answers
+        raise _NoSummary(f"the summarizer failed ({type(exc).__name__})") from None
+    _not_awaitable(text, "the summarizer")
+    if not isinstance(text, str):
+        raise ConfigurationError(
+            f"the summarizer returned {type(text).__name__}; expected the summary as a str"
         )
-        assert opts.summarizer is not None
-        try:
-            text = yield Call(opts.summarizer, None, request)
-        except Exception as exc:  # the summary is optional: truncation still answers
-            return f"the summarizer failed ({type(exc).__name__})"
-        _not_awaitable(text, "the summarizer")
-        if not isinstance(text, str):
-            raise ConfigurationError(
-                f"the summarizer returned {type(text).__name__}; expected the summary as a str"
-            )
-        calls += 1
-        text = text.strip()
-        if not text:
-            return "the summarizer returned an empty summary"
-        summary, k = text, j
-        written.append((keys[k], text))
-    out = _assemble(msgs, lay, upto, summary)
-    after = counting.total(out)
-    if after > allowed:
-        return f"the summary did not fit ({after} tokens with it, {allowed} allowed)"
-    for key, text in written:
-        cache.put(key, text)
-    return _summarized(out, msgs, lay, upto, summary, calls, opts, pc, room, after)
+    text = text.strip()
+    if not text:
+        raise _NoSummary("the summarizer returned an empty summary")
+    return text
 
 
 def _summarized(

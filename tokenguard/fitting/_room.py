@@ -110,6 +110,86 @@ def _server_reserve(
     return min(min_completion, full)
 
 
+def _checked(
+    context_window: object,
+    tpm: object,
+    budget: object,
+    max_tokens: object,
+    default_reserve: object,
+    min_completion: object,
+    max_prompt_tokens: object,
+) -> tuple[int, int | None, int | None, int | None, int | None]:
+    """The numbers of :func:`room_for`, checked: ``(context_window, tpm, budget,
+    max_tokens, max_prompt_tokens)``; a :class:`ConfigurationError` names a bad one."""
+    window = _positive_or_none(context_window, "context_window") or 0
+    if window <= 0:
+        raise ConfigurationError(f"context_window must be positive, got {context_window}")
+    checked = (
+        window,
+        _positive_or_none(tpm, "tpm"),
+        _positive_or_none(budget, "budget"),
+        check_completion_cap("max_tokens", max_tokens),
+    )
+    _positive_or_none(default_reserve, "default_reserve")
+    if (
+        isinstance(min_completion, bool)
+        or not isinstance(min_completion, int)
+        or min_completion < 1
+    ):
+        raise ConfigurationError(f"min_completion must be an int >= 1, got {min_completion!r}")
+    prompt_cap = _positive_or_none(max_prompt_tokens, "max_prompt_tokens")
+    if prompt_cap == 0:
+        raise ConfigurationError("max_prompt_tokens must be at least 1")
+    return (*checked, prompt_cap)
+
+
+def _ceiling(context_window: int, tpm: int | None, budget: int | None) -> tuple[int, Bound]:
+    """The smallest of the limits on prompt + completion, and which one it is."""
+    ceiling: int = context_window
+    bound_by: Bound = "context_window"
+    # On ties the rate limit is named: it is the one a user can change (tier, budget).
+    if tpm is not None and tpm <= ceiling:
+        ceiling, bound_by = tpm, "tpm"
+    if budget is not None and budget <= ceiling:
+        ceiling, bound_by = budget, "budget"
+    return ceiling, bound_by
+
+
+def _lowered(
+    prompt_tokens: int,
+    max_tokens: int,
+    ceiling: int,
+    max_completion_tokens: int | None,
+    min_completion: int,
+    shrink: bool,
+) -> int:
+    """``max_tokens`` lowered (when ``shrink``) to the model's cap and to what the ceiling
+    leaves the prompt, but not below ``min(min_completion, max_tokens)``."""
+    if not shrink:
+        return max_tokens
+    reserve = max_tokens
+    if max_completion_tokens is not None and reserve > max_completion_tokens:
+        reserve = max_completion_tokens
+    if prompt_tokens + reserve > ceiling:
+        reserve = max(ceiling - prompt_tokens, min(min_completion, reserve))
+    return reserve
+
+
+def _no_room(
+    prompt_tokens: int, reserve: int, ceiling: int, bound_by: Bound, *, asked: bool
+) -> ContextOverflow:
+    """The error for a reservation that alone fills the ceiling; ``asked``: the call sent
+    ``max_tokens`` (else the reservation is the default's)."""
+    lower = "max_tokens" if asked else "default_reserve (or send max_tokens)"
+    return ContextOverflow(
+        f"the completion reservation of {reserve} tokens leaves no room for a prompt "
+        f"within {ceiling} tokens (bound by {bound_by}); lower {lower}",
+        needed=prompt_tokens + reserve,
+        available=ceiling,
+        limit_name=bound_by,
+    )
+
+
 def room_for(
     prompt_tokens: int,
     *,
@@ -125,25 +205,13 @@ def room_for(
 ) -> Room:
     """The :class:`Room` of a request whose prompt costs ``prompt_tokens``.
 
-    With ``shrink_max_tokens`` (the default), a ``max_tokens`` that makes prompt +
-    completion exceed the ceiling (or exceeds the model's ``max_completion_tokens``) is
-    lowered to ``max(ceiling - prompt_tokens, min(min_completion, max_tokens))``, so the
-    prompt is only cut when even ``min_completion`` would not fit. Without it the
-    reservation stays as asked and only the prompt can give way.
+    A ``max_tokens`` too large for the ceiling or the model is lowered first (unless not
+    ``shrink_max_tokens``; see ``_lowered``); without one, the reservation is what the
+    server holds (``_server_reserve``), so a prompt it would take is never cut.
 
-    Without ``max_tokens`` the reservation is what the server holds for the call:
-    ``default_reserve`` capped by the room left in the context window, so a prompt that
-    leaves the server at least one completion token within the context window (and
-    costs no more than the TPM limit and budget) is taken as is; a prompt that must be
-    cut is cut to leave the whole ``default_reserve`` (``min_completion`` when that
-    alone fills the context window).
-
-    ``max_prompt_tokens`` caps the prompt alone (a :class:`~tokenguard.Conversation`'s
-    ceiling); the completion keeps its reservation within the other limits.
-
-    Raises :class:`~tokenguard.ContextOverflow` when the reservation alone fills the
-    ceiling (no prompt can fit), and :class:`~tokenguard.ConfigurationError` for
-    malformed numbers.
+    ``max_prompt_tokens`` caps the prompt alone (a Conversation's ceiling). Raises
+    :class:`~tokenguard.ContextOverflow` when the reservation alone fills the ceiling,
+    :class:`~tokenguard.ConfigurationError` for malformed numbers.
 
     Example::
 
@@ -153,30 +221,10 @@ def room_for(
         >>> (r.reserve, r.allowed)
         (292, 7900)
     """
-    context_window = _positive_or_none(context_window, "context_window") or 0
-    if context_window <= 0:
-        raise ConfigurationError(f"context_window must be positive, got {context_window}")
-    tpm = _positive_or_none(tpm, "tpm")
-    budget = _positive_or_none(budget, "budget")
-    max_tokens = check_completion_cap("max_tokens", max_tokens)
-    _positive_or_none(default_reserve, "default_reserve")
-    if (
-        isinstance(min_completion, bool)
-        or not isinstance(min_completion, int)
-        or min_completion < 1
-    ):
-        raise ConfigurationError(f"min_completion must be an int >= 1, got {min_completion!r}")
-    max_prompt_tokens = _positive_or_none(max_prompt_tokens, "max_prompt_tokens")
-    if max_prompt_tokens == 0:
-        raise ConfigurationError("max_prompt_tokens must be at least 1")
-
-    ceiling, bound_by = context_window, "context_window"
-    # On ties the rate limit is named: it is the one a user can change (tier, budget).
-    if tpm is not None and tpm <= ceiling:
-        ceiling, bound_by = tpm, "tpm"
-    if budget is not None and budget <= ceiling:
-        ceiling, bound_by = budget, "budget"
-
+    context_window, tpm, budget, max_tokens, max_prompt_tokens = _checked(
+        context_window, tpm, budget, max_tokens, default_reserve, min_completion, max_prompt_tokens
+    )
+    ceiling, bound_by = _ceiling(context_window, tpm, budget)
     if max_tokens is None:
         reserve = _server_reserve(
             prompt_tokens,
@@ -187,34 +235,18 @@ def room_for(
             min_completion=min_completion,
             shrink=shrink_max_tokens,
         )
-        sent = None
     else:
-        reserve = max_tokens
-        if shrink_max_tokens:
-            if max_completion_tokens is not None and reserve > max_completion_tokens:
-                reserve = max_completion_tokens
-            if prompt_tokens + reserve > ceiling:
-                floor = min(min_completion, reserve)
-                reserve = max(ceiling - prompt_tokens, floor)
-        sent = reserve
-    allowed = ceiling - reserve
-    if allowed <= 0:
-        lower = "max_tokens" if max_tokens is not None else "default_reserve (or send max_tokens)"
-        raise ContextOverflow(
-            f"the completion reservation of {reserve} tokens leaves no room for a prompt "
-            f"within {ceiling} tokens (bound by {bound_by}); lower {lower}",
-            needed=prompt_tokens + reserve,
-            available=ceiling,
-            limit_name=bound_by,
-        )
-    if max_prompt_tokens is not None and max_prompt_tokens < allowed:
-        allowed, bound_by = max_prompt_tokens, "max_prompt_tokens"
-        ceiling = allowed + reserve
+        cap, least = max_completion_tokens, min_completion
+        reserve = _lowered(prompt_tokens, max_tokens, ceiling, cap, least, shrink_max_tokens)
+    if ceiling - reserve <= 0:
+        raise _no_room(prompt_tokens, reserve, ceiling, bound_by, asked=max_tokens is not None)
+    if max_prompt_tokens is not None and max_prompt_tokens < ceiling - reserve:
+        ceiling, bound_by = max_prompt_tokens + reserve, "max_prompt_tokens"
     return Room(
-        allowed=allowed,
+        allowed=ceiling - reserve,
         ceiling=ceiling,
-        bound_by=bound_by,  # type: ignore[arg-type]
+        bound_by=bound_by,
         reserve=reserve,
-        max_tokens=sent,
+        max_tokens=None if max_tokens is None else reserve,
         max_tokens_requested=max_tokens,
     )
