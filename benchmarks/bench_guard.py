@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import tokenguard as tg  # noqa: E402
 from tokenguard import reset_defaults  # noqa: E402
 from tokenguard.emulator import running  # noqa: E402
+from tokenguard.limiter._headers import MAX_LIMIT  # noqa: E402
 
 MODEL = "llama-3.1-8b-instant"
 TPM = 6000
@@ -63,8 +64,10 @@ def _free_port() -> int:
 
 
 def _serve(port: int, headers: bool) -> subprocess.Popen[bytes]:
-    # With headers: TPM and RPD (the buckets Groq reports) too large to refuse anything.
-    high = str(10**12) if headers else "0"
+    # With headers: TPM and RPD (the buckets Groq reports) too large to refuse anything,
+    # yet believable (the limiter takes limits up to MAX_LIMIT; a larger one would be a
+    # bad header on every answer, which Groq never sends).
+    high = str(MAX_LIMIT) if headers else "0"
     proc = subprocess.Popen(
         [
             sys.executable,
