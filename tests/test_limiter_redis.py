@@ -436,3 +436,42 @@ def test_scripts_flushed_from_redis_are_sent_again(
         got = [first, lim.acquire(20)]
     assert [r.tokens for r in got] == [10, 20]
     assert all(r.at > 0 for r in got)
+
+
+def _scripts_run(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+def test_a_waiter_that_times_out_makes_no_round_trip_after_the_poll_at_its_deadline(
+    client: redis.Redis, key: str, face: str
+) -> None:
+    # A reservation in flight could still free the limit, so the waiter waits out its
+    # max_wait. Its start is slow (the scripts are flushed: EVALSHA fails, EVAL
+    # compiles) and its last poll fast: the limiter must end the wait when that poll
+    # left the queue, not poll again and start over until its own clock agrees.
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key=key)
+    held = lim.acquire(100)
+    client.script_flush()
+    before = _scripts_run(client)
+    started = time.monotonic()
+    with pytest.raises(tg.RateLimitTimeout, match="waited max_wait"):
+        if face == "asyncio":
+
+            async def wait() -> None:
+                try:
+                    await lim.acquire_async(10, max_wait=0.3)
+                finally:
+                    await lim.aclose()
+
+            asyncio.run(wait())
+        else:
+            lim.acquire(10, max_wait=0.3)
+    took = time.monotonic() - started
+    # The start (EVALSHA refused, then EVAL), lease renewals on the way, the last poll.
+    renewals = int(0.3 / 0.5)
+    assert _scripts_run(client) - before <= 3 + renewals
+    assert client.zcard("{" + key + "}:q") == 0
+    assert took < 0.3 + GRACE
+    held.cancel()

@@ -127,6 +127,9 @@ class Step:
     # ``State.soonest``), the limit that binds it, and when that limit is whole again.
     soonest: Soonest | None = None
     lost: bool = False  # the ticket's queue place expired (Redis lease); start again
+    # The ticket left the queue at the caller's deadline (the shared backend's last poll
+    # leaves in the same round trip): the wait is over, whatever the caller's clock says.
+    left: bool = False
     # An admission's time in the backend's own clock when that is not the caller's (Redis
     # time; ``now`` is then the caller's monotonic clock): the reservation's ``at``.
     at: float | None = None

@@ -851,7 +851,7 @@ class _Wait:
         at once when even the soonest the request could go is past it, else when it
         has passed."""
         now, deadline, soonest = step.now, self.deadline, step.soonest
-        if deadline is not None and now >= deadline:
+        if step.left or (deadline is not None and now >= deadline):
             assert self.max_wait is not None
             # The head's own time, as known now (a request in flight may still free it
             # sooner): what it would have needed, for the message.

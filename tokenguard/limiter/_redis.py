@@ -548,6 +548,9 @@ class RedisBackend:
         step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
         if last and step.charge is None:
             ticket.id = ""  # left: nothing for leave_plan to do
+            # Lost or not, it is out of the queue: starting again would cost round trips
+            # past the deadline.
+            step.left, step.lost = True, False
         return step
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
