@@ -456,18 +456,15 @@ def test_a_waiter_that_times_out_makes_no_round_trip_after_the_poll_at_its_deadl
     client.script_flush()
     before = _scripts_run(client)
     started = time.monotonic()
+
+    async def wait() -> None:
+        try:
+            await lim.acquire_async(10, max_wait=0.3)
+        finally:
+            await lim.aclose()
+
     with pytest.raises(tg.RateLimitTimeout, match="waited max_wait"):
-        if face == "asyncio":
-
-            async def wait() -> None:
-                try:
-                    await lim.acquire_async(10, max_wait=0.3)
-                finally:
-                    await lim.aclose()
-
-            asyncio.run(wait())
-        else:
-            lim.acquire(10, max_wait=0.3)
+        asyncio.run(wait()) if face == "asyncio" else lim.acquire(10, max_wait=0.3)
     took = time.monotonic() - started
     # The start (EVALSHA refused, then EVAL), lease renewals on the way, the last poll.
     renewals = int(0.3 / 0.5)
@@ -475,3 +472,34 @@ def test_a_waiter_that_times_out_makes_no_round_trip_after_the_poll_at_its_deadl
     assert client.zcard("{" + key + "}:q") == 0
     assert took < 0.3 + GRACE
     held.cancel()
+
+
+# Keeps Redis busy for ARGV[1] microseconds: every command sent meanwhile waits.
+_BUSY = (
+    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "
+    "while true do local n = redis.call('TIME') "
+    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) then break end end return 1"
+)
+
+
+def test_a_slow_first_round_trip_does_not_move_the_deadline(
+    redis_srv: RedisServer, client: redis.Redis, key: str
+) -> None:
+    # Redis is busy for 200 ms as the waiter starts: max_wait still counts from the
+    # call, so the waiter must not sleep toward a deadline taken after that reply.
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key=key)
+    held = lim.acquire(100)
+    other = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    busy = threading.Thread(target=lambda: other.eval(_BUSY, 0, 200_000))
+    busy.start()
+    time.sleep(0.02)  # the busy script is running
+    started = time.monotonic()
+    with pytest.raises(tg.RateLimitTimeout, match="waited max_wait"):
+        lim.acquire(10, max_wait=0.5)
+    took = time.monotonic() - started
+    busy.join()
+    # A deadline from the first reply put the last poll about 100 ms late (a BLPOP
+    # cut one Redis tick short of the later deadline, past the real one).
+    assert 0.5 <= took < 0.5 + 0.06
+    held.cancel()
+    other.close()

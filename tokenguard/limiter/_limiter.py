@@ -697,7 +697,7 @@ class Limiter:
             tokens, max_wait=bounded, estimate=bounded is not None or day_wait is not None
         )
         step = yield from backend.start_plan(ticket)
-        wait = _Wait(self.limits, tokens, step.now, bounded, day_wait)
+        wait = _Wait(self.limits, tokens, step.now, bounded, day_wait, ticket.deadline)
         try:
             while step.charge is None:
                 if step.lost:
@@ -838,12 +838,17 @@ class _Wait:
         start: float,
         max_wait: float | None,
         day_wait: float | None,
+        deadline: float | None = None,
     ) -> None:
         self.limits = limits
         self.tokens = tokens
         self.start = start
         self.max_wait = max_wait
-        self.deadline = None if max_wait is None else start + max_wait
+        # A shared backend sets the ticket's deadline before its first round trip: one
+        # deadline for both, or the waiter sleeps past the backend's last poll.
+        if deadline is None and max_wait is not None:
+            deadline = start + max_wait
+        self.deadline = deadline
         self.day_wait = day_wait
 
     def next(self, step: Step) -> float | None:

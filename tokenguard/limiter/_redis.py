@@ -505,8 +505,7 @@ class RedisBackend:
         # into waits from now on this process's monotonic clock, so a Redis clock that
         # jumps cannot hold a caller past its max_wait. (The property tests' fake clock
         # stands for both clocks.)
-        clock = self._test_clock
-        now = time.monotonic() if clock is None else clock()
+        now = self._now()
         status, then = int(reply[0]), float(reply[1])
         self.peers = max(int(reply[-1]), 1)
         if status == 1:
@@ -529,9 +528,16 @@ class RedisBackend:
         # Right behind the head: poll when the head may go (it may have crashed).
         return Step(now, until=later(head_at) if head_at >= 0 else None, soonest=soonest)
 
+    def _now(self) -> float:
+        """The caller's clock, in which steps and deadlines are given (monotonic; the
+        property tests' fake clock stands for it)."""
+        clock = self._test_clock
+        return time.monotonic() if clock is None else clock()
+
     def start_plan(self, ticket: Ticket) -> Plan[Step]:
         if ticket.deadline is None and ticket.max_wait is not None:
-            ticket.deadline = time.monotonic() + ticket.max_wait
+            # From before the first round trip: the limiter gives up by this deadline too.
+            ticket.deadline = self._now() + ticket.max_wait
         until = self._until(ticket)
         if self._orphans:
             yield from self._cleaning(until)
@@ -543,7 +549,7 @@ class RedisBackend:
         # The poll at the caller's deadline also leaves the queue when it does not admit
         # (one round trip, not a poll and then a leave): the caller's timeout is then
         # raised as soon as the answer is in.
-        last = ticket.deadline is not None and time.monotonic() >= ticket.deadline
+        last = ticket.deadline is not None and self._now() >= ticket.deadline
         args = ["last" if last else "poll", ticket.id, ticket.tokens, int(ticket.estimate)]
         step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
         if last and step.charge is None:
@@ -575,11 +581,13 @@ class RedisBackend:
         block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
         rest = 0.0
         deadline = ticket.deadline
-        if deadline is not None and time.monotonic() + block + SERVER_TICK > deadline:
+        now = self._now()
+        if deadline is not None and now + block + SERVER_TICK > deadline:
             # Redis ends a blocked wait on its own timer tick (100 ms apart by default),
             # so a BLPOP may return that much late: near the caller's deadline, block
             # one tick less and sleep the rest here (a wake-up in that tick waits for
-            # the poll at the deadline, which still admits).
+            # the poll at the deadline, which still admits). Never past the deadline.
+            block = min(block, max(deadline - now, 0.0))
             rest = min(block, SERVER_TICK)
             block -= rest
         if block >= 0.001:
@@ -590,7 +598,7 @@ class RedisBackend:
                 self._orphan(ticket)
                 raise
         if rest > 0 and deadline is not None:
-            left = min(rest, deadline - time.monotonic())
+            left = min(rest, deadline - self._now())
             if left > 0:
                 yield Sleep(left)
 
