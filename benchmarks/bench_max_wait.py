@@ -8,9 +8,11 @@ limiter with the same limits. Tasks start a millisecond apart; the queue order i
 the start order on Redis (start round trips overlap), so nothing compares call ``i``
 with call ``i``. Per cell, order-free:
 
-- ``missed``: the references just before and after a run served ``could`` calls within
-  ``max_wait`` less 50 ms of jitter (the more of the two: the machine's load moves the
-  queue's pace); a run serving fewer missed the difference.
+- ``missed``: the references just before and after a run say how many of its calls the
+  queue could serve within ``max_wait`` less 50 ms of jitter (``could``: the more of the
+  two, as the machine's load moves the queue's pace): the ``p``-th time a reference
+  served a call, from its first start, against the ``p``-th start of the run. A run
+  serving fewer missed the difference.
   Refusals ahead only move the rest forward, so FIFO serves at least as many.
 - ``wrong``: refusals whose reason does not hold. Every refusal is recorded with the
   limiter's reason: at the deadline ("waited max_wait"), or at once with the soonest it
@@ -90,6 +92,7 @@ SCENARIOS = {
 class Outcome:
     served: bool
     elapsed: float  # from the call's start to its admission or refusal (monotonic)
+    started: float  # when the call started (monotonic)
     # A refusal's reason, as the limiter gave it: at the deadline, or at once with the
     # soonest it claimed (seconds from the start).
     at_deadline: bool = False
@@ -110,7 +113,8 @@ async def _one(
     except tg.RateLimitTimeout as exc:
         elapsed = time.monotonic() - started
         at_deadline = "without being admitted" in str(exc)
-        return Outcome(False, elapsed, at_deadline, None if at_deadline else exc.needed_wait)
+        claimed = None if at_deadline else exc.needed_wait
+        return Outcome(False, elapsed, started, at_deadline, claimed)
     admitted = time.monotonic() - started
     try:
         raw = await client.chat.completions.with_raw_response.create(
@@ -127,7 +131,7 @@ async def _one(
     usage = raw.parse().usage
     assert usage is not None
     await r.commit_async(usage.total_tokens, headers=raw.headers)
-    return Outcome(True, admitted)
+    return Outcome(True, admitted, started)
 
 
 async def _run(
@@ -163,19 +167,44 @@ def _median(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3f}" if xs else "-"
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A run without ``max_wait``: when the queue served its calls, in order, from the
+    first call's start; and every call's wait, longest first."""
+
+    served_at: list[float]
+    waits: list[float]
+
+    @classmethod
+    def of(cls, run: list[Outcome]) -> Schedule:
+        first = min(o.started for o in run)
+        served_at = sorted(o.started - first + o.elapsed for o in run)
+        return cls(served_at, sorted((o.elapsed for o in run), reverse=True))
+
+    def could(self, run: list[Outcome], max_wait: float) -> int:
+        """How many of ``run``'s calls this schedule serves within ``max_wait`` less the
+        jitter: the ``p``-th place goes to the ``p``-th call to start (under load the
+        starts spread by tens of ms, so a wait alone does not carry over between runs)."""
+        first = min(o.started for o in run)
+        starts = sorted(o.started - first for o in run)
+        return sum(
+            1 for t, s in zip(self.served_at, starts, strict=True) if t - s <= max_wait - JITTER
+        )
+
+
 @dataclass
 class Reference:
-    """What runs without ``max_wait`` showed: every call's wait, longest first, per run."""
+    """The runs without ``max_wait`` a judgement draws on."""
 
-    runs: list[list[float]]
+    runs: list[Schedule]
 
-    def could(self, max_wait: float) -> int:
-        """The most calls any reference run served within ``max_wait`` less the jitter."""
-        return max(sum(1 for w in run if w <= max_wait - JITTER) for run in self.runs)
+    def could(self, run: list[Outcome], max_wait: float) -> int:
+        """The most calls of ``run`` any of the references serves within ``max_wait``."""
+        return max(ref.could(run, max_wait) for ref in self.runs)
 
     def longest(self) -> list[float]:
         """Per rank, the longest wait any run had there (the lenient bound for claims)."""
-        return [max(ws) for ws in zip(*self.runs, strict=True)]
+        return [max(ws) for ws in zip(*(r.waits for r in self.runs), strict=True)]
 
 
 def _wrong(ref: Reference, run: list[Outcome], max_wait: float) -> int:
@@ -199,7 +228,7 @@ def _compare(
     """One run's counts: ``could`` from the references run just before and just after it
     (the machine's load moves the queue's pace), claims checked against every reference."""
     served = sum(1 for o in run if o.served)
-    could = near.could(max_wait)
+    could = near.could(run, max_wait)
     late = [o.elapsed - max_wait for o in run if o.elapsed > max_wait]
     return {
         "served": served,
@@ -266,9 +295,8 @@ class _Pauses:
 _PAUSES = _Pauses()
 
 
-def _reference(sc: Scenario, shared: redis.Redis | None) -> list[float]:
-    """A run without ``max_wait``: every call's wait, longest first."""
-    return sorted((o.elapsed for o in asyncio.run(_run(sc, None, shared))), reverse=True)
+def _reference(sc: Scenario, shared: redis.Redis | None) -> Schedule:
+    return Schedule.of(asyncio.run(_run(sc, None, shared)))
 
 
 def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
@@ -283,7 +311,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
         sc = SCENARIOS[name]
 
         refs = [_reference(sc, shared)]
-        longest = refs[0][0]
+        longest = refs[0].waits[0]
         waits = sorted({round(f * longest, 3) for f in sc.fractions} | set(sc.seconds))
         # Every run with max_wait sits between two references: refs[i] and refs[i + 1].
         runs: dict[float, list[tuple[int, list[Outcome]]]] = {mw: [] for mw in waits}
@@ -297,7 +325,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
         every = Reference(refs)
         print(
             f"{name:8}  none       {len(refs)} runs{'':36}p50 "
-            f"{_median([w for r in refs for w in r])}  longest {max(every.longest()):.3f}"
+            f"{_median([w for r in refs for w in r.waits])}  longest {max(every.longest()):.3f}"
         )
         for mw in waits:
             rows = [_compare(Reference(refs[i : i + 2]), every, run, mw) for i, run in runs[mw]]

@@ -419,13 +419,14 @@ class RedisBackend:
             self._seen_at = time.monotonic()
             return reply
 
-    def _blpop(self, key: str, block: float, until: float) -> None:
+    def _blpop(self, key: str, block: float, until: float) -> bool:
+        """Whether woken (a push to ``key``) before ``block`` seconds ran out."""
         with self._reaching:
-            self._conns.run(until, "BLPOP", key, block)
+            return self._conns.run(until, "BLPOP", key, block) is not None
 
-    async def _ablpop(self, key: str, block: float, until: float) -> None:
+    async def _ablpop(self, key: str, block: float, until: float) -> bool:
         with self._reaching:
-            await self._aconnections().run(until, "BLPOP", key, block)
+            return await self._aconnections().run(until, "BLPOP", key, block) is not None
 
     def _args(self, args: list[Any]) -> list[Any]:
         # Every script's last argument is about the clocks (see now_s in lua/lib.lua):
@@ -577,28 +578,31 @@ class RedisBackend:
                 self._orphan(ticket)
 
     def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
-        # Block on our own wake-up list, never longer than the lease renewal needs.
-        block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
-        rest = 0.0
-        deadline = ticket.deadline
+        # Block on our own wake-up list until the time the limiter computed (the head's
+        # turn, the caller's deadline), never longer than the lease renewal needs.
         now = self._now()
-        if deadline is not None and now + block + SERVER_TICK > deadline:
-            # Redis ends a blocked wait on its own timer tick (100 ms apart by default),
-            # so a BLPOP may return that much late: near the caller's deadline, block
-            # one tick less and sleep the rest here (a wake-up in that tick waits for
-            # the poll at the deadline, which still admits). Never past the deadline.
-            block = min(block, max(deadline - now, 0.0))
+        end = None if timeout is None else now + max(timeout, 0.0)
+        if ticket.deadline is not None:
+            end = ticket.deadline if end is None else min(end, ticket.deadline)
+        block = self._max_block if end is None else max(min(end - now, self._max_block), 0.0)
+        rest = 0.0
+        if end is not None and now + block + SERVER_TICK > end:
+            # Redis ends a blocked wait on its own timer tick (10 a second by default), so
+            # a BLPOP may return that much late: a wait for a time blocks one tick less
+            # and sleeps the rest here, unless woken (a wake-up pushed in that tick is
+            # seen by the poll at the time, which still admits).
             rest = min(block, SERVER_TICK)
             block -= rest
+        woken = False
         if block >= 0.001:
-            key = f"{self._prefix}:w:{ticket.id}"
+            key, until = f"{self._prefix}:w:{ticket.id}", self._until(ticket, block)
             try:
-                yield Call(self._blpop, self._ablpop, key, block, self._until(ticket, block))
+                woken = yield Call(self._blpop, self._ablpop, key, block, until)
             except LimiterUnavailable:
                 self._orphan(ticket)
                 raise
-        if rest > 0 and deadline is not None:
-            left = min(rest, deadline - self._now())
+        if rest > 0 and not woken and end is not None:
+            left = end - self._now()
             if left > 0:
                 yield Sleep(left)
 
