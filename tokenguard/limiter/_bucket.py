@@ -412,7 +412,6 @@ class Buckets:
             policy = self.learned
         if policy is None and headers:
             policy = False  # the headers at hand say what to free (see adopt)
-        tpm = self.tpm
         if charge.open:
             charge.open = False
             self.open_tokens -= est
@@ -422,42 +421,19 @@ class Buckets:
                 q.popleft()  # settled charges leave from the left (as in _age)
             if actual is None:
                 return  # never reached the server: nothing was charged
-            full = max(est, actual)
-            # Each bucket by name rather than a loop that tells them apart.
-            if tpm is not None:
-                taken = actual if policy is not False else full
-                tpm.level -= taken
-                self.settled += taken
-            lv = self.rpm
-            if lv is not None:
-                lv.level -= 1
-            lv = self.tpd
-            if lv is not None:
-                lv.level -= actual if self.refunds else full
-            lv = self.rpd
-            if lv is not None:
-                lv.level -= 1
+            self._charge_settled(actual, max(est, actual), policy)
         elif charge.aged:
-            # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
             self.aged_tokens -= est
-            aged_at = charge.at + self.window
+            self._correct_aged(charge, actual, policy)
             if actual is None:
-                for lv in self.levels:
-                    lv.credit(self._cost(lv, est), aged_at, self.time)
                 return
-            full = max(est, actual)
-            for lv in self.levels:
-                if not lv.tokens:
-                    continue
-                if actual > est:
-                    lv.level -= actual - est
-                elif (policy is not False) if lv is self.tpm else bool(self.refunds):
-                    lv.credit(est - actual, aged_at, self.time)
         else:
             return
         charge.tokens = actual
         charge.settled_mark = self.settled - others
+        full = max(est, actual)
+        tpm = self.tpm
         if tpm is not None and full > actual:
             if policy is False:
                 tpm.deferred += full - actual
@@ -467,6 +443,43 @@ class Buckets:
                 tpm.freed += full - actual
                 self.freed_total += full - actual
                 self.released += full - actual
+
+    def _charge_settled(self, actual: int, full: int, policy: bool | None) -> None:
+        """Charge a commit of a request in flight: ``actual`` tokens where the server
+        gives back the rest (for the day's bucket, only when ``refunds=True``), else
+        ``full`` (the estimate when larger); one request."""
+        # Each bucket by name rather than a loop that tells them apart.
+        tpm = self.tpm
+        if tpm is not None:
+            taken = actual if policy is not False else full
+            tpm.level -= taken
+            self.settled += taken
+        lv = self.rpm
+        if lv is not None:
+            lv.level -= 1
+        lv = self.tpd
+        if lv is not None:
+            lv.level -= actual if self.refunds else full
+        lv = self.rpd
+        if lv is not None:
+            lv.level -= 1
+
+    def _correct_aged(self, charge: BucketCharge, actual: int | None, policy: bool | None) -> None:
+        """A charge that aged was charged at its estimate then: correct it to ``actual``
+        (``None``: cancelled, give it all back)."""
+        est = charge.tokens
+        aged_at = charge.at + self.window
+        if actual is None:
+            for lv in self.levels:
+                lv.credit(self._cost(lv, est), aged_at, self.time)
+            return
+        for lv in self.levels:
+            if not lv.tokens:
+                continue
+            if actual > est:
+                lv.level -= actual - est
+            elif (policy is not False) if lv is self.tpm else bool(self.refunds):
+                lv.credit(est - actual, aged_at, self.time)
 
     def settle_answered(
         self, charge: BucketCharge, actual: int | None, view: ServerView, now: float
