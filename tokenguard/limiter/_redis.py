@@ -1,40 +1,13 @@
-"""The shared backend: the window and the FIFO queue live in Redis.
+"""The shared backend: the limiter's state and its FIFO queue live in Redis, under ``{key}``.
 
-Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
-so clients on different machines agree without synchronised clocks. Waiters hold
-a ticket in a queue with a lease they renew while waiting; a crashed waiter's
-place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks
-in ``BLPOP`` on its own wake-up list until the computed time (or its lease renewal);
-whoever changes what the head waits for pushes to the head's list, so nobody polls. All keys
-share the hash tag ``{key}`` and expire when unused.
-
-Clocks: Redis time only orders the queue and the buckets. Every time a script returns is
-turned into a wait from the reply on this process's monotonic clock, so ``max_wait`` holds
-whatever Redis's clock does; and the scripts' time never goes back and never runs ahead of
-what the calling process's own clock has seen pass (see now_s in lua/lib.lua), so a step
-back stalls nobody and a step forward refills nothing unearned. A key found empty soon
-after this process last used it was lost (a restart without persistence): its minute
-buckets start empty rather than full. Each reply to an admission decision says how many
-processes use the key (:attr:`RedisBackend.peers`), which ``fail_open`` shares the limit by.
-
-Every round trip is bounded in time, whatever the client's ``socket_timeout`` (none,
-or longer than a caller's ``max_wait``): a frozen Redis (it accepts connections and
-never answers) must not hold a caller. So the backend keeps its own connections,
-made with the user's client's settings (host, credentials, TLS, ...), and gives each
-round trip a deadline: what is left of the caller's ``max_wait`` plus :data:`GRACE`,
-and never more than the round-trip limit (the client's ``socket_timeout``, or
-:data:`ROUND_TRIP` when it has none). A round trip past its deadline raises
-:class:`~tokenguard.LimiterUnavailable` and its connection is closed, never reused.
-A ticket whose script may have run without its reply arriving (it may hold a queue
-place or even an admission) is cleaned up (left and cancelled) before this backend's
-next admission; meanwhile its place expires with its lease and a charge ages out as
-any unsettled reservation does. Redis Cluster is not supported (one node, or a
-proxy that looks like one).
-
-The asyncio face uses connections of a ``redis.asyncio`` client built from the sync
-client's settings (one per event loop), so waiting never blocks the loop. Each
-decision is written once, as a plan (see :mod:`tokenguard._drive`) that yields a
-script call or a ``BLPOP``; only those two differ between a thread and a task.
+Invariant: every decision is one Lua script (one round trip, atomic) on Redis time, and
+every round trip has a deadline (what is left of the caller's ``max_wait`` plus
+:data:`GRACE`, never more than the round-trip limit); times a script returns become waits
+on this process's monotonic clock, so ``max_wait`` holds whatever Redis's clock does.
+Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place; the
+thread and asyncio faces run the same plans (see :mod:`tokenguard._drive`). How waits,
+leases, lost replies, restarts and clocks are handled: docs/guide/redis.md and the
+reliability page.
 """
 
 from __future__ import annotations
