@@ -81,7 +81,8 @@ class Ticket:
     ``estimate``: report the soonest it could go (``max_wait`` given, or a bound on
     day-limit waits);
     ``max_wait`` itself bounds a shared backend's round trips for this ticket (its
-    ``deadline``, on the monotonic clock, is the backend's to set). The signal is
+    ``deadline``, in the steps' clock, is the backend's to set, before its first round
+    trip; the limiter gives up by the same deadline). The signal is
     made when first used (by a backend that queues the ticket, under its
     lock): most tickets are admitted at once, and a thread-safe event costs
     microseconds to make.
