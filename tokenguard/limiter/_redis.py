@@ -299,6 +299,17 @@ def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
     return kwargs
 
 
+def _round_trip_limit(client: redis_lib.Redis, given: float | None) -> float:
+    """How long a round trip without a caller's deadline may take: as given, else the
+    client's ``socket_timeout``, else :data:`ROUND_TRIP`."""
+    if given is not None:
+        return given
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
+        return float(socket_timeout)
+    return ROUND_TRIP
+
+
 class RedisBackend:
     """Decisions in Redis under ``{key}``; see the module docstring.
 
@@ -333,12 +344,7 @@ class RedisBackend:
         self._lease = lease
         # Queue places are leased for less than the limiter's lease (see WAITER_LEASE).
         queue_lease = min(lease, waiter_lease)
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        if not (isinstance(socket_timeout, (int, float)) and socket_timeout > 0):
-            socket_timeout = None
-        if round_trip is None:
-            round_trip = ROUND_TRIP if socket_timeout is None else float(socket_timeout)
-        self._round_trip = round_trip
+        self._round_trip = round_trip = _round_trip_limit(client, round_trip)
         # Renew the lease well before it runs out, whatever we are waiting for; and a
         # BLPOP no longer than a round trip may be (the client's socket timeout).
         self._max_block = max(min(queue_lease / 4, round_trip * 0.8), 0.01)
