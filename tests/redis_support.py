@@ -5,6 +5,7 @@ CI installs ``redis-server``; a missing binary is a setup error, not a skip.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -106,3 +107,16 @@ def redis_srv() -> Iterator[RedisServer]:
     """A session's ``redis-server`` (import this fixture into a test module to use it)."""
     with redis_server() as server:
         yield server
+
+
+@contextmanager
+def uncollected() -> Iterator[None]:
+    """No garbage collection inside: a test that times a wait to the millisecond times the
+    limiter, not a full collection of the suite's heap (80-200 ms on a loaded machine)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -291,20 +291,8 @@ class _General(Buckets):
             self.blocked_until = now + view.retry_after
             changed = True
         if tpm is not None and view.remaining_tokens is not None:
-            remaining = float(view.remaining_tokens)
-            if tpm.level > remaining + seen_t:
-                tpm.level = remaining + seen_t
-                changed = True
-            if tpm.deferred > 0 and self.refunds is not True:
-                unseen = self.aged_tokens
-                if sure is not None:
-                    unseen += max(0, self.settled - sure)
-                free = min(remaining - unseen - tpm.level, tpm.deferred)
-                if free > 0:
-                    tpm.level += free
-                    tpm.deferred -= free
-                    self.released += free
-                    changed = True
+            # No shortcut in this step: the model's own.
+            changed |= self._adopt_remaining(tpm, float(view.remaining_tokens), seen_t, sure)
         if rpd is not None and view.remaining_requests is not None:
             target = float(view.remaining_requests) + seen_r
             if rpd.level > target:

@@ -109,28 +109,19 @@ def _redis_run(
             client.delete(*keys)
 
 
+@pytest.mark.parametrize("algorithm", ["window", "bucket"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
 @known_examples
 def test_lua_keeps_every_window_and_the_server_bucket(
     client: redis.Redis,
+    algorithm: str,
     steps: list[tuple[object, ...]],
     lag: float,
     server: tuple[str, bool | None],
 ) -> None:
-    _redis_run(client, steps, lag, server)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=OPS, lag=st.sampled_from([0.0, 3.0]), server=SERVERS)
-@known_examples
-def test_lua_bucket_keeps_the_server_bucket(
-    client: redis.Redis,
-    steps: list[tuple[object, ...]],
-    lag: float,
-    server: tuple[str, bool | None],
-) -> None:
-    _redis_run(client, steps, lag, server, "bucket")
+    # The window's ledgers and the bucket model, each checked by the same property.
+    _redis_run(client, steps, lag, server, algorithm)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

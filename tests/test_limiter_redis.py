@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_support import RedisServer, redis_server, redis_srv
+from redis_support import RedisServer, redis_server, redis_srv, uncollected
 from structlog.testing import capture_logs
 
 import tokenguard as tg
@@ -436,3 +436,71 @@ def test_scripts_flushed_from_redis_are_sent_again(
         got = [first, lim.acquire(20)]
     assert [r.tokens for r in got] == [10, 20]
     assert all(r.at > 0 for r in got)
+
+
+def _scripts_run(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
+@pytest.mark.parametrize("face", ["thread", "asyncio"])
+def test_a_waiter_that_times_out_makes_no_round_trip_after_the_poll_at_its_deadline(
+    client: redis.Redis, key: str, face: str
+) -> None:
+    # A reservation in flight could still free the limit, so the waiter waits out its
+    # max_wait. Its start is slow (the scripts are flushed: EVALSHA fails, EVAL
+    # compiles) and its last poll fast: the limiter must end the wait when that poll
+    # left the queue, not poll again and start over until its own clock agrees.
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key=key)
+    held = lim.acquire(100)
+    client.script_flush()
+    before = _scripts_run(client)
+    started = time.monotonic()
+
+    async def wait() -> None:
+        try:
+            await lim.acquire_async(10, max_wait=0.3)
+        finally:
+            await lim.aclose()
+
+    with pytest.raises(tg.RateLimitTimeout, match="waited max_wait"):
+        asyncio.run(wait()) if face == "asyncio" else lim.acquire(10, max_wait=0.3)
+    took = time.monotonic() - started
+    # The start (EVALSHA refused, then EVAL), lease renewals on the way, the last poll.
+    renewals = int(0.3 / 0.5)
+    assert _scripts_run(client) - before <= 3 + renewals
+    assert client.zcard("{" + key + "}:q") == 0
+    assert took < 0.3 + GRACE
+    held.cancel()
+
+
+# Keeps Redis busy for ARGV[1] microseconds: every command sent meanwhile waits.
+_BUSY = (
+    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "
+    "while true do local n = redis.call('TIME') "
+    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) then break end end return 1"
+)
+
+
+def test_a_slow_first_round_trip_does_not_move_the_deadline(
+    redis_srv: RedisServer, client: redis.Redis, key: str
+) -> None:
+    # Redis is busy for 200 ms as the waiter starts: max_wait still counts from the
+    # call, so the waiter must not sleep toward a deadline taken after that reply.
+    lim = tg.Limiter(tpm=100, window=100.0, redis=client, key=key)
+    held = lim.acquire(100)
+    other = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    busy = threading.Thread(target=lambda: other.eval(_BUSY, 0, 200_000))
+    busy.start()
+    time.sleep(0.02)  # the busy script is running
+    with uncollected():
+        started = time.monotonic()
+        with pytest.raises(tg.RateLimitTimeout, match="waited max_wait"):
+            lim.acquire(10, max_wait=0.5)
+        took = time.monotonic() - started
+    busy.join()
+    # A deadline from the first reply put the last poll about 100 ms late (a BLPOP
+    # cut one Redis tick short of the later deadline, past the real one).
+    assert 0.5 <= took < 0.5 + 0.06
+    held.cancel()
+    other.close()

@@ -81,7 +81,8 @@ class Ticket:
     ``estimate``: report the soonest it could go (``max_wait`` given, or a bound on
     day-limit waits);
     ``max_wait`` itself bounds a shared backend's round trips for this ticket (its
-    ``deadline``, on the monotonic clock, is the backend's to set). The signal is
+    ``deadline``, in the steps' clock, is the backend's to set, before its first round
+    trip; the limiter gives up by the same deadline). The signal is
     made when first used (by a backend that queues the ticket, under its
     lock): most tickets are admitted at once, and a thread-safe event costs
     microseconds to make.
@@ -127,6 +128,9 @@ class Step:
     # ``State.soonest``), the limit that binds it, and when that limit is whole again.
     soonest: Soonest | None = None
     lost: bool = False  # the ticket's queue place expired (Redis lease); start again
+    # The ticket left the queue at the caller's deadline (the shared backend's last poll
+    # leaves in the same round trip): the wait is over, whatever the caller's clock says.
+    left: bool = False
     # An admission's time in the backend's own clock when that is not the caller's (Redis
     # time; ``now`` is then the caller's monotonic clock): the reservation's ``at``.
     at: float | None = None

@@ -412,7 +412,6 @@ class Buckets:
             policy = self.learned
         if policy is None and headers:
             policy = False  # the headers at hand say what to free (see adopt)
-        tpm = self.tpm
         if charge.open:
             charge.open = False
             self.open_tokens -= est
@@ -422,42 +421,19 @@ class Buckets:
                 q.popleft()  # settled charges leave from the left (as in _age)
             if actual is None:
                 return  # never reached the server: nothing was charged
-            full = max(est, actual)
-            # Each bucket by name rather than a loop that tells them apart.
-            if tpm is not None:
-                taken = actual if policy is not False else full
-                tpm.level -= taken
-                self.settled += taken
-            lv = self.rpm
-            if lv is not None:
-                lv.level -= 1
-            lv = self.tpd
-            if lv is not None:
-                lv.level -= actual if self.refunds else full
-            lv = self.rpd
-            if lv is not None:
-                lv.level -= 1
+            self._charge_settled(actual, max(est, actual), policy)
         elif charge.aged:
-            # Charged at its estimate when it aged: correct that charge now.
             charge.aged = False
             self.aged_tokens -= est
-            aged_at = charge.at + self.window
+            self._correct_aged(charge, actual, policy)
             if actual is None:
-                for lv in self.levels:
-                    lv.credit(self._cost(lv, est), aged_at, self.time)
                 return
-            full = max(est, actual)
-            for lv in self.levels:
-                if not lv.tokens:
-                    continue
-                if actual > est:
-                    lv.level -= actual - est
-                elif (policy is not False) if lv is self.tpm else bool(self.refunds):
-                    lv.credit(est - actual, aged_at, self.time)
         else:
             return
         charge.tokens = actual
         charge.settled_mark = self.settled - others
+        full = max(est, actual)
+        tpm = self.tpm
         if tpm is not None and full > actual:
             if policy is False:
                 tpm.deferred += full - actual
@@ -467,6 +443,43 @@ class Buckets:
                 tpm.freed += full - actual
                 self.freed_total += full - actual
                 self.released += full - actual
+
+    def _charge_settled(self, actual: int, full: int, policy: bool | None) -> None:
+        """Charge a commit of a request in flight: ``actual`` tokens where the server
+        gives back the rest (for the day's bucket, only when ``refunds=True``), else
+        ``full`` (the estimate when larger); one request."""
+        # Each bucket by name rather than a loop that tells them apart.
+        tpm = self.tpm
+        if tpm is not None:
+            taken = actual if policy is not False else full
+            tpm.level -= taken
+            self.settled += taken
+        lv = self.rpm
+        if lv is not None:
+            lv.level -= 1
+        lv = self.tpd
+        if lv is not None:
+            lv.level -= actual if self.refunds else full
+        lv = self.rpd
+        if lv is not None:
+            lv.level -= 1
+
+    def _correct_aged(self, charge: BucketCharge, actual: int | None, policy: bool | None) -> None:
+        """A charge that aged was charged at its estimate then: correct it to ``actual``
+        (``None``: cancelled, give it all back)."""
+        est = charge.tokens
+        aged_at = charge.at + self.window
+        if actual is None:
+            for lv in self.levels:
+                lv.credit(self._cost(lv, est), aged_at, self.time)
+            return
+        for lv in self.levels:
+            if not lv.tokens:
+                continue
+            if actual > est:
+                lv.level -= actual - est
+            elif (policy is not False) if lv is self.tpm else bool(self.refunds):
+                lv.credit(est - actual, aged_at, self.time)
 
     def settle_answered(
         self, charge: BucketCharge, actual: int | None, view: ServerView, now: float
@@ -663,67 +676,91 @@ class Buckets:
         admission time, and what was given back to our level from then until its
         settle, when it was in flight (see ``_check_refunds``).
         """
-        changed = False
         if self.header_lag > 0:
             seen_t, seen_r = self._seen(now, mark)
         else:  # every charge in flight is taken as seen (what _seen sums)
             seen_t, seen_r = self.open_tokens, self.open_requests
         if self.time < now:  # after ``expire(now)``, as the backends call it, never
             self._advance(now)
-        # A limit in the headers (bounded by parse_headers) is the server's bucket, above
-        # or below the configured one: its capacity and refill rate, before anything is
-        # compared with it.
-        tpm, rpd = self.tpm, self.rpd
-        limit = view.limit_tokens
-        if tpm is not None and limit is not None and limit != tpm.cap:
-            self.limit_changes.append(("tpm", round(tpm.cap), limit))
-            changed |= tpm.limit_to(limit)
-        limit = view.limit_requests
-        if rpd is not None and limit is not None and limit != rpd.cap:
-            self.limit_changes.append(("rpd", round(rpd.cap), limit))
-            changed |= rpd.limit_to(limit)
-        retry, remaining_tokens = view.retry_after, view.remaining_tokens
+        changed = self._adopt_limits(view)
         if self.refunds is None and self.learned is not False:
-            # _check_refunds learns only from a 429, or from a header showing at least
-            # two tokens more in use than ours and at most what was freed.
-            if self.lesson is None and (
-                retry is not None or (tpm is not None and tpm.freed >= 2.0)
-            ):  # else :meth:`answer` just learned from this header
-                self._check_refunds(view, seen_t, now, since, given_back)
-            changed |= self.lesson is not None
-            # Still learning (the policy None): _defer_frees, when it has frees to defer.
-            if (
-                self.learned is None
-                and remaining_tokens is not None
-                and tpm is not None
-                and tpm.freed > 0
-            ):
-                self._defer_frees()
+            changed |= self._learn_refunds(view, seen_t, now, since, given_back)
+        retry = view.retry_after
         if retry is not None and now + retry > self.blocked_until:
             self.blocked_until = now + retry
             changed = True
-        if tpm is not None and remaining_tokens is not None:
-            remaining = float(remaining_tokens)
-            if tpm.level > remaining + seen_t:
-                tpm.level = remaining + seen_t
-                changed = True
-            # ``remaining`` and our level count from the same capacity (a smaller one
-            # in the headers was taken above), so it may free deferred tokens.
-            if tpm.deferred > 0 and self.refunds is not True:
-                # Every request in flight may still reach the server; an aged one's
-                # charge is in our level but maybe not yet in the server's.
-                unseen = self.aged_tokens
-                if sure is not None:
-                    unseen += max(0, self.settled - sure)
-                free = min(remaining - unseen - tpm.level, tpm.deferred)
-                if free > 0:
-                    tpm.level += free
-                    tpm.deferred -= free
-                    self.released += free
-                    changed = True
+        tpm, rpd = self.tpm, self.rpd
+        if tpm is not None and view.remaining_tokens is not None:
+            changed |= self._adopt_remaining(tpm, float(view.remaining_tokens), seen_t, sure)
         if rpd is not None and view.remaining_requests is not None:
             target = float(view.remaining_requests) + seen_r
             if rpd.level > target:
                 rpd.level = target
+                changed = True
+        return changed
+
+    def _adopt_limits(self, view: ServerView) -> bool:
+        """A limit in the headers (bounded by parse_headers) is the server's bucket, above
+        or below the configured one: its capacity and refill rate, taken before anything
+        is compared with it."""
+        changed = False
+        for lv, name, limit in (
+            (self.tpm, "tpm", view.limit_tokens),
+            (self.rpd, "rpd", view.limit_requests),
+        ):
+            if lv is not None and limit is not None and limit != lv.cap:
+                self.limit_changes.append((name, round(lv.cap), limit))
+                changed |= lv.limit_to(limit)
+        return changed
+
+    def _learn_refunds(
+        self,
+        view: ServerView,
+        seen_t: int,
+        now: float,
+        since: float | None,
+        given_back: float | None,
+    ) -> bool:
+        """While the refunds policy is unknown: learn it from the headers, and defer what
+        was freed meanwhile. True if a lesson was learned."""
+        tpm = self.tpm
+        # _check_refunds learns only from a 429, or from a header showing at least
+        # two tokens more in use than ours and at most what was freed.
+        if self.lesson is None and (
+            view.retry_after is not None or (tpm is not None and tpm.freed >= 2.0)
+        ):  # else :meth:`answer` just learned from this header
+            self._check_refunds(view, seen_t, now, since, given_back)
+        # Still learning (the policy None): _defer_frees, when it has frees to defer.
+        if (
+            self.learned is None
+            and view.remaining_tokens is not None
+            and tpm is not None
+            and tpm.freed > 0
+        ):
+            self._defer_frees()
+        return self.lesson is not None
+
+    def _adopt_remaining(
+        self, tpm: _Level, remaining: float, seen_t: int, sure: int | None
+    ) -> bool:
+        """Lower the TPM level to the server's remaining tokens (plus what it has not
+        seen), and free deferred tokens as far as that proves the room."""
+        changed = False
+        if tpm.level > remaining + seen_t:
+            tpm.level = remaining + seen_t
+            changed = True
+        # ``remaining`` and our level count from the same capacity (a smaller one
+        # in the headers was taken first), so it may free deferred tokens.
+        if tpm.deferred > 0 and self.refunds is not True:
+            # Every request in flight may still reach the server; an aged one's
+            # charge is in our level but maybe not yet in the server's.
+            unseen = self.aged_tokens
+            if sure is not None:
+                unseen += max(0, self.settled - sure)
+            free = min(remaining - unseen - tpm.level, tpm.deferred)
+            if free > 0:
+                tpm.level += free
+                tpm.deferred -= free
+                self.released += free
                 changed = True
         return changed

@@ -273,6 +273,61 @@ def _check_limit(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be a positive int or None, got {value!r}")
 
 
+def _check_seconds(
+    name: str, value: object, *, zero: bool = False, none: bool = False, forever: bool = False
+) -> None:
+    """A duration option: a number > 0 (``zero``: >= 0), ``None`` if ``none``, and
+    infinite only if ``forever``."""
+    if value is None and none:
+        return
+    if not (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (forever or math.isfinite(value))
+        and (value >= 0 if zero else value > 0)
+    ):
+        also = " or None" if none else ""
+        raise ConfigurationError(
+            f"{name} must be seconds {'>=' if zero else '>'} 0{also}, got {value!r}"
+        )
+
+
+def _check_options(
+    *,
+    limits: tuple[tuple[str, object], ...],
+    window: object,
+    lease: object,
+    header_lag: object,
+    fail_open_share: object,
+    refunds: object,
+    redis_timeout: object,
+    max_day_wait: object,
+    algorithm: object,
+) -> None:
+    """Raise :class:`ConfigurationError` naming the first option a ``Limiter`` cannot take."""
+    for name, value in limits:
+        _check_limit(name, value)
+    if all(value is None for _, value in limits):
+        raise ConfigurationError("a Limiter needs at least one of tpm, rpm, tpd, rpd")
+    _check_seconds("window", window)
+    _check_seconds("lease", lease)
+    _check_seconds("header_lag", header_lag, zero=True)
+    if fail_open_share is not None and not (
+        isinstance(fail_open_share, (int, float))
+        and not isinstance(fail_open_share, bool)
+        and 0 < fail_open_share <= 1
+    ):
+        raise ConfigurationError(
+            f"fail_open_share must be a fraction in (0, 1] or None, got {fail_open_share!r}"
+        )
+    if refunds not in (None, True, False):
+        raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
+    _check_seconds("redis_timeout", redis_timeout, none=True)
+    _check_seconds("max_day_wait", max_day_wait, zero=True, none=True, forever=True)
+    if algorithm not in ("bucket", "window"):
+        raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
+
+
 class Limiter:
     """Admits requests so that the server's rate limits are never exceeded, in strict FIFO
     order.
@@ -393,49 +448,17 @@ class Limiter:
         redis_timeout: float | None = None,
         max_day_wait: float | None = DAY_WAIT,
     ) -> None:
-        for name, value in (("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)):
-            _check_limit(name, value)
-        if tpm is None and rpm is None and tpd is None and rpd is None:
-            raise ConfigurationError("a Limiter needs at least one of tpm, rpm, tpd, rpd")
-        if isinstance(window, bool) or not isinstance(window, (int, float)):
-            raise ConfigurationError(f"window must be seconds > 0, got {window!r}")
-        if not (math.isfinite(window) and window > 0):
-            raise ConfigurationError(f"window must be seconds > 0, got {window!r}")
-        if not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
-            raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}")
-        if not (
-            isinstance(header_lag, (int, float)) and math.isfinite(header_lag) and header_lag >= 0
-        ):
-            raise ConfigurationError(f"header_lag must be seconds >= 0, got {header_lag!r}")
-        if fail_open_share is not None and not (
-            isinstance(fail_open_share, (int, float))
-            and not isinstance(fail_open_share, bool)
-            and 0 < fail_open_share <= 1
-        ):
-            raise ConfigurationError(
-                f"fail_open_share must be a fraction in (0, 1] or None, got {fail_open_share!r}"
-            )
-        if refunds not in (None, True, False):
-            raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
-        if redis_timeout is not None and not (
-            isinstance(redis_timeout, (int, float))
-            and not isinstance(redis_timeout, bool)
-            and math.isfinite(redis_timeout)
-            and redis_timeout > 0
-        ):
-            raise ConfigurationError(
-                f"redis_timeout must be seconds > 0 or None, got {redis_timeout!r}"
-            )
-        if max_day_wait is not None and not (
-            isinstance(max_day_wait, (int, float))
-            and not isinstance(max_day_wait, bool)
-            and max_day_wait >= 0
-        ):
-            raise ConfigurationError(
-                f"max_day_wait must be seconds >= 0 or None, got {max_day_wait!r}"
-            )
-        if algorithm not in ("bucket", "window"):
-            raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
+        _check_options(
+            limits=(("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)),
+            window=window,
+            lease=lease,
+            header_lag=header_lag,
+            fail_open_share=fail_open_share,
+            refunds=refunds,
+            redis_timeout=redis_timeout,
+            max_day_wait=max_day_wait,
+            algorithm=algorithm,
+        )
         self.algorithm = algorithm
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
@@ -466,31 +489,40 @@ class Limiter:
         # _limits_changed).
         self._table: tuple[ModelInfo, tuple[str, ...]] | None = None
         self._limits_lock = threading.Lock()
-        self._backend: Backend
         # The in-memory backend's uncontended admission, tried before any plan runs.
         self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
+        self._backend: Backend
         if redis is None:
             memory = local(self.limits)
-            self._backend = memory
-            self._admit_now = memory.admit_now
+            self._backend, self._admit_now = memory, memory.admit_now
         else:
-            from ._redis import RedisBackend
-
-            self._backend = RedisBackend(
-                self.limits,
-                redis,
-                key=key,
-                lease=float(lease),
-                header_lag=float(header_lag),
-                refunds=refunds,
-                algorithm=algorithm,
-                round_trip=None if redis_timeout is None else float(redis_timeout),
-            )
+            self._backend = self._shared(redis, header_lag, refunds, redis_timeout)
             if fail_open:
                 self._fallback = local(self.limits)
         for backend in (self._backend, self._fallback):
             if backend is not None:
                 backend.on_limits = self._limits_changed
+
+    def _shared(
+        self,
+        redis: redis_lib.Redis,
+        header_lag: float,
+        refunds: bool | None,
+        redis_timeout: float | None,
+    ) -> Backend:
+        """The Redis backend for this limiter's limits, key, lease and algorithm."""
+        from ._redis import RedisBackend
+
+        return RedisBackend(
+            self.limits,
+            redis,
+            key=self.key,
+            lease=self._lease,
+            header_lag=float(header_lag),
+            refunds=refunds,
+            algorithm=self.algorithm,
+            round_trip=None if redis_timeout is None else float(redis_timeout),
+        )
 
     @classmethod
     def from_model(
@@ -697,7 +729,7 @@ class Limiter:
             tokens, max_wait=bounded, estimate=bounded is not None or day_wait is not None
         )
         step = yield from backend.start_plan(ticket)
-        wait = _Wait(self.limits, tokens, step.now, bounded, day_wait)
+        wait = _Wait(self.limits, tokens, step.now, bounded, day_wait, ticket.deadline)
         try:
             while step.charge is None:
                 if step.lost:
@@ -838,12 +870,17 @@ class _Wait:
         start: float,
         max_wait: float | None,
         day_wait: float | None,
+        deadline: float | None = None,
     ) -> None:
         self.limits = limits
         self.tokens = tokens
         self.start = start
         self.max_wait = max_wait
-        self.deadline = None if max_wait is None else start + max_wait
+        # A shared backend sets the ticket's deadline before its first round trip: one
+        # deadline for both, or the waiter sleeps past the backend's last poll.
+        if deadline is None and max_wait is not None:
+            deadline = start + max_wait
+        self.deadline = deadline
         self.day_wait = day_wait
 
     def next(self, step: Step) -> float | None:
@@ -851,7 +888,7 @@ class _Wait:
         at once when even the soonest the request could go is past it, else when it
         has passed."""
         now, deadline, soonest = step.now, self.deadline, step.soonest
-        if deadline is not None and now >= deadline:
+        if step.left or (deadline is not None and now >= deadline):
             assert self.max_wait is not None
             # The head's own time, as known now (a request in flight may still free it
             # sooner): what it would have needed, for the message.

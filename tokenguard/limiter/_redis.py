@@ -1,40 +1,13 @@
-"""The shared backend: the window and the FIFO queue live in Redis.
+"""The shared backend: the limiter's state and its FIFO queue live in Redis, under ``{key}``.
 
-Every decision is one Lua script (one round trip, atomic) using Redis ``TIME``,
-so clients on different machines agree without synchronised clocks. Waiters hold
-a ticket in a queue with a lease they renew while waiting; a crashed waiter's
-place expires after ``lease`` seconds (at most :data:`WAITER_LEASE`). A waiter blocks
-in ``BLPOP`` on its own wake-up list until the computed time (or its lease renewal);
-whoever changes what the head waits for pushes to the head's list, so nobody polls. All keys
-share the hash tag ``{key}`` and expire when unused.
-
-Clocks: Redis time only orders the queue and the buckets. Every time a script returns is
-turned into a wait from the reply on this process's monotonic clock, so ``max_wait`` holds
-whatever Redis's clock does; and the scripts' time never goes back and never runs ahead of
-what the calling process's own clock has seen pass (see now_s in lua/lib.lua), so a step
-back stalls nobody and a step forward refills nothing unearned. A key found empty soon
-after this process last used it was lost (a restart without persistence): its minute
-buckets start empty rather than full. Each reply to an admission decision says how many
-processes use the key (:attr:`RedisBackend.peers`), which ``fail_open`` shares the limit by.
-
-Every round trip is bounded in time, whatever the client's ``socket_timeout`` (none,
-or longer than a caller's ``max_wait``): a frozen Redis (it accepts connections and
-never answers) must not hold a caller. So the backend keeps its own connections,
-made with the user's client's settings (host, credentials, TLS, ...), and gives each
-round trip a deadline: what is left of the caller's ``max_wait`` plus :data:`GRACE`,
-and never more than the round-trip limit (the client's ``socket_timeout``, or
-:data:`ROUND_TRIP` when it has none). A round trip past its deadline raises
-:class:`~tokenguard.LimiterUnavailable` and its connection is closed, never reused.
-A ticket whose script may have run without its reply arriving (it may hold a queue
-place or even an admission) is cleaned up (left and cancelled) before this backend's
-next admission; meanwhile its place expires with its lease and a charge ages out as
-any unsettled reservation does. Redis Cluster is not supported (one node, or a
-proxy that looks like one).
-
-The asyncio face uses connections of a ``redis.asyncio`` client built from the sync
-client's settings (one per event loop), so waiting never blocks the loop. Each
-decision is written once, as a plan (see :mod:`tokenguard._drive`) that yields a
-script call or a ``BLPOP``; only those two differ between a thread and a task.
+Invariant: every decision is one Lua script (one round trip, atomic) on Redis time, and
+every round trip has a deadline (what is left of the caller's ``max_wait`` plus
+:data:`GRACE`, never more than the round-trip limit); times a script returns become waits
+on this process's monotonic clock, so ``max_wait`` holds whatever Redis's clock does.
+Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place; the
+thread and asyncio faces run the same plans (see :mod:`tokenguard._drive`). How waits,
+leases, lost replies, restarts and clocks are handled: docs/guide/redis.md and the
+reliability page.
 """
 
 from __future__ import annotations
@@ -326,6 +299,17 @@ def _async_kwargs(client: redis_lib.Redis) -> dict[str, Any]:
     return kwargs
 
 
+def _round_trip_limit(client: redis_lib.Redis, given: float | None) -> float:
+    """How long a round trip without a caller's deadline may take: as given, else the
+    client's ``socket_timeout``, else :data:`ROUND_TRIP`."""
+    if given is not None:
+        return given
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
+        return float(socket_timeout)
+    return ROUND_TRIP
+
+
 class RedisBackend:
     """Decisions in Redis under ``{key}``; see the module docstring.
 
@@ -360,12 +344,7 @@ class RedisBackend:
         self._lease = lease
         # Queue places are leased for less than the limiter's lease (see WAITER_LEASE).
         queue_lease = min(lease, waiter_lease)
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        if not (isinstance(socket_timeout, (int, float)) and socket_timeout > 0):
-            socket_timeout = None
-        if round_trip is None:
-            round_trip = ROUND_TRIP if socket_timeout is None else float(socket_timeout)
-        self._round_trip = round_trip
+        self._round_trip = round_trip = _round_trip_limit(client, round_trip)
         # Renew the lease well before it runs out, whatever we are waiting for; and a
         # BLPOP no longer than a round trip may be (the client's socket timeout).
         self._max_block = max(min(queue_lease / 4, round_trip * 0.8), 0.01)
@@ -419,13 +398,14 @@ class RedisBackend:
             self._seen_at = time.monotonic()
             return reply
 
-    def _blpop(self, key: str, block: float, until: float) -> None:
+    def _blpop(self, key: str, block: float, until: float) -> bool:
+        """Whether woken (a push to ``key``) before ``block`` seconds ran out."""
         with self._reaching:
-            self._conns.run(until, "BLPOP", key, block)
+            return self._conns.run(until, "BLPOP", key, block) is not None
 
-    async def _ablpop(self, key: str, block: float, until: float) -> None:
+    async def _ablpop(self, key: str, block: float, until: float) -> bool:
         with self._reaching:
-            await self._aconnections().run(until, "BLPOP", key, block)
+            return await self._aconnections().run(until, "BLPOP", key, block) is not None
 
     def _args(self, args: list[Any]) -> list[Any]:
         # Every script's last argument is about the clocks (see now_s in lua/lib.lua):
@@ -505,8 +485,7 @@ class RedisBackend:
         # into waits from now on this process's monotonic clock, so a Redis clock that
         # jumps cannot hold a caller past its max_wait. (The property tests' fake clock
         # stands for both clocks.)
-        clock = self._test_clock
-        now = time.monotonic() if clock is None else clock()
+        now = self._now()
         status, then = int(reply[0]), float(reply[1])
         self.peers = max(int(reply[-1]), 1)
         if status == 1:
@@ -529,9 +508,16 @@ class RedisBackend:
         # Right behind the head: poll when the head may go (it may have crashed).
         return Step(now, until=later(head_at) if head_at >= 0 else None, soonest=soonest)
 
+    def _now(self) -> float:
+        """The caller's clock, in which steps and deadlines are given (monotonic; the
+        property tests' fake clock stands for it)."""
+        clock = self._test_clock
+        return time.monotonic() if clock is None else clock()
+
     def start_plan(self, ticket: Ticket) -> Plan[Step]:
         if ticket.deadline is None and ticket.max_wait is not None:
-            ticket.deadline = time.monotonic() + ticket.max_wait
+            # From before the first round trip: the limiter gives up by this deadline too.
+            ticket.deadline = self._now() + ticket.max_wait
         until = self._until(ticket)
         if self._orphans:
             yield from self._cleaning(until)
@@ -543,11 +529,14 @@ class RedisBackend:
         # The poll at the caller's deadline also leaves the queue when it does not admit
         # (one round trip, not a poll and then a leave): the caller's timeout is then
         # raised as soon as the answer is in.
-        last = ticket.deadline is not None and time.monotonic() >= ticket.deadline
+        last = ticket.deadline is not None and self._now() >= ticket.deadline
         args = ["last" if last else "poll", ticket.id, ticket.tokens, int(ticket.estimate)]
         step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
         if last and step.charge is None:
             ticket.id = ""  # left: nothing for leave_plan to do
+            # Lost or not, it is out of the queue: starting again would cost round trips
+            # past the deadline.
+            step.left, step.lost = True, False
         return step
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
@@ -568,26 +557,31 @@ class RedisBackend:
                 self._orphan(ticket)
 
     def wait_plan(self, ticket: Ticket, timeout: float | None) -> Plan[None]:
-        # Block on our own wake-up list, never longer than the lease renewal needs.
-        block = max(self._max_block if timeout is None else min(timeout, self._max_block), 0.0)
+        # Block on our own wake-up list until the time the limiter computed (the head's
+        # turn, the caller's deadline), never longer than the lease renewal needs.
+        now = self._now()
+        end = None if timeout is None else now + max(timeout, 0.0)
+        if ticket.deadline is not None:
+            end = ticket.deadline if end is None else min(end, ticket.deadline)
+        block = self._max_block if end is None else max(min(end - now, self._max_block), 0.0)
         rest = 0.0
-        deadline = ticket.deadline
-        if deadline is not None and time.monotonic() + block + SERVER_TICK > deadline:
-            # Redis ends a blocked wait on its own timer tick (100 ms apart by default),
-            # so a BLPOP may return that much late: near the caller's deadline, block
-            # one tick less and sleep the rest here (a wake-up in that tick waits for
-            # the poll at the deadline, which still admits).
+        if end is not None and now + block + SERVER_TICK > end:
+            # Redis ends a blocked wait on its own timer tick (10 a second by default), so
+            # a BLPOP may return that much late: a wait for a time blocks one tick less
+            # and sleeps the rest here, unless woken (a wake-up pushed in that tick is
+            # seen by the poll at the time, which still admits).
             rest = min(block, SERVER_TICK)
             block -= rest
+        woken = False
         if block >= 0.001:
-            key = f"{self._prefix}:w:{ticket.id}"
+            key, until = f"{self._prefix}:w:{ticket.id}", self._until(ticket, block)
             try:
-                yield Call(self._blpop, self._ablpop, key, block, self._until(ticket, block))
+                woken = yield Call(self._blpop, self._ablpop, key, block, until)
             except LimiterUnavailable:
                 self._orphan(ticket)
                 raise
-        if rest > 0 and deadline is not None:
-            left = min(rest, deadline - time.monotonic())
+        if rest > 0 and not woken and end is not None:
+            left = end - self._now()
             if left > 0:
                 yield Sleep(left)
 

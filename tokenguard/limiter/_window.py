@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from ._backend import Soonest
@@ -260,24 +260,29 @@ class Ledger:
         the bucket's projected level. Returns the initial size of the hold (0 when
         the server is not tighter).
         """
-        ls = server_limit if server_limit is not None and server_limit > 0 else limit
-        rate = ls / self.period
-        if reset is not None and reset > 0 and ls > remaining:
-            rate = min(rate, (ls - remaining) / reset)
-        base = remaining - unseen
-        if rate <= 0:
+        bucket = _server_bucket(now, self.period, limit, remaining, server_limit, reset, unseen)
+        if bucket is None:
             return 0
-        if ls >= limit:
-            if base >= limit:
-                return 0
-            until = now + (limit - base) / rate
-        else:
-            # The server's own limit is lower than ours: hold for a window at a time,
-            # renewed by every later response.
-            until = now + self.period
+        ls, rate, base, until = bucket
         tokens = unit == "tokens"
+        times, useds = self._usage_until(now, until, tokens)
+
+        def gap(at: float, used_then: int) -> float:
+            return (limit - used_then) - min(ls, base + rate * (at - now))
+
+        edges = [now + (until - now) * i / HOLD_STEPS for i in range(HOLD_STEPS)]
+        envelope = _staircase(edges, times, useds, gap)
+        for i in range(HOLD_STEPS):
+            piece = envelope[i] - envelope[i + 1]
+            if piece > 0:
+                expiry = edges[i + 1] if i + 1 < HOLD_STEPS else until
+                self.hold(expiry, piece if tokens else 0, 0 if tokens else piece)
+        return envelope[0]
+
+    def _usage_until(self, now: float, until: float, tokens: bool) -> tuple[list[float], list[int]]:
+        """Our usage (tokens or requests, holds included) now and after each release
+        before ``until``: the times and the usages."""
         used = self.tokens + self.hold_tokens if tokens else self.requests + self.hold_requests
-        # Our usage after each future release before `until`.
         times, useds = [now], [used]
         for at, t, r in self.releases():
             if at >= until:
@@ -286,32 +291,60 @@ class Ledger:
                 used -= t if tokens else r
                 times.append(at)
                 useds.append(used)
+        return times, useds
 
-        def gap(at: float, used_then: int) -> float:
-            return (limit - used_then) - min(ls, base + rate * (at - now))
 
-        # The hold is a staircase of HOLD_STEPS pieces expiring one after another as
-        # the server's bucket refills; each step covers the largest gap from then on.
-        edges = [now + (until - now) * i / HOLD_STEPS for i in range(HOLD_STEPS)]
-        points = [(at, gap(at, u)) for at, u in zip(times, useds, strict=True)]
-        points += [(e, gap(e, useds[bisect.bisect_right(times, e) - 1])) for e in edges]
-        points.sort()
-        envelope: list[int] = []
-        best = 0.0
-        p = len(points) - 1
-        for e in reversed(edges):
-            while p >= 0 and points[p][0] >= e:
-                best = max(best, points[p][1])
-                p -= 1
-            envelope.append(math.ceil(best - 1e-9) if best > 0 else 0)
-        envelope.reverse()
-        envelope.append(0)
-        for i in range(HOLD_STEPS):
-            piece = envelope[i] - envelope[i + 1]
-            if piece > 0:
-                expiry = edges[i + 1] if i + 1 < HOLD_STEPS else until
-                self.hold(expiry, piece if tokens else 0, 0 if tokens else piece)
-        return envelope[0]
+def _server_bucket(
+    now: float,
+    period: float,
+    limit: int,
+    remaining: int,
+    server_limit: int | None,
+    reset: float | None,
+    unseen: int,
+) -> tuple[int, float, int, float] | None:
+    """The server's bucket as a header shows it: its limit, refill rate, level less what
+    has not reached it yet, and until when it may be tighter than ``limit`` (``None``:
+    never)."""
+    ls = server_limit if server_limit is not None and server_limit > 0 else limit
+    rate = ls / period
+    if reset is not None and reset > 0 and ls > remaining:
+        rate = min(rate, (ls - remaining) / reset)
+    base = remaining - unseen
+    if rate <= 0:
+        return None
+    if ls >= limit:
+        if base >= limit:
+            return None
+        return ls, rate, base, now + (limit - base) / rate
+    # The server's own limit is lower than ours: hold for a window at a time, renewed
+    # by every later response.
+    return ls, rate, base, now + period
+
+
+def _staircase(
+    edges: list[float],
+    times: list[float],
+    useds: list[int],
+    gap: Callable[[float, int], float],
+) -> list[int]:
+    """The hold as a staircase of ``HOLD_STEPS`` pieces starting at ``edges``, expiring
+    one after another as the server's bucket refills: each step covers the largest gap
+    from then on (at the usage steps and the edges); a 0 closes it."""
+    points = [(at, gap(at, u)) for at, u in zip(times, useds, strict=True)]
+    points += [(e, gap(e, useds[bisect.bisect_right(times, e) - 1])) for e in edges]
+    points.sort()
+    envelope: list[int] = []
+    best = 0.0
+    p = len(points) - 1
+    for e in reversed(edges):
+        while p >= 0 and points[p][0] >= e:
+            best = max(best, points[p][1])
+            p -= 1
+        envelope.append(math.ceil(best - 1e-9) if best > 0 else 0)
+    envelope.reverse()
+    envelope.append(0)
+    return envelope
 
 
 class _Deferred:
@@ -661,7 +694,6 @@ class Window:
         than that request's whole round trip.
         """
         changed = self._take_limits(view)
-        lim = self.limits
         if self.policy is None:
             self._check_refunds(view)
             changed |= self.learned is not None
@@ -677,7 +709,15 @@ class Window:
         if view.retry_after is not None and now + view.retry_after > self.blocked_until:
             self.blocked_until = now + view.retry_after
             changed = True
-        # The minute's tokens and the day's requests: the counts Groq's headers give.
+        changed |= self._hold_to_server(now, view, unseen_t, unseen_r)
+        if self.deferred and view.remaining_tokens is not None:
+            changed |= self._free_confirmed(now, view, mark_t, sure, unseen_t)
+        return changed
+
+    def _hold_to_server(self, now: float, view: ServerView, unseen_t: int, unseen_r: int) -> bool:
+        """Hold the minute's tokens and the day's requests (the counts Groq's headers
+        give) to the server's buckets where they are tighter."""
+        lim, changed = self.limits, False
         for ledger, limit, unit, remaining, server_limit, reset, unseen_n in (
             (self.minute, lim.tpm, "tokens", view.remaining_tokens, view.limit_tokens,
              view.reset_tokens, unseen_t),
@@ -697,22 +737,28 @@ class Window:
                         unseen=unseen_n,
                     )
                 )
-        minute, remaining = self.minute, view.remaining_tokens
-        if minute and lim.tpm is not None and remaining is not None and self.deferred:
-            # Freeing trusts neither the lag nor the admission order: see Charge.
-            if sure is not None:
-                unseen = self.admitted_tokens - mark_t + min(minute.open_tokens, mark_t - sure)
-            else:
-                # A header given on its own, of a response just read: what is in
-                # flight may not have reached the server, nor what the lag covers.
-                unseen = minute.open_tokens + unseen_t
-            confirmed = minute.confirm(
-                now,
-                limit=lim.tpm,
-                remaining=remaining,
-                server_limit=view.limit_tokens,
-                reset=view.reset_tokens,
-                unseen=unseen,
-            )
-            changed |= self.free_deferred(confirmed) > 0
         return changed
+
+    def _free_confirmed(
+        self, now: float, view: ServerView, mark_t: int, sure: int | None, unseen_t: int
+    ) -> bool:
+        """Free deferred tokens as far as the header's remaining tokens prove the room."""
+        minute, tpm, remaining = self.minute, self.limits.tpm, view.remaining_tokens
+        if not minute or tpm is None or remaining is None:
+            return False
+        # Freeing trusts neither the lag nor the admission order: see Charge.
+        if sure is not None:
+            unseen = self.admitted_tokens - mark_t + min(minute.open_tokens, mark_t - sure)
+        else:
+            # A header given on its own, of a response just read: what is in
+            # flight may not have reached the server, nor what the lag covers.
+            unseen = minute.open_tokens + unseen_t
+        confirmed = minute.confirm(
+            now,
+            limit=tpm,
+            remaining=remaining,
+            server_limit=view.limit_tokens,
+            reset=view.reset_tokens,
+            unseen=unseen,
+        )
+        return self.free_deferred(confirmed) > 0
