@@ -65,8 +65,9 @@ def main() -> None:
                         messages=[{"role": "user", "content": f"Question {n}: say hi."}],
                         max_tokens=50,
                     )
-                except Exception as exc:  # counted by type, the run goes on
-                    errors[type(exc).__name__] += 1
+                except Exception as exc:  # counted by type (and limit), the run goes on
+                    limit = getattr(exc, "limit_name", None)
+                    errors[type(exc).__name__ + (f" ({limit})" if limit else "")] += 1
                     time.sleep(0.05)
 
         def fault(i: int) -> None:
@@ -98,11 +99,12 @@ def main() -> None:
         log = [r for r in em.log if r.endpoint == "chat"]
     srv.close()
     start = log[0].t if log else 0.0
-    windows: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    windows: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
     for r in log:
         w = windows[int((r.t - start) // args.window)]
         w[0] += r.charged_tokens if r.admitted else 0
         w[1] += r.status == 429
+        w[2] += 1
     rows: list[dict[str, Any]] = []
     for k in sorted(windows):
         at = (k + 1) * args.window
@@ -113,6 +115,7 @@ def main() -> None:
                 "charged_tokens": windows[k][0],
                 "limit": args.tpm,
                 "429s": windows[k][1],
+                "requests": windows[k][2],
                 "rss_mb": round(mem[-1], 1) if mem else "",
             }
         )
