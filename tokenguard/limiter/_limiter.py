@@ -448,8 +448,12 @@ class Limiter:
         #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
         self.max_day_wait = max_day_wait
         # Waits on a day limit past this fail at once when the caller gave no max_wait.
+        # On Redis a day limit may come from the key (another process learned it from
+        # a refusal's body; see observe_limit) before this process hears of it.
         self._day_wait = (
-            None if max_day_wait is None or not self.limits.has_day else float(max_day_wait)
+            None
+            if max_day_wait is None or not (self.limits.has_day or redis is not None)
+            else float(max_day_wait)
         )
         # The largest request every token limit takes (``limits.too_large`` is None).
         self._largest: float = min(x for x in (tpm, tpd, math.inf) if x is not None)
@@ -968,4 +972,6 @@ class _Wait:
         unit = "tokens" if limit.startswith("t") else "requests"
         period = self.limits.window if limit.endswith("m") else self.limits.day
         per = {60.0: "minute", 86400.0: "day"}.get(period) or for_people(period)
+        if value is None:  # learned on the Redis key by another process, not yet here
+            return f"{limit.upper()} limit (in {unit} per {per}, as the key has it)"
         return f"{limit.upper()} limit ({value:,} {unit} per {per})"
