@@ -131,13 +131,13 @@ def test_a_minute_limit_named_in_a_429_is_learned_the_same_way(
             limiter=lim,
             max_wait=10,
         )
-        for _ in range(12):
+        for _ in range(16):
             await ask(client)
 
     with running(model=MODEL, tpm=100_000, rpm=4, window=1.0) as em:
         asyncio.run(run(em.base_url))
         statuses = [r.status for r in em.log if r.endpoint == "chat"]
-    assert statuses.count(200) == 12
+    assert statuses.count(200) == 16
     assert statuses.count(429) == 1
     assert lim.limits.rpm == 4
 
