@@ -28,17 +28,18 @@ __all__ = ["redis_srv"]  # the session fixture, imported so that pytest finds it
 
 MODEL = "llama-3.1-8b-instant"
 # A "minute" of 20 ms makes the day 28.8 s: a day limit of 2,000 tokens refills about
-# 69 tokens a second, one request of ~86 tokens in about 1.3 s.
+# 69 tokens a second, one request of ~86 tokens in about 1.3 s. (A day limit is never
+# believed below the minute's: TPD = TPM here.)
 WINDOW = 0.02
-TPM, TPD = 1_000, 2_000
+TPM, TPD = 2_000, 2_000
 _prompts = itertools.count()
 
 
-def ask(client: Any) -> Any:
+def ask(client: Any, max_tokens: int = 50) -> Any:
     return client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": f"Question {next(_prompts)}: say hi."}],
-        max_tokens=50,
+        max_tokens=max_tokens,
     )
 
 
@@ -94,10 +95,11 @@ def test_after_the_first_day_limit_429_nothing_reaches_the_server_until_the_day_
         assert len(refused) == 1, "the day limit was never reached"
         seen = len(chat)
         # Another process on the key (in memory: the same limiter) that cannot wait for
-        # the day: refused at once, naming the limit, and the server sees nothing.
+        # the day (~1,540 tokens: 20 s of its refill): refused at once, naming the
+        # limit, and the server sees nothing.
         impatient = tg.instrument(sdk_client(sdk, em.base_url), limiter=limiters(), max_wait=0.2)
         with pytest.raises(tg.RateLimitTimeout) as caught:
-            ask(impatient)
+            ask(impatient, max_tokens=1_500)
         assert caught.value.limit_name == "tpd"
         assert (caught.value.resets_in or 0) > 0
         assert "TPD limit" in str(caught.value)
@@ -152,7 +154,7 @@ def test_a_limiter_without_max_wait_raises_at_once_for_a_learned_day_limit(
     assert lim.limits.tpd is None
     lim.observe_limit("tpd", TPD, used=TPD - 10)
     with pytest.raises(tg.RateLimitTimeout) as caught:
-        limiters().acquire(500)  # no max_wait: ~7 s of the day's refill passes 2 s
+        limiters().acquire(1_500)  # no max_wait: ~21 s of the day's refill passes 2 s
     assert caught.value.limit_name == "tpd"
     assert "max_day_wait" in str(caught.value)
 
@@ -162,7 +164,7 @@ def test_a_body_never_raises_the_room_left(limiters: Limiters) -> None:
     lim.observe_limit("tpd", TPD, used=TPD - 100)
     lim.observe_limit("tpd", TPD, used=0)  # stale, or hostile: nothing is freed
     with pytest.raises(tg.RateLimitTimeout) as caught:
-        limiters().acquire(300, max_wait=0.5)
+        limiters().acquire(1_000, max_wait=0.5)  # ~13 s of the day's refill
     assert caught.value.limit_name == "tpd"
 
 
@@ -171,7 +173,7 @@ def test_the_window_algorithm_takes_a_named_limit_in_memory() -> None:
     lim.observe_limit("tpd", TPD, used=TPD - 10)
     assert lim.limits.tpd == TPD
     with pytest.raises(tg.RateLimitTimeout) as caught:
-        lim.acquire(100, max_wait=0.5)
+        lim.acquire(1_000, max_wait=0.5)
     assert caught.value.limit_name == "tpd"
     lim.acquire(5).commit(5)  # what is left still goes
 
@@ -196,7 +198,7 @@ def test_a_limit_that_cannot_be_true_is_reported_and_teaches_nothing(
     assert lim.limits == tg.limiter.WindowLimits(tpm=TPM, window=WINDOW)
     assert len(named(events, "tokenguard.limiter.bad_body")) == 1
     assert not named(events, "tokenguard.limiter.limit_changed")
-    lim.acquire(900, max_wait=0.5).commit(900)  # nothing holds the limiter back
+    lim.acquire(1_900, max_wait=0.5).commit(1_900)  # nothing holds the limiter back
 
 
 def _body(message: str) -> dict[str, Any]:
