@@ -972,6 +972,6 @@ class _Wait:
         unit = "tokens" if limit.startswith("t") else "requests"
         period = self.limits.window if limit.endswith("m") else self.limits.day
         per = {60.0: "minute", 86400.0: "day"}.get(period) or for_people(period)
-        if value is None:  # learned on the Redis key by another process, not yet here
-            return f"{limit.upper()} limit (in {unit} per {per}, as the key has it)"
+        if value is None:  # taught by a refusal's body after this wait began
+            return f"{limit.upper()} limit (in {unit} per {per}, learned while it waited)"
         return f"{limit.upper()} limit ({value:,} {unit} per {per})"
