@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -157,6 +159,33 @@ def test_a_limiter_without_max_wait_raises_at_once_for_a_learned_day_limit(
         limiters().acquire(1_500)  # no max_wait: ~21 s of the day's refill passes 2 s
     assert caught.value.limit_name == "tpd"
     assert "max_day_wait" in str(caught.value)
+
+
+def test_a_caller_already_waiting_when_a_day_limit_is_learned_is_told_of_it(
+    limiters: Limiters,
+) -> None:
+    """A wait that began before the lesson (its limits then had no TPD) ends in a
+    ``RateLimitTimeout`` naming the day limit (before: a ``TypeError`` formatting it)."""
+    limiters.limits["window"] = 2.0  # the minute's refill: 1,000 tokens a second
+    lim = limiters()
+    lim.acquire(TPM).commit(TPM)  # drained: the next 1,900 tokens wait ~1.9 s
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            lim.acquire(1_900, max_wait=5.0)
+        except BaseException as exc:  # kept for the assertion below
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.1)  # queued, waiting for the minute's refill
+    limiters().observe_limit("tpd", TPD, used=TPD - 10)
+    waiter.join(10)
+    [exc] = outcome
+    assert isinstance(exc, tg.RateLimitTimeout)
+    assert exc.limit_name == "tpd"
+    assert "TPD limit" in str(exc)
 
 
 def test_a_body_never_raises_the_room_left(limiters: Limiters) -> None:
