@@ -49,12 +49,7 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="only draw --csv again")
     args = parser.parse_args()
     if args.replot:
-        rows = read_rows(args.csv)
-        memory = [(float(r["window_end_s"]), float(r["rss_mb"])) for r in rows if r["rss_mb"]]
-        kinds = ("restart", "freeze 5 s", "clock back 30 s", "clock forward 30 s")
-        end = float(rows[-1]["window_end_s"])
-        at = [args.fault_every * (i + 1) for i in range(int(end // args.fault_every))]
-        plot(rows, memory, [(t, kinds[i % 4]) for i, t in enumerate(at)], args)
+        replot(args)
         return
     srv = Server()
     lim = tg.Limiter(tpm=args.tpm, window=args.window, redis=srv.client(), key="long")
@@ -145,6 +140,17 @@ def main() -> None:
     for text in examples.values():
         print(text)
     print(f"memory {memory[0][1]:.1f} -> {memory[-1][1]:.1f} MB; wrote {args.csv}, {args.plot}")
+
+
+def replot(args: argparse.Namespace) -> None:
+    """The plot again from the CSV: memory as sampled at each window's end, the faults
+    where the schedule put them."""
+    rows = read_rows(args.csv)
+    memory = [(float(r["window_end_s"]), float(r["rss_mb"])) for r in rows if r["rss_mb"]]
+    kinds = ("restart", "freeze 5 s", "clock back 30 s", "clock forward 30 s")
+    end = float(rows[-1]["window_end_s"])
+    at = [args.fault_every * (i + 1) for i in range(int(end // args.fault_every))]
+    plot(rows, memory, [(t, kinds[i % 4]) for i, t in enumerate(at)], args)
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
