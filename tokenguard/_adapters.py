@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from ._durations import parse_go_duration
 
-__all__ = ["Failure", "FailureKind", "Usage", "classify", "headers_of", "usage_of"]
+__all__ = ["Failure", "FailureKind", "NamedLimit", "Usage", "classify", "headers_of", "usage_of"]
 
 
 class Usage(NamedTuple):
@@ -174,6 +174,21 @@ class FailureKind(enum.Enum):
     OTHER = "other"  # not an SDK error: raised by the wrapped code itself
 
 
+class NamedLimit(NamedTuple):
+    """The limit a 429 or 413 body names, read strictly from its one clause ("on tokens
+    per day (TPD): Limit 500000, Used 499950, Requested 120. Please try again in
+    2m3.5s"): ``name`` ("tpm", "rpm", "tpd", "rpd"), the numbers as written (``used``
+    ``None`` when not given, as in a 413), and ``wait`` the "try again in" in seconds
+    (``None``: not given). Unchecked: whether they can be believed is the reader's
+    question (see ``tokenguard.limiter.Limiter.observe_limit``)."""
+
+    name: str
+    limit: int
+    used: int | None
+    requested: int
+    wait: float | None
+
+
 @dataclass(frozen=True)
 class Failure:
     """An exception read: its kind and what the server said.
@@ -195,6 +210,8 @@ class Failure:
     requested: int | None = None
     retry_after: float | None = None
     headers: Mapping[str, str] | None = None
+    #: The 413/429 body's limit clause when it reads strictly (see :class:`NamedLimit`).
+    named: NamedLimit | None = None
 
     @property
     def reached_server(self) -> bool:
@@ -223,6 +240,14 @@ _NUMBER = {
     "requested": re.compile(r"\bRequested (\d+)"),
 }
 _TRY_AGAIN = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)")
+#: Groq's limit clause, whole: the words and the abbreviation must agree (checked), the
+#: numbers plain digits (at most 19: an int64), "Used" only in a 429.
+_CLAUSE = re.compile(
+    r"\bon (tokens|requests) per (minute|day) \(([TR]P[MD])\): Limit (\d{1,19}), "
+    r"(?:Used (\d{1,19}), )?Requested (\d{1,19})(?:[.,]|$)"
+)
+#: The wait right after the clause.
+_CLAUSE_WAIT = re.compile(r" Please try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)\.")
 
 
 def _error_body(exc: Any) -> tuple[str, str | None, str | None]:
@@ -302,6 +327,25 @@ def _http_date(text: Any) -> float | None:
     return when.timestamp()
 
 
+def _named_limit(message: str) -> NamedLimit | None:
+    """The body's limit clause when it reads strictly, else ``None``."""
+    found = _CLAUSE.search(message)
+    if found is None:
+        return None
+    unit, period, abbreviation, limit, used, requested = found.groups()
+    name = _LIMIT_NAMES[f"{unit} per {period}"]
+    if abbreviation.lower() != name:
+        return None
+    wait = None
+    after = _CLAUSE_WAIT.match(message, found.end())
+    if after is not None:
+        try:
+            wait = parse_go_duration(after.group(1))
+        except ValueError:
+            return None
+    return NamedLimit(name, int(limit), None if used is None else int(used), int(requested), wait)
+
+
 def classify(exc: BaseException) -> Failure:
     """Read an exception raised by a chat call (openai or groq SDK, or anything else).
 
@@ -347,4 +391,9 @@ def classify(exc: BaseException) -> Failure:
         requested=numbers["requested"],
         retry_after=_retry_after(headers, message) if kind is FailureKind.RATE_LIMITED else None,
         headers=headers,
+        named=_named_limit(message) if kind in _NAMING else None,
     )
+
+
+#: The refusals whose body names the limit that bound them.
+_NAMING = (FailureKind.RATE_LIMITED, FailureKind.TOO_LARGE)

@@ -39,6 +39,7 @@ __all__ = [
     "GuardRetry",
     "GuardSettleFailed",
     "GuardWait",
+    "LimiterBadBody",
     "LimiterBadHeader",
     "LimiterFailOpen",
     "LimiterLimitChanged",
@@ -96,6 +97,18 @@ class LimiterBadHeader(Event):
 
 
 @dataclass(frozen=True)
+class LimiterBadBody(Event):
+    """A refusal's body named a limit (``limit``: ``"tpd"``, ...; ``None`` when the name
+    itself could not be read) that was not believed, for ``reason``; the limiter learned
+    nothing from it. The body itself is not logged."""
+
+    name: ClassVar[str] = "tokenguard.limiter.bad_body"
+    level: ClassVar[Level] = "debug"
+    limit: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class LimiterRefundsLearned(Event):
     """The limiter learned whether the server gives back unused completion tokens
     (``refunds``), from ``evidence`` (e.g. ``"headers"`` or ``"429"``), with the
@@ -118,12 +131,14 @@ class LimiterLimitChanged(Event):
     limits, the model table only the starting point (reported once per change, by
     each process that sees it). ``"rpm"`` and ``"tpd"``, which no header reports,
     change with the first TPM the server shows: to the table's tier with that TPM, or
-    ``new`` ``None`` (no longer counted) for a larger TPM no tier has."""
+    ``new`` ``None`` (no longer counted) for a larger TPM no tier has. A 429 or 413
+    whose body names a limit ("tokens per day (TPD): Limit 500000, Used ...") sets it
+    too, ``old`` ``None`` when the limiter did not count it."""
 
     name: ClassVar[str] = "tokenguard.limiter.limit_changed"
     level: ClassVar[Level] = "info"
     limit: str
-    old: int
+    old: int | None
     new: int | None
 
 

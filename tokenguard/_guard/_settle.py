@@ -20,7 +20,7 @@ from .._drive import Call, Effect, Plan
 from .._spend._prices import cost_of
 from ..counting import RequestCount, default_counter
 from ..errors import BudgetUnavailable, LimiterUnavailable
-from ..events import GuardRequest, GuardSettleFailed, emit, enabled
+from ..events import GuardRequest, GuardSettleFailed, LimiterBadBody, emit, enabled
 from ..fitting import FitResult
 from ..limiter import Reservation
 from . import _registry
@@ -137,6 +137,16 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
         headers = _believed_headers(s, failure, failure.headers)
         step = Call(r.observe, r.observe_async, headers)
         yield from _limiter_step(s, "observe", False, step)
+    named = _believed_limit(s, failure)
+    if named is not None:
+        # The body names the limit that bound (a day's, which no header reports): the
+        # limiter counts it from now on, so callers wait for it instead of being refused.
+        lim = _registry.limiter_for(
+            s.guard.opts, s.guard.base_url, s.request.model, s.guard.account
+        )
+        if lim is not None:
+            step = Call(lim.observe_limit, lim.observe_limit_async, *named)
+            yield from _limiter_step(s, "observe", False, step)
 
 
 def release_hold(hold: BudgetHold) -> Plan[None]:
@@ -168,6 +178,60 @@ def _believed_headers(
     kept = {k: v for k, v in headers.items() if k.lower() not in ("retry-after", "retry-after-ms")}
     kept["retry-after"] = repr(bound)
     return kept
+
+
+def _believed_limit(s: Settlement, failure: Failure) -> tuple[str, int, int | None] | None:
+    """(name, limit, used) of the limit a 413's or 429's body names, when it agrees with
+    itself and with what the guard knows; else ``None``, reported as
+    ``tokenguard.limiter.bad_body`` when the body named a limit. The limiter checks the
+    bounds (``Limiter.observe_limit``); here: a 429's request fit the limit and not the
+    room left, a 413's did not fit the limit, the wait is within the limit's period, a
+    token limit is not below the largest request this server served, and a day's limit
+    is not below the minute's of the same unit (nor a minute's above the day's)."""
+    named = failure.named
+    if named is None:
+        if failure.limit_name is not None:
+            emit(LimiterBadBody(limit=failure.limit_name, reason="the limit clause does not read"))
+        return None
+    name, limit, used, requested, wait = named
+    why = None
+    if failure.kind is FailureKind.TOO_LARGE:
+        if requested <= limit:
+            why = f"a 413 for {requested} tokens within the limit {limit}"
+    elif requested > limit:
+        why = f"a 429 for {requested}, more than the limit {limit} (a 413's case)"
+    elif used is not None and requested + 1 <= limit - used:
+        why = f"a 429 for {requested} that fits the room left, {limit - used}"
+    if why is None and wait is not None:
+        period = s.guard.longest_wait(s.request.model, name)[1]
+        if wait > period:
+            why = f"a wait of {wait:g}s, longer than the limit's period ({period:g}s)"
+    if why is None and name[0] == "t":
+        largest = _registry.served(s.guard.base_url, s.request.model).limit_tokens
+        if limit < largest:
+            why = f"limit {limit} below a request of {largest} tokens already served"
+    if why is None:
+        why = _against_limiter(s, name, limit)
+    if why is not None:
+        emit(LimiterBadBody(limit=name, reason=why))
+        return None
+    return name, limit, used
+
+
+def _against_limiter(s: Settlement, name: str, limit: int) -> str | None:
+    """Why a day's limit below the limiter's minute limit (or a minute's above its day
+    limit) of the same unit cannot be, else ``None``."""
+    g = s.guard
+    lim = _registry.limiter_for(g.opts, g.base_url, s.request.model, g.account)
+    if lim is None:
+        return None
+    other = {"tpm": "tpd", "tpd": "tpm", "rpm": "rpd", "rpd": "rpm"}[name]
+    known: int | None = getattr(lim.limits, other)
+    if known is None:
+        return None
+    if (name[2] == "d" and limit < known) or (name[2] == "m" and limit > known):
+        return f"{name.upper()} {limit} against the limiter's {other.upper()} {known}"
+    return None
 
 
 def _limiter_step(s: Settlement, during: str, served: bool, step: Effect) -> Plan[None]:

@@ -151,6 +151,9 @@ class Backend(Protocol):
         self, charge: Any, actual: int | None, view: ServerView | None
     ) -> Plan[None]: ...
     def observe_plan(self, view: ServerView, charge: Any = None) -> Plan[None]: ...
+    def observe_limit_plan(self, name: str, limit: int, used: int | None) -> Plan[None]:
+        """Adopt a limit a refusal's body named (see ``Limiter.observe_limit``)."""
+        ...
 
     #: Told of the limits the server's headers changed (set by the limiter).
     on_limits: Callable[[list[LimitChange]], None] | None

@@ -20,11 +20,18 @@ from typing import TYPE_CHECKING, Any
 from .._drive import Plan, run_async, run_sync
 from .._durations import for_people
 from ..errors import ConfigurationError, LimiterUnavailable, RateLimitTimeout, RequestTooLarge
-from ..events import LimiterBadHeader, LimiterFailOpen, LimiterLimitChanged, emit
+from ..events import (
+    LimiterBadBody,
+    LimiterBadHeader,
+    LimiterFailOpen,
+    LimiterLimitChanged,
+    emit,
+)
 from ..models import ModelInfo
 from ._backend import Backend, Soonest, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
+from ._named import LIMIT_NAMES, believable
 from ._state import LimitChange
 from ._window import WindowLimits
 
@@ -464,8 +471,12 @@ class Limiter:
         #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
         self.max_day_wait = max_day_wait
         # Waits on a day limit past this fail at once when the caller gave no max_wait.
+        # On Redis a day limit may come from the key (another process learned it from
+        # a refusal's body; see observe_limit) before this process hears of it.
         self._day_wait = (
-            None if max_day_wait is None or not self.limits.has_day else float(max_day_wait)
+            None
+            if max_day_wait is None or not (self.limits.has_day or redis is not None)
+            else float(max_day_wait)
         )
         # The largest request every token limit takes (``limits.too_large`` is None).
         self._largest: float = min(x for x in (tpm, tpd, math.inf) if x is not None)
@@ -584,10 +595,12 @@ class Limiter:
             for name, old, new in changes:
                 emit(LimiterLimitChanged(limit=name, old=old, new=new))
                 limits = replace(limits, **{name: new})  # type: ignore[arg-type]
-                if name == "tpm" and new is not None and self._table is not None:
+                if name == "tpm" and new is not None and old is not None and self._table:
                     follow = self._unheard_limits(old, new)
             self.limits = limits
             self._largest = min(x for x in (limits.tpm, limits.tpd, math.inf) if x is not None)
+            if self._day_wait is None and limits.has_day and self.max_day_wait is not None:
+                self._day_wait = float(self.max_day_wait)  # a day limit learned: bound it
         for name, value in follow.items():
             for backend in (self._backend, self._fallback):
                 if backend is not None:
@@ -822,6 +835,40 @@ class Limiter:
             return
         yield from self._observing(view, r)
 
+    def observe_limit(self, name: str, limit: int, used: int | None = None) -> None:
+        """Adopt a limit the server named in a refusal's body: ``name`` (``"tpm"``,
+        ``"rpm"``, ``"tpd"``, ``"rpd"``) is ``limit``, and with ``used`` that much of it
+        is spent now (the room left is lowered to ``limit - used``, never raised). A
+        limit this limiter did not count is counted from then on (every process on a
+        Redis key with the bucket algorithm), with a ``tokenguard.limiter.limit_changed``
+        event. Values that cannot be true (a limit outside ``1..10**9``, ``used``
+        outside ``0..limit``) are reported as ``tokenguard.limiter.bad_body`` and
+        ignored. The guard calls it for every 429 or 413 whose body it can read.
+
+        Example::
+
+            # "... on tokens per day (TPD): Limit 500000, Used 499950, Requested 120 ..."
+            lim.observe_limit("tpd", 500_000, used=499_950)
+        """
+        run_sync(self._observing_limit(name, limit, used))
+
+    async def observe_limit_async(self, name: str, limit: int, used: int | None = None) -> None:
+        """:meth:`observe_limit` for asyncio code."""
+        await run_async(self._observing_limit(name, limit, used))
+
+    def _observing_limit(self, name: str, limit: int, used: int | None) -> Plan[None]:
+        why = believable(name, limit, used)
+        if why is not None:
+            emit(LimiterBadBody(limit=name if name in LIMIT_NAMES else None, reason=why))
+            return
+        if self._fallback is not None and self._clock() < self._down_until:
+            return  # a fail-open share takes no limits (as from headers)
+        try:
+            yield from self._backend.observe_limit_plan(name, limit, used)
+        except LimiterUnavailable:
+            if self._fallback is None:
+                raise
+
     def _answered(self) -> Reservation | None:
         """The reservation of this limiter this thread or task committed or cancelled
         last, not yet matched to headers (taken: one response, one set of headers)."""
@@ -962,4 +1009,6 @@ class _Wait:
         unit = "tokens" if limit.startswith("t") else "requests"
         period = self.limits.window if limit.endswith("m") else self.limits.day
         per = {60.0: "minute", 86400.0: "day"}.get(period) or for_people(period)
+        if value is None:  # taught by a refusal's body after this wait began
+            return f"{limit.upper()} limit (in {unit} per {per}, learned while it waited)"
         return f"{limit.upper()} limit ({value:,} {unit} per {per})"

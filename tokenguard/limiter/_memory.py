@@ -19,6 +19,7 @@ from ..events import LimiterRefundsLearned, emit
 from ._backend import Soonest, Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
+from ._named import adopt_named
 from ._state import Lesson, LimitChange, State
 from ._window import Charge, Window, WindowLimits
 
@@ -182,6 +183,24 @@ class MemoryBackend:
         _report(lesson, learned)
         if changes:
             self._tell(changes)
+
+    def observe_limit(self, name: str, limit: int, used: int | None) -> None:
+        """Adopt a limit a refusal's body named (checked by the caller): see
+        :func:`~._named.adopt_named`. A fail-open share takes none (as headers' limits)."""
+        if not self.takes_limits:
+            return
+        with self._lock:
+            now = self._clock()
+            self._state.expire(now)
+            if adopt_named(self._state, name, limit, used, now) and self._queue:
+                self._queue[0].signal.set()  # held longer: the head recomputes its wait
+            changes = self._state.pop_limit_changes()
+        if changes:
+            self._tell(changes)
+
+    def observe_limit_plan(self, name: str, limit: int, used: int | None) -> Plan[None]:
+        yield from ()
+        self.observe_limit(name, limit, used)
 
     def set_limit(self, name: str, value: int | None) -> None:
         """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""

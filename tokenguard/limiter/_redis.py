@@ -354,7 +354,7 @@ class RedisBackend:
             queue_lease,
             header_lag,
         ]
-        names = ("acquire", "settle", "leave", "observe")
+        names = ("acquire", "settle", "leave", "observe", "named")
         self._sources = {name: _source(name, algorithm) for name in names}
         self._shas = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._sources.items()}
         self._test_clock: Callable[[], float] | None = None  # tests only: see _args
@@ -624,20 +624,37 @@ class RedisBackend:
         reply = yield self._script("observe", args, self._until(None))
         self._learned(reply[self._changes(reply, 1) :])
 
+    def observe_limit_plan(self, name: str, limit: int, used: int | None) -> Plan[None]:
+        """Adopt a limit a refusal's body named (checked by the caller). The bucket's
+        script keeps it on the key, where every process's next reply finds it (see
+        _changes); the window's scripts take their limits from this process's
+        arguments, so there only this process counts it, and ``used`` is not kept."""
+        if not self._bucket:
+            self._set_arg(name, limit, from_none=True)
+            return
+        args = [_LIMIT_ARG[name], limit, -1 if used is None else used]
+        reply = yield self._script("named", args, self._until(None))
+        self._changes(reply, 1)
+
     def _changes(self, reply: list[Any], at: int) -> int:
-        """Follow the TPM and RPD capacities the bucket's scripts put at ``reply[at]``
-        (shared on the key: any process's headers may have set them), reporting each
-        change this process sees; the window's scripts put none. The index of the
-        refunds fields after them."""
+        """Follow the capacities the bucket's scripts put at ``reply[at]`` (shared on the
+        key: any process's headers, or a refusal's body, may have set them), reporting
+        each change this process sees; the window's scripts put none. A limit no header
+        reports (RPM, TPD) also goes into this process's arguments, so that its scripts
+        keep the key as long as a day limit needs. The index of the refunds fields
+        after them."""
         if not self._bucket:
             return at
         text = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
         changes: list[LimitChange] = []
-        for name, cap in zip(("tpm", "rpd"), text.split("|"), strict=True):
-            value, old = int(cap), self._common[_LIMIT_ARG[name]]
-            if value > 0 and value != self._caps.get(name, old):
-                changes.append((name, int(self._caps.get(name, old)), value))
+        for name, cap in zip(_LIMIT_ARG, text.split("|"), strict=True):
+            value, arg = int(cap), self._common[_LIMIT_ARG[name]]
+            old = self._caps.get(name, arg)
+            if value > 0 and value != old:
+                changes.append((name, None if old == -1 else int(old), value))
                 self._caps[name] = value
+                if name in ("rpm", "tpd"):
+                    self._common[_LIMIT_ARG[name]] = value
         if changes and self.on_limits is not None:
             self.on_limits(changes)
         return at + 1
@@ -658,13 +675,18 @@ class RedisBackend:
     def set_limit(self, name: str, value: int | None) -> None:
         """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none) in this
         process's decisions: the scripts take those limits from their arguments."""
+        self._set_arg(name, value, from_none=False)
+
+    def _set_arg(self, name: str, value: int | None, *, from_none: bool) -> None:
+        """Set ``name`` in this process's script arguments; a limit not counted stays
+        uncounted unless ``from_none``."""
         at = _LIMIT_ARG[name]
         old = self._common[at]
-        if old == -1 or old == value:
+        if (old == -1 and not from_none) or old == (-1 if value is None else value):
             return
         self._common[at] = -1 if value is None else value
         if self.on_limits is not None:
-            self.on_limits([(name, int(old), value)])
+            self.on_limits([(name, None if old == -1 else int(old), value)])
 
     @property
     def refunds(self) -> bool | None:

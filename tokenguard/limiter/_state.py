@@ -28,9 +28,10 @@ class Lesson(NamedTuple):
 
 
 #: A limit the server's headers changed: its name ("tpm", "rpd", or "tpd" when a day
-#: limit the account does not have is dropped), the old value and the new (``None``:
-#: no such limit any more).
-LimitChange = tuple[str, int, int | None]
+#: limit the account does not have is dropped; any of the four named in a refusal's
+#: body), the old value (``None``: not counted before) and the new (``None``: no such
+#: limit any more).
+LimitChange = tuple[str, int | None, int | None]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 -- the window's decisions (expire, earliest, charge, soonest, remove_charge, and the
 -- queue's MODEL table), so acquire.lua and leave.lua run unchanged on it.
 -- Keys: :s fields bl<k>/ba<k> level and time of bucket k (1 TPM, 2 RPM, 3 TPD, 4 RPD),
---          bc1/bc4 the capacity of TPM/RPD when a header gave a smaller limit,
+--          bc1..bc4 the capacity of TPM/RPM/TPD/RPD when a header or a refusal body gave one,
 --          bdf/bfr deferred/freed tokens (TPM), bot/bor tokens/requests in flight,
 --          bag aged tokens not settled, bst tokens charged by settles (ever), blk,
 --          blb/blt the floor and its time, bll its limit, blg its lag, bls the
@@ -22,17 +22,19 @@ local function b_state(now)
   if BST then return BST end
   local f = redis.call('HMGET', S, 'bl1', 'ba1', 'bl2', 'ba2', 'bl3', 'ba3', 'bl4', 'ba4',
     'bdf', 'bfr', 'bot', 'bor', 'bag', 'bst', 'blk', 'bc1', 'bc4', 'blb', 'blt', 'bll', 'bls',
-    'blg', 'brl')
+    'blg', 'brl', 'bc2', 'bc3')
   local st = {levels = {}, deferred = num(f[9]), freed = num(f[10]), ot = num(f[11]),
     orq = num(f[12]), ag = num(f[13]), settled = num(f[14]), blk = tonumber(f[15]) or -math.huge,
     floor = num(f[18]), floor_at = tonumber(f[19]) or -math.huge,
     flim = tonumber(f[20]) or TPM, floor_mark = num(f[21]), floor_lag = num(f[22]),
     released = num(f[23])}
-  local server = {tonumber(f[16]), nil, nil, tonumber(f[17])}
+  -- A capacity kept on the key (a header's, or a refusal body's: see named.lua) wins,
+  -- and counts a limit this caller's arguments do not have.
+  local server = {tonumber(f[16]), tonumber(f[24]), tonumber(f[25]), tonumber(f[17])}
   for k = 1, 4 do
     local cap = B_LIMITS[k]
+    if server[k] then cap = server[k] end
     if cap >= 0 then
-      if server[k] then cap = server[k] end
       local level, at = tonumber(f[2 * k - 1]), tonumber(f[2 * k])
       -- A new key starts full; a lost one (see LOST) starts its minute buckets empty:
       -- the server still counts what was admitted before the loss.
@@ -172,13 +174,12 @@ local function b_limit_to(st, lv, server_limit)
   return true
 end
 
--- The TPM and RPD capacities for a reply, "tpm|rpd" (-1: no such limit): every process
--- on the key follows the limits the server's headers gave any of them.
+-- The capacities for a reply, "tpm|rpm|tpd|rpd" (-1: no such limit): every process on
+-- the key follows the limits the server's headers (or a refusal's body) gave any of them.
 local function b_caps()
-  local st = BST
-  local t = st.tpm and string.format('%d', st.tpm.cap) or '-1'
-  local r = st.rpd and string.format('%d', st.rpd.cap) or '-1'
-  return t .. '|' .. r
+  local caps = {'-1', '-1', '-1', '-1'}
+  for _, lv in ipairs(BST.levels) do caps[lv.k] = string.format('%d', lv.cap) end
+  return table.concat(caps, '|')
 end
 
 -- Give back `amount` charged at `since`, less the refill since (see _Level.credit).
