@@ -252,7 +252,7 @@ def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
 
 class _General(Buckets):
     """The bucket model with the general form of each shortcut the fast one takes:
-    expire refills each bucket through ``_Level.advance``; adopt sums what is seen
+    expire refills through ``_advance`` after its own checks; adopt sums what is seen
     through ``_seen``, and calls ``limit_to``, the refund check and ``_defer_frees``
     whenever they may apply, not only when they can change something."""
 
