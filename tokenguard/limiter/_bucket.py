@@ -216,20 +216,18 @@ class Buckets:
     def _cost(self, level: _Level, tokens: int) -> int:
         return tokens if level.tokens else 1
 
-    def expire(self, now: float) -> None:
-        """Bring every bucket to ``now``; charges in flight a whole window age."""
-        q = self.open
-        if q and (not q[0].open or q[0].at + self.window <= now):
-            self._age(now)
-        if now > self.time:
-            self._advance(now)
-
-    def _advance(self, now: float) -> None:
-        """Refill every bucket from ``time`` to ``now`` (after it), aging nothing; the
-        buckets keep one time. A bucket that reaches its cap loses the rest of the
-        refill, and what it loses there a lower trajectory (``deferred``, ``freed``)
-        gains."""
+    def expire(self, now: float, *, age: bool = True) -> None:
+        """Bring every bucket to ``now``; charges in flight a whole window age (``age``
+        false: none do, for :meth:`_age` itself and a header read without ``expire``
+        first). A bucket that reaches its cap loses the rest of the refill, and what
+        it loses there a lower trajectory (``deferred``, ``freed``) gains."""
+        if age:
+            q = self.open
+            if q and (not q[0].open or q[0].at + self.window <= now):
+                self._age(now)
         at = self.time
+        if not now > at:
+            return
         self.time = now
         if at == _NEVER:  # never advanced: only the time is taken
             return
@@ -261,7 +259,7 @@ class Buckets:
             self.open_requests -= 1
             self.aged_tokens += c.tokens
             if at > self.time:
-                self._advance(at)
+                self.expire(at, age=False)
             for lv in self.levels:
                 lv.level -= self._cost(lv, c.tokens)
 
@@ -661,7 +659,7 @@ class Buckets:
         else:  # every charge in flight is taken as seen (what _seen sums)
             seen_t, seen_r = self.open_tokens, self.open_requests
         if self.time < now:  # after ``expire(now)``, as the backends call it, never
-            self._advance(now)
+            self.expire(now, age=False)
         changed = self._adopt_limits(view)
         if self.refunds is None and self.learned is not False:
             changed |= self._learn_refunds(view, seen_t, now, since, given_back)

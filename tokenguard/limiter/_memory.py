@@ -157,7 +157,8 @@ class MemoryBackend:
             if self._queue:
                 self._queue[0].signal.set()
             news = self._news()
-        self._announce(news)
+        if news is not None:
+            self._announce(news)
 
     def observe(self, view: ServerView, charge: AnyCharge | None = None) -> None:
         """Adopt headers; ``charge``: of the response to that admission (see
@@ -175,7 +176,8 @@ class MemoryBackend:
                 # recompute its time.
                 self._queue[0].signal.set()
             news = self._news()
-        self._announce(news)
+        if news is not None:
+            self._announce(news)
 
     def set_limit(self, name: str, value: int | None) -> None:
         """Set a limit no header reports (``rpm``, ``tpd``; ``None``: none)."""
@@ -201,12 +203,11 @@ class MemoryBackend:
             return None
         return w.pop_lesson(), w.learned, w.pop_limit_changes()
 
-    def _announce(self, news: _News | None) -> None:
-        if news is not None:
-            lesson, learned, changes = news
-            _report(lesson, learned)
-            if changes:
-                self._tell(changes)
+    def _announce(self, news: _News) -> None:
+        lesson, learned, changes = news
+        _report(lesson, learned)
+        if changes:
+            self._tell(changes)
 
     def _tell(self, changes: list[LimitChange]) -> None:
         if self.on_limits is not None:
