@@ -252,16 +252,16 @@ def test_limiter_paths_agree_through_the_public_api(algorithm: str) -> None:
 
 class _General(Buckets):
     """The bucket model with the general form of each shortcut the fast one takes:
-    expire refills each bucket through ``_Level.advance``; adopt sums what is seen
+    expire ages through the general check, then refills; adopt sums what is seen
     through ``_seen``, and calls ``limit_to``, the refund check and ``_defer_frees``
     whenever they may apply, not only when they can change something."""
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float, *, age: bool = True) -> None:
         q = self.open
-        if q and (not q[0].open or q[0].at + self.window <= now):
+        if age and q and (not q[0].open or q[0].at + self.window <= now):
             self._age(now)
         if now > self.time:
-            self._advance(now)
+            super().expire(now, age=False)
 
     def adopt(
         self,
@@ -275,7 +275,7 @@ class _General(Buckets):
         changed = False
         seen_t, seen_r = self._seen(now, mark)
         if self.time < now:
-            self._advance(now)
+            self.expire(now, age=False)
         tpm, rpd = self.tpm, self.rpd
         if tpm is not None and view.limit_tokens is not None and view.limit_tokens > 0:
             changed |= tpm.limit_to(view.limit_tokens)

@@ -48,21 +48,6 @@ class _Level:
         other.tokens, other.deferred, other.freed = self.tokens, self.deferred, self.freed
         return other
 
-    def advance(self, now: float, at: float) -> None:
-        """Refill from ``at`` (the buckets' time) to ``now`` > ``at``."""
-        if at == -math.inf:
-            return  # never advanced: only the time is taken
-        level = self.level + self.rate * (now - at)
-        if level > self.cap:
-            # What the bucket loses at its cap, a lower trajectory gains.
-            over = level - self.cap
-            level = self.cap
-            if self.deferred:
-                self.deferred = max(0.0, self.deferred - over)
-            if self.freed:
-                self.freed = max(0.0, self.freed - over)
-        self.level = level
-
     def credit(self, amount: float, since: float, now: float) -> None:
         """Give back ``amount`` charged at ``since`` (the bucket brought to ``now``).
 
@@ -231,20 +216,21 @@ class Buckets:
     def _cost(self, level: _Level, tokens: int) -> int:
         return tokens if level.tokens else 1
 
-    def expire(self, now: float) -> None:
-        """Bring every bucket to ``now``; charges in flight a whole window age."""
-        q = self.open
-        if q and (not q[0].open or q[0].at + self.window <= now):
-            self._age(now)
+    def expire(self, now: float, *, age: bool = True) -> None:
+        """Bring every bucket to ``now``; charges in flight a whole window age (``age``
+        false: none do, for :meth:`_age` itself and a header read without ``expire``
+        first). A bucket that reaches its cap loses the rest of the refill, and what
+        it loses there a lower trajectory (``deferred``, ``freed``) gains."""
+        if age:
+            q = self.open
+            if q and (not q[0].open or q[0].at + self.window <= now):
+                self._age(now)
         at = self.time
         if not now > at:
             return
         self.time = now
-        if at == _NEVER:  # never advanced: only the time is taken (as advance does)
+        if at == _NEVER:  # never advanced: only the time is taken
             return
-        # _Level.advance inlined, the same arithmetic in the same order, for buckets
-        # that share their time: it runs for every bucket twice per request, and a call
-        # costs as much as its arithmetic.
         elapsed = now - at
         for lv in self.levels:
             level = lv.level + lv.rate * elapsed
@@ -256,14 +242,6 @@ class Buckets:
                     lv.deferred = max(0.0, lv.deferred - (level - cap))
                 if lv.freed:
                     lv.freed = max(0.0, lv.freed - (level - cap))
-
-    def _advance(self, now: float) -> None:
-        """Bring every bucket to ``now`` (``now`` after ``time``), aging nothing: for a
-        header read without :meth:`expire` first; the buckets keep one time."""
-        at = self.time
-        for lv in self.levels:
-            lv.advance(now, at)
-        self.time = now
 
     def _age(self, now: float) -> None:
         """Charge at their estimates the charges in flight a whole window, each when it
@@ -281,7 +259,7 @@ class Buckets:
             self.open_requests -= 1
             self.aged_tokens += c.tokens
             if at > self.time:
-                self._advance(at)
+                self.expire(at, age=False)
             for lv in self.levels:
                 lv.level -= self._cost(lv, c.tokens)
 
@@ -681,7 +659,7 @@ class Buckets:
         else:  # every charge in flight is taken as seen (what _seen sums)
             seen_t, seen_r = self.open_tokens, self.open_requests
         if self.time < now:  # after ``expire(now)``, as the backends call it, never
-            self._advance(now)
+            self.expire(now, age=False)
         changed = self._adopt_limits(view)
         if self.refunds is None and self.learned is not False:
             changed |= self._learn_refunds(view, seen_t, now, since, given_back)

@@ -25,6 +25,8 @@ from ._window import Charge, Window, WindowLimits
 
 #: An admission of either state.
 AnyCharge: TypeAlias = Charge | BucketCharge
+#: A step's lesson (if any), the refunds policy learned then, and its limit changes.
+_News: TypeAlias = tuple[Lesson | None, bool | None, list[LimitChange]]
 
 __all__ = ["MemoryBackend"]
 
@@ -155,12 +157,9 @@ class MemoryBackend:
             w.settle_answered(charge, actual, self._own(view), now)
             if self._queue:
                 self._queue[0].signal.set()
-            lesson = w.pop_lesson()
-            learned = w.learned
-            changes = w.pop_limit_changes()
-        _report(lesson, learned)
-        if changes:
-            self._tell(changes)
+            news = self._news()
+        if news is not None:
+            self._announce(news)
 
     def observe(self, view: ServerView, charge: AnyCharge | None = None) -> None:
         """Adopt headers; ``charge``: of the response to that admission (see
@@ -177,12 +176,9 @@ class MemoryBackend:
                 # A tighter view delays the head, a freed one lets it go: wake it to
                 # recompute its time.
                 self._queue[0].signal.set()
-            lesson = self._state.pop_lesson()
-            learned = self._state.learned
-            changes = self._state.pop_limit_changes()
-        _report(lesson, learned)
-        if changes:
-            self._tell(changes)
+            news = self._news()
+        if news is not None:
+            self._announce(news)
 
     def observe_limit(self, name: str, limit: int, used: int | None) -> None:
         """Adopt a limit a refusal's body named (checked by the caller): see
@@ -217,6 +213,20 @@ class MemoryBackend:
         if self.takes_limits or (view.limit_tokens is None and view.limit_requests is None):
             return view
         return view._replace(limit_tokens=None, limit_requests=None)
+
+    def _news(self) -> _News | None:
+        """What the step just taken taught (under the lock), taken from the state to be
+        announced after the lock; ``None`` when it taught nothing (the usual step)."""
+        w = self._state
+        if w.lesson is None and not w.limit_changes:
+            return None
+        return w.pop_lesson(), w.learned, w.pop_limit_changes()
+
+    def _announce(self, news: _News) -> None:
+        lesson, learned, changes = news
+        _report(lesson, learned)
+        if changes:
+            self._tell(changes)
 
     def _tell(self, changes: list[LimitChange]) -> None:
         if self.on_limits is not None:

@@ -53,6 +53,8 @@ class State(Protocol[C]):
     learned: bool | None
     #: A lesson learned and not reported yet.
     lesson: Lesson | None
+    #: Limit changes not reported yet (``pop_limit_changes`` takes them).
+    limit_changes: list[LimitChange]
 
     @property
     def policy(self) -> bool | None:
