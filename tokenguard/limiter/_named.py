@@ -51,8 +51,6 @@ def adopt_named(state: Any, name: str, limit: int, used: int | None, now: float)
 
 
 def _adopt_buckets(b: Buckets, name: str, limit: int, used: int | None, now: float) -> bool:
-    if b.time < now:
-        b.expire(now, age=False)
     tokens = name.startswith("t")
     lv: _Level | None = getattr(b, name)
     changed = False
