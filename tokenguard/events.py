@@ -34,6 +34,7 @@ __all__ = [
     "FitOverflow",
     "FitSummarized",
     "FitTruncated",
+    "GuardFallback",
     "GuardLimitLearned",
     "GuardRequest",
     "GuardRetry",
@@ -303,6 +304,8 @@ class GuardRequest(Event):
     (the guarded function's qualified name, or ``"<client>.chat.completions.create"``);
     ``site_completion_max`` is the largest completion seen at that site so far.
     ``content`` is only filled when the guard was given ``log_content=True``.
+    ``fallback_from`` is the model the call asked for when it was sent to a fallback
+    model (``request_model``) instead (see :class:`GuardFallback`).
     """
 
     name: ClassVar[str] = "tokenguard.guard.request"
@@ -330,6 +333,7 @@ class GuardRequest(Event):
     site_completion_max: int | None = None
     duration_s: float = 0.0
     content: tuple[Any, ...] | None = None
+    fallback_from: str | None = None
 
     def fields(self) -> dict[str, Any]:
         """The OpenTelemetry GenAI names, then tokenguard's; ``None`` values left out."""
@@ -361,6 +365,7 @@ class GuardRequest(Event):
             "tokenguard.server_remaining_requests": self.server_remaining_requests,
             "tokenguard.site_completion_max": self.site_completion_max,
             "tokenguard.duration_s": round(self.duration_s, 6),
+            "tokenguard.fallback_from": self.fallback_from,
             "gen_ai.input.messages": self.content,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -394,6 +399,24 @@ class GuardRetry(Event):
     status: int | None
     attempt: int
     wait_s: float
+
+
+@dataclass(frozen=True)
+class GuardFallback(Event):
+    """A guarded call goes from ``from_model`` to the next of its ``fallback`` models,
+    ``to_model``: ``reason="max_wait"`` when ``from_model`` would have held it past
+    ``max_wait``, ``"day_limit"`` when a day limit of ``from_model`` is spent (``limit``
+    names the limit that bound, when known: ``"tpd"``, ``"rpd"``, ``"tpm"``, ...);
+    ``needed_wait_s`` is the least wait ``from_model`` asked for, when known."""
+
+    name: ClassVar[str] = "tokenguard.guard.fallback"
+    level: ClassVar[Level] = "warning"
+    from_model: str
+    to_model: str
+    site: str
+    reason: str
+    limit: str | None = None
+    needed_wait_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ and staticmethods with one wrapper); the pipeline itself is one plan for both.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -19,6 +20,7 @@ from .._drive import run_async, run_sync
 from ..counting._request_options import PROMPT_KEYWORDS
 from ..counting._sendable import check_text_field
 from ..errors import ConfigurationError, InvalidMessages
+from ._fallback import fallback_plan
 from ._options import GuardKwargs, GuardOptions, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
@@ -61,6 +63,12 @@ class _Binding:
         ):
             raise ConfigurationError(
                 f"{where} takes no max_tokens (nor **kwargs): cap_max_tokens cannot pass one"
+            )
+        if opts.fallback and opts.model_arg not in params and self.var_kw is None:
+            raise ConfigurationError(
+                f"{where} has no parameter {opts.model_arg!r} (nor **kwargs): fallback= "
+                f"cannot send its calls to {list(opts.fallback)}; name the parameter that "
+                "takes the model with @tg.guard(model_arg=...)"
             )
         self._prepare()
 
@@ -164,7 +172,7 @@ class _Binding:
         """The call's arguments with the fitted messages (and a changed max_tokens)."""
         out_args = list(args)
         out_kwargs = dict(kwargs)
-        self._place(out_args, out_kwargs, self.opts.messages_arg, messages)
+        self.place(out_args, out_kwargs, self.opts.messages_arg, messages)
         if max_tokens is not None and max_tokens != asked:
             view = self._view(args, kwargs)
             name = next(
@@ -173,10 +181,10 @@ class _Binding:
                 if "max_tokens" in self.named or self.var_kw
                 else "max_completion_tokens",
             )
-            self._place(out_args, out_kwargs, name, max_tokens)
+            self.place(out_args, out_kwargs, name, max_tokens)
         return tuple(out_args), out_kwargs
 
-    def _place(self, args: list[Any], kwargs: dict[str, Any], name: str, value: Any) -> None:
+    def place(self, args: list[Any], kwargs: dict[str, Any], name: str, value: Any) -> None:
         at = self.index.get(name)
         if at is not None and at < len(args):
             args[at] = value
@@ -228,6 +236,13 @@ class _CallSender:
     def context_window(self, model: str) -> int | None:
         return None  # a decorated function has no client to ask
 
+    def for_model(self, model: str) -> _CallSender:
+        args, kwargs = list(self._args), dict(self._kwargs)
+        self._binding.place(args, kwargs, self._binding.opts.model_arg, model)
+        other = copy.copy(self)
+        other._args, other._kwargs = tuple(args), kwargs
+        return other
+
     async def context_window_async(self, model: str) -> int | None:
         return None
 
@@ -244,6 +259,7 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
             f"{where}: on_overflow='summarize' needs summarizer= (e.g. "
             "tg.ClientSummarizer(tg.instrument(client))) so that summaries are guarded too"
         )
+    plan = call_plan if opts.fallback is None else fallback_plan  # decided once
     bindings: dict[bool, _Binding] = {}
     g = Guard(
         opts=opts,
@@ -273,7 +289,7 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
             binding = plain if wrapped is target else binding_for(wrapped)
             req = binding.read(args, kwargs)
             sender = _CallSender(wrapped, binding, args, kwargs, req)
-            return await run_async(call_plan(g, req, sender))
+            return await run_async(plan(g, req, sender))
 
         return cast(F, guarded_async(fn))
 
@@ -282,7 +298,7 @@ def _decorate(fn: F, opts: GuardOptions) -> F:
         binding = plain if wrapped is target else binding_for(wrapped)
         req = binding.read(args, kwargs)
         sender = _CallSender(wrapped, binding, args, kwargs, req)
-        return run_sync(call_plan(g, req, sender))
+        return run_sync(plan(g, req, sender))
 
     return cast(F, guarded(fn))
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._drive import run_async, run_sync
 from ..errors import ConfigurationError
 from ..fitting import ClientSummarizer
+from ._fallback import fallback_plan
 from ._options import GuardOptions, InstrumentKwargs, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
@@ -132,6 +133,9 @@ class _ClientSender:
         except Exception:
             return None
 
+    def for_model(self, model: str) -> _ClientSender:
+        return _ClientSender(self._quiet, {**self._body, "model": model}, self._asked, self.site)
+
 
 def _is_async(comp: Any) -> bool:
     # The SDKs wrap ``create`` in decorators that hide that it is a coroutine function.
@@ -156,6 +160,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     )
 
     model = opts.model
+    plan = call_plan if opts.fallback is None else fallback_plan  # decided once
 
     def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
         req = read_body(kwargs, default_model=model, where=site)
@@ -171,7 +176,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
                 sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
             else:
                 req, sender = read(kwargs)
-            return await run_async(call_plan(g, req, sender))
+            return await run_async(plan(g, req, sender))
 
         guarded: Any = create_async
     else:
@@ -182,7 +187,7 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
                 sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
             else:
                 req, sender = read(kwargs)
-            return run_sync(call_plan(g, req, sender))
+            return run_sync(plan(g, req, sender))
 
         guarded = create
     guarded.__doc__ = type(comp).create.__doc__

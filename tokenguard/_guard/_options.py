@@ -57,7 +57,8 @@ class GuardOptions:
     it; the emulator holds the same by default), capped by the room left in the
     context window. ``cap_max_tokens`` (opt-in) sends an explicit ``max_tokens`` of at
     most that many tokens. ``retries`` bounds the 429 retries (:data:`DEFAULT_RETRIES`;
-    ``None``: retry until ``max_wait`` runs out, forever without one).
+    ``None``: retry until ``max_wait`` runs out, forever without one). ``fallback``: the
+    models a call goes to when its own cannot serve it in time (a tuple once checked).
     """
 
     model: str | None = None
@@ -74,6 +75,7 @@ class GuardOptions:
     summarizer: Summarizer | None = None
     max_wait: float | None = None
     retries: int | None = DEFAULT_RETRIES
+    fallback: list[str] | tuple[str, ...] | None = None
     messages_arg: str = "messages"
     model_arg: str = "model"
     default_reserve: int = DEFAULT_RESERVE
@@ -123,6 +125,9 @@ class InstrumentKwargs(TypedDict, total=False):
     max_wait: float | None
     #: The 429 retries (6 by default; ``None``: until ``max_wait``).
     retries: int | None
+    #: Models to send a call to, in order, when its own would wait past ``max_wait`` or
+    #: its day limit is spent (see docs/reliability.md, "Fallback models").
+    fallback: list[str] | tuple[str, ...] | None
     #: Completion tokens held for a call without ``max_tokens``.
     default_reserve: int
     #: Opt-in: send an explicit ``max_tokens`` of at most that many.
@@ -200,6 +205,7 @@ def make_options(**given: Any) -> GuardOptions:
         if not isinstance(value, str) or not value.isidentifier():
             raise ConfigurationError(f"{name} must be a parameter name, got {value!r}")
     _check_limiter(opts)
+    opts = _check_fallback(opts)
     if opts.base_url is not None and not isinstance(opts.base_url, str):
         raise ConfigurationError(f"base_url must be a str or None, got {opts.base_url!r}")
     if not callable(opts.clock):
@@ -244,6 +250,37 @@ def _check_strategy(opts: GuardOptions) -> None:
         )
     if opts.summarizer is not None and not callable(opts.summarizer):
         raise ConfigurationError(f"summarizer must be callable, got {opts.summarizer!r}")
+
+
+def _check_fallback(opts: GuardOptions) -> GuardOptions:
+    """``fallback`` checked and frozen into a tuple (``None`` when empty)."""
+    given = opts.fallback
+    if given is None:
+        return opts
+    if not isinstance(given, (list, tuple)):
+        raise ConfigurationError(
+            f"fallback must be a list of model names, got {type(given).__name__} {given!r}"
+        )
+    for name in given:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"fallback must be a list of non-empty model names (str), got {name!r} in {given!r}"
+            )
+    twice = sorted({name for name in given if given.count(name) > 1})
+    if twice:
+        raise ConfigurationError(f"fallback names {twice} more than once: {given!r}")
+    if opts.model is not None and opts.model in given:
+        raise ConfigurationError(
+            f"fallback names the guard's own model {opts.model!r}: list only the models to "
+            "go to when it cannot serve a call"
+        )
+    if given and opts.limiter is not None:
+        raise ConfigurationError(
+            "fallback= needs a limiter per model, and limiter= is one limiter for every "
+            "model (a fallback model would wait on the same spent limits); give "
+            "tpm=/rpm=/tpd=/rpd= or the model table's limits instead"
+        )
+    return replace(opts, fallback=tuple(given) or None)
 
 
 def _check_limiter(opts: GuardOptions) -> None:

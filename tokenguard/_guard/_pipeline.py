@@ -60,11 +60,15 @@ class Kind(NamedTuple):
     awaitable: bool
 
 
-def call_plan(g: Guard, req: ChatRequest, sender: Sender) -> Plan[Any]:
+def call_plan(
+    g: Guard, req: ChatRequest, sender: Sender, started: float | None = None
+) -> Plan[Any]:
     """Count, fit, hold, acquire, send, read, settle and report one call; retry as the
-    server's answer says. Returns what the caller gets (a stream is wrapped)."""
+    server's answer says. Returns what the caller gets (a stream is wrapped).
+    ``started``: when the call began, if before this plan (``max_wait`` counts from it)."""
     attempts = Attempts()
-    started = g.opts.clock()
+    if started is None:
+        started = g.opts.clock()
     while True:
         if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
             yield from lookup_plan(g.base_url, req.model, g.client)

@@ -53,6 +53,8 @@ class ChatRequest(NamedTuple):
     functions: Sequence[Any] | None = None
     #: Other prompt keywords (``response_format``, ``reasoning_effort``, ...) for counting.
     options: Mapping[str, Any] = NO_OPTIONS
+    #: The model the call asked for, when ``model`` is a fallback model sent instead.
+    fallback_from: str | None = None
 
 
 class Sender(Protocol):
@@ -74,6 +76,10 @@ class Sender(Protocol):
     def context_window(self, model: str) -> int | None: ...
 
     async def context_window_async(self, model: str) -> int | None: ...
+
+    def for_model(self, model: str) -> Sender:
+        """A sender of the same call to ``model`` (a fallback model); this one unchanged."""
+        ...
 
 
 def given(value: Any) -> Any:

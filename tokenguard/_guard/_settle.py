@@ -309,6 +309,7 @@ def _event(
         site_completion_max=site_max,
         duration_s=max(0.0, opts.clock() - s.started),
         content=tuple(sent) if opts.log_content else None,
+        fallback_from=s.request.fallback_from,
     )
 
 
