@@ -39,6 +39,7 @@ def keep_only_the_last(messages: list[Any], room: tg.Room) -> list[Any]:
     sleep=time.sleep,
     retries=None,
     log_content=False,
+    fallback=("openai/gpt-oss-20b",),
 )
 def chat(history: Messages) -> str:
     return "answer"
@@ -53,6 +54,8 @@ async def decorated_functions_keep_their_signatures() -> None:
 def instrumented_clients_keep_their_type() -> None:
     client = tg.instrument(OpenAI(api_key="x"), max_wait=60, retries=3, tier="dev")
     assert_type(client, OpenAI)
+    backed = tg.instrument(OpenAI(api_key="x"), max_wait=5, fallback=["llama-3.1-8b-instant"])
+    assert_type(backed, OpenAI)
     aclient = tg.instrument(AsyncOpenAI(api_key="x"), limiter=tg.Limiter(tpm=6_000))
     assert_type(aclient, AsyncOpenAI)
     assert_type(tg.uninstrument(client), OpenAI)

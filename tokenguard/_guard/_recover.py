@@ -156,19 +156,31 @@ def _rate_limit_wait(
             f"than {what} limits can justify ({bound:g}s); not waiting for it",
             needed_wait=wait,
             max_wait=bound,
+            limit_name=failure.limit_name,
         ) from exc
-    max_wait = g.opts.max_wait
+    max_wait, which = g.opts.max_wait, "max_wait"
+    if max_wait is None and failure.limit_name in ("tpd", "rpd"):
+        # As the limiter bounds a wait for a day limit: a caller is not held for hours.
+        max_wait, which = _day_wait(g, req), "the limiter's max_day_wait"
     if max_wait is not None:
         spent = g.opts.clock() - s.started
         if spent + wait > max_wait:
             report(s, usage=None, failure=failure)
             raise RateLimitTimeout(
                 f"the server refused the request (429) and asks to wait {wait:.3f}s, "
-                f"which would pass max_wait={max_wait}s ({spent:.3f}s spent)",
+                f"which would pass {which}={max_wait}s ({spent:.3f}s spent)",
                 needed_wait=spent + wait,
                 max_wait=max_wait,
+                limit_name=failure.limit_name,
             ) from exc
     return wait
+
+
+def _day_wait(g: Guard, req: ChatRequest) -> float | None:
+    """The longest wait for a day limit a call without ``max_wait`` accepts: its
+    limiter's ``max_day_wait`` (``None``: as long as it takes)."""
+    limiter = _registry.limiter_for(g.opts, g.base_url, req.model, g.account)
+    return None if limiter is None else limiter.max_day_wait
 
 
 def _believable_tpm(g: Guard, req: ChatRequest, failure: Failure, limit: int) -> bool:
