@@ -39,7 +39,6 @@ def keep_only_the_last(messages: list[Any], room: tg.Room) -> list[Any]:
     sleep=time.sleep,
     retries=None,
     log_content=False,
-    fallback=("openai/gpt-oss-20b",),
 )
 def chat(history: Messages) -> str:
     return "answer"
