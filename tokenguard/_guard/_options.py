@@ -126,7 +126,7 @@ class InstrumentKwargs(TypedDict, total=False):
     #: The 429 retries (6 by default; ``None``: until ``max_wait``).
     retries: int | None
     #: Models to send a call to, in order, when its own would wait past ``max_wait`` or
-    #: its day limit is spent (see docs/reliability.md, "Fallback models").
+    #: its day limit is spent (docs/guide/guard.md, "Fallback models").
     fallback: list[str] | tuple[str, ...] | None
     #: Completion tokens held for a call without ``max_tokens``.
     default_reserve: int
