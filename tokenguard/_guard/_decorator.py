@@ -332,7 +332,10 @@ def guard(fn: F | None = None, /, **options: Unpack[GuardKwargs]) -> F | Callabl
     server's 429s; ``None``: as long as the minute limits take, but a day limit that
     would hold the call longer than the limiter's ``max_day_wait``, 5 minutes, raises
     :class:`~tokenguard.RateLimitTimeout` at once; ``math.inf``: as long as any limit
-    takes), ``retries`` (429 retries, 6 by default; ``None``: until ``max_wait``),
+    takes), ``fallback`` (models to send a call to, in order, when its own would hold it
+    past ``max_wait`` or its day limit is spent: refitted for each, with a
+    ``tokenguard.guard.fallback`` event; the function needs a model parameter),
+    ``retries`` (429 retries, 6 by default; ``None``: until ``max_wait``),
     ``default_reserve`` (completion tokens held for a call without ``max_tokens``:
     1,024, what the server is assumed to hold), ``cap_max_tokens``
     (opt-in: send an explicit ``max_tokens`` of at most that many), ``log_content``,
