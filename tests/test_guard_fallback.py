@@ -17,6 +17,7 @@ import groq
 import openai
 import pytest
 from emulator_support import Serve
+from fake_clock import FakeClock
 from reliability_support import Fault, FaultProxy
 
 import tokenguard as tg
@@ -187,7 +188,11 @@ def test_the_fallback_model_gets_the_call_refitted_to_its_own_smaller_context_wi
     assert sent(em) == [(A, 200), (B, 200)]
 
 
-@pytest.mark.parametrize("max_wait", [5.0, None])
+@pytest.mark.parametrize(
+    "waits",
+    [{"max_wait": 5.0}, {"max_wait": None}, {"retries": 0}],
+    ids=["max_wait", "max_day_wait", "no_retries"],
+)
 @pytest.mark.parametrize(("how", "sdk", "aio"), [FLAVOURS[0], FLAVOURS[2]])
 def test_a_spent_day_limit_sends_the_call_to_the_fallback_and_later_calls_straight_there(
     serve: Serve,
@@ -195,13 +200,14 @@ def test_a_spent_day_limit_sends_the_call_to_the_fallback_and_later_calls_straig
     how: str,
     sdk: str,
     aio: bool,
-    max_wait: float | None,
+    waits: dict[str, Any],
 ) -> None:
     # The first model's day is 2,000 tokens (a "minute" of 1 s: a day of 24 min); the
     # guard is not told, and learns it from the server's 429 naming TPD, whose wait
-    # (minutes) passes max_wait, or without one the limiter's max_day_wait (5 min).
+    # (minutes) passes max_wait, or without one the limiter's max_day_wait (5 min); with
+    # no retries, the SDK's 429 itself moves the call.
     em = serve_two(serve, 2_000, tpd=2_000, window=1.0)
-    ask = caller(how, sdk, aio, em, tpm=2_000, window=1.0, max_wait=max_wait, fallback=[B])
+    ask = caller(how, sdk, aio, em, tpm=2_000, window=1.0, fallback=[B], **waits)
     calls = [{"messages": question(i), "model": A, "max_tokens": 900} for i in range(4)]
     results = run(ask, aio, calls)
     assert [r.model for r in results] == [A, A, B, B]
@@ -369,3 +375,66 @@ def test_a_decorated_function_that_cannot_take_a_model_cannot_fall_back() -> Non
         @tg.guard(model=A, fallback=[B])
         def ask(messages: Any) -> Any:
             return None
+
+
+def day_limit_429(model: str) -> Fault:
+    """A 429 whose body names the day's token limit of ``model`` as spent."""
+    message = (
+        f"Rate limit reached for model `{model}` on tokens per day (TPD): Limit 500000, "
+        "Used 499950, Requested 120. Please try again in 7m12s."
+    )
+    body = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
+    return Fault(status=429, body=body, headers={"retry-after": "432"})
+
+
+def test_when_the_server_refuses_every_model_for_the_day_the_sdks_429_names_the_models_tried(
+    serve: Serve, events: list[tg.events.Event]
+) -> None:
+    em = serve_two(serve, 1_000)
+    proxy = FaultProxy(em.base_url)
+    try:
+        client = tg.instrument(
+            openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0),
+            retries=0,
+            fallback=[B],
+        )
+        # (the unknown model's GET /models passes through between the two refusals)
+        proxy.inject(day_limit_429(A), Fault(), day_limit_429(B))
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model=A, messages=question(1), max_tokens=64)
+    finally:
+        proxy.close()
+    assert caught.value.__notes__ == [
+        f"tokenguard: no model could serve the call in time (tried {A}, {B})"
+    ]
+    assert proxy.statuses() == [429, 200, 429]
+    assert sent(em) == []
+    moved = named(events, "tokenguard.guard.fallback")
+    assert [(e["from_model"], e["to_model"], e["reason"], e["limit"]) for e in moved] == [
+        (A, B, "day_limit", "tpd")
+    ]
+
+
+def test_without_max_wait_a_day_limit_429_is_waited_for_no_longer_than_max_day_wait(
+    serve: Serve, clock: FakeClock
+) -> None:
+    """Not fallback itself, but what it relies on: the server's 429 naming a spent day
+    limit, with a wait of 7 minutes, is refused at once (as the limiter refuses a day
+    limit's wait past its max_day_wait, 5 minutes), not slept through."""
+    em = serve_two(serve, 1_000)
+    proxy = FaultProxy(em.base_url)
+    try:
+        client = tg.instrument(
+            openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        proxy.inject(day_limit_429(A))
+        start = clock()
+        with pytest.raises(tg.RateLimitTimeout, match="max_day_wait=300") as caught:
+            client.chat.completions.create(model=A, messages=question(1), max_tokens=64)
+    finally:
+        proxy.close()
+    assert caught.value.limit_name == "tpd"
+    assert clock() == start  # refused without sleeping
+    assert proxy.statuses() == [429]
