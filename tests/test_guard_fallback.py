@@ -438,3 +438,26 @@ def test_without_max_wait_a_day_limit_429_is_waited_for_no_longer_than_max_day_w
     assert caught.value.limit_name == "tpd"
     assert clock() == start  # refused without sleeping
     assert proxy.statuses() == [429]
+
+
+def test_a_stream_refused_by_the_server_for_the_day_is_streamed_by_the_fallback(
+    serve: Serve, events: list[tg.events.Event]
+) -> None:
+    """The groq SDK this time: the server's 429 comes before any chunk, so the stream is
+    asked of the next model (its discovery passing between)."""
+    em = serve_two(serve, 1_000)
+    proxy = FaultProxy(em.base_url)
+    try:
+        client = tg.instrument(sdk_client("groq", False, proxy.base_url), fallback=[B])
+        proxy.inject(day_limit_429(A))
+        stream = client.chat.completions.create(
+            model=A, messages=question(1), max_tokens=64, stream=True
+        )
+        chunks = list(stream)
+    finally:
+        proxy.close()
+    assert {c.model for c in chunks} == {B}
+    assert proxy.statuses() == [429, 200, 200]
+    assert sent(em) == [(B, 200)]
+    [moved] = named(events, "tokenguard.guard.fallback")
+    assert (moved["reason"], moved["limit"]) == ("day_limit", "tpd")
