@@ -58,40 +58,26 @@ class TextCache(Generic[V]):
         value = self.front.get(text)
         if value is not None:
             return value
-        with self._lock:
-            hit = self._lru.get(text)
-        if hit is not None:
-            value = hit[0]
-        else:
-            value = self._compute(text)
-            size = sys.getsizeof(text) + ENTRY_OVERHEAD
-            with self._lock:
-                self.computed += 1
-                self._lru.put(text, value, size)
-        self._remember(text, value)
-        return value
+        return self.get_many([text])[0]
 
     def get_many(self, texts: list[str]) -> list[V]:
-        """The values for ``texts``: one lock round for lookups, one for insertions."""
-        with self._lock:
-            found = self._lru.get_many(texts)
-        values = {text: hit[0] for text, hit in found.items() if hit is not None}
-        fresh = [
-            (text, self._compute(text), sys.getsizeof(text) + ENTRY_OVERHEAD)
-            for text, hit in found.items()
-            if hit is None
-        ]
-        with self._lock:
-            self.computed += len(fresh)
-            self._lru.put_many(fresh)
-            for text, value, _ in fresh:
-                values[text] = value
-            self._remember_many(values.items())
-        return [values[text] for text in texts]
+        """The values for ``texts``: one lock round for lookups, one for insertions.
 
-    def _remember(self, text: str, value: V) -> None:
+        A text computed here goes to the LRU level only; it enters the front level when it
+        is asked for again (a text counted once never pays for the front's bookkeeping).
+        """
         with self._lock:
-            self._remember_many(((text, value),))
+            values = self._lru.get_many(texts)
+            if values:
+                self._remember_many(values.items())
+        if len(values) < len(texts):
+            compute = self._compute
+            fresh = {text: compute(text) for text in texts if text not in values}
+            with self._lock:
+                self.computed += len(fresh)
+                self._lru.put_many(fresh)
+            values.update(fresh)
+        return list(map(values.__getitem__, texts))
 
     def _remember_many(self, items: Iterable[tuple[str, V]]) -> None:
         front = self.front
@@ -142,29 +128,25 @@ class _ByteLRU(Generic[V]):
         self.max_bytes = max_bytes
         self.currsize = 0
 
-    def get(self, text: str) -> tuple[V, int] | None:
-        hit = self._data.get(text)
-        if hit is not None:
-            self._data.move_to_end(text)
-        return hit
-
-    def get_many(self, texts: Iterable[str]) -> dict[str, tuple[V, int] | None]:
+    def get_many(self, texts: Iterable[str]) -> dict[str, V]:
+        """The values of those of ``texts`` that are kept, now the most recently used."""
         data = self._data
-        found: dict[str, tuple[V, int] | None] = {}
+        found: dict[str, V] = {}
         for text in texts:
-            hit = found[text] = data.get(text)
+            hit = data.get(text)
             if hit is not None:
                 data.move_to_end(text)
+                found[text] = hit[0]
         return found
 
-    def put(self, text: str, value: V, size: int) -> None:
-        self.put_many(((text, value, size),))
-
-    def put_many(self, items: Iterable[tuple[str, V, int]]) -> None:
+    def put_many(self, items: dict[str, V]) -> None:
+        """Keep ``items``, charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes each."""
         data = self._data
         currsize = self.currsize
-        for text, value, size in items:
-            if size > self.max_bytes:
+        limit = self.max_bytes
+        for text, value in items.items():
+            size = sys.getsizeof(text) + ENTRY_OVERHEAD
+            if size > limit:
                 continue
             old = data.pop(text, None)
             if old is not None:
@@ -173,7 +155,7 @@ class _ByteLRU(Generic[V]):
             currsize += size
         # Least recently used first out: the same entries stay as when evicting after
         # each insertion (what stays is the longest recent run within the bound).
-        while currsize > self.max_bytes:
+        while currsize > limit:
             _, (_, freed) = data.popitem(last=False)
             currsize -= freed
         self.currsize = currsize
