@@ -118,13 +118,15 @@ class TextCache(Generic[V]):
 
 
 class _ByteLRU(Generic[V]):
-    """Text -> (value, charge), least recently used first out when the charges exceed
-    ``max_bytes``. Not locked: :class:`TextCache` holds its lock around every call."""
+    """Text -> value, each entry charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes
+    (worked out again on eviction rather than kept), least recently used first out when
+    the charges exceed ``max_bytes``. Not locked: :class:`TextCache` holds its lock
+    around every call."""
 
     __slots__ = ("_data", "currsize", "max_bytes")
 
     def __init__(self, max_bytes: int) -> None:
-        self._data: OrderedDict[str, tuple[V, int]] = OrderedDict()
+        self._data: OrderedDict[str, V] = OrderedDict()
         self.max_bytes = max_bytes
         self.currsize = 0
 
@@ -136,28 +138,30 @@ class _ByteLRU(Generic[V]):
             hit = data.get(text)
             if hit is not None:
                 data.move_to_end(text)
-                found[text] = hit[0]
+                found[text] = hit
         return found
 
     def put_many(self, items: dict[str, V]) -> None:
-        """Keep ``items``, charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes each."""
+        """Keep ``items`` (a text's value never changes: one kept already stays)."""
         data = self._data
+        keep = data.setdefault
         currsize = self.currsize
         limit = self.max_bytes
         for text, value in items.items():
             size = sys.getsizeof(text) + ENTRY_OVERHEAD
             if size > limit:
                 continue
-            old = data.pop(text, None)
-            if old is not None:
-                currsize -= old[1]
-            data[text] = (value, size)
-            currsize += size
+            kept = len(data)
+            keep(text, value)
+            if len(data) > kept:
+                currsize += size
+            else:
+                data.move_to_end(text)  # kept by another thread meanwhile
         # Least recently used first out: the same entries stay as when evicting after
         # each insertion (what stays is the longest recent run within the bound).
         while currsize > limit:
-            _, (_, freed) = data.popitem(last=False)
-            currsize -= freed
+            text, _ = data.popitem(last=False)
+            currsize -= sys.getsizeof(text) + ENTRY_OVERHEAD
         self.currsize = currsize
 
     def clear(self) -> None:
