@@ -215,9 +215,9 @@ class ToolsMemo(Generic[V]):
     """What a meter worked out for tool definitions and options, found again cheaply.
 
     Keyed by the definitions' JSON (two equal lists share an entry). A list seen again is
-    found by its identity and confirmed equal to a copy (read back from its JSON) taken
-    when it was first seen again, so it is not serialised on every call, and a list
-    changed in place is worked out anew. Bounded: emptied when full.
+    found by its identity and confirmed equal to a copy (its JSON read back) taken when it
+    was first seen, so it is not serialised on every call, and a list changed in place is
+    worked out anew. Bounded: emptied when full.
     """
 
     __slots__ = ("_by_id", "_values", "limit")
@@ -237,16 +237,15 @@ class ToolsMemo(Generic[V]):
             key = json.dumps([tools, options], separators=(",", ":"))
         except (TypeError, ValueError):
             return None  # SDK objects or a bad definition: the general path reads them
-        if key in self._values:
-            # Seen twice: worth a copy that lets the next call skip the serialising. The
-            # key is one already (plain JSON: reading it back is a fraction of a deep copy);
-            # a tuple stays a tuple so that it compares equal.
-            tools_copy, options_copy = json.loads(key)
-            if type(tools) is tuple:
-                tools_copy = tuple(tools_copy)
-            if len(self._by_id) >= self.limit:
-                self._by_id.clear()
-            self._by_id[id(tools)] = (tools, tools_copy, tuple(options_copy), key)
+        # A copy lets the next call with this list skip the serialising. The key is one
+        # already (plain JSON: reading it back costs a fraction of a deep copy or of the
+        # serialising); a tuple stays a tuple so that it compares equal.
+        tools_copy, options_copy = json.loads(key)
+        if type(tools) is tuple:
+            tools_copy = tuple(tools_copy)
+        if len(self._by_id) >= self.limit:
+            self._by_id.clear()
+        self._by_id[id(tools)] = (tools, tools_copy, tuple(options_copy), key)
         return key
 
     def get(self, key: str) -> V | None:
