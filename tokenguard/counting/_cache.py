@@ -1,10 +1,11 @@
 """A bounded, thread-safe cache of per-text token counts.
 
 Counting a conversation that grew by one message must cost about one message, so every
-message body's count is cached, keyed by the body text itself. Two levels: a front
-``dict`` read without a lock (at most ``front_chars`` characters of keys, emptied when
-full) and behind it a least-recently-used map charged ``sys.getsizeof(text) +
-ENTRY_OVERHEAD`` bytes per entry, bounded by ``max_bytes``.
+message body's count is cached, keyed by the body text itself. Two levels: a
+least-recently-used map charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes per
+entry, bounded by ``max_bytes``, which takes every new text; and in front of it a
+``dict`` read without a lock, which takes a text on its second use (at most
+``front_chars`` characters of keys, emptied when full).
 
 Invariant: memory stays within ``max_bytes`` + ``front_chars`` characters, whatever the
 input. Why two levels and not ``cachetools``: docs/counting-internals.md.

@@ -105,14 +105,15 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
         if cut <= 0 or len(body) - end > EDGE_KEY:
             return blanks_add(trimmed, body[end:])[0]
         ending = body[cut:]
-        if ending in added:
-            return added[ending]
+        kept = added.get(ending)  # one lookup: another thread may empty the dict
+        if kept is not None:
+            return kept[0]
         extra, anywhere = blanks_add(ending[:EDGE_KEY], ending[EDGE_KEY:])
         if not anywhere:
             return blanks_add(trimmed, body[end:])[0]
         if len(added) >= 4096:
             added.clear()
-        added[ending] = extra
+        added[ending] = (extra,)
         return extra
 
     def value(body: str) -> int:
@@ -133,9 +134,9 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
 EDGE_KEY = 16
 # Per counting function: the few short strings the derivation counts (".\n", "\n",
 # " "...) -> their counts, and a body's ending (EDGE_KEY characters and the blanks) ->
-# what the blanks add (None: it takes a second encode).
+# a 1-tuple of what the blanks add (None in it: the body takes a second encode).
 _EDGE_FACTS: weakref.WeakKeyDictionary[
-    Callable[[str], int], tuple[dict[str, int], dict[str, int | None]]
+    Callable[[str], int], tuple[dict[str, int], dict[str, tuple[int | None]]]
 ] = weakref.WeakKeyDictionary()
 
 
