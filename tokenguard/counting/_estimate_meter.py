@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
@@ -228,19 +228,21 @@ class EstimateMeter:
     def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:
         """``(calibrated prompt, raw content, raw overhead, script bucket)``; ``keys``
         (``None``: no prefix is known) let a known prefix anchor the estimate."""
-        rule = self.rule
-        prefixes: list[tuple[int, int, int]] = []
-        if keys is not None:
-            margin = rule.margin
-            rest_tokens = rest_units = 0
-            for k in range(len(keys) - 1, -1, -1):
-                rest_content = math.ceil(rest_tokens * margin)
-                prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
-                rest_tokens += parts.tokens[k]
-                rest_units += parts.units[k]
+        prefixes = () if keys is None else self._prefixes(parts, keys)
         return self._calibrated(
             parts.content, sum(parts.units), parts.non_ascii, parts.chars, prefixes
         )
+
+    def _prefixes(self, parts: _Parts, keys: list[int]) -> Iterator[tuple[int, int, int]]:
+        """``(key, rest content, rest overhead)`` of each prefix, longest first, made as
+        calibration asks (it stops at the first known one, usually the previous turn)."""
+        rule = self.rule
+        margin = rule.margin
+        rest_tokens = rest_units = 0
+        for k in range(len(keys) - 1, -1, -1):
+            yield keys[k], math.ceil(rest_tokens * margin), rule.per_message * rest_units
+            rest_tokens += parts.tokens[k]
+            rest_units += parts.units[k]
 
     def _calibrated(
         self,
@@ -248,7 +250,7 @@ class EstimateMeter:
         units: int,
         non_ascii: int,
         chars: int,
-        prefixes: list[tuple[int, int, int]] | None = None,
+        prefixes: Iterable[tuple[int, int, int]] = (),
     ) -> tuple[int, int, int, int]:
         """:meth:`_estimate` from the request's sums: its ``tokens`` (tools included),
         message ``units``, non-ASCII and all characters."""
@@ -257,7 +259,7 @@ class EstimateMeter:
         overhead_raw = rule.per_request + rule.per_message * units
         bucket = bucket_of(non_ascii, chars)
         prompt = self.calibration.estimate(
-            content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes or ()
+            content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
         )
         return prompt, content_raw, overhead_raw, bucket
 
