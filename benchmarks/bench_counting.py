@@ -241,7 +241,7 @@ def bench_overestimate() -> None:
                 unrelated.append(rc.prompt_tokens / actual)
                 counter.observe(rc, actual)
             print(
-                f"  {model:20s} {kind:10s} before {pct(min(before))}..{pct(max(before))}  "
+                f"  {model.name:26s} {kind:10s} before {pct(min(before))}..{pct(max(before))}  "
                 f"conversation {pct(min(turns[8:]))}..{pct(max(turns[8:]))}  "
                 f"unrelated median {pct(statistics.median(unrelated[8:]))} "
                 f"min {pct(min(unrelated))}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from typing import Any
 
@@ -66,6 +67,18 @@ def test_a_text_larger_than_the_bound_is_counted_but_not_kept() -> None:
     assert cache.front_size == 0
     assert cache.get_or_compute("small") == 5
     assert cache.lru_bytes >= ENTRY_OVERHEAD
+
+
+def test_a_text_enters_the_front_level_on_its_second_use() -> None:
+    cache: TextCache[int] = TextCache(len, max_bytes=1 << 20, front_chars=1_000)
+    assert cache.get_many(["once", "twice", "once"]) == [4, 5, 4]
+    assert cache.front == {}  # counted once: kept in the LRU level only
+    assert cache.computed == 2
+    assert cache.get_or_compute("twice") == 5
+    assert cache.front == {"twice": 5}
+    assert cache.computed == 2  # served from the LRU level
+    assert len(cache) == 2
+    assert cache.lru_bytes == 2 * ENTRY_OVERHEAD + sys.getsizeof("once") + sys.getsizeof("twice")
 
 
 def test_the_lru_level_keeps_hot_texts_when_the_front_is_emptied() -> None:

@@ -35,3 +35,45 @@ def test_common_endings_are_derived() -> None:
         assert trailing_edge(body, body.strip()) is not None
     for body in ("  leading", "end\n\x1c", "path.\n/\n"):
         assert trailing_edge(body, body.strip()) is None
+
+
+# Bodies longer than the ending that keys what trailing blanks add, ending in runs of
+# punctuation of every length (some longer than the key, reaching into the text before).
+LONG_BODIES = st.tuples(
+    st.lists(st.sampled_from(PIECES), min_size=4, max_size=16).map("".join),
+    st.lists(st.sampled_from([*".,;:!?)]}>|/-'\"", "<|eot_id|>"]), max_size=24).map("".join),
+    st.lists(st.sampled_from(["\n", "\r\n", " ", "\t", "\n\n"]), min_size=1, max_size=3).map(
+        "".join
+    ),
+).map("".join)
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama4"])
+@settings(max_examples=400, deadline=None)
+@given(body=LONG_BODIES)
+def test_what_an_ending_adds_is_kept_for_every_body_with_that_ending(name: str, body: str) -> None:
+    if not available(name):
+        pytest.skip(f"{name} tokenizer data not installed")
+    # One counting function per encoding: what an ending adds, learnt from earlier
+    # examples' bodies, is reused for this one, and must give the count of two encodes.
+    count = server_counter(get_encoding(name))
+    assert server_counter(get_encoding(name)) is count
+    assert body_value(count)(body) == body_value(count, split_edges=False)(body)
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama4"])
+def test_an_ending_kept_from_one_body_counts_another_exactly(name: str) -> None:
+    if not available(name):
+        pytest.skip(f"{name} tokenizer data not installed")
+    count = server_counter(get_encoding(name))
+    value, twice = body_value(count), body_value(count, split_edges=False)
+    # The same last 16 characters and blanks, different text before them: letters, a
+    # space, a newline, punctuation (which joins the run), a special token.
+    run = ")]}" * 6 + "\n"
+    for before in ("word", "word ", "word\n", "word.", "x<|eot_id|>", ""):
+        for ending in ("return 0;\n}\n", "call(a, b);\n", run, "done." + "\n" * 3):
+            body = f"{before}{'padding text ' * 2}{ending}"
+            assert value(body) == twice(body), body
+        # A run longer than the key: what it adds is not kept, each body is worked out.
+        body = run[:-1] + before + run
+        assert value(body) == twice(body), body

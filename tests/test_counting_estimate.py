@@ -292,3 +292,8 @@ def test_the_estimate_fast_path_counts_as_the_general_path(
     fast = counter.count(messages, model=model)  # a list of plain dicts: the fast path
     assert fast == counter.count(tuple(messages), model=model)  # a tuple: the general path
     assert fast == counter.count_request(messages, model=model).prompt_tokens
+    # Every text seen twice: without a known prefix, the warm path reads and sums the
+    # messages in one go (the padding units of the roles kept per sequence).
+    meter = counter._registry.meter(model)
+    assert meter._sum_plain(messages) is not None
+    assert counter.count(messages, model=model) == fast

@@ -311,3 +311,33 @@ def test_llama4_tool_call_arguments_must_be_a_json_object() -> None:
     ]
     with pytest.raises(tg.InvalidMessages, match="needs a JSON object"):
         tg.count_tokens(messages, model=SCOUT)
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b-instant", SCOUT])
+@pytest.mark.parametrize("container", [list, tuple])
+def test_tool_definitions_changed_in_place_are_counted_anew(model: str, container: type) -> None:
+    # The counter finds a tools list seen before by its identity, confirmed equal to a
+    # copy of it: a list (or tuple) edited in place between calls must not keep its count.
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Find a word",
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}},
+        },
+    }
+    tools = container([tool])
+    messages = [{"role": "user", "content": "What does 'tarn' mean?"}]
+    counter = tg.Counter()
+    counts = [counter.count(messages, model=model, tools=tools) for _ in range(3)]
+    assert (
+        counts
+        == [tg.Counter().count(messages, model=model, tools=[json.loads(json.dumps(tool))])] * 3
+    )
+    tool["function"]["description"] = "Find a word in the dictionary and give its meanings"
+    changed = counter.count(messages, model=model, tools=tools)
+    assert changed == tg.Counter().count(
+        messages, model=model, tools=[json.loads(json.dumps(tool))]
+    )
+    assert changed > counts[0]
+    assert counter.count(messages, model=model, tools=tools, tool_choice="none") < changed

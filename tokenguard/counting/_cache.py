@@ -1,10 +1,11 @@
 """A bounded, thread-safe cache of per-text token counts.
 
 Counting a conversation that grew by one message must cost about one message, so every
-message body's count is cached, keyed by the body text itself. Two levels: a front
-``dict`` read without a lock (at most ``front_chars`` characters of keys, emptied when
-full) and behind it a least-recently-used map charged ``sys.getsizeof(text) +
-ENTRY_OVERHEAD`` bytes per entry, bounded by ``max_bytes``.
+message body's count is cached, keyed by the body text itself. Two levels: a
+least-recently-used map charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes per
+entry, bounded by ``max_bytes``, which takes every new text; and in front of it a
+``dict`` read without a lock, which takes a text on its second use (at most
+``front_chars`` characters of keys, emptied when full).
 
 Invariant: memory stays within ``max_bytes`` + ``front_chars`` characters, whatever the
 input. Why two levels and not ``cachetools``: docs/counting-internals.md.
@@ -58,40 +59,26 @@ class TextCache(Generic[V]):
         value = self.front.get(text)
         if value is not None:
             return value
-        with self._lock:
-            hit = self._lru.get(text)
-        if hit is not None:
-            value = hit[0]
-        else:
-            value = self._compute(text)
-            size = sys.getsizeof(text) + ENTRY_OVERHEAD
-            with self._lock:
-                self.computed += 1
-                self._lru.put(text, value, size)
-        self._remember(text, value)
-        return value
+        return self.get_many([text])[0]
 
     def get_many(self, texts: list[str]) -> list[V]:
-        """The values for ``texts``: one lock round for lookups, one for insertions."""
-        with self._lock:
-            found = self._lru.get_many(texts)
-        values = {text: hit[0] for text, hit in found.items() if hit is not None}
-        fresh = [
-            (text, self._compute(text), sys.getsizeof(text) + ENTRY_OVERHEAD)
-            for text, hit in found.items()
-            if hit is None
-        ]
-        with self._lock:
-            self.computed += len(fresh)
-            self._lru.put_many(fresh)
-            for text, value, _ in fresh:
-                values[text] = value
-            self._remember_many(values.items())
-        return [values[text] for text in texts]
+        """The values for ``texts``: one lock round for lookups, one for insertions.
 
-    def _remember(self, text: str, value: V) -> None:
+        A text computed here goes to the LRU level only; it enters the front level when it
+        is asked for again (a text counted once never pays for the front's bookkeeping).
+        """
         with self._lock:
-            self._remember_many(((text, value),))
+            values = self._lru.get_many(texts)
+            if values:
+                self._remember_many(values.items())
+        if len(values) < len(texts):
+            compute = self._compute
+            fresh = {text: compute(text) for text in texts if text not in values}
+            with self._lock:
+                self.computed += len(fresh)
+                self._lru.put_many(fresh)
+            values.update(fresh)
+        return list(map(values.__getitem__, texts))
 
     def _remember_many(self, items: Iterable[tuple[str, V]]) -> None:
         front = self.front
@@ -132,50 +119,50 @@ class TextCache(Generic[V]):
 
 
 class _ByteLRU(Generic[V]):
-    """Text -> (value, charge), least recently used first out when the charges exceed
-    ``max_bytes``. Not locked: :class:`TextCache` holds its lock around every call."""
+    """Text -> value, each entry charged ``sys.getsizeof(text) + ENTRY_OVERHEAD`` bytes
+    (worked out again on eviction rather than kept), least recently used first out when
+    the charges exceed ``max_bytes``. Not locked: :class:`TextCache` holds its lock
+    around every call."""
 
     __slots__ = ("_data", "currsize", "max_bytes")
 
     def __init__(self, max_bytes: int) -> None:
-        self._data: OrderedDict[str, tuple[V, int]] = OrderedDict()
+        self._data: OrderedDict[str, V] = OrderedDict()
         self.max_bytes = max_bytes
         self.currsize = 0
 
-    def get(self, text: str) -> tuple[V, int] | None:
-        hit = self._data.get(text)
-        if hit is not None:
-            self._data.move_to_end(text)
-        return hit
-
-    def get_many(self, texts: Iterable[str]) -> dict[str, tuple[V, int] | None]:
+    def get_many(self, texts: Iterable[str]) -> dict[str, V]:
+        """The values of those of ``texts`` that are kept, now the most recently used."""
         data = self._data
-        found: dict[str, tuple[V, int] | None] = {}
+        found: dict[str, V] = {}
         for text in texts:
-            hit = found[text] = data.get(text)
+            hit = data.get(text)
             if hit is not None:
                 data.move_to_end(text)
+                found[text] = hit
         return found
 
-    def put(self, text: str, value: V, size: int) -> None:
-        self.put_many(((text, value, size),))
-
-    def put_many(self, items: Iterable[tuple[str, V, int]]) -> None:
+    def put_many(self, items: dict[str, V]) -> None:
+        """Keep ``items`` (a text's value never changes: one kept already stays)."""
         data = self._data
+        keep = data.setdefault
         currsize = self.currsize
-        for text, value, size in items:
-            if size > self.max_bytes:
+        limit = self.max_bytes
+        for text, value in items.items():
+            size = sys.getsizeof(text) + ENTRY_OVERHEAD
+            if size > limit:
                 continue
-            old = data.pop(text, None)
-            if old is not None:
-                currsize -= old[1]
-            data[text] = (value, size)
-            currsize += size
+            kept = len(data)
+            keep(text, value)
+            if len(data) > kept:
+                currsize += size
+            else:
+                data.move_to_end(text)  # kept by another thread meanwhile
         # Least recently used first out: the same entries stay as when evicting after
         # each insertion (what stays is the longest recent run within the bound).
-        while currsize > self.max_bytes:
-            _, (_, freed) = data.popitem(last=False)
-            currsize -= freed
+        while currsize > limit:
+            text, _ = data.popitem(last=False)
+            currsize -= sys.getsizeof(text) + ENTRY_OVERHEAD
         self.currsize = currsize
 
     def clear(self) -> None:

@@ -8,11 +8,12 @@ the costs of any subset of the messages bound the calibrated estimate of that su
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
@@ -78,6 +79,11 @@ class EstimateMeter:
         """The calibrated estimate of plain messages without tools, or ``None``."""
         if tools is not None or options:
             return None
+        if not self.calibration.knows_prefixes:
+            # Only sums are needed: read and add up in one go.
+            sums = self._sum_plain(messages)
+            if sums is not None:
+                return self._calibrated(*sums)[0]
         parts = self._read_plain(messages)
         if parts is None:
             return None
@@ -174,6 +180,25 @@ class EstimateMeter:
         units = _units(self.rule, roles, names)
         return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
 
+    def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
+        """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
+        texts were all counted before, or ``None`` (:meth:`_read_plain` then reads them)."""
+        if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
+            return None
+        if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
+            return None
+        try:
+            # A text not seen (or no text at all) gives None; an unhashable one raises.
+            values = list(map(self.cache.front.get, map(_CONTENT, messages)))
+            roles = list(map(_ROLE, messages))
+            if None in values or not _PLAIN_ROLES.issuperset(roles):
+                return None
+        except (KeyError, TypeError):
+            return None
+        tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
+        units = sum(_padded(roles)) if self.rule.gateway_pads else len(roles)
+        return tokens, units, non_ascii, chars
+
     def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
         they are too much new text or not valid UTF-8 (the general path says which)."""
@@ -203,19 +228,36 @@ class EstimateMeter:
     def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:
         """``(calibrated prompt, raw content, raw overhead, script bucket)``; ``keys``
         (``None``: no prefix is known) let a known prefix anchor the estimate."""
+        prefixes = () if keys is None else self._prefixes(parts, keys)
+        return self._calibrated(
+            parts.content, sum(parts.units), parts.non_ascii, parts.chars, prefixes
+        )
+
+    def _prefixes(self, parts: _Parts, keys: list[int]) -> Iterator[tuple[int, int, int]]:
+        """``(key, rest content, rest overhead)`` of each prefix, longest first, made as
+        calibration asks (it stops at the first known one, usually the previous turn)."""
         rule = self.rule
         margin = rule.margin
-        content_raw = math.ceil(parts.content * margin)
-        overhead_raw = rule.per_request + rule.per_message * sum(parts.units)
-        bucket = bucket_of(parts.non_ascii, parts.chars)
-        prefixes: list[tuple[int, int, int]] = []
-        if keys is not None:
-            rest_tokens = rest_units = 0
-            for k in range(len(keys) - 1, -1, -1):
-                rest_content = math.ceil(rest_tokens * margin)
-                prefixes.append((keys[k], rest_content, rule.per_message * rest_units))
-                rest_tokens += parts.tokens[k]
-                rest_units += parts.units[k]
+        rest_tokens = rest_units = 0
+        for k in range(len(keys) - 1, -1, -1):
+            yield keys[k], math.ceil(rest_tokens * margin), rule.per_message * rest_units
+            rest_tokens += parts.tokens[k]
+            rest_units += parts.units[k]
+
+    def _calibrated(
+        self,
+        tokens: int,
+        units: int,
+        non_ascii: int,
+        chars: int,
+        prefixes: Iterable[tuple[int, int, int]] = (),
+    ) -> tuple[int, int, int, int]:
+        """:meth:`_estimate` from the request's sums: its ``tokens`` (tools included),
+        message ``units``, non-ASCII and all characters."""
+        rule = self.rule
+        content_raw = math.ceil(tokens * rule.margin)
+        overhead_raw = rule.per_request + rule.per_message * units
+        bucket = bucket_of(non_ascii, chars)
         prompt = self.calibration.estimate(
             content=content_raw, overhead=overhead_raw, bucket=bucket, prefixes=prefixes
         )
@@ -311,17 +353,32 @@ class _Parts:
 
 def _units(rule: EstimateRule, headers: list[str], names: list[str | None]) -> list[int]:
     """The ``per_message`` units each message costs."""
-    if rule.gateway_pads:
-        units = list(map(operator.add, _pads(headers), itertools.repeat(1)))
-        units[-1] += headers[-1] == "assistant"  # the empty user turn after it
-    else:
-        units = [1] * len(headers)
+    units = list(_padded(headers)) if rule.gateway_pads else [1] * len(headers)
     if any(names):
         units = [2 if name else unit for unit, name in zip(units, names, strict=True)]
     if rule.tool_result_units and "ipython" in headers:  # tool results
         extra = rule.tool_result_units
         units = [u + extra if h == "ipython" else u for u, h in zip(units, headers, strict=True)]
     return units
+
+
+def _padded(headers: list[str]) -> tuple[int, ...]:
+    """Per message where the gateway pads: its frame, an empty turn before it where one
+    is put in, and after a last assistant turn the empty user turn. Kept per sequence of
+    roles up to 512 messages (a conversation asked about again has the same one)."""
+    key = tuple(headers)
+    return _padded_kept(key) if len(key) <= 512 else _padded_of(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_kept(headers: tuple[str, ...]) -> tuple[int, ...]:
+    return _padded_of(headers)
+
+
+def _padded_of(headers: tuple[str, ...]) -> tuple[int, ...]:
+    units = list(map(operator.add, _pads(list(headers)), itertools.repeat(1)))
+    units[-1] += headers[-1] == "assistant"
+    return tuple(units)
 
 
 def _pads(headers: list[str]) -> list[bool]:

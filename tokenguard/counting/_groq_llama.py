@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -68,10 +69,14 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
 
     With ``split_edges`` (``count`` is a regex-pre-tokenized BPE, not a bound), a body
     whose only blanks at its edges are trailing is encoded once, trimmed, and the
-    untrimmed count is derived from it (see :func:`trailing_edge`).
+    untrimmed count is derived from it (see :func:`trailing_edge`). What its trailing
+    blanks add is settled by the body's last :data:`EDGE_KEY` characters and its blanks
+    whenever the punctuation run ending the text starts inside them, so it is worked
+    out once per such ending (code's ``";\\n"``, ``"}\\n"``...) and kept.
     """
-    # The few short strings the derivation counts (".\n", "\n", " "...) recur: kept.
-    pieces: dict[str, int] = {}
+    # Facts of the tokenizer, not of any text: shared by every counter that counts with
+    # ``count`` (``server_counter`` makes one per encoding), each bounded.
+    pieces, added = _EDGE_FACTS.setdefault(count, ({}, {}))
 
     def small(text: str) -> int:
         k = pieces.get(text)
@@ -81,22 +86,58 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
                 pieces[text] = k
         return k
 
+    def blanks_add(trimmed: str, tail: str) -> tuple[int | None, bool]:
+        """What ``tail`` adds to ``trimmed``'s count (``None``: not settled here), and
+        whether that holds for any text ending with ``trimmed`` (see :func:`_edge`)."""
+        edge, anywhere = _edge(trimmed, tail)
+        if edge is None:
+            return None, anywhere
+        last, joined, rest = edge
+        n = small(rest) if rest else 0
+        if joined:
+            n += small(last + joined) - small(last)
+        return n, anywhere
+
+    def added_by(body: str, trimmed: str) -> int | None:
+        """What ``body``'s trailing blanks add to ``trimmed``'s count, or ``None``."""
+        end = len(trimmed)
+        cut = end - EDGE_KEY
+        if cut <= 0 or len(body) - end > EDGE_KEY:
+            return blanks_add(trimmed, body[end:])[0]
+        ending = body[cut:]
+        kept = added.get(ending)  # one lookup: another thread may empty the dict
+        if kept is not None:
+            return kept[0]
+        extra, anywhere = blanks_add(ending[:EDGE_KEY], ending[EDGE_KEY:])
+        if not anywhere:
+            return blanks_add(trimmed, body[end:])[0]
+        if len(added) >= 4096:
+            added.clear()
+        added[ending] = (extra,)
+        return extra
+
     def value(body: str) -> int:
         trimmed = body.strip()
         if trimmed == body:
             return 2 * count("\n\n" + body)
         m = count("\n\n" + trimmed)
-        edge = trailing_edge(body, trimmed) if split_edges else None
-        if edge is None:
-            n = count("\n\n" + body)
-        else:
-            last, joined, rest = edge
-            n = m + small(rest) if rest else m
-            if joined:
-                n += small(last + joined) - small(last)
+        extra = None
+        if split_edges and trimmed and body.startswith(trimmed):
+            extra = added_by(body, trimmed)
+        n = count("\n\n" + body) if extra is None else m + extra
         return 2 * max(n, m) + (n != m)
 
     return value
+
+
+#: How many of a trimmed body's last characters key what its trailing blanks add.
+EDGE_KEY = 16
+# Per counting function: the few short strings the derivation counts (".\n", "\n",
+# " "...) -> their counts, and a body's ending (EDGE_KEY characters and the blanks) ->
+# a 1-tuple of what the blanks add (None in it: the body takes a second encode).
+_EDGE_FACTS: weakref.WeakKeyDictionary[
+    Callable[[str], int], tuple[dict[str, int], dict[str, tuple[int | None]]]
+] = weakref.WeakKeyDictionary()
 
 
 def trailing_edge(body: str, trimmed: str) -> tuple[str, str, str] | None:
@@ -116,31 +157,36 @@ def trailing_edge(body: str, trimmed: str) -> tuple[str, str, str] | None:
     """
     if not trimmed or not body.startswith(trimmed):
         return None  # leading blanks join the "\n\n" before them
-    tail = body[len(trimmed) :]
+    return _edge(trimmed, body[len(trimmed) :])[0]
+
+
+def _edge(trimmed: str, tail: str) -> tuple[tuple[str, str, str] | None, bool]:
+    """:func:`trailing_edge` of ``trimmed + tail``, and whether the answer holds for any
+    text ending with ``trimmed`` (False when the punctuation run reaches its start)."""
     if not tail or tail.strip(" \t\r\n"):
-        return None  # other blanks may not be \s to the regex
+        return None, True  # other blanks may not be \s to the regex
     if tail[0] in " \t" or unicodedata.category(trimmed[-1])[0] in "LN":
-        return "", "", tail
+        return ("", "", tail), True
     rest = tail.lstrip("\r\n")
     joined = tail[: len(tail) - len(rest)]
     j = len(trimmed)
     while j > 0 and unicodedata.category(trimmed[j - 1])[0] in "PS":
         j -= 1
     if j == len(trimmed):
-        return None
+        return None, True
     # The run starts a pre-token after the "\n\n" (j == 0), a letter or a number, or a
     # blank (a space joins it); after CR/LF, unless it starts with "/": o200k's
     # punctuation takes the CR/LF and "/" that follow it ("}.\n/" is one pre-token).
     before = trimmed[j - 1] if j > 0 else "\t"
     if before in "\r\n":
         if trimmed[j] == "/":
-            return None
+            return None, True
     elif not (before in " \t" or unicodedata.category(before)[0] in "LN"):
-        return None
+        return None, True
     last = trimmed[j - 1 :] if before == " " else trimmed[j:]
     if "|>" in last or "<|" in last:
-        return None  # a special token's end: the pieces are not plain text
-    return last, joined, rest
+        return None, j > 0  # a special token's end: the pieces are not plain text
+    return (last, joined, rest), j > 0
 
 
 class LlamaCount(NamedTuple):

@@ -12,7 +12,6 @@ properties in tests/test_counting_prompt.py and test_counting_estimate.py).
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,7 +139,8 @@ def count_new(cache: TextCache[V], texts: list[str], settings: Settings) -> list
     (the general path then names the message)."""
     if sum(map(len, texts)) > settings.max_new_chars:
         return None
-    if not all(text.isascii() or is_utf8(text) for text in texts):
+    # One scan of all of them in the common case (ASCII), each one's otherwise.
+    if not "".join(texts).isascii() and not all(map(is_utf8, texts)):
         return None
     return cache.get_many(texts)
 
@@ -215,16 +215,16 @@ class ToolsMemo(Generic[V]):
     """What a meter worked out for tool definitions and options, found again cheaply.
 
     Keyed by the definitions' JSON (two equal lists share an entry). A list seen again is
-    found by its identity and confirmed equal to a deep copy taken when it was first seen
-    again, so it is not serialised on every call, and a list changed in place is worked
-    out anew. Bounded: emptied when full.
+    found by its identity and confirmed equal to a copy (its JSON read back) taken when it
+    was first seen, so it is not serialised on every call, and a list changed in place is
+    worked out anew. Bounded: emptied when full.
     """
 
     __slots__ = ("_by_id", "_values", "limit")
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
-        # id(tools) -> (tools, a deep copy, options, key): holding ``tools`` keeps its id.
+        # id(tools) -> (tools, a copy, options, key): holding ``tools`` keeps its id.
         self._by_id: dict[int, tuple[object, object, object, str]] = {}
         self._values: dict[str, V] = {}
 
@@ -237,11 +237,15 @@ class ToolsMemo(Generic[V]):
             key = json.dumps([tools, options], separators=(",", ":"))
         except (TypeError, ValueError):
             return None  # SDK objects or a bad definition: the general path reads them
-        if key in self._values:
-            # Seen twice: worth a copy that lets the next call skip the serialising.
-            if len(self._by_id) >= self.limit:
-                self._by_id.clear()
-            self._by_id[id(tools)] = (tools, copy.deepcopy(tools), copy.deepcopy(options), key)
+        # A copy lets the next call with this list skip the serialising. The key is one
+        # already (plain JSON: reading it back costs a fraction of a deep copy or of the
+        # serialising); a tuple stays a tuple so that it compares equal.
+        tools_copy, options_copy = json.loads(key)
+        if type(tools) is tuple:
+            tools_copy = tuple(tools_copy)
+        if len(self._by_id) >= self.limit:
+            self._by_id.clear()
+        self._by_id[id(tools)] = (tools, tools_copy, tuple(options_copy), key)
         return key
 
     def get(self, key: str) -> V | None:

@@ -12,6 +12,7 @@ crash.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def ordinary_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:
     return count
 
 
+@functools.cache
 def server_counter(
     enc: tiktoken.Encoding,
     *,
@@ -68,7 +70,8 @@ def server_counter(
 
     With ``strip``, counts ``text.strip()`` (a message body as the template renders it).
     Every special token of ``enc`` starts with one of ``markers`` (text without any takes
-    the cheaper call); ``normalize`` is applied first (Qwen's NFC).
+    the cheaper call); ``normalize`` is applied first (Qwen's NFC). One function per
+    encoding and options, so that what is learnt about a tokenizer is kept with it.
     """
     encode = enc.encode_ordinary
     # The cold path is dominated by this call: skip tiktoken's Python wrapper when the
@@ -77,6 +80,9 @@ def server_counter(
     core = getattr(getattr(enc, "_core_bpe", None), "encode_ordinary", None)
     fast: Callable[[str], list[int]] = core if callable(core) else encode
     specials = enc.special_tokens_set
+    # Every special token starts with a marker; without one the cheaper call is identical.
+    # One compiled search finds any of them (a third of the cost of testing each in turn).
+    marked = re.compile("|".join(map(re.escape, markers)) or "(?!)").search
 
     def encode_special(text: str) -> list[int]:
         return enc.encode(text, allowed_special=specials)
@@ -86,8 +92,7 @@ def server_counter(
             text = text.strip()
         if normalize is not None:
             text = normalize(text)
-        # Every special token starts with a marker; without one the cheaper call is identical.
-        if any(map(text.__contains__, markers)):
+        if marked(text) is not None:
             return _sliced(encode_special, text)
         if len(text) < _SLICE:
             return len(fast(text))
