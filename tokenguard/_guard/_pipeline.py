@@ -46,11 +46,9 @@ class Outgoing(NamedTuple):
     reserve: int
     #: Prompt tokens the server adds that no client sees (``groq/compound``'s tools),
     #: held until the counter has learned them from usage.
-    unseen: int = 0
-
-    @property
-    def estimate(self) -> int:
-        return self.counted.prompt_tokens + self.unseen + self.reserve
+    unseen: int
+    #: What the request is held at: prompt, unseen prompt and completion reserve.
+    estimate: int
 
 
 class Kind(NamedTuple):
@@ -140,7 +138,8 @@ def _outgoing(
         left = site.context_window - count.prompt_tokens
         reserve = max(0, min(g.opts.default_reserve, left, site.info.max_completion_tokens))
     unseen = unseen_prompt_allowance(site.info, count.prompt_tokens, count.raw_prompt_tokens)
-    return Outgoing(messages, max_tokens, count, fitted, reserve, unseen)
+    estimate = count.prompt_tokens + unseen + reserve
+    return Outgoing(messages, max_tokens, count, fitted, reserve, unseen, estimate)
 
 
 def _count(
