@@ -12,6 +12,10 @@ Groq's ``x-ratelimit-*`` headers with every answer (its limits too high to refus
 anything), as Groq does, so the instrumented calls pay for reading them;
 ``--no-headers`` leaves them out. Goal: <= 150 us.
 
+``calls``: what the package's code does per guarded call in each mode, counted
+through ``sys.setprofile`` (counts the load on the machine does not change): functions
+entered, generator frames, generator resumes, effects of ``call_plan``.
+
 ``goodput``: 8 threads through one decorated function (decorator mode: the function
 returns a parsed completion, so the guard sees no headers) and 64 asyncio tasks through
 one instrumented ``AsyncOpenAI`` (instrument mode: headers read from every response),
@@ -22,13 +26,14 @@ and the errors callers saw. Goals: refunding server >= 0.95 of the limit and zer
 the other <= 2% 429s; zero errors to callers.
 
 Run: ``.venv/bin/python benchmarks/bench_guard.py`` (about 1.5 minutes), or
-``--scenario overhead|goodput``, ``--samples N``, ``--windows N``.
+``--scenario overhead|calls|goodput``, ``--samples N``, ``--windows N``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import socket
 import statistics
 import subprocess
@@ -101,8 +106,51 @@ def _serve(port: int, headers: bool) -> subprocess.Popen[bytes]:
     raise RuntimeError("the emulator did not start")
 
 
+#: Limits too high to hold any call of the overhead runs.
+UNLIMITED: tg.InstrumentKwargs = {"tpm": 10**9, "rpm": 10**9, "window": 60.0}
+
+
 def _p50_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
+
+
+def _sync_calls(base: str) -> dict[str, Callable[[], Any]]:
+    """The bare, decorated and instrumented sync calls, through one connection pool."""
+    bare = openai.OpenAI(base_url=base, api_key="x")
+    inst = tg.instrument(bare.copy(), **UNLIMITED)  # the same connection pool
+
+    @tg.guard(**UNLIMITED)
+    def ask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:
+        return bare.chat.completions.create(messages=messages, model=model, max_tokens=max_tokens)
+
+    return {
+        "bare": lambda: bare.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16),
+        "decorated": lambda: ask(MESSAGES),
+        "instrumented": lambda: inst.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=16
+        ),
+    }
+
+
+def _async_calls(abare: openai.AsyncOpenAI) -> dict[str, Callable[[], Any]]:
+    """The bare, decorated and instrumented async calls, through ``abare``'s pool."""
+    ainst = tg.instrument(abare.copy(), **UNLIMITED)  # the same connection pool
+
+    @tg.guard(**UNLIMITED)
+    async def aask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:
+        return await abare.chat.completions.create(
+            messages=messages, model=model, max_tokens=max_tokens
+        )
+
+    return {
+        "bare": lambda: abare.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=16
+        ),
+        "decorated": lambda: aask(MESSAGES),
+        "instrumented": lambda: ainst.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=16
+        ),
+    }
 
 
 def scenario_overhead(samples: int, headers: bool = True) -> None:
@@ -110,26 +158,8 @@ def scenario_overhead(samples: int, headers: bool = True) -> None:
     port = _free_port()
     proc = _serve(port, headers)
     base = f"http://127.0.0.1:{port}/openai/v1"
-    unlimited: tg.InstrumentKwargs = {"tpm": 10**9, "rpm": 10**9, "window": 60.0}
     try:
-        bare = openai.OpenAI(base_url=base, api_key="x")
-        inst = tg.instrument(bare.copy(), **unlimited)  # the same connection pool
-
-        @tg.guard(**unlimited)
-        def ask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:
-            return bare.chat.completions.create(
-                messages=messages, model=model, max_tokens=max_tokens
-            )
-
-        calls: dict[str, Callable[[], Any]] = {
-            "bare": lambda: bare.chat.completions.create(
-                model=MODEL, messages=MESSAGES, max_tokens=16
-            ),
-            "decorated": lambda: ask(MESSAGES),
-            "instrumented": lambda: inst.chat.completions.create(
-                model=MODEL, messages=MESSAGES, max_tokens=16
-            ),
-        }
+        calls = _sync_calls(base)
         times: dict[str, list[float]] = {k: [] for k in calls}
         cpu: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(50):  # warm connections, caches, tokenizer
@@ -146,23 +176,7 @@ def scenario_overhead(samples: int, headers: bool = True) -> None:
 
         async def run_async() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
             abare = openai.AsyncOpenAI(base_url=base, api_key="x")
-            ainst = tg.instrument(abare.copy(), **unlimited)  # the same connection pool
-
-            @tg.guard(**unlimited)
-            async def aask(messages: Any, model: str = MODEL, max_tokens: int = 16) -> Any:
-                return await abare.chat.completions.create(
-                    messages=messages, model=model, max_tokens=max_tokens
-                )
-
-            acalls: dict[str, Callable[[], Any]] = {
-                "bare": lambda: abare.chat.completions.create(
-                    model=MODEL, messages=MESSAGES, max_tokens=16
-                ),
-                "decorated": lambda: aask(MESSAGES),
-                "instrumented": lambda: ainst.chat.completions.create(
-                    model=MODEL, messages=MESSAGES, max_tokens=16
-                ),
-            }
+            acalls = _async_calls(abare)
             atimes: dict[str, list[float]] = {k: [] for k in acalls}
             acpu: dict[str, list[float]] = {k: [] for k in acalls}
             for _ in range(50):
@@ -179,6 +193,81 @@ def scenario_overhead(samples: int, headers: bool = True) -> None:
             return atimes, acpu
 
         _print_overhead("async", *asyncio.run(run_async()))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        tg.events.use_logging(True)
+
+
+class _CallCounter:
+    """Counts, through ``sys.setprofile``, what the package's code does per guarded call:
+    functions entered (a generator counted once, when it starts), generator frames,
+    generator resumes, and the effects ``call_plan`` hands to its runner."""
+
+    def __init__(self) -> None:
+        from tokenguard._guard._pipeline import call_plan
+
+        self._plan = call_plan.__code__
+        self._package = str(ROOT / "tokenguard")
+        self._emulator = str(ROOT / "tokenguard" / "emulator")
+        self.calls = self.resumes = self.plan_returns = 0
+        self.frames: set[Any] = set()  # kept alive, so that no frame's id is reused
+
+    def profile(self, frame: Any, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if event == "call":
+            path = code.co_filename
+            if not path.startswith(self._package) or path.startswith(self._emulator):
+                return
+            if code.co_flags & inspect.CO_GENERATOR:
+                self.resumes += 1
+                if frame in self.frames:
+                    return
+                self.frames.add(frame)
+            self.calls += 1
+        elif event == "return" and code is self._plan:
+            self.plan_returns += 1  # one per effect, and one when the plan is done
+
+    def show(self, label: str, n: int) -> None:
+        print(
+            f"calls {label:18s} per call: functions={self.calls / n:5.1f} "
+            f"generator frames={len(self.frames) / n:4.1f} resumes={self.resumes / n:4.1f} "
+            f"effects={self.plan_returns / n - 1:4.1f}"
+        )
+
+
+def scenario_calls(samples: int) -> None:
+    """What the package's code does per guarded call, in each mode (see _CallCounter):
+    counts, unlike times, that the load on the machine does not change."""
+    tg.events.use_logging(False)
+    port = _free_port()
+    proc = _serve(port, True)
+    base = f"http://127.0.0.1:{port}/openai/v1"
+    try:
+        calls = _sync_calls(base)
+        for name in ("decorated", "instrumented"):
+            calls[name]()  # the site worked out, the tokenizer warm
+            counter = _CallCounter()
+            sys.setprofile(counter.profile)
+            for _ in range(samples):
+                calls[name]()
+            sys.setprofile(None)
+            counter.show(f"sync {name}", samples)
+
+        async def run_async() -> None:
+            abare = openai.AsyncOpenAI(base_url=base, api_key="x")
+            acalls = _async_calls(abare)
+            for name in ("decorated", "instrumented"):
+                await acalls[name]()
+                counter = _CallCounter()
+                sys.setprofile(counter.profile)
+                for _ in range(samples):
+                    await acalls[name]()
+                sys.setprofile(None)
+                counter.show(f"async {name}", samples)
+            await abare.close()
+
+        asyncio.run(run_async())
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -343,7 +432,7 @@ def goodput_instrumented(refund: bool, windows: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scenario", choices=["overhead", "goodput", "all"], default="all")
+    p.add_argument("--scenario", choices=["overhead", "calls", "goodput", "all"], default="all")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--windows", type=int, default=10)
     p.add_argument(
@@ -354,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.scenario in ("overhead", "all"):
         scenario_overhead(args.samples, headers=not args.no_headers)
+    if args.scenario == "calls":
+        scenario_calls(min(args.samples, 200))
     if args.scenario in ("goodput", "all"):
         tg.events.use_logging(False)
         for refund in (True, False):

@@ -10,6 +10,7 @@ reaches a site that already made calls.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +22,11 @@ from hypothesis import strategies as st
 
 import tokenguard as tg
 from tokenguard import reset_defaults
-from tokenguard._guard._pipeline import fits_as_is
+from tokenguard._drive import run_sync
+from tokenguard._guard._options import make_options
+from tokenguard._guard._pipeline import _as_asked, _fit_plan, fits_as_is
 from tokenguard._guard._request import ChatRequest
-from tokenguard._guard._site import fits_as_asked
+from tokenguard._guard._site import Guard, Site, fits_as_asked
 from tokenguard.emulator import Emulator, running
 from tokenguard.fitting import room_for
 
@@ -233,3 +236,58 @@ def test_the_shortcut_for_a_request_that_fits_decides_as_fitting(
         full.max_tokens,
         full.max_tokens_requested,
     )
+
+
+# -- the plain step for a request sent as asked decides as the fitting step ------------
+
+
+@given(
+    msgs=conversations(huge=False, max_turns=12),
+    window=st.sampled_from([2_048, 8_192, 131_072]),
+    tpm=st.none() | st.integers(min_value=500, max_value=30_000),
+    budget=st.none() | st.integers(min_value=100, max_value=20_000),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=10_000),
+    default_reserve=st.integers(min_value=1, max_value=4_000),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_request_the_pipeline_sends_as_asked_is_the_one_its_fitting_step_would_send(
+    msgs: list[Any],
+    window: int,
+    tpm: int | None,
+    budget: int | None,
+    max_tokens: int | None,
+    default_reserve: int,
+) -> None:
+    """The pipeline counts a request and, when the site's room holds it and no budget caps
+    tokens, sends it without entering the fitting step (a plain call, no effect): the
+    fitting step would send the same messages, max_tokens, count and reservations, as
+    fitted by no strategy."""
+    g = Guard(opts=make_options(default_reserve=default_reserve), base_url="", site="ask()")
+    info = tg.get_model(MODEL)
+    fits = fits_as_asked(
+        context_window=window,
+        tpm=tpm,
+        max_tokens=max_tokens,
+        max_completion_tokens=info.max_completion_tokens,
+        default_reserve=default_reserve,
+    )
+    site = Site(info, None, window, tpm, max_tokens, generation=0, fits=fits)
+    req = ChatRequest(messages=msgs, model=MODEL, max_tokens=max_tokens)
+    count = tg.default_counter().count_request(
+        msgs, info, max_tokens=max_tokens, default_reserve=default_reserve
+    )
+    with tg.budget(tokens=budget) if budget is not None else contextlib.nullcontext():
+        quick = _as_asked(g, req, site, count)
+        if budget is not None:
+            assert quick is None  # an open budget's room is the fitting step's to apply
+        if quick is None:
+            return
+        try:
+            full = run_sync(_fit_plan(g, req, site, count))
+        except tg.ContextOverflow as exc:
+            raise AssertionError(f"sent as asked, yet fitting refuses it: {exc}") from exc
+    assert full.fitted is not None
+    assert full.fitted.strategy == "none"
+    assert quick.fitted is None
+    assert quick.messages == full.messages == msgs
+    assert quick._replace(fitted=None) == full._replace(fitted=None)

@@ -1,7 +1,8 @@
 """The path of one guarded call, written once as a plan (see :mod:`tokenguard._drive`).
 
 :func:`call_plan` reads as its steps: the site's worked-out values
-(:meth:`Guard.site_for`), fit (:func:`_fit_plan`), admit into the budgets and the
+(:meth:`Guard.site_for`), count and fit (a plain :func:`_as_asked` for a prompt
+within the site's room, else :func:`_fit_plan`), admit into the budgets and the
 limiter (:func:`_admit_plan`), send, then settle the response (:func:`_receive_plan`,
 :mod:`._settle`) or release and recover from the error (:mod:`._recover`) and go
 round again. A stream is settled when it ends by :mod:`._streams`. Invariant: every
@@ -45,11 +46,9 @@ class Outgoing(NamedTuple):
     reserve: int
     #: Prompt tokens the server adds that no client sees (``groq/compound``'s tools),
     #: held until the counter has learned them from usage.
-    unseen: int = 0
-
-    @property
-    def estimate(self) -> int:
-        return self.counted.prompt_tokens + self.unseen + self.reserve
+    unseen: int
+    #: What the request is held at: prompt, unseen prompt and completion reserve.
+    estimate: int
 
 
 class Kind(NamedTuple):
@@ -73,7 +72,10 @@ def call_plan(
         if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
             yield from lookup_plan(g.base_url, req.model, g.client)
         site = g.site_for(req)  # again after a retry: a limit may have been learned
-        out = yield from _fit_plan(g, req, site)
+        count = _count(g, req, req.messages, site.info, site.asked)
+        out = _as_asked(g, req, site, count)
+        if out is None:
+            out = yield from _fit_plan(g, req, site, count)
         s = yield from _admit_plan(g, req, site, out, started, attempts)
         try:
             result = yield Call(sender.send, sender.send_async, out.messages, out.max_tokens)
@@ -88,38 +90,51 @@ def call_plan(
         return (yield from _receive_plan(s, sender, result))
 
 
-def _fit_plan(g: Guard, req: ChatRequest, site: Site) -> Plan[Outgoing]:
-    """Count the request and fit it into the room it has (the context window, the rate
-    window, the open budgets); a prompt within the site's room, with no budget open, is
-    sent as asked."""
-    budget = room()
-    count = _count(g, req, req.messages, site.info, site.asked)
-    fitted = None
-    if budget is not None or site.fits is None or count.prompt_tokens > site.fits:
-        kwargs = _fit_kwargs(g, req, site, budget)
-        fitted = fits_as_is(req, count, site.info, kwargs)
-        if fitted is None:
-            try:
-                fitted = yield Call(
-                    functools.partial(fit, req.messages, **kwargs),
-                    functools.partial(fit_async, req.messages, **kwargs),
-                )
-            except ContextOverflow as exc:
-                if exc.limit_name != "budget":
-                    raise
-                raise BudgetExceeded(
-                    f"the request needs at least {exc.needed} tokens and the open budgets "
-                    f"leave {exc.available}; nothing was sent",
-                    needed=exc.needed,
-                    remaining=exc.available,
-                    unit="tokens",
-                ) from exc
-            count = _count(g, req, fitted.messages, site.info, fitted.max_tokens)
+def _as_asked(g: Guard, req: ChatRequest, site: Site, count: RequestCount) -> Outgoing | None:
+    """The request as asked, when its prompt is within the site's room and no budget
+    caps tokens (fitting would send it unchanged, see :class:`Site`); ``None``: it goes
+    through :func:`_fit_plan`. A plain call: the usual request needs no effect here."""
+    if site.fits is None or count.prompt_tokens > site.fits or room() is not None:
+        return None
+    messages = req.messages if type(req.messages) is list else list(req.messages)
+    return _outgoing(g, site, messages, site.asked, count, None)
+
+
+def _fit_plan(g: Guard, req: ChatRequest, site: Site, count: RequestCount) -> Plan[Outgoing]:
+    """Fit the request (``count``: its prompt as asked) into the room it has: the context
+    window, the rate window, the open budgets."""
+    kwargs = _fit_kwargs(g, req, site, room())
+    fitted = fits_as_is(req, count, site.info, kwargs)
     if fitted is None:
-        messages = req.messages if type(req.messages) is list else list(req.messages)
-        max_tokens = site.asked
-    else:
-        messages, max_tokens = fitted.messages, fitted.max_tokens
+        try:
+            fitted = yield Call(
+                functools.partial(fit, req.messages, **kwargs),
+                functools.partial(fit_async, req.messages, **kwargs),
+            )
+        except ContextOverflow as exc:
+            if exc.limit_name != "budget":
+                raise
+            raise BudgetExceeded(
+                f"the request needs at least {exc.needed} tokens and the open budgets "
+                f"leave {exc.available}; nothing was sent",
+                needed=exc.needed,
+                remaining=exc.available,
+                unit="tokens",
+            ) from exc
+        count = _count(g, req, fitted.messages, site.info, fitted.max_tokens)
+    return _outgoing(g, site, fitted.messages, fitted.max_tokens, count, fitted)
+
+
+def _outgoing(
+    g: Guard,
+    site: Site,
+    messages: list[Any],
+    max_tokens: int | None,
+    count: RequestCount,
+    fitted: FitResult | None,
+) -> Outgoing:
+    """What the request holds: its prompt, the completion tokens the server reserves, the
+    prompt tokens it adds unseen."""
     reserve = count.completion_reserve
     if max_tokens is None:
         # What the server holds for a call without max_tokens: the default reserve,
@@ -127,7 +142,8 @@ def _fit_plan(g: Guard, req: ChatRequest, site: Site) -> Plan[Outgoing]:
         left = site.context_window - count.prompt_tokens
         reserve = max(0, min(g.opts.default_reserve, left, site.info.max_completion_tokens))
     unseen = unseen_prompt_allowance(site.info, count.prompt_tokens, count.raw_prompt_tokens)
-    return Outgoing(messages, max_tokens, count, fitted, reserve, unseen)
+    estimate = count.prompt_tokens + unseen + reserve
+    return Outgoing(messages, max_tokens, count, fitted, reserve, unseen, estimate)
 
 
 def _count(

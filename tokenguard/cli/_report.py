@@ -341,47 +341,11 @@ def report_command(
     """Run ``tokenguard report``; returns the exit status. ``window`` (seconds) and
     ``tpm`` are the plot's, by default the log's limits line's (else 60 s and the model
     table's)."""
-    if window is not None and not (window > 0 and math.isfinite(window)):
-        raise UsageError(f"--window must be seconds > 0, got {window}")
-    if tpm is not None and tpm < 1:
-        raise UsageError(f"--tpm must be a positive integer, got {tpm}")
-    if plot is not None:
-        # Say so before reading anything: the extra is missing, not the data wrong.
-        from ._plot import require_matplotlib
-
-        require_matplotlib()
+    _check_plot_options(plot, window, tpm)
     with open_input(log) as lines:
         rep = read_log(lines, log, timeline=plot is not None)
     if as_json:
-        doc = {
-            "models": {
-                t.model: {
-                    "calls": t.calls,
-                    "failed": t.failed,
-                    "input_tokens": t.input_tokens,
-                    "output_tokens": t.output_tokens,
-                    "cached_tokens": t.cached_tokens,
-                    # A string: the exact decimal (a JSON number would be a float).
-                    "cost_usd": f"{t.cost_usd:f}" if t.priced else None,
-                    "priced_calls": t.priced,
-                    "preflight_compared": t.compared,
-                    "preflight_exact": t.exact_matches,
-                    "wait_s_total": round(sum(t.waits), 6),
-                    "wait_s_p50": quantile(t.waits, 0.5),
-                    "wait_s_p99": quantile(t.waits, 0.99),
-                    "fits": dict(t.fits),
-                    "summary_calls": t.summary_calls,
-                    "retries": t.retries,
-                    "rate_limited": t.rate_limited,
-                    "errors": dict(t.errors),
-                }
-                for t in rep.by_model.values()
-            },
-            "limits": {"window_s": rep.window, "tpm": rep.tpm, "rpm": rep.rpm},
-            "skipped_foreign": rep.foreign,
-            "malformed": [{"line": p.number, "reason": p.reason} for p in rep.problems],
-        }
-        print(json.dumps(doc, indent=2), file=out)
+        print(json.dumps(_to_json(rep), indent=2), file=out)
     else:
         render(rep, out)
     if plot is not None:
@@ -390,3 +354,50 @@ def report_command(
         drawn = draw(rep, plot, window=window or rep.window or 60.0, tpm=tpm)
         print(f"plot: {plot} ({drawn})", file=out)
     return EXIT_OK
+
+
+def _check_plot_options(plot: str | None, window: float | None, tpm: int | None) -> None:
+    """Refuse a bad ``--window``/``--tpm``, or ``--plot`` without matplotlib, before
+    reading anything: the options or the extra are wrong, not the data."""
+    if window is not None and not (window > 0 and math.isfinite(window)):
+        raise UsageError(f"--window must be seconds > 0, got {window}")
+    if tpm is not None and tpm < 1:
+        raise UsageError(f"--tpm must be a positive integer, got {tpm}")
+    if plot is not None:
+        from ._plot import require_matplotlib
+
+        require_matplotlib()
+
+
+def _to_json(rep: Report) -> dict[str, Any]:
+    """The report as ``--json`` prints it: per model totals, the log's limits, and what
+    was skipped."""
+    return {
+        "models": {t.model: _model_json(t) for t in rep.by_model.values()},
+        "limits": {"window_s": rep.window, "tpm": rep.tpm, "rpm": rep.rpm},
+        "skipped_foreign": rep.foreign,
+        "malformed": [{"line": p.number, "reason": p.reason} for p in rep.problems],
+    }
+
+
+def _model_json(t: ModelTotals) -> dict[str, Any]:
+    return {
+        "calls": t.calls,
+        "failed": t.failed,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cached_tokens": t.cached_tokens,
+        # A string: the exact decimal (a JSON number would be a float).
+        "cost_usd": f"{t.cost_usd:f}" if t.priced else None,
+        "priced_calls": t.priced,
+        "preflight_compared": t.compared,
+        "preflight_exact": t.exact_matches,
+        "wait_s_total": round(sum(t.waits), 6),
+        "wait_s_p50": quantile(t.waits, 0.5),
+        "wait_s_p99": quantile(t.waits, 0.99),
+        "fits": dict(t.fits),
+        "summary_calls": t.summary_calls,
+        "retries": t.retries,
+        "rate_limited": t.rate_limited,
+        "errors": dict(t.errors),
+    }

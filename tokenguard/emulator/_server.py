@@ -379,11 +379,10 @@ def running(
             client.chat.completions.create(model="llama3-8b-8192", messages=[...])
             assert em.log[-1].status == 200
     """
-    specs = build_models(
-        model, models, tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, context_window=context_window
-    )
     config = EmulatorConfig(
-        models=specs,
+        models=build_models(
+            model, models, tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, context_window=context_window
+        ),
         window=window,
         completion_tokens=completion_tokens,
         latency=latency,
@@ -396,8 +395,5 @@ def running(
         host=host,
         port=port,
     )
-    em = Emulator(config).start()
-    try:
+    with Emulator(config) as em:
         yield em
-    finally:
-        em.stop()
