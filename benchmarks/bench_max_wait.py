@@ -43,6 +43,10 @@ Run: ``.venv/bin/python benchmarks/bench_max_wait.py`` (about 4 minutes), or
 ``--scenario rpm|tpm``; ``--repeat N`` runs every cell N times; ``--backend redis``
 shares the limiter through a redis-server started on a free loopback port (``both``:
 memory, then Redis).
+
+``--lone N`` times instead what the batched poll at the deadline costs a waiter alone
+(Redis): N polls at a deadline, each the only one due, from a thread and from a task;
+medians in microseconds, from the ticket's due poll to its answer.
 """
 
 from __future__ import annotations
@@ -252,6 +256,7 @@ def main() -> None:
         action="store_true",
         help="leave the objects loaded before the runs to the collector (see the docstring)",
     )
+    parser.add_argument("--lone", type=int, default=0, metavar="N", help="see the docstring")
     args = parser.parse_args()
     # Load the tokenizer before anything is timed.
     tg.count_request([{"role": "user", "content": "hi"}], model=MODEL, max_tokens=1)
@@ -259,6 +264,12 @@ def main() -> None:
         gc.collect()
         gc.freeze()
     gc.callbacks.append(_PAUSES.record)
+    if args.lone:
+        from redis_support import redis_server
+
+        with redis_server() as srv:
+            _lone(redis.Redis.from_url(srv.url), args.lone)
+        return
     backends = ["memory", "redis"] if args.backend == "both" else [args.backend]
     failed = False
     for backend in backends:
@@ -272,6 +283,46 @@ def main() -> None:
             print(f"== {backend}")
             failed |= _sweep(args.scenario, args.repeat, shared)
     print("goals met" if not failed else "GOALS MISSED: see missed / wrong / over")
+
+
+def _lone(shared: redis.Redis, rounds: int) -> None:
+    """Print the median time of a lone waiter's poll at its deadline, thread and task."""
+    from tokenguard._drive import run_async
+    from tokenguard.limiter._backend import Ticket
+
+    lim = tg.Limiter(tpm=100, window=100.0, redis=shared, key=f"lone-{uuid.uuid4().hex[:8]}")
+    backend = lim._backend
+    held = lim.acquire(100)  # every ticket queues, and its last poll refuses it
+
+    def due() -> Ticket:
+        ticket = Ticket(10, max_wait=30.0)
+        backend.start(ticket)
+        ticket.deadline = time.monotonic()
+        return ticket
+
+    def thread() -> float:
+        ticket = due()
+        t0 = time.perf_counter()
+        assert backend.poll(ticket).left
+        return time.perf_counter() - t0
+
+    async def tasks() -> list[float]:
+        took = []
+        for _ in range(rounds):
+            ticket = due()
+            t0 = time.perf_counter()
+            assert (await run_async(backend.poll_plan(ticket))).left
+            took.append(time.perf_counter() - t0)
+        await lim.aclose()
+        return took
+
+    threads = [thread() for _ in range(rounds)]
+    in_tasks = asyncio.run(tasks())
+    held.cancel()
+    print(
+        f"lone last poll, median of {rounds}: thread {1e6 * statistics.median(threads):.0f} us, "
+        f"task {1e6 * statistics.median(in_tasks):.0f} us"
+    )
 
 
 class _Pauses:
