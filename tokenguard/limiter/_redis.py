@@ -177,8 +177,11 @@ class _AsyncConnections:
             if limit <= 0:
                 raise _late(0.0)
             try:
-                reply = await asyncio.wait_for(_exchange(conn, command), limit)
-            except asyncio.TimeoutError:
+                # In this task: wait_for runs the exchange in a task of its own on 3.11,
+                # one more turn of the loop each way.
+                async with asyncio.timeout(limit):
+                    reply = await _exchange(conn, command)
+            except TimeoutError:
                 raise _late(limit) from None
         except redis_lib.exceptions.ResponseError:
             self._idle.append(conn)  # an error reply (NOSCRIPT): the connection is fine

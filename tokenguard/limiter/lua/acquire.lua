@@ -72,7 +72,7 @@ local function decide(ticket, tokens, estimate)
   return result
 end
 local replies = {}
-if mode == 'last' then
+if mode == 'last' and #ARGV > 13 then
   -- Queue order: a ticket decided (and gone) may let the ones behind it in.
   local order = {}
   for i = 9, #ARGV - 1, 3 do
