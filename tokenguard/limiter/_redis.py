@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 import time
 import uuid
@@ -177,10 +178,7 @@ class _AsyncConnections:
             if limit <= 0:
                 raise _late(0.0)
             try:
-                # In this task: wait_for runs the exchange in a task of its own on 3.11,
-                # one more turn of the loop each way.
-                async with asyncio.timeout(limit):
-                    reply = await _exchange(conn, command)
+                reply = await _within(limit, _exchange(conn, command))
             except TimeoutError:
                 raise _late(limit) from None
         except redis_lib.exceptions.ResponseError:
@@ -199,6 +197,16 @@ class _AsyncConnections:
         for conn in idle:
             await _drop(conn)
         await self.client.aclose()
+
+
+async def _within(limit: float, work: Awaitable[Any]) -> Any:
+    """``await work``, raising ``TimeoutError`` after ``limit`` seconds. In this task:
+    ``wait_for`` on 3.11 runs it in a task of its own, a turn of the loop more each way
+    (mypy checks for 3.10, hence the test of the version)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(limit):
+            return await work
+    return await asyncio.wait_for(work, limit)
 
 
 async def _exchange(conn: Any, command: tuple[Any, ...]) -> Any:
