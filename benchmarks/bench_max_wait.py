@@ -28,7 +28,8 @@ with call ``i``. Per cell, order-free:
   ``worst``: the largest overrun of either past ``max_wait``.
 
 Counts are summed over ``--repeat`` runs (the goal is none in any run); the waits are
-medians; ``gc_ms`` is the longest garbage collection during the cell's runs. A process
+medians; ``gc_ms`` is the longest garbage collection during the cell's runs; ``scripts``
+(Redis) the median number of scripts a run called. A process
 that imported the openai SDK holds about 120,000 objects, and a full collection of them
 stops every thread 80 ms (over 200 ms on a loaded machine), past any deadline in that
 time: the sweep measures the limiter, so it freezes what was loaded before the runs
@@ -346,6 +347,14 @@ class _Pauses:
 _PAUSES = _Pauses()
 
 
+def _scripts_run(shared: redis.Redis | None) -> int:
+    """How many scripts Redis has run (0 without Redis)."""
+    if shared is None:
+        return 0
+    stats = shared.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
 def _reference(sc: Scenario, shared: redis.Redis | None) -> Schedule:
     return Schedule.of(asyncio.run(_run(sc, None, shared)))
 
@@ -355,7 +364,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     print(
         "scenario  max_wait   served/could  missed  wrong  refused(at once)  over  "
-        "worst_overrun_ms  p50_wait_served  p50_elapsed_refused  gc_ms"
+        "worst_overrun_ms  p50_wait_served  p50_elapsed_refused  gc_ms  scripts"
     )
     failed = False
     for name in names:
@@ -367,10 +376,14 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
         # Every run with max_wait sits between two references: refs[i] and refs[i + 1].
         runs: dict[float, list[tuple[int, list[Outcome]]]] = {mw: [] for mw in waits}
         gc_pause: dict[float, float] = {}
+        # Redis: the scripts each run called (polls at the deadline among them).
+        scripts: dict[float, list[int]] = {mw: [] for mw in waits}
         for _ in range(repeat):
             for mw in waits:
                 _PAUSES.take()
+                before = _scripts_run(shared)
                 runs[mw].append((len(refs) - 1, asyncio.run(_run(sc, mw, shared))))
+                scripts[mw].append(_scripts_run(shared) - before)
                 gc_pause[mw] = max(gc_pause.get(mw, 0.0), _PAUSES.take())
                 refs.append(_reference(sc, shared))
         every = Reference(refs)
@@ -391,6 +404,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
                 f"({tot['at_once']:.0f}){'':9}{tot['over']:>3.0f}   {1000 * worst:>8.1f}"
                 f"          {_median(served_w):>8}         {_median(refused_w):>8}"
                 f"        {1000 * gc_pause[mw]:>5.1f}"
+                f"  {statistics.median(scripts[mw]) if shared else '-':>7}"
             )
     return failed
 

@@ -295,3 +295,48 @@ def test_redis_down_mid_batch_fails_every_waiter_and_leaks_nothing(
     assert backend._orphans == {}
     _queue_is_clean(client, key)
     client.close()
+
+
+# Keeps Redis busy for ARGV[1] microseconds: every command sent meanwhile waits.
+_BUSY = (
+    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "
+    "while true do local n = redis.call('TIME') "
+    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) then break end end return 1"
+)
+
+
+def test_a_waiter_cancelled_while_its_batch_is_under_way_leaks_no_admission(
+    redis_srv: RedisServer, client: redis.Redis, key: str
+) -> None:
+    window = 1.0
+    lim = tg.Limiter(tpm=100, window=window, redis=client, key=key, algorithm="window")
+    backend = _backend(lim)
+    lim.acquire(100).commit(100)
+    free_at = time.monotonic() + window
+    tickets = _queued(backend, [10, 10])
+    _until(free_at)
+    other = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    busy = threading.Thread(target=lambda: other.eval(_BUSY, 0, 300_000))
+
+    async def polls() -> Any:
+        try:
+            tasks = [asyncio.ensure_future(run_async(backend.poll_plan(t))) for t in tickets]
+            await asyncio.sleep(0.1)  # the batch is sent, and waits behind the busy script
+            tasks[0].cancel()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    busy.start()
+    time.sleep(0.02)  # the busy script is running
+    outcomes = asyncio.run(polls())
+    busy.join()
+    other.close()
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert _admitted(outcomes[1], tickets[1])
+    # Both were admitted in the batch; the cancelled one's admission is cancelled by
+    # the next decision, which then finds the room its 10 tokens took.
+    assert set(backend._orphans) == {tickets[0].id}
+    lim.acquire(89, max_wait=0).cancel()
+    assert backend._orphans == {}
+    _queue_is_clean(client, key)
