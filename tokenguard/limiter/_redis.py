@@ -4,10 +4,11 @@ Invariant: every decision is one Lua script (one round trip, atomic) on Redis ti
 every round trip has a deadline (what is left of the caller's ``max_wait`` plus
 :data:`GRACE`, never more than the round-trip limit); times a script returns become waits
 on this process's monotonic clock, so ``max_wait`` holds whatever Redis's clock does.
-Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place; the
-thread and asyncio faces run the same plans (see :mod:`tokenguard._drive`). How waits,
-leases, lost replies, restarts and clocks are handled: docs/guide/redis.md and the
-reliability page.
+Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place, and
+those of one process whose deadlines come together share their last poll (see
+:class:`_LastPolls`); the thread and asyncio faces run the same plans (see
+:mod:`tokenguard._drive`). How waits, leases, lost replies, restarts and clocks are
+handled: docs/guide/redis.md and the reliability page.
 """
 
 from __future__ import annotations
@@ -296,6 +297,9 @@ class _LastPolls:
     __slots__ = ("_busy", "_cond", "_due", "_pid")
 
     def __init__(self) -> None:
+        self._afresh()
+
+    def _afresh(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._due: list[_Due] = []
         self._busy = False
@@ -305,7 +309,7 @@ class _LastPolls:
         """``due``'s reply, from a round trip ``send`` makes for its batch."""
         if self._pid != os.getpid():
             # A forked child: the parent's threads (and their batch) are not here.
-            self.__init__()  # type: ignore[misc]
+            self._afresh()
         cond = self._cond
         with cond:
             self._due.append(due)
