@@ -28,7 +28,8 @@ with call ``i``. Per cell, order-free:
   ``worst``: the largest overrun of either past ``max_wait``.
 
 Counts are summed over ``--repeat`` runs (the goal is none in any run); the waits are
-medians; ``gc_ms`` is the longest garbage collection during the cell's runs. A process
+medians; ``gc_ms`` is the longest garbage collection during the cell's runs; ``scripts``
+(Redis) the median number of scripts a run called. A process
 that imported the openai SDK holds about 120,000 objects, and a full collection of them
 stops every thread 80 ms (over 200 ms on a loaded machine), past any deadline in that
 time: the sweep measures the limiter, so it freezes what was loaded before the runs
@@ -43,6 +44,10 @@ Run: ``.venv/bin/python benchmarks/bench_max_wait.py`` (about 4 minutes), or
 ``--scenario rpm|tpm``; ``--repeat N`` runs every cell N times; ``--backend redis``
 shares the limiter through a redis-server started on a free loopback port (``both``:
 memory, then Redis).
+
+``--lone N`` times instead what the batched poll at the deadline costs a waiter alone
+(Redis): N polls at a deadline, each the only one due, from a thread and from a task;
+medians in microseconds, from the ticket's due poll to its answer.
 """
 
 from __future__ import annotations
@@ -252,6 +257,7 @@ def main() -> None:
         action="store_true",
         help="leave the objects loaded before the runs to the collector (see the docstring)",
     )
+    parser.add_argument("--lone", type=int, default=0, metavar="N", help="see the docstring")
     args = parser.parse_args()
     # Load the tokenizer before anything is timed.
     tg.count_request([{"role": "user", "content": "hi"}], model=MODEL, max_tokens=1)
@@ -259,6 +265,12 @@ def main() -> None:
         gc.collect()
         gc.freeze()
     gc.callbacks.append(_PAUSES.record)
+    if args.lone:
+        from redis_support import redis_server
+
+        with redis_server() as srv:
+            _lone(redis.Redis.from_url(srv.url), args.lone)
+        return
     backends = ["memory", "redis"] if args.backend == "both" else [args.backend]
     failed = False
     for backend in backends:
@@ -272,6 +284,46 @@ def main() -> None:
             print(f"== {backend}")
             failed |= _sweep(args.scenario, args.repeat, shared)
     print("goals met" if not failed else "GOALS MISSED: see missed / wrong / over")
+
+
+def _lone(shared: redis.Redis, rounds: int) -> None:
+    """Print the median time of a lone waiter's poll at its deadline, thread and task."""
+    from tokenguard._drive import run_async
+    from tokenguard.limiter._backend import Ticket
+
+    lim = tg.Limiter(tpm=100, window=100.0, redis=shared, key=f"lone-{uuid.uuid4().hex[:8]}")
+    backend = lim._backend
+    held = lim.acquire(100)  # every ticket queues, and its last poll refuses it
+
+    def due() -> Ticket:
+        ticket = Ticket(10, max_wait=30.0)
+        backend.start(ticket)
+        ticket.deadline = time.monotonic()
+        return ticket
+
+    def thread() -> float:
+        ticket = due()
+        t0 = time.perf_counter()
+        assert backend.poll(ticket).left
+        return time.perf_counter() - t0
+
+    async def tasks() -> list[float]:
+        took = []
+        for _ in range(rounds):
+            ticket = due()
+            t0 = time.perf_counter()
+            assert (await run_async(backend.poll_plan(ticket))).left
+            took.append(time.perf_counter() - t0)
+        await lim.aclose()
+        return took
+
+    threads = [thread() for _ in range(rounds)]
+    in_tasks = asyncio.run(tasks())
+    held.cancel()
+    print(
+        f"lone last poll, median of {rounds}: thread {1e6 * statistics.median(threads):.0f} us, "
+        f"task {1e6 * statistics.median(in_tasks):.0f} us"
+    )
 
 
 class _Pauses:
@@ -295,6 +347,14 @@ class _Pauses:
 _PAUSES = _Pauses()
 
 
+def _scripts_run(shared: redis.Redis | None) -> int:
+    """How many scripts Redis has run (0 without Redis)."""
+    if shared is None:
+        return 0
+    stats = shared.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
 def _reference(sc: Scenario, shared: redis.Redis | None) -> Schedule:
     return Schedule.of(asyncio.run(_run(sc, None, shared)))
 
@@ -304,7 +364,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     print(
         "scenario  max_wait   served/could  missed  wrong  refused(at once)  over  "
-        "worst_overrun_ms  p50_wait_served  p50_elapsed_refused  gc_ms"
+        "worst_overrun_ms  p50_wait_served  p50_elapsed_refused  gc_ms  scripts"
     )
     failed = False
     for name in names:
@@ -316,10 +376,14 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
         # Every run with max_wait sits between two references: refs[i] and refs[i + 1].
         runs: dict[float, list[tuple[int, list[Outcome]]]] = {mw: [] for mw in waits}
         gc_pause: dict[float, float] = {}
+        # Redis: the scripts each run called (polls at the deadline among them).
+        scripts: dict[float, list[int]] = {mw: [] for mw in waits}
         for _ in range(repeat):
             for mw in waits:
                 _PAUSES.take()
+                before = _scripts_run(shared)
                 runs[mw].append((len(refs) - 1, asyncio.run(_run(sc, mw, shared))))
+                scripts[mw].append(_scripts_run(shared) - before)
                 gc_pause[mw] = max(gc_pause.get(mw, 0.0), _PAUSES.take())
                 refs.append(_reference(sc, shared))
         every = Reference(refs)
@@ -340,6 +404,7 @@ def _sweep(scenario: str, repeat: int, shared: redis.Redis | None) -> bool:
                 f"({tot['at_once']:.0f}){'':9}{tot['over']:>3.0f}   {1000 * worst:>8.1f}"
                 f"          {_median(served_w):>8}         {_median(refused_w):>8}"
                 f"        {1000 * gc_pause[mw]:>5.1f}"
+                f"  {statistics.median(scripts[mw]) if shared else '-':>7}"
             )
     return failed
 

@@ -4,10 +4,11 @@ Invariant: every decision is one Lua script (one round trip, atomic) on Redis ti
 every round trip has a deadline (what is left of the caller's ``max_wait`` plus
 :data:`GRACE`, never more than the round-trip limit); times a script returns become waits
 on this process's monotonic clock, so ``max_wait`` holds whatever Redis's clock does.
-Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place; the
-thread and asyncio faces run the same plans (see :mod:`tokenguard._drive`). How waits,
-leases, lost replies, restarts and clocks are handled: docs/guide/redis.md and the
-reliability page.
+Waiters block in ``BLPOP`` on their own wake-up list, renewing a leased queue place, and
+those of one process whose deadlines come together share their last poll (see
+:class:`_LastPolls`); the thread and asyncio faces run the same plans (see
+:mod:`tokenguard._drive`). How waits, leases, lost replies, restarts and clocks are
+handled: docs/guide/redis.md and the reliability page.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -154,10 +156,12 @@ class _Connections:
 class _AsyncConnections:
     """:class:`_Connections` for one event loop (``redis.asyncio`` connections)."""
 
-    __slots__ = ("_idle", "client", "loop")
+    __slots__ = ("_idle", "client", "lasts", "loop")
 
     def __init__(self, client: redis_lib.Redis, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        #: The loop's polls at their deadlines, in batches.
+        self.lasts = _AsyncLastPolls(loop)
         # One attempt per round trip, as for threads.
         retry = AsyncRetry(NoBackoff(), 0)
         self.client = aredis.Redis(**{**_async_kwargs(client), "retry": retry})
@@ -175,8 +179,8 @@ class _AsyncConnections:
             if limit <= 0:
                 raise _late(0.0)
             try:
-                reply = await asyncio.wait_for(_exchange(conn, command), limit)
-            except asyncio.TimeoutError:
+                reply = await _within(limit, _exchange(conn, command))
+            except TimeoutError:
                 raise _late(limit) from None
         except redis_lib.exceptions.ResponseError:
             self._idle.append(conn)  # an error reply (NOSCRIPT): the connection is fine
@@ -196,6 +200,16 @@ class _AsyncConnections:
         await self.client.aclose()
 
 
+async def _within(limit: float, work: Awaitable[Any]) -> Any:
+    """``await work``, raising ``TimeoutError`` after ``limit`` seconds. In this task:
+    ``wait_for`` on 3.11 runs it in a task of its own, a turn of the loop more each way
+    (mypy checks for 3.10, hence the test of the version)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(limit):
+            return await work
+    return await asyncio.wait_for(work, limit)
+
+
 async def _exchange(conn: Any, command: tuple[Any, ...]) -> Any:
     if not conn.is_connected:
         await conn.connect()
@@ -207,6 +221,189 @@ async def _drop(conn: Any) -> None:
     # Closing a broken connection: nothing more to learn from its errors.
     with contextlib.suppress(Exception):
         await conn.disconnect(nowait=True)
+
+
+class _Due:
+    """One waiter's poll at its deadline, waiting for a batch's round trip: its ticket,
+    when its round trip is given up, and its reply (or the error instead); ``fut`` for
+    a task's, ``state`` for a thread's (see _LastPolls)."""
+
+    __slots__ = ("error", "fut", "reply", "state", "ticket", "until")
+
+    def __init__(self, ticket: Ticket, until: float) -> None:
+        self.ticket = ticket
+        self.until = until
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.fut: asyncio.Future[Any] | None = None
+        self.state = _WAITING
+
+    def answer(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+# A thread's _Due: waiting for its batch, told to send the next batch, answered.
+_WAITING, _LEAD, _ANSWERED = 0, 1, 2
+
+
+def _last_args(batch: list[_Due]) -> list[Any]:
+    """The "last" decision for every ticket of ``batch`` (lua/acquire.lua)."""
+    args: list[Any] = ["last"]
+    for due in batch:
+        t = due.ticket
+        args += (t.id, t.tokens, int(t.estimate))
+    return args
+
+
+def _answers(batch: list[_Due], replies: Any) -> list[Any]:
+    """One reply per ticket, as the script promises; anything else is an error."""
+    if not isinstance(replies, list) or len(replies) != len(batch):
+        raise redis_lib.exceptions.ResponseError(
+            f"the last poll of {len(batch)} tickets had a reply of {type(replies).__name__} "
+            f"{str(replies)[:80]}; expected one reply per ticket"
+        )
+    return replies
+
+
+def _for_each(error: BaseException, n: int) -> list[BaseException]:
+    """The error of a batch's round trip for each of its ``n`` waiters, the sender first:
+    raised in several threads or tasks, one object would gather their tracebacks, so
+    the others get a twin; an interruption of the sender (``KeyboardInterrupt``) is its
+    own, the others only lost their reply."""
+    if isinstance(error, LimiterUnavailable):
+        cause: BaseException | None = error.__cause__
+        args = error.args
+    elif isinstance(error, Exception):
+        return [error] * n
+    else:
+        cause, args = error, (f"the batch's round trip was interrupted: {error!r}",)
+    twins: list[BaseException] = [error]
+    for _ in range(n - 1):
+        twin = LimiterUnavailable(*args)
+        twin.__cause__ = cause
+        twins.append(twin)
+    return twins
+
+
+class _LastPolls:
+    """The polls at their deadlines of one backend's threads, in batches: the first
+    thread due sends its poll at once, alone; those that come due while a round trip is
+    on its way wait for it to end, and the first of them sends all of theirs in the
+    next one (group commit). A lone waiter is never held for a batch; under load, one
+    round trip answers every waiter whose deadline came meanwhile."""
+
+    __slots__ = ("_busy", "_cond", "_due", "_pid")
+
+    def __init__(self) -> None:
+        self._afresh()
+
+    def _afresh(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._due: list[_Due] = []
+        self._busy = False
+        self._pid = os.getpid()
+
+    def run(self, due: _Due, send: Callable[[list[_Due], float], Any]) -> Any:
+        """``due``'s reply, from a round trip ``send`` makes for its batch."""
+        if self._pid != os.getpid():
+            # A forked child: the parent's threads (and their batch) are not here.
+            self._afresh()
+        cond = self._cond
+        with cond:
+            self._due.append(due)
+            if self._busy:
+                while due.state == _WAITING:
+                    cond.wait()
+                if due.state == _ANSWERED:
+                    return due.answer()
+            self._busy = True
+            batch, self._due = self._due, []
+        try:
+            try:
+                replies = _answers(batch, send(batch, max(d.until for d in batch)))
+            except BaseException as exc:
+                for d, error in zip(batch, _for_each(exc, len(batch)), strict=True):
+                    d.error = error
+            else:
+                for d, reply in zip(batch, replies, strict=True):
+                    d.reply = reply
+        finally:
+            with cond:
+                for d in batch:
+                    d.state = _ANSWERED
+                if self._due:
+                    self._due[0].state = _LEAD  # it sends the next batch, its own included
+                else:
+                    self._busy = False
+                cond.notify_all()
+        return due.answer()
+
+
+class _AsyncLastPolls:
+    """:class:`_LastPolls` for one event loop's tasks: the first task due starts a task
+    that sends the due polls, all that are due at each round trip, until none is left.
+    A task of its own, so that cancelling a waiter cancels only its wait: its ticket
+    stays in the batch under way, and an admission made for it is cancelled later (see
+    RedisBackend._cleaning); one cancelled before its batch left is not sent."""
+
+    __slots__ = ("_due", "_task", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due: list[_Due] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(
+        self,
+        due: _Due,
+        send: Callable[[list[_Due], float], Awaitable[Any]],
+        orphan: Callable[[Ticket], None],
+    ) -> Any:
+        """``due``'s reply, from a round trip ``send`` makes for its batch."""
+        due.fut = fut = self.loop.create_future()
+        self._due.append(due)
+        if self._task is None:
+            self._task = self.loop.create_task(self._sending(send, orphan))
+        return await fut
+
+    async def _sending(
+        self,
+        send: Callable[[list[_Due], float], Awaitable[Any]],
+        orphan: Callable[[Ticket], None],
+    ) -> None:
+        batch: list[_Due] = []
+        try:
+            while self._due:
+                batch = [d for d in self._due if not _done(d)]
+                self._due = []
+                if not batch:
+                    continue
+                try:
+                    replies = _answers(batch, await send(batch, max(d.until for d in batch)))
+                except Exception as exc:
+                    for d, error in zip(batch, _for_each(exc, len(batch)), strict=True):
+                        if not _done(d):
+                            d.fut.set_exception(error)  # type: ignore[union-attr]
+                else:
+                    for d, reply in zip(batch, replies, strict=True):
+                        if not _done(d):
+                            d.fut.set_result(reply)  # type: ignore[union-attr]
+                        elif int(reply[0]) == 1:
+                            orphan(d.ticket)  # admitted for a waiter cancelled meanwhile
+                batch = []
+        finally:
+            self._task = None
+            # Cancelled (the loop is closing): so are the waits it would have answered.
+            for d in (*batch, *self._due):
+                if not _done(d):
+                    d.fut.cancel()  # type: ignore[union-attr]
+            self._due = []
+
+
+def _done(due: _Due) -> bool:
+    return due.fut is None or due.fut.done()
 
 
 class _Process:
@@ -372,6 +569,8 @@ class RedisBackend:
         # left and cancelled before the next admission (see _cleaning).
         self._orphans: dict[str, int] = {}
         self._orphans_lock = threading.Lock()
+        # Threads' polls at their deadlines, in batches (a loop's: _AsyncConnections).
+        self._lasts = _LastPolls()
 
     # -- I/O: the only part a thread and an asyncio task do differently -------------
 
@@ -397,6 +596,18 @@ class RedisBackend:
                 reply = await conns.run(until, "EVAL", self._sources[name], *argv)
             self._seen_at = time.monotonic()
             return reply
+
+    def _last(self, due: _Due) -> Any:
+        return self._lasts.run(due, self._send_last)
+
+    def _send_last(self, batch: list[_Due], until: float) -> Any:
+        return self._call("acquire", _last_args(batch), until)
+
+    async def _alast(self, due: _Due) -> Any:
+        return await self._aconnections().lasts.run(due, self._asend_last, self._orphan)
+
+    async def _asend_last(self, batch: list[_Due], until: float) -> Any:
+        return await self._acall("acquire", _last_args(batch), until)
 
     def _blpop(self, key: str, block: float, until: float) -> bool:
         """Whether woken (a push to ``key``) before ``block`` seconds ran out."""
@@ -523,15 +734,23 @@ class RedisBackend:
             yield from self._cleaning(until)
         ticket.id = uuid.uuid4().hex
         args = ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
-        return self._step(ticket, (yield from self._deciding(ticket, args, until)))
+        return self._step(
+            ticket, (yield from self._deciding(ticket, self._script("acquire", args, until)))
+        )
 
     def poll_plan(self, ticket: Ticket) -> Plan[Step]:
         # The poll at the caller's deadline also leaves the queue when it does not admit
         # (one round trip, not a poll and then a leave): the caller's timeout is then
-        # raised as soon as the answer is in.
+        # raised as soon as the answer is in. Waiters of this process whose deadlines
+        # came together share that round trip (see _LastPolls).
         last = ticket.deadline is not None and self._now() >= ticket.deadline
-        args = ["last" if last else "poll", ticket.id, ticket.tokens, int(ticket.estimate)]
-        step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
+        until = self._until(ticket)
+        if last:
+            effect = Call(self._last, self._alast, _Due(ticket, until))
+        else:
+            args = ["poll", ticket.id, ticket.tokens, int(ticket.estimate)]
+            effect = self._script("acquire", args, until)
+        step = self._step(ticket, (yield from self._deciding(ticket, effect)))
         if last and step.charge is None:
             ticket.id = ""  # left: nothing for leave_plan to do
             # Lost or not, it is out of the queue: starting again would cost round trips
@@ -539,9 +758,9 @@ class RedisBackend:
             step.left, step.lost = True, False
         return step
 
-    def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
+    def _deciding(self, ticket: Ticket, effect: Call) -> Plan[Any]:
         try:
-            return (yield self._script("acquire", args, until))
+            return (yield effect)
         except LimiterUnavailable:
             self._orphan(ticket)
             raise
