@@ -24,6 +24,7 @@ def misspelt_and_mistyped_options() -> None:
     tg.instrument(OpenAI(api_key="x"), max_wait="60")  # E: incompatible type "str"
     tg.instrument(OpenAI(api_key="x"), messages_arg="history")  # E: Unexpected keyword
     tg.instrument(OpenAI(api_key="x"), 60)  # E: Too many positional arguments
+    tg.instrument(OpenAI(api_key="x"), priority="low")  # E: incompatible type "Literal['low']"
 
 
 def decorated_signatures_are_kept() -> int:

@@ -2,15 +2,16 @@
 :class:`~._window.Window`, through :class:`~._state.State`) and one FIFO queue under a
 lock.
 
-Threads and asyncio tasks (of any loop) share it. Only the head of the queue is
-ever admitted; whoever changes what the head is waiting for (an admission, a
-departure, a commit, a cancel, a header) wakes the head, so nobody polls.
+Threads and asyncio tasks (of any loop) share it. Only the head of the queue (see
+:class:`~._queue.WaitQueue`: interactive before batch, FIFO within each) is ever
+admitted; whoever changes what the head is waiting for or who the head is (an
+admission, an arrival, a departure, a commit, a cancel, a header) wakes the head, so
+nobody polls.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -20,6 +21,7 @@ from ._backend import Soonest, Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
 from ._named import adopt_named
+from ._queue import BATCH_SHARE, WaitQueue
 from ._state import Lesson, LimitChange, State
 from ._window import Charge, Window, WindowLimits
 
@@ -47,6 +49,7 @@ class MemoryBackend:
         header_lag: float = 0.0,
         refunds: bool | None = None,
         algorithm: str = "window",
+        batch_share: float = BATCH_SHARE,
     ) -> None:
         self._state: State[Any]
         if algorithm == "bucket":
@@ -56,7 +59,7 @@ class MemoryBackend:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._queue: deque[Ticket] = deque()
+        self._queue = WaitQueue(batch_share)
         #: Told of the limits the server's headers changed (see Limiter), outside the lock.
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
         #: Whether the limits in headers set this backend's (not for a fail-open share).
@@ -70,11 +73,16 @@ class MemoryBackend:
         if until > now:
             return Step(now, until=until, soonest=self._soonest(ticket, now))
         charge = w.admit(ticket.tokens, now)
-        if self._queue and self._queue[0] is ticket:
-            self._queue.popleft()
-            if self._queue:
-                self._queue[0].signal.set()
+        q = self._queue
+        if q.head() is ticket:
+            q.served(ticket)
+            self._wake_head()
         return Step(now, charge=charge)
+
+    def _wake_head(self) -> None:
+        head = self._queue.head()
+        if head is not None:
+            head.signal.set()
 
     def admit_now(self, tokens: int) -> tuple[float, AnyCharge] | None:
         """``(now, charge)`` when nobody is queued and the model has the room now, else
@@ -97,18 +105,32 @@ class MemoryBackend:
                 step = self._admit_head(ticket, now)
                 if step.charge is None:
                     ticket.signal.clear()
-                    self._queue.append(ticket)
+                    self._queue.add(ticket)
                 return step
-            ticket.signal.clear()
-            self._queue.append(ticket)
-            return Step(now, soonest=self._soonest(ticket, now))
+            return self._behind(ticket, now)
+
+    def _behind(self, ticket: Ticket, now: float) -> Step:
+        """Queue ``ticket`` behind others. It becomes head at once when its class goes
+        first, unless the head it would pass could already be served: that head is
+        pinned (and goes when it polls), so nobody passes a head the bucket can serve."""
+        q = self._queue
+        ticket.signal.clear()
+        old = q.head()
+        q.add(ticket)
+        if q.head() is ticket:
+            assert old is not None
+            if self._state.earliest(old.tokens, now) > now:
+                return self._admit_head(ticket, now)
+            q.pinned = old
+            old.signal.set()
+        return Step(now, soonest=self._soonest(ticket, now))
 
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:
             now = self._clock()
             self._state.expire(now)
             ticket.signal.clear()
-            if not self._queue or self._queue[0] is not ticket:
+            if self._queue.head() is not ticket:
                 return Step(now, soonest=self._soonest(ticket, now))
             return self._admit_head(ticket, now)
 
@@ -120,10 +142,10 @@ class MemoryBackend:
         with self._lock:
             q = self._queue
             if ticket in q:
-                was_head = q[0] is ticket
+                was_head = q.head() is ticket
                 q.remove(ticket)
-                if was_head and q:
-                    q[0].signal.set()
+                if was_head:
+                    self._wake_head()
 
     @property
     def refunds(self) -> bool | None:
@@ -151,12 +173,10 @@ class MemoryBackend:
             if view is None:
                 # No headers: nothing to adopt, and lessons come only from headers.
                 w.settle(charge, actual, now)
-                if self._queue:
-                    self._queue[0].signal.set()
+                self._wake_head()
                 return
             w.settle_answered(charge, actual, self._own(view), now)
-            if self._queue:
-                self._queue[0].signal.set()
+            self._wake_head()
             news = self._news()
         if news is not None:
             self._announce(news)
@@ -172,10 +192,10 @@ class MemoryBackend:
                 changed = self._state.adopt(now, view)
             else:
                 changed = self._state.adopt_answer(charge, view, now)
-            if changed and self._queue:
+            if changed:
                 # A tighter view delays the head, a freed one lets it go: wake it to
                 # recompute its time.
-                self._queue[0].signal.set()
+                self._wake_head()
             news = self._news()
         if news is not None:
             self._announce(news)
@@ -188,8 +208,8 @@ class MemoryBackend:
         with self._lock:
             now = self._clock()
             self._state.expire(now)
-            if adopt_named(self._state, name, limit, used, now) and self._queue:
-                self._queue[0].signal.set()  # held longer: the head recomputes its wait
+            if adopt_named(self._state, name, limit, used, now):
+                self._wake_head()  # held longer: the head recomputes its wait
             changes = self._state.pop_limit_changes()
         if changes:
             self._tell(changes)
@@ -203,8 +223,7 @@ class MemoryBackend:
         with self._lock:
             self._state.set_limit(name, value)
             changes = self._state.pop_limit_changes()
-            if self._queue:
-                self._queue[0].signal.set()
+            self._wake_head()
         if changes:
             self._tell(changes)
 

@@ -330,8 +330,10 @@ class RedisBackend:
         algorithm: str = "window",
         round_trip: float | None = None,
         waiter_lease: float = WAITER_LEASE,
+        batch_share: float = 0.1,
     ) -> None:
         self._client = client
+        self._batch_share = batch_share
         self._bucket = algorithm == "bucket"
         #: Told of the limits the server's headers changed (see Limiter).
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
@@ -522,7 +524,7 @@ class RedisBackend:
         if self._orphans:
             yield from self._cleaning(until)
         ticket.id = uuid.uuid4().hex
-        args = ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
+        args = ["start", ticket.id, ticket.tokens, int(ticket.estimate), *self._class(ticket)]
         return self._step(ticket, (yield from self._deciding(ticket, args, until)))
 
     def poll_plan(self, ticket: Ticket) -> Plan[Step]:
@@ -530,7 +532,8 @@ class RedisBackend:
         # (one round trip, not a poll and then a leave): the caller's timeout is then
         # raised as soon as the answer is in.
         last = ticket.deadline is not None and self._now() >= ticket.deadline
-        args = ["last" if last else "poll", ticket.id, ticket.tokens, int(ticket.estimate)]
+        mode = "last" if last else "poll"
+        args = [mode, ticket.id, ticket.tokens, int(ticket.estimate), *self._class(ticket)]
         step = self._step(ticket, (yield from self._deciding(ticket, args, self._until(ticket))))
         if last and step.charge is None:
             ticket.id = ""  # left: nothing for leave_plan to do
@@ -538,6 +541,11 @@ class RedisBackend:
             # past the deadline.
             step.left, step.lost = True, False
         return step
+
+    def _class(self, ticket: Ticket) -> tuple[int, float]:
+        # The ticket's class, and the batch share the queue is served by (the last
+        # acquire's: every process on a key is meant to set the same).
+        return int(ticket.batch), self._batch_share
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
         try:

@@ -1,6 +1,7 @@
 -- One admission decision. ARGV[8]: "start" | "poll" | "last" (a poll that leaves the
 -- queue when it does not admit: the caller's deadline has come), ARGV[9]: ticket, ARGV[10]: tokens,
--- ARGV[11]: "1" to report the soonest a waiting ticket could go (MODEL.soonest).
+-- ARGV[11]: "1" to report the soonest a waiting ticket could go (MODEL.soonest),
+-- ARGV[12]: "1" for a batch ticket (see q_head), ARGV[13]: the batch share.
 -- Returns {status, now, a, b, c, d, e}: 1 admitted (now = when, a = day bucket, b/c =
 -- admission marks, d = sure mark; it may have been made while the ticket slept, see
 -- admit_waiting),
@@ -10,6 +11,8 @@
 -- that limit is whole again. Every reply ends with the number of processes seen on the
 -- key within a window and a lease (see now_s).
 local mode, ticket, tokens, estimate = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
+local line = P .. (ARGV[12] == '1' and ':qb' or ':q')
+redis.call('HSET', S, 'bsh', ARGV[13])
 local now = now_s()
 expire(now)
 purge(now)
@@ -21,15 +24,15 @@ local function admit()
 end
 local result
 if mode == 'start' then
-  if redis.call('ZCARD', P .. ':q') == 0 and earliest(tokens, now) <= now then
+  if q_size() == 0 and earliest(tokens, now) <= now then
     result = admit()
   else
     local seq = incr(S, 'seq', 1)
-    redis.call('ZADD', P .. ':q', seq, ticket)
+    redis.call('ZADD', line, seq, ticket)
     redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
     redis.call('HSET', P .. ':qt', ticket, tokens)
   end
-elseif not redis.call('ZSCORE', P .. ':q', ticket) then
+elseif not redis.call('ZSCORE', line, ticket) then
   local r = take_result(ticket)
   if r then
     result = {1, r[1], tonumber(r[2]), tonumber(r[3]), tonumber(r[4]), tonumber(r[6])}
@@ -40,10 +43,11 @@ else
   redis.call('ZADD', P .. ':ql', now + LEASE, ticket)
 end
 if not result then
-  local rank = redis.call('ZRANK', P .. ':q', ticket)
-  if rank == 0 then
+  local head = q_head()
+  if head == ticket then
     local at = earliest(tokens, now)
     if at <= now then
+      q_served(ticket, tokens)
       drop_ticket(ticket)
       result = admit()
       admit_waiting(now, true)
@@ -52,15 +56,19 @@ if not result then
     end
   else
     result = {0, fmt(now), '-1', '-1'}
-    if rank == 1 and head_at then result[4] = fmt(head_at) end
+    -- Next after the head (second in its line, or first in the other line).
+    local rank = redis.call('ZRANK', line, ticket)
+    if head_at and rank == (q_first(line) == head and 1 or 0) then result[4] = fmt(head_at) end
   end
-  if estimate then
+  -- Only a waiter's reply carries its soonest (a ticket that became head on arrival,
+  -- passing batch waiters, may be admitted here).
+  if estimate and result[1] ~= 1 then
     local at, name, resets = MODEL.soonest(tokens, now)
     result[5], result[6], result[7] = fmt(at), name, fmt(resets)
   end
 end
 if mode == 'last' and result[1] ~= 1 and result[1] ~= 3 then
-  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local head = q_head()
   drop_ticket(ticket)
   if head == ticket then admit_waiting(now, true) end
 end

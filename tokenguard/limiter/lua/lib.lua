@@ -6,6 +6,7 @@
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
+--       :qb zset batch queue (ticket -> seq; see q_head), :s owe (batch's credit), bsh (its share)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
 --       :mo hash rid -> tokens of an admission not settled yet (in flight)
@@ -273,13 +274,41 @@ local function wake(ticket)
   redis.call('PEXPIRE', k, math.ceil(LEASE * 1000))
 end
 
+-- The queue is two FIFO lines, interactive (:q) and batch (:qb), numbered by one
+-- sequence; the head is the first interactive waiter unless batch is owed its share of
+-- the tokens admitted while both waited (see _queue.py, which makes the same choice).
+local function q_first(k)
+  return redis.call('ZRANGE', k, 0, 0)[1]
+end
+
+local function q_head()
+  local i, b = q_first(P .. ':q'), q_first(P .. ':qb')
+  if not b then return i end
+  if not i or sum('owe') > 0 then return b end
+  return i
+end
+
+local function q_size()
+  return redis.call('ZCARD', P .. ':q') + redis.call('ZCARD', P .. ':qb')
+end
+
+-- A head admitted: while the other line waits too, batch is credited `bsh` of its
+-- tokens, and a batch admission pays its tokens back (owed_after in _queue.py).
+local function q_served(ticket, tokens)
+  local batch = redis.call('ZSCORE', P .. ':qb', ticket)
+  if redis.call('ZCARD', P .. (batch and ':q' or ':qb')) == 0 then return end
+  local owe = sum('owe') + sum('bsh') * tokens - (batch and tokens or 0)
+  redis.call('HSET', S, 'owe', fmt(owe))
+end
+
 local function wake_head()
-  local h = redis.call('ZRANGE', P .. ':q', 0, 0)
-  if h[1] then wake(h[1]) end
+  local h = q_head()
+  if h then wake(h) end
 end
 
 local function drop_ticket(ticket)
   redis.call('ZREM', P .. ':q', ticket)
+  redis.call('ZREM', P .. ':qb', ticket)
   redis.call('ZREM', P .. ':ql', ticket)
   redis.call('HDEL', P .. ':qt', ticket)
   redis.call('DEL', P .. ':w:' .. ticket)
@@ -299,15 +328,15 @@ local function purge(now)
   end
   local dead = redis.call('ZRANGEBYSCORE', P .. ':ql', '-inf', now)
   if #dead == 0 then return end
-  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local head = q_head()
   for _, t in ipairs(dead) do drop_ticket(t) end
-  local new = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local new = q_head()
   if new and new ~= head then admit_waiting(now, true) end
 end
 
 local function touch()
   local ttl = math.ceil(TTL * 1000)
-  for _, k in ipairs({':pc', ':pr', ':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
+  for _, k in ipairs({':pc', ':pr', ':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':qb', ':ql', ':qt', ':am',
                         ':res', ':rest', ':mdf', ':mo', ':mof', ':bo', ':bot', ':bag'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
@@ -605,7 +634,7 @@ local MODEL = {earliest = earliest, charge = charge, soonest = soonest}
 admit_waiting = function(now, notify)
   local served = false
   while true do
-    local h = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+    local h = q_head()
     if not h then return nil end
     local c = num(redis.call('HGET', P .. ':qt', h))
     local at = MODEL.earliest(c, now)
@@ -613,6 +642,7 @@ admit_waiting = function(now, notify)
       if notify or served then wake(h) end
       return at
     end
+    q_served(h, c)
     drop_ticket(h)
     local b, adm, admr, sure = MODEL.charge(h, c, now)
     redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c, sure}, '|'))
