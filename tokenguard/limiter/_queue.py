@@ -2,8 +2,8 @@
 
 Pure bookkeeping, no clock and no lock (the backend holds its lock around every call).
 Invariant: :meth:`WaitQueue.head` is the first interactive waiter, unless batch waiters
-are owed their share of the tokens admitted while both classes waited (then the first
-batch waiter), or a head was pinned (the bucket could already serve it: nobody who
+are owed their share of the tokens admitted while both classes waited, enough for the
+first batch waiter (then it), or a head was pinned (the bucket could already serve it: nobody who
 arrives later passes it). ``lua/lib.lua``'s ``q_head`` and ``q_served`` make the same
 choice on Redis.
 """
@@ -24,20 +24,29 @@ PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
 BATCH_SHARE = 0.1
 
 
-def next_class(interactive: bool, batch: bool, owed: float) -> bool | None:
+def next_class(interactive: bool, batch: int | None, owed: float) -> bool | None:
     """Which class is served next: ``True`` batch, ``False`` interactive, ``None`` none
-    waits. Batch only when it waits and is owed (or interactive does not wait)."""
-    if not batch:
+    waits. ``batch``: the tokens of the first batch waiter (``None``: none waits); it
+    goes first when no interactive call waits, or when batch's credit covers it."""
+    if batch is None:
         return False if interactive else None
-    return not interactive or owed > 0
+    return not interactive or owed >= batch
 
 
-def owed_after(owed: float, share: float, tokens: int, batch: bool) -> float:
-    """The batch class's credit after an admission made while both classes waited:
-    every admitted token owes batch ``share`` of itself; a batch admission pays back its
-    tokens. It stays within one request of zero, so batch gets at least ``share`` of
-    the tokens, give or take one request."""
-    return owed + share * tokens - (tokens if batch else 0)
+def owed_after(owed: float, share: float, tokens: int, batch: bool, both: bool) -> float:
+    """Batch's credit (tokens) after an admission of ``tokens``; ``both``: the other
+    class waited too. While both wait, an interactive admission earns batch
+    ``share / (1 - share)`` of its tokens and a batch admission spends its own, so batch
+    gets ``share`` of those tokens, give or take one request (deficit round robin: a
+    batch request passes waiting interactive ones once its credit covers it). A batch
+    admission while no interactive call waits spends credit too, never below zero:
+    batch was served, and time alone earns no debt that would later hold interactive
+    calls back."""
+    if both:
+        return owed + (-tokens if batch else share / (1 - share) * tokens)
+    if batch and owed > 0:
+        return max(owed - tokens, 0.0)
+    return owed
 
 
 class WaitQueue:
@@ -70,7 +79,7 @@ class WaitQueue:
         if self.pinned is not None:
             return self.pinned
         inter, batch = self._lines
-        which = next_class(bool(inter), bool(batch), self.owed)
+        which = next_class(bool(inter), batch[0].tokens if batch else None, self.owed)
         return None if which is None else self._lines[which][0]
 
     def remove(self, ticket: Ticket) -> None:
@@ -82,5 +91,5 @@ class WaitQueue:
     def served(self, ticket: Ticket) -> None:
         """Take the head out as admitted, crediting or charging batch's share."""
         self.remove(ticket)
-        if self._lines[not ticket.batch]:  # the other class waited too
-            self.owed = owed_after(self.owed, self.share, ticket.tokens, ticket.batch)
+        both = bool(self._lines[not ticket.batch])
+        self.owed = owed_after(self.owed, self.share, ticket.tokens, ticket.batch, both)

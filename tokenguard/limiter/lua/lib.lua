@@ -284,7 +284,7 @@ end
 local function q_head()
   local i, b = q_first(P .. ':q'), q_first(P .. ':qb')
   if not b then return i end
-  if not i or sum('owe') > 0 then return b end
+  if not i or sum('owe') >= num(redis.call('HGET', P .. ':qt', b)) then return b end
   return i
 end
 
@@ -292,12 +292,19 @@ local function q_size()
   return redis.call('ZCARD', P .. ':q') + redis.call('ZCARD', P .. ':qb')
 end
 
--- A head admitted: while the other line waits too, batch is credited `bsh` of its
--- tokens, and a batch admission pays its tokens back (owed_after in _queue.py).
+-- A head admitted: while the other line waits too, an interactive admission earns
+-- batch bsh / (1 - bsh) of its tokens and a batch one spends its tokens; alone, a batch
+-- admission spends down to zero (owed_after in _queue.py).
 local function q_served(ticket, tokens)
   local batch = redis.call('ZSCORE', P .. ':qb', ticket)
-  if redis.call('ZCARD', P .. (batch and ':q' or ':qb')) == 0 then return end
-  local owe = sum('owe') + sum('bsh') * tokens - (batch and tokens or 0)
+  local owe, share = sum('owe'), sum('bsh')
+  if redis.call('ZCARD', P .. (batch and ':q' or ':qb')) > 0 then
+    owe = owe + (batch and -tokens or share / (1 - share) * tokens)
+  elseif batch and owe > 0 then
+    owe = math.max(owe - tokens, 0)
+  else
+    return
+  end
   redis.call('HSET', S, 'owe', fmt(owe))
 end
 
