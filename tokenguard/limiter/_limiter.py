@@ -349,8 +349,12 @@ def _check_choices(given: Mapping[str, Any]) -> None:
 
 
 class Limiter:
-    """Admits requests so that the server's rate limits are never exceeded, in strict FIFO
-    order.
+    """Admits requests so that the server's rate limits are never exceeded, in FIFO order
+    within two classes: waiting ``"interactive"`` calls (the default) go before waiting
+    ``"batch"`` calls (``acquire(priority=)``, :func:`tokenguard.priority`), except that
+    batch gets ``batch_share`` (a fraction in (0, 1), default 0.1) of the tokens
+    admitted while both classes wait, so it never starves; nobody passes a head the
+    limits could already serve. Without batch calls the queue is strict FIFO.
 
     ``tpm``/``rpm`` are per ``window`` seconds (the "minute": 60 for Groq, smaller in
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
