@@ -143,10 +143,14 @@ def rclient(redis_srv: RedisServer) -> Iterator[redis.Redis]:
     c.close()
 
 
-def _backend(kind: str, clock: FakeClock, rclient: redis.Redis | None) -> Backend:
+def _backend(
+    kind: str, clock: FakeClock, rclient: redis.Redis | None, backfill: float = 0.0
+) -> Backend:
     limits = WindowLimits(tpm=LIMIT, window=PERIOD)
     if kind == "memory":
-        return MemoryBackend(limits, clock=clock, algorithm="bucket", batch_share=SHARE)
+        return MemoryBackend(
+            limits, clock=clock, algorithm="bucket", batch_share=SHARE, backfill=backfill
+        )
     assert rclient is not None
     backend = RedisBackend(
         limits,
@@ -156,6 +160,7 @@ def _backend(kind: str, clock: FakeClock, rclient: redis.Redis | None) -> Backen
         waiter_lease=1e6,
         algorithm="bucket",
         batch_share=SHARE,
+        backfill=backfill,
     )
     backend._test_clock = clock
     return backend
@@ -332,3 +337,143 @@ def test_an_interactive_call_passes_waiting_batch_calls_through_the_sdk(
     # ahead of the batch calls still waiting.
     assert position <= 6, [r.requested_tokens for r in chats]
     assert len(chats) - 1 - position >= 4
+
+
+# -- bounded-delay backfill --------------------------------------------------------------
+
+BACKFILL_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("arrive"), st.integers(1, 100)),
+        st.tuples(st.just("wait"), st.sampled_from([0.5, 1.0, 3.0, 6.0])),
+        st.tuples(st.just("leave"), st.integers(0, 50)),
+    ),
+    max_size=40,
+)
+
+
+class HeadTimes:
+    """Each head's turn as it saw it: never later than its turn when it first saw
+    itself head (its strict-FIFO time, or later) plus the bound."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self.first: dict[int, float] = {}
+        self.kept: list[Ticket] = []
+
+    def saw(self, head: Ticket, until: float | None) -> None:
+        if until is None:
+            return
+        first = self.first.setdefault(id(head), until)
+        if first == until:
+            self.kept.append(head)
+        assert until <= first + self.bound + 1e-6, (until, first, self.bound)
+
+
+def _backfill_round(backend: Backend, waiting: list[Ticket], heads: HeadTimes) -> int:
+    """Every waiter looks, in arrival order (the head first), while someone is admitted;
+    how many were admitted ahead of an older waiter."""
+    passed, admitted = 0, True
+    while admitted:
+        admitted = False
+        for t in list(waiting):
+            step = backend.poll(t)
+            if step.charge is None:
+                if t is waiting[0]:
+                    heads.saw(t, step.until)
+                continue
+            passed += t is not waiting[0]
+            waiting.remove(t)
+            backend.settle(step.charge, t.tokens, None)
+            admitted = True
+    return passed
+
+
+def _run_backfill(
+    backend: Backend, clock: FakeClock, ops: list[tuple[Any, ...]], bound: float
+) -> int:
+    waiting: list[Ticket] = []
+    heads = HeadTimes(bound)
+    passed = 0
+    for op in ops:
+        if op[0] == "arrive":
+            t = Ticket(op[1], estimate=True)
+            step = backend.start(t)
+            if step.charge is None:
+                waiting.append(t)
+            else:
+                passed += bool(waiting)
+                backend.settle(step.charge, t.tokens, None)
+        elif op[0] == "wait":
+            clock.advance(op[1])
+        elif waiting:
+            backend.leave(waiting.pop(op[1] % len(waiting)))
+        passed += _backfill_round(backend, waiting, heads)
+    for _ in range(2 * len(waiting) + 1):  # nobody starves, the head included
+        clock.advance(PERIOD)
+        passed += _backfill_round(backend, waiting, heads)
+    assert not waiting
+    return passed
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=BACKFILL_OPS, bound=st.sampled_from([0.0, 0.5, 2.0, 5.0]))
+def test_backfill_delays_the_head_by_at_most_the_bound(
+    request: pytest.FixtureRequest, kind: str, ops: list[tuple[Any, ...]], bound: float
+) -> None:
+    # The head's turn never moves past its first turn plus the bound, whoever passed it;
+    # without a bound nobody passes (strict FIFO); the queue always drains.
+    rclient = request.getfixturevalue("rclient") if kind == "redis" else None
+    clock = FakeClock(0.0)
+    backend = _backend(kind, clock, rclient, backfill=bound)
+    try:
+        passed = _run_backfill(backend, clock, ops, bound)
+        if bound == 0.0:
+            assert passed == 0
+    finally:
+        if rclient is not None:
+            assert isinstance(backend, RedisBackend)
+            keys = rclient.keys(backend._prefix + ":*")
+            if keys:
+                rclient.delete(*keys)
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_backfill_lets_a_short_call_pass_a_long_head(
+    request: pytest.FixtureRequest, kind: str
+) -> None:
+    rclient = request.getfixturevalue("rclient") if kind == "redis" else None
+    clock = FakeClock(0.0)
+    backend = _backend(kind, clock, rclient, backfill=1.0)  # 100 tokens per 10 s
+    first = backend.start(Ticket(100))
+    assert first.charge is not None
+    backend.settle(first.charge, 100, None)  # the bucket is empty: 10 tokens a second
+    head = Ticket(60)
+    assert backend.start(head).charge is None  # waits 6 s
+    clock.advance(3.0)  # 30 tokens back
+    short = backend.start(Ticket(10))
+    assert short.charge is not None  # delays the head 1 s, however long it is in flight
+    assert backend.start(Ticket(10)).charge is None  # a second second would not be
+    assert backend.poll(head).until == pytest.approx(7.0)
+    batch_behind = Ticket(5, batch=True)
+    assert backend.start(batch_behind).charge is None  # never ahead of interactive
+
+
+def test_backfill_is_checked() -> None:
+    with pytest.raises(tg.ConfigurationError, match='backfill needs algorithm="bucket"'):
+        tg.Limiter(tpm=100, backfill=1.0, algorithm="window")
+    with pytest.raises(tg.ConfigurationError, match="backfill must be seconds >= 0"):
+        tg.Limiter(tpm=100, backfill=-1)
+
+
+def test_nobody_passes_a_head_that_the_passers_flight_could_hold_past_the_bound() -> None:
+    # The head needs the whole bucket: a passer in flight would hold it until the
+    # passer's answer came, however long that takes, so the bound cannot be promised.
+    clock = FakeClock(0.0)
+    backend = _backend("memory", clock, None, backfill=5.0)
+    first = backend.start(Ticket(100))
+    assert first.charge is not None
+    backend.settle(first.charge, 100, None)
+    assert backend.start(Ticket(100)).charge is None
+    clock.advance(5.0)
+    assert backend.start(Ticket(10)).charge is None

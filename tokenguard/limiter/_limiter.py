@@ -322,6 +322,12 @@ def _check_options(given: Mapping[str, Any]) -> None:
     _check_seconds("header_lag", given["header_lag"], zero=True)
     _check_seconds("redis_timeout", given["redis_timeout"], none=True)
     _check_seconds("max_day_wait", given["max_day_wait"], zero=True, none=True, forever=True)
+    _check_seconds("backfill", given["backfill"], zero=True)
+    if given["backfill"] and given["algorithm"] == "window":
+        raise ConfigurationError(
+            'backfill needs algorithm="bucket": a window holds each charge for a whole '
+            "window, so a pass could delay the head by that much"
+        )
     _check_choices(given)
 
 
@@ -355,6 +361,12 @@ class Limiter:
     batch gets ``batch_share`` (a fraction in (0, 1), default 0.1) of the tokens
     admitted while both classes wait, so it never starves; nobody passes a head the
     limits could already serve. Without batch calls the queue is strict FIFO.
+
+    ``backfill`` (seconds, default 0: off) lets a waiting call pass the head of the
+    queue when it fits now and every pass of that head together delays the head's turn
+    by at most that long (its turn when first passed plus ``backfill``), so short calls
+    need not wait behind a long one and the head never starves. The bucket algorithm
+    only; a batch call never passes an interactive head.
 
     ``tpm``/``rpm`` are per ``window`` seconds (the "minute": 60 for Groq, smaller in
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
@@ -472,10 +484,12 @@ class Limiter:
         redis_timeout: float | None = None,
         max_day_wait: float | None = DAY_WAIT,
         batch_share: float = BATCH_SHARE,
+        backfill: float = 0.0,
     ) -> None:
         _check_options(locals())  # every option as given, before any is used
         self.algorithm = algorithm
         self.batch_share = float(batch_share)
+        self.backfill = float(backfill)
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
         self.max_day_wait = max_day_wait
@@ -509,6 +523,7 @@ class Limiter:
             refunds=refunds,
             algorithm=algorithm,
             batch_share=self.batch_share,
+            backfill=self.backfill,
         )
         self._build(redis, fail_open, header_lag, refunds, redis_timeout)
 
@@ -555,6 +570,7 @@ class Limiter:
             algorithm=self.algorithm,
             round_trip=None if redis_timeout is None else float(redis_timeout),
             batch_share=self.batch_share,
+            backfill=self.backfill,
         )
 
     @classmethod

@@ -50,8 +50,10 @@ class MemoryBackend:
         refunds: bool | None = None,
         algorithm: str = "window",
         batch_share: float = BATCH_SHARE,
+        backfill: float = 0.0,
     ) -> None:
         self._state: State[Any]
+        self._backfill = backfill
         if algorithm == "bucket":
             self._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
         else:
@@ -123,7 +125,39 @@ class MemoryBackend:
                 return self._admit_head(ticket, now)
             q.pinned = old
             old.signal.set()
-        return Step(now, soonest=self._soonest(ticket, now))
+        return self._waiting(ticket, now)
+
+    def _waiting(self, ticket: Ticket, now: float) -> Step:
+        """A waiter behind the head: admitted ahead of it by backfill when that is
+        allowed now; else when to look again (its own turn, when backfill may let it
+        pass then; else when woken)."""
+        until = None
+        if self._backfill:
+            step = self._pass(ticket, now)
+            if step is not None:
+                return step
+            until = self._pass_at(ticket, now)
+        return Step(now, until=until, soonest=self._soonest(ticket, now))
+
+    def _pass(self, ticket: Ticket, now: float) -> Step | None:
+        """Admit ``ticket`` ahead of the head if it fits now and every pass of this head
+        together delays the head's turn by at most ``backfill`` seconds (never a batch
+        call ahead of an interactive head)."""
+        if self._pass_at(ticket, now) != now:
+            return None
+        self._queue.remove(ticket)
+        return Step(now, charge=self._state.admit(ticket.tokens, now))
+
+    def _pass_at(self, ticket: Ticket, now: float) -> float | None:
+        """When ``ticket`` could pass the head (``now``: at once), ``None``: it cannot."""
+        q, w = self._queue, self._state
+        head = q.head()
+        if head is None or head is ticket or (ticket.batch and not head.batch):
+            return None
+        at = w.earliest(head.tokens, now)
+        if at + w.delay(ticket.tokens, head.tokens) > q.fifo_time(head, at) + self._backfill:
+            return None
+        return w.earliest(ticket.tokens, now)
 
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:
@@ -131,7 +165,7 @@ class MemoryBackend:
             self._state.expire(now)
             ticket.signal.clear()
             if self._queue.head() is not ticket:
-                return Step(now, soonest=self._soonest(ticket, now))
+                return self._waiting(ticket, now)
             return self._admit_head(ticket, now)
 
     def _soonest(self, ticket: Ticket, now: float) -> Soonest | None:

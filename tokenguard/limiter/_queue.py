@@ -52,7 +52,7 @@ def owed_after(owed: float, share: float, tokens: int, batch: bool, both: bool) 
 class WaitQueue:
     """The waiters of one in-memory limiter, by class; see the module."""
 
-    __slots__ = ("_lines", "owed", "pinned", "share")
+    __slots__ = ("_lines", "base", "base_for", "owed", "pinned", "share")
 
     def __init__(self, share: float = BATCH_SHARE) -> None:
         self._lines: tuple[deque[Ticket], deque[Ticket]] = (deque(), deque())
@@ -61,6 +61,17 @@ class WaitQueue:
         self.owed = 0.0
         #: A head the bucket could serve when a later caller came: it stays head.
         self.pinned: Ticket | None = None
+        #: The head first passed by backfill, and its turn then (its FIFO time): all
+        #: passes together may delay it by at most the bound from there.
+        self.base_for: Ticket | None = None
+        self.base = 0.0
+
+    def fifo_time(self, head: Ticket, at: float) -> float:
+        """``head``'s turn before anyone passed it: ``at`` (its turn now) for a head not
+        passed yet."""
+        if self.base_for is not head:
+            self.base_for, self.base = head, at
+        return self.base
 
     def __bool__(self) -> bool:
         return bool(self._lines[0] or self._lines[1])

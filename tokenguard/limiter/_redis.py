@@ -331,9 +331,11 @@ class RedisBackend:
         round_trip: float | None = None,
         waiter_lease: float = WAITER_LEASE,
         batch_share: float = 0.1,
+        backfill: float = 0.0,
     ) -> None:
         self._client = client
         self._batch_share = batch_share
+        self._backfill = backfill
         self._bucket = algorithm == "bucket"
         #: Told of the limits the server's headers changed (see Limiter).
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
@@ -542,10 +544,11 @@ class RedisBackend:
             step.left, step.lost = True, False
         return step
 
-    def _class(self, ticket: Ticket) -> tuple[int, float]:
-        # The ticket's class, and the batch share the queue is served by (the last
-        # acquire's: every process on a key is meant to set the same).
-        return int(ticket.batch), self._batch_share
+    def _class(self, ticket: Ticket) -> tuple[int, float, float]:
+        # The ticket's class, the batch share the queue is served by (the last
+        # acquire's: every process on a key is meant to set the same), and how long
+        # this ticket may delay the head by passing it (backfill).
+        return int(ticket.batch), self._batch_share, self._backfill
 
     def _deciding(self, ticket: Ticket, args: list[Any], until: float) -> Plan[Any]:
         try:

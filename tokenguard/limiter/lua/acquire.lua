@@ -1,7 +1,8 @@
 -- One admission decision. ARGV[8]: "start" | "poll" | "last" (a poll that leaves the
 -- queue when it does not admit: the caller's deadline has come), ARGV[9]: ticket, ARGV[10]: tokens,
 -- ARGV[11]: "1" to report the soonest a waiting ticket could go (MODEL.soonest),
--- ARGV[12]: "1" for a batch ticket (see q_head), ARGV[13]: the batch share.
+-- ARGV[12]: "1" for a batch ticket (see q_head), ARGV[13]: the batch share,
+-- ARGV[14]: backfill seconds (see q_pass; 0: off).
 -- Returns {status, now, a, b, c, d, e}: 1 admitted (now = when, a = day bucket, b/c =
 -- admission marks, d = sure mark; it may have been made while the ticket slept, see
 -- admit_waiting),
@@ -55,10 +56,18 @@ if not result then
       result = {2, fmt(now), fmt(at), '-1'}
     end
   else
-    result = {0, fmt(now), '-1', '-1'}
-    -- Next after the head (second in its line, or first in the other line).
-    local rank = redis.call('ZRANK', line, ticket)
-    if head_at and rank == (q_first(line) == head and 1 or 0) then result[4] = fmt(head_at) end
+    local pass = q_pass(ticket, tokens, now, head, tonumber(ARGV[14]))
+    if pass and pass <= now then
+      drop_ticket(ticket)
+      result = admit()
+    else
+      result = {0, fmt(now), '-1', '-1'}
+      -- Next after the head (second in its line, or first in the other line).
+      local rank = redis.call('ZRANK', line, ticket)
+      if head_at and rank == (q_first(line) == head and 1 or 0) then result[4] = fmt(head_at) end
+      -- One that may pass the head looks again when it fits.
+      if pass and (not head_at or pass < head_at) then result[4] = fmt(pass) end
+    end
   end
   -- Only a waiter's reply carries its soonest (a ticket that became head on arrival,
   -- passing batch waiters, may be admitted here).

@@ -631,7 +631,27 @@ end
 
 -- The decisions the queue uses: the window's, unless a model appended after this
 -- library (bucket.lua) replaces them.
-local MODEL = {earliest = earliest, charge = charge, soonest = soonest}
+-- delay: no bound for the window (a charge holds its room for a whole window).
+local MODEL = {earliest = earliest, charge = charge, soonest = soonest,
+  delay = function() return math.huge end}
+
+-- Backfill: when `ticket` (not the head) could pass `head`: nil never (off, a batch
+-- ticket behind an interactive head, or the head's turn would move past its turn when
+-- first passed plus `bound`), else the time it fits (now: at once). The head's first
+-- turn is kept in :s bfh/bfa (its FIFO time; see WaitQueue.fifo_time in _queue.py).
+local function q_pass(ticket, tokens, now, head, bound)
+  if not bound or bound <= 0 or not head then return nil end
+  if redis.call('ZSCORE', P .. ':qb', ticket) and not redis.call('ZSCORE', P .. ':qb', head) then
+    return nil
+  end
+  local behind = num(redis.call('HGET', P .. ':qt', head))
+  local at = MODEL.earliest(behind, now)
+  if redis.call('HGET', S, 'bfh') ~= head then redis.call('HSET', S, 'bfh', head, 'bfa', fmt(at)) end
+  if at + MODEL.delay(tokens, now, behind) > num(redis.call('HGET', S, 'bfa')) + bound then
+    return nil
+  end
+  return MODEL.earliest(tokens, now)
+end
 
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
 -- its admission noted under :res when it wakes, so a waiter that crashed cannot stall
