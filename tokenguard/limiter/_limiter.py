@@ -271,11 +271,9 @@ def _believable(
 
 
 def _is_batch(priority: Priority | None) -> bool:
-    """Whether a call waits as batch: ``priority`` if given (checked), else the
-    enclosing ``tg.priority`` block's."""
-    if priority is None:
-        return current_priority() == "batch"
-    return check_priority(priority) == "batch"
+    """Whether a call waits as batch: ``priority`` if given (checked by the caller),
+    else the enclosing ``tg.priority`` block's."""
+    return (priority or current_priority()) == "batch"
 
 
 def _check_tokens(tokens: object, what: str) -> None:
@@ -708,13 +706,14 @@ class Limiter:
         """
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
-        batch = _is_batch(priority)
+        if priority is not None:
+            check_priority(priority)
         admit_now = self._admit_now
-        if admit_now is not None:
+        if admit_now is not None:  # nobody waits: no class to weigh
             got = admit_now(tokens)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return run_sync(self._acquiring(tokens, max_wait, batch))
+        return run_sync(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
     async def acquire_async(
         self, tokens: int, max_wait: float | None = None, priority: Priority | None = None
@@ -722,7 +721,8 @@ class Limiter:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)
-        batch = _is_batch(priority)
+        if priority is not None:
+            check_priority(priority)
         # The memory backend admits at once (nobody queued, room now) without the
         # queue's plan; its decisions never block: as in a thread.
         admit_now = self._admit_now
@@ -730,7 +730,7 @@ class Limiter:
             got = admit_now(tokens)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return await run_async(self._acquiring(tokens, max_wait, batch))
+        return await run_async(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
     def _acquiring(self, tokens: int, max_wait: float | None, batch: bool) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""

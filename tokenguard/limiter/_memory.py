@@ -11,6 +11,7 @@ nobody polls.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -129,27 +130,19 @@ class MemoryBackend:
 
     def _waiting(self, ticket: Ticket, now: float) -> Step:
         """A waiter behind the head: admitted ahead of it by backfill when that is
-        allowed now; else when to look again (its own turn, when backfill may let it
-        pass then; else when woken)."""
-        until = None
-        if self._backfill:
-            step = self._pass(ticket, now)
-            if step is not None:
-                return step
-            until = self._pass_at(ticket, now)
+        allowed now (see :meth:`_pass_at`); else when to look again (its own turn when
+        it may pass then, else when woken)."""
+        until = self._pass_at(ticket, now) if self._backfill else None
+        if until == now:
+            self._queue.remove(ticket)
+            return Step(now, charge=self._state.admit(ticket.tokens, now))
         return Step(now, until=until, soonest=self._soonest(ticket, now))
 
-    def _pass(self, ticket: Ticket, now: float) -> Step | None:
-        """Admit ``ticket`` ahead of the head if it fits now and every pass of this head
-        together delays the head's turn by at most ``backfill`` seconds (never a batch
-        call ahead of an interactive head)."""
-        if self._pass_at(ticket, now) != now:
-            return None
-        self._queue.remove(ticket)
-        return Step(now, charge=self._state.admit(ticket.tokens, now))
-
     def _pass_at(self, ticket: Ticket, now: float) -> float | None:
-        """When ``ticket`` could pass the head (``now``: at once), ``None``: it cannot."""
+        """When ``ticket`` could pass the head (``now``: at once; ``None``: it cannot):
+        when it fits, if every pass of this head together delays the head's turn by at
+        most ``backfill`` seconds from its turn when first passed. Never a batch call
+        ahead of an interactive head."""
         q, w = self._queue, self._state
         head = q.head()
         if head is None or head is ticket or (ticket.batch and not head.batch):
@@ -157,7 +150,8 @@ class MemoryBackend:
         at = w.earliest(head.tokens, now)
         if at + w.delay(ticket.tokens, head.tokens) > q.fifo_time(head, at) + self._backfill:
             return None
-        return w.earliest(ticket.tokens, now)
+        fits = w.earliest(ticket.tokens, now)
+        return fits if fits < math.inf else None
 
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:

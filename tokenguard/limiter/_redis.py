@@ -509,7 +509,8 @@ class RedisBackend:
         if status == 2:
             return Step(now, until=later(float(reply[2])), soonest=soonest)
         head_at = float(reply[3])
-        # Right behind the head: poll when the head may go (it may have crashed).
+        # Right behind the head: poll when the head may go (it may have crashed); one
+        # that backfill may let pass: when it fits.
         return Step(now, until=later(head_at) if head_at >= 0 else None, soonest=soonest)
 
     def _now(self) -> float:

@@ -65,8 +65,9 @@ if not result then
       -- Next after the head (second in its line, or first in the other line).
       local rank = redis.call('ZRANK', line, ticket)
       if head_at and rank == (q_first(line) == head and 1 or 0) then result[4] = fmt(head_at) end
-      -- One that may pass the head looks again when it fits.
-      if pass and (not head_at or pass < head_at) then result[4] = fmt(pass) end
+      -- One that may pass the head looks again when it fits, if sooner.
+      local hint = tonumber(result[4])
+      if pass and pass < math.huge and (hint < 0 or pass < hint) then result[4] = fmt(pass) end
     end
   end
   -- Only a waiter's reply carries its soonest (a ticket that became head on arrival,
