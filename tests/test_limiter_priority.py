@@ -7,6 +7,7 @@ for another process."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -477,3 +478,28 @@ def test_nobody_passes_a_head_that_the_passers_flight_could_hold_past_the_bound(
     assert backend.start(Ticket(100)).charge is None
     clock.advance(5.0)
     assert backend.start(Ticket(10)).charge is None
+
+
+async def test_async_tasks_each_keep_their_priority_and_interactive_goes_first() -> None:
+    # A compressed second: 100 tokens; each call takes 40. Three batch tasks queue
+    # (one in a tg.priority block, two by argument), then an interactive one.
+    lim = tg.Limiter(tpm=100, window=1.0)
+    lim.acquire(100).commit(100)
+    order: list[str] = []
+
+    async def call(name: str, priority: tg.Priority | None = None) -> None:
+        r = await lim.acquire_async(40, priority=priority)
+        order.append(name)
+        await r.commit_async(40)
+
+    async def in_block(name: str) -> None:
+        with tg.priority("batch"):
+            await call(name)
+
+    batch = [asyncio.create_task(in_block("b0"))]
+    await asyncio.sleep(0.01)
+    batch += [asyncio.create_task(call(f"b{i}", "batch")) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    await call("i")
+    await asyncio.gather(*batch)
+    assert order == ["i", "b0", "b1", "b2"]
