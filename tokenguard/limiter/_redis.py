@@ -34,6 +34,7 @@ from ..errors import LimiterUnavailable
 from ..events import LimiterRefundsLearned, emit
 from ._backend import Soonest, Step, Ticket
 from ._headers import ServerView
+from ._queue import BATCH_SHARE
 from ._state import LimitChange
 from ._window import WindowLimits
 
@@ -316,6 +317,8 @@ class RedisBackend:
     ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
     default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
     ``waiter_lease`` caps the lease of a queue place (see :data:`WAITER_LEASE`).
+    ``batch_share`` and ``backfill``: see :class:`~._limiter.Limiter` (each acquire
+    sends them; the queue is ordered in ``lua/lib.lua``'s ``q_head`` and ``q_pass``).
     """
 
     def __init__(
@@ -330,7 +333,7 @@ class RedisBackend:
         algorithm: str = "window",
         round_trip: float | None = None,
         waiter_lease: float = WAITER_LEASE,
-        batch_share: float = 0.1,
+        batch_share: float = BATCH_SHARE,
         backfill: float = 0.0,
     ) -> None:
         self._client = client
