@@ -83,8 +83,9 @@ class MemoryBackend:
         return Step(now, charge=charge)
 
     def _wake_head(self) -> None:
-        head = self._queue.head()
-        if head is not None:
+        if self._queue.size:  # most settles find nobody waiting
+            head = self._queue.head()
+            assert head is not None
             head.signal.set()
 
     def admit_now(self, tokens: int) -> tuple[float, AnyCharge] | None:

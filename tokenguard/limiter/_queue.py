@@ -52,10 +52,12 @@ def owed_after(owed: float, share: float, tokens: int, batch: bool, both: bool) 
 class WaitQueue:
     """The waiters of one in-memory limiter, by class; see the module."""
 
-    __slots__ = ("_lines", "base", "base_for", "owed", "pinned", "share")
+    __slots__ = ("_lines", "base", "base_for", "owed", "pinned", "share", "size")
 
     def __init__(self, share: float = BATCH_SHARE) -> None:
         self._lines: tuple[deque[Ticket], deque[Ticket]] = (deque(), deque())
+        #: How many wait (an attribute: read on every settle, where a call would show).
+        self.size = 0
         self.share = share
         #: Batch's credit, in tokens (see :func:`owed_after`).
         self.owed = 0.0
@@ -74,28 +76,31 @@ class WaitQueue:
         return self.base
 
     def __bool__(self) -> bool:
-        return bool(self._lines[0] or self._lines[1])
+        return self.size > 0
 
     def __len__(self) -> int:
-        return len(self._lines[0]) + len(self._lines[1])
+        return self.size
 
     def __contains__(self, ticket: Ticket) -> bool:
         return ticket in self._lines[ticket.batch]
 
     def add(self, ticket: Ticket) -> None:
         self._lines[ticket.batch].append(ticket)
+        self.size += 1
 
     def head(self) -> Ticket | None:
         """The one waiter that may be admitted now (or ``None``: nobody waits)."""
         if self.pinned is not None:
             return self.pinned
         inter, batch = self._lines
-        which = next_class(bool(inter), batch[0].tokens if batch else None, self.owed)
-        return None if which is None else self._lines[which][0]
+        if not batch:  # the usual queue: interactive calls only, or nobody
+            return inter[0] if inter else None
+        return batch[0] if next_class(bool(inter), batch[0].tokens, self.owed) else inter[0]
 
     def remove(self, ticket: Ticket) -> None:
         """Take a waiter out (it left), its class's order kept."""
         self._lines[ticket.batch].remove(ticket)
+        self.size -= 1
         if self.pinned is ticket:
             self.pinned = None
 
