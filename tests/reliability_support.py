@@ -68,11 +68,15 @@ class TrackingLimiter(tg.Limiter):
             self.reservations.append((time.monotonic(), r))
         return r
 
-    def acquire(self, tokens: int, max_wait: float | None = None) -> tg.Reservation:
-        return self._keep(super().acquire(tokens, max_wait))
+    def acquire(
+        self, tokens: int, max_wait: float | None = None, priority: tg.Priority | None = None
+    ) -> tg.Reservation:
+        return self._keep(super().acquire(tokens, max_wait, priority))
 
-    async def acquire_async(self, tokens: int, max_wait: float | None = None) -> tg.Reservation:
-        return self._keep(await super().acquire_async(tokens, max_wait))
+    async def acquire_async(
+        self, tokens: int, max_wait: float | None = None, priority: tg.Priority | None = None
+    ) -> tg.Reservation:
+        return self._keep(await super().acquire_async(tokens, max_wait, priority))
 
     def leaked(self) -> list[tg.Reservation]:
         """Reservations admitted and never committed nor cancelled."""

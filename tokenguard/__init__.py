@@ -62,7 +62,7 @@ from .fitting import (
     fit,
     fit_async,
 )
-from .limiter import Limiter, Reservation
+from .limiter import Limiter, Priority, Reservation, priority
 from .models import Limits, ModelInfo, get_model, register_model
 
 __version__ = "0.1.0"
@@ -93,6 +93,7 @@ __all__ = [
     "Limits",
     "ModelInfo",
     "Price",
+    "Priority",
     "PromptCount",
     "RateLimitTimeout",
     "RequestCount",
@@ -122,6 +123,7 @@ __all__ = [
     "is_instrumented",
     "observe_prompt_tokens",
     "price_of",
+    "priority",
     "register_model",
     "register_price",
     "reset_defaults",

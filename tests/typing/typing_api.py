@@ -58,6 +58,16 @@ def instrumented_clients_keep_their_type() -> None:
     aclient = tg.instrument(AsyncOpenAI(api_key="x"), limiter=tg.Limiter(tpm=6_000))
     assert_type(aclient, AsyncOpenAI)
     assert_type(tg.uninstrument(client), OpenAI)
+    batch = tg.instrument(OpenAI(api_key="x"), priority="batch")
+    assert_type(batch, OpenAI)
+
+
+def priorities_are_typed() -> None:
+    lim = tg.Limiter(tpm=6_000, batch_share=0.2)
+    kind: tg.Priority = "batch"
+    lim.acquire(100, priority=kind).cancel()
+    with tg.priority("interactive"):
+        lim.acquire(100).cancel()
 
 
 def options_can_be_kept_in_one_typed_value() -> None:

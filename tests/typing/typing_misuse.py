@@ -25,6 +25,7 @@ def misspelt_and_mistyped_options() -> None:
     tg.instrument(OpenAI(api_key="x"), messages_arg="history")  # E: Unexpected keyword
     tg.instrument(OpenAI(api_key="x"), 60)  # E: Too many positional arguments
     tg.instrument(OpenAI(api_key="x"), fallback="llama-3.1-8b-instant")  # E: incompatible type
+    tg.instrument(OpenAI(api_key="x"), priority="low")  # E: incompatible type "Literal['low']"
 
 
 def decorated_signatures_are_kept() -> int:

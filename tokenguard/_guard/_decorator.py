@@ -336,8 +336,10 @@ def guard(fn: F | None = None, /, **options: Unpack[GuardKwargs]) -> F | Callabl
     past ``max_wait`` or its day limit is spent: refitted for each, with a
     ``tokenguard.guard.fallback`` event; the function needs a model parameter),
     ``retries`` (429 retries, 6 by default; ``None``: until ``max_wait``),
-    ``default_reserve`` (completion tokens held for a call without ``max_tokens``:
-    1,024, what the server is assumed to hold), ``cap_max_tokens``
+    ``priority`` (``"interactive"``, the default, or ``"batch"``: the calls' class in the
+    limiter's queue; a :func:`tokenguard.priority` block wins), ``default_reserve``
+    (completion tokens held for a call without ``max_tokens``: 1,024, what the server
+    is assumed to hold), ``cap_max_tokens``
     (opt-in: send an explicit ``max_tokens`` of at most that many), ``log_content``,
     ``wait_event_s``, ``clock``/``sleep`` (tests), ``rate_limit=False`` (count, fit and
     budget only).

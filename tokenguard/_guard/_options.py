@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import ConfigurationError
 from ..fitting import DEFAULT_RESERVE, Strategy, StrategyCallable, Summarizer
+from ..limiter._priority import Priority, check_priority
 
 if TYPE_CHECKING:
     from ..limiter import Limiter
@@ -76,6 +77,7 @@ class GuardOptions:
     max_wait: float | None = None
     retries: int | None = DEFAULT_RETRIES
     fallback: list[str] | tuple[str, ...] | None = None
+    priority: Priority = "interactive"
     messages_arg: str = "messages"
     model_arg: str = "model"
     default_reserve: int = DEFAULT_RESERVE
@@ -128,6 +130,10 @@ class InstrumentKwargs(TypedDict, total=False):
     #: Models to send a call to, in order, when its own would wait past ``max_wait`` or
     #: its day limit is spent (docs/guide/guard.md, "Fallback models").
     fallback: list[str] | tuple[str, ...] | None
+    #: The calls' class in the limiter's queue: ``"interactive"`` (the default) or
+    #: ``"batch"`` (admitted after waiting interactive calls, but for the limiter's
+    #: ``batch_share``); a ``tg.priority(...)`` block around a call wins.
+    priority: Priority
     #: Completion tokens held for a call without ``max_tokens``.
     default_reserve: int
     #: Opt-in: send an explicit ``max_tokens`` of at most that many.
@@ -199,6 +205,7 @@ def make_options(**given: Any) -> GuardOptions:
     if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
         raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
     _check_numbers(opts)
+    check_priority(opts.priority)
     _check_strategy(opts)
     for name in ("messages_arg", "model_arg"):
         value = getattr(opts, name)

@@ -24,6 +24,7 @@ from ..errors import BudgetExceeded, ContextOverflow
 from ..events import GuardWait, emit
 from ..fitting import FitResult, fit, fit_async, room_for
 from ..limiter import Reservation
+from ..limiter._priority import current_priority
 from ..models import ModelInfo, table_entry, unseen_prompt_allowance
 from ._recover import Attempts, recover_plan
 from ._request import ChatRequest, Sender
@@ -230,7 +231,10 @@ def _admit_plan(
         if g.opts.max_wait is not None:
             left = max(0.0, g.opts.max_wait - (g.opts.clock() - started))
         try:
-            reservation = yield Call(limiter.acquire, limiter.acquire_async, estimate, left)
+            priority = current_priority(g.opts.priority)  # a tg.priority block wins
+            reservation = yield Call(
+                limiter.acquire, limiter.acquire_async, estimate, left, priority
+            )
         except BaseException:
             yield from release_hold(hold)
             raise

@@ -1,5 +1,6 @@
-"""Rate limiting with strict FIFO, in memory or shared through Redis: a mirror of the
-server's refilling token buckets (the default) or a sliding window.
+"""Rate limiting in FIFO order (waiting interactive calls ahead of batch ones), in memory
+or shared through Redis: a mirror of the server's refilling token buckets (the default)
+or a sliding window.
 
 Example::
 
@@ -14,6 +15,15 @@ from __future__ import annotations
 
 from ._headers import ServerView, parse_headers
 from ._limiter import Limiter, Reservation
+from ._priority import Priority, priority
 from ._window import WindowLimits
 
-__all__ = ["Limiter", "Reservation", "ServerView", "WindowLimits", "parse_headers"]
+__all__ = [
+    "Limiter",
+    "Priority",
+    "Reservation",
+    "ServerView",
+    "WindowLimits",
+    "parse_headers",
+    "priority",
+]

@@ -80,6 +80,7 @@ class Ticket:
 
     ``estimate``: report the soonest it could go (``max_wait`` given, or a bound on
     day-limit waits);
+    ``batch``: it waits behind interactive waiters (see :mod:`._queue`);
     ``max_wait`` itself bounds a shared backend's round trips for this ticket (its
     ``deadline``, in the steps' clock, is the backend's to set, before its first round
     trip; the limiter gives up by the same deadline). The signal is
@@ -88,7 +89,7 @@ class Ticket:
     microseconds to make.
     """
 
-    __slots__ = ("_signal", "deadline", "estimate", "id", "max_wait", "tokens")
+    __slots__ = ("_signal", "batch", "deadline", "estimate", "id", "max_wait", "tokens")
 
     def __init__(
         self,
@@ -97,8 +98,10 @@ class Ticket:
         estimate: bool = False,
         id: str = "",
         max_wait: float | None = None,
+        batch: bool = False,
     ) -> None:
         self.tokens = tokens
+        self.batch = batch
         self.estimate = estimate or max_wait is not None
         self.id = id
         self.max_wait = max_wait

@@ -301,6 +301,22 @@ class Buckets:
             at = max(at, self._when(lv, self._cost(lv, tokens), now))
         return at
 
+    def delay(self, tokens: int, behind: int) -> float:
+        """Each bucket's refill time of the cost, the longest: the waiter's turn comes when
+        the level holds its cost and every estimate in flight, so ``tokens`` more in
+        flight move it by their refill, as long as all of it fits in the capacity; where
+        it does not, the waiter's turn waits for ``tokens`` to settle: no bound."""
+        d = 0.0
+        for lv in self.levels:
+            cost, flight = (
+                self._cost(lv, tokens),
+                self.open_tokens if lv.tokens else self.open_requests,
+            )
+            if min(self._cost(lv, behind), lv.cap) + flight + cost > lv.cap:
+                return math.inf
+            d = max(d, cost / lv.rate)
+        return d
+
     def soonest(self, tokens: int, now: float) -> Soonest:
         """The soonest ``tokens`` could go (call ``expire(now)`` first) in the most
         favourable course: nobody ahead in the queue, every request in flight settled

@@ -32,6 +32,8 @@ from ._backend import Backend, Soonest, Step, Ticket
 from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
 from ._named import LIMIT_NAMES, believable
+from ._priority import Priority, check_priority, current_priority
+from ._queue import BATCH_SHARE
 from ._state import LimitChange
 from ._window import WindowLimits
 
@@ -268,6 +270,12 @@ def _believable(
     return None if view.empty else view
 
 
+def _is_batch(priority: Priority | None) -> bool:
+    """Whether a call waits as batch: ``priority`` if given (checked by the caller),
+    else the enclosing ``tg.priority`` block's."""
+    return (priority or current_priority()) == "batch"
+
+
 def _check_tokens(tokens: object, what: str) -> None:
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
         raise ConfigurationError(f"{what} must be an int >= 0, got {tokens!r}")
@@ -299,26 +307,31 @@ def _check_seconds(
         )
 
 
-def _check_options(
-    *,
-    limits: tuple[tuple[str, object], ...],
-    window: object,
-    lease: object,
-    header_lag: object,
-    fail_open_share: object,
-    refunds: object,
-    redis_timeout: object,
-    max_day_wait: object,
-    algorithm: object,
-) -> None:
-    """Raise :class:`ConfigurationError` naming the first option a ``Limiter`` cannot take."""
+def _check_options(given: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` naming the first option a ``Limiter`` cannot take
+    (``given``: its keyword arguments)."""
+    limits = [(name, given[name]) for name in ("tpm", "rpm", "tpd", "rpd")]
     for name, value in limits:
         _check_limit(name, value)
     if all(value is None for _, value in limits):
         raise ConfigurationError("a Limiter needs at least one of tpm, rpm, tpd, rpd")
-    _check_seconds("window", window)
-    _check_seconds("lease", lease)
-    _check_seconds("header_lag", header_lag, zero=True)
+    _check_seconds("window", given["window"])
+    _check_seconds("lease", given["lease"])
+    _check_seconds("header_lag", given["header_lag"], zero=True)
+    _check_seconds("redis_timeout", given["redis_timeout"], none=True)
+    _check_seconds("max_day_wait", given["max_day_wait"], zero=True, none=True, forever=True)
+    _check_seconds("backfill", given["backfill"], zero=True)
+    if given["backfill"] and given["algorithm"] == "window":
+        raise ConfigurationError(
+            'backfill needs algorithm="bucket": a window holds each charge for a whole '
+            "window, so a pass could delay the head by that much"
+        )
+    _check_choices(given)
+
+
+def _check_choices(given: Mapping[str, Any]) -> None:
+    fail_open_share, refunds = given["fail_open_share"], given["refunds"]
+    algorithm, batch_share = given["algorithm"], given["batch_share"]
     if fail_open_share is not None and not (
         isinstance(fail_open_share, (int, float))
         and not isinstance(fail_open_share, bool)
@@ -329,15 +342,29 @@ def _check_options(
         )
     if refunds not in (None, True, False):
         raise ConfigurationError(f"refunds must be None, True or False, got {refunds!r}")
-    _check_seconds("redis_timeout", redis_timeout, none=True)
-    _check_seconds("max_day_wait", max_day_wait, zero=True, none=True, forever=True)
     if algorithm not in ("bucket", "window"):
         raise ConfigurationError(f'algorithm must be "bucket" or "window", got {algorithm!r}')
+    if not (
+        isinstance(batch_share, (int, float))
+        and not isinstance(batch_share, bool)
+        and 0 < batch_share < 1
+    ):
+        raise ConfigurationError(f"batch_share must be a fraction in (0, 1), got {batch_share!r}")
 
 
 class Limiter:
-    """Admits requests so that the server's rate limits are never exceeded, in strict FIFO
-    order.
+    """Admits requests so that the server's rate limits are never exceeded, in FIFO order
+    within two classes: waiting ``"interactive"`` calls (the default) go before waiting
+    ``"batch"`` calls (``acquire(priority=)``, :func:`tokenguard.priority`), except that
+    batch gets ``batch_share`` (a fraction in (0, 1), default 0.1) of the tokens
+    admitted while both classes wait, so it never starves; nobody passes a head the
+    limits could already serve. Without batch calls the queue is strict FIFO.
+
+    ``backfill`` (seconds, default 0: off) lets a waiting call pass the head of the
+    queue when it fits now and every pass of that head together delays the head's turn
+    by at most that long (its turn when first passed plus ``backfill``), so short calls
+    need not wait behind a long one and the head never starves. The bucket algorithm
+    only; a batch call never passes an interactive head.
 
     ``tpm``/``rpm`` are per ``window`` seconds (the "minute": 60 for Groq, smaller in
     tests), ``tpd``/``rpd`` per ``1440 * window``. A request costs its token estimate
@@ -454,19 +481,13 @@ class Limiter:
         algorithm: str = "bucket",
         redis_timeout: float | None = None,
         max_day_wait: float | None = DAY_WAIT,
+        batch_share: float = BATCH_SHARE,
+        backfill: float = 0.0,
     ) -> None:
-        _check_options(
-            limits=(("tpm", tpm), ("rpm", rpm), ("tpd", tpd), ("rpd", rpd)),
-            window=window,
-            lease=lease,
-            header_lag=header_lag,
-            fail_open_share=fail_open_share,
-            refunds=refunds,
-            redis_timeout=redis_timeout,
-            max_day_wait=max_day_wait,
-            algorithm=algorithm,
-        )
+        _check_options(locals())  # every option as given, before any is used
         self.algorithm = algorithm
+        self.batch_share = float(batch_share)
+        self.backfill = float(backfill)
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
         #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
         self.max_day_wait = max_day_wait
@@ -487,29 +508,42 @@ class Limiter:
         self._down_until = -math.inf
         self._share = None if fail_open_share is None else float(fail_open_share)
         self._share_cap: int | None = None  # the fallback's smallest token limit
-        local = self._local = functools.partial(
+        # The model entry and the limits no header reports (rpm, tpd) that from_model
+        # took from its table: set again when the server shows the account's TPM (see
+        # _limits_changed).
+        self._table: tuple[ModelInfo, tuple[str, ...]] | None = None
+        self._limits_lock = threading.Lock()
+        self._local = functools.partial(
             MemoryBackend,
             clock=clock,
             sleep=sleep,
             header_lag=float(header_lag),
             refunds=refunds,
             algorithm=algorithm,
+            batch_share=self.batch_share,
+            backfill=self.backfill,
         )
-        # The model entry and the limits no header reports (rpm, tpd) that from_model
-        # took from its table: set again when the server shows the account's TPM (see
-        # _limits_changed).
-        self._table: tuple[ModelInfo, tuple[str, ...]] | None = None
-        self._limits_lock = threading.Lock()
+        self._build(redis, fail_open, header_lag, refunds, redis_timeout)
+
+    def _build(
+        self,
+        redis: redis_lib.Redis | None,
+        fail_open: bool,
+        header_lag: float,
+        refunds: bool | None,
+        redis_timeout: float | None,
+    ) -> None:
+        """The backend (memory, or Redis with a memory fallback when ``fail_open``)."""
         # The in-memory backend's uncontended admission, tried before any plan runs.
         self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
         self._backend: Backend
         if redis is None:
-            memory = local(self.limits)
+            memory = self._local(self.limits)
             self._backend, self._admit_now = memory, memory.admit_now
         else:
             self._backend = self._shared(redis, header_lag, refunds, redis_timeout)
             if fail_open:
-                self._fallback = local(self.limits)
+                self._fallback = self._local(self.limits)
         for backend in (self._backend, self._fallback):
             if backend is not None:
                 backend.on_limits = self._limits_changed
@@ -533,6 +567,8 @@ class Limiter:
             refunds=refunds,
             algorithm=self.algorithm,
             round_trip=None if redis_timeout is None else float(redis_timeout),
+            batch_share=self.batch_share,
+            backfill=self.backfill,
         )
 
     @classmethod
@@ -640,12 +676,20 @@ class Limiter:
                 limit=limit,
             )
 
-    def acquire(self, tokens: int, max_wait: float | None = None) -> Reservation:
-        """Block until ``tokens`` (and one request) fit every limit, in FIFO order.
+    def acquire(
+        self, tokens: int, max_wait: float | None = None, priority: Priority | None = None
+    ) -> Reservation:
+        """Block until ``tokens`` (and one request) fit every limit, in FIFO order
+        within its ``priority``.
 
         ``max_wait`` (seconds): the longest wait for any limit; ``None`` (the default)
         waits as long as the minute limits take, but no longer than the limiter's
         ``max_day_wait`` for a day limit; ``math.inf`` waits as long as any limit takes.
+
+        ``priority``: ``"interactive"`` or ``"batch"`` (``None``: the enclosing
+        :func:`tokenguard.priority` block's, else ``"interactive"``). Waiting
+        interactive calls are admitted before waiting batch calls, except that batch
+        gets ``batch_share`` of the tokens admitted while both wait (see the class).
 
         Raises :class:`~tokenguard.RequestTooLarge` at once when one limit is smaller
         than the request, and :class:`~tokenguard.RateLimitTimeout` at once only when
@@ -658,20 +702,27 @@ class Limiter:
 
             r = lim.acquire(1200, max_wait=30)    # at most 30 s, or RateLimitTimeout
             r = lim.acquire(1200, max_wait=math.inf)  # even a spent day limit
+            r = lim.acquire(1200, priority="batch")   # behind waiting interactive calls
         """
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
+        if priority is not None:
+            check_priority(priority)
         admit_now = self._admit_now
-        if admit_now is not None:
+        if admit_now is not None:  # nobody waits: no class to weigh
             got = admit_now(tokens)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return run_sync(self._acquiring(tokens, max_wait))
+        return run_sync(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
-    async def acquire_async(self, tokens: int, max_wait: float | None = None) -> Reservation:
+    async def acquire_async(
+        self, tokens: int, max_wait: float | None = None, priority: Priority | None = None
+    ) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)
+        if priority is not None:
+            check_priority(priority)
         # The memory backend admits at once (nobody queued, room now) without the
         # queue's plan; its decisions never block: as in a thread.
         admit_now = self._admit_now
@@ -679,14 +730,14 @@ class Limiter:
             got = admit_now(tokens)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return await run_async(self._acquiring(tokens, max_wait))
+        return await run_async(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
-    def _acquiring(self, tokens: int, max_wait: float | None) -> Plan[Reservation]:
+    def _acquiring(self, tokens: int, max_wait: float | None, batch: bool) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""
         if self._fallback is not None and self._clock() < self._down_until:
-            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait))
+            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
         try:
-            return (yield from self._waiting(self._backend, tokens, max_wait))
+            return (yield from self._waiting(self._backend, tokens, max_wait, batch))
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
@@ -695,7 +746,7 @@ class Limiter:
             self._fallback = self._sharing()
             self._down_until = self._clock() + self._lease
             emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
-            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait))
+            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
 
     def _sharing(self) -> Backend:
         """A fresh local fallback for an outage starting now, with this process's share
@@ -732,14 +783,19 @@ class Limiter:
         # (the fallback admits nothing larger), as one above a header's capacity does.
         return tokens if self._share_cap is None else min(tokens, self._share_cap)
 
-    def _waiting(self, backend: Backend, tokens: int, max_wait: float | None) -> Plan[Reservation]:
+    def _waiting(
+        self, backend: Backend, tokens: int, max_wait: float | None, batch: bool = False
+    ) -> Plan[Reservation]:
         """The one loop: enter the queue, wait until woken or until the computed time,
         look again; leave the queue on any failure (timeout, error, cancellation)."""
         forever = max_wait is not None and math.isinf(max_wait)
         bounded = None if forever else max_wait
         day_wait = self._day_wait if max_wait is None else None
         ticket = Ticket(
-            tokens, max_wait=bounded, estimate=bounded is not None or day_wait is not None
+            tokens,
+            max_wait=bounded,
+            estimate=bounded is not None or day_wait is not None,
+            batch=batch,
         )
         step = yield from backend.start_plan(ticket)
         wait = _Wait(self.limits, tokens, step.now, bounded, day_wait, ticket.deadline)

@@ -2,15 +2,17 @@
 :class:`~._window.Window`, through :class:`~._state.State`) and one FIFO queue under a
 lock.
 
-Threads and asyncio tasks (of any loop) share it. Only the head of the queue is
-ever admitted; whoever changes what the head is waiting for (an admission, a
-departure, a commit, a cancel, a header) wakes the head, so nobody polls.
+Threads and asyncio tasks (of any loop) share it. Only the head of the queue (see
+:class:`~._queue.WaitQueue`: interactive before batch, FIFO within each) is ever
+admitted; whoever changes what the head is waiting for or who the head is (an
+admission, an arrival, a departure, a commit, a cancel, a header) wakes the head, so
+nobody polls.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -20,6 +22,7 @@ from ._backend import Soonest, Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
 from ._named import adopt_named
+from ._queue import BATCH_SHARE, WaitQueue
 from ._state import Lesson, LimitChange, State
 from ._window import Charge, Window, WindowLimits
 
@@ -47,8 +50,11 @@ class MemoryBackend:
         header_lag: float = 0.0,
         refunds: bool | None = None,
         algorithm: str = "window",
+        batch_share: float = BATCH_SHARE,
+        backfill: float = 0.0,
     ) -> None:
         self._state: State[Any]
+        self._backfill = backfill
         if algorithm == "bucket":
             self._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
         else:
@@ -56,7 +62,7 @@ class MemoryBackend:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._queue: deque[Ticket] = deque()
+        self._queue = WaitQueue(batch_share)
         #: Told of the limits the server's headers changed (see Limiter), outside the lock.
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
         #: Whether the limits in headers set this backend's (not for a fail-open share).
@@ -70,11 +76,17 @@ class MemoryBackend:
         if until > now:
             return Step(now, until=until, soonest=self._soonest(ticket, now))
         charge = w.admit(ticket.tokens, now)
-        if self._queue and self._queue[0] is ticket:
-            self._queue.popleft()
-            if self._queue:
-                self._queue[0].signal.set()
+        q = self._queue
+        if q.head() is ticket:
+            q.served(ticket)
+            self._wake_head()
         return Step(now, charge=charge)
+
+    def _wake_head(self) -> None:
+        if self._queue.size:  # most settles find nobody waiting
+            head = self._queue.head()
+            assert head is not None
+            head.signal.set()
 
     def admit_now(self, tokens: int) -> tuple[float, AnyCharge] | None:
         """``(now, charge)`` when nobody is queued and the model has the room now, else
@@ -97,19 +109,58 @@ class MemoryBackend:
                 step = self._admit_head(ticket, now)
                 if step.charge is None:
                     ticket.signal.clear()
-                    self._queue.append(ticket)
+                    self._queue.add(ticket)
                 return step
-            ticket.signal.clear()
-            self._queue.append(ticket)
-            return Step(now, soonest=self._soonest(ticket, now))
+            return self._behind(ticket, now)
+
+    def _behind(self, ticket: Ticket, now: float) -> Step:
+        """Queue ``ticket`` behind others. It becomes head at once when its class goes
+        first, unless the head it would pass could already be served: that head is
+        pinned (and goes when it polls), so nobody passes a head the bucket can serve."""
+        q = self._queue
+        ticket.signal.clear()
+        old = q.head()
+        q.add(ticket)
+        if q.head() is ticket:
+            assert old is not None
+            if self._state.earliest(old.tokens, now) > now:
+                return self._admit_head(ticket, now)
+            q.pinned = old
+            old.signal.set()
+        return self._waiting(ticket, now)
+
+    def _waiting(self, ticket: Ticket, now: float) -> Step:
+        """A waiter behind the head: admitted ahead of it by backfill when that is
+        allowed now (see :meth:`_pass_at`); else when to look again (its own turn when
+        it may pass then, else when woken)."""
+        until = self._pass_at(ticket, now) if self._backfill else None
+        if until == now:
+            self._queue.remove(ticket)
+            return Step(now, charge=self._state.admit(ticket.tokens, now))
+        return Step(now, until=until, soonest=self._soonest(ticket, now))
+
+    def _pass_at(self, ticket: Ticket, now: float) -> float | None:
+        """When ``ticket`` could pass the head (``now``: at once; ``None``: it cannot):
+        when it fits, if every pass of this head together delays the head's turn by at
+        most ``backfill`` seconds from its turn when first passed. Never a batch call
+        ahead of an interactive head."""
+        q, w = self._queue, self._state
+        head = q.head()
+        if head is None or head is ticket or (ticket.batch and not head.batch):
+            return None
+        at = w.earliest(head.tokens, now)
+        if at + w.delay(ticket.tokens, head.tokens) > q.fifo_time(head, at) + self._backfill:
+            return None
+        fits = w.earliest(ticket.tokens, now)
+        return fits if fits < math.inf else None
 
     def poll(self, ticket: Ticket) -> Step:
         with self._lock:
             now = self._clock()
             self._state.expire(now)
             ticket.signal.clear()
-            if not self._queue or self._queue[0] is not ticket:
-                return Step(now, soonest=self._soonest(ticket, now))
+            if self._queue.head() is not ticket:
+                return self._waiting(ticket, now)
             return self._admit_head(ticket, now)
 
     def _soonest(self, ticket: Ticket, now: float) -> Soonest | None:
@@ -120,10 +171,10 @@ class MemoryBackend:
         with self._lock:
             q = self._queue
             if ticket in q:
-                was_head = q[0] is ticket
+                was_head = q.head() is ticket
                 q.remove(ticket)
-                if was_head and q:
-                    q[0].signal.set()
+                if was_head:
+                    self._wake_head()
 
     @property
     def refunds(self) -> bool | None:
@@ -151,12 +202,10 @@ class MemoryBackend:
             if view is None:
                 # No headers: nothing to adopt, and lessons come only from headers.
                 w.settle(charge, actual, now)
-                if self._queue:
-                    self._queue[0].signal.set()
+                self._wake_head()
                 return
             w.settle_answered(charge, actual, self._own(view), now)
-            if self._queue:
-                self._queue[0].signal.set()
+            self._wake_head()
             news = self._news()
         if news is not None:
             self._announce(news)
@@ -172,10 +221,10 @@ class MemoryBackend:
                 changed = self._state.adopt(now, view)
             else:
                 changed = self._state.adopt_answer(charge, view, now)
-            if changed and self._queue:
+            if changed:
                 # A tighter view delays the head, a freed one lets it go: wake it to
                 # recompute its time.
-                self._queue[0].signal.set()
+                self._wake_head()
             news = self._news()
         if news is not None:
             self._announce(news)
@@ -188,8 +237,8 @@ class MemoryBackend:
         with self._lock:
             now = self._clock()
             self._state.expire(now)
-            if adopt_named(self._state, name, limit, used, now) and self._queue:
-                self._queue[0].signal.set()  # held longer: the head recomputes its wait
+            if adopt_named(self._state, name, limit, used, now):
+                self._wake_head()  # held longer: the head recomputes its wait
             changes = self._state.pop_limit_changes()
         if changes:
             self._tell(changes)
@@ -203,8 +252,7 @@ class MemoryBackend:
         with self._lock:
             self._state.set_limit(name, value)
             changes = self._state.pop_limit_changes()
-            if self._queue:
-                self._queue[0].signal.set()
+            self._wake_head()
         if changes:
             self._tell(changes)
 

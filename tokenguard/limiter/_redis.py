@@ -36,6 +36,7 @@ from ..errors import LimiterUnavailable
 from ..events import LimiterRefundsLearned, emit
 from ._backend import Soonest, Step, Ticket
 from ._headers import ServerView
+from ._queue import BATCH_SHARE
 from ._state import LimitChange
 from ._window import WindowLimits
 
@@ -248,12 +249,16 @@ class _Due:
 _WAITING, _LEAD, _ANSWERED = 0, 1, 2
 
 
-def _last_args(batch: list[_Due]) -> list[Any]:
+def _ticket_args(t: Ticket) -> tuple[str, int, int, int]:
+    """A ticket as lua/acquire.lua reads it: id, tokens, the soonest flag, its class."""
+    return t.id, t.tokens, int(t.estimate), int(t.batch)
+
+
+def _last_args(batch: list[_Due], share_and_backfill: tuple[float, float]) -> list[Any]:
     """The "last" decision for every ticket of ``batch`` (lua/acquire.lua)."""
-    args: list[Any] = ["last"]
+    args: list[Any] = ["last", *share_and_backfill]
     for due in batch:
-        t = due.ticket
-        args += (t.id, t.tokens, int(t.estimate))
+        args += _ticket_args(due.ticket)
     return args
 
 
@@ -513,6 +518,8 @@ class RedisBackend:
     ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
     default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
     ``waiter_lease`` caps the lease of a queue place (see :data:`WAITER_LEASE`).
+    ``batch_share`` and ``backfill``: see :class:`~._limiter.Limiter` (each acquire
+    sends them; the queue is ordered in ``lua/lib.lua``'s ``q_head`` and ``q_pass``).
     """
 
     def __init__(
@@ -527,8 +534,12 @@ class RedisBackend:
         algorithm: str = "window",
         round_trip: float | None = None,
         waiter_lease: float = WAITER_LEASE,
+        batch_share: float = BATCH_SHARE,
+        backfill: float = 0.0,
     ) -> None:
         self._client = client
+        self._batch_share = batch_share
+        self._backfill = backfill
         self._bucket = algorithm == "bucket"
         #: Told of the limits the server's headers changed (see Limiter).
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
@@ -601,13 +612,13 @@ class RedisBackend:
         return self._lasts.run(due, self._send_last)
 
     def _send_last(self, batch: list[_Due], until: float) -> Any:
-        return self._call("acquire", _last_args(batch), until)
+        return self._call("acquire", _last_args(batch, self._class()), until)
 
     async def _alast(self, due: _Due) -> Any:
         return await self._aconnections().lasts.run(due, self._asend_last, self._orphan)
 
     async def _asend_last(self, batch: list[_Due], until: float) -> Any:
-        return await self._acall("acquire", _last_args(batch), until)
+        return await self._acall("acquire", _last_args(batch, self._class()), until)
 
     def _blpop(self, key: str, block: float, until: float) -> bool:
         """Whether woken (a push to ``key``) before ``block`` seconds ran out."""
@@ -716,7 +727,8 @@ class RedisBackend:
         if status == 2:
             return Step(now, until=later(float(reply[2])), soonest=soonest)
         head_at = float(reply[3])
-        # Right behind the head: poll when the head may go (it may have crashed).
+        # Right behind the head: poll when the head may go (it may have crashed); one
+        # that backfill may let pass: when it fits.
         return Step(now, until=later(head_at) if head_at >= 0 else None, soonest=soonest)
 
     def _now(self) -> float:
@@ -733,7 +745,7 @@ class RedisBackend:
         if self._orphans:
             yield from self._cleaning(until)
         ticket.id = uuid.uuid4().hex
-        args = ["start", ticket.id, ticket.tokens, int(ticket.estimate)]
+        args = ["start", *self._class(), *_ticket_args(ticket)]
         return self._step(
             ticket, (yield from self._deciding(ticket, self._script("acquire", args, until)))
         )
@@ -748,7 +760,7 @@ class RedisBackend:
         if last:
             effect = Call(self._last, self._alast, _Due(ticket, until))
         else:
-            args = ["poll", ticket.id, ticket.tokens, int(ticket.estimate)]
+            args = ["poll", *self._class(), *_ticket_args(ticket)]
             effect = self._script("acquire", args, until)
         step = self._step(ticket, (yield from self._deciding(ticket, effect)))
         if last and step.charge is None:
@@ -757,6 +769,12 @@ class RedisBackend:
             # past the deadline.
             step.left, step.lost = True, False
         return step
+
+    def _class(self) -> tuple[float, float]:
+        # The batch share the queue is served by (the last acquire's: every process on a
+        # key is meant to set the same), and how long a ticket may delay the head by
+        # passing it (backfill).
+        return self._batch_share, self._backfill
 
     def _deciding(self, ticket: Ticket, effect: Call) -> Plan[Any]:
         try:

@@ -455,6 +455,11 @@ class Window:
             at = max(at, self.day.earliest(now, tokens, lim.tpd, lim.rpd))
         return at
 
+    def delay(self, tokens: int, behind: int) -> float:
+        """No bound: a charge holds its room for a whole window, and may move a waiter's
+        turn by that much."""
+        return math.inf
+
     def soonest(self, tokens: int, now: float) -> Soonest:
         """The soonest ``tokens`` could go (call ``expire(now)`` first) with nobody ahead
         in the queue and the minute's tokens in flight refunded (their releases still

@@ -307,9 +307,23 @@ local function remove_charge(rid, tokens, b)
   b_save()
 end
 
+-- How much later the turn of a waiter of `behind` tokens comes once `tokens` more are in
+-- flight: each bucket's refill of their cost, the longest, if all fits in the capacity;
+-- else no bound (see Buckets.delay).
+local function delay(tokens, now, behind)
+  local st, d = b_state(now), 0
+  for _, lv in ipairs(st.levels) do
+    local cost, flight = b_cost(lv, tokens), lv.tokens and st.ot or st.orq
+    if math.min(b_cost(lv, behind), lv.cap) + flight + cost > lv.cap then return math.huge end
+    d = math.max(d, cost / lv.rate)
+  end
+  return d
+end
+
 MODEL.earliest = earliest
 MODEL.charge = charge
 MODEL.soonest = soonest
+MODEL.delay = delay
 
 -- The charge in flight of rid ({rid, at, tokens, admr, floor}), or nil.
 local function b_open(rid)

@@ -8,7 +8,7 @@ if r then
   remove_charge(ticket, tonumber(r[5]), tonumber(r[2]))
   admit_waiting(now, true)
 else
-  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local head = q_head()
   drop_ticket(ticket)
   if head == ticket then admit_waiting(now, true) end
 end

@@ -6,6 +6,7 @@
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
+--       :qb zset batch queue (ticket -> seq; see q_head), :s owe (batch's credit), bsh (its share)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
 --       :mo hash rid -> tokens of an admission not settled yet (in flight)
@@ -273,13 +274,48 @@ local function wake(ticket)
   redis.call('PEXPIRE', k, math.ceil(LEASE * 1000))
 end
 
+-- The queue is two FIFO lines, interactive (:q) and batch (:qb), numbered by one
+-- sequence; the head is the first interactive waiter unless batch is owed its share of
+-- the tokens admitted while both waited (see _queue.py, which makes the same choice).
+local function q_first(k)
+  return redis.call('ZRANGE', k, 0, 0)[1]
+end
+
+local function q_head()
+  local i, b = q_first(P .. ':q'), q_first(P .. ':qb')
+  if not b then return i end
+  if not i or sum('owe') >= num(redis.call('HGET', P .. ':qt', b)) then return b end
+  return i
+end
+
+local function q_size()
+  return redis.call('ZCARD', P .. ':q') + redis.call('ZCARD', P .. ':qb')
+end
+
+-- A head admitted: while the other line waits too, an interactive admission earns
+-- batch bsh / (1 - bsh) of its tokens and a batch one spends its tokens; alone, a batch
+-- admission spends down to zero (owed_after in _queue.py).
+local function q_served(ticket, tokens)
+  local batch = redis.call('ZSCORE', P .. ':qb', ticket)
+  local owe, share = sum('owe'), sum('bsh')
+  if redis.call('ZCARD', P .. (batch and ':q' or ':qb')) > 0 then
+    owe = owe + (batch and -tokens or share / (1 - share) * tokens)
+  elseif batch and owe > 0 then
+    owe = math.max(owe - tokens, 0)
+  else
+    return
+  end
+  redis.call('HSET', S, 'owe', fmt(owe))
+end
+
 local function wake_head()
-  local h = redis.call('ZRANGE', P .. ':q', 0, 0)
-  if h[1] then wake(h[1]) end
+  local h = q_head()
+  if h then wake(h) end
 end
 
 local function drop_ticket(ticket)
   redis.call('ZREM', P .. ':q', ticket)
+  redis.call('ZREM', P .. ':qb', ticket)
   redis.call('ZREM', P .. ':ql', ticket)
   redis.call('HDEL', P .. ':qt', ticket)
   redis.call('DEL', P .. ':w:' .. ticket)
@@ -299,15 +335,15 @@ local function purge(now)
   end
   local dead = redis.call('ZRANGEBYSCORE', P .. ':ql', '-inf', now)
   if #dead == 0 then return end
-  local head = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local head = q_head()
   for _, t in ipairs(dead) do drop_ticket(t) end
-  local new = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+  local new = q_head()
   if new and new ~= head then admit_waiting(now, true) end
 end
 
 local function touch()
   local ttl = math.ceil(TTL * 1000)
-  for _, k in ipairs({':pc', ':pr', ':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':ql', ':qt', ':am',
+  for _, k in ipairs({':pc', ':pr', ':m', ':mt', ':d', ':dt', ':dr', ':hm', ':hmt', ':hd', ':hdr', ':s', ':q', ':qb', ':ql', ':qt', ':am',
                         ':res', ':rest', ':mdf', ':mo', ':mof', ':bo', ':bot', ':bag'}) do
     redis.call('PEXPIRE', P .. k, ttl)
   end
@@ -595,7 +631,27 @@ end
 
 -- The decisions the queue uses: the window's, unless a model appended after this
 -- library (bucket.lua) replaces them.
-local MODEL = {earliest = earliest, charge = charge, soonest = soonest}
+-- delay: no bound for the window (a charge holds its room for a whole window).
+local MODEL = {earliest = earliest, charge = charge, soonest = soonest,
+  delay = function() return math.huge end}
+
+-- Backfill: when `ticket` (not the head) could pass `head`: nil never (off, a batch
+-- ticket behind an interactive head, or the head's turn would move past its turn when
+-- first passed plus `bound`), else the time it fits (now: at once). The head's first
+-- turn is kept in :s bfh/bfa (its FIFO time; see WaitQueue.fifo_time in _queue.py).
+local function q_pass(ticket, tokens, now, head, bound)
+  if not bound or bound <= 0 or not head then return nil end
+  if redis.call('ZSCORE', P .. ':qb', ticket) and not redis.call('ZSCORE', P .. ':qb', head) then
+    return nil
+  end
+  local behind = num(redis.call('HGET', P .. ':qt', head))
+  local at = MODEL.earliest(behind, now)
+  if redis.call('HGET', S, 'bfh') ~= head then redis.call('HSET', S, 'bfh', head, 'bfa', fmt(at)) end
+  if at + MODEL.delay(tokens, now, behind) > num(redis.call('HGET', S, 'bfa')) + bound then
+    return nil
+  end
+  return MODEL.earliest(tokens, now)
+end
 
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
 -- its admission noted under :res when it wakes, so a waiter that crashed cannot stall
@@ -605,7 +661,7 @@ local MODEL = {earliest = earliest, charge = charge, soonest = soonest}
 admit_waiting = function(now, notify)
   local served = false
   while true do
-    local h = redis.call('ZRANGE', P .. ':q', 0, 0)[1]
+    local h = q_head()
     if not h then return nil end
     local c = num(redis.call('HGET', P .. ':qt', h))
     local at = MODEL.earliest(c, now)
@@ -613,6 +669,7 @@ admit_waiting = function(now, notify)
       if notify or served then wake(h) end
       return at
     end
+    q_served(h, c)
     drop_ticket(h)
     local b, adm, admr, sure = MODEL.charge(h, c, now)
     redis.call('HSET', P .. ':res', h, table.concat({fmt(now), b, adm, admr, c, sure}, '|'))
