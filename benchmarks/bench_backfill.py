@@ -31,10 +31,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import tokenguard as tg  # noqa: E402
-from benchmarks.compare.workload import (  # noqa: E402
+from compare.workload import (  # noqa: E402
     COMPLETION,
     MAX_TOKENS,
     MODEL,
@@ -43,6 +43,8 @@ from benchmarks.compare.workload import (  # noqa: E402
     conversation_mix,
     quantile,
 )
+
+import tokenguard as tg  # noqa: E402
 
 LONG = 500  # prompt tokens: a request above is "long"
 

@@ -44,11 +44,11 @@ def serve_two(serve: Serve, tpm: int, *, tpd: int | None = None, window: float =
     )
 
 
-def question(i: int, words: int = 5) -> list[dict[str, str]]:
+def question(i: int, words: int = 5) -> Any:
     return [{"role": "user", "content": f"Question {i}: " + "word " * words}]
 
 
-def sent(em: Emulator) -> list[tuple[str, int]]:
+def sent(em: Emulator) -> list[tuple[str | None, int]]:
     return [(r.model, r.status) for r in em.log if r.endpoint == "chat"]
 
 
@@ -404,7 +404,7 @@ def test_when_the_server_refuses_every_model_for_the_day_the_sdks_429_names_the_
             client.chat.completions.create(model=A, messages=question(1), max_tokens=64)
     finally:
         proxy.close()
-    assert caught.value.__notes__ == [
+    assert getattr(caught.value, "__notes__", None) == [
         f"tokenguard: no model could serve the call in time (tried {A}, {B})"
     ]
     assert proxy.statuses() == [429, 200, 429]

@@ -258,7 +258,7 @@ def test_an_unknown_priority_is_refused_with_nothing_admitted() -> None:
     with pytest.raises(tg.ConfigurationError, match='priority must be "interactive" or "batch"'):
         lim.acquire(10, priority="urgent")  # type: ignore[arg-type]
     with pytest.raises(tg.ConfigurationError, match="priority must be"):
-        tg.instrument(openai.OpenAI(api_key="x"), priority="low")  # type: ignore[typeddict-item]
+        tg.instrument(openai.OpenAI(api_key="x"), priority="low")  # type: ignore[arg-type]
     with pytest.raises(tg.ConfigurationError, match="priority must be"), tg.priority("x"):  # type: ignore[arg-type]
         pass
     assert lim.acquire(100).tokens == 100  # the refused calls held nothing
@@ -316,7 +316,7 @@ def test_an_interactive_call_passes_waiting_batch_calls_through_the_sdk(
     batch_lim, inter_lim = _limiters(kind, request)
     batch_client = tg.instrument(client_for(em), limiter=batch_lim, priority="batch")
     inter_client = tg.instrument(client_for(em), limiter=inter_lim)
-    hello = [{"role": "user", "content": "Summarize this."}]
+    hello: Any = [{"role": "user", "content": "Summarize this."}]
     tg.count_tokens(hello, model=MODEL)  # the tokenizer loaded before the clock matters
 
     def batch_job() -> None:

@@ -318,7 +318,7 @@ def test_llama4_tool_call_arguments_must_be_a_json_object() -> None:
 def test_tool_definitions_changed_in_place_are_counted_anew(model: str, container: type) -> None:
     # The counter finds a tools list seen before by its identity, confirmed equal to a
     # copy of it: a list (or tuple) edited in place between calls must not keep its count.
-    tool = {
+    tool: dict[str, Any] = {
         "type": "function",
         "function": {
             "name": "lookup",
