@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -70,11 +71,22 @@ def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return hull
 
 
+def _columns(
+    observations: tuple[tuple[int, int, int], ...],
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(actuals, contents, overheads)`` of ``observations``."""
+    contents, overheads, actuals = zip(*observations, strict=True)
+    return actuals, contents, overheads
+
+
 class _Bucket:
-    __slots__ = ("floor", "headroom", "observations", "raw_scale", "surprises")
+    __slots__ = ("columns", "floor", "headroom", "observations", "raw_scale", "surprises")
 
     def __init__(self, window: int, headroom: float) -> None:
         self.observations: deque[tuple[int, int, int]] = deque(maxlen=window)
+        #: The observations as columns ``(actuals, contents, overheads)`` when none has a
+        #: zero part, for bounds worked out by ``map`` (replaced whole, never changed).
+        self.columns: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = ((), (), ())
         self.floor = 0.0
         # For each observation, how far it exceeded what the bucket knew before it.
         self.surprises: deque[float] = deque(maxlen=window)
@@ -214,6 +226,16 @@ class Calibration:
 
     @staticmethod
     def _bound(b: _Bucket, content: int, overhead: int, skip: int | None = None) -> float:
+        columns = b.columns
+        if skip is None and columns is not None:
+            # The loop below as C-level maps: the same operations on the same operands.
+            actuals, cs, vs = columns
+            growths = map(
+                max,
+                map(operator.truediv, itertools.repeat(content), cs),
+                map(operator.truediv, itertools.repeat(overhead), vs),
+            )
+            return min(map(operator.mul, actuals, growths), default=math.inf)
         best = math.inf
         for i, (c_i, v_i, actual) in enumerate(tuple(b.observations)):
             if i == skip:
@@ -274,6 +296,9 @@ class Calibration:
                 # The bucket's texts vary more in density than its headroom allowed.
                 b.headroom = min(MAX_HEADROOM, surprise + self.headroom)
             b.observations.append((content, overhead, actual))
+            kept = tuple(b.observations)
+            regular = all(c_i > 0 and v_i > 0 for c_i, v_i, _ in kept)
+            b.columns = _columns(kept) if regular else None
             b.surprises.append(surprise)
             if len(b.observations) >= LEARN_AFTER:
                 # Never below a surprise still in the window: the spread measured among

@@ -39,7 +39,7 @@ class EstimateMeter:
         meter.count(Request.of(messages, max_messages=100)).total
     """
 
-    __slots__ = ("_info", "cache", "calibration", "rule", "settings")
+    __slots__ = ("_chain", "_info", "cache", "calibration", "rule", "settings")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class EstimateMeter:
         self.cache = cache
         self.calibration = calibration
         self.settings = settings
+        self._chain = _KeyChain(_seed_key(info.name, ""))
 
     @classmethod
     def build(cls, info: ModelInfo, resources: Resources) -> EstimateMeter:
@@ -79,16 +80,23 @@ class EstimateMeter:
         """The calibrated estimate of plain messages without tools, or ``None``."""
         if tools is not None or options:
             return None
-        if not self.calibration.knows_prefixes:
-            # Only sums are needed: read and add up in one go.
-            sums = self._sum_plain(messages)
-            if sums is not None:
-                return self._calibrated(*sums)[0]
+        seen = self._read_seen(messages)
+        if seen is not None:
+            # Every text counted before: read and estimate in one pass over the values.
+            roles, texts, values = seen
+            tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
+            units = self._plain_units(roles)
+            if not self.calibration.knows_prefixes:
+                return self._calibrated(tokens, sum(units), non_ascii, chars)[0]
+            per_message = [v[0] for v in values]
+            prefixes = self._prefixes(self._chain.keys(roles, texts), per_message, units)
+            return self._calibrated(tokens, sum(units), non_ascii, chars, prefixes)[0]
         parts = self._read_plain(messages)
         if parts is None:
             return None
-        keys = self._keys(parts) if self.calibration.knows_prefixes else None
-        return self._estimate(parts, keys)[0]
+        if not self.calibration.knows_prefixes:
+            return self._estimate(parts, None)[0]
+        return self._estimate(parts, self._chain.keys(parts.headers, parts.bodies))[0]
 
     def prompt_fast(
         self,
@@ -180,24 +188,39 @@ class EstimateMeter:
         units = _units(self.rule, roles, names)
         return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
 
-    def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
-        """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
-        texts were all counted before, or ``None`` (:meth:`_read_plain` then reads them)."""
+    def _read_seen(
+        self, messages: Sequence[Any]
+    ) -> tuple[list[str], list[str], list[tuple[int, int, int]]] | None:
+        """``(roles, texts, cached counts)`` of plain messages whose texts were all counted
+        before, or ``None`` (:meth:`_read_plain` then reads them)."""
         if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
             return None
         if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
             return None
         try:
-            # A text not seen (or no text at all) gives None; an unhashable one raises.
-            values = list(map(self.cache.front.get, map(_CONTENT, messages)))
+            texts = list(map(_CONTENT, messages))
+            # A text not seen (or not a text at all) gives None; an unhashable one raises.
+            values = list(map(self.cache.front.get, texts))
             roles = list(map(_ROLE, messages))
             if None in values or not _PLAIN_ROLES.issuperset(roles):
                 return None
         except (KeyError, TypeError):
             return None
+        return roles, texts, values  # type: ignore[return-value]  # no None, checked above
+
+    def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
+        """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
+        texts were all counted before, or ``None``."""
+        seen = self._read_seen(messages)
+        if seen is None:
+            return None
+        roles, _, values = seen
         tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
-        units = sum(_padded(roles)) if self.rule.gateway_pads else len(roles)
-        return tokens, units, non_ascii, chars
+        return tokens, sum(self._plain_units(roles)), non_ascii, chars
+
+    def _plain_units(self, roles: list[str]) -> Sequence[int]:
+        """The units of plain messages (no names, no tool results): ``_units`` for them."""
+        return _padded(roles) if self.rule.gateway_pads else [1] * len(roles)
 
     def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
@@ -218,31 +241,30 @@ class EstimateMeter:
     def _keys(self, parts: _Parts) -> list[int]:
         """A chain of keys naming each prefix of the request (tools included), so that the
         server's count of an earlier, shorter request can anchor this one."""
-        key = hash(("tokenguard", self._info.name, parts.tools_text))
-        keys: list[int] = []
-        for named in zip(parts.headers, parts.bodies, parts.names, strict=True):
-            key = hash((key, *named))
-            keys.append(key)
-        return keys
+        seed = _seed_key(self._info.name, parts.tools_text)
+        return _chained(seed, parts.headers, parts.bodies, parts.names)
 
     def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:
         """``(calibrated prompt, raw content, raw overhead, script bucket)``; ``keys``
         (``None``: no prefix is known) let a known prefix anchor the estimate."""
-        prefixes = () if keys is None else self._prefixes(parts, keys)
+        prefixes = () if keys is None else self._prefixes(keys, parts.tokens, parts.units)
         return self._calibrated(
             parts.content, sum(parts.units), parts.non_ascii, parts.chars, prefixes
         )
 
-    def _prefixes(self, parts: _Parts, keys: list[int]) -> Iterator[tuple[int, int, int]]:
-        """``(key, rest content, rest overhead)`` of each prefix, longest first, made as
-        calibration asks (it stops at the first known one, usually the previous turn)."""
+    def _prefixes(
+        self, keys: Sequence[int], tokens: Sequence[int], units: Sequence[int]
+    ) -> Iterator[tuple[int, int, int]]:
+        """``(key, rest content, rest overhead)`` of each prefix, longest first, from the
+        messages' ``tokens`` and ``units``, made as calibration asks (it stops at the first
+        known one, usually the previous turn)."""
         rule = self.rule
         margin = rule.margin
         rest_tokens = rest_units = 0
         for k in range(len(keys) - 1, -1, -1):
             yield keys[k], math.ceil(rest_tokens * margin), rule.per_message * rest_units
-            rest_tokens += parts.tokens[k]
-            rest_units += parts.units[k]
+            rest_tokens += tokens[k]
+            rest_units += units[k]
 
     def _calibrated(
         self,
@@ -301,6 +323,53 @@ _PLAIN_ROLES = frozenset({"user", "assistant", "system"})
 _SYSTEM = ("system", "developer")
 _ROLE = operator.itemgetter("role")
 _CONTENT = operator.itemgetter("content")
+
+
+def _seed_key(model: str, tools_text: str) -> int:
+    """The key the chain of a request's prefix keys starts from."""
+    return hash(("tokenguard", model, tools_text))
+
+
+def _chained(
+    key: int, headers: Iterable[str], bodies: Iterable[str], names: Iterable[str | None]
+) -> list[int]:
+    """The keys of the prefixes the messages (header, body, name) end, chained from ``key``."""
+    keys: list[int] = []
+    for named in zip(headers, bodies, names, strict=True):
+        key = hash((key, *named))
+        keys.append(key)
+    return keys
+
+
+class _KeyChain:
+    """The prefix keys of plain requests (no tools, no names) without rehashing the
+    messages of the last one: a conversation is asked about again, one turn longer.
+
+    Keys are the same as :meth:`EstimateMeter._keys` gives (one chain); only the longest
+    common prefix of roles and texts with the last request, compared by value, is
+    taken from it. Thread-safe: the last request is one tuple, replaced whole, whose
+    lists are never changed; it holds at most ``max_messages`` texts."""
+
+    __slots__ = ("_last", "_seed")
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._last: tuple[list[str], list[str], list[int]] = ([], [], [])
+
+    def keys(self, roles: list[str], texts: list[str]) -> list[int]:
+        """The keys of each prefix of the plain messages ``roles`` and ``texts``."""
+        last_roles, last_texts, last_keys = self._last
+        n = min(len(roles), len(last_roles))
+        # Lists compare by identity first, so a conversation seen before costs pointer
+        # comparisons; a message changed in place or removed compares unequal.
+        if n and (roles[:n] != last_roles[:n] or texts[:n] != last_texts[:n]):
+            n = 0
+        if n == len(roles):
+            return last_keys[:n]
+        start = last_keys[n - 1] if n else self._seed
+        keys = last_keys[:n] + _chained(start, roles[n:], texts[n:], [None] * (len(roles) - n))
+        self._last = (roles, texts, keys)
+        return keys
 
 
 class _Parts:
