@@ -297,3 +297,81 @@ def test_the_estimate_fast_path_counts_as_the_general_path(
     meter = counter._registry.meter(model)
     assert meter._sum_plain(messages) is not None
     assert counter.count(messages, model=model) == fast
+
+
+_plain_messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": _plain_texts}
+)
+#: What happens to a conversation between two counts: the server's count of a prefix of
+#: it is observed (``actual`` in percent of the count), a message changes in place, is
+#: removed, or one is added.
+_steps = st.one_of(
+    st.tuples(st.just("observe"), st.integers(1, 12), st.integers(40, 120)),
+    st.tuples(st.just("edit"), st.integers(0, 11), _plain_texts),
+    st.tuples(st.just("remove"), st.integers(0, 11)),
+    st.tuples(st.just("append"), _plain_messages),
+)
+
+
+def _apply(counter: tg.Counter, model: str, conversation: list[dict[str, Any]], step: Any) -> None:
+    kind, *args = step
+    if kind == "observe" and args[0] <= len(conversation):
+        earlier = counter.count_request(conversation[: args[0]], model=model)
+        counter.observe(earlier, max(1, earlier.prompt_tokens * args[1] // 100))
+    elif kind == "edit" and args[0] < len(conversation):
+        conversation[args[0]]["content"] = args[1]  # the same dict, changed in place
+    elif kind == "remove" and args[0] < len(conversation) > 1:
+        del conversation[args[0]]
+    elif kind == "append":
+        conversation.append(dict(args[0]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    messages=st.lists(_plain_messages, min_size=1, max_size=8),
+    steps=st.lists(_steps, max_size=10),
+    model=st.sampled_from(["moonshotai/kimi-k2-instruct-0905", "example/estimated-qwen2"]),
+)
+def test_the_calibrated_fast_path_counts_as_the_general_path(
+    messages: list[dict[str, Any]], steps: list[Any], model: str
+) -> None:
+    # The fast path keeps the last request's prefix keys and reads known texts in one
+    # pass; the general path (a tuple of messages) hashes every prefix afresh. After every
+    # calibration update and every change to the conversation both must agree, on a text's
+    # first count and warm (every text seen before).
+    counter = tg.Counter()
+    conversation = [dict(m) for m in messages]
+    for step in [("observe", len(conversation), 90), *steps]:
+        _apply(counter, model, conversation, step)
+        general = counter.count(tuple(conversation), model=model)
+        assert counter.count(conversation, model=model) == general
+        assert counter.count(conversation, model=model) == general  # warm
+        assert counter.count_request(conversation, model=model).prompt_tokens == general
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observations=st.lists(
+        st.tuples(st.integers(0, 5_000), st.integers(0, 500), st.integers(1, 6_000)),
+        max_size=20,
+    ),
+    request=st.tuples(st.integers(0, 10_000), st.integers(0, 1_000)),
+)
+def test_calibration_bounds_as_its_formula_says(
+    observations: list[tuple[int, int, int]], request: tuple[int, int]
+) -> None:
+    # Calibration works its bound out with C-level maps when no observation has a zero
+    # part: it must be the formula itself, to the last bit, on every state.
+    cal = tg.Calibration()
+    for c_i, v_i, actual in observations:
+        cal.observe(content=c_i, overhead=v_i, actual=actual)
+    content, overhead = request
+    kept = cal._buckets[0].observations
+    best = float("inf")
+    for c_i, v_i, actual in kept:
+        growth = max(
+            content / c_i if c_i else (float("inf") if content else 0.0),
+            overhead / v_i if v_i else (float("inf") if overhead else 0.0),
+        )
+        best = min(best, actual * growth)
+    assert cal._bound(cal._buckets[0], content, overhead) == best
