@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
@@ -39,7 +39,7 @@ class EstimateMeter:
         meter.count(Request.of(messages, max_messages=100)).total
     """
 
-    __slots__ = ("_chain", "_info", "cache", "calibration", "rule", "settings")
+    __slots__ = ("_info", "_last", "cache", "calibration", "rule", "settings")
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class EstimateMeter:
         self.cache = cache
         self.calibration = calibration
         self.settings = settings
-        self._chain = _KeyChain(_seed_key(info.name, ""))
+        self._last = _LastRequest(_seed_key(info.name, ""))
 
     @classmethod
     def build(cls, info: ModelInfo, resources: Resources) -> EstimateMeter:
@@ -82,21 +82,19 @@ class EstimateMeter:
             return None
         seen = self._read_seen(messages)
         if seen is not None:
-            # Every text counted before: read and estimate in one pass over the values.
-            roles, texts, values = seen
-            tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
-            units = self._plain_units(roles)
+            # Every text counted before: the sums and keys of the messages it shares with
+            # the last request are taken from it, the rest read in the same pass.
+            units = self._plain_units(seen.roles)
+            tokens, non_ascii, chars = seen.sums[-1]
             if not self.calibration.knows_prefixes:
                 return self._calibrated(tokens, sum(units), non_ascii, chars)[0]
-            per_message = [v[0] for v in values]
-            prefixes = self._prefixes(self._chain.keys(roles, texts), per_message, units)
+            prefixes = self._prefixes(self._last.keys(seen), seen.tokens, units)
             return self._calibrated(tokens, sum(units), non_ascii, chars, prefixes)[0]
         parts = self._read_plain(messages)
         if parts is None:
             return None
-        if not self.calibration.knows_prefixes:
-            return self._estimate(parts, None)[0]
-        return self._estimate(parts, self._chain.keys(parts.headers, parts.bodies))[0]
+        keys = self._keys(parts) if self.calibration.knows_prefixes else None
+        return self._estimate(parts, keys)[0]
 
     def prompt_fast(
         self,
@@ -188,25 +186,21 @@ class EstimateMeter:
         units = _units(self.rule, roles, names)
         return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
 
-    def _read_seen(
-        self, messages: Sequence[Any]
-    ) -> tuple[list[str], list[str], list[tuple[int, int, int]]] | None:
-        """``(roles, texts, cached counts)`` of plain messages whose texts were all counted
-        before, or ``None`` (:meth:`_read_plain` then reads them)."""
+    def _read_seen(self, messages: Sequence[Any]) -> _Seen | None:
+        """Plain messages whose texts were all counted before, read as :class:`_Seen`, or
+        ``None`` (:meth:`_read_plain` then reads them)."""
         if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
             return None
         if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
             return None
         try:
-            texts = list(map(_CONTENT, messages))
-            # A text not seen (or not a text at all) gives None; an unhashable one raises.
-            values = list(map(self.cache.front.get, texts))
             roles = list(map(_ROLE, messages))
-            if None in values or not _PLAIN_ROLES.issuperset(roles):
+            texts = list(map(_CONTENT, messages))
+            if set(map(type, texts)) != {str} or not _PLAIN_ROLES.issuperset(roles):
                 return None
         except (KeyError, TypeError):
-            return None
-        return roles, texts, values  # type: ignore[return-value]  # no None, checked above
+            return None  # no role or text, or a role that is not even hashable
+        return self._last.read(roles, texts, self.cache.front.get)
 
     def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
         """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
@@ -214,9 +208,8 @@ class EstimateMeter:
         seen = self._read_seen(messages)
         if seen is None:
             return None
-        roles, _, values = seen
-        tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
-        return tokens, sum(self._plain_units(roles)), non_ascii, chars
+        tokens, non_ascii, chars = seen.sums[-1]
+        return tokens, sum(self._plain_units(seen.roles)), non_ascii, chars
 
     def _plain_units(self, roles: list[str]) -> Sequence[int]:
         """The units of plain messages (no names, no tool results): ``_units`` for them."""
@@ -341,34 +334,90 @@ def _chained(
     return keys
 
 
-class _KeyChain:
-    """The prefix keys of plain requests (no tools, no names) without rehashing the
-    messages of the last one: a conversation is asked about again, one turn longer.
+class _Seen:
+    """Plain messages read: their roles and texts, each text's tokens, the running sums
+    ``(tokens, non-ASCII, characters)`` of the first ``k`` texts for every ``k`` (``sums[0]``
+    is zeros) and the keys of the first prefixes (:meth:`_LastRequest.keys` adds the rest).
+    Never changed once made, but for ``keys``, which is only replaced by a longer list."""
 
-    Keys are the same as :meth:`EstimateMeter._keys` gives (one chain); only the longest
-    common prefix of roles and texts with the last request, compared by value, is
-    taken from it. Thread-safe: the last request is one tuple, replaced whole, whose
-    lists are never changed; it holds at most ``max_messages`` texts."""
+    __slots__ = ("keys", "roles", "sums", "texts", "tokens")
+
+    def __init__(
+        self,
+        roles: list[str],
+        texts: list[str],
+        tokens: list[int],
+        sums: list[tuple[int, int, int]],
+        keys: list[int],
+    ) -> None:
+        self.roles = roles
+        self.texts = texts
+        self.tokens = tokens
+        self.sums = sums
+        self.keys = keys
+
+    def extended(
+        self, n: int, roles: list[str], texts: list[str], new: list[tuple[int, int, int]]
+    ) -> _Seen:
+        """The request of ``roles`` and ``texts``: its first ``n`` messages are this one's,
+        the rest counted as ``new``."""
+        sums = self.sums[: n + 1]
+        tokens, non_ascii, chars = sums[-1]
+        for t, a, c in new:
+            tokens, non_ascii, chars = tokens + t, non_ascii + a, chars + c
+            sums.append((tokens, non_ascii, chars))
+        counts = self.tokens[:n] + [t for t, _, _ in new]
+        return _Seen(roles, texts, counts, sums, self.keys[:n])
+
+
+class _LastRequest:
+    """The last plain request (no tools, no names) a meter read, so that the next one,
+    usually the same conversation a turn longer, reads only its new messages.
+
+    Only the longest common prefix of roles and texts, compared by value, is taken from
+    it; sums and keys are the same as reading the request afresh gives (a text's count
+    never changes; keys are the chain :meth:`EstimateMeter._keys` makes). Thread-safe:
+    the last request is one object, replaced whole; it holds at most ``max_messages``
+    texts."""
 
     __slots__ = ("_last", "_seed")
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
-        self._last: tuple[list[str], list[str], list[int]] = ([], [], [])
+        self._last = _Seen([], [], [], [(0, 0, 0)], [])
 
-    def keys(self, roles: list[str], texts: list[str]) -> list[int]:
-        """The keys of each prefix of the plain messages ``roles`` and ``texts``."""
-        last_roles, last_texts, last_keys = self._last
-        n = min(len(roles), len(last_roles))
+    def read(
+        self,
+        roles: list[str],
+        texts: list[str],
+        get: Callable[[str], tuple[int, int, int] | None],
+    ) -> _Seen | None:
+        """``roles`` and ``texts`` read, or ``None`` when a text not shared with the last
+        request has no cached count (``get``)."""
+        last = self._last
+        n = min(len(roles), len(last.roles))
         # Lists compare by identity first, so a conversation seen before costs pointer
         # comparisons; a message changed in place or removed compares unequal.
-        if n and (roles[:n] != last_roles[:n] or texts[:n] != last_texts[:n]):
+        if n and (roles[:n] != last.roles[:n] or texts[:n] != last.texts[:n]):
             n = 0
-        if n == len(roles):
-            return last_keys[:n]
-        start = last_keys[n - 1] if n else self._seed
-        keys = last_keys[:n] + _chained(start, roles[n:], texts[n:], [None] * (len(roles) - n))
-        self._last = (roles, texts, keys)
+        if n == len(roles) == len(last.roles):
+            return last
+        new = list(map(get, texts[n:]))
+        if None in new:
+            return None
+        seen = last.extended(n, roles, texts, new)  # type: ignore[arg-type]  # no None
+        self._last = seen
+        return seen
+
+    def keys(self, seen: _Seen) -> list[int]:
+        """The keys of each prefix of ``seen``."""
+        keys = seen.keys
+        k = len(keys)
+        if k < len(seen.texts):
+            start = keys[-1] if keys else self._seed
+            more = len(seen.texts) - k
+            keys = keys + _chained(start, seen.roles[k:], seen.texts[k:], [None] * more)
+            seen.keys = keys
         return keys
 
 
