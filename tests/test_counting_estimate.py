@@ -7,6 +7,7 @@ with its own margins, i.e. a different tokenizer and a different template.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from typing import Any
@@ -352,26 +353,48 @@ def test_the_calibrated_fast_path_counts_as_the_general_path(
 @settings(max_examples=200, deadline=None)
 @given(
     observations=st.lists(
-        st.tuples(st.integers(0, 5_000), st.integers(0, 500), st.integers(1, 6_000)),
+        st.tuples(st.integers(0, 5_000), st.integers(0, 500), st.integers(1, 6_000)).filter(
+            lambda o: o[0] + o[1] > 0  # what a request always has
+        ),
         max_size=20,
     ),
-    request=st.tuples(st.integers(0, 10_000), st.integers(0, 1_000)),
+    # None: the last observed request again (its bound is its own count, at the edge).
+    request=st.none() | st.tuples(st.integers(0, 10_000), st.integers(0, 1_000)),
+    rest=st.tuples(st.integers(0, 2_000), st.integers(0, 200)),
 )
-def test_calibration_bounds_as_its_formula_says(
-    observations: list[tuple[int, int, int]], request: tuple[int, int]
+def test_calibration_estimates_as_its_formula_says(
+    observations: list[tuple[int, int, int]],
+    request: tuple[int, int] | None,
+    rest: tuple[int, int],
 ) -> None:
     # Calibration works its bound out with C-level maps when no observation has a zero
-    # part: it must be the formula itself, to the last bit, on every state.
+    # part, and skips the request's own bound when a known prefix is certainly lower: it
+    # must be the formula itself, to the last bit, on every state.
     cal = tg.Calibration()
-    for c_i, v_i, actual in observations:
-        cal.observe(content=c_i, overhead=v_i, actual=actual)
-    content, overhead = request
-    kept = cal._buckets[0].observations
-    best = float("inf")
-    for c_i, v_i, actual in kept:
-        growth = max(
-            content / c_i if c_i else (float("inf") if content else 0.0),
-            overhead / v_i if v_i else (float("inf") if overhead else 0.0),
-        )
-        best = min(best, actual * growth)
-    assert cal._bound(cal._buckets[0], content, overhead) == best
+    for i, (c_i, v_i, actual) in enumerate(observations):
+        cal.observe(content=c_i, overhead=v_i, actual=actual, key=i)
+    b = cal._buckets[0]
+
+    def part(content: int, overhead: int) -> float:
+        best = float("inf")
+        for c_i, v_i, actual in b.observations:
+            growth = max(
+                content / c_i if c_i else (float("inf") if content else 0.0),
+                overhead / v_i if v_i else (float("inf") if overhead else 0.0),
+            )
+            best = min(best, actual * growth)
+        return min((content + overhead) * b.raw_scale, best * (1.0 + b.headroom))
+
+    content, overhead = request or (observations[-1][:2] if observations else (1, 1))
+    # What lets the request's own bound be skipped: a floor never above it.
+    assert cal._floor(b, content, overhead) <= part(content, overhead)
+    assert cal.estimate(content=content, overhead=overhead) == math.ceil(
+        part(content, overhead) - 1e-9
+    )
+    if observations:
+        # The last request observed, as the prefix of this one.
+        known = observations[-1][2]
+        anchored = min(part(content, overhead), known + part(*rest))
+        prefixes = [(-1, 0, 0), (len(observations) - 1, *rest)]
+        got = cal.estimate(content=content, overhead=overhead, prefixes=prefixes)
+        assert got == math.ceil(anchored - 1e-9)

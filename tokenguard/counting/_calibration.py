@@ -80,13 +80,24 @@ def _columns(
 
 
 class _Bucket:
-    __slots__ = ("columns", "floor", "headroom", "observations", "raw_scale", "surprises")
+    __slots__ = (
+        "columns",
+        "floor",
+        "headroom",
+        "least",
+        "observations",
+        "raw_scale",
+        "surprises",
+    )
 
     def __init__(self, window: int, headroom: float) -> None:
         self.observations: deque[tuple[int, int, int]] = deque(maxlen=window)
         #: The observations as columns ``(actuals, contents, overheads)`` when none has a
         #: zero part, for bounds worked out by ``map`` (replaced whole, never changed).
         self.columns: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = ((), (), ())
+        #: With ``columns``, the least ``actual / content`` and ``actual / overhead`` of
+        #: the observations: the bound of a request is at least either times its part.
+        self.least: tuple[float, float] | None = None
         self.floor = 0.0
         # For each observation, how far it exceeded what the bucket knew before it.
         self.surprises: deque[float] = deque(maxlen=window)
@@ -266,14 +277,35 @@ class Calibration:
         known, the estimate is that count plus the estimate of the rest alone.
         """
         b = self._buckets[bucket]
-        best = self._part(b, content, overhead)
+        anchored = self._anchored(b, prefixes)
+        if anchored is not None and self._floor(b, content, overhead) >= anchored:
+            best = anchored  # the request's own bound cannot be lower: not worked out
+        else:
+            best = self._part(b, content, overhead)
+            if anchored is not None:
+                best = min(best, anchored)
+        # The epsilon keeps float noise from rounding an exact product up by one.
+        return math.ceil(best - 1e-9)
+
+    def _anchored(self, b: _Bucket, prefixes: Iterable[tuple[int, int, int]]) -> float | None:
+        """The server's count of the longest known prefix plus the rest's part, if any."""
         for key, rest_content, rest_overhead in prefixes:
             known = self._prefixes.get(key)
             if known is not None:
-                best = min(best, known + self._part(b, rest_content, rest_overhead))
-                break
-        # The epsilon keeps float noise from rounding an exact product up by one.
-        return math.ceil(best - 1e-9)
+                return known + self._part(b, rest_content, rest_overhead)
+        return None
+
+    @staticmethod
+    def _floor(b: _Bucket, content: int, overhead: int) -> float:
+        """A value never above :meth:`_part` of the request, without its bound: each
+        observation's growth is at least either part's own ratio. The margin (far above
+        float rounding) keeps it below the part as computed."""
+        least = b.least
+        if least is None:
+            return -math.inf
+        raw = (content + overhead) * b.raw_scale
+        lowest = max(content * least[0], overhead * least[1]) * (1.0 - 1e-9)
+        return min(raw, lowest * (1.0 + b.headroom))
 
     def observe(
         self,
@@ -299,6 +331,11 @@ class Calibration:
             kept = tuple(b.observations)
             regular = all(c_i > 0 and v_i > 0 for c_i, v_i, _ in kept)
             b.columns = _columns(kept) if regular else None
+            b.least = (
+                (min(a / c for c, _, a in kept), min(a / v for _, v, a in kept))
+                if regular
+                else None
+            )
             b.surprises.append(surprise)
             if len(b.observations) >= LEARN_AFTER:
                 # Never below a surprise still in the window: the spread measured among
