@@ -61,6 +61,37 @@ def _kinks(
     return xs
 
 
+def _bound_points(
+    per_bucket: list[tuple[float, float, float]], x_lo: float, x_hi: float, x_f: float
+) -> list[tuple[float, float]]:
+    """The bound per unit of overhead, ``max`` over the buckets of
+    ``min(s * (1 + x), a * max(x, k))``, at the range's ends, ``x_f`` and every kink
+    (sorted by x). It is piecewise linear with kinks where two lines cross: a line that
+    lies on or above it at these points lies above it throughout."""
+
+    def bound(x: float) -> float:
+        return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
+
+    return [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+
+
+def _line_above(
+    points: list[tuple[float, float]], hull: list[tuple[float, float]], x_f: float
+) -> tuple[float, float]:
+    """``(slope, intercept)`` of the best line on or above ``points`` at ``x_f``: the
+    upper hull's edge over ``x_f``."""
+    slope = 0.0
+    for (x1, y1), (x2, y2) in itertools.pairwise(hull):
+        if x1 <= x_f <= x2:
+            slope = (y2 - y1) / (x2 - x1)
+            break
+    # A flat or rising bound has a rising hull; the intercept is kept at zero or more (a
+    # message never has a negative cost) by raising the line, which only loosens it.
+    slope = max(slope, 0.0)
+    intercept = max(max(y - slope * x for x, y in points), 0.0)
+    return slope, intercept
+
+
 def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The upper convex hull of ``points`` (sorted by x)."""
     hull: list[tuple[float, float]] = []
@@ -193,29 +224,13 @@ class Calibration:
         # min(s * (1 + x), a * max(x, k)) for its raw scale s and any observation
         # (a = (1 + headroom) * actual / c_i, k = c_i / v_i). Each is a set of lines.
         per_bucket = [(b.raw_scale, *self._observation_at(b, x_f)) for b in chosen]
-
-        def bound(x: float) -> float:
-            return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
-
-        # The bound is piecewise linear with kinks where two lines cross: a line that
-        # lies on or above it at the range's ends and at every kink lies above it
-        # throughout. The best such line at x_f is the upper hull's edge over x_f.
-        points = [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+        points = _bound_points(per_bucket, x_lo, x_hi, x_f)
         hull = _upper_hull(points)
         if len(hull) == 1:
             # One shape only: the raw parts scaled alike.
             (x, y) = hull[0]
             return y / (1.0 + x), y / (1.0 + x)
-        slope = 0.0
-        for (x1, y1), (x2, y2) in itertools.pairwise(hull):
-            if x1 <= x_f <= x2:
-                slope = (y2 - y1) / (x2 - x1)
-                break
-        # A flat or rising bound has a rising hull; the intercept is kept at zero or
-        # more (a message never has a negative cost) by raising the line, which only
-        # loosens it.
-        slope = max(slope, 0.0)
-        intercept = max(max(y - slope * x for x, y in points), 0.0)
+        slope, intercept = _line_above(points, hull, x_f)
         if slope * content + intercept * overhead > raw_scale * (content + overhead):
             return raw_scale, raw_scale  # the raw estimate, scaled, bounds every request
         return slope, intercept
