@@ -84,12 +84,12 @@ class EstimateMeter:
         if seen is not None:
             # Every text counted before: the sums and keys of the messages it shares with
             # the last request are taken from it, the rest read in the same pass.
-            units = self._plain_units(seen.roles)
+            units, total = self._units_of(seen)
             tokens, non_ascii, chars = seen.sums[-1]
             if not self.calibration.knows_prefixes:
-                return self._calibrated(tokens, sum(units), non_ascii, chars)[0]
+                return self._calibrated(tokens, total, non_ascii, chars)[0]
             prefixes = self._prefixes(self._last.keys(seen), seen.tokens, units)
-            return self._calibrated(tokens, sum(units), non_ascii, chars, prefixes)[0]
+            return self._calibrated(tokens, total, non_ascii, chars, prefixes)[0]
         parts = self._read_plain(messages)
         if parts is None:
             return None
@@ -209,11 +209,17 @@ class EstimateMeter:
         if seen is None:
             return None
         tokens, non_ascii, chars = seen.sums[-1]
-        return tokens, sum(self._plain_units(seen.roles)), non_ascii, chars
+        return tokens, self._units_of(seen)[1], non_ascii, chars
 
-    def _plain_units(self, roles: list[str]) -> Sequence[int]:
-        """The units of plain messages (no names, no tool results): ``_units`` for them."""
-        return _padded(roles) if self.rule.gateway_pads else [1] * len(roles)
+    def _units_of(self, seen: _Seen) -> tuple[Sequence[int], int]:
+        """The units of plain messages (no names, no tool results: ``_units`` for them)
+        and their sum, worked out once per request read."""
+        kept = seen.units
+        if kept is None:
+            roles = seen.roles
+            units = _padded(roles) if self.rule.gateway_pads else [1] * len(roles)
+            kept = seen.units = (units, sum(units))
+        return kept
 
     def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
@@ -337,10 +343,11 @@ def _chained(
 class _Seen:
     """Plain messages read: their roles and texts, each text's tokens, the running sums
     ``(tokens, non-ASCII, characters)`` of the first ``k`` texts for every ``k`` (``sums[0]``
-    is zeros) and the keys of the first prefixes (:meth:`_LastRequest.keys` adds the rest).
-    Never changed once made, but for ``keys``, which is only replaced by a longer list."""
+    is zeros), the keys of the first prefixes (:meth:`_LastRequest.keys` adds the rest)
+    and, once worked out, the units. Never changed once made, but for ``keys``, only
+    replaced by a longer list, and ``units``, set once (to the same value by any thread)."""
 
-    __slots__ = ("keys", "roles", "sums", "texts", "tokens")
+    __slots__ = ("keys", "roles", "sums", "texts", "tokens", "units")
 
     def __init__(
         self,
@@ -355,6 +362,8 @@ class _Seen:
         self.tokens = tokens
         self.sums = sums
         self.keys = keys
+        #: The messages' units and their sum, once the meter has worked them out.
+        self.units: tuple[Sequence[int], int] | None = None
 
     def extended(
         self, n: int, roles: list[str], texts: list[str], new: list[tuple[int, int, int]]
@@ -368,6 +377,11 @@ class _Seen:
             sums.append((tokens, non_ascii, chars))
         counts = self.tokens[:n] + [t for t, _, _ in new]
         return _Seen(roles, texts, counts, sums, self.keys[:n])
+
+
+def _starts(a: list[str], b: list[str], n: int) -> bool:
+    """Whether the first ``n`` items of ``a`` and ``b`` are equal (no copy of a whole one)."""
+    return (a if len(a) == n else a[:n]) == (b if len(b) == n else b[:n])
 
 
 class _LastRequest:
@@ -398,7 +412,7 @@ class _LastRequest:
         n = min(len(roles), len(last.roles))
         # Lists compare by identity first, so a conversation seen before costs pointer
         # comparisons; a message changed in place or removed compares unequal.
-        if n and (roles[:n] != last.roles[:n] or texts[:n] != last.texts[:n]):
+        if n and not (_starts(roles, last.roles, n) and _starts(texts, last.texts, n)):
             n = 0
         if n == len(roles) == len(last.roles):
             return last
