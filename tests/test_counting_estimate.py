@@ -398,3 +398,23 @@ def test_calibration_estimates_as_its_formula_says(
         prefixes = [(-1, 0, 0), (len(observations) - 1, *rest)]
         got = cal.estimate(content=content, overhead=overhead, prefixes=prefixes)
         assert got == math.ceil(anchored - 1e-9)
+
+
+def test_the_last_request_a_meter_keeps_is_bounded() -> None:
+    # The meter keeps the last plain request it read (to read only what the next one
+    # adds), but never one longer than the cache's front bound: the texts it keeps alive
+    # after the cache evicted them stay bounded.
+    model = "moonshotai/kimi-k2-instruct-0905"
+    counter = tg.Counter(front_chars=1_000)
+    meter = counter._registry.meter(model)
+    small = [{"role": "user", "content": "a short question"}]
+    # 2,000 characters, of which 400 distinct: all of them in the cache's front.
+    large = [
+        {"role": role, "content": "word " * 80} for role in ["user", "assistant"] * 2 + ["user"]
+    ]
+    for messages in (small, large):
+        first = counter.count(messages, model=model)
+        # Every text in the cache's front from its second use, then read as seen.
+        assert [counter.count(messages, model=model) for _ in range(2)] == [first, first]
+    assert meter._last._last.texts == ["a short question"]
+    assert counter.count(large, model=model) == counter.count(tuple(large), model=model)

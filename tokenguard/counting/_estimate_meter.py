@@ -54,7 +54,7 @@ class EstimateMeter:
         self.cache = cache
         self.calibration = calibration
         self.settings = settings
-        self._last = _LastRequest(_seed_key(info.name, ""))
+        self._last = _LastRequest(_seed_key(info.name, ""), settings.front_chars)
 
     @classmethod
     def build(cls, info: ModelInfo, resources: Resources) -> EstimateMeter:
@@ -391,13 +391,15 @@ class _LastRequest:
     Only the longest common prefix of roles and texts, compared by value, is taken from
     it; sums and keys are the same as reading the request afresh gives (a text's count
     never changes; keys are the chain :meth:`EstimateMeter._keys` makes). Thread-safe:
-    the last request is one object, replaced whole; it holds at most ``max_messages``
-    texts."""
+    the last request is one object, replaced whole. It keeps a request of at most
+    ``max_chars`` characters (the text cache's front bound), so that the texts it may keep
+    alive after the cache evicted them stay bounded."""
 
-    __slots__ = ("_last", "_seed")
+    __slots__ = ("_last", "_max_chars", "_seed")
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, max_chars: int) -> None:
         self._seed = seed
+        self._max_chars = max_chars
         self._last = _Seen([], [], [], [(0, 0, 0)], [])
 
     def read(
@@ -420,7 +422,8 @@ class _LastRequest:
         if None in new:
             return None
         seen = last.extended(n, roles, texts, new)  # type: ignore[arg-type]  # no None
-        self._last = seen
+        if seen.sums[-1][2] <= self._max_chars:
+            self._last = seen
         return seen
 
     def keys(self, seen: _Seen) -> list[int]:
