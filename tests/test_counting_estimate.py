@@ -7,6 +7,7 @@ with its own margins, i.e. a different tokenizer and a different template.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from typing import Any, cast
@@ -297,3 +298,123 @@ def test_the_estimate_fast_path_counts_as_the_general_path(
     meter = counter._registry.meter(model)
     assert cast(Any, meter)._sum_plain(messages) is not None
     assert counter.count(messages, model=model) == fast
+
+
+_plain_messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": _plain_texts}
+)
+#: What happens to a conversation between two counts: the server's count of a prefix of
+#: it is observed (``actual`` in percent of the count), a message changes in place, is
+#: removed, or one is added.
+_steps = st.one_of(
+    st.tuples(st.just("observe"), st.integers(1, 12), st.integers(40, 120)),
+    st.tuples(st.just("edit"), st.integers(0, 11), _plain_texts),
+    st.tuples(st.just("remove"), st.integers(0, 11)),
+    st.tuples(st.just("append"), _plain_messages),
+)
+
+
+def _apply(counter: tg.Counter, model: str, conversation: list[dict[str, Any]], step: Any) -> None:
+    kind, *args = step
+    if kind == "observe" and args[0] <= len(conversation):
+        earlier = counter.count_request(conversation[: args[0]], model=model)
+        counter.observe(earlier, max(1, earlier.prompt_tokens * args[1] // 100))
+    elif kind == "edit" and args[0] < len(conversation):
+        conversation[args[0]]["content"] = args[1]  # the same dict, changed in place
+    elif kind == "remove" and args[0] < len(conversation) > 1:
+        del conversation[args[0]]
+    elif kind == "append":
+        conversation.append(dict(args[0]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    messages=st.lists(_plain_messages, min_size=1, max_size=8),
+    steps=st.lists(_steps, max_size=10),
+    model=st.sampled_from(["moonshotai/kimi-k2-instruct-0905", "example/estimated-qwen2"]),
+)
+def test_the_calibrated_fast_path_counts_as_the_general_path(
+    messages: list[dict[str, Any]], steps: list[Any], model: str
+) -> None:
+    # The fast path keeps the last request's prefix keys and reads known texts in one
+    # pass; the general path (a tuple of messages) hashes every prefix afresh. After every
+    # calibration update and every change to the conversation both must agree, on a text's
+    # first count and warm (every text seen before).
+    counter = tg.Counter()
+    conversation = [dict(m) for m in messages]
+    for step in [("observe", len(conversation), 90), *steps]:
+        _apply(counter, model, conversation, step)
+        general = counter.count(tuple(conversation), model=model)
+        assert counter.count(conversation, model=model) == general
+        assert counter.count(conversation, model=model) == general  # warm
+        assert counter.count_request(conversation, model=model).prompt_tokens == general
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observations=st.lists(
+        st.tuples(st.integers(0, 5_000), st.integers(0, 500), st.integers(1, 6_000)).filter(
+            lambda o: o[0] + o[1] > 0  # what a request always has
+        ),
+        max_size=20,
+    ),
+    # None: the last observed request again (its bound is its own count, at the edge).
+    request=st.none() | st.tuples(st.integers(0, 10_000), st.integers(0, 1_000)),
+    rest=st.tuples(st.integers(0, 2_000), st.integers(0, 200)),
+)
+def test_calibration_estimates_as_its_formula_says(
+    observations: list[tuple[int, int, int]],
+    request: tuple[int, int] | None,
+    rest: tuple[int, int],
+) -> None:
+    # Calibration works its bound out with C-level maps when no observation has a zero
+    # part, and skips the request's own bound when a known prefix is certainly lower: it
+    # must be the formula itself, to the last bit, on every state.
+    cal = tg.Calibration()
+    for i, (c_i, v_i, actual) in enumerate(observations):
+        cal.observe(content=c_i, overhead=v_i, actual=actual, key=i)
+    b = cal._buckets[0]
+
+    def part(content: int, overhead: int) -> float:
+        best = float("inf")
+        for c_i, v_i, actual in b.observations:
+            growth = max(
+                content / c_i if c_i else (float("inf") if content else 0.0),
+                overhead / v_i if v_i else (float("inf") if overhead else 0.0),
+            )
+            best = min(best, actual * growth)
+        return min((content + overhead) * b.raw_scale, best * (1.0 + b.headroom))
+
+    content, overhead = request or (observations[-1][:2] if observations else (1, 1))
+    # What lets the request's own bound be skipped: a floor never above it.
+    assert cal._floor(b, content, overhead) <= part(content, overhead)
+    assert cal.estimate(content=content, overhead=overhead) == math.ceil(
+        part(content, overhead) - 1e-9
+    )
+    if observations:
+        # The last request observed, as the prefix of this one.
+        known = observations[-1][2]
+        anchored = min(part(content, overhead), known + part(*rest))
+        prefixes = [(-1, 0, 0), (len(observations) - 1, *rest)]
+        got = cal.estimate(content=content, overhead=overhead, prefixes=prefixes)
+        assert got == math.ceil(anchored - 1e-9)
+
+
+def test_the_last_request_a_meter_keeps_is_bounded() -> None:
+    # The meter keeps the last plain request it read (to read only what the next one
+    # adds), but never one longer than the cache's front bound: the texts it keeps alive
+    # after the cache evicted them stay bounded.
+    model = "moonshotai/kimi-k2-instruct-0905"
+    counter = tg.Counter(front_chars=1_000)
+    meter = counter._registry.meter(model)
+    small = [{"role": "user", "content": "a short question"}]
+    # 2,000 characters, of which 400 distinct: all of them in the cache's front.
+    large = [
+        {"role": role, "content": "word " * 80} for role in ["user", "assistant"] * 2 + ["user"]
+    ]
+    for messages in (small, large):
+        first = counter.count(messages, model=model)
+        # Every text in the cache's front from its second use, then read as seen.
+        assert [counter.count(messages, model=model) for _ in range(2)] == [first, first]
+    assert meter._last._last.texts == ["a short question"]
+    assert counter.count(large, model=model) == counter.count(tuple(large), model=model)

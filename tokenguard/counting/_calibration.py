@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -60,6 +61,37 @@ def _kinks(
     return xs
 
 
+def _bound_points(
+    per_bucket: list[tuple[float, float, float]], x_lo: float, x_hi: float, x_f: float
+) -> list[tuple[float, float]]:
+    """The bound per unit of overhead, ``max`` over the buckets of
+    ``min(s * (1 + x), a * max(x, k))``, at the range's ends, ``x_f`` and every kink
+    (sorted by x). It is piecewise linear with kinks where two lines cross: a line that
+    lies on or above it at these points lies above it throughout."""
+
+    def bound(x: float) -> float:
+        return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
+
+    return [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+
+
+def _line_above(
+    points: list[tuple[float, float]], hull: list[tuple[float, float]], x_f: float
+) -> tuple[float, float]:
+    """``(slope, intercept)`` of the best line on or above ``points`` at ``x_f``: the
+    upper hull's edge over ``x_f``."""
+    slope = 0.0
+    for (x1, y1), (x2, y2) in itertools.pairwise(hull):
+        if x1 <= x_f <= x2:
+            slope = (y2 - y1) / (x2 - x1)
+            break
+    # A flat or rising bound has a rising hull; the intercept is kept at zero or more (a
+    # message never has a negative cost) by raising the line, which only loosens it.
+    slope = max(slope, 0.0)
+    intercept = max(max(y - slope * x for x, y in points), 0.0)
+    return slope, intercept
+
+
 def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The upper convex hull of ``points`` (sorted by x)."""
     hull: list[tuple[float, float]] = []
@@ -70,11 +102,33 @@ def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return hull
 
 
+def _columns(
+    observations: tuple[tuple[int, int, int], ...],
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(actuals, contents, overheads)`` of ``observations``."""
+    contents, overheads, actuals = zip(*observations, strict=True)
+    return actuals, contents, overheads
+
+
 class _Bucket:
-    __slots__ = ("floor", "headroom", "observations", "raw_scale", "surprises")
+    __slots__ = (
+        "columns",
+        "floor",
+        "headroom",
+        "least",
+        "observations",
+        "raw_scale",
+        "surprises",
+    )
 
     def __init__(self, window: int, headroom: float) -> None:
         self.observations: deque[tuple[int, int, int]] = deque(maxlen=window)
+        #: The observations as columns ``(actuals, contents, overheads)`` when none has a
+        #: zero part, for bounds worked out by ``map`` (replaced whole, never changed).
+        self.columns: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = ((), (), ())
+        #: With ``columns``, the least ``actual / content`` and ``actual / overhead`` of
+        #: the observations: the bound of a request is at least either times its part.
+        self.least: tuple[float, float] | None = None
         self.floor = 0.0
         # For each observation, how far it exceeded what the bucket knew before it.
         self.surprises: deque[float] = deque(maxlen=window)
@@ -170,29 +224,13 @@ class Calibration:
         # min(s * (1 + x), a * max(x, k)) for its raw scale s and any observation
         # (a = (1 + headroom) * actual / c_i, k = c_i / v_i). Each is a set of lines.
         per_bucket = [(b.raw_scale, *self._observation_at(b, x_f)) for b in chosen]
-
-        def bound(x: float) -> float:
-            return max(min(s * (1.0 + x), a * max(x, k)) for s, a, k in per_bucket)
-
-        # The bound is piecewise linear with kinks where two lines cross: a line that
-        # lies on or above it at the range's ends and at every kink lies above it
-        # throughout. The best such line at x_f is the upper hull's edge over x_f.
-        points = [(x, bound(x)) for x in sorted(_kinks(per_bucket, x_lo, x_hi, x_f))]
+        points = _bound_points(per_bucket, x_lo, x_hi, x_f)
         hull = _upper_hull(points)
         if len(hull) == 1:
             # One shape only: the raw parts scaled alike.
             (x, y) = hull[0]
             return y / (1.0 + x), y / (1.0 + x)
-        slope = 0.0
-        for (x1, y1), (x2, y2) in itertools.pairwise(hull):
-            if x1 <= x_f <= x2:
-                slope = (y2 - y1) / (x2 - x1)
-                break
-        # A flat or rising bound has a rising hull; the intercept is kept at zero or
-        # more (a message never has a negative cost) by raising the line, which only
-        # loosens it.
-        slope = max(slope, 0.0)
-        intercept = max(max(y - slope * x for x, y in points), 0.0)
+        slope, intercept = _line_above(points, hull, x_f)
         if slope * content + intercept * overhead > raw_scale * (content + overhead):
             return raw_scale, raw_scale  # the raw estimate, scaled, bounds every request
         return slope, intercept
@@ -214,6 +252,16 @@ class Calibration:
 
     @staticmethod
     def _bound(b: _Bucket, content: int, overhead: int, skip: int | None = None) -> float:
+        columns = b.columns
+        if skip is None and columns is not None:
+            # The loop below as C-level maps: the same operations on the same operands.
+            actuals, cs, vs = columns
+            growths = map(
+                max,
+                map(operator.truediv, itertools.repeat(content), cs),
+                map(operator.truediv, itertools.repeat(overhead), vs),
+            )
+            return min(map(operator.mul, actuals, growths), default=math.inf)
         best = math.inf
         for i, (c_i, v_i, actual) in enumerate(tuple(b.observations)):
             if i == skip:
@@ -244,14 +292,35 @@ class Calibration:
         known, the estimate is that count plus the estimate of the rest alone.
         """
         b = self._buckets[bucket]
-        best = self._part(b, content, overhead)
+        anchored = self._anchored(b, prefixes)
+        if anchored is not None and self._floor(b, content, overhead) >= anchored:
+            best = anchored  # the request's own bound cannot be lower: not worked out
+        else:
+            best = self._part(b, content, overhead)
+            if anchored is not None:
+                best = min(best, anchored)
+        # The epsilon keeps float noise from rounding an exact product up by one.
+        return math.ceil(best - 1e-9)
+
+    def _anchored(self, b: _Bucket, prefixes: Iterable[tuple[int, int, int]]) -> float | None:
+        """The server's count of the longest known prefix plus the rest's part, if any."""
         for key, rest_content, rest_overhead in prefixes:
             known = self._prefixes.get(key)
             if known is not None:
-                best = min(best, known + self._part(b, rest_content, rest_overhead))
-                break
-        # The epsilon keeps float noise from rounding an exact product up by one.
-        return math.ceil(best - 1e-9)
+                return known + self._part(b, rest_content, rest_overhead)
+        return None
+
+    @staticmethod
+    def _floor(b: _Bucket, content: int, overhead: int) -> float:
+        """A value never above :meth:`_part` of the request, without its bound: each
+        observation's growth is at least either part's own ratio. The margin (far above
+        float rounding) keeps it below the part as computed."""
+        least = b.least
+        if least is None:
+            return -math.inf
+        raw = (content + overhead) * b.raw_scale
+        lowest = max(content * least[0], overhead * least[1]) * (1.0 - 1e-9)
+        return min(raw, lowest * (1.0 + b.headroom))
 
     def observe(
         self,
@@ -274,6 +343,14 @@ class Calibration:
                 # The bucket's texts vary more in density than its headroom allowed.
                 b.headroom = min(MAX_HEADROOM, surprise + self.headroom)
             b.observations.append((content, overhead, actual))
+            kept = tuple(b.observations)
+            regular = all(c_i > 0 and v_i > 0 for c_i, v_i, _ in kept)
+            b.columns = _columns(kept) if regular else None
+            b.least = (
+                (min(a / c for c, _, a in kept), min(a / v for _, v, a in kept))
+                if regular
+                else None
+            )
             b.surprises.append(surprise)
             if len(b.observations) >= LEARN_AFTER:
                 # Never below a surprise still in the window: the spread measured among

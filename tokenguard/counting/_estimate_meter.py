@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._tokenizer_data import get_encoding
@@ -39,7 +39,7 @@ class EstimateMeter:
         meter.count(Request.of(messages, max_messages=100)).total
     """
 
-    __slots__ = ("_info", "cache", "calibration", "rule", "settings")
+    __slots__ = ("_info", "_last", "cache", "calibration", "rule", "settings")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class EstimateMeter:
         self.cache = cache
         self.calibration = calibration
         self.settings = settings
+        self._last = _LastRequest(_seed_key(info.name, ""), settings.front_chars)
 
     @classmethod
     def build(cls, info: ModelInfo, resources: Resources) -> EstimateMeter:
@@ -79,11 +80,16 @@ class EstimateMeter:
         """The calibrated estimate of plain messages without tools, or ``None``."""
         if tools is not None or options:
             return None
-        if not self.calibration.knows_prefixes:
-            # Only sums are needed: read and add up in one go.
-            sums = self._sum_plain(messages)
-            if sums is not None:
-                return self._calibrated(*sums)[0]
+        seen = self._read_seen(messages)
+        if seen is not None:
+            # Every text counted before: the sums and keys of the messages it shares with
+            # the last request are taken from it, the rest read in the same pass.
+            units, total = self._units_of(seen)
+            tokens, non_ascii, chars = seen.sums[-1]
+            if not self.calibration.knows_prefixes:
+                return self._calibrated(tokens, total, non_ascii, chars)[0]
+            prefixes = self._prefixes(self._last.keys(seen), seen.tokens, units)
+            return self._calibrated(tokens, total, non_ascii, chars, prefixes)[0]
         parts = self._read_plain(messages)
         if parts is None:
             return None
@@ -180,24 +186,40 @@ class EstimateMeter:
         units = _units(self.rule, roles, names)
         return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
 
-    def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
-        """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
-        texts were all counted before, or ``None`` (:meth:`_read_plain` then reads them)."""
+    def _read_seen(self, messages: Sequence[Any]) -> _Seen | None:
+        """Plain messages whose texts were all counted before, read as :class:`_Seen`, or
+        ``None`` (:meth:`_read_plain` then reads them)."""
         if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
             return None
         if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
             return None
         try:
-            # A text not seen (or no text at all) gives None; an unhashable one raises.
-            values = list(map(self.cache.front.get, map(_CONTENT, messages)))
             roles = list(map(_ROLE, messages))
-            if None in values or not _PLAIN_ROLES.issuperset(roles):
+            texts = list(map(_CONTENT, messages))
+            if set(map(type, texts)) != {str} or not _PLAIN_ROLES.issuperset(roles):
                 return None
         except (KeyError, TypeError):
+            return None  # no role or text, or a role that is not even hashable
+        return self._last.read(roles, texts, self.cache.front.get)
+
+    def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
+        """``(tokens, units, non-ASCII characters, characters)`` of plain messages whose
+        texts were all counted before, or ``None``."""
+        seen = self._read_seen(messages)
+        if seen is None:
             return None
-        tokens, non_ascii, chars = map(sum, zip(*values, strict=True))
-        units = sum(_padded(roles)) if self.rule.gateway_pads else len(roles)
-        return tokens, units, non_ascii, chars
+        tokens, non_ascii, chars = seen.sums[-1]
+        return tokens, self._units_of(seen)[1], non_ascii, chars
+
+    def _units_of(self, seen: _Seen) -> tuple[Sequence[int], int]:
+        """The units of plain messages (no names, no tool results: ``_units`` for them)
+        and their sum, worked out once per request read."""
+        kept = seen.units
+        if kept is None:
+            roles = seen.roles
+            units = _padded(roles) if self.rule.gateway_pads else [1] * len(roles)
+            kept = seen.units = (units, sum(units))
+        return kept
 
     def _values(self, texts: list[str]) -> list[tuple[int, int, int]] | None:
         """The cached counts of ``texts``, the new ones counted together; ``None`` when
@@ -218,31 +240,30 @@ class EstimateMeter:
     def _keys(self, parts: _Parts) -> list[int]:
         """A chain of keys naming each prefix of the request (tools included), so that the
         server's count of an earlier, shorter request can anchor this one."""
-        key = hash(("tokenguard", self._info.name, parts.tools_text))
-        keys: list[int] = []
-        for named in zip(parts.headers, parts.bodies, parts.names, strict=True):
-            key = hash((key, *named))
-            keys.append(key)
-        return keys
+        seed = _seed_key(self._info.name, parts.tools_text)
+        return _chained(seed, parts.headers, parts.bodies, parts.names)
 
     def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:
         """``(calibrated prompt, raw content, raw overhead, script bucket)``; ``keys``
         (``None``: no prefix is known) let a known prefix anchor the estimate."""
-        prefixes = () if keys is None else self._prefixes(parts, keys)
+        prefixes = () if keys is None else self._prefixes(keys, parts.tokens, parts.units)
         return self._calibrated(
             parts.content, sum(parts.units), parts.non_ascii, parts.chars, prefixes
         )
 
-    def _prefixes(self, parts: _Parts, keys: list[int]) -> Iterator[tuple[int, int, int]]:
-        """``(key, rest content, rest overhead)`` of each prefix, longest first, made as
-        calibration asks (it stops at the first known one, usually the previous turn)."""
+    def _prefixes(
+        self, keys: Sequence[int], tokens: Sequence[int], units: Sequence[int]
+    ) -> Iterator[tuple[int, int, int]]:
+        """``(key, rest content, rest overhead)`` of each prefix, longest first, from the
+        messages' ``tokens`` and ``units``, made as calibration asks (it stops at the first
+        known one, usually the previous turn)."""
         rule = self.rule
         margin = rule.margin
         rest_tokens = rest_units = 0
         for k in range(len(keys) - 1, -1, -1):
             yield keys[k], math.ceil(rest_tokens * margin), rule.per_message * rest_units
-            rest_tokens += parts.tokens[k]
-            rest_units += parts.units[k]
+            rest_tokens += tokens[k]
+            rest_units += units[k]
 
     def _calibrated(
         self,
@@ -301,6 +322,120 @@ _PLAIN_ROLES = frozenset({"user", "assistant", "system"})
 _SYSTEM = ("system", "developer")
 _ROLE = operator.itemgetter("role")
 _CONTENT = operator.itemgetter("content")
+
+
+def _seed_key(model: str, tools_text: str) -> int:
+    """The key the chain of a request's prefix keys starts from."""
+    return hash(("tokenguard", model, tools_text))
+
+
+def _chained(
+    key: int, headers: Iterable[str], bodies: Iterable[str], names: Iterable[str | None]
+) -> list[int]:
+    """The keys of the prefixes the messages (header, body, name) end, chained from ``key``."""
+    keys: list[int] = []
+    for named in zip(headers, bodies, names, strict=True):
+        key = hash((key, *named))
+        keys.append(key)
+    return keys
+
+
+class _Seen:
+    """Plain messages read: their roles and texts, each text's tokens, the running sums
+    ``(tokens, non-ASCII, characters)`` of the first ``k`` texts for every ``k`` (``sums[0]``
+    is zeros), the keys of the first prefixes (:meth:`_LastRequest.keys` adds the rest)
+    and, once worked out, the units. Never changed once made, but for ``keys``, only
+    replaced by a longer list, and ``units``, set once (to the same value by any thread)."""
+
+    __slots__ = ("keys", "roles", "sums", "texts", "tokens", "units")
+
+    def __init__(
+        self,
+        roles: list[str],
+        texts: list[str],
+        tokens: list[int],
+        sums: list[tuple[int, int, int]],
+        keys: list[int],
+    ) -> None:
+        self.roles = roles
+        self.texts = texts
+        self.tokens = tokens
+        self.sums = sums
+        self.keys = keys
+        #: The messages' units and their sum, once the meter has worked them out.
+        self.units: tuple[Sequence[int], int] | None = None
+
+    def extended(
+        self, n: int, roles: list[str], texts: list[str], new: list[tuple[int, int, int]]
+    ) -> _Seen:
+        """The request of ``roles`` and ``texts``: its first ``n`` messages are this one's,
+        the rest counted as ``new``."""
+        sums = self.sums[: n + 1]
+        tokens, non_ascii, chars = sums[-1]
+        for t, a, c in new:
+            tokens, non_ascii, chars = tokens + t, non_ascii + a, chars + c
+            sums.append((tokens, non_ascii, chars))
+        counts = self.tokens[:n] + [t for t, _, _ in new]
+        return _Seen(roles, texts, counts, sums, self.keys[:n])
+
+
+def _starts(a: list[str], b: list[str], n: int) -> bool:
+    """Whether the first ``n`` items of ``a`` and ``b`` are equal (no copy of a whole one)."""
+    return (a if len(a) == n else a[:n]) == (b if len(b) == n else b[:n])
+
+
+class _LastRequest:
+    """The last plain request (no tools, no names) a meter read, so that the next one,
+    usually the same conversation a turn longer, reads only its new messages.
+
+    Only the longest common prefix of roles and texts, compared by value, is taken from
+    it; sums and keys are the same as reading the request afresh gives (a text's count
+    never changes; keys are the chain :meth:`EstimateMeter._keys` makes). Thread-safe:
+    the last request is one object, replaced whole. It keeps a request of at most
+    ``max_chars`` characters (the text cache's front bound), so that the texts it may keep
+    alive after the cache evicted them stay bounded."""
+
+    __slots__ = ("_last", "_max_chars", "_seed")
+
+    def __init__(self, seed: int, max_chars: int) -> None:
+        self._seed = seed
+        self._max_chars = max_chars
+        self._last = _Seen([], [], [], [(0, 0, 0)], [])
+
+    def read(
+        self,
+        roles: list[str],
+        texts: list[str],
+        get: Callable[[str], tuple[int, int, int] | None],
+    ) -> _Seen | None:
+        """``roles`` and ``texts`` read, or ``None`` when a text not shared with the last
+        request has no cached count (``get``)."""
+        last = self._last
+        n = min(len(roles), len(last.roles))
+        # Lists compare by identity first, so a conversation seen before costs pointer
+        # comparisons; a message changed in place or removed compares unequal.
+        if n and not (_starts(roles, last.roles, n) and _starts(texts, last.texts, n)):
+            n = 0
+        if n == len(roles) == len(last.roles):
+            return last
+        new = list(map(get, texts[n:]))
+        if None in new:
+            return None
+        seen = last.extended(n, roles, texts, new)  # type: ignore[arg-type]  # no None
+        if seen.sums[-1][2] <= self._max_chars:
+            self._last = seen
+        return seen
+
+    def keys(self, seen: _Seen) -> list[int]:
+        """The keys of each prefix of ``seen``."""
+        keys = seen.keys
+        k = len(keys)
+        if k < len(seen.texts):
+            start = keys[-1] if keys else self._seed
+            more = len(seen.texts) - k
+            keys = keys + _chained(start, seen.roles[k:], seen.texts[k:], [None] * more)
+            seen.keys = keys
+        return keys
 
 
 class _Parts:

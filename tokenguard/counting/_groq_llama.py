@@ -74,60 +74,74 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
     whenever the punctuation run ending the text starts inside them, so it is worked
     out once per such ending (code's ``";\\n"``, ``"}\\n"``...) and kept.
     """
-    # Facts of the tokenizer, not of any text: shared by every counter that counts with
-    # ``count`` (``server_counter`` makes one per encoding), each bounded.
-    pieces, added = _EDGE_FACTS.setdefault(count, ({}, {}))
+    return _BodyValue(count, split_edges).value
 
-    def small(text: str) -> int:
-        k = pieces.get(text)
-        if k is None:
-            k = count(text)
-            if len(pieces) < 1024:
-                pieces[text] = k
-        return k
 
-    def blanks_add(trimmed: str, tail: str) -> tuple[int | None, bool]:
+class _BodyValue:
+    """:func:`body_value` for one counting function, in its steps."""
+
+    __slots__ = ("added", "count", "pieces", "split_edges")
+
+    def __init__(self, count: Callable[[str], int], split_edges: bool) -> None:
+        self.count = count
+        self.split_edges = split_edges
+        # Facts of the tokenizer, not of any text: shared by every counter that counts
+        # with ``count`` (``server_counter`` makes one per encoding), each bounded.
+        self.pieces, self.added = _EDGE_FACTS.setdefault(count, ({}, {}))
+
+    def value(self, body: str) -> int:
+        """``2 * tokens + unsure`` of ``body`` (see :func:`body_value`)."""
+        count = self.count
+        trimmed = body.strip()
+        if trimmed == body:
+            return 2 * count("\n\n" + body)
+        m = count("\n\n" + trimmed)
+        extra = None
+        if self.split_edges and trimmed and body.startswith(trimmed):
+            extra = self._added_by(body, trimmed)
+        n = count("\n\n" + body) if extra is None else m + extra
+        return 2 * max(n, m) + (n != m)
+
+    def _added_by(self, body: str, trimmed: str) -> int | None:
+        """What ``body``'s trailing blanks add to ``trimmed``'s count, or ``None``."""
+        end = len(trimmed)
+        cut = end - EDGE_KEY
+        if cut <= 0 or len(body) - end > EDGE_KEY:
+            return self._blanks_add(trimmed, body[end:])[0]
+        ending = body[cut:]
+        added = self.added
+        kept = added.get(ending)  # one lookup: another thread may empty the dict
+        if kept is not None:
+            return kept[0]
+        extra, anywhere = self._blanks_add(ending[:EDGE_KEY], ending[EDGE_KEY:])
+        if not anywhere:
+            return self._blanks_add(trimmed, body[end:])[0]
+        if len(added) >= 4096:
+            added.clear()
+        added[ending] = (extra,)
+        return extra
+
+    def _blanks_add(self, trimmed: str, tail: str) -> tuple[int | None, bool]:
         """What ``tail`` adds to ``trimmed``'s count (``None``: not settled here), and
         whether that holds for any text ending with ``trimmed`` (see :func:`_edge`)."""
         edge, anywhere = _edge(trimmed, tail)
         if edge is None:
             return None, anywhere
         last, joined, rest = edge
-        n = small(rest) if rest else 0
+        n = self._small(rest) if rest else 0
         if joined:
-            n += small(last + joined) - small(last)
+            n += self._small(last + joined) - self._small(last)
         return n, anywhere
 
-    def added_by(body: str, trimmed: str) -> int | None:
-        """What ``body``'s trailing blanks add to ``trimmed``'s count, or ``None``."""
-        end = len(trimmed)
-        cut = end - EDGE_KEY
-        if cut <= 0 or len(body) - end > EDGE_KEY:
-            return blanks_add(trimmed, body[end:])[0]
-        ending = body[cut:]
-        kept = added.get(ending)  # one lookup: another thread may empty the dict
-        if kept is not None:
-            return kept[0]
-        extra, anywhere = blanks_add(ending[:EDGE_KEY], ending[EDGE_KEY:])
-        if not anywhere:
-            return blanks_add(trimmed, body[end:])[0]
-        if len(added) >= 4096:
-            added.clear()
-        added[ending] = (extra,)
-        return extra
-
-    def value(body: str) -> int:
-        trimmed = body.strip()
-        if trimmed == body:
-            return 2 * count("\n\n" + body)
-        m = count("\n\n" + trimmed)
-        extra = None
-        if split_edges and trimmed and body.startswith(trimmed):
-            extra = added_by(body, trimmed)
-        n = count("\n\n" + body) if extra is None else m + extra
-        return 2 * max(n, m) + (n != m)
-
-    return value
+    def _small(self, text: str) -> int:
+        """The count of a short piece, kept (at most 1,024 of them)."""
+        pieces = self.pieces
+        k = pieces.get(text)
+        if k is None:
+            k = self.count(text)
+            if len(pieces) < 1024:
+                pieces[text] = k
+        return k
 
 
 #: How many of a trimmed body's last characters key what its trailing blanks add.
