@@ -416,5 +416,5 @@ def test_the_last_request_a_meter_keeps_is_bounded() -> None:
         first = counter.count(messages, model=model)
         # Every text in the cache's front from its second use, then read as seen.
         assert [counter.count(messages, model=model) for _ in range(2)] == [first, first]
-    assert meter._last._last.texts == ["a short question"]
+    assert cast(Any, meter)._last._last.texts == ["a short question"]
     assert counter.count(large, model=model) == counter.count(tuple(large), model=model)
