@@ -363,7 +363,11 @@ class Limiter:
     ``"batch"`` calls (``acquire(priority=)``, :func:`tokenguard.priority`), except that
     batch gets ``batch_share`` (a fraction in (0, 1), default 0.1) of the tokens
     admitted while both classes wait, so it never starves; nobody passes a head the
-    limits could already serve. Without batch calls the queue is strict FIFO.
+    limits could already serve. Without batch calls the queue is strict FIFO. A batch
+    call is admitted only with ``interactive_reserve`` tokens free beside its own (default
+    ``None``: a tenth of the smallest token limit; ``0``: none), so an interactive call
+    arriving on a limit batch saturates finds them waiting; for a batch request larger
+    than the capacity less the reserve, the reserve shrinks to what fits beside it.
 
     ``backfill`` (seconds, default 0: off) lets a waiting call pass the head of the
     queue when it fits now and every pass of that head together delays the head's turn
