@@ -145,12 +145,21 @@ def rclient(redis_srv: RedisServer) -> Iterator[redis.Redis]:
 
 
 def _backend(
-    kind: str, clock: FakeClock, rclient: redis.Redis | None, backfill: float = 0.0
+    kind: str,
+    clock: FakeClock,
+    rclient: redis.Redis | None,
+    backfill: float = 0.0,
+    reserve: int = 0,
 ) -> Backend:
     limits = WindowLimits(tpm=LIMIT, window=PERIOD)
     if kind == "memory":
         return MemoryBackend(
-            limits, clock=clock, algorithm="bucket", batch_share=SHARE, backfill=backfill
+            limits,
+            clock=clock,
+            algorithm="bucket",
+            batch_share=SHARE,
+            backfill=backfill,
+            reserve=reserve,
         )
     assert rclient is not None
     backend = RedisBackend(
@@ -162,12 +171,40 @@ def _backend(
         algorithm="bucket",
         batch_share=SHARE,
         backfill=backfill,
+        reserve=reserve,
     )
     backend._test_clock = clock
     return backend
 
 
-def _round(backend: Backend, waiting: list[Ticket], ledger: Ledger) -> None:
+def _free(backend: Backend, now: float) -> float:
+    """The tokens free in the backend's bucket at ``now`` (nothing in flight): the
+    memory model's level, or the one the Lua scripts keep on the key, refilled to now."""
+    if isinstance(backend, MemoryBackend):
+        state: Any = backend._state
+        state.expire(now)
+        assert state.open_tokens == 0
+        return float(state.tpm.level)
+    assert isinstance(backend, RedisBackend)
+    level, at, flight = backend._client.hmget(backend._prefix + ":s", "bl1", "ba1", "bot")
+    assert float(flight or 0) == 0
+    return min(LIMIT, float(level) + LIMIT / PERIOD * (now - float(at)))
+
+
+def _admitted(
+    backend: Backend, t: Ticket, step: Any, waiting: list[Ticket], ledger: Ledger, reserve: int
+) -> None:
+    """``t`` admitted: checked against the ledger, committed in full at once (the bucket
+    charges it then), and, for a batch call, the interactive reserve left in the bucket
+    unless the request is too large to go with it beside (then it took a full bucket)."""
+    ledger.served(t, waiting)
+    backend.settle(step.charge, t.tokens, None)
+    if t.batch:
+        left = _free(backend, step.now if step.at is None else step.at)
+        assert left >= min(reserve, LIMIT - t.tokens) - 1e-6, (left, t.tokens, reserve)
+
+
+def _round(backend: Backend, waiting: list[Ticket], ledger: Ledger, reserve: int = 0) -> None:
     """Every waiter looks (arrival order), as long as someone is admitted."""
     admitted = True
     while admitted:
@@ -176,12 +213,11 @@ def _round(backend: Backend, waiting: list[Ticket], ledger: Ledger) -> None:
             step = backend.poll(t)
             if step.charge is not None:
                 waiting.remove(t)
-                ledger.served(t, waiting)
-                backend.settle(step.charge, t.tokens, None)
+                _admitted(backend, t, step, waiting, ledger, reserve)
                 admitted = True
 
 
-def _run(backend: Backend, clock: FakeClock, ops: list[tuple[Any, ...]]) -> None:
+def _run(backend: Backend, clock: FakeClock, ops: list[tuple[Any, ...]], reserve: int = 0) -> None:
     waiting: list[Ticket] = []
     ledger = Ledger(100)
     for op in ops:
@@ -192,32 +228,35 @@ def _run(backend: Backend, clock: FakeClock, ops: list[tuple[Any, ...]]) -> None
             if step.charge is None:
                 waiting.append(t)
             else:
-                ledger.served(t, waiting)
-                backend.settle(step.charge, t.tokens, None)
+                _admitted(backend, t, step, waiting, ledger, reserve)
         elif op[0] == "wait":
             clock.advance(op[1])
         elif waiting:
             backend.leave(waiting.pop(op[1] % len(waiting)))
-        _round(backend, waiting, ledger)
+        _round(backend, waiting, ledger, reserve)
     # Nobody starves: each waiter needs at most a whole bucket's refill.
+    # (a batch request with the reserve beside it: at most a whole bucket too).
     for _ in range(2 * len(waiting) + 1):
         clock.advance(PERIOD)
-        _round(backend, waiting, ledger)
+        _round(backend, waiting, ledger, reserve)
     assert not waiting
 
 
 @pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=BACKEND_OPS)
+@given(ops=BACKEND_OPS, reserve=st.sampled_from([0, 30, 100]))
 def test_backends_serve_interactive_first_fifo_and_batchs_share(
-    request: pytest.FixtureRequest, kind: str, ops: list[tuple[Any, ...]]
+    request: pytest.FixtureRequest, kind: str, ops: list[tuple[Any, ...]], reserve: int
 ) -> None:
-    # The Lua port (lib.lua's q_head and q_served) under the memory queue's property.
+    # The Lua port (lib.lua's q_head, q_served and q_need) under the memory queue's
+    # property; with a reserve, batch never takes the bucket below it unless its
+    # request could not go beside it (more than 70 of 100 tokens, or any with a reserve
+    # of the whole bucket), and still never starves.
     rclient = request.getfixturevalue("rclient") if kind == "redis" else None
     clock = FakeClock(0.0)
-    backend = _backend(kind, clock, rclient)
+    backend = _backend(kind, clock, rclient, reserve=reserve)
     try:
-        _run(backend, clock, ops)
+        _run(backend, clock, ops, reserve)
     finally:
         if rclient is not None:
             assert isinstance(backend, RedisBackend)
@@ -281,6 +320,42 @@ def test_a_priority_block_is_per_thread_and_wins_over_the_option() -> None:
     assert seen == {"other": "interactive", "inside": "batch", "after": "batch"}
 
 
+@pytest.mark.parametrize("reserve", [-1, 1.5, True, "10"])
+def test_an_interactive_reserve_that_is_not_tokens_is_refused(reserve: Any) -> None:
+    with pytest.raises(tg.ConfigurationError, match=r"interactive_reserve must be tokens"):
+        tg.Limiter(tpm=100, interactive_reserve=reserve)
+
+
+def test_the_default_reserve_is_a_tenth_of_the_smallest_token_limit() -> None:
+    assert tg.Limiter(tpm=6000).interactive_reserve == 600
+    assert tg.Limiter(tpm=6000, tpd=500).interactive_reserve == 50
+    assert tg.Limiter(rpm=30).interactive_reserve == 0  # no token limit: nothing to keep
+    assert tg.Limiter(tpm=6000, interactive_reserve=0).interactive_reserve == 0
+
+
+@pytest.mark.parametrize("algorithm", ["bucket", "window"])
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_batch_leaves_the_reserve_on_both_algorithms(
+    request: pytest.FixtureRequest, kind: str, algorithm: str
+) -> None:
+    # 100 tokens per 100 s (nothing refills within the test), 30 kept for interactive.
+    options: dict[str, Any] = {"tpm": 100, "window": 100.0, "algorithm": algorithm}
+    if kind == "redis":
+        srv: RedisServer = request.getfixturevalue("redis_srv")
+        options["redis"] = redis.Redis(host=srv.host, port=srv.port)
+        options["key"] = f"prio-rsv-{uuid.uuid4().hex[:8]}"
+    # A batch request larger than the capacity less the reserve still goes on a full
+    # bucket (the reserve is capped for it): never starved.
+    whole = tg.Limiter(**{**options, "key": options.get("key", "") + "w"}, interactive_reserve=30)
+    assert whole.acquire(100, max_wait=0.05, priority="batch").tokens == 100
+    lim = tg.Limiter(**options, interactive_reserve=30)
+    first = lim.acquire(70, max_wait=0.05, priority="batch")
+    with pytest.raises(tg.RateLimitTimeout):
+        lim.acquire(1, max_wait=0.05, priority="batch")  # only the reserve is left
+    inter = lim.acquire(30, max_wait=0.05)  # interactive finds it waiting
+    assert (first.tokens, inter.tokens) == (70, 30)
+
+
 # -- end to end: the emulator, the openai SDK, memory and a real redis-server ------------
 
 
@@ -295,8 +370,10 @@ def em() -> Iterator[Emulator]:
 BATCH_MAX, INTERACTIVE_MAX = 180, 20
 
 
-def _limiters(kind: str, request: pytest.FixtureRequest) -> tuple[tg.Limiter, tg.Limiter]:
-    options: dict[str, Any] = {"tpm": 600, "window": 1.0}
+def _limiters(
+    kind: str, request: pytest.FixtureRequest, **more: Any
+) -> tuple[tg.Limiter, tg.Limiter]:
+    options: dict[str, Any] = {"tpm": 600, "window": 1.0, **more}
     if kind == "memory":
         lim = tg.Limiter(**options)
         return lim, lim
@@ -338,6 +415,49 @@ def test_an_interactive_call_passes_waiting_batch_calls_through_the_sdk(
     # ahead of the batch calls still waiting.
     assert position <= 6, [r.requested_tokens for r in chats]
     assert len(chats) - 1 - position >= 4
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_interactive_calls_find_the_reserve_waiting_through_the_sdk(
+    em: Emulator, request: pytest.FixtureRequest, kind: str, events: list[tg.events.Event]
+) -> None:
+    # Batch saturates the limit (a queue of fifteen ~200-token calls at 600 tokens a
+    # second); a reserve of 240 holds two interactive calls of ~115 tokens, so each
+    # interactive call, even two sent together, is admitted as it arrives instead of
+    # waiting for its refill (~190 ms; two: ~380 ms) behind the batch admissions.
+    batch_lim, inter_lim = _limiters(kind, request, interactive_reserve=240)
+    batch_client = tg.instrument(client_for(em), limiter=batch_lim, priority="batch")
+    inter_client = tg.instrument(client_for(em), limiter=inter_lim)
+    hello = [{"role": "user", "content": "Summarize this."}]
+    tg.count_tokens(hello, model=MODEL)
+
+    def batch_job() -> None:
+        for _ in range(3):
+            batch_client.chat.completions.create(model=MODEL, messages=hello, max_tokens=BATCH_MAX)
+
+    def ask() -> None:
+        inter_client.chat.completions.create(model=MODEL, messages=hello, max_tokens=100)
+
+    workers = [threading.Thread(target=batch_job) for _ in range(5)]
+    for w in workers:
+        w.start()
+    time.sleep(0.4)  # the batch queue has formed and the bucket is spent to the reserve
+    for _ in range(3):
+        ask()  # one alone, then two at once
+        time.sleep(0.3)
+    pair = [threading.Thread(target=ask) for _ in range(2)]
+    for p in pair:
+        p.start()
+    for p in pair + workers:
+        p.join()
+    waits = [
+        e.wait_s
+        for e in events
+        if isinstance(e, tg.events.GuardRequest) and e.completion_reserve == 100
+    ]
+    assert len(waits) == 5
+    assert max(waits) < 0.08, waits
+    assert sum(1 for r in em.log if r.endpoint == "chat" and r.status == 200) == 20
 
 
 # -- bounded-delay backfill --------------------------------------------------------------

@@ -317,6 +317,10 @@ class Buckets:
             d = max(d, cost / lv.rate)
         return d
 
+    def token_cap(self) -> float:
+        """The smallest token bucket's capacity (a header's when it gave one)."""
+        return min((lv.cap for lv in (self.tpm, self.tpd) if lv is not None), default=math.inf)
+
     def soonest(self, tokens: int, now: float) -> Soonest:
         """The soonest ``tokens`` could go (call ``expire(now)`` first) in the most
         favourable course: nobody ahead in the queue, every request in flight settled

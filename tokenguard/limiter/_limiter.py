@@ -33,7 +33,7 @@ from ._headers import ServerView, parse_headers
 from ._memory import MemoryBackend
 from ._named import LIMIT_NAMES, believable
 from ._priority import Priority, check_priority, current_priority
-from ._queue import BATCH_SHARE
+from ._queue import BATCH_SHARE, RESERVE_SHARE
 from ._state import LimitChange
 from ._window import WindowLimits
 
@@ -350,6 +350,11 @@ def _check_choices(given: Mapping[str, Any]) -> None:
         and 0 < batch_share < 1
     ):
         raise ConfigurationError(f"batch_share must be a fraction in (0, 1), got {batch_share!r}")
+    reserve = given["interactive_reserve"]
+    if reserve is not None and not (type(reserve) is int and reserve >= 0):
+        raise ConfigurationError(
+            f"interactive_reserve must be tokens (an int >= 0) or None, got {reserve!r}"
+        )
 
 
 class Limiter:
@@ -358,7 +363,11 @@ class Limiter:
     ``"batch"`` calls (``acquire(priority=)``, :func:`tokenguard.priority`), except that
     batch gets ``batch_share`` (a fraction in (0, 1), default 0.1) of the tokens
     admitted while both classes wait, so it never starves; nobody passes a head the
-    limits could already serve. Without batch calls the queue is strict FIFO.
+    limits could already serve. Without batch calls the queue is strict FIFO. A batch
+    call is admitted only with ``interactive_reserve`` tokens free beside its own (default
+    ``None``: a tenth of the smallest token limit; ``0``: none), so an interactive call
+    arriving on a limit batch saturates finds them waiting; for a batch request larger
+    than the capacity less the reserve, the reserve shrinks to what fits beside it.
 
     ``backfill`` (seconds, default 0: off) lets a waiting call pass the head of the
     queue when it fits now and every pass of that head together delays the head's turn
@@ -483,24 +492,15 @@ class Limiter:
         max_day_wait: float | None = DAY_WAIT,
         batch_share: float = BATCH_SHARE,
         backfill: float = 0.0,
+        interactive_reserve: int | None = None,
     ) -> None:
         _check_options(locals())  # every option as given, before any is used
         self.algorithm = algorithm
-        self.batch_share = float(batch_share)
-        self.backfill = float(backfill)
         self.limits = WindowLimits(tpm=tpm, rpm=rpm, tpd=tpd, rpd=rpd, window=float(window))
-        #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
-        self.max_day_wait = max_day_wait
-        # Waits on a day limit past this fail at once when the caller gave no max_wait.
-        # On Redis a day limit may come from the key (another process learned it from
-        # a refusal's body; see observe_limit) before this process hears of it.
-        self._day_wait = (
-            None
-            if max_day_wait is None or not (self.limits.has_day or redis is not None)
-            else float(max_day_wait)
-        )
         # The largest request every token limit takes (``limits.too_large`` is None).
         self._largest: float = min(x for x in (tpm, tpd, math.inf) if x is not None)
+        self._set_classes(batch_share, backfill, interactive_reserve)
+        self._set_day_wait(max_day_wait, shared=redis is not None)
         self.key = key
         self._fallback: Backend | None = None
         self._clock = clock
@@ -522,8 +522,32 @@ class Limiter:
             algorithm=algorithm,
             batch_share=self.batch_share,
             backfill=self.backfill,
+            reserve=self.interactive_reserve,
         )
         self._build(redis, fail_open, header_lag, refunds, redis_timeout)
+
+    def _set_day_wait(self, max_day_wait: float | None, *, shared: bool) -> None:
+        #: The longest wait on a day limit an acquire without ``max_wait`` accepts.
+        self.max_day_wait = max_day_wait
+        # Waits on a day limit past this fail at once when the caller gave no max_wait.
+        # On Redis a day limit may come from the key (another process learned it from
+        # a refusal's body; see observe_limit) before this process hears of it.
+        self._day_wait = (
+            None
+            if max_day_wait is None or not (self.limits.has_day or shared)
+            else float(max_day_wait)
+        )
+
+    def _set_classes(self, batch_share: float, backfill: float, reserve: int | None) -> None:
+        """The queue's options (checked): ``interactive_reserve`` defaults to
+        ``RESERVE_SHARE`` of the smallest token limit (none without a token limit)."""
+        self.batch_share = float(batch_share)
+        self.backfill = float(backfill)
+        if reserve is None:
+            largest = self._largest
+            reserve = int(RESERVE_SHARE * largest) if largest < math.inf else 0
+        #: Tokens a batch admission leaves in the bucket for interactive arrivals.
+        self.interactive_reserve = reserve
 
     def _build(
         self,
@@ -535,7 +559,7 @@ class Limiter:
     ) -> None:
         """The backend (memory, or Redis with a memory fallback when ``fail_open``)."""
         # The in-memory backend's uncontended admission, tried before any plan runs.
-        self._admit_now: Callable[[int], tuple[float, Any] | None] | None = None
+        self._admit_now: Callable[[int, bool], tuple[float, Any] | None] | None = None
         self._backend: Backend
         if redis is None:
             memory = self._local(self.limits)
@@ -569,6 +593,7 @@ class Limiter:
             round_trip=None if redis_timeout is None else float(redis_timeout),
             batch_share=self.batch_share,
             backfill=self.backfill,
+            reserve=self.interactive_reserve,
         )
 
     @classmethod
@@ -708,12 +733,13 @@ class Limiter:
             self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
         if priority is not None:
             check_priority(priority)
+        batch = _is_batch(priority)
         admit_now = self._admit_now
-        if admit_now is not None:  # nobody waits: no class to weigh
-            got = admit_now(tokens)
+        if admit_now is not None:  # nobody waits: only a batch call's reserve to weigh
+            got = admit_now(tokens, batch)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return run_sync(self._acquiring(tokens, max_wait, _is_batch(priority)))
+        return run_sync(self._acquiring(tokens, max_wait, batch))
 
     async def acquire_async(
         self, tokens: int, max_wait: float | None = None, priority: Priority | None = None
@@ -725,12 +751,13 @@ class Limiter:
             check_priority(priority)
         # The memory backend admits at once (nobody queued, room now) without the
         # queue's plan; its decisions never block: as in a thread.
+        batch = _is_batch(priority)
         admit_now = self._admit_now
         if admit_now is not None:
-            got = admit_now(tokens)
+            got = admit_now(tokens, batch)
             if got is not None:
                 return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return await run_async(self._acquiring(tokens, max_wait, _is_batch(priority)))
+        return await run_async(self._acquiring(tokens, max_wait, batch))
 
     def _acquiring(self, tokens: int, max_wait: float | None, batch: bool) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""

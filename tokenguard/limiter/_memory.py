@@ -22,7 +22,7 @@ from ._backend import Soonest, Step, Ticket
 from ._bucket import BucketCharge, Buckets
 from ._headers import ServerView
 from ._named import adopt_named
-from ._queue import BATCH_SHARE, WaitQueue
+from ._queue import BATCH_SHARE, WaitQueue, batch_need
 from ._state import Lesson, LimitChange, State
 from ._window import Charge, Window, WindowLimits
 
@@ -52,9 +52,11 @@ class MemoryBackend:
         algorithm: str = "window",
         batch_share: float = BATCH_SHARE,
         backfill: float = 0.0,
+        reserve: int = 0,
     ) -> None:
         self._state: State[Any]
         self._backfill = backfill
+        self._reserve = reserve
         if algorithm == "bucket":
             self._state = Buckets(limits, header_lag=header_lag, refunds=refunds)
         else:
@@ -70,9 +72,16 @@ class MemoryBackend:
 
     # -- decisions (under the lock) -------------------------------------------------
 
+    def _need(self, tokens: int, batch: bool) -> int:
+        """The tokens that must be free to admit ``tokens``: a batch call's leave the
+        interactive reserve (see :func:`~._queue.batch_need`)."""
+        if batch and self._reserve:
+            return batch_need(tokens, self._reserve, self._state.token_cap())
+        return tokens
+
     def _admit_head(self, ticket: Ticket, now: float) -> Step:
         w = self._state
-        until = w.earliest(ticket.tokens, now)
+        until = w.earliest(self._need(ticket.tokens, ticket.batch), now)
         if until > now:
             return Step(now, until=until, soonest=self._soonest(ticket, now))
         charge = w.admit(ticket.tokens, now)
@@ -88,9 +97,10 @@ class MemoryBackend:
             assert head is not None
             head.signal.set()
 
-    def admit_now(self, tokens: int) -> tuple[float, AnyCharge] | None:
-        """``(now, charge)`` when nobody is queued and the model has the room now, else
-        ``None`` with nothing changed (then ``start`` decides, with a ticket).
+    def admit_now(self, tokens: int, batch: bool = False) -> tuple[float, AnyCharge] | None:
+        """``(now, charge)`` when nobody is queued and the model has the room now (for a
+        ``batch`` call, beside the interactive reserve), else ``None`` with nothing
+        changed (then ``start`` decides, with a ticket).
 
         The uncontended path of every acquire: the decision ``start`` takes for an
         empty queue, without a ticket, a step or a plan. Never ahead of a waiter."""
@@ -98,7 +108,13 @@ class MemoryBackend:
             if self._queue:
                 return None
             now = self._clock()
-            charge = self._state.try_admit(tokens, now)
+            w = self._state
+            if batch and self._reserve:
+                w.expire(now)
+                if w.earliest(self._need(tokens, True), now) > now:
+                    return None
+                return now, w.admit(tokens, now)
+            charge = w.try_admit(tokens, now)
         return None if charge is None else (now, charge)
 
     def start(self, ticket: Ticket) -> Step:
@@ -123,7 +139,7 @@ class MemoryBackend:
         q.add(ticket)
         if q.head() is ticket:
             assert old is not None
-            if self._state.earliest(old.tokens, now) > now:
+            if self._state.earliest(self._need(old.tokens, old.batch), now) > now:
                 return self._admit_head(ticket, now)
             q.pinned = old
             old.signal.set()
@@ -148,10 +164,10 @@ class MemoryBackend:
         head = q.head()
         if head is None or head is ticket or (ticket.batch and not head.batch):
             return None
-        at = w.earliest(head.tokens, now)
+        at = w.earliest(self._need(head.tokens, head.batch), now)
         if at + w.delay(ticket.tokens, head.tokens) > q.fifo_time(head, at) + self._backfill:
             return None
-        fits = w.earliest(ticket.tokens, now)
+        fits = w.earliest(self._need(ticket.tokens, ticket.batch), now)
         return fits if fits < math.inf else None
 
     def poll(self, ticket: Ticket) -> Step:

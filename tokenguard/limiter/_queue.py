@@ -15,13 +15,32 @@ from typing import Literal, TypeAlias
 
 from ._backend import Ticket
 
-__all__ = ["BATCH_SHARE", "PRIORITIES", "Priority", "WaitQueue", "next_class"]
+__all__ = [
+    "BATCH_SHARE",
+    "PRIORITIES",
+    "RESERVE_SHARE",
+    "Priority",
+    "WaitQueue",
+    "batch_need",
+    "next_class",
+]
 
 #: What a call says of itself: served before waiting batch calls, or after them.
 Priority: TypeAlias = Literal["interactive", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
 #: The default fraction of admitted tokens that goes to batch while both classes wait.
 BATCH_SHARE = 0.1
+#: The default interactive reserve, as a fraction of the smallest token limit.
+RESERVE_SHARE = 0.1
+
+
+def batch_need(tokens: int, reserve: int, cap: float) -> int:
+    """The tokens a batch request of ``tokens`` needs free to be admitted: its own plus
+    the interactive ``reserve``, which it may not take, so that an interactive call
+    arriving finds them waiting. The reserve is capped at what the capacity ``cap`` (the
+    smallest token limit) holds beside the request, so a batch request up to the whole
+    capacity is still admissible (it waits for a full bucket) and never starves."""
+    return tokens + max(0, int(min(reserve, cap - tokens)))
 
 
 def next_class(interactive: bool, batch: int | None, owed: float) -> bool | None:

@@ -254,9 +254,10 @@ def _ticket_args(t: Ticket) -> tuple[str, int, int, int]:
     return t.id, t.tokens, int(t.estimate), int(t.batch)
 
 
-def _last_args(batch: list[_Due], share_and_backfill: tuple[float, float]) -> list[Any]:
-    """The "last" decision for every ticket of ``batch`` (lua/acquire.lua)."""
-    args: list[Any] = ["last", *share_and_backfill]
+def _last_args(batch: list[_Due], classes: tuple[float, float, int]) -> list[Any]:
+    """The "last" decision for every ticket of ``batch`` (lua/acquire.lua); ``classes``:
+    the queue's options (``RedisBackend._class``)."""
+    args: list[Any] = ["last", *classes]
     for due in batch:
         args += _ticket_args(due.ticket)
     return args
@@ -518,8 +519,9 @@ class RedisBackend:
     ``round_trip`` (seconds) bounds a round trip that has no caller deadline; by
     default the client's ``socket_timeout``, or :data:`ROUND_TRIP` when it has none.
     ``waiter_lease`` caps the lease of a queue place (see :data:`WAITER_LEASE`).
-    ``batch_share`` and ``backfill``: see :class:`~._limiter.Limiter` (each acquire
-    sends them; the queue is ordered in ``lua/lib.lua``'s ``q_head`` and ``q_pass``).
+    ``batch_share``, ``backfill`` and ``reserve`` (the interactive reserve): see
+    :class:`~._limiter.Limiter` (each acquire sends them; the queue is ordered in
+    ``lua/lib.lua``'s ``q_head``, ``q_pass`` and ``q_need``).
     """
 
     def __init__(
@@ -536,10 +538,12 @@ class RedisBackend:
         waiter_lease: float = WAITER_LEASE,
         batch_share: float = BATCH_SHARE,
         backfill: float = 0.0,
+        reserve: int = 0,
     ) -> None:
         self._client = client
         self._batch_share = batch_share
         self._backfill = backfill
+        self._reserve = reserve
         self._bucket = algorithm == "bucket"
         #: Told of the limits the server's headers changed (see Limiter).
         self.on_limits: Callable[[list[LimitChange]], None] | None = None
@@ -770,11 +774,12 @@ class RedisBackend:
             step.left, step.lost = True, False
         return step
 
-    def _class(self) -> tuple[float, float]:
+    def _class(self) -> tuple[float, float, int]:
         # The batch share the queue is served by (the last acquire's: every process on a
-        # key is meant to set the same), and how long a ticket may delay the head by
-        # passing it (backfill).
-        return self._batch_share, self._backfill
+        # key is meant to set the same), how long a ticket may delay the head by
+        # passing it (backfill), and the tokens batch admissions leave (the reserve,
+        # also the last acquire's).
+        return self._batch_share, self._backfill, self._reserve
 
     def _deciding(self, ticket: Ticket, effect: Call) -> Plan[Any]:
         try:

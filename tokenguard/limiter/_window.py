@@ -460,6 +460,11 @@ class Window:
         turn by that much."""
         return math.inf
 
+    def token_cap(self) -> float:
+        """The smallest token limit (a header's when it gave one)."""
+        lim = self.limits
+        return min((x for x in (lim.tpm, lim.tpd) if x is not None), default=math.inf)
+
     def soonest(self, tokens: int, now: float) -> Soonest:
         """The soonest ``tokens`` could go (call ``expire(now)`` first) with nobody ahead
         in the queue and the minute's tokens in flight refunded (their releases still

@@ -1,6 +1,7 @@
 -- One admission decision. ARGV[8]: "start" | "poll" | "last" (a poll that leaves the
 -- queue when it does not admit: the caller's deadline has come), ARGV[9]: the batch
--- share, ARGV[10]: backfill seconds (see q_pass; 0: off), then per ticket ARGV[11..14]:
+-- share, ARGV[10]: backfill seconds (see q_pass; 0: off), ARGV[11]: the interactive
+-- reserve in tokens (see q_need; 0: none), then per ticket ARGV[12..15]:
 -- ticket, tokens, "1" to report the soonest a waiting ticket could go (MODEL.soonest),
 -- "1" for a batch ticket (see q_head). "last" takes any number of tickets (four values
 -- each: the waiters of one process whose deadlines came together, see
@@ -15,7 +16,7 @@
 -- when that limit is whole again. Every reply ends with the number of processes seen on
 -- the key within a window and a lease (see now_s).
 local mode, backfill = ARGV[8], tonumber(ARGV[10])
-redis.call('HSET', S, 'bsh', ARGV[9])
+redis.call('HSET', S, 'bsh', ARGV[9], 'rsv', ARGV[11])
 local now = now_s()
 expire(now)
 purge(now)
@@ -40,13 +41,14 @@ local function behind(ticket, tokens, line, head, admit)
 end
 
 local function decide(ticket, tokens, estimate, line)
+  local need = q_need(tokens, line == P .. ':qb', now)
   local function admit()
     local b, adm, admr, sure = charge(ticket, tokens, now)
     return {1, fmt(now), b, adm, admr, sure}
   end
   local result
   if mode == 'start' then
-    if q_size() == 0 and earliest(tokens, now) <= now then
+    if q_size() == 0 and earliest(need, now) <= now then
       result = admit()
     else
       local seq = incr(S, 'seq', 1)
@@ -67,7 +69,7 @@ local function decide(ticket, tokens, estimate, line)
   if not result then
     local head = q_head()
     if head == ticket then
-      local at = earliest(tokens, now)
+      local at = earliest(need, now)
       if at <= now then
         q_served(ticket, tokens)
         drop_ticket(ticket)
@@ -101,11 +103,11 @@ local function decide_at(i)
   return decide(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', line_of(i))
 end
 local replies = {}
-if mode == 'last' and #ARGV > 15 then
+if mode == 'last' and #ARGV > 16 then
   -- Queue order: a ticket decided (and gone) may let the ones behind it in. Interactive
   -- tickets first, then batch ones, each line in its own order.
   local order = {}
-  for i = 11, #ARGV - 1, 4 do
+  for i = 12, #ARGV - 1, 4 do
     local rank = redis.call('ZRANK', line_of(i), ARGV[i])
     local class = ARGV[i + 3] == '1' and 1 or 0
     order[#order + 1] = {class, rank and rank or -1, i}
@@ -115,10 +117,10 @@ if mode == 'last' and #ARGV > 15 then
     return x[2] < y[2]
   end)
   for _, o in ipairs(order) do
-    replies[(o[3] - 7) / 4] = decide_at(o[3])
+    replies[(o[3] - 8) / 4] = decide_at(o[3])
   end
 else
-  replies[1] = decide_at(11)
+  replies[1] = decide_at(12)
 end
 touch()
 local peers = redis.call('ZCOUNT', P .. ':pr', now - W - LEASE, '+inf')

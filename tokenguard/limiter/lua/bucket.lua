@@ -324,6 +324,14 @@ MODEL.earliest = earliest
 MODEL.charge = charge
 MODEL.soonest = soonest
 MODEL.delay = delay
+-- The smallest token bucket's capacity (a header's when one gave it): see q_need.
+MODEL.tcap = function(now)
+  local c = math.huge
+  for _, lv in ipairs(b_state(now).levels) do
+    if lv.tokens and lv.cap < c then c = lv.cap end
+  end
+  return c
+end
 
 -- The charge in flight of rid ({rid, at, tokens, admr, floor}), or nil.
 local function b_open(rid)

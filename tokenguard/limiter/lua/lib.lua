@@ -6,7 +6,8 @@
 --       :d zset day buckets (idx -> bucket end), :dt/:dr hashes idx -> tokens/requests
 --       :hm/:hd zsets holds (id -> expiry), :hmt/:hdr hashes id -> tokens/requests
 --       :s hash sums and counters, :q zset queue (ticket -> seq), :ql zset leases (ticket -> expiry)
---       :qb zset batch queue (ticket -> seq; see q_head), :s owe (batch's credit), bsh (its share)
+--       :qb zset batch queue (ticket -> seq; see q_head), :s owe (batch's credit), bsh (its share),
+--          rsv (the interactive reserve, tokens: see q_need)
 --       :qt hash ticket -> tokens, :w:<ticket> list wake-ups
 --       :res hash ticket -> admission made on a waiter's behalf, :rest zset ticket -> time
 --       :mo hash rid -> tokens of an admission not settled yet (in flight)
@@ -632,8 +633,30 @@ end
 -- The decisions the queue uses: the window's, unless a model appended after this
 -- library (bucket.lua) replaces them.
 -- delay: no bound for the window (a charge holds its room for a whole window).
+-- The smallest token limit (math.huge: none): what caps the interactive reserve.
+local function tcap()
+  local c = math.huge
+  if TPM >= 0 then c = TPM end
+  if TPD >= 0 and TPD < c then c = TPD end
+  return c
+end
+
 local MODEL = {earliest = earliest, charge = charge, soonest = soonest,
-  delay = function() return math.huge end}
+  delay = function() return math.huge end, tcap = tcap}
+
+-- The tokens that must be free to admit `tokens`: a batch request's own plus the
+-- interactive reserve (:s rsv), capped at what the smallest token capacity holds beside
+-- the request, so a batch request up to the whole capacity still goes (batch_need in
+-- _queue.py).
+local function q_need(tokens, batch, now)
+  local rsv = sum('rsv')
+  if not batch or rsv <= 0 then return tokens end
+  return tokens + math.max(0, math.floor(math.min(rsv, MODEL.tcap(now) - tokens)))
+end
+
+local function q_batch(ticket)
+  return redis.call('ZSCORE', P .. ':qb', ticket) ~= false
+end
 
 -- Backfill: when `ticket` (not the head) could pass `head`: nil never (off, a batch
 -- ticket behind an interactive head, or the head's turn would move past its turn when
@@ -645,12 +668,12 @@ local function q_pass(ticket, tokens, now, head, bound)
     return nil
   end
   local behind = num(redis.call('HGET', P .. ':qt', head))
-  local at = MODEL.earliest(behind, now)
+  local at = MODEL.earliest(q_need(behind, q_batch(head), now), now)
   if redis.call('HGET', S, 'bfh') ~= head then redis.call('HSET', S, 'bfh', head, 'bfa', fmt(at)) end
   if at + MODEL.delay(tokens, now, behind) > num(redis.call('HGET', S, 'bfa')) + bound then
     return nil
   end
-  return MODEL.earliest(tokens, now)
+  return MODEL.earliest(q_need(tokens, q_batch(ticket), now), now)
 end
 
 -- The queue is served here, in order, in one round trip: each waiter admitted finds
@@ -664,7 +687,7 @@ admit_waiting = function(now, notify)
     local h = q_head()
     if not h then return nil end
     local c = num(redis.call('HGET', P .. ':qt', h))
-    local at = MODEL.earliest(c, now)
+    local at = MODEL.earliest(q_need(c, q_batch(h), now), now)
     if at > now then
       if notify or served then wake(h) end
       return at
