@@ -188,6 +188,7 @@ def _free(backend: Backend, now: float) -> float:
     assert isinstance(backend, RedisBackend)
     level, at, flight = backend._client.hmget(backend._prefix + ":s", "bl1", "ba1", "bot")
     assert float(flight or 0) == 0
+    assert level is not None and at is not None
     return min(LIMIT, float(level) + LIMIT / PERIOD * (now - float(at)))
 
 
@@ -428,7 +429,7 @@ def test_interactive_calls_find_the_reserve_waiting_through_the_sdk(
     batch_lim, inter_lim = _limiters(kind, request, interactive_reserve=240)
     batch_client = tg.instrument(client_for(em), limiter=batch_lim, priority="batch")
     inter_client = tg.instrument(client_for(em), limiter=inter_lim)
-    hello = [{"role": "user", "content": "Summarize this."}]
+    hello: Any = [{"role": "user", "content": "Summarize this."}]
     tg.count_tokens(hello, model=MODEL)
 
     def batch_job() -> None:

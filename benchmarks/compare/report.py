@@ -249,6 +249,7 @@ def _header(res: dict[str, Any], source: str) -> list[str]:
     reruns = "".join(
         f"\n- {r['started']}, commit {r['tokenguard_commit']}, load {r['load']['median']:.1f} "
         f"(median), {r['repeats']} run(s) per row: `.venv-bench/bin/{r['command']}`"
+        + (f" ({r['note']})" if r.get("note") else "")
         for r in res.get("reruns", [])
     )
     if reruns:  # say plainly that the tables no longer come from one command
