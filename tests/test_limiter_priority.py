@@ -188,7 +188,8 @@ def _free(backend: Backend, now: float) -> float:
     assert isinstance(backend, RedisBackend)
     level, at, flight = backend._client.hmget(backend._prefix + ":s", "bl1", "ba1", "bot")
     assert float(flight or 0) == 0
-    assert level is not None and at is not None
+    assert level is not None
+    assert at is not None
     return min(LIMIT, float(level) + LIMIT / PERIOD * (now - float(at)))
 
 
