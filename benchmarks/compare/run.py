@@ -71,7 +71,6 @@ from .workload import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).with_name("results.json")
-THREADS_PER_PROCESS = 2
 STARTUP = 60.0  # a row's process: imports and caller built (loaded machine), at most
 
 
@@ -209,7 +208,7 @@ def one_run(
             "duration": sc.window * sc.windows,
             "grace": grace,
             "workers": sc.workers_for(mode),
-            "threads_per_process": THREADS_PER_PROCESS,
+            "threads_per_process": sc.threads_per_process,
         }
         got = _in_row_process(python, spec, STARTUP + sc.window * sc.windows + grace + 60)
         if "failed" in got or "unavailable" in got:
@@ -485,7 +484,7 @@ def _workers(sc: Scenario, module: str, mode: str) -> str:
     n = sc.workers_for(mode)
     if mode == "processes":
         inner = "tasks" if getattr(load(module), "ASYNC_ONLY", False) else "threads"
-        return f"{n}x{THREADS_PER_PROCESS} {inner}"
+        return f"{n}x{sc.threads_per_process} {inner}"
     if sc.open_loop:
         return f"{sc.traffic.callers} callers ({mode})"
     return f"{n} {mode}"

@@ -41,6 +41,9 @@ class Scenario:
     all_modes: bool = False  # every mode a tool has (else its first)
     tools: tuple[str, ...] | None = None  # None: every tool
     workers: tuple[tuple[str, int], ...] = (("threads", 8), ("tasks", 32), ("processes", 4))
+    # Callers in each process of the "processes" mode: processes x this should match the
+    # threads mode, or the process rows measure too few callers rather than their limiter.
+    threads_per_process: int = 2
     cannot_judge: tuple[str, ...] = ()
     headline: bool = False
     tier: str = "free"  # told to tools that know Groq's tiers (tokenguard's day limits)
@@ -144,7 +147,8 @@ SCENARIOS = [
     Scenario(
         key="paid",
         title=f"Paid-tier limit ({PAID_TPM:,} TPM, {PAID_RPM:,} RPM), 10 s minute",
-        what="A limit the size of a paid tier: 32 threads (or 64 tasks) closed loop, "
+        what="A limit the size of a paid tier: 32 threads (64 tasks, 4 processes x 8 threads) "
+        "closed loop, "
         f"{REAL_LATENCY * 1e3:g} ms latency, the minute scaled to 10 s, 8 minutes. "
         "tokenguard is told `tier='developer'`: with the default `tier='free'` its model "
         "table adds the free tier's day limits (500,000 TPD) to the limits given, and at "
@@ -156,6 +160,7 @@ SCENARIOS = [
         rpm=PAID_RPM,
         tier="developer",
         workers=(("threads", 32), ("tasks", 64), ("processes", 4)),
+        threads_per_process=8,
         cannot_judge=CLOCK_MINUTE,
     ),
 ]
