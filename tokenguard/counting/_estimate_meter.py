@@ -162,33 +162,9 @@ class EstimateMeter:
             _units(rule, headers, names),
         )
 
-    def _read_plain(self, messages: Sequence[Any]) -> _Parts | None:
-        """Plain ``{"role", "content": str}`` dicts (user, assistant, system), or ``None``."""
-        if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
-            return None
-        if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
-            return None
-        try:
-            roles = list(map(_ROLE, messages))
-            texts = list(map(_CONTENT, messages))
-        except KeyError:
-            return None
-        try:
-            if set(map(type, texts)) != {str} or not _PLAIN_ROLES.issuperset(roles):
-                return None
-        except TypeError:
-            return None  # a role that is not even hashable
-        counted = self._values(texts)
-        if counted is None:
-            return None
-        n = len(roles)
-        names: list[str | None] = [None] * n
-        units = _units(self.rule, roles, names)
-        return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
-
-    def _read_seen(self, messages: Sequence[Any]) -> _Seen | None:
-        """Plain messages whose texts were all counted before, read as :class:`_Seen`, or
-        ``None`` (:meth:`_read_plain` then reads them)."""
+    def _roles_texts(self, messages: Sequence[Any]) -> tuple[list[Any], list[str]] | None:
+        """The roles and texts of plain ``{"role", "content": str}`` dicts (user,
+        assistant, system), or ``None``."""
         if type(messages) is not list or not messages or len(messages) > self.settings.max_messages:
             return None
         if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
@@ -200,6 +176,29 @@ class EstimateMeter:
                 return None
         except (KeyError, TypeError):
             return None  # no role or text, or a role that is not even hashable
+        return roles, texts
+
+    def _read_plain(self, messages: Sequence[Any]) -> _Parts | None:
+        """Plain ``{"role", "content": str}`` dicts (user, assistant, system), or ``None``."""
+        read = self._roles_texts(messages)
+        if read is None:
+            return None
+        roles, texts = read
+        counted = self._values(texts)
+        if counted is None:
+            return None
+        n = len(roles)
+        names: list[str | None] = [None] * n
+        units = _units(self.rule, roles, names)
+        return _Parts("", (0, 0, 0), counted, roles, texts, names, [0] * n, units)
+
+    def _read_seen(self, messages: Sequence[Any]) -> _Seen | None:
+        """Plain messages whose texts were all counted before, read as :class:`_Seen`, or
+        ``None`` (:meth:`_read_plain` then reads them)."""
+        read = self._roles_texts(messages)
+        if read is None:
+            return None
+        roles, texts = read
         return self._last.read(roles, texts, self.cache.front.get)
 
     def _sum_plain(self, messages: Sequence[Any]) -> tuple[int, int, int, int] | None:
