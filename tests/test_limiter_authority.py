@@ -251,7 +251,9 @@ def test_an_instrumented_client_learns_a_paid_accounts_limits_from_its_first_ans
     events: list[tg.events.Event],
 ) -> None:
     with running(model=MODEL, tpm=250_000, rpm=1_000, window=2.0) as em:
-        client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="paid"))
+        # The limiter's window is the emulator's (2 s): its limits still start from the
+        # table and are learnt from the first answer.
+        client = tg.instrument(openai.OpenAI(base_url=em.base_url, api_key="paid"), window=2.0)
         client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
         assert ("tpm", FREE.tpm if FREE else 0, 250_000) in changes(events)
         # 20 calls of 20,000 tokens each: 400,000 on a 250,000 bucket refilled in 2 s,
