@@ -80,7 +80,7 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
 class _BodyValue:
     """:func:`body_value` for one counting function, in its steps."""
 
-    __slots__ = ("added", "count", "pieces", "split_edges")
+    __slots__ = ("added", "count", "header", "pieces", "split_edges")
 
     def __init__(self, count: Callable[[str], int], split_edges: bool) -> None:
         self.count = count
@@ -88,17 +88,23 @@ class _BodyValue:
         # Facts of the tokenizer, not of any text: shared by every counter that counts
         # with ``count`` (``server_counter`` makes one per encoding), each bounded.
         self.pieces, self.added = _EDGE_FACTS.setdefault(count, ({}, {}))
+        # Before a text that starts with no blank, "\n\n" is a pre-token of its own (no
+        # pre-tokenizer alternative runs from CR/LF into anything else), so it adds its
+        # own count: the body is encoded alone, without a copy that carries the header.
+        self.header = count("\n\n")
 
     def value(self, body: str) -> int:
         """``2 * tokens + unsure`` of ``body`` (see :func:`body_value`)."""
         count = self.count
         trimmed = body.strip()
+        if not self.split_edges:  # a bound: count the text the template renders
+            m = count("\n\n" + trimmed)
+            n = m if trimmed == body else count("\n\n" + body)
+            return 2 * max(n, m) + (n != m)
+        m = self.header + count(trimmed)
         if trimmed == body:
-            return 2 * count("\n\n" + body)
-        m = count("\n\n" + trimmed)
-        extra = None
-        if self.split_edges and trimmed and body.startswith(trimmed):
-            extra = self._added_by(body, trimmed)
+            return 2 * m
+        extra = self._added_by(body, trimmed) if trimmed and body.startswith(trimmed) else None
         n = count("\n\n" + body) if extra is None else m + extra
         return 2 * max(n, m) + (n != m)
 
