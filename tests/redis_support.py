@@ -12,13 +12,15 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+import redis
 
-__all__ = ["RedisServer", "redis_server", "redis_srv"]
+__all__ = ["RedisServer", "fresh_key", "redis_client", "redis_server", "redis_srv"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,21 @@ def redis_srv() -> Iterator[RedisServer]:
     """A session's ``redis-server`` (import this fixture into a test module to use it)."""
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(scope="module", name="client")
+def redis_client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's server, as ``client`` in the modules that import it
+    (there it is Redis, not ``conftest``'s SDK client of an emulator)."""
+    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
+    yield c
+    c.close()
+
+
+@pytest.fixture(name="key")
+def fresh_key() -> str:
+    """A key no other test uses, as ``key`` in the modules that import it."""
+    return f"t-{uuid.uuid4().hex[:8]}"
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from redis_support import RedisServer, redis_server, redis_srv
+from redis_support import redis_client, redis_server, redis_srv
 
 import tokenguard as tg
 from tokenguard._drive import run_sync
@@ -29,19 +29,12 @@ from tokenguard._spend._prices import from_pico
 from tokenguard._spend._shared import SharedStore
 from tokenguard.emulator import Emulator, running
 
-__all__ = ["redis_srv"]
+__all__ = ["redis_client", "redis_srv"]
 
 pytestmark = pytest.mark.redis
 
 MODEL = "llama-3.1-8b-instant"
 NONE = (-1, -1, -1)
-
-
-@pytest.fixture(scope="module")
-def client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
-    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
-    yield c
-    c.close()
 
 
 @pytest.fixture

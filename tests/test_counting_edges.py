@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenguard._tokenizer_data import available, get_encoding
-from tokenguard.counting._groq_llama import body_value, trailing_edge
-from tokenguard.counting._tokenizers import server_counter
+from tokenguard.counting._groq_llama import body_value, body_values, trailing_edge
+from tokenguard.counting._tokenizers import server_counter, server_counter_many
 
 # Letters, digits, punctuation and symbols, blanks of every kind, marks, special tokens.
 PIECES = [*"ab Z9.,!?;:'\"-_/()[]{}<>|$+=#*\n\r\t", "é", "中", "🙂", "\u0301", "\xa0", "\x1c"]
@@ -77,3 +77,29 @@ def test_an_ending_kept_from_one_body_counts_another_exactly(name: str) -> None:
         # A run longer than the key: what it adds is not kept, each body is worked out.
         body = run[:-1] + before + run
         assert value(body) == twice(body), body
+
+
+# Lists of bodies, some without edge blanks (counted together), some with, with pieces
+# that make a special token's marker across two bodies ("...<" then "|..."), and now and
+# then a body too long for one call.
+BATCHES = st.lists(
+    st.one_of(
+        BODIES,
+        st.sampled_from(
+            ["ends with <", "|starts the next", "<|eot_id|> in", "<|eot|> in", "x" * 60_000]
+        ),
+    ),
+    max_size=8,
+)
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama4"])
+@settings(max_examples=200, deadline=None)
+@given(bodies=BATCHES)
+def test_bodies_counted_together_count_as_each_alone(name: str, bodies: list[str]) -> None:
+    if not available(name):
+        pytest.skip(f"{name} tokenizer data not installed")
+    enc = get_encoding(name)
+    count = server_counter(enc)
+    together = body_values(count, server_counter_many(enc))(bodies)
+    assert together == [body_value(count, split_edges=False)(b) for b in bodies]

@@ -13,7 +13,6 @@ seconds; every interleaving that once broke either port is kept as an example.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +38,7 @@ from limiter_property import (
     known_examples,
     run_interleaving,
 )
-from redis_support import RedisServer, redis_srv
+from redis_support import redis_client, redis_srv
 from structlog.testing import capture_logs
 
 import tokenguard as tg
@@ -47,20 +46,13 @@ from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._redis import RedisBackend
 from tokenguard.limiter._window import WindowLimits
 
-__all__ = ["redis_srv"]
+__all__ = ["redis_client", "redis_srv"]
 
 pytestmark = pytest.mark.redis
 
 # Leases are real-time bookkeeping for crashed waiters; the fake clock jumps by whole
 # windows, so a lease that long keeps every waiter's place, as the memory queue does.
 LEASE = 1e6
-
-
-@pytest.fixture(scope="module")
-def client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
-    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
-    yield c
-    c.close()
 
 
 def _redis_run(

@@ -7,7 +7,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,30 +14,18 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_support import RedisServer, redis_server, redis_srv, uncollected
+from redis_support import RedisServer, fresh_key, redis_client, redis_server, redis_srv, uncollected
 from structlog.testing import capture_logs
 
 import tokenguard as tg
 from tokenguard.limiter._backend import Signal, Ticket
 from tokenguard.limiter._redis import GRACE
 
-__all__ = ["redis_srv"]
+__all__ = ["fresh_key", "redis_client", "redis_srv"]
 
 pytestmark = pytest.mark.redis
 
 WINDOW = 0.6
-
-
-@pytest.fixture
-def client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
-    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
 
 
 def test_two_clients_share_one_window(redis_srv: RedisServer, key: str) -> None:

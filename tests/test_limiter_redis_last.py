@@ -8,37 +8,24 @@ import asyncio
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer, redis_server, redis_srv
+from redis_support import RedisServer, fresh_key, redis_client, redis_server, redis_srv
 
 import tokenguard as tg
 from tokenguard._drive import run_async
 from tokenguard.limiter._backend import Step, Ticket
 from tokenguard.limiter._redis import RedisBackend
 
-__all__ = ["redis_srv"]
+__all__ = ["fresh_key", "redis_client", "redis_srv"]
 
 pytestmark = pytest.mark.redis
 
 # The sliding window: exact room at exact times (the bucket refills all along).
 WINDOW = 2.0
-
-
-@pytest.fixture
-def client(redis_srv: RedisServer) -> Iterator[redis.Redis]:
-    c = redis.Redis(host=redis_srv.host, port=redis_srv.port)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
 
 
 def _backend(lim: tg.Limiter) -> RedisBackend:

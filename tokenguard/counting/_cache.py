@@ -40,10 +40,13 @@ class TextCache(Generic[V]):
         self,
         compute: Callable[[str], V],
         *,
+        compute_many: Callable[[list[str]], list[V]] | None = None,
         max_bytes: int = 32 << 20,
         front_chars: int = 4 << 20,
     ) -> None:
         self._compute = compute
+        # ``compute`` of each of many texts in one step (new texts come in batches).
+        self._compute_many = compute_many
         self._lru: _ByteLRU[V] = _ByteLRU(max_bytes)
         self._lock = threading.Lock()
         self.front: dict[str, V] = {}
@@ -72,8 +75,10 @@ class TextCache(Generic[V]):
             if values:
                 self._remember_many(values.items())
         if len(values) < len(texts):
-            compute = self._compute
-            fresh = {text: compute(text) for text in texts if text not in values}
+            missing = [text for text in texts if text not in values]
+            many = self._compute_many
+            computed = list(map(self._compute, missing)) if many is None else many(missing)
+            fresh = dict(zip(missing, computed, strict=True))
             with self._lock:
                 self.computed += len(fresh)
                 self._lru.put_many(fresh)

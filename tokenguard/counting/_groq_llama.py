@@ -37,6 +37,7 @@ __all__ = [
     "LlamaCount",
     "LlamaRules",
     "body_value",
+    "body_values",
     "go_trim_space",
     "trailing_edge",
 ]
@@ -77,14 +78,29 @@ def body_value(count: Callable[[str], int], *, split_edges: bool = True) -> Call
     return _BodyValue(count, split_edges).value
 
 
+def body_values(
+    count: Callable[[str], int], count_many: Callable[[list[str]], list[int]]
+) -> Callable[[list[str]], list[int]]:
+    """:func:`body_value` of each of many bodies (``count`` a tokenizer, as with
+    ``split_edges``): those without blanks at their edges, most of them, are counted by
+    ``count_many`` (``count`` of each, in one step) and the rest one by one."""
+    return _BodyValue(count, True, count_many).values
+
+
 class _BodyValue:
     """:func:`body_value` for one counting function, in its steps."""
 
-    __slots__ = ("added", "count", "header", "pieces", "split_edges")
+    __slots__ = ("added", "count", "count_many", "header", "pieces", "split_edges")
 
-    def __init__(self, count: Callable[[str], int], split_edges: bool) -> None:
+    def __init__(
+        self,
+        count: Callable[[str], int],
+        split_edges: bool,
+        count_many: Callable[[list[str]], list[int]] | None = None,
+    ) -> None:
         self.count = count
         self.split_edges = split_edges
+        self.count_many = count_many
         # Facts of the tokenizer, not of any text: shared by every counter that counts
         # with ``count`` (``server_counter`` makes one per encoding), each bounded.
         self.pieces, self.added = _EDGE_FACTS.setdefault(count, ({}, {}))
@@ -107,6 +123,15 @@ class _BodyValue:
         extra = self._added_by(body, trimmed) if trimmed and body.startswith(trimmed) else None
         n = count("\n\n" + body) if extra is None else m + extra
         return 2 * max(n, m) + (n != m)
+
+    def values(self, bodies: list[str]) -> list[int]:
+        """:meth:`value` of each of ``bodies``, those without edge blanks in one step."""
+        count_many = self.count_many
+        if count_many is None or not self.split_edges:
+            return list(map(self.value, bodies))
+        counts = iter(count_many([b for b in bodies if b.strip() == b]))
+        header = self.header
+        return [2 * (header + next(counts)) if b.strip() == b else self.value(b) for b in bodies]
 
     def _added_by(self, body: str, trimmed: str) -> int | None:
         """What ``body``'s trailing blanks add to ``trimmed``'s count, or ``None``."""

@@ -13,7 +13,7 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._llama_meter import LlamaMeter
 from ._meter import Resources
-from ._tokenizers import server_counter
+from ._tokenizers import server_counter, server_counter_many
 
 __all__ = ["Llama3Meter"]
 
@@ -37,5 +37,12 @@ class Llama3Meter(LlamaMeter):
             return None
         if not available("llama3"):
             return None
-        count = server_counter(get_encoding("llama3"))
-        return cls(info, resources, dialect=template, tokenizer="llama3", count=count)
+        enc = get_encoding("llama3")
+        return cls(
+            info,
+            resources,
+            dialect=template,
+            tokenizer="llama3",
+            count=server_counter(enc),
+            count_many=server_counter_many(enc),
+        )

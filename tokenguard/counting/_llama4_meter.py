@@ -21,7 +21,7 @@ from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
 from ._llama_meter import LlamaMeter
 from ._meter import Request, Resources, Tally
-from ._tokenizers import report_missing, server_counter
+from ._tokenizers import report_missing, server_counter, server_counter_many
 
 __all__ = ["BOUND_FACTOR", "Llama4Meter"]
 
@@ -42,16 +42,17 @@ class Llama4Meter(LlamaMeter):
 
     def __init__(self, info: ModelInfo, resources: Resources, *, bound: bool) -> None:
         if bound:
-            tokenizer, count = "llama4-bound", _bound_counter()
+            tokenizer, count, count_many = "llama4-bound", _bound_counter(), None
         else:
-            tokenizer, count = "llama4", server_counter(get_encoding("llama4"))
+            enc = get_encoding("llama4")
+            tokenizer, count, count_many = "llama4", server_counter(enc), server_counter_many(enc)
         super().__init__(
             info,
             resources,
             dialect="llama4",
             tokenizer=tokenizer,
             count=count,
-            split_edges=not bound,
+            count_many=count_many,
         )
         self.bound = bound
 

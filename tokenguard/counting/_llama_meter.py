@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from ..models import ModelInfo
 from ._cache import TextCache
-from ._groq_llama import LlamaRules, body_value, go_trim_space
+from ._groq_llama import LlamaRules, body_value, body_values, go_trim_space
 from ._llama_tools import AUTO as _AUTO
 from ._llama_tools import read_parallel, read_tool_choice, read_tools
 from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
@@ -50,10 +50,11 @@ class LlamaMeter(FastPath):
         dialect: str,
         tokenizer: str,
         count: Callable[[str], int],
-        split_edges: bool = True,
+        count_many: Callable[[list[str]], list[int]] | None = None,
     ) -> None:
-        """``count`` counts text as the server does with the tokenizer named ``tokenizer``
-        (``split_edges``: it is that tokenizer itself, not a bound; see ``body_value``)."""
+        """``count`` counts text as the server does with the tokenizer named ``tokenizer``,
+        and ``count_many`` many texts at once; without it ``count`` is a bound, not that
+        tokenizer itself (see ``body_value``)."""
         self._info = info
         self.settings: Settings = resources.settings
         name = tokenizer
@@ -62,8 +63,11 @@ class LlamaMeter(FastPath):
             ("llama rules", dialect, name, image_tokens),
             lambda: LlamaRules(dialect, count, image_tokens=image_tokens),
         )
+        split_edges = count_many is not None
         self.bodies: TextCache[int] = resources.text_cache(
-            (name, "llama body"), lambda: body_value(count, split_edges=split_edges)
+            (name, "llama body"),
+            lambda: body_value(count, split_edges=split_edges),
+            None if count_many is None else lambda: body_values(count, count_many),
         )
         rules = self.rules
         self.systems: TextCache[int] = resources.text_cache(

@@ -300,9 +300,15 @@ class Resources(Protocol):
         """The counter's bounds."""
         ...
 
-    def text_cache(self, key: Hashable, compute: Callable[[], Callable[[str], V]]) -> TextCache[V]:
+    def text_cache(
+        self,
+        key: Hashable,
+        compute: Callable[[], Callable[[str], V]],
+        compute_many: Callable[[], Callable[[list[str]], list[V]]] | None = None,
+    ) -> TextCache[V]:
         """The cache of per-text values named ``key`` (one per tokenizer and rule),
-        created with ``compute()`` on first use."""
+        created with ``compute()`` (and ``compute_many()``: the same for many texts at
+        once) on first use."""
         ...
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:

@@ -104,13 +104,20 @@ class MeterRegistry:
                 return meter
         return EstimateMeter.build(info, self)
 
-    def text_cache(self, key: Hashable, compute: Callable[[], Callable[[str], V]]) -> TextCache[V]:
-        """The cache named ``key``, created with ``compute()`` on first use."""
+    def text_cache(
+        self,
+        key: Hashable,
+        compute: Callable[[], Callable[[str], V]],
+        compute_many: Callable[[], Callable[[list[str]], list[V]]] | None = None,
+    ) -> TextCache[V]:
+        """The cache named ``key``, created with ``compute()`` (and ``compute_many()``,
+        the same for many texts at once) on first use."""
         with self._lock:
             cache = self._caches.get(key)
             if cache is None:
                 cache = TextCache(
                     compute(),
+                    compute_many=None if compute_many is None else compute_many(),
                     max_bytes=self._settings.cache_bytes,
                     front_chars=self._settings.front_chars,
                 )
