@@ -101,39 +101,13 @@ def _text(value: Any) -> str:
 _EXACT = 2**53
 
 
-def _count_fast(name: str, value: Any) -> int | None:
-    """:func:`_count` of a header value: a plain non-negative integer (what Groq sends)
-    is read by ``int`` straight from the bytes; anything else by :func:`_count`."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        if 0 <= n < _EXACT:
-            return n
-    return _count(name, _text(value))
-
-
-def _limit_fast(name: str, value: Any) -> int | None:
-    """:func:`_count_fast` of a limit header, believed only when in ``1..MAX_LIMIT``
-    (a limit of 0 would stall every request; see :data:`MAX_LIMIT`)."""
-    n = _count_fast(name, value)
-    if n is None or 0 < n <= MAX_LIMIT:
-        return n
-    _bad(name)
-    return None
-
-
 #: Durations read before (values repeat: "6s", "2m59.56s", ...), by their raw value.
 _DURATIONS: dict[Any, float] = {}
 
 
-def _duration_fast(name: str, value: Any) -> float | None:
-    """:func:`_duration` of a header value, remembered by its raw value (a bad value is
-    not remembered, so each one is reported)."""
-    seconds = _DURATIONS.get(value)
-    if seconds is not None:
-        return seconds
+def _new_duration(name: str, value: Any) -> float | None:
+    """:func:`_duration` of a header value not in ``_DURATIONS``, then remembered there
+    by its raw value (a bad value is not remembered, so each one is reported)."""
     seconds = _duration(name, _text(value))
     if seconds is not None:
         if len(_DURATIONS) >= 512:  # bounded: resets take many values over a day
@@ -205,23 +179,39 @@ def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
     values = _raw_values(raw) if type(raw) is list else None
     if values is None:
         values = _mapping_values(headers)
-    rt, xt, lt, rr, xr, lr, ra, ms = values
-    if ms is not None:  # milliseconds win: retry-after is not even read
-        n = _count_fast("retry-after-ms", ms)
-        ra = n / 1000 if n is not None else None
-    elif ra is not None:
-        ra = _duration_fast("retry-after", ra)
-    elif rt is xt is lt is rr is xr is lr is None:
+    if values.count(None) == len(values):
         return _EMPTY
-    return _new_view(
-        ServerView,
-        (
-            rt if rt is None else _count_fast("x-ratelimit-remaining-tokens", rt),
-            xt if xt is None else _duration_fast("x-ratelimit-reset-tokens", xt),
-            lt if lt is None else _limit_fast("x-ratelimit-limit-tokens", lt),
-            rr if rr is None else _count_fast("x-ratelimit-remaining-requests", rr),
-            xr if xr is None else _duration_fast("x-ratelimit-reset-requests", xr),
-            lr if lr is None else _limit_fast("x-ratelimit-limit-requests", lr),
-            ra,
-        ),
-    )
+    if values[7] is not None:
+        values[6] = None  # milliseconds win: retry-after is not even read
+    rt, xt, lt, rr, xr, lr, ra, ms = _read(values)
+    return _new_view(ServerView, (rt, xt, lt, rr, xr, lr, ra if ms is None else ms / 1000))
+
+
+#: How each header of ``_NAMES`` is read.
+_COUNT, _DURATION, _LIMIT = "count", "duration", "limit"
+_READERS = tuple(zip(_NAMES, (_COUNT, _DURATION, _LIMIT) * 2 + (_DURATION, _COUNT), strict=True))
+
+
+def _read(values: list[Any]) -> list[Any]:
+    """The values of ``_NAMES`` read by their kinds, in one pass: a plain integer (what
+    Groq sends) by ``int`` straight from the bytes, a duration seen before by its raw
+    value, anything else by the general readers. A limit is believed only in
+    ``1..MAX_LIMIT`` (a limit of 0 would stall every request; see :data:`MAX_LIMIT`)."""
+    read: list[Any] = []
+    for (name, kind), value in zip(_READERS, values, strict=True):
+        if value is None:
+            read.append(None)
+        elif kind is _DURATION:
+            seconds = _DURATIONS.get(value)
+            read.append(seconds if seconds is not None else _new_duration(name, value))
+        else:
+            try:
+                n = int(value)
+            except (TypeError, ValueError):
+                n = -1  # not a plain integer: the general reader decides
+            count = n if 0 <= n < _EXACT else _count(name, _text(value))
+            if kind is _LIMIT and count is not None and not 0 < count <= MAX_LIMIT:
+                _bad(name)
+                count = None
+            read.append(count)
+    return read
