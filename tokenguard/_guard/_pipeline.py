@@ -70,9 +70,11 @@ def call_plan(
     if started is None:
         started = g.opts.clock()
     while True:
-        if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
-            yield from lookup_plan(g.base_url, req.model, g.client)
-        site = g.site_for(req)  # again after a retry: a limit may have been learned
+        site = g.kept_site(req)  # none after a retry that taught a limit, say
+        if site is None or not site.known:
+            if table_entry(req.model) is None:  # the server's GET /models/{model}, cached
+                yield from lookup_plan(g.base_url, req.model, g.client)
+            site = g.site_for(req)
         count = _count(g, req, req.messages, site.info, site.asked)
         out = _as_asked(g, req, site, count)
         if out is None:

@@ -89,9 +89,10 @@ def settle_plan(
     if s.settled:
         return
     s.settled = True
+    counted = None if usage is None else usage.limit_tokens  # toward the rate limits
     try:
         if s.reservation is not None:
-            tokens = usage.limit_tokens if usage is not None else s.estimate
+            tokens = s.estimate if counted is None else counted
             try:
                 yield Commit(s.reservation, tokens, s.headers)
             except LimiterUnavailable as exc:
@@ -106,11 +107,11 @@ def settle_plan(
                     yield from s.hold.commit_plan(usage.total_tokens, call_cost(s, usage))
             except BudgetUnavailable as exc:
                 _settle_failed(s, "budget", True, exc)
-        if usage is not None:
+        if usage is not None and counted is not None:
             # What was served bounds what a later refusal can teach (see _recover): the
             # server admitted the prompt with its max_tokens into the context window.
             admitted = usage.prompt_tokens + max(usage.completion_tokens, s.max_tokens or 0)
-            _registry.saw_served(s.guard.base_url, s.request.model, admitted, usage.limit_tokens)
+            _registry.saw_served(s.guard.base_url, s.request.model, admitted, counted)
             if not (s.count.exact and usage.prompt_tokens == s.count.prompt_tokens):
                 # (an exact count the server agrees with teaches nothing)
                 default_counter().observe(s.count, usage.prompt_tokens)

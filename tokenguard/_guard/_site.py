@@ -18,7 +18,7 @@ from ..errors import ConfigurationError, ContextOverflow
 from ..fitting import Summarizer, room_for
 from ..limiter import Limiter, WindowLimits
 from ..limiter._window import DAY_WINDOWS
-from ..models import ModelInfo
+from ..models import ModelInfo, table_entry
 from . import _registry
 from ._options import GuardOptions
 from ._request import ChatRequest
@@ -47,6 +47,8 @@ class Site:
     limits: WindowLimits | None = None
     #: When the learned limits applied here lapse (the guard's clock; ``inf``: none applied).
     until: float = math.inf
+    #: Whether ``info`` is the model table's entry (else the server's answer, or defaults).
+    known: bool = True
 
 
 @dataclass
@@ -73,16 +75,22 @@ class Guard:
     def site_for(self, req: ChatRequest) -> Site:
         """The site's values for ``req``'s model and ``max_tokens``: worked out by an
         earlier call while still good, else now."""
+        return self.kept_site(req) or self._work_out(req)
+
+    def kept_site(self, req: ChatRequest) -> Site | None:
+        """The site an earlier call worked out for ``req``'s model and ``max_tokens``,
+        while the registry, the model's entry and the limits are the ones it read."""
         site = self._sites.get((req.model, req.max_tokens))
         if (
             site is not None
             and site.generation == _registry.generation
-            and site.info is model_info(self.base_url, req.model)
+            and site.info
+            is (table_entry(req.model) if site.known else model_info(self.base_url, req.model))
             and (site.limiter is None or site.limiter.limits is site.limits)
             and (site.until == math.inf or self.opts.clock() < site.until)
         ):
             return site
-        return self._work_out(req)
+        return None
 
     def _work_out(self, req: ChatRequest) -> Site:
         opts = self.opts
@@ -110,7 +118,10 @@ class Guard:
             max_completion_tokens=info.max_completion_tokens,
             default_reserve=opts.default_reserve,
         )
-        site = Site(info, limiter, window, tpm, asked, generation, fits, limits, learned.until)
+        known = info is table_entry(req.model)
+        site = Site(
+            info, limiter, window, tpm, asked, generation, fits, limits, learned.until, known
+        )
         if len(self._sites) >= _MAX_SITES:
             self._sites.clear()
         self._sites[(req.model, req.max_tokens)] = site

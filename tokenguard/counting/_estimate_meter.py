@@ -39,7 +39,7 @@ class EstimateMeter:
         meter.count(Request.of(messages, max_messages=100)).total
     """
 
-    __slots__ = ("_info", "_last", "cache", "calibration", "rule", "settings")
+    __slots__ = ("_last", "cache", "calibration", "info", "rule", "settings")
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class EstimateMeter:
         calibration: Calibration,
         settings: Settings,
     ) -> None:
-        self._info = info
+        self.info = info
         self.rule = rule
         self.cache = cache
         self.calibration = calibration
@@ -65,11 +65,6 @@ class EstimateMeter:
             lambda: estimator(get_encoding(rule.encoding), rule.digits_single),
         )
         return cls(info, rule, cache, resources.calibration(info.name), resources.settings)
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model table entry of this meter."""
-        return self._info
 
     def count_fast(
         self,
@@ -239,7 +234,7 @@ class EstimateMeter:
     def _keys(self, parts: _Parts) -> list[int]:
         """A chain of keys naming each prefix of the request (tools included), so that the
         server's count of an earlier, shorter request can anchor this one."""
-        seed = _seed_key(self._info.name, parts.tools_text)
+        seed = _seed_key(self.info.name, parts.tools_text)
         return _chained(seed, parts.headers, parts.bodies, parts.names)
 
     def _estimate(self, parts: _Parts, keys: list[int] | None) -> tuple[int, int, int, int]:

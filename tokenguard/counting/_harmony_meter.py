@@ -34,10 +34,11 @@ class HarmonyMeter(FastPath):
 
     __slots__ = (
         "_calibration",
-        "_info",
         "_settings",
         "_tools_memo",
         "cache",
+        "fast_overhead",
+        "info",
         "instructions",
         "instructions_tools",
         "rules",
@@ -47,7 +48,7 @@ class HarmonyMeter(FastPath):
     handles_options = frozenset({"reasoning_effort", "tool_choice", "response_format"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
-        self._info = info
+        self.info = info
         self._settings: Settings = resources.settings
         enc = get_encoding("o200k_base")
         # Values are 2 * tokens + lookalike flag (see _flagged).
@@ -72,6 +73,7 @@ class HarmonyMeter(FastPath):
             ("harmony-rules", image_tokens),
             lambda: HarmonyRules(_plain_counter(enc), image_tokens=image_tokens),
         )
+        self.fast_overhead = self.rules.base_overhead  # the prompt's frame without tools
         self._calibration: Calibration = resources.calibration(info.name)
 
     @staticmethod
@@ -79,11 +81,6 @@ class HarmonyMeter(FastPath):
         """The meter for ``info`` when it is a harmony model and o200k data is at hand
         (see :func:`harmony_meter`)."""
         return harmony_meter(info, resources)
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model table entry the meter was built from."""
-        return self._info
 
     # -- the fast path ------------------------------------------------------------------
 
@@ -180,11 +177,6 @@ class HarmonyMeter(FastPath):
                 costs[at] += v >> 1
         return total
 
-    @property
-    def fast_overhead(self) -> int:
-        """The prompt's frame without tools (see :class:`~._meter.FastPath`)."""
-        return self.rules.base_overhead
-
     # -- the general path -----------------------------------------------------------------
 
     def _fast_request(
@@ -261,7 +253,7 @@ class HarmonyMeter(FastPath):
         estimate = self._calibration.estimate(content=exact_part, overhead=allowance)
         total = max(exact_part, min(counted.total, estimate))
         basis = CalibrationBasis(
-            content=exact_part, overhead=allowance, bucket=0, key=hash((self._info.name, total))
+            content=exact_part, overhead=allowance, bucket=0, key=hash((self.info.name, total))
         )
         return Tally(costs, counted.overhead, counted.tools, total, counted.total, False, basis)
 

@@ -31,8 +31,9 @@ class LlamaMeter(FastPath):
 
     __slots__ = (
         "_frames",
-        "_info",
         "bodies",
+        "fast_overhead",
+        "info",
         "plain",
         "rules",
         "settings",
@@ -55,7 +56,7 @@ class LlamaMeter(FastPath):
         """``count`` counts text as the server does with the tokenizer named ``tokenizer``,
         and ``count_many`` many texts at once; without it ``count`` is a bound, not that
         tokenizer itself (see ``body_value``)."""
-        self._info = info
+        self.info = info
         self.settings: Settings = resources.settings
         name = tokenizer
         image_tokens = self.settings.image_tokens
@@ -79,24 +80,15 @@ class LlamaMeter(FastPath):
             lambda: lambda text: 2 * count(go_trim_space(text + "\n")),
         )
         self.plain = _Frame(rules.overhead, 0, self.systems, False, True)
+        self.fast_overhead = rules.overhead  # everything but the messages, without tools
         # Tool definitions and options seen -> their frame (or none: the general path).
         self._frames: ToolsMemo[_Frame] = ToolsMemo()
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model table entry of this meter."""
-        return self._info
 
     # -- the fast path ----------------------------------------------------------------------
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
         """Plain messages without tools (see :meth:`_walk`)."""
         return self._walk(messages, costs, self.plain)
-
-    @property
-    def fast_overhead(self) -> int:
-        """Everything but the messages, without tools (see :class:`~._meter.FastPath`)."""
-        return self.rules.overhead
 
     def _walk(self, messages: Sequence[Any], costs: list[int] | None, frame: _Frame) -> int | None:
         """Plain messages only, as ``2 * tokens + unsure`` (unsure: some body's count

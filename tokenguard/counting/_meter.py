@@ -172,10 +172,8 @@ class FastPath:
         options, as :meth:`_fast` counts it, or ``None``."""
         return None
 
-    @property
-    def fast_overhead(self) -> int:
-        """The tokens of a fast-path count that belong to no message."""
-        raise NotImplementedError
+    #: The tokens of a fast-path count that belong to no message (set by each meter).
+    fast_overhead: int
 
     def count_fast(
         self,

@@ -41,13 +41,13 @@ class Qwen3Meter(FastPath):
         meter.count_fast([{"role": "user", "content": "Hello"}])   # 9
     """
 
-    __slots__ = ("_info", "_settings", "body", "rendered", "rules")
+    __slots__ = ("_settings", "body", "fast_overhead", "info", "rendered", "rules")
 
     #: Prompt options this meter renders itself (the facade bounds the others).
     handles_options = frozenset({"reasoning_effort", "tool_choice"})
 
     def __init__(self, info: ModelInfo, resources: Resources) -> None:
-        self._info = info
+        self.info = info
         self._settings: Settings = resources.settings
         # Rendered pieces, counted as the server encodes them; and message bodies as
         # tokens("\n" + text), or its complement (~tokens, negative) when the text holds
@@ -58,16 +58,12 @@ class Qwen3Meter(FastPath):
         self.rules: Qwen3Rules = resources.shared(
             ("qwen3-rules", image_tokens), lambda: Qwen3Rules(_counter(), image_tokens=image_tokens)
         )
+        self.fast_overhead = self.rules.generation  # the generation prompt
 
     @staticmethod
     def build(info: ModelInfo, resources: Resources) -> Qwen3Meter | None:
         """The meter for ``info`` when it is a Qwen3 model and the data is at hand."""
         return qwen3_meter(info, resources)
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model table entry the meter was built from."""
-        return self._info
 
     def _fast(self, messages: Sequence[Any], costs: list[int] | None) -> int | None:
         """Plain alternating messages from a user turn on, as ``2 * tokens`` (exact);
@@ -141,11 +137,6 @@ class Qwen3Meter(FastPath):
             costs.extend([_FRAME + v for v in values])
             costs[-1] += closing
         return 2 * (self.rules.generation + _FRAME * len(values) + sum(values) + closing)
-
-    @property
-    def fast_overhead(self) -> int:
-        """The generation prompt (see :class:`~._meter.FastPath`)."""
-        return self.rules.generation
 
     def count(self, request: Request) -> Tally:
         """Validate and count one request (any form the SDKs accept)."""

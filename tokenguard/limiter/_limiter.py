@@ -155,7 +155,7 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = _believable(_view(headers), self._limits, served=True)
+        view = None if headers is None else _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -210,7 +210,7 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = _believable(_view(headers), self._limits, served=True)
+        view = None if headers is None else _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -271,9 +271,13 @@ def _believable(
 
 
 def _is_batch(priority: Priority | None) -> bool:
-    """Whether a call waits as batch: ``priority`` if given (checked by the caller),
-    else the enclosing ``tg.priority`` block's."""
-    return (priority or current_priority()) == "batch"
+    """Whether a call waits as batch: ``priority`` if given (a clear error if it is not
+    a priority), else the enclosing ``tg.priority`` block's."""
+    if priority is None:
+        return current_priority() == "batch"
+    if priority != "batch" and priority != "interactive":
+        check_priority(priority)  # raises, naming what is expected
+    return priority == "batch"
 
 
 def _check_tokens(tokens: object, what: str) -> None:
@@ -731,8 +735,6 @@ class Limiter:
         """
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
-        if priority is not None:
-            check_priority(priority)
         batch = _is_batch(priority)
         admit_now = self._admit_now
         if admit_now is not None:  # nobody waits: only a batch call's reserve to weigh
@@ -747,8 +749,6 @@ class Limiter:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
             self._check(tokens, max_wait)
-        if priority is not None:
-            check_priority(priority)
         # The memory backend admits at once (nobody queued, room now) without the
         # queue's plan; its decisions never block: as in a thread.
         batch = _is_batch(priority)
