@@ -153,8 +153,7 @@ class Counter:
 
             Counter().count_request(msgs, model="llama-3.3-70b-versatile", max_tokens=512)
         """
-        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
-            check_completion_cap("max_tokens", max_tokens)  # the usual int passes; else raises
+        max_tokens = check_completion_cap("max_tokens", max_tokens)
         meter = self._registry.meter(model)
         options = None
         if request:

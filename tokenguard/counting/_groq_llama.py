@@ -127,11 +127,15 @@ class _BodyValue:
     def values(self, bodies: list[str]) -> list[int]:
         """:meth:`value` of each of ``bodies``, those without edge blanks in one step."""
         count_many = self.count_many
-        if count_many is None or not self.split_edges:
+        if count_many is None:  # made by body_value: one by one
             return list(map(self.value, bodies))
-        counts = iter(count_many([b for b in bodies if b.strip() == b]))
+        plain = [b.strip() == b for b in bodies]
+        counts = iter(count_many([b for b, p in zip(bodies, plain, strict=True) if p]))
         header = self.header
-        return [2 * (header + next(counts)) if b.strip() == b else self.value(b) for b in bodies]
+        return [
+            2 * (header + next(counts)) if p else self.value(b)
+            for b, p in zip(bodies, plain, strict=True)
+        ]
 
     def _added_by(self, body: str, trimmed: str) -> int | None:
         """What ``body``'s trailing blanks add to ``trimmed``'s count, or ``None``."""

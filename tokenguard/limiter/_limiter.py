@@ -155,7 +155,7 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = None if headers is None else _believable(_view(headers), self._limits, served=True)
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -210,7 +210,7 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = None if headers is None else _believable(_view(headers), self._limits, served=True)
+        view = _believable(_view(headers), self._limits, served=True)
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -275,9 +275,7 @@ def _is_batch(priority: Priority | None) -> bool:
     a priority), else the enclosing ``tg.priority`` block's."""
     if priority is None:
         return current_priority() == "batch"
-    if priority != "batch" and priority != "interactive":
-        check_priority(priority)  # raises, naming what is expected
-    return priority == "batch"
+    return check_priority(priority) == "batch"
 
 
 def _check_tokens(tokens: object, what: str) -> None:

@@ -218,12 +218,10 @@ class MemoryBackend:
             if view is None:
                 # No headers: nothing to adopt, and lessons come only from headers.
                 w.settle(charge, actual, now)
-                if self._queue.size:  # most settles find nobody waiting
-                    self._wake_head()
+                self._wake_head()
                 return
             w.settle_answered(charge, actual, self._own(view), now)
-            if self._queue.size:
-                self._wake_head()
+            self._wake_head()
             news = self._news()
         if news is not None:
             self._announce(news)
