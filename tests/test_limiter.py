@@ -244,6 +244,49 @@ def test_max_wait_shorter_than_the_wait_fails_at_once_without_trace(h: Harness, 
     assert api.acquire(lim, 10).waited <= h.slack
 
 
+def test_try_acquire_admits_at_once_in_memory_and_never_waits(h: Harness, api: Api) -> None:
+    lim = h.limiter(tpm=100, rpm=10)
+    r = lim.try_acquire(60)
+    if h.name != "memory":
+        # Redis decides with a script and a queue: the caller acquires (and may wait).
+        assert r is None
+        return
+    assert r is not None
+    assert r.in_place
+    assert (r.tokens, r.waited, r.settled) == (60, 0.0, False)
+    assert lim.try_acquire(41) is None  # no room now: nothing charged, nobody queued
+    r2 = api.acquire(lim, 40)  # what the refused one left is all still there
+    assert r2.waited == 0
+    api.commit(r, 60)
+    with pytest.raises(tg.RequestTooLarge):
+        lim.try_acquire(101)
+    with pytest.raises(tg.ConfigurationError, match="tokens"):
+        lim.try_acquire(-1)
+
+
+def test_try_acquire_never_passes_a_waiting_call() -> None:
+    clock = FakeClock()
+    waiting, go = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:
+        waiting.set()
+        go.wait(10)
+        clock.sleep(seconds)
+
+    lim = tg.Limiter(tpm=100, window=10.0, clock=clock, sleep=sleep)
+    lim.acquire(90)
+    got: list[tg.Reservation] = []
+    waiter = threading.Thread(target=lambda: got.append(lim.acquire(50)))
+    waiter.start()
+    try:
+        assert waiting.wait(10)  # the 50 wait at the head of the queue
+        assert lim.try_acquire(5) is None  # 10 tokens are free, but the head goes first
+    finally:
+        go.set()
+        waiter.join(timeout=10)
+    assert [r.tokens for r in got] == [50]
+
+
 def test_max_wait_long_enough_waits(h: Harness, api: Api) -> None:
     lim = h.limiter(tpm=100)
     r1 = api.acquire(lim, 90)

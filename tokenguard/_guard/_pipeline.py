@@ -229,14 +229,17 @@ def _admit_plan(
     reservation: Reservation | None = None
     limiter = site.limiter
     if limiter is not None:
-        left = None
-        if g.opts.max_wait is not None:
-            left = max(0.0, g.opts.max_wait - (g.opts.clock() - started))
         try:
             priority = current_priority(g.opts.priority)  # a tg.priority block wins
-            reservation = yield Call(
-                limiter.acquire, limiter.acquire_async, estimate, left, priority
-            )
+            # The usual admission (in memory, with room now) is a plain call.
+            reservation = limiter.try_acquire(estimate, priority)
+            if reservation is None:
+                left = None
+                if g.opts.max_wait is not None:
+                    left = max(0.0, g.opts.max_wait - (g.opts.clock() - started))
+                reservation = yield Call(
+                    limiter.acquire, limiter.acquire_async, estimate, left, priority
+                )
         except BaseException:
             yield from release_hold(hold)
             raise

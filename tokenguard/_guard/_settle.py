@@ -91,12 +91,16 @@ def settle_plan(
     s.settled = True
     counted = None if usage is None else usage.limit_tokens  # toward the rate limits
     try:
-        if s.reservation is not None:
+        r = s.reservation
+        if r is not None:
             tokens = s.estimate if counted is None else counted
-            try:
-                yield Commit(s.reservation, tokens, s.headers)
-            except LimiterUnavailable as exc:
-                _settle_failed(s, "commit", True, exc)
+            if r.in_place:  # in memory: settled here, by a thread or a task alike
+                r.commit(tokens, headers=s.headers)
+            else:
+                try:
+                    yield Commit(r, tokens, s.headers)
+                except LimiterUnavailable as exc:
+                    _settle_failed(s, "commit", True, exc)
     finally:
         # Charged and reported even when settling is interrupted (a cancelled task).
         if not s.hold.settled:  # a settled hold (no budget open) has nothing to charge

@@ -92,6 +92,7 @@ class Reservation:
         "_fail_open",
         "_limits",
         "at",
+        "in_place",
         "settled",
         "tokens",
         "waited",
@@ -114,6 +115,9 @@ class Reservation:
         self._limits = limits
         # In memory a settle neither blocks nor awaits: call it, no plan to run.
         self._direct = backend if type(backend) is MemoryBackend else None
+        #: Whether ``commit`` and ``cancel`` neither block nor await (an in-memory
+        #: limiter): asyncio code may call them in place of their ``_async`` twins.
+        self.in_place = self._direct is not None
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
         #: Redis time) and after how long a wait.
         self.tokens = tokens
@@ -731,31 +735,45 @@ class Limiter:
             r = lim.acquire(1200, max_wait=math.inf)  # even a spent day limit
             r = lim.acquire(1200, priority="batch")   # behind waiting interactive calls
         """
-        if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
-            self._check(tokens, max_wait)  # else an int that fits every limit: nothing to say
-        batch = _is_batch(priority)
-        admit_now = self._admit_now
-        if admit_now is not None:  # nobody waits: only a batch call's reserve to weigh
-            got = admit_now(tokens, batch)
-            if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return run_sync(self._acquiring(tokens, max_wait, batch))
+        if max_wait is not None:
+            self._check(tokens, max_wait)
+        now = self.try_acquire(tokens, priority)
+        if now is not None:
+            return now
+        return run_sync(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
     async def acquire_async(
         self, tokens: int, max_wait: float | None = None, priority: Priority | None = None
     ) -> Reservation:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
-        if max_wait is not None or type(tokens) is not int or not 0 <= tokens <= self._largest:
+        if max_wait is not None:
             self._check(tokens, max_wait)
-        # The memory backend admits at once (nobody queued, room now) without the
-        # queue's plan; its decisions never block: as in a thread.
-        batch = _is_batch(priority)
+        now = self.try_acquire(tokens, priority)  # never blocks: as in a thread
+        if now is not None:
+            return now
+        return await run_async(self._acquiring(tokens, max_wait, _is_batch(priority)))
+
+    def try_acquire(self, tokens: int, priority: Priority | None = None) -> Reservation | None:
+        """A reservation of ``tokens`` (and one request) when an in-memory limiter has
+        the room now and nobody waits ahead; else ``None``, with nothing changed (then
+        :meth:`acquire` waits, or a Redis limiter decides). Never blocks nor awaits, so
+        asyncio code may call it too. Raises as :meth:`acquire` does for a request
+        that could never be admitted.
+
+        Example::
+
+            r = lim.try_acquire(1200) or await lim.acquire_async(1200, max_wait=30)
+        """
+        if type(tokens) is not int or not 0 <= tokens <= self._largest:
+            self._check(tokens, None)  # else an int that fits every limit: nothing to say
         admit_now = self._admit_now
-        if admit_now is not None:
-            got = admit_now(tokens, batch)
-            if got is not None:
-                return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
-        return await run_async(self._acquiring(tokens, max_wait, batch))
+        if admit_now is None:
+            return None
+        # Nobody waits: only a batch call's reserve to weigh.
+        got = admit_now(tokens, _is_batch(priority))
+        if got is None:
+            return None
+        return Reservation(self._backend, got[1], tokens, got[0], 0.0, self.limits)
 
     def _acquiring(self, tokens: int, max_wait: float | None, batch: bool) -> Plan[Reservation]:
         """Checked by the caller; the uncontended in-memory admission was tried."""
