@@ -62,11 +62,21 @@ class TrackingLimiter(tg.Limiter):
         super().__init__(**options)
         self._seen_lock = threading.Lock()
         self.reservations: list[tuple[float, tg.Reservation]] = []
+        self._kept: set[int] = set()
 
     def _keep(self, r: tg.Reservation) -> tg.Reservation:
+        # Once each: acquire admits through try_acquire when it can.
         with self._seen_lock:
-            self.reservations.append((time.monotonic(), r))
+            if id(r) not in self._kept:  # kept alive in the list: ids stay unique
+                self._kept.add(id(r))
+                self.reservations.append((time.monotonic(), r))
         return r
+
+    def try_acquire(
+        self, tokens: int, priority: tg.Priority | None = None
+    ) -> tg.Reservation | None:
+        r = super().try_acquire(tokens, priority)
+        return None if r is None else self._keep(r)
 
     def acquire(
         self, tokens: int, max_wait: float | None = None, priority: tg.Priority | None = None

@@ -758,7 +758,8 @@ class Limiter:
         the room now and nobody waits ahead; else ``None``, with nothing changed (then
         :meth:`acquire` waits, or a Redis limiter decides). Never blocks nor awaits, so
         asyncio code may call it too. Raises as :meth:`acquire` does for a request
-        that could never be admitted.
+        that could never be admitted. ``acquire`` and the guard admit through it
+        first: a subclass that watches admissions overrides it as well.
 
         Example::
 
