@@ -737,9 +737,9 @@ class Limiter:
         """
         if max_wait is not None:
             self._check(tokens, max_wait)
-        now = self.try_acquire(tokens, priority)
-        if now is not None:
-            return now
+        admitted = self.try_acquire(tokens, priority)
+        if admitted is not None:
+            return admitted
         return run_sync(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
     async def acquire_async(
@@ -748,9 +748,9 @@ class Limiter:
         """:meth:`acquire` for asyncio; a cancelled waiting task leaves no trace."""
         if max_wait is not None:
             self._check(tokens, max_wait)
-        now = self.try_acquire(tokens, priority)  # never blocks: as in a thread
-        if now is not None:
-            return now
+        admitted = self.try_acquire(tokens, priority)  # never blocks: as in a thread
+        if admitted is not None:
+            return admitted
         return await run_async(self._acquiring(tokens, max_wait, _is_batch(priority)))
 
     def try_acquire(self, tokens: int, priority: Priority | None = None) -> Reservation | None:
