@@ -431,6 +431,20 @@ class _Process:
 _PROCESS = _Process()
 
 
+def _common_args(limits: WindowLimits, queue_lease: float, header_lag: float) -> list[Any]:
+    """The arguments every script takes first: the window, the four limits (-1: none),
+    the queue places' lease and the header lag."""
+    caps = (limits.tpm, limits.rpm, limits.tpd, limits.rpd)
+    return [limits.window, *(-1 if x is None else x for x in caps), queue_lease, header_lag]
+
+
+def _scripts(algorithm: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Each script's source for ``algorithm``, and its SHA1 (the name EVALSHA runs it by)."""
+    names = ("acquire", "settle", "leave", "observe", "named")
+    sources = {name: _source(name, algorithm) for name in names}
+    return sources, {n: hashlib.sha1(src.encode()).hexdigest() for n, src in sources.items()}
+
+
 def _source(name: str, algorithm: str = "window") -> str:
     lua = resources.files("tokenguard.limiter") / "lua"
     parts = ["lib"]
@@ -560,15 +574,8 @@ class RedisBackend:
         # Renew the lease well before it runs out, whatever we are waiting for; and a
         # BLPOP no longer than a round trip may be (the client's socket timeout).
         self._max_block = max(min(queue_lease / 4, round_trip * 0.8), 0.01)
-        self._common: list[Any] = [
-            limits.window,
-            *(-1 if x is None else x for x in (limits.tpm, limits.rpm, limits.tpd, limits.rpd)),
-            queue_lease,
-            header_lag,
-        ]
-        names = ("acquire", "settle", "leave", "observe", "named")
-        self._sources = {name: _source(name, algorithm) for name in names}
-        self._shas = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._sources.items()}
+        self._common = _common_args(limits, queue_lease, header_lag)
+        self._sources, self._shas = _scripts(algorithm)
         self._test_clock: Callable[[], float] | None = None  # tests only: see _args
         # Seconds added to Redis TIME: tests make Redis's clock jump with it (see _args).
         self._skew = 0.0
