@@ -10,6 +10,7 @@ The rules: docs/llama.md; the derivation: docs/counting-internals.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import unicodedata
 import weakref
@@ -84,23 +85,17 @@ def body_values(
     """:func:`body_value` of each of many bodies (``count`` a tokenizer, as with
     ``split_edges``): those without blanks at their edges, most of them, are counted by
     ``count_many`` (``count`` of each, in one step) and the rest one by one."""
-    return _BodyValue(count, True, count_many).values
+    return functools.partial(_BodyValue(count, True).values, count_many)
 
 
 class _BodyValue:
     """:func:`body_value` for one counting function, in its steps."""
 
-    __slots__ = ("added", "count", "count_many", "header", "pieces", "split_edges")
+    __slots__ = ("added", "count", "header", "pieces", "split_edges")
 
-    def __init__(
-        self,
-        count: Callable[[str], int],
-        split_edges: bool,
-        count_many: Callable[[list[str]], list[int]] | None = None,
-    ) -> None:
+    def __init__(self, count: Callable[[str], int], split_edges: bool) -> None:
         self.count = count
         self.split_edges = split_edges
-        self.count_many = count_many
         # Facts of the tokenizer, not of any text: shared by every counter that counts
         # with ``count`` (``server_counter`` makes one per encoding), each bounded.
         self.pieces, self.added = _EDGE_FACTS.setdefault(count, ({}, {}))
@@ -124,11 +119,9 @@ class _BodyValue:
         n = count("\n\n" + body) if extra is None else m + extra
         return 2 * max(n, m) + (n != m)
 
-    def values(self, bodies: list[str]) -> list[int]:
-        """:meth:`value` of each of ``bodies``, those without edge blanks in one step."""
-        count_many = self.count_many
-        if count_many is None:  # made by body_value: one by one
-            return list(map(self.value, bodies))
+    def values(self, count_many: Callable[[list[str]], list[int]], bodies: list[str]) -> list[int]:
+        """:meth:`value` of each of ``bodies``, those without edge blanks counted by
+        ``count_many`` in one step."""
         plain = [b.strip() == b for b in bodies]
         counts = iter(count_many([b for b, p in zip(bodies, plain, strict=True) if p]))
         header = self.header
