@@ -12,6 +12,7 @@ request that was admitted is settled or released exactly once.
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 from .._adapters import Failure, FailureKind, classify, headers_of, usage_of
@@ -278,7 +279,7 @@ def _receive_plan(s: Settlement, sender: Sender, result: Any) -> Plan[Any]:
             body = result.parse()
             kind = kind_of(type(body))
             if kind.awaitable:  # the async SDKs' parse: a coroutine
-                body = yield Call(_never, _awaited, body)
+                body = yield Call(_never, _itself, body)
                 kind = kind_of(type(body))
             s.headers, raw = headers_of(result), True
         except BaseException:
@@ -296,8 +297,9 @@ def _receive_plan(s: Settlement, sender: Sender, result: Any) -> Plan[Any]:
     return body if sender.raw_internal else result
 
 
-async def _awaited(pending: Any) -> Any:
-    return await pending
+def _itself(pending: Awaitable[Any]) -> Awaitable[Any]:
+    # The async runner awaits the SDK's own coroutine: no coroutine of ours around it.
+    return pending
 
 
 def _never(pending: Any) -> Any:
