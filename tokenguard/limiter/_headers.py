@@ -59,7 +59,7 @@ _EMPTY = ServerView()
 _new_view = tuple.__new__
 
 
-def _count(name: str, text: str) -> int | None:
+def _count_text(name: str, text: str) -> int | None:
     try:
         value = float(text)
     except ValueError:
@@ -70,7 +70,7 @@ def _count(name: str, text: str) -> int | None:
     return math.floor(value)
 
 
-def _duration(name: str, text: str) -> float | None:
+def _duration_text(name: str, text: str) -> float | None:
     if _PLAIN_SECONDS(text) is not None:
         return float(text[:-1])  # Groq's usual "6s" / "1.2s", without the general parser
     if _PLAIN_MILLISECONDS(text) is not None:
@@ -97,22 +97,49 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-#: Integers below this are exact as floats: ``int(text)`` is then what ``_count`` reads.
+#: Integers below this are exact as floats: ``int(text)`` is then what ``_count_text`` reads.
 _EXACT = 2**53
+
+
+def _count(name: str, value: Any) -> int | None:
+    """A count header's value (``None``: not sent, or unreadable): a plain non-negative
+    integer (what Groq sends) read by ``int`` straight from the bytes, anything else by
+    :func:`_count_text`."""
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1  # not a plain integer: the general reader decides
+    return n if 0 <= n < _EXACT else _count_text(name, _text(value))
+
+
+def _limit(name: str, value: Any) -> int | None:
+    """A limit header's value: a count believed only in ``1..MAX_LIMIT`` (a limit of 0
+    would stall every request; see :data:`MAX_LIMIT`)."""
+    count = _count(name, value)
+    if count is not None and not 0 < count <= MAX_LIMIT:
+        _bad(name)
+        return None
+    return count
 
 
 #: Durations read before (values repeat: "6s", "2m59.56s", ...), by their raw value.
 _DURATIONS: dict[Any, float] = {}
 
 
-def _new_duration(name: str, value: Any) -> float | None:
-    """:func:`_duration` of a header value not in ``_DURATIONS``, then remembered there
-    by its raw value (a bad value is not remembered, so each one is reported)."""
-    seconds = _duration(name, _text(value))
-    if seconds is not None:
-        if len(_DURATIONS) >= 512:  # bounded: resets take many values over a day
-            _DURATIONS.clear()
-        _DURATIONS[value] = seconds
+def _duration(name: str, value: Any) -> float | None:
+    """A duration header's value in seconds, remembered by its raw value (a bad value is
+    not remembered, so each one is reported)."""
+    if value is None:
+        return None
+    seconds = _DURATIONS.get(value)
+    if seconds is None:
+        seconds = _duration_text(name, _text(value))
+        if seconds is not None:
+            if len(_DURATIONS) >= 512:  # bounded: resets take many values over a day
+                _DURATIONS.clear()
+            _DURATIONS[value] = seconds
     return seconds
 
 
@@ -179,39 +206,26 @@ def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
     values = _raw_values(raw) if type(raw) is list else None
     if values is None:
         values = _mapping_values(headers)
-    if values.count(None) == len(values):
+    rt, xt, lt, rr, xr, lr, ra, ms = values
+    if ms is not None:  # milliseconds win: retry-after is not even read
+        n = _count("retry-after-ms", ms)
+        retry = None if n is None else n / 1000
+    elif ra is not None:
+        retry = _duration("retry-after", ra)
+    elif rt is xt is lt is rr is xr is lr is None:
         return _EMPTY
-    if values[7] is not None:
-        values[6] = None  # milliseconds win: retry-after is not even read
-    rt, xt, lt, rr, xr, lr, ra, ms = _read(values)
-    return _new_view(ServerView, (rt, xt, lt, rr, xr, lr, ra if ms is None else ms / 1000))
-
-
-#: How each header of ``_NAMES`` is read.
-_COUNT, _DURATION, _LIMIT = "count", "duration", "limit"
-_READERS = tuple(zip(_NAMES, (_COUNT, _DURATION, _LIMIT) * 2 + (_DURATION, _COUNT), strict=True))
-
-
-def _read(values: list[Any]) -> list[Any]:
-    """The values of ``_NAMES`` read by their kinds, in one pass: a plain integer (what
-    Groq sends) by ``int`` straight from the bytes, a duration seen before by its raw
-    value, anything else by the general readers. A limit is believed only in
-    ``1..MAX_LIMIT`` (a limit of 0 would stall every request; see :data:`MAX_LIMIT`)."""
-    read: list[Any] = []
-    for (name, kind), value in zip(_READERS, values, strict=True):
-        if value is None:
-            read.append(None)
-        elif kind is _DURATION:
-            seconds = _DURATIONS.get(value)
-            read.append(seconds if seconds is not None else _new_duration(name, value))
-        else:
-            try:
-                n = int(value)
-            except (TypeError, ValueError):
-                n = -1  # not a plain integer: the general reader decides
-            count = n if 0 <= n < _EXACT else _count(name, _text(value))
-            if kind is _LIMIT and count is not None and not 0 < count <= MAX_LIMIT:
-                _bad(name)
-                count = None
-            read.append(count)
-    return read
+    else:
+        retry = None
+    # Each field by its own reader, in the view's order.
+    return _new_view(
+        ServerView,
+        (
+            _count("x-ratelimit-remaining-tokens", rt),
+            _duration("x-ratelimit-reset-tokens", xt),
+            _limit("x-ratelimit-limit-tokens", lt),
+            _count("x-ratelimit-remaining-requests", rr),
+            _duration("x-ratelimit-reset-requests", xr),
+            _limit("x-ratelimit-limit-requests", lr),
+            retry,
+        ),
+    )
