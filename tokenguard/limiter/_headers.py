@@ -146,14 +146,14 @@ def _duration(name: str, value: Any) -> float | None:
 #: The headers a view is read from, in the view's field order; then ``retry-after-ms``,
 #: which wins over ``retry-after`` when both are sent.
 _NAMES = (
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-requests",
-    "retry-after",
-    "retry-after-ms",
+    _REMAINING_TOKENS := "x-ratelimit-remaining-tokens",
+    _RESET_TOKENS := "x-ratelimit-reset-tokens",
+    _LIMIT_TOKENS := "x-ratelimit-limit-tokens",
+    _REMAINING_REQUESTS := "x-ratelimit-remaining-requests",
+    _RESET_REQUESTS := "x-ratelimit-reset-requests",
+    _LIMIT_REQUESTS := "x-ratelimit-limit-requests",
+    _RETRY_AFTER := "retry-after",
+    _RETRY_AFTER_MS := "retry-after-ms",
 )
 #: Lower-cased name (str and bytes) -> its place in ``_NAMES``.
 _AT: dict[Any, int] = {n: i for i, n in enumerate(_NAMES)}
@@ -208,24 +208,24 @@ def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
         values = _mapping_values(headers)
     rt, xt, lt, rr, xr, lr, ra, ms = values
     if ms is not None:  # milliseconds win: retry-after is not even read
-        n = _count("retry-after-ms", ms)
+        n = _count(_RETRY_AFTER_MS, ms)
         retry = None if n is None else n / 1000
     elif ra is not None:
-        retry = _duration("retry-after", ra)
+        retry = _duration(_RETRY_AFTER, ra)
     elif rt is xt is lt is rr is xr is lr is None:
         return _EMPTY
     else:
         retry = None
-    # Each field by its own reader, in the view's order.
+    # Each field by its own reader, in the view's order (that of ``_NAMES``).
     return _new_view(
         ServerView,
         (
-            _count("x-ratelimit-remaining-tokens", rt),
-            _duration("x-ratelimit-reset-tokens", xt),
-            _limit("x-ratelimit-limit-tokens", lt),
-            _count("x-ratelimit-remaining-requests", rr),
-            _duration("x-ratelimit-reset-requests", xr),
-            _limit("x-ratelimit-limit-requests", lr),
+            _count(_REMAINING_TOKENS, rt),
+            _duration(_RESET_TOKENS, xt),
+            _limit(_LIMIT_TOKENS, lt),
+            _count(_REMAINING_REQUESTS, rr),
+            _duration(_RESET_REQUESTS, xr),
+            _limit(_LIMIT_REQUESTS, lr),
             retry,
         ),
     )

@@ -92,7 +92,6 @@ class Reservation:
         "_fail_open",
         "_limits",
         "at",
-        "in_place",
         "settled",
         "tokens",
         "waited",
@@ -115,15 +114,18 @@ class Reservation:
         self._limits = limits
         # In memory a settle neither blocks nor awaits: call it, no plan to run.
         self._direct = backend if type(backend) is MemoryBackend else None
-        #: Whether ``commit`` and ``cancel`` neither block nor await (an in-memory
-        #: limiter): asyncio code may call them in place of their ``_async`` twins.
-        self.in_place = self._direct is not None
         #: The estimate admitted, when (in the backend's clock: the injected clock, or
         #: Redis time) and after how long a wait.
         self.tokens = tokens
         self.at = at
         self.waited = waited
         self.settled = False
+
+    @property
+    def in_place(self) -> bool:
+        """Whether ``commit`` and ``cancel`` neither block nor await (an in-memory
+        limiter): asyncio code may call them in place of their ``_async`` twins."""
+        return self._direct is not None
 
     def __repr__(self) -> str:
         state = "settled" if self.settled else "open"
