@@ -11,8 +11,11 @@ bounded 429s of learning refunds (stated there), and the queue is served in orde
 
 from __future__ import annotations
 
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from tokenguard.limiter._backend import Soonest
-from tokenguard.limiter._window import HOLD_STEPS, Ledger, Window, WindowLimits
+from tokenguard.limiter._window import HOLD_STEPS, Ledger, Window, WindowLimits, _server_bucket
 
 
 def test_earliest_is_the_release_that_makes_room() -> None:
@@ -83,6 +86,54 @@ def test_adopt_makes_a_staircase_that_follows_the_refill() -> None:
         led.expire(expiry)
         assert 100 - led.hold_tokens <= 100 * expiry / 10.0 + 1e-9
     assert led.hold_tokens == 0
+
+
+@given(
+    charges=st.lists(
+        st.tuples(st.floats(0, 9.99), st.integers(0, 200), st.integers(0, 3)), max_size=12
+    ),
+    holds=st.lists(
+        st.tuples(st.floats(0.01, 20.0), st.integers(0, 100), st.integers(0, 3)), max_size=4
+    ),
+    limit=st.integers(1, 500),
+    remaining=st.integers(0, 600),
+    server_limit=st.none() | st.integers(1, 600),
+    reset=st.none() | st.floats(0, 30),
+    unseen=st.integers(0, 200),
+    unit=st.sampled_from(["tokens", "requests"]),
+)
+def test_adopt_skips_the_staircase_only_where_it_would_hold_nothing(
+    charges: list[tuple[float, int, int]],
+    holds: list[tuple[float, int, int]],
+    limit: int,
+    remaining: int,
+    server_limit: int | None,
+    reset: float | None,
+    unseen: int,
+    unit: str,
+) -> None:
+    now = 10.0
+    led = Ledger(10.0)
+    for age, tokens, requests in sorted(charges, reverse=True):
+        led.add(now - age, tokens, requests)
+    for expiry, tokens, requests in holds:
+        led.hold(now + expiry, tokens, requests)
+    bucket = _server_bucket(now, led.period, limit, remaining, server_limit, reset, unseen)
+    assume(bucket is not None)
+    assert bucket is not None
+    shortcut, general = led.clone(), led.clone()
+    got = shortcut.adopt(
+        now,
+        limit=limit,
+        unit=unit,
+        remaining=remaining,
+        server_limit=server_limit,
+        reset=reset,
+        unseen=unseen,
+    )
+    usage = general._usage_until(now, bucket.until, unit == "tokens")
+    want = general._hold_steps(now, limit, unit == "tokens", bucket, usage)
+    assert (got, shortcut.holds) == (want, general.holds)
 
 
 def test_adopt_counts_later_admissions_as_unseen() -> None:

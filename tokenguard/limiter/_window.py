@@ -16,6 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ._backend import Soonest
 from ._headers import ServerView
@@ -263,15 +264,32 @@ class Ledger:
         bucket = _server_bucket(now, self.period, limit, remaining, server_limit, reset, unseen)
         if bucket is None:
             return 0
-        ls, rate, base, until = bucket
         tokens = unit == "tokens"
-        times, useds = self._usage_until(now, until, tokens)
+        times, useds = self._usage_until(now, bucket.until, tokens)
+        if limit - min(useds) <= min(bucket.limit, bucket.level):
+            # Our room is at its widest after the last release and the bucket at its
+            # lowest now: when even those do not cross, no gap is positive (the usual
+            # answer of a server that agrees with us), so no staircase to build.
+            return 0
+        return self._hold_steps(now, limit, tokens, bucket, (times, useds))
+
+    def _hold_steps(
+        self,
+        now: float,
+        limit: int,
+        tokens: bool,
+        bucket: _ServerBucket,
+        usage: tuple[list[float], list[int]],
+    ) -> int:
+        """Hold, in ``HOLD_STEPS`` pieces, the largest gap between our room and the
+        server's ``bucket`` from each step on; ``usage`` is :meth:`_usage_until`'s."""
+        ls, rate, base, until = bucket
 
         def gap(at: float, used_then: int) -> float:
             return (limit - used_then) - min(ls, base + rate * (at - now))
 
         edges = [now + (until - now) * i / HOLD_STEPS for i in range(HOLD_STEPS)]
-        envelope = _staircase(edges, times, useds, gap)
+        envelope = _staircase(edges, *usage, gap)
         for i in range(HOLD_STEPS):
             piece = envelope[i] - envelope[i + 1]
             if piece > 0:
@@ -294,6 +312,15 @@ class Ledger:
         return times, useds
 
 
+class _ServerBucket(NamedTuple):
+    """The server's bucket as a header shows it, from the response on."""
+
+    limit: int
+    rate: float  # tokens (or requests) refilled per second
+    level: int  # what it held, less what has not reached it yet
+    until: float  # until when it may be tighter than our limit
+
+
 def _server_bucket(
     now: float,
     period: float,
@@ -302,10 +329,8 @@ def _server_bucket(
     server_limit: int | None,
     reset: float | None,
     unseen: int,
-) -> tuple[int, float, int, float] | None:
-    """The server's bucket as a header shows it: its limit, refill rate, level less what
-    has not reached it yet, and until when it may be tighter than ``limit`` (``None``:
-    never)."""
+) -> _ServerBucket | None:
+    """The server's bucket as a header shows it (``None``: never tighter than ``limit``)."""
     ls = server_limit if server_limit is not None and server_limit > 0 else limit
     rate = ls / period
     if reset is not None and reset > 0 and ls > remaining:
@@ -316,10 +341,10 @@ def _server_bucket(
     if ls >= limit:
         if base >= limit:
             return None
-        return ls, rate, base, now + (limit - base) / rate
+        return _ServerBucket(ls, rate, base, now + (limit - base) / rate)
     # The server's own limit is lower than ours: hold for a window at a time, renewed
     # by every later response.
-    return ls, rate, base, now + period
+    return _ServerBucket(ls, rate, base, now + period)
 
 
 def _staircase(
