@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -385,12 +385,14 @@ class Fault:
     ``body`` itself, never reaching the server (a 429 the server did not send);
     otherwise the server's answer is forwarded with ``headers`` added, and with
     ``cut_after`` set only that many bytes of its body (the connection then closes
-    short of its ``content-length``: a stream cut midway)."""
+    short of its ``content-length``: a stream cut midway), and with ``rewrite`` set its
+    body rewritten (sent whole, with its new length: a server that meant it)."""
 
     status: int | None = None
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     cut_after: int | None = None
+    rewrite: Callable[[bytes], bytes] | None = None
 
 
 class FaultProxy:
@@ -463,6 +465,8 @@ class FaultProxy:
                         self.command, self.path, self.headers, body
                     )
                 fault = proxy._next(status)
+                if fault is not None and fault.rewrite is not None:
+                    payload = fault.rewrite(payload)
                 self.send_response(status)
                 extra = dict(fault.headers) if fault is not None else {}
                 for k, v in headers:

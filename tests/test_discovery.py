@@ -180,6 +180,19 @@ def test_a_404_is_an_event_and_the_documented_defaults(
     assert lookups(em) == ["acme/no-such-model"] * 2  # retried once the failure expired
 
 
+def test_a_base_url_s_credentials_never_reach_an_event(events: list[tg.events.Event]) -> None:
+    with running(models=[SPEC]) as server:
+        secret = server.base_url.replace("://", "://svc:S3cretP4ss@") + "?key=S3cretK3y"
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        ModelDirectory().discover(secret, NEW, client)
+        ModelDirectory().discover(secret, "acme/no-such-model", client)
+    shown = [
+        e.fields()["base_url"] for e in events if e.name.startswith("tokenguard.models.discover")
+    ]
+    assert shown == [server.base_url] * 2
+    assert not [e for e in events if "s3cret" in repr(e.fields()).lower()]
+
+
 @pytest.mark.parametrize("with_client", [True, False])
 async def test_an_unreachable_server_is_an_event_and_the_defaults(
     with_client: bool, events: list[tg.events.Event], monkeypatch: pytest.MonkeyPatch

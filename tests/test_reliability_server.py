@@ -96,6 +96,27 @@ def test_a_429_asking_for_a_wait_no_limit_justifies_is_a_clear_error_not_a_sleep
     assert proxy.statuses() == [429, 200]
 
 
+@pytest.mark.parametrize("named_limit", [True, False], ids=["tpd-named", "no-limit-named"])
+def test_a_429_wait_only_a_day_limit_justifies_is_bounded_by_max_day_wait(
+    proxy: FaultProxy, named_limit: bool
+) -> None:
+    clock = FakeClock()
+    sleeps = Sleeps(clock)
+    lim = tg.Limiter(tpm=100_000, tpd=10**7, clock=clock, sleep=sleeps, max_day_wait=300.0)
+    client = tg.instrument(
+        sdk_client("openai", proxy.base_url), limiter=lim, clock=clock, sleep=sleeps
+    )
+    tpd = (
+        f"Rate limit reached for model `{MODEL}` on tokens per day (TPD): "
+        "Limit 10000000, Used 9999990, Requested 40. Please try again in 1h0m0s."
+    )
+    body = {"error": {"message": tpd if named_limit else "Slow down.", "type": "tokens"}}
+    proxy.inject(Fault(status=429, body=body, headers={"retry-after": "3600"}))
+    with pytest.raises(tg.RateLimitTimeout, match="max_day_wait=300"):
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert sleeps.waits == []  # refused at once, not after an hour
+
+
 @pytest.mark.parametrize("retry_after", [None, "0", "-3", "nan", "soon"])
 def test_a_429_without_a_usable_wait_backs_off_exponentially_and_is_bounded_by_default(
     proxy: FaultProxy, retry_after: str | None
@@ -153,6 +174,84 @@ def test_a_retry_after_on_a_served_response_holds_nobody(proxy: FaultProxy, sdk:
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert sleeps.waits == []
     assert sleeps.clock.now == 1000.0
+
+
+def completion(usage: dict[str, int]) -> dict[str, Any]:
+    """A served chat completion (as a server would send it) with ``usage``."""
+    message = {"role": "assistant", "content": "Hi"}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+@pytest.mark.parametrize(
+    ("prompt", "completion_tokens", "total", "reason"),
+    [
+        (10**15, 5, 10**15 + 5, "more than one request"),
+        (5, 10**12, 10**12 + 5, "more than one request"),
+        (20, 5, 10**9, "is not prompt_tokens + completion_tokens"),
+    ],
+    ids=["prompt-of-a-petabyte", "completion-of-a-terabyte", "total-of-its-own"],
+)
+def test_a_usage_no_request_could_be_billed_is_charged_at_the_estimate(
+    proxy: FaultProxy,
+    events: list[tg.events.Event],
+    sdk: str,
+    prompt: int,
+    completion_tokens: int,
+    total: int,
+    reason: str,
+) -> None:
+    client, sleeps = guarded(proxy.base_url, sdk, max_wait=1.0)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
+    proxy.inject(Fault(status=200, body=completion(usage)))
+    with tg.budget(tokens=100_000) as budget:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        [call] = named(events, "tokenguard.guard.request")
+        assert budget.used == call["tokenguard.estimated_tokens"] < 100
+        # Neither the limiter nor the budget is wedged: the next calls go at once.
+        for _ in range(3):
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert proxy.statuses() == [200] * 4
+    assert sleeps.waits == []
+    [bad] = named(events, "tokenguard.guard.bad_usage")
+    assert (bad["prompt_tokens"], bad["total_tokens"]) == (prompt, total)
+    assert reason in bad["reason"]
+    assert "gen_ai.usage.input_tokens" not in call  # not reported as the server's count
+
+
+def test_a_usage_above_the_estimate_within_the_window_is_believed(
+    proxy: FaultProxy, events: list[tg.events.Event]
+) -> None:
+    client, _ = guarded(proxy.base_url)
+    usage = {"prompt_tokens": 100_000, "completion_tokens": 8, "total_tokens": 100_008}
+    proxy.inject(Fault(status=200, body=completion(usage)))
+    with tg.budget(tokens=10**6) as budget:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert budget.used == 100_008
+    assert not named(events, "tokenguard.guard.bad_usage")
+
+
+def test_a_stream_that_ends_before_any_finish_reason_is_reported_closed_early(
+    proxy: FaultProxy, events: list[tg.events.Event]
+) -> None:
+    client, _ = guarded(proxy.base_url)
+    # The server (or a proxy) ends the stream after its first chunk, content-length and
+    # all: no finish_reason, no usage, no [DONE]. The SDK ends the stream quietly.
+    proxy.inject(Fault(rewrite=lambda body: body.split(b"\n\n")[0] + b"\n\n"))
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=64, stream=True)
+    assert len(list(stream)) == 1
+    list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=64, stream=True))
+    cut, whole = named(events, "tokenguard.guard.request")
+    assert cut["tokenguard.stream_closed_early"] is True
+    assert "gen_ai.usage.input_tokens" not in cut
+    assert not whole.get("tokenguard.stream_closed_early")
 
 
 def test_the_limiter_believes_no_hold_longer_than_its_limits_justify(

@@ -114,6 +114,14 @@ def _url(base_url: str, model: str) -> str:
     return f"{base_url.rstrip('/')}/models/{urllib.parse.quote(model, safe='/')}"
 
 
+def _shown(base_url: str) -> str:
+    """``base_url`` as an event may carry it: without a user, password or query (where
+    a URL may hold a secret)."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _headers() -> dict[str, str]:
     key = os.environ.get("GROQ_API_KEY")
     return {"Authorization": f"Bearer {key}"} if key else {}
@@ -224,7 +232,7 @@ class ModelDirectory:
             emit(
                 ModelsDiscovered(
                     model=model,
-                    base_url=base_url,
+                    base_url=_shown(base_url),
                     context_window=info.context_window,
                     max_completion_tokens=info.max_completion_tokens,
                     ttl_s=ttl,
@@ -234,7 +242,7 @@ class ModelDirectory:
             emit(
                 ModelsDiscoveryFailed(
                     model=model,
-                    base_url=base_url,
+                    base_url=_shown(base_url),
                     reason=failed.reason,
                     status=failed.status,
                     context_window=int(UNKNOWN_MODEL_DEFAULTS["context_window"]),

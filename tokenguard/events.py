@@ -34,6 +34,7 @@ __all__ = [
     "FitOverflow",
     "FitSummarized",
     "FitTruncated",
+    "GuardBadUsage",
     "GuardFallback",
     "GuardLimitLearned",
     "GuardRequest",
@@ -432,6 +433,23 @@ class GuardLimitLearned(Event):
     table: int | None
     learned: int
     source: str
+
+
+@dataclass(frozen=True)
+class GuardBadUsage(Event):
+    """A served response's ``usage`` was not believed, for ``reason``: the limiter and
+    budgets were charged the request's estimate instead, and the counter learned nothing
+    from it. The counts are the server's, as it sent them."""
+
+    name: ClassVar[str] = "tokenguard.guard.bad_usage"
+    level: ClassVar[Level] = "warning"
+    model: str
+    site: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    charged: int
+    reason: str
 
 
 @dataclass(frozen=True)

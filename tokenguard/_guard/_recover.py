@@ -159,8 +159,9 @@ def _rate_limit_wait(
             limit_name=failure.limit_name,
         ) from exc
     max_wait, which = g.opts.max_wait, "max_wait"
-    if max_wait is None and failure.limit_name in ("tpd", "rpd"):
-        # As the limiter bounds a wait for a day limit: a caller is not held for hours.
+    if max_wait is None and (failure.limit_name in ("tpd", "rpd") or wait > window):
+        # A wait only a day limit can justify (named, or longer than a minute's), bound
+        # as the limiter bounds one: a caller is not held for hours.
         max_wait, which = _day_wait(g, req), "the limiter's max_day_wait"
     if max_wait is not None:
         spent = g.opts.clock() - s.started

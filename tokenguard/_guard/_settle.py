@@ -16,11 +16,19 @@ from typing import Any, NamedTuple
 
 from .._adapters import Failure, FailureKind, Usage
 from .._budget import BudgetHold, room
+from .._discovery import model_info
 from .._drive import Call, Effect, Plan
 from .._spend._prices import cost_of
 from ..counting import RequestCount, default_counter
 from ..errors import BudgetUnavailable, LimiterUnavailable
-from ..events import GuardRequest, GuardSettleFailed, LimiterBadBody, emit, enabled
+from ..events import (
+    GuardBadUsage,
+    GuardRequest,
+    GuardSettleFailed,
+    LimiterBadBody,
+    emit,
+    enabled,
+)
 from ..fitting import FitResult
 from ..limiter import Reservation
 from . import _registry
@@ -30,6 +38,7 @@ from ._site import Guard
 __all__ = [
     "Commit",
     "Settlement",
+    "believed_usage",
     "call_cost",
     "release_hold",
     "release_plan",
@@ -72,6 +81,39 @@ class Commit(NamedTuple):
 
     def perform_async(self) -> Awaitable[None]:
         return self.reservation.commit_async(self.tokens, headers=self.headers)
+
+
+def believed_usage(s: Settlement, usage: Usage | None) -> Usage | None:
+    """A response's usage as settling may charge it: ``None`` (charged at the estimate,
+    reported as ``tokenguard.guard.bad_usage``) when its total is not its prompt plus
+    its completion, or when either is more than one request of the model can be billed
+    (its context window, plus a compound system's allowance for its tools' text)."""
+    if usage is None:
+        return None
+    prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+    if total != prompt + completion:
+        why = f"total_tokens {total} is not prompt_tokens + completion_tokens"
+    elif total <= s.estimate:  # no more than was reserved: nothing to bound
+        return usage
+    else:
+        info = model_info(s.guard.base_url, s.request.model)
+        most = max(info.context_window, s.guard.opts.context_window or 0)
+        if prompt > most + info.unseen_prompt_tokens or completion > most:
+            why = f"more than one request of {s.request.model} can be billed ({most} tokens)"
+        else:
+            return usage
+    emit(
+        GuardBadUsage(
+            model=s.request.model,
+            site=s.guard.site,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            charged=s.estimate,
+            reason=why,
+        )
+    )
+    return None
 
 
 def settle_plan(

@@ -24,27 +24,31 @@ import wrapt
 
 from .._adapters import Failure, FailureKind, Usage, classify, usage_of
 from .._drive import run_async, run_sync
-from ._settle import Settlement, call_cost, settle_plan
+from ._settle import Settlement, believed_usage, call_cost, settle_plan
 
 __all__ = ["GuardedAsyncStream", "GuardedStream", "present_stream"]
 
 
 class _Tally:
-    """The chunks' usage, model and id so far, and whether the stream ran to its end."""
+    """The chunks' usage, model and id so far, whether a choice finished (a complete
+    stream's last chunk has a ``finish_reason``), and whether it was settled."""
 
-    __slots__ = ("done", "model", "response_id", "settlement", "usage")
+    __slots__ = ("done", "finished", "model", "response_id", "settlement", "usage")
 
     def __init__(self, settlement: Settlement) -> None:
         self.settlement = settlement
         self.usage: Usage | None = None
         self.model: str | None = None
         self.response_id: str | None = None
+        self.finished = False
         self.done = False
 
     def see(self, chunk: Any) -> None:
         usage = usage_of(chunk)
         if usage is not None:
-            self.usage = usage
+            self.usage = believed_usage(self.settlement, usage)
+        if not self.finished:
+            self.finished = _finishes(chunk)
         if self.model is None:
             if isinstance(chunk, dict):  # a chunk read from the raw SSE lines
                 self.model = chunk.get("model")
@@ -64,7 +68,9 @@ class _Tally:
             self.settlement,
             usage,
             response,
-            closed_early=not ended and usage is None,
+            # Without usage, a stream whose connection ended before any finish_reason
+            # was cut short, as one the caller stopped reading is.
+            closed_early=usage is None and not (ended and self.finished),
             failure=_stream_failure(error),
         )
 
@@ -79,6 +85,14 @@ class _Tally:
                 s.hold.abandon(s.estimate)
             else:
                 s.hold.abandon(self.usage.total_tokens, call_cost(s, self.usage))
+
+
+def _finishes(chunk: Any) -> bool:
+    """Whether a chunk (an SDK's, or a dict read from the SSE lines) ends a choice."""
+    if isinstance(chunk, dict):
+        return any(c.get("finish_reason") is not None for c in chunk.get("choices") or ())
+    choices = getattr(chunk, "choices", None) or ()
+    return any(getattr(c, "finish_reason", None) is not None for c in choices)
 
 
 def _stream_failure(error: BaseException | None) -> Failure | None:
