@@ -113,6 +113,34 @@ def test_instrumenting_twice_is_harmless_and_uninstrument_undoes_it(
     assert client.models.list().data[0].id == MODEL
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_the_clients_copy_and_with_options_make_are_guarded_alike(
+    kind: str, is_async: bool, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    limiter = tg.Limiter(tpm=100_000, window=1.0)
+    client = tg.instrument(make(kind, em, is_async=is_async), limiter=limiter)
+    copies = [client.with_options(timeout=30), client.copy(max_retries=0).with_options()]
+    for other in copies:
+        assert is_instrumented(other)
+        with tg.budget(tokens=10), pytest.raises(tg.BudgetExceeded):
+            await _maybe(other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8))
+        reply = await _maybe(
+            other.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        )
+        assert reply.usage.prompt_tokens > 0
+    assert len(em.log) == 2  # nothing sent past the budget
+    assert [e["tokenguard.site"].split(".")[0] for e in requests(events)] == [
+        type(client).__name__
+    ] * 2
+    tg.uninstrument(client)
+    assert not is_instrumented(client.with_options(timeout=30))
+
+
+async def _maybe(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
 def test_one_client_instrumented_leaves_others_alone(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:

@@ -3,7 +3,8 @@ the guard, with the server's headers read from every response and every error.
 
 The client's ``chat.completions`` resource gets a guarded ``create`` of its own (the
 class is not touched, so other clients are not); ``with_raw_response`` and
-``with_streaming_response`` are rebuilt on it, so they are guarded too. The guard sends
+``with_streaming_response`` are rebuilt on it, so they are guarded too, and so are the
+clients its ``copy`` and ``with_options`` make. The guard sends
 through a copy of the client with ``max_retries=0`` and asks for the raw response, so
 it reads the ``x-ratelimit-*`` headers of each answer and owns every retry: 429s wait
 as the server says (the SDK would retry after at most 60 s and hammer a TPD limit),
@@ -146,7 +147,7 @@ def _is_async(comp: Any) -> bool:
 
 
 def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
-    quiet = client.with_options(max_retries=0)
+    quiet = type(client).copy(client, max_retries=0)  # the SDK's own copy: not guarded
     retries = getattr(client, "max_retries", 0)
     site = f"{type(client).__name__}.chat.completions.create"
     g = Guard(
@@ -196,9 +197,23 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         comp.__dict__.pop(name, None)  # rebuilt on the guarded create when next used
     comp.create = guarded
     setattr(comp, _MARK, g)
+    _guard_copies(client, opts)
     if opts.on_overflow == "summarize" and opts.summarizer is None:
         # The summary request goes through this same guarded create: counted, limited, logged.
         g.summarizer = ClientSummarizer(client)
+
+
+def _guard_copies(client: Any, opts: GuardOptions) -> None:
+    """The client's ``copy`` and ``with_options`` (how a call sets its own timeout or
+    retries) give clients guarded with the same options, as this one is."""
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        other = type(client).copy(client, *args, **kwargs)
+        _install(other, _completions(other), opts)
+        return other
+
+    copy.__doc__ = type(client).copy.__doc__
+    client.copy = client.with_options = copy
 
 
 def instrument(client: C, /, **options: Unpack[InstrumentKwargs]) -> C:
@@ -244,6 +259,8 @@ def uninstrument(client: C, /) -> C:
         return client
     for name in ("create", _MARK, *_CACHED):
         comp.__dict__.pop(name, None)
+    for name in ("copy", "with_options"):
+        client.__dict__.pop(name, None)
     return client
 
 
