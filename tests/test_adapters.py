@@ -166,6 +166,42 @@ def test_connection_refused_never_reached_the_server() -> None:
     f = classify(exc.value)
     assert f.kind is FailureKind.CONNECTION
     assert not f.reached_server
+    assert not f.may_be_charged
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+def test_a_connection_closed_after_the_request_was_sent_may_have_been_charged(sdk: str) -> None:
+    # A server that reads the whole request, then closes without a word (a proxy or a
+    # load balancer dropping the answer): the server behind it may have charged it.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    root = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client: Any = (
+        _client(root + "/openai/v1")
+        if sdk == "openai"
+        else groq.Groq(base_url=root, api_key="test", max_retries=0)
+    )
+    with pytest.raises((openai.APIConnectionError, groq.APIConnectionError)) as exc:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    server.join(5)
+    listener.close()
+    f = classify(exc.value)
+    assert f.kind is FailureKind.DROPPED
+    assert f.reached_server
+    assert f.may_be_charged
 
 
 def test_a_timeout_may_have_reached_the_server() -> None:

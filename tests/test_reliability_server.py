@@ -238,6 +238,28 @@ def test_a_usage_above_the_estimate_within_the_window_is_believed(
     assert not named(events, "tokenguard.guard.bad_usage")
 
 
+def test_a_call_whose_answer_was_lost_after_it_was_sent_keeps_its_charge() -> None:
+    # The server charged the first call, but its answer never arrived (the proxy closed
+    # the connection before the body): the guard keeps the estimate, so the second
+    # call waits in the limiter instead of being sent into the server's 429.
+    with running(model=MODEL, tpm=300, rpm=1000, completion_tokens=5, window=60.0) as em:
+        proxy = FaultProxy(em.base_url)
+        try:
+            client = tg.instrument(
+                openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0),
+                tpm=300,
+                max_wait=1.0,
+            )
+            proxy.inject(Fault(cut_after=0))
+            with pytest.raises(openai.APIConnectionError):
+                client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=200)
+            with pytest.raises(tg.RateLimitTimeout):
+                client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=200)
+            assert [r.status for r in em.log] == [200]  # the second was never sent
+        finally:
+            proxy.close()
+
+
 def test_a_stream_that_ends_before_any_finish_reason_is_reported_closed_early(
     proxy: FaultProxy, events: list[tg.events.Event]
 ) -> None:

@@ -169,7 +169,8 @@ class FailureKind(enum.Enum):
     CONTEXT_EXCEEDED = "context_exceeded"  # 400 context_length_exceeded: refit
     REJECTED = "rejected"  # another 4xx: the request itself is wrong; do not retry
     SERVER = "server"  # 5xx: the server may have charged it
-    CONNECTION = "connection"  # never reached the server (or nothing came back)
+    CONNECTION = "connection"  # the connection failed before the request was sent
+    DROPPED = "dropped"  # sent, the connection closed before an answer: may have been charged
     TIMEOUT = "timeout"  # sent, no answer in time: the server may have charged it
     OTHER = "other"  # not an SDK error: raised by the wrapped code itself
 
@@ -216,6 +217,12 @@ class Failure:
     @property
     def reached_server(self) -> bool:
         return self.kind not in (FailureKind.CONNECTION, FailureKind.OTHER)
+
+    @property
+    def may_be_charged(self) -> bool:
+        """Whether the server may have charged the request though it answered nothing
+        usable: a 5xx, a timeout, or a connection closed after the request was sent."""
+        return self.kind in (FailureKind.SERVER, FailureKind.TIMEOUT, FailureKind.DROPPED)
 
     @property
     def error_type(self) -> str:
@@ -346,6 +353,25 @@ def _named_limit(message: str) -> NamedLimit | None:
     return NamedLimit(name, int(limit), None if used is None else int(used), int(requested), wait)
 
 
+#: The transport's errors (httpx's) raised before a request's bytes left: the server
+#: cannot have seen it. Any other cause of a connection error may come after it did.
+_BEFORE_SENDING = frozenset(
+    ("ConnectError", "ConnectTimeout", "PoolTimeout", "ProxyError", "UnsupportedProtocol")
+)
+
+
+def _before_sending(exc: BaseException) -> bool:
+    """Whether an SDK's connection error was caused by a failure to connect at all."""
+    cause = exc.__cause__
+    for _ in range(8):  # the chain of causes, bounded
+        if cause is None:
+            return False
+        if any(c.__name__ in _BEFORE_SENDING for c in type(cause).__mro__):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """Read an exception raised by a chat call (openai or groq SDK, or anything else).
 
@@ -362,7 +388,7 @@ def classify(exc: BaseException) -> Failure:
         if "APITimeoutError" in names:
             return Failure(FailureKind.TIMEOUT)
         if "APIConnectionError" in names:
-            return Failure(FailureKind.CONNECTION)
+            return Failure(FailureKind.CONNECTION if _before_sending(exc) else FailureKind.DROPPED)
         return Failure(FailureKind.OTHER)
     headers = headers_of(exc)
     message, code, _ = _error_body(exc)

@@ -88,7 +88,7 @@ def recover_plan(
         if not (yield from _learn_context_plan(g, req, sender, s)):
             return False
         attempt = 1
-    elif kind in (FailureKind.SERVER, FailureKind.CONNECTION, FailureKind.TIMEOUT):
+    elif kind is FailureKind.CONNECTION or failure.may_be_charged:
         if attempts.transient >= g.transient_retries or not isinstance(exc, Exception):
             return False
         wait = _backoff(attempts.transient, _BACKOFF_BASE, _BACKOFF_MAX)

@@ -174,7 +174,7 @@ def release_plan(s: Settlement, failure: Failure) -> Plan[None]:
     r = s.reservation
     if r is None:
         return
-    if failure.kind in (FailureKind.SERVER, FailureKind.TIMEOUT):  # may have been charged
+    if failure.may_be_charged:
         yield from _limiter_step(s, "commit", False, Commit(r, s.estimate, failure.headers))
         return
     yield from _limiter_step(s, "cancel", False, Call(r.cancel, r.cancel_async))
