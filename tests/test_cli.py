@@ -149,6 +149,57 @@ def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: st
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "got"),
+    [
+        ("max_tokens", "100", 'got a string ("100")'),
+        ("max_tokens", 1.5, "got a number with a fraction or exponent (1.5)"),
+        ("max_tokens", True, "got true"),
+        ("max_tokens", 1e3, "got a number with a fraction or exponent (1000.0)"),
+        ("max_tokens", -5, "got a number (-5)"),
+        ("max_completion_tokens", "100", 'got a string ("100")'),
+        # The field the file used is named, not the one it is read as.
+        ("max_completion_tokens", 0, "got a number (0)"),
+    ],
+)
+def test_count_refuses_a_completion_cap_that_is_not_a_positive_integer(
+    tmp_path: Path, field: str, value: object, got: str
+) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"messages": MESSAGES, field: value}))
+    # --max-tokens overrides the file's cap, but does not make a wrong file right.
+    for extra in ([], ["--max-tokens", "10"]):
+        done = run("count", str(path), *extra)
+        assert done.returncode == 2, done.stdout
+        assert done.stderr == (
+            f"tokenguard count: {path}: {field} must be an integer >= 1 or null, {got}\n"
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [(42, "a number (42)"), (["llama3-8b-8192"], "an array"), ("", 'a string ("")')],
+)
+def test_count_refuses_a_model_that_is_not_a_name(tmp_path: Path, value: object, got: str) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"model": value, "messages": MESSAGES}))
+    done = run("count", str(path))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr == (
+        f"tokenguard count: {path}: model must be a model name (a non-empty string), got {got}\n"
+    )
+
+
+def test_count_reads_null_fields_as_not_given(tmp_path: Path) -> None:
+    path = tmp_path / "req.json"
+    body = {"model": None, "messages": MESSAGES, "max_tokens": None}
+    path.write_text(json.dumps(body))
+    done = run("count", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["model"], doc["max_tokens"], doc["reserve"]) == ("llama-3.1-8b-instant", None, 1024)
+
+
 def test_count_missing_file() -> None:
     done = run("count", "/nonexistent/req.json")
     assert done.returncode == 2

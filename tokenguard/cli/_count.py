@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError, read_input
+from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError, json_kind, read_input
 
 __all__ = ["CountResult", "count_command", "count_one"]
 
@@ -61,12 +61,13 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     from .. import count_prompt, count_request, get_model
 
     messages, body = _split(data, source)
-    body_model = body.pop("model", None)
-    name = model or (body_model if isinstance(body_model, str) else None) or _DEFAULT_MODEL
-    info = get_model(name)
+    # The file is checked whole, whatever --model/--max-tokens override: a wrong field is
+    # a wrong file (exit 2), never silently counted as absent.
+    body_model = _body_model(body.pop("model", None), source)
+    asked = _body_max_tokens(body, source)
+    info = get_model(model or body_model or _DEFAULT_MODEL)
     if max_tokens is None:
-        given = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = given if isinstance(given, int) and not isinstance(given, bool) else None
+        max_tokens = asked
     # The whole body is read, as tg.count_request(**body) reads it: tools, response
     # formats and reasoning options change the prompt of some models, and an unknown
     # keyword is an error rather than silently ignored.
@@ -111,6 +112,38 @@ def _split(data: Any, source: str) -> tuple[Any, dict[str, Any]]:
         )
     body = dict(data)
     return body.pop("messages"), body
+
+
+def _body_model(value: object, source: str) -> str | None:
+    """The body's ``model`` checked by the guard's own rule; ``None`` when not given."""
+    from .._guard._request import check_model
+    from ..errors import ConfigurationError
+
+    if value is None:
+        return None
+    try:
+        return check_model(value, source)
+    except ConfigurationError:
+        # The guard's message tells a caller to pass model=...; a file needs its own words.
+        raise UsageError(
+            f"{source}: model must be a model name (a non-empty string), got {json_kind(value)}"
+        ) from None
+
+
+def _body_max_tokens(body: dict[str, Any], source: str) -> int | None:
+    """The body's completion cap checked by the guard's own rule (an int >= 1;
+    ``max_completion_tokens`` over ``max_tokens``), the error naming the field the file
+    used; ``None`` when neither is given."""
+    from .._guard._request import asked_max_tokens
+    from ..errors import InvalidRequest
+
+    try:
+        return asked_max_tokens(body)
+    except InvalidRequest as exc:
+        raise UsageError(
+            f"{source}: {exc.field} must be an integer >= 1 or null, "
+            f"got {json_kind(body[exc.field])}"
+        ) from None
 
 
 def _describe(r: CountResult) -> list[str]:
