@@ -150,6 +150,28 @@ def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: st
 
 
 @pytest.mark.parametrize(
+    ("content", "got"),
+    [
+        ("null", "null"),
+        ("42", "a number (42)"),
+        ("2.5", "a number with a fraction or exponent (2.5)"),
+        ('"hello"', 'a string ("hello")'),
+        ("true", "true"),
+    ],
+)
+def test_count_names_a_file_that_is_not_a_request_in_json_terms(
+    tmp_path: Path, content: str, got: str
+) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(content)
+    done = run("count", str(path))
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        f'a request body ({{"model": ..., "messages": [...]}}), got {got}\n'
+    )
+
+
+@pytest.mark.parametrize(
     ("field", "value", "got"),
     [
         ("max_tokens", "100", 'got a string ("100")'),
@@ -259,7 +281,7 @@ def test_report_totals_skips_and_malformed_lines(tmp_path: Path) -> None:
     assert "skipped 1 lines that are not tokenguard events" in out
     assert "3 malformed lines skipped:" in out
     assert f"{path}, line 7: not JSON" in out
-    assert f"{path}, line 8: a JSON list, not an object" in out
+    assert f"{path}, line 8: an array, not an object" in out
     assert f"{path}, line 9: tokenguard.guard.request without a 'gen_ai.request.model'" in out
     as_json = json.loads(run("report", str(path), "--json").stdout)
     assert as_json["models"]["m-a"]["rate_limited"] == 1

@@ -103,7 +103,7 @@ def _split(data: Any, source: str) -> tuple[Any, dict[str, Any]]:
     if not isinstance(data, dict):
         raise UsageError(
             f"{source}: expected a list of messages or a request body "
-            f'({{"model": ..., "messages": [...]}}), got a JSON {type(data).__name__}'
+            f'({{"model": ..., "messages": [...]}}), got {json_kind(data)}'
         )
     if "messages" not in data:
         raise UsageError(

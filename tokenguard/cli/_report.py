@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
-from ._common import EXIT_OK, UsageError, open_input
+from ._common import EXIT_OK, UsageError, json_kind, open_input
 
 __all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_command"]
 
@@ -181,7 +181,7 @@ def read_log(source: str | Iterable[str], path: str, *, timeline: bool = False) 
             rep.problems.append(Problem(number, "not JSON (nested too deeply)"))
             continue
         if not isinstance(obj, dict):
-            rep.problems.append(Problem(number, f"a JSON {type(obj).__name__}, not an object"))
+            rep.problems.append(Problem(number, f"{json_kind(obj)}, not an object"))
             continue
         name = obj.get("event", obj.get("name"))
         if not isinstance(name, str) or not name.startswith("tokenguard."):
