@@ -137,6 +137,15 @@ def test_count_jsonl_of_lists_and_bodies(tmp_path: Path) -> None:
         ('"a string"', "expected a list of messages or a request body"),
         ('{"model": "llama3-8b-8192"}', "needs a 'messages' list"),
         ('[{"role": "user", "content": "ok"}]\n{oops\n', "line 2: not JSON"),
+        # Lines are counted as written, blank ones included.
+        ('\n[{"role": "user", "content": "ok"}]\n\n{oops\n', "line 4: not JSON"),
+        ("", "has no request: it is empty"),
+        ("\n\n", "has no request: it is only blank lines"),
+        # One document cut short: its last line, not the one after the final newline.
+        ('{"messages": [{"role": "user", "content": "Hi"}]\n', "at the end of the text (line 1)"),
+        # A pretty-printed body with an error on line 3 is one document, not JSON Lines.
+        ('{\n  "messages": [\n    {"role": "user" "content": "x"}\n  ]\n}\n', "line 3, column 21"),
+        ("[" * 100_000, "nested too deeply"),
     ],
 )
 def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: str) -> None:

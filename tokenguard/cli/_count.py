@@ -182,6 +182,53 @@ def _describe(r: CountResult) -> list[str]:
     return lines
 
 
+def _documents(text: str, name: str) -> list[tuple[str, Any]]:
+    """The requests of a file: ``(source, parsed JSON)`` for one JSON document, else for
+    each non-blank line of JSON Lines (``source`` then names the line)."""
+    if not text.strip():
+        found = "empty" if not text else "only blank lines"
+        raise UsageError(
+            f"{name} has no request: it is {found}; expected a JSON messages list, a "
+            "request body, or JSON Lines of them"
+        )
+    try:
+        return [(name, _loads(text, name))]
+    except json.JSONDecodeError as whole:
+        items: list[tuple[str, Any]] = []
+        # Newlines only: read_input gives every line ending as "\n", and str.splitlines
+        # would also split a JSON string at a U+2028 written into it.
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{name}:{number}", _loads(line, f"{name}, line {number}")))
+            except json.JSONDecodeError as exc:
+                if not items:
+                    # Not even the first line is JSON: the file is one broken document
+                    # (a pretty-printed body, say), and the whole text's error is the one.
+                    raise UsageError(f"{name} is not JSON: {_whole_error(whole, text)}") from None
+                raise UsageError(
+                    f"{name}, line {number}: not JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+        return items
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{where}: not JSON this program can read (nested too deeply)") from None
+
+
+def _whole_error(exc: json.JSONDecodeError, text: str) -> str:
+    """Where a document's JSON error is: at the end of its text, the last line that
+    has any (not the line after a final newline, which the decoder counts)."""
+    end = len(text.rstrip())
+    if exc.pos >= end:
+        return f"{exc.msg} at the end of the text (line {text.count(chr(10), 0, end) + 1})"
+    return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+
+
 def count_command(
     file: str, *, model: str | None, max_tokens: int | None, as_json: bool, out: TextIO
 ) -> int:
@@ -190,27 +237,8 @@ def count_command(
 
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be a positive integer, got {max_tokens}")
-    text = read_input(file)
-    items: list[tuple[str, Any]]
     name = "<stdin>" if file == "-" else file
-    try:
-        items = [(name, json.loads(text))]
-    except json.JSONDecodeError as whole:
-        # Not one JSON document: JSON Lines, one request per line.
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"{name}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                if number == 1 and len(text.splitlines()) == 1:
-                    raise UsageError(f"{name} is not JSON: {whole}") from whole
-                raise UsageError(
-                    f"{name}, line {number}: not JSON ({exc.msg} at column {exc.colno})"
-                ) from exc
-        if not items:
-            raise UsageError(f"{name} is not JSON: {whole}") from whole
+    items = _documents(read_input(file), name)
     results: list[CountResult] = []
     for source, data in items:
         try:
