@@ -304,16 +304,45 @@ def test_report_missing_file_and_bad_window() -> None:
     assert run("report", "-", "--window", "0", stdin="").returncode == 2
 
 
-def test_report_plot_is_a_png(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [
+        ("out.png", b"\x89PNG\r\n\x1a\n"),
+        ("out.svg", b"<?xml"),
+        ("out.pdf", b"%PDF-"),
+        ("OUT.JPG", b"\xff\xd8\xff"),
+    ],
+)
+def test_report_plot_is_written_in_the_format_its_extension_names(
+    tmp_path: Path, name: str, magic: bytes
+) -> None:
     pytest.importorskip("matplotlib")
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(_request("llama3-8b-8192", float(t)) for t in range(20)) + "\n")
-    png = tmp_path / "out.png"
-    done = run("report", str(path), "--window", "5", "--plot", str(png))
+    out = tmp_path / name
+    done = run("report", str(path), "--window", "5", "--plot", str(out))
     assert done.returncode == 0, done.stderr
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 20_000
+    data = out.read_bytes()
+    assert data.startswith(magic)
+    assert len(data) > 10_000
+
+
+@pytest.mark.parametrize(("name", "got"), [("out.txt", "got '.txt'"), ("out", "got no extension")])
+def test_report_plot_to_a_format_matplotlib_does_not_write_is_refused_first(
+    tmp_path: Path, name: str, got: str
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / name
+    # The log does not exist: the plot's name is refused before anything is read.
+    done = run("report", str(tmp_path / "missing.jsonl"), "--plot", str(out))
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"tokenguard report: --plot {out}: the extension names the image format; expected one of "
+    )
+    assert ".pdf, .png" in done.stderr
+    assert ".svg" in done.stderr
+    assert done.stderr.endswith(f", {got}\n")
+    assert not out.exists()
 
 
 def test_replay_takes_each_estimate_when_sent_and_refills_to_the_capacity() -> None:
