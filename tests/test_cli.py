@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from emulator_support import Serve
 
-from tokenguard import __version__, count_tokens
+from tokenguard import __version__, count_request, count_tokens, get_model
 from tokenguard.cli._plot import replay
+from tokenguard.models import unseen_prompt_allowance
 
 
 def run(
-    *args: str, stdin: str | None = None, timeout: float = 60
+    *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
     env["CI"] = "1"
@@ -33,6 +34,7 @@ def run(
         timeout=timeout,
         env=env,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -115,6 +117,67 @@ def test_count_context_window_overflow(tmp_path: Path) -> None:
     assert done.returncode == 1
     doc = json.loads(done.stdout)
     assert doc["over_context"] == count_tokens(messages, model="llama3-8b-8192") - 8192
+
+
+def test_count_shows_the_allowance_the_guard_reserves_for_compound_tools(tmp_path: Path) -> None:
+    path = tmp_path / "compound.json"
+    path.write_text(json.dumps({"model": "groq/compound", "messages": MESSAGES}))
+    done = run("count", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    rc = count_request(MESSAGES, "groq/compound")
+    allowance = unseen_prompt_allowance(
+        get_model("groq/compound"), rc.prompt_tokens, rc.prompt_tokens
+    )
+    assert allowance > 0
+    assert doc["unseen_prompt_allowance"] == allowance
+    assert doc["total"] == rc.prompt_tokens + allowance + 1024
+    text = run("count", str(path)).stdout
+    # Not "conservative": the count is far below what the server's tools add to the bill.
+    assert "conservative" not in text
+    assert f"{rc.prompt_tokens} prompt tokens (estimate of what is sent)" in text
+    assert f"+ {allowance:,} tokens the guard reserves for prompt text the server's tools" in text
+    assert f"{doc['total']:,} tokens the guard reserves" in text
+
+
+def test_the_guide_shows_what_count_prints_for_compound(tmp_path: Path) -> None:
+    guide = Path(__file__).parent.parent / "docs" / "guide" / "cli.md"
+    shown = guide.read_text("utf-8").split("```text\n", 1)[1].split("```", 1)[0]
+    body = {"model": "groq/compound", "messages": [{"role": "user", "content": "Hi"}]}
+    (tmp_path / "compound.json").write_text(json.dumps(body))
+    done = run("count", "compound.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown
+
+
+def test_count_takes_the_compound_allowance_from_the_model_table(tmp_path: Path) -> None:
+    path = tmp_path / "compound.json"
+    path.write_text(json.dumps({"model": "groq/compound", "messages": MESSAGES}))
+
+    def count(*options: str) -> subprocess.CompletedProcess[str]:
+        # The command where the table entry has another allowance (as a user registers it).
+        code = (
+            "import tokenguard as tg; "
+            "tg.register_model('groq/compound', unseen_prompt_tokens=69_000); "
+            "from tokenguard.cli import main; "
+            f"raise SystemExit(main(['count', {str(path)!r}, *{options!r}]))"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+
+    done = count("--json")
+    # 69,000 on top of the prompt and the 1,024 reserved: over the free tier's 70,000.
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["unseen_prompt_allowance"] == 69_000
+    assert doc["over_tpm"] == doc["total"] - 70_000 > 0
+    assert doc["refused"] is None  # the server's 413 is about what is sent
+    assert doc["fits"] is False
+    assert (
+        "does NOT fit the limit of 70,000 tokens per minute with the allowance: "
+        f"{doc['over_tpm']:,} too many (the guard could never admit it)"
+    ) in count().stdout
 
 
 def test_count_jsonl_of_lists_and_bodies(tmp_path: Path) -> None:

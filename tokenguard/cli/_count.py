@@ -18,10 +18,14 @@ class CountResult:
     """The count of one request, with how it compares to the model's limits.
 
     ``reserve`` is the completion reservation: ``max_tokens``, or what the server holds
-    for a request without it (as the guard counts it). ``over_context``/``over_tpm``
-    are how many tokens the request (prompt + reservation) exceeds the context window /
-    the per-minute token limit by (0: fits; ``None``: the limit is not known);
-    ``refused`` the status the server would refuse it with (413), else ``None``.
+    for a request without it (as the guard counts it). ``unseen_prompt_allowance`` is
+    what the guard reserves on top of the count for prompt text the server adds that no
+    client sees (a compound system's tools: docs/compound.md), 0 for other models;
+    ``total`` is what the guard holds: prompt + allowance + reservation.
+    ``over_context`` is how many tokens the prompt and reservation exceed the context
+    window by (what the guard fits; the allowance is not in it), ``over_tpm`` how many
+    ``total`` exceeds the per-minute token limit by (0: fits; ``None``: the limit is not
+    known); ``refused`` the status the server would refuse it with (413), else ``None``.
     """
 
     source: str
@@ -33,6 +37,7 @@ class CountResult:
     exact: bool
     max_tokens: int | None
     reserve: int
+    unseen_prompt_allowance: int
     total: int
     context_window: int
     tpm: int | None
@@ -43,7 +48,7 @@ class CountResult:
     @property
     def fits(self) -> bool:
         """Whether the request fits the context window and the per-minute limit."""
-        return self.over_context == 0 and self.refused is None
+        return self.over_context == 0 and not self.over_tpm
 
 
 def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | None) -> CountResult:
@@ -59,6 +64,7 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         r.total == r.prompt_tokens + 100
     """
     from .. import count_prompt, count_request, get_model
+    from ..models import unseen_prompt_allowance
 
     messages, body = _split(data, source)
     # The file is checked whole, whatever --model/--max-tokens override: a wrong field is
@@ -74,7 +80,9 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     extra = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
     counted = count_prompt(messages, model=info, **extra)
     request = count_request(messages, info, max_tokens=max_tokens, **extra)
-    total = request.total
+    # The guard's own rule: what it adds to the count before holding the request.
+    unseen = unseen_prompt_allowance(info, request.prompt_tokens, request.raw_prompt_tokens)
+    total = request.total + unseen
     limits = info.tier_limits("free")
     tpm = limits.tpm if limits is not None else None
     return CountResult(
@@ -87,10 +95,11 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         exact=counted.exact,
         max_tokens=max_tokens,
         reserve=request.completion_reserve,
+        unseen_prompt_allowance=unseen,
         total=total,
         context_window=info.context_window,
         tpm=tpm,
-        over_context=max(0, total - info.context_window),
+        over_context=max(0, request.total - info.context_window),
         over_tpm=None if tpm is None else max(0, total - tpm),
         refused=request.refusal(tpm) if tpm is not None else None,
     )
@@ -147,39 +156,63 @@ def _body_max_tokens(body: dict[str, Any], source: str) -> int | None:
 
 
 def _describe(r: CountResult) -> list[str]:
-    kind = "exact" if r.exact else "conservative estimate"
+    unseen = r.unseen_prompt_allowance
+    if r.exact:
+        kind = "exact"
+    elif unseen:
+        # Conservative for what is sent, far below what the server's tools add to it.
+        kind = "estimate of what is sent"
+    else:
+        kind = "conservative estimate"
     lines = [
         f"{r.source}: {r.prompt_tokens:,} prompt tokens ({kind}) for {r.model}: "
         f"{r.messages} message{'s' * (r.messages != 1)}, template overhead {r.template_overhead}"
         + (f", tools {r.tools_tokens}" if r.tools_tokens else "")
     ]
+    if unseen:
+        lines.append(
+            f"  + {unseen:,} tokens the guard reserves for prompt text the server's tools add "
+            "unseen (ModelInfo.unseen_prompt_tokens; see docs/compound.md)"
+        )
+    requested = "tokens the guard reserves" if unseen else "tokens requested"
     if r.max_tokens is not None:
-        lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} tokens requested")
+        lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} {requested}")
     else:
         lines.append(
             f"  no max_tokens given: the server reserves {r.reserve:,} completion tokens, "
-            f"{r.total:,} tokens requested"
+            f"{r.total:,} {requested}"
         )
+    lines.append(_context_line(r))
+    lines.append(_tpm_line(r))
+    return lines
+
+
+def _context_line(r: CountResult) -> str:
     if r.over_context:
-        lines.append(
+        return (
             f"  does NOT fit the context window of {r.context_window:,}: "
             f"{r.over_context:,} tokens too many"
         )
-    else:
-        lines.append(
-            f"  fits the context window of {r.context_window:,} "
-            f"({r.context_window - r.total:,} tokens to spare)"
-        )
+    spare = r.context_window - (r.total - r.unseen_prompt_allowance)
+    tools = ", before the tools' text" if r.unseen_prompt_allowance else ""
+    return f"  fits the context window of {r.context_window:,} ({spare:,} tokens to spare{tools})"
+
+
+def _tpm_line(r: CountResult) -> str:
     if r.tpm is None or r.over_tpm is None:
-        lines.append("  per-minute token limit: not known for this model")
-    elif r.refused is not None:
-        lines.append(
+        return "  per-minute token limit: not known for this model"
+    if r.refused is not None:
+        return (
             f"  refused: {r.refused}: does NOT fit the limit of {r.tpm:,} tokens per minute: "
             f"{r.over_tpm:,} too many (Groq answers {r.refused} whatever the wait)"
         )
-    else:
-        lines.append(f"  fits the limit of {r.tpm:,} tokens per minute")
-    return lines
+    if r.over_tpm:
+        # Within the limit for the server, but not with the allowance the guard holds.
+        return (
+            f"  does NOT fit the limit of {r.tpm:,} tokens per minute with the allowance: "
+            f"{r.over_tpm:,} too many (the guard could never admit it)"
+        )
+    return f"  fits the limit of {r.tpm:,} tokens per minute"
 
 
 def _documents(text: str, name: str) -> list[tuple[str, Any]]:
