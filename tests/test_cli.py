@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from emulator_support import Serve
 
-from tokenguard import __version__, count_tokens
+from tokenguard import __version__, count_request, count_tokens, get_model
 from tokenguard.cli._plot import replay
+from tokenguard.models import unseen_prompt_allowance
 
 
 def run(
-    *args: str, stdin: str | None = None, timeout: float = 60
+    *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
     env["CI"] = "1"
@@ -33,6 +34,7 @@ def run(
         timeout=timeout,
         env=env,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -117,6 +119,67 @@ def test_count_context_window_overflow(tmp_path: Path) -> None:
     assert doc["over_context"] == count_tokens(messages, model="llama3-8b-8192") - 8192
 
 
+def test_count_shows_the_allowance_the_guard_reserves_for_compound_tools(tmp_path: Path) -> None:
+    path = tmp_path / "compound.json"
+    path.write_text(json.dumps({"model": "groq/compound", "messages": MESSAGES}))
+    done = run("count", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    rc = count_request(MESSAGES, "groq/compound")
+    allowance = unseen_prompt_allowance(
+        get_model("groq/compound"), rc.prompt_tokens, rc.prompt_tokens
+    )
+    assert allowance > 0
+    assert doc["unseen_prompt_allowance"] == allowance
+    assert doc["total"] == rc.prompt_tokens + allowance + 1024
+    text = run("count", str(path)).stdout
+    # Not "conservative": the count is far below what the server's tools add to the bill.
+    assert "conservative" not in text
+    assert f"{rc.prompt_tokens} prompt tokens (estimate of what is sent)" in text
+    assert f"+ {allowance:,} tokens the guard reserves for prompt text the server's tools" in text
+    assert f"{doc['total']:,} tokens the guard reserves" in text
+
+
+def test_the_guide_shows_what_count_prints_for_compound(tmp_path: Path) -> None:
+    guide = Path(__file__).parent.parent / "docs" / "guide" / "cli.md"
+    shown = guide.read_text("utf-8").split("```text\n", 1)[1].split("```", 1)[0]
+    body = {"model": "groq/compound", "messages": [{"role": "user", "content": "Hi"}]}
+    (tmp_path / "compound.json").write_text(json.dumps(body))
+    done = run("count", "compound.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown
+
+
+def test_count_takes_the_compound_allowance_from_the_model_table(tmp_path: Path) -> None:
+    path = tmp_path / "compound.json"
+    path.write_text(json.dumps({"model": "groq/compound", "messages": MESSAGES}))
+
+    def count(*options: str) -> subprocess.CompletedProcess[str]:
+        # The command where the table entry has another allowance (as a user registers it).
+        code = (
+            "import tokenguard as tg; "
+            "tg.register_model('groq/compound', unseen_prompt_tokens=69_000); "
+            "from tokenguard.cli import main; "
+            f"raise SystemExit(main(['count', {str(path)!r}, *{options!r}]))"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+
+    done = count("--json")
+    # 69,000 on top of the prompt and the 1,024 reserved: over the free tier's 70,000.
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["unseen_prompt_allowance"] == 69_000
+    assert doc["over_tpm"] == doc["total"] - 70_000 > 0
+    assert doc["refused"] is None  # the server's 413 is about what is sent
+    assert doc["fits"] is False
+    assert (
+        "does NOT fit the limit of 70,000 tokens per minute with the allowance: "
+        f"{doc['over_tpm']:,} too many (the guard could never admit it)"
+    ) in count().stdout
+
+
 def test_count_jsonl_of_lists_and_bodies(tmp_path: Path) -> None:
     path = tmp_path / "reqs.jsonl"
     lines = [json.dumps(MESSAGES), json.dumps({"model": "llama3-8b-8192", "messages": MESSAGES})]
@@ -137,6 +200,15 @@ def test_count_jsonl_of_lists_and_bodies(tmp_path: Path) -> None:
         ('"a string"', "expected a list of messages or a request body"),
         ('{"model": "llama3-8b-8192"}', "needs a 'messages' list"),
         ('[{"role": "user", "content": "ok"}]\n{oops\n', "line 2: not JSON"),
+        # Lines are counted as written, blank ones included.
+        ('\n[{"role": "user", "content": "ok"}]\n\n{oops\n', "line 4: not JSON"),
+        ("", "has no request: it is empty"),
+        ("\n\n", "has no request: it is only blank lines"),
+        # One document cut short: its last line, not the one after the final newline.
+        ('{"messages": [{"role": "user", "content": "Hi"}]\n', "at the end of the text (line 1)"),
+        # A pretty-printed body with an error on line 3 is one document, not JSON Lines.
+        ('{\n  "messages": [\n    {"role": "user" "content": "x"}\n  ]\n}\n', "line 3, column 21"),
+        ("[" * 100_000, "nested too deeply"),
     ],
 )
 def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: str) -> None:
@@ -147,6 +219,79 @@ def test_count_reports_bad_files_clearly(tmp_path: Path, content: str, error: st
     assert error in done.stderr
     assert str(path) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "got"),
+    [
+        ("null", "null"),
+        ("42", "a number (42)"),
+        ("2.5", "a number with a fraction or exponent (2.5)"),
+        ('"hello"', 'a string ("hello")'),
+        ("true", "true"),
+    ],
+)
+def test_count_names_a_file_that_is_not_a_request_in_json_terms(
+    tmp_path: Path, content: str, got: str
+) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(content)
+    done = run("count", str(path))
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        f'a request body ({{"model": ..., "messages": [...]}}), got {got}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "got"),
+    [
+        ("max_tokens", "100", 'got a string ("100")'),
+        ("max_tokens", 1.5, "got a number with a fraction or exponent (1.5)"),
+        ("max_tokens", True, "got true"),
+        ("max_tokens", 1e3, "got a number with a fraction or exponent (1000.0)"),
+        ("max_tokens", -5, "got a number (-5)"),
+        ("max_completion_tokens", "100", 'got a string ("100")'),
+        # The field the file used is named, not the one it is read as.
+        ("max_completion_tokens", 0, "got a number (0)"),
+    ],
+)
+def test_count_refuses_a_completion_cap_that_is_not_a_positive_integer(
+    tmp_path: Path, field: str, value: object, got: str
+) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"messages": MESSAGES, field: value}))
+    # --max-tokens overrides the file's cap, but does not make a wrong file right.
+    for extra in ([], ["--max-tokens", "10"]):
+        done = run("count", str(path), *extra)
+        assert done.returncode == 2, done.stdout
+        assert done.stderr == (
+            f"tokenguard count: {path}: {field} must be an integer >= 1 or null, {got}\n"
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [(42, "a number (42)"), (["llama3-8b-8192"], "an array"), ("", 'a string ("")')],
+)
+def test_count_refuses_a_model_that_is_not_a_name(tmp_path: Path, value: object, got: str) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"model": value, "messages": MESSAGES}))
+    done = run("count", str(path))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr == (
+        f"tokenguard count: {path}: model must be a model name (a non-empty string), got {got}\n"
+    )
+
+
+def test_count_reads_null_fields_as_not_given(tmp_path: Path) -> None:
+    path = tmp_path / "req.json"
+    body = {"model": None, "messages": MESSAGES, "max_tokens": None}
+    path.write_text(json.dumps(body))
+    done = run("count", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["model"], doc["max_tokens"], doc["reserve"]) == ("llama-3.1-8b-instant", None, 1024)
 
 
 def test_count_missing_file() -> None:
@@ -208,7 +353,7 @@ def test_report_totals_skips_and_malformed_lines(tmp_path: Path) -> None:
     assert "skipped 1 lines that are not tokenguard events" in out
     assert "3 malformed lines skipped:" in out
     assert f"{path}, line 7: not JSON" in out
-    assert f"{path}, line 8: a JSON list, not an object" in out
+    assert f"{path}, line 8: an array, not an object" in out
     assert f"{path}, line 9: tokenguard.guard.request without a 'gen_ai.request.model'" in out
     as_json = json.loads(run("report", str(path), "--json").stdout)
     assert as_json["models"]["m-a"]["rate_limited"] == 1
@@ -222,16 +367,45 @@ def test_report_missing_file_and_bad_window() -> None:
     assert run("report", "-", "--window", "0", stdin="").returncode == 2
 
 
-def test_report_plot_is_a_png(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [
+        ("out.png", b"\x89PNG\r\n\x1a\n"),
+        ("out.svg", b"<?xml"),
+        ("out.pdf", b"%PDF-"),
+        ("OUT.JPG", b"\xff\xd8\xff"),
+    ],
+)
+def test_report_plot_is_written_in_the_format_its_extension_names(
+    tmp_path: Path, name: str, magic: bytes
+) -> None:
     pytest.importorskip("matplotlib")
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(_request("llama3-8b-8192", float(t)) for t in range(20)) + "\n")
-    png = tmp_path / "out.png"
-    done = run("report", str(path), "--window", "5", "--plot", str(png))
+    out = tmp_path / name
+    done = run("report", str(path), "--window", "5", "--plot", str(out))
     assert done.returncode == 0, done.stderr
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 20_000
+    data = out.read_bytes()
+    assert data.startswith(magic)
+    assert len(data) > 10_000
+
+
+@pytest.mark.parametrize(("name", "got"), [("out.txt", "got '.txt'"), ("out", "got no extension")])
+def test_report_plot_to_a_format_matplotlib_does_not_write_is_refused_first(
+    tmp_path: Path, name: str, got: str
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / name
+    # The log does not exist: the plot's name is refused before anything is read.
+    done = run("report", str(tmp_path / "missing.jsonl"), "--plot", str(out))
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"tokenguard report: --plot {out}: the extension names the image format; expected one of "
+    )
+    assert ".pdf, .png" in done.stderr
+    assert ".svg" in done.stderr
+    assert done.stderr.endswith(f", {got}\n")
+    assert not out.exists()
 
 
 def test_replay_takes_each_estimate_when_sent_and_refills_to_the_capacity() -> None:

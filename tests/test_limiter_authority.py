@@ -231,9 +231,13 @@ def test_tier_picks_the_tables_starting_point_also_from_the_environment(
         None,
     )
     monkeypatch.setenv("TOKENGUARD_TIER", "enterprise")
-    with pytest.raises(tg.ConfigurationError, match=r"\$TOKENGUARD_TIER.*'enterprise'"):
+    with pytest.raises(tg.ConfigurationError) as env_error:
         make_options()
-    with pytest.raises(tg.ConfigurationError, match="tier must be one of"):
+    # The variable's values only: an environment variable cannot hold a tg.Limits.
+    assert str(env_error.value) == (
+        "$TOKENGUARD_TIER must be one of ['free', 'developer'] (unset: 'free'), got 'enterprise'"
+    )
+    with pytest.raises(tg.ConfigurationError, match=r"tier must be one of .* or a tg\.Limits"):
         make_options(tier="gold")
 
 

@@ -184,13 +184,14 @@ def _tier(tier: object) -> str | Limits:
     """``tier=`` checked, or ``$TOKENGUARD_TIER`` when not given, else ``"free"``."""
     from ..models import TIERS, Limits
 
-    where = "tier"
+    where, expected = "tier", f"one of {list(TIERS)} or a tg.Limits"
     if tier is None:
         tier = os.environ.get(TIER_ENV, "").strip() or "free"
-        where = f"${TIER_ENV}"
+        # A variable holds a name, never a tg.Limits.
+        where, expected = f"${TIER_ENV}", f"one of {list(TIERS)} (unset: 'free')"
     if isinstance(tier, Limits) or (isinstance(tier, str) and tier in TIERS):
         return tier
-    raise ConfigurationError(f"{where} must be one of {list(TIERS)} or a tg.Limits, got {tier!r}")
+    raise ConfigurationError(f"{where} must be {expected}, got {tier!r}")
 
 
 def make_options(**given: Any) -> GuardOptions:

@@ -43,6 +43,7 @@ _REPORT_EXAMPLES = """\
 examples:
   tokenguard report /tmp/tokenguard-demo-....jsonl
   tokenguard report events.jsonl --plot tokens.png   # needs: pip install 'groq-tokenguard[plot]'
+  tokenguard report events.jsonl --plot tokens.svg   # or .pdf, .jpg, ...: as the extension says
 """
 
 
@@ -215,7 +216,7 @@ def _add_report(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="OUT.png",
         default=None,
         help="draw the rate-limit bucket through the calls (as the server enforces it), "
-        "waits and 429s",
+        "waits and 429s, in the format the extension names (.png, .svg, .pdf, ...)",
     )
     report.add_argument(
         "--window",

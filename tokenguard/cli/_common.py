@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
+    "json_kind",
     "open_input",
     "read_input",
 ]
@@ -27,6 +29,36 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """A wrong command line or input file: printed as one line, exit status 2."""
+
+
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words (a file's author wrote JSON, not
+    Python): ``null``, ``true``, ``false``, ``a number (42)``, ``a string ("100")``,
+    ``an array``, ``an object``.
+
+    Example::
+
+        json_kind(json.loads("1e3"))  # 'a number with a fraction or exponent (1000.0)'
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"a number ({value})"
+    if isinstance(value, float):
+        # json.loads makes a float of any number written with "." or "e", 1e3 included.
+        return f"a number with a fraction or exponent ({value!r})"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) > 40:
+            text = text[:36] + '..."'
+        return f"a string ({text})"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__  # not from json.loads
 
 
 def read_input(file: str) -> str:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError, read_input
+from ._common import EXIT_DOES_NOT_FIT, EXIT_OK, UsageError, json_kind, read_input
 
 __all__ = ["CountResult", "count_command", "count_one"]
 
@@ -18,10 +18,14 @@ class CountResult:
     """The count of one request, with how it compares to the model's limits.
 
     ``reserve`` is the completion reservation: ``max_tokens``, or what the server holds
-    for a request without it (as the guard counts it). ``over_context``/``over_tpm``
-    are how many tokens the request (prompt + reservation) exceeds the context window /
-    the per-minute token limit by (0: fits; ``None``: the limit is not known);
-    ``refused`` the status the server would refuse it with (413), else ``None``.
+    for a request without it (as the guard counts it). ``unseen_prompt_allowance`` is
+    what the guard reserves on top of the count for prompt text the server adds that no
+    client sees (a compound system's tools: docs/compound.md), 0 for other models;
+    ``total`` is what the guard holds: prompt + allowance + reservation.
+    ``over_context`` is how many tokens the prompt and reservation exceed the context
+    window by (what the guard fits; the allowance is not in it), ``over_tpm`` how many
+    ``total`` exceeds the per-minute token limit by (0: fits; ``None``: the limit is not
+    known); ``refused`` the status the server would refuse it with (413), else ``None``.
     """
 
     source: str
@@ -33,6 +37,7 @@ class CountResult:
     exact: bool
     max_tokens: int | None
     reserve: int
+    unseen_prompt_allowance: int
     total: int
     context_window: int
     tpm: int | None
@@ -43,7 +48,7 @@ class CountResult:
     @property
     def fits(self) -> bool:
         """Whether the request fits the context window and the per-minute limit."""
-        return self.over_context == 0 and self.refused is None
+        return self.over_context == 0 and not self.over_tpm
 
 
 def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | None) -> CountResult:
@@ -59,21 +64,25 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         r.total == r.prompt_tokens + 100
     """
     from .. import count_prompt, count_request, get_model
+    from ..models import unseen_prompt_allowance
 
     messages, body = _split(data, source)
-    body_model = body.pop("model", None)
-    name = model or (body_model if isinstance(body_model, str) else None) or _DEFAULT_MODEL
-    info = get_model(name)
+    # The file is checked whole, whatever --model/--max-tokens override: a wrong field is
+    # a wrong file (exit 2), never silently counted as absent.
+    body_model = _body_model(body.pop("model", None), source)
+    asked = _body_max_tokens(body, source)
+    info = get_model(model or body_model or _DEFAULT_MODEL)
     if max_tokens is None:
-        given = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = given if isinstance(given, int) and not isinstance(given, bool) else None
+        max_tokens = asked
     # The whole body is read, as tg.count_request(**body) reads it: tools, response
     # formats and reasoning options change the prompt of some models, and an unknown
     # keyword is an error rather than silently ignored.
     extra = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
     counted = count_prompt(messages, model=info, **extra)
     request = count_request(messages, info, max_tokens=max_tokens, **extra)
-    total = request.total
+    # The guard's own rule: what it adds to the count before holding the request.
+    unseen = unseen_prompt_allowance(info, request.prompt_tokens, request.raw_prompt_tokens)
+    total = request.total + unseen
     limits = info.tier_limits("free")
     tpm = limits.tpm if limits is not None else None
     return CountResult(
@@ -86,10 +95,11 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         exact=counted.exact,
         max_tokens=max_tokens,
         reserve=request.completion_reserve,
+        unseen_prompt_allowance=unseen,
         total=total,
         context_window=info.context_window,
         tpm=tpm,
-        over_context=max(0, total - info.context_window),
+        over_context=max(0, request.total - info.context_window),
         over_tpm=None if tpm is None else max(0, total - tpm),
         refused=request.refusal(tpm) if tpm is not None else None,
     )
@@ -102,7 +112,7 @@ def _split(data: Any, source: str) -> tuple[Any, dict[str, Any]]:
     if not isinstance(data, dict):
         raise UsageError(
             f"{source}: expected a list of messages or a request body "
-            f'({{"model": ..., "messages": [...]}}), got a JSON {type(data).__name__}'
+            f'({{"model": ..., "messages": [...]}}), got {json_kind(data)}'
         )
     if "messages" not in data:
         raise UsageError(
@@ -113,40 +123,143 @@ def _split(data: Any, source: str) -> tuple[Any, dict[str, Any]]:
     return body.pop("messages"), body
 
 
+def _body_model(value: object, source: str) -> str | None:
+    """The body's ``model`` checked by the guard's own rule; ``None`` when not given."""
+    from .._guard._request import check_model
+    from ..errors import ConfigurationError
+
+    if value is None:
+        return None
+    try:
+        return check_model(value, source)
+    except ConfigurationError:
+        # The guard's message tells a caller to pass model=...; a file needs its own words.
+        raise UsageError(
+            f"{source}: model must be a model name (a non-empty string), got {json_kind(value)}"
+        ) from None
+
+
+def _body_max_tokens(body: dict[str, Any], source: str) -> int | None:
+    """The body's completion cap checked by the guard's own rule (an int >= 1;
+    ``max_completion_tokens`` over ``max_tokens``), the error naming the field the file
+    used; ``None`` when neither is given."""
+    from .._guard._request import asked_max_tokens
+    from ..errors import InvalidRequest
+
+    try:
+        return asked_max_tokens(body)
+    except InvalidRequest as exc:
+        raise UsageError(
+            f"{source}: {exc.field} must be an integer >= 1 or null, "
+            f"got {json_kind(body[exc.field])}"
+        ) from None
+
+
 def _describe(r: CountResult) -> list[str]:
-    kind = "exact" if r.exact else "conservative estimate"
+    unseen = r.unseen_prompt_allowance
+    if r.exact:
+        kind = "exact"
+    elif unseen:
+        # Conservative for what is sent, far below what the server's tools add to it.
+        kind = "estimate of what is sent"
+    else:
+        kind = "conservative estimate"
     lines = [
         f"{r.source}: {r.prompt_tokens:,} prompt tokens ({kind}) for {r.model}: "
         f"{r.messages} message{'s' * (r.messages != 1)}, template overhead {r.template_overhead}"
         + (f", tools {r.tools_tokens}" if r.tools_tokens else "")
     ]
+    if unseen:
+        lines.append(
+            f"  + {unseen:,} tokens the guard reserves for prompt text the server's tools add "
+            "unseen (ModelInfo.unseen_prompt_tokens; see docs/compound.md)"
+        )
+    requested = "tokens the guard reserves" if unseen else "tokens requested"
     if r.max_tokens is not None:
-        lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} tokens requested")
+        lines.append(f"  with max_tokens={r.max_tokens}: {r.total:,} {requested}")
     else:
         lines.append(
             f"  no max_tokens given: the server reserves {r.reserve:,} completion tokens, "
-            f"{r.total:,} tokens requested"
+            f"{r.total:,} {requested}"
         )
+    lines.append(_context_line(r))
+    lines.append(_tpm_line(r))
+    return lines
+
+
+def _context_line(r: CountResult) -> str:
     if r.over_context:
-        lines.append(
+        return (
             f"  does NOT fit the context window of {r.context_window:,}: "
             f"{r.over_context:,} tokens too many"
         )
-    else:
-        lines.append(
-            f"  fits the context window of {r.context_window:,} "
-            f"({r.context_window - r.total:,} tokens to spare)"
-        )
+    spare = r.context_window - (r.total - r.unseen_prompt_allowance)
+    tools = ", before the tools' text" if r.unseen_prompt_allowance else ""
+    return f"  fits the context window of {r.context_window:,} ({spare:,} tokens to spare{tools})"
+
+
+def _tpm_line(r: CountResult) -> str:
     if r.tpm is None or r.over_tpm is None:
-        lines.append("  per-minute token limit: not known for this model")
-    elif r.refused is not None:
-        lines.append(
+        return "  per-minute token limit: not known for this model"
+    if r.refused is not None:
+        return (
             f"  refused: {r.refused}: does NOT fit the limit of {r.tpm:,} tokens per minute: "
             f"{r.over_tpm:,} too many (Groq answers {r.refused} whatever the wait)"
         )
-    else:
-        lines.append(f"  fits the limit of {r.tpm:,} tokens per minute")
-    return lines
+    if r.over_tpm:
+        # Within the limit for the server, but not with the allowance the guard holds.
+        return (
+            f"  does NOT fit the limit of {r.tpm:,} tokens per minute with the allowance: "
+            f"{r.over_tpm:,} too many (the guard could never admit it)"
+        )
+    return f"  fits the limit of {r.tpm:,} tokens per minute"
+
+
+def _documents(text: str, name: str) -> list[tuple[str, Any]]:
+    """The requests of a file: ``(source, parsed JSON)`` for one JSON document, else for
+    each non-blank line of JSON Lines (``source`` then names the line)."""
+    if not text.strip():
+        found = "empty" if not text else "only blank lines"
+        raise UsageError(
+            f"{name} has no request: it is {found}; expected a JSON messages list, a "
+            "request body, or JSON Lines of them"
+        )
+    try:
+        return [(name, _loads(text, name))]
+    except json.JSONDecodeError as whole:
+        items: list[tuple[str, Any]] = []
+        # Newlines only: read_input gives every line ending as "\n", and str.splitlines
+        # would also split a JSON string at a U+2028 written into it.
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{name}:{number}", _loads(line, f"{name}, line {number}")))
+            except json.JSONDecodeError as exc:
+                if not items:
+                    # Not even the first line is JSON: the file is one broken document
+                    # (a pretty-printed body, say), and the whole text's error is the one.
+                    raise UsageError(f"{name} is not JSON: {_whole_error(whole, text)}") from None
+                raise UsageError(
+                    f"{name}, line {number}: not JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+        return items
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{where}: not JSON this program can read (nested too deeply)") from None
+
+
+def _whole_error(exc: json.JSONDecodeError, text: str) -> str:
+    """Where a document's JSON error is: at the end of its text, the last line that
+    has any (not the line after a final newline, which the decoder counts)."""
+    end = len(text.rstrip())
+    if exc.pos >= end:
+        return f"{exc.msg} at the end of the text (line {text.count(chr(10), 0, end) + 1})"
+    return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
 
 
 def count_command(
@@ -157,27 +270,8 @@ def count_command(
 
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be a positive integer, got {max_tokens}")
-    text = read_input(file)
-    items: list[tuple[str, Any]]
     name = "<stdin>" if file == "-" else file
-    try:
-        items = [(name, json.loads(text))]
-    except json.JSONDecodeError as whole:
-        # Not one JSON document: JSON Lines, one request per line.
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"{name}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                if number == 1 and len(text.splitlines()) == 1:
-                    raise UsageError(f"{name} is not JSON: {whole}") from whole
-                raise UsageError(
-                    f"{name}, line {number}: not JSON ({exc.msg} at column {exc.colno})"
-                ) from exc
-        if not items:
-            raise UsageError(f"{name} is not JSON: {whole}") from whole
+    items = _documents(read_input(file), name)
     results: list[CountResult] = []
     for source, data in items:
         try:

@@ -17,13 +17,14 @@ set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from .._extras import install_hint
 from ._common import UsageError
 from ._report import REQUEST, RETRY, WAIT, LogLine, Report, _int, _num
 
-__all__ = ["Bucket", "draw", "replay", "require_matplotlib"]
+__all__ = ["Bucket", "draw", "plot_format", "replay", "require_matplotlib"]
 
 INSTALL_HINT = (
     f"--plot needs matplotlib, which is the optional 'plot' extra: {install_hint('plot')} "
@@ -37,6 +38,32 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
+
+
+#: Formats matplotlib names but cannot write alone: pgf needs a TeX installation.
+_NEEDS_MORE_THAN_MATPLOTLIB = frozenset({"pgf"})
+
+
+def plot_format(path: str) -> str:
+    """The image format the extension of ``path`` names (``png``, ``svg``, ``pdf``, ...),
+    when matplotlib writes it; else a :class:`UsageError` listing those it does. Asked
+    before anything is read, so a wrong name costs no work.
+
+    Example::
+
+        plot_format("tokens.SVG")  # 'svg'
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = set(FigureCanvasBase.get_supported_filetypes()) - _NEEDS_MORE_THAN_MATPLOTLIB
+    suffix = PurePath(path).suffix.lower()
+    if suffix[1:] in formats:
+        return suffix[1:]
+    listed = ", ".join(f".{name}" for name in sorted(formats))
+    got = f"'{suffix}'" if suffix else "no extension"
+    raise UsageError(
+        f"--plot {path}: the extension names the image format; expected one of {listed}, got {got}"
+    )
 
 
 def _tokens(line: LogLine) -> int:
@@ -178,10 +205,10 @@ def _series(rep: Report, *, capacity: int, window: float) -> _Series:
     )
 
 
-def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
+def draw(rep: Report, path: str, *, window: float, tpm: int | None, image_format: str) -> str:
     """Draw the bucket of ``tpm`` tokens per ``window`` seconds through the log's calls,
-    and their waits, into ``path`` (PNG); returns a one-line description of what was
-    drawn."""
+    and their waits, into ``path`` as ``image_format`` (see :func:`plot_format`); returns
+    a one-line description of what was drawn."""
     from matplotlib.figure import Figure
 
     if not any(line.t is not None for line in rep.lines):
@@ -199,7 +226,7 @@ def draw(rep: Report, path: str, *, window: float, tpm: int | None) -> str:
     )
     _draw_waits(bottom, data)
     try:
-        fig.savefig(path, format="png")
+        fig.savefig(path, format=image_format)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     return (

@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
-from ._common import EXIT_OK, UsageError, open_input
+from ._common import EXIT_OK, UsageError, json_kind, open_input
 
 __all__ = ["LogLine", "ModelTotals", "Problem", "Report", "read_log", "report_command"]
 
@@ -181,7 +181,7 @@ def read_log(source: str | Iterable[str], path: str, *, timeline: bool = False) 
             rep.problems.append(Problem(number, "not JSON (nested too deeply)"))
             continue
         if not isinstance(obj, dict):
-            rep.problems.append(Problem(number, f"a JSON {type(obj).__name__}, not an object"))
+            rep.problems.append(Problem(number, f"{json_kind(obj)}, not an object"))
             continue
         name = obj.get("event", obj.get("name"))
         if not isinstance(name, str) or not name.startswith("tokenguard."):
@@ -341,32 +341,37 @@ def report_command(
     """Run ``tokenguard report``; returns the exit status. ``window`` (seconds) and
     ``tpm`` are the plot's, by default the log's limits line's (else 60 s and the model
     table's)."""
-    _check_plot_options(plot, window, tpm)
+    image_format = _check_plot_options(plot, window, tpm)
     with open_input(log) as lines:
         rep = read_log(lines, log, timeline=plot is not None)
     if as_json:
         print(json.dumps(_to_json(rep), indent=2), file=out)
     else:
         render(rep, out)
-    if plot is not None:
+    if plot is not None and image_format is not None:
         from ._plot import draw
 
-        drawn = draw(rep, plot, window=window or rep.window or 60.0, tpm=tpm)
+        drawn = draw(
+            rep, plot, window=window or rep.window or 60.0, tpm=tpm, image_format=image_format
+        )
         print(f"plot: {plot} ({drawn})", file=out)
     return EXIT_OK
 
 
-def _check_plot_options(plot: str | None, window: float | None, tpm: int | None) -> None:
-    """Refuse a bad ``--window``/``--tpm``, or ``--plot`` without matplotlib, before
-    reading anything: the options or the extra are wrong, not the data."""
+def _check_plot_options(plot: str | None, window: float | None, tpm: int | None) -> str | None:
+    """Refuse a bad ``--window``/``--tpm``, or ``--plot`` without matplotlib or to a file
+    whose extension names no format it writes, before reading anything: the options or
+    the extra are wrong, not the data. Returns the plot's image format."""
     if window is not None and not (window > 0 and math.isfinite(window)):
         raise UsageError(f"--window must be seconds > 0, got {window}")
     if tpm is not None and tpm < 1:
         raise UsageError(f"--tpm must be a positive integer, got {tpm}")
-    if plot is not None:
-        from ._plot import require_matplotlib
+    if plot is None:
+        return None
+    from ._plot import plot_format, require_matplotlib
 
-        require_matplotlib()
+    require_matplotlib()
+    return plot_format(plot)
 
 
 def _to_json(rep: Report) -> dict[str, Any]:
