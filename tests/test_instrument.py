@@ -141,6 +141,36 @@ async def _maybe(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+@pytest.mark.parametrize("via", ["openai", "groq", "decorated"])
+@pytest.mark.parametrize("cap", ["max_tokens", "max_completion_tokens"])
+def test_a_cap_given_in_extra_body_is_the_one_fitted_and_sent(
+    via: str, cap: str, events: list[tg.events.Event]
+) -> None:
+    # The SDKs merge extra_body over the body: its cap is what the server holds, so it
+    # is the one the budget reserves, and the one lowered to fit it.
+    long_essay: Any = [{"role": "user", "content": "Write a long essay."}]
+    with running(model=MODEL, tpm=10**6, rpm=10**4, completion_tokens=2500) as server:
+        if via == "decorated":
+            client = make("openai", server)
+
+            @tg.guard
+            def ask(messages: Any, model: str, extra_body: Any = None) -> Any:
+                return client.chat.completions.create(
+                    model=model, messages=messages, extra_body=extra_body
+                )
+
+            create: Any = ask
+        else:
+            create = tg.instrument(make(via, server)).chat.completions.create
+        with tg.budget(tokens=1200) as budget:
+            reply = create(model=MODEL, messages=long_essay, extra_body={cap: 3000})
+        [sent] = [r for r in server.log if r.endpoint == "chat"]
+    [call] = requests(events)
+    assert call["gen_ai.request.max_tokens"] == 1200 - call["gen_ai.usage.input_tokens"]
+    assert sent.requested_tokens == 1200  # the lowered cap reached the server
+    assert budget.used == reply.usage.total_tokens <= 1200
+
+
 def test_one_client_instrumented_leaves_others_alone(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:

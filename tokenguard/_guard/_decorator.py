@@ -24,7 +24,7 @@ from ._fallback import fallback_plan
 from ._options import GuardKwargs, GuardOptions, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
-from ._request import ChatRequest, asked_max_tokens, given, plain_request
+from ._request import ChatRequest, asked_max_tokens, capped_extra, given, plain_request
 from ._site import Guard
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ __all__ = ["guard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_BUDGET_NAMES = ("max_completion_tokens", "max_tokens")
+_NEWER = "max_completion_tokens"
+_BUDGET_NAMES = (_NEWER, "max_tokens")
 #: The keywords that change the prompt the server bills, as counting defines them.
 _COUNTED = tuple(sorted(PROMPT_KEYWORDS))
 
@@ -128,6 +129,7 @@ class _Binding:
         if not (
             (asked is None or (type(asked) is int and asked >= 1))
             and a.get("max_completion_tokens") is None
+            and a.get("extra_body") is None
         ):  # anything but a plain max_tokens (or none): read and checked in full
             asked = asked_max_tokens(a)
         stream = a.get("stream")
@@ -175,13 +177,15 @@ class _Binding:
         self.place(out_args, out_kwargs, self.opts.messages_arg, messages)
         if max_tokens is not None and max_tokens != asked:
             view = self._view(args, kwargs)
-            name = next(
-                (n for n in _BUDGET_NAMES if given(view.get(n)) is not None),
-                "max_tokens"
-                if "max_tokens" in self.named or self.var_kw
-                else "max_completion_tokens",
-            )
-            self.place(out_args, out_kwargs, name, max_tokens)
+            name = next((n for n in _BUDGET_NAMES if given(view.get(n)) is not None), None)
+            extra = view.get("extra_body")
+            capped = capped_extra(extra, max_tokens)
+            if capped is not extra:  # merged over the body by the SDK: set there
+                self.place(out_args, out_kwargs, "extra_body", capped)
+            if name is not None or capped is extra:
+                if name is None:
+                    name = "max_tokens" if "max_tokens" in self.named or self.var_kw else _NEWER
+                self.place(out_args, out_kwargs, name, max_tokens)
         return tuple(out_args), out_kwargs
 
     def place(self, args: list[Any], kwargs: dict[str, Any], name: str, value: Any) -> None:

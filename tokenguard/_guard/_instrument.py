@@ -26,7 +26,7 @@ from ._fallback import fallback_plan
 from ._options import GuardOptions, InstrumentKwargs, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
-from ._request import read_body
+from ._request import capped_extra, read_body
 from ._site import Guard
 
 if TYPE_CHECKING:
@@ -108,6 +108,8 @@ class _ClientSender:
         if max_tokens is not None and max_tokens != self._asked:
             name = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
             body[name] = max_tokens
+            if "extra_body" in body:  # merged over the body by the SDK: set there too
+                body["extra_body"] = capped_extra(body["extra_body"], max_tokens)
         if self._mode is None:
             extra = body.get("extra_headers")
             body["extra_headers"] = {**extra, _RAW_HEADER: "raw"} if extra else {_RAW_HEADER: "raw"}

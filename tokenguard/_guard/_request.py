@@ -26,6 +26,7 @@ __all__ = [
     "ChatRequest",
     "Sender",
     "asked_max_tokens",
+    "capped_extra",
     "check_max_tokens",
     "check_model",
     "check_other_fields",
@@ -102,9 +103,22 @@ def check_max_tokens(name: str, value: object) -> int | None:
     return check_completion_cap(name, given(value))
 
 
+#: The fields that cap a completion.
+_CAPS = frozenset(("max_tokens", "max_completion_tokens"))
+
+
+def _caps_in(extra: object) -> bool:
+    """Whether an ``extra_body`` sets a completion cap (the SDKs merge it over the body)."""
+    return isinstance(extra, Mapping) and not _CAPS.isdisjoint(extra)
+
+
 def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
     """The completion cap a call's arguments ask for, checked: ``max_completion_tokens``
-    over ``max_tokens`` (the SDKs send the newer one when both are given)."""
+    over ``max_tokens`` (the SDKs send the newer one when both are given), each as the
+    ``extra_body`` sets it when it does (the SDKs merge it over the body)."""
+    extra = args.get("extra_body")
+    if extra is not None and _caps_in(extra):
+        args = {**args, **{name: extra[name] for name in _CAPS.intersection(extra)}}
     asked = args.get("max_tokens")
     if asked is not None and (type(asked) is not int or asked < 1):
         asked = check_max_tokens("max_tokens", asked)
@@ -114,6 +128,14 @@ def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
         if newer is not None:
             asked = newer
     return asked
+
+
+def capped_extra(extra: Any, max_tokens: int) -> Any:
+    """``extra`` (a call's ``extra_body``) with the completion caps it sets at
+    ``max_tokens``, as the server must see them; any other ``extra`` as it is."""
+    if not _caps_in(extra):
+        return extra
+    return {**extra, **{name: max_tokens for name in _CAPS.intersection(extra)}}
 
 
 def _messages(value: object, where: str) -> Sequence[Any]:
