@@ -311,6 +311,13 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
         tg.guard(on_overflow="summarize")(lambda messages: None)
     with pytest.raises(tg.ConfigurationError, match="not both"):
         tg.guard(limiter=tg.Limiter(tpm=100), tpm=50)
+    # A string read from the environment is not a switch: "false" must not log content.
+    with pytest.raises(tg.ConfigurationError, match="log_content must be True or False"):
+        tg.guard(log_content="false")  # type: ignore[call-overload]
+    with pytest.raises(tg.ConfigurationError, match="rate_limit must be True or False"):
+        tg.guard(rate_limit="no")  # type: ignore[call-overload]
+    with pytest.raises(tg.ConfigurationError, match="sleep must be callable"):
+        tg.guard(sleep=5)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize(
@@ -323,7 +330,7 @@ def test_a_function_without_messages_is_refused_at_decoration() -> None:
         (lambda ask: ask(hello(), model=None), tg.ConfigurationError, "no model"),
         (lambda ask: ask(hello(), max_tokens=0), tg.InvalidRequest, "max_tokens"),
         (lambda ask: ask(hello(), max_tokens="9"), tg.InvalidRequest, "max_tokens"),
-        (lambda ask: ask(hello(), nonsense=1), tg.ConfigurationError, "nonsense"),
+        (lambda ask: ask(hello(), nonsense=1), TypeError, "nonsense"),  # as undecorated
     ],
 )
 def test_bad_calls_get_a_clear_error_with_nothing_sent_or_charged(

@@ -102,8 +102,8 @@ class _Binding:
         if odd:
             try:
                 self.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise ConfigurationError(f"{self.where}: {exc}") from None
+            except TypeError as exc:  # what the function itself would raise
+                raise TypeError(f"{self.where}: {exc}") from None
         view = dict(self.defaults)
         view.update(zip(self.positional, args, strict=False))  # extra args: *args
         view.update(kwargs)

@@ -218,6 +218,12 @@ def make_options(**given: Any) -> GuardOptions:
         raise ConfigurationError(f"base_url must be a str or None, got {opts.base_url!r}")
     if not callable(opts.clock):
         raise ConfigurationError(f"clock must be callable, got {opts.clock!r}")
+    if opts.sleep is not None and not callable(opts.sleep):
+        raise ConfigurationError(f"sleep must be callable or None, got {opts.sleep!r}")
+    for name in ("rate_limit", "log_content"):
+        # A str such as "false" (read from the environment) must not mean True.
+        if type(getattr(opts, name)) is not bool:
+            raise ConfigurationError(f"{name} must be True or False, got {getattr(opts, name)!r}")
     return opts
 
 
