@@ -414,7 +414,8 @@ class Limiter:
     processes Redis last saw using the key (within a window and 2 s), so together
     they admit about one limit more than the server holds at the switch, then the
     limit's rate (Redis is tried again after ``lease`` seconds, and a
-    ``tokenguard.limiter.fail_open`` warning event is logged). Every Redis round trip
+    ``tokenguard.limiter.fail_open`` warning event is logged; the local limiter and its
+    charges last until Redis answers again). Every Redis round trip
     has a deadline, whatever the client's ``socket_timeout``: what is left of the
     caller's ``max_wait`` plus half a second; without one (``commit``, ``cancel``,
     ``observe``, an acquire with no ``max_wait``) ``redis_timeout`` seconds (default:
@@ -514,6 +515,10 @@ class Limiter:
         self._clock = clock
         self._lease = float(lease)
         self._down_until = -math.inf
+        # Whether the fallback in use stands for an outage not yet over (Redis has not
+        # answered since it began): a failed retry keeps it, charges and all.
+        self._outage = False
+        self._outage_lock = threading.Lock()
         self._share = None if fail_open_share is None else float(fail_open_share)
         self._share_cap: int | None = None  # the fallback's smallest token limit
         # The model entry and the limits no header reports (rpm, tpd) that from_model
@@ -783,16 +788,30 @@ class Limiter:
         if self._fallback is not None and self._clock() < self._down_until:
             return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
         try:
-            return (yield from self._waiting(self._backend, tokens, max_wait, batch))
+            admitted = yield from self._waiting(self._backend, tokens, max_wait, batch)
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
-            # Stay local for a lease before trying Redis again: every attempt against a
-            # dead server costs its connect timeout and retries.
-            self._fallback = self._sharing()
+            fallback = self._failing_open(exc, "acquire")
+            return (yield from self._waiting(fallback, self._part(tokens), max_wait, batch))
+        self._outage = False
+        return admitted
+
+    def _failing_open(self, exc: LimiterUnavailable, during: str) -> Backend:
+        """The fallback while Redis is down, for another lease: the one made when the
+        outage began, with what it admitted still charged (a fresh, full one at every
+        failed retry would admit a whole share each lease), or a fresh share when an
+        outage begins. Staying local for a lease spares each call a dead server's
+        connect timeout."""
+        with self._outage_lock:  # threads failing together start one outage
+            if not self._outage:
+                self._fallback = self._sharing()
+                self._outage = True
+            fallback = self._fallback
             self._down_until = self._clock() + self._lease
-            emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
-            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
+        emit(LimiterFailOpen(error=str(exc), during=during, retry_in=self._lease))
+        assert fallback is not None
+        return fallback
 
     def _sharing(self) -> Backend:
         """A fresh local fallback for an outage starting now, with this process's share
@@ -1001,10 +1020,10 @@ class Limiter:
                 raise
             # Failing open covers the server's headers too (a 429's, typically): the
             # local window stands in and learns from them.
-            self._fallback = self._sharing()
-            self._down_until = self._clock() + self._lease
-            emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
+            fallback = self._failing_open(exc, "observe")
             yield from fallback.observe_plan(view, charge(fallback))
+            return
+        self._outage = False
 
 
 class _Wait:
