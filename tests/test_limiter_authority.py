@@ -118,7 +118,9 @@ def test_a_header_lowers_the_limit_with_one_event(
     assert changes(events) == [("tpm", 6_000, 3_000)]
 
 
-@pytest.mark.parametrize("bad", ["0", "-5", "inf", "nan", str(MAX_LIMIT + 1), "1e30", "x"])
+@pytest.mark.parametrize(
+    "bad", ["0", "-5", "inf", "nan", str(MAX_LIMIT + 1), "1e30", "x", "5000.5", "5e3"]
+)
 def test_a_limit_header_that_is_not_believable_is_ignored_and_reported(
     make: Make, events: list[tg.events.Event], bad: str
 ) -> None:
@@ -129,6 +131,22 @@ def test_a_limit_header_that_is_not_believable_is_ignored_and_reported(
     assert [e.header for e in events if isinstance(e, tg.events.LimiterBadHeader)] == [
         "x-ratelimit-limit-tokens"
     ]
+
+
+def test_a_limit_header_below_the_request_it_answers_is_ignored_and_reported(
+    make: Make, events: list[tg.events.Event]
+) -> None:
+    """A served request of 500 tokens (estimate 800): its server's limit is at least 500,
+    so a header saying less is not believed; one saying 500 or more is."""
+    lim = make(tpm=6_000)
+    lim.acquire(800).commit(500, headers=limit_headers(499, 0))
+    assert lim.limits.tpm == 6_000
+    assert [e.header for e in events if isinstance(e, tg.events.LimiterBadHeader)] == [
+        "x-ratelimit-limit-tokens"
+    ]
+    lim.acquire(100).commit(1_000, headers=limit_headers(500))  # the estimate bounds it
+    assert lim.limits.tpm == 500
+    assert changes(events) == [("tpm", 6_000, 500)]
 
 
 def test_the_request_limit_header_sets_the_day_requests_both_ways(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -64,6 +66,31 @@ def test_bad_values_are_ignored_with_a_debug_event() -> None:
     assert all(e["log_level"] == "debug" for e in logs)
 
 
+@pytest.mark.parametrize("limit", ["250000.5", "5e8", "6000.0", "+6000", "1_000", "0x10", "٣"])
+def test_a_limit_that_is_not_plain_digits_is_a_bad_header(limit: str) -> None:
+    with capture_logs() as logs:
+        view = parse_headers({"x-ratelimit-limit-tokens": limit, "x-ratelimit-reset-tokens": "6s"})
+    assert view == ServerView(reset_tokens=6.0)
+    assert [e["header"] for e in logs] == ["x-ratelimit-limit-tokens"]
+
+
+@pytest.mark.parametrize("kind", ["tokens", "requests"])
+def test_a_remaining_above_its_limit_is_a_bad_header(kind: str) -> None:
+    """The same response cannot leave more room than its bucket holds: the remaining is
+    not believed (before: 10**12 of 6,000 taught the limiter that the server refunds);
+    the limit and the reset beside it stand on their own. A full bucket is believed."""
+    limit, remaining, reset = (
+        f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset")
+    )
+    with capture_logs() as logs:
+        view = parse_headers({limit: "6000", remaining: str(10**12), reset: "6s"})
+    said: dict[str, Any] = {f"limit_{kind}": 6000, f"reset_{kind}": 6.0}
+    assert view == ServerView(**said)
+    assert [e["header"] for e in logs] == [remaining]
+    full = parse_headers({limit: "6000", remaining: "6000"})
+    assert full == ServerView(**{f"limit_{kind}": 6000, f"remaining_{kind}": 6000})
+
+
 def test_unrelated_or_missing_headers_give_an_empty_view() -> None:
     assert parse_headers({"content-type": "application/json"}).empty
     assert parse_headers(None).empty
@@ -113,12 +140,12 @@ def _plain_view(pairs: list[tuple[str, str]]) -> tuple[ServerView, list[str]]:
             return None
 
     def limit(name: str) -> int | None:
-        # A limit is believed only when positive and at most MAX_LIMIT.
-        n = count(name)
-        if n is not None and not 0 < n <= MAX_LIMIT:
+        # A limit is believed only when plain decimal digits, positive, at most MAX_LIMIT.
+        text = found[name]
+        if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_LIMIT):
             bad.append(name)
             return None
-        return n
+        return int(text)
 
     reader = {"remaining": count, "reset": duration, "limit": limit}
     fields: dict[str, float | None] = {}
@@ -127,6 +154,12 @@ def _plain_view(pairs: list[tuple[str, str]]) -> tuple[ServerView, list[str]]:
             name = f"x-ratelimit-{kind}-{suffix}"
             if name in found:
                 fields[f"{kind}_{suffix}"] = reader[kind](name)
+    for suffix in ("tokens", "requests"):
+        # A remaining count above the limit beside it cannot be.
+        remaining, most = fields.get(f"remaining_{suffix}"), fields.get(f"limit_{suffix}")
+        if remaining is not None and most is not None and remaining > most:
+            bad.append(f"x-ratelimit-remaining-{suffix}")
+            fields[f"remaining_{suffix}"] = None
     if "retry-after-ms" in found:
         ms = count("retry-after-ms")
         fields["retry_after"] = None if ms is None else ms / 1000

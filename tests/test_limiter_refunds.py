@@ -389,3 +389,14 @@ def test_learned_refunds_then_a_header_showing_a_free_kept_teaches_no_refunds(
     # The frees are charged again (all 110 of them): less left than the server shows.
     with pytest.raises(tg.RateLimitTimeout):
         api.acquire(lim, 936, max_wait=0)
+
+
+def test_a_remaining_above_its_limit_teaches_nothing(h: Harness, api: Api) -> None:
+    """Headers that contradict themselves (more room left than the bucket holds) are no
+    evidence of refunds: the remaining is a bad header, not a server using -999,999,994,000."""
+    lim = h.limiter(tpm=6000, window=600.0)
+    with capture_logs() as logs:
+        api.commit(api.acquire(lim, 1100), 150, headers(10**12, 6000))
+    assert lim.refunds is None
+    assert not learned(logs)
+    assert [e["header"] for e in logs if "header" in e] == ["x-ratelimit-remaining-tokens"]

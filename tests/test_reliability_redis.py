@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from fake_clock import FakeClock
 from reliability_support import RestartableRedis
 
 import tokenguard as tg
@@ -212,6 +213,71 @@ def test_a_request_above_the_share_still_goes_when_the_share_is_full(
     box.kill()
     r = lim.acquire(300, max_wait=1.0)  # waits for the whole share (100): free now
     assert r.waited < 1.0
+
+
+def _fake_drain(lim: tg.Limiter, clock: FakeClock, seconds: float, step: int) -> int:
+    """Tokens admitted over ``seconds`` of the fake clock, ``step`` at a time, each call
+    waiting as long as the limiter holds it (the fake sleep advances the clock)."""
+    got = 0
+    end = clock.now + seconds
+    while clock.now < end:
+        lim.acquire(step).commit(step)
+        got += step
+    return got
+
+
+@pytest.mark.parametrize("lease", [1.0, 10.0])
+def test_fail_open_keeps_one_local_bucket_while_redis_stays_down(
+    box: RestartableRedis, clock: FakeClock, lease: float
+) -> None:
+    """Redis killed for good (6,000 per 60 s, share 1.0): over 35 s, several leases, the
+    local bucket admits its fill and then the limit's rate (6,000 + 35 s x 100), not a
+    fresh full bucket at every failed retry of Redis (before: 28,000)."""
+    lim = limiter(
+        box,
+        f"outage-{lease}",
+        tpm=6000,
+        window=60.0,
+        fail_open=True,
+        fail_open_share=1.0,
+        lease=lease,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    box.kill()
+    got = _fake_drain(lim, clock, 35.0, 1000)
+    print(f"FIGURES fail-open-outage lease={lease}: {got} tokens in 35 s (limit 6000 per 60 s)")
+    assert got <= 6000 + 35 * 100 + 1000  # one step of rounding
+
+
+def test_fail_open_starts_a_fresh_share_only_after_redis_came_back(
+    box: RestartableRedis, clock: FakeClock
+) -> None:
+    """An outage drains the local bucket; Redis comes back and answers; a second outage
+    starts with a fresh, full share (the fallback of the first is gone with it)."""
+    lim = limiter(
+        box,
+        "again",
+        tpm=1000,
+        window=60.0,
+        fail_open=True,
+        fail_open_share=1.0,
+        lease=1.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    box.kill()
+    for _ in range(10):  # the share, full at the switch
+        lim.acquire(100, max_wait=0).commit(100)
+    clock.advance(2.0)  # past the lease: the next call tries Redis again, and fails
+    with pytest.raises(tg.RateLimitTimeout):
+        lim.acquire(500, max_wait=0)  # the same bucket: 33 tokens refilled, not 1000
+    box.start()
+    clock.advance(2.0)
+    lim.acquire(10).commit(10)  # served by Redis: the outage is over
+    box.kill()
+    clock.advance(2.0)
+    lim.acquire(1000, max_wait=0).commit(1000)  # a new outage: a fresh, full share
 
 
 # -- a waiter's process SIGKILLed at the head of the queue -----------------------------

@@ -15,12 +15,16 @@ from typing import Any
 import groq
 import openai
 import pytest
+import redis
 from fake_clock import FakeClock
+from redis_support import RedisServer, redis_srv
 from reliability_support import CONTEXT_EXCEEDED, Fault, FaultProxy, rate_limited, too_large
 
 import tokenguard as tg
 from tokenguard._guard._registry import LESSON_TTL_S
 from tokenguard.emulator import running
+
+__all__ = ["redis_srv"]
 
 pytestmark = pytest.mark.reliability
 
@@ -362,6 +366,36 @@ def test_a_413_saying_limit_0_teaches_nothing_and_later_calls_are_served(
     client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=32)
     assert named(events, "tokenguard.guard.limit_learned") == []
     assert proxy.statuses() == [413, 200]
+
+
+@pytest.mark.parametrize("sdk", ["openai", "groq"])
+@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_limit_header_below_the_request_it_served_is_not_believed(
+    proxy: FaultProxy,
+    events: list[tg.events.Event],
+    request: pytest.FixtureRequest,
+    sdk: str,
+    backend: str,
+) -> None:
+    """A served response saying the TPM is 1 token: the server has just let the request
+    through, so its limit is at least that; believed, every later call was refused here
+    (ContextOverflow, nothing sent, so no later header could correct it)."""
+    options: dict[str, Any] = {}
+    if backend == "redis":
+        srv: RedisServer = request.getfixturevalue("redis_srv")
+        client = redis.Redis(host=srv.host, port=srv.port)
+        request.addfinalizer(client.close)
+        options["limiter"] = tg.Limiter(tpm=100_000, redis=client, key=f"below-{sdk}")
+    guard, _ = guarded(proxy.base_url, sdk, **options)
+    lie = {"x-ratelimit-limit-tokens": "1", "x-ratelimit-remaining-tokens": "0"}
+    proxy.inject(Fault(headers=lie))
+    for _ in range(4):
+        guard.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert proxy.statuses() == [200] * 4
+    assert [e["header"] for e in named(events, "tokenguard.limiter.bad_header")] == [
+        "x-ratelimit-limit-tokens"
+    ]
+    assert named(events, "tokenguard.limiter.limit_changed") == []
 
 
 def test_a_learned_window_lapses_and_is_learned_again(

@@ -91,7 +91,7 @@ class LimiterFailOpen(Event):
 
 @dataclass(frozen=True)
 class LimiterBadHeader(Event):
-    """A rate-limit header could not be read and was ignored."""
+    """A rate-limit header could not be read, or cannot be true, and was ignored."""
 
     name: ClassVar[str] = "tokenguard.limiter.bad_header"
     level: ClassVar[Level] = "debug"

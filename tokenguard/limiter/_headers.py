@@ -5,7 +5,8 @@ RPD bucket (Groq sends nothing for RPM or TPD); resets are Go durations;
 ``retry-after`` (seconds) comes with a 429. A header that cannot be read is
 ignored (with a debug event), never fatal: the limiter keeps its own bookkeeping.
 A limit is evidence the limiter adopts both ways, so it is believed only when it is a
-positive count no larger than :data:`MAX_LIMIT`.
+plain whole decimal number from 1 to :data:`MAX_LIMIT`; a remaining count above the same
+response's limit contradicts it and is not believed either.
 """
 
 from __future__ import annotations
@@ -115,13 +116,31 @@ def _count(name: str, value: Any) -> int | None:
 
 
 def _limit(name: str, value: Any) -> int | None:
-    """A limit header's value: a count believed only in ``1..MAX_LIMIT`` (a limit of 0
-    would stall every request; see :data:`MAX_LIMIT`)."""
-    count = _count(name, value)
-    if count is not None and not 0 < count <= MAX_LIMIT:
+    """A limit header's value: plain decimal digits (what Groq sends; ``6000.5`` or
+    ``6e3`` is no limit) believed only in ``1..MAX_LIMIT`` (a limit of 0 would stall
+    every request; see :data:`MAX_LIMIT`)."""
+    if value is None:
+        return None
+    if type(value) is not bytes or not value.isdigit():  # bytes: ASCII digits only
+        value = _text(value)
+        if not (value.isascii() and value.isdigit()):
+            _bad(name)
+            return None
+    # Longer than any believable limit: not read (``int`` refuses 4,300 digits and more).
+    n = int(value) if len(value) < 20 else 0
+    if not 0 < n <= MAX_LIMIT:
         _bad(name)
         return None
-    return count
+    return n
+
+
+def _within(name: str, remaining: int | None, limit: int | None) -> int | None:
+    """``remaining``, unless the same response's ``limit`` says it cannot be (more room
+    than the bucket holds): then reported under ``name`` and not believed."""
+    if remaining is not None and limit is not None and remaining > limit:
+        _bad(name)
+        return None
+    return remaining
 
 
 #: Durations read before (values repeat: "6s", "2m59.56s", ...), by their raw value.
@@ -216,16 +235,18 @@ def parse_headers(headers: Mapping[str, Any] | Any) -> ServerView:
         return _EMPTY
     else:
         retry = None
-    # Each field by its own reader, in the view's order (that of ``_NAMES``).
+    # Each field by its own reader, in the view's order (that of ``_NAMES``); a remaining
+    # count is then checked against the limit beside it.
+    limit_tokens, limit_requests = _limit(_LIMIT_TOKENS, lt), _limit(_LIMIT_REQUESTS, lr)
     return _new_view(
         ServerView,
         (
-            _count(_REMAINING_TOKENS, rt),
+            _within(_REMAINING_TOKENS, _count(_REMAINING_TOKENS, rt), limit_tokens),
             _duration(_RESET_TOKENS, xt),
-            _limit(_LIMIT_TOKENS, lt),
-            _count(_REMAINING_REQUESTS, rr),
+            limit_tokens,
+            _within(_REMAINING_REQUESTS, _count(_REMAINING_REQUESTS, rr), limit_requests),
             _duration(_RESET_REQUESTS, xr),
-            _limit(_LIMIT_REQUESTS, lr),
+            limit_requests,
             retry,
         ),
     )

@@ -157,11 +157,13 @@ class Reservation:
         request's response) adopt the server's view in the same step. When the
         server is known or learned not to refund, the part of the estimate not used is
         freed only as far as these headers show the server has the room (see the
-        class). A ``retry-after`` in them came with an answer: it holds nobody."""
+        class). A ``retry-after`` in them came with an answer: it holds nobody. Nor is
+        a token limit below this request (the smaller of its estimate and
+        ``actual_tokens``) believed: the server has just served it."""
         if type(actual_tokens) is not int or actual_tokens < 0:  # the usual int passes
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = _believable(_view(headers), self._limits, served=True)
+        view = _believable(_view(headers), self._limits, served=min(actual_tokens, self.tokens))
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -197,7 +199,7 @@ class Reservation:
         await run_async(self._observing(headers))
 
     def _observing(self, headers: Mapping[str, Any]) -> Plan[None]:
-        view = _believable(_view(headers), self._limits, served=False)
+        view = _believable(_view(headers), self._limits)
         if view is None:
             return
         direct = self._direct
@@ -216,7 +218,7 @@ class Reservation:
         if type(actual_tokens) is not int or actual_tokens < 0:
             _check_tokens(actual_tokens, "actual_tokens")
         _ANSWERED.set(self)
-        view = _believable(_view(headers), self._limits, served=True)
+        view = _believable(_view(headers), self._limits, served=min(actual_tokens, self.tokens))
         direct = self._direct
         if direct is not None:  # marked settled under the backend's lock
             direct.settle(self._charge, actual_tokens, view, self)
@@ -241,27 +243,34 @@ def _view(headers: Mapping[str, Any] | None) -> ServerView | None:
 
 
 def _believable(
-    view: ServerView | None, limits: WindowLimits, *, served: bool
+    view: ServerView | None, limits: WindowLimits, *, served: int | None = None
 ) -> ServerView | None:
     """``view`` with only the waits ``limits`` can justify: a ``retry-after`` of at most
     one window (a day with day limits; a longer one is cut to that, since it still says
-    the server refused), and none on a ``served`` response (it came with an answer: no
-    hold on anyone); a token reset (a minute's bucket) of at most one window, a request
-    reset (a day's) of at most a day (longer ones are dropped). Each is reported as a
-    bad header: a hold that long would block every process on the quota for as long as
-    the server wrote."""
+    the server refused), and none on the response of a request it ``served`` (it came
+    with an answer: no hold on anyone); a token reset (a minute's bucket) of at most one
+    window, a request reset (a day's) of at most a day (longer ones are dropped). Each is
+    reported as a bad header: a hold that long would block every process on the quota
+    for as long as the server wrote. A token limit below ``served`` (the tokens of the
+    request the response answers) is dropped and reported too: the server has just let
+    that much through, and a limit believed below it would refuse every later call
+    before it could reach the server and correct it."""
     if view is None:
         return None
     retry, reset_t, reset_r = view.retry_after, view.reset_tokens, view.reset_requests
-    day = limits.day
+    limit_t, day = view.limit_tokens, limits.day
     if (
         retry is None
         and (reset_t is None or reset_t <= limits.window)
         and (reset_r is None or reset_r <= day)
+        and (limit_t is None or served is None or limit_t >= served)
     ):
         return view  # what every plain response is: nothing to drop
     longest = day if limits.has_day else limits.window
-    if retry is not None and served:
+    if limit_t is not None and served is not None and limit_t < served:
+        emit(LimiterBadHeader(header="x-ratelimit-limit-tokens"))
+        limit_t = None
+    if retry is not None and served is not None:
         retry = None
     elif retry is not None and retry > longest:
         emit(LimiterBadHeader(header="retry-after"))
@@ -272,7 +281,9 @@ def _believable(
     if reset_r is not None and reset_r > day:
         emit(LimiterBadHeader(header="x-ratelimit-reset-requests"))
         reset_r = None
-    view = view._replace(retry_after=retry, reset_tokens=reset_t, reset_requests=reset_r)
+    view = view._replace(
+        retry_after=retry, reset_tokens=reset_t, reset_requests=reset_r, limit_tokens=limit_t
+    )
     return None if view.empty else view
 
 
@@ -414,7 +425,8 @@ class Limiter:
     processes Redis last saw using the key (within a window and 2 s), so together
     they admit about one limit more than the server holds at the switch, then the
     limit's rate (Redis is tried again after ``lease`` seconds, and a
-    ``tokenguard.limiter.fail_open`` warning event is logged). Every Redis round trip
+    ``tokenguard.limiter.fail_open`` warning event is logged; the local limiter and its
+    charges last until Redis answers again). Every Redis round trip
     has a deadline, whatever the client's ``socket_timeout``: what is left of the
     caller's ``max_wait`` plus half a second; without one (``commit``, ``cancel``,
     ``observe``, an acquire with no ``max_wait``) ``redis_timeout`` seconds (default:
@@ -514,6 +526,10 @@ class Limiter:
         self._clock = clock
         self._lease = float(lease)
         self._down_until = -math.inf
+        # Whether the fallback in use stands for an outage not yet over (Redis has not
+        # answered since it began): a failed retry keeps it, charges and all.
+        self._outage = False
+        self._outage_lock = threading.Lock()
         self._share = None if fail_open_share is None else float(fail_open_share)
         self._share_cap: int | None = None  # the fallback's smallest token limit
         # The model entry and the limits no header reports (rpm, tpd) that from_model
@@ -783,16 +799,30 @@ class Limiter:
         if self._fallback is not None and self._clock() < self._down_until:
             return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
         try:
-            return (yield from self._waiting(self._backend, tokens, max_wait, batch))
+            admitted = yield from self._waiting(self._backend, tokens, max_wait, batch)
         except LimiterUnavailable as exc:
             if self._fallback is None:
                 raise
-            # Stay local for a lease before trying Redis again: every attempt against a
-            # dead server costs its connect timeout and retries.
-            self._fallback = self._sharing()
+            fallback = self._failing_open(exc, "acquire")
+            return (yield from self._waiting(fallback, self._part(tokens), max_wait, batch))
+        self._outage = False
+        return admitted
+
+    def _failing_open(self, exc: LimiterUnavailable, during: str) -> Backend:
+        """The fallback while Redis is down, for another lease: the one made when the
+        outage began, with what it admitted still charged (a fresh, full one at every
+        failed retry would admit a whole share each lease), or a fresh share when an
+        outage begins. Staying local for a lease spares each call a dead server's
+        connect timeout."""
+        with self._outage_lock:  # threads failing together start one outage
+            if not self._outage:
+                self._fallback = self._sharing()
+                self._outage = True
+            fallback = self._fallback
             self._down_until = self._clock() + self._lease
-            emit(LimiterFailOpen(error=str(exc), during="acquire", retry_in=self._lease))
-            return (yield from self._waiting(self._fallback, self._part(tokens), max_wait, batch))
+        emit(LimiterFailOpen(error=str(exc), during=during, retry_in=self._lease))
+        assert fallback is not None
+        return fallback
 
     def _sharing(self) -> Backend:
         """A fresh local fallback for an outage starting now, with this process's share
@@ -928,7 +958,7 @@ class Limiter:
     def _observing_headers(self, headers: Mapping[str, Any]) -> Plan[None]:
         """:meth:`observe`, for either runner: the headers checked, matched to the
         reservation this thread or task answered last, then adopted."""
-        view = _believable(_view(headers), self.limits, served=False)
+        view = _believable(_view(headers), self.limits)
         if view is None:
             return
         r = self._answered()
@@ -1001,10 +1031,10 @@ class Limiter:
                 raise
             # Failing open covers the server's headers too (a 429's, typically): the
             # local window stands in and learns from them.
-            self._fallback = self._sharing()
-            self._down_until = self._clock() + self._lease
-            emit(LimiterFailOpen(error=str(exc), during="observe", retry_in=self._lease))
+            fallback = self._failing_open(exc, "observe")
             yield from fallback.observe_plan(view, charge(fallback))
+            return
+        self._outage = False
 
 
 class _Wait:
