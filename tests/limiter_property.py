@@ -174,6 +174,7 @@ class Model:
                 "unused tokens (or with refunds given)"
             )
         self.refused += 1
+        a.cost = 0  # refused: the server charged nothing (known before the queue moves)
         self.backend.settle(a.charge, None, None)
         # The cancel may let the head of the queue in before the 429 is read (Redis
         # admits it within the cancel's script): record it as admitted now.
@@ -376,6 +377,20 @@ _EXAMPLES: list[dict[str, Any]] = [
         "server": ("keeps", False),
     },
     {"steps": LEARNING_429, "lag": 0.0, "server": ("keeps", None)},
+    # Learning against the keeping server: the 100 the first free let in is refused,
+    # and its cancel lets the last 1 in at once; the model must count the refused 100
+    # as charged nothing by then (it had counted 101 within the window).
+    {
+        "steps": [
+            ("acquire", 1),
+            ("acquire", 100),
+            ("acquire", 1),
+            ("commit", 0, 0.0, 0.0, 0.0, False),
+            ("commit", 0, 0.0, 0.0, 0.0, False),
+        ],
+        "lag": 0.0,
+        "server": ("keeps", None),
+    },
     # A stale header (written before the second admission) read within the lag.
     {
         "steps": [
@@ -513,7 +528,6 @@ def run_interleaving(
                     arrived = a.at
                 if learning and any_order:
                     if m.refuse(a, arrived):
-                        a.cost = 0
                         m.serve()
                         continue
                 elif learning:
@@ -526,7 +540,6 @@ def run_interleaving(
                     arrived = max(arrived, m.last_arrival)
                     m.last_arrival = arrived
                     if m.refuse(a, arrived):
-                        a.cost = 0
                         m.serve()
                         continue
                 m.bucket.give(arrived, -a.ticket.tokens)
