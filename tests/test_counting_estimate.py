@@ -93,7 +93,11 @@ def test_calibration_on_unrelated_requests(model: str, kind: str) -> None:
         ratios.append(rc.prompt_tokens / actual)
         counter.observe(rc, actual)
     later = sorted(ratios[8:])
-    assert later[len(later) // 2] <= 1.06, ratios  # the median request
+    # Calibration scales the text only: the template allowance (here 32 + 8 per message
+    # against Llama 3.1's 30 + 5) is kept whole, as no observation can show how much of
+    # it a request of another shape needs. Raw, the median request is 14% (LLAMA4) or
+    # 59% (digits one by one: Qwen2) above the truth.
+    assert later[len(later) // 2] <= 1.17, ratios  # the median request
 
 
 def test_calibration_converges_when_the_true_tokenizer_is_much_denser() -> None:
@@ -127,12 +131,14 @@ def test_calibration_learns_when_the_server_counts_more_than_the_raw_estimate() 
     assert cal.estimate(content=0, overhead=10) == 20
 
 
-def test_calibration_bound_scales_by_the_larger_growth() -> None:
+def test_calibration_scales_the_content_and_keeps_the_overhead() -> None:
     cal = tg.Calibration(headroom=0.0)
-    cal.observe(content=1_000, overhead=100, actual=600)
-    assert cal.estimate(content=2_000, overhead=100) == 1_200
-    assert cal.estimate(content=1_000, overhead=300) == 1_300  # capped by the raw estimate
-    assert cal.estimate(content=500, overhead=100) == 600
+    cal.observe(content=1_000, overhead=100, actual=600)  # at most 0.6 per content token
+    assert cal.estimate(content=1_000, overhead=100) == 700
+    assert cal.estimate(content=2_000, overhead=100) == 1_300
+    # Mostly overhead (many short messages): the allowance is never scaled down.
+    assert cal.estimate(content=100, overhead=1_000) == 1_060
+    assert cal.estimate(content=0, overhead=10) == 10
 
 
 def test_calibration_keeps_scripts_apart() -> None:
@@ -367,27 +373,18 @@ def test_calibration_estimates_as_its_formula_says(
     request: tuple[int, int] | None,
     rest: tuple[int, int],
 ) -> None:
-    # Calibration works its bound out with C-level maps when no observation has a zero
-    # part, and skips the request's own bound when a known prefix is certainly lower: it
-    # must be the formula itself, to the last bit, on every state.
+    # The estimate is its formula (docs/counting-internals.md), to the last bit.
     cal = tg.Calibration()
     for i, (c_i, v_i, actual) in enumerate(observations):
         cal.observe(content=c_i, overhead=v_i, actual=actual, key=i)
     b = cal._buckets[0]
+    density = min((a / c for c, _, a in b.observations if c > 0), default=float("inf"))
 
     def part(content: int, overhead: int) -> float:
-        best = float("inf")
-        for c_i, v_i, actual in b.observations:
-            growth = max(
-                content / c_i if c_i else (float("inf") if content else 0.0),
-                overhead / v_i if v_i else (float("inf") if overhead else 0.0),
-            )
-            best = min(best, actual * growth)
-        return min((content + overhead) * b.raw_scale, best * (1.0 + b.headroom))
+        per_content = min(density * (1.0 + b.headroom), b.raw_scale)
+        return per_content * content + b.raw_scale * overhead
 
     content, overhead = request or (observations[-1][:2] if observations else (1, 1))
-    # What lets the request's own bound be skipped: a floor never above it.
-    assert cal._floor(b, content, overhead) <= part(content, overhead)
     assert cal.estimate(content=content, overhead=overhead) == math.ceil(
         part(content, overhead) - 1e-9
     )
@@ -398,6 +395,8 @@ def test_calibration_estimates_as_its_formula_says(
         prefixes = [(-1, 0, 0), (len(observations) - 1, *rest)]
         got = cal.estimate(content=content, overhead=overhead, prefixes=prefixes)
         assert got == math.ceil(anchored - 1e-9)
+        # The request observed last is never estimated below its own count.
+        assert cal.estimate(content=observations[-1][0], overhead=observations[-1][1]) >= known
 
 
 def test_the_last_request_a_meter_keeps_is_bounded() -> None:

@@ -360,8 +360,9 @@ def test_odd_messages_leave_the_fast_path_for_a_clear_error(message: dict[str, A
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
 def test_calibration_tightens_the_breakdown_of_estimates(kind: str) -> None:
     # The server (here the emulator's Llama 3 counting, a tokenizer the qwen estimate
-    # does not use) counts well below the raw estimate; once calibration has seen a few
-    # turns, the costs follow it down and still bound every subset.
+    # does not use) counts well below the raw estimate of non-Latin text; once
+    # calibration has seen a few turns, the costs follow it down and still bound every
+    # subset.
     model = "example/estimated-qwen2"
     counter = tg.Counter()
     for size in range(1, 9):
@@ -372,7 +373,11 @@ def test_calibration_tightens_the_breakdown_of_estimates(kind: str) -> None:
     pc = counter.count_prompt(messages, model=model)
     raw = counter.count_request(messages, model=model).raw_prompt_tokens
     whole = pc.overhead + pc.tools + sum(pc.messages)
-    assert pc.total <= whole < 0.95 * raw
+    assert pc.total <= whole
+    if kind not in ("english", "code"):
+        # cl100k_base counts English and code about as the server does: there only the
+        # template allowance is above the truth, which calibration never scales down.
+        assert whole < 0.95 * raw
     for drop in range(len(messages)):
         kept = [i for i in range(len(messages)) if i != drop]
         subset = [messages[i] for i in kept]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import tokenguard as tg
 from tokenguard._tokenizer_data import get_encoding
 from tokenguard.emulator import count_prompt_tokens, render_prompt
 from tokenguard.emulator._completion import WORDS, completion_text
@@ -292,4 +293,81 @@ def test_gpt_oss_is_billed_by_harmony_over_http() -> None:
                 model="openai/gpt-oss-20b",
                 messages=[{"role": "user", "content": "hello"}],
                 response_format=bad_format,
+            )
+
+
+GPT_OSS = ("openai/gpt-oss-20b", "openai/gpt-oss-120b")
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("model", GPT_OSS)
+@pytest.mark.parametrize("tools", [None, WEATHER])
+def test_a_developer_message_on_gpt_oss_is_billed_as_tokenguard_counts_it(
+    model: str, tools: list[Any] | None
+) -> None:
+    # GROQ.md and GROQ-RENDER.md: gpt-oss reads a leading developer message as it reads a
+    # system one, harmony's developer message "# Instructions" (tools in the same message).
+    import openai
+
+    from tokenguard.emulator import running
+
+    messages: Any = [
+        {"role": "developer", "content": "Be terse."},
+        {"role": "user", "content": "Weather in Oslo?"},
+    ]
+    as_system: Any = [{**messages[0], "role": "system"}, messages[1]]
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    with running(model=model) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0)
+        billed = []
+        for sent in (messages, as_system):
+            reply = client.chat.completions.create(
+                model=model, messages=sent, max_tokens=4, **extra
+            )
+            assert reply.usage is not None
+            billed.append(reply.usage.prompt_tokens)
+    counted = tg.count_request(messages, model=model, **extra)
+    assert counted.exact
+    assert counted.prompt_tokens == billed[0] == billed[1]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "llama-3.1-8b-instant",
+        "llama3-8b-8192",
+        "meta-llama/llama-4-scout-17b-16e-instruct",
+        "qwen/qwen3-32b",
+        "moonshotai/kimi-k2-instruct-0905",
+    ],
+)
+def test_a_developer_message_is_refused_where_groq_is_not_known_to_take_it(model: str) -> None:
+    # Only gpt-oss is documented to take one; the emulator claims no more.
+    import openai
+
+    from tokenguard.emulator import running
+
+    with running(model=model) as em:
+        client = openai.OpenAI(base_url=em.base_url, api_key="test", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match=r"'messages\.1' : .*'role'"):
+            client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "user", "content": "Hi"},
+                    {"role": "developer", "content": "Be terse."},
+                ],
+                max_tokens=4,
             )

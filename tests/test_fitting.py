@@ -6,6 +6,7 @@ emulator and ``test_fitting_summarize.py`` covers summaries.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -408,6 +409,24 @@ def test_bad_input_gets_a_clear_error(
     with pytest.raises(error, match=match):
         tg.fit(messages, MODEL, **kwargs)
     assert issubclass(error, tg.TokenGuardError)
+
+
+def _fit_in_a_loop(messages: Any, model: str, **options: Any) -> tg.FitResult:
+    return asyncio.run(tg.fit_async(messages, model, **options))
+
+
+@pytest.mark.parametrize("fit", [tg.fit, _fit_in_a_loop])
+def test_a_misspelt_option_is_named_with_the_accepted_ones_and_the_closest(fit: Any) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(tg.ConfigurationError) as caught:
+        fit(messages, MODEL, maxtokens=5)
+    message = str(caught.value)
+    assert message.startswith("unknown keyword 'maxtokens': not an option of fit (accepted: ")
+    assert "max_prompt_tokens, max_tokens, min_completion" in message
+    assert message.endswith("; did you mean 'max_tokens'?")
+    # The same form as count_tokens gives for the same mistake.
+    with pytest.raises(tg.InvalidMessages, match=r"'maxtokens': .*did you mean 'max_tokens'\?$"):
+        tg.count_tokens(messages, MODEL, maxtokens=5)
 
 
 def test_sdk_message_objects_are_fitted_like_dicts() -> None:

@@ -345,7 +345,7 @@ def test_the_count_command_reads_a_whole_body(
     assert "unknown keyword 'n_ctx'" in capsys.readouterr().err
 
 
-def test_bounds_learn_from_the_servers_usage_and_exact_counts_report_disagreement() -> None:
+def test_bounds_keep_their_allowance_and_exact_counts_report_disagreement() -> None:
     counter = tg.Counter()
     body = next(c for c in CASES if "response_format" in c["request"])
     billed = body["prompt_tokens"]
@@ -354,8 +354,9 @@ def test_bounds_learn_from_the_servers_usage_and_exact_counts_report_disagreemen
     assert first.prompt_tokens > billed
     counter.observe(first, billed)
     again = counter.count_request(**body["request"])
-    # Calibration shrinks the allowance toward what the server billed, never below it.
-    assert billed <= again.prompt_tokens < first.prompt_tokens
+    # The allowance stands for text Groq adds that nobody has seen: one billed request
+    # cannot tell how it grows with another schema, so calibration leaves it whole.
+    assert again.prompt_tokens == first.prompt_tokens
 
     seen: list[tg.events.Event] = []
     undo = tg.events.add_sink(seen.append)

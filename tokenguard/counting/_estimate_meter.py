@@ -282,9 +282,9 @@ class EstimateMeter:
         self, parts: _Parts, content_raw: int, overhead_raw: int
     ) -> tuple[list[int], int, int]:
         """``(message costs, tools, overhead)``: the raw parts priced at rates that bound
-        the calibrated estimate linearly for every subset of these messages.
+        the calibrated estimate linearly for every subset of these messages (whose bucket
+        lies in a range found from the parts).
 
-        Its bucket and its shape (content per overhead) lie in ranges found from the parts.
         The parts' content ceilings add up to at least the whole's, but for float
         rounding, which may put the whole one content token higher; the overhead carries
         that token and one more for the rounding of the rates.
@@ -293,14 +293,7 @@ class EstimateMeter:
         margin = rule.margin
         tools_tokens = parts.tools_tokens
         texts = list(zip(parts.non_ascii_of, parts.chars_of, strict=True))
-        rc, rv = self.calibration.rates(
-            content=content_raw,
-            overhead=overhead_raw,
-            buckets=_bucket_range(parts.base, texts),
-            shapes=_shape_range(
-                (tools_tokens * margin, rule.per_request), parts.tokens, parts.units, rule
-            ),
-        )
+        rc, rv = self.calibration.rates(buckets=_bucket_range(parts.base, texts))
         image_tokens = self.settings.image_tokens
         costs = [
             math.ceil(rc * math.ceil(n * margin) + rv * (rule.per_message * unit))
@@ -523,31 +516,6 @@ def _pads(headers: list[str]) -> list[bool]:
         return pads
     after = iter(pads)
     return [False if h in _SYSTEM else next(after) for h in headers]
-
-
-def _shape_range(
-    base: tuple[float, int], tokens: Sequence[int], units: list[int], rule: EstimateRule
-) -> tuple[float, float]:
-    """The least and greatest ``content / overhead`` of the raw estimate of the tools
-    (``base``, always counted) with any non-empty subset of the messages.
-
-    A ratio of sums is extreme on a prefix of the parts sorted by their own ratio. The
-    content's ceiling adds less than one token, hence the widening of the upper end.
-    """
-    parts = [
-        (n * rule.margin, rule.per_message * unit) for n, unit in zip(tokens, units, strict=True)
-    ]
-    parts.sort(key=lambda p: p[0] / p[1])
-    lo, hi = math.inf, 0.0
-    for order in (parts, parts[::-1]):
-        content, overhead = base
-        for c, v in order:
-            content += c
-            overhead += v
-            lo = min(lo, content / overhead)
-            hi = max(hi, content / overhead)
-    least_overhead = base[1] + min(rule.per_message * unit for unit in units)
-    return lo * (1 - 1e-9), (hi + 1.0 / least_overhead) * (1 + 1e-9)
 
 
 def _bucket_range(base: tuple[int, int], texts: list[tuple[int, int]]) -> tuple[int, int]:

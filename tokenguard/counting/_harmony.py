@@ -86,7 +86,7 @@ class HarmonyCount(NamedTuple):
     total: int
     exact: bool
     #: The part of ``total`` that is an upper-bound allowance rather than rendered text
-    #: (0 when ``exact``): what calibration may learn to shrink.
+    #: (0 when ``exact``); calibration never shrinks it (docs/qwen-kimi.md).
     allowance: int = 0
     #: Whether ``tools`` alone is exact (a bound elsewhere does not make it one).
     tools_exact: bool = True

@@ -4,7 +4,8 @@ It serves models with ``tokenizer="o200k_harmony"`` and ``template="harmony"`` o
 o200k_base data is installed and verified; without it the model is estimated and one
 ``tokenguard.counting.tokenizer_missing`` event says how to get exact counts. The
 arithmetic is in ``_harmony``; this module adds the caches and the fast path. Counts
-that are bounds pass through the model's calibration, which never scales the exact part.
+that are bounds keep their allowance whole: calibration scales a stand-in tokenizer's
+text, and here the text is exact while the allowance stands for text nobody has seen.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import tiktoken
 
 from .._tokenizer_data import available, get_encoding
 from ..models import ModelInfo
-from ._calibration import Calibration
 from ._harmony import EMPTY_DEVELOPER, REASONING_EFFORTS, HarmonyRules
 from ._meter import FastPath, NewText, Request, Resources, Settings, Tally, ToolsMemo, count_new
-from ._result import CalibrationBasis
 from ._tokenizers import ordinary_counter, report_missing
 
 __all__ = ["HarmonyMeter", "harmony_meter"]
@@ -74,7 +73,6 @@ class HarmonyMeter(FastPath):
             lambda: HarmonyRules(_plain_counter(enc), image_tokens=image_tokens),
         )
         self.fast_overhead = self.rules.base_overhead  # the prompt's frame without tools
-        self._calibration: Calibration = resources.calibration(info.name)
 
     @staticmethod
     def build(info: ModelInfo, resources: Resources) -> HarmonyMeter | None:
@@ -243,19 +241,15 @@ class HarmonyMeter(FastPath):
         # message is counted as without tools, which the fast path does not do).
         if request.tools is not None and counted.tools_exact and counted.tools > 0:
             self._remember_tools(request, counted.tools)
-        if counted.exact:
-            total = counted.total
-            return Tally(costs, counted.overhead, counted.tools, total, total, True, None)
-        # A bound: the exact part is known, the rest is an allowance the server's counts
-        # may teach calibration to shrink (never below the exact part).
-        allowance = counted.allowance
-        exact_part = counted.total - allowance
-        estimate = self._calibration.estimate(content=exact_part, overhead=allowance)
-        total = max(exact_part, min(counted.total, estimate))
-        basis = CalibrationBasis(
-            content=exact_part, overhead=allowance, bucket=0, key=hash((self.info.name, total))
+        return Tally(
+            costs,
+            counted.overhead,
+            counted.tools,
+            counted.total,
+            counted.total,
+            counted.exact,
+            None,
         )
-        return Tally(costs, counted.overhead, counted.tools, total, counted.total, False, basis)
 
 
 def _plain_counter(enc: tiktoken.Encoding) -> Callable[[str], int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidMessages, InvalidRequest
@@ -35,6 +35,7 @@ __all__ = [
     "option_allowance",
     "read_request_options",
     "response_format_allowance",
+    "unknown_keyword",
 ]
 
 #: Keywords that may change the prompt tokens the server bills (``tools`` and
@@ -107,13 +108,23 @@ _BUDGET_KEYWORDS = frozenset({"max_tokens", "max_completion_tokens"})
 SDK_KEYWORDS = PROMPT_KEYWORDS | IGNORED_KEYWORDS | _BUDGET_KEYWORDS | {"extra_body"}
 
 
-def _unknown(name: str) -> InvalidMessages:
-    close = difflib.get_close_matches(name, sorted(SDK_KEYWORDS | {"messages", "model"}), n=1)
+def unknown_keyword(name: str, accepted: Iterable[str], where: str) -> str:
+    """The message for a keyword ``name`` not among ``accepted``: ``where`` says what it is
+    not, and the closest accepted name follows when there is one.
+
+    Example::
+
+        >>> unknown_keyword("maxtokens", ["max_tokens"], "an option of fit")
+        "unknown keyword 'maxtokens': not an option of fit; did you mean 'max_tokens'?"
+    """
+    close = difflib.get_close_matches(name, sorted(accepted), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return InvalidMessages(
-        f"unknown keyword {name!r}: not a parameter of chat.completions.create in the openai "
-        f"or groq SDK{hint}"
-    )
+    return f"unknown keyword {name!r}: not {where}{hint}"
+
+
+def _unknown(name: str) -> InvalidMessages:
+    where = "a parameter of chat.completions.create in the openai or groq SDK"
+    return InvalidMessages(unknown_keyword(name, SDK_KEYWORDS | {"messages", "model"}, where))
 
 
 def check_completion_cap(name: str, value: object) -> int | None:

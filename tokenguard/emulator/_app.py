@@ -28,7 +28,7 @@ from ._limits import ModelLimits, format_wait
 from ._llama4 import count_llama4_tokens
 from ._log import RequestRecord
 from ._prompt import count_prompt_tokens
-from ._validation import ChatRequest, parse_chat_request
+from ._validation import ChatRequest, check_roles, parse_chat_request
 
 __all__ = ["App", "Response"]
 
@@ -208,6 +208,7 @@ class App:
         spec = limits.spec
         if spec.decommissioned:
             raise _errors.model_decommissioned(req.model)
+        check_roles(req.messages, spec.template)
         prompt = _prompt_tokens(req, spec.template) + self.config.hidden_prompt_tokens
         info["prompt_tokens"] = prompt  # logged even when the reservation is refused
         reserve = self._reservation(req, prompt, spec.context_window, spec.max_completion_tokens)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import invalid
+from ._errors import ApiError, invalid
 
-__all__ = ["ChatRequest", "parse_chat_request"]
+__all__ = ["ChatRequest", "check_roles", "parse_chat_request"]
 
 _ROLES = ("system", "user", "assistant", "tool")
+#: Roles only some chat templates take: gpt-oss (harmony) reads a ``developer`` message
+#: as it reads a system one (shared GROQ.md, GROQ-RENDER.md); no other family is known to.
+_TEMPLATE_ROLES = {"harmony": ("developer",)}
+_ANY_TEMPLATE_ROLES = frozenset(r for roles in _TEMPLATE_ROLES.values() for r in roles)
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,8 @@ def _check_message(message: Any, i: int) -> dict[str, Any]:
     role = message.get("role")
     if role is None:
         raise invalid(f"'{where}' : property 'role' is missing")
-    if role not in _ROLES:
-        raise invalid(f"'{where}' : discriminator property 'role' has invalid value")
+    if role not in _ROLES and role not in _ANY_TEMPLATE_ROLES:
+        raise _bad_role(i)
     has_calls = role == "assistant" and message.get("tool_calls") is not None
     if has_calls:
         _check_tool_calls(message["tool_calls"], where)
@@ -98,6 +102,19 @@ def _check_message(message: Any, i: int) -> dict[str, Any]:
     if "name" in message and message["name"] is not None and not isinstance(message["name"], str):
         raise invalid(f"'{where}.name' : value must be a string")
     return dict(message)
+
+
+def _bad_role(i: int) -> ApiError:
+    return invalid(f"'messages.{i}' : discriminator property 'role' has invalid value")
+
+
+def check_roles(messages: Sequence[Mapping[str, Any]], template: str) -> None:
+    """Refuse (400) a message whose role the model's chat ``template`` does not take."""
+    extra = _TEMPLATE_ROLES.get(template, ())
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role not in _ROLES and role not in extra:
+            raise _bad_role(i)
 
 
 def _optional_int(body: Mapping[str, Any], key: str) -> int | None:

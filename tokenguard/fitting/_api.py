@@ -6,11 +6,11 @@ they differ only in how the summarizer (or a strategy callable) is called.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .._drive import run_async, run_sync
-from ..counting._request_options import check_completion_cap
+from ..counting._request_options import check_completion_cap, unknown_keyword
 from ..errors import ConfigurationError
 from ..models import Limits, ModelInfo, get_model
 from ._plan import FitResult, Options, Strategy, StrategyCallable, fit_plan
@@ -44,6 +44,20 @@ class FitOptions(TypedDict, total=False):
     shrink_max_tokens: bool
     tools: Sequence[Any] | None
     functions: Sequence[Any] | None
+
+
+#: The names :func:`fit` accepts besides ``messages`` and ``model``.
+_OPTION_NAMES = frozenset(FitOptions.__annotations__)
+
+
+def _known_options(model: str | ModelInfo, options: Mapping[str, Any]) -> Options:
+    """:func:`check_options` of a caller's keywords, a name it does not take refused first."""
+    for name in options:
+        if name not in _OPTION_NAMES:
+            accepted = ", ".join(sorted(_OPTION_NAMES))
+            where = f"an option of fit (accepted: model, {accepted})"
+            raise ConfigurationError(unknown_keyword(name, _OPTION_NAMES, where))
+    return check_options(model, **options)
 
 
 def _int_or_none(value: object, name: str) -> int | None:
@@ -162,7 +176,7 @@ def fit(
         # ('truncate', 512, 5286, 5488): max_tokens lowered to fit 6,000 TPM, then 7
         # old messages dropped
     """
-    return run_sync(fit_plan(messages, check_options(model, **options)))
+    return run_sync(fit_plan(messages, _known_options(model, options)))
 
 
 async def fit_async(
@@ -178,4 +192,4 @@ async def fit_async(
         r = await tg.fit_async(history, model="llama-3.1-8b-instant",
                                on_overflow="summarize", summarizer=summarizer)
     """
-    return await run_async(fit_plan(messages, check_options(model, **options)))
+    return await run_async(fit_plan(messages, _known_options(model, options)))
