@@ -93,3 +93,28 @@ def test_a_call_whose_wait_is_not_certain_waits_out_max_wait(
     held.cancel()  # refunded: the next call goes at once
     assert ask(HELLO).usage is not None
     assert _chats(em) == 1
+
+
+def test_a_call_that_cannot_fit_after_a_served_one_is_refused_at_once() -> None:
+    # A server that keeps unused tokens: one served call of 800 reserved (about 15 used)
+    # leaves the bucket about 194, as its headers say. Nothing is in flight or queued
+    # then, so the refill is the only course: a call needing 20 s of it cannot be served
+    # within max_wait=3 and is refused at once, naming the limit, with nothing sent.
+    with running(model=MODEL, tpm=1_000, rpm=100, completion_tokens=5) as server:
+        client = client_for(server)
+        lim = tg.Limiter(tpm=1_000, rpm=100, window=60.0)
+        guarded = tg.instrument(client, limiter=lim, max_wait=3)
+        hello: Any = HELLO
+        guarded.chat.completions.create(model=MODEL, messages=hello, max_tokens=800)
+        sent = _chats(server)
+        started = time.monotonic()
+        with pytest.raises(tg.RateLimitTimeout) as info:
+            guarded.chat.completions.create(model=MODEL, messages=hello, max_tokens=500)
+        assert time.monotonic() - started < 1.0  # at once, not after max_wait
+        assert _chats(server) == sent
+        assert info.value.limit_name == "tpm"
+        assert info.value.needed_wait is not None
+        assert info.value.needed_wait > 3
+        message = str(info.value)
+        assert "cannot be admitted within max_wait=3.0 s: the TPM limit" in message
+        assert "in flight" not in message

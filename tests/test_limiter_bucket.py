@@ -224,12 +224,21 @@ def test_soonest_takes_requests_in_flight_as_refunded_and_names_the_binding_limi
     assert best.limit == "tpm"
     assert (best.at, best.resets) == pytest.approx((6.0, 10.0))
     # The unused 60 of a commit for 40, kept (deferred) for a server that may not refund:
-    # a header may still free them.
+    # only a header can free them, and with nothing in flight no answer is left to
+    # bring one: they are charged for good.
     b.expire(20.0)
     c = b.admit(100, 20.0)
     b.settle(c, 40, 20.0)
     assert b.earliest(60, 20.0) == pytest.approx(26.0)
-    assert b.soonest(60, 20.0).at == 20.0
+    best = b.soonest(60, 20.0)
+    assert best.limit == "tpm"
+    assert (best.at, best.resets) == pytest.approx((26.0, 30.0))
+    # A request in flight: its answer's header may still free them.
+    b.expire(21.0)
+    c = b.admit(1, 21.0)
+    assert b.soonest(60, 21.0).at == 21.0
+    b.settle(c, 1, 21.0)
+    assert b.soonest(60, 21.0).at == pytest.approx(26.1)
     # A retry-after binds when nothing else does.
     b.blocked_until = 25.0
     assert b.soonest(1, 20.0) == Soonest(25.0, "retry-after", 25.0)

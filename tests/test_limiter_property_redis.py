@@ -42,6 +42,7 @@ from redis_support import redis_client, redis_srv
 from structlog.testing import capture_logs
 
 import tokenguard as tg
+from tokenguard.limiter._backend import Step, Ticket
 from tokenguard.limiter._memory import MemoryBackend
 from tokenguard.limiter._redis import RedisBackend
 from tokenguard.limiter._window import WindowLimits
@@ -63,10 +64,12 @@ def _redis_run(
     algorithm: str = "window",
     server_limit: int = LIMIT,
     any_order: bool = False,
+    soonests: list[object] | None = None,
 ) -> Model:
+    """``soonests``: ask every waiting ticket for its soonest and record them there."""
     key = f"prop-{uuid.uuid4().hex[:12]}"
 
-    def make(clock: FakeClock, lag: float, refunds: bool | None) -> RedisBackend:
+    def make(clock: FakeClock, lag: float, refunds: bool | None) -> Any:
         backend = RedisBackend(
             WindowLimits(tpm=LIMIT, window=PERIOD),
             client,
@@ -79,7 +82,7 @@ def _redis_run(
             algorithm=algorithm,
         )
         backend._test_clock = clock  # the scripts' time: see RedisBackend._args
-        return backend
+        return backend if soonests is None else _Soonests(backend, soonests)
 
     clock = FakeClock(0.0)
     try:
@@ -151,6 +154,86 @@ def _memory_bucket(clock: FakeClock, lag: float, refunds: bool | None) -> Memory
     """The Python port of the bucket, for the side-by-side properties."""
     limits = WindowLimits(tpm=LIMIT, window=PERIOD)
     return MemoryBackend(limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket")
+
+
+#: A commit whose headers show the estimate kept, then waiters with nothing in flight:
+#: the deferred tokens are no longer counted as freeable (then one in flight again).
+KEPT_THEN_WAITING: list[tuple[object, ...]] = [
+    ("acquire", 80),
+    ("advance", 1.0),
+    ("commit", 0, 0.1, 0.0, 1.0, True),
+    ("acquire", 60),
+    ("advance", 1.0),
+    ("acquire", 10),
+    ("advance", 5.0),
+    ("acquire", 30),
+]
+
+
+class _Soonests:
+    """A backend whose tickets all ask for their soonest (as with ``max_wait``); each
+    waiting step's soonest (``None`` for an admission) is recorded in ``seen``."""
+
+    def __init__(self, backend: Any, seen: list[object]) -> None:
+        self.backend = backend
+        self.seen = seen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def start(self, ticket: Ticket) -> Step:
+        ticket.estimate = True
+        return self._saw(self.backend.start(ticket))
+
+    def poll(self, ticket: Ticket) -> Step:
+        ticket.estimate = True
+        return self._saw(self.backend.poll(ticket))
+
+    def _saw(self, step: Step) -> Step:
+        s = step.soonest
+        self.seen.append(None if s is None else (round(s.at, 6), s.limit, round(s.resets, 6)))
+        return step
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=TEACHING_OPS | OPS,
+    lag=st.sampled_from([0.0, 3.0]),
+    server=SERVERS,
+    server_limit=SERVER_LIMITS,
+)
+@example(steps=KEPT_THEN_WAITING, lag=0.0, server=("keeps", None), server_limit=LIMIT)
+@example(steps=KEPT_THEN_WAITING, lag=0.0, server=("keeps", False), server_limit=LIMIT)
+def test_lua_bucket_reports_the_soonest_the_python_model_does(
+    client: redis.Redis,
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+    server_limit: int,
+) -> None:
+    # Every waiter asks for its soonest (what refuses a call at once): both ports give
+    # the same, deferred tokens counted only while an answer is still to come.
+    python_seen: list[object] = []
+    lua_seen: list[object] = []
+
+    def python_bucket(clock: FakeClock, lag: float, refunds: bool | None) -> Any:
+        return _Soonests(_memory_bucket(clock, lag, refunds), python_seen)
+
+    python = run_interleaving(
+        steps,
+        lag,
+        server,
+        python_bucket,
+        FakeClock(0.0),
+        sliding=False,
+        late_answers=True,
+        server_limit=server_limit,
+    )
+    lua = _redis_run(
+        client, steps, lag, server, "bucket", server_limit=server_limit, soonests=lua_seen
+    )
+    assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
+    assert lua_seen == python_seen
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

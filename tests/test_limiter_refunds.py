@@ -400,3 +400,31 @@ def test_a_remaining_above_its_limit_teaches_nothing(h: Harness, api: Api) -> No
     assert lim.refunds is None
     assert not learned(logs)
     assert [e["header"] for e in logs if "header" in e] == ["x-ratelimit-remaining-tokens"]
+
+
+@pytest.mark.parametrize("refunds", [None, False])
+def test_after_a_commit_with_headers_a_call_that_cannot_fit_in_max_wait_is_refused_at_once(
+    h: Harness, api: Api, refunds: bool | None
+) -> None:
+    # The commit's own headers show the server kept the whole estimate. Nothing is in
+    # flight or queued after it, so no answer is left whose headers could free the
+    # unused tokens: the refill of what was charged is the only course.
+    lim = h.limiter(tpm=100, refunds=refunds)
+    api.commit(api.acquire(lim, 80), 2, headers(20))
+    # Bucket: the 40 missing tokens refill in 0.4 window; window: the 80 charged leave
+    # a window after the commit.
+    wait = 0.4 * h.window if h.bucket else h.window
+    started = lim._clock()
+    with pytest.raises(tg.RateLimitTimeout) as info:
+        api.acquire(lim, 60, max_wait=wait / 2)
+    if h.name == "memory":
+        assert lim._clock() == started  # at once: the fake clock did not move
+    message = str(info.value)
+    assert "cannot be admitted within" in message  # decided before any wait
+    assert "in flight" not in message
+    assert "TPM limit (100 tokens per" in message
+    assert info.value.limit_name == "tpm"
+    assert info.value.needed_wait == pytest.approx(wait, abs=h.slack)
+    # Within a bound that the refill meets, it goes when the refill allows.
+    r = api.acquire(lim, 60, max_wait=1.5 * wait)
+    assert r.waited == pytest.approx(wait, abs=h.slack)

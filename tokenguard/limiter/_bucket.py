@@ -324,18 +324,23 @@ class Buckets:
     def soonest(self, tokens: int, now: float) -> Soonest:
         """The soonest ``tokens`` could go (call ``expire(now)`` first) in the most
         favourable course: nobody ahead in the queue, every request in flight settled
-        for nothing, deferred tokens freed by a header; only each bucket's refill of
-        what is charged for good, and a ``retry-after``, hold it back. A wait past it
-        is never certain; a wait to it is."""
+        for nothing and, while any answer is still to come, deferred tokens freed by
+        its header; only each bucket's refill of what is charged for good, and a
+        ``retry-after``, hold it back. A wait past it is never certain; a wait to it is.
+
+        Deferred tokens come back only through a header, and the headers already read
+        have freed what they prove: with no request in flight (nor aged and unsettled)
+        no answer is left to bring one, so they are charged for good."""
         best = Soonest(max(now, self.blocked_until), "retry-after", self.blocked_until)
         if best.at <= now:
             best = Soonest(now, "", now)
+        pending = self.open_requests > 0 or self.aged_tokens > 0
         for lv, name in zip((self.tpm, self.rpm, self.tpd, self.rpd), _NAMES, strict=True):
             if lv is None:
                 continue
             # More than a capacity a header gave waits for a full bucket (as _when).
             cost = min(self._cost(lv, tokens), lv.cap)
-            level = min(lv.cap, lv.level + lv.deferred)
+            level = min(lv.cap, lv.level + lv.deferred) if pending else lv.level
             if level >= cost - _EPS:
                 continue
             at = now + (cost - level) / lv.rate

@@ -255,17 +255,19 @@ local function charge(ticket, tokens, now)
 end
 
 -- The soonest `tokens` could go with nobody ahead, every request in flight settled for
--- nothing and deferred tokens freed, the limit that binds it and when that limit is
--- whole again (see Buckets.soonest).
+-- nothing and, while an answer is still to come (a request in flight, or aged and not
+-- settled), deferred tokens freed by its header; the limit that binds it and when that
+-- limit is whole again (see Buckets.soonest).
 local B_NAMES = {'tpm', 'rpm', 'tpd', 'rpd'}
 local function soonest(tokens, now)
   local st = b_state(now)
   local at, name, resets = math.max(now, st.blk), 'retry-after', st.blk
   if at <= now then at, name, resets = now, '', now end
+  local pending = st.orq > 0 or st.ag > 0
   for _, lv in ipairs(st.levels) do
     local cost = math.min(b_cost(lv, tokens), lv.cap)
     local level = lv.level
-    if lv.k == 1 then level = math.min(lv.cap, level + st.deferred) end
+    if lv.k == 1 and pending then level = math.min(lv.cap, level + st.deferred) end
     if level < cost - B_EPS then
       local when = now + (cost - level) / lv.rate
       if when > at then
