@@ -156,6 +156,28 @@ def _memory_bucket(clock: FakeClock, lag: float, refunds: bool | None) -> Memory
     return MemoryBackend(limits, clock=clock, header_lag=lag, refunds=refunds, algorithm="bucket")
 
 
+def _python_run(
+    steps: list[tuple[object, ...]],
+    lag: float,
+    server: tuple[str, bool | None],
+    server_limit: int,
+    make: Any = _memory_bucket,
+    any_order: bool = False,
+) -> Model:
+    """An interleaving against the Python port of the bucket (``make`` builds it)."""
+    return run_interleaving(
+        steps,
+        lag,
+        server,
+        make,
+        FakeClock(0.0),
+        sliding=False,
+        late_answers=True,
+        server_limit=server_limit,
+        any_order=any_order,
+    )
+
+
 #: A commit whose headers show the estimate kept, then waiters with nothing in flight:
 #: the deferred tokens are no longer counted as freeable (then one in flight again).
 KEPT_THEN_WAITING: list[tuple[object, ...]] = [
@@ -219,16 +241,7 @@ def test_lua_bucket_reports_the_soonest_the_python_model_does(
     def python_bucket(clock: FakeClock, lag: float, refunds: bool | None) -> Any:
         return _Soonests(_memory_bucket(clock, lag, refunds), python_seen)
 
-    python = run_interleaving(
-        steps,
-        lag,
-        server,
-        python_bucket,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-        server_limit=server_limit,
-    )
+    python = _python_run(steps, lag, server, server_limit, python_bucket)
     lua = _redis_run(
         client, steps, lag, server, "bucket", server_limit=server_limit, soonests=lua_seen
     )
@@ -246,16 +259,7 @@ def test_lua_bucket_admits_when_the_python_model_does(
     server_limit: int,
 ) -> None:
     # The same interleaving against both ports of the bucket: same admissions, same times.
-    python = run_interleaving(
-        steps,
-        lag,
-        server,
-        _memory_bucket,
-        FakeClock(0.0),
-        sliding=False,
-        late_answers=True,
-        server_limit=server_limit,
-    )
+    python = _python_run(steps, lag, server, server_limit)
     lua = _redis_run(client, steps, lag, server, "bucket", server_limit=server_limit)
     assert [round(a.at, 6) for a in lua.admitted] == [round(a.at, 6) for a in python.admitted]
     assert [a.cost for a in lua.admitted] == [a.cost for a in python.admitted]
@@ -319,17 +323,7 @@ def test_lua_bucket_learns_as_the_python_model(
     # Learning (either lesson) against both ports: the same admissions at the same
     # times, the same lessons from the same evidence, and the server's bucket kept.
     with capture_logs() as logs:
-        python = run_interleaving(
-            steps,
-            lag,
-            server,
-            _memory_bucket,
-            FakeClock(0.0),
-            sliding=False,
-            late_answers=True,
-            server_limit=server_limit,
-            any_order=any_order,
-        )
+        python = _python_run(steps, lag, server, server_limit, any_order=any_order)
     with capture_logs() as lua_logs:
         lua = _redis_run(
             client, steps, lag, server, "bucket", server_limit=server_limit, any_order=any_order
