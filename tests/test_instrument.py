@@ -171,6 +171,25 @@ def test_a_cap_given_in_extra_body_is_the_one_fitted_and_sent(
     assert budget.used == reply.usage.total_tokens <= 1200
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_key_or_endpoint_set_after_instrumenting_is_the_one_used(
+    kind: str, is_async: bool, events: list[tg.events.Event]
+) -> None:
+    with running(model=MODEL, **LIMITS) as first, running(model=MODEL, **LIMITS) as second:
+        client = tg.instrument(make(kind, first, is_async=is_async), **LIMITS)
+        raw = client.chat.completions.with_raw_response  # held across the change
+        await _maybe(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8))
+        client.base_url = second.base_url if kind == "openai" else second.root_url
+        client.api_key = "rotated"
+        await _maybe(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8))
+        await _maybe(raw.create(model=MODEL, messages=HELLO, max_tokens=8))
+        chats = [[r for r in em.log if r.endpoint == "chat"] for em in (first, second)]
+    assert [len(c) for c in chats] == [1, 2]
+    assert len(requests(events)) == 3  # each still guarded
+    assert is_instrumented(client)
+
+
 def test_one_client_instrumented_leaves_others_alone(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:

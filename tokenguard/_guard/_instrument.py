@@ -5,7 +5,8 @@ The client's ``chat.completions`` resource gets a guarded ``create`` of its own 
 class is not touched, so other clients are not); ``with_raw_response`` and
 ``with_streaming_response`` are rebuilt on it, so they are guarded too, and so are the
 clients its ``copy`` and ``with_options`` make. The guard sends
-through a copy of the client with ``max_retries=0`` and asks for the raw response, so
+through a copy of the client with ``max_retries=0`` (made again when the client's
+``api_key`` or ``base_url`` is set later) and asks for the raw response, so
 it reads the ``x-ratelimit-*`` headers of each answer and owns every retry: 429s wait
 as the server says (the SDK would retry after at most 60 s and hammer a TPD limit),
 and 5xx, connection errors and timeouts are retried as often as the client's own
@@ -164,6 +165,16 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
 
     model = opts.model
     plan = call_plan if opts.fallback is None else fallback_plan  # decided once
+    key, base = client.api_key, client.base_url  # what the quiet copy was made with
+
+    def moved() -> bool:
+        """Whether the client's key or endpoint was set since (a key rotated): then the
+        guard is installed afresh, with a copy that sends with the new ones."""
+        if client.api_key is key and client.base_url is base:
+            return False
+        if comp.__dict__.get("create") is guarded:  # not installed afresh yet
+            _install(client, comp, opts)
+        return True
 
     def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
         req = read_body(kwargs, default_model=model, where=site)
@@ -174,6 +185,8 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     if _is_async(comp):
 
         async def create_async(**kwargs: Any) -> Any:
+            if moved():
+                return await comp.create(**kwargs)
             if model is None:  # the usual client: the call names its model
                 req = read_body(kwargs, default_model=None, where=site)
                 sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
@@ -185,6 +198,8 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     else:
 
         def create(**kwargs: Any) -> Any:
+            if moved():
+                return comp.create(**kwargs)
             if model is None:  # the usual client: the call names its model
                 req = read_body(kwargs, default_model=None, where=site)
                 sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
