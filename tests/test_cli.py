@@ -140,6 +140,43 @@ def test_count_shows_the_allowance_the_guard_reserves_for_compound_tools(tmp_pat
     assert f"{doc['total']:,} tokens the guard reserves" in text
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        ([], None, "fits the limit of 6,000 tokens per minute (the free tier)"),
+        (["--tier", "developer"], None, "250,000 tokens per minute (the developer tier)"),
+        ([], "developer", "250,000 tokens per minute (the developer tier)"),
+        (
+            ["--tier", "developer", "--model", "meta-llama/llama-4-scout-17b-16e-instruct"],
+            None,
+            "30,000 tokens per minute (the free tier's: the developer tier's is not published)",
+        ),
+    ],
+)
+def test_count_checks_the_tier_s_per_minute_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: str | None, line: str
+) -> None:
+    request = tmp_path / "hi.json"
+    request.write_text(json.dumps([{"role": "user", "content": "Hi"}]))
+    monkeypatch.delenv("TOKENGUARD_TIER", raising=False)
+    if env is not None:
+        monkeypatch.setenv("TOKENGUARD_TIER", env)
+    done = run("count", str(request), *args)
+    assert done.returncode == 0, done.stderr
+    assert line in done.stdout
+
+
+def test_count_refuses_a_tier_the_variable_cannot_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = tmp_path / "hi.json"
+    request.write_text(json.dumps([{"role": "user", "content": "Hi"}]))
+    monkeypatch.setenv("TOKENGUARD_TIER", "bogus")
+    done = run("count", str(request))
+    assert done.returncode == 2
+    assert "$TOKENGUARD_TIER must be one of ['free', 'developer']" in done.stderr
+
+
 def test_the_guide_shows_what_count_prints_for_compound(tmp_path: Path) -> None:
     guide = Path(__file__).parent.parent / "docs" / "guide" / "cli.md"
     shown = guide.read_text("utf-8").split("```text\n", 1)[1].split("```", 1)[0]

@@ -184,6 +184,15 @@ class ModelInfo:
             )
         return self.limits[tier]
 
+    def starting_limits(self, tier: str = "free") -> Limits | None:
+        """The limits a limiter for ``tier`` starts from: the tier's published ones, else
+        (none published for it: Scout or Kimi on developer) the free tier's, never above
+        the server's; the server's headers raise them on its first answer."""
+        known = self.tier_limits(tier)
+        if known is None and tier != "free":
+            known = self.tier_limits("free")
+        return known
+
 
 #: What an unknown model gets: a small window and a tokenizer family estimated with
 #: the widest margin, so that guards err on the side of sending less.

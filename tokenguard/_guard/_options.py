@@ -29,6 +29,7 @@ __all__ = [
     "GuardOptions",
     "InstrumentKwargs",
     "make_options",
+    "read_tier",
 ]
 
 #: Groq's OpenAI-compatible endpoint: the base URL a decorated function is assumed to
@@ -180,7 +181,7 @@ def _seconds(name: str, value: object, *, positive: bool = False, forever: bool 
         raise ConfigurationError(f"{name} must be seconds {bound} or None, got {value!r}")
 
 
-def _tier(tier: object) -> str | Limits:
+def read_tier(tier: object) -> str | Limits:
     """``tier=`` checked, or ``$TOKENGUARD_TIER`` when not given, else ``"free"``."""
     from ..models import TIERS, Limits
 
@@ -202,7 +203,7 @@ def make_options(**given: Any) -> GuardOptions:
     """
     _refuse_unknown(given)
     opts = GuardOptions(**given)
-    opts = replace(opts, tier=_tier(opts.tier))
+    opts = replace(opts, tier=read_tier(opts.tier))
     if opts.model is not None and (not isinstance(opts.model, str) or not opts.model):
         raise ConfigurationError(f"model must be a non-empty str or None, got {opts.model!r}")
     _check_numbers(opts)

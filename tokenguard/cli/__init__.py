@@ -195,6 +195,13 @@ def _add_count(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         default=None,
         help="completion tokens to reserve (default: the body's max_tokens)",
     )
+    count.add_argument(
+        "--tier",
+        choices=("free", "developer"),
+        default=None,
+        help="the account's tier, whose per-minute limit is checked (default: "
+        "$TOKENGUARD_TIER, else free)",
+    )
     count.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -258,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_tokens=args.max_tokens,
                 as_json=args.json,
                 out=sys.stdout,
+                tier=args.tier,
             )
         from ._report import report_command
 

@@ -22,6 +22,8 @@ class CountResult:
     what the guard reserves on top of the count for prompt text the server adds that no
     client sees (a compound system's tools: docs/compound.md), 0 for other models;
     ``total`` is what the guard holds: prompt + allowance + reservation.
+    ``tier`` is the account's tier the per-minute limit is of (``tpm_tier`` the tier
+    whose published limit it is: the free tier's when ``tier`` has none published).
     ``over_context`` is how many tokens the prompt and reservation exceed the context
     window by (what the guard fits; the allowance is not in it), ``over_tpm`` how many
     ``total`` exceeds the per-minute token limit by (0: fits; ``None``: the limit is not
@@ -40,6 +42,8 @@ class CountResult:
     unseen_prompt_allowance: int
     total: int
     context_window: int
+    tier: str
+    tpm_tier: str
     tpm: int | None
     over_context: int
     over_tpm: int | None
@@ -51,7 +55,9 @@ class CountResult:
         return self.over_context == 0 and not self.over_tpm
 
 
-def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | None) -> CountResult:
+def count_one(
+    data: Any, *, source: str, model: str | None, max_tokens: int | None, tier: str = "free"
+) -> CountResult:
     """Count one messages list or request body (``data``, parsed JSON).
 
     Raises :class:`UsageError` naming ``source`` when ``data`` is neither, and lets a
@@ -83,8 +89,9 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
     # The guard's own rule: what it adds to the count before holding the request.
     unseen = unseen_prompt_allowance(info, request.prompt_tokens, request.raw_prompt_tokens)
     total = request.total + unseen
-    limits = info.tier_limits("free")
+    limits = info.starting_limits(tier)  # as the guard's limiter starts
     tpm = limits.tpm if limits is not None else None
+    tpm_tier = tier if info.tier_limits(tier) is not None else "free"
     return CountResult(
         source=source,
         model=info.name,
@@ -98,6 +105,8 @@ def count_one(data: Any, *, source: str, model: str | None, max_tokens: int | No
         unseen_prompt_allowance=unseen,
         total=total,
         context_window=info.context_window,
+        tier=tier,
+        tpm_tier=tpm_tier,
         tpm=tpm,
         over_context=max(0, request.total - info.context_window),
         over_tpm=None if tpm is None else max(0, total - tpm),
@@ -212,7 +221,12 @@ def _tpm_line(r: CountResult) -> str:
             f"  does NOT fit the limit of {r.tpm:,} tokens per minute with the allowance: "
             f"{r.over_tpm:,} too many (the guard could never admit it)"
         )
-    return f"  fits the limit of {r.tpm:,} tokens per minute"
+    whose = (
+        f"the {r.tier} tier"
+        if r.tpm_tier == r.tier
+        else (f"the {r.tpm_tier} tier's: the {r.tier} tier's is not published")
+    )
+    return f"  fits the limit of {r.tpm:,} tokens per minute ({whose})"
 
 
 def _documents(text: str, name: str) -> list[tuple[str, Any]]:
@@ -263,10 +277,23 @@ def _whole_error(exc: json.JSONDecodeError, text: str) -> str:
 
 
 def count_command(
-    file: str, *, model: str | None, max_tokens: int | None, as_json: bool, out: TextIO
+    file: str,
+    *,
+    model: str | None,
+    max_tokens: int | None,
+    as_json: bool,
+    out: TextIO,
+    tier: str | None = None,
 ) -> int:
-    """Run ``tokenguard count``; returns the exit status (1 when a request does not fit)."""
+    """Run ``tokenguard count``; returns the exit status (1 when a request does not fit).
+    ``tier``: the account's (``None``: ``$TOKENGUARD_TIER``, else ``"free"``)."""
     from .. import TokenGuardError
+    from .._guard._options import read_tier
+
+    try:
+        tier_name = str(read_tier(tier))
+    except TokenGuardError as exc:
+        raise UsageError(str(exc)) from exc
 
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be a positive integer, got {max_tokens}")
@@ -275,7 +302,9 @@ def count_command(
     results: list[CountResult] = []
     for source, data in items:
         try:
-            results.append(count_one(data, source=source, model=model, max_tokens=max_tokens))
+            results.append(
+                count_one(data, source=source, model=model, max_tokens=max_tokens, tier=tier_name)
+            )
         except TokenGuardError as exc:
             raise UsageError(f"{source}: {exc}") from exc
     if as_json:

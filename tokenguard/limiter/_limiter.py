@@ -636,11 +636,7 @@ class Limiter:
         from ..models import get_model
 
         info = get_model(model) if isinstance(model, str) else model
-        known = info.tier_limits(tier) if isinstance(tier, str) else tier
-        if known is None and isinstance(tier, str) and tier != "free":
-            # No published limits for this tier (Scout, Kimi on developer): the free
-            # tier's, never above the server's; its headers raise them on the first answer.
-            known = info.tier_limits("free")
+        known = info.starting_limits(tier) if isinstance(tier, str) else tier
         given = {name for name in ("tpm", "rpm", "tpd", "rpd") if name in options}
         limits: dict[str, Any] = {
             name: options.pop(name) if name in options else getattr(known, name, None)
