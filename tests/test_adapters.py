@@ -169,6 +169,25 @@ def test_connection_refused_never_reached_the_server() -> None:
     assert not f.may_be_charged
 
 
+@pytest.mark.parametrize("broken", ["header", "closed"])
+def test_a_request_the_client_never_wrote_never_reached_the_server(
+    em_url: str, broken: str
+) -> None:
+    # A key with the newline of the file it came from (a header the HTTP layer will not
+    # write), or a client already closed: nothing left, nothing can be charged.
+    client = (
+        openai.OpenAI(base_url=em_url, api_key="key\n", max_retries=0)
+        if broken == "header"
+        else _client(em_url)
+    )
+    if broken == "closed":
+        client.close()
+    with pytest.raises(openai.APIConnectionError) as exc:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    f = classify(exc.value)
+    assert (f.kind, f.may_be_charged) == (FailureKind.CONNECTION, False)
+
+
 @pytest.mark.parametrize("sdk", ["openai", "groq"])
 def test_a_connection_closed_after_the_request_was_sent_may_have_been_charged(sdk: str) -> None:
     # A server that reads the whole request, then closes without a word (a proxy or a

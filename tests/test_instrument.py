@@ -190,6 +190,28 @@ async def test_a_key_or_endpoint_set_after_instrumenting_is_the_one_used(
     assert is_instrumented(client)
 
 
+def test_a_key_set_after_another_layer_wrapped_create_keeps_the_layer(
+    events: list[tg.events.Event],
+) -> None:
+    with running(model=MODEL, **LIMITS) as first, running(model=MODEL, **LIMITS) as second:
+        client = tg.instrument(make("openai", first), **LIMITS)
+        guarded, through = client.chat.completions.create, []
+
+        def logged(**kwargs: Any) -> Any:  # as a tracing library patches create in place
+            through.append(kwargs["model"])
+            return guarded(**kwargs)
+
+        client.chat.completions.create = logged
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        client.base_url = second.base_url
+        client.api_key = "rotated"
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        chats = [[r for r in em.log if r.endpoint == "chat"] for em in (first, second)]
+    assert [len(c) for c in chats] == [1, 1]
+    assert through == [MODEL, MODEL]  # the layer kept, each call through it once
+    assert len(requests(events)) == 2
+
+
 def test_one_client_instrumented_leaves_others_alone(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:

@@ -7,7 +7,9 @@ does not teach a context window or a TPM below what the server already served.""
 from __future__ import annotations
 
 import email.utils
+import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -262,6 +264,54 @@ def test_a_call_whose_answer_was_lost_after_it_was_sent_keeps_its_charge() -> No
             assert [r.status for r in em.log] == [200]  # the second was never sent
         finally:
             proxy.close()
+
+
+def _without_usage(body: bytes) -> bytes:
+    """An SSE body with every usage taken out (a server that sends none)."""
+    lines = []
+    for line in body.decode().split("\n"):
+        if line.startswith("data: {"):
+            chunk = json.loads(line[6:])
+            chunk.pop("usage", None)
+            chunk.get("x_groq", {}).pop("usage", None)
+            line = "data: " + json.dumps(chunk)
+        lines.append(line)
+    return "\n".join(lines).encode()
+
+
+@pytest.mark.parametrize("read", ["iterated", "lines", "bytes"])
+def test_a_whole_stream_without_usage_is_not_closed_early_however_it_is_read(
+    proxy: FaultProxy, events: list[tg.events.Event], read: str
+) -> None:
+    client, _ = guarded(proxy.base_url)
+    proxy.inject(Fault(rewrite=_without_usage))
+    if read == "iterated":
+        list(client.chat.completions.create(model=MODEL, messages=HELLO, stream=True))
+    else:
+        with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, stream=True
+        ) as raw:
+            list(raw.iter_lines() if read == "lines" else raw.iter_bytes(7))
+    [call] = named(events, "tokenguard.guard.request")
+    assert not call.get("tokenguard.stream_closed_early")  # it ran to its finish_reason
+    assert "gen_ai.usage.input_tokens" not in call
+
+
+def test_a_bad_usage_a_stream_sends_twice_is_reported_once(
+    proxy: FaultProxy, events: list[tg.events.Event]
+) -> None:
+    client, _ = guarded(proxy.base_url)
+    # With include_usage the emulator, as Groq, sends the usage twice (x_groq and usage).
+    proxy.inject(
+        Fault(
+            rewrite=lambda body: re.sub(rb'"total_tokens": ?(\d+)', rb'"total_tokens": 9\1', body)
+        )
+    )
+    stream = client.chat.completions.create(
+        model=MODEL, messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    list(stream)
+    assert len(named(events, "tokenguard.guard.bad_usage")) == 1
 
 
 def test_a_stream_that_ends_before_any_finish_reason_is_reported_closed_early(

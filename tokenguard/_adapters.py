@@ -356,8 +356,18 @@ def _named_limit(message: str) -> NamedLimit | None:
 #: The transport's errors (httpx's) raised before a request's bytes left: the server
 #: cannot have seen it. Any other cause of a connection error may come after it did.
 _BEFORE_SENDING = frozenset(
-    ("ConnectError", "ConnectTimeout", "PoolTimeout", "ProxyError", "UnsupportedProtocol")
+    (
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "ProxyError",
+        "UnsupportedProtocol",
+        "LocalProtocolError",  # a request the client's own HTTP layer would not write
+        "InvalidURL",
+    )
 )
+#: httpx's error for a request on a closed client (a RuntimeError of its own words).
+_CLOSED_CLIENT = "client has been closed"
 
 
 def _before_sending(exc: BaseException) -> bool:
@@ -367,6 +377,8 @@ def _before_sending(exc: BaseException) -> bool:
         if cause is None:
             return False
         if any(c.__name__ in _BEFORE_SENDING for c in type(cause).__mro__):
+            return True
+        if isinstance(cause, RuntimeError) and _CLOSED_CLIENT in str(cause):
             return True
         cause = cause.__cause__
     return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .._drive import run_async, run_sync
 from ..errors import ConfigurationError
@@ -149,10 +149,19 @@ def _is_async(comp: Any) -> bool:
     )
 
 
-def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
+class _Bound(NamedTuple):
+    """What a guarded create sends with: the client's retry-less copy and the guard, for
+    the ``api_key`` and ``base_url`` the client had when they were made."""
+
+    key: Any
+    base: Any
+    quiet: Any
+    guard: Guard
+
+
+def _bind(client: Any, comp: Any, opts: GuardOptions, site: str) -> _Bound:
     quiet = type(client).copy(client, max_retries=0)  # the SDK's own copy: not guarded
     retries = getattr(client, "max_retries", 0)
-    site = f"{type(client).__name__}.chat.completions.create"
     g = Guard(
         opts=opts,
         base_url=_base_url(client),
@@ -162,50 +171,52 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         transient_retries=retries if isinstance(retries, int) and retries > 0 else 0,
         client=quiet,
     )
+    if opts.on_overflow == "summarize" and opts.summarizer is None:
+        # The summary request goes through the client's create as it is when summarizing
+        # (guarded, and wrapped by whatever wraps it): counted, limited, logged.
+        g.summarizer = ClientSummarizer(create=lambda **request: comp.create(**request))
+    return _Bound(client.api_key, client.base_url, quiet, g)
 
+
+def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
+    site = f"{type(client).__name__}.chat.completions.create"
+    bound = _bind(client, comp, opts, site)
     model = opts.model
     plan = call_plan if opts.fallback is None else fallback_plan  # decided once
-    key, base = client.api_key, client.base_url  # what the quiet copy was made with
 
-    def moved() -> bool:
-        """Whether the client's key or endpoint was set since (a key rotated): then the
-        guard is installed afresh, with a copy that sends with the new ones."""
-        if client.api_key is key and client.base_url is base:
-            return False
-        if comp.__dict__.get("create") is guarded:  # not installed afresh yet
-            _install(client, comp, opts)
-        return True
+    def current() -> _Bound:
+        """The copy and guard for the client's key and endpoint: made again when one was
+        set since (a key rotated), in place, so a create another layer wrapped keeps
+        its wrapper."""
+        nonlocal bound
+        if client.api_key is not bound.key or client.base_url is not bound.base:
+            bound = _bind(client, comp, opts, site)
+            setattr(comp, _MARK, bound.guard)
+        return bound
 
-    def read(kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
-        req = read_body(kwargs, default_model=model, where=site)
-        if "model" not in kwargs:  # the guard's model= (read_body says when there is none)
-            kwargs = {**kwargs, "model": model}
+    def read(quiet: Any, kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
+        if model is None:  # the usual client: the call names its model
+            req = read_body(kwargs, default_model=None, where=site)
+        else:
+            req = read_body(kwargs, default_model=model, where=site)
+            if "model" not in kwargs:  # the guard's model= (read_body says when none)
+                kwargs = {**kwargs, "model": model}
         return req, _ClientSender(quiet, kwargs, req.max_tokens, site)
 
     if _is_async(comp):
 
         async def create_async(**kwargs: Any) -> Any:
-            if moved():
-                return await comp.create(**kwargs)
-            if model is None:  # the usual client: the call names its model
-                req = read_body(kwargs, default_model=None, where=site)
-                sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
-            else:
-                req, sender = read(kwargs)
-            return await run_async(plan(g, req, sender))
+            b = current()
+            req, sender = read(b.quiet, kwargs)
+            return await run_async(plan(b.guard, req, sender))
 
         guarded: Any = create_async
     else:
 
         def create(**kwargs: Any) -> Any:
-            if moved():
-                return comp.create(**kwargs)
-            if model is None:  # the usual client: the call names its model
-                req = read_body(kwargs, default_model=None, where=site)
-                sender = _ClientSender(quiet, kwargs, req.max_tokens, site)
-            else:
-                req, sender = read(kwargs)
-            return run_sync(plan(g, req, sender))
+            b = current()
+            req, sender = read(b.quiet, kwargs)
+            return run_sync(plan(b.guard, req, sender))
 
         guarded = create
     guarded.__doc__ = type(comp).create.__doc__
@@ -213,11 +224,8 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
     for name in _CACHED:
         comp.__dict__.pop(name, None)  # rebuilt on the guarded create when next used
     comp.create = guarded
-    setattr(comp, _MARK, g)
+    setattr(comp, _MARK, bound.guard)
     _guard_copies(client, opts)
-    if opts.on_overflow == "summarize" and opts.summarizer is None:
-        # The summary request goes through this same guarded create: counted, limited, logged.
-        g.summarizer = ClientSummarizer(client)
 
 
 def _guard_copies(client: Any, opts: GuardOptions) -> None:

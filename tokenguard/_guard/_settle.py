@@ -40,6 +40,7 @@ __all__ = [
     "Settlement",
     "believed_usage",
     "call_cost",
+    "doubt",
     "release_hold",
     "release_plan",
     "report",
@@ -85,34 +86,37 @@ class Commit(NamedTuple):
 
 def believed_usage(s: Settlement, usage: Usage | None) -> Usage | None:
     """A response's usage as settling may charge it: ``None`` (charged at the estimate,
-    reported as ``tokenguard.guard.bad_usage``) when its total is not its prompt plus
-    its completion, or when either is more than one request of the model can be billed
-    (its context window, plus a compound system's allowance for its tools' text)."""
-    if usage is None:
-        return None
-    prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
-    if total != prompt + completion:
-        why = f"total_tokens {total} is not prompt_tokens + completion_tokens"
-    elif total <= s.estimate:  # no more than was reserved: nothing to bound
+    reported as ``tokenguard.guard.bad_usage``) when :func:`doubt` finds a reason."""
+    why = None if usage is None else doubt(s, usage)
+    if why is None or usage is None:
         return usage
-    else:
-        info = model_info(s.guard.base_url, s.request.model)
-        most = max(info.context_window, s.guard.opts.context_window or 0)
-        if prompt > most + info.unseen_prompt_tokens or completion > most:
-            why = f"more than one request of {s.request.model} can be billed ({most} tokens)"
-        else:
-            return usage
     emit(
         GuardBadUsage(
             model=s.request.model,
             site=s.guard.site,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=total,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
             charged=s.estimate,
             reason=why,
         )
     )
+    return None
+
+
+def doubt(s: Settlement, usage: Usage) -> str | None:
+    """Why ``usage`` cannot be what the server billed, or ``None``: its total is not its
+    prompt plus its completion, or either is more than one request of the model can be
+    billed (its context window, plus a compound system's allowance for its tools' text)."""
+    prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+    if total != prompt + completion:
+        return f"total_tokens {total} is not prompt_tokens + completion_tokens"
+    if total <= s.estimate:  # no more than was reserved: nothing to bound
+        return None
+    info = model_info(s.guard.base_url, s.request.model)
+    most = max(info.context_window, s.guard.opts.context_window or 0)
+    if prompt > most + info.unseen_prompt_tokens or completion > most:
+        return f"more than one request of {s.request.model} can be billed ({most} tokens)"
     return None
 
 

@@ -24,7 +24,7 @@ import wrapt
 
 from .._adapters import Failure, FailureKind, Usage, classify, usage_of
 from .._drive import run_async, run_sync
-from ._settle import Settlement, believed_usage, call_cost, settle_plan
+from ._settle import Settlement, believed_usage, call_cost, doubt, settle_plan
 
 __all__ = ["GuardedAsyncStream", "GuardedStream", "present_stream"]
 
@@ -46,7 +46,7 @@ class _Tally:
     def see(self, chunk: Any) -> None:
         usage = usage_of(chunk)
         if usage is not None:
-            self.usage = believed_usage(self.settlement, usage)
+            self.usage = usage  # the last one is the bill: believed (or not) when settled
         if not self.finished:
             self.finished = _finishes(chunk)
         if self.model is None:
@@ -62,7 +62,7 @@ class _Tally:
         self.done = True
         # The final chunk's usage is what the server billed, even when the caller stops
         # reading after it (before the end of the stream); without it, the estimate.
-        usage = self.usage
+        usage = believed_usage(self.settlement, self.usage)
         response = {"model": self.model, "id": self.response_id}
         return settle_plan(
             self.settlement,
@@ -81,10 +81,11 @@ class _Tally:
         s = self.settlement
         if not s.settled and not self.done:
             s.settled = True
-            if self.usage is None:
+            usage = self.usage
+            if usage is None or doubt(s, usage) is not None:  # no event from a collector
                 s.hold.abandon(s.estimate)
             else:
-                s.hold.abandon(self.usage.total_tokens, call_cost(s, self.usage))
+                s.hold.abandon(usage.total_tokens, call_cost(s, usage))
 
 
 def _finishes(chunk: Any) -> bool:
@@ -237,16 +238,27 @@ class _SseTap:
 
     def line(self, line: str) -> None:
         """One SSE line (without its end): only ``data:`` lines carry chunks, and after
-        the first (model and id) only those that mention a usage are decoded."""
+        the first (model and id) only those that mention a usage or finish a choice are
+        decoded."""
         if not line.startswith("data:"):
             return
-        if self.tally.model is not None and '"usage"' not in line:
+        if self.tally.model is not None and '"usage"' not in line and not self._finishing(line):
             return
         try:
             chunk = json.loads(line[5:])
         except (ValueError, RecursionError):
             return  # "[DONE]", or not JSON: nothing to learn from it
         self.tally.see(chunk)
+
+    def _finishing(self, line: str) -> bool:
+        """Whether a chunk's line may carry a ``finish_reason`` not yet seen (every chunk
+        names one, null until a choice ends)."""
+        return (
+            not self.tally.finished
+            and '"finish_reason"' in line
+            and '"finish_reason":null' not in line
+            and '"finish_reason": null' not in line
+        )
 
     def end(self) -> None:
         """The body ended: its last line may have had no line end."""
