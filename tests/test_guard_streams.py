@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tokenguard as tg
-from tokenguard._guard._streams import _SseTap, _Tally
+from tokenguard._guard._streams import _finishes, _SseTap, _Tally
 from tokenguard.emulator import Emulator, running
 
 MODEL = "llama-3.1-8b-instant"
@@ -377,6 +377,24 @@ def test_the_usage_is_read_from_sse_bytes_cut_anywhere(
     assert tally.usage is not None
     assert (tally.usage.prompt_tokens, tally.usage.completion_tokens) == (11, len(pieces))
     assert (tally.model, tally.response_id) == (MODEL, "c1")
+
+
+@pytest.mark.parametrize(
+    ("chunk", "ends"),
+    [
+        ({"choices": [{"finish_reason": "stop"}]}, True),
+        ({"choices": [{"finish_reason": None}, {"finish_reason": "length"}]}, True),
+        ({"choices": [{"finish_reason": None}]}, False),
+        ({"choices": []}, False),
+        # What a broken or hostile server may send: never an error in the caller's loop.
+        ({"choices": [1, "x", None]}, False),
+        ({"choices": 5}, False),
+        ({"choices": {"finish_reason": "stop"}}, False),
+        ("data", False),
+    ],
+)
+def test_a_chunk_ends_a_choice_only_with_a_finish_reason(chunk: Any, ends: bool) -> None:
+    assert _finishes(chunk) is ends
 
 
 def test_a_raw_stream_dropped_after_its_usage_gives_the_budget_that_usage(em: Emulator) -> None:

@@ -371,7 +371,8 @@ _CLOSED_CLIENT = "client has been closed"
 
 
 def _before_sending(exc: BaseException) -> bool:
-    """Whether an SDK's connection error was caused by a failure to connect at all."""
+    """Whether an SDK's connection error came before the request's bytes left: no
+    connection, a request its HTTP layer would not write, or a closed client."""
     cause = exc.__cause__
     for _ in range(8):  # the chain of causes, bounded
         if cause is None:

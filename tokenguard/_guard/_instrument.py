@@ -149,6 +149,14 @@ def _is_async(comp: Any) -> bool:
     )
 
 
+def _key_of(client: Any) -> Any:
+    return getattr(client, "api_key", None)
+
+
+def _endpoint_of(client: Any) -> Any:
+    return getattr(client, "base_url", None)
+
+
 class _Bound(NamedTuple):
     """What a guarded create sends with: the client's retry-less copy and the guard, for
     the ``api_key`` and ``base_url`` the client had when they were made."""
@@ -175,7 +183,7 @@ def _bind(client: Any, comp: Any, opts: GuardOptions, site: str) -> _Bound:
         # The summary request goes through the client's create as it is when summarizing
         # (guarded, and wrapped by whatever wraps it): counted, limited, logged.
         g.summarizer = ClientSummarizer(create=lambda **request: comp.create(**request))
-    return _Bound(client.api_key, client.base_url, quiet, g)
+    return _Bound(_key_of(client), _endpoint_of(client), quiet, g)
 
 
 def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
@@ -189,18 +197,15 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
         set since (a key rotated), in place, so a create another layer wrapped keeps
         its wrapper."""
         nonlocal bound
-        if client.api_key is not bound.key or client.base_url is not bound.base:
+        if _key_of(client) is not bound.key or _endpoint_of(client) is not bound.base:
             bound = _bind(client, comp, opts, site)
             setattr(comp, _MARK, bound.guard)
         return bound
 
     def read(quiet: Any, kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
-        if model is None:  # the usual client: the call names its model
-            req = read_body(kwargs, default_model=None, where=site)
-        else:
-            req = read_body(kwargs, default_model=model, where=site)
-            if "model" not in kwargs:  # the guard's model= (read_body says when none)
-                kwargs = {**kwargs, "model": model}
+        req = read_body(kwargs, default_model=model, where=site)
+        if model is not None and "model" not in kwargs:  # the guard's model= in the body
+            kwargs = {**kwargs, "model": model}
         return req, _ClientSender(quiet, kwargs, req.max_tokens, site)
 
     if _is_async(comp):

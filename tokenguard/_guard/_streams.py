@@ -89,11 +89,16 @@ class _Tally:
 
 
 def _finishes(chunk: Any) -> bool:
-    """Whether a chunk (an SDK's, or a dict read from the SSE lines) ends a choice."""
-    if isinstance(chunk, dict):
-        return any(c.get("finish_reason") is not None for c in chunk.get("choices") or ())
-    choices = getattr(chunk, "choices", None) or ()
-    return any(getattr(c, "finish_reason", None) is not None for c in choices)
+    """Whether a chunk (an SDK's, or a dict read from the SSE lines, whatever its shape)
+    ends a choice."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else getattr(chunk, "choices", None)
+    if not isinstance(choices, list):
+        return False
+    return any(
+        (c.get("finish_reason") if isinstance(c, dict) else getattr(c, "finish_reason", None))
+        is not None
+        for c in choices
+    )
 
 
 def _stream_failure(error: BaseException | None) -> Failure | None:
