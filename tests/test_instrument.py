@@ -212,6 +212,50 @@ def test_a_key_set_after_another_layer_wrapped_create_keeps_the_layer(
     assert len(requests(events)) == 2
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_structured_outputs_parse_is_guarded_as_create_is(
+    is_async: bool, em: Emulator, events: list[tg.events.Event]
+) -> None:
+    client = tg.instrument(make("openai", em, is_async=is_async), **LIMITS)
+    with tg.budget(tokens=10), pytest.raises(tg.BudgetExceeded):
+        await _maybe(client.chat.completions.parse(model=MODEL, messages=HELLO, max_tokens=64))
+    reply = await _maybe(client.chat.completions.parse(model=MODEL, messages=HELLO, max_tokens=64))
+    raw = await _maybe(
+        client.chat.completions.with_raw_response.parse(model=MODEL, messages=HELLO, max_tokens=64)
+    )
+    assert type(reply).__name__.startswith("ParsedChatCompletion")
+    assert reply.choices[0].message.parsed is None  # no response_format: nothing to parse
+    assert raw.headers.get("x-ratelimit-remaining-tokens") is not None
+    done = requests(events)
+    assert [e["gen_ai.usage.input_tokens"] for e in done] == [reply.usage.prompt_tokens] * 2
+    assert len([r for r in em.log if r.endpoint == "chat"]) == 2  # nothing past the budget
+
+
+def test_a_parse_response_format_is_counted_as_the_schema_it_sends(
+    events: list[tg.events.Event],
+) -> None:
+    from openai.lib._parsing._completions import type_to_response_format_param
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        city: str
+        population: int
+
+    gpt_oss = "openai/gpt-oss-20b"  # a model whose prompt the response format changes
+    sent = type_to_response_format_param(Answer)
+    with running(model=gpt_oss, **LIMITS) as server:
+        client = tg.instrument(make("openai", server), **LIMITS)
+        with pytest.raises(Exception):  # noqa: B017, PT011 (the emulator's text is not JSON)
+            client.chat.completions.parse(
+                model=gpt_oss, messages=HELLO, max_tokens=64, response_format=Answer
+            )
+        [billed] = [r.prompt_tokens for r in server.log if r.endpoint == "chat"]
+    [call] = requests(events)
+    expected = tg.count_request(HELLO, gpt_oss, max_tokens=64, response_format=sent)
+    assert call["tokenguard.estimated_tokens"] == expected.total
+    assert expected.prompt_tokens >= billed  # counted as sent, never below the bill
+
+
 def test_one_client_instrumented_leaves_others_alone(
     em: Emulator, events: list[tg.events.Event]
 ) -> None:

@@ -1,5 +1,6 @@
-"""``tg.instrument(client)``: every ``chat.completions.create`` of a client goes through
-the guard, with the server's headers read from every response and every error.
+"""``tg.instrument(client)``: every ``chat.completions.create`` of a client (and the openai
+SDK's ``parse``, its structured outputs) goes through the guard, with the server's
+headers read from every response and every error.
 
 The client's ``chat.completions`` resource gets a guarded ``create`` of its own (the
 class is not touched, so other clients are not); ``with_raw_response`` and
@@ -40,6 +41,8 @@ C = TypeVar("C")
 _RAW_HEADER = "X-Stainless-Raw-Response"
 _MARK = "_tokenguard_guard"
 _CACHED = ("with_raw_response", "with_streaming_response")
+#: The resource's methods that send a chat request, guarded when the SDK has them.
+_METHODS = ("create", "parse")
 
 
 def _completions(client: Any) -> Any:
@@ -89,12 +92,21 @@ def _window_of(model: Any) -> int | None:
 
 
 class _ClientSender:
-    """Sends one body through the quiet (no-retry) client, asking for the raw response."""
+    """Sends one body through the quiet (no-retry) client's ``method`` (``create``, or
+    ``parse`` for structured outputs), asking for the raw response."""
 
-    __slots__ = ("_asked", "_body", "_mode", "_quiet", "raw_internal", "site")
+    __slots__ = ("_asked", "_body", "_method", "_mode", "_quiet", "raw_internal", "site")
 
-    def __init__(self, quiet: Any, body: dict[str, Any], req_max: int | None, site: str) -> None:
+    def __init__(
+        self,
+        quiet: Any,
+        body: dict[str, Any],
+        req_max: int | None,
+        site: str,
+        method: str = "create",
+    ) -> None:
         self._quiet = quiet
+        self._method = method
         self._body = body
         self._asked = req_max
         self.site = site
@@ -117,13 +129,13 @@ class _ClientSender:
         return body
 
     def send(self, messages: list[Any], max_tokens: int | None) -> Any:
-        return self._quiet.chat.completions.create(**self._prepared(messages, max_tokens))
+        send = getattr(self._quiet.chat.completions, self._method)
+        return send(**self._prepared(messages, max_tokens))
 
     def send_async(self, messages: list[Any], max_tokens: int | None) -> Awaitable[Any]:
         # The SDK's own coroutine, awaited by the runner: no coroutine of ours around it.
-        return self._quiet.chat.completions.create(  # type: ignore[no-any-return]
-            **self._prepared(messages, max_tokens)
-        )
+        send = getattr(self._quiet.chat.completions, self._method)
+        return send(**self._prepared(messages, max_tokens))  # type: ignore[no-any-return]
 
     def context_window(self, model: str) -> int | None:
         try:
@@ -138,7 +150,21 @@ class _ClientSender:
             return None
 
     def for_model(self, model: str) -> _ClientSender:
-        return _ClientSender(self._quiet, {**self._body, "model": model}, self._asked, self.site)
+        body = {**self._body, "model": model}
+        return _ClientSender(self._quiet, body, self._asked, self.site, self._method)
+
+
+def _as_sent(body: dict[str, Any]) -> dict[str, Any]:
+    """A call's body as the SDK sends it, for counting: ``parse`` takes a
+    ``response_format`` as a pydantic model and sends its strict JSON schema."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, type):
+        return body
+    try:
+        from openai.lib._parsing._completions import type_to_response_format_param
+    except ImportError:  # an SDK without structured outputs: read as given
+        return body
+    return {**body, "response_format": type_to_response_format_param(fmt)}
 
 
 def _is_async(comp: Any) -> bool:
@@ -202,33 +228,39 @@ def _install(client: Any, comp: Any, opts: GuardOptions) -> None:
             setattr(comp, _MARK, bound.guard)
         return bound
 
-    def read(quiet: Any, kwargs: dict[str, Any]) -> tuple[Any, _ClientSender]:
-        req = read_body(kwargs, default_model=model, where=site)
+    def read(quiet: Any, kwargs: dict[str, Any], method: str) -> tuple[Any, _ClientSender]:
+        req = read_body(_as_sent(kwargs), default_model=model, where=site)
         if model is not None and "model" not in kwargs:  # the guard's model= in the body
             kwargs = {**kwargs, "model": model}
-        return req, _ClientSender(quiet, kwargs, req.max_tokens, site)
+        return req, _ClientSender(quiet, kwargs, req.max_tokens, site, method)
 
-    if _is_async(comp):
+    def guarded(method: str) -> Any:
+        """``method`` of the resource, through the guard."""
+        if _is_async(comp):
 
-        async def create_async(**kwargs: Any) -> Any:
+            async def call_async(**kwargs: Any) -> Any:
+                b = current()
+                req, sender = read(b.quiet, kwargs, method)
+                return await run_async(plan(b.guard, req, sender))
+
+            return call_async
+
+        def call(**kwargs: Any) -> Any:
             b = current()
-            req, sender = read(b.quiet, kwargs)
-            return await run_async(plan(b.guard, req, sender))
-
-        guarded: Any = create_async
-    else:
-
-        def create(**kwargs: Any) -> Any:
-            b = current()
-            req, sender = read(b.quiet, kwargs)
+            req, sender = read(b.quiet, kwargs, method)
             return run_sync(plan(b.guard, req, sender))
 
-        guarded = create
-    guarded.__doc__ = type(comp).create.__doc__
-    guarded.__wrapped__ = type(comp).create.__get__(comp)
+        return call
+
     for name in _CACHED:
-        comp.__dict__.pop(name, None)  # rebuilt on the guarded create when next used
-    comp.create = guarded
+        comp.__dict__.pop(name, None)  # rebuilt on the guarded methods when next used
+    for method in _METHODS:
+        sdk = getattr(type(comp), method, None)
+        if callable(sdk):  # parse: the openai SDK's structured outputs (not groq's)
+            fn = guarded(method)
+            fn.__doc__ = sdk.__doc__
+            fn.__wrapped__ = sdk.__get__(comp)
+            setattr(comp, method, fn)
     setattr(comp, _MARK, bound.guard)
     _guard_copies(client, opts)
 
@@ -250,7 +282,9 @@ def instrument(client: C, /, **options: Unpack[InstrumentKwargs]) -> C:
     """Guard every ``chat.completions.create`` of ``client`` (``openai.OpenAI``,
     ``openai.AsyncOpenAI``, ``groq.Groq``, ``groq.AsyncGroq``); returns the same client.
 
-    Plain calls, ``with_raw_response`` and ``stream=True`` all go through the pipeline,
+    Plain calls, ``with_raw_response``, ``stream=True`` and the openai SDK's
+    ``chat.completions.parse`` (a ``response_format`` model counted as the JSON schema the
+    SDK sends) all go through the pipeline,
     and the ``x-ratelimit-*`` headers of every response and every error are given to the
     limiter. The options (keyword-only, typed by :class:`~tokenguard.InstrumentKwargs`)
     are those of :func:`~tokenguard.guard` but ``messages_arg`` and ``model_arg``; without
@@ -287,7 +321,7 @@ def uninstrument(client: C, /) -> C:
     comp = _completions(client)
     if getattr(comp, _MARK, None) is None:
         return client
-    for name in ("create", _MARK, *_CACHED):
+    for name in (*_METHODS, _MARK, *_CACHED):
         comp.__dict__.pop(name, None)
     for name in ("copy", "with_options"):
         client.__dict__.pop(name, None)
