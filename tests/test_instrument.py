@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import groq
@@ -231,8 +232,9 @@ async def test_structured_outputs_parse_is_guarded_as_create_is(
     assert len([r for r in em.log if r.endpoint == "chat"]) == 2  # nothing past the budget
 
 
+@pytest.mark.parametrize("via", ["instrumented", "decorated"])
 def test_a_parse_response_format_is_counted_as_the_schema_it_sends(
-    events: list[tg.events.Event],
+    via: str, events: list[tg.events.Event]
 ) -> None:
     from openai.lib._parsing._completions import type_to_response_format_param
     from pydantic import BaseModel
@@ -244,11 +246,24 @@ def test_a_parse_response_format_is_counted_as_the_schema_it_sends(
     gpt_oss = "openai/gpt-oss-20b"  # a model whose prompt the response format changes
     sent = type_to_response_format_param(Answer)
     with running(model=gpt_oss, **LIMITS) as server:
-        client = tg.instrument(make("openai", server), **LIMITS)
+        client = make("openai", server)
+        if via == "decorated":
+
+            @tg.guard(base_url=server.base_url, **LIMITS)
+            def ask(messages: Any, model: str, response_format: Any, max_tokens: int = 64) -> Any:
+                return client.chat.completions.parse(
+                    model=model,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    response_format=response_format,
+                )
+
+            parse: Any = ask
+        else:
+            tg.instrument(client, **LIMITS)
+            parse = partial(client.chat.completions.parse, max_tokens=64)
         with pytest.raises(Exception):  # noqa: B017, PT011 (the emulator's text is not JSON)
-            client.chat.completions.parse(
-                model=gpt_oss, messages=HELLO, max_tokens=64, response_format=Answer
-            )
+            parse(model=gpt_oss, messages=HELLO, response_format=Answer)
         [billed] = [r.prompt_tokens for r in server.log if r.endpoint == "chat"]
     [call] = requests(events)
     expected = tg.count_request(HELLO, gpt_oss, max_tokens=64, response_format=sent)

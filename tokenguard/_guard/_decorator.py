@@ -24,7 +24,14 @@ from ._fallback import fallback_plan
 from ._options import GuardKwargs, GuardOptions, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
-from ._request import ChatRequest, asked_max_tokens, capped_extra, given, plain_request
+from ._request import (
+    ChatRequest,
+    asked_max_tokens,
+    capped_extra,
+    format_as_sent,
+    given,
+    plain_request,
+)
 from ._site import Guard
 
 if TYPE_CHECKING:
@@ -136,6 +143,8 @@ class _Binding:
         if not self.counted:  # the usual function: no prompt keywords to look for
             return plain_request(messages, model, asked, stream)
         options = {n: v for n in self.counted if n in a and (v := given(a[n])) is not None}
+        if isinstance(options.get("response_format"), type):  # a model for parse
+            options["response_format"] = format_as_sent(options["response_format"])
         return ChatRequest(
             messages=messages,
             model=model,

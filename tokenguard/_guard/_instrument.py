@@ -28,7 +28,7 @@ from ._fallback import fallback_plan
 from ._options import GuardOptions, InstrumentKwargs, make_options
 from ._pipeline import call_plan
 from ._registry import normalize_base_url
-from ._request import capped_extra, read_body
+from ._request import capped_extra, format_as_sent, read_body
 from ._site import Guard
 
 if TYPE_CHECKING:
@@ -155,16 +155,11 @@ class _ClientSender:
 
 
 def _as_sent(body: dict[str, Any]) -> dict[str, Any]:
-    """A call's body as the SDK sends it, for counting: ``parse`` takes a
-    ``response_format`` as a pydantic model and sends its strict JSON schema."""
+    """A call's body as the SDK sends it, for counting (see :func:`format_as_sent`)."""
     fmt = body.get("response_format")
     if not isinstance(fmt, type):
         return body
-    try:
-        from openai.lib._parsing._completions import type_to_response_format_param
-    except ImportError:  # an SDK without structured outputs: read as given
-        return body
-    return {**body, "response_format": type_to_response_format_param(fmt)}
+    return {**body, "response_format": format_as_sent(fmt)}
 
 
 def _is_async(comp: Any) -> bool:

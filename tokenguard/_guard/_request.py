@@ -30,6 +30,7 @@ __all__ = [
     "check_max_tokens",
     "check_model",
     "check_other_fields",
+    "format_as_sent",
     "given",
     "plain_request",
     "read_body",
@@ -128,6 +129,19 @@ def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
         if newer is not None:
             asked = newer
     return asked
+
+
+def format_as_sent(fmt: Any) -> Any:
+    """A ``response_format`` as the SDK sends it: ``parse`` (the openai SDK's structured
+    outputs) takes a pydantic model and sends its strict JSON schema; anything else as
+    it is."""
+    if not isinstance(fmt, type):
+        return fmt
+    try:
+        from openai.lib._parsing._completions import type_to_response_format_param
+    except ImportError:  # an SDK without structured outputs: read as given
+        return fmt
+    return type_to_response_format_param(fmt)
 
 
 def capped_extra(extra: Any, max_tokens: int) -> Any:
