@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import wrapt
 
 from .._drive import run_async, run_sync
-from ..counting._request_options import PROMPT_KEYWORDS
+from ..counting._request_options import BUDGET_KEYWORDS, PROMPT_KEYWORDS
 from ..counting._sendable import check_text_field
 from ..errors import ConfigurationError, InvalidMessages
 from ._fallback import fallback_plan
@@ -41,8 +41,6 @@ __all__ = ["guard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NEWER = "max_completion_tokens"
-_BUDGET_NAMES = (_NEWER, "max_tokens")
 #: The keywords that change the prompt the server bills, as counting defines them.
 _COUNTED = tuple(sorted(PROMPT_KEYWORDS))
 
@@ -67,7 +65,7 @@ class _Binding:
         if (
             opts.cap_max_tokens is not None
             and self.var_kw is None
-            and not any(n in params for n in _BUDGET_NAMES)
+            and not any(n in params for n in BUDGET_KEYWORDS)
         ):
             raise ConfigurationError(
                 f"{where} takes no max_tokens (nor **kwargs): cap_max_tokens cannot pass one"
@@ -186,14 +184,18 @@ class _Binding:
         self.place(out_args, out_kwargs, self.opts.messages_arg, messages)
         if max_tokens is not None and max_tokens != asked:
             view = self._view(args, kwargs)
-            name = next((n for n in _BUDGET_NAMES if given(view.get(n)) is not None), None)
+            name = next((n for n in BUDGET_KEYWORDS if given(view.get(n)) is not None), None)
             extra = view.get("extra_body")
             capped = capped_extra(extra, max_tokens)
             if capped is not extra:  # merged over the body by the SDK: set there
                 self.place(out_args, out_kwargs, "extra_body", capped)
             if name is not None or capped is extra:
                 if name is None:
-                    name = "max_tokens" if "max_tokens" in self.named or self.var_kw else _NEWER
+                    name = (
+                        "max_tokens"
+                        if "max_tokens" in self.named or self.var_kw
+                        else "max_completion_tokens"
+                    )
                 self.place(out_args, out_kwargs, name, max_tokens)
         return tuple(out_args), out_kwargs
 

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from ..counting._request_options import (
+    BUDGET_KEYWORDS,
     PROMPT_KEYWORDS,
     TRANSPORT_KEYWORDS,
     check_completion_cap,
@@ -104,13 +105,9 @@ def check_max_tokens(name: str, value: object) -> int | None:
     return check_completion_cap(name, given(value))
 
 
-#: The fields that cap a completion.
-_CAPS = frozenset(("max_tokens", "max_completion_tokens"))
-
-
 def _caps_in(extra: object) -> bool:
     """Whether an ``extra_body`` sets a completion cap (the SDKs merge it over the body)."""
-    return isinstance(extra, Mapping) and not _CAPS.isdisjoint(extra)
+    return isinstance(extra, Mapping) and any(name in extra for name in BUDGET_KEYWORDS)
 
 
 def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
@@ -119,7 +116,7 @@ def asked_max_tokens(args: Mapping[str, Any]) -> int | None:
     ``extra_body`` sets it when it does (the SDKs merge it over the body)."""
     extra = args.get("extra_body")
     if extra is not None and _caps_in(extra):
-        args = {**args, **{name: extra[name] for name in _CAPS.intersection(extra)}}
+        args = {**args, **{name: extra[name] for name in BUDGET_KEYWORDS if name in extra}}
     asked = args.get("max_tokens")
     if asked is not None and (type(asked) is not int or asked < 1):
         asked = check_max_tokens("max_tokens", asked)
@@ -149,7 +146,7 @@ def capped_extra(extra: Any, max_tokens: int) -> Any:
     ``max_tokens``, as the server must see them; any other ``extra`` as it is."""
     if not _caps_in(extra):
         return extra
-    return {**extra, **{name: max_tokens for name in _CAPS.intersection(extra)}}
+    return {**extra, **{name: max_tokens for name in BUDGET_KEYWORDS if name in extra}}
 
 
 def _messages(value: object, where: str) -> Sequence[Any]:

@@ -70,6 +70,7 @@ def count_one(
         r.total == r.prompt_tokens + 100
     """
     from .. import count_prompt, count_request, get_model
+    from ..counting._request_options import BUDGET_KEYWORDS
     from ..models import unseen_prompt_allowance
 
     messages, body = _split(data, source)
@@ -83,7 +84,7 @@ def count_one(
     # The whole body is read, as tg.count_request(**body) reads it: tools, response
     # formats and reasoning options change the prompt of some models, and an unknown
     # keyword is an error rather than silently ignored.
-    extra = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+    extra = {k: v for k, v in body.items() if k not in BUDGET_KEYWORDS}
     counted = count_prompt(messages, model=info, **extra)
     request = count_request(messages, info, max_tokens=max_tokens, **extra)
     # The guard's own rule: what it adds to the count before holding the request.

@@ -28,6 +28,7 @@ from ..errors import InvalidMessages, InvalidRequest
 from ._sendable import check_field
 
 __all__ = [
+    "BUDGET_KEYWORDS",
     "IGNORED_KEYWORDS",
     "PROMPT_KEYWORDS",
     "SDK_KEYWORDS",
@@ -102,10 +103,11 @@ IGNORED_KEYWORDS = frozenset(
 #: Keywords the SDKs give the HTTP client rather than put in the JSON body.
 TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout"})
 
-_BUDGET_KEYWORDS = frozenset({"max_tokens", "max_completion_tokens"})
+#: The keywords that cap a completion, the newer first (Groq uses it when both are sent).
+BUDGET_KEYWORDS = ("max_completion_tokens", "max_tokens")
 
 #: Every keyword accepted besides ``messages`` and ``model``.
-SDK_KEYWORDS = PROMPT_KEYWORDS | IGNORED_KEYWORDS | _BUDGET_KEYWORDS | {"extra_body"}
+SDK_KEYWORDS = PROMPT_KEYWORDS | IGNORED_KEYWORDS | {*BUDGET_KEYWORDS, "extra_body"}
 
 
 def unknown_keyword(name: str, accepted: Iterable[str], where: str) -> str:
