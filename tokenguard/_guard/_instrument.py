@@ -66,7 +66,7 @@ def _base_url(client: Any) -> str:
 def _account(client: Any) -> str:
     """Which account the client's calls spend (a digest of its API key, never the key):
     limits are per organisation, so clients with different keys learn their own."""
-    key = getattr(client, "api_key", None)
+    key = _key_of(client)
     if not isinstance(key, str) or not key:
         return ""
     return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -31,7 +31,6 @@ from ._recover import Attempts, recover_plan
 from ._request import ChatRequest, Sender
 from ._settle import (
     Settlement,
-    believed_usage,
     release_hold,
     release_plan,
     report,
@@ -300,7 +299,7 @@ def _receive_plan(s: Settlement, sender: Sender, result: Any) -> Plan[Any]:
             # headers are the limiter's evidence as a raw response's are.
             s.headers = headers_of(result)
         return present_stream(s, result, body, raw and not sender.raw_internal)
-    yield from settle_plan(s, believed_usage(s, usage_of(body)), body)
+    yield from settle_plan(s, usage_of(body), body)
     return body if sender.raw_internal else result
 
 

@@ -38,7 +38,6 @@ from ._site import Guard
 __all__ = [
     "Commit",
     "Settlement",
-    "believed_usage",
     "call_cost",
     "doubt",
     "release_hold",
@@ -84,7 +83,7 @@ class Commit(NamedTuple):
         return self.reservation.commit_async(self.tokens, headers=self.headers)
 
 
-def believed_usage(s: Settlement, usage: Usage | None) -> Usage | None:
+def _believed_usage(s: Settlement, usage: Usage | None) -> Usage | None:
     """A response's usage as settling may charge it: ``None`` (charged at the estimate,
     reported as ``tokenguard.guard.bad_usage``) when :func:`doubt` finds a reason."""
     why = None if usage is None else doubt(s, usage)
@@ -131,10 +130,12 @@ def settle_plan(
     """Settle a request that reached the server: the limiter is charged what counts
     toward the limits (cached prompt tokens left out), the budgets the usage as
     reported; without usage (a stream closed early) both at the estimate. ``failure``:
-    what broke a stream midway (its event's ``error.type``)."""
+    what broke a stream midway (its event's ``error.type``). A usage :func:`doubt`
+    finds a reason against is charged as none (see :func:`_believed_usage`)."""
     if s.settled:
         return
     s.settled = True
+    usage = _believed_usage(s, usage)
     counted = None if usage is None else usage.limit_tokens  # toward the rate limits
     try:
         r = s.reservation

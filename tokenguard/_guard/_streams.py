@@ -24,7 +24,7 @@ import wrapt
 
 from .._adapters import Failure, FailureKind, Usage, classify, usage_of
 from .._drive import run_async, run_sync
-from ._settle import Settlement, believed_usage, call_cost, doubt, settle_plan
+from ._settle import Settlement, call_cost, doubt, settle_plan
 
 __all__ = ["GuardedAsyncStream", "GuardedStream", "present_stream"]
 
@@ -62,7 +62,7 @@ class _Tally:
         self.done = True
         # The final chunk's usage is what the server billed, even when the caller stops
         # reading after it (before the end of the stream); without it, the estimate.
-        usage = believed_usage(self.settlement, self.usage)
+        usage = self.usage
         response = {"model": self.model, "id": self.response_id}
         return settle_plan(
             self.settlement,
